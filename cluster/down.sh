@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Stops a cluster started by up.sh: only the processes listed in DIR/pids, and
+# only while each PID still runs the binary recorded next to it (so a reused
+# PID is never hit). TERM first, KILL after a grace period. Idempotent.
+#
+#   cluster/down.sh [--dir DIR]      (default $HGO_CACHE/clusters/default)
+#
+# State (etcd data, logs, kubeconfig) stays in DIR until the next up.sh.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$here/versions.sh"
+
+DIR=$HGO_CACHE/clusters/default
+GRACE=${HGO_DOWN_GRACE:-5}
+while [ $# -gt 0 ]; do
+  case $1 in
+    --dir) DIR=$2; shift 2 ;;
+    --dir=*) DIR=${1#*=}; shift ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+pidfile=$DIR/pids
+[ -f "$pidfile" ] || { log "nothing to stop in $DIR (no pids file)"; exit 0; }
+
+# ours PID BINARY: the process exists and runs BINARY
+ours() {
+  local exe
+  exe=$(readlink "/proc/$1/exe" 2>/dev/null) || return 1
+  [ "${exe% (deleted)}" = "$2" ]
+}
+
+declare -a pids=() names=() bins=()
+while read -r pid name bin; do
+  [ -n "${pid:-}" ] || continue
+  pids+=("$pid"); names+=("$name"); bins+=("$bin")
+done <"$pidfile"
+
+# Stop in reverse start order: kwok and controllers first, etcd last.
+live=()
+for (( i=${#pids[@]}-1; i>=0; i-- )); do
+  if ours "${pids[i]}" "${bins[i]}"; then
+    kill -TERM "${pids[i]}" 2>/dev/null || true
+    live+=("$i")
+  fi
+done
+deadline=$(( $(date +%s) + GRACE ))
+for i in "${live[@]}"; do
+  while ours "${pids[i]}" "${bins[i]}"; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      log "${names[i]} (pid ${pids[i]}) ignored TERM; sending KILL"
+      kill -KILL "${pids[i]}" 2>/dev/null || true
+      sleep 0.1
+      break
+    fi
+    sleep 0.1
+  done
+done
+left=0
+: >"$pidfile.tmp"
+for i in "${!pids[@]}"; do
+  if ours "${pids[i]}" "${bins[i]}"; then
+    echo "${pids[i]} ${names[i]} ${bins[i]}" >>"$pidfile.tmp"
+    log "${names[i]} (pid ${pids[i]}) is still running"
+    left=1
+  fi
+done
+mv "$pidfile.tmp" "$pidfile"
+for i in "${live[@]}"; do log "stopped ${names[i]} (pid ${pids[i]})"; done
+exit "$left"

@@ -1,0 +1,283 @@
+#!/usr/bin/env bash
+# Starts a real local Kubernetes control plane as plain processes on 127.0.0.1:
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (fake
+# nodes). Every port is picked free at start; all state lives in one directory.
+#
+#   cluster/up.sh [--dir DIR] [--nodes N]
+#
+# DIR (default $HGO_CACHE/clusters/default) is wiped and gets:
+#   kubeconfig         admin kubeconfig (token auth, CA-verified TLS)
+#   kubeconfig-tester  the same for the unprivileged user "tester"
+#   env                source it: KUBECONFIG, HGO_APISERVER, HGO_ADMIN_TOKEN,
+#                      HGO_TESTER_TOKEN, HGO_CLUSTER_DIR, PATH (kubectl, helm)
+#   pids               "PID NAME BINARY" per started process (read by down.sh)
+#   logs/*.log         one log per component
+# Stop it with cluster/down.sh --dir DIR.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$here/versions.sh"
+
+DIR=$HGO_CACHE/clusters/default
+NODES=3
+while [ $# -gt 0 ]; do
+  case $1 in
+    --dir) DIR=$2; shift 2 ;;
+    --dir=*) DIR=${1#*=}; shift ;;
+    --nodes) NODES=$2; shift 2 ;;
+    --nodes=*) NODES=${1#*=}; shift ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+case $NODES in ''|*[!0-9]*) echo "--nodes wants a number, got '$NODES'" >&2; exit 2 ;; esac
+mkdir -p "$DIR"
+DIR=$(cd "$DIR" && pwd)
+
+t0=$(date +%s.%N)
+elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}s')" "$t0" "$(date +%s.%N)"; }
+
+"$here/build.sh"
+
+# Stop whatever an earlier run left in DIR, then wipe it. Refuse to wipe a
+# non-empty directory that this script did not create.
+"$here/down.sh" --dir "$DIR" >/dev/null
+if [ -n "$(ls -A "$DIR")" ] && [ ! -e "$DIR/.hgo-cluster" ]; then
+  echo "refusing to wipe $DIR: not empty and not made by up.sh (.hgo-cluster missing)" >&2
+  exit 1
+fi
+find "$DIR" -mindepth 1 -delete
+touch "$DIR/.hgo-cluster"
+mkdir -p "$DIR/logs" "$DIR/etcd" "$DIR/certs" "$DIR/pki"
+: >"$DIR/pids"
+
+KUBECTL=$TOOLS_BIN/kubectl
+read -r ETCD_PORT ETCD_PEER_PORT API_PORT KCM_PORT SCHED_PORT < <(python3 - <<'PY'
+import socket
+socks = []
+for _ in range(5):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(*[s.getsockname()[1] for s in socks])
+PY
+)
+
+FAILED=
+fail() { # component message
+  log "FAILED: $1: $2 (after $(elapsed))"
+  if [ -f "$DIR/logs/$1.log" ]; then
+    echo "----- last lines of $DIR/logs/$1.log -----" >&2
+    tail -n 40 "$DIR/logs/$1.log" >&2
+    echo "-----" >&2
+  fi
+  FAILED=1
+  "$here/down.sh" --dir "$DIR" >&2 || true
+  exit 1
+}
+on_exit() {
+  local rc=$?
+  if [ "$rc" -ne 0 ] && [ -z "$FAILED" ]; then
+    log "failed or interrupted (exit $rc); stopping what was started"
+    "$here/down.sh" --dir "$DIR" >&2 || true
+  fi
+}
+trap on_exit EXIT
+trap 'exit 130' INT TERM
+
+start() { # name binary args...
+  local name=$1 bin; bin=$(readlink -f "$2"); shift 2
+  # setsid: own session, so a terminal hang-up or Ctrl-C does not reach it.
+  setsid "$bin" "$@" </dev/null >"$DIR/logs/$name.log" 2>&1 &
+  echo "$! $name $bin" >>"$DIR/pids"
+}
+
+alive() { # name: fail if its process has exited
+  local pid
+  pid=$(awk -v n="$1" '$2 == n {print $1}' "$DIR/pids")
+  kill -0 "$pid" 2>/dev/null || fail "$1" "process exited"
+}
+
+wait_for() { # name seconds command...: poll until command succeeds
+  local name=$1 limit=$2; shift 2
+  local deadline=$(( $(date +%s) + limit ))
+  until "$@" >/dev/null 2>&1; do
+    alive "$name"
+    [ "$(date +%s)" -lt "$deadline" ] || fail "$name" "not ready within ${limit}s"
+    sleep 0.2
+  done
+}
+
+# --- credentials ---------------------------------------------------------
+ADMIN_TOKEN=$(openssl rand -hex 24)
+TESTER_TOKEN=$(openssl rand -hex 24)
+cat >"$DIR/pki/tokens.csv" <<EOF
+$ADMIN_TOKEN,admin,admin,"system:masters"
+$TESTER_TOKEN,tester,tester
+EOF
+openssl genrsa -out "$DIR/pki/sa.key" 2048 2>/dev/null
+openssl rsa -in "$DIR/pki/sa.key" -pubout -out "$DIR/pki/sa.pub" 2>/dev/null
+chmod 600 "$DIR/pki/"*
+
+# --- etcd ----------------------------------------------------------------
+log "starting etcd on 127.0.0.1:$ETCD_PORT"
+start etcd "$ETCD_BIN/etcd" \
+  --name=hgo \
+  --data-dir="$DIR/etcd" \
+  --listen-client-urls="http://127.0.0.1:$ETCD_PORT" \
+  --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
+  --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-cluster="hgo=http://127.0.0.1:$ETCD_PEER_PORT" \
+  --unsafe-no-fsync \
+  --log-level=warn
+wait_for etcd 20 curl -sf "http://127.0.0.1:$ETCD_PORT/health"
+
+# --- kube-apiserver ------------------------------------------------------
+log "starting kube-apiserver on https://127.0.0.1:$API_PORT"
+start kube-apiserver "$K8S_BIN/kube-apiserver" \
+  --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+  --bind-address=127.0.0.1 \
+  --advertise-address=127.0.0.1 \
+  --secure-port="$API_PORT" \
+  --cert-dir="$DIR/certs" \
+  --token-auth-file="$DIR/pki/tokens.csv" \
+  --authorization-mode=Node,RBAC \
+  --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+  --service-account-key-file="$DIR/pki/sa.pub" \
+  --service-account-signing-key-file="$DIR/pki/sa.key" \
+  --service-cluster-ip-range=10.96.0.0/16 \
+  --allow-privileged=true
+api_ready() {
+  [ "$(curl -sk -H "Authorization: Bearer $ADMIN_TOKEN" "https://127.0.0.1:$API_PORT/readyz")" = ok ]
+}
+wait_for kube-apiserver 60 api_ready
+
+# The self-signed serving cert file holds the leaf and the CA that signed it;
+# it verifies https://127.0.0.1:PORT, so the kubeconfig uses it as its CA.
+CA=$DIR/certs/apiserver.crt
+[ -s "$CA" ] || fail kube-apiserver "no self-signed cert in $DIR/certs"
+CA_DATA=$(base64 -w0 <"$CA")
+write_kubeconfig() { # file user token
+  cat >"$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: hgo
+  cluster:
+    server: https://127.0.0.1:$API_PORT
+    certificate-authority-data: $CA_DATA
+users:
+- name: $2
+  user:
+    token: $3
+contexts:
+- name: $2@hgo
+  context:
+    cluster: hgo
+    user: $2
+current-context: $2@hgo
+EOF
+  chmod 600 "$1"
+}
+write_kubeconfig "$DIR/kubeconfig" admin "$ADMIN_TOKEN"
+write_kubeconfig "$DIR/kubeconfig-tester" tester "$TESTER_TOKEN"
+KC=$DIR/kubeconfig
+"$KUBECTL" --kubeconfig="$KC" version >/dev/null 2>&1 || fail kube-apiserver "kubectl cannot reach it with $KC"
+
+# --- kube-controller-manager, kube-scheduler -----------------------------
+log "starting kube-controller-manager and kube-scheduler"
+start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+  --kubeconfig="$KC" \
+  --authentication-kubeconfig="$KC" \
+  --authorization-kubeconfig="$KC" \
+  --bind-address=127.0.0.1 \
+  --secure-port="$KCM_PORT" \
+  --leader-elect=false \
+  --controllers='*' \
+  --service-account-private-key-file="$DIR/pki/sa.key" \
+  --root-ca-file="$CA" \
+  --service-cluster-ip-range=10.96.0.0/16
+start kube-scheduler "$K8S_BIN/kube-scheduler" \
+  --kubeconfig="$KC" \
+  --authentication-kubeconfig="$KC" \
+  --authorization-kubeconfig="$KC" \
+  --bind-address=127.0.0.1 \
+  --secure-port="$SCHED_PORT" \
+  --leader-elect=false
+
+# --- kwok ----------------------------------------------------------------
+# Stock stages from the build, then the project's failure-injection stages.
+{
+  cat "$KWOK_BIN/stages.yaml"
+  for f in "$here"/stages/*.yaml; do echo "---"; cat "$f"; done
+} >"$DIR/kwok.yaml"
+log "starting kwok"
+start kwok "$KWOK_BIN/kwok" \
+  --kubeconfig="$KC" \
+  --config="$DIR/kwok.yaml" \
+  --manage-all-nodes=true \
+  --node-lease-duration-seconds=40 \
+  --node-ip=127.0.0.1 \
+  --cidr=10.244.0.0/16
+
+wait_for kube-controller-manager 30 curl -sfk "https://127.0.0.1:$KCM_PORT/healthz"
+wait_for kube-scheduler 30 curl -sfk "https://127.0.0.1:$SCHED_PORT/healthz"
+
+# --- nodes ---------------------------------------------------------------
+log "creating $NODES kwok nodes"
+{
+  for i in $(seq 1 "$NODES"); do
+    cat <<EOF
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-$i
+  annotations:
+    kwok.x-k8s.io/node: fake
+    node.alpha.kubernetes.io/ttl: "0"
+  labels:
+    type: kwok
+    kubernetes.io/arch: amd64
+    kubernetes.io/os: linux
+    kubernetes.io/hostname: kwok-node-$i
+    kubernetes.io/role: agent
+    node-role.kubernetes.io/agent: ""
+spec: {}
+status:
+  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
+EOF
+  done
+} >"$DIR/nodes.yaml"
+[ "$NODES" -eq 0 ] || "$KUBECTL" --kubeconfig="$KC" apply -f "$DIR/nodes.yaml" >/dev/null ||
+  fail kwok "could not create nodes"
+
+# Ready, and no taints left (the node lifecycle controller puts a not-ready
+# taint on new nodes and lifts it once kwok reports them Ready).
+nodes_ready() {
+  local out
+  out=$("$KUBECTL" --kubeconfig="$KC" get nodes -o \
+    'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{" "}{.spec.taints}{"\n"}{end}')
+  [ "$(grep -c '^True $' <<<"$out")" -eq "$NODES" ]
+}
+wait_for kwok 60 nodes_ready
+# Pods in "default" are refused until its service account exists.
+sa_ready() { "$KUBECTL" --kubeconfig="$KC" -n default get serviceaccount default; }
+wait_for kube-controller-manager 30 sa_ready
+for c in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do alive "$c"; done
+
+cat >"$DIR/env" <<EOF
+export HGO_CLUSTER_DIR=$DIR
+export KUBECONFIG=$DIR/kubeconfig
+export HGO_APISERVER=https://127.0.0.1:$API_PORT
+export HGO_ADMIN_TOKEN=$ADMIN_TOKEN
+export HGO_TESTER_TOKEN=$TESTER_TOKEN
+export PATH=$TOOLS_BIN:\$PATH
+EOF
+chmod 600 "$DIR/env"
+
+log "cluster ready in $(elapsed): $NODES nodes, API https://127.0.0.1:$API_PORT"
+cat <<EOF
+kubeconfig: $DIR/kubeconfig   (admin; unprivileged user: $DIR/kubeconfig-tester)
+use it:     source $DIR/env && kubectl get nodes
+stop it:    $here/down.sh --dir $DIR
+EOF

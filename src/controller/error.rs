@@ -1,0 +1,33 @@
+//! Errors of a reconcile, and how the error policy treats them.
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or could not be reached; retried with backoff.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+    /// A status could not be serialized; a bug, logged and retried slowly.
+    #[error("serializing status: {0}")]
+    Serialize(#[source] serde_json::Error),
+    /// The object has no name or namespace; it cannot be reconciled.
+    #[error("object without {0}")]
+    MissingMetadata(&'static str),
+}
+
+impl From<kube::Error> for Error {
+    fn from(error: kube::Error) -> Self {
+        Error::Kube(error)
+    }
+}
+
+impl Error {
+    /// A short, bounded label for the errors metric.
+    pub fn metric_label(&self) -> String {
+        match self {
+            Error::Kube(kube::Error::Api(status)) => format!("api_{}", status.code),
+            Error::Kube(_) => "kube".into(),
+            Error::Serialize(_) => "serialize".into(),
+            Error::MissingMetadata(_) => "missing_metadata".into(),
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The RemediationPolicy controller: validates what the schema cannot and
+//! reports `Ready`, the number of matched targets and observedGeneration.
+
+pub mod validate;
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use k8s_openapi::{
+    api::apps::v1::{Deployment, StatefulSet},
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, PatchParams},
+    core::Selector,
+    runtime::controller::Action,
+};
+use tracing::{info, instrument, warn};
+
+use super::{error::Error, status_patch};
+use crate::{
+    conditions::{ConditionUpdate, is_true, set_condition},
+    context::{Context, FIELD_MANAGER, PlannedEvent},
+    crd::{RemediationPolicy, RemediationPolicyStatus, Target, WorkloadKind},
+};
+
+/// Name used in metrics and logs.
+pub const CONTROLLER: &str = "remediationpolicy";
+/// The condition that says whether a policy is in force.
+pub const READY: &str = "Ready";
+
+/// Reconciles one policy.
+#[instrument(skip_all, fields(policy = %policy.name_any(), namespace = policy.namespace().unwrap_or_default()))]
+pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.count_and_time(CONTROLLER);
+    let namespace = policy
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let name = policy
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingMetadata("name"))?;
+    let generation = policy.metadata.generation;
+
+    let problems = validate::validate(&policy.spec);
+    let matched = count_matched_targets(&ctx.client, &namespace, &policy.spec.targets).await?;
+
+    let update = if !problems.is_empty() {
+        let message = problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        ConditionUpdate {
+            type_: READY,
+            status: false,
+            reason: "InvalidSpec",
+            message,
+        }
+    } else if matched == 0 {
+        let kinds = policy
+            .spec
+            .targets
+            .iter()
+            .map(|t| t.kind.to_string())
+            .collect::<BTreeSet<_>>();
+        let message = format!(
+            "no {} in namespace {namespace} matches spec.targets; the policy guards nothing",
+            kinds.into_iter().collect::<Vec<_>>().join(" or ")
+        );
+        ConditionUpdate {
+            type_: READY,
+            status: false,
+            reason: "NoMatchingTargets",
+            message,
+        }
+    } else {
+        let message = format!(
+            "guards {matched} workload(s) with {} rule(s)",
+            policy.spec.rules.len()
+        );
+        ConditionUpdate {
+            type_: READY,
+            status: true,
+            reason: "Valid",
+            message,
+        }
+    };
+
+    let old_status = policy.status.clone().unwrap_or_default();
+    let was_ready = is_true(&old_status.conditions, READY);
+    let had_ready = old_status.conditions.iter().any(|c| c.type_ == READY);
+    let mut status = RemediationPolicyStatus {
+        observed_generation: generation,
+        matched_targets: Some(matched),
+        ..old_status.clone()
+    };
+    let event = if update.status {
+        (!was_ready).then(|| PlannedEvent::normal("Ready", "Validate", update.message.clone()))
+    } else {
+        (was_ready || !had_ready || !same_reason(&old_status, update.reason))
+            .then(|| PlannedEvent::warning(update.reason, "Validate", update.message.clone()))
+    };
+    let ready = update.status;
+    set_condition(
+        &mut status.conditions,
+        update,
+        generation,
+        &Time(Timestamp::now()),
+    );
+
+    if status != old_status {
+        let api: Api<RemediationPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &status_patch::<RemediationPolicy>(&status)?,
+        )
+        .await?;
+        info!(ready, matched, "policy status updated");
+    }
+    if let Some(event) = event {
+        ctx.publish(policy.as_ref(), event.into_event()).await;
+    }
+    // Workload changes in the namespace trigger a new reconcile; see the controller's watches.
+    Ok(Action::await_change())
+}
+
+fn same_reason(status: &RemediationPolicyStatus, reason: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.reason == reason)
+}
+
+/// How many distinct workloads the targets select.
+async fn count_matched_targets(
+    client: &Client,
+    namespace: &str,
+    targets: &[Target],
+) -> Result<i32, Error> {
+    let mut matched = BTreeSet::new();
+    for target in targets {
+        let mut params = ListParams::default();
+        if let Some(selector) = &target.selector {
+            // An invalid selector is reported by validation; it matches nothing.
+            let Ok(selector) = Selector::try_from(selector.clone()) else {
+                continue;
+            };
+            params = params.labels_from(&selector);
+        }
+        let names = match target.kind {
+            WorkloadKind::Deployment => {
+                list_names::<Deployment>(client, namespace, &params).await?
+            }
+            WorkloadKind::StatefulSet => {
+                list_names::<StatefulSet>(client, namespace, &params).await?
+            }
+        };
+        for name in names {
+            let named = target
+                .names
+                .as_ref()
+                .is_none_or(|wanted| wanted.contains(&name));
+            if named {
+                matched.insert((target.kind.to_string(), name));
+            }
+        }
+    }
+    Ok(i32::try_from(matched.len()).unwrap_or(i32::MAX))
+}
+
+async fn list_names<K>(
+    client: &Client,
+    namespace: &str,
+    params: &ListParams,
+) -> Result<Vec<String>, Error>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let list = api.list_metadata(params).await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|m| m.metadata.name)
+        .collect())
+}
+
+/// Retries failed reconciles with a delay.
+pub fn error_policy(policy: Arc<RemediationPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(policy = %policy.name_any(), %error, "policy reconcile failed");
+    ctx.metrics.count_error(CONTROLLER, &error.metric_label());
+    Action::requeue(Duration::from_secs(5))
+}

@@ -1,0 +1,371 @@
+//! Types both custom resources share: severities, incident types, modes,
+//! durations, workload references and the action ladder.
+
+use std::{borrow::Cow, collections::BTreeMap, fmt, str::FromStr};
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Incident severity from the runbook: P0 is a complete outage, P3 cosmetic.
+/// Ordered so that `P0 < P1`: a smaller value is more severe.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+pub enum Severity {
+    /// Complete service outage: acknowledge within 15 minutes.
+    P0,
+    /// Major functionality impaired: acknowledge within 1 hour.
+    P1,
+    /// Minor functionality impaired: acknowledge within 4 hours.
+    P2,
+    /// Cosmetic issue: acknowledge within 24 hours.
+    P3,
+}
+
+impl Severity {
+    /// The runbook's response time: how long until someone must acknowledge.
+    pub fn acknowledge_within(self) -> std::time::Duration {
+        let minutes = match self {
+            Severity::P0 => 15,
+            Severity::P1 => 60,
+            Severity::P2 => 4 * 60,
+            Severity::P3 => 24 * 60,
+        };
+        std::time::Duration::from_secs(minutes * 60)
+    }
+
+    /// The target time to resolve. The runbook only gives response times; these
+    /// follow common practice (P0 4 h, P1 24 h, P2 3 days, P3 7 days).
+    pub fn resolve_within(self) -> std::time::Duration {
+        let hours = match self {
+            Severity::P0 => 4,
+            Severity::P1 => 24,
+            Severity::P2 => 72,
+            Severity::P3 => 168,
+        };
+        std::time::Duration::from_secs(hours * 3600)
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Incident type from the runbook's classification.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum IncidentType {
+    /// Core services unavailable.
+    ServiceOutage,
+    /// Slow responses or timeouts.
+    PerformanceDegradation,
+    /// Database or configuration corruption.
+    DataCorruption,
+    /// Unauthorized access or breach; never resolved automatically.
+    SecurityIncident,
+    /// CI/CD platform integration failing.
+    IntegrationFailure,
+    /// Memory, CPU or disk exhausted.
+    ResourceExhaustion,
+}
+
+impl fmt::Display for IncidentType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// How remediation steps are carried out.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, JsonSchema)]
+pub enum Mode {
+    /// Steps run as soon as they are due.
+    Auto,
+    /// Each step waits until a responder approves it in the Incident's spec.
+    RequireApproval,
+    /// Steps are planned, server-side dry-run and recorded, and nothing changes.
+    #[default]
+    DryRun,
+}
+
+/// The kinds of workload the operator guards.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum WorkloadKind {
+    /// apps/v1 Deployment.
+    Deployment,
+    /// apps/v1 StatefulSet.
+    StatefulSet,
+}
+
+impl fmt::Display for WorkloadKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A duration written the Go way (`90s`, `5m`, `1h30m`), as in metav1.Duration.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Duration(pub kube::core::Duration);
+
+/// Go duration syntax without a sign: one or more number-unit pairs.
+pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
+
+impl Duration {
+    /// The duration as a std duration (the schema rules out negative values).
+    pub fn as_std(&self) -> std::time::Duration {
+        self.0.into()
+    }
+
+    /// A duration from whole seconds.
+    pub fn from_secs(seconds: u64) -> Self {
+        Duration(std::time::Duration::from_secs(seconds).into())
+    }
+}
+
+impl FromStr for Duration {
+    type Err = kube::core::duration::ParseError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        text.parse().map(Duration)
+    }
+}
+
+impl fmt::Debug for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl JsonSchema for Duration {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+        })
+    }
+}
+
+/// A workload in the Incident's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub struct WorkloadRef {
+    /// Kind of the workload.
+    pub kind: WorkloadKind,
+    /// Name of the workload.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+impl fmt::Display for WorkloadRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.kind, self.name)
+    }
+}
+
+/// The containment actions the operator knows.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ActionKind {
+    /// Put an earlier revision's pod template back (`kubectl rollout undo`). Deployments only.
+    Rollback,
+    /// Set or raise replicas within bounds, or patch resource requests and limits.
+    Scale,
+    /// Rollout restart, or delete pods a few at a time.
+    Restart,
+    /// Put back the last known-good copy of a ConfigMap, then restart. Deployments only.
+    RestoreConfig,
+}
+
+impl ActionKind {
+    /// Whether this action can be applied to a workload of that kind.
+    pub fn applies_to(self, kind: WorkloadKind) -> bool {
+        match self {
+            ActionKind::Scale | ActionKind::Restart => true,
+            ActionKind::Rollback | ActionKind::RestoreConfig => kind == WorkloadKind::Deployment,
+        }
+    }
+
+    /// The name used in YAML, step ids and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Rollback => "rollback",
+            ActionKind::Scale => "scale",
+            ActionKind::Restart => "restart",
+            ActionKind::RestoreConfig => "restoreConfig",
+        }
+    }
+}
+
+impl fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One rung of an escalation ladder: an action and its settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.action != 'scale' || has(self.scale)").message("a scale action needs its settings in scale"),
+    validation = Rule::new("self.action != 'restoreConfig' || has(self.restoreConfig)").message("a restoreConfig action needs restoreConfig.configMap"),
+    validation = Rule::new("!has(self.rollback) || self.action == 'rollback'").message("rollback settings are only allowed on a rollback action"),
+    validation = Rule::new("!has(self.scale) || self.action == 'scale'").message("scale settings are only allowed on a scale action"),
+    validation = Rule::new("!has(self.restart) || self.action == 'restart'").message("restart settings are only allowed on a restart action"),
+    validation = Rule::new("!has(self.restoreConfig) || self.action == 'restoreConfig'").message("restoreConfig settings are only allowed on a restoreConfig action"),
+)]
+pub struct Action {
+    /// Name of the step, unique within its ladder; defaults to the action.
+    /// Approvals and the step ledger refer to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: Option<String>,
+    /// Which action to take.
+    pub action: ActionKind,
+    /// Settings for `rollback`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackAction>,
+    /// Settings for `scale`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<ScaleAction>,
+    /// Settings for `restart`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartAction>,
+    /// Settings for `restoreConfig`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_config: Option<RestoreConfigAction>,
+    /// How long verification may take after this step before the next one is
+    /// tried; defaults to the rule's verify timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Overrides the policy's mode for this step (e.g. RequireApproval for a
+    /// destructive step in an otherwise automatic ladder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+}
+
+impl Action {
+    /// The step's name: the one given, or the action's own.
+    pub fn step_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(self.action.as_str())
+    }
+}
+
+/// Which revision a rollback returns to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum RollbackTarget {
+    /// The revision before the current one, as `kubectl rollout undo` does.
+    #[default]
+    Previous,
+    /// The newest revision the operator last saw healthy.
+    LastHealthy,
+}
+
+/// Settings for a rollback.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackAction {
+    /// Which revision to go back to.
+    #[serde(default)]
+    pub to: RollbackTarget,
+}
+
+/// Settings for scaling: replicas (absolute or by increment, capped by
+/// maxReplicas) and/or container resources.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.replicas) || has(self.increment) || has(self.resources)").message("scale needs replicas, increment or resources"),
+    validation = Rule::new("!(has(self.replicas) && has(self.increment))").message("scale takes replicas or increment, not both"),
+    validation = Rule::new("!has(self.replicas) || !has(self.maxReplicas) || self.replicas <= self.maxReplicas").message("scale.replicas must not exceed scale.maxReplicas"),
+)]
+pub struct ScaleAction {
+    /// Set replicas to this number (never lowers them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub replicas: Option<i32>,
+    /// Raise replicas by this many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub increment: Option<i32>,
+    /// Upper bound on replicas after scaling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_replicas: Option<i32>,
+    /// Container resources to set, e.g. limits memory 2Gi, cpu 1000m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourcePatch>,
+}
+
+/// Resource requests and limits to set on a container.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.limits) || has(self.requests)").message("resources needs limits or requests"))]
+pub struct ResourcePatch {
+    /// Container to change; defaults to the first container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Limits to set, e.g. `memory: 2Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<BTreeMap<String, Quantity>>,
+    /// Requests to set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<BTreeMap<String, Quantity>>,
+}
+
+/// How a restart is done.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum RestartMethod {
+    /// Patch the pod template's restartedAt annotation, as `kubectl rollout restart`.
+    #[default]
+    RolloutRestart,
+    /// Delete the workload's pods, at most maxUnavailable at a time.
+    DeletePods,
+}
+
+/// Settings for a restart.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartAction {
+    /// Rollout restart or pod deletion.
+    #[serde(default)]
+    pub method: RestartMethod,
+    /// With DeletePods: how many pods may be gone at once.
+    #[serde(default = "default_max_unavailable")]
+    #[schemars(range(min = 1))]
+    pub max_unavailable: i32,
+}
+
+fn default_max_unavailable() -> i32 {
+    1
+}
+
+/// Settings for restoring a ConfigMap.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreConfigAction {
+    /// The ConfigMap to put back, from the operator's last known-good snapshot.
+    #[schemars(length(min = 1, max = 253))]
+    pub config_map: String,
+    /// Restart the workload afterwards so it reads the restored config.
+    #[serde(default = "default_true")]
+    pub restart: bool,
+}
+
+fn default_true() -> bool {
+    true
+}

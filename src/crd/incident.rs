@@ -1,0 +1,394 @@
+//! `Incident`: one incident, declared by a person or opened by the detector.
+//! `spec` holds human intent, `status` what the operator observed and did.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Action, ActionKind, IncidentType, Mode, Severity, WorkloadRef};
+
+/// An incident affecting one workload, its classification, the responders'
+/// inputs, and the complete record of what was done about it.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "healing-guard.io",
+    version = "v1alpha1",
+    kind = "Incident",
+    plural = "incidents",
+    shortname = "inc",
+    category = "healing-guard",
+    namespaced,
+    status = "IncidentStatus",
+    selectable = ".spec.target.name",
+    printcolumn(name = "Severity", type_ = "string", json_path = ".spec.severity"),
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Target", type_ = "string", json_path = ".spec.target.name"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.severity <= oldSelf.severity || (has(self.severityReason) && self.severityReason != '' && (!has(oldSelf.severityReason) || self.severityReason != oldSelf.severityReason))").message("lowering spec.severity needs a new spec.severityReason").field_path(".severity"),
+    validation = Rule::new("self.target == oldSelf.target").message("spec.target is immutable").field_path(".target"),
+    validation = Rule::new("!has(self.actions) || size(self.actions) > 0").message("spec.actions, when given, needs at least one action").field_path(".actions"),
+)]
+pub struct IncidentSpec {
+    /// One line that says what is wrong.
+    #[schemars(length(min = 1, max = 256))]
+    pub title: String,
+    /// Severity; it may be raised freely, lowered only with a new severityReason.
+    pub severity: Severity,
+    /// Why the severity was changed (required to lower it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub severity_reason: Option<String>,
+    /// Type of incident.
+    #[serde(rename = "type")]
+    pub incident_type: IncidentType,
+    /// The affected workload, in the Incident's namespace.
+    pub target: WorkloadRef,
+    /// What is known: impact, symptoms, first observations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub description: Option<String>,
+    /// The RemediationPolicy (same namespace) whose rules and safety limits apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The rule of that policy whose ladder to run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// An explicit ladder for this incident, used instead of a policy rule's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 10))]
+    pub actions: Option<Vec<Action>>,
+    /// Overrides the policy's mode for this incident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// Who or what opened the incident.
+    #[serde(default)]
+    pub source: IncidentSource,
+    /// Set by a responder to acknowledge the incident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged: Option<Acknowledgement>,
+    /// Steps a responder approved (for RequireApproval).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub approvals: Vec<Approval>,
+    /// Set by a responder to resolve the incident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<Resolution>,
+    /// Set by a responder to decline the incident as a false positive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declined: Option<Decline>,
+}
+
+/// How an incident came to exist.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self == oldSelf").message("spec.source is immutable"))]
+pub struct IncidentSource {
+    /// Manual (declared by a person) or Detected (opened by the operator).
+    #[serde(default)]
+    pub kind: SourceKind,
+    /// The policy whose rule detected it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The rule that detected it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Target and symptom; one open incident exists per key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_key: Option<String>,
+}
+
+/// Manual or Detected.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum SourceKind {
+    /// Declared by a person with kubectl apply.
+    #[default]
+    Manual,
+    /// Opened by the operator's detector.
+    Detected,
+}
+
+/// A responder taking ownership.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Acknowledgement {
+    /// Who acknowledged.
+    #[schemars(length(min = 1, max = 256))]
+    pub by: String,
+    /// A note for the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A responder's approval of one step.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    /// The step's name, as in the ladder.
+    #[schemars(length(min = 1, max = 63))]
+    pub step: String,
+    /// Who approved.
+    #[schemars(length(min = 1, max = 256))]
+    pub by: String,
+}
+
+/// A responder closing the incident.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Resolution {
+    /// Who resolved it.
+    #[schemars(length(min = 1, max = 256))]
+    pub by: String,
+    /// The root cause.
+    #[schemars(length(min = 1, max = 4096))]
+    pub root_cause: String,
+    /// What fixed it.
+    #[schemars(length(min = 1, max = 4096))]
+    pub summary: String,
+}
+
+/// A responder declining the incident as a false positive.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Decline {
+    /// Who declined it.
+    #[schemars(length(min = 1, max = 256))]
+    pub by: String,
+    /// Why it is not an incident.
+    #[schemars(length(min = 1, max = 4096))]
+    pub reason: String,
+}
+
+/// Where an incident stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Phase {
+    /// Opened, nobody has acknowledged it yet.
+    Triggered,
+    /// A responder owns it.
+    Acknowledged,
+    /// A remediation step is running.
+    Mitigating,
+    /// A step completed; verifying that recovery holds.
+    Monitoring,
+    /// Over: recovered and recorded.
+    Resolved,
+    /// Automatic remediation is exhausted or refused; a human must act.
+    Escalated,
+    /// Declined as a false positive.
+    Declined,
+}
+
+impl Phase {
+    /// Whether the incident is over.
+    pub fn is_closed(self) -> bool {
+        matches!(self, Phase::Resolved | Phase::Declined)
+    }
+
+    /// The name used in YAML and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Triggered => "Triggered",
+            Phase::Acknowledged => "Acknowledged",
+            Phase::Mitigating => "Mitigating",
+            Phase::Monitoring => "Monitoring",
+            Phase::Resolved => "Resolved",
+            Phase::Escalated => "Escalated",
+            Phase::Declined => "Declined",
+        }
+    }
+}
+
+/// What the operator observed and did. Survives operator restarts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentStatus {
+    /// Lifecycle phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The generation the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Conditions such as AckSLABreached, NeedsHuman, Flapping.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// When each milestone was reached.
+    #[serde(default)]
+    pub milestones: Milestones,
+    /// Deadlines from severity and whether they were missed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla: Option<Sla>,
+    /// How many times the symptom was seen (detected incidents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurrences: Option<i64>,
+    /// When the symptom was last seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<Time>,
+    /// The remediation ledger: every step, recorded before it runs.
+    #[serde(default)]
+    #[schemars(length(max = 50))]
+    pub steps: Vec<StepRecord>,
+    /// What the workload looked like when the incident opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+    /// What happened, in order; the oldest entries are dropped past a bound.
+    #[serde(default)]
+    pub timeline: Vec<TimelineEntry>,
+    /// How many timeline entries were dropped to keep the object small.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline_dropped: Option<i64>,
+}
+
+/// Milestones of the incident.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Milestones {
+    /// When the incident was detected or declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_at: Option<Time>,
+    /// When a responder acknowledged it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_at: Option<Time>,
+    /// When a step contained the impact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mitigated_at: Option<Time>,
+    /// When it was resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<Time>,
+}
+
+/// Deadlines from the severity's response time.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Sla {
+    /// Acknowledge before this time.
+    pub acknowledge_by: Time,
+    /// Resolve before this time.
+    pub resolve_by: Time,
+    /// Whether the acknowledge deadline passed unacknowledged.
+    #[serde(default)]
+    pub acknowledge_breached: bool,
+    /// Whether the resolve deadline passed unresolved.
+    #[serde(default)]
+    pub resolve_breached: bool,
+}
+
+/// One step in the remediation ledger.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepRecord {
+    /// Deterministic id: incident uid prefix, step name and attempt.
+    pub id: String,
+    /// The step's name in the ladder.
+    pub name: String,
+    /// The action.
+    pub action: ActionKind,
+    /// 1 for the first try of this step.
+    pub attempt: i32,
+    /// Where the step stands.
+    pub result: StepResult,
+    /// When it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// What happened, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// What it changed, e.g. `Deployment/api replicas 3 -> 6`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
+}
+
+/// Where a step stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum StepResult {
+    /// Recorded, not yet applied.
+    Pending,
+    /// Waiting for a responder's approval.
+    AwaitingApproval,
+    /// Applied; verification running.
+    Verifying,
+    /// Verified: the workload recovered.
+    Succeeded,
+    /// Applied, but the workload did not recover.
+    Failed,
+    /// Not run (refused by safety limits, or the incident closed).
+    Skipped,
+    /// Dry run: planned and checked, nothing changed.
+    DryRun,
+}
+
+/// Bounded evidence captured when the incident opened.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Evidence {
+    /// When it was captured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captured_at: Option<Time>,
+    /// Affected pods.
+    #[serde(default)]
+    pub pods: Vec<PodEvidence>,
+    /// The workload's current revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Recent rollout history, newest first.
+    #[serde(default)]
+    pub rollout_history: Vec<String>,
+    /// Recent Warning events for the target and its pods.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Last log lines of the failing container, where the node serves them.
+    #[serde(default)]
+    pub logs: Vec<String>,
+    /// How many items were left out to keep the object small.
+    #[serde(default)]
+    pub omitted: i64,
+}
+
+/// The state of one affected pod.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodEvidence {
+    /// Pod name.
+    pub name: String,
+    /// Pod phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Whether the pod is Ready.
+    #[serde(default)]
+    pub ready: bool,
+    /// Total container restarts.
+    #[serde(default)]
+    pub restarts: i32,
+    /// Current waiting or terminated reason, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Reason of the last termination, e.g. OOMKilled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_termination_reason: Option<String>,
+    /// The node it runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// One entry of the timeline.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineEntry {
+    /// When it happened.
+    pub at: Time,
+    /// A short CamelCase reason, as in Events.
+    pub reason: String,
+    /// What happened.
+    pub message: String,
+}

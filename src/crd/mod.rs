@@ -1,0 +1,31 @@
+//! The custom resources, as Rust types; the CRD YAML in `crds/` is generated
+//! from them (`healing-guard-operator crd`).
+
+pub mod common;
+pub mod incident;
+pub mod policy;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+pub use common::*;
+pub use incident::*;
+pub use policy::*;
+
+/// The API group of both resources.
+pub const GROUP: &str = "healing-guard.io";
+
+/// Every CRD the operator owns.
+pub fn all() -> Vec<CustomResourceDefinition> {
+    vec![RemediationPolicy::crd(), Incident::crd()]
+}
+
+/// The CRDs as one multi-document YAML stream, as committed in `crds/`.
+pub fn to_yaml() -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for crd in all() {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,241 @@
+//! `RemediationPolicy`: the GitOps-managed rules that say which workloads are
+//! guarded, how a failure is classified and which actions contain it.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Action, Duration, IncidentType, Mode, Severity, WorkloadKind};
+
+/// Which workloads a policy guards, how their failures are classified, and the
+/// escalation ladder of containment actions for each class of failure.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "healing-guard.io",
+    version = "v1alpha1",
+    kind = "RemediationPolicy",
+    plural = "remediationpolicies",
+    shortname = "rp",
+    category = "healing-guard",
+    namespaced,
+    status = "RemediationPolicyStatus",
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Targets",
+        type_ = "integer",
+        json_path = ".status.matchedTargets"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RemediationPolicySpec {
+    /// The workloads this policy guards; their pods are found through owner references.
+    #[schemars(length(min = 1, max = 20))]
+    pub targets: Vec<Target>,
+    /// Classification and remediation rules; the first rule whose symptom matches wins.
+    #[schemars(length(min = 1, max = 32))]
+    pub rules: Vec<PolicyRule>,
+    /// How steps run unless a step sets its own mode. Defaults to DryRun, so a
+    /// policy changes nothing until someone opts in.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Limits that keep automatic actions from making an incident worse.
+    #[serde(default)]
+    pub safety: Safety,
+}
+
+/// A set of workloads: by label selector, by names, or both (both must match).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.selector) || (has(self.names) && size(self.names) > 0)").message("a target needs a selector or names"))]
+pub struct Target {
+    /// Kind of the guarded workloads.
+    pub kind: WorkloadKind,
+    /// Label selector of the guarded workloads (not of their pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// Names of the guarded workloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 100))]
+    pub names: Option<Vec<String>>,
+}
+
+/// One classification rule with its escalation ladder.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("size(self.actions) > 0").message("a rule needs at least one action"))]
+pub struct PolicyRule {
+    /// Name of the rule, unique in the policy; incidents record which rule opened them.
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// The symptom that triggers this rule.
+    pub when: SymptomMatch,
+    /// Severity of incidents this rule opens.
+    pub severity: Severity,
+    /// Type of incidents this rule opens.
+    #[serde(rename = "type")]
+    pub incident_type: IncidentType,
+    /// The escalation ladder, tried in order until verification passes.
+    #[schemars(length(max = 10))]
+    pub actions: Vec<Action>,
+    /// How recovery is verified after each step.
+    #[serde(default)]
+    pub verify: Verify,
+}
+
+/// Failure symptoms the detector recognises.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Symptom {
+    /// A container restarts again and again (restarts >= minRestarts).
+    CrashLoopBackOff,
+    /// A container's last termination was OOMKilled.
+    OOMKilled,
+    /// An image cannot be pulled (ImagePullBackOff or ErrImagePull).
+    ImagePullBackOff,
+    /// A pod's phase is Failed.
+    PodFailed,
+    /// A pod was evicted.
+    Evicted,
+    /// A pod has not been Ready for longer than sustainedFor.
+    NotReady,
+    /// A Deployment's rollout exceeded its progress deadline.
+    ProgressDeadlineExceeded,
+    /// Available (Deployment) or ready (StatefulSet) replicas below belowRatio of desired.
+    ReplicasUnavailable,
+}
+
+/// A symptom with the thresholds that make it count.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.symptom != 'NotReady' || has(self.sustainedFor)").message("the NotReady symptom needs sustainedFor"),
+    validation = Rule::new("self.symptom != 'ReplicasUnavailable' || has(self.belowRatio)").message("the ReplicasUnavailable symptom needs belowRatio"),
+    validation = Rule::new("!has(self.minRestarts) || self.symptom == 'CrashLoopBackOff'").message("minRestarts only applies to CrashLoopBackOff"),
+)]
+pub struct SymptomMatch {
+    /// The symptom.
+    pub symptom: Symptom,
+    /// CrashLoopBackOff: the restart count at which it counts (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub min_restarts: Option<i32>,
+    /// How long the symptom must last before it counts (required for NotReady).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sustained_for: Option<Duration>,
+    /// ReplicasUnavailable: the fraction of desired replicas below which it counts, in (0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0.0 && self <= 1.0").message("belowRatio must be in (0, 1]"))]
+    pub below_ratio: Option<f64>,
+}
+
+/// How recovery is verified after a step.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Verify {
+    /// How long the rollout may take to complete with all pods ready.
+    #[serde(default = "default_verify_timeout")]
+    pub timeout: Duration,
+    /// How long the workload must then stay healthy to count as recovered.
+    #[serde(default = "default_hold_down")]
+    pub hold_down: Duration,
+}
+
+impl Default for Verify {
+    fn default() -> Self {
+        Verify {
+            timeout: default_verify_timeout(),
+            hold_down: default_hold_down(),
+        }
+    }
+}
+
+fn default_verify_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_hold_down() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Limits on automatic actions. State for them lives in the API, so an
+/// operator restart does not reset them.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Safety {
+    /// Minimum time between two actions on the same target.
+    #[serde(default = "default_cooldown")]
+    pub cooldown: Duration,
+    /// At most this many actions per target within `window`.
+    #[serde(default = "default_max_actions")]
+    #[schemars(range(min = 1))]
+    pub max_actions: i32,
+    /// The window over which maxActions is counted.
+    #[serde(default = "default_window")]
+    pub window: Duration,
+    /// Never take an action that would leave fewer ready replicas than this.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub min_ready_replicas: i32,
+    /// Failed steps in a row after which the policy's circuit breaker opens and
+    /// stays open until a human resets it.
+    #[serde(default = "default_breaker_threshold")]
+    #[schemars(range(min = 1))]
+    pub circuit_breaker_threshold: i32,
+}
+
+impl Default for Safety {
+    fn default() -> Self {
+        Safety {
+            cooldown: default_cooldown(),
+            max_actions: default_max_actions(),
+            window: default_window(),
+            min_ready_replicas: 0,
+            circuit_breaker_threshold: default_breaker_threshold(),
+        }
+    }
+}
+
+fn default_cooldown() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_max_actions() -> i32 {
+    3
+}
+
+fn default_window() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_breaker_threshold() -> i32 {
+    3
+}
+
+/// What the controller observed about a policy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RemediationPolicyStatus {
+    /// The generation the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, or why the policy is invalid.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// How many workloads the targets select.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_targets: Option<i32>,
+    /// When the policy last opened or updated an incident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_triggered: Option<Time>,
+}

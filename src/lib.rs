@@ -1,0 +1,11 @@
+//! healing-guard-operator: watches guarded workloads, opens Incidents when
+//! they fail, and runs the containment steps a RemediationPolicy prescribes.
+#![forbid(unsafe_code)]
+
+pub mod conditions;
+pub mod context;
+pub mod controller;
+pub mod crd;
+pub mod metrics;
+pub mod server;
+pub mod telemetry;
