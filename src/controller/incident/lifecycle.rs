@@ -227,3 +227,185 @@ fn human(duration: Duration) -> String {
         format!("{minutes}m")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{Acknowledgement, Decline, Resolution, Severity};
+
+    fn incident(yaml_spec: &str) -> Incident {
+        let yaml = format!(
+            "apiVersion: healing-guard.io/v1alpha1\nkind: Incident\nmetadata:\n  name: api-down\n  namespace: hg\n  generation: 1\n  creationTimestamp: \"2026-01-01T00:00:00Z\"\nspec:\n{yaml_spec}"
+        );
+        serde_yaml::from_str(&yaml).unwrap()
+    }
+
+    const SPEC: &str = "  title: API down\n  severity: P0\n  type: ServiceOutage\n  target: { kind: Deployment, name: healing-guard }\n";
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    /// The incident after one reconcile at `now`, with the plan's status applied.
+    fn reconciled(mut incident: Incident, now: &str) -> (Incident, Plan) {
+        let plan = plan(&incident, at(now));
+        incident.status = Some(plan.status.clone());
+        (incident, plan)
+    }
+
+    #[test]
+    fn a_new_incident_is_triggered_with_deadlines_and_an_event() {
+        let (_, plan) = reconciled(incident(SPEC), "2026-01-01T00:00:05Z");
+        let status = &plan.status;
+        assert_eq!(status.phase, Some(Phase::Triggered));
+        assert_eq!(
+            status.milestones.detected_at,
+            Some(Time(at("2026-01-01T00:00:00Z")))
+        );
+        let sla = status.sla.as_ref().unwrap();
+        assert_eq!(sla.acknowledge_by, Time(at("2026-01-01T00:15:00Z")));
+        assert_eq!(sla.resolve_by, Time(at("2026-01-01T04:00:00Z")));
+        assert_eq!(status.timeline.len(), 1);
+        assert_eq!(status.timeline[0].reason, "Triggered");
+        assert_eq!(plan.events.len(), 1);
+        assert_eq!(plan.events[0].reason, "Triggered");
+        assert_eq!(status.observed_generation, Some(1));
+        // Requeue just after the acknowledge deadline (14m55s away), not a poll.
+        assert_eq!(plan.requeue_after, Some(Duration::from_secs(14 * 60 + 56)));
+    }
+
+    #[test]
+    fn deadlines_follow_severity() {
+        for (severity, ack_minutes) in [
+            (Severity::P0, 15),
+            (Severity::P1, 60),
+            (Severity::P2, 240),
+            (Severity::P3, 1440),
+        ] {
+            let mut inc = incident(SPEC);
+            inc.spec.severity = severity;
+            let (_, plan) = reconciled(inc, "2026-01-01T00:00:00Z");
+            let sla = plan.status.sla.unwrap();
+            let expected = at("2026-01-01T00:00:00Z")
+                .checked_add(Duration::from_secs(ack_minutes * 60))
+                .unwrap();
+            assert_eq!(sla.acknowledge_by.0, expected, "{severity}");
+        }
+    }
+
+    #[test]
+    fn a_second_reconcile_changes_nothing() {
+        let (inc, first) = reconciled(incident(SPEC), "2026-01-01T00:00:05Z");
+        let (_, second) = reconciled(inc, "2026-01-01T00:01:00Z");
+        assert_eq!(second.status, first.status);
+        assert!(second.events.is_empty());
+    }
+
+    #[test]
+    fn acknowledging_moves_to_acknowledged_once() {
+        let (mut inc, _) = reconciled(incident(SPEC), "2026-01-01T00:00:05Z");
+        inc.spec.acknowledged = Some(Acknowledgement {
+            by: "alice".into(),
+            note: Some("on it".into()),
+        });
+        let (inc, plan) = reconciled(inc, "2026-01-01T00:03:00Z");
+        assert_eq!(plan.status.phase, Some(Phase::Acknowledged));
+        assert_eq!(
+            plan.status.milestones.acknowledged_at,
+            Some(Time(at("2026-01-01T00:03:00Z")))
+        );
+        assert_eq!(plan.events[0].note, "acknowledged by alice: on it");
+        // The ack deadline no longer matters; only the resolve deadline is watched.
+        assert_eq!(
+            plan.requeue_after,
+            Some(Duration::from_secs(3 * 3600 + 57 * 60 + 1))
+        );
+        let (_, again) = reconciled(inc, "2026-01-01T00:04:00Z");
+        assert!(again.events.is_empty());
+    }
+
+    #[test]
+    fn an_unacknowledged_incident_breaches_its_deadline_once() {
+        let (inc, _) = reconciled(incident(SPEC), "2026-01-01T00:00:05Z");
+        let (inc, plan) = reconciled(inc, "2026-01-01T00:15:01Z");
+        assert!(plan.status.sla.as_ref().unwrap().acknowledge_breached);
+        assert_eq!(plan.breaches, vec!["acknowledge"]);
+        assert!(crate::conditions::is_true(
+            &plan.status.conditions,
+            ACK_SLA_BREACHED
+        ));
+        assert!(
+            plan.events
+                .iter()
+                .any(|e| e.warning && e.reason == ACK_SLA_BREACHED)
+        );
+        let (_, again) = reconciled(inc, "2026-01-01T00:16:00Z");
+        assert!(again.breaches.is_empty());
+        assert!(again.events.is_empty());
+    }
+
+    #[test]
+    fn raising_severity_brings_deadlines_forward() {
+        let mut inc = incident(SPEC);
+        inc.spec.severity = Severity::P2;
+        let (mut inc, _) = reconciled(inc, "2026-01-01T00:00:05Z");
+        inc.spec.severity = Severity::P0;
+        let (_, plan) = reconciled(inc, "2026-01-01T00:20:00Z");
+        let sla = plan.status.sla.as_ref().unwrap();
+        assert_eq!(sla.acknowledge_by, Time(at("2026-01-01T00:15:00Z")));
+        assert!(
+            sla.acknowledge_breached,
+            "the new, earlier deadline has already passed"
+        );
+        assert!(
+            plan.status
+                .timeline
+                .iter()
+                .any(|e| e.reason == "DeadlinesUpdated")
+        );
+    }
+
+    #[test]
+    fn responders_decline_or_resolve() {
+        let (mut inc, _) = reconciled(incident(SPEC), "2026-01-01T00:00:05Z");
+        inc.spec.declined = Some(Decline {
+            by: "bob".into(),
+            reason: "load test".into(),
+        });
+        let (_, plan) = reconciled(inc.clone(), "2026-01-01T00:01:00Z");
+        assert_eq!(plan.status.phase, Some(Phase::Declined));
+        assert_eq!(plan.requeue_after, None);
+
+        inc.spec.declined = None;
+        inc.spec.resolution = Some(Resolution {
+            by: "bob".into(),
+            root_cause: "bad deploy".into(),
+            summary: "rolled back".into(),
+        });
+        let (inc, plan) = reconciled(inc, "2026-01-01T00:02:00Z");
+        assert_eq!(plan.status.phase, Some(Phase::Resolved));
+        assert_eq!(
+            plan.status.milestones.resolved_at,
+            Some(Time(at("2026-01-01T00:02:00Z")))
+        );
+        // A closed incident breaches nothing later.
+        let (_, later) = reconciled(inc, "2026-01-02T00:00:00Z");
+        assert!(later.breaches.is_empty());
+    }
+
+    #[test]
+    fn the_timeline_is_bounded_and_counts_what_it_drops() {
+        let mut status = IncidentStatus::default();
+        for i in 0..(MAX_TIMELINE + 7) {
+            let entry = TimelineEntry {
+                at: Time(Timestamp::UNIX_EPOCH),
+                reason: "X".into(),
+                message: i.to_string(),
+            };
+            push_timeline(&mut status, entry);
+        }
+        assert_eq!(status.timeline.len(), MAX_TIMELINE);
+        assert_eq!(status.timeline_dropped, Some(7));
+        assert_eq!(status.timeline[0].message, "7");
+    }
+}

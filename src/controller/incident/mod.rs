@@ -32,7 +32,10 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         .clone()
         .ok_or(Error::MissingMetadata("name"))?;
 
-    let plan = lifecycle::plan(&incident, Timestamp::now());
+    // Whole seconds: the API server stores times at that precision, and a
+    // plan compared against a round-tripped status must not differ by nanos.
+    let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
+    let plan = lifecycle::plan(&incident, now);
     if incident.status.as_ref() != Some(&plan.status) {
         let api: Api<Incident> = Api::namespaced(ctx.client.clone(), &namespace);
         api.patch_status(

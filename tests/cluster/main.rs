@@ -1,0 +1,10 @@
+//! Tests against a real control plane (etcd, kube-apiserver with RBAC,
+//! controller-manager, scheduler and kwok nodes), started by `make test`.
+
+mod support;
+
+mod chart;
+mod control_plane;
+mod incident;
+mod policy;
+mod validation;
