@@ -1,0 +1,31 @@
+# The two commands of the README, and the checks around them.
+.PHONY: demo test unit lint crds build-cluster
+
+## The local demo: control plane up, example stack installed, the operator at work.
+demo:
+	./cluster/demo.sh
+
+## Every test: unit tests, then the integration tests against a fresh control plane.
+test: build-cluster
+	cargo test --all-targets --no-run
+	./cluster/with-cluster.sh -- cargo test --all-targets
+
+## Unit tests only (no control plane).
+unit:
+	cargo test --lib
+
+## Formatting, lints and CRD drift.
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	cargo test --test crd_drift
+
+## Regenerate the CRDs into crds/ and the chart.
+crds:
+	cargo run --quiet -- crd > crds/healing-guard.io.yaml
+	mkdir -p charts/healing-guard-operator/crds
+	cp crds/healing-guard.io.yaml charts/healing-guard-operator/crds/healing-guard.io.yaml
+
+## Build (or find cached) the control-plane binaries, kubectl and helm.
+build-cluster:
+	./cluster/build.sh
