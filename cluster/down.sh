@@ -11,7 +11,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/versions.sh"
 
 DIR=$HGO_CACHE/clusters/default
-GRACE=${HGO_DOWN_GRACE:-5}
+GRACE=${HGO_DOWN_GRACE:-10}
 while [ $# -gt 0 ]; do
   case $1 in
     --dir) DIR=$2; shift 2 ;;
@@ -36,26 +36,25 @@ while read -r pid name bin; do
   pids+=("$pid"); names+=("$name"); bins+=("$bin")
 done <"$pidfile"
 
-# Stop in reverse start order: kwok and controllers first, etcd last.
-live=()
+# Stop in reverse start order (kwok and the controllers first, etcd last), one
+# at a time, so the API server can still reach etcd while it shuts down.
+stopped=()
 for (( i=${#pids[@]}-1; i>=0; i-- )); do
-  if ours "${pids[i]}" "${bins[i]}"; then
-    kill -TERM "${pids[i]}" 2>/dev/null || true
-    live+=("$i")
-  fi
-done
-deadline=$(( $(date +%s) + GRACE ))
-for i in "${live[@]}"; do
+  ours "${pids[i]}" "${bins[i]}" || continue
+  kill -TERM "${pids[i]}" 2>/dev/null || true
+  deadline=$(( $(date +%s) + GRACE ))
   while ours "${pids[i]}" "${bins[i]}"; do
     if [ "$(date +%s)" -ge "$deadline" ]; then
-      log "${names[i]} (pid ${pids[i]}) ignored TERM; sending KILL"
+      log "${names[i]} (pid ${pids[i]}) still running ${GRACE}s after TERM; sending KILL"
       kill -KILL "${pids[i]}" 2>/dev/null || true
-      sleep 0.1
+      for _ in 1 2 3 4 5 6 7 8 9 10; do ours "${pids[i]}" "${bins[i]}" || break; sleep 0.1; done
       break
     fi
     sleep 0.1
   done
+  stopped+=("$i")
 done
+
 left=0
 : >"$pidfile.tmp"
 for i in "${!pids[@]}"; do
@@ -66,5 +65,5 @@ for i in "${!pids[@]}"; do
   fi
 done
 mv "$pidfile.tmp" "$pidfile"
-for i in "${live[@]}"; do log "stopped ${names[i]} (pid ${pids[i]})"; done
+for i in "${stopped[@]}"; do log "stopped ${names[i]} (pid ${pids[i]})"; done
 exit "$left"

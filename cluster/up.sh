@@ -136,6 +136,7 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
   --bind-address=127.0.0.1 \
   --advertise-address=127.0.0.1 \
+  --endpoint-reconciler-type=none \
   --secure-port="$API_PORT" \
   --cert-dir="$DIR/certs" \
   --token-auth-file="$DIR/pki/tokens.csv" \

@@ -2,7 +2,10 @@
 //! from them (`healing-guard-operator crd`).
 
 pub mod common;
+// kube's printcolumn(...) repeats `type_ = ...`, which clippy mistakes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 pub mod incident;
+#[allow(clippy::duplicated_attributes)]
 pub mod policy;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -1,5 +1,6 @@
 //! Tests against a real control plane (etcd, kube-apiserver with RBAC,
 //! controller-manager, scheduler and kwok nodes), started by `make test`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 

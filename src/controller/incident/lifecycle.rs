@@ -221,7 +221,7 @@ fn until(now: Timestamp, deadline: Timestamp) -> Duration {
 
 fn human(duration: Duration) -> String {
     let minutes = duration.as_secs() / 60;
-    if minutes % 60 == 0 {
+    if minutes.is_multiple_of(60) {
         format!("{}h", minutes / 60)
     } else {
         format!("{minutes}m")

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The local demo: a real control plane, the healing-guard example stack on kwok
+# nodes, its RemediationPolicies, the operator, and an incident handled by it.
+#   cluster/demo.sh [--keep]    (--keep leaves the cluster and operator running)
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+source "$here/versions.sh"
+dir=$HGO_CACHE/clusters/demo
+keep=${1:-}
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+show() { printf '$ %s\n' "$*"; "$@"; }
+wait_for() { # wait_for DESCRIPTION SECONDS COMMAND...
+  local what=$1 limit=$2; shift 2
+  for _ in $(seq 1 $((limit * 4))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.25; done
+  echo "timed out waiting for $what" >&2; return 1
+}
+
+step "Building the control plane (cached after the first run) and the operator"
+"$here/build.sh"
+(cd "$repo" && cargo build --quiet)
+
+step "Starting etcd, kube-apiserver (RBAC on), controller-manager, scheduler and kwok"
+"$here/up.sh" --dir "$dir"
+# shellcheck disable=SC1091
+source "$dir/env"
+if [ "$keep" != "--keep" ]; then
+  trap '"$here/down.sh" --dir "$dir" >/dev/null 2>&1 || true' EXIT
+fi
+show kubectl get nodes
+
+step "Installing the CRDs and the healing-guard example stack"
+kubectl apply --server-side -f "$repo/crds/healing-guard.io.yaml" >/dev/null
+kubectl wait --for=condition=Established crd/incidents.healing-guard.io crd/remediationpolicies.healing-guard.io >/dev/null
+kubectl apply -k "$repo/examples/healing-guard" >/dev/null
+wait_for "the stack's pods to run" 60 bash -c \
+  '[ "$(kubectl -n healing-guard get pods --field-selector=status.phase=Running -o name | wc -l)" -ge 9 ]'
+show kubectl -n healing-guard get deployments,statefulsets,pods -o wide
+
+step "Starting the operator (as the chart's ServiceAccount, with the chart's RBAC)"
+"$here/operator.sh" --dir "$dir"
+# shellcheck disable=SC1091
+source "$dir/operator.env"
+
+step "Applying the RemediationPolicies kept in Git"
+kubectl apply -f "$repo/examples/policies/" >/dev/null
+wait_for "the policies to be Ready" 30 bash -c \
+  '[ "$(kubectl -n healing-guard get rp -o jsonpath="{.items[*].status.conditions[?(@.type==\"Ready\")].status}")" = "True True" ]'
+show kubectl -n healing-guard get remediationpolicies
+
+step "An on-call engineer declares an incident: kubectl apply -f examples/incidents/api-outage.yaml"
+kubectl apply -f "$repo/examples/incidents/api-outage.yaml" >/dev/null
+wait_for "the operator to pick the incident up" 30 bash -c \
+  '[ "$(kubectl -n healing-guard get inc api-outage -o jsonpath={.status.phase})" = Triggered ]'
+show kubectl -n healing-guard get incidents
+
+step "The responder acknowledges it"
+show kubectl -n healing-guard patch incident api-outage --type merge \
+  --patch-file "$repo/examples/incidents/acknowledge-patch.yaml"
+wait_for "the incident to be Acknowledged" 30 bash -c \
+  '[ "$(kubectl -n healing-guard get inc api-outage -o jsonpath={.status.phase})" = Acknowledged ]'
+show kubectl -n healing-guard get incidents
+
+step "The incident's record: milestones, deadlines and timeline"
+kubectl -n healing-guard get incident api-outage -o jsonpath='{"detectedAt:     "}{.status.milestones.detectedAt}{"\nacknowledgedAt: "}{.status.milestones.acknowledgedAt}{"\nacknowledge by: "}{.status.sla.acknowledgeBy}{"\nresolve by:     "}{.status.sla.resolveBy}{"\n"}'
+kubectl -n healing-guard get incident api-outage -o jsonpath='{range .status.timeline[*]}{.at}  {.reason}: {.message}{"\n"}{end}'
+show kubectl -n healing-guard get events --field-selector involvedObject.name=api-outage
+
+step "The operator's metrics"
+curl -fsS "$HGO_METRICS" | grep -E '^healing_guard_reconciles_total'
+
+if [ "$keep" = "--keep" ]; then
+  step "Left running. Use it with: source $dir/env; stop it with: $here/down.sh --dir $dir"
+else
+  step "Done; stopping the control plane and the operator (run with --keep to leave them up)"
+fi
