@@ -15,6 +15,7 @@ use super::common::{Action, ActionKind, IncidentType, Mode, Severity, WorkloadRe
     group = "healing-guard.io",
     version = "v1alpha1",
     kind = "Incident",
+    doc = "An incident on one workload: its classification, the responders' inputs and the record of what was done",
     plural = "incidents",
     shortname = "inc",
     category = "healing-guard",

@@ -15,6 +15,7 @@ use super::common::{Action, Duration, IncidentType, Mode, Severity, WorkloadKind
     group = "healing-guard.io",
     version = "v1alpha1",
     kind = "RemediationPolicy",
+    doc = "Which workloads are guarded, how their failures are classified, and the containment ladder for each",
     plural = "remediationpolicies",
     shortname = "rp",
     category = "healing-guard",

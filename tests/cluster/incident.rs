@@ -133,4 +133,12 @@ async fn an_applied_incident_is_triggered_then_acknowledged() {
         "healing_guard_reconcile_duration_seconds_count{controller=\"incident\"}",
     );
     assert_eq!(durations, reconciles);
+
+    let log = operator.log.clone();
+    assert!(
+        operator.terminate(),
+        "the operator did not exit cleanly on SIGTERM"
+    );
+    let logs = std::fs::read_to_string(log).unwrap();
+    assert!(logs.contains("shut down cleanly"), "{logs}");
 }
