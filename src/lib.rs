@@ -6,6 +6,7 @@ pub mod conditions;
 pub mod context;
 pub mod controller;
 pub mod crd;
+pub mod detector;
 pub mod metrics;
 pub mod server;
 pub mod telemetry;

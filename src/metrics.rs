@@ -35,6 +35,7 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
     pub sla_breaches: Family<SlaLabels, Counter>,
+    pub detection_latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -65,13 +66,13 @@ impl Default for Metrics {
             "Incident deadlines that passed",
             sla_breaches.clone(),
         );
-        Metrics {
-            registry,
-            reconciles,
-            reconcile_errors,
-            reconcile_duration,
-            sla_breaches,
-        }
+        let detection_latency = Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]);
+        registry.register(
+            "detection_latency_seconds",
+            "From the detector seeing a failure to the Incident being created",
+            detection_latency.clone(),
+        );
+        Metrics { registry, reconciles, reconcile_errors, reconcile_duration, sla_breaches, detection_latency }
     }
 }
 

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Action, ActionKind, IncidentType, Mode, Severity, WorkloadRef};
+use super::policy::Symptom;
 
 /// An incident affecting one workload, its classification, the responders'
 /// inputs, and the complete record of what was done about it.
@@ -105,6 +106,10 @@ pub struct IncidentSource {
     /// Target and symptom; one open incident exists per key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup_key: Option<String>,
+    /// The earlier incident for the same key, when the signal returned after
+    /// its reopen window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_incident: Option<String>,
 }
 
 /// Manual or Detected.
@@ -227,12 +232,14 @@ pub struct IncidentStatus {
     /// Deadlines from severity and whether they were missed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sla: Option<Sla>,
-    /// How many times the symptom was seen (detected incidents).
+    /// What the detector saw (detected incidents). Written by the detector
+    /// only; the lifecycle reads it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub occurrences: Option<i64>,
-    /// When the symptom was last seen.
+    pub detection: Option<DetectionStatus>,
+    /// The generation at which the incident was last reopened: responder
+    /// inputs from before it (an old resolution) no longer count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_seen_at: Option<Time>,
+    pub reopened_at_generation: Option<i64>,
     /// The remediation ledger: every step, recorded before it runs.
     #[serde(default)]
     #[schemars(length(max = 50))]
@@ -246,6 +253,43 @@ pub struct IncidentStatus {
     /// How many timeline entries were dropped to keep the object small.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline_dropped: Option<i64>,
+}
+
+/// The detector's record of the signal behind an incident.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DetectionStatus {
+    /// The symptom, as in the policy rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symptom: Option<Symptom>,
+    /// How many times the signal was observed (new failing pods, new restarts, repeats).
+    #[serde(default)]
+    pub occurrences: i64,
+    /// When the signal was first seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen_at: Option<Time>,
+    /// When the signal was last seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<Time>,
+    /// The latest observation, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Pods that showed the symptom (bounded).
+    #[serde(default)]
+    #[schemars(length(max = 20))]
+    pub affected_pods: Vec<String>,
+    /// Affected pods left out of affectedPods.
+    #[serde(default)]
+    pub affected_pods_omitted: i64,
+    /// When the signal stopped; unset while it lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleared_at: Option<Time>,
+    /// How many times the signal came back within the reopen window after resolution.
+    #[serde(default)]
+    pub reopens: i32,
+    /// When it last came back after resolution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reopened_at: Option<Time>,
 }
 
 /// Milestones of the incident.

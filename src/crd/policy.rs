@@ -53,6 +53,57 @@ pub struct RemediationPolicySpec {
     /// Limits that keep automatic actions from making an incident worse.
     #[serde(default)]
     pub safety: Safety,
+    /// How detected incidents are deduplicated, reopened and auto-resolved.
+    #[serde(default)]
+    pub detection: Detection,
+}
+
+/// How the detector treats incidents it opens for this policy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Detection {
+    /// Resolve a detected incident by itself once its signal has been clear
+    /// for holdDown. SecurityIncident incidents never auto-resolve.
+    #[serde(default = "default_true")]
+    pub auto_resolve: bool,
+    /// How long pods must stay healthy before a cleared signal counts.
+    #[serde(default = "default_detection_hold_down")]
+    pub hold_down: Duration,
+    /// A signal that returns within this time after resolution reopens the
+    /// same incident (a flap); later, a new incident links to the old one.
+    #[serde(default = "default_reopen_window")]
+    pub reopen_window: Duration,
+    /// Reopens after which the incident is marked Flapping.
+    #[serde(default = "default_flap_threshold")]
+    #[schemars(range(min = 1))]
+    pub flap_threshold: i32,
+}
+
+impl Default for Detection {
+    fn default() -> Self {
+        Detection {
+            auto_resolve: true,
+            hold_down: default_detection_hold_down(),
+            reopen_window: default_reopen_window(),
+            flap_threshold: default_flap_threshold(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_detection_hold_down() -> Duration {
+    Duration::from_secs(120)
+}
+
+fn default_reopen_window() -> Duration {
+    Duration::from_secs(1800)
+}
+
+fn default_flap_threshold() -> i32 {
+    3
 }
 
 /// A set of workloads: by label selector, by names, or both (both must match).
@@ -95,7 +146,9 @@ pub struct PolicyRule {
 }
 
 /// Failure symptoms the detector recognises.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
 pub enum Symptom {
     /// A container restarts again and again (restarts >= minRestarts).
     CrashLoopBackOff,
@@ -113,6 +166,50 @@ pub enum Symptom {
     ProgressDeadlineExceeded,
     /// Available (Deployment) or ready (StatefulSet) replicas below belowRatio of desired.
     ReplicasUnavailable,
+}
+
+impl Symptom {
+    /// The symptom as written in YAML, dedup keys and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Symptom::CrashLoopBackOff => "CrashLoopBackOff",
+            Symptom::OOMKilled => "OOMKilled",
+            Symptom::ImagePullBackOff => "ImagePullBackOff",
+            Symptom::PodFailed => "PodFailed",
+            Symptom::Evicted => "Evicted",
+            Symptom::NotReady => "NotReady",
+            Symptom::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
+            Symptom::ReplicasUnavailable => "ReplicasUnavailable",
+        }
+    }
+
+    /// A short lowercase form for incident names.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Symptom::CrashLoopBackOff => "crashloop",
+            Symptom::OOMKilled => "oomkilled",
+            Symptom::ImagePullBackOff => "imagepull",
+            Symptom::PodFailed => "podfailed",
+            Symptom::Evicted => "evicted",
+            Symptom::NotReady => "notready",
+            Symptom::ProgressDeadlineExceeded => "rollout-stuck",
+            Symptom::ReplicasUnavailable => "unavailable",
+        }
+    }
+
+    /// Whether the symptom is seen on pods (rather than on the workload).
+    pub fn is_pod_level(self) -> bool {
+        !matches!(
+            self,
+            Symptom::ProgressDeadlineExceeded | Symptom::ReplicasUnavailable
+        )
+    }
+}
+
+impl std::fmt::Display for Symptom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A symptom with the thresholds that make it count.

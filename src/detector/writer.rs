@@ -1,0 +1,343 @@
+//! Writes what the detector saw into Incidents: creates them, counts repeats,
+//! reopens them, and marks signals cleared. The detector owns only
+//! `status.detection` (its own field manager); the Incident controller owns
+//! the rest of the status and reacts to what is written here.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
+    runtime::reflector::Store,
+};
+use tracing::info;
+
+use super::dedup::{self, Decision};
+use crate::{
+    crd::{
+        DetectionStatus, Incident, IncidentSource, IncidentSpec, IncidentType, Severity,
+        SourceKind, Symptom, WorkloadRef,
+    },
+    metrics::Metrics,
+};
+
+/// The field manager of the detector's writes.
+pub const DETECTOR_FIELD_MANAGER: &str = "healing-guard-operator-detector";
+/// How many affected pods an Incident lists; the rest are counted.
+pub const MAX_AFFECTED_PODS: usize = 20;
+
+/// What the detector has to say about one target and symptom.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub namespace: String,
+    pub target: WorkloadRef,
+    pub symptom: Symptom,
+    pub policy: String,
+    pub rule: String,
+    pub severity: Severity,
+    pub incident_type: IncidentType,
+    pub reopen_window: Duration,
+    /// New observations since the last report.
+    pub occurrences: i64,
+    /// Pods that show the symptom now.
+    pub pods: Vec<String>,
+    pub detail: String,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    /// The signal has stopped.
+    pub cleared: bool,
+    /// When the detector first saw this signal, for the latency metric.
+    pub noticed: Instant,
+}
+
+impl Report {
+    pub fn key(&self) -> String {
+        dedup::dedup_key(self.target.kind, &self.target.name, self.symptom)
+    }
+
+    /// Folds a newer report for the same key into this one.
+    pub fn absorb(&mut self, newer: Report) {
+        let occurrences = self.occurrences + newer.occurrences;
+        let first_seen = self.first_seen.min(newer.first_seen);
+        let noticed = self.noticed.min(newer.noticed);
+        *self = Report {
+            occurrences,
+            first_seen,
+            noticed,
+            ..newer
+        };
+    }
+}
+
+/// The detection status after a report. `affected` holds every pod seen so
+/// far for this incident, so the omitted count does not double-count.
+pub fn merge_detection(
+    previous: Option<&DetectionStatus>,
+    report: &Report,
+    reopen: bool,
+    affected: &mut BTreeSet<String>,
+) -> DetectionStatus {
+    let mut detection = previous.cloned().unwrap_or_default();
+    detection.symptom = Some(report.symptom);
+    if report.cleared {
+        if detection.cleared_at.is_none() {
+            detection.cleared_at = Some(Time(report.last_seen));
+        }
+        return detection;
+    }
+    affected.extend(detection.affected_pods.iter().cloned());
+    affected.extend(report.pods.iter().cloned());
+    detection.occurrences += report.occurrences.max(0);
+    detection
+        .first_seen_at
+        .get_or_insert(Time(report.first_seen));
+    detection.last_seen_at = Some(Time(report.last_seen));
+    detection.message = Some(report.detail.clone());
+    detection.cleared_at = None;
+    // The pods failing now first, then earlier ones, up to the bound.
+    let mut listed: Vec<String> = report
+        .pods
+        .iter()
+        .take(MAX_AFFECTED_PODS)
+        .cloned()
+        .collect();
+    for pod in affected.iter() {
+        if listed.len() >= MAX_AFFECTED_PODS {
+            break;
+        }
+        if !listed.contains(pod) {
+            listed.push(pod.clone());
+        }
+    }
+    detection.affected_pods_omitted =
+        i64::try_from(affected.len().saturating_sub(listed.len())).unwrap_or(i64::MAX);
+    detection.affected_pods = listed;
+    if reopen {
+        detection.reopens += 1;
+        detection.last_reopened_at = Some(Time(report.last_seen));
+    }
+    detection
+}
+
+/// Applies reports to the API.
+pub struct Writer {
+    client: Client,
+    metrics: Arc<Metrics>,
+    incidents: Store<Incident>,
+    written: HashMap<(String, String), DetectionStatus>,
+    affected: HashMap<(String, String), BTreeSet<String>>,
+    created: HashMap<(String, String), String>,
+}
+
+impl Writer {
+    pub fn new(client: Client, metrics: Arc<Metrics>, incidents: Store<Incident>) -> Self {
+        Writer {
+            client,
+            metrics,
+            incidents,
+            written: HashMap::new(),
+            affected: HashMap::new(),
+            created: HashMap::new(),
+        }
+    }
+
+    /// Whether an open detected incident exists for the key whose signal is
+    /// not yet marked cleared (so a clear report has something to do).
+    pub fn open_uncleared(&self, namespace: &str, key: &str) -> Vec<Arc<Incident>> {
+        self.same_key(namespace, key)
+            .into_iter()
+            .filter(|incident| {
+                let status = incident.status.as_ref();
+                let open = !status.and_then(|s| s.phase).is_some_and(|p| p.is_closed());
+                let name = incident.name_any();
+                let cleared = self
+                    .written
+                    .get(&(namespace.to_owned(), name))
+                    .or_else(|| status.and_then(|s| s.detection.as_ref()))
+                    .is_some_and(|d| d.cleared_at.is_some());
+                open && !cleared
+            })
+            .collect()
+    }
+
+    fn same_key(&self, namespace: &str, key: &str) -> Vec<Arc<Incident>> {
+        self.incidents.state_filter(|incident| {
+            incident.namespace().as_deref() == Some(namespace)
+                && incident.spec.source.dedup_key.as_deref() == Some(key)
+        })
+    }
+
+    /// Records one report.
+    pub async fn write(&mut self, report: Report) -> Result<(), kube::Error> {
+        let key = report.key();
+        let namespace = report.namespace.clone();
+        let same_key = self.same_key(&namespace, &key);
+        let mut decision = dedup::decide(
+            report.target.kind,
+            &report.target.name,
+            report.symptom,
+            same_key.iter().map(AsRef::as_ref),
+            report.reopen_window,
+            report.last_seen,
+        );
+        // The store may lag behind our own create.
+        if let Some(name) = self.created.get(&(namespace.clone(), key.clone()))
+            && !same_key.iter().any(|i| i.name_any() == *name)
+        {
+            decision = Decision::Update(name.clone());
+        }
+        if report.cleared {
+            // Only an open incident has a signal to clear.
+            if let Decision::Update(name) = decision {
+                self.patch_detection(&namespace, &name, &report, false)
+                    .await?;
+            }
+            return Ok(());
+        }
+        match decision {
+            Decision::Update(name) => {
+                self.patch_detection(&namespace, &name, &report, false)
+                    .await
+            }
+            Decision::Reopen(name) => {
+                info!(incident = %name, %key, "signal returned within the reopen window: reopening");
+                self.patch_detection(&namespace, &name, &report, true).await
+            }
+            Decision::Create { name, previous } => {
+                self.create(&name, previous, &report).await?;
+                self.created.insert((namespace.clone(), key), name.clone());
+                self.patch_detection(&namespace, &name, &report, false)
+                    .await
+            }
+        }
+    }
+
+    async fn create(
+        &self,
+        name: &str,
+        previous: Option<String>,
+        report: &Report,
+    ) -> Result<(), kube::Error> {
+        let api: Api<Incident> = Api::namespaced(self.client.clone(), &report.namespace);
+        let mut labels = std::collections::BTreeMap::new();
+        labels.insert(
+            "app.kubernetes.io/managed-by".to_owned(),
+            "healing-guard-operator".to_owned(),
+        );
+        labels.insert(
+            "healing-guard.io/symptom".to_owned(),
+            report.symptom.to_string(),
+        );
+        if report.target.name.len() <= 63 {
+            labels.insert(
+                "healing-guard.io/target".to_owned(),
+                report.target.name.clone(),
+            );
+        }
+        let spec = IncidentSpec {
+            title: format!("{} on {}", report.symptom, report.target),
+            severity: report.severity,
+            severity_reason: None,
+            incident_type: report.incident_type,
+            target: report.target.clone(),
+            description: Some(truncate(&report.detail, 4000)),
+            policy: Some(report.policy.clone()),
+            rule: Some(report.rule.clone()),
+            actions: None,
+            mode: None,
+            source: IncidentSource {
+                kind: SourceKind::Detected,
+                policy: Some(report.policy.clone()),
+                rule: Some(report.rule.clone()),
+                dedup_key: Some(report.key()),
+                previous_incident: previous.clone(),
+            },
+            acknowledged: None,
+            approvals: Vec::new(),
+            resolution: None,
+            declined: None,
+        };
+        let incident = Incident {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(report.namespace.clone()),
+                labels: Some(labels),
+                ..ObjectMeta::default()
+            },
+            spec,
+            status: None,
+        };
+        match api.create(&PostParams::default(), &incident).await {
+            Ok(_) => {
+                self.metrics
+                    .detection_latency
+                    .observe(report.noticed.elapsed().as_secs_f64());
+                info!(
+                    incident = name,
+                    key = %report.key(),
+                    rule = %report.rule,
+                    severity = %report.severity,
+                    previous = previous.as_deref().unwrap_or("-"),
+                    "incident opened"
+                );
+                Ok(())
+            }
+            // Created before (a restart, or a report racing its own create).
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn patch_detection(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        report: &Report,
+        reopen: bool,
+    ) -> Result<(), kube::Error> {
+        let id = (namespace.to_owned(), name.to_owned());
+        let from_store = self
+            .incidents
+            .state_filter(|i| i.namespace().as_deref() == Some(namespace) && i.name_any() == name)
+            .into_iter()
+            .next()
+            .and_then(|i| i.status.as_ref().and_then(|s| s.detection.clone()));
+        let previous = self.written.get(&id).cloned().or(from_store);
+        let affected = self.affected.entry(id.clone()).or_default();
+        let detection = merge_detection(previous.as_ref(), report, reopen, affected);
+        if previous.as_ref() == Some(&detection) {
+            return Ok(());
+        }
+        let api: Api<Incident> = Api::namespaced(self.client.clone(), namespace);
+        let detection_value = serde_json::to_value(&detection).map_err(kube::Error::SerdeError)?;
+        let patch = serde_json::json!({
+            "apiVersion": "healing-guard.io/v1alpha1",
+            "kind": "Incident",
+            "status": { "detection": detection_value },
+        });
+        api.patch_status(
+            name,
+            &PatchParams::apply(DETECTOR_FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        self.written.insert(id, detection);
+        Ok(())
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
