@@ -1,12 +1,16 @@
 //! Prometheus metrics, served on `/metrics`.
 
-use std::time::Instant;
+use std::{sync::OnceLock, time::Instant};
+
+use kube::runtime::reflector::Store;
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
+
+use crate::crd::{Incident, Phase};
 
 /// Which controller a reconcile metric belongs to.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -28,6 +32,21 @@ pub struct SlaLabels {
     pub deadline: &'static str,
 }
 
+/// An incident opened, by source (Manual, Detected) and rule.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpenedLabels {
+    pub source: &'static str,
+    pub rule: String,
+}
+
+/// Open incidents by severity, type and phase.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpenLabels {
+    pub severity: String,
+    pub r#type: String,
+    pub phase: &'static str,
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     registry: Registry,
@@ -36,6 +55,10 @@ pub struct Metrics {
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
     pub sla_breaches: Family<SlaLabels, Counter>,
     pub detection_latency: Histogram,
+    pub incidents_opened: Family<OpenedLabels, Counter>,
+    open_incidents: Family<OpenLabels, Gauge>,
+    /// Where the open-incident gauges are counted from at scrape time.
+    pub incident_store: OnceLock<Store<Incident>>,
 }
 
 impl Default for Metrics {
@@ -72,7 +95,29 @@ impl Default for Metrics {
             "From the detector seeing a failure to the Incident being created",
             detection_latency.clone(),
         );
-        Metrics { registry, reconciles, reconcile_errors, reconcile_duration, sla_breaches, detection_latency }
+        let incidents_opened = Family::<OpenedLabels, Counter>::default();
+        registry.register(
+            "incidents_opened",
+            "Incidents opened, by source and rule",
+            incidents_opened.clone(),
+        );
+        let open_incidents = Family::<OpenLabels, Gauge>::default();
+        registry.register(
+            "open_incidents",
+            "Incidents not yet resolved or declined",
+            open_incidents.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            sla_breaches,
+            detection_latency,
+            incidents_opened,
+            open_incidents,
+            incident_store: OnceLock::new(),
+        }
     }
 }
 
@@ -103,9 +148,35 @@ impl Metrics {
 
     /// The metrics in the Prometheus text format.
     pub fn render(&self) -> Result<String, std::fmt::Error> {
+        if let Some(store) = self.incident_store.get() {
+            self.count_open_incidents(&store.state());
+        }
         let mut out = String::new();
         encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+impl Metrics {
+    /// Sets the open-incident gauges from the incidents as they are now.
+    pub fn count_open_incidents(&self, incidents: &[std::sync::Arc<Incident>]) {
+        self.open_incidents.clear();
+        for incident in incidents {
+            let phase = incident
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .unwrap_or(Phase::Triggered);
+            if phase.is_closed() {
+                continue;
+            }
+            let labels = OpenLabels {
+                severity: incident.spec.severity.to_string(),
+                r#type: incident.spec.incident_type.to_string(),
+                phase: phase.as_str(),
+            };
+            self.open_incidents.get_or_create(&labels).inc();
+        }
     }
 }
 

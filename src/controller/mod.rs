@@ -84,14 +84,16 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: CancellationToken) {
     let client = ctx.client.clone();
     let config = kube::runtime::controller::Config::default().debounce(Duration::from_millis(500));
 
-    let incidents = Controller::new(
+    let incident_controller = Controller::new(
         scope.api::<Incident>(&client),
         watcher::Config::default().any_semantic(),
-    )
-    .with_config(config.clone())
-    .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-    .run(incident::reconcile, incident::error_policy, ctx.clone())
-    .for_each(|result| async move { log_result("incident", result) });
+    );
+    let _ = ctx.metrics.incident_store.set(incident_controller.store());
+    let incidents = incident_controller
+        .with_config(config.clone())
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(incident::reconcile, incident::error_policy, ctx.clone())
+        .for_each(|result| async move { log_result("incident", result) });
 
     let policy_controller = Controller::new(
         scope.api::<RemediationPolicy>(&client),
@@ -105,15 +107,18 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: CancellationToken) {
         .with_config(config)
         .watches_stream(deployments, policies_in_namespace(store.clone()))
         .watches_stream(statefulsets, policies_in_namespace(store))
-        .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(policy::reconcile, policy::error_policy, ctx)
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(policy::reconcile, policy::error_policy, ctx.clone())
         .for_each(|result| async move { log_result("remediationpolicy", result) });
+
+    let detector =
+        crate::detector::run(client.clone(), ctx.metrics.clone(), scope.clone(), shutdown);
 
     info!(
         namespace = scope.namespace.as_deref().unwrap_or("<all>"),
         "controllers started"
     );
-    tokio::join!(incidents, policies);
+    tokio::join!(incidents, policies, detector);
     info!("controllers stopped");
 }
 

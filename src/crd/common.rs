@@ -91,7 +91,9 @@ pub enum Mode {
 }
 
 /// The kinds of workload the operator guards.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
 pub enum WorkloadKind {
     /// apps/v1 Deployment.
     Deployment,

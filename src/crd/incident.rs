@@ -54,6 +54,10 @@ pub struct IncidentSpec {
     pub incident_type: IncidentType,
     /// The affected workload, in the Incident's namespace.
     pub target: WorkloadRef,
+    /// When the problem was first noticed, if before this Incident was created
+    /// (e.g. declared after the fact); deadlines count from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_at: Option<Time>,
     /// What is known: impact, symptoms, first observations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096))]
@@ -395,6 +399,9 @@ pub struct Evidence {
     /// Last log lines of the failing container, where the node serves them.
     #[serde(default)]
     pub logs: Vec<String>,
+    /// What could not be captured, and why.
+    #[serde(default)]
+    pub notes: Vec<String>,
     /// How many items were left out to keep the object small.
     #[serde(default)]
     pub omitted: i64,

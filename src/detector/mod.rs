@@ -64,6 +64,7 @@ struct Detector {
 
 /// Runs the detector until `shutdown` is cancelled.
 pub async fn run(client: Client, metrics: Arc<Metrics>, scope: Scope, shutdown: CancellationToken) {
+    debug!("detector starting");
     let (incidents, incident_writer) = reflector::store::<Incident>();
     let incident_stream = reflector(
         incident_writer,
@@ -78,7 +79,10 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, scope: Scope, shutdown: 
             warn!(%error, "incident watch error; retrying");
         }
     });
-    let incident_task = tokio::spawn(incident_stream);
+    let incident_task = tokio::spawn(async move {
+        incident_stream.await;
+        warn!("incident reflector ended");
+    });
 
     let (policies, policy_writer) = reflector::store::<RemediationPolicy>();
     let mut policy_events = reflector(
@@ -109,7 +113,10 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, scope: Scope, shutdown: 
     };
     // Dedup is derived from the Incidents in the API: wait until they are known.
     tokio::select! {
-        ready = incidents.wait_until_ready() => if ready.is_err() { return },
+        ready = incidents.wait_until_ready() => if let Err(error) = ready {
+            warn!(%error, "detector cannot start");
+            return;
+        },
         () = shutdown.cancelled() => return,
     }
     info!("detector started");

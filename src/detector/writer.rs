@@ -185,9 +185,15 @@ impl Writer {
             report.reopen_window,
             report.last_seen,
         );
-        // The store may lag behind our own create.
+        // The store may lag behind our own writes: a create it has not seen
+        // yet, or a reopen the controller has not acted on yet.
         if let Some(name) = self.created.get(&(namespace.clone(), key.clone()))
             && !same_key.iter().any(|i| i.name_any() == *name)
+        {
+            decision = Decision::Update(name.clone());
+        }
+        if let Decision::Reopen(name) = &decision
+            && self.reopen_pending(&namespace, name, &same_key)
         {
             decision = Decision::Update(name.clone());
         }
@@ -215,6 +221,22 @@ impl Writer {
                     .await
             }
         }
+    }
+
+    /// Whether we reopened this incident after its last resolution already.
+    fn reopen_pending(&self, namespace: &str, name: &str, same_key: &[Arc<Incident>]) -> bool {
+        let Some(reopened) = self
+            .written
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .and_then(|d| d.last_reopened_at.as_ref())
+        else {
+            return false;
+        };
+        let resolved = same_key
+            .iter()
+            .find(|i| i.name_any() == name)
+            .and_then(|i| i.status.as_ref()?.milestones.resolved_at.clone());
+        resolved.is_none_or(|resolved| reopened.0 >= resolved.0)
     }
 
     async fn create(
@@ -245,6 +267,7 @@ impl Writer {
             severity_reason: None,
             incident_type: report.incident_type,
             target: report.target.clone(),
+            detected_at: Some(Time(report.first_seen)),
             description: Some(truncate(&report.detail, 4000)),
             policy: Some(report.policy.clone()),
             rule: Some(report.rule.clone()),

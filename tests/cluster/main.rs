@@ -6,6 +6,7 @@ mod support;
 
 mod chart;
 mod control_plane;
+mod detection;
 mod incident;
 mod policy;
 mod validation;

@@ -90,7 +90,16 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
 }
 
 /// Polls `check` until it returns Some, or panics after `WAIT` with `what`.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    eventually_within(what, WAIT, check).await
+}
+
+/// Polls `check` until it returns Some, or panics after `limit`.
+pub async fn eventually_within<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -101,8 +110,8 @@ where
             return value;
         }
         assert!(
-            start.elapsed() < WAIT,
-            "timed out after {WAIT:?} waiting for: {what}"
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for: {what}"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -9,7 +9,9 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use crate::{
     conditions::{ConditionUpdate, set_condition},
     context::PlannedEvent,
-    crd::{Incident, IncidentStatus, Phase, Sla, TimelineEntry},
+    crd::{
+        Detection, Incident, IncidentStatus, IncidentType, Phase, Sla, SourceKind, TimelineEntry,
+    },
 };
 
 /// The most timeline entries kept; older ones are dropped and counted.
@@ -19,6 +21,8 @@ pub const MAX_TIMELINE: usize = 50;
 pub const ACK_SLA_BREACHED: &str = "AckSLABreached";
 /// Condition set when the incident was not resolved before the deadline.
 pub const RESOLVE_SLA_BREACHED: &str = "ResolveSLABreached";
+/// Condition set when the signal keeps coming back after resolution.
+pub const FLAPPING: &str = "Flapping";
 
 /// What one reconcile should do.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,7 +38,7 @@ pub struct Plan {
 }
 
 /// Plans the next status of an incident at `now`.
-pub fn plan(incident: &Incident, now: Timestamp) -> Plan {
+pub fn plan(incident: &Incident, settings: &Detection, now: Timestamp) -> Plan {
     let spec = &incident.spec;
     let mut status = incident.status.clone().unwrap_or_default();
     let mut events = Vec::new();
@@ -55,10 +59,10 @@ pub fn plan(incident: &Incident, now: Timestamp) -> Plan {
 
     if status.phase.is_none() {
         status.phase = Some(Phase::Triggered);
-        let detected = incident
-            .metadata
-            .creation_timestamp
+        let detected = spec
+            .detected_at
             .clone()
+            .or_else(|| incident.metadata.creation_timestamp.clone())
             .unwrap_or_else(|| now_time.clone());
         status.milestones.detected_at = Some(detected);
         let message = format!(
@@ -94,6 +98,43 @@ pub fn plan(incident: &Incident, now: Timestamp) -> Plan {
         resolve_breached: previous_sla.as_ref().is_some_and(|s| s.resolve_breached),
     };
 
+    // The detector saw the signal return after resolution: reopen.
+    let reopened_at = status
+        .detection
+        .as_ref()
+        .and_then(|d| d.last_reopened_at.clone());
+    let resolved_at = status.milestones.resolved_at.clone();
+    if status.phase == Some(Phase::Resolved)
+        && let Some(reopened_at) = reopened_at
+        && resolved_at.is_none_or(|resolved| reopened_at.0 > resolved.0)
+    {
+        let reopens = status.detection.as_ref().map_or(0, |d| d.reopens);
+        status.phase = Some(Phase::Triggered);
+        status.milestones.resolved_at = None;
+        status.reopened_at_generation = generation;
+        let message = format!("the signal returned after resolution (reopen {reopens}): reopened");
+        record(&mut status, "Reopened", message.clone());
+        events.push(PlannedEvent::warning("Reopened", "Reopen", message));
+        if reopens >= settings.flap_threshold {
+            let message = format!(
+                "reopened {reopens} times (threshold {})",
+                settings.flap_threshold
+            );
+            let update = ConditionUpdate {
+                type_: FLAPPING,
+                status: true,
+                reason: "Reopened",
+                message: message.clone(),
+            };
+            if set_condition(&mut status.conditions, update, generation, &now_time) {
+                record(&mut status, FLAPPING, message.clone());
+                events.push(PlannedEvent::warning(FLAPPING, "Reopen", message));
+            }
+        }
+    }
+    // Responder inputs from before the last reopen were answered already.
+    let inputs_current = generation.unwrap_or(0) > status.reopened_at_generation.unwrap_or(0);
+
     let phase = status.phase.unwrap_or(Phase::Triggered);
     if let Some(ack) = &spec.acknowledged
         && status.milestones.acknowledged_at.is_none()
@@ -112,7 +153,7 @@ pub fn plan(incident: &Incident, now: Timestamp) -> Plan {
     }
 
     let phase = status.phase.unwrap_or(Phase::Triggered);
-    if !phase.is_closed() {
+    if !phase.is_closed() && inputs_current {
         if let Some(decline) = &spec.declined {
             status.phase = Some(Phase::Declined);
             let message = format!(
@@ -133,8 +174,34 @@ pub fn plan(incident: &Incident, now: Timestamp) -> Plan {
         }
     }
 
-    let closed = status.phase.is_some_and(Phase::is_closed);
     let mut requeue_after = None;
+    // A detected signal that cleared by itself and stayed clear resolves the
+    // incident, if the policy allows; security incidents never do.
+    let cleared_at = status.detection.as_ref().and_then(|d| d.cleared_at.clone());
+    let auto_resolvable = spec.source.kind == SourceKind::Detected
+        && settings.auto_resolve
+        && spec.incident_type != IncidentType::SecurityIncident;
+    if auto_resolvable
+        && !status.phase.is_some_and(Phase::is_closed)
+        && let Some(cleared_at) = cleared_at
+    {
+        let hold_down = settings.hold_down.as_std();
+        let due = add(cleared_at.0, hold_down);
+        if now >= due {
+            status.phase = Some(Phase::Resolved);
+            status.milestones.resolved_at = Some(now_time.clone());
+            let message = format!(
+                "the signal cleared at {} and stayed clear for {}: resolved",
+                cleared_at.0, settings.hold_down
+            );
+            record(&mut status, "AutoResolved", message.clone());
+            events.push(PlannedEvent::normal("AutoResolved", "Resolve", message));
+        } else {
+            requeue_after = Some(until(now, due));
+        }
+    }
+
+    let closed = status.phase.is_some_and(Phase::is_closed);
     if !closed {
         if status.milestones.acknowledged_at.is_none() && !sla.acknowledge_breached {
             if now >= acknowledge_by {
@@ -159,7 +226,8 @@ pub fn plan(incident: &Incident, now: Timestamp) -> Plan {
                 };
                 set_condition(&mut status.conditions, update, generation, &now_time);
             } else {
-                requeue_after = Some(until(now, acknowledge_by));
+                let wait = until(now, acknowledge_by);
+                requeue_after = Some(requeue_after.map_or(wait, |r: Duration| r.min(wait)));
             }
         }
         if !sla.resolve_breached {
@@ -248,7 +316,7 @@ mod tests {
 
     /// The incident after one reconcile at `now`, with the plan's status applied.
     fn reconciled(mut incident: Incident, now: &str) -> (Incident, Plan) {
-        let plan = plan(&incident, at(now));
+        let plan = plan(&incident, &Detection::default(), at(now));
         incident.status = Some(plan.status.clone());
         (incident, plan)
     }

@@ -1,18 +1,19 @@
 //! The Incident controller: drives each incident through its lifecycle.
 
+pub mod evidence;
 pub mod lifecycle;
 
 use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::jiff::Timestamp;
-use kube::{Api, ResourceExt, api::PatchParams, runtime::controller::Action};
+use kube::{Api, Client, ResourceExt, api::PatchParams, runtime::controller::Action};
 use tracing::{info, instrument, warn};
 
 use super::{error::Error, status_patch};
 use crate::{
     context::{Context, FIELD_MANAGER},
-    crd::Incident,
-    metrics::SlaLabels,
+    crd::{Detection, Incident, IncidentStatus, RemediationPolicy, SourceKind},
+    metrics::{OpenedLabels, SlaLabels},
 };
 
 /// Name used in metrics and logs.
@@ -35,17 +36,45 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
     // Whole seconds: the API server stores times at that precision, and a
     // plan compared against a round-tripped status must not differ by nanos.
     let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
-    let plan = lifecycle::plan(&incident, now);
+    let settings = detection_settings(&ctx.client, &namespace, &incident).await?;
+    let mut plan = lifecycle::plan(&incident, &settings, now);
+    let is_open = !plan.status.phase.is_some_and(|p| p.is_closed());
+    if plan.status.evidence.is_none() && is_open {
+        plan.status.evidence =
+            Some(evidence::capture(&ctx.client, &namespace, &incident.spec.target, now).await);
+    }
     if incident.status.as_ref() != Some(&plan.status) {
         let api: Api<Incident> = Api::namespaced(ctx.client.clone(), &namespace);
+        // status.detection belongs to the detector's field manager.
+        let owned = IncidentStatus {
+            detection: None,
+            ..plan.status.clone()
+        };
         api.patch_status(
             &name,
             &PatchParams::apply(FIELD_MANAGER).force(),
-            &status_patch::<Incident>(&plan.status)?,
+            &status_patch::<Incident>(&owned)?,
         )
         .await?;
         let phase = plan.status.phase.map(|p| p.as_str()).unwrap_or_default();
         info!(phase, "incident status updated");
+    }
+    if incident.status.as_ref().and_then(|s| s.phase).is_none() {
+        let source = match incident.spec.source.kind {
+            SourceKind::Manual => "Manual",
+            SourceKind::Detected => "Detected",
+        };
+        let rule = incident
+            .spec
+            .source
+            .rule
+            .clone()
+            .or(incident.spec.rule.clone())
+            .unwrap_or_default();
+        ctx.metrics
+            .incidents_opened
+            .get_or_create(&OpenedLabels { source, rule })
+            .inc();
     }
     for deadline in &plan.breaches {
         warn!(deadline, "incident deadline breached");
@@ -64,6 +93,25 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         Some(wait) => Action::requeue(wait),
         None => Action::await_change(),
     })
+}
+
+/// The detection settings of the policy that opened a detected incident
+/// (defaults when there is none, or it is gone).
+async fn detection_settings(
+    client: &Client,
+    namespace: &str,
+    incident: &Incident,
+) -> Result<Detection, Error> {
+    let policy = match (&incident.spec.source.kind, &incident.spec.source.policy) {
+        (SourceKind::Detected, Some(policy)) => policy,
+        _ => return Ok(Detection::default()),
+    };
+    let api: Api<RemediationPolicy> = Api::namespaced(client.clone(), namespace);
+    Ok(api
+        .get_opt(policy)
+        .await?
+        .map(|p| p.spec.detection)
+        .unwrap_or_default())
 }
 
 /// Retries failed reconciles with a delay.

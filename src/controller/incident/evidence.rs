@@ -1,0 +1,343 @@
+//! Evidence captured when an incident opens: what an on-call engineer would
+//! gather by hand (pods, rollout history, Warning events, last log lines),
+//! bounded so the Incident stays small however many pods fail.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, ReplicaSet, StatefulSet},
+        core::v1::{Event, Pod},
+    },
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, Time},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, LogParams},
+    core::Selector,
+};
+
+use crate::crd::{Evidence, PodEvidence, WorkloadKind, WorkloadRef};
+
+/// Pods described in full; the rest are counted.
+pub const MAX_PODS: usize = 20;
+/// Warning events kept.
+pub const MAX_EVENTS: usize = 20;
+/// Rollout history entries kept.
+pub const MAX_REVISIONS: usize = 10;
+/// Log lines kept from the failing container.
+pub const MAX_LOG_LINES: i64 = 20;
+/// Longest event message or log line kept.
+const MAX_LINE: usize = 300;
+
+/// Captures evidence for a target. Never fails: what cannot be read is noted.
+pub async fn capture(
+    client: &Client,
+    namespace: &str,
+    target: &WorkloadRef,
+    now: Timestamp,
+) -> Evidence {
+    let mut evidence = Evidence {
+        captured_at: Some(Time(now)),
+        ..Evidence::default()
+    };
+    let selector = match workload(client, namespace, target, &mut evidence).await {
+        Some(selector) => selector,
+        None => return evidence,
+    };
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pods = match pods_api
+        .list(&ListParams::default().labels_from(&selector))
+        .await
+    {
+        Ok(list) => list.items,
+        Err(error) => {
+            evidence.notes.push(format!("pods not listed: {error}"));
+            Vec::new()
+        }
+    };
+    let mut described: Vec<PodEvidence> = pods.iter().map(describe_pod).collect();
+    // Unhealthy and most-restarted first: those are the ones worth reading.
+    described.sort_by(|a, b| {
+        a.ready
+            .cmp(&b.ready)
+            .then(b.restarts.cmp(&a.restarts))
+            .then(a.name.cmp(&b.name))
+    });
+    let omitted_pods = described.len().saturating_sub(MAX_PODS);
+    described.truncate(MAX_PODS);
+
+    let mut names: BTreeSet<String> = pods.iter().map(|p| p.name_any()).collect();
+    names.insert(target.name.clone());
+    let omitted_events = warning_events(client, namespace, &names, &mut evidence).await;
+
+    if let Some(failing) = described.iter().find(|p| !p.ready)
+        && let Some(pod) = pods.iter().find(|p| p.name_any() == failing.name)
+    {
+        last_logs(&pods_api, pod, &mut evidence).await;
+    }
+    evidence.pods = described;
+    evidence.omitted = i64::try_from(omitted_pods + omitted_events).unwrap_or(i64::MAX);
+    evidence
+}
+
+/// Reads the workload's revision and history; returns its pod selector.
+async fn workload(
+    client: &Client,
+    namespace: &str,
+    target: &WorkloadRef,
+    evidence: &mut Evidence,
+) -> Option<Selector> {
+    let selector: LabelSelector = match target.kind {
+        WorkloadKind::Deployment => {
+            let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+            let deployment = match api.get_opt(&target.name).await {
+                Ok(Some(deployment)) => deployment,
+                Ok(None) => {
+                    evidence.notes.push(format!("{target} not found"));
+                    return None;
+                }
+                Err(error) => {
+                    evidence.notes.push(format!("{target} not read: {error}"));
+                    return None;
+                }
+            };
+            evidence.revision = deployment.annotations().get(REVISION).cloned();
+            let selector = deployment
+                .spec
+                .as_ref()
+                .map(|s| s.selector.clone())
+                .unwrap_or_default();
+            rollout_history(client, namespace, &deployment, &selector, evidence).await;
+            selector
+        }
+        WorkloadKind::StatefulSet => {
+            let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+            let statefulset = match api.get_opt(&target.name).await {
+                Ok(Some(statefulset)) => statefulset,
+                Ok(None) => {
+                    evidence.notes.push(format!("{target} not found"));
+                    return None;
+                }
+                Err(error) => {
+                    evidence.notes.push(format!("{target} not read: {error}"));
+                    return None;
+                }
+            };
+            let status = statefulset.status.clone().unwrap_or_default();
+            evidence.revision = status
+                .update_revision
+                .clone()
+                .or(status.current_revision.clone());
+            if status.current_revision != status.update_revision {
+                evidence.rollout_history.push(format!(
+                    "rolling from {} to {}",
+                    status.current_revision.unwrap_or_default(),
+                    status.update_revision.unwrap_or_default()
+                ));
+            }
+            statefulset.spec.map(|s| s.selector).unwrap_or_default()
+        }
+    };
+    match Selector::try_from(selector) {
+        Ok(selector) if !selector.selects_all() => Some(selector),
+        _ => {
+            evidence
+                .notes
+                .push(format!("{target} has no usable pod selector"));
+            None
+        }
+    }
+}
+
+const REVISION: &str = "deployment.kubernetes.io/revision";
+
+/// `kubectl rollout history`: the Deployment's ReplicaSets, newest revision first.
+async fn rollout_history(
+    client: &Client,
+    namespace: &str,
+    deployment: &Deployment,
+    selector: &LabelSelector,
+    evidence: &mut Evidence,
+) {
+    let Ok(selector) = Selector::try_from(selector.clone()) else {
+        return;
+    };
+    let api: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
+    let sets = match api
+        .list(&ListParams::default().labels_from(&selector))
+        .await
+    {
+        Ok(list) => list.items,
+        Err(error) => {
+            evidence
+                .notes
+                .push(format!("rollout history not read: {error}"));
+            return;
+        }
+    };
+    let uid = deployment.uid();
+    let mut revisions: Vec<(i64, String)> = sets
+        .iter()
+        .filter(|rs| {
+            rs.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == uid.as_ref())
+        })
+        .map(|rs| {
+            let revision = rs
+                .annotations()
+                .get(REVISION)
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(0);
+            let images: Vec<String> = rs
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .and_then(|t| t.spec.as_ref())
+                .map(|s| {
+                    s.containers
+                        .iter()
+                        .filter_map(|c| c.image.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let status = rs.status.clone().unwrap_or_default();
+            let line = format!(
+                "revision {revision}: {} {} ({} ready of {})",
+                rs.name_any(),
+                images.join(","),
+                status.ready_replicas.unwrap_or(0),
+                status.replicas
+            );
+            (revision, line)
+        })
+        .collect();
+    revisions.sort_by(|a, b| b.0.cmp(&a.0));
+    evidence.rollout_history = revisions
+        .into_iter()
+        .take(MAX_REVISIONS)
+        .map(|(_, line)| line)
+        .collect();
+}
+
+fn describe_pod(pod: &Pod) -> PodEvidence {
+    let status = pod.status.clone().unwrap_or_default();
+    let containers = status.container_statuses.clone().unwrap_or_default();
+    let reason = containers.iter().find_map(|c| {
+        let state = c.state.as_ref()?;
+        state
+            .waiting
+            .as_ref()
+            .and_then(|w| w.reason.clone())
+            .or_else(|| state.terminated.as_ref().and_then(|t| t.reason.clone()))
+    });
+    let last_termination_reason = containers
+        .iter()
+        .find_map(|c| c.last_state.as_ref()?.terminated.as_ref()?.reason.clone());
+    PodEvidence {
+        name: pod.name_any(),
+        phase: status.phase.clone(),
+        ready: status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        restarts: containers
+            .iter()
+            .map(|c| c.restart_count.max(0))
+            .fold(0, i32::saturating_add),
+        reason: reason.or(status.reason.clone()),
+        last_termination_reason,
+        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+    }
+}
+
+/// Recent Warning events about the target and its pods; returns how many were left out.
+async fn warning_events(
+    client: &Client,
+    namespace: &str,
+    names: &BTreeSet<String>,
+    evidence: &mut Evidence,
+) -> usize {
+    let api: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let params = ListParams::default().fields("type=Warning").limit(500);
+    let events = match api.list(&params).await {
+        Ok(list) => list.items,
+        Err(error) => {
+            evidence.notes.push(format!("events not read: {error}"));
+            return 0;
+        }
+    };
+    let mut relevant: Vec<&Event> = events
+        .iter()
+        .filter(|e| {
+            e.involved_object
+                .name
+                .as_ref()
+                .is_some_and(|n| names.contains(n))
+        })
+        .collect();
+    relevant.sort_by_key(|e| std::cmp::Reverse(e.last_timestamp.as_ref().map(|t| t.0)));
+    let omitted = relevant.len().saturating_sub(MAX_EVENTS);
+    evidence.events = relevant
+        .into_iter()
+        .take(MAX_EVENTS)
+        .map(|e| {
+            let object = format!(
+                "{}/{}",
+                e.involved_object.kind.as_deref().unwrap_or("?"),
+                e.involved_object.name.as_deref().unwrap_or("?")
+            );
+            let line = format!(
+                "{} {}: {} (x{})",
+                object,
+                e.reason.as_deref().unwrap_or("?"),
+                e.message.as_deref().unwrap_or(""),
+                e.count.unwrap_or(1)
+            );
+            clip(&line)
+        })
+        .collect();
+    omitted
+}
+
+/// The failing container's last lines; the previous instance's if it restarted.
+async fn last_logs(api: &Api<Pod>, pod: &Pod, evidence: &mut Evidence) {
+    let containers = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.clone())
+        .unwrap_or_default();
+    let Some(container) = containers.iter().find(|c| !c.ready).or(containers.first()) else {
+        return;
+    };
+    let params = LogParams {
+        container: Some(container.name.clone()),
+        tail_lines: Some(MAX_LOG_LINES),
+        limit_bytes: Some(8 * 1024),
+        previous: container.restart_count > 0,
+        ..LogParams::default()
+    };
+    match api.logs(&pod.name_any(), &params).await {
+        Ok(text) => evidence.logs = text.lines().map(clip).collect(),
+        // kwok nodes and some runtimes serve no logs: note it and go on.
+        Err(error) => evidence.notes.push(clip(&format!(
+            "logs of {}/{} not available: {error}",
+            pod.name_any(),
+            container.name
+        ))),
+    }
+}
+
+fn clip(text: &str) -> String {
+    if text.len() <= MAX_LINE {
+        return text.to_owned();
+    }
+    let mut end = MAX_LINE;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
