@@ -3,7 +3,11 @@
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (fake
 # nodes). Every port is picked free at start; all state lives in one directory.
 #
-#   cluster/up.sh [--dir DIR] [--nodes N]
+#   cluster/up.sh [--dir DIR] [--nodes N] [--max-pods N]
+#
+# --max-pods sets each node's pod capacity (default 110, the kubelet's).
+# HGO_MAX_PODS sets the same default, so wrappers such as with-cluster.sh
+# need not pass it through.
 #
 # DIR (default $HGO_CACHE/clusters/default) is wiped and gets:
 #   kubeconfig         admin kubeconfig (token auth, CA-verified TLS)
@@ -19,17 +23,21 @@ source "$here/versions.sh"
 
 DIR=$HGO_CACHE/clusters/default
 NODES=3
+MAX_PODS=${HGO_MAX_PODS:-110}
 while [ $# -gt 0 ]; do
   case $1 in
     --dir) DIR=$2; shift 2 ;;
     --dir=*) DIR=${1#*=}; shift ;;
     --nodes) NODES=$2; shift 2 ;;
     --nodes=*) NODES=${1#*=}; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --max-pods) MAX_PODS=$2; shift 2 ;;
+    --max-pods=*) MAX_PODS=${1#*=}; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed -n 's/^# \{0,1\}//p'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 case $NODES in ''|*[!0-9]*) echo "--nodes wants a number, got '$NODES'" >&2; exit 2 ;; esac
+case $MAX_PODS in ''|0|*[!0-9]*) echo "--max-pods wants a positive number, got '$MAX_PODS'" >&2; exit 2 ;; esac
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd)
 
@@ -244,8 +252,8 @@ metadata:
     node-role.kubernetes.io/agent: ""
 spec: {}
 status:
-  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
-  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
+  capacity: {cpu: "32", memory: 256Gi, pods: "$MAX_PODS"}
+  allocatable: {cpu: "32", memory: 256Gi, pods: "$MAX_PODS"}
 EOF
   done
 } >"$DIR/nodes.yaml"

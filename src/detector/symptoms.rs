@@ -353,3 +353,425 @@ pub fn evaluate<'p>(
     }
     evaluation
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    fn pod(status: Value) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "p"}, "status": status})).unwrap()
+    }
+
+    fn rule(when: Value) -> PolicyRule {
+        serde_json::from_value(json!({
+            "name": "r", "when": when, "severity": "P1", "type": "ServiceOutage", "actions": [{"action": "restart"}]
+        }))
+        .unwrap()
+    }
+
+    fn symptoms(status: Value) -> Vec<Symptom> {
+        pod_observations(&pod(status))
+            .into_iter()
+            .map(|o| o.symptom)
+            .collect()
+    }
+
+    fn now() -> Timestamp {
+        "2026-01-01T00:10:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn pod_symptoms_table() {
+        let not_ready = json!({"type": "Ready", "status": "False", "lastTransitionTime": "2026-01-01T00:00:00Z"});
+        let cases = [
+            (json!({}), vec![]),
+            (
+                json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}),
+                vec![],
+            ),
+            (json!({"phase": "Succeeded"}), vec![]),
+            (json!({"phase": "Failed"}), vec![Symptom::PodFailed]),
+            (
+                json!({"phase": "Failed", "reason": "Evicted"}),
+                vec![Symptom::Evicted],
+            ),
+            (
+                json!({"phase": "Running", "conditions": [not_ready], "containerStatuses": [{
+                    "name": "app", "image": "i", "imageID": "", "ready": false, "restartCount": 4,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}),
+                vec![
+                    Symptom::CrashLoopBackOff,
+                    Symptom::OOMKilled,
+                    Symptom::NotReady,
+                ],
+            ),
+            (
+                json!({"phase": "Pending", "containerStatuses": [{
+                    "name": "app", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                    "state": {"waiting": {"reason": "ErrImagePull"}}}]}),
+                vec![Symptom::ImagePullBackOff],
+            ),
+        ];
+        for (status, expected) in cases {
+            assert_eq!(symptoms(status.clone()), expected, "{status}");
+        }
+    }
+
+    #[test]
+    fn a_terminating_pod_shows_nothing() {
+        let mut terminating = pod(json!({"phase": "Failed"}));
+        terminating.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now()));
+        assert!(pod_observations(&terminating).is_empty());
+    }
+
+    #[test]
+    fn thresholds_and_sustained_periods() {
+        let crashing = |restarts: i32| Observation {
+            symptom: Symptom::CrashLoopBackOff,
+            restarts,
+            ratio: None,
+            since: Some("2026-01-01T00:09:00Z".parse().unwrap()),
+            detail: String::new(),
+        };
+        let when = rule(json!({"symptom": "CrashLoopBackOff"})).when;
+        assert_eq!(rule_matches(&when, &crashing(2), now()), RuleMatch::No);
+        assert_eq!(rule_matches(&when, &crashing(3), now()), RuleMatch::Now);
+        let sustained =
+            rule(json!({"symptom": "CrashLoopBackOff", "minRestarts": 1, "sustainedFor": "2m"}))
+                .when;
+        assert_eq!(
+            rule_matches(&sustained, &crashing(1), now()),
+            RuleMatch::At("2026-01-01T00:11:00Z".parse().unwrap())
+        );
+        let other = rule(json!({"symptom": "OOMKilled"})).when;
+        assert_eq!(rule_matches(&other, &crashing(9), now()), RuleMatch::No);
+    }
+
+    #[test]
+    fn the_first_matching_rule_wins_per_subject() {
+        let rules = [
+            rule(json!({"symptom": "NotReady", "sustainedFor": "1h"})),
+            rule(json!({"symptom": "CrashLoopBackOff", "minRestarts": 1})),
+            rule(json!({"symptom": "NotReady", "sustainedFor": "1s"})),
+        ];
+        let deployment: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "api"},
+            "spec": {"replicas": 1, "selector": {}, "template": {}},
+            "status": {"availableReplicas": 1}
+        }))
+        .unwrap();
+        let crashing = pod(json!({"phase": "Running",
+            "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+            "containerStatuses": [{"name": "app", "image": "i", "imageID": "", "ready": false, "restartCount": 2,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}));
+        let evaluation = evaluate(
+            &rules,
+            WorkloadView::Deployment(&deployment),
+            [&crashing],
+            None,
+            now(),
+        );
+        assert_eq!(
+            evaluation.signals.keys().copied().collect::<Vec<_>>(),
+            [Symptom::CrashLoopBackOff]
+        );
+        assert_eq!(evaluation.signals[&Symptom::CrashLoopBackOff].rule, 1);
+        assert_eq!(evaluation.signals[&Symptom::CrashLoopBackOff].pods["p"], 2);
+        // The 1h NotReady rule is still running: look again when it is due.
+        assert_eq!(
+            evaluation.recheck_at,
+            Some("2026-01-01T01:00:00Z".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn workload_ratio_and_progress_deadline() {
+        let deployment: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "api"},
+            "spec": {"replicas": 4, "selector": {}, "template": {}},
+            "status": {"availableReplicas": 1, "conditions": [
+                {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "too slow"}]}
+        }))
+        .unwrap();
+        let found = workload_observations(WorkloadView::Deployment(&deployment), None);
+        let kinds: Vec<_> = found.iter().map(|o| o.symptom).collect();
+        assert_eq!(
+            kinds,
+            [
+                Symptom::ProgressDeadlineExceeded,
+                Symptom::ReplicasUnavailable
+            ]
+        );
+        assert_eq!(found[1].ratio, Some(0.25));
+        let below_half = rule(json!({"symptom": "ReplicasUnavailable", "belowRatio": 0.5})).when;
+        let below_tenth = rule(json!({"symptom": "ReplicasUnavailable", "belowRatio": 0.1})).when;
+        assert_eq!(rule_matches(&below_half, &found[1], now()), RuleMatch::Now);
+        assert_eq!(rule_matches(&below_tenth, &found[1], now()), RuleMatch::No);
+        let scaled_to_zero: StatefulSet =
+            serde_json::from_value(json!({"metadata": {"name": "db"}, "spec": {"replicas": 0, "selector": {}, "template": {}, "serviceName": "db"}}))
+                .unwrap();
+        assert!(workload_observations(WorkloadView::StatefulSet(&scaled_to_zero), None).is_empty());
+    }
+
+    /// Arbitrary JSON shaped like the objects the classifier reads: the right
+    /// keys in odd combinations, odd values, missing parts.
+    fn json_like() -> impl Strategy<Value = Value> {
+        let keys = prop::sample::select(vec![
+            "status",
+            "phase",
+            "reason",
+            "message",
+            "conditions",
+            "type",
+            "lastTransitionTime",
+            "lastUpdateTime",
+            "containerStatuses",
+            "initContainerStatuses",
+            "name",
+            "image",
+            "imageID",
+            "ready",
+            "restartCount",
+            "state",
+            "lastState",
+            "waiting",
+            "terminated",
+            "running",
+            "exitCode",
+            "startTime",
+            "replicas",
+            "availableReplicas",
+            "readyReplicas",
+            "spec",
+            "selector",
+            "metadata",
+            "deletionTimestamp",
+            "x",
+        ]);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i32>().prop_map(Value::from),
+            prop::sample::select(vec![
+                "CrashLoopBackOff",
+                "OOMKilled",
+                "ImagePullBackOff",
+                "ErrImagePull",
+                "Failed",
+                "Running",
+                "Evicted",
+                "Ready",
+                "True",
+                "False",
+                "Progressing",
+                "ProgressDeadlineExceeded",
+                "",
+                "2026-01-01T00:00:00Z",
+            ])
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(5, 64, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(keys.clone(), inner, 0..6).prop_map(|map| {
+                    Value::Object(map.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    fn word() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "CrashLoopBackOff",
+                "OOMKilled",
+                "ImagePullBackOff",
+                "ErrImagePull",
+                "Error",
+                "Failed",
+                "Running",
+                "Pending",
+                "Succeeded",
+                "Evicted",
+                "Ready",
+                "ContainersReady",
+                "Progressing",
+                "Available",
+                "True",
+                "False",
+                "Unknown",
+                "ProgressDeadlineExceeded",
+                "",
+                "2026-01-01T00:00:00Z",
+            ])
+            .prop_map(Value::from),
+            any::<i32>().prop_map(Value::from),
+            Just(Value::Null),
+        ]
+    }
+
+    /// An object with each of `fields` present or absent at random.
+    fn object_of(fields: Vec<(&'static str, BoxedStrategy<Value>)>) -> BoxedStrategy<Value> {
+        let parts: Vec<_> = fields
+            .into_iter()
+            .map(|(key, value)| {
+                prop::option::of(value).prop_map(move |v| v.map(|v| (key.to_owned(), v)))
+            })
+            .collect();
+        parts
+            .prop_map(|entries| Value::Object(entries.into_iter().flatten().collect()))
+            .boxed()
+    }
+
+    fn container_state() -> BoxedStrategy<Value> {
+        let reason = || {
+            object_of(vec![
+                ("reason", word().boxed()),
+                ("exitCode", any::<i32>().prop_map(Value::from).boxed()),
+            ])
+        };
+        object_of(vec![
+            ("waiting", reason()),
+            ("terminated", reason()),
+            ("running", Just(json!({})).boxed()),
+        ])
+    }
+
+    /// Pods with the fields the classifier reads, each maybe missing or odd.
+    fn pod_like() -> impl Strategy<Value = Value> {
+        let condition = object_of(vec![
+            ("type", word().boxed()),
+            ("status", word().boxed()),
+            ("reason", word().boxed()),
+            (
+                "lastTransitionTime",
+                prop::sample::select(vec!["2026-01-01T00:00:00Z", "1970-01-01T00:00:00Z"])
+                    .prop_map(Value::from)
+                    .boxed(),
+            ),
+        ]);
+        let container = object_of(vec![
+            ("name", Just(Value::from("app")).boxed()),
+            ("image", word().boxed()),
+            ("imageID", Just(Value::from("")).boxed()),
+            ("ready", any::<bool>().prop_map(Value::from).boxed()),
+            ("restartCount", any::<i32>().prop_map(Value::from).boxed()),
+            ("state", container_state()),
+            ("lastState", container_state()),
+        ]);
+        let status = object_of(vec![
+            ("phase", word().boxed()),
+            ("reason", word().boxed()),
+            ("message", word().boxed()),
+            (
+                "conditions",
+                prop::collection::vec(condition, 0..4)
+                    .prop_map(Value::Array)
+                    .boxed(),
+            ),
+            (
+                "containerStatuses",
+                prop::collection::vec(container.clone(), 0..3)
+                    .prop_map(Value::Array)
+                    .boxed(),
+            ),
+            (
+                "initContainerStatuses",
+                prop::collection::vec(container, 0..2)
+                    .prop_map(Value::Array)
+                    .boxed(),
+            ),
+        ]);
+        prop_oneof![
+            4 => status.prop_map(|status| json!({"metadata": {"name": "p"}, "status": status})),
+            1 => json_like(),
+        ]
+    }
+
+    /// Workloads with the fields the classifier reads, each maybe missing or odd.
+    fn workload_like() -> impl Strategy<Value = Value> {
+        let number = || prop_oneof![any::<i32>().prop_map(Value::from), Just(Value::Null)].boxed();
+        let condition = object_of(vec![
+            ("type", word().boxed()),
+            ("status", word().boxed()),
+            ("reason", word().boxed()),
+            ("message", word().boxed()),
+        ]);
+        let status = object_of(vec![
+            ("availableReplicas", number()),
+            ("readyReplicas", number()),
+            ("replicas", number()),
+            (
+                "conditions",
+                prop::collection::vec(condition, 0..3)
+                    .prop_map(Value::Array)
+                    .boxed(),
+            ),
+        ]);
+        let spec = object_of(vec![
+            ("replicas", number()),
+            ("selector", Just(json!({})).boxed()),
+            ("template", Just(json!({})).boxed()),
+            ("serviceName", Just(Value::from("s")).boxed()),
+        ]);
+        prop_oneof![
+            4 => (spec, status).prop_map(|(spec, status)| json!({"metadata": {"name": "w"}, "spec": spec, "status": status})),
+            1 => json_like(),
+        ]
+    }
+
+    #[test]
+    fn the_generator_reaches_the_classifier() {
+        // The property below is only worth something if many generated
+        // values are objects serde accepts, with a status to classify.
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let (pods, workloads) = (pod_like(), workload_like());
+        let (mut classified_pods, mut classified_workloads) = (0, 0);
+        for _ in 0..1000 {
+            let pod = pods.new_tree(&mut runner).unwrap().current();
+            if serde_json::from_value::<Pod>(pod).is_ok_and(|p| p.status.is_some()) {
+                classified_pods += 1;
+            }
+            let workload = workloads.new_tree(&mut runner).unwrap().current();
+            if serde_json::from_value::<Deployment>(workload).is_ok_and(|d| d.status.is_some()) {
+                classified_workloads += 1;
+            }
+        }
+        assert!(
+            classified_pods >= 200,
+            "only {classified_pods} of 1000 generated pods had a status"
+        );
+        assert!(
+            classified_workloads >= 200,
+            "only {classified_workloads} of 1000 workloads had a status"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn the_classifier_never_panics(pod_json in pod_like(), workload_json in workload_like(), ratio in 0.0f64..=1.0) {
+            let rules = [
+                rule(json!({"symptom": "CrashLoopBackOff", "minRestarts": 1, "sustainedFor": "1s"})),
+                rule(json!({"symptom": "ReplicasUnavailable", "belowRatio": ratio})),
+                rule(json!({"symptom": "NotReady", "sustainedFor": "1m"})),
+                rule(json!({"symptom": "ProgressDeadlineExceeded"})),
+            ];
+            // Whatever deserializes is classified; what does not is rejected by serde, not by a panic.
+            let pods: Vec<Pod> = serde_json::from_value::<Pod>(pod_json.clone()).into_iter().collect();
+            for pod in &pods {
+                let _ = pod_observations(pod);
+            }
+            if let Ok(deployment) = serde_json::from_value::<Deployment>(workload_json.clone()) {
+                let _ = evaluate(&rules, WorkloadView::Deployment(&deployment), pods.iter(), Some(now()), now());
+            }
+            if let Ok(statefulset) = serde_json::from_value::<StatefulSet>(workload_json) {
+                let _ = evaluate(&rules, WorkloadView::StatefulSet(&statefulset), pods.iter(), None, Timestamp::MAX);
+            }
+        }
+    }
+}

@@ -484,6 +484,30 @@ async fn unguarded_pods_open_nothing_and_deleting_the_policy_stops_detection() {
     incident_for(&client, &ns, "Deployment/guarded/CrashLoopBackOff").await;
     let all = incidents(&client, &ns).await;
     assert_eq!(all.len(), 1, "only the guarded Deployment has an incident");
+    let metrics = operator.metrics().await;
+    let count = |series: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        count("healing_guard_incidents_opened_total{source=\"Detected\",rule=\"crash\"}"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        count("healing_guard_detection_latency_seconds_count"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        count(
+            "healing_guard_open_incidents{severity=\"P0\",type=\"ServiceOutage\",phase=\"Triggered\"}"
+        ),
+        1.0,
+        "{metrics}"
+    );
 
     let policies: Api<RemediationPolicy> = Api::namespaced(client.clone(), &ns);
     policies

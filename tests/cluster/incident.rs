@@ -3,7 +3,15 @@
 
 use healing_guard_operator::crd::{Incident, Phase};
 use k8s_openapi::api::events::v1::Event;
-use kube::{Api, api::ListParams};
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::{SignedDuration, Timestamp},
+};
+use kube::{
+    Api,
+    api::{ListParams, PostParams},
+};
+use serde_json::json;
 
 use crate::support::{Operator, client, eventually, namespace, repo, run};
 
@@ -141,4 +149,100 @@ async fn an_applied_incident_is_triggered_then_acknowledged() {
     );
     let logs = std::fs::read_to_string(log).unwrap();
     assert!(logs.contains("shut down cleanly"), "{logs}");
+}
+
+#[tokio::test]
+async fn an_unacknowledged_incident_breaches_its_deadline_with_nothing_else_happening() {
+    let client = client().await;
+    let ns = namespace(&client, "deadline").await;
+    let operator = Operator::start(&ns).await;
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    // Declared after the fact: noticed 14m56s ago, so the P0 deadline (15 min) is 4 s away.
+    let detected = Timestamp::now() - SignedDuration::from_secs(14 * 60 + 56);
+    let incident: Incident = serde_json::from_value(json!({
+        "apiVersion": "healing-guard.io/v1alpha1",
+        "kind": "Incident",
+        "metadata": {"name": "late"},
+        "spec": {
+            "title": "Webhooks failing", "severity": "P0", "type": "IntegrationFailure",
+            "target": {"kind": "Deployment", "name": "webhook-worker"},
+            "detectedAt": Time(detected)
+        }
+    }))
+    .unwrap();
+    incidents
+        .create(&PostParams::default(), &incident)
+        .await
+        .unwrap();
+    let triggered = eventually("Triggered", || {
+        let incidents = incidents.clone();
+        async move {
+            incidents
+                .get("late")
+                .await
+                .ok()?
+                .status
+                .filter(|s| s.phase == Some(Phase::Triggered))
+        }
+    })
+    .await;
+    assert!(
+        !triggered.sla.unwrap().acknowledge_breached,
+        "not yet breached when it opens"
+    );
+    let metrics = operator.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "healing_guard_open_incidents{severity=\"P0\",type=\"IntegrationFailure\",phase=\"Triggered\"}"
+        ),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "healing_guard_incidents_opened_total{source=\"Manual\",rule=\"\"}"
+        ),
+        1.0
+    );
+
+    // Nothing touches the incident; the operator requeued itself for the deadline.
+    let status = eventually("the AckSLABreached condition", || {
+        let incidents = incidents.clone();
+        async move {
+            let status = incidents.get("late").await.ok()?.status?;
+            status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "AckSLABreached" && c.status == "True")
+                .then_some(status)
+        }
+    })
+    .await;
+    assert!(status.sla.unwrap().acknowledge_breached);
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    eventually("a Warning AckSLABreached event", || {
+        let events = events.clone();
+        async move {
+            let list = events
+                .list(&ListParams::default().fields("regarding.name=late"))
+                .await
+                .ok()?;
+            list.items.into_iter().find(|e| {
+                e.type_.as_deref() == Some("Warning")
+                    && e.reason.as_deref() == Some("AckSLABreached")
+            })
+        }
+    })
+    .await;
+    let metrics = operator.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "healing_guard_sla_breaches_total{severity=\"P0\",deadline=\"acknowledge\"}"
+        ),
+        1.0,
+        "{metrics}"
+    );
 }
