@@ -67,8 +67,24 @@ kubectl -n healing-guard get incident api-outage -o jsonpath='{"detectedAt:     
 kubectl -n healing-guard get incident api-outage -o jsonpath='{range .status.timeline[*]}{.at}  {.reason}: {.message}{"\n"}{end}'
 show kubectl -n healing-guard get events --field-selector involvedObject.name=api-outage
 
+step "A bad release: the healing-guard API's new pods crash (kwok's crashloop stage stands in for the bug)"
+show kubectl -n healing-guard patch deployment healing-guard --type merge \
+  -p '{"spec":{"template":{"metadata":{"labels":{"healing-guard.io/inject":"crashloop"}}}}}'
+wait_for "the detector to open an incident" 90 bash -c \
+  'kubectl -n healing-guard get inc healing-guard-crashloop -o jsonpath={.status.phase} | grep -q Triggered'
+show kubectl -n healing-guard get incidents
+echo "What the detector recorded, and the evidence captured when it opened:"
+kubectl -n healing-guard get incident healing-guard-crashloop -o jsonpath='{"rule:        "}{.spec.source.rule}{"\nseverity:    "}{.spec.severity}{"\noccurrences: "}{.status.detection.occurrences}{"\npods:        "}{.status.detection.affectedPods}{"\nrevision:    "}{.status.evidence.revision}{"\nhistory:     "}{.status.evidence.rolloutHistory}{"\nnotes:       "}{.status.evidence.notes}{"\n"}'
+
+step "Remediation comes next (issue 4); for now a responder rolls back by hand"
+show kubectl -n healing-guard rollout undo deployment/healing-guard
+wait_for "the incident to resolve by itself (signal clear for the policy's 30 s hold-down)" 120 bash -c \
+  'kubectl -n healing-guard get inc healing-guard-crashloop -o jsonpath={.status.phase} | grep -q Resolved'
+show kubectl -n healing-guard get incidents
+kubectl -n healing-guard get incident healing-guard-crashloop -o jsonpath='{range .status.timeline[*]}{.at}  {.reason}: {.message}{"\n"}{end}'
+
 step "The operator's metrics"
-curl -fsS "$HGO_METRICS" | grep -E '^healing_guard_reconciles_total'
+curl -fsS "$HGO_METRICS" | grep -E '^healing_guard_(reconciles_total|incidents_opened_total|open_incidents|detection_latency_seconds_(sum|count))'
 
 if [ "$keep" = "--keep" ]; then
   step "Left running. Use it with: source $dir/env; stop it with: $here/down.sh --dir $dir"

@@ -605,7 +605,7 @@ async fn a_cleared_signal_auto_resolves_returns_reopen_and_later_ones_link() {
         .into_iter()
         .map(|i| i.metadata.name.unwrap())
         .collect();
-    assert_eq!(all, [name.clone()]);
+    assert_eq!(all, std::slice::from_ref(&name));
 
     // Heal, resolve, wait past the window, break again: a new incident links to the old.
     set_inject(&client, &ns, "api", None).await;

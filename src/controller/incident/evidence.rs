@@ -214,7 +214,7 @@ async fn rollout_history(
             (revision, line)
         })
         .collect();
-    revisions.sort_by(|a, b| b.0.cmp(&a.0));
+    revisions.sort_by_key(|(revision, _)| std::cmp::Reverse(*revision));
     evidence.rollout_history = revisions
         .into_iter()
         .take(MAX_REVISIONS)
