@@ -30,6 +30,7 @@ use tracing::{info, warn};
 use crate::{
     context::Context,
     crd::{Incident, RemediationPolicy},
+    detector::writer::POLICY_LABEL,
 };
 pub use error::Error;
 
@@ -103,10 +104,29 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: CancellationToken) {
     // A workload appearing or relabelled can change what a policy matches.
     let deployments = workload_triggers(scope.api::<PartialObjectMeta<Deployment>>(&client));
     let statefulsets = workload_triggers(scope.api::<PartialObjectMeta<StatefulSet>>(&client));
+    // A detected incident updates its policy's lastTriggered.
+    let opened = watcher(
+        scope.api::<PartialObjectMeta<Incident>>(&client),
+        watcher::Config::default()
+            .any_semantic()
+            .labels(POLICY_LABEL),
+    )
+    .touched_objects()
+    .predicate_filter(predicates::generation, Default::default());
     let policies = policy_controller
         .with_config(config)
         .watches_stream(deployments, policies_in_namespace(store.clone()))
         .watches_stream(statefulsets, policies_in_namespace(store))
+        .watches_stream(opened, |incident| {
+            let policy = incident
+                .metadata
+                .labels
+                .as_ref()?
+                .get(POLICY_LABEL)?
+                .clone();
+            let namespace = incident.metadata.namespace.as_deref()?;
+            Some(ObjectRef::new(&policy).within(namespace))
+        })
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(policy::reconcile, policy::error_policy, ctx.clone())
         .for_each(|result| async move { log_result("remediationpolicy", result) });

@@ -240,6 +240,9 @@ pub struct IncidentStatus {
     /// only; the lifecycle reads it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detection: Option<DetectionStatus>,
+    /// How many of the detector's reopens the lifecycle has acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reopens_handled: Option<i32>,
     /// The generation at which the incident was last reopened: responder
     /// inputs from before it (an old resolution) no longer count.
     #[serde(default, skip_serializing_if = "Option::is_none")]

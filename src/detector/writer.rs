@@ -28,6 +28,8 @@ use crate::{
 
 /// The field manager of the detector's writes.
 pub const DETECTOR_FIELD_MANAGER: &str = "healing-guard-operator-detector";
+/// The label naming the policy whose rule opened an incident.
+pub const POLICY_LABEL: &str = "healing-guard.io/policy";
 /// How many affected pods an Incident lists; the rest are counted.
 pub const MAX_AFFECTED_PODS: usize = 20;
 
@@ -223,20 +225,17 @@ impl Writer {
         }
     }
 
-    /// Whether we reopened this incident after its last resolution already.
+    /// Whether we reopened this incident and the lifecycle has not acted on it yet.
     fn reopen_pending(&self, namespace: &str, name: &str, same_key: &[Arc<Incident>]) -> bool {
-        let Some(reopened) = self
-            .written
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .and_then(|d| d.last_reopened_at.as_ref())
-        else {
+        let Some(written) = self.written.get(&(namespace.to_owned(), name.to_owned())) else {
             return false;
         };
-        let resolved = same_key
+        let handled = same_key
             .iter()
             .find(|i| i.name_any() == name)
-            .and_then(|i| i.status.as_ref()?.milestones.resolved_at.clone());
-        resolved.is_none_or(|resolved| reopened.0 >= resolved.0)
+            .and_then(|i| i.status.as_ref()?.reopens_handled)
+            .unwrap_or(0);
+        written.reopens > handled
     }
 
     async fn create(
@@ -260,6 +259,10 @@ impl Writer {
                 "healing-guard.io/target".to_owned(),
                 report.target.name.clone(),
             );
+        }
+        // Policy names are DNS subdomains, but label values stop at 63.
+        if report.policy.len() <= 63 {
+            labels.insert(POLICY_LABEL.to_owned(), report.policy.clone());
         }
         let spec = IncidentSpec {
             title: format!("{} on {}", report.symptom, report.target),

@@ -408,6 +408,7 @@ async fn fifty_failing_pods_open_one_incident_and_two_targets_two() {
             async move {
                 let all = incidents(&client, &ns).await;
                 let wide = all.into_iter().find(|i| i.spec.target.name == "wide")?;
+                wide.status.as_ref()?.evidence.as_ref()?;
                 let detection = wide.status.as_ref()?.detection.as_ref()?;
                 let seen = detection.affected_pods.len() as i64 + detection.affected_pods_omitted;
                 (seen == 50).then_some(wide)
@@ -461,6 +462,13 @@ async fn two_symptoms_of_one_target_open_two_incidents() {
     incident_for(&client, &ns, "Deployment/api/CrashLoopBackOff").await;
     incident_for(&client, &ns, "Deployment/api/ReplicasUnavailable").await;
     assert_eq!(incidents(&client, &ns).await.len(), 2);
+    // The policy shows when its rules last opened an incident.
+    let policies: Api<RemediationPolicy> = Api::namespaced(client.clone(), &ns);
+    eventually("the policy's lastTriggered", || {
+        let policies = policies.clone();
+        async move { policies.get("guard").await.ok()?.status?.last_triggered }
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -99,16 +99,10 @@ pub fn plan(incident: &Incident, settings: &Detection, now: Timestamp) -> Plan {
     };
 
     // The detector saw the signal return after resolution: reopen.
-    let reopened_at = status
-        .detection
-        .as_ref()
-        .and_then(|d| d.last_reopened_at.clone());
-    let resolved_at = status.milestones.resolved_at.clone();
-    if status.phase == Some(Phase::Resolved)
-        && let Some(reopened_at) = reopened_at
-        && resolved_at.is_none_or(|resolved| reopened_at.0 > resolved.0)
-    {
-        let reopens = status.detection.as_ref().map_or(0, |d| d.reopens);
+    // Counted, not timed: a reopen in the same second as the resolution still counts.
+    let reopens = status.detection.as_ref().map_or(0, |d| d.reopens);
+    if reopens > status.reopens_handled.unwrap_or(0) && status.phase == Some(Phase::Resolved) {
+        status.reopens_handled = Some(reopens);
         status.phase = Some(Phase::Triggered);
         status.milestones.resolved_at = None;
         status.reopened_at_generation = generation;
@@ -131,6 +125,10 @@ pub fn plan(incident: &Incident, settings: &Detection, now: Timestamp) -> Plan {
                 events.push(PlannedEvent::warning(FLAPPING, "Reopen", message));
             }
         }
+    }
+    if reopens > status.reopens_handled.unwrap_or(0) {
+        // Reopened while still open (the detector saw a stale phase): nothing to do.
+        status.reopens_handled = Some(reopens);
     }
     // Responder inputs from before the last reopen were answered already.
     let inputs_current = generation.unwrap_or(0) > status.reopened_at_generation.unwrap_or(0);
@@ -459,6 +457,94 @@ mod tests {
         // A closed incident breaches nothing later.
         let (_, later) = reconciled(inc, "2026-01-02T00:00:00Z");
         assert!(later.breaches.is_empty());
+    }
+
+    fn detected(incident_type: &str) -> Incident {
+        let spec = SPEC.replace("ServiceOutage", incident_type)
+            + "  source: { kind: Detected, policy: guard, rule: crash, dedupKey: Deployment/healing-guard/CrashLoopBackOff }\n";
+        incident(&spec)
+    }
+
+    fn settings(hold_down: u64, flap_threshold: i32) -> Detection {
+        Detection {
+            hold_down: crate::crd::Duration::from_secs(hold_down),
+            flap_threshold,
+            ..Detection::default()
+        }
+    }
+
+    fn with_detection(
+        mut inc: Incident,
+        edit: impl FnOnce(&mut crate::crd::DetectionStatus),
+    ) -> Incident {
+        let status = inc.status.get_or_insert_with(Default::default);
+        edit(status.detection.get_or_insert_with(Default::default));
+        inc
+    }
+
+    #[test]
+    fn a_cleared_signal_resolves_after_the_hold_down_unless_security() {
+        let (inc, _) = reconciled(detected("ServiceOutage"), "2026-01-01T00:00:05Z");
+        let inc = with_detection(inc, |d| {
+            d.cleared_at = Some(Time(at("2026-01-01T00:01:00Z")))
+        });
+        let early = plan(&inc, &settings(60, 3), at("2026-01-01T00:01:30Z"));
+        assert_eq!(early.status.phase, Some(Phase::Triggered));
+        assert_eq!(early.requeue_after, Some(Duration::from_secs(31)));
+        let late = plan(&inc, &settings(60, 3), at("2026-01-01T00:02:00Z"));
+        assert_eq!(late.status.phase, Some(Phase::Resolved));
+        assert!(late.events.iter().any(|e| e.reason == "AutoResolved"));
+        let not_allowed = Detection {
+            auto_resolve: false,
+            ..settings(60, 3)
+        };
+        assert_eq!(
+            plan(&inc, &not_allowed, at("2026-01-01T00:09:00Z"))
+                .status
+                .phase,
+            Some(Phase::Triggered)
+        );
+
+        let (security, _) = reconciled(detected("SecurityIncident"), "2026-01-01T00:00:05Z");
+        let security = with_detection(security, |d| {
+            d.cleared_at = Some(Time(at("2026-01-01T00:01:00Z")))
+        });
+        assert_eq!(
+            plan(&security, &settings(60, 3), at("2026-01-01T01:00:00Z"))
+                .status
+                .phase,
+            Some(Phase::Triggered)
+        );
+    }
+
+    #[test]
+    fn a_reopen_is_acted_on_once_and_flaps_past_the_threshold() {
+        let (inc, _) = reconciled(detected("ServiceOutage"), "2026-01-01T00:00:05Z");
+        let inc = with_detection(inc, |d| {
+            d.cleared_at = Some(Time(at("2026-01-01T00:00:10Z")))
+        });
+        let (mut inc, resolved) = {
+            let plan = plan(&inc, &settings(1, 1), at("2026-01-01T00:00:20Z"));
+            let mut inc = inc.clone();
+            inc.status = Some(plan.status.clone());
+            (inc.clone(), plan)
+        };
+        assert_eq!(resolved.status.phase, Some(Phase::Resolved));
+        // The detector saw it come back in the same second: still a reopen.
+        inc = with_detection(inc, |d| {
+            d.reopens = 1;
+            d.cleared_at = None;
+        });
+        let reopened = plan(&inc, &settings(1, 1), at("2026-01-01T00:00:20Z"));
+        assert_eq!(reopened.status.phase, Some(Phase::Triggered));
+        assert_eq!(reopened.status.milestones.resolved_at, None);
+        assert!(crate::conditions::is_true(
+            &reopened.status.conditions,
+            FLAPPING
+        ));
+        inc.status = Some(reopened.status);
+        let again = plan(&inc, &settings(1, 1), at("2026-01-01T00:00:21Z"));
+        assert!(again.events.is_empty(), "{:?}", again.events);
     }
 
     #[test]

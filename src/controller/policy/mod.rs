@@ -22,7 +22,8 @@ use super::{error::Error, status_patch};
 use crate::{
     conditions::{ConditionUpdate, is_true, set_condition},
     context::{Context, FIELD_MANAGER, PlannedEvent},
-    crd::{RemediationPolicy, RemediationPolicyStatus, Target, WorkloadKind},
+    crd::{Incident, RemediationPolicy, RemediationPolicyStatus, Target, WorkloadKind},
+    detector::writer::POLICY_LABEL,
 };
 
 /// Name used in metrics and logs.
@@ -45,6 +46,7 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
     let generation = policy.metadata.generation;
 
     let problems = validate::validate(&policy.spec);
+    let last_triggered = last_triggered(&ctx.client, &namespace, &name).await?;
     let matched = count_matched_targets(&ctx.client, &namespace, &policy.spec.targets).await?;
 
     let update = if !problems.is_empty() {
@@ -95,6 +97,7 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
     let mut status = RemediationPolicyStatus {
         observed_generation: generation,
         matched_targets: Some(matched),
+        last_triggered,
         ..old_status.clone()
     };
     let event = if update.status {
@@ -133,6 +136,23 @@ fn same_reason(status: &RemediationPolicyStatus, reason: &str) -> bool {
         .conditions
         .iter()
         .any(|c| c.type_ == READY && c.reason == reason)
+}
+
+/// When the policy's rules last opened an incident (derived from the
+/// incidents it labelled, so the detector never writes the policy).
+async fn last_triggered(
+    client: &Client,
+    namespace: &str,
+    policy: &str,
+) -> Result<Option<Time>, Error> {
+    let api: Api<Incident> = Api::namespaced(client.clone(), namespace);
+    let params = ListParams::default().labels(&format!("{POLICY_LABEL}={policy}"));
+    let incidents = api.list_metadata(&params).await?;
+    Ok(incidents
+        .items
+        .into_iter()
+        .filter_map(|i| i.metadata.creation_timestamp)
+        .max_by_key(|t| t.0))
 }
 
 /// How many distinct workloads the targets select.
