@@ -8,5 +8,6 @@ pub mod controller;
 pub mod crd;
 pub mod detector;
 pub mod metrics;
+pub mod remediation;
 pub mod server;
 pub mod telemetry;

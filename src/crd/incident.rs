@@ -353,6 +353,9 @@ pub struct StepRecord {
     /// When it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
+    /// While verifying: since when the target has been healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_since: Option<Time>,
     /// What happened, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
