@@ -9,4 +9,5 @@ mod control_plane;
 mod detection;
 mod incident;
 mod policy;
+mod remediation;
 mod validation;

@@ -10,7 +10,8 @@ use crate::{
     conditions::{ConditionUpdate, set_condition},
     context::PlannedEvent,
     crd::{
-        Detection, Incident, IncidentStatus, IncidentType, Phase, Sla, SourceKind, TimelineEntry,
+        Detection, Incident, IncidentStatus, IncidentType, Phase, Sla, SourceKind, StepResult,
+        TimelineEntry,
     },
 };
 
@@ -176,8 +177,16 @@ pub fn plan(incident: &Incident, settings: &Detection, now: Timestamp) -> Plan {
     // A detected signal that cleared by itself and stayed clear resolves the
     // incident, if the policy allows; security incidents never do.
     let cleared_at = status.detection.as_ref().and_then(|d| d.cleared_at.clone());
+    // A step being applied or verified decides the outcome itself.
+    let remediating = status.steps.last().is_some_and(|s| {
+        matches!(
+            s.result,
+            StepResult::Pending | StepResult::Verifying | StepResult::AwaitingApproval
+        )
+    });
     let auto_resolvable = spec.source.kind == SourceKind::Detected
         && settings.auto_resolve
+        && !remediating
         && spec.incident_type != IncidentType::SecurityIncident;
     if auto_resolvable
         && !status.phase.is_some_and(Phase::is_closed)
@@ -266,7 +275,7 @@ pub fn plan(incident: &Incident, settings: &Detection, now: Timestamp) -> Plan {
     }
 }
 
-fn push_timeline(status: &mut IncidentStatus, entry: TimelineEntry) {
+pub(crate) fn push_timeline(status: &mut IncidentStatus, entry: TimelineEntry) {
     status.timeline.push(entry);
     if status.timeline.len() > MAX_TIMELINE {
         let excess = status.timeline.len() - MAX_TIMELINE;

@@ -2,6 +2,7 @@
 
 pub mod evidence;
 pub mod lifecycle;
+pub mod remediate;
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,7 +13,7 @@ use tracing::{info, instrument, warn};
 use super::{error::Error, status_patch};
 use crate::{
     context::{Context, FIELD_MANAGER},
-    crd::{Detection, Incident, IncidentStatus, RemediationPolicy, SourceKind},
+    crd::{Detection, Incident, IncidentStatus, Phase, RemediationPolicy, SourceKind},
     metrics::{OpenedLabels, SlaLabels},
 };
 
@@ -42,6 +43,19 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
     if plan.status.evidence.is_none() && is_open {
         plan.status.evidence =
             Some(evidence::capture(&ctx.client, &namespace, &incident.spec.target, now).await);
+    }
+    // The ladder moves one step per reconcile, after the evidence is in.
+    let active = matches!(
+        plan.status.phase,
+        Some(Phase::Triggered | Phase::Acknowledged | Phase::Mitigating | Phase::Monitoring)
+    );
+    if active && let Some(ladder) = remediate::ladder(&ctx, &namespace, &incident).await? {
+        let (events, requeue) =
+            remediate::step(&ctx, &namespace, &incident, &ladder, &mut plan.status, now).await?;
+        plan.events.extend(events);
+        if let Some(requeue) = requeue {
+            plan.requeue_after = Some(plan.requeue_after.map_or(requeue, |r| r.min(requeue)));
+        }
     }
     if incident.status.as_ref() != Some(&plan.status) {
         let api: Api<Incident> = Api::namespaced(ctx.client.clone(), &namespace);

@@ -1,0 +1,464 @@
+//! Carries out the ladder the planner decides on, one move per reconcile:
+//! a step is written to the ledger (and the status saved) before it runs,
+//! a Pending step already visible on the workload is not applied again, and
+//! every change carries the incident's and step's names.
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::{
+    api::apps::v1::{Deployment, ReplicaSet, StatefulSet},
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::Timestamp,
+};
+use kube::{
+    Api, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+    core::Selector,
+};
+use tracing::info;
+
+use super::super::error::Error;
+use crate::{
+    conditions::{ConditionUpdate, set_condition},
+    context::{Context, FIELD_MANAGER, PlannedEvent},
+    crd::{
+        Action, Incident, IncidentStatus, Mode, Phase, RemediationPolicy, StepRecord, StepResult,
+        TimelineEntry, Verify, WorkloadKind,
+    },
+    remediation::{
+        actions::{self, Change, Target},
+        plan::{self, Health, Next, Timing},
+    },
+};
+
+/// Condition set when automatic remediation has run out and a human must act.
+pub const NEEDS_HUMAN: &str = "NeedsHuman";
+
+/// The ladder that applies to an incident and how it runs.
+pub struct Ladder {
+    pub steps: Vec<Action>,
+    pub modes: Vec<Mode>,
+    pub timing: Vec<Timing>,
+}
+
+/// The incident's own actions, else its policy rule's; None when there are none.
+pub async fn ladder(
+    ctx: &Context,
+    namespace: &str,
+    incident: &Incident,
+) -> Result<Option<Ladder>, Error> {
+    let spec = &incident.spec;
+    let policy_name = spec.policy.as_ref().or(spec.source.policy.as_ref());
+    let policy = match policy_name {
+        Some(name) => {
+            Api::<RemediationPolicy>::namespaced(ctx.client.clone(), namespace)
+                .get_opt(name)
+                .await?
+        }
+        None => None,
+    };
+    let rule_name = spec.rule.as_ref().or(spec.source.rule.as_ref());
+    let rule = policy
+        .as_ref()
+        .and_then(|p| p.spec.rules.iter().find(|r| Some(&r.name) == rule_name));
+    let (steps, verify) = match (&spec.actions, rule) {
+        (Some(actions), rule) => (
+            actions.clone(),
+            rule.map(|r| r.verify.clone()).unwrap_or_default(),
+        ),
+        (None, Some(rule)) => (rule.actions.clone(), rule.verify.clone()),
+        (None, None) => return Ok(None),
+    };
+    let policy_mode = policy.as_ref().map(|p| p.spec.mode).unwrap_or_default();
+    let modes = steps
+        .iter()
+        .map(|s| plan::step_mode(s, spec.mode, policy_mode))
+        .collect();
+    let timing = steps.iter().map(|s| step_timing(s, &verify)).collect();
+    Ok(Some(Ladder {
+        steps,
+        modes,
+        timing,
+    }))
+}
+
+fn step_timing(step: &Action, verify: &Verify) -> Timing {
+    Timing {
+        timeout: step.timeout.map_or(verify.timeout.as_std(), |t| t.as_std()),
+        hold_down: verify.hold_down.as_std(),
+    }
+}
+
+/// The workload as the executor needs it.
+enum Workload {
+    Deployment(Deployment, Vec<ReplicaSet>),
+    StatefulSet(StatefulSet),
+}
+
+impl Workload {
+    fn target(&self) -> Target<'_> {
+        match self {
+            Workload::Deployment(d, _) => Target::Deployment(d),
+            Workload::StatefulSet(s) => Target::StatefulSet(s),
+        }
+    }
+
+    /// Rollout complete and every replica ready.
+    fn health(&self) -> Health {
+        let healthy = match self {
+            Workload::Deployment(d, _) => {
+                let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let status = d.status.clone().unwrap_or_default();
+                status.observed_generation >= d.metadata.generation
+                    && status.updated_replicas.unwrap_or(0) == want
+                    && status.available_replicas.unwrap_or(0) == want
+                    && status.ready_replicas.unwrap_or(0) == want
+                    && status.replicas.unwrap_or(0) == want
+            }
+            Workload::StatefulSet(s) => {
+                let want = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let status = s.status.clone().unwrap_or_default();
+                status.observed_generation >= s.metadata.generation
+                    && status.ready_replicas.unwrap_or(0) == want
+                    && status.updated_replicas.unwrap_or(0) == want
+            }
+        };
+        if healthy {
+            Health::Healthy
+        } else {
+            Health::Unhealthy
+        }
+    }
+}
+
+async fn read_workload(
+    ctx: &Context,
+    namespace: &str,
+    incident: &Incident,
+) -> Result<Option<Workload>, Error> {
+    let name = &incident.spec.target.name;
+    Ok(match incident.spec.target.kind {
+        WorkloadKind::Deployment => {
+            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+            let Some(deployment) = api.get_opt(name).await? else {
+                return Ok(None);
+            };
+            let selector = deployment
+                .spec
+                .as_ref()
+                .map(|s| s.selector.clone())
+                .unwrap_or_default();
+            let sets = match Selector::try_from(selector) {
+                Ok(selector) => {
+                    let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), namespace);
+                    api.list(&ListParams::default().labels_from(&selector))
+                        .await?
+                        .items
+                }
+                Err(_) => Vec::new(),
+            };
+            Some(Workload::Deployment(deployment, sets))
+        }
+        WorkloadKind::StatefulSet => {
+            let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
+            api.get_opt(name).await?.map(Workload::StatefulSet)
+        }
+    })
+}
+
+/// One move of the ladder. Changes `status` (the caller saves it) and returns
+/// events to publish and when to look again.
+pub async fn step(
+    ctx: &Arc<Context>,
+    namespace: &str,
+    incident: &Incident,
+    ladder: &Ladder,
+    status: &mut IncidentStatus,
+    now: Timestamp,
+) -> Result<(Vec<PlannedEvent>, Option<Duration>), Error> {
+    let mut events = Vec::new();
+    let now_time = Time(now);
+    let Some(workload) = read_workload(ctx, namespace, incident).await? else {
+        return Ok((events, Some(Duration::from_secs(30))));
+    };
+    let approvals = &incident.spec.approvals;
+    let approved = |name: &str| approvals.iter().any(|a| a.step == name);
+    let next = plan::next(
+        &ladder.steps,
+        &ladder.modes,
+        &status.steps,
+        approved,
+        workload.health(),
+        &ladder.timing,
+        now,
+    );
+    let uid = incident.uid().unwrap_or_default();
+    let incident_name = incident.name_any();
+    let mut requeue = None;
+    match next {
+        Next::Record {
+            index,
+            awaiting_approval,
+        } => {
+            let Some(action) = ladder.steps.get(index) else {
+                return Ok((events, None));
+            };
+            let result = if awaiting_approval {
+                StepResult::AwaitingApproval
+            } else {
+                StepResult::Pending
+            };
+            let id = plan::step_id(&uid, index, action, 1);
+            status.steps.push(StepRecord {
+                id: id.clone(),
+                name: action.step_name().to_owned(),
+                action: action.action,
+                attempt: 1,
+                result,
+                started_at: Some(now_time.clone()),
+                finished_at: None,
+                healthy_since: None,
+                message: awaiting_approval.then(|| {
+                    format!(
+                        "waiting for approval of step {:?} in spec.approvals",
+                        action.step_name()
+                    )
+                }),
+                changes: Vec::new(),
+            });
+            let mode = ladder.modes.get(index).copied().unwrap_or_default();
+            if mode != Mode::DryRun && !status.phase.is_some_and(Phase::is_closed) {
+                status.phase = Some(Phase::Mitigating);
+            }
+            let message = if awaiting_approval {
+                format!(
+                    "step {} ({}) needs approval",
+                    action.step_name(),
+                    action.action
+                )
+            } else {
+                format!(
+                    "step {} ({}) recorded, mode {mode:?}",
+                    action.step_name(),
+                    action.action
+                )
+            };
+            timeline(status, &now_time, "StepRecorded", &message);
+            events.push(PlannedEvent::normal("StepRecorded", "Remediate", message));
+            // Saved first; the next reconcile runs it.
+            requeue = Some(Duration::from_millis(200));
+        }
+        Next::Approved { index } => {
+            if let Some(record) = status.steps.get_mut(index) {
+                record.result = StepResult::Pending;
+                record.message = Some("approved".into());
+            }
+            requeue = Some(Duration::from_millis(200));
+        }
+        Next::Execute { index } => {
+            let (Some(action), Some(record)) =
+                (ladder.steps.get(index), status.steps.get(index).cloned())
+            else {
+                return Ok((events, None));
+            };
+            let mode = ladder.modes.get(index).copied().unwrap_or_default();
+            let sets: &[ReplicaSet] = match &workload {
+                Workload::Deployment(_, sets) => sets,
+                Workload::StatefulSet(_) => &[],
+            };
+            let target = workload.target();
+            let entry = &mut status.steps[index];
+            if target.applied_step() == Some(record.id.as_str()) {
+                // Applied before a restart cut the bookkeeping short: never again.
+                entry.result = StepResult::Verifying;
+                entry.message =
+                    Some("already applied (found on the workload after a restart)".into());
+            } else {
+                match actions::plan(action, target, sets, &record.id, &incident_name, now) {
+                    Err(refusal) => {
+                        entry.result = StepResult::Failed;
+                        entry.finished_at = Some(now_time.clone());
+                        entry.message = Some(refusal.to_string());
+                        let message = format!("step {} refused: {refusal}", record.name);
+                        timeline(status, &now_time, "StepRefused", &message);
+                        events.push(PlannedEvent::warning("StepRefused", "Remediate", message));
+                    }
+                    Ok(planned) => {
+                        let dry_run = mode == Mode::DryRun;
+                        apply(ctx, namespace, incident, &planned.change, dry_run).await?;
+                        entry.changes = vec![planned.summary.clone()];
+                        entry.started_at = Some(now_time.clone());
+                        let message = if dry_run {
+                            entry.result = StepResult::DryRun;
+                            entry.finished_at = Some(now_time.clone());
+                            entry.message =
+                                Some("server-side dry run passed; nothing changed".into());
+                            format!(
+                                "dry run of step {}: would do {}",
+                                record.name, planned.summary
+                            )
+                        } else {
+                            entry.result = StepResult::Verifying;
+                            format!("step {} applied: {}", record.name, planned.summary)
+                        };
+                        info!(incident = %incident_name, step = %record.id, dry_run, change = %planned.summary, "remediation step");
+                        if !dry_run {
+                            let note = format!(
+                                "{} (incident {incident_name}, step {})",
+                                planned.summary, record.id
+                            );
+                            let event =
+                                PlannedEvent::normal("RemediationApplied", "Remediate", note)
+                                    .into_event();
+                            match &workload {
+                                Workload::Deployment(d, _) => ctx.publish(d, event).await,
+                                Workload::StatefulSet(s) => ctx.publish(s, event).await,
+                            }
+                        }
+                        timeline(status, &now_time, "StepApplied", &message);
+                        events.push(PlannedEvent::normal("StepApplied", "Remediate", message));
+                    }
+                }
+            }
+            requeue = Some(Duration::from_secs(1));
+        }
+        Next::HealthySince { index } => {
+            if let Some(record) = status.steps.get_mut(index) {
+                record.healthy_since = Some(now_time.clone());
+            }
+            status.phase = Some(Phase::Monitoring);
+            let hold = ladder
+                .timing
+                .get(index)
+                .map_or(Duration::ZERO, |t| t.hold_down);
+            requeue = Some(hold + Duration::from_secs(1));
+        }
+        Next::Relapsed { index } => {
+            if let Some(record) = status.steps.get_mut(index) {
+                record.healthy_since = None;
+            }
+            status.phase = Some(Phase::Mitigating);
+            requeue = Some(Duration::from_secs(2));
+        }
+        Next::Succeeded { index } => {
+            let Some(record) = status.steps.get_mut(index) else {
+                return Ok((events, None));
+            };
+            record.result = StepResult::Succeeded;
+            record.finished_at = Some(now_time.clone());
+            let healthy_since = record.healthy_since.clone();
+            let name = record.name.clone();
+            status.milestones.mitigated_at = healthy_since.or(Some(now_time.clone()));
+            status.milestones.resolved_at = Some(now_time.clone());
+            status.phase = Some(Phase::Resolved);
+            let message = format!(
+                "step {name} verified: the workload recovered and stayed healthy; resolved"
+            );
+            timeline(status, &now_time, "Remediated", &message);
+            events.push(PlannedEvent::normal("Remediated", "Remediate", message));
+        }
+        Next::Failed { index, reason } => {
+            let Some(record) = status.steps.get_mut(index) else {
+                return Ok((events, None));
+            };
+            record.result = StepResult::Failed;
+            record.finished_at = Some(now_time.clone());
+            record.message = Some(reason.clone());
+            let message = format!("step {} did not help: {reason}", record.name);
+            timeline(status, &now_time, "StepFailed", &message);
+            events.push(PlannedEvent::warning("StepFailed", "Remediate", message));
+            requeue = Some(Duration::from_millis(200));
+        }
+        Next::Exhausted => {
+            if status.phase != Some(Phase::Escalated) {
+                status.phase = Some(Phase::Escalated);
+                let message = format!(
+                    "all {} step(s) tried, none brought recovery; a human must act",
+                    ladder.steps.len()
+                );
+                let update = ConditionUpdate {
+                    type_: NEEDS_HUMAN,
+                    status: true,
+                    reason: "LadderExhausted",
+                    message: message.clone(),
+                };
+                set_condition(
+                    &mut status.conditions,
+                    update,
+                    incident.metadata.generation,
+                    &now_time,
+                );
+                timeline(status, &now_time, "Escalated", &message);
+                events.push(PlannedEvent::warning("Escalated", "Remediate", message));
+            }
+        }
+        Next::DryRunComplete => {
+            if !status.timeline.iter().any(|e| e.reason == "DryRunComplete") {
+                let message = format!(
+                    "dry run: {} step(s) planned and checked; nothing was changed",
+                    ladder.steps.len()
+                );
+                timeline(status, &now_time, "DryRunComplete", &message);
+                events.push(PlannedEvent::normal("DryRunComplete", "Remediate", message));
+            }
+        }
+        Next::Wait(until) => {
+            requeue = until.map(|at| {
+                Duration::try_from(at.duration_since(now)).unwrap_or_default()
+                    + Duration::from_millis(500)
+            });
+        }
+    }
+    Ok((events, requeue))
+}
+
+/// Sends a change to the target, for real or as a server-side dry run.
+async fn apply(
+    ctx: &Context,
+    namespace: &str,
+    incident: &Incident,
+    change: &Change,
+    dry_run: bool,
+) -> Result<(), Error> {
+    let name = &incident.spec.target.name;
+    let mut params = match change {
+        Change::Apply(_) => PatchParams::apply(FIELD_MANAGER).force(),
+        Change::ReplaceTemplate(_) => PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        },
+    };
+    params.dry_run = dry_run;
+    let patch = match change {
+        Change::Apply(body) => Patch::Apply(body.clone()),
+        Change::ReplaceTemplate(ops) => {
+            let ops: json_patch::Patch =
+                serde_json::from_value(ops.clone()).map_err(Error::Serialize)?;
+            Patch::Json(ops)
+        }
+    };
+    match incident.spec.target.kind {
+        WorkloadKind::Deployment => {
+            Api::<Deployment>::namespaced(ctx.client.clone(), namespace)
+                .patch(name, &params, &patch)
+                .await?;
+        }
+        WorkloadKind::StatefulSet => {
+            Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace)
+                .patch(name, &params, &patch)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+fn timeline(status: &mut IncidentStatus, at: &Time, reason: &str, message: &str) {
+    super::lifecycle::push_timeline(
+        status,
+        TimelineEntry {
+            at: at.clone(),
+            reason: reason.into(),
+            message: message.into(),
+        },
+    );
+}
