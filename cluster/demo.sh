@@ -71,16 +71,21 @@ step "A bad release: the healing-guard API's new pods crash (kwok's crashloop st
 show kubectl -n healing-guard patch deployment healing-guard --type merge \
   -p '{"spec":{"template":{"metadata":{"labels":{"healing-guard.io/inject":"crashloop"}}}}}'
 wait_for "the detector to open an incident" 90 bash -c \
-  'kubectl -n healing-guard get inc healing-guard-crashloop -o jsonpath={.status.phase} | grep -q Triggered'
+  'kubectl -n healing-guard get inc healing-guard-crashloop -o jsonpath={.status.evidence.capturedAt} | grep -q .'
 show kubectl -n healing-guard get incidents
 echo "What the detector recorded, and the evidence captured when it opened:"
 kubectl -n healing-guard get incident healing-guard-crashloop -o jsonpath='{"rule:        "}{.spec.source.rule}{"\nseverity:    "}{.spec.severity}{"\noccurrences: "}{.status.detection.occurrences}{"\npods:        "}{.status.detection.affectedPods}{"\nrevision:    "}{.status.evidence.revision}{"\nhistory:     "}{.status.evidence.rolloutHistory}{"\nnotes:       "}{.status.evidence.notes}{"\n"}'
 
-step "Remediation comes next (issue 4); for now a responder rolls back by hand"
-show kubectl -n healing-guard rollout undo deployment/healing-guard
-wait_for "the incident to resolve by itself (signal clear for the policy's 30 s hold-down)" 120 bash -c \
+step "The operator runs the rule's ladder: rollback first (recorded, applied, verified for 30 s)"
+wait_for "the rollback to be verified and the incident resolved" 180 bash -c \
   'kubectl -n healing-guard get inc healing-guard-crashloop -o jsonpath={.status.phase} | grep -q Resolved'
 show kubectl -n healing-guard get incidents
+echo "The remediation ledger:"
+kubectl -n healing-guard get incident healing-guard-crashloop -o jsonpath='{range .status.steps[*]}{.id}  {.action}  {.result}  {.changes}{"\n"}{end}'
+echo "The Deployment names the incident and step that changed it:"
+kubectl -n healing-guard get deployment healing-guard \
+  -o jsonpath='{.metadata.annotations.healing-guard\.io/incident}{"  "}{.metadata.annotations.healing-guard\.io/remediation-step}{"\n"}'
+show kubectl -n healing-guard get events --field-selector involvedObject.name=healing-guard,reason=RemediationApplied
 kubectl -n healing-guard get incident healing-guard-crashloop -o jsonpath='{range .status.timeline[*]}{.at}  {.reason}: {.message}{"\n"}{end}'
 
 step "The operator's metrics"

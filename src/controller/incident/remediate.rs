@@ -227,7 +227,10 @@ pub async fn step(
                 changes: Vec::new(),
             });
             let mode = ladder.modes.get(index).copied().unwrap_or_default();
-            if mode != Mode::DryRun && !status.phase.is_some_and(Phase::is_closed) {
+            if !awaiting_approval
+                && mode != Mode::DryRun
+                && !status.phase.is_some_and(Phase::is_closed)
+            {
                 status.phase = Some(Phase::Mitigating);
             }
             let message = if awaiting_approval {
