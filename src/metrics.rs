@@ -47,6 +47,19 @@ pub struct OpenLabels {
     pub phase: &'static str,
 }
 
+/// A remediation step that ended, by action and result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    pub action: &'static str,
+    pub result: &'static str,
+}
+
+/// A remediation action.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: &'static str,
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     registry: Registry,
@@ -57,6 +70,11 @@ pub struct Metrics {
     pub detection_latency: Histogram,
     pub incidents_opened: Family<OpenedLabels, Counter>,
     open_incidents: Family<OpenLabels, Gauge>,
+    pub steps: Family<StepLabels, Counter>,
+    pub step_duration: Family<ActionLabels, Histogram>,
+    pub time_to_mitigate: Histogram,
+    pub time_to_resolve: Histogram,
+    pub ladder_exhaustions: Counter,
     /// Where the open-incident gauges are counted from at scrape time.
     pub incident_store: OnceLock<Store<Incident>>,
 }
@@ -95,6 +113,43 @@ impl Default for Metrics {
             "From the detector seeing a failure to the Incident being created",
             detection_latency.clone(),
         );
+        let steps = Family::<StepLabels, Counter>::default();
+        registry.register(
+            "remediation_steps",
+            "Remediation steps ended, by action and result",
+            steps.clone(),
+        );
+        let step_duration = Family::<ActionLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0])
+        });
+        registry.register(
+            "remediation_step_duration_seconds",
+            "From a step being applied to its verdict",
+            step_duration.clone(),
+        );
+        let minutes = || {
+            Histogram::new([
+                10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 14400.0,
+            ])
+        };
+        let time_to_mitigate = minutes();
+        registry.register(
+            "time_to_mitigate_seconds",
+            "From detection to the step that contained the impact",
+            time_to_mitigate.clone(),
+        );
+        let time_to_resolve = minutes();
+        registry.register(
+            "time_to_resolve_seconds",
+            "From detection to resolution",
+            time_to_resolve.clone(),
+        );
+        let ladder_exhaustions = Counter::default();
+        registry.register(
+            "ladder_exhaustions",
+            "Incidents escalated because every step was tried",
+            ladder_exhaustions.clone(),
+        );
         let incidents_opened = Family::<OpenedLabels, Counter>::default();
         registry.register(
             "incidents_opened",
@@ -116,6 +171,11 @@ impl Default for Metrics {
             detection_latency,
             incidents_opened,
             open_incidents,
+            steps,
+            step_duration,
+            time_to_mitigate,
+            time_to_resolve,
+            ladder_exhaustions,
             incident_store: OnceLock::new(),
         }
     }

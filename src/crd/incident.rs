@@ -383,6 +383,21 @@ pub enum StepResult {
     DryRun,
 }
 
+impl StepResult {
+    /// The name used in YAML and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepResult::Pending => "Pending",
+            StepResult::AwaitingApproval => "AwaitingApproval",
+            StepResult::Verifying => "Verifying",
+            StepResult::Succeeded => "Succeeded",
+            StepResult::Failed => "Failed",
+            StepResult::Skipped => "Skipped",
+            StepResult::DryRun => "DryRun",
+        }
+    }
+}
+
 /// Bounded evidence captured when the incident opened.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -153,6 +153,18 @@ async fn a_bad_rollout_is_rolled_back_verified_and_resolved() {
         Some("api-crashloop")
     );
 
+    let metrics = operator.metrics().await;
+    for series in [
+        "healing_guard_remediation_steps_total{action=\"rollback\",result=\"Succeeded\"} 1",
+        "healing_guard_time_to_mitigate_seconds_count 1",
+        "healing_guard_time_to_resolve_seconds_count 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == series),
+            "{series} missing:\n{metrics}"
+        );
+    }
+
     let events: Api<Event> = Api::namespaced(client.clone(), &ns);
     eventually("a RemediationApplied event on the Deployment", || {
         let events = events.clone();

@@ -57,6 +57,17 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
             plan.requeue_after = Some(plan.requeue_after.map_or(requeue, |r| r.min(requeue)));
         }
     }
+    let was_resolved = incident.status.as_ref().and_then(|s| s.phase) == Some(Phase::Resolved);
+    if !was_resolved
+        && plan.status.phase == Some(Phase::Resolved)
+        && let (Some(detected), Some(resolved)) = (
+            &plan.status.milestones.detected_at,
+            &plan.status.milestones.resolved_at,
+        )
+    {
+        let seconds = resolved.0.duration_since(detected.0).as_secs_f64().max(0.0);
+        ctx.metrics.time_to_resolve.observe(seconds);
+    }
     if incident.status.as_ref() != Some(&plan.status) {
         let api: Api<Incident> = Api::namespaced(ctx.client.clone(), &namespace);
         // status.detection belongs to the detector's field manager.

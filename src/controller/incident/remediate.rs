@@ -25,6 +25,7 @@ use crate::{
         Action, Incident, IncidentStatus, Mode, Phase, RemediationPolicy, StepRecord, StepResult,
         TimelineEntry, Verify, WorkloadKind,
     },
+    metrics::{ActionLabels, StepLabels},
     remediation::{
         actions::{self, Change, Target},
         plan::{self, Health, Next, Timing},
@@ -282,6 +283,7 @@ pub async fn step(
                         entry.result = StepResult::Failed;
                         entry.finished_at = Some(now_time.clone());
                         entry.message = Some(refusal.to_string());
+                        count_step(ctx, entry, now);
                         let message = format!("step {} refused: {refusal}", record.name);
                         timeline(status, &now_time, "StepRefused", &message);
                         events.push(PlannedEvent::warning("StepRefused", "Remediate", message));
@@ -296,6 +298,7 @@ pub async fn step(
                             entry.finished_at = Some(now_time.clone());
                             entry.message =
                                 Some("server-side dry run passed; nothing changed".into());
+                            count_step(ctx, entry, now);
                             format!(
                                 "dry run of step {}: would do {}",
                                 record.name, planned.summary
@@ -349,9 +352,18 @@ pub async fn step(
             };
             record.result = StepResult::Succeeded;
             record.finished_at = Some(now_time.clone());
+            count_step(ctx, record, now);
             let healthy_since = record.healthy_since.clone();
             let name = record.name.clone();
             status.milestones.mitigated_at = healthy_since.or(Some(now_time.clone()));
+            if let (Some(detected), Some(mitigated)) = (
+                &status.milestones.detected_at,
+                &status.milestones.mitigated_at,
+            ) {
+                ctx.metrics
+                    .time_to_mitigate
+                    .observe(seconds_between(detected.0, mitigated.0));
+            }
             status.milestones.resolved_at = Some(now_time.clone());
             status.phase = Some(Phase::Resolved);
             let message = format!(
@@ -367,6 +379,7 @@ pub async fn step(
             record.result = StepResult::Failed;
             record.finished_at = Some(now_time.clone());
             record.message = Some(reason.clone());
+            count_step(ctx, record, now);
             let message = format!("step {} did not help: {reason}", record.name);
             timeline(status, &now_time, "StepFailed", &message);
             events.push(PlannedEvent::warning("StepFailed", "Remediate", message));
@@ -374,6 +387,7 @@ pub async fn step(
         }
         Next::Exhausted => {
             if status.phase != Some(Phase::Escalated) {
+                ctx.metrics.ladder_exhaustions.inc();
                 status.phase = Some(Phase::Escalated);
                 let message = format!(
                     "all {} step(s) tried, none brought recovery; a human must act",
@@ -453,6 +467,27 @@ async fn apply(
         }
     }
     Ok(())
+}
+
+/// Counts a step that reached its verdict, with its duration.
+fn count_step(ctx: &Context, record: &StepRecord, now: Timestamp) {
+    let action = record.action.as_str();
+    let labels = StepLabels {
+        action,
+        result: record.result.as_str(),
+    };
+    ctx.metrics.steps.get_or_create(&labels).inc();
+    if let Some(started) = &record.started_at {
+        let duration = seconds_between(started.0, now);
+        ctx.metrics
+            .step_duration
+            .get_or_create(&ActionLabels { action })
+            .observe(duration);
+    }
+}
+
+fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
+    to.duration_since(from).as_secs_f64().max(0.0)
 }
 
 fn timeline(status: &mut IncidentStatus, at: &Time, reason: &str, message: &str) {
