@@ -54,6 +54,13 @@ pub struct StepLabels {
     pub result: &'static str,
 }
 
+/// A policy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub namespace: String,
+    pub policy: String,
+}
+
 /// A remediation action.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
@@ -75,6 +82,7 @@ pub struct Metrics {
     pub time_to_mitigate: Histogram,
     pub time_to_resolve: Histogram,
     pub ladder_exhaustions: Counter,
+    circuit_breakers: Family<PolicyLabels, Gauge>,
     /// Where the open-incident gauges are counted from at scrape time.
     pub incident_store: OnceLock<Store<Incident>>,
 }
@@ -150,6 +158,12 @@ impl Default for Metrics {
             "Incidents escalated because every step was tried",
             ladder_exhaustions.clone(),
         );
+        let circuit_breakers = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "circuit_breaker_open",
+            "1 while a policy's circuit breaker is open",
+            circuit_breakers.clone(),
+        );
         let incidents_opened = Family::<OpenedLabels, Counter>::default();
         registry.register(
             "incidents_opened",
@@ -176,6 +190,7 @@ impl Default for Metrics {
             time_to_mitigate,
             time_to_resolve,
             ladder_exhaustions,
+            circuit_breakers,
             incident_store: OnceLock::new(),
         }
     }
@@ -218,6 +233,17 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// Records whether a policy's circuit breaker is open.
+    pub fn set_circuit_breaker(&self, namespace: &str, policy: &str, open: bool) {
+        let labels = PolicyLabels {
+            namespace: namespace.to_owned(),
+            policy: policy.to_owned(),
+        };
+        self.circuit_breakers
+            .get_or_create(&labels)
+            .set(i64::from(open));
+    }
+
     /// Sets the open-incident gauges from the incidents as they are now.
     pub fn count_open_incidents(&self, incidents: &[std::sync::Arc<Incident>]) {
         self.open_incidents.clear();

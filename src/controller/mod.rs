@@ -112,7 +112,8 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: CancellationToken) {
             .labels(POLICY_LABEL),
     )
     .touched_objects()
-    .predicate_filter(predicates::generation, Default::default());
+    // Every change: step results (status) move the policy's circuit breaker.
+    .predicate_filter(predicates::resource_version, Default::default());
     let policies = policy_controller
         .with_config(config)
         .watches_stream(deployments, policies_in_namespace(store.clone()))

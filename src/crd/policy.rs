@@ -336,4 +336,19 @@ pub struct RemediationPolicyStatus {
     /// When the policy last opened or updated an incident.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_triggered: Option<Time>,
+    /// The circuit breaker, derived from the ledgers of the policy's incidents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreakerStatus>,
+}
+
+/// A policy's circuit breaker: open after `safety.circuitBreakerThreshold`
+/// failed steps in a row, until a human sets the
+/// `healing-guard.io/circuit-breaker-reset` annotation to the current time.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CircuitBreakerStatus {
+    /// Whether automatic steps are stopped.
+    pub open: bool,
+    /// Failed steps in a row since the last success or reset.
+    pub consecutive_failures: i32,
 }

@@ -89,6 +89,14 @@ pub enum Refusal {
     MissingSettings(ActionKind),
     #[error("container {0:?} not found")]
     NoSuchContainer(String),
+    #[error(
+        "it could leave fewer than {min_ready} ready replicas: {ready} ready, up to {max_unavailable} taken down at once"
+    )]
+    BelowReadyFloor {
+        ready: i32,
+        max_unavailable: i32,
+        min_ready: i32,
+    },
     #[error("{0} is not available in this version yet")]
     NotYetAvailable(&'static str),
 }

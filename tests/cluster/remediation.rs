@@ -246,3 +246,141 @@ async fn a_ladder_that_does_not_help_ends_escalated() {
         "an escalated incident gets no more automatic steps"
     );
 }
+
+/// A policy whose ladder is `steps` restarts (which cannot fix a crashing
+/// release), each failing after 3 s, with the given safety limits.
+async fn restarting_policy(client: &Client, ns: &str, steps: usize, safety: Value) {
+    let actions: Vec<Value> = (1..=steps)
+        .map(|i| json!({"name": format!("restart-{i}"), "action": "restart"}))
+        .collect();
+    let policy: RemediationPolicy = serde_json::from_value(json!({
+        "apiVersion": "healing-guard.io/v1alpha1",
+        "kind": "RemediationPolicy",
+        "metadata": {"name": "guard"},
+        "spec": {
+            "mode": "Auto",
+            "targets": [{"kind": "Deployment", "selector": {"matchLabels": {"guarded": "yes"}}}],
+            "rules": [{
+                "name": "crash", "when": {"symptom": "CrashLoopBackOff", "minRestarts": 1},
+                "severity": "P0", "type": "ServiceOutage", "actions": actions,
+                "verify": {"timeout": "3s", "holdDown": "3s"}
+            }],
+            "safety": safety
+        }
+    }))
+    .unwrap();
+    Api::<RemediationPolicy>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+}
+
+/// Steps that changed the workload, and the RemediationBlocked reason once it is set.
+async fn blocked(client: &Client, ns: &str, reason: &str) -> Incident {
+    let api: Api<Incident> = Api::namespaced(client.clone(), ns);
+    eventually_within(
+        &format!("remediation blocked with {reason}"),
+        Duration::from_secs(120),
+        || {
+            let api = api.clone();
+            async move {
+                let incident = api.get("api-crashloop").await.ok()?;
+                let status = incident.status.as_ref()?;
+                let condition = status
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "RemediationBlocked" && c.status == "True")?;
+                (condition.reason == reason).then_some(incident)
+            }
+        },
+    )
+    .await
+}
+
+fn applied(incident: &Incident) -> usize {
+    incident.status.as_ref().map_or(0, |s| {
+        s.steps.iter().filter(|s| !s.changes.is_empty()).count()
+    })
+}
+
+#[tokio::test]
+async fn a_crash_that_goes_on_gets_no_more_actions_than_the_budget() {
+    let client = client().await;
+    let ns = namespace(&client, "fix-budget").await;
+    let _operator = Operator::start(&ns).await;
+    let safety =
+        json!({"cooldown": "1s", "maxActions": 2, "window": "1h", "circuitBreakerThreshold": 10});
+    restarting_policy(&client, &ns, 5, safety).await;
+    bad_release(&client, &ns).await;
+    let incident = blocked(&client, &ns, "SafetyLimit").await;
+    assert_eq!(
+        applied(&incident),
+        2,
+        "{:?}",
+        incident.status.unwrap().steps
+    );
+    // The pods keep crashing; nothing more happens within the window.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let later = Api::<Incident>::namespaced(client.clone(), &ns)
+        .get("api-crashloop")
+        .await
+        .unwrap();
+    assert_eq!(applied(&later), 2);
+}
+
+#[tokio::test]
+async fn the_circuit_breaker_opens_stays_open_and_a_human_resets_it() {
+    let client = client().await;
+    let ns = namespace(&client, "fix-breaker").await;
+    let _operator = Operator::start(&ns).await;
+    let safety =
+        json!({"cooldown": "1s", "maxActions": 10, "window": "1h", "circuitBreakerThreshold": 2});
+    restarting_policy(&client, &ns, 4, safety).await;
+    bad_release(&client, &ns).await;
+    let incident = blocked(&client, &ns, "CircuitBreakerOpen").await;
+    assert_eq!(applied(&incident), 2);
+    let policies: Api<RemediationPolicy> = Api::namespaced(client.clone(), &ns);
+    eventually("the policy to show its breaker open", || {
+        let policies = policies.clone();
+        async move {
+            policies
+                .get("guard")
+                .await
+                .ok()?
+                .status?
+                .circuit_breaker
+                .filter(|b| b.open)
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let api: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    assert_eq!(
+        applied(&api.get("api-crashloop").await.unwrap()),
+        2,
+        "the breaker stays open"
+    );
+
+    // A human resets it: the ladder goes on.
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let reset =
+        json!({"metadata": {"annotations": {"healing-guard.io/circuit-breaker-reset": now}}});
+    policies
+        .patch("guard", &PatchParams::default(), &Patch::Merge(&reset))
+        .await
+        .unwrap();
+    eventually_within(
+        "a third step after the reset",
+        Duration::from_secs(90),
+        || {
+            let api = api.clone();
+            async move {
+                api.get("api-crashloop")
+                    .await
+                    .ok()
+                    .filter(|i| applied(i) >= 3)
+            }
+        },
+    )
+    .await;
+}

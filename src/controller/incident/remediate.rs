@@ -5,6 +5,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::{
     api::apps::v1::{Deployment, ReplicaSet, StatefulSet},
     apimachinery::pkg::apis::meta::v1::Time,
@@ -22,13 +23,14 @@ use crate::{
     conditions::{ConditionUpdate, set_condition},
     context::{Context, FIELD_MANAGER, PlannedEvent},
     crd::{
-        Action, Incident, IncidentStatus, Mode, Phase, RemediationPolicy, StepRecord, StepResult,
-        TimelineEntry, Verify, WorkloadKind,
+        Action, ActionKind, Incident, IncidentStatus, Mode, Phase, RemediationPolicy, Safety,
+        StepRecord, StepResult, TimelineEntry, Verify, WorkloadKind,
     },
     metrics::{ActionLabels, StepLabels},
     remediation::{
         actions::{self, Change, Target},
         plan::{self, Health, Next, Timing},
+        safety,
     },
 };
 
@@ -40,6 +42,10 @@ pub struct Ladder {
     pub steps: Vec<Action>,
     pub modes: Vec<Mode>,
     pub timing: Vec<Timing>,
+    /// The policy whose safety limits apply (defaults without one).
+    pub policy: Option<String>,
+    pub safety: Safety,
+    pub breaker_reset_at: Option<Timestamp>,
 }
 
 /// The incident's own actions, else its policy rule's; None when there are none.
@@ -76,10 +82,17 @@ pub async fn ladder(
         .map(|s| plan::step_mode(s, spec.mode, policy_mode))
         .collect();
     let timing = steps.iter().map(|s| step_timing(s, &verify)).collect();
+    let breaker_reset_at = policy
+        .as_ref()
+        .and_then(|p| p.annotations().get(safety::BREAKER_RESET_ANNOTATION))
+        .and_then(|t| t.parse().ok());
     Ok(Some(Ladder {
         steps,
         modes,
         timing,
+        policy: policy.as_ref().map(|p| p.name_any()),
+        safety: policy.map(|p| p.spec.safety.clone()).unwrap_or_default(),
+        breaker_reset_at,
     }))
 }
 
@@ -204,6 +217,13 @@ pub async fn step(
             let Some(action) = ladder.steps.get(index) else {
                 return Ok((events, None));
             };
+            let runs_now = !awaiting_approval && ladder.modes.get(index) != Some(&Mode::DryRun);
+            if runs_now
+                && let Some(wait) =
+                    gate(ctx, namespace, incident, ladder, status, &mut events, now).await?
+            {
+                return Ok((events, Some(wait)));
+            }
             let result = if awaiting_approval {
                 StepResult::AwaitingApproval
             } else {
@@ -253,6 +273,11 @@ pub async fn step(
             requeue = Some(Duration::from_millis(200));
         }
         Next::Approved { index } => {
+            if let Some(wait) =
+                gate(ctx, namespace, incident, ladder, status, &mut events, now).await?
+            {
+                return Ok((events, Some(wait)));
+            }
             if let Some(record) = status.steps.get_mut(index) {
                 record.result = StepResult::Pending;
                 record.message = Some("approved".into());
@@ -278,7 +303,12 @@ pub async fn step(
                 entry.message =
                     Some("already applied (found on the workload after a restart)".into());
             } else {
-                match actions::plan(action, target, sets, &record.id, &incident_name, now) {
+                let planned = match ready_floor(&workload, action, ladder.safety.min_ready_replicas)
+                {
+                    Some(refusal) => Err(refusal),
+                    None => actions::plan(action, target, sets, &record.id, &incident_name, now),
+                };
+                match planned {
                     Err(refusal) => {
                         entry.result = StepResult::Failed;
                         entry.finished_at = Some(now_time.clone());
@@ -467,6 +497,149 @@ async fn apply(
         }
     }
     Ok(())
+}
+
+/// Refuses an action that could take the workload below the policy's floor
+/// of ready replicas (rollouts take up to maxUnavailable pods down at once).
+fn ready_floor(workload: &Workload, action: &Action, min_ready: i32) -> Option<actions::Refusal> {
+    let rolls = match action.action {
+        ActionKind::Rollback | ActionKind::Restart | ActionKind::RestoreConfig => true,
+        ActionKind::Scale => action.scale.as_ref().is_some_and(|s| s.resources.is_some()),
+    };
+    if !rolls || min_ready == 0 {
+        return None;
+    }
+    let (ready, max_unavailable) = match workload {
+        Workload::Deployment(d, _) => {
+            let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let strategy = d.spec.as_ref().and_then(|s| s.strategy.as_ref());
+            let max_unavailable = match strategy {
+                Some(s) if s.type_.as_deref() == Some("Recreate") => replicas,
+                _ => {
+                    let value = strategy
+                        .and_then(|s| s.rolling_update.as_ref())
+                        .and_then(|r| r.max_unavailable.clone());
+                    match value {
+                        Some(IntOrString::Int(n)) => n,
+                        Some(IntOrString::String(text)) => percent_of(&text, replicas),
+                        None => percent_of("25%", replicas),
+                    }
+                }
+            };
+            (
+                d.status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0),
+                max_unavailable,
+            )
+        }
+        // StatefulSets roll one pod at a time.
+        Workload::StatefulSet(s) => (
+            s.status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0),
+            1,
+        ),
+    };
+    (!safety::keeps_min_ready(ready, max_unavailable, min_ready)).then_some(
+        actions::Refusal::BelowReadyFloor {
+            ready,
+            max_unavailable,
+            min_ready,
+        },
+    )
+}
+
+/// Kubernetes rounds a percentage of maxUnavailable down.
+fn percent_of(text: &str, replicas: i32) -> i32 {
+    let percent: i64 = text.trim_end_matches('%').parse().unwrap_or(25);
+    i32::try_from(i64::from(replicas) * percent / 100).unwrap_or(0)
+}
+
+/// Condition set while the safety limits hold a step back.
+pub const REMEDIATION_BLOCKED: &str = "RemediationBlocked";
+
+/// Applies the safety limits before a step may run. Returns how long to wait
+/// when blocked (and says why in a condition); None when the step may run.
+async fn gate(
+    ctx: &Context,
+    namespace: &str,
+    incident: &Incident,
+    ladder: &Ladder,
+    status: &mut IncidentStatus,
+    events: &mut Vec<PlannedEvent>,
+    now: Timestamp,
+) -> Result<Option<Duration>, Error> {
+    let all = Api::<Incident>::namespaced(ctx.client.clone(), namespace)
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let target = &incident.spec.target;
+    let target_steps = safety::applied_steps(all.iter().filter(|i| i.spec.target == *target));
+    let policy_steps = safety::applied_steps(all.iter().filter(|i| {
+        let policy = i.spec.policy.as_ref().or(i.spec.source.policy.as_ref());
+        ladder.policy.is_some() && policy == ladder.policy.as_ref()
+    }));
+    let limits = safety::Limits {
+        cooldown: ladder.safety.cooldown.as_std(),
+        max_actions: ladder.safety.max_actions,
+        window: ladder.safety.window.as_std(),
+        breaker_threshold: ladder.safety.circuit_breaker_threshold,
+    };
+    let breaker = safety::breaker(
+        &policy_steps,
+        limits.breaker_threshold,
+        ladder.breaker_reset_at,
+    );
+    let now_time = Time(now);
+    let generation = incident.metadata.generation;
+    let (message, wait) = match safety::check(&target_steps, breaker, &limits, now) {
+        safety::Verdict::Allow => {
+            let update = ConditionUpdate {
+                type_: REMEDIATION_BLOCKED,
+                status: false,
+                reason: "Allowed",
+                message: "safety limits allow the next step".into(),
+            };
+            if status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == REMEDIATION_BLOCKED)
+            {
+                set_condition(&mut status.conditions, update, generation, &now_time);
+            }
+            return Ok(None);
+        }
+        safety::Verdict::WaitUntil(until, why) => {
+            let wait = Duration::try_from(until.duration_since(now)).unwrap_or_default()
+                + Duration::from_secs(1);
+            (format!("{why}; next step not before {until}"), wait)
+        }
+        // Re-checked now and then: a reset is an annotation on the policy.
+        safety::Verdict::Refuse(why) => (why, Duration::from_secs(60)),
+    };
+    let reason = if breaker.open {
+        "CircuitBreakerOpen"
+    } else {
+        "SafetyLimit"
+    };
+    let update = ConditionUpdate {
+        type_: REMEDIATION_BLOCKED,
+        status: true,
+        reason,
+        message: message.clone(),
+    };
+    if set_condition(&mut status.conditions, update, generation, &now_time) {
+        timeline(status, &now_time, REMEDIATION_BLOCKED, &message);
+        events.push(PlannedEvent::warning(
+            REMEDIATION_BLOCKED,
+            "Remediate",
+            message,
+        ));
+    }
+    Ok(Some(wait))
 }
 
 /// Counts a step that reached its verdict, with its duration.

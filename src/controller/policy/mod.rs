@@ -22,8 +22,12 @@ use super::{error::Error, status_patch};
 use crate::{
     conditions::{ConditionUpdate, is_true, set_condition},
     context::{Context, FIELD_MANAGER, PlannedEvent},
-    crd::{Incident, RemediationPolicy, RemediationPolicyStatus, Target, WorkloadKind},
+    crd::{
+        CircuitBreakerStatus, Incident, RemediationPolicy, RemediationPolicyStatus, Target,
+        WorkloadKind,
+    },
     detector::writer::POLICY_LABEL,
+    remediation::safety,
 };
 
 /// Name used in metrics and logs.
@@ -46,7 +50,10 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
     let generation = policy.metadata.generation;
 
     let problems = validate::validate(&policy.spec);
-    let last_triggered = last_triggered(&ctx.client, &namespace, &name).await?;
+    let (last_triggered, circuit_breaker) =
+        from_incidents(&ctx.client, &policy, &namespace).await?;
+    ctx.metrics
+        .set_circuit_breaker(&namespace, &name, circuit_breaker.open);
     let matched = count_matched_targets(&ctx.client, &namespace, &policy.spec.targets).await?;
 
     let update = if !problems.is_empty() {
@@ -98,6 +105,7 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
         observed_generation: generation,
         matched_targets: Some(matched),
         last_triggered,
+        circuit_breaker: Some(circuit_breaker),
         ..old_status.clone()
     };
     let event = if update.status {
@@ -138,21 +146,42 @@ fn same_reason(status: &RemediationPolicyStatus, reason: &str) -> bool {
         .any(|c| c.type_ == READY && c.reason == reason)
 }
 
-/// When the policy's rules last opened an incident (derived from the
-/// incidents it labelled, so the detector never writes the policy).
-async fn last_triggered(
+/// What the policy's incidents say about it: when its rules last opened one
+/// (derived, so the detector never writes the policy) and its circuit breaker.
+async fn from_incidents(
     client: &Client,
+    policy: &RemediationPolicy,
     namespace: &str,
-    policy: &str,
-) -> Result<Option<Time>, Error> {
+) -> Result<(Option<Time>, CircuitBreakerStatus), Error> {
+    let name = policy.name_any();
     let api: Api<Incident> = Api::namespaced(client.clone(), namespace);
-    let params = ListParams::default().labels(&format!("{POLICY_LABEL}={policy}"));
-    let incidents = api.list_metadata(&params).await?;
-    Ok(incidents
-        .items
-        .into_iter()
-        .filter_map(|i| i.metadata.creation_timestamp)
-        .max_by_key(|t| t.0))
+    let incidents = api.list(&ListParams::default()).await?.items;
+    let mine: Vec<&Incident> = incidents
+        .iter()
+        .filter(|i| i.spec.policy.as_ref().or(i.spec.source.policy.as_ref()) == Some(&name))
+        .collect();
+    let last_triggered = mine
+        .iter()
+        .filter(|i| i.labels().get(POLICY_LABEL) == Some(&name))
+        .filter_map(|i| i.metadata.creation_timestamp.clone())
+        .max_by_key(|t| t.0);
+    let reset_at = policy
+        .annotations()
+        .get(safety::BREAKER_RESET_ANNOTATION)
+        .and_then(|t| t.parse().ok());
+    let steps = safety::applied_steps(mine.iter().copied());
+    let breaker = safety::breaker(
+        &steps,
+        policy.spec.safety.circuit_breaker_threshold,
+        reset_at,
+    );
+    Ok((
+        last_triggered,
+        CircuitBreakerStatus {
+            open: breaker.open,
+            consecutive_failures: breaker.consecutive_failures,
+        },
+    ))
 }
 
 /// How many distinct workloads the targets select.

@@ -1,0 +1,233 @@
+//! The limits that keep automatic actions from making an incident worse:
+//! cooldown and action budget per target, a circuit breaker per policy, and
+//! a floor of ready replicas. Pure: the state they need is derived from the
+//! Incidents' ledgers in the API, so a restart resets nothing.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::crd::{Incident, StepResult};
+
+/// Annotation on a RemediationPolicy that closes its circuit breaker: failures
+/// finished before this RFC 3339 time no longer count.
+pub const BREAKER_RESET_ANNOTATION: &str = "healing-guard.io/circuit-breaker-reset";
+
+/// A step that changed something (not a dry run, not a refusal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppliedStep {
+    pub started: Timestamp,
+    pub finished: Option<Timestamp>,
+    pub result: StepResult,
+}
+
+/// The applied steps of some incidents, oldest first.
+pub fn applied_steps<'a>(incidents: impl IntoIterator<Item = &'a Incident>) -> Vec<AppliedStep> {
+    let mut steps: Vec<AppliedStep> = incidents
+        .into_iter()
+        .filter_map(|incident| incident.status.as_ref())
+        .flat_map(|status| status.steps.iter())
+        .filter(|step| !step.changes.is_empty() && step.result != StepResult::DryRun)
+        .filter_map(|step| {
+            Some(AppliedStep {
+                started: step.started_at.as_ref()?.0,
+                finished: step.finished_at.as_ref().map(|t| t.0),
+                result: step.result,
+            })
+        })
+        .collect();
+    steps.sort_by_key(|s| s.started);
+    steps
+}
+
+/// The circuit breaker of a policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Breaker {
+    /// Failed steps in a row, most recent last, since the last success or reset.
+    pub consecutive_failures: i32,
+    pub open: bool,
+}
+
+/// Opens after `threshold` failed steps in a row across the policy's incidents.
+pub fn breaker(
+    policy_steps: &[AppliedStep],
+    threshold: i32,
+    reset_at: Option<Timestamp>,
+) -> Breaker {
+    let mut finished: Vec<&AppliedStep> = policy_steps
+        .iter()
+        .filter(|s| matches!(s.result, StepResult::Succeeded | StepResult::Failed))
+        .filter(|s| reset_at.is_none_or(|reset| s.finished.unwrap_or(s.started) > reset))
+        .collect();
+    finished.sort_by_key(|s| s.finished.unwrap_or(s.started));
+    let consecutive = finished
+        .iter()
+        .rev()
+        .take_while(|s| s.result == StepResult::Failed)
+        .count();
+    let consecutive_failures = i32::try_from(consecutive).unwrap_or(i32::MAX);
+    Breaker {
+        consecutive_failures,
+        open: consecutive_failures >= threshold,
+    }
+}
+
+/// Whether a new step may run now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    /// Not before this time.
+    WaitUntil(Timestamp, String),
+    /// Not until a human acts.
+    Refuse(String),
+}
+
+/// The limits of a policy's `safety`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub cooldown: Duration,
+    pub max_actions: i32,
+    pub window: Duration,
+    pub breaker_threshold: i32,
+}
+
+/// Checks the breaker, the cooldown and the budget before a step on a target.
+pub fn check(
+    target_steps: &[AppliedStep],
+    breaker: Breaker,
+    limits: &Limits,
+    now: Timestamp,
+) -> Verdict {
+    if breaker.open {
+        return Verdict::Refuse(format!(
+            "circuit breaker open: {} failed steps in a row; a human resets it with \
+             `kubectl annotate remediationpolicy <name> {BREAKER_RESET_ANNOTATION}=<now, RFC 3339> --overwrite`",
+            breaker.consecutive_failures
+        ));
+    }
+    if let Some(last) = target_steps.iter().map(|s| s.started).max() {
+        let until = add(last, limits.cooldown);
+        if now < until {
+            return Verdict::WaitUntil(
+                until,
+                format!("cooldown: last action on the target at {last}"),
+            );
+        }
+    }
+    let window_start = now.checked_sub(limits.window).unwrap_or(Timestamp::MIN);
+    let in_window: Vec<Timestamp> = target_steps
+        .iter()
+        .map(|s| s.started)
+        .filter(|at| *at > window_start)
+        .collect();
+    if i32::try_from(in_window.len()).unwrap_or(i32::MAX) >= limits.max_actions
+        && let Some(oldest) = in_window.iter().min()
+    {
+        return Verdict::WaitUntil(
+            add(*oldest, limits.window),
+            format!(
+                "{} actions on the target within {}s, the most allowed",
+                in_window.len(),
+                limits.window.as_secs()
+            ),
+        );
+    }
+    Verdict::Allow
+}
+
+/// Whether an action that may take `max_unavailable` replicas down at once
+/// keeps at least `min_ready` ready. A target already below the floor may
+/// still be acted on: the action is its way back up.
+pub fn keeps_min_ready(ready: i32, max_unavailable: i32, min_ready: i32) -> bool {
+    ready < min_ready || ready - max_unavailable >= min_ready
+}
+
+fn add(at: Timestamp, duration: Duration) -> Timestamp {
+    at.checked_add(duration).unwrap_or(Timestamp::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(minute: i64) -> Timestamp {
+        Timestamp::from_second(1_767_225_600 + minute * 60).unwrap()
+    }
+
+    fn step(minute: i64, result: StepResult) -> AppliedStep {
+        AppliedStep {
+            started: at(minute),
+            finished: Some(at(minute + 1)),
+            result,
+        }
+    }
+
+    const LIMITS: Limits = Limits {
+        cooldown: Duration::from_secs(300),
+        max_actions: 3,
+        window: Duration::from_secs(3600),
+        breaker_threshold: 3,
+    };
+    const CLOSED: Breaker = Breaker {
+        consecutive_failures: 0,
+        open: false,
+    };
+
+    #[test]
+    fn cooldown_then_budget() {
+        assert_eq!(check(&[], CLOSED, &LIMITS, at(0)), Verdict::Allow);
+        let one = [step(0, StepResult::Failed)];
+        assert!(
+            matches!(check(&one, CLOSED, &LIMITS, at(3)), Verdict::WaitUntil(t, _) if t == at(5))
+        );
+        assert_eq!(check(&one, CLOSED, &LIMITS, at(5)), Verdict::Allow);
+        let three = [
+            step(0, StepResult::Failed),
+            step(10, StepResult::Failed),
+            step(20, StepResult::Failed),
+        ];
+        assert!(
+            matches!(check(&three, CLOSED, &LIMITS, at(30)), Verdict::WaitUntil(t, _) if t == at(60))
+        );
+        assert_eq!(check(&three, CLOSED, &LIMITS, at(61)), Verdict::Allow);
+    }
+
+    #[test]
+    fn the_breaker_opens_after_failures_in_a_row_and_a_reset_closes_it() {
+        let steps = [
+            step(0, StepResult::Succeeded),
+            step(10, StepResult::Failed),
+            step(20, StepResult::Failed),
+        ];
+        assert_eq!(
+            breaker(&steps, 3, None),
+            Breaker {
+                consecutive_failures: 2,
+                open: false
+            }
+        );
+        let more = [steps[0], steps[1], steps[2], step(30, StepResult::Failed)];
+        let open = breaker(&more, 3, None);
+        assert!(open.open);
+        assert!(
+            matches!(check(&[], open, &LIMITS, at(100)), Verdict::Refuse(m) if m.contains("3 failed steps"))
+        );
+        assert!(
+            !breaker(&more, 3, Some(at(40))).open,
+            "failures before the reset no longer count"
+        );
+        let success_after = [more[1], more[2], more[3], step(40, StepResult::Succeeded)];
+        assert!(!breaker(&success_after, 3, None).open);
+    }
+
+    #[test]
+    fn the_ready_floor() {
+        assert!(keeps_min_ready(3, 1, 2));
+        assert!(!keeps_min_ready(2, 1, 2));
+        assert!(
+            keeps_min_ready(0, 1, 2),
+            "already below the floor: acting can only help"
+        );
+        assert!(keeps_min_ready(5, 0, 5));
+    }
+}
