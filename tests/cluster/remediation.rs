@@ -384,3 +384,55 @@ async fn the_circuit_breaker_opens_stays_open_and_a_human_resets_it() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn killing_the_operator_mid_remediation_never_applies_a_step_twice() {
+    let (client, ns, operator) =
+        setup("fix-chaos", "Auto", json!([{"action": "rollback"}]), "2m").await;
+    operator.kill();
+    let deployments = bad_release(&client, &ns).await;
+    let api: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    // Start, let it work for a moment, SIGKILL; again and again, at varying points.
+    let mut kills = 0;
+    let mut mid_step = 0;
+    for round in 0..20u64 {
+        let operator = Operator::start(&ns).await;
+        tokio::time::sleep(Duration::from_millis(150 + (round * 211) % 900)).await;
+        operator.kill();
+        kills += 1;
+        let status = api.get("api-crashloop").await.ok().and_then(|i| i.status);
+        let last = status
+            .as_ref()
+            .and_then(|s| s.steps.last())
+            .map(|s| s.result);
+        if matches!(last, Some(StepResult::Pending | StepResult::Verifying)) {
+            mid_step += 1;
+        }
+        if status.and_then(|s| s.phase) == Some(Phase::Resolved) {
+            break;
+        }
+    }
+    assert!(
+        mid_step > 0,
+        "no kill landed while a step was recorded and unfinished ({kills} kills)"
+    );
+    let _operator = Operator::start(&ns).await;
+    let incident = incident_in_phase(&client, &ns, &[Phase::Resolved]).await;
+    let status = incident.status.unwrap();
+    assert_eq!(
+        status.steps.len(),
+        1,
+        "after {kills} kills: {:?}",
+        status.steps
+    );
+    assert_eq!(status.steps[0].result, StepResult::Succeeded);
+    // One rollback makes revision 3; a second would have gone back to the bad revision 2.
+    let deployment = deployments.get("api").await.unwrap();
+    let revision =
+        deployment.metadata.annotations.unwrap()["deployment.kubernetes.io/revision"].clone();
+    assert_eq!(revision, "3", "after {kills} kills");
+    let image = deployment.spec.unwrap().template.spec.unwrap().containers[0]
+        .image
+        .clone();
+    assert_eq!(image.as_deref(), Some("registry.local/api:1"));
+}
