@@ -63,6 +63,49 @@ pub enum Change {
     /// A JSON patch replacing the pod template, as `kubectl rollout undo` does:
     /// an apply would leave fields other managers own, and a rollback must not.
     ReplaceTemplate(Value),
+    /// Mark the workload (an apply of annotations only), then delete its pods
+    /// in batches: unhealthy ones first, never more than `max_unavailable`
+    /// unavailable at once.
+    DeletePods { mark: Value, max_unavailable: i32 },
+}
+
+/// A pod of the workload, as the batch planner sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodState {
+    pub name: String,
+    pub ready: bool,
+    pub terminating: bool,
+    /// Created before the step started: one of the pods to replace.
+    pub original: bool,
+}
+
+/// The next pods to delete in a DeletePods restart. Unhealthy originals
+/// always may go (they serve nothing); healthy ones only while fewer than
+/// `max_unavailable` pods are unavailable and `min_ready` stays ready.
+pub fn next_batch(pods: &[PodState], max_unavailable: i32, min_ready: i32) -> Vec<String> {
+    let mut unavailable = pods.iter().filter(|p| !p.ready || p.terminating).count() as i64;
+    let mut ready = pods.iter().filter(|p| p.ready && !p.terminating).count() as i64;
+    let mut batch: Vec<String> = Vec::new();
+    let mut candidates: Vec<&PodState> = pods
+        .iter()
+        .filter(|p| p.original && !p.terminating)
+        .collect();
+    candidates.sort_by_key(|p| (p.ready, p.name.clone()));
+    for pod in candidates {
+        if batch.len() as i64 >= i64::from(max_unavailable) {
+            break;
+        }
+        if !pod.ready {
+            batch.push(pod.name.clone());
+            continue;
+        }
+        if unavailable < i64::from(max_unavailable) && ready > i64::from(min_ready) {
+            batch.push(pod.name.clone());
+            unavailable += 1;
+            ready -= 1;
+        }
+    }
+    batch
 }
 
 /// A planned change and its description for the ledger.
@@ -205,10 +248,23 @@ pub fn plan(
                 .as_ref()
                 .map(|r| r.method)
                 .unwrap_or_default();
-            if method == RestartMethod::DeletePods {
-                return Err(Refusal::NotYetAvailable("restart by deleting pods"));
-            }
             let (kind, name) = kind_and_name(target);
+            if method == RestartMethod::DeletePods {
+                let max_unavailable = action
+                    .restart
+                    .as_ref()
+                    .map_or(1, |r| r.max_unavailable.max(1));
+                // The annotation marks the step applied; pods go in batches while verifying.
+                return Ok(Planned {
+                    change: Change::DeletePods {
+                        mark: apply_body(target, annotations, json!({})),
+                        max_unavailable,
+                    },
+                    summary: format!(
+                        "{kind}/{name} pods deleted, at most {max_unavailable} at a time"
+                    ),
+                });
+            }
             let stamp = now.to_string();
             let spec = json!({"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}});
             Ok(Planned {
@@ -220,7 +276,9 @@ pub fn plan(
     }
 }
 
-/// `kubectl rollout undo`: the pod template of the newest ReplicaSet older than the current revision.
+/// `kubectl rollout undo`: the pod template of the newest ReplicaSet older
+/// than the current revision, skipping revisions that differ from the current
+/// template only by a restart stamp (a rollout restart is no release to undo).
 fn previous_revision(
     deployment: &Deployment,
     replica_sets: &[ReplicaSet],
@@ -231,6 +289,7 @@ fn previous_revision(
         .cloned()
         .unwrap_or_default();
     let current: i64 = current_text.parse().unwrap_or(i64::MAX);
+    let current_template = deployment.spec.as_ref().map(|s| comparable(&s.template));
     let uid = deployment.uid();
     replica_sets
         .iter()
@@ -246,10 +305,28 @@ fn previous_revision(
             if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
                 labels.remove("pod-template-hash");
             }
-            (revision < current).then_some((revision, template))
+            let same_release = current_template.as_ref() == Some(&comparable(&template));
+            (revision < current && !same_release).then_some((revision, template))
         })
         .max_by_key(|(revision, _)| *revision)
         .ok_or(Refusal::NoEarlierRevision(current_text))
+}
+
+/// A template without what restarts and ReplicaSets add to it.
+fn comparable(template: &PodTemplateSpec) -> PodTemplateSpec {
+    let mut template = template.clone();
+    if let Some(metadata) = template.metadata.as_mut() {
+        if let Some(annotations) = metadata.annotations.as_mut() {
+            annotations.remove(RESTARTED_AT);
+            if annotations.is_empty() {
+                metadata.annotations = None;
+            }
+        }
+        if let Some(labels) = metadata.labels.as_mut() {
+            labels.remove("pod-template-hash");
+        }
+    }
+    template
 }
 
 fn merged_annotations(existing: &BTreeMap<String, String>, step: &str, incident: &str) -> Value {
@@ -289,7 +366,7 @@ mod tests {
             "metadata": {"name": "api", "uid": "d-1", "annotations": {REVISION: revision}},
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "api"}}, "template": {
                 "metadata": {"labels": {"app": "api"}},
-                "spec": {"containers": [{"name": "app", "image": "api:2"}]}}}
+                "spec": {"containers": [{"name": "app", "image": format!("api:{revision}")}]}}}
         }))
         .unwrap()
     }
@@ -342,6 +419,54 @@ mod tests {
             json!({"app": "api"})
         );
         assert_eq!(patch[1]["value"][STEP_ANNOTATION], "s-0");
+    }
+
+    #[test]
+    fn rollback_skips_revisions_that_only_restarted_the_current_release() {
+        // 1: good, 2: bad release, 3: rev 2 restarted. Undo must reach 1.
+        let mut restarted = replica_set("3", "api:2");
+        let template = restarted.spec.as_mut().unwrap().template.as_mut().unwrap();
+        template.metadata.as_mut().unwrap().annotations =
+            Some([(RESTARTED_AT.to_owned(), "2026-01-01T00:00:00Z".to_owned())].into());
+        let mut current = deployment("3", 3);
+        current
+            .spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .containers[0]
+            .image = Some("api:2".into());
+        current
+            .spec
+            .as_mut()
+            .unwrap()
+            .template
+            .metadata
+            .as_mut()
+            .unwrap()
+            .annotations =
+            Some([(RESTARTED_AT.to_owned(), "2026-01-01T00:00:00Z".to_owned())].into());
+        let sets = [
+            replica_set("1", "api:1"),
+            replica_set("2", "api:2"),
+            restarted,
+        ];
+        let planned = plan(
+            &action(json!({"action": "rollback"})),
+            Target::Deployment(&current),
+            &sets,
+            "s",
+            "i",
+            now(),
+        )
+        .unwrap();
+        assert_eq!(
+            planned.summary,
+            "Deployment/api rolled back from revision 3 to revision 1"
+        );
     }
 
     #[test]
@@ -424,6 +549,52 @@ mod tests {
             now(),
         );
         assert_eq!(missing, Err(Refusal::NoSuchContainer("nope".into())));
+    }
+
+    fn pod(name: &str, ready: bool, original: bool) -> PodState {
+        PodState {
+            name: name.into(),
+            ready,
+            terminating: false,
+            original,
+        }
+    }
+
+    #[test]
+    fn delete_pods_goes_unhealthy_first_and_keeps_the_floor() {
+        let pods = [
+            pod("a", true, true),
+            pod("b", false, true),
+            pod("c", true, true),
+        ];
+        assert_eq!(next_batch(&pods, 1, 1), ["b"]);
+        // The crashing pod is replaced and ready; the next original may go.
+        let pods = [
+            pod("a", true, true),
+            pod("c", true, true),
+            pod("b2", true, false),
+        ];
+        assert_eq!(next_batch(&pods, 1, 2), ["a"]);
+        assert!(
+            next_batch(&pods, 1, 3).is_empty(),
+            "would leave 2 ready of a floor of 3"
+        );
+        let busy = [
+            pod("a", true, true),
+            PodState {
+                terminating: true,
+                ..pod("c", true, true)
+            },
+        ];
+        assert!(
+            next_batch(&busy, 1, 0).is_empty(),
+            "one pod is already going"
+        );
+        // A single crashing database pod: deleted whatever the floor.
+        assert_eq!(
+            next_batch(&[pod("postgres-0", false, true)], 1, 1),
+            ["postgres-0"]
+        );
     }
 
     #[test]

@@ -436,3 +436,225 @@ async fn killing_the_operator_mid_remediation_never_applies_a_step_twice() {
         .clone();
     assert_eq!(image.as_deref(), Some("registry.local/api:1"));
 }
+
+async fn policy_with(client: &Client, ns: &str, spec: Value) {
+    let policy: RemediationPolicy = serde_json::from_value(json!({
+        "apiVersion": "healing-guard.io/v1alpha1", "kind": "RemediationPolicy",
+        "metadata": {"name": "guard"}, "spec": spec
+    }))
+    .unwrap();
+    Api::<RemediationPolicy>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+}
+
+async fn label_pods(client: &Client, ns: &str, selector: &str, count: usize, inject: &str) {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+    let names = eventually("running pods to label", || {
+        let pods = pods.clone();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels(selector))
+                .await
+                .ok()?;
+            let running: Vec<String> = list
+                .items
+                .into_iter()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .filter_map(|p| p.metadata.name)
+                .collect();
+            (running.len() >= count).then_some(running)
+        }
+    })
+    .await;
+    for name in names.iter().take(count) {
+        let patch = json!({"metadata": {"labels": {"healing-guard.io/inject": inject}}});
+        pods.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+}
+
+async fn resolved(client: &Client, ns: &str, name: &str) -> Incident {
+    let api: Api<Incident> = Api::namespaced(client.clone(), ns);
+    eventually_within(
+        &format!("{name} resolved"),
+        Duration::from_secs(120),
+        || {
+            let api = api.clone();
+            async move {
+                api.get(name)
+                    .await
+                    .ok()
+                    .filter(|i| i.status.as_ref().and_then(|s| s.phase) == Some(Phase::Resolved))
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_crashing_postgres_pod_is_restarted() {
+    let client = client().await;
+    let ns = namespace(&client, "fix-postgres").await;
+    let _operator = Operator::start(&ns).await;
+    policy_with(&client, &ns, json!({
+        "mode": "Auto",
+        "targets": [{"kind": "StatefulSet", "names": ["postgres"]}],
+        "rules": [{"name": "db-crash", "when": {"symptom": "CrashLoopBackOff", "minRestarts": 1},
+                   "severity": "P0", "type": "ServiceOutage",
+                   "actions": [{"action": "restart", "restart": {"method": "DeletePods", "maxUnavailable": 1}}],
+                   "verify": {"timeout": "1m", "holdDown": "3s"}}]
+    })).await;
+    let sts: k8s_openapi::api::apps::v1::StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "postgres"},
+        "spec": {"replicas": 1, "serviceName": "postgres", "selector": {"matchLabels": {"app": "postgres"}},
+                 "template": {"metadata": {"labels": {"app": "postgres"}},
+                              "spec": {"containers": [{"name": "postgres", "image": "postgres:16"}]}}}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &sts)
+        .await
+        .unwrap();
+    // The database process crashes; the pod, not the spec, is broken.
+    label_pods(&client, &ns, "app=postgres", 1, "crashloop").await;
+    let incident = resolved(&client, &ns, "postgres-sts-crashloop").await;
+    let step = &incident.status.unwrap().steps[0];
+    assert_eq!(step.result, StepResult::Succeeded, "{step:?}");
+    assert!(
+        step.changes.iter().any(|c| c == "pod postgres-0 deleted"),
+        "{:?}",
+        step.changes
+    );
+}
+
+#[tokio::test]
+async fn an_exhausted_webhook_worker_is_scaled_within_bounds() {
+    let client = client().await;
+    let ns = namespace(&client, "fix-scale").await;
+    let _operator = Operator::start(&ns).await;
+    policy_with(&client, &ns, json!({
+        "mode": "Auto",
+        "targets": [{"kind": "Deployment", "names": ["webhook-worker"]}],
+        "rules": [{"name": "workers-exhausted", "when": {"symptom": "ReplicasUnavailable", "belowRatio": 0.5, "sustainedFor": "2s"},
+                   "severity": "P1", "type": "IntegrationFailure",
+                   "actions": [{"action": "scale", "scale": {"replicas": 5, "maxReplicas": 5}}],
+                   "verify": {"timeout": "1m", "holdDown": "3s"}}]
+    })).await;
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "webhook-worker"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "webhook-worker"}},
+                 "template": {"metadata": {"labels": {"app": "webhook-worker"}},
+                              "spec": {"containers": [{"name": "worker", "image": "worker:1"}]}}}
+    }))
+    .unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    // Two of three workers stop answering: 1/3 available.
+    label_pods(&client, &ns, "app=webhook-worker", 2, "notready").await;
+    let incident = resolved(&client, &ns, "webhook-worker-unavailable").await;
+    let step = &incident.status.unwrap().steps[0];
+    assert_eq!(step.result, StepResult::Succeeded, "{step:?}");
+    assert_eq!(step.changes, ["Deployment/webhook-worker replicas 3 -> 5"]);
+    assert_eq!(
+        deployments
+            .get("webhook-worker")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas,
+        Some(5)
+    );
+}
+
+#[tokio::test]
+async fn when_the_first_step_does_not_help_the_second_does() {
+    let client = client().await;
+    let ns = namespace(&client, "fix-ladder").await;
+    let _operator = Operator::start(&ns).await;
+    policy_with(
+        &client,
+        &ns,
+        json!({
+            "mode": "Auto",
+            "targets": [{"kind": "Deployment", "selector": {"matchLabels": {"guarded": "yes"}}}],
+            "rules": [{"name": "crash", "when": {"symptom": "CrashLoopBackOff", "minRestarts": 1},
+                       "severity": "P0", "type": "ServiceOutage",
+                       "actions": [{"action": "restart", "timeout": "5s"}, {"action": "rollback"}],
+                       "verify": {"timeout": "1m", "holdDown": "3s"}}],
+            "safety": {"cooldown": "1s"}
+        }),
+    )
+    .await;
+    bad_release(&client, &ns).await;
+    let incident = resolved(&client, &ns, "api-crashloop").await;
+    let results: Vec<_> = incident
+        .status
+        .unwrap()
+        .steps
+        .iter()
+        .map(|s| (s.name.clone(), s.result))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("restart".to_owned(), StepResult::Failed),
+            ("rollback".to_owned(), StepResult::Succeeded)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn require_approval_waits_then_runs_when_approved() {
+    let (client, ns, _operator) = setup(
+        "fix-approval",
+        "RequireApproval",
+        json!([{"action": "rollback"}]),
+        "2m",
+    )
+    .await;
+    let deployments = bad_release(&client, &ns).await;
+    let api: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    eventually_within(
+        "the step to await approval",
+        Duration::from_secs(90),
+        || {
+            let api = api.clone();
+            async move {
+                let status = api.get("api-crashloop").await.ok()?.status?;
+                (status.steps.first()?.result == StepResult::AwaitingApproval).then_some(())
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let revision = |d: Deployment| {
+        d.metadata.annotations.unwrap()["deployment.kubernetes.io/revision"].clone()
+    };
+    assert_eq!(
+        revision(deployments.get("api").await.unwrap()),
+        "2",
+        "nothing runs before approval"
+    );
+
+    let approve = json!({"spec": {"approvals": [{"step": "rollback", "by": "alice"}]}});
+    api.patch(
+        "api-crashloop",
+        &PatchParams::default(),
+        &Patch::Merge(&approve),
+    )
+    .await
+    .unwrap();
+    let incident = resolved(&client, &ns, "api-crashloop").await;
+    assert_eq!(
+        incident.status.unwrap().steps[0].result,
+        StepResult::Succeeded
+    );
+    assert_eq!(revision(deployments.get("api").await.unwrap()), "3");
+}

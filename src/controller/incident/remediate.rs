@@ -5,15 +5,17 @@
 
 use std::{sync::Arc, time::Duration};
 
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::{
-    api::apps::v1::{Deployment, ReplicaSet, StatefulSet},
-    apimachinery::pkg::apis::meta::v1::Time,
+    api::{
+        apps::v1::{Deployment, ReplicaSet, StatefulSet},
+        core::v1::Pod,
+    },
+    apimachinery::pkg::{apis::meta::v1::Time, util::intstr::IntOrString},
     jiff::Timestamp,
 };
 use kube::{
     Api, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams},
     core::Selector,
 };
 use tracing::info;
@@ -23,8 +25,12 @@ use crate::{
     conditions::{ConditionUpdate, set_condition},
     context::{Context, FIELD_MANAGER, PlannedEvent},
     crd::{
-        Action, ActionKind, Incident, IncidentStatus, Mode, Phase, RemediationPolicy, Safety,
-        StepRecord, StepResult, TimelineEntry, Verify, WorkloadKind,
+        Action, ActionKind, Incident, IncidentStatus, Mode, Phase, PolicyRule, RemediationPolicy,
+        RestartMethod, Safety, StepRecord, StepResult, TimelineEntry, Verify, WorkloadKind,
+    },
+    detector::{
+        symptoms::{self, WorkloadView},
+        watches::pod_belongs_to,
     },
     metrics::{ActionLabels, StepLabels},
     remediation::{
@@ -46,6 +52,8 @@ pub struct Ladder {
     pub policy: Option<String>,
     pub safety: Safety,
     pub breaker_reset_at: Option<Timestamp>,
+    /// The rule whose symptom verification watches; None for an incident's own ladder.
+    pub rule: Option<PolicyRule>,
 }
 
 /// The incident's own actions, else its policy rule's; None when there are none.
@@ -68,6 +76,7 @@ pub async fn ladder(
     let rule = policy
         .as_ref()
         .and_then(|p| p.spec.rules.iter().find(|r| Some(&r.name) == rule_name));
+    let matched_rule = rule.cloned();
     let (steps, verify) = match (&spec.actions, rule) {
         (Some(actions), rule) => (
             actions.clone(),
@@ -93,6 +102,7 @@ pub async fn ladder(
         policy: policy.as_ref().map(|p| p.name_any()),
         safety: policy.map(|p| p.spec.safety.clone()).unwrap_or_default(),
         breaker_reset_at,
+        rule: matched_rule,
     }))
 }
 
@@ -117,27 +127,43 @@ impl Workload {
         }
     }
 
-    /// Rollout complete and every replica ready.
-    fn health(&self) -> Health {
-        let healthy = match self {
+    /// Recovered: the rollout is complete, and the rule's symptom is gone
+    /// (without a rule: every replica ready).
+    fn health(&self, pods: &[Pod], rule: Option<&PolicyRule>, now: Timestamp) -> Health {
+        let (complete, all_ready) = match self {
             Workload::Deployment(d, _) => {
                 let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
                 let status = d.status.clone().unwrap_or_default();
-                status.observed_generation >= d.metadata.generation
+                let complete = status.observed_generation >= d.metadata.generation
                     && status.updated_replicas.unwrap_or(0) == want
-                    && status.available_replicas.unwrap_or(0) == want
-                    && status.ready_replicas.unwrap_or(0) == want
-                    && status.replicas.unwrap_or(0) == want
+                    && status.replicas.unwrap_or(0) == want;
+                (
+                    complete,
+                    status.ready_replicas.unwrap_or(0) == want
+                        && status.available_replicas.unwrap_or(0) == want,
+                )
             }
             Workload::StatefulSet(s) => {
                 let want = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
                 let status = s.status.clone().unwrap_or_default();
-                status.observed_generation >= s.metadata.generation
-                    && status.ready_replicas.unwrap_or(0) == want
-                    && status.updated_replicas.unwrap_or(0) == want
+                let complete = status.observed_generation >= s.metadata.generation
+                    && status.updated_replicas.unwrap_or(0) == want;
+                (complete, status.ready_replicas.unwrap_or(0) == want)
             }
         };
-        if healthy {
+        let recovered = match rule {
+            Some(rule) => {
+                let view = match self {
+                    Workload::Deployment(d, _) => WorkloadView::Deployment(d),
+                    Workload::StatefulSet(s) => WorkloadView::StatefulSet(s),
+                };
+                symptoms::evaluate(std::slice::from_ref(rule), view, pods, None, now)
+                    .signals
+                    .is_empty()
+            }
+            None => all_ready,
+        };
+        if complete && recovered {
             Health::Healthy
         } else {
             Health::Unhealthy
@@ -195,6 +221,35 @@ pub async fn step(
     let Some(workload) = read_workload(ctx, namespace, incident).await? else {
         return Ok((events, Some(Duration::from_secs(30))));
     };
+    let pods = workload_pods(ctx, namespace, &workload).await?;
+    // A DeletePods restart goes on batch by batch while it verifies.
+    if let Some(index) = status.steps.len().checked_sub(1)
+        && let (Some(record), Some(action)) = (status.steps.get(index), ladder.steps.get(index))
+        && record.result == StepResult::Verifying
+        && let Some(restart) = action
+            .restart
+            .as_ref()
+            .filter(|r| r.method == RestartMethod::DeletePods)
+    {
+        let started = record.started_at.as_ref().map_or(now, |t| t.0);
+        let min_ready = ladder.safety.min_ready_replicas;
+        let deleted = delete_batch(
+            ctx,
+            namespace,
+            &pods,
+            started,
+            restart.max_unavailable.max(1),
+            min_ready,
+            false,
+        )
+        .await?;
+        if !deleted.is_empty() {
+            status.steps[index]
+                .changes
+                .extend(deleted.iter().map(|pod| format!("pod {pod} deleted")));
+            return Ok((events, Some(Duration::from_secs(1))));
+        }
+    }
     let approvals = &incident.spec.approvals;
     let approved = |name: &str| approvals.iter().any(|a| a.step == name);
     let next = plan::next(
@@ -202,7 +257,7 @@ pub async fn step(
         &ladder.modes,
         &status.steps,
         approved,
-        workload.health(),
+        workload.health(&pods, ladder.rule.as_ref(), now),
         &ladder.timing,
         now,
     );
@@ -322,6 +377,25 @@ pub async fn step(
                         let dry_run = mode == Mode::DryRun;
                         apply(ctx, namespace, incident, &planned.change, dry_run).await?;
                         entry.changes = vec![planned.summary.clone()];
+                        if let Change::DeletePods {
+                            max_unavailable, ..
+                        } = planned.change
+                        {
+                            let min_ready = ladder.safety.min_ready_replicas;
+                            let deleted = delete_batch(
+                                ctx,
+                                namespace,
+                                &pods,
+                                now,
+                                max_unavailable,
+                                min_ready,
+                                dry_run,
+                            )
+                            .await?;
+                            entry
+                                .changes
+                                .extend(deleted.iter().map(|pod| format!("pod {pod} deleted")));
+                        }
                         entry.started_at = Some(now_time.clone());
                         let message = if dry_run {
                             entry.result = StepResult::DryRun;
@@ -459,6 +533,83 @@ pub async fn step(
     Ok((events, requeue))
 }
 
+/// The workload's pods (those its owner references tie to it).
+async fn workload_pods(
+    ctx: &Context,
+    namespace: &str,
+    workload: &Workload,
+) -> Result<Vec<Pod>, Error> {
+    let (kind, name, selector) = match workload {
+        Workload::Deployment(d, _) => (
+            WorkloadKind::Deployment,
+            d.name_any(),
+            d.spec.as_ref().map(|s| s.selector.clone()),
+        ),
+        Workload::StatefulSet(s) => (
+            WorkloadKind::StatefulSet,
+            s.name_any(),
+            s.spec.as_ref().map(|s| s.selector.clone()),
+        ),
+    };
+    let Some(Ok(selector)) = selector.map(Selector::try_from) else {
+        return Ok(Vec::new());
+    };
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let pods = api
+        .list(&ListParams::default().labels_from(&selector))
+        .await?
+        .items;
+    Ok(pods
+        .into_iter()
+        .filter(|pod| pod_belongs_to(pod, kind, &name))
+        .collect())
+}
+
+/// Deletes the next batch of a DeletePods restart: the workload's pods created
+/// before the step started, unhealthy first, within the availability limits.
+async fn delete_batch(
+    ctx: &Context,
+    namespace: &str,
+    pods: &[Pod],
+    started: Timestamp,
+    max_unavailable: i32,
+    min_ready: i32,
+    dry_run: bool,
+) -> Result<Vec<String>, Error> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let states: Vec<actions::PodState> = pods
+        .iter()
+        .map(|pod| actions::PodState {
+            name: pod.name_any(),
+            ready: pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+            terminating: pod.metadata.deletion_timestamp.is_some(),
+            original: pod
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .is_some_and(|t| t.0 < started),
+        })
+        .collect();
+    let batch = actions::next_batch(&states, max_unavailable, min_ready);
+    let params = DeleteParams {
+        dry_run,
+        ..DeleteParams::default()
+    };
+    for pod in &batch {
+        match api.delete(pod, &params).await {
+            Ok(_) => {}
+            // Gone already: what the step wanted.
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(batch)
+}
+
 /// Sends a change to the target, for real or as a server-side dry run.
 async fn apply(
     ctx: &Context,
@@ -469,7 +620,7 @@ async fn apply(
 ) -> Result<(), Error> {
     let name = &incident.spec.target.name;
     let mut params = match change {
-        Change::Apply(_) => PatchParams::apply(FIELD_MANAGER).force(),
+        Change::Apply(_) | Change::DeletePods { .. } => PatchParams::apply(FIELD_MANAGER).force(),
         Change::ReplaceTemplate(_) => PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()
@@ -477,7 +628,7 @@ async fn apply(
     };
     params.dry_run = dry_run;
     let patch = match change {
-        Change::Apply(body) => Patch::Apply(body.clone()),
+        Change::Apply(body) | Change::DeletePods { mark: body, .. } => Patch::Apply(body.clone()),
         Change::ReplaceTemplate(ops) => {
             let ops: json_patch::Patch =
                 serde_json::from_value(ops.clone()).map_err(Error::Serialize)?;
