@@ -3,6 +3,7 @@
 //! timer wakes it only when a `sustainedFor` period runs out.
 
 pub mod dedup;
+pub mod snapshots;
 pub mod symptoms;
 pub mod watches;
 pub mod writer;
@@ -60,6 +61,12 @@ struct Detector {
     timer_keys: HashMap<WorkloadId, tokio_util::time::delay_queue::Key>,
     pending: BTreeMap<(String, String), Report>,
     noticed: HashMap<(String, String), Instant>,
+    /// Since when each workload has been healthy (no signal, every replica ready).
+    healthy_since: HashMap<WorkloadId, Timestamp>,
+    /// Workloads whose config was snapshotted in their current healthy period.
+    snapshotted: BTreeSet<WorkloadId>,
+    /// Workloads due a config snapshot.
+    snapshot_jobs: BTreeSet<WorkloadId>,
 }
 
 /// Runs the detector until `shutdown` is cancelled.
@@ -110,6 +117,9 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, scope: Scope, shutdown: 
         timer_keys: HashMap::new(),
         pending: BTreeMap::new(),
         noticed: HashMap::new(),
+        healthy_since: HashMap::new(),
+        snapshotted: BTreeSet::new(),
+        snapshot_jobs: BTreeSet::new(),
     };
     // Dedup is derived from the Incidents in the API: wait until they are known.
     tokio::select! {
@@ -263,6 +273,9 @@ impl Detector {
         self.workloads.remove(id);
         self.evaluations.remove(id);
         self.short_since.remove(id);
+        self.healthy_since.remove(id);
+        self.snapshotted.remove(id);
+        self.snapshot_jobs.remove(id);
         if let Some(timer) = self.timer_keys.remove(id) {
             self.timers.remove(&timer);
         }
@@ -483,10 +496,28 @@ impl Detector {
             }
         }
 
+        // Healthy long enough: its config is known-good, worth a snapshot.
+        let mut recheck_at = evaluation.recheck_at;
+        if evaluation.signals.is_empty() && desired > 0 && available >= desired {
+            let since = *self.healthy_since.entry(id.clone()).or_insert(now);
+            let due = since
+                .checked_add(policy.spec.detection.hold_down.as_std())
+                .unwrap_or(Timestamp::MAX);
+            if now >= due {
+                if !self.snapshotted.contains(id) {
+                    self.snapshot_jobs.insert(id.clone());
+                }
+            } else {
+                recheck_at = Some(recheck_at.map_or(due, |r| r.min(due)));
+            }
+        } else {
+            self.healthy_since.remove(id);
+            self.snapshotted.remove(id);
+        }
         if let Some(timer) = self.timer_keys.remove(id) {
             self.timers.remove(&timer);
         }
-        if let Some(at) = evaluation.recheck_at {
+        if let Some(at) = recheck_at {
             let wait = Duration::try_from(at.duration_since(now)).unwrap_or_default()
                 + Duration::from_millis(100);
             let timer = self.timers.insert(id.clone(), wait);
@@ -511,7 +542,37 @@ impl Detector {
         }
     }
 
+    /// Takes the config snapshots that are due.
+    async fn snapshot(&mut self) {
+        let jobs = std::mem::take(&mut self.snapshot_jobs);
+        for id in jobs {
+            let Some((workload, _)) = self.workloads.get(&id) else {
+                continue;
+            };
+            let template = match workload {
+                Workload::Deployment(d) => d.spec.as_ref().map(|s| s.template.clone()),
+                Workload::StatefulSet(s) => s.spec.as_ref().map(|s| s.template.clone()),
+            };
+            let config_maps = template
+                .as_ref()
+                .map(snapshots::config_maps_used)
+                .unwrap_or_default();
+            let label = format!("{}/{}", id.0, id.2);
+            match snapshots::take(&self.client, &id.1, &label, &config_maps, Timestamp::now()).await
+            {
+                Ok(_) => {
+                    self.snapshotted.insert(id);
+                }
+                Err(error) => {
+                    warn!(workload = %label, %error, "config snapshot failed; retrying");
+                    self.snapshot_jobs.insert(id);
+                }
+            }
+        }
+    }
+
     async fn flush(&mut self) {
+        self.snapshot().await;
         let pending = std::mem::take(&mut self.pending);
         for (key, report) in pending {
             if let Err(error) = self.writer.write(report.clone()).await {

@@ -67,6 +67,9 @@ pub enum Change {
     /// in batches: unhealthy ones first, never more than `max_unavailable`
     /// unavailable at once.
     DeletePods { mark: Value, max_unavailable: i32 },
+    /// Put the ConfigMap's newest known-good snapshot back, then apply
+    /// `workload` (the step's annotations and, usually, a restart stamp).
+    RestoreConfig { config_map: String, workload: Value },
 }
 
 /// A pod of the workload, as the batch planner sees it.
@@ -140,8 +143,6 @@ pub enum Refusal {
         max_unavailable: i32,
         min_ready: i32,
     },
-    #[error("{0} is not available in this version yet")]
-    NotYetAvailable(&'static str),
 }
 
 /// Plans one action on the target; `step` and `incident` go into the annotations.
@@ -272,7 +273,36 @@ pub fn plan(
                 summary: format!("{kind}/{name} rollout restart at {stamp}"),
             })
         }
-        ActionKind::RestoreConfig => Err(Refusal::NotYetAvailable("restoreConfig")),
+        ActionKind::RestoreConfig => {
+            let settings = action
+                .restore_config
+                .as_ref()
+                .ok_or(Refusal::MissingSettings(ActionKind::RestoreConfig))?;
+            let (kind, name) = kind_and_name(target);
+            let stamp = now.to_string();
+            let spec = json!({"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}});
+            // Without a restart the annotations still mark the step as applied.
+            let workload = if settings.restart {
+                apply_body(target, annotations, spec)
+            } else {
+                apply_body(target, annotations, json!({}))
+            };
+            let restart = if settings.restart {
+                format!("; {kind}/{name} rollout restart")
+            } else {
+                String::new()
+            };
+            Ok(Planned {
+                change: Change::RestoreConfig {
+                    config_map: settings.config_map.clone(),
+                    workload,
+                },
+                summary: format!(
+                    "ConfigMap/{} restored from its last known-good snapshot{restart}",
+                    settings.config_map
+                ),
+            })
+        }
     }
 }
 

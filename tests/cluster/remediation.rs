@@ -658,3 +658,102 @@ async fn require_approval_waits_then_runs_when_approved() {
     );
     assert_eq!(revision(deployments.get("api").await.unwrap()), "3");
 }
+
+#[tokio::test]
+async fn a_corrupted_config_is_restored_from_its_snapshot_and_the_workload_recovers() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let client = client().await;
+    let ns = namespace(&client, "fix-config").await;
+    let _operator = Operator::start(&ns).await;
+    policy_with(&client, &ns, json!({
+        "mode": "Auto",
+        "targets": [{"kind": "Deployment", "names": ["api"]}],
+        "rules": [{"name": "crash", "when": {"symptom": "CrashLoopBackOff", "minRestarts": 1},
+                   "severity": "P0", "type": "DataCorruption",
+                   "actions": [{"action": "restoreConfig", "restoreConfig": {"configMap": "healing-guard-config"}}],
+                   "verify": {"timeout": "1m", "holdDown": "3s"}}],
+        "detection": {"holdDown": "2s"}
+    })).await;
+    let good = json!({"DATABASE_URL": "postgresql://healing_user@postgres:5432/healing_guard", "LOG_LEVEL": "info"});
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let config: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "healing-guard-config"}, "data": good}))
+            .unwrap();
+    config_maps
+        .create(&PostParams::default(), &config)
+        .await
+        .unwrap();
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "api"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "api"}},
+                 "template": {"metadata": {"labels": {"app": "api"}},
+                              "spec": {"containers": [{"name": "app", "image": "api:1",
+                                  "envFrom": [{"configMapRef": {"name": "healing-guard-config"}}]}]}}}
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+
+    // Healthy for the hold-down: the operator keeps a known-good copy.
+    let snapshot = eventually("a known-good snapshot", || {
+        let config_maps = config_maps.clone();
+        async move {
+            let list = config_maps
+                .list(
+                    &ListParams::default()
+                        .labels("healing-guard.io/snapshot-of=healing-guard-config"),
+                )
+                .await
+                .ok()?;
+            list.items.into_iter().next()
+        }
+    })
+    .await;
+    assert_eq!(serde_json::to_value(&snapshot.data).unwrap(), good);
+
+    // Someone corrupts the config; the app, reading it, crashes.
+    let corrupt = json!({"data": {"DATABASE_URL": "###corrupted###"}});
+    config_maps
+        .patch(
+            "healing-guard-config",
+            &PatchParams::default(),
+            &Patch::Merge(&corrupt),
+        )
+        .await
+        .unwrap();
+    label_pods(&client, &ns, "app=api", 2, "crashloop").await;
+
+    let incident = resolved(&client, &ns, "api-crashloop").await;
+    let step = &incident.status.unwrap().steps[0];
+    assert_eq!(step.result, StepResult::Succeeded, "{step:?}");
+    assert!(
+        step.changes
+            .iter()
+            .any(|c| c.contains("content from snapshot hg-snapshot-healing-guard-config-")),
+        "{:?}",
+        step.changes
+    );
+    let restored = config_maps.get("healing-guard-config").await.unwrap();
+    assert_eq!(serde_json::to_value(&restored.data).unwrap(), good);
+}
+
+#[tokio::test]
+async fn restore_config_without_a_snapshot_is_refused_with_a_reason() {
+    let (client, ns, _operator) = setup(
+        "fix-nosnap",
+        "Auto",
+        json!([{"action": "restoreConfig", "restoreConfig": {"configMap": "missing-config"}}]),
+        "1m",
+    )
+    .await;
+    bad_release(&client, &ns).await;
+    let incident = incident_in_phase(&client, &ns, &[Phase::Escalated]).await;
+    let step = &incident.status.unwrap().steps[0];
+    assert_eq!(step.result, StepResult::Failed);
+    assert_eq!(
+        step.message.as_deref(),
+        Some("no known-good snapshot of ConfigMap missing-config yet")
+    );
+}

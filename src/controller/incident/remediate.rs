@@ -8,14 +8,14 @@ use std::{sync::Arc, time::Duration};
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, ReplicaSet, StatefulSet},
-        core::v1::Pod,
+        core::v1::{ConfigMap, Pod},
     },
     apimachinery::pkg::{apis::meta::v1::Time, util::intstr::IntOrString},
     jiff::Timestamp,
 };
 use kube::{
     Api, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
     core::Selector,
 };
 use tracing::info;
@@ -29,6 +29,7 @@ use crate::{
         RestartMethod, Safety, StepRecord, StepResult, TimelineEntry, Verify, WorkloadKind,
     },
     detector::{
+        snapshots,
         symptoms::{self, WorkloadView},
         watches::pod_belongs_to,
     },
@@ -375,8 +376,28 @@ pub async fn step(
                     }
                     Ok(planned) => {
                         let dry_run = mode == Mode::DryRun;
-                        apply(ctx, namespace, incident, &planned.change, dry_run).await?;
+                        let detail =
+                            apply(ctx, namespace, incident, &planned.change, dry_run).await;
+                        let detail = match detail {
+                            Ok(detail) => detail,
+                            Err(ApplyError::Refused(refusal)) => {
+                                entry.result = StepResult::Failed;
+                                entry.finished_at = Some(now_time.clone());
+                                entry.message = Some(refusal.clone());
+                                count_step(ctx, entry, now);
+                                let message = format!("step {} refused: {refusal}", record.name);
+                                timeline(status, &now_time, "StepRefused", &message);
+                                events.push(PlannedEvent::warning(
+                                    "StepRefused",
+                                    "Remediate",
+                                    message,
+                                ));
+                                return Ok((events, Some(Duration::from_millis(200))));
+                            }
+                            Err(ApplyError::Api(error)) => return Err(error),
+                        };
                         entry.changes = vec![planned.summary.clone()];
+                        entry.changes.extend(detail);
                         if let Change::DeletePods {
                             max_unavailable, ..
                         } = planned.change
@@ -610,31 +631,60 @@ async fn delete_batch(
     Ok(batch)
 }
 
+/// Why a change was not sent.
+enum ApplyError {
+    /// Nothing to apply with (e.g. no snapshot): the step fails, the ladder goes on.
+    Refused(String),
+    Api(Error),
+}
+
+impl From<kube::Error> for ApplyError {
+    fn from(error: kube::Error) -> Self {
+        ApplyError::Api(error.into())
+    }
+}
+
 /// Sends a change to the target, for real or as a server-side dry run.
+/// Returns extra lines for the ledger.
 async fn apply(
     ctx: &Context,
     namespace: &str,
     incident: &Incident,
     change: &Change,
     dry_run: bool,
-) -> Result<(), Error> {
+) -> Result<Option<String>, ApplyError> {
     let name = &incident.spec.target.name;
-    let mut params = match change {
-        Change::Apply(_) | Change::DeletePods { .. } => PatchParams::apply(FIELD_MANAGER).force(),
-        Change::ReplaceTemplate(_) => PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PatchParams::default()
-        },
-    };
-    params.dry_run = dry_run;
-    let patch = match change {
-        Change::Apply(body) | Change::DeletePods { mark: body, .. } => Patch::Apply(body.clone()),
+    let mut detail = None;
+    let (params, patch) = match change {
+        Change::Apply(body) | Change::DeletePods { mark: body, .. } => (
+            PatchParams::apply(FIELD_MANAGER).force(),
+            Patch::Apply(body.clone()),
+        ),
         Change::ReplaceTemplate(ops) => {
-            let ops: json_patch::Patch =
-                serde_json::from_value(ops.clone()).map_err(Error::Serialize)?;
-            Patch::Json(ops)
+            let ops: json_patch::Patch = serde_json::from_value(ops.clone())
+                .map_err(|e| ApplyError::Api(Error::Serialize(e)))?;
+            (
+                PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..PatchParams::default()
+                },
+                Patch::Json(ops),
+            )
+        }
+        Change::RestoreConfig {
+            config_map,
+            workload,
+        } => {
+            detail = Some(
+                restore_config(ctx, namespace, config_map, &incident.name_any(), dry_run).await?,
+            );
+            (
+                PatchParams::apply(FIELD_MANAGER).force(),
+                Patch::Apply(workload.clone()),
+            )
         }
     };
+    let params = PatchParams { dry_run, ..params };
     match incident.spec.target.kind {
         WorkloadKind::Deployment => {
             Api::<Deployment>::namespaced(ctx.client.clone(), namespace)
@@ -647,7 +697,57 @@ async fn apply(
                 .await?;
         }
     }
-    Ok(())
+    Ok(detail)
+}
+
+/// Replaces a ConfigMap's content with its newest known-good snapshot.
+async fn restore_config(
+    ctx: &Context,
+    namespace: &str,
+    config_map: &str,
+    incident: &str,
+    dry_run: bool,
+) -> Result<String, ApplyError> {
+    let snapshots = snapshots::snapshots_of(&ctx.client, namespace, config_map).await?;
+    let Some(snapshot) = snapshots.first() else {
+        return Err(ApplyError::Refused(format!(
+            "no known-good snapshot of ConfigMap {config_map} yet"
+        )));
+    };
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(mut current) = api.get_opt(config_map).await? else {
+        return Err(ApplyError::Refused(format!(
+            "ConfigMap {config_map} not found"
+        )));
+    };
+    let snapshot_name = snapshot.name_any();
+    let taken = snapshots::taken_at(snapshot)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    if current.data == snapshot.data && current.binary_data == snapshot.binary_data {
+        return Ok(format!(
+            "ConfigMap/{config_map} already matches snapshot {snapshot_name} ({taken})"
+        ));
+    }
+    current.data = snapshot.data.clone();
+    current.binary_data = snapshot.binary_data.clone();
+    let annotations = current
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    annotations.insert(actions::INCIDENT_ANNOTATION.into(), incident.into());
+    annotations.insert(
+        "healing-guard.io/restored-from".into(),
+        snapshot_name.clone(),
+    );
+    let params = PostParams {
+        dry_run,
+        field_manager: Some(FIELD_MANAGER.into()),
+    };
+    api.replace(config_map, &params, &current).await?;
+    Ok(format!(
+        "ConfigMap/{config_map} content from snapshot {snapshot_name} taken {taken}"
+    ))
 }
 
 /// Refuses an action that could take the workload below the policy's floor

@@ -1,0 +1,195 @@
+//! Known-good copies of the ConfigMaps a guarded workload uses, taken once it
+//! has been healthy for the policy's hold-down, kept in the cluster as
+//! ConfigMaps of their own (bounded history), and read back by restoreConfig.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, PodTemplateSpec},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, ObjectMeta, PostParams},
+};
+use tracing::info;
+
+/// Label on a snapshot naming the ConfigMap it copies.
+pub const SNAPSHOT_OF: &str = "healing-guard.io/snapshot-of";
+/// Annotation on a snapshot: when it was taken (RFC 3339).
+pub const TAKEN_AT: &str = "healing-guard.io/taken-at";
+/// Annotation on a snapshot: the workload that was healthy with it.
+pub const WORKLOAD: &str = "healing-guard.io/workload";
+/// Snapshots kept per ConfigMap; older ones are deleted.
+pub const MAX_SNAPSHOTS: usize = 5;
+
+/// The ConfigMaps a pod template reads: volumes, envFrom and env references.
+pub fn config_maps_used(template: &PodTemplateSpec) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let Some(spec) = &template.spec else {
+        return names;
+    };
+    for volume in spec.volumes.iter().flatten() {
+        if let Some(config_map) = &volume.config_map {
+            names.insert(config_map.name.clone());
+        }
+        for source in volume
+            .projected
+            .iter()
+            .flat_map(|p| p.sources.iter().flatten())
+        {
+            if let Some(config_map) = &source.config_map {
+                names.insert(config_map.name.clone());
+            }
+        }
+    }
+    for container in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+    {
+        for from in container.env_from.iter().flatten() {
+            if let Some(config_map) = &from.config_map_ref {
+                names.insert(config_map.name.clone());
+            }
+        }
+        for var in container.env.iter().flatten() {
+            if let Some(key) = var
+                .value_from
+                .as_ref()
+                .and_then(|v| v.config_map_key_ref.as_ref())
+            {
+                names.insert(key.name.clone());
+            }
+        }
+    }
+    names.retain(|name| !name.is_empty());
+    names
+}
+
+/// The snapshots of a ConfigMap, newest first.
+pub async fn snapshots_of(
+    client: &Client,
+    namespace: &str,
+    config_map: &str,
+) -> Result<Vec<ConfigMap>, kube::Error> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let mut snapshots = api
+        .list(&ListParams::default().labels(&format!("{SNAPSHOT_OF}={config_map}")))
+        .await?
+        .items;
+    snapshots.sort_by_key(|s| std::cmp::Reverse(taken_at(s)));
+    Ok(snapshots)
+}
+
+/// When a snapshot was taken.
+pub fn taken_at(snapshot: &ConfigMap) -> Option<Timestamp> {
+    snapshot.annotations().get(TAKEN_AT)?.parse().ok()
+}
+
+/// Copies each ConfigMap whose content differs from its newest snapshot, and
+/// prunes the history. Returns the snapshots made.
+pub async fn take(
+    client: &Client,
+    namespace: &str,
+    workload: &str,
+    config_maps: &BTreeSet<String>,
+    now: Timestamp,
+) -> Result<Vec<String>, kube::Error> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let mut made = Vec::new();
+    for name in config_maps {
+        // Label values stop at 63 characters; such ConfigMaps are not snapshotted.
+        if name.len() > 63 {
+            continue;
+        }
+        let Some(current) = api.get_opt(name).await? else {
+            continue;
+        };
+        let snapshots = snapshots_of(client, namespace, name).await?;
+        let unchanged = snapshots.first().is_some_and(|latest| {
+            latest.data == current.data && latest.binary_data == current.binary_data
+        });
+        if !unchanged {
+            let snapshot_name = snapshot_name(name, now);
+            let mut labels = BTreeMap::new();
+            labels.insert(SNAPSHOT_OF.to_owned(), name.clone());
+            labels.insert(
+                "app.kubernetes.io/managed-by".to_owned(),
+                "healing-guard-operator".to_owned(),
+            );
+            let mut annotations = BTreeMap::new();
+            annotations.insert(TAKEN_AT.to_owned(), now.to_string());
+            annotations.insert(WORKLOAD.to_owned(), workload.to_owned());
+            let snapshot = ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some(snapshot_name.clone()),
+                    namespace: Some(namespace.to_owned()),
+                    labels: Some(labels),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                },
+                data: current.data.clone(),
+                binary_data: current.binary_data.clone(),
+                immutable: Some(true),
+            };
+            match api.create(&PostParams::default(), &snapshot).await {
+                Ok(_) => {
+                    info!(config_map = %name, snapshot = %snapshot_name, %workload, "known-good config snapshot taken");
+                    made.push(snapshot_name);
+                }
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let all = snapshots_of(client, namespace, name).await?;
+        for old in all.iter().skip(MAX_SNAPSHOTS) {
+            let _ = api.delete(&old.name_any(), &DeleteParams::default()).await;
+        }
+    }
+    Ok(made)
+}
+
+fn snapshot_name(config_map: &str, now: Timestamp) -> String {
+    let suffix = format!("-{}", now.as_second());
+    let base: String = format!("hg-snapshot-{config_map}")
+        .chars()
+        .take(253 - suffix.len())
+        .collect();
+    format!("{base}{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_every_way_a_template_reads_a_config_map() {
+        let template: PodTemplateSpec = serde_json::from_value(serde_json::json!({
+            "spec": {
+                "volumes": [{"name": "v", "configMap": {"name": "from-volume"}},
+                            {"name": "p", "projected": {"sources": [{"configMap": {"name": "from-projected"}}]}}],
+                "containers": [{"name": "app",
+                    "envFrom": [{"configMapRef": {"name": "from-env-from"}}],
+                    "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "from-key", "key": "k"}}}]}]
+            }
+        }))
+        .unwrap();
+        let names: Vec<_> = config_maps_used(&template).into_iter().collect();
+        assert_eq!(
+            names,
+            ["from-env-from", "from-key", "from-projected", "from-volume"]
+        );
+        assert!(config_maps_used(&PodTemplateSpec::default()).is_empty());
+    }
+
+    #[test]
+    fn snapshot_names_are_bounded() {
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        assert_eq!(
+            snapshot_name("healing-guard-config", now),
+            "hg-snapshot-healing-guard-config-1767225600"
+        );
+        assert!(snapshot_name(&"c".repeat(300), now).len() <= 253);
+    }
+}
