@@ -46,7 +46,7 @@ source "$dir/operator.env"
 step "Applying the RemediationPolicies kept in Git"
 kubectl apply -f "$repo/examples/policies/" >/dev/null
 wait_for "the policies to be Ready" 30 bash -c \
-  '[ "$(kubectl -n healing-guard get rp -o jsonpath="{.items[*].status.conditions[?(@.type==\"Ready\")].status}")" = "True True" ]'
+  '[ "$(kubectl -n healing-guard get rp -o jsonpath="{.items[*].status.conditions[?(@.type==\"Ready\")].status}")" = "True True True" ]'
 show kubectl -n healing-guard get remediationpolicies
 
 step "An on-call engineer declares an incident: kubectl apply -f examples/incidents/api-outage.yaml"
@@ -89,7 +89,7 @@ show kubectl -n healing-guard get events --field-selector involvedObject.name=he
 kubectl -n healing-guard get incident healing-guard-crashloop -o jsonpath='{range .status.timeline[*]}{.at}  {.reason}: {.message}{"\n"}{end}'
 
 step "The operator's metrics"
-curl -fsS "$HGO_METRICS" | grep -E '^healing_guard_(reconciles_total|incidents_opened_total|open_incidents|detection_latency_seconds_(sum|count))'
+curl -fsS "$HGO_METRICS" | grep -E '^healing_guard_(reconciles_total|incidents_opened_total|open_incidents|detection_latency_seconds_(sum|count)|remediation_steps_total|time_to_(mitigate|resolve)_seconds_(sum|count))'
 
 if [ "$keep" = "--keep" ]; then
   step "Left running. Use it with: source $dir/env; stop it with: $here/down.sh --dir $dir"
