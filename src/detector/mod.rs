@@ -558,6 +558,21 @@ impl Detector {
                 .map(snapshots::config_maps_used)
                 .unwrap_or_default();
             let label = format!("{}/{}", id.0, id.2);
+            let revision = match workload {
+                Workload::Deployment(d) => d
+                    .annotations()
+                    .get("deployment.kubernetes.io/revision")
+                    .cloned(),
+                Workload::StatefulSet(_) => None,
+            };
+            if let Some(revision) = revision
+                && let Err(error) =
+                    snapshots::record_healthy_revision(&self.client, &id.1, &id.2, &revision).await
+            {
+                warn!(workload = %label, %error, "could not record the healthy revision; retrying");
+                self.snapshot_jobs.insert(id);
+                continue;
+            }
             match snapshots::take(&self.client, &id.1, &label, &config_maps, Timestamp::now()).await
             {
                 Ok(_) => {

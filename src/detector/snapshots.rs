@@ -10,7 +10,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, ObjectMeta, PostParams},
+    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
 };
 use tracing::info;
 
@@ -22,6 +22,46 @@ pub const TAKEN_AT: &str = "healing-guard.io/taken-at";
 pub const WORKLOAD: &str = "healing-guard.io/workload";
 /// Snapshots kept per ConfigMap; older ones are deleted.
 pub const MAX_SNAPSHOTS: usize = 5;
+
+/// The ConfigMap (one per namespace) holding the revision each guarded
+/// Deployment last ran healthy, for rollbacks to LastHealthy.
+pub const KNOWN_GOOD: &str = "healing-guard-known-good";
+
+/// The key of a Deployment in the known-good ConfigMap.
+pub fn known_good_key(deployment: &str) -> String {
+    format!("deployment.{deployment}")
+}
+
+/// Records the revision a Deployment runs healthy (server-side apply, so
+/// each key is owned on its own and nothing else in the ConfigMap moves).
+pub async fn record_healthy_revision(
+    client: &Client,
+    namespace: &str,
+    deployment: &str,
+    revision: &str,
+) -> Result<(), kube::Error> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let body = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": KNOWN_GOOD, "labels": {"app.kubernetes.io/managed-by": "healing-guard-operator"}},
+        "data": {known_good_key(deployment): revision},
+    });
+    let params = PatchParams::apply(super::writer::DETECTOR_FIELD_MANAGER).force();
+    api.patch(KNOWN_GOOD, &params, &Patch::Apply(&body)).await?;
+    Ok(())
+}
+
+/// The revision a Deployment last ran healthy, if recorded.
+pub async fn last_healthy_revision(
+    client: &Client,
+    namespace: &str,
+    deployment: &str,
+) -> Result<Option<i64>, kube::Error> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let known = api.get_opt(KNOWN_GOOD).await?;
+    Ok(known.and_then(|cm| cm.data?.get(&known_good_key(deployment))?.parse().ok()))
+}
 
 /// The ConfigMaps a pod template reads: volumes, envFrom and env references.
 pub fn config_maps_used(template: &PodTemplateSpec) -> BTreeSet<String> {

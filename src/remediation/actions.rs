@@ -124,9 +124,11 @@ pub enum Refusal {
     #[error("no earlier revision to roll back to (current revision {0})")]
     NoEarlierRevision(String),
     #[error(
-        "rollback to LastHealthy needs a recorded healthy revision, which this version does not keep yet"
+        "no revision of this Deployment was seen healthy yet, so there is no LastHealthy to roll back to"
     )]
     LastHealthyUnknown,
+    #[error("the last healthy revision {0} is no longer in the rollout history")]
+    HealthyRevisionGone(i64),
     #[error("{0} applies to Deployments only")]
     DeploymentOnly(ActionKind),
     #[error("scale would not raise replicas: already {current} (target {target})")]
@@ -150,6 +152,7 @@ pub fn plan(
     action: &Action,
     target: Target<'_>,
     replica_sets: &[ReplicaSet],
+    last_healthy: Option<i64>,
     step: &str,
     incident: &str,
     now: Timestamp,
@@ -161,10 +164,13 @@ pub fn plan(
                 return Err(Refusal::DeploymentOnly(ActionKind::Rollback));
             };
             let to = action.rollback.as_ref().map(|r| r.to).unwrap_or_default();
-            if to == RollbackTarget::LastHealthy {
-                return Err(Refusal::LastHealthyUnknown);
-            }
-            let (revision, template) = previous_revision(deployment, replica_sets)?;
+            let (revision, template) = match to {
+                RollbackTarget::Previous => previous_revision(deployment, replica_sets)?,
+                RollbackTarget::LastHealthy => {
+                    let healthy = last_healthy.ok_or(Refusal::LastHealthyUnknown)?;
+                    healthy_revision(deployment, replica_sets, healthy)?
+                }
+            };
             let current = deployment
                 .annotations()
                 .get(REVISION)
@@ -342,6 +348,45 @@ fn previous_revision(
         .ok_or(Refusal::NoEarlierRevision(current_text))
 }
 
+/// The template of the revision last seen healthy, if it is older than the current one.
+fn healthy_revision(
+    deployment: &Deployment,
+    replica_sets: &[ReplicaSet],
+    healthy: i64,
+) -> Result<(i64, PodTemplateSpec), Refusal> {
+    let current_text = deployment
+        .annotations()
+        .get(REVISION)
+        .cloned()
+        .unwrap_or_default();
+    let current: i64 = current_text.parse().unwrap_or(i64::MAX);
+    if healthy >= current {
+        return Err(Refusal::NoEarlierRevision(current_text));
+    }
+    let uid = deployment.uid();
+    replica_sets
+        .iter()
+        .filter(|rs| {
+            rs.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == uid.as_ref())
+        })
+        .find(|rs| {
+            rs.annotations()
+                .get(REVISION)
+                .and_then(|r| r.parse::<i64>().ok())
+                == Some(healthy)
+        })
+        .and_then(|rs| {
+            let mut template = rs.spec.as_ref()?.template.clone()?;
+            if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+                labels.remove("pod-template-hash");
+            }
+            Some((healthy, template))
+        })
+        .ok_or(Refusal::HealthyRevisionGone(healthy))
+}
+
 /// A template without what restarts and ReplicaSets add to it.
 fn comparable(template: &PodTemplateSpec) -> PodTemplateSpec {
     let mut template = template.clone();
@@ -431,6 +476,7 @@ mod tests {
             &action(json!({"action": "rollback"})),
             Target::Deployment(&deployment("3", 3)),
             &sets,
+            None,
             "s-0",
             "inc",
             now(),
@@ -488,6 +534,7 @@ mod tests {
             &action(json!({"action": "rollback"})),
             Target::Deployment(&current),
             &sets,
+            None,
             "s",
             "i",
             now(),
@@ -500,12 +547,61 @@ mod tests {
     }
 
     #[test]
+    fn rollback_to_last_healthy_uses_the_recorded_revision() {
+        let sets = [
+            replica_set("1", "api:1"),
+            replica_set("2", "api:2"),
+            replica_set("3", "api:3"),
+        ];
+        let last_healthy = action(json!({"action": "rollback", "rollback": {"to": "LastHealthy"}}));
+        let current = deployment("3", 3);
+        let planned = plan(
+            &last_healthy,
+            Target::Deployment(&current),
+            &sets,
+            Some(1),
+            "s",
+            "i",
+            now(),
+        )
+        .unwrap();
+        assert_eq!(
+            planned.summary,
+            "Deployment/api rolled back from revision 3 to revision 1"
+        );
+        let unknown = plan(
+            &last_healthy,
+            Target::Deployment(&current),
+            &sets,
+            None,
+            "s",
+            "i",
+            now(),
+        );
+        assert_eq!(unknown, Err(Refusal::LastHealthyUnknown));
+        let current_is_healthy = plan(
+            &last_healthy,
+            Target::Deployment(&current),
+            &sets,
+            Some(3),
+            "s",
+            "i",
+            now(),
+        );
+        assert_eq!(
+            current_is_healthy,
+            Err(Refusal::NoEarlierRevision("3".into()))
+        );
+    }
+
+    #[test]
     fn rollback_refuses_without_an_earlier_revision() {
         let sets = [replica_set("1", "api:1")];
         let refused = plan(
             &action(json!({"action": "rollback"})),
             Target::Deployment(&deployment("1", 3)),
             &sets,
+            None,
             "s",
             "i",
             now(),
@@ -520,6 +616,7 @@ mod tests {
             &action(json!({"action": "scale", "scale": {"replicas": 6, "maxReplicas": 8}})),
             Target::Deployment(&target),
             &[],
+            None,
             "s",
             "i",
             now(),
@@ -530,6 +627,7 @@ mod tests {
             &action(json!({"action": "scale", "scale": {"increment": 10, "maxReplicas": 5}})),
             Target::Deployment(&target),
             &[],
+            None,
             "s",
             "i",
             now(),
@@ -540,6 +638,7 @@ mod tests {
             &action(json!({"action": "scale", "scale": {"replicas": 2}})),
             Target::Deployment(&target),
             &[],
+            None,
             "s",
             "i",
             now(),
@@ -558,7 +657,7 @@ mod tests {
         let target = deployment("1", 3);
         let planned = plan(
             &action(json!({"action": "scale", "scale": {"resources": {"container": "app", "limits": {"memory": "2Gi", "cpu": "1000m"}}}})),
-            Target::Deployment(&target), &[], "s", "i", now(),
+            Target::Deployment(&target), &[], None, "s", "i", now(),
         ).unwrap();
         let Change::Apply(body) = planned.change else {
             panic!("scale applies")
@@ -574,6 +673,7 @@ mod tests {
             ),
             Target::Deployment(&target),
             &[],
+            None,
             "s",
             "i",
             now(),
@@ -633,6 +733,7 @@ mod tests {
             &action(json!({"action": "restart"})),
             Target::Deployment(&deployment("1", 3)),
             &[],
+            None,
             "s",
             "i",
             now(),

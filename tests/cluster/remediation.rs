@@ -757,3 +757,75 @@ async fn restore_config_without_a_snapshot_is_refused_with_a_reason() {
         Some("no known-good snapshot of ConfigMap missing-config yet")
     );
 }
+
+#[tokio::test]
+async fn rollback_to_last_healthy_skips_every_bad_release() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let client = client().await;
+    let ns = namespace(&client, "fix-lasthealthy").await;
+    let _operator = Operator::start(&ns).await;
+    policy_with(
+        &client,
+        &ns,
+        json!({
+            "mode": "Auto",
+            "targets": [{"kind": "Deployment", "selector": {"matchLabels": {"guarded": "yes"}}}],
+            "rules": [{"name": "crash", "when": {"symptom": "CrashLoopBackOff", "minRestarts": 1},
+                       "severity": "P0", "type": "ServiceOutage",
+                       "actions": [{"action": "rollback", "rollback": {"to": "LastHealthy"}}],
+                       "verify": {"timeout": "1m", "holdDown": "3s"}}],
+            "detection": {"holdDown": "2s"}
+        }),
+    )
+    .await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "api", "labels": {"guarded": "yes"}},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "api"}},
+                 "template": {"metadata": {"labels": {"app": "api"}},
+                              "spec": {"containers": [{"name": "app", "image": "registry.local/api:1"}]}}}
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    eventually("revision 1 recorded as healthy", || {
+        let config_maps = config_maps.clone();
+        async move {
+            let known = config_maps.get("healing-guard-known-good").await.ok()?;
+            (known.data?.get("deployment.api")? == "1").then_some(())
+        }
+    })
+    .await;
+    // Two bad releases in a row: "previous" would be the first bad one.
+    for image in ["registry.local/api:2", "registry.local/api:3"] {
+        let bad = json!({"spec": {"template": {
+            "metadata": {"labels": {"healing-guard.io/inject": "crashloop"}},
+            "spec": {"containers": [{"name": "app", "image": image}]}}}});
+        deployments
+            .patch("api", &PatchParams::default(), &Patch::Strategic(&bad))
+            .await
+            .unwrap();
+    }
+    let incident = resolved(&client, &ns, "api-crashloop").await;
+    let step = &incident.status.unwrap().steps[0];
+    assert_eq!(
+        step.changes,
+        ["Deployment/api rolled back from revision 3 to revision 1"]
+    );
+    let image = deployments
+        .get("api")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
+        .image
+        .clone();
+    assert_eq!(image.as_deref(), Some("registry.local/api:1"));
+}

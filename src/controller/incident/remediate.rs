@@ -26,7 +26,8 @@ use crate::{
     context::{Context, FIELD_MANAGER, PlannedEvent},
     crd::{
         Action, ActionKind, Incident, IncidentStatus, Mode, Phase, PolicyRule, RemediationPolicy,
-        RestartMethod, Safety, StepRecord, StepResult, TimelineEntry, Verify, WorkloadKind,
+        RestartMethod, RollbackTarget, Safety, StepRecord, StepResult, TimelineEntry, Verify,
+        WorkloadKind,
     },
     detector::{
         snapshots,
@@ -362,7 +363,28 @@ pub async fn step(
                 let planned = match ready_floor(&workload, action, ladder.safety.min_ready_replicas)
                 {
                     Some(refusal) => Err(refusal),
-                    None => actions::plan(action, target, sets, &record.id, &incident_name, now),
+                    None => {
+                        let last_healthy = match action.rollback.as_ref().map(|r| r.to) {
+                            Some(RollbackTarget::LastHealthy) => {
+                                snapshots::last_healthy_revision(
+                                    &ctx.client,
+                                    namespace,
+                                    &incident.spec.target.name,
+                                )
+                                .await?
+                            }
+                            _ => None,
+                        };
+                        actions::plan(
+                            action,
+                            target,
+                            sets,
+                            last_healthy,
+                            &record.id,
+                            &incident_name,
+                            now,
+                        )
+                    }
                 };
                 match planned {
                     Err(refusal) => {
