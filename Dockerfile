@@ -19,9 +19,10 @@ WORKDIR /build
 # Dependencies first, against stub sources, so this layer is reused until
 # Cargo.toml or Cargo.lock change.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+RUN mkdir src benches \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
+ && echo 'fn main() {}' > benches/detection.rs \
  && cargo build --release --locked --target "${TARGET}" --bin healing-guard-operator \
  && rm -rf src \
     target/${TARGET}/release/healing-guard-operator* \

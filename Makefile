@@ -1,5 +1,5 @@
 # The two commands of the README, and the checks around them.
-.PHONY: demo test unit lint crds build-cluster
+.PHONY: demo test bench unit lint crds build-cluster
 
 ## The local demo: control plane up, example stack installed, the operator at work.
 demo:
@@ -9,6 +9,13 @@ demo:
 test: build-cluster
 	cargo test --all-targets --no-run
 	./cluster/with-cluster.sh -- cargo test --all-targets
+
+## Benchmark (not a test): detection latency p50/p99, and the operator's memory
+## at 1,000 and 10,000 pods. The nodes get room for 12,000 pods (3 x 4,000).
+## `cargo bench` builds the operator with the release settings, before the cluster starts.
+bench: build-cluster
+	cargo bench --bench detection --no-run
+	HGO_MAX_PODS=4000 ./cluster/with-cluster.sh -- cargo bench --bench detection
 
 ## Unit tests only (no control plane).
 unit:
