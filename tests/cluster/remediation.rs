@@ -829,3 +829,52 @@ async fn rollback_to_last_healthy_skips_every_bad_release() {
         .clone();
     assert_eq!(image.as_deref(), Some("registry.local/api:1"));
 }
+
+#[tokio::test]
+async fn a_declared_incident_with_its_own_actions_runs_them() {
+    let client = client().await;
+    let ns = namespace(&client, "fix-manual").await;
+    let _operator = Operator::start(&ns).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "healing-guard"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "api"}},
+                 "template": {"metadata": {"labels": {"app": "api"}},
+                              "spec": {"containers": [{"name": "app", "image": "api:1"}]}}}
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    // Runbook "High Response Times": scale the application to 8, by hand, with no policy.
+    let incident: Incident = serde_json::from_value(json!({
+        "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
+        "metadata": {"name": "slow-api"},
+        "spec": {
+            "title": "p95 latency above 2 s", "severity": "P2", "type": "PerformanceDegradation",
+            "target": {"kind": "Deployment", "name": "healing-guard"},
+            "mode": "Auto",
+            "actions": [{"action": "scale", "scale": {"replicas": 8, "maxReplicas": 8}}]
+        }
+    }))
+    .unwrap();
+    Api::<Incident>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &incident)
+        .await
+        .unwrap();
+    let resolved = resolved(&client, &ns, "slow-api").await;
+    let step = &resolved.status.unwrap().steps[0];
+    assert_eq!(step.changes, ["Deployment/healing-guard replicas 3 -> 8"]);
+    assert_eq!(step.result, StepResult::Succeeded);
+    assert_eq!(
+        deployments
+            .get("healing-guard")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas,
+        Some(8)
+    );
+}

@@ -91,18 +91,7 @@ async fn workload(
 ) -> Option<Selector> {
     let selector: LabelSelector = match target.kind {
         WorkloadKind::Deployment => {
-            let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-            let deployment = match api.get_opt(&target.name).await {
-                Ok(Some(deployment)) => deployment,
-                Ok(None) => {
-                    evidence.notes.push(format!("{target} not found"));
-                    return None;
-                }
-                Err(error) => {
-                    evidence.notes.push(format!("{target} not read: {error}"));
-                    return None;
-                }
-            };
+            let deployment: Deployment = read(client, namespace, target, evidence).await?;
             evidence.revision = deployment.annotations().get(REVISION).cloned();
             let selector = deployment
                 .spec
@@ -113,18 +102,7 @@ async fn workload(
             selector
         }
         WorkloadKind::StatefulSet => {
-            let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-            let statefulset = match api.get_opt(&target.name).await {
-                Ok(Some(statefulset)) => statefulset,
-                Ok(None) => {
-                    evidence.notes.push(format!("{target} not found"));
-                    return None;
-                }
-                Err(error) => {
-                    evidence.notes.push(format!("{target} not read: {error}"));
-                    return None;
-                }
-            };
+            let statefulset: StatefulSet = read(client, namespace, target, evidence).await?;
             let status = statefulset.status.clone().unwrap_or_default();
             evidence.revision = status
                 .update_revision
@@ -146,6 +124,33 @@ async fn workload(
             evidence
                 .notes
                 .push(format!("{target} has no usable pod selector"));
+            None
+        }
+    }
+}
+
+/// Reads the target, noting in the evidence why it could not be read.
+async fn read<K>(
+    client: &Client,
+    namespace: &str,
+    target: &WorkloadRef,
+    evidence: &mut Evidence,
+) -> Option<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    match api.get_opt(&target.name).await {
+        Ok(Some(object)) => Some(object),
+        Ok(None) => {
+            evidence.notes.push(format!("{target} not found"));
+            None
+        }
+        Err(error) => {
+            evidence.notes.push(format!("{target} not read: {error}"));
             None
         }
     }
