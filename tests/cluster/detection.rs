@@ -14,7 +14,9 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use crate::support::{Operator, client, eventually, eventually_within, namespace};
+use crate::support::{
+    Operator, client, eventually, eventually_within, incident_where, namespace, phase_of,
+};
 
 /// One rule per symptom, most specific first; NotReady last, since every
 /// failing pod is also not Ready.
@@ -44,6 +46,11 @@ fn policy(name: &str, kind: &str, rules: Value, detection: Value) -> Remediation
         }
     }))
     .unwrap()
+}
+
+/// P0 ServiceOutage on the first restart.
+fn crash_rule() -> Value {
+    json!({"name": "crash", "when": {"symptom": "CrashLoopBackOff", "minRestarts": 1}, "severity": "P0", "type": "ServiceOutage", "actions": [{"action": "restart"}]})
 }
 
 /// A workload of `kind` whose pods carry `inject` (a kwok failure stage) if given.
@@ -382,9 +389,7 @@ async fn a_statefulset_below_its_ready_replicas_opens_an_incident() {
 
 #[tokio::test]
 async fn fifty_failing_pods_open_one_incident_and_two_targets_two() {
-    let rules = json!([
-        {"name": "crash", "when": {"symptom": "CrashLoopBackOff", "minRestarts": 1}, "severity": "P0", "type": "ServiceOutage", "actions": [{"action": "restart"}]}
-    ]);
+    let rules = json!([crash_rule()]);
     let (client, ns, _operator) = setup("detect-dedup", "Deployment", rules, json!({})).await;
     create_deployment(
         &client,
@@ -473,9 +478,7 @@ async fn two_symptoms_of_one_target_open_two_incidents() {
 
 #[tokio::test]
 async fn unguarded_pods_open_nothing_and_deleting_the_policy_stops_detection() {
-    let rules = json!([
-        {"name": "crash", "when": {"symptom": "CrashLoopBackOff", "minRestarts": 1}, "severity": "P0", "type": "ServiceOutage", "actions": [{"action": "restart"}]}
-    ]);
+    let rules = json!([crash_rule()]);
     let (client, ns, operator) = setup("detect-scope", "Deployment", rules, json!({})).await;
     create_deployment(
         &client,
@@ -551,20 +554,9 @@ async fn set_inject(client: &Client, ns: &str, name: &str, inject: Option<&str>)
 }
 
 async fn wait_phase(client: &Client, ns: &str, name: &str, phase: Phase) -> Incident {
-    let api: Api<Incident> = Api::namespaced(client.clone(), ns);
-    eventually_within(
-        &format!("{name} to be {phase:?}"),
-        Duration::from_secs(90),
-        || {
-            let api = api.clone();
-            async move {
-                api.get(name)
-                    .await
-                    .ok()
-                    .filter(|i| i.status.as_ref().and_then(|s| s.phase) == Some(phase))
-            }
-        },
-    )
+    incident_where(client, ns, name, &format!("{phase:?}"), |i| {
+        phase_of(i) == Some(phase)
+    })
     .await
 }
 
@@ -643,9 +635,7 @@ async fn a_cleared_signal_auto_resolves_returns_reopen_and_later_ones_link() {
 
 #[tokio::test]
 async fn restarting_the_operator_while_pods_fail_opens_no_duplicate() {
-    let rules = json!([
-        {"name": "crash", "when": {"symptom": "CrashLoopBackOff", "minRestarts": 1}, "severity": "P0", "type": "ServiceOutage", "actions": [{"action": "restart"}]}
-    ]);
+    let rules = json!([crash_rule()]);
     let (client, ns, operator) = setup("detect-restart", "Deployment", rules, json!({})).await;
     create_deployment(
         &client,

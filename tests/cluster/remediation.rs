@@ -11,7 +11,9 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use crate::support::{Operator, client, eventually, eventually_within, namespace};
+use crate::support::{
+    Operator, client, eventually, eventually_within, incident_where, namespace, phase_of,
+};
 
 async fn setup(
     prefix: &str,
@@ -82,18 +84,12 @@ async fn bad_release(client: &Client, ns: &str) -> Api<Deployment> {
 }
 
 async fn incident_in_phase(client: &Client, ns: &str, phases: &[Phase]) -> Incident {
-    let api: Api<Incident> = Api::namespaced(client.clone(), ns);
-    eventually_within(
-        &format!("the incident in {phases:?}"),
-        Duration::from_secs(120),
-        || {
-            let api = api.clone();
-            async move {
-                let incident = api.get("api-crashloop").await.ok()?;
-                let phase = incident.status.as_ref()?.phase?;
-                phases.contains(&phase).then_some(incident)
-            }
-        },
+    incident_where(
+        client,
+        ns,
+        "api-crashloop",
+        &format!("in {phases:?}"),
+        |i| phase_of(i).is_some_and(|p| phases.contains(&p)),
     )
     .await
 }
@@ -275,23 +271,19 @@ async fn restarting_policy(client: &Client, ns: &str, steps: usize, safety: Valu
         .unwrap();
 }
 
-/// Steps that changed the workload, and the RemediationBlocked reason once it is set.
+/// The incident once its RemediationBlocked condition carries `reason`.
 async fn blocked(client: &Client, ns: &str, reason: &str) -> Incident {
-    let api: Api<Incident> = Api::namespaced(client.clone(), ns);
-    eventually_within(
-        &format!("remediation blocked with {reason}"),
-        Duration::from_secs(120),
-        || {
-            let api = api.clone();
-            async move {
-                let incident = api.get("api-crashloop").await.ok()?;
-                let status = incident.status.as_ref()?;
-                let condition = status
-                    .conditions
-                    .iter()
-                    .find(|c| c.type_ == "RemediationBlocked" && c.status == "True")?;
-                (condition.reason == reason).then_some(incident)
-            }
+    incident_where(
+        client,
+        ns,
+        "api-crashloop",
+        &format!("blocked with {reason}"),
+        |i| {
+            i.status.as_ref().is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == "RemediationBlocked" && c.status == "True" && c.reason == reason
+                })
+            })
         },
     )
     .await
@@ -477,20 +469,9 @@ async fn label_pods(client: &Client, ns: &str, selector: &str, count: usize, inj
 }
 
 async fn resolved(client: &Client, ns: &str, name: &str) -> Incident {
-    let api: Api<Incident> = Api::namespaced(client.clone(), ns);
-    eventually_within(
-        &format!("{name} resolved"),
-        Duration::from_secs(120),
-        || {
-            let api = api.clone();
-            async move {
-                api.get(name)
-                    .await
-                    .ok()
-                    .filter(|i| i.status.as_ref().and_then(|s| s.phase) == Some(Phase::Resolved))
-            }
-        },
-    )
+    incident_where(client, ns, name, "resolved", |i| {
+        phase_of(i) == Some(Phase::Resolved)
+    })
     .await
 }
 

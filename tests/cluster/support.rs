@@ -117,6 +117,28 @@ where
     }
 }
 
+/// Waits until the named Incident satisfies `done`, then returns it.
+pub async fn incident_where(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    done: impl Fn(&Incident) -> bool,
+) -> Incident {
+    let api: Api<Incident> = Api::namespaced(client.clone(), namespace);
+    let done = &done;
+    eventually_within(&format!("{name}: {what}"), Duration::from_secs(120), || {
+        let api = api.clone();
+        async move { api.get(name).await.ok().filter(|incident| done(incident)) }
+    })
+    .await
+}
+
+/// The phase an Incident's status reports.
+pub fn phase_of(incident: &Incident) -> Option<healing_guard_operator::crd::Phase> {
+    incident.status.as_ref()?.phase
+}
+
 /// Runs a command (kubectl, helm) and returns stdout, panicking with stderr on failure.
 pub fn run(program: &str, args: &[&str], stdin: Option<&str>) -> String {
     let (status, stdout, stderr) = run_status(program, args, stdin);
