@@ -37,7 +37,12 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
     // Whole seconds: the API server stores times at that precision, and a
     // plan compared against a round-tripped status must not differ by nanos.
     let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
-    let settings = detection_settings(&ctx.client, &namespace, &incident).await?;
+    // One read of the policy serves the lifecycle's settings and the ladder.
+    let policy = incident_policy(&ctx.client, &namespace, &incident).await?;
+    let settings = match (&incident.spec.source.kind, &policy) {
+        (SourceKind::Detected, Some(policy)) => policy.spec.detection.clone(),
+        _ => Detection::default(),
+    };
     let mut plan = lifecycle::plan(&incident, &settings, now);
     let is_open = !plan.status.phase.is_some_and(|p| p.is_closed());
     if plan.status.evidence.is_none() && is_open {
@@ -49,7 +54,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         plan.status.phase,
         Some(Phase::Triggered | Phase::Acknowledged | Phase::Mitigating | Phase::Monitoring)
     );
-    if active && let Some(ladder) = remediate::ladder(&ctx, &namespace, &incident).await? {
+    if active && let Some(ladder) = remediate::ladder(&incident, policy.as_ref()) {
         let (events, requeue) =
             remediate::step(&ctx, &namespace, &incident, &ladder, &mut plan.status, now).await?;
         plan.events.extend(events);
@@ -120,23 +125,18 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
     })
 }
 
-/// The detection settings of the policy that opened a detected incident
-/// (defaults when there is none, or it is gone).
-async fn detection_settings(
+/// The incident's RemediationPolicy (same namespace), if it names one that exists.
+async fn incident_policy(
     client: &Client,
     namespace: &str,
     incident: &Incident,
-) -> Result<Detection, Error> {
-    let policy = match (&incident.spec.source.kind, &incident.spec.source.policy) {
-        (SourceKind::Detected, Some(policy)) => policy,
-        _ => return Ok(Detection::default()),
+) -> Result<Option<RemediationPolicy>, Error> {
+    let spec = &incident.spec;
+    let Some(name) = spec.policy.as_ref().or(spec.source.policy.as_ref()) else {
+        return Ok(None);
     };
     let api: Api<RemediationPolicy> = Api::namespaced(client.clone(), namespace);
-    Ok(api
-        .get_opt(policy)
-        .await?
-        .map(|p| p.spec.detection)
-        .unwrap_or_default())
+    Ok(api.get_opt(name).await?)
 }
 
 /// Retries failed reconciles with a delay.

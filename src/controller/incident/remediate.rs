@@ -59,21 +59,8 @@ pub struct Ladder {
 }
 
 /// The incident's own actions, else its policy rule's; None when there are none.
-pub async fn ladder(
-    ctx: &Context,
-    namespace: &str,
-    incident: &Incident,
-) -> Result<Option<Ladder>, Error> {
+pub fn ladder(incident: &Incident, policy: Option<&RemediationPolicy>) -> Option<Ladder> {
     let spec = &incident.spec;
-    let policy_name = spec.policy.as_ref().or(spec.source.policy.as_ref());
-    let policy = match policy_name {
-        Some(name) => {
-            Api::<RemediationPolicy>::namespaced(ctx.client.clone(), namespace)
-                .get_opt(name)
-                .await?
-        }
-        None => None,
-    };
     let rule_name = spec.rule.as_ref().or(spec.source.rule.as_ref());
     let rule = policy
         .as_ref()
@@ -85,7 +72,7 @@ pub async fn ladder(
             rule.map(|r| r.verify.clone()).unwrap_or_default(),
         ),
         (None, Some(rule)) => (rule.actions.clone(), rule.verify.clone()),
-        (None, None) => return Ok(None),
+        (None, None) => return None,
     };
     let policy_mode = policy.as_ref().map(|p| p.spec.mode).unwrap_or_default();
     let modes = steps
@@ -97,7 +84,7 @@ pub async fn ladder(
         .as_ref()
         .and_then(|p| p.annotations().get(safety::BREAKER_RESET_ANNOTATION))
         .and_then(|t| t.parse().ok());
-    Ok(Some(Ladder {
+    Some(Ladder {
         steps,
         modes,
         timing,
@@ -105,7 +92,7 @@ pub async fn ladder(
         safety: policy.map(|p| p.spec.safety.clone()).unwrap_or_default(),
         breaker_reset_at,
         rule: matched_rule,
-    }))
+    })
 }
 
 fn step_timing(step: &Action, verify: &Verify) -> Timing {
