@@ -7,6 +7,7 @@ pub mod context;
 pub mod controller;
 pub mod crd;
 pub mod detector;
+pub mod leader;
 pub mod metrics;
 pub mod remediation;
 pub mod server;

@@ -7,6 +7,7 @@ use healing_guard_operator::{
     context::Context,
     controller::{self, Scope},
     crd,
+    leader::{self, LeaderConfig},
     metrics::Metrics,
     server::{self, ServerState},
     telemetry::{self, LogFormat},
@@ -37,6 +38,15 @@ enum Command {
         /// Log format.
         #[arg(long, env = "HGO_LOG_FORMAT", value_enum, default_value = "text")]
         log_format: LogFormat,
+        /// Act only while holding a Lease, so several replicas can run.
+        #[arg(long, env = "HGO_LEADER_ELECT")]
+        leader_elect: bool,
+        /// Namespace of the Lease (in a cluster: the operator's own).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        leader_election_namespace: String,
+        /// Seconds the Lease holds without renewal; a standby takes over after it.
+        #[arg(long, env = "HGO_LEASE_DURATION", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
+        lease_duration: u64,
     },
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
@@ -58,6 +68,9 @@ fn main() -> ExitCode {
             listen,
             namespace,
             log_format,
+            leader_elect,
+            leader_election_namespace,
+            lease_duration,
         } => {
             telemetry::init(log_format);
             let runtime = match tokio::runtime::Runtime::new() {
@@ -67,7 +80,23 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(listen, Scope { namespace })) {
+            let leader = leader_elect.then(|| {
+                // One lease per watched scope: namespaced instances do not compete.
+                let lease_name = match &namespace {
+                    Some(watched) => format!("healing-guard-operator-{watched}"),
+                    None => "healing-guard-operator".to_owned(),
+                };
+                let host = std::env::var("POD_NAME")
+                    .or_else(|_| std::env::var("HOSTNAME"))
+                    .unwrap_or_default();
+                LeaderConfig {
+                    namespace: leader_election_namespace,
+                    lease_name,
+                    identity: format!("{host}-{}", std::process::id()),
+                    duration_seconds: lease_duration,
+                }
+            });
+            match runtime.block_on(run(listen, Scope { namespace }, leader)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     error!(%err, "operator stopped");
@@ -78,7 +107,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(listen: SocketAddr, scope: Scope) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(
+    listen: SocketAddr,
+    scope: Scope,
+    leader: Option<LeaderConfig>,
+) -> Result<(), Box<dyn std::error::Error>> {
     // kube and any HTTP client share the one TLS provider: ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let shutdown = CancellationToken::new();
@@ -96,11 +129,30 @@ async fn run(listen: SocketAddr, scope: Scope) -> Result<(), Box<dyn std::error:
         waited = controller::wait_for_crds(&client) => waited?,
         () = shutdown.cancelled() => return Ok(()),
     }
+    // A standby is ready too: it serves and waits to take over.
     state.ready.store(true, Ordering::Relaxed);
+    let leadership = match &leader {
+        Some(config) => match leader::acquire(client.clone(), config, shutdown.clone()).await? {
+            Some(leadership) => Some(leadership),
+            None => {
+                server.await??;
+                return Ok(());
+            }
+        },
+        None => None,
+    };
     let ctx = Arc::new(Context::new(client, metrics));
     controller::run(ctx, scope, shutdown.clone()).await;
     shutdown.cancel();
     server.await??;
+    if let Some(leadership) = leadership {
+        if leadership.lost() {
+            return Err(
+                "lost the lease while acting; exiting so that a restart waits for it again".into(),
+            );
+        }
+        leadership.release().await;
+    }
     info!("shut down cleanly");
     Ok(())
 }

@@ -8,6 +8,7 @@ mod chart;
 mod control_plane;
 mod detection;
 mod incident;
+mod leader;
 mod policy;
 mod remediation;
 mod validation;

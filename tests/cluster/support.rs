@@ -182,6 +182,12 @@ impl Operator {
     /// Installs the chart's ServiceAccount and RBAC into `namespace` and starts
     /// the operator with that account's token; waits until `/readyz` is ok.
     pub async fn start(namespace: &str) -> Operator {
+        Operator::start_with(namespace, &[]).await
+    }
+
+    /// As [`Operator::start`], with more `run` arguments.
+    pub async fn start_with(namespace: &str, extra: &[&str]) -> Operator {
+        static STARTED: AtomicU32 = AtomicU32::new(0);
         let release = format!("op-{namespace}");
         let rbac = run(
             "helm",
@@ -218,7 +224,10 @@ impl Operator {
         std::fs::create_dir_all(&dir).unwrap();
         let kubeconfig = dir.join(format!("{namespace}.kubeconfig"));
         std::fs::write(&kubeconfig, service_account_kubeconfig(token.trim())).unwrap();
-        let log = dir.join(format!("{namespace}.log"));
+        let log = dir.join(format!(
+            "{namespace}-{}.log",
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        ));
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_healing-guard-operator"))
             .args([
@@ -228,6 +237,7 @@ impl Operator {
                 "--listen",
                 &format!("127.0.0.1:{port}"),
             ])
+            .args(extra)
             .env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", "info,healing_guard_operator=debug")
             .stdout(std::fs::File::create(&log).unwrap())
