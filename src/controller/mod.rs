@@ -34,6 +34,23 @@ use crate::{
 };
 pub use error::Error;
 
+/// A namespaced kind the typed API can read and list.
+pub trait NamespacedKind:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> NamespacedKind for K where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+{
+}
+
 /// Where the controllers look.
 #[derive(Clone, Debug, Default)]
 pub struct Scope {

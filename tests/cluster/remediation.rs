@@ -21,28 +21,29 @@ async fn setup(
     actions: Value,
     timeout: &str,
 ) -> (Client, String, Operator) {
+    setup_spec(prefix, crash_policy(mode, actions, timeout)).await
+}
+
+/// The spec of a policy guarding Deployments labelled `guarded=yes` whose one
+/// rule, `crash`, runs `actions` on the first restart (hold-down 3 s).
+fn crash_policy(mode: &str, actions: Value, timeout: &str) -> Value {
+    json!({
+        "mode": mode,
+        "targets": [{"kind": "Deployment", "selector": {"matchLabels": {"guarded": "yes"}}}],
+        "rules": [{
+            "name": "crash", "when": {"symptom": "CrashLoopBackOff", "minRestarts": 1},
+            "severity": "P0", "type": "ServiceOutage", "actions": actions,
+            "verify": {"timeout": timeout, "holdDown": "3s"}
+        }]
+    })
+}
+
+/// A namespace, the operator watching it, and the policy `guard` with `spec`.
+async fn setup_spec(prefix: &str, spec: Value) -> (Client, String, Operator) {
     let client = client().await;
     let ns = namespace(&client, prefix).await;
     let operator = Operator::start(&ns).await;
-    let policy: RemediationPolicy = serde_json::from_value(json!({
-        "apiVersion": "healing-guard.io/v1alpha1",
-        "kind": "RemediationPolicy",
-        "metadata": {"name": "guard"},
-        "spec": {
-            "mode": mode,
-            "targets": [{"kind": "Deployment", "selector": {"matchLabels": {"guarded": "yes"}}}],
-            "rules": [{
-                "name": "crash", "when": {"symptom": "CrashLoopBackOff", "minRestarts": 1},
-                "severity": "P0", "type": "ServiceOutage", "actions": actions,
-                "verify": {"timeout": timeout, "holdDown": "3s"}
-            }]
-        }
-    }))
-    .unwrap();
-    Api::<RemediationPolicy>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &policy)
-        .await
-        .unwrap();
+    policy_with(&client, &ns, spec).await;
     (client, ns, operator)
 }
 
@@ -245,30 +246,13 @@ async fn a_ladder_that_does_not_help_ends_escalated() {
 
 /// A policy whose ladder is `steps` restarts (which cannot fix a crashing
 /// release), each failing after 3 s, with the given safety limits.
-async fn restarting_policy(client: &Client, ns: &str, steps: usize, safety: Value) {
+fn restarting_spec(steps: usize, safety: Value) -> Value {
     let actions: Vec<Value> = (1..=steps)
         .map(|i| json!({"name": format!("restart-{i}"), "action": "restart"}))
         .collect();
-    let policy: RemediationPolicy = serde_json::from_value(json!({
-        "apiVersion": "healing-guard.io/v1alpha1",
-        "kind": "RemediationPolicy",
-        "metadata": {"name": "guard"},
-        "spec": {
-            "mode": "Auto",
-            "targets": [{"kind": "Deployment", "selector": {"matchLabels": {"guarded": "yes"}}}],
-            "rules": [{
-                "name": "crash", "when": {"symptom": "CrashLoopBackOff", "minRestarts": 1},
-                "severity": "P0", "type": "ServiceOutage", "actions": actions,
-                "verify": {"timeout": "3s", "holdDown": "3s"}
-            }],
-            "safety": safety
-        }
-    }))
-    .unwrap();
-    Api::<RemediationPolicy>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &policy)
-        .await
-        .unwrap();
+    let mut spec = crash_policy("Auto", json!(actions), "3s");
+    spec["safety"] = safety;
+    spec
 }
 
 /// The incident once its RemediationBlocked condition carries `reason`.
@@ -297,12 +281,9 @@ fn applied(incident: &Incident) -> usize {
 
 #[tokio::test]
 async fn a_crash_that_goes_on_gets_no_more_actions_than_the_budget() {
-    let client = client().await;
-    let ns = namespace(&client, "fix-budget").await;
-    let _operator = Operator::start(&ns).await;
     let safety =
         json!({"cooldown": "1s", "maxActions": 2, "window": "1h", "circuitBreakerThreshold": 10});
-    restarting_policy(&client, &ns, 5, safety).await;
+    let (client, ns, _operator) = setup_spec("fix-budget", restarting_spec(5, safety)).await;
     bad_release(&client, &ns).await;
     let incident = blocked(&client, &ns, "SafetyLimit").await;
     assert_eq!(
@@ -322,12 +303,9 @@ async fn a_crash_that_goes_on_gets_no_more_actions_than_the_budget() {
 
 #[tokio::test]
 async fn the_circuit_breaker_opens_stays_open_and_a_human_resets_it() {
-    let client = client().await;
-    let ns = namespace(&client, "fix-breaker").await;
-    let _operator = Operator::start(&ns).await;
     let safety =
         json!({"cooldown": "1s", "maxActions": 10, "window": "1h", "circuitBreakerThreshold": 2});
-    restarting_policy(&client, &ns, 4, safety).await;
+    let (client, ns, _operator) = setup_spec("fix-breaker", restarting_spec(4, safety)).await;
     bad_release(&client, &ns).await;
     let incident = blocked(&client, &ns, "CircuitBreakerOpen").await;
     assert_eq!(applied(&incident), 2);
@@ -556,23 +534,10 @@ async fn an_exhausted_webhook_worker_is_scaled_within_bounds() {
 
 #[tokio::test]
 async fn when_the_first_step_does_not_help_the_second_does() {
-    let client = client().await;
-    let ns = namespace(&client, "fix-ladder").await;
-    let _operator = Operator::start(&ns).await;
-    policy_with(
-        &client,
-        &ns,
-        json!({
-            "mode": "Auto",
-            "targets": [{"kind": "Deployment", "selector": {"matchLabels": {"guarded": "yes"}}}],
-            "rules": [{"name": "crash", "when": {"symptom": "CrashLoopBackOff", "minRestarts": 1},
-                       "severity": "P0", "type": "ServiceOutage",
-                       "actions": [{"action": "restart", "timeout": "5s"}, {"action": "rollback"}],
-                       "verify": {"timeout": "1m", "holdDown": "3s"}}],
-            "safety": {"cooldown": "1s"}
-        }),
-    )
-    .await;
+    let actions = json!([{"action": "restart", "timeout": "5s"}, {"action": "rollback"}]);
+    let mut spec = crash_policy("Auto", actions, "1m");
+    spec["safety"] = json!({"cooldown": "1s"});
+    let (client, ns, _operator) = setup_spec("fix-ladder", spec).await;
     bad_release(&client, &ns).await;
     let incident = resolved(&client, &ns, "api-crashloop").await;
     let results: Vec<_> = incident
@@ -742,23 +707,10 @@ async fn restore_config_without_a_snapshot_is_refused_with_a_reason() {
 #[tokio::test]
 async fn rollback_to_last_healthy_skips_every_bad_release() {
     use k8s_openapi::api::core::v1::ConfigMap;
-    let client = client().await;
-    let ns = namespace(&client, "fix-lasthealthy").await;
-    let _operator = Operator::start(&ns).await;
-    policy_with(
-        &client,
-        &ns,
-        json!({
-            "mode": "Auto",
-            "targets": [{"kind": "Deployment", "selector": {"matchLabels": {"guarded": "yes"}}}],
-            "rules": [{"name": "crash", "when": {"symptom": "CrashLoopBackOff", "minRestarts": 1},
-                       "severity": "P0", "type": "ServiceOutage",
-                       "actions": [{"action": "rollback", "rollback": {"to": "LastHealthy"}}],
-                       "verify": {"timeout": "1m", "holdDown": "3s"}}],
-            "detection": {"holdDown": "2s"}
-        }),
-    )
-    .await;
+    let actions = json!([{"action": "rollback", "rollback": {"to": "LastHealthy"}}]);
+    let mut spec = crash_policy("Auto", actions, "1m");
+    spec["detection"] = json!({"holdDown": "2s"});
+    let (client, ns, _operator) = setup_spec("fix-lasthealthy", spec).await;
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "api", "labels": {"guarded": "yes"}},

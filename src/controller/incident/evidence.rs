@@ -137,10 +137,7 @@ async fn read<K>(
     evidence: &mut Evidence,
 ) -> Option<K>
 where
-    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+    K: crate::controller::NamespacedKind,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     match api.get_opt(&target.name).await {

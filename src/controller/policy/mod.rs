@@ -227,10 +227,7 @@ async fn list_names<K>(
     params: &ListParams,
 ) -> Result<Vec<String>, Error>
 where
-    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+    K: crate::controller::NamespacedKind,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let list = api.list_metadata(params).await?;
