@@ -1,34 +1,82 @@
-//! The state every reconcile shares.
+//! The state every reconcile shares: the client, the event recorder, the
+//! metrics, and the shared watches (one per resource kind).
 
-use std::sync::Arc;
+use std::{future::Future, sync::Arc};
 
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::{
     Client, Resource,
-    runtime::events::{Event, EventType, Recorder, Reporter},
+    runtime::{
+        events::{Event, EventType, Recorder, Reporter},
+        watcher,
+    },
 };
 use tracing::warn;
 
-use crate::metrics::Metrics;
+use crate::{
+    crd::{Incident, RemediationPolicy},
+    k8s::{Scope, shared::Shared},
+    metrics::Metrics,
+    names::FIELD_MANAGER,
+};
 
-/// The field manager of every server-side apply the operator makes.
-pub const FIELD_MANAGER: &str = "healing-guard-operator";
+/// One watch per kind the operator reads, each a store and a fan-out of
+/// changes; the controllers and the detector all read these.
+#[derive(Clone)]
+pub struct Watches {
+    pub incidents: Shared<Incident>,
+    pub policies: Shared<RemediationPolicy>,
+    pub deployments: Shared<Deployment>,
+    pub statefulsets: Shared<StatefulSet>,
+}
 
-/// Shared by all reconciles: the client, the event recorder and the metrics.
+impl Watches {
+    /// The watches of everything in `scope`, and the future that drives
+    /// them (until dropped).
+    pub fn start(client: &Client, scope: &Scope) -> (Self, impl Future<Output = ()> + use<>) {
+        let config = || watcher::Config::default().any_semantic();
+        let (incidents, incidents_driver) = Shared::watch(scope.api(client), config());
+        let (policies, policies_driver) = Shared::watch(scope.api(client), config());
+        let (deployments, deployments_driver) = Shared::watch(scope.api(client), config());
+        let (statefulsets, statefulsets_driver) = Shared::watch(scope.api(client), config());
+        let drivers = async move {
+            tokio::join!(
+                incidents_driver,
+                policies_driver,
+                deployments_driver,
+                statefulsets_driver
+            );
+        };
+        (
+            Watches {
+                incidents,
+                policies,
+                deployments,
+                statefulsets,
+            },
+            drivers,
+        )
+    }
+}
+
+/// Shared by all reconciles.
 #[derive(Clone)]
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    pub watches: Watches,
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
+    pub fn new(client: Client, metrics: Arc<Metrics>, watches: Watches) -> Self {
         let reporter = Reporter::from(FIELD_MANAGER);
         let recorder = Recorder::new(client.clone(), reporter);
         Context {
             client,
             recorder,
             metrics,
+            watches,
         }
     }
 

@@ -12,7 +12,7 @@ use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::context::FIELD_MANAGER;
+use crate::names::LEADER_FIELD_MANAGER;
 
 /// Where the Lease lives and how long it holds.
 #[derive(Clone, Debug)]
@@ -81,7 +81,7 @@ pub async fn acquire(
         .with_identity(&config.identity)
         .with_duration(duration)
         .with_grace((duration / 3).max(1))
-        .with_field_manager(format!("{FIELD_MANAGER}-leader"))
+        .with_field_manager(LEADER_FIELD_MANAGER)
         .build()
         .await
         .map_err(lease_error)?;

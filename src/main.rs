@@ -4,9 +4,8 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc, sync::atomic::Ordering}
 
 use clap::{Parser, Subcommand};
 use healing_guard_operator::{
-    context::Context,
-    controller::{self, Scope},
-    crd,
+    controller, crd,
+    k8s::Scope,
     leader::{self, LeaderConfig},
     metrics::Metrics,
     server::{self, ServerState},
@@ -141,8 +140,7 @@ async fn run(
         },
         None => None,
     };
-    let ctx = Arc::new(Context::new(client, metrics));
-    controller::run(ctx, scope, shutdown.clone()).await;
+    controller::run(client, metrics, scope, shutdown.clone()).await;
     shutdown.cancel();
     server.await??;
     if let Some(leadership) = leadership {

@@ -1,5 +1,7 @@
 //! Errors of a reconcile, and how the error policy treats them.
 
+use crate::remediation::actions::ApplyError;
+
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -17,6 +19,15 @@ pub enum Error {
 impl From<kube::Error> for Error {
     fn from(error: kube::Error) -> Self {
         Error::Kube(error)
+    }
+}
+
+impl From<ApplyError> for Error {
+    fn from(error: ApplyError) -> Self {
+        match error {
+            ApplyError::Kube(error) => Error::Kube(error),
+            ApplyError::Encode(error) => Error::Serialize(error),
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Runs the controllers: waits for the CRDs, then drives Incidents and
-//! RemediationPolicies until shutdown.
+//! Runs the operator's parts: waits for the CRDs, starts the shared watches,
+//! then drives the Incident and RemediationPolicy controllers and the
+//! detector until shutdown.
 
 pub mod error;
 pub mod incident;
@@ -8,68 +9,22 @@ pub mod policy;
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
-use k8s_openapi::{
-    NamespaceResourceScope,
-    api::apps::v1::{Deployment, StatefulSet},
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
-    Api, Client, CustomResourceExt, Resource, ResourceExt,
-    api::{PartialObjectMeta, Patch},
-    runtime::{
-        Controller, WatchStreamExt, conditions, predicates,
-        reflector::{ObjectRef, Store},
-        wait::await_condition,
-        watcher,
-    },
+    Api, Client, CustomResourceExt, ResourceExt,
+    runtime::{Controller, conditions, reflector::ObjectRef, wait::await_condition},
 };
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    context::Context,
-    crd::{Incident, RemediationPolicy},
-    detector::writer::POLICY_LABEL,
+    context::{Context, Watches},
+    crd::{Incident, RemediationPolicy, WorkloadKind},
+    k8s::Scope,
+    metrics::Metrics,
+    names::POLICY_LABEL,
 };
 pub use error::Error;
-
-/// A namespaced kind the typed API can read and list.
-pub trait NamespacedKind:
-    Resource<DynamicType = (), Scope = NamespaceResourceScope>
-    + Clone
-    + serde::de::DeserializeOwned
-    + std::fmt::Debug
-{
-}
-
-impl<K> NamespacedKind for K where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-{
-}
-
-/// Where the controllers look.
-#[derive(Clone, Debug, Default)]
-pub struct Scope {
-    /// Watch only this namespace; all namespaces when None.
-    pub namespace: Option<String>,
-}
-
-impl Scope {
-    /// An Api for a namespaced kind within the scope.
-    pub fn api<K>(&self, client: &Client) -> Api<K>
-    where
-        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
-    {
-        match &self.namespace {
-            Some(namespace) => Api::namespaced(client.clone(), namespace),
-            None => Api::all(client.clone()),
-        }
-    }
-}
 
 /// Errors that stop the operator from starting.
 #[derive(Debug, thiserror::Error)]
@@ -97,93 +52,146 @@ pub async fn wait_for_crds(client: &Client) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Runs both controllers until `shutdown` is cancelled.
-pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: CancellationToken) {
-    let client = ctx.client.clone();
+/// Runs both controllers and the detector until `shutdown` is cancelled.
+pub async fn run(client: Client, metrics: Arc<Metrics>, scope: Scope, shutdown: CancellationToken) {
+    let (watches, drive_watches) = Watches::start(&client, &scope);
+    let _ = metrics.incident_store.set(watches.incidents.store());
+    let ctx = Arc::new(Context::new(client, metrics, watches.clone()));
     let config = kube::runtime::controller::Config::default().debounce(Duration::from_millis(500));
 
-    let incident_controller = Controller::new(
-        scope.api::<Incident>(&client),
-        watcher::Config::default().any_semantic(),
-    );
-    let _ = ctx.metrics.incident_store.set(incident_controller.store());
-    let incidents = incident_controller
-        .with_config(config.clone())
-        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-        .run(incident::reconcile, incident::error_policy, ctx.clone())
-        .for_each(|result| async move { log_result("incident", result) });
+    let incidents =
+        Controller::for_shared_stream(watches.incidents.applied(), watches.incidents.store())
+            // Verification reacts to the rollout itself, not to a timer.
+            .watches_shared_stream(
+                watches.deployments.touched(),
+                incidents_targeting(&watches, WorkloadKind::Deployment),
+            )
+            .watches_shared_stream(
+                watches.statefulsets.touched(),
+                incidents_targeting(&watches, WorkloadKind::StatefulSet),
+            )
+            // A policy edited mid-incident (kept in Git) re-plans its incidents.
+            .watches_shared_stream(watches.policies.applied(), incidents_under(&watches))
+            .with_config(config.clone())
+            .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+            .run(incident::reconcile, incident::error_policy, ctx.clone())
+            .for_each(|result| async move { log_result("incident", result) });
 
-    let policy_controller = Controller::new(
-        scope.api::<RemediationPolicy>(&client),
-        watcher::Config::default().any_semantic(),
-    );
-    let store = policy_controller.store();
-    // A workload appearing or relabelled can change what a policy matches.
-    let deployments = workload_triggers(scope.api::<PartialObjectMeta<Deployment>>(&client));
-    let statefulsets = workload_triggers(scope.api::<PartialObjectMeta<StatefulSet>>(&client));
-    // A detected incident updates its policy's lastTriggered.
-    let opened = watcher(
-        scope.api::<PartialObjectMeta<Incident>>(&client),
-        watcher::Config::default()
-            .any_semantic()
-            .labels(POLICY_LABEL),
-    )
-    .touched_objects()
-    // Every change: step results (status) move the policy's circuit breaker.
-    .predicate_filter(predicates::resource_version, Default::default());
-    let policies = policy_controller
-        .with_config(config)
-        .watches_stream(deployments, policies_in_namespace(store.clone()))
-        .watches_stream(statefulsets, policies_in_namespace(store))
-        .watches_stream(opened, |incident| {
-            let policy = incident
-                .metadata
-                .labels
-                .as_ref()?
-                .get(POLICY_LABEL)?
-                .clone();
-            let namespace = incident.metadata.namespace.as_deref()?;
-            Some(ObjectRef::new(&policy).within(namespace))
-        })
-        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
-        .run(policy::reconcile, policy::error_policy, ctx.clone())
-        .for_each(|result| async move { log_result("remediationpolicy", result) });
+    let policies =
+        Controller::for_shared_stream(watches.policies.applied(), watches.policies.store())
+            // A workload appearing or relabelled can change what a policy matches.
+            .watches_shared_stream(
+                watches.deployments.touched(),
+                policies_in_namespace(&watches),
+            )
+            .watches_shared_stream(
+                watches.statefulsets.touched(),
+                policies_in_namespace(&watches),
+            )
+            // Incidents move the policy's lastTriggered and circuit breaker.
+            .watches_shared_stream(watches.incidents.touched(), policy_of_incident)
+            .with_config(config)
+            .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+            .run(policy::reconcile, policy::error_policy, ctx.clone())
+            .for_each(|result| async move { log_result("remediationpolicy", result) });
 
-    let detector =
-        crate::detector::run(client.clone(), ctx.metrics.clone(), scope.clone(), shutdown);
+    let detector = crate::detector::run(ctx.clone(), shutdown.clone());
 
     info!(
         namespace = scope.namespace.as_deref().unwrap_or("<all>"),
         "controllers started"
     );
-    tokio::join!(incidents, policies, detector);
+    tokio::select! {
+        () = drive_watches => warn!("the shared watches ended"),
+        _ = async { tokio::join!(incidents, policies, detector) } => {}
+    }
     info!("controllers stopped");
 }
 
-fn workload_triggers<K>(
-    api: Api<PartialObjectMeta<K>>,
-) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+/// Maps a workload to the open incidents that target it.
+fn incidents_targeting<K>(
+    watches: &Watches,
+    kind: WorkloadKind,
+) -> impl Fn(Arc<K>) -> Vec<ObjectRef<Incident>> + Send + Sync + 'static
 where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
-    PartialObjectMeta<K>: Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+    K: kube::Resource,
 {
-    watcher(api, watcher::Config::default().any_semantic())
-        .touched_objects()
-        .predicate_filter(predicates::labels, Default::default())
+    let store = watches.incidents.store();
+    move |workload| {
+        let namespace = workload.meta().namespace.clone();
+        let name = workload.meta().name.clone().unwrap_or_default();
+        store
+            .state_filter(|incident| {
+                incident.metadata.namespace == namespace
+                    && incident.spec.target.kind == kind
+                    && incident.spec.target.name == name
+                    && !incident
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.phase)
+                        .is_some_and(|p| p.is_closed())
+            })
+            .iter()
+            .map(|incident| ObjectRef::from_obj(incident.as_ref()))
+            .collect()
+    }
 }
 
-fn policies_in_namespace<K>(
-    store: Store<RemediationPolicy>,
-) -> impl Fn(PartialObjectMeta<K>) -> Vec<ObjectRef<RemediationPolicy>> + Send + Sync + 'static {
-    move |workload| {
-        let namespace = workload.metadata.namespace;
+/// Maps a policy to the open incidents that run under it.
+fn incidents_under(
+    watches: &Watches,
+) -> impl Fn(Arc<RemediationPolicy>) -> Vec<ObjectRef<Incident>> + Send + Sync + 'static {
+    let store = watches.incidents.store();
+    move |policy| {
+        let name = policy.name_any();
         store
-            .state()
+            .state_filter(|incident| {
+                incident.metadata.namespace == policy.metadata.namespace
+                    && incident
+                        .spec
+                        .policy
+                        .as_ref()
+                        .or(incident.spec.source.policy.as_ref())
+                        == Some(&name)
+                    && !incident
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.phase)
+                        .is_some_and(|p| p.is_closed())
+            })
             .iter()
-            .filter(|policy| policy.namespace() == namespace)
+            .map(|incident| ObjectRef::from_obj(incident.as_ref()))
+            .collect()
+    }
+}
+
+/// Maps a workload to the policies of its namespace.
+fn policies_in_namespace<K>(
+    watches: &Watches,
+) -> impl Fn(Arc<K>) -> Vec<ObjectRef<RemediationPolicy>> + Send + Sync + 'static
+where
+    K: kube::Resource,
+{
+    let store = watches.policies.store();
+    move |workload| {
+        let namespace = workload.meta().namespace.clone();
+        store
+            .state_filter(|policy| policy.metadata.namespace == namespace)
+            .iter()
             .map(|policy| ObjectRef::from_obj(policy.as_ref()))
             .collect()
     }
+}
+
+/// The policy an incident runs under: the one that opened it, or the one it names.
+fn policy_of_incident(incident: Arc<Incident>) -> Option<ObjectRef<RemediationPolicy>> {
+    let policy = incident
+        .labels()
+        .get(POLICY_LABEL)
+        .or(incident.spec.policy.as_ref())
+        .or(incident.spec.source.policy.as_ref())?;
+    let namespace = incident.namespace()?;
+    Some(ObjectRef::new(policy).within(&namespace))
 }
 
 fn log_result<T: std::fmt::Debug, E: std::fmt::Display>(controller: &str, result: Result<T, E>) {
@@ -191,17 +199,4 @@ fn log_result<T: std::fmt::Debug, E: std::fmt::Display>(controller: &str, result
     if let Err(error) = result {
         warn!(controller, %error, "controller stream error");
     }
-}
-
-/// A server-side apply patch that sets an object's status.
-pub fn status_patch<K>(status: &impl Serialize) -> Result<Patch<serde_json::Value>, Error>
-where
-    K: Resource<DynamicType = ()>,
-{
-    let status = serde_json::to_value(status).map_err(Error::Serialize)?;
-    Ok(Patch::Apply(serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    })))
 }

@@ -11,7 +11,20 @@ use serde::{Deserialize, Serialize};
 /// Incident severity from the runbook: P0 is a complete outage, P3 cosmetic.
 /// Ordered so that `P0 < P1`: a smaller value is more severe.
 #[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    JsonSchema,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::EnumIter,
 )]
 pub enum Severity {
     /// Complete service outage: acknowledge within 15 minutes.
@@ -49,14 +62,21 @@ impl Severity {
     }
 }
 
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
-
 /// Incident type from the runbook's classification.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    JsonSchema,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 pub enum IncidentType {
     /// Core services unavailable.
     ServiceOutage,
@@ -70,12 +90,6 @@ pub enum IncidentType {
     IntegrationFailure,
     /// Memory, CPU or disk exhausted.
     ResourceExhaustion,
-}
-
-impl fmt::Display for IncidentType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
 }
 
 /// How remediation steps are carried out.
@@ -92,19 +106,26 @@ pub enum Mode {
 
 /// The kinds of workload the operator guards.
 #[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    JsonSchema,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::EnumIter,
 )]
 pub enum WorkloadKind {
     /// apps/v1 Deployment.
     Deployment,
     /// apps/v1 StatefulSet.
     StatefulSet,
-}
-
-impl fmt::Display for WorkloadKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
 }
 
 /// A duration written the Go way (`90s`, `5m`, `1h30m`), as in metav1.Duration.
@@ -180,8 +201,22 @@ impl fmt::Display for WorkloadRef {
 }
 
 /// The containment actions the operator knows.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    JsonSchema,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "camelCase")]
+#[strum(serialize_all = "camelCase")]
 pub enum ActionKind {
     /// Put an earlier revision's pod template back (`kubectl rollout undo`). Deployments only.
     Rollback,
@@ -204,18 +239,7 @@ impl ActionKind {
 
     /// The name used in YAML, step ids and metrics.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ActionKind::Rollback => "rollback",
-            ActionKind::Scale => "scale",
-            ActionKind::Restart => "restart",
-            ActionKind::RestoreConfig => "restoreConfig",
-        }
-    }
-}
-
-impl fmt::Display for ActionKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 

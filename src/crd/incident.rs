@@ -178,7 +178,20 @@ pub struct Decline {
 }
 
 /// Where an incident stands.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    JsonSchema,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 pub enum Phase {
     /// Opened, nobody has acknowledged it yet.
     Triggered,
@@ -204,15 +217,7 @@ impl Phase {
 
     /// The name used in YAML and metrics.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Triggered => "Triggered",
-            Phase::Acknowledged => "Acknowledged",
-            Phase::Mitigating => "Mitigating",
-            Phase::Monitoring => "Monitoring",
-            Phase::Resolved => "Resolved",
-            Phase::Escalated => "Escalated",
-            Phase::Declined => "Declined",
-        }
+        self.into()
     }
 }
 
@@ -343,6 +348,12 @@ pub struct StepRecord {
     pub name: String,
     /// The action.
     pub action: ActionKind,
+    /// The policy rule whose ladder the step came from; unset for the
+    /// incident's own actions. With name and action, the step's identity:
+    /// a policy edited mid-incident never makes a recorded step run as
+    /// another action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     /// 1 for the first try of this step.
     pub attempt: i32,
     /// Where the step stands.
@@ -365,7 +376,20 @@ pub struct StepRecord {
 }
 
 /// Where a step stands.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    JsonSchema,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 pub enum StepResult {
     /// Recorded, not yet applied.
     Pending,
@@ -386,15 +410,7 @@ pub enum StepResult {
 impl StepResult {
     /// The name used in YAML and metrics.
     pub fn as_str(self) -> &'static str {
-        match self {
-            StepResult::Pending => "Pending",
-            StepResult::AwaitingApproval => "AwaitingApproval",
-            StepResult::Verifying => "Verifying",
-            StepResult::Succeeded => "Succeeded",
-            StepResult::Failed => "Failed",
-            StepResult::Skipped => "Skipped",
-            StepResult::DryRun => "DryRun",
-        }
+        self.into()
     }
 }
 

@@ -147,54 +147,60 @@ pub struct PolicyRule {
 
 /// Failure symptoms the detector recognises.
 #[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    JsonSchema,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+    strum::EnumProperty,
 )]
 pub enum Symptom {
     /// A container restarts again and again (restarts >= minRestarts).
+    #[strum(props(slug = "crashloop"))]
     CrashLoopBackOff,
     /// A container's last termination was OOMKilled.
+    #[strum(props(slug = "oomkilled"))]
     OOMKilled,
     /// An image cannot be pulled (ImagePullBackOff or ErrImagePull).
+    #[strum(props(slug = "imagepull"))]
     ImagePullBackOff,
     /// A pod's phase is Failed.
+    #[strum(props(slug = "podfailed"))]
     PodFailed,
     /// A pod was evicted.
+    #[strum(props(slug = "evicted"))]
     Evicted,
     /// A pod has not been Ready for longer than sustainedFor.
+    #[strum(props(slug = "notready"))]
     NotReady,
     /// A Deployment's rollout exceeded its progress deadline.
+    #[strum(props(slug = "rollout-stuck"))]
     ProgressDeadlineExceeded,
     /// Available (Deployment) or ready (StatefulSet) replicas below belowRatio of desired.
+    #[strum(props(slug = "unavailable"))]
     ReplicasUnavailable,
 }
 
 impl Symptom {
     /// The symptom as written in YAML, dedup keys and labels.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Symptom::CrashLoopBackOff => "CrashLoopBackOff",
-            Symptom::OOMKilled => "OOMKilled",
-            Symptom::ImagePullBackOff => "ImagePullBackOff",
-            Symptom::PodFailed => "PodFailed",
-            Symptom::Evicted => "Evicted",
-            Symptom::NotReady => "NotReady",
-            Symptom::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
-            Symptom::ReplicasUnavailable => "ReplicasUnavailable",
-        }
+        self.into()
     }
 
-    /// A short lowercase form for incident names.
+    /// A short lowercase form for incident names (every variant declares one;
+    /// a unit test holds them to that).
     pub fn slug(self) -> &'static str {
-        match self {
-            Symptom::CrashLoopBackOff => "crashloop",
-            Symptom::OOMKilled => "oomkilled",
-            Symptom::ImagePullBackOff => "imagepull",
-            Symptom::PodFailed => "podfailed",
-            Symptom::Evicted => "evicted",
-            Symptom::NotReady => "notready",
-            Symptom::ProgressDeadlineExceeded => "rollout-stuck",
-            Symptom::ReplicasUnavailable => "unavailable",
-        }
+        use strum::EnumProperty;
+        self.get_str("slug").unwrap_or("signal")
     }
 
     /// Whether the symptom is seen on pods (rather than on the workload).
@@ -203,12 +209,6 @@ impl Symptom {
             self,
             Symptom::ProgressDeadlineExceeded | Symptom::ReplicasUnavailable
         )
-    }
-}
-
-impl std::fmt::Display for Symptom {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

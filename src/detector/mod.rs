@@ -1,9 +1,9 @@
 //! The detector: watches what policies guard and opens, updates, reopens and
-//! clears Incidents from what it sees. Event-driven: watches feed it, and a
-//! timer wakes it only when a `sustainedFor` period runs out.
+//! clears Incidents from what it sees. Event-driven: the shared watches of
+//! policies and workloads and its own pod watches feed it, and a timer wakes
+//! it only when a `sustainedFor` period runs out.
 
 pub mod dedup;
-pub mod snapshots;
 pub mod symptoms;
 pub mod watches;
 pub mod writer;
@@ -14,31 +14,34 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
 use k8s_openapi::{api::core::v1::Pod, jiff::Timestamp};
-use kube::{
-    Client, ResourceExt,
-    runtime::{WatchStreamExt, reflector, reflector::Store, watcher},
-};
+use kube::{ResourceExt, runtime::watcher};
+use strum::IntoEnumIterator;
 use tokio::{sync::mpsc, task::AbortHandle};
 use tokio_util::{sync::CancellationToken, time::DelayQueue};
 use tracing::{debug, info, warn};
 
 use self::{
     symptoms::{Evaluation, Signal},
-    watches::{Input, PodWatchKey, Workload, WorkloadWatchKey},
+    watches::PodEvent,
     writer::{Report, Writer},
 };
 use crate::{
-    controller::Scope,
-    crd::{Incident, RemediationPolicy, Symptom, WorkloadKind, WorkloadRef},
-    metrics::Metrics,
+    context::{Context, Watches},
+    crd::{RemediationPolicy, Symptom, WorkloadKind, WorkloadRef},
+    k8s::shared::Change,
+    remediation::known_good,
+    workload::{PodSelector, Workload},
 };
 
 /// How often collected reports are written; repeats within it are coalesced.
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
 
 type WorkloadId = (WorkloadKind, String, String);
+
+fn id_of(workload: &Workload) -> WorkloadId {
+    (workload.kind(), workload.namespace(), workload.name())
+}
 
 struct PodWatch {
     handle: AbortHandle,
@@ -48,13 +51,13 @@ struct PodWatch {
 }
 
 struct Detector {
-    client: Client,
-    policies: Store<RemediationPolicy>,
+    client: kube::Client,
+    watches: Watches,
     writer: Writer,
-    sender: mpsc::Sender<Input>,
-    workload_watches: HashMap<WorkloadWatchKey, (AbortHandle, Option<BTreeSet<WorkloadId>>)>,
-    pod_watches: HashMap<PodWatchKey, PodWatch>,
-    workloads: HashMap<WorkloadId, (Workload, BTreeSet<WorkloadWatchKey>)>,
+    sender: mpsc::Sender<PodEvent>,
+    pod_watches: HashMap<PodSelector, PodWatch>,
+    /// The guarded workloads, as the shared watches last saw them.
+    workloads: HashMap<WorkloadId, Workload>,
     evaluations: HashMap<WorkloadId, Evaluation>,
     short_since: HashMap<WorkloadId, Timestamp>,
     timers: DelayQueue<WorkloadId>,
@@ -70,45 +73,23 @@ struct Detector {
 }
 
 /// Runs the detector until `shutdown` is cancelled.
-pub async fn run(client: Client, metrics: Arc<Metrics>, scope: Scope, shutdown: CancellationToken) {
+pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     debug!("detector starting");
-    let (incidents, incident_writer) = reflector::store::<Incident>();
-    let incident_stream = reflector(
-        incident_writer,
-        watcher(
-            scope.api::<Incident>(&client),
-            watcher::Config::default().any_semantic(),
-        ),
-    )
-    .default_backoff()
-    .for_each(|event| async move {
-        if let Err(error) = event {
-            warn!(%error, "incident watch error; retrying");
-        }
-    });
-    let incident_task = tokio::spawn(async move {
-        incident_stream.await;
-        warn!("incident reflector ended");
-    });
-
-    let (policies, policy_writer) = reflector::store::<RemediationPolicy>();
-    let mut policy_events = reflector(
-        policy_writer,
-        watcher(
-            scope.api::<RemediationPolicy>(&client),
-            watcher::Config::default().any_semantic(),
-        ),
-    )
-    .default_backoff()
-    .boxed();
-
+    let watches = ctx.watches.clone();
+    // Subscribed before anything is awaited, so no change is missed.
+    let mut policy_changes = watches.policies.changes();
+    let mut deployment_changes = watches.deployments.changes();
+    let mut statefulset_changes = watches.statefulsets.changes();
     let (sender, mut inputs) = mpsc::channel(1024);
     let mut detector = Detector {
-        client: client.clone(),
-        policies: policies.clone(),
-        writer: Writer::new(client, metrics, incidents.clone()),
+        client: ctx.client.clone(),
+        watches: watches.clone(),
+        writer: Writer::new(
+            ctx.client.clone(),
+            ctx.metrics.clone(),
+            watches.incidents.store(),
+        ),
         sender,
-        workload_watches: HashMap::new(),
         pod_watches: HashMap::new(),
         workloads: HashMap::new(),
         evaluations: HashMap::new(),
@@ -121,26 +102,34 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, scope: Scope, shutdown: 
         snapshotted: BTreeSet::new(),
         snapshot_jobs: BTreeSet::new(),
     };
-    // Dedup is derived from the Incidents in the API: wait until they are known.
+    // Dedup is derived from the Incidents in the API: wait until they are
+    // known, and what is guarded until the policies and workloads are.
+    let stores_ready = async {
+        watches.incidents.store().wait_until_ready().await?;
+        watches.policies.store().wait_until_ready().await?;
+        watches.deployments.store().wait_until_ready().await?;
+        watches.statefulsets.store().wait_until_ready().await
+    };
     tokio::select! {
-        ready = incidents.wait_until_ready() => if let Err(error) = ready {
+        ready = stores_ready => if let Err(error) = ready {
             warn!(%error, "detector cannot start");
             return;
         },
         () = shutdown.cancelled() => return,
     }
+    detector.policies_changed();
     info!("detector started");
     let mut flush = tokio::time::interval(FLUSH_EVERY);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
-            Some(event) = policy_events.next() => match event {
-                Ok(watcher::Event::InitApply(_) | watcher::Event::Init) => {}
-                Ok(_) => detector.policies_changed(),
-                Err(error) => warn!(%error, "policy watch error; retrying"),
+            Some(change) = policy_changes.next() => match change {
+                Change::Applied(_) | Change::Deleted(_) | Change::Resynced => detector.policies_changed(),
             },
-            Some(input) = inputs.recv() => detector.handle(input),
+            Some(change) = deployment_changes.next() => detector.workload_changed(change.map(Workload::Deployment)),
+            Some(change) = statefulset_changes.next() => detector.workload_changed(change.map(Workload::StatefulSet)),
+            Some(input) = inputs.recv() => detector.pod_event(input),
             Some(expired) = futures::future::poll_fn(|cx| detector.timers.poll_expired(cx)) => {
                 let id = expired.into_inner();
                 detector.timer_keys.remove(&id);
@@ -150,49 +139,42 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, scope: Scope, shutdown: 
         }
     }
     detector.flush().await;
-    for (handle, _) in detector.workload_watches.values() {
-        handle.abort();
-    }
     for watch in detector.pod_watches.values() {
         watch.handle.abort();
     }
-    incident_task.abort();
     info!("detector stopped");
 }
 
 impl Detector {
-    /// Brings the workload watches in line with the policies, then re-evaluates everything.
+    /// Every workload in the shared watches, of both kinds.
+    fn all_workloads(&self) -> Vec<Workload> {
+        let deployments = self.watches.deployments.store().state();
+        let statefulsets = self.watches.statefulsets.store().state();
+        deployments
+            .into_iter()
+            .map(Workload::Deployment)
+            .chain(statefulsets.into_iter().map(Workload::StatefulSet))
+            .collect()
+    }
+
+    /// Re-derives what is guarded from the policies, then re-evaluates everything.
     fn policies_changed(&mut self) {
-        let desired: BTreeSet<WorkloadWatchKey> = self
-            .policies
-            .state()
-            .iter()
-            .flat_map(|p| watches::workload_watch_keys(p))
+        let guarded: HashMap<WorkloadId, Workload> = self
+            .all_workloads()
+            .into_iter()
+            .filter(|workload| self.guarding_policy(workload).is_some())
+            .map(|workload| (id_of(&workload), workload))
             .collect();
-        let stale: Vec<_> = self
-            .workload_watches
+        let gone: Vec<WorkloadId> = self
+            .workloads
             .keys()
-            .filter(|k| !desired.contains(k))
+            .filter(|id| !guarded.contains_key(*id))
             .cloned()
             .collect();
-        for key in stale {
-            if let Some((handle, _)) = self.workload_watches.remove(&key) {
-                handle.abort();
-            }
-            debug!(?key, "stopped workload watch");
-            let ids: Vec<WorkloadId> = self.workloads.keys().cloned().collect();
-            for id in ids {
-                self.drop_source(&id, &key);
-            }
+        for id in gone {
+            self.forget(&id);
         }
-        for key in desired {
-            if !self.workload_watches.contains_key(&key) {
-                debug!(?key, "watching guarded workloads");
-                let handle =
-                    watches::spawn_workload_watch(&self.client, key.clone(), self.sender.clone());
-                self.workload_watches.insert(key, (handle, None));
-            }
-        }
+        self.workloads = guarded;
         self.sync_pod_watches();
         let ids: Vec<WorkloadId> = self.workloads.keys().cloned().collect();
         for id in ids {
@@ -200,72 +182,26 @@ impl Detector {
         }
     }
 
-    fn handle(&mut self, input: Input) {
-        match input {
-            Input::Workload(key, event) => self.workload_event(key, event),
-            Input::Pod(key, event) => self.pod_event(key, event),
-        }
-    }
-
-    fn workload_event(&mut self, key: WorkloadWatchKey, event: watcher::Event<Workload>) {
-        if !self.workload_watches.contains_key(&key) {
-            return; // a watch stopped a moment ago
-        }
-        match event {
-            watcher::Event::Init => {
-                if let Some((_, seen)) = self.workload_watches.get_mut(&key) {
-                    *seen = Some(BTreeSet::new());
+    /// A workload was created, changed or deleted.
+    fn workload_changed(&mut self, change: Change<Workload>) {
+        match change {
+            Change::Applied(workload) => {
+                let workload = Workload::clone(&workload);
+                let id = id_of(&workload);
+                if self.guarding_policy(&workload).is_some() {
+                    self.workloads.insert(id.clone(), workload);
+                    self.sync_pod_watches();
+                    self.evaluate(&id);
+                } else if self.workloads.contains_key(&id) {
+                    self.forget(&id);
+                    self.sync_pod_watches();
                 }
             }
-            watcher::Event::InitApply(workload) | watcher::Event::Apply(workload) => {
-                let id = (workload.kind(), workload.namespace(), workload.name());
-                if let Some((_, Some(seen))) = self.workload_watches.get_mut(&key) {
-                    seen.insert(id.clone());
-                }
-                let sources = self
-                    .workloads
-                    .remove(&id)
-                    .map(|(_, sources)| sources)
-                    .unwrap_or_default();
-                let mut sources = sources;
-                sources.insert(key);
-                self.workloads.insert(id.clone(), (workload, sources));
-                self.sync_pod_watches();
-                self.evaluate(&id);
-            }
-            watcher::Event::Delete(workload) => {
-                let id = (workload.kind(), workload.namespace(), workload.name());
-                self.drop_source(&id, &key);
+            Change::Deleted(workload) => {
+                self.forget(&id_of(&workload));
                 self.sync_pod_watches();
             }
-            watcher::Event::InitDone => {
-                let seen = self
-                    .workload_watches
-                    .get_mut(&key)
-                    .and_then(|(_, seen)| seen.take())
-                    .unwrap_or_default();
-                let gone: Vec<WorkloadId> = self
-                    .workloads
-                    .iter()
-                    .filter(|(id, (_, sources))| sources.contains(&key) && !seen.contains(*id))
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                for id in gone {
-                    self.drop_source(&id, &key);
-                }
-                self.sync_pod_watches();
-            }
-        }
-    }
-
-    /// A workload is no longer seen through `key`; forget it when no watch sees it.
-    fn drop_source(&mut self, id: &WorkloadId, key: &WorkloadWatchKey) {
-        let Some((_, sources)) = self.workloads.get_mut(id) else {
-            return;
-        };
-        sources.remove(key);
-        if sources.is_empty() {
-            self.forget(id);
+            Change::Resynced => self.policies_changed(),
         }
     }
 
@@ -287,10 +223,10 @@ impl Detector {
 
     /// Starts a pod watch for every guarded workload's selector and stops the rest.
     fn sync_pod_watches(&mut self) {
-        let desired: BTreeSet<PodWatchKey> = self
+        let desired: BTreeSet<PodSelector> = self
             .workloads
             .values()
-            .filter_map(|(workload, _)| workload.pod_watch_key())
+            .filter_map(Workload::pod_selector)
             .collect();
         self.pod_watches.retain(|key, watch| {
             let keep = desired.contains(key);
@@ -315,7 +251,7 @@ impl Detector {
         }
     }
 
-    fn pod_event(&mut self, key: PodWatchKey, event: watcher::Event<Pod>) {
+    fn pod_event(&mut self, PodEvent(key, event): PodEvent) {
         let Some(watch) = self.pod_watches.get_mut(&key) else {
             return;
         };
@@ -339,7 +275,7 @@ impl Detector {
                 let ids: Vec<WorkloadId> = self
                     .workloads
                     .iter()
-                    .filter(|(_, (w, _))| w.pod_watch_key().as_ref() == Some(&key))
+                    .filter(|(_, w)| w.pod_selector().as_ref() == Some(&key))
                     .map(|(id, _)| id.clone())
                     .collect();
                 for id in ids {
@@ -363,10 +299,7 @@ impl Detector {
         let ids: Vec<WorkloadId> = self
             .workloads
             .iter()
-            .filter(|(id, (w, _))| {
-                w.pod_watch_key().as_ref() == Some(&key)
-                    && watches::pod_belongs_to(&pod, id.0, &id.2)
-            })
+            .filter(|(_, w)| w.pod_selector().as_ref() == Some(&key) && w.owns(&pod))
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
@@ -378,16 +311,13 @@ impl Detector {
     fn guarding_policy(&self, workload: &Workload) -> Option<Arc<RemediationPolicy>> {
         let namespace = workload.namespace();
         let mut candidates: Vec<Arc<RemediationPolicy>> = self
+            .watches
             .policies
+            .store()
             .state()
             .into_iter()
             .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
-            .filter(|p| {
-                p.spec
-                    .targets
-                    .iter()
-                    .any(|t| watches::target_selects(t, workload))
-            })
+            .filter(|p| p.spec.targets.iter().any(|t| workload.is_selected_by(t)))
             .collect();
         candidates.sort_by_key(|p| p.name_any());
         candidates.into_iter().next()
@@ -395,33 +325,29 @@ impl Detector {
 
     /// Classifies a workload and its pods, and turns what changed into reports.
     fn evaluate(&mut self, id: &WorkloadId) {
-        let Some((workload, _)) = self.workloads.get(id) else {
+        let Some(workload) = self.workloads.get(id) else {
             return;
         };
         let Some(policy) = self.guarding_policy(workload) else {
             self.forget(id);
             return;
         };
-        let Some(pod_key) = workload.pod_watch_key() else {
+        let Some(pod_key) = workload.pod_selector() else {
             return;
         };
         let Some(pod_watch) = self.pod_watches.get(&pod_key).filter(|w| w.synced) else {
             return;
         };
         let now = Timestamp::now();
-        let (desired, available) = workload.view().replicas();
+        let (desired, available) = workload.replicas();
         let short_since = if available < desired {
             Some(*self.short_since.entry(id.clone()).or_insert(now))
         } else {
             self.short_since.remove(id);
             None
         };
-        let pods = pod_watch
-            .pods
-            .values()
-            .filter(|pod| watches::pod_belongs_to(pod, id.0, &id.2));
-        let evaluation =
-            symptoms::evaluate(&policy.spec.rules, workload.view(), pods, short_since, now);
+        let pods = pod_watch.pods.values().filter(|pod| workload.owns(pod));
+        let evaluation = symptoms::evaluate(&policy.spec.rules, workload, pods, short_since, now);
         let previous = self.evaluations.remove(id).unwrap_or_default();
         let namespace = id.1.clone();
         let target = WorkloadRef {
@@ -431,7 +357,7 @@ impl Detector {
         let policy_name = policy.name_any();
         let reopen_window = policy.spec.detection.reopen_window.as_std();
 
-        for symptom in ALL_SYMPTOMS {
+        for symptom in Symptom::iter() {
             let key = dedup::dedup_key(id.0, &id.2, symptom);
             let pending_key = (namespace.clone(), key.clone());
             match evaluation.signals.get(&symptom) {
@@ -546,34 +472,25 @@ impl Detector {
     async fn snapshot(&mut self) {
         let jobs = std::mem::take(&mut self.snapshot_jobs);
         for id in jobs {
-            let Some((workload, _)) = self.workloads.get(&id) else {
+            let Some(workload) = self.workloads.get(&id) else {
                 continue;
             };
-            let template = match workload {
-                Workload::Deployment(d) => d.spec.as_ref().map(|s| s.template.clone()),
-                Workload::StatefulSet(s) => s.spec.as_ref().map(|s| s.template.clone()),
-            };
-            let config_maps = template
-                .as_ref()
-                .map(snapshots::config_maps_used)
+            let config_maps = workload
+                .template()
+                .map(known_good::config_maps_used)
                 .unwrap_or_default();
             let label = format!("{}/{}", id.0, id.2);
-            let revision = match workload {
-                Workload::Deployment(d) => d
-                    .annotations()
-                    .get("deployment.kubernetes.io/revision")
-                    .cloned(),
-                Workload::StatefulSet(_) => None,
-            };
+            let revision = workload.revision().map(str::to_owned);
             if let Some(revision) = revision
                 && let Err(error) =
-                    snapshots::record_healthy_revision(&self.client, &id.1, &id.2, &revision).await
+                    known_good::record_healthy_revision(&self.client, &id.1, &id.2, &revision).await
             {
                 warn!(workload = %label, %error, "could not record the healthy revision; retrying");
                 self.snapshot_jobs.insert(id);
                 continue;
             }
-            match snapshots::take(&self.client, &id.1, &label, &config_maps, Timestamp::now()).await
+            match known_good::take(&self.client, &id.1, &label, &config_maps, Timestamp::now())
+                .await
             {
                 Ok(_) => {
                     self.snapshotted.insert(id);
@@ -597,17 +514,6 @@ impl Detector {
         }
     }
 }
-
-const ALL_SYMPTOMS: [Symptom; 8] = [
-    Symptom::CrashLoopBackOff,
-    Symptom::OOMKilled,
-    Symptom::ImagePullBackOff,
-    Symptom::PodFailed,
-    Symptom::Evicted,
-    Symptom::NotReady,
-    Symptom::ProgressDeadlineExceeded,
-    Symptom::ReplicasUnavailable,
-];
 
 /// New observations in a signal: pods newly showing it, pods restarting again,
 /// or the signal itself appearing.

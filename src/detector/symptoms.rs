@@ -5,14 +5,14 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
-    api::{
-        apps::v1::{Deployment, StatefulSet},
-        core::v1::{ContainerStatus, Pod},
-    },
+    api::core::v1::{ContainerStatus, Pod},
     jiff::Timestamp,
 };
 
-use crate::crd::{PolicyRule, Symptom, SymptomMatch};
+use crate::{
+    crd::{PolicyRule, Symptom, SymptomMatch},
+    workload::Workload,
+};
 
 /// Restarts at which CrashLoopBackOff counts when a rule does not say.
 pub const DEFAULT_MIN_RESTARTS: i32 = 3;
@@ -156,43 +156,14 @@ fn push_once(found: &mut Vec<Observation>, observation: Observation) {
     }
 }
 
-/// A guarded workload, as the classifier sees it.
-#[derive(Clone, Copy, Debug)]
-pub enum WorkloadView<'a> {
-    Deployment(&'a Deployment),
-    StatefulSet(&'a StatefulSet),
-}
-
-impl WorkloadView<'_> {
-    /// Desired and available (Deployment) or ready (StatefulSet) replicas.
-    pub fn replicas(&self) -> (i32, i32) {
-        match self {
-            WorkloadView::Deployment(d) => (
-                d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-                d.status
-                    .as_ref()
-                    .and_then(|s| s.available_replicas)
-                    .unwrap_or(0),
-            ),
-            WorkloadView::StatefulSet(s) => (
-                s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-                s.status
-                    .as_ref()
-                    .and_then(|s| s.ready_replicas)
-                    .unwrap_or(0),
-            ),
-        }
-    }
-}
-
 /// Symptoms of the workload itself. `short_since` is when the detector first
 /// saw it below its desired replicas (it keeps that in memory).
 pub fn workload_observations(
-    workload: WorkloadView<'_>,
+    workload: &Workload,
     short_since: Option<Timestamp>,
 ) -> Vec<Observation> {
     let mut found = Vec::new();
-    if let WorkloadView::Deployment(deployment) = workload {
+    if let Workload::Deployment(deployment) = workload {
         let stuck = deployment
             .status
             .as_ref()
@@ -225,8 +196,8 @@ pub fn workload_observations(
     if desired > 0 && available < desired {
         let ratio = f64::from(available.max(0)) / f64::from(desired);
         let word = match workload {
-            WorkloadView::Deployment(_) => "available",
-            WorkloadView::StatefulSet(_) => "ready",
+            Workload::Deployment(_) => "available",
+            Workload::StatefulSet(_) => "ready",
         };
         found.push(Observation {
             symptom: Symptom::ReplicasUnavailable,
@@ -303,7 +274,7 @@ pub struct Evaluation {
 /// (each pod, and the workload itself) triggers its first matching rule.
 pub fn evaluate<'p>(
     rules: &[PolicyRule],
-    workload: WorkloadView<'_>,
+    workload: &Workload,
     pods: impl IntoIterator<Item = &'p Pod>,
     short_since: Option<Timestamp>,
     now: Timestamp,
@@ -357,6 +328,7 @@ pub fn evaluate<'p>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
     use proptest::prelude::*;
     use serde_json::{Value, json};
 
@@ -470,7 +442,7 @@ mod tests {
                 "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}));
         let evaluation = evaluate(
             &rules,
-            WorkloadView::Deployment(&deployment),
+            &Workload::from(deployment.clone()),
             [&crashing],
             None,
             now(),
@@ -497,7 +469,7 @@ mod tests {
                 {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "too slow"}]}
         }))
         .unwrap();
-        let found = workload_observations(WorkloadView::Deployment(&deployment), None);
+        let found = workload_observations(&Workload::from(deployment.clone()), None);
         let kinds: Vec<_> = found.iter().map(|o| o.symptom).collect();
         assert_eq!(
             kinds,
@@ -514,7 +486,7 @@ mod tests {
         let scaled_to_zero: StatefulSet =
             serde_json::from_value(json!({"metadata": {"name": "db"}, "spec": {"replicas": 0, "selector": {}, "template": {}, "serviceName": "db"}}))
                 .unwrap();
-        assert!(workload_observations(WorkloadView::StatefulSet(&scaled_to_zero), None).is_empty());
+        assert!(workload_observations(&Workload::from(scaled_to_zero.clone()), None).is_empty());
     }
 
     /// Arbitrary JSON shaped like the objects the classifier reads: the right
@@ -767,10 +739,10 @@ mod tests {
                 let _ = pod_observations(pod);
             }
             if let Ok(deployment) = serde_json::from_value::<Deployment>(workload_json.clone()) {
-                let _ = evaluate(&rules, WorkloadView::Deployment(&deployment), pods.iter(), Some(now()), now());
+                let _ = evaluate(&rules, &Workload::from(deployment.clone()), pods.iter(), Some(now()), now());
             }
             if let Ok(statefulset) = serde_json::from_value::<StatefulSet>(workload_json) {
-                let _ = evaluate(&rules, WorkloadView::StatefulSet(&statefulset), pods.iter(), None, Timestamp::MAX);
+                let _ = evaluate(&rules, &Workload::from(statefulset.clone()), pods.iter(), None, Timestamp::MAX);
             }
         }
     }

@@ -24,12 +24,12 @@ use crate::{
         SourceKind, Symptom, WorkloadRef,
     },
     metrics::Metrics,
+    names::{
+        DETECTOR_FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, POLICY_LABEL, SYMPTOM_LABEL,
+        TARGET_LABEL,
+    },
 };
 
-/// The field manager of the detector's writes.
-pub const DETECTOR_FIELD_MANAGER: &str = "healing-guard-operator-detector";
-/// The label naming the policy whose rule opened an incident.
-pub const POLICY_LABEL: &str = "healing-guard.io/policy";
 /// How many affected pods an Incident lists; the rest are counted.
 pub const MAX_AFFECTED_PODS: usize = 20;
 
@@ -246,19 +246,10 @@ impl Writer {
     ) -> Result<(), kube::Error> {
         let api: Api<Incident> = Api::namespaced(self.client.clone(), &report.namespace);
         let mut labels = std::collections::BTreeMap::new();
-        labels.insert(
-            "app.kubernetes.io/managed-by".to_owned(),
-            "healing-guard-operator".to_owned(),
-        );
-        labels.insert(
-            "healing-guard.io/symptom".to_owned(),
-            report.symptom.to_string(),
-        );
+        labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
+        labels.insert(SYMPTOM_LABEL.to_owned(), report.symptom.to_string());
         if report.target.name.len() <= 63 {
-            labels.insert(
-                "healing-guard.io/target".to_owned(),
-                report.target.name.clone(),
-            );
+            labels.insert(TARGET_LABEL.to_owned(), report.target.name.clone());
         }
         // Policy names are DNS subdomains, but label values stop at 63.
         if report.policy.len() <= 63 {

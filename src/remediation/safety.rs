@@ -3,15 +3,13 @@
 //! a floor of ready replicas. Pure: the state they need is derived from the
 //! Incidents' ledgers in the API, so a restart resets nothing.
 
-use std::time::Duration;
+use std::{borrow::Borrow, time::Duration};
 
 use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::{Incident, StepResult};
 
-/// Annotation on a RemediationPolicy that closes its circuit breaker: failures
-/// finished before this RFC 3339 time no longer count.
-pub const BREAKER_RESET_ANNOTATION: &str = "healing-guard.io/circuit-breaker-reset";
+pub use crate::names::BREAKER_RESET_ANNOTATION;
 
 /// A step that changed something (not a dry run, not a refusal).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,11 +20,16 @@ pub struct AppliedStep {
 }
 
 /// The applied steps of some incidents, oldest first.
-pub fn applied_steps<'a>(incidents: impl IntoIterator<Item = &'a Incident>) -> Vec<AppliedStep> {
+pub fn applied_steps<I>(incidents: impl IntoIterator<Item = I>) -> Vec<AppliedStep>
+where
+    I: Borrow<Incident>,
+{
     let mut steps: Vec<AppliedStep> = incidents
         .into_iter()
-        .filter_map(|incident| incident.status.as_ref())
-        .flat_map(|status| status.steps.iter())
+        .flat_map(|incident| {
+            let status = incident.borrow().status.as_ref();
+            status.map(|s| s.steps.clone()).unwrap_or_default()
+        })
         .filter(|step| !step.changes.is_empty() && step.result != StepResult::DryRun)
         .filter_map(|step| {
             Some(AppliedStep {

@@ -18,7 +18,10 @@ use kube::{
     core::Selector,
 };
 
-use crate::crd::{Evidence, PodEvidence, WorkloadKind, WorkloadRef};
+use crate::{
+    crd::{Evidence, PodEvidence, WorkloadKind, WorkloadRef},
+    names::REVISION_ANNOTATION as REVISION,
+};
 
 /// Pods described in full; the rest are counted.
 pub const MAX_PODS: usize = 20;
@@ -137,7 +140,7 @@ async fn read<K>(
     evidence: &mut Evidence,
 ) -> Option<K>
 where
-    K: crate::controller::NamespacedKind,
+    K: crate::k8s::NamespacedKind,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     match api.get_opt(&target.name).await {
@@ -152,8 +155,6 @@ where
         }
     }
 }
-
-const REVISION: &str = "deployment.kubernetes.io/revision";
 
 /// `kubectl rollout history`: the Deployment's ReplicaSets, newest revision first.
 async fn rollout_history(

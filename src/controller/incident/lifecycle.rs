@@ -1,11 +1,13 @@
 //! The incident lifecycle as a pure function: from the Incident as it is and
-//! the current time, the status it should have, the Events to publish and
-//! when to look again. No API calls here.
+//! the current time, what responders, deadlines and the detector's signal
+//! change in its status, the Events to publish and when to look again. Phase
+//! changes go through [`super::phase`]. No API calls here.
 
 use std::time::Duration;
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
+use super::phase::{self, Transition};
 use crate::{
     conditions::{ConditionUpdate, set_condition},
     context::PlannedEvent,
@@ -59,7 +61,7 @@ pub fn plan(incident: &Incident, settings: &Detection, now: Timestamp) -> Plan {
     };
 
     if status.phase.is_none() {
-        status.phase = Some(Phase::Triggered);
+        phase::enter(&mut status, Transition::Open, &now_time);
         let detected = spec
             .detected_at
             .clone()
@@ -104,8 +106,7 @@ pub fn plan(incident: &Incident, settings: &Detection, now: Timestamp) -> Plan {
     let reopens = status.detection.as_ref().map_or(0, |d| d.reopens);
     if reopens > status.reopens_handled.unwrap_or(0) && status.phase == Some(Phase::Resolved) {
         status.reopens_handled = Some(reopens);
-        status.phase = Some(Phase::Triggered);
-        status.milestones.resolved_at = None;
+        phase::enter(&mut status, Transition::Reopen, &now_time);
         status.reopened_at_generation = generation;
         let message = format!("the signal returned after resolution (reopen {reopens}): reopened");
         record(&mut status, "Reopened", message.clone());
@@ -140,9 +141,7 @@ pub fn plan(incident: &Incident, settings: &Detection, now: Timestamp) -> Plan {
         && !phase.is_closed()
     {
         status.milestones.acknowledged_at = Some(now_time.clone());
-        if phase == Phase::Triggered {
-            status.phase = Some(Phase::Acknowledged);
-        }
+        phase::enter(&mut status, Transition::Acknowledge, &now_time);
         let mut message = format!("acknowledged by {}", ack.by);
         if let Some(note) = &ack.note {
             message.push_str(&format!(": {note}"));
@@ -154,7 +153,7 @@ pub fn plan(incident: &Incident, settings: &Detection, now: Timestamp) -> Plan {
     let phase = status.phase.unwrap_or(Phase::Triggered);
     if !phase.is_closed() && inputs_current {
         if let Some(decline) = &spec.declined {
-            status.phase = Some(Phase::Declined);
+            phase::enter(&mut status, Transition::Decline, &now_time);
             let message = format!(
                 "declined as a false positive by {}: {}",
                 decline.by, decline.reason
@@ -162,8 +161,7 @@ pub fn plan(incident: &Incident, settings: &Detection, now: Timestamp) -> Plan {
             record(&mut status, "Declined", message.clone());
             events.push(PlannedEvent::normal("Declined", "Decline", message));
         } else if let Some(resolution) = &spec.resolution {
-            status.phase = Some(Phase::Resolved);
-            status.milestones.resolved_at = Some(now_time.clone());
+            phase::enter(&mut status, Transition::ResolveByResponder, &now_time);
             let message = format!(
                 "resolved by {}: {} (root cause: {})",
                 resolution.by, resolution.summary, resolution.root_cause
@@ -195,8 +193,7 @@ pub fn plan(incident: &Incident, settings: &Detection, now: Timestamp) -> Plan {
         let hold_down = settings.hold_down.as_std();
         let due = add(cleared_at.0, hold_down);
         if now >= due {
-            status.phase = Some(Phase::Resolved);
-            status.milestones.resolved_at = Some(now_time.clone());
+            phase::enter(&mut status, Transition::AutoResolve, &now_time);
             let message = format!(
                 "the signal cleared at {} and stayed clear for {}: resolved",
                 cleared_at.0, settings.hold_down

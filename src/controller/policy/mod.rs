@@ -5,29 +5,19 @@ pub mod validate;
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
-use k8s_openapi::{
-    api::apps::v1::{Deployment, StatefulSet},
-    apimachinery::pkg::apis::meta::v1::Time,
-    jiff::Timestamp,
-};
-use kube::{
-    Api, Client, ResourceExt,
-    api::{ListParams, PatchParams},
-    core::Selector,
-    runtime::controller::Action,
-};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{Api, ResourceExt, api::PatchParams, runtime::controller::Action};
 use tracing::{info, instrument, warn};
 
-use super::{error::Error, status_patch};
+use super::error::Error;
 use crate::{
     conditions::{ConditionUpdate, is_true, set_condition},
-    context::{Context, FIELD_MANAGER, PlannedEvent},
-    crd::{
-        CircuitBreakerStatus, Incident, RemediationPolicy, RemediationPolicyStatus, Target,
-        WorkloadKind,
-    },
-    detector::writer::POLICY_LABEL,
+    context::{Context, PlannedEvent, Watches},
+    crd::{CircuitBreakerStatus, RemediationPolicy, RemediationPolicyStatus, Target},
+    k8s::status_patch,
+    names::{FIELD_MANAGER, POLICY_LABEL},
     remediation::safety,
+    workload::Workload,
 };
 
 /// Name used in metrics and logs.
@@ -50,11 +40,10 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
     let generation = policy.metadata.generation;
 
     let problems = validate::validate(&policy.spec);
-    let (last_triggered, circuit_breaker) =
-        from_incidents(&ctx.client, &policy, &namespace).await?;
+    let (last_triggered, circuit_breaker) = from_incidents(&ctx.watches, &policy, &namespace);
     ctx.metrics
         .set_circuit_breaker(&namespace, &name, circuit_breaker.open);
-    let matched = count_matched_targets(&ctx.client, &namespace, &policy.spec.targets).await?;
+    let matched = count_matched_targets(&ctx.watches, &namespace, &policy.spec.targets);
 
     let update = if !problems.is_empty() {
         let message = problems
@@ -127,7 +116,7 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
         api.patch_status(
             &name,
             &PatchParams::apply(FIELD_MANAGER).force(),
-            &status_patch::<RemediationPolicy>(&status)?,
+            &status_patch::<RemediationPolicy>(&status).map_err(Error::Serialize)?,
         )
         .await?;
         info!(ready, matched, "policy status updated");
@@ -148,18 +137,16 @@ fn same_reason(status: &RemediationPolicyStatus, reason: &str) -> bool {
 
 /// What the policy's incidents say about it: when its rules last opened one
 /// (derived, so the detector never writes the policy) and its circuit breaker.
-async fn from_incidents(
-    client: &Client,
+fn from_incidents(
+    watches: &Watches,
     policy: &RemediationPolicy,
     namespace: &str,
-) -> Result<(Option<Time>, CircuitBreakerStatus), Error> {
+) -> (Option<Time>, CircuitBreakerStatus) {
     let name = policy.name_any();
-    let api: Api<Incident> = Api::namespaced(client.clone(), namespace);
-    let incidents = api.list(&ListParams::default()).await?.items;
-    let mine: Vec<&Incident> = incidents
-        .iter()
-        .filter(|i| i.spec.policy.as_ref().or(i.spec.source.policy.as_ref()) == Some(&name))
-        .collect();
+    let mine = watches.incidents.store().state_filter(|i| {
+        i.namespace().as_deref() == Some(namespace)
+            && i.spec.policy.as_ref().or(i.spec.source.policy.as_ref()) == Some(&name)
+    });
     let last_triggered = mine
         .iter()
         .filter(|i| i.labels().get(POLICY_LABEL) == Some(&name))
@@ -169,73 +156,45 @@ async fn from_incidents(
         .annotations()
         .get(safety::BREAKER_RESET_ANNOTATION)
         .and_then(|t| t.parse().ok());
-    let steps = safety::applied_steps(mine.iter().copied());
+    let steps = safety::applied_steps(mine.iter().map(AsRef::as_ref));
     let breaker = safety::breaker(
         &steps,
         policy.spec.safety.circuit_breaker_threshold,
         reset_at,
     );
-    Ok((
+    (
         last_triggered,
         CircuitBreakerStatus {
             open: breaker.open,
             consecutive_failures: breaker.consecutive_failures,
         },
-    ))
+    )
 }
 
-/// How many distinct workloads the targets select.
-async fn count_matched_targets(
-    client: &Client,
-    namespace: &str,
-    targets: &[Target],
-) -> Result<i32, Error> {
-    let mut matched = BTreeSet::new();
-    for target in targets {
-        let mut params = ListParams::default();
-        if let Some(selector) = &target.selector {
-            // An invalid selector is reported by validation; it matches nothing.
-            let Ok(selector) = Selector::try_from(selector.clone()) else {
-                continue;
-            };
-            params = params.labels_from(&selector);
-        }
-        let names = match target.kind {
-            WorkloadKind::Deployment => {
-                list_names::<Deployment>(client, namespace, &params).await?
-            }
-            WorkloadKind::StatefulSet => {
-                list_names::<StatefulSet>(client, namespace, &params).await?
-            }
-        };
-        for name in names {
-            let named = target
-                .names
-                .as_ref()
-                .is_none_or(|wanted| wanted.contains(&name));
-            if named {
-                matched.insert((target.kind.to_string(), name));
-            }
-        }
-    }
-    Ok(i32::try_from(matched.len()).unwrap_or(i32::MAX))
-}
-
-async fn list_names<K>(
-    client: &Client,
-    namespace: &str,
-    params: &ListParams,
-) -> Result<Vec<String>, Error>
-where
-    K: crate::controller::NamespacedKind,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let list = api.list_metadata(params).await?;
-    Ok(list
-        .items
+/// How many distinct workloads the targets select, from the shared watches.
+fn count_matched_targets(watches: &Watches, namespace: &str, targets: &[Target]) -> i32 {
+    let in_namespace = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        meta.namespace.as_deref() == Some(namespace)
+    };
+    let workloads = watches
+        .deployments
+        .store()
+        .state_filter(|d| in_namespace(&d.metadata))
         .into_iter()
-        .filter_map(|m| m.metadata.name)
-        .collect())
+        .map(Workload::Deployment)
+        .chain(
+            watches
+                .statefulsets
+                .store()
+                .state_filter(|s| in_namespace(&s.metadata))
+                .into_iter()
+                .map(Workload::StatefulSet),
+        );
+    let matched: BTreeSet<_> = workloads
+        .filter(|workload| targets.iter().any(|t| workload.is_selected_by(t)))
+        .map(|workload| (workload.kind(), workload.name()))
+        .collect();
+    i32::try_from(matched.len()).unwrap_or(i32::MAX)
 }
 
 /// Retries failed reconciles with a delay.

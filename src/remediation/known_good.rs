@@ -1,6 +1,8 @@
-//! Known-good copies of the ConfigMaps a guarded workload uses, taken once it
-//! has been healthy for the policy's hold-down, kept in the cluster as
-//! ConfigMaps of their own (bounded history), and read back by restoreConfig.
+//! What was known to be good, kept in the cluster so a restart forgets
+//! nothing: copies of the ConfigMaps a guarded workload uses, taken once it
+//! has been healthy for the policy's hold-down (bounded history, read back
+//! by restoreConfig), and the revision each Deployment last ran healthy
+//! (read back by a rollback to LastHealthy). The detector writes them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,18 +16,14 @@ use kube::{
 };
 use tracing::info;
 
-/// Label on a snapshot naming the ConfigMap it copies.
-pub const SNAPSHOT_OF: &str = "healing-guard.io/snapshot-of";
-/// Annotation on a snapshot: when it was taken (RFC 3339).
-pub const TAKEN_AT: &str = "healing-guard.io/taken-at";
-/// Annotation on a snapshot: the workload that was healthy with it.
-pub const WORKLOAD: &str = "healing-guard.io/workload";
+use crate::names::{
+    DETECTOR_FIELD_MANAGER, KNOWN_GOOD_CONFIG_MAP as KNOWN_GOOD, MANAGED_BY, MANAGED_BY_LABEL,
+    SNAPSHOT_OF_LABEL as SNAPSHOT_OF, SNAPSHOT_WORKLOAD_ANNOTATION as WORKLOAD,
+    TAKEN_AT_ANNOTATION as TAKEN_AT,
+};
+
 /// Snapshots kept per ConfigMap; older ones are deleted.
 pub const MAX_SNAPSHOTS: usize = 5;
-
-/// The ConfigMap (one per namespace) holding the revision each guarded
-/// Deployment last ran healthy, for rollbacks to LastHealthy.
-pub const KNOWN_GOOD: &str = "healing-guard-known-good";
 
 /// The key of a Deployment in the known-good ConfigMap.
 pub fn known_good_key(deployment: &str) -> String {
@@ -44,10 +42,10 @@ pub async fn record_healthy_revision(
     let body = serde_json::json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": KNOWN_GOOD, "labels": {"app.kubernetes.io/managed-by": "healing-guard-operator"}},
+        "metadata": {"name": KNOWN_GOOD, "labels": {MANAGED_BY_LABEL: MANAGED_BY}},
         "data": {known_good_key(deployment): revision},
     });
-    let params = PatchParams::apply(super::writer::DETECTOR_FIELD_MANAGER).force();
+    let params = PatchParams::apply(DETECTOR_FIELD_MANAGER).force();
     api.patch(KNOWN_GOOD, &params, &Patch::Apply(&body)).await?;
     Ok(())
 }
@@ -154,10 +152,7 @@ pub async fn take(
             let snapshot_name = snapshot_name(name, now);
             let mut labels = BTreeMap::new();
             labels.insert(SNAPSHOT_OF.to_owned(), name.clone());
-            labels.insert(
-                "app.kubernetes.io/managed-by".to_owned(),
-                "healing-guard-operator".to_owned(),
-            );
+            labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
             let mut annotations = BTreeMap::new();
             annotations.insert(TAKEN_AT.to_owned(), now.to_string());
             annotations.insert(WORKLOAD.to_owned(), workload.to_owned());

@@ -1,0 +1,33 @@
+//! Act: make the one change a decision asks for. Every write the incident
+//! controller makes to the world goes through here.
+
+use tracing::info;
+
+use super::decide::Effect;
+use crate::{
+    context::Context,
+    remediation::actions::{self, ApplyError},
+    workload::Workload,
+};
+
+/// Makes the change and returns the extra lines it reports for the ledger.
+pub async fn act(
+    ctx: &Context,
+    workload: &Workload,
+    effect: &Effect,
+) -> Result<Vec<String>, ApplyError> {
+    let lines = actions::apply(
+        &ctx.client,
+        workload,
+        &effect.planned.change,
+        effect.dry_run,
+    )
+    .await?;
+    info!(
+        target = %workload.reference(),
+        change = %effect.planned.summary,
+        dry_run = effect.dry_run,
+        "remediation change made"
+    );
+    Ok(lines)
+}

@@ -1,0 +1,191 @@
+//! Observe: read the world an incident's next decision depends on, once,
+//! before anything is decided. Shared stores first (the policy, the
+//! incidents on the same target and policy); the API only for what no store
+//! holds (the target's pods, evidence, what the pending step's plan reads)
+//! and for the target itself when a step is about to change it, so the
+//! write is decided on its latest state.
+
+use std::sync::Arc;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        core::v1::Pod,
+    },
+    jiff::Timestamp,
+};
+use kube::{
+    Api, ResourceExt,
+    api::ListParams,
+    runtime::reflector::{ObjectRef, Store},
+};
+
+use super::evidence;
+use crate::{
+    context::Context,
+    controller::Error,
+    crd::{Evidence, Incident, RemediationPolicy, StepResult, WorkloadKind},
+    remediation::{actions, ladder, safety},
+    workload::{Workload, deployment_ref, statefulset_ref},
+};
+
+/// What one reconcile knows of the world.
+#[derive(Clone, Debug)]
+pub struct Observation {
+    /// Whole seconds: the API server stores times at that precision, and a
+    /// status compared against a round-tripped one must not differ by nanos.
+    pub now: Timestamp,
+    /// The incident's RemediationPolicy, if it names one that exists.
+    pub policy: Option<Arc<RemediationPolicy>>,
+    /// The target; None when it does not exist.
+    pub workload: Option<Workload>,
+    /// The target's pods (those its owner references tie to it).
+    pub pods: Vec<Pod>,
+    /// What the pending step's plan reads.
+    pub inputs: actions::Inputs,
+    /// Steps that changed the same target, across all its incidents.
+    pub target_steps: Vec<safety::AppliedStep>,
+    /// Steps that changed something under the same policy.
+    pub policy_steps: Vec<safety::AppliedStep>,
+    /// Captured when the incident has none yet and is open.
+    pub evidence: Option<Evidence>,
+}
+
+/// Reads what the next decision about `incident` needs.
+pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, Error> {
+    let namespace = incident
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
+    let spec = &incident.spec;
+    let policy = spec
+        .policy
+        .as_ref()
+        .or(spec.source.policy.as_ref())
+        .and_then(|name| {
+            ctx.watches
+                .policies
+                .store()
+                .get(&ObjectRef::new(name).within(&namespace))
+        });
+    let status = incident.status.as_ref();
+    let open = !status.and_then(|s| s.phase).is_some_and(|p| p.is_closed());
+
+    // The step about to be applied, if any: its plan reads the target fresh.
+    let ladder = ladder::resolve(incident, policy.as_deref());
+    let pending = status
+        .and_then(|s| s.steps.last())
+        .filter(|record| record.result == StepResult::Pending)
+        .and_then(|record| ladder.as_ref()?.rung_of(record));
+
+    let target = &spec.target;
+    let workload = match pending {
+        Some(_) => read_workload(ctx, &namespace, target.kind, &target.name).await?,
+        None => stored_workload(ctx, &namespace, target.kind, &target.name),
+    };
+    let pods = match &workload {
+        Some(workload) => pods_of(ctx, workload).await?,
+        None => Vec::new(),
+    };
+    let inputs = match (pending, &workload) {
+        (Some(rung), Some(workload)) => {
+            actions::observe(&ctx.client, &rung.action, workload).await?
+        }
+        _ => actions::Inputs::None,
+    };
+
+    let incidents = ctx.watches.incidents.store();
+    let target_steps = safety::applied_steps(same_namespace(&incidents, &namespace, |other| {
+        other.spec.target == *target
+    }));
+    let policy_name = policy.as_ref().map(|p| p.name_any());
+    let policy_steps = match &policy_name {
+        Some(name) => safety::applied_steps(same_namespace(&incidents, &namespace, |other| {
+            other
+                .spec
+                .policy
+                .as_ref()
+                .or(other.spec.source.policy.as_ref())
+                == Some(name)
+        })),
+        None => Vec::new(),
+    };
+
+    let evidence = match status.and_then(|s| s.evidence.as_ref()) {
+        None if open => Some(evidence::capture(&ctx.client, &namespace, target, now).await),
+        _ => None,
+    };
+    Ok(Observation {
+        now,
+        policy,
+        workload,
+        pods,
+        inputs,
+        target_steps,
+        policy_steps,
+        evidence,
+    })
+}
+
+/// The incidents of a namespace that satisfy `keep`, from the shared store.
+fn same_namespace(
+    incidents: &Store<Incident>,
+    namespace: &str,
+    keep: impl Fn(&Incident) -> bool,
+) -> Vec<Arc<Incident>> {
+    incidents.state_filter(|other| other.namespace().as_deref() == Some(namespace) && keep(other))
+}
+
+/// The target as the shared watch last saw it.
+fn stored_workload(
+    ctx: &Context,
+    namespace: &str,
+    kind: WorkloadKind,
+    name: &str,
+) -> Option<Workload> {
+    match kind {
+        WorkloadKind::Deployment => ctx
+            .watches
+            .deployments
+            .store()
+            .get(&deployment_ref(namespace, name))
+            .map(Workload::Deployment),
+        WorkloadKind::StatefulSet => ctx
+            .watches
+            .statefulsets
+            .store()
+            .get(&statefulset_ref(namespace, name))
+            .map(Workload::StatefulSet),
+    }
+}
+
+/// The target as the API server has it now.
+async fn read_workload(
+    ctx: &Context,
+    namespace: &str,
+    kind: WorkloadKind,
+    name: &str,
+) -> Result<Option<Workload>, Error> {
+    Ok(match kind {
+        WorkloadKind::Deployment => Api::<Deployment>::namespaced(ctx.client.clone(), namespace)
+            .get_opt(name)
+            .await?
+            .map(Workload::from),
+        WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace)
+            .get_opt(name)
+            .await?
+            .map(Workload::from),
+    })
+}
+
+/// The workload's pods: those its selector matches and its owner references claim.
+async fn pods_of(ctx: &Context, workload: &Workload) -> Result<Vec<Pod>, Error> {
+    let Some(selector) = workload.selector() else {
+        return Ok(Vec::new());
+    };
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &workload.namespace())
+        .list(&ListParams::default().labels_from(&selector))
+        .await?
+        .items;
+    Ok(pods.into_iter().filter(|pod| workload.owns(pod)).collect())
+}

@@ -1,0 +1,114 @@
+//! Record: save the status a decision arrived at; then, and only then,
+//! announce it (Events on the Incident and its target) and count it
+//! (metrics). A save that fails announces and counts nothing, so a retried
+//! reconcile never counts twice.
+
+use kube::{Api, ResourceExt, api::PatchParams, runtime::events::Recorder};
+use tracing::info;
+
+use super::decide::{Decision, Tally};
+use crate::{
+    context::Context,
+    controller::Error,
+    crd::{Incident, IncidentStatus},
+    k8s::status_patch,
+    metrics::{ActionLabels, Metrics, OpenedLabels, SlaLabels, StepLabels},
+    names::FIELD_MANAGER,
+    workload::Workload,
+};
+
+/// Saves the decision's status (when it changed), then publishes and counts.
+pub async fn record(
+    ctx: &Context,
+    incident: &Incident,
+    workload: Option<&Workload>,
+    decision: Decision,
+) -> Result<(), Error> {
+    let namespace = incident
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let name = incident
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingMetadata("name"))?;
+    if incident.status.as_ref() != Some(&decision.status) {
+        // status.detection belongs to the detector's field manager.
+        let owned = IncidentStatus {
+            detection: None,
+            ..decision.status.clone()
+        };
+        let patch = status_patch::<Incident>(&owned).map_err(Error::Serialize)?;
+        Api::<Incident>::namespaced(ctx.client.clone(), &namespace)
+            .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &patch)
+            .await?;
+        let phase = decision
+            .status
+            .phase
+            .map(|p| p.as_str())
+            .unwrap_or_default();
+        info!(phase, "incident status updated");
+    }
+    for tally in &decision.tallies {
+        count(&ctx.metrics, incident, tally);
+    }
+    for event in decision.events {
+        ctx.publish(incident, event.into_event()).await;
+    }
+    if let Some(workload) = workload {
+        for event in decision.workload_events {
+            publish_on(&ctx.recorder, workload, event.into_event()).await;
+        }
+    }
+    Ok(())
+}
+
+async fn publish_on(recorder: &Recorder, workload: &Workload, event: kube::runtime::events::Event) {
+    if let Err(error) = recorder.publish(&event, &workload.object_reference()).await {
+        tracing::warn!(%error, reason = %event.reason, "could not publish event");
+    }
+}
+
+fn count(metrics: &Metrics, incident: &Incident, tally: &Tally) {
+    match tally {
+        Tally::Opened { source, rule } => {
+            let labels = OpenedLabels {
+                source,
+                rule: rule.clone(),
+            };
+            metrics.incidents_opened.get_or_create(&labels).inc();
+        }
+        Tally::SlaBreached { deadline } => {
+            tracing::warn!(deadline, "incident deadline breached");
+            let labels = SlaLabels {
+                severity: incident.spec.severity.to_string(),
+                deadline,
+            };
+            metrics.sla_breaches.get_or_create(&labels).inc();
+        }
+        Tally::StepEnded {
+            action,
+            result,
+            seconds,
+        } => {
+            let action = action.as_str();
+            let labels = StepLabels {
+                action,
+                result: result.as_str(),
+            };
+            metrics.steps.get_or_create(&labels).inc();
+            if let Some(seconds) = seconds {
+                let labels = ActionLabels { action };
+                metrics
+                    .step_duration
+                    .get_or_create(&labels)
+                    .observe(*seconds);
+            }
+        }
+        Tally::Mitigated { seconds } => metrics.time_to_mitigate.observe(*seconds),
+        Tally::Resolved { seconds } => metrics.time_to_resolve.observe(*seconds),
+        Tally::LadderExhausted => {
+            metrics.ladder_exhaustions.inc();
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Low-level Kubernetes helpers every part uses: where the operator looks
+//! (`Scope`), the bound for namespaced kinds, status patches, and the shared
+//! watches (`shared`).
+
+pub mod shared;
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::{Api, Client, Resource, api::Patch};
+use serde::Serialize;
+
+/// A namespaced kind the typed API can read and list.
+pub trait NamespacedKind:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> NamespacedKind for K where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+{
+}
+
+/// Where the operator looks.
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    /// Watch only this namespace; all namespaces when None.
+    pub namespace: Option<String>,
+}
+
+impl Scope {
+    /// An Api for a namespaced kind within the scope.
+    pub fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+    {
+        match &self.namespace {
+            Some(namespace) => Api::namespaced(client.clone(), namespace),
+            None => Api::all(client.clone()),
+        }
+    }
+}
+
+/// A server-side apply patch that sets an object's status.
+pub fn status_patch<K>(
+    status: &impl Serialize,
+) -> Result<Patch<serde_json::Value>, serde_json::Error>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let status = serde_json::to_value(status)?;
+    Ok(Patch::Apply(serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    })))
+}

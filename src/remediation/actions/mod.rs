@@ -1,0 +1,357 @@
+//! The containment actions, one file each, behind one enum dispatch.
+//!
+//! Every action module provides the same three parts:
+//! - `observe`: the reads its plan needs beyond the workload and its pods
+//!   (ReplicaSets, a snapshot, ...); most need none;
+//! - `plan`: pure, from the workload as it is to the change to make (or a
+//!   [`Refusal`] that says why not), with a line for the ledger;
+//! - `apply`: makes the change, for real or as a server-side dry run, and
+//!   marks the workload with the incident and step that changed it.
+//!
+//! Adding an action means a file here and one arm in each function below.
+
+pub mod restart;
+pub mod restore_config;
+pub mod rollback;
+pub mod scale;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        core::v1::Pod,
+    },
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
+use serde_json::{Value, json};
+
+use super::safety;
+use crate::{
+    crd::{Action, ActionKind},
+    names::{FIELD_MANAGER, INCIDENT_ANNOTATION, STEP_ANNOTATION},
+    workload::Workload,
+};
+
+/// Who makes a change: written onto everything an action touches.
+#[derive(Clone, Copy, Debug)]
+pub struct Mark<'a> {
+    /// The ledger id of the step.
+    pub step: &'a str,
+    /// The incident's name.
+    pub incident: &'a str,
+}
+
+impl Mark<'_> {
+    fn annotations(&self) -> Value {
+        json!({ STEP_ANNOTATION: self.step, INCIDENT_ANNOTATION: self.incident })
+    }
+}
+
+/// What an action read before planning.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Inputs {
+    /// Nothing beyond the workload and its pods.
+    #[default]
+    None,
+    Rollback(rollback::Inputs),
+    RestoreConfig(Box<restore_config::Inputs>),
+}
+
+/// A planned change and its line for the ledger.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Planned {
+    pub change: Change,
+    pub summary: String,
+}
+
+/// What an action will send, by action.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    Rollback(rollback::Change),
+    Scale(scale::Change),
+    Restart(restart::Change),
+    RestoreConfig(restore_config::Change),
+}
+
+/// Why an action cannot apply.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no earlier revision to roll back to (current revision {0})")]
+    NoEarlierRevision(String),
+    #[error(
+        "no revision of this Deployment was seen healthy yet, so there is no LastHealthy to roll back to"
+    )]
+    LastHealthyUnknown,
+    #[error("the last healthy revision {0} is no longer in the rollout history")]
+    HealthyRevisionGone(i64),
+    #[error("{0} applies to Deployments only")]
+    DeploymentOnly(ActionKind),
+    #[error("scale would not raise replicas: already {current} (target {target})")]
+    NothingToScale { current: i32, target: i32 },
+    #[error("the action has no settings for {0}")]
+    MissingSettings(ActionKind),
+    #[error("container {0:?} not found")]
+    NoSuchContainer(String),
+    #[error("no known-good snapshot of ConfigMap {0} yet")]
+    NoSnapshot(String),
+    #[error("ConfigMap {0} not found")]
+    NoConfigMap(String),
+    #[error(
+        "it could leave fewer than {min_ready} ready replicas: {ready} ready, up to {max_unavailable} taken down at once"
+    )]
+    BelowReadyFloor {
+        ready: i32,
+        max_unavailable: i32,
+        min_ready: i32,
+    },
+}
+
+/// Why a change could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The API server refused or could not be reached.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The planned change could not be encoded; a bug.
+    #[error("encoding the change: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Reads what the action's plan needs.
+pub async fn observe(
+    client: &Client,
+    action: &Action,
+    workload: &Workload,
+) -> Result<Inputs, kube::Error> {
+    Ok(match action.action {
+        ActionKind::Rollback => {
+            Inputs::Rollback(rollback::observe(client, action, workload).await?)
+        }
+        ActionKind::RestoreConfig => {
+            let inputs = restore_config::observe(client, action, workload).await?;
+            Inputs::RestoreConfig(Box::new(inputs))
+        }
+        ActionKind::Scale | ActionKind::Restart => Inputs::None,
+    })
+}
+
+/// Plans one action on the workload. Pure.
+pub fn plan(
+    action: &Action,
+    workload: &Workload,
+    inputs: &Inputs,
+    mark: Mark<'_>,
+    now: Timestamp,
+) -> Result<Planned, Refusal> {
+    match action.action {
+        ActionKind::Rollback => {
+            let empty = rollback::Inputs::default();
+            let inputs = match inputs {
+                Inputs::Rollback(inputs) => inputs,
+                _ => &empty,
+            };
+            rollback::plan(action, workload, inputs, mark)
+        }
+        ActionKind::Scale => scale::plan(action, workload, mark),
+        ActionKind::Restart => restart::plan(action, workload, mark, now),
+        ActionKind::RestoreConfig => {
+            let empty = restore_config::Inputs::default();
+            let inputs = match inputs {
+                Inputs::RestoreConfig(inputs) => inputs,
+                _ => &empty,
+            };
+            restore_config::plan(action, workload, inputs, mark, now)
+        }
+    }
+}
+
+/// More to do while a step verifies (the next batch of a pod-by-pod
+/// restart), decided from the pods as they are now. Pure.
+pub fn follow_up(
+    action: &Action,
+    pods: &[Pod],
+    started: Timestamp,
+    min_ready: i32,
+) -> Option<Planned> {
+    match action.action {
+        ActionKind::Restart => restart::follow_up(action, pods, started, min_ready),
+        ActionKind::Rollback | ActionKind::Scale | ActionKind::RestoreConfig => None,
+    }
+}
+
+/// Makes a planned change. Returns extra lines for the ledger.
+pub async fn apply(
+    client: &Client,
+    workload: &Workload,
+    change: &Change,
+    dry_run: bool,
+) -> Result<Vec<String>, ApplyError> {
+    match change {
+        Change::Rollback(change) => rollback::apply(client, workload, change, dry_run).await,
+        Change::Scale(change) => scale::apply(client, workload, change, dry_run).await,
+        Change::Restart(change) => restart::apply(client, workload, change, dry_run).await,
+        Change::RestoreConfig(change) => {
+            restore_config::apply(client, workload, change, dry_run).await
+        }
+    }
+}
+
+/// Refuses an action that could take the workload below the policy's floor
+/// of ready replicas (a rollout takes up to maxUnavailable pods down at once).
+pub fn ready_floor(action: &Action, workload: &Workload, min_ready: i32) -> Option<Refusal> {
+    let rolls = match action.action {
+        ActionKind::Rollback | ActionKind::Restart | ActionKind::RestoreConfig => true,
+        ActionKind::Scale => scale::rolls(action),
+    };
+    if !rolls || min_ready == 0 {
+        return None;
+    }
+    let ready = workload.ready_replicas();
+    let max_unavailable = workload.rollout_max_unavailable();
+    (!safety::keeps_min_ready(ready, max_unavailable, min_ready)).then_some(
+        Refusal::BelowReadyFloor {
+            ready,
+            max_unavailable,
+            min_ready,
+        },
+    )
+}
+
+/// A server-side apply body for the workload: the mark's annotations and `spec`.
+fn apply_body(workload: &Workload, mark: Mark<'_>, spec: Value) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": workload.kind().to_string(),
+        "metadata": {"name": workload.name(), "annotations": mark.annotations()},
+        "spec": spec,
+    })
+}
+
+/// The workload's annotations with the mark's added: a JSON patch replaces
+/// them whole, so the others must be kept.
+fn merged_annotations(existing: &BTreeMap<String, String>, mark: Mark<'_>) -> Value {
+    let mut annotations = existing.clone();
+    annotations.insert(STEP_ANNOTATION.into(), mark.step.into());
+    annotations.insert(INCIDENT_ANNOTATION.into(), mark.incident.into());
+    json!(annotations)
+}
+
+/// Sends a patch to the workload with the operator's field manager.
+async fn patch_workload(
+    client: &Client,
+    workload: &Workload,
+    patch: &Patch<Value>,
+    dry_run: bool,
+) -> Result<(), kube::Error> {
+    let params = match patch {
+        Patch::Apply(_) => PatchParams::apply(FIELD_MANAGER).force(),
+        _ => PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        },
+    };
+    let params = PatchParams { dry_run, ..params };
+    let namespace = workload.namespace();
+    let name = workload.name();
+    match workload {
+        Workload::Deployment(_) => {
+            Api::<Deployment>::namespaced(client.clone(), &namespace)
+                .patch(&name, &params, patch)
+                .await?;
+        }
+        Workload::StatefulSet(_) => {
+            Api::<StatefulSet>::namespaced(client.clone(), &namespace)
+                .patch(&name, &params, patch)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+fn compact(value: &Value) -> String {
+    value.to_string().replace('"', "")
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    //! Workloads and actions shared by the action modules' tests.
+
+    use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::names::REVISION_ANNOTATION;
+
+    pub fn deployment(revision: &str, replicas: i32) -> Workload {
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "api", "namespace": "hg", "uid": "d-1", "annotations": {REVISION_ANNOTATION: revision}},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "api"}}, "template": {
+                "metadata": {"labels": {"app": "api"}},
+                "spec": {"containers": [{"name": "app", "image": format!("api:{revision}")}]}}}
+        }))
+        .unwrap();
+        d.into()
+    }
+
+    pub fn replica_set(revision: &str, image: &str) -> ReplicaSet {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("api-{revision}"), "annotations": {REVISION_ANNOTATION: revision},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "api", "uid": "d-1"}]},
+            "spec": {"selector": {"matchLabels": {"app": "api"}}, "template": {
+                "metadata": {"labels": {"app": "api", "pod-template-hash": "abc"}},
+                "spec": {"containers": [{"name": "app", "image": image}]}}}
+        }))
+        .unwrap()
+    }
+
+    pub fn action(value: Value) -> Action {
+        serde_json::from_value(value).unwrap()
+    }
+
+    pub fn now() -> Timestamp {
+        "2026-01-01T00:00:00Z".parse().unwrap()
+    }
+
+    pub const MARK: Mark<'static> = Mark {
+        step: "s",
+        incident: "i",
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+
+    #[test]
+    fn the_ready_floor_refuses_what_rolls_too_many_pods_down() {
+        let mut workload = deployment("1", 4);
+        if let Workload::Deployment(d) = &mut workload {
+            let d = std::sync::Arc::make_mut(d);
+            d.status = Some(serde_json::from_value(json!({"readyReplicas": 2})).unwrap());
+        }
+        let restart = action(json!({"action": "restart"}));
+        // maxUnavailable defaults to 25% of 4 = 1: 2 ready - 1 < floor 2.
+        assert_eq!(
+            ready_floor(&restart, &workload, 2),
+            Some(Refusal::BelowReadyFloor {
+                ready: 2,
+                max_unavailable: 1,
+                min_ready: 2
+            })
+        );
+        assert_eq!(ready_floor(&restart, &workload, 1), None);
+        assert_eq!(ready_floor(&restart, &workload, 0), None);
+        let replicas_only = action(json!({"action": "scale", "scale": {"replicas": 6}}));
+        assert_eq!(
+            ready_floor(&replicas_only, &workload, 2),
+            None,
+            "adding replicas takes nothing down"
+        );
+    }
+}

@@ -1,0 +1,280 @@
+//! `restart`: a rollout restart (the pod template's restartedAt stamp, as
+//! `kubectl rollout restart`), or pods deleted a few at a time: the step
+//! marks the workload, then each batch goes while the step verifies.
+
+use k8s_openapi::{api::core::v1::Pod, jiff::Timestamp};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, Patch},
+};
+use serde_json::{Value, json};
+
+use super::{ApplyError, Change as AnyChange, Mark, Planned, Refusal, apply_body, patch_workload};
+use crate::{
+    crd::{Action, RestartMethod},
+    names::RESTARTED_AT_ANNOTATION,
+    workload::Workload,
+};
+
+/// What a restart sends.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// Server-side apply of the mark and, for a rollout restart, the stamp.
+    Apply(Value),
+    /// Delete these pods: the next batch of a DeletePods restart.
+    DeletePods(Vec<String>),
+}
+
+fn method(action: &Action) -> RestartMethod {
+    action
+        .restart
+        .as_ref()
+        .map(|r| r.method)
+        .unwrap_or_default()
+}
+
+fn max_unavailable(action: &Action) -> i32 {
+    action
+        .restart
+        .as_ref()
+        .map_or(1, |r| r.max_unavailable.max(1))
+}
+
+pub fn plan(
+    action: &Action,
+    workload: &Workload,
+    mark: Mark<'_>,
+    now: Timestamp,
+) -> Result<Planned, Refusal> {
+    let (kind, name) = (workload.kind(), workload.name());
+    if method(action) == RestartMethod::DeletePods {
+        let max_unavailable = max_unavailable(action);
+        // The annotation marks the step applied; pods go in batches while verifying.
+        return Ok(Planned {
+            change: AnyChange::Restart(Change::Apply(apply_body(workload, mark, json!({})))),
+            summary: format!("{kind}/{name} pods deleted, at most {max_unavailable} at a time"),
+        });
+    }
+    let stamp = now.to_string();
+    let spec = json!({"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: stamp}}}});
+    Ok(Planned {
+        change: AnyChange::Restart(Change::Apply(apply_body(workload, mark, spec))),
+        summary: format!("{kind}/{name} rollout restart at {stamp}"),
+    })
+}
+
+/// The next batch of a DeletePods restart: the pods created before the step
+/// started, unhealthy first, within the availability limits.
+pub fn follow_up(
+    action: &Action,
+    pods: &[Pod],
+    started: Timestamp,
+    min_ready: i32,
+) -> Option<Planned> {
+    if method(action) != RestartMethod::DeletePods {
+        return None;
+    }
+    let states: Vec<PodState> = pods
+        .iter()
+        .map(|pod| PodState {
+            name: pod.name_any(),
+            ready: is_ready(pod),
+            terminating: pod.metadata.deletion_timestamp.is_some(),
+            original: pod
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .is_some_and(|t| t.0 < started),
+        })
+        .collect();
+    let batch = next_batch(&states, max_unavailable(action), min_ready);
+    (!batch.is_empty()).then(|| Planned {
+        summary: batch
+            .iter()
+            .map(|pod| format!("pod {pod} deleted"))
+            .collect::<Vec<_>>()
+            .join("; "),
+        change: AnyChange::Restart(Change::DeletePods(batch)),
+    })
+}
+
+pub async fn apply(
+    client: &Client,
+    workload: &Workload,
+    change: &Change,
+    dry_run: bool,
+) -> Result<Vec<String>, ApplyError> {
+    match change {
+        Change::Apply(body) => {
+            patch_workload(client, workload, &Patch::Apply(body.clone()), dry_run).await?;
+            Ok(Vec::new())
+        }
+        Change::DeletePods(pods) => {
+            let api: Api<Pod> = Api::namespaced(client.clone(), &workload.namespace());
+            let params = DeleteParams {
+                dry_run,
+                ..DeleteParams::default()
+            };
+            let mut deleted = Vec::new();
+            for pod in pods {
+                match api.delete(pod, &params).await {
+                    Ok(_) => deleted.push(format!("pod {pod} deleted")),
+                    // Gone already: what the step wanted.
+                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            Ok(deleted)
+        }
+    }
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// A pod of the workload, as the batch planner sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodState {
+    pub name: String,
+    pub ready: bool,
+    pub terminating: bool,
+    /// Created before the step started: one of the pods to replace.
+    pub original: bool,
+}
+
+/// The next pods to delete. Unhealthy originals always may go (they serve
+/// nothing); healthy ones only while fewer than `max_unavailable` pods are
+/// unavailable and more than `min_ready` stay ready.
+pub fn next_batch(pods: &[PodState], max_unavailable: i32, min_ready: i32) -> Vec<String> {
+    let count = |keep: fn(&&PodState) -> bool| pods.iter().filter(keep).count() as i64;
+    let mut unavailable = count(|p| !p.ready || p.terminating);
+    let mut ready = count(|p| p.ready && !p.terminating);
+    let mut batch: Vec<String> = Vec::new();
+    let mut candidates: Vec<&PodState> = pods
+        .iter()
+        .filter(|p| p.original && !p.terminating)
+        .collect();
+    candidates.sort_by_key(|p| (p.ready, p.name.clone()));
+    for pod in candidates {
+        if batch.len() as i64 >= i64::from(max_unavailable) {
+            break;
+        }
+        if !pod.ready {
+            batch.push(pod.name.clone());
+            continue;
+        }
+        if unavailable < i64::from(max_unavailable) && ready > i64::from(min_ready) {
+            batch.push(pod.name.clone());
+            unavailable += 1;
+            ready -= 1;
+        }
+    }
+    batch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::*;
+    use super::*;
+    use crate::names::STEP_ANNOTATION;
+
+    fn pod(name: &str, ready: bool, original: bool) -> PodState {
+        PodState {
+            name: name.into(),
+            ready,
+            terminating: false,
+            original,
+        }
+    }
+
+    #[test]
+    fn delete_pods_goes_unhealthy_first_and_keeps_the_floor() {
+        let pods = [
+            pod("a", true, true),
+            pod("b", false, true),
+            pod("c", true, true),
+        ];
+        assert_eq!(next_batch(&pods, 1, 1), ["b"]);
+        // The crashing pod is replaced and ready; the next original may go.
+        let pods = [
+            pod("a", true, true),
+            pod("c", true, true),
+            pod("b2", true, false),
+        ];
+        assert_eq!(next_batch(&pods, 1, 2), ["a"]);
+        assert!(
+            next_batch(&pods, 1, 3).is_empty(),
+            "would leave 2 ready of a floor of 3"
+        );
+        let busy = [
+            pod("a", true, true),
+            PodState {
+                terminating: true,
+                ..pod("c", true, true)
+            },
+        ];
+        assert!(
+            next_batch(&busy, 1, 0).is_empty(),
+            "one pod is already going"
+        );
+        // A single crashing database pod: deleted whatever the floor.
+        assert_eq!(
+            next_batch(&[pod("postgres-0", false, true)], 1, 1),
+            ["postgres-0"]
+        );
+    }
+
+    #[test]
+    fn a_rollout_restart_stamps_the_template() {
+        let planned = plan(
+            &action(json!({"action": "restart"})),
+            &deployment("1", 3),
+            MARK,
+            now(),
+        )
+        .unwrap();
+        let AnyChange::Restart(Change::Apply(body)) = planned.change else {
+            panic!("restart applies")
+        };
+        assert_eq!(
+            body["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT_ANNOTATION],
+            "2026-01-01T00:00:00Z"
+        );
+        assert_eq!(body["metadata"]["annotations"][STEP_ANNOTATION], "s");
+    }
+
+    #[test]
+    fn delete_pods_marks_first_then_follows_up_with_batches() {
+        let delete = action(json!({"action": "restart", "restart": {"method": "DeletePods"}}));
+        let planned = plan(&delete, &deployment("1", 2), MARK, now()).unwrap();
+        let AnyChange::Restart(Change::Apply(body)) = planned.change else {
+            panic!("the mark is applied first")
+        };
+        assert_eq!(body["spec"], json!({}), "the mark changes no pod");
+        let pods: Vec<Pod> = ["a", "b"]
+            .iter()
+            .map(|name| {
+                serde_json::from_value(json!({"metadata": {"name": name, "creationTimestamp": "2025-12-31T00:00:00Z"},
+                    "status": {"conditions": [{"type": "Ready", "status": if *name == "a" {"True"} else {"False"}}]}}))
+                .unwrap()
+            })
+            .collect();
+        let batch = follow_up(&delete, &pods, now(), 1).unwrap();
+        assert_eq!(
+            batch.change,
+            AnyChange::Restart(Change::DeletePods(vec!["b".into()]))
+        );
+        assert!(
+            follow_up(&action(json!({"action": "restart"})), &pods, now(), 1).is_none(),
+            "a rollout restart has no follow-up"
+        );
+        assert!(
+            follow_up(&delete, &pods, "2025-01-01T00:00:00Z".parse().unwrap(), 1).is_none(),
+            "pods made after the step started are replacements"
+        );
+    }
+}

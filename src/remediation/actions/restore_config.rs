@@ -1,0 +1,243 @@
+//! `restoreConfig`: put a ConfigMap's newest known-good snapshot back, then
+//! (by default) rollout-restart the workload so it reads it.
+
+use k8s_openapi::{api::core::v1::ConfigMap, jiff::Timestamp};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{Patch, PostParams},
+};
+use serde_json::{Value, json};
+
+use super::{ApplyError, Change as AnyChange, Mark, Planned, Refusal, apply_body, patch_workload};
+use crate::{
+    crd::{Action, ActionKind},
+    names::{
+        FIELD_MANAGER, INCIDENT_ANNOTATION, RESTARTED_AT_ANNOTATION, RESTORED_FROM_ANNOTATION,
+    },
+    remediation::known_good,
+    workload::Workload,
+};
+
+/// What a restore reads: the ConfigMap as it is and its newest snapshot.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Inputs {
+    pub current: Option<ConfigMap>,
+    pub snapshot: Option<ConfigMap>,
+}
+
+/// The restore: the ConfigMap with the snapshot's content (None when it
+/// already matches), then an apply of the workload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    /// Replaced as a whole; it carries the resourceVersion it was read at,
+    /// so a ConfigMap changed since is not overwritten.
+    pub config_map: Option<Box<ConfigMap>>,
+    pub workload: Value,
+    /// What the restore did, for the ledger.
+    pub detail: String,
+}
+
+pub async fn observe(
+    client: &Client,
+    action: &Action,
+    workload: &Workload,
+) -> Result<Inputs, kube::Error> {
+    let Some(settings) = &action.restore_config else {
+        return Ok(Inputs::default());
+    };
+    let namespace = workload.namespace();
+    let snapshots = known_good::snapshots_of(client, &namespace, &settings.config_map).await?;
+    let current = Api::<ConfigMap>::namespaced(client.clone(), &namespace)
+        .get_opt(&settings.config_map)
+        .await?;
+    Ok(Inputs {
+        current,
+        snapshot: snapshots.into_iter().next(),
+    })
+}
+
+pub fn plan(
+    action: &Action,
+    workload: &Workload,
+    inputs: &Inputs,
+    mark: Mark<'_>,
+    now: Timestamp,
+) -> Result<Planned, Refusal> {
+    let settings = action
+        .restore_config
+        .as_ref()
+        .ok_or(Refusal::MissingSettings(ActionKind::RestoreConfig))?;
+    let name = &settings.config_map;
+    let snapshot = inputs
+        .snapshot
+        .as_ref()
+        .ok_or_else(|| Refusal::NoSnapshot(name.clone()))?;
+    let current = inputs
+        .current
+        .as_ref()
+        .ok_or_else(|| Refusal::NoConfigMap(name.clone()))?;
+    let snapshot_name = snapshot.name_any();
+    let taken = known_good::taken_at(snapshot)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let matches = current.data == snapshot.data && current.binary_data == snapshot.binary_data;
+    let (config_map, detail) = if matches {
+        (
+            None,
+            format!("ConfigMap/{name} already matches snapshot {snapshot_name} ({taken})"),
+        )
+    } else {
+        let mut restored = current.clone();
+        restored.data = snapshot.data.clone();
+        restored.binary_data = snapshot.binary_data.clone();
+        let annotations = restored
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default);
+        annotations.insert(INCIDENT_ANNOTATION.into(), mark.incident.into());
+        annotations.insert(RESTORED_FROM_ANNOTATION.into(), snapshot_name.clone());
+        (
+            Some(Box::new(restored)),
+            format!("ConfigMap/{name} content from snapshot {snapshot_name} taken {taken}"),
+        )
+    };
+    // Without a restart the annotations still mark the step as applied.
+    let (spec, restart) = if settings.restart {
+        let stamp = now.to_string();
+        (
+            json!({"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: stamp}}}}),
+            format!("; {}/{} rollout restart", workload.kind(), workload.name()),
+        )
+    } else {
+        (json!({}), String::new())
+    };
+    Ok(Planned {
+        change: AnyChange::RestoreConfig(Change {
+            config_map,
+            workload: apply_body(workload, mark, spec),
+            detail,
+        }),
+        summary: format!("ConfigMap/{name} restored from its last known-good snapshot{restart}"),
+    })
+}
+
+/// Two writes, in an order that is safe to repeat: a restore interrupted
+/// after the ConfigMap finds it matching next time and only restarts.
+pub async fn apply(
+    client: &Client,
+    workload: &Workload,
+    change: &Change,
+    dry_run: bool,
+) -> Result<Vec<String>, ApplyError> {
+    if let Some(config_map) = &change.config_map {
+        let params = PostParams {
+            dry_run,
+            field_manager: Some(FIELD_MANAGER.into()),
+        };
+        Api::<ConfigMap>::namespaced(client.clone(), &workload.namespace())
+            .replace(&config_map.name_any(), &params, config_map)
+            .await?;
+    }
+    patch_workload(
+        client,
+        workload,
+        &Patch::Apply(change.workload.clone()),
+        dry_run,
+    )
+    .await?;
+    Ok(vec![change.detail.clone()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::*;
+    use super::*;
+    use crate::names::TAKEN_AT_ANNOTATION;
+
+    fn config_map(name: &str, value: &str) -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": name, "resourceVersion": "7",
+            "annotations": {TAKEN_AT_ANNOTATION: "2026-01-01T00:00:00Z"}}, "data": {"mode": value}}))
+        .unwrap()
+    }
+
+    fn restore(restart: bool) -> Action {
+        action(
+            json!({"action": "restoreConfig", "restoreConfig": {"configMap": "cfg", "restart": restart}}),
+        )
+    }
+
+    #[test]
+    fn puts_the_snapshot_back_conditionally_and_restarts() {
+        let inputs = Inputs {
+            current: Some(config_map("cfg", "broken")),
+            snapshot: Some(config_map("hg-snapshot-cfg-1", "good")),
+        };
+        let planned = plan(&restore(true), &deployment("1", 2), &inputs, MARK, now()).unwrap();
+        assert_eq!(
+            planned.summary,
+            "ConfigMap/cfg restored from its last known-good snapshot; Deployment/api rollout restart"
+        );
+        let AnyChange::RestoreConfig(change) = planned.change else {
+            panic!("a restore")
+        };
+        let restored = change.config_map.unwrap();
+        assert_eq!(restored.data.unwrap()["mode"], "good");
+        assert_eq!(
+            restored.metadata.resource_version.as_deref(),
+            Some("7"),
+            "the replace is conditional on what was read"
+        );
+        assert!(
+            change.workload["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT_ANNOTATION]
+                .is_string()
+        );
+    }
+
+    #[test]
+    fn a_matching_config_map_is_left_alone_and_missing_inputs_refuse() {
+        let same = Inputs {
+            current: Some(config_map("cfg", "good")),
+            snapshot: Some(config_map("hg-snapshot-cfg-1", "good")),
+        };
+        let planned = plan(&restore(false), &deployment("1", 2), &same, MARK, now()).unwrap();
+        let AnyChange::RestoreConfig(change) = planned.change else {
+            panic!("a restore")
+        };
+        assert!(change.config_map.is_none());
+        assert!(
+            change.detail.contains("already matches"),
+            "{}",
+            change.detail
+        );
+        assert_eq!(change.workload["spec"], json!({}), "no restart asked");
+
+        let no_snapshot = Inputs {
+            current: Some(config_map("cfg", "x")),
+            snapshot: None,
+        };
+        assert_eq!(
+            plan(
+                &restore(true),
+                &deployment("1", 2),
+                &no_snapshot,
+                MARK,
+                now()
+            ),
+            Err(Refusal::NoSnapshot("cfg".into()))
+        );
+        let no_config_map = Inputs {
+            current: None,
+            snapshot: Some(config_map("hg-snapshot-cfg-1", "good")),
+        };
+        assert_eq!(
+            plan(
+                &restore(true),
+                &deployment("1", 2),
+                &no_config_map,
+                MARK,
+                now()
+            ),
+            Err(Refusal::NoConfigMap("cfg".into()))
+        );
+    }
+}

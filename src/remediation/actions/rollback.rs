@@ -1,0 +1,335 @@
+//! `rollback`: put an earlier release's pod template back, as
+//! `kubectl rollout undo` does, to the previous release or to the revision
+//! last seen healthy. Deployments only.
+
+use k8s_openapi::api::{apps::v1::ReplicaSet, core::v1::PodTemplateSpec};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, Patch},
+};
+use serde_json::{Value, json};
+
+use super::{ApplyError, Change as AnyChange, Mark, Planned, Refusal, merged_annotations};
+use crate::{
+    crd::{Action, ActionKind, RollbackTarget},
+    names::{POD_TEMPLATE_HASH_LABEL, RESTARTED_AT_ANNOTATION, REVISION_ANNOTATION},
+    remediation::known_good,
+    workload::Workload,
+};
+
+/// What a rollback reads: the Deployment's ReplicaSets (its history) and,
+/// for LastHealthy, the revision last seen healthy.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Inputs {
+    pub replica_sets: Vec<ReplicaSet>,
+    pub last_healthy: Option<i64>,
+}
+
+/// A JSON patch replacing the pod template and the annotations: an apply
+/// would leave fields other managers own, and a rollback must not.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    pub operations: Value,
+}
+
+pub async fn observe(
+    client: &Client,
+    action: &Action,
+    workload: &Workload,
+) -> Result<Inputs, kube::Error> {
+    let (Workload::Deployment(_), Some(selector)) = (workload, workload.selector()) else {
+        return Ok(Inputs::default());
+    };
+    let namespace = workload.namespace();
+    let replica_sets = Api::<ReplicaSet>::namespaced(client.clone(), &namespace)
+        .list(&ListParams::default().labels_from(&selector))
+        .await?
+        .items;
+    let last_healthy = match target(action) {
+        RollbackTarget::LastHealthy => {
+            known_good::last_healthy_revision(client, &namespace, &workload.name()).await?
+        }
+        RollbackTarget::Previous => None,
+    };
+    Ok(Inputs {
+        replica_sets,
+        last_healthy,
+    })
+}
+
+fn target(action: &Action) -> RollbackTarget {
+    action.rollback.as_ref().map(|r| r.to).unwrap_or_default()
+}
+
+pub fn plan(
+    action: &Action,
+    workload: &Workload,
+    inputs: &Inputs,
+    mark: Mark<'_>,
+) -> Result<Planned, Refusal> {
+    let Workload::Deployment(deployment) = workload else {
+        return Err(Refusal::DeploymentOnly(ActionKind::Rollback));
+    };
+    let current = workload.revision().unwrap_or_default().to_owned();
+    let (revision, template) = match target(action) {
+        RollbackTarget::Previous => previous_revision(workload, &inputs.replica_sets)?,
+        RollbackTarget::LastHealthy => {
+            let healthy = inputs.last_healthy.ok_or(Refusal::LastHealthyUnknown)?;
+            healthy_revision(workload, &inputs.replica_sets, healthy)?
+        }
+    };
+    let template =
+        serde_json::to_value(&template).map_err(|_| Refusal::NoEarlierRevision(current.clone()))?;
+    Ok(Planned {
+        change: AnyChange::Rollback(Change {
+            operations: json!([
+                {"op": "replace", "path": "/spec/template", "value": template},
+                {"op": "add", "path": "/metadata/annotations", "value": merged_annotations(deployment.annotations(), mark)},
+            ]),
+        }),
+        summary: format!(
+            "Deployment/{} rolled back from revision {current} to revision {revision}",
+            workload.name()
+        ),
+    })
+}
+
+pub async fn apply(
+    client: &Client,
+    workload: &Workload,
+    change: &Change,
+    dry_run: bool,
+) -> Result<Vec<String>, ApplyError> {
+    let operations: json_patch::Patch = serde_json::from_value(change.operations.clone())?;
+    super::patch_workload(client, workload, &Patch::Json(operations), dry_run).await?;
+    Ok(Vec::new())
+}
+
+/// The revision number in a ReplicaSet's or Deployment's annotation.
+fn revision_of(annotations: &std::collections::BTreeMap<String, String>) -> Option<i64> {
+    annotations.get(REVISION_ANNOTATION)?.parse().ok()
+}
+
+/// The Deployment's own ReplicaSets with their revision and template (the
+/// hash label removed: it belongs to the ReplicaSet, not to the template).
+fn history<'a>(
+    workload: &'a Workload,
+    replica_sets: &'a [ReplicaSet],
+) -> impl Iterator<Item = (i64, PodTemplateSpec)> + 'a {
+    let uid = workload.metadata().uid.clone();
+    replica_sets
+        .iter()
+        .filter(move |rs| {
+            rs.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == uid.as_ref())
+        })
+        .filter_map(|rs| {
+            let revision = revision_of(rs.annotations())?;
+            let mut template = rs.spec.as_ref()?.template.clone()?;
+            if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+                labels.remove(POD_TEMPLATE_HASH_LABEL);
+            }
+            Some((revision, template))
+        })
+}
+
+/// `kubectl rollout undo`: the newest revision older than the current one,
+/// skipping revisions that differ from the current template only by a
+/// restart stamp (a rollout restart is no release to undo).
+fn previous_revision(
+    workload: &Workload,
+    replica_sets: &[ReplicaSet],
+) -> Result<(i64, PodTemplateSpec), Refusal> {
+    let current_text = workload.revision().unwrap_or_default().to_owned();
+    let current: i64 = current_text.parse().unwrap_or(i64::MAX);
+    let current_template = workload.template().map(comparable);
+    history(workload, replica_sets)
+        .filter(|(revision, template)| {
+            let same_release = current_template.as_ref() == Some(&comparable(template));
+            *revision < current && !same_release
+        })
+        .max_by_key(|(revision, _)| *revision)
+        .ok_or(Refusal::NoEarlierRevision(current_text))
+}
+
+/// The template of the revision last seen healthy, if older than the current one.
+fn healthy_revision(
+    workload: &Workload,
+    replica_sets: &[ReplicaSet],
+    healthy: i64,
+) -> Result<(i64, PodTemplateSpec), Refusal> {
+    let current_text = workload.revision().unwrap_or_default().to_owned();
+    let current: i64 = current_text.parse().unwrap_or(i64::MAX);
+    if healthy >= current {
+        return Err(Refusal::NoEarlierRevision(current_text));
+    }
+    history(workload, replica_sets)
+        .find(|(revision, _)| *revision == healthy)
+        .ok_or(Refusal::HealthyRevisionGone(healthy))
+}
+
+/// A template without what restarts and ReplicaSets add to it.
+fn comparable(template: &PodTemplateSpec) -> PodTemplateSpec {
+    let mut template = template.clone();
+    if let Some(metadata) = template.metadata.as_mut() {
+        if let Some(annotations) = metadata.annotations.as_mut() {
+            annotations.remove(RESTARTED_AT_ANNOTATION);
+            if annotations.is_empty() {
+                metadata.annotations = None;
+            }
+        }
+        if let Some(labels) = metadata.labels.as_mut() {
+            labels.remove(POD_TEMPLATE_HASH_LABEL);
+        }
+    }
+    template
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::fixtures::*;
+    use super::*;
+    use crate::names::STEP_ANNOTATION;
+
+    fn inputs(sets: Vec<ReplicaSet>, last_healthy: Option<i64>) -> Inputs {
+        Inputs {
+            replica_sets: sets,
+            last_healthy,
+        }
+    }
+
+    fn operations(planned: Planned) -> Value {
+        match planned.change {
+            AnyChange::Rollback(change) => change.operations,
+            other => panic!("a rollback patches the template, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn returns_to_the_previous_revision_without_the_hash_label() {
+        let sets = vec![
+            replica_set("1", "api:1"),
+            replica_set("2", "api:2"),
+            replica_set("3", "api:3"),
+        ];
+        let planned = plan(
+            &action(json!({"action": "rollback"})),
+            &deployment("3", 3),
+            &inputs(sets, None),
+            Mark {
+                step: "s-0",
+                incident: "inc",
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            planned.summary,
+            "Deployment/api rolled back from revision 3 to revision 2"
+        );
+        let patch = operations(planned);
+        assert_eq!(patch[0]["value"]["spec"]["containers"][0]["image"], "api:2");
+        assert_eq!(
+            patch[0]["value"]["metadata"]["labels"],
+            json!({"app": "api"})
+        );
+        assert_eq!(patch[1]["value"][STEP_ANNOTATION], "s-0");
+        assert_eq!(
+            patch[1]["value"][REVISION_ANNOTATION], "3",
+            "other annotations are kept"
+        );
+    }
+
+    #[test]
+    fn skips_revisions_that_only_restarted_the_current_release() {
+        // 1: good, 2: bad release, 3: rev 2 restarted. Undo must reach 1.
+        let stamp = || Some([(RESTARTED_AT_ANNOTATION.to_owned(), "t".to_owned())].into());
+        let mut restarted = replica_set("3", "api:2");
+        let template = restarted.spec.as_mut().unwrap().template.as_mut().unwrap();
+        template.metadata.as_mut().unwrap().annotations = stamp();
+        let mut current = deployment("3", 3);
+        if let Workload::Deployment(d) = &mut current {
+            let template = &mut Arc::make_mut(d).spec.as_mut().unwrap().template;
+            template.spec.as_mut().unwrap().containers[0].image = Some("api:2".into());
+            template.metadata.as_mut().unwrap().annotations = stamp();
+        }
+        let sets = vec![
+            replica_set("1", "api:1"),
+            replica_set("2", "api:2"),
+            restarted,
+        ];
+        let planned = plan(
+            &action(json!({"action": "rollback"})),
+            &current,
+            &inputs(sets, None),
+            MARK,
+        )
+        .unwrap();
+        assert_eq!(
+            planned.summary,
+            "Deployment/api rolled back from revision 3 to revision 1"
+        );
+    }
+
+    #[test]
+    fn to_last_healthy_uses_the_recorded_revision() {
+        let sets = vec![
+            replica_set("1", "api:1"),
+            replica_set("2", "api:2"),
+            replica_set("3", "api:3"),
+        ];
+        let last_healthy = action(json!({"action": "rollback", "rollback": {"to": "LastHealthy"}}));
+        let current = deployment("3", 3);
+        let planned = plan(
+            &last_healthy,
+            &current,
+            &inputs(sets.clone(), Some(1)),
+            MARK,
+        )
+        .unwrap();
+        assert_eq!(
+            planned.summary,
+            "Deployment/api rolled back from revision 3 to revision 1"
+        );
+        let table = [
+            (None, Refusal::LastHealthyUnknown),
+            (Some(3), Refusal::NoEarlierRevision("3".into())),
+            (Some(0), Refusal::HealthyRevisionGone(0)),
+        ];
+        for (recorded, refusal) in table {
+            assert_eq!(
+                plan(
+                    &last_healthy,
+                    &current,
+                    &inputs(sets.clone(), recorded),
+                    MARK
+                ),
+                Err(refusal)
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_without_an_earlier_revision_or_on_a_statefulset() {
+        let refused = plan(
+            &action(json!({"action": "rollback"})),
+            &deployment("1", 3),
+            &inputs(vec![replica_set("1", "api:1")], None),
+            MARK,
+        );
+        assert_eq!(refused, Err(Refusal::NoEarlierRevision("1".into())));
+        let sts: k8s_openapi::api::apps::v1::StatefulSet =
+            serde_json::from_value(json!({"metadata": {"name": "db"}})).unwrap();
+        assert_eq!(
+            plan(
+                &action(json!({"action": "rollback"})),
+                &sts.into(),
+                &Inputs::default(),
+                MARK
+            ),
+            Err(Refusal::DeploymentOnly(ActionKind::Rollback))
+        );
+    }
+}

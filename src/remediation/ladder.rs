@@ -1,0 +1,606 @@
+//! The escalation ladder as pure functions: which ladder applies to an
+//! incident, and from the step ledger and what verification observed, the
+//! one next thing to do.
+//!
+//! The ledger is the only memory: a step is recorded (Pending) before it
+//! runs, and a recorded step is never planned again. A ledger entry is tied
+//! to its rung by identity (rule, step name, action), not by position, so a
+//! policy edited mid-incident (it is kept in Git) never makes a recorded
+//! step run as another action: a step that left the ladder is skipped, one
+//! that stayed keeps its record, and new steps are tried after.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::{
+    crd::{
+        Action, Incident, Mode, PolicyRule, RemediationPolicy, Safety, StepRecord, StepResult,
+        Verify,
+    },
+    names::BREAKER_RESET_ANNOTATION,
+};
+
+/// What verification saw of the target right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Rollout complete and the rule's symptom gone (every replica ready without a rule).
+    Healthy,
+    /// Not (yet) healthy.
+    Unhealthy,
+}
+
+/// Timing of verification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// How long a step may take to bring the target to healthy.
+    pub timeout: Duration,
+    /// How long the target must then stay healthy.
+    pub hold_down: Duration,
+}
+
+/// One rung: an action, the mode it runs in and how it is verified.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rung {
+    pub action: Action,
+    pub mode: Mode,
+    pub timing: Timing,
+}
+
+impl Rung {
+    pub fn name(&self) -> &str {
+        self.action.step_name()
+    }
+}
+
+/// The ladder that applies to an incident and how it runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ladder {
+    pub rungs: Vec<Rung>,
+    /// The rule the rungs come from; None for an incident's own actions.
+    pub rule_name: Option<String>,
+    /// The rule whose symptom verification watches (also for an incident's
+    /// own actions, when it names a rule).
+    pub rule: Option<PolicyRule>,
+    /// Verification of a step that has left the ladder.
+    pub default_timing: Timing,
+    /// The policy whose safety limits apply (defaults without one).
+    pub policy: Option<String>,
+    pub safety: Safety,
+    pub breaker_reset_at: Option<Timestamp>,
+}
+
+impl Ladder {
+    /// The rung a ledger entry was recorded from, if it is still in the ladder.
+    pub fn rung_of(&self, record: &StepRecord) -> Option<&Rung> {
+        self.rungs.iter().find(|rung| {
+            rung.name() == record.name
+                && rung.action.action == record.action
+                // Entries recorded before rules were kept match any rule.
+                && record.rule.as_deref().is_none_or(|rule| Some(rule) == self.rule_name.as_deref())
+        })
+    }
+
+    fn tried(&self, ledger: &[StepRecord], rung: &Rung) -> bool {
+        ledger.iter().any(|record| {
+            self.rung_of(record)
+                .is_some_and(|found| std::ptr::eq(found, rung))
+        })
+    }
+}
+
+/// The incident's own actions, else its policy rule's; None when there are none.
+pub fn resolve(incident: &Incident, policy: Option<&RemediationPolicy>) -> Option<Ladder> {
+    let spec = &incident.spec;
+    let rule_name = spec.rule.as_ref().or(spec.source.rule.as_ref());
+    let rule = policy.and_then(|p| p.spec.rules.iter().find(|r| Some(&r.name) == rule_name));
+    let (steps, verify, from_rule) = match (&spec.actions, rule) {
+        (Some(actions), rule) => (
+            actions.clone(),
+            rule.map(|r| r.verify.clone()).unwrap_or_default(),
+            None,
+        ),
+        (None, Some(rule)) => (rule.actions.clone(), rule.verify.clone(), Some(&rule.name)),
+        (None, None) => return None,
+    };
+    let policy_mode = policy.map(|p| p.spec.mode).unwrap_or_default();
+    let rungs = steps
+        .into_iter()
+        .map(|action| Rung {
+            mode: step_mode(&action, spec.mode, policy_mode),
+            timing: timing(&action, &verify),
+            action,
+        })
+        .collect();
+    Some(Ladder {
+        rungs,
+        rule_name: from_rule.cloned(),
+        rule: rule.cloned(),
+        default_timing: Timing {
+            timeout: verify.timeout.as_std(),
+            hold_down: verify.hold_down.as_std(),
+        },
+        policy: policy.map(|p| p.name_any()),
+        safety: policy.map(|p| p.spec.safety.clone()).unwrap_or_default(),
+        breaker_reset_at: policy
+            .and_then(|p| p.annotations().get(BREAKER_RESET_ANNOTATION))
+            .and_then(|t| t.parse().ok()),
+    })
+}
+
+/// The mode a step runs in: its own, else the incident's, else the policy's.
+pub fn step_mode(step: &Action, incident_mode: Option<Mode>, policy_mode: Mode) -> Mode {
+    step.mode.or(incident_mode).unwrap_or(policy_mode)
+}
+
+fn timing(step: &Action, verify: &Verify) -> Timing {
+    Timing {
+        timeout: step.timeout.map_or(verify.timeout.as_std(), |t| t.as_std()),
+        hold_down: verify.hold_down.as_std(),
+    }
+}
+
+/// The next thing the remediation loop should do. `entry` indexes the
+/// ledger, `rung` the ladder.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Next {
+    /// Record rung `rung` as Pending (or AwaitingApproval), before anything runs.
+    Record {
+        rung: usize,
+        awaiting_approval: bool,
+    },
+    /// A step waits for approval that has now been given: make it Pending.
+    Approved { entry: usize },
+    /// Apply the Pending entry, from its rung.
+    Execute { entry: usize, rung: usize },
+    /// A Pending or AwaitingApproval entry whose step has left the ladder:
+    /// it never runs.
+    Orphaned { entry: usize },
+    /// The entry is verifying; the target became healthy just now.
+    HealthySince { entry: usize },
+    /// The entry was applied but the target turned unhealthy again.
+    Relapsed { entry: usize },
+    /// The entry held healthy through the hold-down: resolved.
+    Succeeded { entry: usize },
+    /// The entry did not bring recovery in time.
+    Failed { entry: usize, reason: String },
+    /// Every step was tried and none helped.
+    Exhausted,
+    /// In DryRun every step is recorded as DryRun; this is the end.
+    DryRunComplete,
+    /// Nothing to do until `Some(time)` (or until something changes).
+    Wait(Option<Timestamp>),
+}
+
+/// Decides the next move. `approved(name)` tells whether a responder
+/// approved a step.
+pub fn next(
+    ladder: &Ladder,
+    ledger: &[StepRecord],
+    approved: impl Fn(&str) -> bool,
+    health: Health,
+    now: Timestamp,
+) -> Next {
+    let Some(last) = ledger.last() else {
+        return record_untried(ladder, ledger, &approved, None);
+    };
+    let entry = ledger.len() - 1;
+    let rung = ladder.rung_of(last);
+    match last.result {
+        StepResult::AwaitingApproval | StepResult::Pending if rung.is_none() => {
+            Next::Orphaned { entry }
+        }
+        StepResult::AwaitingApproval => {
+            if approved(&last.name) {
+                Next::Approved { entry }
+            } else {
+                Next::Wait(None)
+            }
+        }
+        StepResult::Pending => {
+            let rung = ladder
+                .rungs
+                .iter()
+                .position(|r| rung.is_some_and(|found| std::ptr::eq(found, r)))
+                .unwrap_or_default();
+            Next::Execute { entry, rung }
+        }
+        StepResult::Verifying => {
+            let timing = rung.map_or(ladder.default_timing, |r| r.timing);
+            verify(entry, last, timing, health, now)
+        }
+        StepResult::Failed | StepResult::Skipped | StepResult::DryRun => {
+            record_untried(ladder, ledger, &approved, Some(last.result))
+        }
+        StepResult::Succeeded => Next::Wait(None),
+    }
+}
+
+fn verify(entry: usize, last: &StepRecord, timing: Timing, health: Health, now: Timestamp) -> Next {
+    let started = last.started_at.as_ref().map_or(now, |t| t.0);
+    match (health, last.healthy_since.as_ref().map(|t| t.0)) {
+        (Health::Healthy, None) => Next::HealthySince { entry },
+        (Health::Healthy, Some(since)) => {
+            let due = add(since, timing.hold_down);
+            if now >= due {
+                Next::Succeeded { entry }
+            } else {
+                Next::Wait(Some(due))
+            }
+        }
+        (Health::Unhealthy, Some(_)) => Next::Relapsed { entry },
+        (Health::Unhealthy, None) => {
+            let deadline = add(started, timing.timeout);
+            if now >= deadline {
+                Next::Failed {
+                    entry,
+                    reason: format!("not healthy within {}s", timing.timeout.as_secs()),
+                }
+            } else {
+                Next::Wait(Some(deadline))
+            }
+        }
+    }
+}
+
+/// The first rung not tried yet; the end of the ladder when there is none.
+fn record_untried(
+    ladder: &Ladder,
+    ledger: &[StepRecord],
+    approved: &impl Fn(&str) -> bool,
+    last: Option<StepResult>,
+) -> Next {
+    let untried = ladder
+        .rungs
+        .iter()
+        .position(|rung| !ladder.tried(ledger, rung));
+    match untried {
+        Some(index) => {
+            let rung = &ladder.rungs[index];
+            Next::Record {
+                rung: index,
+                awaiting_approval: rung.mode == Mode::RequireApproval && !approved(rung.name()),
+            }
+        }
+        None if last == Some(StepResult::DryRun) => Next::DryRunComplete,
+        None => Next::Exhausted,
+    }
+}
+
+/// The ledger id of a step: stable across restarts, unique per incident.
+pub fn step_id(incident_uid: &str, entry: usize, step_name: &str, attempt: i32) -> String {
+    let prefix: String = incident_uid.chars().filter(|c| *c != '-').take(8).collect();
+    format!("{prefix}-{entry}-{step_name}-{attempt}")
+}
+
+fn add(at: Timestamp, duration: Duration) -> Timestamp {
+    at.checked_add(duration).unwrap_or(Timestamp::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ActionKind;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use serde_json::json;
+
+    const TIMING: Timing = Timing {
+        timeout: Duration::from_secs(300),
+        hold_down: Duration::from_secs(60),
+    };
+
+    fn ladder_of(steps: serde_json::Value, modes: &[Mode]) -> Ladder {
+        let actions: Vec<Action> = serde_json::from_value(steps).unwrap();
+        Ladder {
+            rungs: actions
+                .into_iter()
+                .zip(modes)
+                .map(|(action, mode)| Rung {
+                    action,
+                    mode: *mode,
+                    timing: TIMING,
+                })
+                .collect(),
+            rule_name: Some("crash".into()),
+            rule: None,
+            default_timing: TIMING,
+            policy: None,
+            safety: Safety::default(),
+            breaker_reset_at: None,
+        }
+    }
+
+    fn two_steps() -> Ladder {
+        ladder_of(
+            json!([{"action": "rollback"}, {"action": "restart"}]),
+            &[Mode::Auto, Mode::Auto],
+        )
+    }
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    fn entry(
+        name: &str,
+        action: ActionKind,
+        result: StepResult,
+        started: &str,
+        healthy_since: Option<&str>,
+    ) -> StepRecord {
+        StepRecord {
+            id: format!("abc-{name}-1"),
+            name: name.into(),
+            action,
+            rule: Some("crash".into()),
+            attempt: 1,
+            result,
+            started_at: Some(Time(at(started))),
+            finished_at: None,
+            healthy_since: healthy_since.map(|t| Time(at(t))),
+            message: None,
+            changes: vec![],
+        }
+    }
+
+    fn rollback(result: StepResult) -> StepRecord {
+        entry(
+            "rollback",
+            ActionKind::Rollback,
+            result,
+            "2026-01-01T00:00:00Z",
+            None,
+        )
+    }
+
+    fn decide(ledger: &[StepRecord], health: Health, now: &str) -> Next {
+        next(&two_steps(), ledger, |_| false, health, at(now))
+    }
+
+    #[test]
+    fn the_ladder_starts_by_recording_its_first_step() {
+        assert_eq!(
+            decide(&[], Health::Unhealthy, "2026-01-01T00:00:00Z"),
+            Next::Record {
+                rung: 0,
+                awaiting_approval: false
+            }
+        );
+    }
+
+    #[test]
+    fn each_result_of_the_last_entry_leads_to_one_move() {
+        use Health::*;
+        let verifying = rollback(StepResult::Verifying);
+        let holding = entry(
+            "rollback",
+            ActionKind::Rollback,
+            StepResult::Verifying,
+            "2026-01-01T00:00:00Z",
+            Some("2026-01-01T00:01:00Z"),
+        );
+        let cases: Vec<(StepRecord, Health, &str, Next)> = vec![
+            (
+                rollback(StepResult::Pending),
+                Unhealthy,
+                "2026-01-01T00:00:01Z",
+                Next::Execute { entry: 0, rung: 0 },
+            ),
+            (
+                verifying.clone(),
+                Unhealthy,
+                "2026-01-01T00:01:00Z",
+                Next::Wait(Some(at("2026-01-01T00:05:00Z"))),
+            ),
+            (
+                verifying.clone(),
+                Healthy,
+                "2026-01-01T00:01:00Z",
+                Next::HealthySince { entry: 0 },
+            ),
+            (
+                verifying,
+                Unhealthy,
+                "2026-01-01T00:05:00Z",
+                Next::Failed {
+                    entry: 0,
+                    reason: "not healthy within 300s".into(),
+                },
+            ),
+            (
+                holding.clone(),
+                Healthy,
+                "2026-01-01T00:01:30Z",
+                Next::Wait(Some(at("2026-01-01T00:02:00Z"))),
+            ),
+            (
+                holding.clone(),
+                Healthy,
+                "2026-01-01T00:02:00Z",
+                Next::Succeeded { entry: 0 },
+            ),
+            (
+                holding,
+                Unhealthy,
+                "2026-01-01T00:01:30Z",
+                Next::Relapsed { entry: 0 },
+            ),
+            (
+                rollback(StepResult::Failed),
+                Unhealthy,
+                "2026-01-01T00:05:01Z",
+                Next::Record {
+                    rung: 1,
+                    awaiting_approval: false,
+                },
+            ),
+            (
+                rollback(StepResult::Skipped),
+                Unhealthy,
+                "2026-01-01T00:05:01Z",
+                Next::Record {
+                    rung: 1,
+                    awaiting_approval: false,
+                },
+            ),
+            (
+                rollback(StepResult::Succeeded),
+                Healthy,
+                "2026-01-01T00:05:01Z",
+                Next::Wait(None),
+            ),
+            (
+                rollback(StepResult::AwaitingApproval),
+                Unhealthy,
+                "2026-01-01T00:05:01Z",
+                Next::Wait(None),
+            ),
+        ];
+        for (record, health, now, expected) in cases {
+            let result = record.result;
+            assert_eq!(
+                decide(&[record], health, now),
+                expected,
+                "{result:?} {health:?} at {now}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_ladder_tried_to_the_end_is_exhausted_or_a_complete_dry_run() {
+        let failed = [
+            rollback(StepResult::Failed),
+            entry(
+                "restart",
+                ActionKind::Restart,
+                StepResult::Failed,
+                "2026-01-01T00:05:01Z",
+                None,
+            ),
+        ];
+        assert_eq!(
+            decide(&failed, Health::Unhealthy, "2026-01-01T00:11:00Z"),
+            Next::Exhausted
+        );
+        let dry = [
+            rollback(StepResult::DryRun),
+            entry(
+                "restart",
+                ActionKind::Restart,
+                StepResult::DryRun,
+                "2026-01-01T00:00:01Z",
+                None,
+            ),
+        ];
+        assert_eq!(
+            decide(&dry, Health::Unhealthy, "2026-01-01T00:00:02Z"),
+            Next::DryRunComplete
+        );
+    }
+
+    #[test]
+    fn approval_gates_a_step() {
+        let ladder = ladder_of(
+            json!([{"action": "rollback"}, {"action": "restart"}]),
+            &[Mode::RequireApproval, Mode::Auto],
+        );
+        let now = at("2026-01-01T00:01:00Z");
+        assert_eq!(
+            next(&ladder, &[], |_| false, Health::Unhealthy, now),
+            Next::Record {
+                rung: 0,
+                awaiting_approval: true
+            }
+        );
+        assert_eq!(
+            next(&ladder, &[], |s| s == "rollback", Health::Unhealthy, now),
+            Next::Record {
+                rung: 0,
+                awaiting_approval: false
+            },
+            "approved before it was asked for"
+        );
+        let waiting = [rollback(StepResult::AwaitingApproval)];
+        assert_eq!(
+            next(&ladder, &waiting, |_| false, Health::Unhealthy, now),
+            Next::Wait(None)
+        );
+        assert_eq!(
+            next(
+                &ladder,
+                &waiting,
+                |s| s == "rollback",
+                Health::Unhealthy,
+                now
+            ),
+            Next::Approved { entry: 0 }
+        );
+    }
+
+    #[test]
+    fn a_policy_edited_under_a_running_ladder_never_runs_a_step_as_another_action() {
+        let now = at("2026-01-01T00:01:00Z");
+        // The rollback was recorded; then the rule's first step became a scale.
+        let edited = ladder_of(
+            json!([{"action": "scale", "name": "rollback", "scale": {"replicas": 5}}, {"action": "restart"}]),
+            &[Mode::Auto, Mode::Auto],
+        );
+        let pending = [rollback(StepResult::Pending)];
+        assert_eq!(
+            next(&edited, &pending, |_| false, Health::Unhealthy, now),
+            Next::Orphaned { entry: 0 },
+            "same name, other action: not the same step"
+        );
+        // The recorded step moved down the ladder: it runs from its new rung.
+        let reordered = ladder_of(
+            json!([{"action": "restart"}, {"action": "rollback"}]),
+            &[Mode::Auto, Mode::Auto],
+        );
+        assert_eq!(
+            next(&reordered, &pending, |_| false, Health::Unhealthy, now),
+            Next::Execute { entry: 0, rung: 1 }
+        );
+        // After it failed, the untried restart (now first) is next, and the
+        // failed rollback is not tried again.
+        let failed = [rollback(StepResult::Failed)];
+        assert_eq!(
+            next(&reordered, &failed, |_| false, Health::Unhealthy, now),
+            Next::Record {
+                rung: 0,
+                awaiting_approval: false
+            }
+        );
+        // The rule was renamed: the same-named step of another rule is another step.
+        let mut renamed = two_steps();
+        renamed.rule_name = Some("crash-v2".into());
+        assert_eq!(
+            next(&renamed, &pending, |_| false, Health::Unhealthy, now),
+            Next::Orphaned { entry: 0 }
+        );
+        // A step verifying when it left the ladder is still verified, by the defaults.
+        let verifying = [rollback(StepResult::Verifying)];
+        let gone = ladder_of(json!([{"action": "restart"}]), &[Mode::Auto]);
+        assert_eq!(
+            next(
+                &gone,
+                &verifying,
+                |_| false,
+                Health::Unhealthy,
+                at("2026-01-01T00:05:00Z")
+            ),
+            Next::Failed {
+                entry: 0,
+                reason: "not healthy within 300s".into()
+            }
+        );
+    }
+
+    #[test]
+    fn step_ids_are_stable() {
+        assert_eq!(
+            step_id("1f2e3d4c-aaaa-bbbb", 1, "restart", 1),
+            "1f2e3d4c-1-restart-1"
+        );
+    }
+}
