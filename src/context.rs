@@ -59,6 +59,17 @@ impl Watches {
     }
 }
 
+impl Watches {
+    /// Waits until every store holds its first complete LIST: before that,
+    /// a missing policy or incident may only not be loaded yet.
+    pub async fn ready(&self) -> Result<(), kube::runtime::reflector::store::WriterDropped> {
+        self.incidents.store().wait_until_ready().await?;
+        self.policies.store().wait_until_ready().await?;
+        self.deployments.store().wait_until_ready().await?;
+        self.statefulsets.store().wait_until_ready().await
+    }
+}
+
 /// Shared by all reconciles.
 #[derive(Clone)]
 pub struct Context {

@@ -55,6 +55,18 @@ pub async fn wait_for_crds(client: &Client) -> Result<(), StartError> {
 /// Runs both controllers and the detector until `shutdown` is cancelled.
 pub async fn run(client: Client, metrics: Arc<Metrics>, scope: Scope, shutdown: CancellationToken) {
     let (watches, drive_watches) = Watches::start(&client, &scope);
+    let drive_watches = tokio::spawn(drive_watches);
+    // Nothing is decided from a half-filled store.
+    tokio::select! {
+        ready = watches.ready() => if let Err(error) = ready {
+            warn!(%error, "the shared watches stopped before they were filled");
+            return;
+        },
+        () = shutdown.cancelled() => {
+            drive_watches.abort();
+            return;
+        }
+    }
     let _ = metrics.incident_store.set(watches.incidents.store());
     let ctx = Arc::new(Context::new(client, metrics, watches.clone()));
     let config = kube::runtime::controller::Config::default().debounce(Duration::from_millis(500));
@@ -101,10 +113,8 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, scope: Scope, shutdown: 
         namespace = scope.namespace.as_deref().unwrap_or("<all>"),
         "controllers started"
     );
-    tokio::select! {
-        () = drive_watches => warn!("the shared watches ended"),
-        _ = async { tokio::join!(incidents, policies, detector) } => {}
-    }
+    tokio::join!(incidents, policies, detector);
+    drive_watches.abort();
     info!("controllers stopped");
 }
 

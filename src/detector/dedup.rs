@@ -104,6 +104,19 @@ mod tests {
     use super::*;
     use crate::crd::IncidentStatus;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use strum::IntoEnumIterator;
+
+    #[test]
+    fn every_symptom_has_its_own_slug_fit_for_a_name() {
+        let slugs: std::collections::BTreeSet<&str> = Symptom::iter().map(Symptom::slug).collect();
+        assert_eq!(slugs.len(), Symptom::iter().count(), "{slugs:?}");
+        for slug in slugs {
+            assert!(
+                slug != "signal" && slug.chars().all(|c| c.is_ascii_lowercase() || c == '-'),
+                "{slug}"
+            );
+        }
+    }
 
     fn incident(name: &str, phase: Option<Phase>, resolved_at: Option<&str>) -> Incident {
         let mut incident: Incident = serde_json::from_value(serde_json::json!({

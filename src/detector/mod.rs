@@ -104,12 +104,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     };
     // Dedup is derived from the Incidents in the API: wait until they are
     // known, and what is guarded until the policies and workloads are.
-    let stores_ready = async {
-        watches.incidents.store().wait_until_ready().await?;
-        watches.policies.store().wait_until_ready().await?;
-        watches.deployments.store().wait_until_ready().await?;
-        watches.statefulsets.store().wait_until_ready().await
-    };
+    let stores_ready = watches.ready();
     tokio::select! {
         ready = stores_ready => if let Err(error) = ready {
             warn!(%error, "detector cannot start");

@@ -163,19 +163,23 @@ where
         }
     }
 
-    /// Created or changed objects (every object again after a resync), as a
-    /// controller's trigger stream. Subscribes at once, so nothing is missed
-    /// between this call and the stream's first poll.
+    /// Every object in the store, then every object created or changed
+    /// (and every object again after a resync): a controller's own trigger
+    /// stream. Subscribes at once, so nothing is missed between this call
+    /// and the stream's first poll.
     pub fn applied(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
-        self.objects(false)
+        let store = self.store.clone();
+        let current = stream::once(async move { stream::iter(store.state()) }).flatten();
+        current.chain(self.changed(false))
     }
 
-    /// As [`Shared::applied`], and deleted objects too.
+    /// Objects created, changed or deleted from now on (every object again
+    /// after a resync): a trigger of related objects.
     pub fn touched(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
-        self.objects(true)
+        self.changed(true)
     }
 
-    fn objects(&self, with_deleted: bool) -> impl Stream<Item = Arc<K>> + Send + 'static {
+    fn changed(&self, with_deleted: bool) -> impl Stream<Item = Arc<K>> + Send + 'static {
         let changes = self.changes();
         let store = self.store.clone();
         stream::unfold(changes, move |mut changes| {

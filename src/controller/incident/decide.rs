@@ -596,3 +596,672 @@ fn step_ended(record: &StepRecord, now: Timestamp) -> Tally {
 fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
     to.duration_since(from).as_secs_f64().max(0.0)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Every phase, every step result, approvals, safety refusals and a
+    //! policy edited under a running ladder, each as one reconcile: an
+    //! incident and an observation in, a decision out.
+
+    use std::sync::Arc;
+
+    use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::{
+        crd::RemediationPolicy,
+        names::{REVISION_ANNOTATION, STEP_ANNOTATION},
+        remediation::actions::{Change, Inputs, rollback},
+    };
+
+    const UID: &str = "0123abcd-0000-0000-0000-000000000000";
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    fn policy(mode: &str, actions: Value, safety: Value) -> Arc<RemediationPolicy> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "healing-guard.io/v1alpha1", "kind": "RemediationPolicy",
+                "metadata": {"name": "guard", "namespace": "hg"},
+                "spec": {
+                    "mode": mode,
+                    "safety": safety,
+                    "targets": [{"kind": "Deployment", "names": ["api"]}],
+                    "rules": [{"name": "crash", "when": {"symptom": "CrashLoopBackOff"},
+                        "severity": "P1", "type": "ServiceOutage", "actions": actions,
+                        "verify": {"timeout": "5m", "holdDown": "1m"}}],
+                }
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn two_steps(mode: &str) -> Arc<RemediationPolicy> {
+        policy(
+            mode,
+            json!([{"action": "rollback"}, {"action": "restart"}]),
+            json!({}),
+        )
+    }
+
+    /// A detected incident under the policy's `crash` rule, with `status`.
+    fn incident(status: Value) -> Incident {
+        let mut value = json!({
+            "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
+            "metadata": {"name": "api-crashloop", "namespace": "hg", "uid": UID, "generation": 1,
+                "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"title": "CrashLoopBackOff on Deployment/api", "severity": "P1",
+                "type": "ServiceOutage", "target": {"kind": "Deployment", "name": "api"},
+                "policy": "guard", "rule": "crash",
+                "source": {"kind": "Detected", "policy": "guard", "rule": "crash",
+                    "dedupKey": "Deployment/api/CrashLoopBackOff"}},
+        });
+        if !status.is_null() {
+            value["status"] = status;
+        }
+        serde_json::from_value(value).unwrap()
+    }
+
+    /// The incident as the previous reconcile left it.
+    fn after(mut incident: Incident, decision: &Decision) -> Incident {
+        incident.status = Some(decision.status.clone());
+        incident
+    }
+
+    fn entry(name: &str, action: &str, result: &str, started: &str) -> Value {
+        json!({"id": format!("0123abcd-0-{name}-1"), "name": name, "action": action,
+            "rule": "crash", "attempt": 1, "result": result, "startedAt": started,
+            "changes": ["something changed"]})
+    }
+
+    fn with_steps(phase: &str, steps: Value) -> Incident {
+        incident(
+            json!({"phase": phase, "milestones": {"detectedAt": "2026-01-01T00:00:00Z"},
+            "evidence": {}, "steps": steps}),
+        )
+    }
+
+    /// A Deployment at revision 2 (revision 1 in its history): rolled out
+    /// and ready, or with its rollout stuck halfway and nothing ready.
+    fn api(ready: bool, annotations: Value) -> Workload {
+        let (ready_replicas, updated) = if ready { (2, 2) } else { (0, 1) };
+        let mut annotations = annotations;
+        annotations[REVISION_ANNOTATION] = json!("2");
+        let deployment: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "api", "namespace": "hg", "uid": "d-1", "generation": 2,
+                "annotations": annotations},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "api"}},
+                "template": {"metadata": {"labels": {"app": "api"}},
+                    "spec": {"containers": [{"name": "app", "image": "api:2"}]}}},
+            "status": {"observedGeneration": 2, "replicas": 2, "updatedReplicas": updated,
+                "readyReplicas": ready_replicas, "availableReplicas": ready_replicas},
+        }))
+        .unwrap();
+        deployment.into()
+    }
+
+    fn history() -> Inputs {
+        let set = |revision: &str| -> ReplicaSet {
+            serde_json::from_value(json!({
+                "metadata": {"name": format!("api-{revision}"), "annotations": {REVISION_ANNOTATION: revision},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "api", "uid": "d-1"}]},
+                "spec": {"selector": {"matchLabels": {"app": "api"}}, "template": {
+                    "metadata": {"labels": {"app": "api"}},
+                    "spec": {"containers": [{"name": "app", "image": format!("api:{revision}")}]}}}
+            }))
+            .unwrap()
+        };
+        Inputs::Rollback(rollback::Inputs {
+            replica_sets: vec![set("1"), set("2")],
+            last_healthy: None,
+        })
+    }
+
+    fn seen(policy: &Arc<RemediationPolicy>, workload: Option<Workload>, now: &str) -> Observation {
+        Observation {
+            now: at(now),
+            policy: Some(policy.clone()),
+            workload,
+            pods: Vec::new(),
+            inputs: Inputs::None,
+            target_steps: Vec::new(),
+            policy_steps: Vec::new(),
+            evidence: Some(crate::crd::Evidence::default()),
+        }
+    }
+
+    fn reasons(decision: &Decision) -> Vec<&str> {
+        decision.events.iter().map(|e| e.reason.as_str()).collect()
+    }
+
+    fn last_step(decision: &Decision) -> &StepRecord {
+        decision.status.steps.last().unwrap()
+    }
+
+    #[test]
+    fn a_new_incident_opens_records_its_first_step_and_counts_once() {
+        let policy = two_steps("Auto");
+        let decision = decide(
+            &incident(Value::Null),
+            &seen(&policy, Some(api(false, json!({}))), "2026-01-01T00:00:05Z"),
+        );
+        assert_eq!(decision.status.phase, Some(Phase::Mitigating));
+        assert!(decision.status.evidence.is_some(), "evidence before acting");
+        let step = last_step(&decision);
+        assert_eq!(
+            (step.name.as_str(), step.result, step.rule.as_deref()),
+            ("rollback", StepResult::Pending, Some("crash"))
+        );
+        assert_eq!(step.id, "0123abcd-0-rollback-1");
+        assert_eq!(decision.effect, None, "recorded first, run next time");
+        assert_eq!(reasons(&decision), ["Triggered", "StepRecorded"]);
+        assert_eq!(
+            decision.tallies,
+            [Tally::Opened {
+                source: "Detected",
+                rule: "crash".into()
+            }]
+        );
+        assert_eq!(decision.requeue, Some(AFTER_RECORD));
+    }
+
+    #[test]
+    fn a_pending_step_is_planned_then_settled_as_applied() {
+        let policy = two_steps("Auto");
+        let pending = with_steps(
+            "Mitigating",
+            json!([entry(
+                "rollback",
+                "rollback",
+                "Pending",
+                "2026-01-01T00:00:05Z"
+            )]),
+        );
+        let mut observed = seen(&policy, Some(api(false, json!({}))), "2026-01-01T00:00:06Z");
+        observed.inputs = history();
+        let decision = decide(&pending, &observed);
+        let effect = decision.effect.clone().unwrap();
+        assert!(!effect.dry_run && !effect.follow_up);
+        assert!(matches!(effect.planned.change, Change::Rollback(_)));
+        assert_eq!(
+            last_step(&decision).result,
+            StepResult::Pending,
+            "nothing is recorded as done before it is done"
+        );
+        assert!(decision.events.is_empty());
+
+        let settled = settle(decision, vec![], &pending, at("2026-01-01T00:00:06Z"));
+        let step = last_step(&settled);
+        assert_eq!(step.result, StepResult::Verifying);
+        assert_eq!(
+            step.changes,
+            ["Deployment/api rolled back from revision 2 to revision 1"]
+        );
+        assert_eq!(reasons(&settled), ["StepApplied"]);
+        assert_eq!(settled.workload_events[0].reason, "RemediationApplied");
+        assert!(settled.tallies.is_empty(), "counted when the verdict is in");
+    }
+
+    #[test]
+    fn a_step_found_on_the_workload_after_a_crash_is_not_applied_again() {
+        let policy = two_steps("Auto");
+        let pending = with_steps(
+            "Mitigating",
+            json!([entry(
+                "rollback",
+                "rollback",
+                "Pending",
+                "2026-01-01T00:00:05Z"
+            )]),
+        );
+        let marked = api(false, json!({STEP_ANNOTATION: "0123abcd-0-rollback-1"}));
+        let decision = decide(
+            &pending,
+            &seen(&policy, Some(marked), "2026-01-01T00:00:06Z"),
+        );
+        assert_eq!(decision.effect, None);
+        assert_eq!(last_step(&decision).result, StepResult::Verifying);
+    }
+
+    #[test]
+    fn verification_holds_then_resolves_with_its_metrics() {
+        let policy = two_steps("Auto");
+        let verifying = with_steps(
+            "Mitigating",
+            json!([entry(
+                "rollback",
+                "rollback",
+                "Verifying",
+                "2026-01-01T00:00:06Z"
+            )]),
+        );
+        let healthy = Some(api(true, json!({})));
+        let first = decide(
+            &verifying,
+            &seen(&policy, healthy.clone(), "2026-01-01T00:00:30Z"),
+        );
+        assert_eq!(first.status.phase, Some(Phase::Monitoring));
+        assert_eq!(
+            last_step(&first).healthy_since,
+            Some(Time(at("2026-01-01T00:00:30Z")))
+        );
+        assert_eq!(first.requeue, Some(Duration::from_secs(61)));
+
+        let holding = after(verifying.clone(), &first);
+        let early = decide(
+            &holding,
+            &seen(&policy, healthy.clone(), "2026-01-01T00:01:00Z"),
+        );
+        assert_eq!(
+            early.status, first.status,
+            "nothing until the hold-down ends"
+        );
+
+        let done = decide(&holding, &seen(&policy, healthy, "2026-01-01T00:01:30Z"));
+        assert_eq!(done.status.phase, Some(Phase::Resolved));
+        assert_eq!(last_step(&done).result, StepResult::Succeeded);
+        assert_eq!(
+            done.status.milestones.mitigated_at,
+            Some(Time(at("2026-01-01T00:00:30Z")))
+        );
+        assert_eq!(reasons(&done), ["Remediated"]);
+        assert!(matches!(
+            done.tallies.as_slice(),
+            [
+                Tally::StepEnded {
+                    result: StepResult::Succeeded,
+                    ..
+                },
+                Tally::Mitigated { seconds: 30.0 },
+                Tally::Resolved { seconds: 90.0 },
+            ]
+        ));
+
+        let relapse = decide(
+            &holding,
+            &seen(&policy, Some(api(false, json!({}))), "2026-01-01T00:01:00Z"),
+        );
+        assert_eq!(relapse.status.phase, Some(Phase::Mitigating));
+        assert_eq!(last_step(&relapse).healthy_since, None);
+    }
+
+    #[test]
+    fn a_step_that_does_not_help_fails_the_next_is_recorded_then_the_ladder_exhausts() {
+        let policy = two_steps("Auto");
+        let unhealthy = || Some(api(false, json!({})));
+        let verifying = with_steps(
+            "Mitigating",
+            json!([entry(
+                "rollback",
+                "rollback",
+                "Verifying",
+                "2026-01-01T00:00:00Z"
+            )]),
+        );
+        let failed = decide(
+            &verifying,
+            &seen(&policy, unhealthy(), "2026-01-01T00:05:00Z"),
+        );
+        assert_eq!(last_step(&failed).result, StepResult::Failed);
+        assert_eq!(reasons(&failed), ["StepFailed"]);
+        assert!(matches!(
+            failed.tallies.as_slice(),
+            [Tally::StepEnded {
+                result: StepResult::Failed,
+                ..
+            }]
+        ));
+
+        let next = decide(
+            &after(verifying, &failed),
+            &seen(&policy, unhealthy(), "2026-01-01T00:05:01Z"),
+        );
+        assert_eq!(last_step(&next).name, "restart");
+        assert_eq!(last_step(&next).id, "0123abcd-1-restart-1");
+
+        let both_failed = with_steps(
+            "Mitigating",
+            json!([
+                entry("rollback", "rollback", "Failed", "2026-01-01T00:00:00Z"),
+                entry("restart", "restart", "Failed", "2026-01-01T00:05:01Z")
+            ]),
+        );
+        let escalated = decide(
+            &both_failed,
+            &seen(&policy, unhealthy(), "2026-01-01T00:11:00Z"),
+        );
+        assert_eq!(escalated.status.phase, Some(Phase::Escalated));
+        assert!(crate::conditions::is_true(
+            &escalated.status.conditions,
+            NEEDS_HUMAN
+        ));
+        assert_eq!(escalated.tallies, [Tally::LadderExhausted]);
+        let again = decide(
+            &after(both_failed, &escalated),
+            &seen(&policy, unhealthy(), "2026-01-01T00:12:00Z"),
+        );
+        assert!(
+            again.events.is_empty() && again.tallies.is_empty(),
+            "escalated once"
+        );
+        assert_eq!(again.status, escalated.status);
+    }
+
+    #[test]
+    fn dry_run_walks_the_ladder_without_changing_the_phase() {
+        let policy = two_steps("DryRun");
+        let opened = decide(
+            &incident(Value::Null),
+            &seen(&policy, Some(api(false, json!({}))), "2026-01-01T00:00:05Z"),
+        );
+        assert_eq!(opened.status.phase, Some(Phase::Triggered));
+        let pending = after(incident(Value::Null), &opened);
+        let mut observed = seen(&policy, Some(api(false, json!({}))), "2026-01-01T00:00:06Z");
+        observed.inputs = history();
+        let planned = decide(&pending, &observed);
+        assert!(planned.effect.as_ref().unwrap().dry_run);
+        let settled = settle(planned, vec![], &pending, at("2026-01-01T00:00:06Z"));
+        assert_eq!(last_step(&settled).result, StepResult::DryRun);
+        assert!(settled.workload_events.is_empty(), "nothing changed");
+        assert!(matches!(
+            settled.tallies.as_slice(),
+            [Tally::StepEnded {
+                result: StepResult::DryRun,
+                ..
+            }]
+        ));
+
+        let both = with_steps(
+            "Triggered",
+            json!([
+                entry("rollback", "rollback", "DryRun", "2026-01-01T00:00:06Z"),
+                entry("restart", "restart", "DryRun", "2026-01-01T00:00:07Z")
+            ]),
+        );
+        let complete = decide(
+            &both,
+            &seen(&policy, Some(api(false, json!({}))), "2026-01-01T00:00:08Z"),
+        );
+        assert_eq!(reasons(&complete), ["DryRunComplete"]);
+        assert_eq!(complete.status.phase, Some(Phase::Triggered));
+        let again = decide(
+            &after(both, &complete),
+            &seen(&policy, Some(api(false, json!({}))), "2026-01-01T00:00:09Z"),
+        );
+        assert!(again.events.is_empty());
+    }
+
+    #[test]
+    fn a_step_that_needs_approval_waits_for_it() {
+        let policy = two_steps("RequireApproval");
+        let unhealthy = || Some(api(false, json!({})));
+        let opened = decide(
+            &incident(Value::Null),
+            &seen(&policy, unhealthy(), "2026-01-01T00:00:05Z"),
+        );
+        assert_eq!(last_step(&opened).result, StepResult::AwaitingApproval);
+        assert_eq!(opened.status.phase, Some(Phase::Triggered));
+        let waiting = after(incident(Value::Null), &opened);
+        let still = decide(
+            &waiting,
+            &seen(&policy, unhealthy(), "2026-01-01T00:10:00Z"),
+        );
+        assert_eq!(last_step(&still).result, StepResult::AwaitingApproval);
+        assert_eq!(still.effect, None);
+
+        let mut approved = waiting.clone();
+        approved.spec.approvals = vec![crate::crd::Approval {
+            step: "rollback".into(),
+            by: "alice".into(),
+        }];
+        let go = decide(
+            &approved,
+            &seen(&policy, unhealthy(), "2026-01-01T00:10:01Z"),
+        );
+        assert_eq!(last_step(&go).result, StepResult::Pending);
+        assert_eq!(go.status.phase, Some(Phase::Mitigating));
+    }
+
+    #[test]
+    fn the_safety_limits_hold_a_step_back_and_say_why() {
+        use crate::remediation::safety::AppliedStep;
+        let policy = policy(
+            "Auto",
+            json!([{"action": "rollback"}, {"action": "restart"}]),
+            json!({"cooldown": "5m", "circuitBreakerThreshold": 2}),
+        );
+        let failed_before = || {
+            with_steps(
+                "Mitigating",
+                json!([entry(
+                    "rollback",
+                    "rollback",
+                    "Failed",
+                    "2026-01-01T00:00:00Z"
+                )]),
+            )
+        };
+        let step = |minute: i64, result| AppliedStep {
+            started: at("2026-01-01T00:00:00Z")
+                + k8s_openapi::jiff::SignedDuration::from_mins(minute),
+            finished: None,
+            result,
+        };
+        let mut cooling = seen(&policy, Some(api(false, json!({}))), "2026-01-01T00:02:00Z");
+        cooling.target_steps = vec![step(0, StepResult::Failed)];
+        let held = decide(&failed_before(), &cooling);
+        assert_eq!(held.status.steps.len(), 1, "no new step");
+        let blocked = held
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == REMEDIATION_BLOCKED)
+            .unwrap();
+        assert_eq!(
+            (blocked.status.as_str(), blocked.reason.as_str()),
+            ("True", "SafetyLimit")
+        );
+        assert_eq!(held.requeue, Some(Duration::from_secs(181)));
+        assert_eq!(reasons(&held), [REMEDIATION_BLOCKED]);
+
+        let mut broken = seen(&policy, Some(api(false, json!({}))), "2026-01-01T01:00:00Z");
+        broken.policy_steps = vec![step(0, StepResult::Failed), step(10, StepResult::Failed)];
+        let refused = decide(&failed_before(), &broken);
+        assert!(
+            refused
+                .status
+                .conditions
+                .iter()
+                .any(|c| c.reason == "CircuitBreakerOpen")
+        );
+        assert_eq!(refused.requeue, Some(BREAKER_RECHECK));
+
+        let allowed = decide(
+            &after(failed_before(), &held),
+            &seen(&policy, Some(api(false, json!({}))), "2026-01-01T01:00:00Z"),
+        );
+        assert_eq!(allowed.status.steps.len(), 2);
+        let cleared = allowed
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == REMEDIATION_BLOCKED)
+            .unwrap();
+        assert_eq!(cleared.status, "False");
+    }
+
+    #[test]
+    fn the_ready_floor_refuses_a_step_and_the_ladder_goes_on() {
+        let policy = policy(
+            "Auto",
+            json!([{"action": "restart"}, {"action": "scale", "scale": {"replicas": 4}}]),
+            json!({"minReadyReplicas": 2}),
+        );
+        let pending = with_steps(
+            "Mitigating",
+            json!([entry(
+                "restart",
+                "restart",
+                "Pending",
+                "2026-01-01T00:00:05Z"
+            )]),
+        );
+        // Both ready, maxUnavailable 25% of 2 rounds to 0: the floor holds.
+        let fine = decide(
+            &pending,
+            &seen(&policy, Some(api(true, json!({}))), "2026-01-01T00:00:06Z"),
+        );
+        assert!(fine.effect.is_some());
+        let mut three = api(true, json!({}));
+        if let Workload::Deployment(d) = &mut three {
+            let d = Arc::make_mut(d);
+            d.spec.as_mut().unwrap().strategy =
+                Some(serde_json::from_value(json!({"type": "Recreate"})).unwrap());
+        }
+        let refused = decide(
+            &pending,
+            &seen(&policy, Some(three), "2026-01-01T00:00:06Z"),
+        );
+        assert_eq!(refused.effect, None);
+        assert_eq!(last_step(&refused).result, StepResult::Failed);
+        assert_eq!(reasons(&refused), ["StepRefused"]);
+    }
+
+    #[test]
+    fn a_policy_edited_under_a_running_ladder_never_runs_the_recorded_step_as_another_action() {
+        // Recorded as a rollback; then the rule's first step became a scale of the same name.
+        let edited = policy(
+            "Auto",
+            json!([{"name": "rollback", "action": "scale", "scale": {"replicas": 5}}, {"action": "restart"}]),
+            json!({}),
+        );
+        let pending = with_steps(
+            "Mitigating",
+            json!([entry(
+                "rollback",
+                "rollback",
+                "Pending",
+                "2026-01-01T00:00:05Z"
+            )]),
+        );
+        let decision = decide(
+            &pending,
+            &seen(&edited, Some(api(false, json!({}))), "2026-01-01T00:00:06Z"),
+        );
+        assert_eq!(
+            decision.effect, None,
+            "the scale never runs in the rollback's place"
+        );
+        assert_eq!(last_step(&decision).result, StepResult::Skipped);
+        assert_eq!(reasons(&decision), ["StepSkipped"]);
+        // The next reconcile goes on with the ladder as it now is.
+        let next = decide(
+            &after(pending, &decision),
+            &seen(&edited, Some(api(false, json!({}))), "2026-01-01T00:00:07Z"),
+        );
+        let step = last_step(&next);
+        assert_eq!(
+            (step.name.as_str(), step.action),
+            ("rollback", ActionKind::Scale)
+        );
+    }
+
+    #[test]
+    fn a_missing_target_waits_and_a_closed_incident_does_nothing() {
+        let policy = two_steps("Auto");
+        let missing = decide(
+            &incident(Value::Null),
+            &seen(&policy, None, "2026-01-01T00:00:05Z"),
+        );
+        assert!(missing.status.steps.is_empty());
+        assert!(missing.requeue.is_some_and(|r| r <= TARGET_MISSING));
+
+        let resolved = with_steps(
+            "Resolved",
+            json!([entry(
+                "rollback",
+                "rollback",
+                "Succeeded",
+                "2026-01-01T00:00:00Z"
+            )]),
+        );
+        let decision = decide(
+            &resolved,
+            &seen(&policy, Some(api(false, json!({}))), "2026-01-01T00:30:00Z"),
+        );
+        assert_eq!(decision.effect, None);
+        assert!(decision.events.is_empty() && decision.tallies.is_empty());
+        assert_eq!(decision.status.steps, resolved.status.unwrap().steps);
+    }
+
+    #[test]
+    fn a_pod_by_pod_restart_goes_on_batch_by_batch_while_it_verifies() {
+        let policy = policy(
+            "Auto",
+            json!([{"action": "restart", "restart": {"method": "DeletePods"}}]),
+            json!({}),
+        );
+        let verifying = with_steps(
+            "Mitigating",
+            json!([entry(
+                "restart",
+                "restart",
+                "Verifying",
+                "2026-01-01T00:00:05Z"
+            )]),
+        );
+        let mut observed = seen(&policy, Some(api(false, json!({}))), "2026-01-01T00:00:06Z");
+        observed.pods = vec![
+            serde_json::from_value(json!({
+            "metadata": {"name": "api-1", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "status": {"conditions": [{"type": "Ready", "status": "False"}]}}))
+            .unwrap(),
+        ];
+        let decision = decide(&verifying, &observed);
+        let effect = decision.effect.clone().unwrap();
+        assert!(effect.follow_up);
+        let settled = settle(
+            decision,
+            vec!["pod api-1 deleted".into()],
+            &verifying,
+            observed.now,
+        );
+        let step = last_step(&settled);
+        assert_eq!(step.result, StepResult::Verifying);
+        assert_eq!(step.changes, ["something changed", "pod api-1 deleted"]);
+        assert!(settled.events.is_empty());
+    }
+
+    #[test]
+    fn responders_close_an_incident_whatever_the_ladder_is_doing() {
+        let policy = two_steps("Auto");
+        let mut verifying = with_steps(
+            "Mitigating",
+            json!([entry(
+                "rollback",
+                "rollback",
+                "Verifying",
+                "2026-01-01T00:00:06Z"
+            )]),
+        );
+        verifying.metadata.generation = Some(2);
+        verifying.spec.resolution = Some(crate::crd::Resolution {
+            by: "bob".into(),
+            root_cause: "bad config".into(),
+            summary: "fixed by hand".into(),
+        });
+        let decision = decide(
+            &verifying,
+            &seen(&policy, Some(api(false, json!({}))), "2026-01-01T00:01:00Z"),
+        );
+        assert_eq!(decision.status.phase, Some(Phase::Resolved));
+        assert_eq!(decision.effect, None);
+        assert!(matches!(
+            decision.tallies.as_slice(),
+            [Tally::Resolved { seconds: 60.0 }]
+        ));
+    }
+}
