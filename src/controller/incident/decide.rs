@@ -204,257 +204,315 @@ pub fn health(
     }
 }
 
-/// One move of the ladder.
+/// One move of the ladder: the next move decided by [`ladder::next`],
+/// carried out by the function of that move below.
 fn remediate(decision: &mut Decision, incident: &Incident, ladder: &Ladder, seen: &Observation) {
     let now = seen.now;
-    let now_time = Time(now);
     let Some(workload) = &seen.workload else {
         decision.requeue_within(TARGET_MISSING);
         return;
     };
-    let min_ready = ladder.safety.min_ready_replicas;
-
-    // A step applied in parts goes on while it verifies (a DeletePods
-    // restart, batch by batch).
-    if let Some(entry) = decision.status.steps.len().checked_sub(1)
-        && let Some(record) = decision.status.steps.get(entry)
-        && record.result == StepResult::Verifying
-        && let Some(rung) = ladder.rung_of(record)
-    {
-        let started = record.started_at.as_ref().map_or(now, |t| t.0);
-        if let Some(planned) = actions::follow_up(&rung.action, &seen.pods, started, min_ready) {
-            decision.effect = Some(Effect {
-                entry,
-                planned,
-                dry_run: false,
-                follow_up: true,
-            });
-            decision.requeue_within(AFTER_CHANGE);
-            return;
-        }
+    if follow_up(decision, ladder, seen) {
+        return;
     }
-
     let approvals = &incident.spec.approvals;
     let approved = |name: &str| approvals.iter().any(|a| a.step == name);
     let health = health(workload, &seen.pods, ladder.rule.as_ref(), now);
-    let next = ladder::next(ladder, &decision.status.steps, approved, health, now);
-    let incident_name = incident.name_any();
-    match next {
+    let step = Step {
+        incident,
+        ladder,
+        seen,
+        workload,
+        now: Time(now),
+    };
+    match ladder::next(ladder, &decision.status.steps, approved, health, now) {
         Next::Record {
-            rung: index,
+            rung,
             awaiting_approval,
-        } => {
-            let Some(rung) = ladder.rungs.get(index) else {
-                return;
-            };
-            let runs_now = !awaiting_approval && rung.mode != Mode::DryRun;
-            if runs_now && let Some(wait) = gate(decision, incident, ladder, seen) {
-                decision.requeue_within(wait);
-                return;
-            }
-            let entry = decision.status.steps.len();
-            let uid = incident.uid().unwrap_or_default();
-            decision.status.steps.push(StepRecord {
-                id: ladder::step_id(&uid, entry, rung.name(), 1),
-                name: rung.name().to_owned(),
-                action: rung.action.action,
-                rule: ladder.rule_name.clone(),
-                attempt: 1,
-                result: if awaiting_approval {
-                    StepResult::AwaitingApproval
-                } else {
-                    StepResult::Pending
-                },
-                started_at: Some(now_time.clone()),
-                finished_at: None,
-                healthy_since: None,
-                message: awaiting_approval.then(|| {
-                    format!(
-                        "waiting for approval of step {:?} in spec.approvals",
-                        rung.name()
-                    )
-                }),
-                changes: Vec::new(),
-            });
-            if runs_now {
-                phase::enter(&mut decision.status, Transition::StartStep, &now_time);
-            }
-            let message = if awaiting_approval {
-                format!(
-                    "step {} ({}) needs approval",
-                    rung.name(),
-                    rung.action.action
-                )
-            } else {
-                format!(
-                    "step {} ({}) recorded, mode {:?}",
-                    rung.name(),
-                    rung.action.action,
-                    rung.mode
-                )
-            };
-            decision.note(&now_time, false, "StepRecorded", message);
-            // Saved first; the next reconcile runs it.
-            decision.requeue_within(AFTER_RECORD);
-        }
-        Next::Approved { entry } => {
-            if let Some(wait) = gate(decision, incident, ladder, seen) {
-                decision.requeue_within(wait);
-                return;
-            }
-            if let Some(record) = decision.status.steps.get_mut(entry) {
-                record.result = StepResult::Pending;
-                record.message = Some("approved".into());
-            }
-            phase::enter(&mut decision.status, Transition::StartStep, &now_time);
-            decision.requeue_within(AFTER_RECORD);
-        }
-        Next::Execute { entry, rung } => {
-            let (Some(rung), Some(record)) =
-                (ladder.rungs.get(rung), decision.status.steps.get(entry))
-            else {
-                return;
-            };
-            if workload.applied_step() == Some(record.id.as_str()) {
-                // Applied before a restart cut the bookkeeping short: never again.
-                let record = &mut decision.status.steps[entry];
-                record.result = StepResult::Verifying;
-                record.message =
-                    Some("already applied (found on the workload after a restart)".into());
-            } else {
-                let mark = Mark {
-                    step: &record.id,
-                    incident: &incident_name,
-                };
-                let planned = match actions::ready_floor(&rung.action, workload, min_ready) {
-                    Some(refusal) => Err(refusal),
-                    None => actions::plan(&rung.action, workload, &seen.inputs, mark, now),
-                };
-                match planned {
-                    Ok(planned) => {
-                        decision.effect = Some(Effect {
-                            entry,
-                            planned,
-                            dry_run: rung.mode == Mode::DryRun,
-                            follow_up: false,
-                        });
-                    }
-                    Err(refusal) => refuse(decision, entry, &refusal, &now_time),
-                }
-            }
-            decision.requeue_within(AFTER_CHANGE);
-        }
-        Next::Orphaned { entry } => {
-            let Some(record) = decision.status.steps.get_mut(entry) else {
-                return;
-            };
-            let message = format!(
-                "step {} ({}) is no longer in the ladder (the policy changed); it was not run",
-                record.name, record.action
-            );
-            record.result = StepResult::Skipped;
-            record.finished_at = Some(now_time.clone());
-            record.message = Some(message.clone());
-            decision.note(&now_time, true, "StepSkipped", message);
-            decision.requeue_within(AFTER_RECORD);
-        }
-        Next::HealthySince { entry } => {
-            if let Some(record) = decision.status.steps.get_mut(entry) {
-                record.healthy_since = Some(now_time.clone());
-            }
-            phase::enter(&mut decision.status, Transition::HoldHealthy, &now_time);
-            let hold = ladder
-                .rung_of(&decision.status.steps[entry])
-                .map_or(ladder.default_timing, |r| r.timing)
-                .hold_down;
-            decision.requeue_within(hold + Duration::from_secs(1));
-        }
-        Next::Relapsed { entry } => {
-            if let Some(record) = decision.status.steps.get_mut(entry) {
-                record.healthy_since = None;
-            }
-            phase::enter(&mut decision.status, Transition::Relapse, &now_time);
-            decision.requeue_within(Duration::from_secs(2));
-        }
-        Next::Succeeded { entry } => {
-            let Some(record) = decision.status.steps.get_mut(entry) else {
-                return;
-            };
-            record.result = StepResult::Succeeded;
-            record.finished_at = Some(now_time.clone());
-            let ended = step_ended(record, now);
-            let healthy_since = record.healthy_since.clone();
-            let name = record.name.clone();
-            decision.tallies.push(ended);
-            let milestones = &mut decision.status.milestones;
-            milestones.mitigated_at = healthy_since.or(Some(now_time.clone()));
-            if let (Some(detected), Some(mitigated)) =
-                (&milestones.detected_at, &milestones.mitigated_at)
-            {
-                let seconds = seconds_between(detected.0, mitigated.0);
-                decision.tallies.push(Tally::Mitigated { seconds });
-            }
-            phase::enter(&mut decision.status, Transition::Remediated, &now_time);
-            let message = format!(
-                "step {name} verified: the workload recovered and stayed healthy; resolved"
-            );
-            decision.note(&now_time, false, "Remediated", message);
-        }
-        Next::Failed { entry, reason } => {
-            let Some(record) = decision.status.steps.get_mut(entry) else {
-                return;
-            };
-            record.result = StepResult::Failed;
-            record.finished_at = Some(now_time.clone());
-            record.message = Some(reason.clone());
-            let ended = step_ended(record, now);
-            let message = format!("step {} did not help: {reason}", record.name);
-            decision.tallies.push(ended);
-            decision.note(&now_time, true, "StepFailed", message);
-            decision.requeue_within(AFTER_RECORD);
-        }
-        Next::Exhausted => {
-            if phase::enter(&mut decision.status, Transition::Exhaust, &now_time) {
-                decision.tallies.push(Tally::LadderExhausted);
-                let message = format!(
-                    "all {} step(s) tried, none brought recovery; a human must act",
-                    ladder.rungs.len()
-                );
-                let update = ConditionUpdate {
-                    type_: NEEDS_HUMAN,
-                    status: true,
-                    reason: "LadderExhausted",
-                    message: message.clone(),
-                };
-                set_condition(
-                    &mut decision.status.conditions,
-                    update,
-                    incident.metadata.generation,
-                    &now_time,
-                );
-                decision.note(&now_time, true, "Escalated", message);
-            }
-        }
-        Next::DryRunComplete => {
-            let done = decision
-                .status
-                .timeline
-                .iter()
-                .any(|e| e.reason == "DryRunComplete");
-            if !done {
-                let message = format!(
-                    "dry run: {} step(s) planned and checked; nothing was changed",
-                    ladder.rungs.len()
-                );
-                decision.note(&now_time, false, "DryRunComplete", message);
-            }
-        }
+        } => step.record(decision, rung, awaiting_approval),
+        Next::Approved { entry } => step.approve(decision, entry),
+        Next::Execute { entry, rung } => step.execute(decision, entry, rung),
+        Next::Orphaned { entry } => step.skip(decision, entry),
+        Next::HealthySince { entry } => step.hold(decision, entry),
+        Next::Relapsed { entry } => step.relapse(decision, entry),
+        Next::Succeeded { entry } => step.succeed(decision, entry),
+        Next::Failed { entry, reason } => step.fail(decision, entry, &reason),
+        Next::Exhausted => step.exhaust(decision),
+        Next::DryRunComplete => step.complete_dry_run(decision),
         Next::Wait(until) => {
             if let Some(at) = until {
                 let wait = Duration::try_from(at.duration_since(now)).unwrap_or_default();
                 decision.requeue_within(wait + Duration::from_millis(500));
             }
         }
+    }
+}
+
+/// A step applied in parts goes on while it verifies (a DeletePods
+/// restart, batch by batch). Returns whether there was more to do.
+fn follow_up(decision: &mut Decision, ladder: &Ladder, seen: &Observation) -> bool {
+    let Some(entry) = decision.status.steps.len().checked_sub(1) else {
+        return false;
+    };
+    let record = &decision.status.steps[entry];
+    let Some(rung) = ladder.rung_of(record) else {
+        return false;
+    };
+    if record.result != StepResult::Verifying {
+        return false;
+    }
+    let started = record.started_at.as_ref().map_or(seen.now, |t| t.0);
+    let min_ready = ladder.safety.min_ready_replicas;
+    let Some(planned) = actions::follow_up(&rung.action, &seen.pods, started, min_ready) else {
+        return false;
+    };
+    decision.effect = Some(Effect {
+        entry,
+        planned,
+        dry_run: false,
+        follow_up: true,
+    });
+    decision.requeue_within(AFTER_CHANGE);
+    true
+}
+
+/// What every move of the ladder reads.
+struct Step<'a> {
+    incident: &'a Incident,
+    ladder: &'a Ladder,
+    seen: &'a Observation,
+    workload: &'a Workload,
+    now: Time,
+}
+
+impl Step<'_> {
+    /// Writes rung `index` into the ledger (Pending, or AwaitingApproval),
+    /// unless the safety limits hold it back; it runs on the next reconcile.
+    fn record(&self, decision: &mut Decision, index: usize, awaiting_approval: bool) {
+        let Some(rung) = self.ladder.rungs.get(index) else {
+            return;
+        };
+        let runs_now = !awaiting_approval && rung.mode != Mode::DryRun;
+        if runs_now && let Some(wait) = gate(decision, self.incident, self.ladder, self.seen) {
+            decision.requeue_within(wait);
+            return;
+        }
+        let entry = decision.status.steps.len();
+        let uid = self.incident.uid().unwrap_or_default();
+        decision.status.steps.push(StepRecord {
+            id: ladder::step_id(&uid, entry, rung.name(), 1),
+            name: rung.name().to_owned(),
+            action: rung.action.action,
+            rule: self.ladder.rule_name.clone(),
+            attempt: 1,
+            result: if awaiting_approval {
+                StepResult::AwaitingApproval
+            } else {
+                StepResult::Pending
+            },
+            started_at: Some(self.now.clone()),
+            finished_at: None,
+            healthy_since: None,
+            message: awaiting_approval.then(|| {
+                format!(
+                    "waiting for approval of step {:?} in spec.approvals",
+                    rung.name()
+                )
+            }),
+            changes: Vec::new(),
+        });
+        if runs_now {
+            phase::enter(&mut decision.status, Transition::StartStep, &self.now);
+        }
+        let (name, action) = (rung.name(), rung.action.action);
+        let message = if awaiting_approval {
+            format!("step {name} ({action}) needs approval")
+        } else {
+            format!("step {name} ({action}) recorded, mode {:?}", rung.mode)
+        };
+        decision.note(&self.now, false, "StepRecorded", message);
+        // Saved first; the next reconcile runs it.
+        decision.requeue_within(AFTER_RECORD);
+    }
+
+    /// A responder approved the waiting step: it becomes Pending, if the
+    /// safety limits allow it now.
+    fn approve(&self, decision: &mut Decision, entry: usize) {
+        if let Some(wait) = gate(decision, self.incident, self.ladder, self.seen) {
+            decision.requeue_within(wait);
+            return;
+        }
+        if let Some(record) = decision.status.steps.get_mut(entry) {
+            record.result = StepResult::Pending;
+            record.message = Some("approved".into());
+        }
+        phase::enter(&mut decision.status, Transition::StartStep, &self.now);
+        decision.requeue_within(AFTER_RECORD);
+    }
+
+    /// Plans the Pending step's change (made by `act`), or refuses it.
+    fn execute(&self, decision: &mut Decision, entry: usize, rung: usize) {
+        decision.requeue_within(AFTER_CHANGE);
+        let (Some(rung), Some(record)) = (
+            self.ladder.rungs.get(rung),
+            decision.status.steps.get(entry),
+        ) else {
+            return;
+        };
+        if self.workload.applied_step() == Some(record.id.as_str()) {
+            // Applied before a restart cut the bookkeeping short: never again.
+            let record = &mut decision.status.steps[entry];
+            record.result = StepResult::Verifying;
+            record.message = Some("already applied (found on the workload after a restart)".into());
+            return;
+        }
+        let incident = self.incident.name_any();
+        let step_id = record.id.clone();
+        let mark = Mark {
+            step: &step_id,
+            incident: &incident,
+        };
+        let min_ready = self.ladder.safety.min_ready_replicas;
+        let planned = match actions::ready_floor(&rung.action, self.workload, min_ready) {
+            Some(refusal) => Err(refusal),
+            None => actions::plan(
+                &rung.action,
+                self.workload,
+                &self.seen.inputs,
+                mark,
+                self.now.0,
+            ),
+        };
+        match planned {
+            Ok(planned) => {
+                decision.effect = Some(Effect {
+                    entry,
+                    planned,
+                    dry_run: rung.mode == Mode::DryRun,
+                    follow_up: false,
+                });
+            }
+            Err(refusal) => refuse(decision, entry, &refusal, &self.now),
+        }
+    }
+
+    /// A recorded step left the ladder before it ran: it never runs.
+    fn skip(&self, decision: &mut Decision, entry: usize) {
+        let Some(record) = decision.status.steps.get_mut(entry) else {
+            return;
+        };
+        let message = format!(
+            "step {} ({}) is no longer in the ladder (the policy changed); it was not run",
+            record.name, record.action
+        );
+        record.result = StepResult::Skipped;
+        record.finished_at = Some(self.now.clone());
+        record.message = Some(message.clone());
+        decision.note(&self.now, true, "StepSkipped", message);
+        decision.requeue_within(AFTER_RECORD);
+    }
+
+    /// The target turned healthy: the hold-down starts.
+    fn hold(&self, decision: &mut Decision, entry: usize) {
+        let Some(record) = decision.status.steps.get_mut(entry) else {
+            return;
+        };
+        record.healthy_since = Some(self.now.clone());
+        let hold_down = self
+            .ladder
+            .rung_of(record)
+            .map_or(self.ladder.default_timing, |r| r.timing)
+            .hold_down;
+        phase::enter(&mut decision.status, Transition::HoldHealthy, &self.now);
+        decision.requeue_within(hold_down + Duration::from_secs(1));
+    }
+
+    /// The target turned unhealthy again during the hold-down.
+    fn relapse(&self, decision: &mut Decision, entry: usize) {
+        if let Some(record) = decision.status.steps.get_mut(entry) {
+            record.healthy_since = None;
+        }
+        phase::enter(&mut decision.status, Transition::Relapse, &self.now);
+        decision.requeue_within(Duration::from_secs(2));
+    }
+
+    /// The target stayed healthy through the hold-down: mitigated and resolved.
+    fn succeed(&self, decision: &mut Decision, entry: usize) {
+        let Some(record) = decision.status.steps.get_mut(entry) else {
+            return;
+        };
+        record.result = StepResult::Succeeded;
+        record.finished_at = Some(self.now.clone());
+        let ended = step_ended(record, self.now.0);
+        let healthy_since = record.healthy_since.clone();
+        let name = record.name.clone();
+        decision.tallies.push(ended);
+        let milestones = &mut decision.status.milestones;
+        milestones.mitigated_at = healthy_since.or(Some(self.now.clone()));
+        if let (Some(detected), Some(mitigated)) =
+            (&milestones.detected_at, &milestones.mitigated_at)
+        {
+            let seconds = seconds_between(detected.0, mitigated.0);
+            decision.tallies.push(Tally::Mitigated { seconds });
+        }
+        phase::enter(&mut decision.status, Transition::Remediated, &self.now);
+        let message =
+            format!("step {name} verified: the workload recovered and stayed healthy; resolved");
+        decision.note(&self.now, false, "Remediated", message);
+    }
+
+    /// The step did not bring recovery in time; the ladder goes on.
+    fn fail(&self, decision: &mut Decision, entry: usize, reason: &str) {
+        let Some(record) = decision.status.steps.get_mut(entry) else {
+            return;
+        };
+        record.result = StepResult::Failed;
+        record.finished_at = Some(self.now.clone());
+        record.message = Some(reason.to_owned());
+        let ended = step_ended(record, self.now.0);
+        let message = format!("step {} did not help: {reason}", record.name);
+        decision.tallies.push(ended);
+        decision.note(&self.now, true, "StepFailed", message);
+        decision.requeue_within(AFTER_RECORD);
+    }
+
+    /// Every step was tried: escalate to a human, once.
+    fn exhaust(&self, decision: &mut Decision) {
+        if !phase::enter(&mut decision.status, Transition::Exhaust, &self.now) {
+            return;
+        }
+        decision.tallies.push(Tally::LadderExhausted);
+        let message = format!(
+            "all {} step(s) tried, none brought recovery; a human must act",
+            self.ladder.rungs.len()
+        );
+        let update = ConditionUpdate {
+            type_: NEEDS_HUMAN,
+            status: true,
+            reason: "LadderExhausted",
+            message: message.clone(),
+        };
+        let generation = self.incident.metadata.generation;
+        set_condition(
+            &mut decision.status.conditions,
+            update,
+            generation,
+            &self.now,
+        );
+        decision.note(&self.now, true, "Escalated", message);
+    }
+
+    /// Every step of a dry run was planned and checked: say so, once.
+    fn complete_dry_run(&self, decision: &mut Decision) {
+        let timeline = &decision.status.timeline;
+        if timeline.iter().any(|e| e.reason == "DryRunComplete") {
+            return;
+        }
+        let message = format!(
+            "dry run: {} step(s) planned and checked; nothing was changed",
+            self.ladder.rungs.len()
+        );
+        decision.note(&self.now, false, "DryRunComplete", message);
     }
 }
 

@@ -40,236 +40,301 @@ pub struct Plan {
     pub requeue_after: Option<Duration>,
 }
 
-/// Plans the next status of an incident at `now`.
-pub fn plan(incident: &Incident, settings: &Detection, now: Timestamp) -> Plan {
-    let spec = &incident.spec;
-    let mut status = incident.status.clone().unwrap_or_default();
-    let mut events = Vec::new();
-    let mut breaches = Vec::new();
-    let now_time = Time(now);
-    let generation = incident.metadata.generation;
-
-    let record = |status: &mut IncidentStatus, reason: &str, message: String| {
+impl Plan {
+    /// A timeline entry, and an Event saying the same when `event` is given.
+    fn note(&mut self, now: &Time, reason: &str, message: String, event: Option<Event>) {
         push_timeline(
-            status,
+            &mut self.status,
             TimelineEntry {
-                at: now_time.clone(),
+                at: now.clone(),
                 reason: reason.into(),
-                message,
+                message: message.clone(),
             },
         );
-    };
-
-    if status.phase.is_none() {
-        phase::enter(&mut status, Transition::Open, &now_time);
-        let detected = spec
-            .detected_at
-            .clone()
-            .or_else(|| incident.metadata.creation_timestamp.clone())
-            .unwrap_or_else(|| now_time.clone());
-        status.milestones.detected_at = Some(detected);
-        let message = format!(
-            "{} {} incident opened on {}: {}",
-            spec.severity, spec.incident_type, spec.target, spec.title
-        );
-        record(&mut status, "Triggered", message.clone());
-        events.push(PlannedEvent::normal("Triggered", "Open", message));
-    }
-
-    let detected_at = status.milestones.detected_at.clone().map_or(now, |t| t.0);
-    let acknowledge_by = add(detected_at, spec.severity.acknowledge_within());
-    let resolve_by = add(detected_at, spec.severity.resolve_within());
-    let previous_sla = status.sla.take();
-    if let Some(previous) = &previous_sla
-        && previous.acknowledge_by.0 != acknowledge_by
-    {
-        record(
-            &mut status,
-            "DeadlinesUpdated",
-            format!(
-                "severity is now {}: acknowledge by {acknowledge_by}, resolve by {resolve_by}",
-                spec.severity
-            ),
-        );
-    }
-    let mut sla = Sla {
-        acknowledge_by: Time(acknowledge_by),
-        resolve_by: Time(resolve_by),
-        acknowledge_breached: previous_sla
-            .as_ref()
-            .is_some_and(|s| s.acknowledge_breached),
-        resolve_breached: previous_sla.as_ref().is_some_and(|s| s.resolve_breached),
-    };
-
-    // The detector saw the signal return after resolution: reopen.
-    // Counted, not timed: a reopen in the same second as the resolution still counts.
-    let reopens = status.detection.as_ref().map_or(0, |d| d.reopens);
-    if reopens > status.reopens_handled.unwrap_or(0) && status.phase == Some(Phase::Resolved) {
-        status.reopens_handled = Some(reopens);
-        phase::enter(&mut status, Transition::Reopen, &now_time);
-        status.reopened_at_generation = generation;
-        let message = format!("the signal returned after resolution (reopen {reopens}): reopened");
-        record(&mut status, "Reopened", message.clone());
-        events.push(PlannedEvent::warning("Reopened", "Reopen", message));
-        if reopens >= settings.flap_threshold {
-            let message = format!(
-                "reopened {reopens} times (threshold {})",
-                settings.flap_threshold
-            );
-            let update = ConditionUpdate {
-                type_: FLAPPING,
-                status: true,
-                reason: "Reopened",
-                message: message.clone(),
-            };
-            if set_condition(&mut status.conditions, update, generation, &now_time) {
-                record(&mut status, FLAPPING, message.clone());
-                events.push(PlannedEvent::warning(FLAPPING, "Reopen", message));
-            }
+        if let Some(Event { warning, action }) = event {
+            self.events.push(if warning {
+                PlannedEvent::warning(reason, action, message)
+            } else {
+                PlannedEvent::normal(reason, action, message)
+            });
         }
     }
-    if reopens > status.reopens_handled.unwrap_or(0) {
-        // Reopened while still open (the detector saw a stale phase): nothing to do.
-        status.reopens_handled = Some(reopens);
-    }
-    // Responder inputs from before the last reopen were answered already.
-    let inputs_current = generation.unwrap_or(0) > status.reopened_at_generation.unwrap_or(0);
 
-    let phase = status.phase.unwrap_or(Phase::Triggered);
-    if let Some(ack) = &spec.acknowledged
-        && status.milestones.acknowledged_at.is_none()
-        && !phase.is_closed()
+    fn requeue_within(&mut self, wait: Duration) {
+        self.requeue_after = Some(self.requeue_after.map_or(wait, |r| r.min(wait)));
+    }
+}
+
+/// The kind and action of an Event that goes with a timeline entry.
+#[derive(Clone, Copy)]
+struct Event {
+    warning: bool,
+    action: &'static str,
+}
+
+const fn normal(action: &'static str) -> Option<Event> {
+    Some(Event {
+        warning: false,
+        action,
+    })
+}
+
+const fn warning(action: &'static str) -> Option<Event> {
+    Some(Event {
+        warning: true,
+        action,
+    })
+}
+
+/// Plans the next status of an incident at `now`: opened, reopened,
+/// acknowledged, declined or resolved by responders, auto-resolved, and
+/// its deadlines, in that order.
+pub fn plan(incident: &Incident, settings: &Detection, now: Timestamp) -> Plan {
+    let mut plan = Plan {
+        status: incident.status.clone().unwrap_or_default(),
+        events: Vec::new(),
+        breaches: Vec::new(),
+        requeue_after: None,
+    };
+    let now_time = Time(now);
+    open(&mut plan, incident, &now_time);
+    let deadlines = deadlines(&mut plan, incident, &now_time);
+    reopen(&mut plan, incident, settings, &now_time);
+    respond(&mut plan, incident, &now_time);
+    auto_resolve(&mut plan, incident, settings, &now_time);
+    watch_deadlines(&mut plan, incident, deadlines, &now_time);
+    plan.status.observed_generation = incident.metadata.generation;
+    plan
+}
+
+/// An incident seen for the first time is Triggered, detected at the
+/// time it gives (declared after the fact) or its creation.
+fn open(plan: &mut Plan, incident: &Incident, now: &Time) {
+    if plan.status.phase.is_some() {
+        return;
+    }
+    let spec = &incident.spec;
+    phase::enter(&mut plan.status, Transition::Open, now);
+    let detected = spec
+        .detected_at
+        .clone()
+        .or_else(|| incident.metadata.creation_timestamp.clone())
+        .unwrap_or_else(|| now.clone());
+    plan.status.milestones.detected_at = Some(detected);
+    let message = format!(
+        "{} {} incident opened on {}: {}",
+        spec.severity, spec.incident_type, spec.target, spec.title
+    );
+    plan.note(now, "Triggered", message, normal("Open"));
+}
+
+/// The deadlines from the severity as it is now (it may have been raised),
+/// with what was already breached carried over.
+fn deadlines(plan: &mut Plan, incident: &Incident, now: &Time) -> Sla {
+    let spec = &incident.spec;
+    let detected_at = plan
+        .status
+        .milestones
+        .detected_at
+        .as_ref()
+        .map_or(now.0, |t| t.0);
+    let acknowledge_by = add(detected_at, spec.severity.acknowledge_within());
+    let resolve_by = add(detected_at, spec.severity.resolve_within());
+    let previous = plan.status.sla.take();
+    if let Some(previous) = &previous
+        && previous.acknowledge_by.0 != acknowledge_by
     {
-        status.milestones.acknowledged_at = Some(now_time.clone());
-        phase::enter(&mut status, Transition::Acknowledge, &now_time);
+        let message = format!(
+            "severity is now {}: acknowledge by {acknowledge_by}, resolve by {resolve_by}",
+            spec.severity
+        );
+        plan.note(now, "DeadlinesUpdated", message, None);
+    }
+    Sla {
+        acknowledge_by: Time(acknowledge_by),
+        resolve_by: Time(resolve_by),
+        acknowledge_breached: previous.as_ref().is_some_and(|s| s.acknowledge_breached),
+        resolve_breached: previous.as_ref().is_some_and(|s| s.resolve_breached),
+    }
+}
+
+/// The detector saw the signal return after resolution: reopen, and mark
+/// the incident Flapping past the policy's threshold. Counted, not timed: a
+/// reopen in the same second as the resolution still counts.
+fn reopen(plan: &mut Plan, incident: &Incident, settings: &Detection, now: &Time) {
+    let status = &mut plan.status;
+    let reopens = status.detection.as_ref().map_or(0, |d| d.reopens);
+    if reopens <= status.reopens_handled.unwrap_or(0) {
+        return;
+    }
+    status.reopens_handled = Some(reopens);
+    // Reopened while still open (the detector saw a stale phase): nothing to do.
+    if !phase::enter(status, Transition::Reopen, now) {
+        return;
+    }
+    let generation = incident.metadata.generation;
+    status.reopened_at_generation = generation;
+    let message = format!("the signal returned after resolution (reopen {reopens}): reopened");
+    plan.note(now, "Reopened", message, warning("Reopen"));
+    if reopens < settings.flap_threshold {
+        return;
+    }
+    let message = format!(
+        "reopened {reopens} times (threshold {})",
+        settings.flap_threshold
+    );
+    let update = ConditionUpdate {
+        type_: FLAPPING,
+        status: true,
+        reason: "Reopened",
+        message: message.clone(),
+    };
+    if set_condition(&mut plan.status.conditions, update, generation, now) {
+        plan.note(now, FLAPPING, message, warning("Reopen"));
+    }
+}
+
+/// What responders said in `spec`: acknowledged, declined, resolved.
+/// Inputs from before the last reopen were answered already.
+fn respond(plan: &mut Plan, incident: &Incident, now: &Time) {
+    let spec = &incident.spec;
+    let closed = plan.status.phase.is_some_and(Phase::is_closed);
+    if let Some(ack) = &spec.acknowledged
+        && plan.status.milestones.acknowledged_at.is_none()
+        && !closed
+    {
+        plan.status.milestones.acknowledged_at = Some(now.clone());
+        phase::enter(&mut plan.status, Transition::Acknowledge, now);
         let mut message = format!("acknowledged by {}", ack.by);
         if let Some(note) = &ack.note {
             message.push_str(&format!(": {note}"));
         }
-        record(&mut status, "Acknowledged", message.clone());
-        events.push(PlannedEvent::normal("Acknowledged", "Acknowledge", message));
+        plan.note(now, "Acknowledged", message, normal("Acknowledge"));
     }
-
-    let phase = status.phase.unwrap_or(Phase::Triggered);
-    if !phase.is_closed() && inputs_current {
-        if let Some(decline) = &spec.declined {
-            phase::enter(&mut status, Transition::Decline, &now_time);
-            let message = format!(
-                "declined as a false positive by {}: {}",
-                decline.by, decline.reason
-            );
-            record(&mut status, "Declined", message.clone());
-            events.push(PlannedEvent::normal("Declined", "Decline", message));
-        } else if let Some(resolution) = &spec.resolution {
-            phase::enter(&mut status, Transition::ResolveByResponder, &now_time);
-            let message = format!(
-                "resolved by {}: {} (root cause: {})",
-                resolution.by, resolution.summary, resolution.root_cause
-            );
-            record(&mut status, "Resolved", message.clone());
-            events.push(PlannedEvent::normal("Resolved", "Resolve", message));
-        }
+    let generation = incident.metadata.generation.unwrap_or(0);
+    let inputs_current = generation > plan.status.reopened_at_generation.unwrap_or(0);
+    if closed || !inputs_current {
+        return;
     }
+    if let Some(decline) = &spec.declined {
+        phase::enter(&mut plan.status, Transition::Decline, now);
+        let message = format!(
+            "declined as a false positive by {}: {}",
+            decline.by, decline.reason
+        );
+        plan.note(now, "Declined", message, normal("Decline"));
+    } else if let Some(resolution) = &spec.resolution {
+        phase::enter(&mut plan.status, Transition::ResolveByResponder, now);
+        let message = format!(
+            "resolved by {}: {} (root cause: {})",
+            resolution.by, resolution.summary, resolution.root_cause
+        );
+        plan.note(now, "Resolved", message, normal("Resolve"));
+    }
+}
 
-    let mut requeue_after = None;
-    // A detected signal that cleared by itself and stayed clear resolves the
-    // incident, if the policy allows; security incidents never do.
-    let cleared_at = status.detection.as_ref().and_then(|d| d.cleared_at.clone());
-    // A step being applied or verified decides the outcome itself.
+/// A detected signal that cleared by itself and stayed clear resolves the
+/// incident, if the policy allows; security incidents never do, and a step
+/// being applied or verified decides the outcome itself.
+fn auto_resolve(plan: &mut Plan, incident: &Incident, settings: &Detection, now: &Time) {
+    let spec = &incident.spec;
+    let status = &plan.status;
     let remediating = status.steps.last().is_some_and(|s| {
         matches!(
             s.result,
             StepResult::Pending | StepResult::Verifying | StepResult::AwaitingApproval
         )
     });
-    let auto_resolvable = spec.source.kind == SourceKind::Detected
+    let allowed = spec.source.kind == SourceKind::Detected
         && settings.auto_resolve
         && !remediating
-        && spec.incident_type != IncidentType::SecurityIncident;
-    if auto_resolvable
-        && !status.phase.is_some_and(Phase::is_closed)
-        && let Some(cleared_at) = cleared_at
-    {
-        let hold_down = settings.hold_down.as_std();
-        let due = add(cleared_at.0, hold_down);
-        if now >= due {
-            phase::enter(&mut status, Transition::AutoResolve, &now_time);
-            let message = format!(
-                "the signal cleared at {} and stayed clear for {}: resolved",
-                cleared_at.0, settings.hold_down
-            );
-            record(&mut status, "AutoResolved", message.clone());
-            events.push(PlannedEvent::normal("AutoResolved", "Resolve", message));
-        } else {
-            requeue_after = Some(until(now, due));
-        }
+        && spec.incident_type != IncidentType::SecurityIncident
+        && !status.phase.is_some_and(Phase::is_closed);
+    let cleared_at = status.detection.as_ref().and_then(|d| d.cleared_at.clone());
+    let (true, Some(cleared_at)) = (allowed, cleared_at) else {
+        return;
+    };
+    let due = add(cleared_at.0, settings.hold_down.as_std());
+    if now.0 < due {
+        plan.requeue_within(until(now.0, due));
+        return;
     }
+    phase::enter(&mut plan.status, Transition::AutoResolve, now);
+    let message = format!(
+        "the signal cleared at {} and stayed clear for {}: resolved",
+        cleared_at.0, settings.hold_down
+    );
+    plan.note(now, "AutoResolved", message, normal("Resolve"));
+}
 
-    let closed = status.phase.is_some_and(Phase::is_closed);
-    if !closed {
-        if status.milestones.acknowledged_at.is_none() && !sla.acknowledge_breached {
-            if now >= acknowledge_by {
+/// Marks each deadline breached once, as it passes, while the incident is
+/// open; otherwise asks to look again when the next one falls.
+fn watch_deadlines(plan: &mut Plan, incident: &Incident, mut sla: Sla, now: &Time) {
+    let severity = incident.spec.severity;
+    let generation = incident.metadata.generation;
+    if !plan.status.phase.is_some_and(Phase::is_closed) {
+        let acknowledged = plan.status.milestones.acknowledged_at.is_some();
+        if !acknowledged && !sla.acknowledge_breached {
+            let deadline = sla.acknowledge_by.0;
+            if now.0 >= deadline {
                 sla.acknowledge_breached = true;
-                breaches.push("acknowledge");
                 let message = format!(
-                    "not acknowledged within {} ({} response time); deadline was {acknowledge_by}",
-                    human(spec.severity.acknowledge_within()),
-                    spec.severity
+                    "not acknowledged within {} ({severity} response time); deadline was {deadline}",
+                    human(severity.acknowledge_within()),
                 );
-                record(&mut status, ACK_SLA_BREACHED, message.clone());
-                events.push(PlannedEvent::warning(
+                breach(
+                    plan,
                     ACK_SLA_BREACHED,
-                    "CheckDeadline",
-                    message.clone(),
-                ));
-                let update = ConditionUpdate {
-                    type_: ACK_SLA_BREACHED,
-                    status: true,
-                    reason: "DeadlinePassed",
+                    "acknowledge",
                     message,
-                };
-                set_condition(&mut status.conditions, update, generation, &now_time);
+                    generation,
+                    now,
+                );
             } else {
-                let wait = until(now, acknowledge_by);
-                requeue_after = Some(requeue_after.map_or(wait, |r: Duration| r.min(wait)));
+                plan.requeue_within(until(now.0, deadline));
             }
         }
         if !sla.resolve_breached {
-            if now >= resolve_by {
+            let deadline = sla.resolve_by.0;
+            if now.0 >= deadline {
                 sla.resolve_breached = true;
-                breaches.push("resolve");
                 let message = format!(
-                    "not resolved within {}; deadline was {resolve_by}",
-                    human(spec.severity.resolve_within())
+                    "not resolved within {}; deadline was {deadline}",
+                    human(severity.resolve_within())
                 );
-                record(&mut status, RESOLVE_SLA_BREACHED, message.clone());
-                events.push(PlannedEvent::warning(
+                breach(
+                    plan,
                     RESOLVE_SLA_BREACHED,
-                    "CheckDeadline",
-                    message.clone(),
-                ));
-                let update = ConditionUpdate {
-                    type_: RESOLVE_SLA_BREACHED,
-                    status: true,
-                    reason: "DeadlinePassed",
+                    "resolve",
                     message,
-                };
-                set_condition(&mut status.conditions, update, generation, &now_time);
+                    generation,
+                    now,
+                );
             } else {
-                let wait = until(now, resolve_by);
-                requeue_after = Some(requeue_after.map_or(wait, |r: Duration| r.min(wait)));
+                plan.requeue_within(until(now.0, deadline));
             }
         }
     }
-    status.sla = Some(sla);
-    status.observed_generation = generation;
+    plan.status.sla = Some(sla);
+}
 
-    Plan {
-        status,
-        events,
-        breaches,
-        requeue_after,
-    }
+fn breach(
+    plan: &mut Plan,
+    condition: &'static str,
+    deadline: &'static str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    plan.breaches.push(deadline);
+    plan.note(now, condition, message.clone(), warning("CheckDeadline"));
+    let update = ConditionUpdate {
+        type_: condition,
+        status: true,
+        reason: "DeadlinePassed",
+        message,
+    };
+    set_condition(&mut plan.status.conditions, update, generation, now);
 }
 
 pub(crate) fn push_timeline(status: &mut IncidentStatus, entry: TimelineEntry) {
