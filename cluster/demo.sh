@@ -32,7 +32,9 @@ show kubectl get nodes
 
 step "Installing the CRDs and the healing-guard example stack"
 kubectl apply --server-side -f "$repo/crds/healing-guard.io.yaml" >/dev/null
-kubectl wait --for=condition=Established crd/incidents.healing-guard.io crd/remediationpolicies.healing-guard.io >/dev/null
+# kubectl wait fails outright on a CRD whose status has no conditions yet.
+wait_for "the CRDs to be established" 30 kubectl wait --for=condition=Established --timeout=5s \
+  crd/incidents.healing-guard.io crd/remediationpolicies.healing-guard.io
 kubectl apply -k "$repo/examples/healing-guard" >/dev/null
 wait_for "the stack's pods to run" 60 bash -c \
   '[ "$(kubectl -n healing-guard get pods --field-selector=status.phase=Running -o name | wc -l)" -ge 9 ]'
