@@ -6,7 +6,11 @@ pub mod error;
 pub mod incident;
 pub mod policy;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use futures::StreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -22,7 +26,7 @@ use crate::{
     crd::{Incident, RemediationPolicy, WorkloadKind},
     k8s::Scope,
     metrics::Metrics,
-    names::POLICY_LABEL,
+    names::{BREAKER_RESET_ANNOTATION, POLICY_LABEL},
 };
 pub use error::Error;
 
@@ -147,12 +151,32 @@ where
     }
 }
 
-/// Maps a policy to the open incidents that run under it.
+/// What an incident reads of its policy: the spec's generation and the
+/// circuit-breaker reset.
+type PolicyAsRead = (Option<i64>, Option<String>);
+
+/// Maps a policy to the open incidents that run under it, when what they
+/// read of it changed: its spec, or its circuit-breaker reset (its status,
+/// written on every incident change, would only echo back).
 fn incidents_under(
     watches: &Watches,
 ) -> impl Fn(Arc<RemediationPolicy>) -> Vec<ObjectRef<Incident>> + Send + Sync + 'static {
     let store = watches.incidents.store();
+    let seen: Mutex<HashMap<ObjectRef<RemediationPolicy>, PolicyAsRead>> = Mutex::default();
     move |policy| {
+        let read = (
+            policy.metadata.generation,
+            policy.annotations().get(BREAKER_RESET_ANNOTATION).cloned(),
+        );
+        let key = ObjectRef::from_obj(policy.as_ref());
+        // A poisoned lock only loses the filter: every change then triggers.
+        let unchanged = seen
+            .lock()
+            .map(|mut seen| seen.insert(key, read.clone()) == Some(read))
+            .unwrap_or(false);
+        if unchanged {
+            return Vec::new();
+        }
         let name = policy.name_any();
         store
             .state_filter(|incident| {

@@ -78,6 +78,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let watches = ctx.watches.clone();
     // Subscribed before anything is awaited, so no change is missed.
     let mut policy_changes = watches.policies.changes();
+    let mut policy_generations = HashMap::new();
     let mut deployment_changes = watches.deployments.changes();
     let mut statefulset_changes = watches.statefulsets.changes();
     let (sender, mut inputs) = mpsc::channel(1024);
@@ -119,9 +120,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
-            Some(change) = policy_changes.next() => match change {
-                Change::Applied(_) | Change::Deleted(_) | Change::Resynced => detector.policies_changed(),
-            },
+            Some(change) = policy_changes.next() => {
+                // What is guarded follows the policies' specs, not their status.
+                if spec_changed(&mut policy_generations, &change) {
+                    detector.policies_changed();
+                }
+            }
             Some(change) = deployment_changes.next() => detector.workload_changed(change.map(Workload::Deployment)),
             Some(change) = statefulset_changes.next() => detector.workload_changed(change.map(Workload::StatefulSet)),
             Some(input) = inputs.recv() => detector.pod_event(input),
@@ -138,6 +142,31 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         watch.handle.abort();
     }
     info!("detector stopped");
+}
+
+/// Whether a policy change can change what is guarded: a new spec
+/// (generation), a deletion or a resync; `seen` remembers generations.
+fn spec_changed(
+    seen: &mut HashMap<(Option<String>, Option<String>), Option<i64>>,
+    change: &Change<RemediationPolicy>,
+) -> bool {
+    match change {
+        Change::Applied(policy) => {
+            let key = (
+                policy.metadata.namespace.clone(),
+                policy.metadata.name.clone(),
+            );
+            seen.insert(key, policy.metadata.generation) != Some(policy.metadata.generation)
+        }
+        Change::Deleted(policy) => {
+            seen.remove(&(
+                policy.metadata.namespace.clone(),
+                policy.metadata.name.clone(),
+            ));
+            true
+        }
+        Change::Resynced => true,
+    }
 }
 
 impl Detector {
@@ -184,8 +213,12 @@ impl Detector {
                 let workload = Workload::clone(&workload);
                 let id = id_of(&workload);
                 if self.guarding_policy(&workload).is_some() {
-                    self.workloads.insert(id.clone(), workload);
-                    self.sync_pod_watches();
+                    let selector = workload.pod_selector();
+                    let previous = self.workloads.insert(id.clone(), workload);
+                    // Most changes are status: the pod watches stay as they are.
+                    if previous.and_then(|w| w.pod_selector()) != selector {
+                        self.sync_pod_watches();
+                    }
                     self.evaluate(&id);
                 } else if self.workloads.contains_key(&id) {
                     self.forget(&id);
