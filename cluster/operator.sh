@@ -33,7 +33,7 @@ kubectl --kubeconfig "$dir/operator.kubeconfig" config set-credentials "$user" -
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 binary=$repo/target/debug/healing-guard-operator
 [ -x "$binary" ] || (cd "$repo" && cargo build --quiet)
-KUBECONFIG=$dir/operator.kubeconfig RUST_LOG=${RUST_LOG:-warn,healing_guard_operator=info} \
+KUBECONFIG=$dir/operator.kubeconfig RUST_LOG=${RUST_LOG:-warn,healing_guard_operator=info,kube_client::client::builder=off} \
   "$binary" run --listen "127.0.0.1:$port" "${extra[@]}" >"$dir/operator.log" 2>&1 &
 pid=$!
 echo "$pid operator $binary" >>"$dir/pids"

@@ -14,6 +14,7 @@ use kube::{
 use tracing::warn;
 
 use crate::{
+    controller::backoff::Backoffs,
     crd::{Incident, RemediationPolicy},
     k8s::{Scope, shared::Shared},
     metrics::Metrics,
@@ -77,6 +78,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub watches: Watches,
+    /// Retry delays of the objects whose last reconcile failed.
+    pub backoffs: Arc<Backoffs>,
 }
 
 impl Context {
@@ -88,6 +91,7 @@ impl Context {
             recorder,
             metrics,
             watches,
+            backoffs: Arc::default(),
         }
     }
 

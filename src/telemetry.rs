@@ -11,11 +11,18 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. Defaults to `info` for this crate and
-/// `warn` for everything else.
+/// The filter when `RUST_LOG` is unset: `info` for this crate, `warn` for
+/// everything else, and nothing from kube's HTTP trace layer, which logs an
+/// ERROR for every 5xx answer - also for the expected ones (a log fetch from
+/// a node without a kubelet, recorded in the evidence). The operator reports
+/// every failure it cares about itself, with its context.
+pub const DEFAULT_FILTER: &str =
+    "warn,healing_guard_operator=info,kube_client::client::builder=off";
+
+/// Installs the global subscriber.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("warn,healing_guard_operator=info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Text => registry.with(fmt::layer().with_target(false)).init(),

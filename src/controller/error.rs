@@ -32,6 +32,11 @@ impl From<ApplyError> for Error {
 }
 
 impl Error {
+    /// Whether retrying cannot help until the object changes.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Error::MissingMetadata(_))
+    }
+
     /// A short, bounded label for the errors metric.
     pub fn metric_label(&self) -> String {
         match self {

@@ -174,16 +174,24 @@ pub enum Next {
 }
 
 /// Decides the next move. `approved(name)` tells whether a responder
-/// approved a step.
+/// approved a step. Only the entries of the current `round` count: an
+/// incident reopened after resolution runs its ladder again (round 2, ...),
+/// its earlier entries kept as the record.
 pub fn next(
     ladder: &Ladder,
     ledger: &[StepRecord],
+    round: i32,
     approved: impl Fn(&str) -> bool,
     health: Health,
     now: Timestamp,
 ) -> Next {
-    let Some(last) = ledger.last() else {
-        return record_untried(ladder, ledger, &approved, None);
+    let first = ledger
+        .iter()
+        .position(|record| record.attempt >= round)
+        .unwrap_or(ledger.len());
+    let current = &ledger[first..];
+    let Some(last) = current.last() else {
+        return record_untried(ladder, current, &approved, None);
     };
     let entry = ledger.len() - 1;
     let rung = ladder.rung_of(last);
@@ -211,7 +219,7 @@ pub fn next(
             verify(entry, last, timing, health, now)
         }
         StepResult::Failed | StepResult::Skipped | StepResult::DryRun => {
-            record_untried(ladder, ledger, &approved, Some(last.result))
+            record_untried(ladder, current, &approved, Some(last.result))
         }
         StepResult::Succeeded => Next::Wait(None),
     }
@@ -269,9 +277,28 @@ fn record_untried(
 }
 
 /// The ledger id of a step: stable across restarts, unique per incident.
-pub fn step_id(incident_uid: &str, entry: usize, step_name: &str, attempt: i32) -> String {
+pub fn step_id(incident_uid: &str, entry: usize, step_name: &str, round: i32) -> String {
     let prefix: String = incident_uid.chars().filter(|c| *c != '-').take(8).collect();
-    format!("{prefix}-{entry}-{step_name}-{attempt}")
+    format!("{prefix}-{entry}-{step_name}-{round}")
+}
+
+/// A ladder of no rungs that still concludes the verification of a step
+/// applied before its policy (or rule) went away: by the default timing,
+/// and by every replica being ready, as there is no rule to watch.
+pub fn remnant() -> Ladder {
+    let verify = Verify::default();
+    Ladder {
+        rungs: Vec::new(),
+        rule_name: None,
+        rule: None,
+        default_timing: Timing {
+            timeout: verify.timeout.as_std(),
+            hold_down: verify.hold_down.as_std(),
+        },
+        policy: None,
+        safety: Safety::default(),
+        breaker_reset_at: None,
+    }
 }
 
 fn add(at: Timestamp, duration: Duration) -> Timestamp {
@@ -355,7 +382,7 @@ mod tests {
     }
 
     fn decide(ledger: &[StepRecord], health: Health, now: &str) -> Next {
-        next(&two_steps(), ledger, |_| false, health, at(now))
+        next(&two_steps(), ledger, 1, |_| false, health, at(now))
     }
 
     #[test]
@@ -507,14 +534,14 @@ mod tests {
         );
         let now = at("2026-01-01T00:01:00Z");
         assert_eq!(
-            next(&ladder, &[], |_| false, Health::Unhealthy, now),
+            next(&ladder, &[], 1, |_| false, Health::Unhealthy, now),
             Next::Record {
                 rung: 0,
                 awaiting_approval: true
             }
         );
         assert_eq!(
-            next(&ladder, &[], |s| s == "rollback", Health::Unhealthy, now),
+            next(&ladder, &[], 1, |s| s == "rollback", Health::Unhealthy, now),
             Next::Record {
                 rung: 0,
                 awaiting_approval: false
@@ -523,13 +550,14 @@ mod tests {
         );
         let waiting = [rollback(StepResult::AwaitingApproval)];
         assert_eq!(
-            next(&ladder, &waiting, |_| false, Health::Unhealthy, now),
+            next(&ladder, &waiting, 1, |_| false, Health::Unhealthy, now),
             Next::Wait(None)
         );
         assert_eq!(
             next(
                 &ladder,
                 &waiting,
+                1,
                 |s| s == "rollback",
                 Health::Unhealthy,
                 now
@@ -548,7 +576,7 @@ mod tests {
         );
         let pending = [rollback(StepResult::Pending)];
         assert_eq!(
-            next(&edited, &pending, |_| false, Health::Unhealthy, now),
+            next(&edited, &pending, 1, |_| false, Health::Unhealthy, now),
             Next::Orphaned { entry: 0 },
             "same name, other action: not the same step"
         );
@@ -558,14 +586,14 @@ mod tests {
             &[Mode::Auto, Mode::Auto],
         );
         assert_eq!(
-            next(&reordered, &pending, |_| false, Health::Unhealthy, now),
+            next(&reordered, &pending, 1, |_| false, Health::Unhealthy, now),
             Next::Execute { entry: 0, rung: 1 }
         );
         // After it failed, the untried restart (now first) is next, and the
         // failed rollback is not tried again.
         let failed = [rollback(StepResult::Failed)];
         assert_eq!(
-            next(&reordered, &failed, |_| false, Health::Unhealthy, now),
+            next(&reordered, &failed, 1, |_| false, Health::Unhealthy, now),
             Next::Record {
                 rung: 0,
                 awaiting_approval: false
@@ -575,7 +603,7 @@ mod tests {
         let mut renamed = two_steps();
         renamed.rule_name = Some("crash-v2".into());
         assert_eq!(
-            next(&renamed, &pending, |_| false, Health::Unhealthy, now),
+            next(&renamed, &pending, 1, |_| false, Health::Unhealthy, now),
             Next::Orphaned { entry: 0 }
         );
         // A step verifying when it left the ladder is still verified, by the defaults.
@@ -585,6 +613,7 @@ mod tests {
             next(
                 &gone,
                 &verifying,
+                1,
                 |_| false,
                 Health::Unhealthy,
                 at("2026-01-01T00:05:00Z")
@@ -593,6 +622,55 @@ mod tests {
                 entry: 0,
                 reason: "not healthy within 300s".into()
             }
+        );
+    }
+
+    #[test]
+    fn a_reopened_incident_runs_its_ladder_again_from_the_first_step() {
+        let succeeded = [rollback(StepResult::Succeeded)];
+        let now = at("2026-01-01T01:00:00Z");
+        assert_eq!(
+            next(
+                &two_steps(),
+                &succeeded,
+                1,
+                |_| false,
+                Health::Unhealthy,
+                now
+            ),
+            Next::Wait(None),
+            "the first round is over"
+        );
+        assert_eq!(
+            next(
+                &two_steps(),
+                &succeeded,
+                2,
+                |_| false,
+                Health::Unhealthy,
+                now
+            ),
+            Next::Record {
+                rung: 0,
+                awaiting_approval: false
+            }
+        );
+        let mut again = rollback(StepResult::Failed);
+        again.attempt = 2;
+        assert_eq!(
+            next(
+                &two_steps(),
+                &[succeeded[0].clone(), again],
+                2,
+                |_| false,
+                Health::Unhealthy,
+                now
+            ),
+            Next::Record {
+                rung: 1,
+                awaiting_approval: false
+            },
+            "within the round, what was tried is not tried again"
         );
     }
 

@@ -26,7 +26,7 @@ use crate::{
     },
     detector::symptoms,
     remediation::{
-        actions::{self, Mark, Planned, Refusal},
+        actions::{self, Mark, Planned},
         ladder::{self, Health, Ladder, Next},
         safety,
     },
@@ -151,8 +151,12 @@ pub fn decide(incident: &Incident, seen: &Observation) -> Decision {
         phase,
         Some(Phase::Triggered | Phase::Acknowledged | Phase::Mitigating | Phase::Monitoring)
     );
-    if active && let Some(ladder) = ladder::resolve(incident, seen.policy.as_deref()) {
-        remediate(&mut decision, incident, &ladder, seen);
+    if active {
+        match ladder_of(incident, seen, &decision.status) {
+            Ok(ladder) => remediate(&mut decision, incident, &ladder, seen),
+            Err(Some((reason, message))) => block(&mut decision, incident, reason, message, now),
+            Err(None) => {}
+        }
     }
 
     let before = incident.status.as_ref().and_then(|s| s.phase);
@@ -183,6 +187,99 @@ pub fn decide(incident: &Incident, seen: &Observation) -> Decision {
     decision
 }
 
+/// The ladder that applies, or why none does: Err(None) when the incident
+/// has nothing to run (no policy, no actions of its own), Err(Some) when
+/// what it names is missing (it waits, and resumes when it comes back).
+/// A step that was verifying when its policy went away still concludes.
+fn ladder_of(
+    incident: &Incident,
+    seen: &Observation,
+    status: &IncidentStatus,
+) -> Result<Ladder, Option<(&'static str, String)>> {
+    if let Some(ladder) = ladder::resolve(incident, seen.policy.as_deref()) {
+        return Ok(ladder);
+    }
+    let verifying = status
+        .steps
+        .last()
+        .is_some_and(|s| s.result == StepResult::Verifying);
+    if verifying {
+        return Ok(ladder::remnant());
+    }
+    let spec = &incident.spec;
+    let Some(policy) = spec.policy.as_ref().or(spec.source.policy.as_ref()) else {
+        return Err(None);
+    };
+    let rule = spec.rule.as_ref().or(spec.source.rule.as_ref());
+    Err(Some(match (&seen.policy, rule) {
+        (None, _) => (
+            "PolicyNotFound",
+            format!("RemediationPolicy {policy} not found; remediation resumes when it exists"),
+        ),
+        (Some(_), Some(rule)) => (
+            "RuleNotFound",
+            format!(
+                "RemediationPolicy {policy} has no rule {rule}; remediation resumes when it does"
+            ),
+        ),
+        (Some(_), None) => return Err(None),
+    }))
+}
+
+/// Says in the RemediationBlocked condition (and once in the timeline) why
+/// the ladder cannot move, and looks again now and then.
+fn block(
+    decision: &mut Decision,
+    incident: &Incident,
+    reason: &'static str,
+    message: String,
+    now: Timestamp,
+) {
+    let update = ConditionUpdate {
+        type_: REMEDIATION_BLOCKED,
+        status: true,
+        reason,
+        message: message.clone(),
+    };
+    let now = Time(now);
+    if set_condition(
+        &mut decision.status.conditions,
+        update,
+        incident.metadata.generation,
+        &now,
+    ) {
+        decision.note(&now, true, REMEDIATION_BLOCKED, message);
+    }
+    decision.requeue_within(TARGET_MISSING);
+}
+
+/// Clears a RemediationBlocked condition set because something was
+/// missing, once it is back.
+fn unblock(decision: &mut Decision, incident: &Incident, now: &Time) {
+    let missing = decision.status.conditions.iter().any(|c| {
+        c.type_ == REMEDIATION_BLOCKED
+            && c.status == "True"
+            && matches!(
+                c.reason.as_str(),
+                "PolicyNotFound" | "RuleNotFound" | "TargetNotFound"
+            )
+    });
+    if missing {
+        let update = ConditionUpdate {
+            type_: REMEDIATION_BLOCKED,
+            status: false,
+            reason: "Resumed",
+            message: "what the ladder needs is back; remediation resumes".into(),
+        };
+        set_condition(
+            &mut decision.status.conditions,
+            update,
+            incident.metadata.generation,
+            now,
+        );
+    }
+}
+
 /// Whether the target has recovered: the rollout is complete, and the
 /// rule's symptom is gone (without a rule: every replica ready).
 pub fn health(
@@ -209,9 +306,12 @@ pub fn health(
 fn remediate(decision: &mut Decision, incident: &Incident, ladder: &Ladder, seen: &Observation) {
     let now = seen.now;
     let Some(workload) = &seen.workload else {
-        decision.requeue_within(TARGET_MISSING);
+        let target = &incident.spec.target;
+        let message = format!("{target} not found; remediation resumes when it exists");
+        block(decision, incident, "TargetNotFound", message, now);
         return;
     };
+    unblock(decision, incident, &Time(now));
     if follow_up(decision, ladder, seen) {
         return;
     }
@@ -225,7 +325,8 @@ fn remediate(decision: &mut Decision, incident: &Incident, ladder: &Ladder, seen
         workload,
         now: Time(now),
     };
-    match ladder::next(ladder, &decision.status.steps, approved, health, now) {
+    let round = step.round(&decision.status);
+    match ladder::next(ladder, &decision.status.steps, round, approved, health, now) {
         Next::Record {
             rung,
             awaiting_approval,
@@ -286,6 +387,11 @@ struct Step<'a> {
 }
 
 impl Step<'_> {
+    /// The ladder's round: 1, and one more after each reopen.
+    fn round(&self, status: &IncidentStatus) -> i32 {
+        status.reopens_handled.unwrap_or(0).saturating_add(1)
+    }
+
     /// Writes rung `index` into the ledger (Pending, or AwaitingApproval),
     /// unless the safety limits hold it back; it runs on the next reconcile.
     fn record(&self, decision: &mut Decision, index: usize, awaiting_approval: bool) {
@@ -299,12 +405,13 @@ impl Step<'_> {
         }
         let entry = decision.status.steps.len();
         let uid = self.incident.uid().unwrap_or_default();
+        let round = self.round(&decision.status);
         decision.status.steps.push(StepRecord {
-            id: ladder::step_id(&uid, entry, rung.name(), 1),
+            id: ladder::step_id(&uid, entry, rung.name(), round),
             name: rung.name().to_owned(),
             action: rung.action.action,
             rule: self.ladder.rule_name.clone(),
-            attempt: 1,
+            attempt: round,
             result: if awaiting_approval {
                 StepResult::AwaitingApproval
             } else {
@@ -392,23 +499,43 @@ impl Step<'_> {
                     follow_up: false,
                 });
             }
+            Err(refusal) if refusal.is_moot() => {
+                let message = refusal.to_string();
+                self.skip_with(decision, entry, "StepSkipped", message, false);
+            }
             Err(refusal) => refuse(decision, entry, &refusal, &self.now),
         }
     }
 
     /// A recorded step left the ladder before it ran: it never runs.
     fn skip(&self, decision: &mut Decision, entry: usize) {
-        let Some(record) = decision.status.steps.get_mut(entry) else {
+        let Some(record) = decision.status.steps.get(entry) else {
             return;
         };
         let message = format!(
-            "step {} ({}) is no longer in the ladder (the policy changed); it was not run",
-            record.name, record.action
+            "its {} action is no longer in the ladder (the policy changed); it was not run",
+            record.action
         );
+        self.skip_with(decision, entry, "StepSkipped", message, true);
+    }
+
+    /// Ends a step as Skipped: it changed nothing, and the ladder moves on.
+    fn skip_with(
+        &self,
+        decision: &mut Decision,
+        entry: usize,
+        reason: &str,
+        message: String,
+        warning: bool,
+    ) {
+        let Some(record) = decision.status.steps.get_mut(entry) else {
+            return;
+        };
         record.result = StepResult::Skipped;
         record.finished_at = Some(self.now.clone());
         record.message = Some(message.clone());
-        decision.note(&self.now, true, "StepSkipped", message);
+        let message = format!("step {}: {message}", record.name);
+        decision.note(&self.now, warning, reason, message);
         decision.requeue_within(AFTER_RECORD);
     }
 
@@ -517,7 +644,7 @@ impl Step<'_> {
 }
 
 /// A step refused before it changed anything: it fails, the ladder goes on.
-fn refuse(decision: &mut Decision, entry: usize, refusal: &Refusal, now: &Time) {
+fn refuse(decision: &mut Decision, entry: usize, refusal: &dyn std::fmt::Display, now: &Time) {
     let Some(record) = decision.status.steps.get_mut(entry) else {
         return;
     };
@@ -529,6 +656,23 @@ fn refuse(decision: &mut Decision, entry: usize, refusal: &Refusal, now: &Time) 
     decision.tallies.push(ended);
     decision.note(now, true, "StepRefused", message);
     decision.requeue_within(AFTER_RECORD);
+}
+
+/// Records that the API server refused the decision's effect for good (an
+/// invalid value, a forbidden write, an admission webhook's denial): the
+/// step fails with the server's message and the ladder moves on. Pure.
+pub fn settle_refused(mut decision: Decision, message: &str, now: Timestamp) -> Decision {
+    let Some(effect) = decision.effect.take() else {
+        return decision;
+    };
+    let what = if effect.dry_run {
+        "the API server refused the dry run"
+    } else {
+        "the API server refused the change"
+    };
+    let reason = format!("{what} ({}): {message}", effect.planned.summary);
+    refuse(&mut decision, effect.entry, &reason, &Time(now));
+    decision
 }
 
 /// Records the outcome of the decision's effect, applied with `lines` for
@@ -551,7 +695,12 @@ pub fn settle(
         return decision;
     }
     let summary = effect.planned.summary.clone();
-    record.changes = std::iter::once(summary.clone()).chain(lines).collect();
+    record.changes = if effect.dry_run {
+        // What would have happened, not what did.
+        std::iter::once(format!("dry run, nothing changed: {summary}")).collect()
+    } else {
+        std::iter::once(summary.clone()).chain(lines).collect()
+    };
     record.started_at = Some(now_time.clone());
     let name = record.name.clone();
     let message = if effect.dry_run {
@@ -1321,5 +1470,189 @@ mod tests {
             decision.tallies.as_slice(),
             [Tally::Resolved { seconds: 60.0 }]
         ));
+    }
+
+    #[test]
+    fn a_step_verifying_when_its_policy_went_away_still_concludes() {
+        let verifying = with_steps(
+            "Mitigating",
+            json!([entry(
+                "rollback",
+                "rollback",
+                "Verifying",
+                "2026-01-01T00:00:06Z"
+            )]),
+        );
+        let mut gone = seen(
+            &two_steps("Auto"),
+            Some(api(true, json!({}))),
+            "2026-01-01T00:00:30Z",
+        );
+        gone.policy = None;
+        let holding = decide(&verifying, &gone);
+        assert_eq!(holding.status.phase, Some(Phase::Monitoring));
+        gone.now = at("2026-01-01T00:01:30Z");
+        let done = decide(&after(verifying, &holding), &gone);
+        assert_eq!(done.status.phase, Some(Phase::Resolved));
+        assert_eq!(last_step(&done).result, StepResult::Succeeded);
+    }
+
+    #[test]
+    fn a_pending_step_whose_policy_is_gone_waits_and_resumes_when_it_is_back() {
+        let policy = two_steps("Auto");
+        let pending = with_steps(
+            "Mitigating",
+            json!([entry(
+                "rollback",
+                "rollback",
+                "Pending",
+                "2026-01-01T00:00:05Z"
+            )]),
+        );
+        let mut gone = seen(&policy, Some(api(false, json!({}))), "2026-01-01T00:00:06Z");
+        gone.policy = None;
+        let waiting = decide(&pending, &gone);
+        assert_eq!(waiting.effect, None);
+        assert_eq!(
+            last_step(&waiting).result,
+            StepResult::Pending,
+            "not skipped"
+        );
+        let blocked = waiting
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == REMEDIATION_BLOCKED)
+            .unwrap();
+        assert_eq!(blocked.reason, "PolicyNotFound");
+        assert_eq!(reasons(&waiting), [REMEDIATION_BLOCKED]);
+        assert!(waiting.requeue.is_some());
+
+        let mut back = seen(&policy, Some(api(false, json!({}))), "2026-01-01T00:05:00Z");
+        back.inputs = history();
+        let resumed = decide(&after(pending.clone(), &waiting), &back);
+        assert!(resumed.effect.is_some());
+        let condition = resumed
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == REMEDIATION_BLOCKED)
+            .unwrap();
+        assert_eq!(
+            (condition.status.as_str(), condition.reason.as_str()),
+            ("False", "Resumed")
+        );
+
+        let mut renamed = incident(Value::Null);
+        renamed.spec.rule = Some("gone".into());
+        renamed.status = pending.status.clone();
+        let no_rule = decide(
+            &renamed,
+            &seen(&policy, Some(api(false, json!({}))), "2026-01-01T00:00:06Z"),
+        );
+        assert!(
+            no_rule
+                .status
+                .conditions
+                .iter()
+                .any(|c| c.reason == "RuleNotFound")
+        );
+    }
+
+    #[test]
+    fn a_reopened_incident_runs_its_ladder_again() {
+        let policy = two_steps("Auto");
+        let mut reopened = with_steps(
+            "Resolved",
+            json!([entry(
+                "rollback",
+                "rollback",
+                "Succeeded",
+                "2026-01-01T00:00:06Z"
+            )]),
+        );
+        let status = reopened.status.as_mut().unwrap();
+        status.detection = Some(crate::crd::DetectionStatus {
+            reopens: 1,
+            ..Default::default()
+        });
+        let decision = decide(
+            &reopened,
+            &seen(&policy, Some(api(false, json!({}))), "2026-01-01T00:10:00Z"),
+        );
+        assert_eq!(decision.status.phase, Some(Phase::Mitigating));
+        let step = last_step(&decision);
+        assert_eq!(
+            (step.name.as_str(), step.attempt, step.result),
+            ("rollback", 2, StepResult::Pending)
+        );
+        assert_eq!(step.id, "0123abcd-1-rollback-2");
+        assert_eq!(reasons(&decision), ["Reopened", "StepRecorded"]);
+    }
+
+    #[test]
+    fn a_change_the_api_server_refuses_for_good_fails_the_step() {
+        let policy = two_steps("Auto");
+        let pending = with_steps(
+            "Mitigating",
+            json!([entry(
+                "rollback",
+                "rollback",
+                "Pending",
+                "2026-01-01T00:00:05Z"
+            )]),
+        );
+        let mut observed = seen(&policy, Some(api(false, json!({}))), "2026-01-01T00:00:06Z");
+        observed.inputs = history();
+        let planned = decide(&pending, &observed);
+        let refused = settle_refused(planned, "422 spec.template: Invalid value", observed.now);
+        assert_eq!(refused.effect, None);
+        let step = last_step(&refused);
+        assert_eq!(step.result, StepResult::Failed);
+        assert!(
+            step.message
+                .as_deref()
+                .unwrap()
+                .contains("422 spec.template"),
+            "{step:?}"
+        );
+        assert_eq!(reasons(&refused), ["StepRefused"]);
+        assert!(refused.workload_events.is_empty());
+    }
+
+    #[test]
+    fn a_config_that_already_matches_its_snapshot_is_skipped_not_counted() {
+        use crate::remediation::actions::restore_config;
+        let policy = policy(
+            "Auto",
+            json!([{"action": "restoreConfig", "restoreConfig": {"configMap": "cfg"}}, {"action": "restart"}]),
+            json!({}),
+        );
+        let pending = with_steps(
+            "Mitigating",
+            json!([entry(
+                "restoreConfig",
+                "restoreConfig",
+                "Pending",
+                "2026-01-01T00:00:05Z"
+            )]),
+        );
+        let config: k8s_openapi::api::core::v1::ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": "cfg"}, "data": {"a": "1"}}))
+                .unwrap();
+        let mut observed = seen(&policy, Some(api(false, json!({}))), "2026-01-01T00:00:06Z");
+        observed.inputs = Inputs::RestoreConfig(Box::new(restore_config::Inputs {
+            current: Some(config.clone()),
+            snapshot: Some(config),
+        }));
+        let decision = decide(&pending, &observed);
+        assert_eq!(decision.effect, None);
+        let step = last_step(&decision);
+        assert_eq!(step.result, StepResult::Skipped);
+        assert!(
+            step.changes.iter().all(|c| c == "something changed"),
+            "nothing added"
+        );
+        assert!(decision.tallies.is_empty());
     }
 }

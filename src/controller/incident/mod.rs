@@ -15,7 +15,7 @@ pub mod observe;
 pub mod phase;
 pub mod record;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use kube::{ResourceExt, runtime::controller::Action};
 use tracing::{instrument, warn};
@@ -34,20 +34,42 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
     let seen = observe::observe(&ctx, &incident).await?;
     let mut decision = decide::decide(&incident, &seen);
     if let (Some(effect), Some(workload)) = (&decision.effect, &seen.workload) {
-        let lines = act::act(&ctx, workload, effect).await?;
-        decision = decide::settle(decision, lines, &incident, seen.now);
+        decision = match act::act(&ctx, workload, effect).await {
+            Ok(lines) => decide::settle(decision, lines, &incident, seen.now),
+            Err(error) => match error.refusal() {
+                Some(message) => decide::settle_refused(decision, &message, seen.now),
+                // Retried: the next reconcile observes again.
+                None => return Err(error.into()),
+            },
+        };
     }
     let requeue = decision.requeue;
     record::record(&ctx, &incident, seen.workload.as_ref(), decision).await?;
+    ctx.backoffs.reset(&backoff_key(&incident));
     Ok(match requeue {
         Some(wait) => Action::requeue(wait),
         None => Action::await_change(),
     })
 }
 
-/// Retries failed reconciles with a delay.
+/// Retries a failed reconcile after a delay that grows with each failure of
+/// the same incident; an incident that cannot be reconciled as it is waits
+/// for a change.
 pub fn error_policy(incident: Arc<Incident>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(incident = %incident.name_any(), %error, "incident reconcile failed");
     ctx.metrics.count_error(CONTROLLER, &error.metric_label());
-    Action::requeue(Duration::from_secs(5))
+    if error.is_permanent() {
+        warn!(incident = %incident.name_any(), %error, "incident cannot be reconciled; waiting for a change");
+        return Action::await_change();
+    }
+    let retry = ctx.backoffs.next(&backoff_key(&incident));
+    warn!(incident = %incident.name_any(), %error, retry_in = ?retry, "incident reconcile failed");
+    Action::requeue(retry)
+}
+
+fn backoff_key(incident: &Incident) -> String {
+    format!(
+        "incident/{}/{}",
+        incident.namespace().unwrap_or_default(),
+        incident.name_any()
+    )
 }

@@ -3,7 +3,7 @@
 
 pub mod validate;
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{collections::BTreeSet, sync::Arc};
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{Api, ResourceExt, api::PatchParams, runtime::controller::Action};
@@ -124,6 +124,7 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
     if let Some(event) = event {
         ctx.publish(policy.as_ref(), event.into_event()).await;
     }
+    ctx.backoffs.reset(&backoff_key(&policy));
     // Workload changes in the namespace trigger a new reconcile; see the controller's watches.
     Ok(Action::await_change())
 }
@@ -197,9 +198,23 @@ fn count_matched_targets(watches: &Watches, namespace: &str, targets: &[Target])
     i32::try_from(matched.len()).unwrap_or(i32::MAX)
 }
 
-/// Retries failed reconciles with a delay.
+/// Retries a failed reconcile after a delay that grows with each failure of
+/// the same policy; a policy that cannot be reconciled as it is waits for a change.
 pub fn error_policy(policy: Arc<RemediationPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(policy = %policy.name_any(), %error, "policy reconcile failed");
     ctx.metrics.count_error(CONTROLLER, &error.metric_label());
-    Action::requeue(Duration::from_secs(5))
+    if error.is_permanent() {
+        warn!(policy = %policy.name_any(), %error, "policy cannot be reconciled; waiting for a change");
+        return Action::await_change();
+    }
+    let retry = ctx.backoffs.next(&backoff_key(&policy));
+    warn!(policy = %policy.name_any(), %error, retry_in = ?retry, "policy reconcile failed");
+    Action::requeue(retry)
+}
+
+fn backoff_key(policy: &RemediationPolicy) -> String {
+    format!(
+        "remediationpolicy/{}/{}",
+        policy.namespace().unwrap_or_default(),
+        policy.name_any()
+    )
 }

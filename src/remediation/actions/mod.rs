@@ -101,6 +101,8 @@ pub enum Refusal {
     NoSnapshot(String),
     #[error("ConfigMap {0} not found")]
     NoConfigMap(String),
+    #[error("ConfigMap {0} already matches its last known-good snapshot; nothing to restore")]
+    NothingToRestore(String),
     #[error(
         "it could leave fewer than {min_ready} ready replicas: {ready} ready, up to {max_unavailable} taken down at once"
     )]
@@ -109,6 +111,15 @@ pub enum Refusal {
         max_unavailable: i32,
         min_ready: i32,
     },
+}
+
+impl Refusal {
+    /// Whether the step is skipped rather than failed: nothing was wrong
+    /// with it, there was just nothing for it to do, so the ladder moves on
+    /// and no action is counted against the safety limits.
+    pub fn is_moot(&self) -> bool {
+        matches!(self, Refusal::NothingToRestore(_))
+    }
 }
 
 /// Why a change could not be made.
@@ -120,6 +131,25 @@ pub enum ApplyError {
     /// The planned change could not be encoded; a bug.
     #[error("encoding the change: {0}")]
     Encode(#[from] serde_json::Error),
+}
+
+impl ApplyError {
+    /// The API server's message when it refused the change for good: the
+    /// same write would be refused again (an invalid value, a forbidden
+    /// write, an admission webhook's denial). None for what a retry may
+    /// cure: a conflict, throttling, a vanished object, a lost connection.
+    pub fn refusal(&self) -> Option<String> {
+        match self {
+            ApplyError::Kube(kube::Error::Api(status))
+                if (400..500).contains(&status.code)
+                    && !matches!(status.code, 404 | 408 | 409 | 429) =>
+            {
+                Some(format!("{} {}", status.code, status.message))
+            }
+            ApplyError::Encode(error) => Some(error.to_string()),
+            ApplyError::Kube(_) => None,
+        }
+    }
 }
 
 /// Reads what the action's plan needs.

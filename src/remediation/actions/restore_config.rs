@@ -25,13 +25,13 @@ pub struct Inputs {
     pub snapshot: Option<ConfigMap>,
 }
 
-/// The restore: the ConfigMap with the snapshot's content (None when it
-/// already matches), then an apply of the workload.
+/// The restore: the ConfigMap with the snapshot's content, then an apply
+/// of the workload.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Change {
     /// Replaced as a whole; it carries the resourceVersion it was read at,
     /// so a ConfigMap changed since is not overwritten.
-    pub config_map: Option<Box<ConfigMap>>,
+    pub config_map: Box<ConfigMap>,
     pub workload: Value,
     /// What the restore did, for the ledger.
     pub detail: String,
@@ -80,13 +80,10 @@ pub fn plan(
     let taken = known_good::taken_at(snapshot)
         .map(|t| t.to_string())
         .unwrap_or_default();
-    let matches = current.data == snapshot.data && current.binary_data == snapshot.binary_data;
-    let (config_map, detail) = if matches {
-        (
-            None,
-            format!("ConfigMap/{name} already matches snapshot {snapshot_name} ({taken})"),
-        )
-    } else {
+    if current.data == snapshot.data && current.binary_data == snapshot.binary_data {
+        return Err(Refusal::NothingToRestore(name.clone()));
+    }
+    let (config_map, detail) = {
         let mut restored = current.clone();
         restored.data = snapshot.data.clone();
         restored.binary_data = snapshot.binary_data.clone();
@@ -97,7 +94,7 @@ pub fn plan(
         annotations.insert(INCIDENT_ANNOTATION.into(), mark.incident.into());
         annotations.insert(RESTORED_FROM_ANNOTATION.into(), snapshot_name.clone());
         (
-            Some(Box::new(restored)),
+            Box::new(restored),
             format!("ConfigMap/{name} content from snapshot {snapshot_name} taken {taken}"),
         )
     };
@@ -121,23 +118,24 @@ pub fn plan(
     })
 }
 
-/// Two writes, in an order that is safe to repeat: a restore interrupted
-/// after the ConfigMap finds it matching next time and only restarts.
+/// Two writes. A restore interrupted between them finds the ConfigMap
+/// matching next time: the step is then skipped as having nothing to do
+/// (the workload's pods read the restored content once restarted, by the
+/// next step or by hand).
 pub async fn apply(
     client: &Client,
     workload: &Workload,
     change: &Change,
     dry_run: bool,
 ) -> Result<Vec<String>, ApplyError> {
-    if let Some(config_map) = &change.config_map {
-        let params = PostParams {
-            dry_run,
-            field_manager: Some(FIELD_MANAGER.into()),
-        };
-        Api::<ConfigMap>::namespaced(client.clone(), &workload.namespace())
-            .replace(&config_map.name_any(), &params, config_map)
-            .await?;
-    }
+    let params = PostParams {
+        dry_run,
+        field_manager: Some(FIELD_MANAGER.into()),
+    };
+    let config_map = &change.config_map;
+    Api::<ConfigMap>::namespaced(client.clone(), &workload.namespace())
+        .replace(&config_map.name_any(), &params, config_map)
+        .await?;
     patch_workload(
         client,
         workload,
@@ -180,7 +178,7 @@ mod tests {
         let AnyChange::RestoreConfig(change) = planned.change else {
             panic!("a restore")
         };
-        let restored = change.config_map.unwrap();
+        let restored = change.config_map;
         assert_eq!(restored.data.unwrap()["mode"], "good");
         assert_eq!(
             restored.metadata.resource_version.as_deref(),
@@ -194,21 +192,29 @@ mod tests {
     }
 
     #[test]
-    fn a_matching_config_map_is_left_alone_and_missing_inputs_refuse() {
+    fn a_matching_config_map_is_skipped_and_missing_inputs_refuse() {
         let same = Inputs {
             current: Some(config_map("cfg", "good")),
             snapshot: Some(config_map("hg-snapshot-cfg-1", "good")),
         };
-        let planned = plan(&restore(false), &deployment("1", 2), &same, MARK, now()).unwrap();
+        let moot = plan(&restore(true), &deployment("1", 2), &same, MARK, now());
+        assert_eq!(moot, Err(Refusal::NothingToRestore("cfg".into())));
+        assert!(moot.unwrap_err().is_moot(), "skipped, not failed");
+        let different = Inputs {
+            current: Some(config_map("cfg", "broken")),
+            ..same
+        };
+        let planned = plan(
+            &restore(false),
+            &deployment("1", 2),
+            &different,
+            MARK,
+            now(),
+        )
+        .unwrap();
         let AnyChange::RestoreConfig(change) = planned.change else {
             panic!("a restore")
         };
-        assert!(change.config_map.is_none());
-        assert!(
-            change.detail.contains("already matches"),
-            "{}",
-            change.detail
-        );
         assert_eq!(change.workload["spec"], json!({}), "no restart asked");
 
         let no_snapshot = Inputs {
