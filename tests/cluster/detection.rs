@@ -15,7 +15,8 @@ use kube::{
 use serde_json::{Value, json};
 
 use crate::support::{
-    Operator, client, eventually, eventually_within, incident_where, namespace, phase_of,
+    Operator, client, create_deployment, eventually, eventually_within, incident_where, namespace,
+    phase_of,
 };
 
 /// One rule per symptom, most specific first; NotReady last, since every
@@ -76,16 +77,6 @@ fn workload(kind: &str, name: &str, replicas: i32, inject: Option<&str>, guarded
         spec["serviceName"] = name.into();
     }
     json!({"metadata": {"name": name, "labels": labels}, "spec": spec})
-}
-
-async fn create_deployment(client: &Client, ns: &str, spec: Value) {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(spec).unwrap(),
-    )
-    .await
-    .unwrap();
 }
 
 async fn incidents(client: &Client, ns: &str) -> Vec<Incident> {

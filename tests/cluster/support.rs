@@ -19,7 +19,7 @@ use std::{
 
 use healing_guard_operator::crd::{self, Incident, RemediationPolicy};
 use k8s_openapi::{
-    api::core::v1::Namespace,
+    api::{apps::v1::Deployment, core::v1::Namespace},
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
@@ -117,6 +117,25 @@ pub async fn try_namespace(client: &Client, prefix: &str) -> Result<String, Erro
         .await
         .map_err(|error| format!("cannot create namespace {name}: {error}"))?;
     Ok(name)
+}
+
+/// Creates a Deployment in `namespace` from its JSON.
+pub async fn create_deployment(client: &Client, namespace: &str, spec: serde_json::Value) {
+    try_create_deployment(client, namespace, spec)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// As [`create_deployment`], returning what went wrong.
+pub async fn try_create_deployment(
+    client: &Client,
+    namespace: &str,
+    spec: serde_json::Value,
+) -> Result<(), Error> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    api.create(&PostParams::default(), &serde_json::from_value(spec)?)
+        .await?;
+    Ok(())
 }
 
 /// Polls `check` until it returns Some, or panics after `WAIT` with `what`.
