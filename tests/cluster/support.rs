@@ -21,6 +21,7 @@ use healing_guard_operator::crd::{self, Incident, RemediationPolicy};
 use k8s_openapi::{
     api::{apps::v1::Deployment, core::v1::Namespace},
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    jiff::Timestamp,
 };
 use kube::{
     Api, Client,
@@ -189,6 +190,16 @@ where
     }
 }
 
+/// Sleeps until the clock has passed `at`, a deadline computed from times the
+/// API reported (the operator runs on the same clock). For limits that are
+/// made of time, such as a cooldown or a reopen window, nothing else shows
+/// that they are over.
+pub async fn until_past(at: Timestamp) {
+    if let Ok(left) = Duration::try_from(at.duration_since(Timestamp::now())) {
+        tokio::time::sleep(left).await;
+    }
+}
+
 /// Waits until the named Incident satisfies `done`, then returns it.
 pub async fn incident_where(
     client: &Client,
@@ -209,6 +220,39 @@ pub async fn incident_where(
 /// The phase an Incident's status reports.
 pub fn phase_of(incident: &Incident) -> Option<healing_guard_operator::crd::Phase> {
     incident.status.as_ref()?.phase
+}
+
+/// Proof that the Incident controller has looked at the Incident as it is
+/// now: changes `spec.description` (which bumps `metadata.generation`, and
+/// which nothing in the operator acts on) and waits until
+/// `status.observedGeneration` reaches the new generation. Returns the
+/// Incident as that reconcile left it; whatever the operator would do about
+/// the Incident's state at that moment, it has done (or recorded) by then.
+pub async fn reconciled_now(client: &Client, namespace: &str, name: &str) -> Incident {
+    let api: Api<Incident> = Api::namespaced(client.clone(), namespace);
+    let note = format!("looked at again at {}", Timestamp::now());
+    let patch = serde_json::json!({"spec": {"description": note}});
+    let generation = api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap()
+        .metadata
+        .generation
+        .unwrap();
+    incident_where(
+        client,
+        namespace,
+        name,
+        &format!("status.observedGeneration to reach {generation}"),
+        |incident| {
+            incident
+                .status
+                .as_ref()
+                .and_then(|s| s.observed_generation)
+                .is_some_and(|observed| observed >= generation)
+        },
+    )
+    .await
 }
 
 /// Runs a command (kubectl, helm) and returns stdout, panicking with stderr on failure.
