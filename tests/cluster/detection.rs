@@ -460,12 +460,17 @@ async fn a_statefulset_below_its_ready_replicas_opens_an_incident() {
     let (client, ns, _operator) = setup("detect-sts", "StatefulSet", rules, json!({})).await;
     let api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     let sts = workload("StatefulSet", "postgres", 2, Some("notready"), true);
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(sts).unwrap(),
-    )
-    .await
-    .unwrap();
+    let sts_created = api
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(sts).unwrap(),
+        )
+        .await
+        .unwrap()
+        .metadata
+        .creation_timestamp
+        .unwrap()
+        .0;
     let incident = incident_for(&client, &ns, "StatefulSet/postgres/ReplicasUnavailable").await;
     check(&incident, "postgres", "P0", "ServiceOutage", "db-down");
     assert_eq!(
@@ -474,8 +479,19 @@ async fn a_statefulset_below_its_ready_replicas_opens_an_incident() {
     );
     let detected = incident.spec.detected_at.unwrap().0;
     let created = incident.metadata.creation_timestamp.unwrap().0;
-    // sustainedFor 3s: not before the StatefulSet was 3 s short.
-    assert!(created.duration_since(detected).as_secs() >= 0);
+    // sustainedFor 3s: the StatefulSet cannot be short before it exists, so
+    // the rule cannot match before 3 s after its creation. (All three times
+    // are whole seconds, cut off alike, which keeps the 3 s.)
+    assert!(
+        detected.duration_since(sts_created) >= SignedDuration::from_secs(3),
+        "detected at {detected}, only {} after the StatefulSet was created at {sts_created}",
+        detected.duration_since(sts_created)
+    );
+    // The Incident is written upon detection, not before.
+    assert!(
+        created >= detected,
+        "created at {created}, before its detection at {detected}"
+    );
 }
 
 #[tokio::test]
