@@ -10,35 +10,44 @@
 //! operator watches every namespace) and with
 //! 1,000 more guarded pods.
 //!
+//! The operator runs as in the integration tests, whose harness
+//! (`tests/cluster/support.rs`) this shares: the release binary, as the Helm
+//! chart's ServiceAccount with the chart's RBAC, but watching every namespace.
+//!
 //! Under `cargo test` (which runs benches without `--bench`) it does nothing.
 
 use std::{
     collections::BTreeMap,
-    error::Error,
-    path::PathBuf,
-    process::{Child, Command, ExitCode, Stdio},
+    process::ExitCode,
     time::{Duration, Instant},
 };
 
 use futures::{StreamExt, TryStreamExt};
-use healing_guard_operator::crd::{self, Incident, RemediationPolicy};
+use healing_guard_operator::crd::{Incident, RemediationPolicy};
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
         core::v1::{Namespace, Node, Pod},
     },
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     apimachinery::pkg::api::resource::Quantity,
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
-    runtime::{WatchStreamExt, conditions, wait::await_condition, watcher},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    runtime::{WatchStreamExt, watcher},
 };
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-type BenchError = Box<dyn Error + Send + Sync>;
+// The integration tests' harness: client and CRDs, namespaces, polling, the
+// operator process. The bench uses part of it.
+#[allow(dead_code)]
+#[path = "../tests/cluster/support.rs"]
+mod support;
+
+use support::{Launch, Operator, poll, try_create_deployment};
+
+type BenchError = support::Error;
 type Result<T> = std::result::Result<T, BenchError>;
 
 const FIELD_MANAGER: &str = "healing-guard-bench";
@@ -77,55 +86,63 @@ async fn main() -> ExitCode {
 async fn bench() -> Result<()> {
     let started = Instant::now();
     let guarded = guarded_count()?;
-    // kube's rustls needs a process-wide crypto provider: ring, as in the operator.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = Client::try_default().await.map_err(|error| {
-        format!("no Kubernetes API ({error}); run `make bench`, which starts a local control plane")
-    })?;
+    let client = support::try_client().await?;
     let nodes = check_capacity(&client, guarded).await?;
-    install_crds(&client).await?;
 
-    let suffix = std::process::id();
-    let bench = Bench {
-        client,
-        namespace: format!("hgo-bench-{suffix}"),
-        filler_namespace: format!("hgo-bench-filler-{suffix}"),
-        fix_namespace: format!("hgo-bench-fix-{suffix}"),
-        nodes,
-        guarded,
-    };
-    let outcome = run_with_operator(&bench).await;
-    delete_namespaces(&bench).await;
+    let mut namespaces = Vec::new();
+    let outcome = run_with_operator(&client, nodes, guarded, &mut namespaces).await;
+    delete_namespaces(&client, &namespaces).await;
     let report = outcome?;
     report.print(started.elapsed());
     Ok(())
 }
 
-/// Makes the namespaces, runs the operator and the measurements, stops the operator.
-async fn run_with_operator(bench: &Bench) -> Result<Report> {
-    for namespace in [
-        &bench.namespace,
-        &bench.filler_namespace,
-        &bench.fix_namespace,
-    ] {
-        create_namespace(&bench.client, namespace).await?;
+/// Makes the namespaces (into `namespaces`, for deletion afterwards), runs
+/// the operator and the measurements, stops the operator.
+async fn run_with_operator(
+    client: &Client,
+    nodes: Vec<String>,
+    guarded: usize,
+    namespaces: &mut Vec<String>,
+) -> Result<Report> {
+    for prefix in ["hgo-bench", "hgo-bench-filler", "hgo-bench-fix"] {
+        namespaces.push(support::try_namespace(client, prefix).await?);
     }
-    let mut operator = Operator::start(&bench.namespace)?;
-    let outcome = run(bench, &mut operator).await;
-    if !operator.stop() {
+    let bench = Bench {
+        client: client.clone(),
+        namespace: namespaces[0].clone(),
+        filler_namespace: namespaces[1].clone(),
+        fix_namespace: namespaces[2].clone(),
+        nodes,
+        guarded,
+    };
+    let operator = Operator::launch(&Launch {
+        namespace: &bench.namespace,
+        // Cluster-wide, as in production: the unguarded pods of other
+        // namespaces are visible to it, and must cost it nothing.
+        namespaced: false,
+        extra: &[],
+        log_filter: "warn",
+    })
+    .await?;
+    let log = operator.log.clone();
+    eprintln!(
+        "[bench] operator {} started (pid {}), log {}",
+        env!("CARGO_BIN_EXE_healing-guard-operator"),
+        operator.pid(),
+        log.display()
+    );
+    let outcome = run(&bench, &operator).await;
+    if !operator.terminate() {
         eprintln!("[bench] the operator did not stop cleanly on SIGTERM");
     }
-    outcome.map_err(|error| format!("{error} (operator log: {})", operator.log.display()).into())
+    outcome.map_err(|error| format!("{error} (operator log: {})", log.display()).into())
 }
 
 /// Deletion finishes in the background; a throwaway cluster is gone soon anyway.
-async fn delete_namespaces(bench: &Bench) {
-    let api: Api<Namespace> = Api::all(bench.client.clone());
-    for namespace in [
-        &bench.namespace,
-        &bench.filler_namespace,
-        &bench.fix_namespace,
-    ] {
+async fn delete_namespaces(client: &Client, namespaces: &[String]) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    for namespace in namespaces {
         match api.delete(namespace, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {}
@@ -166,15 +183,14 @@ struct MemoryPoint {
     took: Duration,
 }
 
-async fn run(bench: &Bench, operator: &mut Operator) -> Result<Report> {
-    operator.wait_ready().await?;
+async fn run(bench: &Bench, operator: &Operator) -> Result<Report> {
     create_policy(bench).await?;
     let mut memory = Vec::new();
 
     let setup = Instant::now();
     for index in 0..bench.guarded {
         let deployment = guarded_deployment(&latency_name(index), 1, "latency");
-        create_deployment(bench, &deployment).await?;
+        try_create_deployment(&bench.client, &bench.namespace, deployment).await?;
     }
     let pods = wait_latency_pods_ready(bench).await?;
     let took = setup.elapsed();
@@ -183,7 +199,7 @@ async fn run(bench: &Bench, operator: &mut Operator) -> Result<Report> {
         label: format!("idle, {} guarded Deployments", bench.guarded),
         pods_in_cluster: pods_in_cluster(&bench.client).await?,
         guarded_pods: bench.guarded,
-        memory: operator.memory()?,
+        memory: operator_memory(operator)?,
         took,
     });
 
@@ -196,11 +212,11 @@ async fn run(bench: &Bench, operator: &mut Operator) -> Result<Report> {
         label: format!("after detection, {} incidents", bench.guarded),
         pods_in_cluster: pods_in_cluster(&bench.client).await?,
         guarded_pods: bench.guarded,
-        memory: operator.memory()?,
+        memory: operator_memory(operator)?,
         took,
     });
     let operator_histogram = Histogram::parse(
-        &operator.metrics().await?,
+        &operator.try_metrics().await?,
         "healing_guard_detection_latency_seconds",
     );
     let remediations = measure_remediations(bench).await?;
@@ -222,13 +238,14 @@ async fn run(bench: &Bench, operator: &mut Operator) -> Result<Report> {
             label: format!("{size} pods in the cluster"),
             pods_in_cluster: pods_in_cluster(&bench.client).await?,
             guarded_pods: bench.guarded,
-            memory: operator.memory()?,
+            memory: operator_memory(operator)?,
             took,
         });
     }
 
     let growing = Instant::now();
-    create_deployment(bench, &guarded_deployment("wide", WIDE_GUARDED, "wide")).await?;
+    let wide = guarded_deployment("wide", WIDE_GUARDED, "wide");
+    try_create_deployment(&bench.client, &bench.namespace, wide).await?;
     wait_ready_replicas(bench, "wide", WIDE_GUARDED).await?;
     let took = growing.elapsed();
     eprintln!(
@@ -241,13 +258,13 @@ async fn run(bench: &Bench, operator: &mut Operator) -> Result<Report> {
         label: format!("+ {wide} guarded pods (1 Deployment)"),
         pods_in_cluster: pods_in_cluster(&bench.client).await?,
         guarded_pods: bench.guarded + wide,
-        memory: operator.memory()?,
+        memory: operator_memory(operator)?,
         took,
     });
 
     Ok(Report {
         guarded: bench.guarded,
-        operator_pid: operator.child.id(),
+        operator_pid: operator.pid(),
         latencies,
         remediations,
         operator_histogram,
@@ -284,15 +301,12 @@ async fn measure_remediations(bench: &Bench) -> Result<Vec<(Duration, Duration)>
     let deployments: Api<Deployment> = Api::namespaced(bench.client.clone(), namespace);
     let incidents: Api<Incident> = Api::namespaced(bench.client.clone(), namespace);
     for index in 0..bench.guarded {
-        let deployment: Deployment =
-            serde_json::from_value(guarded_deployment(&fix_name(index), 1, "fix"))?;
-        deployments
-            .create(&PostParams::default(), &deployment)
-            .await?;
+        let deployment = guarded_deployment(&fix_name(index), 1, "fix");
+        try_create_deployment(&bench.client, namespace, deployment).await?;
     }
     for index in 0..bench.guarded {
         let name = fix_name(index);
-        poll_until(&format!("{name} available"), DETECTION_TIMEOUT, || {
+        poll(&format!("{name} available"), DETECTION_TIMEOUT, || {
             let deployments = deployments.clone();
             let name = name.clone();
             async move {
@@ -301,7 +315,7 @@ async fn measure_remediations(bench: &Bench) -> Result<Vec<(Duration, Duration)>
                     .await?
                     .status
                     .and_then(|s| s.available_replicas);
-                Ok((available == Some(1)).then_some(()))
+                Ok::<_, kube::Error>((available == Some(1)).then_some(()))
             }
         })
         .await?;
@@ -405,53 +419,6 @@ fn count_quantity(Quantity(text): &Quantity) -> Option<usize> {
     digits.parse::<usize>().ok()?.checked_mul(factor)
 }
 
-async fn install_crds(client: &Client) -> Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in crd::all() {
-        let name = crd.name_any();
-        api.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&crd),
-        )
-        .await?;
-        tokio::time::timeout(
-            Duration::from_secs(60),
-            await_condition(api.clone(), &name, conditions::is_crd_established()),
-        )
-        .await
-        .map_err(|_| format!("CRD {name} not established within 60 s"))??;
-    }
-    // Serving lags a moment behind Established.
-    let incidents: Api<Incident> = Api::all(client.clone());
-    let policies: Api<RemediationPolicy> = Api::all(client.clone());
-    poll_until("the CRDs to be served", Duration::from_secs(60), || {
-        let (incidents, policies) = (incidents.clone(), policies.clone());
-        async move {
-            let served = incidents
-                .list(&ListParams::default().limit(1))
-                .await
-                .is_ok()
-                && policies.list(&ListParams::default().limit(1)).await.is_ok();
-            Ok(served.then_some(()))
-        }
-    })
-    .await
-}
-
-async fn create_namespace(client: &Client, name: &str) -> Result<()> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    api.create(&PostParams::default(), &namespace).await?;
-    Ok(())
-}
-
 async fn create_policy(bench: &Bench) -> Result<()> {
     let policy: RemediationPolicy = serde_json::from_value(json!({
         "apiVersion": "healing-guard.io/v1alpha1",
@@ -492,18 +459,11 @@ fn guarded_deployment(name: &str, replicas: i32, role: &str) -> Value {
     })
 }
 
-async fn create_deployment(bench: &Bench, deployment: &Value) -> Result<()> {
-    let api: Api<Deployment> = Api::namespaced(bench.client.clone(), &bench.namespace);
-    let deployment: Deployment = serde_json::from_value(deployment.clone())?;
-    api.create(&PostParams::default(), &deployment).await?;
-    Ok(())
-}
-
 /// Waits until every latency Deployment has one ready pod; returns the pod of each.
 async fn wait_latency_pods_ready(bench: &Bench) -> Result<BTreeMap<String, String>> {
     let api: Api<Pod> = Api::namespaced(bench.client.clone(), &bench.namespace);
     let params = ListParams::default().labels(&format!("{ROLE_LABEL}=latency"));
-    poll_until(
+    poll(
         "the guarded pods to be ready",
         Duration::from_secs(120),
         || {
@@ -516,7 +476,7 @@ async fn wait_latency_pods_ready(bench: &Bench) -> Result<BTreeMap<String, Strin
                     .filter_map(|pod| Some((pod.labels().get("app")?.clone(), pod.name_any())))
                     .collect();
                 let settled = pods.len() == bench.guarded && ready.len() == bench.guarded;
-                Ok(settled.then_some(ready))
+                Ok::<_, kube::Error>(settled.then_some(ready))
             }
         },
     )
@@ -537,7 +497,7 @@ fn is_ready(pod: &Pod) -> bool {
 async fn wait_ready_replicas(bench: &Bench, name: &str, replicas: i32) -> Result<()> {
     let api: Api<Deployment> = Api::namespaced(bench.client.clone(), &bench.namespace);
     // The controller manager creates pods at its client's 20 requests/s.
-    poll_until(
+    poll(
         &format!("{replicas} ready replicas of {name}"),
         Duration::from_secs(600),
         || {
@@ -549,7 +509,7 @@ async fn wait_ready_replicas(bench: &Bench, name: &str, replicas: i32) -> Result
                     .status
                     .and_then(|status| status.ready_replicas)
                     .unwrap_or_default();
-                Ok((ready >= replicas).then_some(()))
+                Ok::<_, kube::Error>((ready >= replicas).then_some(()))
             }
         },
     )
@@ -700,139 +660,21 @@ async fn pods_in_cluster(client: &Client) -> Result<usize> {
     }
 }
 
-/// Calls `check` every 500 ms until it returns Some, for at most `limit`.
-async fn poll_until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Option<T>>>,
-{
-    let start = Instant::now();
-    loop {
-        match check().await {
-            Ok(Some(value)) => return Ok(value),
-            Ok(None) => {}
-            // The API server may be busy for a moment under load.
-            Err(error) if start.elapsed() < limit => {
-                eprintln!("[bench] while waiting for {what}: {error}");
-            }
-            Err(error) => return Err(error),
-        }
-        if start.elapsed() >= limit {
-            return Err(format!("timed out after {} s waiting for {what}", limit.as_secs()).into());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// The release operator binary in its own process, with the admin kubeconfig.
-struct Operator {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Operator {
-    fn start(namespace: &str) -> Result<Operator> {
-        // `cargo bench` builds it with the release settings (the bench profile
-        // inherits them), into target/release.
-        let binary = env!("CARGO_BIN_EXE_healing-guard-operator");
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("target")
-            .join("bench");
-        std::fs::create_dir_all(&dir)?;
-        let log = dir.join(format!("operator-{namespace}.log"));
-        let output = std::fs::File::create(&log)?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let child = Command::new(binary)
-            // Cluster-wide, as in production: the unguarded pods of other
-            // namespaces are visible to it, and must cost it nothing.
-            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(output.try_clone()?)
-            .stderr(output)
-            .spawn()
-            .map_err(|error| format!("cannot start {binary}: {error}"))?;
-        eprintln!(
-            "[bench] operator {binary} started (pid {}), log {}",
-            child.id(),
-            log.display()
-        );
-        Ok(Operator { child, port, log })
-    }
-
-    async fn wait_ready(&mut self) -> Result<()> {
-        let url = format!("http://127.0.0.1:{}/readyz", self.port);
-        let http = reqwest::Client::new();
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Err(format!("the operator exited with {status}").into());
-            }
-            if let Ok(response) = http.get(&url).send().await
-                && response.status().is_success()
-            {
-                return Ok(());
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                return Err("the operator was not ready within 60 s".into());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    async fn metrics(&self) -> Result<String> {
-        let url = format!("http://127.0.0.1:{}/metrics", self.port);
-        Ok(reqwest::get(&url).await?.error_for_status()?.text().await?)
-    }
-
-    fn memory(&self) -> Result<Memory> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let field = |name: &str| -> Result<u64> {
-            let line = status
-                .lines()
-                .find_map(|line| line.strip_prefix(name))
-                .ok_or_else(|| format!("no {name} in /proc/PID/status"))?;
-            let kib = line.trim().trim_end_matches("kB").trim().parse::<u64>()?;
-            Ok(kib)
-        };
-        Ok(Memory {
-            rss_kib: field("VmRSS:")?,
-            peak_kib: field("VmHWM:")?,
-        })
-    }
-
-    /// Sends SIGTERM and waits up to 15 s; whether it exited cleanly.
-    fn stop(&mut self) -> bool {
-        if !matches!(self.child.try_wait(), Ok(None)) {
-            return false;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        false
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        // Only a child still running: once reaped, its PID may be reused.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// The operator's VmRSS and VmHWM, from /proc/PID/status.
+fn operator_memory(operator: &Operator) -> Result<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", operator.pid()))?;
+    let field = |name: &str| -> Result<u64> {
+        let line = status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .ok_or_else(|| format!("no {name} in /proc/PID/status"))?;
+        let kib = line.trim().trim_end_matches("kB").trim().parse::<u64>()?;
+        Ok(kib)
+    };
+    Ok(Memory {
+        rss_kib: field("VmRSS:")?,
+        peak_kib: field("VmHWM:")?,
+    })
 }
 
 #[derive(Clone, Copy)]

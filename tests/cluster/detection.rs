@@ -4,9 +4,12 @@
 use std::time::Duration;
 
 use healing_guard_operator::crd::{Incident, Phase, RemediationPolicy, SourceKind};
-use k8s_openapi::api::{
-    apps::v1::{Deployment, StatefulSet},
-    core::v1::Pod,
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        core::v1::Pod,
+    },
+    jiff::SignedDuration,
 };
 use kube::{
     Api, Client,
@@ -15,7 +18,8 @@ use kube::{
 use serde_json::{Value, json};
 
 use crate::support::{
-    Operator, client, eventually, eventually_within, incident_where, namespace, phase_of,
+    Operator, client, create_deployment, eventually, eventually_within, incident_where, namespace,
+    phase_of, until_past,
 };
 
 /// One rule per symptom, most specific first; NotReady last, since every
@@ -78,22 +82,109 @@ fn workload(kind: &str, name: &str, replicas: i32, inject: Option<&str>, guarded
     json!({"metadata": {"name": name, "labels": labels}, "spec": spec})
 }
 
-async fn create_deployment(client: &Client, ns: &str, spec: Value) {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(spec).unwrap(),
-    )
-    .await
-    .unwrap();
-}
-
+/// The Incidents in `ns`; none while the API does not answer (for polling).
 async fn incidents(client: &Client, ns: &str) -> Vec<Incident> {
     let api: Api<Incident> = Api::namespaced(client.clone(), ns);
     api.list(&ListParams::default())
         .await
         .map(|l| l.items)
         .unwrap_or_default()
+}
+
+/// The names of the Incidents in `ns`, sorted; panics if the API does not
+/// answer (an assertion that nothing was opened must not pass on an error).
+async fn incident_names(client: &Client, ns: &str) -> Vec<String> {
+    let api: Api<Incident> = Api::namespaced(client.clone(), ns);
+    let mut names: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|i| i.metadata.name)
+        .collect();
+    names.sort();
+    names
+}
+
+/// The current restart count (all containers) of each pod of `app`.
+async fn restarts(client: &Client, ns: &str, app: &str) -> Vec<i32> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let Ok(list) = pods
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+    else {
+        return Vec::new();
+    };
+    list.items
+        .iter()
+        .map(|pod| {
+            let statuses = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref());
+            statuses
+                .into_iter()
+                .flatten()
+                .map(|c| c.restart_count)
+                .sum()
+        })
+        .collect()
+}
+
+/// The detection occurrences an Incident counts so far.
+fn occurrences(incident: &Incident) -> i64 {
+    incident
+        .status
+        .as_ref()
+        .and_then(|s| s.detection.as_ref())
+        .map_or(0, |d| d.occurrences)
+}
+
+/// Asserts that the Deployment `suspect`, which crash-loops but no policy
+/// guards, has no Incident, once the detector has provably had its chance to
+/// open one. The proof is `canary`, a guarded Deployment that crash-loops the
+/// same way (created with or after `suspect`): its Incident is open, so the
+/// detector is watching and acting; every pod of `suspect` has restarted at
+/// least as often as the canary's pods had when the canary's evidence was
+/// captured (after its detection); and the detector has since counted
+/// another restart of the canary's into its Incident, so it has acted on
+/// whatever it saw up to the moment `suspect` was as far gone as the canary.
+async fn assert_no_incident_for(client: &Client, ns: &str, suspect: &str, canary: &str) {
+    let key = format!("Deployment/{canary}/CrashLoopBackOff");
+    let detected = incident_for(client, ns, &key).await;
+    let evidence = detected.status.as_ref().unwrap().evidence.as_ref().unwrap();
+    let canary_restarts = evidence.pods.iter().map(|p| p.restarts).max().unwrap();
+    assert!(canary_restarts >= 1, "{evidence:?}");
+    eventually(
+        &format!("the pods of {suspect} to restart {canary_restarts} times"),
+        || async move {
+            let counts = restarts(client, ns, suspect).await;
+            (!counts.is_empty() && counts.iter().all(|n| *n >= canary_restarts)).then_some(())
+        },
+    )
+    .await;
+    let api: Api<Incident> = Api::namespaced(client.clone(), ns);
+    let name = detected.metadata.name.clone().unwrap();
+    let counted = occurrences(&api.get(&name).await.unwrap());
+    eventually(
+        &format!("the detector to count another restart of {canary}"),
+        || {
+            let (api, name) = (api.clone(), name.clone());
+            async move { (occurrences(&api.get(&name).await.ok()?) > counted).then_some(()) }
+        },
+    )
+    .await;
+    let all: Vec<Incident> = api.list(&ListParams::default()).await.unwrap().items;
+    let opened: Vec<_> = all
+        .iter()
+        .filter(|i| i.spec.target.name == suspect)
+        .map(|i| &i.metadata.name)
+        .collect();
+    assert!(
+        opened.is_empty(),
+        "{suspect} is not guarded, yet: {opened:?}"
+    );
 }
 
 /// Waits for the incident with that dedup key to be Triggered with its evidence.
@@ -369,12 +460,17 @@ async fn a_statefulset_below_its_ready_replicas_opens_an_incident() {
     let (client, ns, _operator) = setup("detect-sts", "StatefulSet", rules, json!({})).await;
     let api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     let sts = workload("StatefulSet", "postgres", 2, Some("notready"), true);
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(sts).unwrap(),
-    )
-    .await
-    .unwrap();
+    let sts_created = api
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(sts).unwrap(),
+        )
+        .await
+        .unwrap()
+        .metadata
+        .creation_timestamp
+        .unwrap()
+        .0;
     let incident = incident_for(&client, &ns, "StatefulSet/postgres/ReplicasUnavailable").await;
     check(&incident, "postgres", "P0", "ServiceOutage", "db-down");
     assert_eq!(
@@ -383,8 +479,19 @@ async fn a_statefulset_below_its_ready_replicas_opens_an_incident() {
     );
     let detected = incident.spec.detected_at.unwrap().0;
     let created = incident.metadata.creation_timestamp.unwrap().0;
-    // sustainedFor 3s: not before the StatefulSet was 3 s short.
-    assert!(created.duration_since(detected).as_secs() >= 0);
+    // sustainedFor 3s: the StatefulSet cannot be short before it exists, so
+    // the rule cannot match before 3 s after its creation. (All three times
+    // are whole seconds, cut off alike, which keeps the 3 s.)
+    assert!(
+        detected.duration_since(sts_created) >= SignedDuration::from_secs(3),
+        "detected at {detected}, only {} after the StatefulSet was created at {sts_created}",
+        detected.duration_since(sts_created)
+    );
+    // The Incident is written upon detection, not before.
+    assert!(
+        created >= detected,
+        "created at {created}, before its detection at {detected}"
+    );
 }
 
 #[tokio::test]
@@ -431,7 +538,7 @@ async fn fifty_failing_pods_open_one_incident_and_two_targets_two() {
     assert!(evidence.pods.len() <= 20);
 
     // Exactly one incident per target: wide and other.
-    eventually("the second target's incident", || {
+    let other = eventually("the second target's incident", || {
         let client = client.clone();
         let ns = ns.clone();
         async move {
@@ -442,13 +549,32 @@ async fn fifty_failing_pods_open_one_incident_and_two_targets_two() {
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let all = incidents(&client, &ns).await;
-    let names: Vec<_> = all
-        .iter()
-        .map(|i| i.metadata.name.clone().unwrap())
-        .collect();
-    assert_eq!(names.len(), 2, "{names:?}");
+    // The pods go on restarting. Once the detector has counted later restarts
+    // of both targets into the incidents they have, it has had its chance to
+    // open another; stop early if it did.
+    let counted = [
+        (
+            incident.metadata.name.clone().unwrap(),
+            occurrences(&incident),
+        ),
+        (other.metadata.name.clone().unwrap(), occurrences(&other)),
+    ];
+    let counted = &counted;
+    eventually("later restarts of both targets counted", || {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            let all = incidents(&client, &ns).await;
+            let grown = |(name, before): &(String, i64)| {
+                all.iter()
+                    .any(|i| i.metadata.name.as_ref() == Some(name) && occurrences(i) > *before)
+            };
+            (all.len() > 2 || counted.iter().all(grown)).then_some(())
+        }
+    })
+    .await;
+    let names = incident_names(&client, &ns).await;
+    assert_eq!(names, ["other-crashloop", "wide-crashloop"], "{names:?}");
 }
 
 #[tokio::test]
@@ -486,15 +612,19 @@ async fn unguarded_pods_open_nothing_and_deleting_the_policy_stops_detection() {
         workload("Deployment", "stray", 1, Some("crashloop"), false),
     )
     .await;
+    // Guarded and failing the same way: the canary that shows the detector looked.
     create_deployment(
         &client,
         &ns,
         workload("Deployment", "guarded", 1, Some("crashloop"), true),
     )
     .await;
-    incident_for(&client, &ns, "Deployment/guarded/CrashLoopBackOff").await;
-    let all = incidents(&client, &ns).await;
-    assert_eq!(all.len(), 1, "only the guarded Deployment has an incident");
+    assert_no_incident_for(&client, &ns, "stray", "guarded").await;
+    assert_eq!(
+        incident_names(&client, &ns).await,
+        ["guarded-crashloop"],
+        "only the guarded Deployment has an incident"
+    );
     let metrics = operator.metrics().await;
     let count = |series: &str| {
         metrics
@@ -525,21 +655,36 @@ async fn unguarded_pods_open_nothing_and_deleting_the_policy_stops_detection() {
         .delete("guard", &DeleteParams::default())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    eventually("the policy to be gone", || {
+        let policies = policies.clone();
+        async move { matches!(policies.get_opt("guard").await, Ok(None)).then_some(()) }
+    })
+    .await;
+    // Another policy, for the canary only, made after the deletion: the
+    // detector sees policy changes in order, so once the canary's incident is
+    // open it has also seen "guard" go.
+    let mut canary_policy = policy("canary", "Deployment", json!([crash_rule()]), json!({}));
+    canary_policy.spec.targets[0].selector =
+        serde_json::from_value(json!({"matchLabels": {"canary": "yes"}})).unwrap();
+    policies
+        .create(&PostParams::default(), &canary_policy)
+        .await
+        .unwrap();
     create_deployment(
         &client,
         &ns,
         workload("Deployment", "later", 1, Some("crashloop"), true),
     )
     .await;
-    // A crashloop pod reaches 1 restart within seconds; give it ample time.
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let all = incidents(&client, &ns).await;
+    let mut canary = workload("Deployment", "canary", 1, Some("crashloop"), false);
+    canary["metadata"]["labels"] = json!({"canary": "yes"});
+    create_deployment(&client, &ns, canary).await;
+    assert_no_incident_for(&client, &ns, "later", "canary").await;
+    let names = incident_names(&client, &ns).await;
     assert_eq!(
-        all.len(),
-        1,
-        "no policy, no detection: {:?}\n{}",
-        all.iter().map(|i| &i.metadata.name).collect::<Vec<_>>(),
+        names,
+        ["canary-crashloop", "guarded-crashloop"],
+        "no policy, no detection\n{}",
         operator.logs()
     );
 }
@@ -611,12 +756,17 @@ async fn a_cleared_signal_auto_resolves_returns_reopen_and_later_ones_link() {
     set_inject(&client, &ns, "api", None).await;
     let resolved = wait_phase(&client, &ns, &name, Phase::Resolved).await;
     let resolved_at = resolved.status.unwrap().milestones.resolved_at.unwrap().0;
-    let elapsed = k8s_openapi::jiff::Timestamp::now()
-        .duration_since(resolved_at)
-        .as_secs();
-    tokio::time::sleep(Duration::from_secs((21 - elapsed).max(0) as u64)).await;
+    // The detector compares a returning signal with resolvedAt as written:
+    // one seen from resolvedAt + reopenWindow (20 s) on no longer reopens.
+    let window_end = resolved_at + SignedDuration::from_secs(20);
+    until_past(window_end).await;
     set_inject(&client, &ns, "api", Some("crashloop")).await;
     let second = wait_phase(&client, &ns, &format!("{name}-2"), Phase::Triggered).await;
+    let returned = second.spec.detected_at.clone().unwrap().0;
+    assert!(
+        returned >= window_end,
+        "the signal returned at {returned}, within the window ending {window_end}"
+    );
     assert_eq!(
         second.spec.source.previous_incident.as_deref(),
         Some(name.as_str())

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     Operator, client, eventually, eventually_within, incident_where, namespace, phase_of,
+    reconciled_now, until_past,
 };
 
 async fn setup(
@@ -216,14 +217,29 @@ async fn dry_run_plans_and_records_but_changes_nothing() {
     assert_eq!(deployment.spec.unwrap().replicas, Some(3));
 }
 
+/// Waits until the cooldown (`safety.cooldown`) after the incident's latest
+/// step has run out, by the step's recorded start: from then on no limit but
+/// the one under test could hold a further step back.
+async fn past_cooldown(incident: &Incident, cooldown: Duration) {
+    let latest = incident
+        .status
+        .as_ref()
+        .and_then(|s| s.steps.iter().filter_map(|s| s.started_at.as_ref()).max())
+        .unwrap()
+        .0;
+    until_past(latest.checked_add(cooldown).unwrap()).await;
+}
+
 #[tokio::test]
 async fn a_ladder_that_does_not_help_ends_escalated() {
     // A restart does not fix a crashing release: verification times out, and nothing more is done.
-    let (client, ns, _operator) =
-        setup("fix-exhaust", "Auto", json!([{"action": "restart"}]), "5s").await;
+    let mut spec = crash_policy("Auto", json!([{"action": "restart"}]), "5s");
+    // Not the default 5 min: a further step must not be hidden behind the cooldown.
+    spec["safety"] = json!({"cooldown": "1s"});
+    let (client, ns, _operator) = setup_spec("fix-exhaust", spec).await;
     bad_release(&client, &ns).await;
     let incident = incident_in_phase(&client, &ns, &[Phase::Escalated]).await;
-    let status = incident.status.unwrap();
+    let status = incident.status.as_ref().unwrap();
     assert_eq!(status.steps.len(), 1);
     assert_eq!(status.steps[0].result, StepResult::Failed);
     assert!(
@@ -232,15 +248,16 @@ async fn a_ladder_that_does_not_help_ends_escalated() {
             .iter()
             .any(|c| c.type_ == "NeedsHuman" && c.status == "True")
     );
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let later = Api::<Incident>::namespaced(client.clone(), &ns)
-        .get("api-crashloop")
-        .await
-        .unwrap();
+    // The pods still crash. Past the cooldown, the operator looks again.
+    past_cooldown(&incident, Duration::from_secs(1)).await;
+    let later = reconciled_now(&client, &ns, "api-crashloop").await;
+    let status = later.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Escalated));
     assert_eq!(
-        later.status.unwrap().steps.len(),
+        status.steps.len(),
         1,
-        "an escalated incident gets no more automatic steps"
+        "an escalated incident gets no more automatic steps: {:?}",
+        status.steps
     );
 }
 
@@ -286,19 +303,28 @@ async fn a_crash_that_goes_on_gets_no_more_actions_than_the_budget() {
     let (client, ns, _operator) = setup_spec("fix-budget", restarting_spec(5, safety)).await;
     bad_release(&client, &ns).await;
     let incident = blocked(&client, &ns, "SafetyLimit").await;
-    assert_eq!(
-        applied(&incident),
-        2,
-        "{:?}",
-        incident.status.unwrap().steps
-    );
-    // The pods keep crashing; nothing more happens within the window.
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let later = Api::<Incident>::namespaced(client.clone(), &ns)
-        .get("api-crashloop")
-        .await
-        .unwrap();
+    let steps = incident.status.as_ref().unwrap().steps.clone();
+    assert_eq!(applied(&incident), 2, "{steps:?}");
+    // The pods keep crashing; nothing more happens within the window, also
+    // once the cooldown is over and the operator has looked again.
+    past_cooldown(&incident, Duration::from_secs(1)).await;
+    let later = reconciled_now(&client, &ns, "api-crashloop").await;
+    assert_eq!(later.status.as_ref().unwrap().steps, steps);
     assert_eq!(applied(&later), 2);
+    let blocked_by = later
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "RemediationBlocked")
+        .unwrap();
+    // Past the cooldown, a SafetyLimit is the budget.
+    assert_eq!(
+        (blocked_by.status.as_str(), blocked_by.reason.as_str()),
+        ("True", "SafetyLimit"),
+        "{}",
+        blocked_by.message
+    );
 }
 
 #[tokio::test]
@@ -323,13 +349,24 @@ async fn the_circuit_breaker_opens_stays_open_and_a_human_resets_it() {
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let api: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    // Past the cooldown, the operator looks again: the breaker holds.
+    let steps = incident.status.as_ref().unwrap().steps.clone();
+    past_cooldown(&incident, Duration::from_secs(1)).await;
+    let later = reconciled_now(&client, &ns, "api-crashloop").await;
     assert_eq!(
-        applied(&api.get("api-crashloop").await.unwrap()),
-        2,
+        later.status.as_ref().unwrap().steps,
+        steps,
         "the breaker stays open"
     );
+    assert!(
+        later.status.unwrap().conditions.iter().any(|c| {
+            c.type_ == "RemediationBlocked"
+                && c.status == "True"
+                && c.reason == "CircuitBreakerOpen"
+        }),
+        "the breaker stays open"
+    );
+    let api: Api<Incident> = Api::namespaced(client.clone(), &ns);
 
     // A human resets it: the ladder goes on.
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
@@ -579,7 +616,20 @@ async fn require_approval_waits_then_runs_when_approved() {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The operator looks again, and still waits.
+    let later = reconciled_now(&client, &ns, "api-crashloop").await;
+    let results: Vec<_> = later
+        .status
+        .unwrap()
+        .steps
+        .iter()
+        .map(|s| s.result)
+        .collect();
+    assert_eq!(
+        results,
+        [StepResult::AwaitingApproval],
+        "nothing runs before approval"
+    );
     let revision = |d: Deployment| {
         d.metadata.annotations.unwrap()["deployment.kubernetes.io/revision"].clone()
     };

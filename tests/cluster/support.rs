@@ -1,8 +1,15 @@
-//! Shared helpers for the tests against the real control plane that
-//! `cluster/up.sh` starts (see `make test`). They read the admin kubeconfig
-//! from `KUBECONFIG` and find kubectl and helm on `PATH`.
+//! The harness of the tests against the real control plane that
+//! `cluster/up.sh` starts (see `make test`), shared with the benchmark
+//! (`benches/detection.rs`, `make bench`). It reads the admin kubeconfig from
+//! `KUBECONFIG` and finds kubectl and helm on `PATH`.
+//!
+//! What can fail comes in two forms: one that returns the error (`try_*`,
+//! [`poll`], [`Operator::launch`]), which the bench reports before it cleans
+//! up, and one that panics, which is what a test wants.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
+    convert::Infallible,
     future::Future,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -12,70 +19,93 @@ use std::{
 
 use healing_guard_operator::crd::{self, Incident, RemediationPolicy};
 use k8s_openapi::{
-    api::core::v1::Namespace,
+    api::{apps::v1::Deployment, core::v1::Namespace},
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    jiff::Timestamp,
 };
 use kube::{
     Api, Client,
-    api::{Patch, PatchParams, PostParams},
+    api::{ListParams, Patch, PatchParams, PostParams},
     runtime::{conditions, wait::await_condition},
 };
 use tokio::sync::OnceCell;
 
+/// What the fallible helpers return.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
 /// How long a test waits for the cluster or the operator to react.
 pub const WAIT: Duration = Duration::from_secs(60);
+
+/// How often [`poll`] checks.
+const POLL_EVERY: Duration = Duration::from_millis(250);
 
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// An admin client, with the CRDs installed once per test run.
+/// An admin client, with the CRDs installed once per process.
 pub async fn client() -> Client {
-    static CRDS: OnceCell<()> = OnceCell::const_new();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = Client::try_default().await.unwrap_or_else(|error| {
-        panic!("no Kubernetes API: {error}. Run these tests with `make test`, which starts a local control plane")
-    });
-    CRDS.get_or_init(|| install_crds(client.clone())).await;
-    client
+    try_client().await.unwrap_or_else(|error| panic!("{error}"))
 }
 
-async fn install_crds(client: Client) {
+/// As [`client`], returning what went wrong.
+pub async fn try_client() -> Result<Client, Error> {
+    static CRDS: OnceCell<()> = OnceCell::const_new();
+    // kube's rustls needs a process-wide crypto provider: ring, as in the operator.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = Client::try_default().await.map_err(|error| {
+        format!(
+            "no Kubernetes API ({error}): run this with `make test` or `make bench`, \
+             which start a local control plane"
+        )
+    })?;
+    CRDS.get_or_try_init(|| install_crds(client.clone()))
+        .await?;
+    Ok(client)
+}
+
+async fn install_crds(client: Client) -> Result<(), Error> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in crd::all() {
-        let name = crd.metadata.name.clone().unwrap();
+        let name = crd.metadata.name.clone().ok_or("a CRD without a name")?;
         api.patch(
             &name,
             &PatchParams::apply("healing-guard-tests").force(),
             &Patch::Apply(&crd),
         )
-        .await
-        .unwrap();
+        .await?;
         tokio::time::timeout(
             WAIT,
             await_condition(api.clone(), &name, conditions::is_crd_established()),
         )
         .await
-        .unwrap()
-        .unwrap();
+        .map_err(|_| format!("CRD {name} not established within {WAIT:?}"))??;
     }
     // Serving lags a moment behind Established.
     let incidents: Api<Incident> = Api::all(client.clone());
     let policies: Api<RemediationPolicy> = Api::all(client);
-    eventually("the CRDs to be served", || {
+    poll("the CRDs to be served", WAIT, || {
         let (incidents, policies) = (incidents.clone(), policies.clone());
         async move {
-            let served = incidents.list(&Default::default()).await.is_ok()
-                && policies.list(&Default::default()).await.is_ok();
-            served.then_some(())
+            let one = ListParams::default().limit(1);
+            incidents.list(&one).await?;
+            policies.list(&one).await?;
+            Ok::<_, kube::Error>(Some(()))
         }
     })
-    .await;
+    .await
 }
 
 /// A fresh namespace whose name starts with `prefix`.
 pub async fn namespace(client: &Client, prefix: &str) -> String {
+    try_namespace(client, prefix)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// As [`namespace`], returning what went wrong.
+pub async fn try_namespace(client: &Client, prefix: &str) -> Result<String, Error> {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let name = format!(
         "{prefix}-{}-{}",
@@ -83,10 +113,30 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
         COUNTER.fetch_add(1, Ordering::Relaxed)
     );
     let api: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-    api.create(&PostParams::default(), &ns).await.unwrap();
-    name
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+    api.create(&PostParams::default(), &ns)
+        .await
+        .map_err(|error| format!("cannot create namespace {name}: {error}"))?;
+    Ok(name)
+}
+
+/// Creates a Deployment in `namespace` from its JSON.
+pub async fn create_deployment(client: &Client, namespace: &str, spec: serde_json::Value) {
+    try_create_deployment(client, namespace, spec)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// As [`create_deployment`], returning what went wrong.
+pub async fn try_create_deployment(
+    client: &Client,
+    namespace: &str,
+    spec: serde_json::Value,
+) -> Result<(), Error> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    api.create(&PostParams::default(), &serde_json::from_value(spec)?)
+        .await?;
+    Ok(())
 }
 
 /// Polls `check` until it returns Some, or panics after `WAIT` with `what`.
@@ -104,16 +154,49 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    poll(what, limit, || {
+        let checked = check();
+        async move { Ok::<_, Infallible>(checked.await) }
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// Calls `check` until it returns `Ok(Some)`, for at most `limit`. An error
+/// (the API server may be busy for a moment under load) is reported and the
+/// check made again; the last one is part of the time-out error.
+pub async fn poll<T, E, F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<T, Error>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>, E>>,
+{
     let start = Instant::now();
+    let mut last_error = None;
     loop {
-        if let Some(value) = check().await {
-            return value;
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(error) => {
+                eprintln!("while waiting for {what}: {error}");
+                last_error = Some(error.to_string());
+            }
         }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        if start.elapsed() >= limit {
+            let last = last_error.map_or_else(String::new, |e| format!(" (last error: {e})"));
+            return Err(format!("timed out after {limit:?} waiting for: {what}{last}").into());
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// Sleeps until the clock has passed `at`, a deadline computed from times the
+/// API reported (the operator runs on the same clock). For limits that are
+/// made of time, such as a cooldown or a reopen window, nothing else shows
+/// that they are over.
+pub async fn until_past(at: Timestamp) {
+    if let Ok(left) = Duration::try_from(at.duration_since(Timestamp::now())) {
+        tokio::time::sleep(left).await;
     }
 }
 
@@ -139,15 +222,63 @@ pub fn phase_of(incident: &Incident) -> Option<healing_guard_operator::crd::Phas
     incident.status.as_ref()?.phase
 }
 
+/// Proof that the Incident controller has looked at the Incident as it is
+/// now: changes `spec.description` (which bumps `metadata.generation`, and
+/// which nothing in the operator acts on) and waits until
+/// `status.observedGeneration` reaches the new generation. Returns the
+/// Incident as that reconcile left it; whatever the operator would do about
+/// the Incident's state at that moment, it has done (or recorded) by then.
+pub async fn reconciled_now(client: &Client, namespace: &str, name: &str) -> Incident {
+    let api: Api<Incident> = Api::namespaced(client.clone(), namespace);
+    let note = format!("looked at again at {}", Timestamp::now());
+    let patch = serde_json::json!({"spec": {"description": note}});
+    let generation = api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap()
+        .metadata
+        .generation
+        .unwrap();
+    incident_where(
+        client,
+        namespace,
+        name,
+        &format!("status.observedGeneration to reach {generation}"),
+        |incident| {
+            incident
+                .status
+                .as_ref()
+                .and_then(|s| s.observed_generation)
+                .is_some_and(|observed| observed >= generation)
+        },
+    )
+    .await
+}
+
 /// Runs a command (kubectl, helm) and returns stdout, panicking with stderr on failure.
 pub fn run(program: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let (status, stdout, stderr) = run_status(program, args, stdin);
-    assert!(status, "{program} {} failed:\n{stderr}", args.join(" "));
-    stdout
+    try_run(program, args, stdin).unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// As [`run`], returning the failure with its stderr.
+pub fn try_run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, Error> {
+    let (status, stdout, stderr) = try_run_status(program, args, stdin)?;
+    if !status {
+        return Err(format!("{program} {} failed:\n{stderr}", args.join(" ")).into());
+    }
+    Ok(stdout)
 }
 
 /// Runs a command and returns (success, stdout, stderr).
 pub fn run_status(program: &str, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    try_run_status(program, args, stdin).unwrap_or_else(|error| panic!("{error}"))
+}
+
+fn try_run_status(
+    program: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<(bool, String, String), Error> {
     use std::io::Write;
     let mut child = Command::new(program)
         .args(args)
@@ -156,22 +287,47 @@ pub fn run_status(program: &str, args: &[&str], stdin: Option<&str>) -> (bool, S
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (is it on PATH? use `make test`)"));
-    let mut input = child.stdin.take().unwrap();
-    input
-        .write_all(stdin.unwrap_or_default().as_bytes())
-        .unwrap();
+        .map_err(|e| format!("cannot run {program}: {e} (is it on PATH? use `make test`)"))?;
+    let mut input = child.stdin.take().ok_or("no stdin")?;
+    input.write_all(stdin.unwrap_or_default().as_bytes())?;
     drop(input);
-    let output = child.wait_with_output().unwrap();
-    (
+    let output = child.wait_with_output()?;
+    Ok((
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    ))
+}
+
+/// How to run the operator.
+pub struct Launch<'a> {
+    /// Where the chart's ServiceAccount and RBAC are installed; the operator
+    /// runs with that account's token, so the chart's RBAC is what it has.
+    pub namespace: &'a str,
+    /// Watch only `namespace` (the tests), or every namespace (as in
+    /// production, and in the bench).
+    pub namespaced: bool,
+    /// More `run` arguments.
+    pub extra: &'a [&'a str],
+    /// `RUST_LOG`.
+    pub log_filter: &'a str,
+}
+
+impl<'a> Launch<'a> {
+    /// What a test runs: watching `namespace` only, logging at debug level.
+    pub fn namespaced(namespace: &'a str) -> Launch<'a> {
+        Launch {
+            namespace,
+            namespaced: true,
+            extra: &[],
+            log_filter: "info,healing_guard_operator=debug",
+        }
+    }
 }
 
 /// The operator binary running in its own process, as a ServiceAccount bound
-/// to the Helm chart's ClusterRole, watching one namespace.
+/// to the Helm chart's ClusterRole. It is built with the test profile for the
+/// tests, with the release settings for the bench.
 pub struct Operator {
     child: Child,
     pub metrics_url: String,
@@ -180,16 +336,30 @@ pub struct Operator {
 
 impl Operator {
     /// Installs the chart's ServiceAccount and RBAC into `namespace` and starts
-    /// the operator with that account's token; waits until `/readyz` is ok.
+    /// the operator with that account's token, watching that namespace; waits
+    /// until `/readyz` is ok.
     pub async fn start(namespace: &str) -> Operator {
         Operator::start_with(namespace, &[]).await
     }
 
     /// As [`Operator::start`], with more `run` arguments.
     pub async fn start_with(namespace: &str, extra: &[&str]) -> Operator {
+        let launch = Launch {
+            extra,
+            ..Launch::namespaced(namespace)
+        };
+        Operator::launch(&launch)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// Starts the operator as `launch` says; waits until `/readyz` is ok, and
+    /// fails at once if it exits first.
+    pub async fn launch(launch: &Launch<'_>) -> Result<Operator, Error> {
         static STARTED: AtomicU32 = AtomicU32::new(0);
+        let namespace = launch.namespace;
         let release = format!("op-{namespace}");
-        let rbac = run(
+        let rbac = try_run(
             "helm",
             &[
                 "template",
@@ -203,10 +373,10 @@ impl Operator {
                 "templates/rbac.yaml",
             ],
             None,
-        );
-        run("kubectl", &["apply", "-f", "-"], Some(&rbac));
-        let account = service_account_name(&rbac);
-        let token = run(
+        )?;
+        try_run("kubectl", &["apply", "-f", "-"], Some(&rbac))?;
+        let account = service_account_name(&rbac)?;
+        let token = try_run(
             "kubectl",
             &[
                 "create",
@@ -218,70 +388,84 @@ impl Operator {
                 "2h",
             ],
             None,
-        );
+        )?;
 
         let dir = repo().join("target").join("test-operators");
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir)?;
         let kubeconfig = dir.join(format!("{namespace}.kubeconfig"));
-        std::fs::write(&kubeconfig, service_account_kubeconfig(token.trim())).unwrap();
+        std::fs::write(&kubeconfig, service_account_kubeconfig(token.trim())?)?;
         let log = dir.join(format!(
             "{namespace}-{}.log",
             STARTED.fetch_add(1, Ordering::Relaxed)
         ));
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_healing-guard-operator"))
-            .args([
-                "run",
-                "--namespace",
-                namespace,
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .args(extra)
+        let port = free_port()?;
+        let listen = format!("127.0.0.1:{port}");
+        let mut args = vec!["run", "--listen", &listen];
+        if launch.namespaced {
+            args.extend(["--namespace", namespace]);
+        }
+        let binary = env!("CARGO_BIN_EXE_healing-guard-operator");
+        let output = std::fs::File::create(&log)?;
+        let child = Command::new(binary)
+            .args(args)
+            .args(launch.extra)
             .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", "info,healing_guard_operator=debug")
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(&log).unwrap().try_clone().unwrap())
+            .env("RUST_LOG", launch.log_filter)
+            .stdin(Stdio::null())
+            .stdout(output.try_clone()?)
+            .stderr(output)
             .spawn()
-            .unwrap();
-        let operator = Operator {
+            .map_err(|error| format!("cannot start {binary}: {error}"))?;
+        let mut operator = Operator {
             child,
-            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+            metrics_url: format!("http://{listen}/metrics"),
             log,
         };
-        let ready = format!("http://127.0.0.1:{port}/readyz");
+        let ready = format!("http://{listen}/readyz");
         let http = reqwest::Client::new();
-        eventually("the operator to be ready", || {
+        let child = &mut operator.child;
+        let log = &operator.log;
+        poll("the operator to be ready", WAIT, || {
+            let exited = child.try_wait().ok().flatten();
             let request = http.get(&ready).send();
-            async move { request.await.ok().filter(|r| r.status().is_success()) }
+            async move {
+                if let Some(status) = exited {
+                    let logs = std::fs::read_to_string(log).unwrap_or_default();
+                    return Ok::<_, Infallible>(Some(Err(format!(
+                        "the operator exited with {status} before it was ready:\n{logs}"
+                    ))));
+                }
+                let ready = request.await.is_ok_and(|r| r.status().is_success());
+                Ok(ready.then_some(Ok(())))
+            }
         })
-        .await;
-        operator
+        .await??;
+        Ok(operator)
+    }
+
+    /// The operator's process id.
+    #[allow(dead_code, reason = "the bench reads the operator's memory by it")]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The operator's `/metrics` text.
     pub async fn metrics(&self) -> String {
-        reqwest::get(&self.metrics_url)
+        self.try_metrics()
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+            .unwrap_or_else(|error| panic!("{error}"))
     }
 
-    /// Stops the operator with SIGTERM and returns whether it exited cleanly.
+    /// As [`Operator::metrics`], returning what went wrong.
+    pub async fn try_metrics(&self) -> Result<String, Error> {
+        let response = reqwest::get(&self.metrics_url).await?.error_for_status()?;
+        Ok(response.text().await?)
+    }
+
+    /// Stops the operator with SIGTERM and returns whether it exited cleanly
+    /// (within 15 s; after that it is killed).
     pub fn terminate(mut self) -> bool {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
+        self.stop()
     }
 
     /// Kills the operator with SIGKILL: no chance to finish anything.
@@ -294,35 +478,51 @@ impl Operator {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// SIGTERM, up to 15 s to exit, then SIGKILL; whether it exited cleanly.
+    fn stop(&mut self) -> bool {
+        // Only a child still running: once reaped, its PID may be reused.
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return false;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
 }
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        // Only a child still running: after terminate() its PID may be reused.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            let _ = self.child.wait();
-        }
+        self.stop();
     }
 }
 
-fn service_account_name(rendered: &str) -> String {
+fn service_account_name(rendered: &str) -> Result<String, Error> {
     for document in serde_yaml::Deserializer::from_str(rendered) {
-        let value: serde_yaml::Value = serde::Deserialize::deserialize(document).unwrap();
+        let value: serde_yaml::Value = serde::Deserialize::deserialize(document)?;
         if value["kind"].as_str() == Some("ServiceAccount") {
-            return value["metadata"]["name"].as_str().unwrap().to_owned();
+            let name = value["metadata"]["name"].as_str();
+            return Ok(name.ok_or("the ServiceAccount has no name")?.to_owned());
         }
     }
-    panic!("the chart renders no ServiceAccount:\n{rendered}");
+    Err(format!("the chart renders no ServiceAccount:\n{rendered}").into())
 }
 
 /// A kubeconfig for the API server in the admin kubeconfig, with `token`.
-fn service_account_kubeconfig(token: &str) -> String {
-    let admin_path = std::env::var("KUBECONFIG").expect("KUBECONFIG is set by `make test`");
-    let admin: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(admin_path).unwrap()).unwrap();
+fn service_account_kubeconfig(token: &str) -> Result<String, Error> {
+    let admin_path =
+        std::env::var("KUBECONFIG").map_err(|_| "KUBECONFIG is not set (`make test` sets it)")?;
+    let admin: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(admin_path)?)?;
     let mut cluster = admin["clusters"][0]["cluster"].clone();
     if let Some(path) = cluster
         .get("certificate-authority")
@@ -330,23 +530,23 @@ fn service_account_kubeconfig(token: &str) -> String {
         .map(Path::new)
         && path.is_relative()
     {
-        panic!("relative certificate-authority paths are not supported: {path:?}");
+        return Err(
+            format!("relative certificate-authority paths are not supported: {path:?}").into(),
+        );
     }
     let config = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "test", "cluster": serde_json::to_value(&mut cluster).unwrap()}],
+        "clusters": [{"name": "test", "cluster": serde_json::to_value(&mut cluster)?}],
         "users": [{"name": "operator", "user": {"token": token}}],
         "contexts": [{"name": "test", "context": {"cluster": "test", "user": "operator"}}],
         "current-context": "test",
     });
-    serde_yaml::to_string(&config).unwrap()
+    Ok(serde_yaml::to_string(&config)?)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+fn free_port() -> Result<u16, Error> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
