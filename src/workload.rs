@@ -76,6 +76,11 @@ impl Workload {
         self.metadata().namespace.clone().unwrap_or_default()
     }
 
+    /// The version it was read at: writes made from it are conditional on it.
+    pub fn resource_version(&self) -> Option<&str> {
+        self.metadata().resource_version.as_deref()
+    }
+
     pub fn labels(&self) -> &BTreeMap<String, String> {
         match self {
             Workload::Deployment(d) => d.labels(),

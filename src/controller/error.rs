@@ -2,6 +2,9 @@
 
 use crate::remediation::actions::ApplyError;
 
+/// How soon a reconcile that lost a write race (409) looks again.
+pub const CONFLICT_RETRY: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -32,6 +35,11 @@ impl From<ApplyError> for Error {
 }
 
 impl Error {
+    /// Whether a write lost a race (409): decide again from a fresh read, soon.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Kube(error) if crate::k8s::is_conflict(error))
+    }
+
     /// Whether retrying cannot help until the object changes.
     pub fn is_permanent(&self) -> bool {
         matches!(self, Error::MissingMetadata(_))

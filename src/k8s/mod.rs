@@ -45,17 +45,30 @@ impl Scope {
     }
 }
 
-/// A server-side apply patch that sets an object's status.
+/// A server-side apply patch that sets an object's status. With a
+/// `resource_version`, the write is conditional: the API server refuses it
+/// (409 Conflict) if the object changed since it was read at that version.
 pub fn status_patch<K>(
     status: &impl Serialize,
+    resource_version: Option<&str>,
 ) -> Result<Patch<serde_json::Value>, serde_json::Error>
 where
     K: Resource<DynamicType = ()>,
 {
     let status = serde_json::to_value(status)?;
-    Ok(Patch::Apply(serde_json::json!({
+    let mut body = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
-    })))
+    });
+    if let Some(version) = resource_version {
+        body["metadata"] = serde_json::json!({ "resourceVersion": version });
+    }
+    Ok(Patch::Apply(body))
+}
+
+/// Whether the API server refused a write because the object changed since
+/// it was read (or an optimistic lock failed): read again and decide again.
+pub fn is_conflict(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 409)
 }

@@ -43,6 +43,30 @@ where
     steps
 }
 
+/// Steps recorded and about to run (Pending, approved ones included): they
+/// count against the cooldown and the budget of their target, so two
+/// incidents on one target do not both act inside one cooldown.
+pub fn pending_steps<I>(incidents: impl IntoIterator<Item = I>) -> Vec<AppliedStep>
+where
+    I: Borrow<Incident>,
+{
+    incidents
+        .into_iter()
+        .flat_map(|incident| {
+            let status = incident.borrow().status.as_ref();
+            status.map(|s| s.steps.clone()).unwrap_or_default()
+        })
+        .filter(|step| step.result == StepResult::Pending && step.changes.is_empty())
+        .filter_map(|step| {
+            Some(AppliedStep {
+                started: step.started_at.as_ref()?.0,
+                finished: None,
+                result: step.result,
+            })
+        })
+        .collect()
+}
+
 /// The circuit breaker of a policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Breaker {

@@ -204,11 +204,15 @@ async fn dry_run_plans_and_records_but_changes_nothing() {
     let status = incident.status.unwrap();
     let results: Vec<_> = status.steps.iter().map(|s| s.result).collect();
     assert_eq!(results, [StepResult::DryRun, StepResult::DryRun]);
+    // What would have happened, and that it did not.
     assert_eq!(
         status.steps[0].changes,
-        ["Deployment/api rolled back from revision 2 to revision 1"]
+        ["dry run, nothing changed: Deployment/api rolled back from revision 2 to revision 1"]
     );
-    assert_eq!(status.steps[1].changes, ["Deployment/api replicas 3 -> 5"]);
+    assert_eq!(
+        status.steps[1].changes,
+        ["dry run, nothing changed: Deployment/api replicas 3 -> 5"]
+    );
     let deployment = deployments.get("api").await.unwrap();
     assert_eq!(
         deployment.metadata.generation, generation,
@@ -520,7 +524,7 @@ async fn a_crashing_postgres_pod_is_restarted() {
     let step = &incident.status.unwrap().steps[0];
     assert_eq!(step.result, StepResult::Succeeded, "{step:?}");
     assert!(
-        step.changes.iter().any(|c| c == "pod postgres-0 deleted"),
+        step.changes.iter().any(|c| c == "pod postgres-0 evicted"),
         "{:?}",
         step.changes
     );

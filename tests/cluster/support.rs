@@ -210,11 +210,23 @@ pub async fn incident_where(
 ) -> Incident {
     let api: Api<Incident> = Api::namespaced(client.clone(), namespace);
     let done = &done;
-    eventually_within(&format!("{name}: {what}"), Duration::from_secs(120), || {
-        let api = api.clone();
-        async move { api.get(name).await.ok().filter(|incident| done(incident)) }
-    })
-    .await
+    let limit = Duration::from_secs(120);
+    let found =
+        poll(&format!("{name}: {what}"), limit, || {
+            let api = api.clone();
+            async move {
+                Ok::<_, kube::Error>(api.get(name).await.ok().filter(|incident| done(incident)))
+            }
+        })
+        .await;
+    match found {
+        Ok(incident) => incident,
+        // Say where it got to: the phase, the ledger and the timeline.
+        Err(error) => {
+            let last = api.get(name).await.ok().and_then(|i| i.status);
+            panic!("{error}\nlast seen status: {last:#?}")
+        }
+    }
 }
 
 /// The phase an Incident's status reports.

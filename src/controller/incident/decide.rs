@@ -467,12 +467,28 @@ impl Step<'_> {
             return;
         };
         if self.workload.applied_step() == Some(record.id.as_str()) {
-            // Applied before a restart cut the bookkeeping short: never again.
+            // Applied before a restart (or a lost status write) cut the
+            // bookkeeping short: never again, and it counts as applied.
+            let target = self.workload.reference();
             let record = &mut decision.status.steps[entry];
             record.result = StepResult::Verifying;
             record.message = Some("already applied (found on the workload after a restart)".into());
+            if record.changes.is_empty() {
+                record.changes = vec![format!(
+                    "{target} carries this step's mark: applied before its record was saved"
+                )];
+            }
             return;
         }
+        // Re-checked as it runs: another incident may have acted on the
+        // target since this step was recorded.
+        if let Some(wait) = gate(decision, self.incident, self.ladder, self.seen) {
+            decision.requeue_within(wait);
+            return;
+        }
+        let Some(record) = decision.status.steps.get(entry) else {
+            return;
+        };
         let incident = self.incident.name_any();
         let step_id = record.id.clone();
         let mark = Mark {
@@ -691,7 +707,12 @@ pub fn settle(
         return decision;
     };
     if effect.follow_up {
-        record.changes.extend(lines);
+        // A refusal repeated batch after batch is said once.
+        for line in lines {
+            if !record.changes.contains(&line) {
+                record.changes.push(line);
+            }
+        }
         return decision;
     }
     let summary = effect.planned.summary.clone();
@@ -1432,13 +1453,13 @@ mod tests {
         assert!(effect.follow_up);
         let settled = settle(
             decision,
-            vec!["pod api-1 deleted".into()],
+            vec!["pod api-1 evicted".into()],
             &verifying,
             observed.now,
         );
         let step = last_step(&settled);
         assert_eq!(step.result, StepResult::Verifying);
-        assert_eq!(step.changes, ["something changed", "pod api-1 deleted"]);
+        assert_eq!(step.changes, ["something changed", "pod api-1 evicted"]);
         assert!(settled.events.is_empty());
     }
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use kube::{ResourceExt, runtime::controller::Action};
 use tracing::{instrument, warn};
 
-use super::error::Error;
+use super::error::{CONFLICT_RETRY, Error};
 use crate::context::Context;
 use crate::crd::Incident;
 
@@ -57,6 +57,10 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
 /// for a change.
 pub fn error_policy(incident: Arc<Incident>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.count_error(CONTROLLER, &error.metric_label());
+    if error.is_conflict() {
+        // Lost a race to another writer: the next look starts from its result.
+        return Action::requeue(CONFLICT_RETRY);
+    }
     if error.is_permanent() {
         warn!(incident = %incident.name_any(), %error, "incident cannot be reconciled; waiting for a change");
         return Action::await_change();

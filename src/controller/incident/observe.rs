@@ -95,9 +95,17 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
     };
 
     let incidents = ctx.watches.incidents.store();
-    let target_steps = safety::applied_steps(same_namespace(&incidents, &namespace, |other| {
-        other.spec.target == *target
-    }));
+    let on_target = same_namespace(&incidents, &namespace, |other| other.spec.target == *target);
+    let mut target_steps = safety::applied_steps(on_target.iter().map(AsRef::as_ref));
+    // Steps of other incidents about to run count too; this incident's own
+    // pending step is the one being decided.
+    let name = incident.name_any();
+    target_steps.extend(safety::pending_steps(
+        on_target
+            .iter()
+            .filter(|other| other.name_any() != name)
+            .map(AsRef::as_ref),
+    ));
     let policy_name = policy.as_ref().map(|p| p.name_any());
     let policy_steps = match &policy_name {
         Some(name) => safety::applied_steps(same_namespace(&incidents, &namespace, |other| {

@@ -38,7 +38,11 @@ pub async fn record(
             detection: None,
             ..decision.status.clone()
         };
-        let patch = status_patch::<Incident>(&owned).map_err(Error::Serialize)?;
+        // Conditional on the version the decision was made from: a status
+        // that moved on since (another replica, a stale cache) is not overwritten.
+        let version = incident.resource_version();
+        let patch =
+            status_patch::<Incident>(&owned, version.as_deref()).map_err(Error::Serialize)?;
         Api::<Incident>::namespaced(ctx.client.clone(), &namespace)
             .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &patch)
             .await?;

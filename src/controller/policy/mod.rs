@@ -9,7 +9,7 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{Api, ResourceExt, api::PatchParams, runtime::controller::Action};
 use tracing::{info, instrument, warn};
 
-use super::error::Error;
+use super::error::{CONFLICT_RETRY, Error};
 use crate::{
     conditions::{ConditionUpdate, is_true, set_condition},
     context::{Context, PlannedEvent, Watches},
@@ -116,7 +116,7 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
         api.patch_status(
             &name,
             &PatchParams::apply(FIELD_MANAGER).force(),
-            &status_patch::<RemediationPolicy>(&status).map_err(Error::Serialize)?,
+            &status_patch::<RemediationPolicy>(&status, None).map_err(Error::Serialize)?,
         )
         .await?;
         info!(ready, matched, "policy status updated");
@@ -202,6 +202,10 @@ fn count_matched_targets(watches: &Watches, namespace: &str, targets: &[Target])
 /// the same policy; a policy that cannot be reconciled as it is waits for a change.
 pub fn error_policy(policy: Arc<RemediationPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.count_error(CONTROLLER, &error.metric_label());
+    if error.is_conflict() {
+        // Lost a race to another writer: the next look starts from its result.
+        return Action::requeue(CONFLICT_RETRY);
+    }
     if error.is_permanent() {
         warn!(policy = %policy.name_any(), %error, "policy cannot be reconciled; waiting for a change");
         return Action::await_change();

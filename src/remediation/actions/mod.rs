@@ -252,12 +252,18 @@ pub fn ready_floor(action: &Action, workload: &Workload, min_ready: i32) -> Opti
     )
 }
 
-/// A server-side apply body for the workload: the mark's annotations and `spec`.
+/// A server-side apply body for the workload: the mark's annotations and
+/// `spec`, conditional on the version the plan was made from (a workload
+/// changed since is refused with 409 Conflict, and the step decided again).
 fn apply_body(workload: &Workload, mark: Mark<'_>, spec: Value) -> Value {
+    let mut metadata = json!({"name": workload.name(), "annotations": mark.annotations()});
+    if let Some(version) = workload.resource_version() {
+        metadata["resourceVersion"] = json!(version);
+    }
     json!({
         "apiVersion": "apps/v1",
         "kind": workload.kind().to_string(),
-        "metadata": {"name": workload.name(), "annotations": mark.annotations()},
+        "metadata": metadata,
         "spec": spec,
     })
 }

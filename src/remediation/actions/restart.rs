@@ -1,11 +1,14 @@
 //! `restart`: a rollout restart (the pod template's restartedAt stamp, as
 //! `kubectl rollout restart`), or pods deleted a few at a time: the step
-//! marks the workload, then each batch goes while the step verifies.
+//! marks the workload, then each batch is evicted while the step verifies.
+//! Evictions respect PodDisruptionBudgets and carry the pod's uid as a
+//! precondition, so a StatefulSet pod recreated under the same name is not
+//! taken for the one that was planned.
 
 use k8s_openapi::{api::core::v1::Pod, jiff::Timestamp};
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, Patch},
+    api::{DeleteParams, EvictParams, Patch, PostParams, Preconditions},
 };
 use serde_json::{Value, json};
 
@@ -21,8 +24,15 @@ use crate::{
 pub enum Change {
     /// Server-side apply of the mark and, for a rollout restart, the stamp.
     Apply(Value),
-    /// Delete these pods: the next batch of a DeletePods restart.
-    DeletePods(Vec<String>),
+    /// Evict these pods: the next batch of a DeletePods restart.
+    EvictPods(Vec<PodRef>),
+}
+
+/// A pod to evict, by name and uid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodRef {
+    pub name: String,
+    pub uid: Option<String>,
 }
 
 fn method(action: &Action) -> RestartMethod {
@@ -78,6 +88,7 @@ pub fn follow_up(
         .iter()
         .map(|pod| PodState {
             name: pod.name_any(),
+            uid: pod.metadata.uid.clone(),
             ready: is_ready(pod),
             terminating: pod.metadata.deletion_timestamp.is_some(),
             original: pod
@@ -88,13 +99,17 @@ pub fn follow_up(
         })
         .collect();
     let batch = next_batch(&states, max_unavailable(action), min_ready);
-    (!batch.is_empty()).then(|| Planned {
-        summary: batch
-            .iter()
-            .map(|pod| format!("pod {pod} deleted"))
-            .collect::<Vec<_>>()
-            .join("; "),
-        change: AnyChange::Restart(Change::DeletePods(batch)),
+    let pods: Vec<PodRef> = batch
+        .iter()
+        .filter_map(|name| states.iter().find(|p| p.name == *name))
+        .map(|pod| PodRef {
+            name: pod.name.clone(),
+            uid: pod.uid.clone(),
+        })
+        .collect();
+    (!pods.is_empty()).then(|| Planned {
+        summary: format!("evict pods {}", batch.join(", ")),
+        change: AnyChange::Restart(Change::EvictPods(pods)),
     })
 }
 
@@ -109,22 +124,43 @@ pub async fn apply(
             patch_workload(client, workload, &Patch::Apply(body.clone()), dry_run).await?;
             Ok(Vec::new())
         }
-        Change::DeletePods(pods) => {
+        Change::EvictPods(pods) => {
             let api: Api<Pod> = Api::namespaced(client.clone(), &workload.namespace());
-            let params = DeleteParams {
-                dry_run,
-                ..DeleteParams::default()
-            };
-            let mut deleted = Vec::new();
+            let mut lines = Vec::new();
             for pod in pods {
-                match api.delete(pod, &params).await {
-                    Ok(_) => deleted.push(format!("pod {pod} deleted")),
-                    // Gone already: what the step wanted.
-                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                let params = EvictParams {
+                    delete_options: Some(DeleteParams {
+                        dry_run,
+                        preconditions: Some(Preconditions {
+                            uid: pod.uid.clone(),
+                            resource_version: None,
+                        }),
+                        ..DeleteParams::default()
+                    }),
+                    post_options: PostParams {
+                        dry_run,
+                        field_manager: None,
+                    },
+                };
+                let name = &pod.name;
+                match api.evict(name, &params).await {
+                    Ok(_) => lines.push(format!("pod {name} evicted")),
+                    // Gone already, or already replaced by a pod of the same
+                    // name: what the step wanted either way.
+                    Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {}
+                    // A PodDisruptionBudget says not now: said in the ledger,
+                    // tried again with the next batch.
+                    Err(kube::Error::Api(status)) if status.code == 429 => {
+                        lines.push(format!(
+                            "eviction of pod {name} refused for now: {}",
+                            status.message
+                        ));
+                        break;
+                    }
                     Err(error) => return Err(error.into()),
                 }
             }
-            Ok(deleted)
+            Ok(lines)
         }
     }
 }
@@ -140,6 +176,7 @@ fn is_ready(pod: &Pod) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodState {
     pub name: String,
+    pub uid: Option<String>,
     pub ready: bool,
     pub terminating: bool,
     /// Created before the step started: one of the pods to replace.
@@ -185,6 +222,7 @@ mod tests {
     fn pod(name: &str, ready: bool, original: bool) -> PodState {
         PodState {
             name: name.into(),
+            uid: None,
             ready,
             terminating: false,
             original,
@@ -258,7 +296,7 @@ mod tests {
         let pods: Vec<Pod> = ["a", "b"]
             .iter()
             .map(|name| {
-                serde_json::from_value(json!({"metadata": {"name": name, "creationTimestamp": "2025-12-31T00:00:00Z"},
+                serde_json::from_value(json!({"metadata": {"name": name, "uid": format!("uid-{name}"), "creationTimestamp": "2025-12-31T00:00:00Z"},
                     "status": {"conditions": [{"type": "Ready", "status": if *name == "a" {"True"} else {"False"}}]}}))
                 .unwrap()
             })
@@ -266,7 +304,10 @@ mod tests {
         let batch = follow_up(&delete, &pods, now(), 1).unwrap();
         assert_eq!(
             batch.change,
-            AnyChange::Restart(Change::DeletePods(vec!["b".into()]))
+            AnyChange::Restart(Change::EvictPods(vec![PodRef {
+                name: "b".into(),
+                uid: Some("uid-b".into())
+            }]))
         );
         assert!(
             follow_up(&action(json!({"action": "restart"})), &pods, now(), 1).is_none(),

@@ -80,12 +80,19 @@ pub fn plan(
     };
     let template =
         serde_json::to_value(&template).map_err(|_| Refusal::NoEarlierRevision(current.clone()))?;
+    let mut operations = vec![
+        json!({"op": "replace", "path": "/spec/template", "value": template}),
+        json!({"op": "add", "path": "/metadata/annotations", "value": merged_annotations(deployment.annotations(), mark)}),
+    ];
+    // A resourceVersion in a patch is a precondition: a Deployment changed
+    // since it was read (a new release) is refused with 409 Conflict.
+    if let Some(version) = workload.resource_version() {
+        operations
+            .push(json!({"op": "replace", "path": "/metadata/resourceVersion", "value": version}));
+    }
     Ok(Planned {
         change: AnyChange::Rollback(Change {
-            operations: json!([
-                {"op": "replace", "path": "/spec/template", "value": template},
-                {"op": "add", "path": "/metadata/annotations", "value": merged_annotations(deployment.annotations(), mark)},
-            ]),
+            operations: Value::Array(operations),
         }),
         summary: format!(
             "Deployment/{} rolled back from revision {current} to revision {revision}",
