@@ -1560,8 +1560,8 @@ mod tests {
             .find(|c| c.type_ == REMEDIATION_BLOCKED)
             .unwrap();
         assert_eq!(
-            (condition.status.as_str(), condition.reason.as_str()),
-            ("False", "Resumed")
+            condition.status, "False",
+            "unblocked once the policy is back: {condition:?}"
         );
 
         let mut renamed = incident(Value::Null);
