@@ -7,6 +7,7 @@ mod support;
 mod chart;
 mod control_plane;
 mod detection;
+mod faults;
 mod incident;
 mod leader;
 mod policy;

@@ -27,7 +27,7 @@ async fn setup(
 
 /// The spec of a policy guarding Deployments labelled `guarded=yes` whose one
 /// rule, `crash`, runs `actions` on the first restart (hold-down 3 s).
-fn crash_policy(mode: &str, actions: Value, timeout: &str) -> Value {
+pub(crate) fn crash_policy(mode: &str, actions: Value, timeout: &str) -> Value {
     json!({
         "mode": mode,
         "targets": [{"kind": "Deployment", "selector": {"matchLabels": {"guarded": "yes"}}}],
@@ -40,7 +40,7 @@ fn crash_policy(mode: &str, actions: Value, timeout: &str) -> Value {
 }
 
 /// A namespace, the operator watching it, and the policy `guard` with `spec`.
-async fn setup_spec(prefix: &str, spec: Value) -> (Client, String, Operator) {
+pub(crate) async fn setup_spec(prefix: &str, spec: Value) -> (Client, String, Operator) {
     let client = client().await;
     let ns = namespace(&client, prefix).await;
     let operator = Operator::start(&ns).await;
@@ -49,7 +49,7 @@ async fn setup_spec(prefix: &str, spec: Value) -> (Client, String, Operator) {
 }
 
 /// A healthy Deployment of 3 (revision 1), then a bad release whose pods crash (revision 2).
-async fn bad_release(client: &Client, ns: &str) -> Api<Deployment> {
+pub(crate) async fn bad_release(client: &Client, ns: &str) -> Api<Deployment> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "api", "labels": {"guarded": "yes"}},
@@ -85,7 +85,7 @@ async fn bad_release(client: &Client, ns: &str) -> Api<Deployment> {
     api
 }
 
-async fn incident_in_phase(client: &Client, ns: &str, phases: &[Phase]) -> Incident {
+pub(crate) async fn incident_in_phase(client: &Client, ns: &str, phases: &[Phase]) -> Incident {
     incident_where(
         client,
         ns,
@@ -408,7 +408,21 @@ async fn killing_the_operator_mid_remediation_never_applies_a_step_twice() {
     let mut mid_step = 0;
     for round in 0..20u64 {
         let operator = Operator::start(&ns).await;
-        tokio::time::sleep(Duration::from_millis(150 + (round * 211) % 900)).await;
+        // Killed a varying moment after the step is recorded, or (once the
+        // incident is older) after the operator has had a moment to work.
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            let last = api
+                .get("api-crashloop")
+                .await
+                .ok()
+                .and_then(|i| i.status?.steps.last().map(|s| s.result));
+            if last.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis((round * 97) % 700)).await;
         operator.kill();
         kills += 1;
         let status = api.get("api-crashloop").await.ok().and_then(|i| i.status);
@@ -448,7 +462,7 @@ async fn killing_the_operator_mid_remediation_never_applies_a_step_twice() {
     assert_eq!(image.as_deref(), Some("registry.local/api:1"));
 }
 
-async fn policy_with(client: &Client, ns: &str, spec: Value) {
+pub(crate) async fn policy_with(client: &Client, ns: &str, spec: Value) {
     let policy: RemediationPolicy = serde_json::from_value(json!({
         "apiVersion": "healing-guard.io/v1alpha1", "kind": "RemediationPolicy",
         "metadata": {"name": "guard"}, "spec": spec
@@ -460,7 +474,13 @@ async fn policy_with(client: &Client, ns: &str, spec: Value) {
         .unwrap();
 }
 
-async fn label_pods(client: &Client, ns: &str, selector: &str, count: usize, inject: &str) {
+pub(crate) async fn label_pods(
+    client: &Client,
+    ns: &str,
+    selector: &str,
+    count: usize,
+    inject: &str,
+) {
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
     let names = eventually("running pods to label", || {
         let pods = pods.clone();

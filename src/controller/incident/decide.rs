@@ -691,6 +691,31 @@ pub fn settle_refused(mut decision: Decision, message: &str, now: Timestamp) -> 
     decision
 }
 
+/// How many reconciles in a row may fail (applying a step with an error a
+/// retry might cure, or anything else) before the pending step fails for
+/// good: a server error can be permanent too (this API server answers an
+/// unparsable quantity with a 500), and no step waits forever.
+pub const MAX_APPLY_FAILURES: u32 = 5;
+
+/// Records that applying the decision's effect failed `failures` times in a
+/// row, the last time with `error`: the step fails and the ladder moves on. Pure.
+pub fn settle_gave_up(
+    mut decision: Decision,
+    failures: u32,
+    error: &str,
+    now: Timestamp,
+) -> Decision {
+    let Some(effect) = decision.effect.take() else {
+        return decision;
+    };
+    let reason = format!(
+        "applying it failed {failures} times in a row ({}); last: {error}",
+        effect.planned.summary
+    );
+    refuse(&mut decision, effect.entry, &reason, &Time(now));
+    decision
+}
+
 /// Records the outcome of the decision's effect, applied with `lines` for
 /// the ledger. Pure, like [`decide`].
 pub fn settle(
@@ -1675,5 +1700,38 @@ mod tests {
             "nothing added"
         );
         assert!(decision.tallies.is_empty());
+    }
+
+    #[test]
+    fn a_change_that_keeps_failing_fails_the_step() {
+        let policy = two_steps("Auto");
+        let incident = with_steps(
+            "Mitigating",
+            json!([entry(
+                "rollback",
+                "rollback",
+                "Pending",
+                "2026-01-01T00:00:05Z"
+            )]),
+        );
+        let mut observed = seen(&policy, Some(api(false, json!({}))), "2026-01-01T00:00:06Z");
+        observed.inputs = history();
+        let planned = decide(&incident, &observed);
+        let given_up = settle_gave_up(
+            planned,
+            MAX_APPLY_FAILURES,
+            "500 etcd timeout",
+            observed.now,
+        );
+        let step = last_step(&given_up);
+        assert_eq!(step.result, StepResult::Failed);
+        assert!(
+            step.message
+                .as_deref()
+                .unwrap()
+                .contains("failed 5 times in a row"),
+            "{step:?}"
+        );
+        assert_eq!(reasons(&given_up), ["StepRefused"]);
     }
 }

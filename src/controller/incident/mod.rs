@@ -33,19 +33,39 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
     let _timer = ctx.metrics.count_and_time(CONTROLLER);
     let seen = observe::observe(&ctx, &incident).await?;
     let mut decision = decide::decide(&incident, &seen);
+    let key = backoff_key(&incident);
+    let mut backing_off = None;
     if let (Some(effect), Some(workload)) = (&decision.effect, &seen.workload) {
-        decision = match act::act(&ctx, workload, effect).await {
-            Ok(lines) => decide::settle(decision, lines, &incident, seen.now),
-            Err(error) => match error.refusal() {
-                Some(message) => decide::settle_refused(decision, &message, seen.now),
-                // Retried: the next reconcile observes again.
-                None => return Err(error.into()),
-            },
-        };
+        // After a failure, the change waits out its backoff, whatever else
+        // (a status echo, a workload update) triggered this reconcile.
+        if let Some(wait) = ctx.backoffs.wait_left(&key) {
+            decision.effect = None;
+            backing_off = Some(wait);
+        } else {
+            decision = match act::act(&ctx, workload, effect).await {
+                Ok(lines) => decide::settle(decision, lines, &incident, seen.now),
+                Err(error) => match error.refusal() {
+                    Some(message) => decide::settle_refused(decision, &message, seen.now),
+                    // Lost a race: decide again from a fresh read, uncounted.
+                    None if error.is_conflict() => return Err(error.into()),
+                    None => {
+                        let failures = ctx.backoffs.failures(&key) + 1;
+                        if failures < decide::MAX_APPLY_FAILURES {
+                            return Err(error.into());
+                        }
+                        let error = error.to_string();
+                        decide::settle_gave_up(decision, failures, &error, seen.now)
+                    }
+                },
+            };
+        }
     }
     let requeue = decision.requeue;
     record::record(&ctx, &incident, seen.workload.as_ref(), decision).await?;
-    ctx.backoffs.reset(&backoff_key(&incident));
+    if let Some(wait) = backing_off {
+        return Ok(Action::requeue(wait));
+    }
+    ctx.backoffs.reset(&key);
     Ok(match requeue {
         Some(wait) => Action::requeue(wait),
         None => Action::await_change(),

@@ -134,6 +134,11 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
+    /// Whether the change lost a race (409): decide again from a fresh read.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, ApplyError::Kube(error) if crate::k8s::is_conflict(error))
+    }
+
     /// The API server's message when it refused the change for good: the
     /// same write would be refused again (an invalid value, a forbidden
     /// write, an admission webhook's denial). None for what a retry may

@@ -1,0 +1,324 @@
+//! Faults and runbook scenarios a careful on-call engineer would try: what
+//! a step depends on vanishing mid-remediation, the API server refusing a
+//! change for good, a release re-applied after its rollback, a config that
+//! needs no restoring, a target that does not exist.
+
+use healing_guard_operator::crd::{Incident, IncidentStatus, Phase, RemediationPolicy, StepResult};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::ConfigMap};
+use kube::{
+    Api,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+
+use crate::{
+    remediation::{
+        bad_release, crash_policy, incident_in_phase, label_pods, policy_with, setup_spec,
+    },
+    support::{Operator, client, eventually, incident_where, namespace, phase_of},
+};
+
+fn has_condition(incident: &Incident, type_: &str, reason: &str) -> bool {
+    incident
+        .status
+        .as_ref()
+        .is_some_and(|s| condition_true(s, type_, reason))
+}
+
+fn condition_true(status: &IncidentStatus, type_: &str, reason: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True" && c.reason == reason)
+}
+
+#[tokio::test]
+async fn deleting_the_policy_while_a_step_verifies_still_resolves_the_incident() {
+    // A hold-down long enough to delete the policy while the rollback verifies.
+    let mut spec = crash_policy("Auto", json!([{"action": "rollback"}]), "2m");
+    spec["rules"][0]["verify"]["holdDown"] = json!("8s");
+    let (client, ns, _operator) = setup_spec("fault-nopolicy", spec).await;
+    bad_release(&client, &ns).await;
+    incident_where(&client, &ns, "api-crashloop", "a step verifying", |i| {
+        i.status
+            .as_ref()
+            .and_then(|s| s.steps.last())
+            .is_some_and(|s| s.result == StepResult::Verifying)
+    })
+    .await;
+    Api::<RemediationPolicy>::namespaced(client.clone(), &ns)
+        .delete("guard", &DeleteParams::default())
+        .await
+        .unwrap();
+    // The rollback worked: verification concludes from the recorded step.
+    let incident = incident_in_phase(&client, &ns, &[Phase::Resolved]).await;
+    let step = &incident.status.unwrap().steps[0];
+    assert_eq!(step.result, StepResult::Succeeded, "{step:?}");
+}
+
+#[tokio::test]
+async fn a_pending_step_whose_policy_is_gone_waits_and_resumes_when_it_is_back() {
+    // Every step waits for approval; the policy goes while one waits.
+    let spec = crash_policy("RequireApproval", json!([{"action": "rollback"}]), "2m");
+    let (client, ns, _operator) = setup_spec("fault-policyback", spec.clone()).await;
+    bad_release(&client, &ns).await;
+    incident_where(
+        &client,
+        &ns,
+        "api-crashloop",
+        "a step awaiting approval",
+        |i| {
+            i.status
+                .as_ref()
+                .and_then(|s| s.steps.last())
+                .is_some_and(|s| s.result == StepResult::AwaitingApproval)
+        },
+    )
+    .await;
+    let policies: Api<RemediationPolicy> = Api::namespaced(client.clone(), &ns);
+    policies
+        .delete("guard", &DeleteParams::default())
+        .await
+        .unwrap();
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    let approve = json!({"spec": {"approvals": [{"step": "rollback", "by": "alice"}]}});
+    incidents
+        .patch(
+            "api-crashloop",
+            &PatchParams::default(),
+            &Patch::Merge(&approve),
+        )
+        .await
+        .unwrap();
+    let waiting = incident_where(&client, &ns, "api-crashloop", "blocked: no policy", |i| {
+        has_condition(i, "RemediationBlocked", "PolicyNotFound")
+    })
+    .await;
+    let steps = &waiting.status.unwrap().steps;
+    assert!(
+        steps.iter().all(|s| s.changes.is_empty()),
+        "nothing ran without its policy: {steps:?}"
+    );
+    // Back from Git: the approved step runs and the incident resolves.
+    policy_with(&client, &ns, spec).await;
+    let incident = incident_in_phase(&client, &ns, &[Phase::Resolved]).await;
+    let status = incident.status.unwrap();
+    assert_eq!(status.steps.last().unwrap().result, StepResult::Succeeded);
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "RemediationBlocked" && c.status == "False"),
+        "{:?}",
+        status.conditions
+    );
+}
+
+#[tokio::test]
+async fn a_change_the_api_server_refuses_for_good_fails_the_step_and_escalates() {
+    // The schema lets an unparsable quantity through; the Deployment's does not.
+    let actions =
+        json!([{"action": "scale", "scale": {"resources": {"limits": {"memory": "2 gigabytes"}}}}]);
+    let mut spec = crash_policy("Auto", actions, "1m");
+    spec["safety"] = json!({"cooldown": "1s"});
+    let (client, ns, _operator) = setup_spec("fault-invalid", spec).await;
+    bad_release(&client, &ns).await;
+    let incident = incident_in_phase(&client, &ns, &[Phase::Escalated]).await;
+    let status = incident.status.unwrap();
+    assert_eq!(status.steps.len(), 1, "{:?}", status.steps);
+    let step = &status.steps[0];
+    assert_eq!(step.result, StepResult::Failed, "{step:?}");
+    let message = step.message.as_deref().unwrap_or_default();
+    // Refused for good (4xx), or refused with a server error five times
+    // (this API server answers an unparsable quantity with a 500).
+    let refused = message.contains("the API server refused the change")
+        || message.contains("applying it failed 5 times in a row");
+    assert!(
+        refused && message.contains("gigabytes") && message.contains("quantities must match"),
+        "the server's own reason: {message}"
+    );
+    assert!(condition_true(&status, "NeedsHuman", "LadderExhausted"));
+}
+
+#[tokio::test]
+async fn a_release_reapplied_after_its_rollback_reopens_and_runs_the_ladder_again() {
+    let mut spec = crash_policy("Auto", json!([{"action": "rollback"}]), "2m");
+    spec["safety"] = json!({"cooldown": "1s"});
+    let (client, ns, _operator) = setup_spec("fault-reopen", spec).await;
+    let deployments = bad_release(&client, &ns).await;
+    incident_in_phase(&client, &ns, &[Phase::Resolved]).await;
+    // A GitOps self-heal puts the bad release back.
+    let bad = json!({"spec": {"template": {
+        "metadata": {"labels": {"healing-guard.io/inject": "crashloop"}},
+        "spec": {"containers": [{"name": "app", "image": "registry.local/api:2"}]}}}});
+    deployments
+        .patch("api", &PatchParams::default(), &Patch::Strategic(&bad))
+        .await
+        .unwrap();
+    let incident = incident_where(
+        &client,
+        &ns,
+        "api-crashloop",
+        "resolved a second time",
+        |i| {
+            let Some(status) = &i.status else {
+                return false;
+            };
+            status.phase == Some(Phase::Resolved)
+                && status
+                    .steps
+                    .iter()
+                    .any(|s| s.attempt == 2 && s.result == StepResult::Succeeded)
+        },
+    )
+    .await;
+    let status = incident.status.unwrap();
+    let rounds: Vec<(i32, StepResult)> =
+        status.steps.iter().map(|s| (s.attempt, s.result)).collect();
+    assert_eq!(
+        rounds,
+        [(1, StepResult::Succeeded), (2, StepResult::Succeeded)],
+        "{:?}",
+        status.timeline
+    );
+    assert!(status.timeline.iter().any(|e| e.reason == "Reopened"));
+    let image = deployments
+        .get("api")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
+        .image
+        .clone();
+    assert_eq!(image.as_deref(), Some("registry.local/api:1"));
+}
+
+#[tokio::test]
+async fn a_config_that_matches_its_snapshot_is_not_restored_and_the_ladder_moves_on() {
+    let client = client().await;
+    let ns = namespace(&client, "fault-samecfg").await;
+    let _operator = Operator::start(&ns).await;
+    policy_with(&client, &ns, json!({
+        "mode": "Auto",
+        "targets": [{"kind": "Deployment", "names": ["api"]}],
+        "rules": [{"name": "crash", "when": {"symptom": "CrashLoopBackOff", "minRestarts": 1},
+                   "severity": "P1", "type": "ServiceOutage",
+                   "actions": [{"action": "restoreConfig", "restoreConfig": {"configMap": "cfg"}},
+                               {"action": "restart", "restart": {"method": "DeletePods", "maxUnavailable": 2}}],
+                   "verify": {"timeout": "1m", "holdDown": "3s"}}],
+        "detection": {"holdDown": "2s"}
+    })).await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let config: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "cfg"}, "data": {"mode": "good"}}))
+            .unwrap();
+    config_maps
+        .create(&PostParams::default(), &config)
+        .await
+        .unwrap();
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "api"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "api"}},
+                 "template": {"metadata": {"labels": {"app": "api"}},
+                              "spec": {"containers": [{"name": "app", "image": "api:1",
+                                  "envFrom": [{"configMapRef": {"name": "cfg"}}]}]}}}
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    eventually("a known-good snapshot", || {
+        let config_maps = config_maps.clone();
+        async move {
+            let list = config_maps
+                .list(&ListParams::default().labels("healing-guard.io/snapshot-of=cfg"))
+                .await
+                .ok()?;
+            list.items.into_iter().next()
+        }
+    })
+    .await;
+    // The pods crash, but the config is as it was when they were healthy.
+    label_pods(&client, &ns, "app=api", 2, "crashloop").await;
+    let incident = incident_in_phase(&client, &ns, &[Phase::Resolved]).await;
+    let status = incident.status.unwrap();
+    let results: Vec<(&str, StepResult)> = status
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.result))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("restoreConfig", StepResult::Skipped),
+            ("restart", StepResult::Succeeded)
+        ]
+    );
+    let skipped = &status.steps[0];
+    assert!(skipped.changes.is_empty(), "nothing restored: {skipped:?}");
+    assert!(
+        skipped
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("nothing to restore")),
+        "{skipped:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_incident_on_a_missing_target_says_so_and_acts_when_it_appears() {
+    let client = client().await;
+    let ns = namespace(&client, "fault-notarget").await;
+    let _operator = Operator::start(&ns).await;
+    let incident: Incident = serde_json::from_value(json!({
+        "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
+        "metadata": {"name": "ghost"},
+        "spec": {"title": "the worker is gone", "severity": "P2", "type": "ServiceOutage",
+                 "target": {"kind": "Deployment", "name": "worker"}, "mode": "Auto",
+                 "actions": [{"action": "scale", "scale": {"replicas": 2}}]}
+    }))
+    .unwrap();
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    incidents
+        .create(&PostParams::default(), &incident)
+        .await
+        .unwrap();
+    let waiting = incident_where(&client, &ns, "ghost", "blocked: no target", |i| {
+        has_condition(i, "RemediationBlocked", "TargetNotFound")
+    })
+    .await;
+    assert!(waiting.status.unwrap().steps.is_empty());
+    let worker: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "worker"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "worker"}},
+                 "template": {"metadata": {"labels": {"app": "worker"}},
+                              "spec": {"containers": [{"name": "app", "image": "worker:1"}]}}}
+    }))
+    .unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deployments
+        .create(&PostParams::default(), &worker)
+        .await
+        .unwrap();
+    incident_where(&client, &ns, "ghost", "the scale applied", |i| {
+        phase_of(i).is_some()
+            && i.status
+                .as_ref()
+                .and_then(|s| s.steps.first())
+                .is_some_and(|s| !s.changes.is_empty())
+    })
+    .await;
+    let replicas = deployments
+        .get("worker")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .replicas;
+    assert_eq!(replicas, Some(2));
+}
