@@ -87,6 +87,9 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, scope: Scope, shutdown: 
                 watches.statefulsets.touched(),
                 incidents_targeting(&watches, WorkloadKind::StatefulSet),
             )
+            // One incident's step on a target moves the others on it (one actor
+            // per target, an approval gate that holds for all).
+            .watches_shared_stream(watches.incidents.touched(), siblings(&watches))
             // A policy edited mid-incident (kept in Git) re-plans its incidents.
             .watches_shared_stream(watches.policies.applied(), incidents_under(&watches))
             .with_config(config.clone())
@@ -155,6 +158,29 @@ where
 /// What an incident reads of its policy: the spec's generation and the
 /// circuit-breaker reset.
 type PolicyAsRead = (Option<i64>, Option<String>);
+
+/// Maps an incident to the other open incidents on its target.
+fn siblings(
+    watches: &Watches,
+) -> impl Fn(Arc<Incident>) -> Vec<ObjectRef<Incident>> + Send + Sync + 'static {
+    let store = watches.incidents.store();
+    move |incident| {
+        store
+            .state_filter(|other| {
+                other.metadata.namespace == incident.metadata.namespace
+                    && other.spec.target == incident.spec.target
+                    && other.metadata.name != incident.metadata.name
+                    && !other
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.phase)
+                        .is_some_and(|p| p.is_closed())
+            })
+            .iter()
+            .map(|other| ObjectRef::from_obj(other.as_ref()))
+            .collect()
+    }
+}
 
 /// Maps a policy to the open incidents that run under it, when what they
 /// read of it changed: its spec, or its circuit-breaker reset (its status,

@@ -83,6 +83,14 @@ pub fn decide<'a>(
     if !phase.is_some_and(Phase::is_closed) {
         return Decision::Update(latest_name);
     }
+    // Declined as a false positive: the same signal going on is counted in
+    // it, not opened again; once it has cleared, a return is a new incident.
+    let cleared = status
+        .and_then(|s| s.detection.as_ref())
+        .is_some_and(|d| d.cleared_at.is_some());
+    if phase == Some(Phase::Declined) && !cleared {
+        return Decision::Update(latest_name);
+    }
     let resolved_at = status
         .and_then(|s| s.milestones.resolved_at.as_ref())
         .map(|t| t.0);
@@ -213,13 +221,23 @@ mod tests {
     }
 
     #[test]
-    fn a_declined_incident_is_never_reopened() {
-        let declined = incident("api-crashloop-2", Some(Phase::Declined), None);
+    fn a_declined_incident_counts_its_signal_and_is_never_reopened() {
+        let mut declined = incident("api-crashloop-2", Some(Phase::Declined), None);
         let first = incident(
             "api-crashloop",
             Some(Phase::Resolved),
             Some("2026-01-01T11:59:00Z"),
         );
+        // The false positive goes on: counted in the declined incident.
+        assert_eq!(
+            decide(KIND, "api", CRASH, [&first, &declined], WINDOW, now()),
+            Decision::Update("api-crashloop-2".into())
+        );
+        // It cleared, and came back: a new incident, never a reopen.
+        declined.status.as_mut().unwrap().detection = Some(crate::crd::DetectionStatus {
+            cleared_at: Some(Time("2026-01-01T11:58:00Z".parse().unwrap())),
+            ..Default::default()
+        });
         assert_eq!(
             decide(KIND, "api", CRASH, [&first, &declined], WINDOW, now()),
             Decision::Create {

@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 use self::{
     symptoms::{Evaluation, Signal},
     watches::PodEvent,
-    writer::{Report, Writer},
+    writer::{Report, Writer, Written},
 };
 use crate::{
     context::{Context, Watches},
@@ -36,6 +36,8 @@ use crate::{
 
 /// How often collected reports are written; repeats within it are coalesced.
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
+/// How often what is remembered of deleted incidents is forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 type WorkloadId = (WorkloadKind, String, String);
 
@@ -70,6 +72,8 @@ struct Detector {
     snapshotted: BTreeSet<WorkloadId>,
     /// Workloads due a config snapshot.
     snapshot_jobs: BTreeSet<WorkloadId>,
+    /// When the writer's memory of deleted incidents was last pruned.
+    pruned: Instant,
 }
 
 /// Runs the detector until `shutdown` is cancelled.
@@ -102,6 +106,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         healthy_since: HashMap::new(),
         snapshotted: BTreeSet::new(),
         snapshot_jobs: BTreeSet::new(),
+        pruned: Instant::now(),
     };
     // Dedup is derived from the Incidents in the API: wait until they are
     // known, and what is guarded until the policies and workloads are.
@@ -247,6 +252,9 @@ impl Detector {
         self.pending.retain(|(namespace, _), report| {
             !(report.target.kind == id.0 && *namespace == id.1 && report.target.name == id.2)
         });
+        let prefix = format!("{}/{}/", id.0, id.2);
+        self.noticed
+            .retain(|(namespace, key), _| !(*namespace == id.1 && key.starts_with(&prefix)));
     }
 
     /// Starts a pod watch for every guarded workload's selector and stops the rest.
@@ -535,10 +543,18 @@ impl Detector {
         self.snapshot().await;
         let pending = std::mem::take(&mut self.pending);
         for (key, report) in pending {
-            if let Err(error) = self.writer.write(report.clone()).await {
-                warn!(key = %key.1, namespace = %key.0, %error, "could not record signal; retrying");
-                self.queue(key, report);
+            match self.writer.write(report.clone()).await {
+                Ok(Written::Done) => {}
+                Ok(Written::Deferred) => self.queue(key, report),
+                Err(error) => {
+                    warn!(key = %key.1, namespace = %key.0, %error, "could not record signal; retrying");
+                    self.queue(key, report);
+                }
             }
+        }
+        if self.pruned.elapsed() >= PRUNE_EVERY {
+            self.writer.prune();
+            self.pruned = Instant::now();
         }
     }
 }

@@ -101,6 +101,7 @@ pub fn pod_observations(pod: &Pod) -> Vec<Observation> {
             .and_then(|s| s.terminated.as_ref())
             .and_then(|t| t.reason.as_deref());
         let name = &container.name;
+        let oom_killed = last_reason == Some("OOMKilled") || current_reason == Some("OOMKilled");
         if waiting == Some("CrashLoopBackOff") {
             let detail = format!(
                 "container {name} in CrashLoopBackOff, {} restarts, last exit {}",
@@ -109,7 +110,7 @@ pub fn pod_observations(pod: &Pod) -> Vec<Observation> {
             );
             push_once(&mut found, observe(Symptom::CrashLoopBackOff, detail));
         }
-        if last_reason == Some("OOMKilled") || current_reason == Some("OOMKilled") {
+        if oom_killed {
             let detail = format!(
                 "container {name} was OOMKilled, {} restarts",
                 container.restart_count
@@ -280,7 +281,20 @@ pub fn evaluate<'p>(
     now: Timestamp,
 ) -> Evaluation {
     let mut evaluation = Evaluation::default();
-    let mut subject = |observations: Vec<Observation>, pod: Option<&str>| {
+    let mut subject = |mut observations: Vec<Observation>, pod: Option<&str>| {
+        // A container killed for its memory also crash-loops between kills:
+        // one failure. When a rule names OOMKilled, that symptom names it.
+        let oom = observations
+            .iter()
+            .find(|o| o.symptom == Symptom::OOMKilled)
+            .cloned();
+        if let Some(oom) = oom
+            && rules
+                .iter()
+                .any(|r| rule_matches(&r.when, &oom, now) != RuleMatch::No)
+        {
+            observations.retain(|o| o.symptom != Symptom::CrashLoopBackOff);
+        }
         for (index, rule) in rules.iter().enumerate() {
             let mut matched = None;
             for observation in &observations {
@@ -381,6 +395,13 @@ mod tests {
                 ],
             ),
             (
+                json!({"phase": "Running", "conditions": [not_ready], "containerStatuses": [{
+                    "name": "app", "image": "i", "imageID": "", "ready": false, "restartCount": 4,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}),
+                vec![Symptom::CrashLoopBackOff, Symptom::NotReady],
+            ),
+            (
                 json!({"phase": "Pending", "containerStatuses": [{
                     "name": "app", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
                     "state": {"waiting": {"reason": "ErrImagePull"}}}]}),
@@ -421,6 +442,37 @@ mod tests {
         );
         let other = rule(json!({"symptom": "OOMKilled"})).when;
         assert_eq!(rule_matches(&other, &crashing(9), now()), RuleMatch::No);
+    }
+
+    #[test]
+    fn a_pod_killed_for_its_memory_is_one_failure_named_by_the_oom_rule() {
+        let deployment: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "db"},
+            "spec": {"replicas": 1, "selector": {}, "template": {}},
+            "status": {"availableReplicas": 1}
+        }))
+        .unwrap();
+        let oom = pod(json!({"phase": "Running", "containerStatuses": [{
+            "name": "db", "image": "i", "imageID": "", "ready": false, "restartCount": 4,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}));
+        let crash = rule(json!({"symptom": "CrashLoopBackOff", "minRestarts": 1}));
+        let memory = rule(json!({"symptom": "OOMKilled"}));
+        let workload = Workload::from(deployment);
+        let symptoms = |rules: &[PolicyRule]| {
+            evaluate(rules, &workload, [&oom], None, now())
+                .signals
+                .into_keys()
+                .collect::<Vec<_>>()
+        };
+        // Both rules, in either order: one signal, the more specific one.
+        assert_eq!(
+            symptoms(&[crash.clone(), memory.clone()]),
+            [Symptom::OOMKilled]
+        );
+        assert_eq!(symptoms(&[memory, crash.clone()]), [Symptom::OOMKilled]);
+        // No rule names OOMKilled: the crash loop is still caught.
+        assert_eq!(symptoms(&[crash]), [Symptom::CrashLoopBackOff]);
     }
 
     #[test]

@@ -30,6 +30,12 @@ use crate::{
     },
 };
 
+/// The longest title the Incident schema accepts.
+const MAX_TITLE: usize = 256;
+/// The fastest an open incident's detection is updated when only its counts
+/// move (a crash that goes on after escalation): repeats in between are
+/// folded into the next update.
+pub const UPDATE_EVERY: Duration = Duration::from_secs(10);
 /// How many affected pods an Incident lists; the rest are counted.
 pub const MAX_AFFECTED_PODS: usize = 20;
 
@@ -126,6 +132,16 @@ pub fn merge_detection(
     detection
 }
 
+/// What became of a report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// In the API (or nothing to write).
+    Done,
+    /// Only counts moved and the incident was updated a moment ago: keep
+    /// the report and fold it into the next one.
+    Deferred,
+}
+
 /// Applies reports to the API.
 pub struct Writer {
     client: Client,
@@ -134,6 +150,8 @@ pub struct Writer {
     written: HashMap<(String, String), DetectionStatus>,
     affected: HashMap<(String, String), BTreeSet<String>>,
     created: HashMap<(String, String), String>,
+    /// When each incident's detection was last written.
+    last_write: HashMap<(String, String), Instant>,
 }
 
 impl Writer {
@@ -145,6 +163,7 @@ impl Writer {
             written: HashMap::new(),
             affected: HashMap::new(),
             created: HashMap::new(),
+            last_write: HashMap::new(),
         }
     }
 
@@ -174,8 +193,23 @@ impl Writer {
         })
     }
 
+    /// Forgets what it remembers of incidents that no longer exist.
+    pub fn prune(&mut self) {
+        let existing: BTreeSet<(String, String)> = self
+            .incidents
+            .state()
+            .iter()
+            .map(|i| (i.namespace().unwrap_or_default(), i.name_any()))
+            .collect();
+        self.written.retain(|id, _| existing.contains(id));
+        self.affected.retain(|id, _| existing.contains(id));
+        self.last_write.retain(|id, _| existing.contains(id));
+        self.created
+            .retain(|(namespace, _), name| existing.contains(&(namespace.clone(), name.clone())));
+    }
+
     /// Records one report.
-    pub async fn write(&mut self, report: Report) -> Result<(), kube::Error> {
+    pub async fn write(&mut self, report: Report) -> Result<Written, kube::Error> {
         let key = report.key();
         let namespace = report.namespace.clone();
         let same_key = self.same_key(&namespace, &key);
@@ -202,10 +236,11 @@ impl Writer {
         if report.cleared {
             // Only an open incident has a signal to clear.
             if let Decision::Update(name) = decision {
-                self.patch_detection(&namespace, &name, &report, false)
-                    .await?;
+                return self
+                    .patch_detection(&namespace, &name, &report, false)
+                    .await;
             }
-            return Ok(());
+            return Ok(Written::Done);
         }
         match decision {
             Decision::Update(name) => {
@@ -256,7 +291,12 @@ impl Writer {
             labels.insert(POLICY_LABEL.to_owned(), report.policy.clone());
         }
         let spec = IncidentSpec {
-            title: format!("{} on {}", report.symptom, report.target),
+            // The schema bounds titles; a long workload name must not make
+            // the incident impossible to create.
+            title: truncate(
+                &format!("{} on {}", report.symptom, report.target),
+                MAX_TITLE,
+            ),
             severity: report.severity,
             severity_reason: None,
             incident_type: report.incident_type,
@@ -316,7 +356,7 @@ impl Writer {
         name: &str,
         report: &Report,
         reopen: bool,
-    ) -> Result<(), kube::Error> {
+    ) -> Result<Written, kube::Error> {
         let id = (namespace.to_owned(), name.to_owned());
         let from_store = self
             .incidents
@@ -328,7 +368,20 @@ impl Writer {
         let affected = self.affected.entry(id.clone()).or_default();
         let detection = merge_detection(previous.as_ref(), report, reopen, affected);
         if previous.as_ref() == Some(&detection) {
-            return Ok(());
+            return Ok(Written::Done);
+        }
+        // What changes the incident's course goes at once: the first
+        // record, a clear, a return after a clear, a reopen. Counts wait.
+        let course_changed = previous
+            .as_ref()
+            .is_none_or(|p| p.cleared_at.is_some() != detection.cleared_at.is_some())
+            || reopen;
+        let recent = self
+            .last_write
+            .get(&id)
+            .is_some_and(|at| at.elapsed() < UPDATE_EVERY);
+        if !course_changed && recent {
+            return Ok(Written::Deferred);
         }
         let api: Api<Incident> = Api::namespaced(self.client.clone(), namespace);
         let detection_value = serde_json::to_value(&detection).map_err(kube::Error::SerdeError)?;
@@ -337,22 +390,43 @@ impl Writer {
             "kind": "Incident",
             "status": { "detection": detection_value },
         });
-        api.patch_status(
-            name,
-            &PatchParams::apply(DETECTOR_FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-        self.written.insert(id, detection);
-        Ok(())
+        let written = api
+            .patch_status(
+                name,
+                &PatchParams::apply(DETECTOR_FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await;
+        if let Err(kube::Error::Api(status)) = &written
+            && status.code == 404
+        {
+            // Deleted by a human: forget it, so that the signal, if it goes
+            // on, opens a new incident rather than updating a gone one.
+            info!(incident = %name, "incident deleted; a signal that goes on opens it again");
+            self.forget(&id);
+        }
+        written?;
+        self.written.insert(id.clone(), detection);
+        self.last_write.insert(id, Instant::now());
+        Ok(Written::Done)
+    }
+
+    fn forget(&mut self, id: &(String, String)) {
+        self.written.remove(id);
+        self.affected.remove(id);
+        self.last_write.remove(id);
+        self.created
+            .retain(|(namespace, _), name| !(*namespace == id.0 && *name == id.1));
     }
 }
 
+/// `text` cut to at most `max` bytes (on a character boundary), with "..."
+/// where it was cut.
 fn truncate(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
     }
-    let mut end = max;
+    let mut end = max.saturating_sub(3);
     while !text.is_char_boundary(end) {
         end -= 1;
     }

@@ -44,6 +44,9 @@ const AFTER_RECORD: Duration = Duration::from_millis(200);
 const AFTER_CHANGE: Duration = Duration::from_secs(1);
 /// How soon to look again for a target that does not exist (yet).
 const TARGET_MISSING: Duration = Duration::from_secs(30);
+/// How soon to look again while another incident's step on the same target
+/// awaits approval (its change also wakes this one).
+const APPROVAL_RECHECK: Duration = Duration::from_secs(30);
 /// How soon to check again a circuit breaker only a human can close.
 const BREAKER_RECHECK: Duration = Duration::from_secs(60);
 
@@ -797,7 +800,18 @@ fn gate(
     let now_time = Time(now);
     let generation = incident.metadata.generation;
     let conditions = &mut decision.status.conditions;
-    let (message, wait) = match safety::check(&seen.target_steps, breaker, &limits, now) {
+    let verdict = match &seen.approval_pending {
+        // An approval gate holds for every action on the target while it waits.
+        Some((other, step)) => safety::Verdict::WaitUntil(
+            now.checked_add(APPROVAL_RECHECK).unwrap_or(Timestamp::MAX),
+            format!(
+                "incident {other} waits for approval of its step {step} on the same target; \
+                 no automatic action on it meanwhile"
+            ),
+        ),
+        None => safety::check(&seen.target_steps, breaker, &limits, now),
+    };
+    let (message, wait) = match verdict {
         safety::Verdict::Allow => {
             if conditions.iter().any(|c| c.type_ == REMEDIATION_BLOCKED) {
                 let update = ConditionUpdate {
@@ -821,7 +835,9 @@ fn gate(
     let update = ConditionUpdate {
         type_: REMEDIATION_BLOCKED,
         status: true,
-        reason: if breaker.open {
+        reason: if seen.approval_pending.is_some() {
+            "AwaitingApprovalOnTarget"
+        } else if breaker.open {
             "CircuitBreakerOpen"
         } else {
             "SafetyLimit"
@@ -981,6 +997,7 @@ mod tests {
             pods: Vec::new(),
             inputs: Inputs::None,
             target_steps: Vec::new(),
+            approval_pending: None,
             policy_steps: Vec::new(),
             evidence: Some(crate::crd::Evidence::default()),
         }
@@ -1733,5 +1750,22 @@ mod tests {
             "{step:?}"
         );
         assert_eq!(reasons(&given_up), ["StepRefused"]);
+    }
+
+    #[test]
+    fn an_approval_waiting_on_the_target_holds_every_other_action_on_it() {
+        let policy = two_steps("Auto");
+        let mut observed = seen(&policy, Some(api(false, json!({}))), "2026-01-01T00:00:05Z");
+        observed.approval_pending = Some(("api-oomkilled".into(), "scale".into()));
+        let held = decide(&incident(Value::Null), &observed);
+        assert!(held.status.steps.is_empty(), "nothing recorded to run");
+        let blocked = held
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == REMEDIATION_BLOCKED)
+            .unwrap();
+        assert_eq!(blocked.reason, "AwaitingApprovalOnTarget");
+        assert!(blocked.message.contains("api-oomkilled"), "{blocked:?}");
     }
 }

@@ -45,6 +45,9 @@ pub struct Observation {
     pub inputs: actions::Inputs,
     /// Steps that changed the same target, across all its incidents.
     pub target_steps: Vec<safety::AppliedStep>,
+    /// Another open incident on the same target whose step awaits
+    /// approval, and that step: no automatic action on the target meanwhile.
+    pub approval_pending: Option<(String, String)>,
     /// Steps that changed something under the same policy.
     pub policy_steps: Vec<safety::AppliedStep>,
     /// Captured when the incident has none yet and is open.
@@ -106,6 +109,17 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
             .filter(|other| other.name_any() != name)
             .map(AsRef::as_ref),
     ));
+    let approval_pending = on_target
+        .iter()
+        .filter(|other| other.name_any() != name)
+        .filter_map(|other| {
+            let status = other.status.as_ref()?;
+            let step = status.steps.last()?;
+            let open = !status.phase.is_some_and(|p| p.is_closed());
+            (open && step.result == StepResult::AwaitingApproval)
+                .then(|| (other.name_any(), step.name.clone()))
+        })
+        .next();
     let policy_name = policy.as_ref().map(|p| p.name_any());
     let policy_steps = match &policy_name {
         Some(name) => safety::applied_steps(same_namespace(&incidents, &namespace, |other| {
@@ -130,6 +144,7 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
         pods,
         inputs,
         target_steps,
+        approval_pending,
         policy_steps,
         evidence,
     })
