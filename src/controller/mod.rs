@@ -108,6 +108,8 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, scope: Scope, shutdown: 
                 watches.statefulsets.touched(),
                 policies_in_namespace(&watches),
             )
+            // Another policy's targets decide which of two overlapping policies guards.
+            .watches_shared_stream(watches.policies.touched(), neighbours(&watches))
             // Incidents move the policy's lastTriggered and circuit breaker.
             .watches_shared_stream(watches.incidents.touched(), policy_of_incident)
             .with_config(config)
@@ -158,6 +160,37 @@ where
 /// What an incident reads of its policy: the spec's generation and the
 /// circuit-breaker reset.
 type PolicyAsRead = (Option<i64>, Option<String>);
+
+/// Maps a policy whose spec changed (or that was deleted) to the other
+/// policies of its namespace, which may overlap with it.
+fn neighbours(
+    watches: &Watches,
+) -> impl Fn(Arc<RemediationPolicy>) -> Vec<ObjectRef<RemediationPolicy>> + Send + Sync + 'static {
+    let store = watches.policies.store();
+    let seen: Mutex<HashMap<ObjectRef<RemediationPolicy>, Option<i64>>> = Mutex::default();
+    move |policy| {
+        let key = ObjectRef::from_obj(policy.as_ref());
+        let generation = policy.metadata.generation;
+        // Deleted policies leave the store; their neighbours look again too.
+        let deleted = store.get(&key).is_none();
+        let unchanged = !deleted
+            && seen
+                .lock()
+                .map(|mut seen| seen.insert(key.clone(), generation) == Some(generation))
+                .unwrap_or(false);
+        if unchanged {
+            return Vec::new();
+        }
+        store
+            .state_filter(|other| {
+                other.metadata.namespace == policy.metadata.namespace
+                    && other.metadata.name != policy.metadata.name
+            })
+            .iter()
+            .map(|other| ObjectRef::from_obj(other.as_ref()))
+            .collect()
+    }
+}
 
 /// Maps an incident to the other open incidents on its target.
 fn siblings(

@@ -56,6 +56,20 @@ pub struct RemediationPolicySpec {
     /// How detected incidents are deduplicated, reopened and auto-resolved.
     #[serde(default)]
     pub detection: Detection,
+    /// When several policies select one workload, the one with the highest
+    /// priority guards it (on a tie, the first by name); the others report
+    /// the overlap in their `Overlapping` condition.
+    #[serde(default)]
+    #[schemars(range(min = -1000, max = 1000))]
+    pub priority: i32,
+}
+
+impl RemediationPolicySpec {
+    /// The order in which policies claim a workload they both select: higher
+    /// priority first, then by name.
+    pub fn precedence(&self, name: &str) -> (std::cmp::Reverse<i32>, String) {
+        (std::cmp::Reverse(self.priority), name.to_owned())
+    }
 }
 
 /// How the detector treats incidents it opens for this policy.

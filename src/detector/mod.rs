@@ -343,7 +343,8 @@ impl Detector {
         }
     }
 
-    /// The policy that guards a workload: the first by name among those whose targets select it.
+    /// The policy that guards a workload: of those whose targets select it,
+    /// the highest priority, then the first by name.
     fn guarding_policy(&self, workload: &Workload) -> Option<Arc<RemediationPolicy>> {
         let namespace = workload.namespace();
         let mut candidates: Vec<Arc<RemediationPolicy>> = self
@@ -355,7 +356,7 @@ impl Detector {
             .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
             .filter(|p| p.spec.targets.iter().any(|t| workload.is_selected_by(t)))
             .collect();
-        candidates.sort_by_key(|p| p.name_any());
+        candidates.sort_by_key(|p| p.spec.precedence(&p.name_any()));
         candidates.into_iter().next()
     }
 

@@ -322,3 +322,146 @@ async fn an_incident_on_a_missing_target_says_so_and_acts_when_it_appears() {
         .replicas;
     assert_eq!(replicas, Some(2));
 }
+
+#[tokio::test]
+async fn a_pod_killed_for_its_memory_opens_one_incident_and_its_approval_gate_holds() {
+    let client = client().await;
+    let ns = namespace(&client, "fault-oom").await;
+    let _operator = Operator::start(&ns).await;
+    // The example PostgreSQL policy's shape: an automatic pod restart for a
+    // crash loop, and a resources change that needs approval for OOM kills.
+    policy_with(
+        &client,
+        &ns,
+        json!({
+            "mode": "Auto",
+            "safety": {"cooldown": "1s"},
+            "targets": [{"kind": "StatefulSet", "names": ["postgres"]}],
+            "rules": [
+                {"name": "db-crash", "when": {"symptom": "CrashLoopBackOff", "minRestarts": 1},
+                 "severity": "P0", "type": "ServiceOutage",
+                 "actions": [{"action": "restart", "restart": {"method": "DeletePods"}}]},
+                {"name": "db-oom", "when": {"symptom": "OOMKilled"},
+                 "severity": "P1", "type": "ResourceExhaustion",
+                 "actions": [{"action": "scale", "mode": "RequireApproval",
+                              "scale": {"resources": {"limits": {"memory": "4Gi"}}}}]}
+            ]
+        }),
+    )
+    .await;
+    let sts: k8s_openapi::api::apps::v1::StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "postgres"},
+        "spec": {"replicas": 1, "serviceName": "postgres", "selector": {"matchLabels": {"app": "postgres"}},
+                 "template": {"metadata": {"labels": {"app": "postgres"}},
+                              "spec": {"containers": [{"name": "postgres", "image": "postgres:16"}]}}}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &sts)
+        .await
+        .unwrap();
+    label_pods(&client, &ns, "app=postgres", 1, "oomkilled").await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+    let uid = pods.get("postgres-0").await.unwrap().metadata.uid;
+    // The detector has counted the kills again since it opened the incident:
+    // it has seen the crash loop between them more than once.
+    incident_where(
+        &client,
+        &ns,
+        "postgres-sts-oomkilled",
+        "OOM kills counted again",
+        |i| {
+            i.status
+                .as_ref()
+                .and_then(|s| s.detection.as_ref())
+                .is_some_and(|d| d.occurrences >= 3)
+        },
+    )
+    .await;
+    let all = Api::<Incident>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let names: Vec<_> = all
+        .items
+        .iter()
+        .filter_map(|i| i.metadata.name.clone())
+        .collect();
+    assert_eq!(
+        names,
+        ["postgres-sts-oomkilled"],
+        "one failure, one incident"
+    );
+    let waiting = incident_where(
+        &client,
+        &ns,
+        "postgres-sts-oomkilled",
+        "its step awaiting approval",
+        |i| {
+            i.status
+                .as_ref()
+                .and_then(|s| s.steps.last())
+                .is_some_and(|s| s.result == StepResult::AwaitingApproval)
+        },
+    )
+    .await;
+    assert_eq!(waiting.status.unwrap().steps.len(), 1);
+    assert_eq!(
+        pods.get("postgres-0").await.unwrap().metadata.uid,
+        uid,
+        "no restart went around the approval gate"
+    );
+}
+
+#[tokio::test]
+async fn two_incidents_on_one_target_act_one_at_a_time() {
+    // The operator's own incident on a bad release, and one an on-call
+    // engineer declares on the same Deployment (under the same policy's
+    // safety limits): each runs a restart that cannot fix the release. The
+    // cooldown would not keep them apart (1 s); the target's lock does.
+    let mut spec = crash_policy("Auto", json!([{"action": "restart"}]), "6s");
+    spec["safety"] = json!({"cooldown": "1s", "maxActions": 10, "circuitBreakerThreshold": 10});
+    let (client, ns, _operator) = setup_spec("fault-oneactor", spec).await;
+    bad_release(&client, &ns).await;
+    let declared: Incident = serde_json::from_value(json!({
+        "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
+        "metadata": {"name": "api-declared"},
+        "spec": {"title": "the API fails after the release", "severity": "P1",
+                 "type": "ServiceOutage", "target": {"kind": "Deployment", "name": "api"},
+                 "mode": "Auto", "policy": "guard",
+                 "actions": [{"action": "restart", "timeout": "6s"}]}
+    }))
+    .unwrap();
+    let api: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    api.create(&PostParams::default(), &declared).await.unwrap();
+    let both = eventually("both incidents to have tried their step", || {
+        let api = api.clone();
+        async move {
+            let list = api.list(&ListParams::default()).await.ok()?;
+            let steps: Vec<_> = list
+                .items
+                .iter()
+                .filter_map(|i| {
+                    let step = i.status.as_ref()?.steps.first()?.clone();
+                    (step.result == StepResult::Failed && !step.changes.is_empty()).then_some(step)
+                })
+                .collect();
+            (steps.len() == 2).then_some(steps)
+        }
+    })
+    .await;
+    let mut spans: Vec<_> = both
+        .iter()
+        .map(|s| {
+            (
+                s.started_at.clone().unwrap().0,
+                s.finished_at.clone().unwrap().0,
+            )
+        })
+        .collect();
+    spans.sort();
+    assert!(
+        spans[1].0 >= spans[0].1,
+        "the second step ran only once the first had concluded: {spans:?}"
+    );
+}

@@ -154,3 +154,81 @@ async fn policies_report_ready_or_why_not() {
         "{metrics}"
     );
 }
+
+/// The Overlapping condition of a policy, once it is set to `status`.
+async fn overlapping(
+    api: &Api<RemediationPolicy>,
+    name: &str,
+    status: &str,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    eventually(
+        &format!("policy {name} Overlapping={status}"),
+        || async move {
+            let policy = api.get(name).await.ok()?;
+            policy
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Overlapping" && c.status == status)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn two_policies_selecting_one_workload_both_say_which_guards_it() {
+    let client = client().await;
+    let ns = namespace(&client, "policy-overlap").await;
+    let _operator = Operator::start(&ns).await;
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &api_deployment("api"))
+        .await
+        .unwrap();
+    let api: Api<RemediationPolicy> = Api::namespaced(client.clone(), &ns);
+    let restart = json!([{"action": "restart"}]);
+    api.create(
+        &PostParams::default(),
+        &policy("guard", "Deployment", restart.clone()),
+    )
+    .await
+    .unwrap();
+    let mut urgent = policy("urgent", "Deployment", json!([{"action": "rollback"}]));
+    urgent.spec.priority = 10;
+    api.create(&PostParams::default(), &urgent).await.unwrap();
+
+    let shadowed = overlapping(&api, "guard", "True").await;
+    assert_eq!(shadowed.reason, "Shadowed");
+    assert!(
+        shadowed.message.contains("Deployment/api")
+            && shadowed.message.contains("urgent guards them"),
+        "{shadowed:?}"
+    );
+    let shadowing = overlapping(&api, "urgent", "True").await;
+    assert_eq!(shadowing.reason, "Shadowing");
+    assert!(
+        shadowing.message.contains("this policy guards them"),
+        "{shadowing:?}"
+    );
+    // A Warning Event on both.
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    for name in ["guard", "urgent"] {
+        eventually(&format!("an overlap Event on {name}"), || {
+            let events = events.clone();
+            async move {
+                let list = events
+                    .list(&ListParams::default().fields(&format!("regarding.name={name}")))
+                    .await
+                    .ok()?;
+                list.items.into_iter().find(|e| {
+                    e.type_.as_deref() == Some("Warning")
+                        && matches!(e.reason.as_deref(), Some("Shadowed" | "Shadowing"))
+                })
+            }
+        })
+        .await;
+    }
+    // The shadowing policy goes: the other says the overlap is over.
+    api.delete("urgent", &Default::default()).await.unwrap();
+    let over = overlapping(&api, "guard", "False").await;
+    assert_eq!(over.reason, "NoOverlap");
+}

@@ -45,7 +45,7 @@ const AFTER_CHANGE: Duration = Duration::from_secs(1);
 /// How soon to look again for a target that does not exist (yet).
 const TARGET_MISSING: Duration = Duration::from_secs(30);
 /// How soon to look again while another incident's step on the same target
-/// awaits approval (its change also wakes this one).
+/// awaits approval or runs (its changes also wake this one).
 const APPROVAL_RECHECK: Duration = Duration::from_secs(30);
 /// How soon to check again a circuit breaker only a human can close.
 const BREAKER_RECHECK: Duration = Duration::from_secs(60);
@@ -800,15 +800,24 @@ fn gate(
     let now_time = Time(now);
     let generation = incident.metadata.generation;
     let conditions = &mut decision.status.conditions;
-    let verdict = match &seen.approval_pending {
+    // Held by another incident: said without a time (none is known), so
+    // the condition does not change with every look.
+    let held = match (&seen.target_holder, &seen.approval_pending) {
+        // One actor per target: another incident's step is on it, unconcluded.
+        (Some(other), _) => Some(format!(
+            "incident {other} is acting on the same target and its step has not \
+             concluded; one actor per target"
+        )),
         // An approval gate holds for every action on the target while it waits.
-        Some((other, step)) => safety::Verdict::WaitUntil(
-            now.checked_add(APPROVAL_RECHECK).unwrap_or(Timestamp::MAX),
-            format!(
-                "incident {other} waits for approval of its step {step} on the same target; \
-                 no automatic action on it meanwhile"
-            ),
-        ),
+        (None, Some((other, step))) => Some(format!(
+            "incident {other} waits for approval of its step {step} on the same target; \
+             no automatic action on it meanwhile"
+        )),
+        (None, None) => None,
+    };
+    let held_by_other = held.is_some();
+    let verdict = match held {
+        Some(why) => safety::Verdict::Refuse(why),
         None => safety::check(&seen.target_steps, breaker, &limits, now),
     };
     let (message, wait) = match verdict {
@@ -829,13 +838,17 @@ fn gate(
                 + Duration::from_secs(1);
             (format!("{why}; next step not before {until}"), wait)
         }
-        // Re-checked now and then: a reset is an annotation on the policy.
+        // Another incident's change wakes this one; a breaker reset is an
+        // annotation on the policy. Both are also looked at now and then.
+        safety::Verdict::Refuse(why) if held_by_other => (why, APPROVAL_RECHECK),
         safety::Verdict::Refuse(why) => (why, BREAKER_RECHECK),
     };
     let update = ConditionUpdate {
         type_: REMEDIATION_BLOCKED,
         status: true,
-        reason: if seen.approval_pending.is_some() {
+        reason: if seen.target_holder.is_some() {
+            "TargetBusy"
+        } else if seen.approval_pending.is_some() {
             "AwaitingApprovalOnTarget"
         } else if breaker.open {
             "CircuitBreakerOpen"
@@ -998,6 +1011,7 @@ mod tests {
             inputs: Inputs::None,
             target_steps: Vec::new(),
             approval_pending: None,
+            target_holder: None,
             policy_steps: Vec::new(),
             evidence: Some(crate::crd::Evidence::default()),
         }
@@ -1767,5 +1781,31 @@ mod tests {
             .unwrap();
         assert_eq!(blocked.reason, "AwaitingApprovalOnTarget");
         assert!(blocked.message.contains("api-oomkilled"), "{blocked:?}");
+    }
+
+    #[test]
+    fn another_incidents_unconcluded_step_on_the_target_holds_it() {
+        let policy = two_steps("Auto");
+        let pending = with_steps(
+            "Mitigating",
+            json!([entry(
+                "rollback",
+                "rollback",
+                "Pending",
+                "2026-01-01T00:00:05Z"
+            )]),
+        );
+        let mut observed = seen(&policy, Some(api(false, json!({}))), "2026-01-01T00:00:06Z");
+        observed.inputs = history();
+        observed.target_holder = Some("api-notready".into());
+        let held = decide(&pending, &observed);
+        assert_eq!(held.effect, None, "no second actor");
+        assert_eq!(last_step(&held).result, StepResult::Pending);
+        assert!(
+            held.status
+                .conditions
+                .iter()
+                .any(|c| c.reason == "TargetBusy" && c.message.contains("api-notready"))
+        );
     }
 }

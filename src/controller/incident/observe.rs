@@ -25,6 +25,7 @@ use crate::{
     context::Context,
     controller::Error,
     crd::{Evidence, Incident, RemediationPolicy, StepResult, WorkloadKind},
+    names::INCIDENT_ANNOTATION,
     remediation::{actions, ladder, safety},
     workload::{Workload, deployment_ref, statefulset_ref},
 };
@@ -48,6 +49,9 @@ pub struct Observation {
     /// Another open incident on the same target whose step awaits
     /// approval, and that step: no automatic action on the target meanwhile.
     pub approval_pending: Option<(String, String)>,
+    /// Another incident whose step the target carries and that has not
+    /// concluded yet: it holds the target (one actor per target).
+    pub target_holder: Option<String>,
     /// Steps that changed something under the same policy.
     pub policy_steps: Vec<safety::AppliedStep>,
     /// Captured when the incident has none yet and is open.
@@ -120,6 +124,7 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
                 .then(|| (other.name_any(), step.name.clone()))
         })
         .next();
+    let target_holder = workload.as_ref().and_then(|w| holder(w, &name, &on_target));
     let policy_name = policy.as_ref().map(|p| p.name_any());
     let policy_steps = match &policy_name {
         Some(name) => safety::applied_steps(same_namespace(&incidents, &namespace, |other| {
@@ -145,9 +150,43 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
         inputs,
         target_steps,
         approval_pending,
+        target_holder,
         policy_steps,
         evidence,
     })
+}
+
+/// The incident that holds the target: the one its mark names (written
+/// with the workload's resourceVersion, so two writers cannot both hold it),
+/// while that incident is open and its marked step has not concluded. An
+/// incident the store does not show yet, or a step it does not show yet,
+/// still holds: a lagging cache never releases a lock.
+fn holder(workload: &Workload, me: &str, on_target: &[Arc<Incident>]) -> Option<String> {
+    let holder = workload.annotations().get(INCIDENT_ANNOTATION)?;
+    if holder == me {
+        return None;
+    }
+    let step = workload.applied_step()?;
+    let Some(incident) = on_target.iter().find(|i| i.name_any() == *holder) else {
+        // Deleted, or the mark is from an incident on another namespace's
+        // copy: nothing to wait for.
+        return None;
+    };
+    let status = incident.status.as_ref()?;
+    if status.phase.is_some_and(|p| p.is_closed()) {
+        return None;
+    }
+    let concluded = status.steps.iter().any(|s| {
+        s.id == step
+            && matches!(
+                s.result,
+                StepResult::Succeeded
+                    | StepResult::Failed
+                    | StepResult::Skipped
+                    | StepResult::DryRun
+            )
+    });
+    (!concluded).then(|| holder.clone())
 }
 
 /// The incidents of a namespace that satisfy `keep`, from the shared store.
@@ -211,4 +250,79 @@ async fn pods_of(ctx: &Context, workload: &Workload) -> Result<Vec<Pod>, Error> 
         .await?
         .items;
     Ok(pods.into_iter().filter(|pod| workload.owns(pod)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::names::STEP_ANNOTATION;
+
+    fn marked_by(incident: &str, step: &str) -> Workload {
+        let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "api",
+            "annotations": {INCIDENT_ANNOTATION: incident, STEP_ANNOTATION: step}}}))
+        .unwrap();
+        d.into()
+    }
+
+    fn other(phase: &str, step_result: Option<&str>) -> Arc<Incident> {
+        let mut status = json!({"phase": phase});
+        if let Some(result) = step_result {
+            status["steps"] = json!([{"id": "s-1", "name": "restart", "action": "restart",
+                "attempt": 1, "result": result}]);
+        }
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
+                "metadata": {"name": "api-notready"},
+                "spec": {"title": "t", "severity": "P1", "type": "ServiceOutage",
+                         "target": {"kind": "Deployment", "name": "api"}},
+                "status": status,
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_target_is_held_until_the_marking_incidents_step_concludes() {
+        let mark = marked_by("api-notready", "s-1");
+        let cases: [(Vec<Arc<Incident>>, Option<&str>); 6] = [
+            (
+                vec![other("Mitigating", Some("Verifying"))],
+                Some("api-notready"),
+            ),
+            (
+                vec![other("Mitigating", Some("Pending"))],
+                Some("api-notready"),
+            ),
+            // The store has not caught up with the step yet: still held.
+            (vec![other("Mitigating", None)], Some("api-notready")),
+            (vec![other("Mitigating", Some("Failed"))], None),
+            (vec![other("Resolved", Some("Verifying"))], None),
+            // Gone: nothing to wait for.
+            (vec![], None),
+        ];
+        for (on_target, expected) in cases {
+            let seen: Vec<Value> = on_target
+                .iter()
+                .map(|i| serde_json::to_value(&i.status).unwrap())
+                .collect();
+            assert_eq!(
+                holder(&mark, "api-crashloop", &on_target).as_deref(),
+                expected,
+                "{seen:?}"
+            );
+        }
+        assert_eq!(
+            holder(
+                &mark,
+                "api-notready",
+                &[other("Mitigating", Some("Verifying"))]
+            ),
+            None,
+            "an incident never waits for itself"
+        );
+    }
 }

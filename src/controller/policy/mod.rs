@@ -1,6 +1,7 @@
 //! The RemediationPolicy controller: validates what the schema cannot and
 //! reports `Ready`, the number of matched targets and observedGeneration.
 
+pub mod overlap;
 pub mod validate;
 
 use std::{collections::BTreeSet, sync::Arc};
@@ -24,6 +25,8 @@ use crate::{
 pub const CONTROLLER: &str = "remediationpolicy";
 /// The condition that says whether a policy is in force.
 pub const READY: &str = "Ready";
+/// The condition that says whether another policy selects the same workloads.
+pub const OVERLAPPING: &str = "Overlapping";
 
 /// Reconciles one policy.
 #[instrument(skip_all, fields(policy = %policy.name_any(), namespace = policy.namespace().unwrap_or_default()))]
@@ -43,7 +46,18 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
     let (last_triggered, circuit_breaker) = from_incidents(&ctx.watches, &policy, &namespace);
     ctx.metrics
         .set_circuit_breaker(&namespace, &name, circuit_breaker.open);
-    let matched = count_matched_targets(&ctx.watches, &namespace, &policy.spec.targets);
+    let selected = selected_workloads(&ctx.watches, &namespace, &policy.spec.targets);
+    let matched = i32::try_from(selected.len()).unwrap_or(i32::MAX);
+    let neighbours = ctx
+        .watches
+        .policies
+        .store()
+        .state_filter(|p| p.namespace().as_deref() == Some(namespace.as_str()));
+    let others: Vec<(String, &RemediationPolicy)> = neighbours
+        .iter()
+        .map(|p| (p.name_any(), p.as_ref()))
+        .collect();
+    let overlaps = overlap::overlaps(&policy, &name, &others, &selected);
 
     let update = if !problems.is_empty() {
         let message = problems
@@ -104,12 +118,9 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
             .then(|| PlannedEvent::warning(update.reason, "Validate", update.message.clone()))
     };
     let ready = update.status;
-    set_condition(
-        &mut status.conditions,
-        update,
-        generation,
-        &Time(Timestamp::now()),
-    );
+    let now = Time(Timestamp::now());
+    set_condition(&mut status.conditions, update, generation, &now);
+    let overlap_event = overlapping(&mut status, &policy, &overlaps, generation, &now);
 
     if status != old_status {
         let api: Api<RemediationPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -121,7 +132,7 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
         .await?;
         info!(ready, matched, "policy status updated");
     }
-    if let Some(event) = event {
+    for event in event.into_iter().chain(overlap_event) {
         ctx.publish(policy.as_ref(), event.into_event()).await;
     }
     ctx.backoffs.reset(&backoff_key(&policy));
@@ -134,6 +145,41 @@ fn same_reason(status: &RemediationPolicyStatus, reason: &str) -> bool {
         .conditions
         .iter()
         .any(|c| c.type_ == READY && c.reason == reason)
+}
+
+/// Sets the Overlapping condition (once there has been an overlap, it stays
+/// and says when it is gone); returns the Event for a new overlap.
+fn overlapping(
+    status: &mut RemediationPolicyStatus,
+    policy: &RemediationPolicy,
+    overlaps: &[overlap::Overlap],
+    generation: Option<i64>,
+    now: &Time,
+) -> Option<PlannedEvent> {
+    let had = status.conditions.iter().any(|c| c.type_ == OVERLAPPING);
+    if overlaps.is_empty() && !had {
+        return None;
+    }
+    let update = if overlaps.is_empty() {
+        ConditionUpdate {
+            type_: OVERLAPPING,
+            status: false,
+            reason: "NoOverlap",
+            message: "no other policy selects these workloads".into(),
+        }
+    } else {
+        let shadowed = overlaps.iter().any(|o| !o.this_guards);
+        ConditionUpdate {
+            type_: OVERLAPPING,
+            status: true,
+            reason: if shadowed { "Shadowed" } else { "Shadowing" },
+            message: overlap::describe(overlaps, policy),
+        }
+    };
+    let warn = update.status;
+    let (reason, message) = (update.reason, update.message.clone());
+    (set_condition(&mut status.conditions, update, generation, now) && warn)
+        .then(|| PlannedEvent::warning(reason, "Validate", message))
 }
 
 /// What the policy's incidents say about it: when its rules last opened one
@@ -172,8 +218,8 @@ fn from_incidents(
     )
 }
 
-/// How many distinct workloads the targets select, from the shared watches.
-fn count_matched_targets(watches: &Watches, namespace: &str, targets: &[Target]) -> i32 {
+/// The distinct workloads the targets select, from the shared watches.
+fn selected_workloads(watches: &Watches, namespace: &str, targets: &[Target]) -> Vec<Workload> {
     let in_namespace = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
         meta.namespace.as_deref() == Some(namespace)
     };
@@ -191,11 +237,11 @@ fn count_matched_targets(watches: &Watches, namespace: &str, targets: &[Target])
                 .into_iter()
                 .map(Workload::StatefulSet),
         );
-    let matched: BTreeSet<_> = workloads
+    let mut selected: Vec<Workload> = workloads
         .filter(|workload| targets.iter().any(|t| workload.is_selected_by(t)))
-        .map(|workload| (workload.kind(), workload.name()))
         .collect();
-    i32::try_from(matched.len()).unwrap_or(i32::MAX)
+    selected.sort_by_key(|w| (w.kind(), w.name()));
+    selected
 }
 
 /// Retries a failed reconcile after a delay that grows with each failure of
