@@ -17,6 +17,7 @@ use crate::{
     controller::backoff::Backoffs,
     crd::{Incident, RemediationPolicy},
     k8s::{Scope, shared::Shared},
+    leader::{Fence, Fenced},
     metrics::Metrics,
     names::FIELD_MANAGER,
 };
@@ -80,10 +81,12 @@ pub struct Context {
     pub watches: Watches,
     /// Retry delays of the objects whose last reconcile failed.
     pub backoffs: Arc<Backoffs>,
+    /// The gate every write passes: only a current leader writes.
+    pub fence: Arc<Fence>,
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, watches: Watches) -> Self {
+    pub fn new(client: Client, metrics: Arc<Metrics>, watches: Watches, fence: Arc<Fence>) -> Self {
         let reporter = Reporter::from(FIELD_MANAGER);
         let recorder = Recorder::new(client.clone(), reporter);
         Context {
@@ -92,7 +95,16 @@ impl Context {
             metrics,
             watches,
             backoffs: Arc::default(),
+            fence,
         }
+    }
+
+    /// The one gate of every write: Ok while this replica is the current
+    /// leader (or does not elect); a dropped write is counted.
+    pub fn may_write(&self) -> Result<(), Fenced> {
+        self.fence.check().inspect_err(|_| {
+            self.metrics.fenced_writes.inc();
+        })
     }
 
     /// Publishes an Event about an object. A failed publish is logged, not
@@ -101,6 +113,9 @@ impl Context {
     where
         K: Resource<DynamicType = ()>,
     {
+        if self.may_write().is_err() {
+            return;
+        }
         let reference = object.object_ref(&());
         if let Err(error) = self.recorder.publish(&event, &reference).await {
             warn!(%error, reason = %event.reason, "could not publish event");

@@ -1,14 +1,14 @@
 //! The operator binary: `run` the controllers, or print the `crd`s.
 
-use std::{net::SocketAddr, process::ExitCode, sync::Arc, sync::atomic::Ordering};
+use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
 use healing_guard_operator::{
     controller, crd,
     k8s::Scope,
-    leader::{self, LeaderConfig},
+    leader::{self, Fence, LeaderConfig},
     metrics::Metrics,
-    server::{self, ServerState},
+    server::{self, Health, ServerState},
     telemetry::{self, LogFormat},
 };
 use tokio_util::sync::CancellationToken;
@@ -118,18 +118,19 @@ async fn run(
 
     let client = kube::Client::try_default().await?;
     let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
     let state = ServerState {
         metrics: metrics.clone(),
-        ready: Default::default(),
+        health: health.clone(),
     };
-    let server = tokio::spawn(server::serve(listen, state.clone(), shutdown.clone()));
+    let server = tokio::spawn(server::serve(listen, state, shutdown.clone()));
 
     tokio::select! {
         waited = controller::wait_for_crds(&client) => waited?,
         () = shutdown.cancelled() => return Ok(()),
     }
     // A standby is ready too: it serves and waits to take over.
-    state.ready.store(true, Ordering::Relaxed);
+    health.set_ready();
     let leadership = match &leader {
         Some(config) => match leader::acquire(client.clone(), config, shutdown.clone()).await? {
             Some(leadership) => Some(leadership),
@@ -140,15 +141,35 @@ async fn run(
         },
         None => None,
     };
-    controller::run(client, metrics, scope, shutdown.clone()).await;
+    let fence = match &leadership {
+        Some(leadership) => {
+            health.leading_with(leadership.fence());
+            leadership.fence()
+        }
+        None => Fence::unfenced(),
+    };
+    let controllers = controller::run(
+        client,
+        metrics,
+        scope,
+        fence.clone(),
+        health,
+        shutdown.clone(),
+    );
+    // On a lost lease the controllers are dropped, not drained: work in
+    // flight stops at its next await, and the fence refuses what is left.
+    let lost = tokio::select! {
+        () = controllers => false,
+        () = fence.lost() => true,
+    };
     shutdown.cancel();
     server.await??;
+    if lost {
+        return Err(
+            "lost the lease while acting; exiting so that a restart waits for it again".into(),
+        );
+    }
     if let Some(leadership) = leadership {
-        if leadership.lost() {
-            return Err(
-                "lost the lease while acting; exiting so that a restart waits for it again".into(),
-            );
-        }
         leadership.release().await;
     }
     info!("shut down cleanly");

@@ -83,6 +83,8 @@ pub struct Metrics {
     pub time_to_resolve: Histogram,
     pub ladder_exhaustions: Counter,
     circuit_breakers: Family<PolicyLabels, Gauge>,
+    /// Writes dropped because this replica was no longer the current leader.
+    pub fenced_writes: Counter,
     /// Where the open-incident gauges are counted from at scrape time.
     pub incident_store: OnceLock<Store<Incident>>,
 }
@@ -164,6 +166,12 @@ impl Default for Metrics {
             "1 while a policy's circuit breaker is open",
             circuit_breakers.clone(),
         );
+        let fenced_writes = Counter::default();
+        registry.register(
+            "fenced_writes",
+            "Writes dropped because this replica was no longer the current leader",
+            fenced_writes.clone(),
+        );
         let incidents_opened = Family::<OpenedLabels, Counter>::default();
         registry.register(
             "incidents_opened",
@@ -191,6 +199,7 @@ impl Default for Metrics {
             time_to_resolve,
             ladder_exhaustions,
             circuit_breakers,
+            fenced_writes,
             incident_store: OnceLock::new(),
         }
     }

@@ -11,14 +11,66 @@ use std::{
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::{leader::Fence, metrics::Metrics};
 
 /// What the endpoints read.
 #[derive(Clone)]
 pub struct ServerState {
     pub metrics: Arc<Metrics>,
-    /// Set once the CRDs are established and the controllers run.
-    pub ready: Arc<AtomicBool>,
+    pub health: Arc<Health>,
+}
+
+/// What `/healthz` and `/readyz` report.
+#[derive(Default)]
+pub struct Health {
+    /// Set once the CRDs are established (a standby is ready too).
+    ready: AtomicBool,
+    /// The detector ended while the operator was not shutting down.
+    detector_stopped: AtomicBool,
+    /// This replica's lease, when it leads; its loss is the end of it.
+    fence: std::sync::OnceLock<Arc<Fence>>,
+}
+
+impl Health {
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    pub fn detector_stopped(&self) {
+        tracing::error!("the detector stopped");
+        self.detector_stopped.store(true, Ordering::Relaxed);
+    }
+
+    pub fn leading_with(&self, fence: Arc<Fence>) {
+        let _ = self.fence.set(fence);
+    }
+
+    fn lease_lost(&self) -> bool {
+        self.fence.get().is_some_and(|f| f.is_lost())
+    }
+
+    /// Alive: nothing has stopped that only a restart brings back.
+    fn live(&self) -> Result<(), &'static str> {
+        if self.detector_stopped.load(Ordering::Relaxed) {
+            return Err("the detector stopped");
+        }
+        if self.lease_lost() {
+            return Err("the lease was lost");
+        }
+        Ok(())
+    }
+
+    /// Ready: serving, and, when leading, still the current leader.
+    fn ready(&self) -> Result<(), &'static str> {
+        self.live()?;
+        if !self.ready.load(Ordering::Relaxed) {
+            return Err("waiting for CRDs");
+        }
+        if self.fence.get().is_some_and(|f| !f.is_current()) {
+            return Err("the lease is not confirmed current");
+        }
+        Ok(())
+    }
 }
 
 /// Serves the endpoints until `shutdown` is cancelled.
@@ -28,7 +80,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state);
@@ -39,11 +91,18 @@ pub async fn serve(
         .await
 }
 
+async fn healthz(State(state): State<ServerState>) -> (StatusCode, &'static str) {
+    answer(state.health.live())
+}
+
 async fn readyz(State(state): State<ServerState>) -> (StatusCode, &'static str) {
-    if state.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "waiting for CRDs")
+    answer(state.health.ready())
+}
+
+fn answer(check: Result<(), &'static str>) -> (StatusCode, &'static str) {
+    match check {
+        Ok(()) => (StatusCode::OK, "ok"),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     }
 }
 

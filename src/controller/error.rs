@@ -14,6 +14,9 @@ pub enum Error {
     /// A status could not be serialized; a bug, logged and retried slowly.
     #[error("serializing status: {0}")]
     Serialize(#[source] serde_json::Error),
+    /// This replica is no longer the leader; it is stopping.
+    #[error(transparent)]
+    Fenced(#[from] crate::leader::Fenced),
     /// The object has no name or namespace; it cannot be reconciled.
     #[error("object without {0}")]
     MissingMetadata(&'static str),
@@ -42,7 +45,7 @@ impl Error {
 
     /// Whether retrying cannot help until the object changes.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Error::MissingMetadata(_))
+        matches!(self, Error::MissingMetadata(_) | Error::Fenced(_))
     }
 
     /// A short, bounded label for the errors metric.
@@ -52,6 +55,7 @@ impl Error {
             Error::Kube(_) => "kube".into(),
             Error::Serialize(_) => "serialize".into(),
             Error::MissingMetadata(_) => "missing_metadata".into(),
+            Error::Fenced(_) => "fenced".into(),
         }
     }
 }

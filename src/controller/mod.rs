@@ -26,8 +26,10 @@ use crate::{
     context::{Context, Watches},
     crd::{Incident, RemediationPolicy, WorkloadKind},
     k8s::Scope,
+    leader::Fence,
     metrics::Metrics,
     names::{BREAKER_RESET_ANNOTATION, POLICY_LABEL},
+    server::Health,
 };
 pub use error::Error;
 
@@ -58,7 +60,16 @@ pub async fn wait_for_crds(client: &Client) -> Result<(), StartError> {
 }
 
 /// Runs both controllers and the detector until `shutdown` is cancelled.
-pub async fn run(client: Client, metrics: Arc<Metrics>, scope: Scope, shutdown: CancellationToken) {
+/// Every write passes `fence`; the caller drops this future the moment the
+/// fence reports leadership lost, which cancels the work in flight.
+pub async fn run(
+    client: Client,
+    metrics: Arc<Metrics>,
+    scope: Scope,
+    fence: Arc<Fence>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) {
     let (watches, drive_watches) = Watches::start(&client, &scope);
     let drive_watches = tokio::spawn(drive_watches);
     // Nothing is decided from a half-filled store.
@@ -73,7 +84,7 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, scope: Scope, shutdown: 
         }
     }
     let _ = metrics.incident_store.set(watches.incidents.store());
-    let ctx = Arc::new(Context::new(client, metrics, watches.clone()));
+    let ctx = Arc::new(Context::new(client, metrics, watches.clone(), fence));
     let config = kube::runtime::controller::Config::default().debounce(Duration::from_millis(500));
 
     let incidents =
@@ -117,7 +128,16 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, scope: Scope, shutdown: 
             .run(policy::reconcile, policy::error_policy, ctx.clone())
             .for_each(|result| async move { log_result("remediationpolicy", result) });
 
-    let detector = crate::detector::run(ctx.clone(), shutdown.clone());
+    let detector = {
+        let shutdown = shutdown.clone();
+        let ctx = ctx.clone();
+        async move {
+            crate::detector::run(ctx, shutdown.clone()).await;
+            if !shutdown.is_cancelled() {
+                health.detector_stopped();
+            }
+        }
+    };
 
     info!(
         namespace = scope.namespace.as_deref().unwrap_or("<all>"),

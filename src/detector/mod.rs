@@ -74,6 +74,8 @@ struct Detector {
     snapshot_jobs: BTreeSet<WorkloadId>,
     /// When the writer's memory of deleted incidents was last pruned.
     pruned: Instant,
+    /// Only a current leader writes what it found.
+    ctx: Arc<Context>,
 }
 
 /// Runs the detector until `shutdown` is cancelled.
@@ -107,6 +109,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         snapshotted: BTreeSet::new(),
         snapshot_jobs: BTreeSet::new(),
         pruned: Instant::now(),
+        ctx: ctx.clone(),
     };
     // Dedup is derived from the Incidents in the API: wait until they are
     // known, and what is guarded until the policies and workloads are.
@@ -541,6 +544,13 @@ impl Detector {
     }
 
     async fn flush(&mut self) {
+        if self.ctx.may_write().is_err() {
+            // No longer the leader: what is pending is dropped, not written
+            // late; the next leader sees the same failures for itself.
+            self.pending.clear();
+            self.snapshot_jobs.clear();
+            return;
+        }
         self.snapshot().await;
         let pending = std::mem::take(&mut self.pending);
         for (key, report) in pending {

@@ -4,6 +4,8 @@ use healing_guard_operator::crd::{Incident, Phase};
 use kube::{Api, api::PostParams};
 use serde_json::json;
 
+use std::time::Duration;
+
 use crate::support::{Operator, client, eventually_within, incident_where, namespace, phase_of};
 
 fn declared(name: &str) -> Incident {
@@ -88,4 +90,104 @@ async fn only_the_leader_acts_and_a_standby_takes_over() {
     })
     .await;
     assert!(reconciles(&second.metrics().await) >= 1.0);
+}
+
+#[tokio::test]
+async fn a_leader_cut_off_from_its_lease_stops_before_anyone_could_take_over() {
+    use k8s_openapi::api::{coordination::v1::Lease, rbac::v1::ClusterRole};
+    use kube::api::{ListParams, Patch, PatchParams};
+
+    let client = client().await;
+    let ns = namespace(&client, "fence").await;
+    let args = [
+        "--leader-elect",
+        "--leader-election-namespace",
+        ns.as_str(),
+        "--lease-duration",
+        "6",
+    ];
+    let mut leader = Operator::start_with(&ns, &args).await;
+    eventually_within("the replica to lead", Duration::from_secs(30), || {
+        let led = leader.logs().contains("became leader");
+        async move { led.then_some(()) }
+    })
+    .await;
+    let standby = Operator::start_with(&ns, &args).await;
+
+    // Its API access to its Lease is cut (the chart's role for this release
+    // loses the rule), so its renewals fail from now on.
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let selector = format!("app.kubernetes.io/instance=op-{ns}");
+    let role = roles
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+        .items
+        .pop()
+        .expect("the chart's ClusterRole");
+    let name = role.metadata.name.clone().unwrap();
+    let full_rules = role.rules.clone().unwrap();
+    let without_leases: Vec<_> = full_rules
+        .iter()
+        .filter(|r| !r.resources.iter().flatten().any(|res| res == "leases"))
+        .cloned()
+        .collect();
+    let set_rules = |rules: Vec<k8s_openapi::api::rbac::v1::PolicyRule>| {
+        let roles = roles.clone();
+        let name = name.clone();
+        async move {
+            let patch = serde_json::json!({"rules": rules});
+            roles
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        }
+    };
+    set_rules(without_leases).await;
+
+    // It stops acting on its own, and exits.
+    let status = eventually_within(
+        "the cut-off leader to exit",
+        Duration::from_secs(30),
+        || {
+            let exited = leader.exited();
+            async move { exited }
+        },
+    )
+    .await;
+    assert!(!status.success(), "a lost lease is an error exit");
+    let stopped = leader
+        .logged_at("lost the lease")
+        .unwrap_or_else(|| panic!("no loss logged:\n{}", leader.logs()));
+    // Before anyone could take over: its last renewal plus the lease duration.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let lease = leases
+        .get(&format!("healing-guard-operator-{ns}"))
+        .await
+        .unwrap();
+    let spec = lease.spec.unwrap();
+    let renewed = spec.renew_time.unwrap().0;
+    let expires = renewed
+        .checked_add(Duration::from_secs(
+            u64::try_from(spec.lease_duration_seconds.unwrap()).unwrap(),
+        ))
+        .unwrap();
+    assert!(
+        stopped < expires,
+        "stopped at {stopped}, the lease it held ran until {expires}"
+    );
+    assert!(
+        !standby.logs().contains("became leader"),
+        "nobody can take the lease without access to it"
+    );
+
+    // Access restored: the standby takes over, after the stopped leader.
+    set_rules(full_rules).await;
+    eventually_within("the standby to lead", Duration::from_secs(30), || {
+        let led = standby.logs().contains("became leader");
+        async move { led.then_some(()) }
+    })
+    .await;
+    let took_over = standby.logged_at("became leader").unwrap();
+    assert!(stopped < took_over, "{stopped} < {took_over}");
 }

@@ -491,6 +491,22 @@ impl Operator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// How it exited, once it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// When it first logged a line containing `text`, by the log's own clock.
+    pub fn logged_at(&self, text: &str) -> Option<Timestamp> {
+        self.logs()
+            .lines()
+            .find(|line| line.contains(text))
+            .and_then(|line| {
+                let plain: String = strip_ansi(line);
+                plain.split_whitespace().next()?.parse().ok()
+            })
+    }
+
     /// SIGTERM, up to 15 s to exit, then SIGKILL; whether it exited cleanly.
     fn stop(&mut self) -> bool {
         // Only a child still running: once reaped, its PID may be reused.
@@ -555,6 +571,25 @@ fn service_account_kubeconfig(token: &str) -> Result<String, Error> {
         "current-context": "test",
     });
     Ok(serde_yaml::to_string(&config)?)
+}
+
+/// A log line without its terminal colours.
+fn strip_ansi(line: &str) -> String {
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip to the end of the escape sequence (a letter).
+            for next in chars.by_ref() {
+                if next.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }
 
 fn free_port() -> Result<u16, Error> {

@@ -6,16 +6,28 @@ use tracing::info;
 use super::decide::Effect;
 use crate::{
     context::Context,
+    leader::Fenced,
     remediation::actions::{self, ApplyError},
     workload::Workload,
 };
 
+/// Why the change was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum ActError {
+    #[error(transparent)]
+    Fenced(#[from] Fenced),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
+
 /// Makes the change and returns the extra lines it reports for the ledger.
+/// Only a current leader makes it.
 pub async fn act(
     ctx: &Context,
     workload: &Workload,
     effect: &Effect,
-) -> Result<Vec<String>, ApplyError> {
+) -> Result<Vec<String>, ActError> {
+    ctx.may_write()?;
     let lines = actions::apply(
         &ctx.client,
         workload,

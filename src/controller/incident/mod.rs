@@ -44,7 +44,8 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         } else {
             decision = match act::act(&ctx, workload, effect).await {
                 Ok(lines) => decide::settle(decision, lines, &incident, seen.now),
-                Err(error) => match error.refusal() {
+                Err(act::ActError::Fenced(fenced)) => return Err(fenced.into()),
+                Err(act::ActError::Apply(error)) => match error.refusal() {
                     Some(message) => decide::settle_refused(decision, &message, seen.now),
                     // Lost a race: decide again from a fresh read, uncounted.
                     None if error.is_conflict() => return Err(error.into()),

@@ -32,6 +32,7 @@ pub async fn record(
         .name
         .clone()
         .ok_or(Error::MissingMetadata("name"))?;
+    ctx.may_write()?;
     if incident.status.as_ref() != Some(&decision.status) {
         // status.detection belongs to the detector's field manager.
         let owned = IncidentStatus {
@@ -61,13 +62,21 @@ pub async fn record(
     }
     if let Some(workload) = workload {
         for event in decision.workload_events {
-            publish_on(&ctx.recorder, workload, event.into_event()).await;
+            publish_on(ctx, &ctx.recorder, workload, event.into_event()).await;
         }
     }
     Ok(())
 }
 
-async fn publish_on(recorder: &Recorder, workload: &Workload, event: kube::runtime::events::Event) {
+async fn publish_on(
+    ctx: &Context,
+    recorder: &Recorder,
+    workload: &Workload,
+    event: kube::runtime::events::Event,
+) {
+    if ctx.may_write().is_err() {
+        return;
+    }
     if let Err(error) = recorder.publish(&event, &workload.object_reference()).await {
         tracing::warn!(%error, reason = %event.reason, "could not publish event");
     }

@@ -123,6 +123,7 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
     let overlap_event = overlapping(&mut status, &policy, &overlaps, generation, &now);
 
     if status != old_status {
+        ctx.may_write()?;
         let api: Api<RemediationPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
         api.patch_status(
             &name,
