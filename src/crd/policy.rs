@@ -91,6 +91,15 @@ pub struct Detection {
     #[serde(default = "default_flap_threshold")]
     #[schemars(range(min = 1))]
     pub flap_threshold: i32,
+    /// Closed detected incidents kept per policy; older ones are deleted
+    /// (never one still inside its reopen window). Declared incidents are
+    /// people's records and are never deleted.
+    #[serde(default = "default_keep_closed")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub keep_closed: i32,
+    /// Closed detected incidents older than this are deleted whatever their number.
+    #[serde(default = "default_max_closed_age")]
+    pub max_closed_age: Duration,
 }
 
 impl Default for Detection {
@@ -100,8 +109,18 @@ impl Default for Detection {
             hold_down: default_detection_hold_down(),
             reopen_window: default_reopen_window(),
             flap_threshold: default_flap_threshold(),
+            keep_closed: default_keep_closed(),
+            max_closed_age: default_max_closed_age(),
         }
     }
+}
+
+fn default_keep_closed() -> i32 {
+    100
+}
+
+fn default_max_closed_age() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
 }
 
 fn default_true() -> bool {

@@ -13,9 +13,10 @@ use serde_json::json;
 
 use crate::{
     remediation::{
-        bad_release, crash_policy, incident_in_phase, label_pods, policy_with, setup_spec,
+        applied, bad_release, blocked, crash_policy, incident_in_phase, label_pods, policy_with,
+        restarting_spec, setup_spec,
     },
-    support::{Operator, client, eventually, incident_where, namespace, phase_of},
+    support::{Operator, client, eventually, incident_where, namespace, phase_of, reconciled_now},
 };
 
 fn has_condition(incident: &Incident, type_: &str, reason: &str) -> bool {
@@ -463,5 +464,110 @@ async fn two_incidents_on_one_target_act_one_at_a_time() {
     assert!(
         spans[1].0 >= spans[0].1,
         "the second step ran only once the first had concluded: {spans:?}"
+    );
+}
+
+#[tokio::test]
+async fn closed_detected_incidents_beyond_the_policys_retention_are_pruned() {
+    let mut spec = crash_policy("Auto", json!([{"action": "restart"}]), "1m");
+    spec["detection"] = json!({"keepClosed": 1, "reopenWindow": "1s"});
+    let (client, ns, _operator) = setup_spec("fault-retention", spec).await;
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    let resolved = |name: &str, kind: &str| -> Incident {
+        serde_json::from_value(json!({
+            "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
+            "metadata": {"name": name},
+            "spec": {"title": "over", "severity": "P3", "type": "ServiceOutage",
+                     "target": {"kind": "Deployment", "name": "api"}, "policy": "guard",
+                     "source": {"kind": kind, "policy": "guard", "rule": "crash"},
+                     "resolution": {"by": "bob", "rootCause": "load test", "summary": "nothing to do"}}
+        }))
+        .unwrap()
+    };
+    for name in ["old-1", "old-2", "old-3"] {
+        incidents
+            .create(&PostParams::default(), &resolved(name, "Detected"))
+            .await
+            .unwrap();
+    }
+    incidents
+        .create(&PostParams::default(), &resolved("declared", "Manual"))
+        .await
+        .unwrap();
+    let left = eventually("all but one closed detected incident pruned", || {
+        let incidents = incidents.clone();
+        async move {
+            let list = incidents.list(&ListParams::default()).await.ok()?;
+            let mut names: Vec<String> = list
+                .items
+                .into_iter()
+                .filter_map(|i| i.metadata.name)
+                .collect();
+            names.sort();
+            (names.len() == 2).then_some(names)
+        }
+    })
+    .await;
+    assert!(
+        left.contains(&"declared".to_owned()),
+        "a person's record stays: {left:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_safety_limits_survive_an_operator_restart() {
+    // The cooldown (an hour) holds the second step back; the breaker is far.
+    let safety =
+        json!({"cooldown": "1h", "maxActions": 10, "window": "1h", "circuitBreakerThreshold": 10});
+    let (client, ns, operator) = setup_spec("fault-restart", restarting_spec(3, safety)).await;
+    bad_release(&client, &ns).await;
+    let held = blocked(&client, &ns, "SafetyLimit").await;
+    assert_eq!(applied(&held), 1);
+    // Another process, with nothing in memory: the limits come from the ledgers.
+    operator.kill();
+    let _second = Operator::start(&ns).await;
+    let later = reconciled_now(&client, &ns, "api-crashloop").await;
+    assert_eq!(
+        applied(&later),
+        1,
+        "{:?}",
+        later.status.as_ref().map(|s| &s.steps)
+    );
+    let condition = later
+        .status
+        .as_ref()
+        .and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "RemediationBlocked")
+                .cloned()
+        })
+        .unwrap();
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("True", "SafetyLimit")
+    );
+    assert!(condition.message.contains("cooldown"), "{condition:?}");
+}
+
+#[tokio::test]
+async fn an_open_circuit_breaker_survives_an_operator_restart() {
+    let safety =
+        json!({"cooldown": "1s", "maxActions": 10, "window": "1h", "circuitBreakerThreshold": 2});
+    let (client, ns, operator) = setup_spec("fault-breaker", restarting_spec(4, safety)).await;
+    bad_release(&client, &ns).await;
+    let open = blocked(&client, &ns, "CircuitBreakerOpen").await;
+    let before = applied(&open);
+    operator.kill();
+    let _second = Operator::start(&ns).await;
+    let later = reconciled_now(&client, &ns, "api-crashloop").await;
+    assert_eq!(applied(&later), before);
+    assert!(
+        later.status.as_ref().is_some_and(|s| s
+            .conditions
+            .iter()
+            .any(|c| c.reason == "CircuitBreakerOpen" && c.status == "True")),
+        "{:?}",
+        later.status.map(|s| s.conditions)
     );
 }

@@ -267,7 +267,7 @@ async fn a_ladder_that_does_not_help_ends_escalated() {
 
 /// A policy whose ladder is `steps` restarts (which cannot fix a crashing
 /// release), each failing after 3 s, with the given safety limits.
-fn restarting_spec(steps: usize, safety: Value) -> Value {
+pub(crate) fn restarting_spec(steps: usize, safety: Value) -> Value {
     let actions: Vec<Value> = (1..=steps)
         .map(|i| json!({"name": format!("restart-{i}"), "action": "restart"}))
         .collect();
@@ -277,7 +277,7 @@ fn restarting_spec(steps: usize, safety: Value) -> Value {
 }
 
 /// The incident once its RemediationBlocked condition carries `reason`.
-async fn blocked(client: &Client, ns: &str, reason: &str) -> Incident {
+pub(crate) async fn blocked(client: &Client, ns: &str, reason: &str) -> Incident {
     incident_where(
         client,
         ns,
@@ -294,7 +294,7 @@ async fn blocked(client: &Client, ns: &str, reason: &str) -> Incident {
     .await
 }
 
-fn applied(incident: &Incident) -> usize {
+pub(crate) fn applied(incident: &Incident) -> usize {
     incident.status.as_ref().map_or(0, |s| {
         s.steps.iter().filter(|s| !s.changes.is_empty()).count()
     })

@@ -2,6 +2,7 @@
 //! reports `Ready`, the number of matched targets and observedGeneration.
 
 pub mod overlap;
+pub mod retention;
 pub mod validate;
 
 use std::{collections::BTreeSet, sync::Arc};
@@ -14,7 +15,7 @@ use super::error::{CONFLICT_RETRY, Error};
 use crate::{
     conditions::{ConditionUpdate, is_true, set_condition},
     context::{Context, PlannedEvent, Watches},
-    crd::{CircuitBreakerStatus, RemediationPolicy, RemediationPolicyStatus, Target},
+    crd::{CircuitBreakerStatus, Incident, RemediationPolicy, RemediationPolicyStatus, Target},
     k8s::status_patch,
     names::{FIELD_MANAGER, POLICY_LABEL},
     remediation::safety,
@@ -136,9 +137,14 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
     for event in event.into_iter().chain(overlap_event) {
         ctx.publish(policy.as_ref(), event.into_event()).await;
     }
+    let look_again = prune(&ctx, &policy, &namespace).await?;
     ctx.backoffs.reset(&backoff_key(&policy));
-    // Workload changes in the namespace trigger a new reconcile; see the controller's watches.
-    Ok(Action::await_change())
+    // Workload and incident changes trigger a new reconcile (see the
+    // controller's watches); time alone only ends reopen windows.
+    Ok(match look_again {
+        Some(wait) => Action::requeue(wait),
+        None => Action::await_change(),
+    })
 }
 
 fn same_reason(status: &RemediationPolicyStatus, reason: &str) -> bool {
@@ -146,6 +152,36 @@ fn same_reason(status: &RemediationPolicyStatus, reason: &str) -> bool {
         .conditions
         .iter()
         .any(|c| c.type_ == READY && c.reason == reason)
+}
+
+/// Deletes the closed incidents the policy no longer keeps; says when to
+/// look again for those still inside their reopen window.
+async fn prune(
+    ctx: &Context,
+    policy: &RemediationPolicy,
+    namespace: &str,
+) -> Result<Option<std::time::Duration>, Error> {
+    let name = policy.name_any();
+    let mine = ctx.watches.incidents.store().state_filter(|i| {
+        i.namespace().as_deref() == Some(namespace) && i.spec.source.policy.as_ref() == Some(&name)
+    });
+    let settings = &policy.spec.detection;
+    let now = Timestamp::now();
+    let look_again = retention::next_look(&mine, settings, now).map(|at| {
+        std::time::Duration::try_from(at.duration_since(now)).unwrap_or_default()
+            + std::time::Duration::from_secs(1)
+    });
+    let stale = retention::to_prune(&mine, settings, now);
+    let api: Api<Incident> = Api::namespaced(ctx.client.clone(), namespace);
+    for incident in &stale {
+        ctx.may_write()?;
+        match api.delete(incident, &Default::default()).await {
+            Ok(_) => info!(%incident, keep = settings.keep_closed, "closed incident pruned"),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(look_again)
 }
 
 /// Sets the Overlapping condition (once there has been an overlap, it stays
