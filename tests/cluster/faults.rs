@@ -571,3 +571,40 @@ async fn an_open_circuit_breaker_survives_an_operator_restart() {
         later.status.map(|s| s.conditions)
     );
 }
+
+#[tokio::test]
+async fn a_crash_that_goes_on_after_escalation_is_written_at_a_bounded_rate() {
+    let mut spec = crash_policy("Auto", json!([{"action": "restart"}]), "3s");
+    spec["safety"] = json!({"cooldown": "1s"});
+    let (client, ns, _operator) = setup_spec("fault-coalesce", spec).await;
+    bad_release(&client, &ns).await;
+    incident_in_phase(&client, &ns, &[Phase::Escalated]).await;
+    // The pods go on crashing (a restart every 5 s each). Over 30 s, every
+    // write to the Incident shows as a new resourceVersion.
+    let api: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    let occurrences = |i: &Incident| {
+        i.status
+            .as_ref()
+            .and_then(|s| s.detection.as_ref())
+            .map_or(0, |d| d.occurrences)
+    };
+    let first = api.get("api-crashloop").await.unwrap();
+    let mut versions = std::collections::BTreeSet::new();
+    let mut last = first.clone();
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(30) {
+        last = api.get("api-crashloop").await.unwrap();
+        versions.insert(last.metadata.resource_version.clone().unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let counted = occurrences(&last) - occurrences(&first);
+    let writes = versions.len() - 1;
+    assert!(
+        counted >= 5,
+        "the crash went on and was counted: {counted} new occurrences"
+    );
+    assert!(
+        writes <= 4 && writes < usize::try_from(counted).unwrap(),
+        "{counted} occurrences in {writes} writes: at most one every 10 s"
+    );
+}
