@@ -5,10 +5,12 @@
 demo:
 	./cluster/demo.sh
 
-## Every test: unit tests, then the integration tests against a fresh control plane.
+## Every test: unit tests, then the integration tests against a fresh control
+## plane; the API-server restart test on a control plane of its own.
 test: build-cluster
 	cargo test --all-targets --no-run
-	./cluster/with-cluster.sh -- cargo test --all-targets
+	./cluster/with-cluster.sh -- cargo test --all-targets -- --skip apiserver_restart
+	./cluster/with-cluster.sh -- cargo test --test cluster -- apiserver_restart
 
 ## Benchmark (not a test): detection latency p50/p99, and the operator's memory
 ## at 1,000 and 10,000 pods. The nodes get room for 12,000 pods (3 x 4,000).

@@ -123,6 +123,7 @@ async fn run_with_operator(
         namespaced: false,
         extra: &[],
         log_filter: "warn",
+        failpoints: "",
     })
     .await?;
     let log = operator.log.clone();

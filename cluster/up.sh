@@ -15,6 +15,7 @@
 #   env                source it: KUBECONFIG, HGO_APISERVER, HGO_ADMIN_TOKEN,
 #                      HGO_TESTER_TOKEN, HGO_CLUSTER_DIR, PATH (kubectl, helm)
 #   pids               "PID NAME BINARY" per started process (read by down.sh)
+#   argv.NAME          its command line, NUL-separated (read by restart.sh)
 #   logs/*.log         one log per component
 # Stop it with cluster/down.sh --dir DIR.
 set -euo pipefail
@@ -92,6 +93,8 @@ trap 'exit 130' INT TERM
 
 start() { # name binary args...
   local name=$1 bin; bin=$(readlink -f "$2"); shift 2
+  # The command line, NUL-separated, for restart.sh.
+  printf '%s\0' "$bin" "$@" >"$DIR/argv.$name"
   # setsid: own session, so a terminal hang-up or Ctrl-C does not reach it.
   setsid "$bin" "$@" </dev/null >"$DIR/logs/$name.log" 2>&1 &
   echo "$! $name $bin" >>"$DIR/pids"

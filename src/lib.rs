@@ -7,6 +7,7 @@ pub mod context;
 pub mod controller;
 pub mod crd;
 pub mod detector;
+pub mod failpoint;
 pub mod k8s;
 pub mod leader;
 pub mod metrics;

@@ -815,3 +815,41 @@ async fn restarting_the_operator_while_pods_fail_opens_no_duplicate() {
     .await;
     assert_eq!(incidents(&client, &ns).await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_detected_incident_deleted_by_a_human_opens_again_if_the_signal_goes_on() {
+    let rules = json!([crash_rule()]);
+    let (client, ns, _operator) = setup("detect-deleted", "Deployment", rules, json!({})).await;
+    // A long name (as long as its ReplicaSets' and pods' names still fit):
+    // the incident's title is cut to fit, its name stays valid.
+    let name = format!("api-{}", "x".repeat(226));
+    // Its pods' labels stay short (labels stop at 63 characters).
+    let mut long = workload("Deployment", "long", 1, Some("crashloop"), true);
+    long["metadata"]["name"] = json!(name);
+    create_deployment(&client, &ns, long).await;
+    let key = format!("Deployment/{name}/CrashLoopBackOff");
+    let first = incident_for(&client, &ns, &key).await;
+    assert!(
+        first.spec.title.len() <= 256 && first.spec.title.ends_with("..."),
+        "{}",
+        first.spec.title
+    );
+    let incident_name = first.metadata.name.clone().unwrap();
+    let uid = first.metadata.uid.clone();
+    let api: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    api.delete(&incident_name, &Default::default())
+        .await
+        .unwrap();
+    // The pods go on crashing: the signal opens it again (a new object).
+    let again = eventually_within("the incident opened again", Duration::from_secs(60), || {
+        let api = api.clone();
+        let incident_name = incident_name.clone();
+        let uid = uid.clone();
+        async move {
+            let incident = api.get(&incident_name).await.ok()?;
+            (incident.metadata.uid != uid).then_some(incident)
+        }
+    })
+    .await;
+    assert_eq!(again.spec.source.dedup_key.as_deref(), Some(key.as_str()));
+}

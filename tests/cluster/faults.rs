@@ -608,3 +608,61 @@ async fn a_crash_that_goes_on_after_escalation_is_written_at_a_bounded_rate() {
         "{counted} occurrences in {writes} writes: at most one every 10 s"
     );
 }
+
+#[tokio::test]
+async fn a_change_whose_record_was_lost_is_found_on_the_workload_and_not_made_again() {
+    use crate::support::Launch;
+    let spec = crash_policy("Auto", json!([{"action": "rollback"}]), "2m");
+    let client = client().await;
+    let ns = namespace(&client, "fault-window").await;
+    policy_with(&client, &ns, spec).await;
+    // The first operator aborts right after its change, before the status
+    // that records it is saved: the narrowest window there is.
+    let first = Operator::launch(&Launch {
+        failpoints: "after-apply",
+        ..Launch::namespaced(&ns)
+    })
+    .await
+    .unwrap();
+    let deployments = bad_release(&client, &ns).await;
+    let mut first = first;
+    let aborted = eventually("the first operator to abort after its change", || {
+        let exited = first.exited();
+        async move { exited }
+    })
+    .await;
+    assert!(!aborted.success());
+    let pending = Api::<Incident>::namespaced(client.clone(), &ns)
+        .get("api-crashloop")
+        .await
+        .unwrap();
+    let step = pending.status.unwrap().steps[0].clone();
+    assert_eq!(
+        step.result,
+        StepResult::Pending,
+        "the record was not saved: {step:?}"
+    );
+    assert!(step.changes.is_empty());
+
+    let _second = Operator::start(&ns).await;
+    let incident = incident_in_phase(&client, &ns, &[Phase::Resolved]).await;
+    let status = incident.status.unwrap();
+    assert_eq!(status.steps.len(), 1, "{:?}", status.steps);
+    let step = &status.steps[0];
+    assert_eq!(step.result, StepResult::Succeeded);
+    assert_eq!(
+        step.message.as_deref(),
+        Some("already applied (found on the workload after a restart)"),
+        "the already-applied path ran"
+    );
+    assert!(!step.changes.is_empty(), "it counts as applied: {step:?}");
+    let revision = deployments
+        .get("api")
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap()["deployment.kubernetes.io/revision"]
+        .clone();
+    assert_eq!(revision, "3", "one rollback, not two");
+}

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod apiserver_restart;
 mod chart;
 mod control_plane;
 mod detection;

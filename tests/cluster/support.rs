@@ -323,6 +323,8 @@ pub struct Launch<'a> {
     pub extra: &'a [&'a str],
     /// `RUST_LOG`.
     pub log_filter: &'a str,
+    /// `HGO_FAILPOINTS`: where the operator aborts itself (see src/failpoint.rs).
+    pub failpoints: &'a str,
 }
 
 impl<'a> Launch<'a> {
@@ -333,6 +335,7 @@ impl<'a> Launch<'a> {
             namespaced: true,
             extra: &[],
             log_filter: "info,healing_guard_operator=debug",
+            failpoints: "",
         }
     }
 }
@@ -423,6 +426,7 @@ impl Operator {
             .args(launch.extra)
             .env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", launch.log_filter)
+            .env("HGO_FAILPOINTS", launch.failpoints)
             .stdin(Stdio::null())
             .stdout(output.try_clone()?)
             .stderr(output)

@@ -43,7 +43,10 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
             backing_off = Some(wait);
         } else {
             decision = match act::act(&ctx, workload, effect).await {
-                Ok(lines) => decide::settle(decision, lines, &incident, seen.now),
+                Ok(lines) => {
+                    crate::failpoint::hit(crate::failpoint::AFTER_APPLY);
+                    decide::settle(decision, lines, &incident, seen.now)
+                }
                 Err(act::ActError::Fenced(fenced)) => return Err(fenced.into()),
                 Err(act::ActError::Apply(error)) => match error.refusal() {
                     Some(message) => decide::settle_refused(decision, &message, seen.now),
