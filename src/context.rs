@@ -14,9 +14,8 @@ use kube::{
 use tracing::warn;
 
 use crate::{
-    controller::backoff::Backoffs,
     crd::{Incident, RemediationPolicy},
-    k8s::{Scope, shared::Shared},
+    k8s::{Scope, backoff::Backoffs, shared::Shared},
     leader::{Fence, Fenced},
     metrics::Metrics,
     names::FIELD_MANAGER,

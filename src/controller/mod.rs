@@ -2,7 +2,6 @@
 //! then drives the Incident and RemediationPolicy controllers and the
 //! detector until shutdown.
 
-pub mod backoff;
 pub mod error;
 pub mod incident;
 pub mod policy;

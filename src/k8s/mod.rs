@@ -1,7 +1,8 @@
 //! Low-level Kubernetes helpers every part uses: where the operator looks
-//! (`Scope`), the bound for namespaced kinds, status patches, and the shared
-//! watches (`shared`).
+//! (`Scope`), the bound for namespaced kinds, status patches, the shared
+//! watches (`shared`) and per-object retry delays (`backoff`).
 
+pub mod backoff;
 pub mod shared;
 
 use k8s_openapi::NamespaceResourceScope;

@@ -3,7 +3,7 @@
 
 use tracing::info;
 
-use super::decide::Effect;
+use super::decision::Effect;
 use crate::{
     context::Context,
     leader::Fenced,

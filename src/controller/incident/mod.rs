@@ -4,16 +4,20 @@
 //! 1. [`observe`]: read the world once (shared stores first, the API for the rest);
 //! 2. [`decide`]: a pure function from that to the next status and at most
 //!    one change (lifecycle, ladder, safety; [`phase`] moves the phase);
-//! 3. [`act`]: make that change;
+//! 3. [`act`]: make that change, and [`settle`] how it went;
 //! 4. [`record`]: save the status, then publish Events and count metrics.
 
 pub mod act;
 pub mod decide;
+pub mod decision;
 pub mod evidence;
+pub mod gate;
 pub mod lifecycle;
+pub mod moves;
 pub mod observe;
 pub mod phase;
 pub mod record;
+pub mod settle;
 
 use std::sync::Arc;
 
@@ -45,20 +49,20 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
             decision = match act::act(&ctx, workload, effect).await {
                 Ok(lines) => {
                     crate::failpoint::hit(crate::failpoint::AFTER_APPLY);
-                    decide::settle(decision, lines, &incident, seen.now)
+                    settle::settle(decision, lines, &incident, seen.now)
                 }
                 Err(act::ActError::Fenced(fenced)) => return Err(fenced.into()),
                 Err(act::ActError::Apply(error)) => match error.refusal() {
-                    Some(message) => decide::settle_refused(decision, &message, seen.now),
+                    Some(message) => settle::settle_refused(decision, &message, seen.now),
                     // Lost a race: decide again from a fresh read, uncounted.
                     None if error.is_conflict() => return Err(error.into()),
                     None => {
                         let failures = ctx.backoffs.failures(&key) + 1;
-                        if failures < decide::MAX_APPLY_FAILURES {
+                        if failures < settle::MAX_APPLY_FAILURES {
                             return Err(error.into());
                         }
                         let error = error.to_string();
-                        decide::settle_gave_up(decision, failures, &error, seen.now)
+                        settle::settle_gave_up(decision, failures, &error, seen.now)
                     }
                 },
             };

@@ -6,7 +6,7 @@
 use kube::{Api, ResourceExt, api::PatchParams, runtime::events::Recorder};
 use tracing::info;
 
-use super::decide::{Decision, Tally};
+use super::decision::{Decision, Tally};
 use crate::{
     context::Context,
     controller::Error,

@@ -1,0 +1,124 @@
+//! What one reconcile decides, as data: the status to save, at most one
+//! change to make, and what to announce once the status is saved. Shared by
+//! the deciding modules (decide, gate, moves, settle), which import it and
+//! never each other in a circle.
+
+use std::time::Duration;
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+
+use super::lifecycle;
+use crate::{
+    context::PlannedEvent,
+    crd::{ActionKind, IncidentStatus, StepRecord, StepResult, TimelineEntry},
+    remediation::actions::Planned,
+};
+
+/// Condition set when automatic remediation has run out and a human must act.
+pub const NEEDS_HUMAN: &str = "NeedsHuman";
+/// Condition set while the safety limits hold a step back.
+pub const REMEDIATION_BLOCKED: &str = "RemediationBlocked";
+
+/// How soon to look again after recording a step (the next reconcile runs it).
+pub(super) const AFTER_RECORD: Duration = Duration::from_millis(200);
+/// How soon to look again while a change rolls out.
+pub(super) const AFTER_CHANGE: Duration = Duration::from_secs(1);
+/// How soon to look again for a target that does not exist (yet).
+pub(super) const TARGET_MISSING: Duration = Duration::from_secs(30);
+/// How soon to look again while another incident's step on the same target
+/// awaits approval or runs (its changes also wake this one).
+pub(super) const APPROVAL_RECHECK: Duration = Duration::from_secs(30);
+/// How soon to check again a circuit breaker only a human can close.
+pub(super) const BREAKER_RECHECK: Duration = Duration::from_secs(60);
+
+/// A metric to count once the status that records it is saved.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Tally {
+    Opened {
+        source: &'static str,
+        rule: String,
+    },
+    SlaBreached {
+        deadline: &'static str,
+    },
+    StepEnded {
+        action: ActionKind,
+        result: StepResult,
+        seconds: Option<f64>,
+    },
+    Mitigated {
+        seconds: f64,
+    },
+    Resolved {
+        seconds: f64,
+    },
+    LadderExhausted,
+}
+
+/// The one change a reconcile makes to the world.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Effect {
+    /// The ledger entry it belongs to.
+    pub entry: usize,
+    pub planned: Planned,
+    /// A server-side dry run: checked by the API server, nothing changed.
+    pub dry_run: bool,
+    /// More of a step already applied (the next batch of pod deletions).
+    pub follow_up: bool,
+}
+
+/// What one reconcile should do.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Decision {
+    /// The status to save.
+    pub status: IncidentStatus,
+    /// The change to make before saving, if any.
+    pub effect: Option<Effect>,
+    /// Events on the Incident, published after the status is saved.
+    pub events: Vec<PlannedEvent>,
+    /// Events on the target workload, published after the status is saved.
+    pub workload_events: Vec<PlannedEvent>,
+    /// Metrics, counted after the status is saved.
+    pub tallies: Vec<Tally>,
+    /// When to look again, unless something changes first.
+    pub requeue: Option<Duration>,
+}
+
+impl Decision {
+    pub(super) fn requeue_within(&mut self, wait: Duration) {
+        self.requeue = Some(self.requeue.map_or(wait, |r| r.min(wait)));
+    }
+
+    /// A timeline entry and an Event saying the same thing.
+    pub(super) fn note(&mut self, now: &Time, warning: bool, reason: &str, message: String) {
+        lifecycle::push_timeline(
+            &mut self.status,
+            TimelineEntry {
+                at: now.clone(),
+                reason: reason.into(),
+                message: message.clone(),
+            },
+        );
+        self.events.push(if warning {
+            PlannedEvent::warning(reason, "Remediate", message)
+        } else {
+            PlannedEvent::normal(reason, "Remediate", message)
+        });
+    }
+}
+
+/// The metric of a step that reached its verdict, with its duration.
+pub(super) fn step_ended(record: &StepRecord, now: Timestamp) -> Tally {
+    Tally::StepEnded {
+        action: record.action,
+        result: record.result,
+        seconds: record
+            .started_at
+            .as_ref()
+            .map(|started| seconds_between(started.0, now)),
+    }
+}
+
+pub(super) fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
+    to.duration_since(from).as_secs_f64().max(0.0)
+}

@@ -1,0 +1,311 @@
+//! The moves of the ladder, one function each: record a step, approve it,
+//! plan its change, skip it, hold, relapse, succeed, fail, escalate, end a
+//! dry run. Each changes the decision's status; only `phase` moves the
+//! phase. Pure.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+use super::{
+    decision::{
+        AFTER_CHANGE, AFTER_RECORD, Decision, Effect, NEEDS_HUMAN, Tally, seconds_between,
+        step_ended,
+    },
+    gate::gate,
+    observe::Observation,
+    phase::{self, Transition},
+    settle::refuse,
+};
+use crate::{
+    conditions::{ConditionUpdate, set_condition},
+    crd::{Incident, IncidentStatus, Mode, StepRecord, StepResult},
+    remediation::{
+        actions::{self, Mark},
+        ladder::{self, Ladder},
+    },
+    workload::Workload,
+};
+
+/// What every move of the ladder reads.
+pub(super) struct Step<'a> {
+    pub(super) incident: &'a Incident,
+    pub(super) ladder: &'a Ladder,
+    pub(super) seen: &'a Observation,
+    pub(super) workload: &'a Workload,
+    pub(super) now: Time,
+}
+
+impl Step<'_> {
+    /// The ladder's round: 1, and one more after each reopen.
+    pub(super) fn round(&self, status: &IncidentStatus) -> i32 {
+        status.reopens_handled.unwrap_or(0).saturating_add(1)
+    }
+
+    /// Writes rung `index` into the ledger (Pending, or AwaitingApproval),
+    /// unless the safety limits hold it back; it runs on the next reconcile.
+    pub(super) fn record(&self, decision: &mut Decision, index: usize, awaiting_approval: bool) {
+        let Some(rung) = self.ladder.rungs.get(index) else {
+            return;
+        };
+        let runs_now = !awaiting_approval && rung.mode != Mode::DryRun;
+        if runs_now && let Some(wait) = gate(decision, self.incident, self.ladder, self.seen) {
+            decision.requeue_within(wait);
+            return;
+        }
+        let entry = decision.status.steps.len();
+        let uid = self.incident.uid().unwrap_or_default();
+        let round = self.round(&decision.status);
+        decision.status.steps.push(StepRecord {
+            id: ladder::step_id(&uid, entry, rung.name(), round),
+            name: rung.name().to_owned(),
+            action: rung.action.action,
+            rule: self.ladder.rule_name.clone(),
+            attempt: round,
+            result: if awaiting_approval {
+                StepResult::AwaitingApproval
+            } else {
+                StepResult::Pending
+            },
+            started_at: Some(self.now.clone()),
+            finished_at: None,
+            healthy_since: None,
+            message: awaiting_approval.then(|| {
+                format!(
+                    "waiting for approval of step {:?} in spec.approvals",
+                    rung.name()
+                )
+            }),
+            changes: Vec::new(),
+        });
+        if runs_now {
+            phase::enter(&mut decision.status, Transition::StartStep, &self.now);
+        }
+        let (name, action) = (rung.name(), rung.action.action);
+        let message = if awaiting_approval {
+            format!("step {name} ({action}) needs approval")
+        } else {
+            format!("step {name} ({action}) recorded, mode {:?}", rung.mode)
+        };
+        decision.note(&self.now, false, "StepRecorded", message);
+        // Saved first; the next reconcile runs it.
+        decision.requeue_within(AFTER_RECORD);
+    }
+
+    /// A responder approved the waiting step: it becomes Pending, if the
+    /// safety limits allow it now.
+    pub(super) fn approve(&self, decision: &mut Decision, entry: usize) {
+        if let Some(wait) = gate(decision, self.incident, self.ladder, self.seen) {
+            decision.requeue_within(wait);
+            return;
+        }
+        if let Some(record) = decision.status.steps.get_mut(entry) {
+            record.result = StepResult::Pending;
+            record.message = Some("approved".into());
+        }
+        phase::enter(&mut decision.status, Transition::StartStep, &self.now);
+        decision.requeue_within(AFTER_RECORD);
+    }
+
+    /// Plans the Pending step's change (made by `act`), or refuses it.
+    pub(super) fn execute(&self, decision: &mut Decision, entry: usize, rung: usize) {
+        decision.requeue_within(AFTER_CHANGE);
+        let (Some(rung), Some(record)) = (
+            self.ladder.rungs.get(rung),
+            decision.status.steps.get(entry),
+        ) else {
+            return;
+        };
+        if self.workload.applied_step() == Some(record.id.as_str()) {
+            // Applied before a restart (or a lost status write) cut the
+            // bookkeeping short: never again, and it counts as applied.
+            let target = self.workload.reference();
+            let record = &mut decision.status.steps[entry];
+            record.result = StepResult::Verifying;
+            record.message = Some("already applied (found on the workload after a restart)".into());
+            if record.changes.is_empty() {
+                record.changes = vec![format!(
+                    "{target} carries this step's mark: applied before its record was saved"
+                )];
+            }
+            return;
+        }
+        // Re-checked as it runs: another incident may have acted on the
+        // target since this step was recorded.
+        if let Some(wait) = gate(decision, self.incident, self.ladder, self.seen) {
+            decision.requeue_within(wait);
+            return;
+        }
+        let Some(record) = decision.status.steps.get(entry) else {
+            return;
+        };
+        let incident = self.incident.name_any();
+        let step_id = record.id.clone();
+        let mark = Mark {
+            step: &step_id,
+            incident: &incident,
+        };
+        let min_ready = self.ladder.safety.min_ready_replicas;
+        let planned = match actions::ready_floor(&rung.action, self.workload, min_ready) {
+            Some(refusal) => Err(refusal),
+            None => actions::plan(
+                &rung.action,
+                self.workload,
+                &self.seen.inputs,
+                mark,
+                self.now.0,
+            ),
+        };
+        match planned {
+            Ok(planned) => {
+                decision.effect = Some(Effect {
+                    entry,
+                    planned,
+                    dry_run: rung.mode == Mode::DryRun,
+                    follow_up: false,
+                });
+            }
+            Err(refusal) if refusal.is_moot() => {
+                let message = refusal.to_string();
+                self.skip_with(decision, entry, "StepSkipped", message, false);
+            }
+            Err(refusal) => refuse(decision, entry, &refusal, &self.now),
+        }
+    }
+
+    /// A recorded step left the ladder before it ran: it never runs.
+    pub(super) fn skip(&self, decision: &mut Decision, entry: usize) {
+        let Some(record) = decision.status.steps.get(entry) else {
+            return;
+        };
+        let message = format!(
+            "its {} action is no longer in the ladder (the policy changed); it was not run",
+            record.action
+        );
+        self.skip_with(decision, entry, "StepSkipped", message, true);
+    }
+
+    /// Ends a step as Skipped: it changed nothing, and the ladder moves on.
+    pub(super) fn skip_with(
+        &self,
+        decision: &mut Decision,
+        entry: usize,
+        reason: &str,
+        message: String,
+        warning: bool,
+    ) {
+        let Some(record) = decision.status.steps.get_mut(entry) else {
+            return;
+        };
+        record.result = StepResult::Skipped;
+        record.finished_at = Some(self.now.clone());
+        record.message = Some(message.clone());
+        let message = format!("step {}: {message}", record.name);
+        decision.note(&self.now, warning, reason, message);
+        decision.requeue_within(AFTER_RECORD);
+    }
+
+    /// The target turned healthy: the hold-down starts.
+    pub(super) fn hold(&self, decision: &mut Decision, entry: usize) {
+        let Some(record) = decision.status.steps.get_mut(entry) else {
+            return;
+        };
+        record.healthy_since = Some(self.now.clone());
+        let hold_down = self
+            .ladder
+            .rung_of(record)
+            .map_or(self.ladder.default_timing, |r| r.timing)
+            .hold_down;
+        phase::enter(&mut decision.status, Transition::HoldHealthy, &self.now);
+        decision.requeue_within(hold_down + Duration::from_secs(1));
+    }
+
+    /// The target turned unhealthy again during the hold-down.
+    pub(super) fn relapse(&self, decision: &mut Decision, entry: usize) {
+        if let Some(record) = decision.status.steps.get_mut(entry) {
+            record.healthy_since = None;
+        }
+        phase::enter(&mut decision.status, Transition::Relapse, &self.now);
+        decision.requeue_within(Duration::from_secs(2));
+    }
+
+    /// The target stayed healthy through the hold-down: mitigated and resolved.
+    pub(super) fn succeed(&self, decision: &mut Decision, entry: usize) {
+        let Some(record) = decision.status.steps.get_mut(entry) else {
+            return;
+        };
+        record.result = StepResult::Succeeded;
+        record.finished_at = Some(self.now.clone());
+        let ended = step_ended(record, self.now.0);
+        let healthy_since = record.healthy_since.clone();
+        let name = record.name.clone();
+        decision.tallies.push(ended);
+        let milestones = &mut decision.status.milestones;
+        milestones.mitigated_at = healthy_since.or(Some(self.now.clone()));
+        if let (Some(detected), Some(mitigated)) =
+            (&milestones.detected_at, &milestones.mitigated_at)
+        {
+            let seconds = seconds_between(detected.0, mitigated.0);
+            decision.tallies.push(Tally::Mitigated { seconds });
+        }
+        phase::enter(&mut decision.status, Transition::Remediated, &self.now);
+        let message =
+            format!("step {name} verified: the workload recovered and stayed healthy; resolved");
+        decision.note(&self.now, false, "Remediated", message);
+    }
+
+    /// The step did not bring recovery in time; the ladder goes on.
+    pub(super) fn fail(&self, decision: &mut Decision, entry: usize, reason: &str) {
+        let Some(record) = decision.status.steps.get_mut(entry) else {
+            return;
+        };
+        record.result = StepResult::Failed;
+        record.finished_at = Some(self.now.clone());
+        record.message = Some(reason.to_owned());
+        let ended = step_ended(record, self.now.0);
+        let message = format!("step {} did not help: {reason}", record.name);
+        decision.tallies.push(ended);
+        decision.note(&self.now, true, "StepFailed", message);
+        decision.requeue_within(AFTER_RECORD);
+    }
+
+    /// Every step was tried: escalate to a human, once.
+    pub(super) fn exhaust(&self, decision: &mut Decision) {
+        if !phase::enter(&mut decision.status, Transition::Exhaust, &self.now) {
+            return;
+        }
+        decision.tallies.push(Tally::LadderExhausted);
+        let message = format!(
+            "all {} step(s) tried, none brought recovery; a human must act",
+            self.ladder.rungs.len()
+        );
+        let update = ConditionUpdate {
+            type_: NEEDS_HUMAN,
+            status: true,
+            reason: "LadderExhausted",
+            message: message.clone(),
+        };
+        let generation = self.incident.metadata.generation;
+        set_condition(
+            &mut decision.status.conditions,
+            update,
+            generation,
+            &self.now,
+        );
+        decision.note(&self.now, true, "Escalated", message);
+    }
+
+    /// Every step of a dry run was planned and checked: say so, once.
+    pub(super) fn complete_dry_run(&self, decision: &mut Decision) {
+        let timeline = &decision.status.timeline;
+        if timeline.iter().any(|e| e.reason == "DryRunComplete") {
+            return;
+        }
+        let message = format!(
+            "dry run: {} step(s) planned and checked; nothing was changed",
+            self.ladder.rungs.len()
+        );
+        decision.note(&self.now, false, "DryRunComplete", message);
+    }
+}

@@ -1,0 +1,132 @@
+//! Settle: record how the decision's one change went - made, refused for
+//! good by the API server, or failing again and again - in the status that
+//! is saved next. Pure.
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::ResourceExt;
+
+use super::decision::{AFTER_RECORD, Decision, step_ended};
+use crate::{
+    context::PlannedEvent,
+    crd::{Incident, StepResult},
+};
+
+/// A step refused before it changed anything: it fails, the ladder goes on.
+pub(super) fn refuse(
+    decision: &mut Decision,
+    entry: usize,
+    refusal: &dyn std::fmt::Display,
+    now: &Time,
+) {
+    let Some(record) = decision.status.steps.get_mut(entry) else {
+        return;
+    };
+    record.result = StepResult::Failed;
+    record.finished_at = Some(now.clone());
+    record.message = Some(refusal.to_string());
+    let ended = step_ended(record, now.0);
+    let message = format!("step {} refused: {refusal}", record.name);
+    decision.tallies.push(ended);
+    decision.note(now, true, "StepRefused", message);
+    decision.requeue_within(AFTER_RECORD);
+}
+
+/// Records that the API server refused the decision's effect for good (an
+/// invalid value, a forbidden write, an admission webhook's denial): the
+/// step fails with the server's message and the ladder moves on. Pure.
+pub fn settle_refused(mut decision: Decision, message: &str, now: Timestamp) -> Decision {
+    let Some(effect) = decision.effect.take() else {
+        return decision;
+    };
+    let what = if effect.dry_run {
+        "the API server refused the dry run"
+    } else {
+        "the API server refused the change"
+    };
+    let reason = format!("{what} ({}): {message}", effect.planned.summary);
+    refuse(&mut decision, effect.entry, &reason, &Time(now));
+    decision
+}
+
+/// How many reconciles in a row may fail (applying a step with an error a
+/// retry might cure, or anything else) before the pending step fails for
+/// good: a server error can be permanent too (this API server answers an
+/// unparsable quantity with a 500), and no step waits forever.
+pub const MAX_APPLY_FAILURES: u32 = 5;
+
+/// Records that applying the decision's effect failed `failures` times in a
+/// row, the last time with `error`: the step fails and the ladder moves on. Pure.
+pub fn settle_gave_up(
+    mut decision: Decision,
+    failures: u32,
+    error: &str,
+    now: Timestamp,
+) -> Decision {
+    let Some(effect) = decision.effect.take() else {
+        return decision;
+    };
+    let reason = format!(
+        "applying it failed {failures} times in a row ({}); last: {error}",
+        effect.planned.summary
+    );
+    refuse(&mut decision, effect.entry, &reason, &Time(now));
+    decision
+}
+
+/// Records the outcome of the decision's effect, applied with `lines` for
+/// the ledger. Pure, like [`decide`].
+pub fn settle(
+    mut decision: Decision,
+    lines: Vec<String>,
+    incident: &Incident,
+    now: Timestamp,
+) -> Decision {
+    let Some(effect) = decision.effect.clone() else {
+        return decision;
+    };
+    let now_time = Time(now);
+    let Some(record) = decision.status.steps.get_mut(effect.entry) else {
+        return decision;
+    };
+    if effect.follow_up {
+        // A refusal repeated batch after batch is said once.
+        for line in lines {
+            if !record.changes.contains(&line) {
+                record.changes.push(line);
+            }
+        }
+        return decision;
+    }
+    let summary = effect.planned.summary.clone();
+    record.changes = if effect.dry_run {
+        // What would have happened, not what did.
+        std::iter::once(format!("dry run, nothing changed: {summary}")).collect()
+    } else {
+        std::iter::once(summary.clone()).chain(lines).collect()
+    };
+    record.started_at = Some(now_time.clone());
+    let name = record.name.clone();
+    let message = if effect.dry_run {
+        record.result = StepResult::DryRun;
+        record.finished_at = Some(now_time.clone());
+        record.message = Some("server-side dry run passed; nothing changed".into());
+        let ended = step_ended(record, now);
+        decision.tallies.push(ended);
+        format!("dry run of step {name}: would do {summary}")
+    } else {
+        record.result = StepResult::Verifying;
+        let note = format!(
+            "{summary} (incident {}, step {})",
+            incident.name_any(),
+            record.id
+        );
+        decision.workload_events.push(PlannedEvent::normal(
+            "RemediationApplied",
+            "Remediate",
+            note,
+        ));
+        format!("step {name} applied: {summary}")
+    };
+    decision.note(&now_time, false, "StepApplied", message);
+    decision
+}
