@@ -116,7 +116,12 @@ async fn run(
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 
-    let client = kube::Client::try_default().await?;
+    let mut config = kube::Config::infer().await?;
+    // kube retries 429s on its own, for minutes: a PodDisruptionBudget that
+    // refuses an eviction would hold a reconcile for as long. The operator
+    // has its own per-object backoff, and says in the ledger what it waits for.
+    config.default_retry = false;
+    let client = kube::Client::try_from(config)?;
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     let state = ServerState {

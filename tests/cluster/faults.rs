@@ -666,3 +666,75 @@ async fn a_change_whose_record_was_lost_is_found_on_the_workload_and_not_made_ag
         .clone();
     assert_eq!(revision, "3", "one rollback, not two");
 }
+
+#[tokio::test]
+async fn a_pod_restart_respects_a_disruption_budget_and_says_so() {
+    let client = client().await;
+    let ns = namespace(&client, "fault-pdb").await;
+    let _operator = Operator::start(&ns).await;
+    policy_with(&client, &ns, json!({
+        "mode": "Auto",
+        "targets": [{"kind": "StatefulSet", "names": ["postgres"]}],
+        "rules": [{"name": "db-crash", "when": {"symptom": "CrashLoopBackOff", "minRestarts": 1},
+                   "severity": "P0", "type": "ServiceOutage",
+                   "actions": [{"action": "restart", "restart": {"method": "DeletePods"}}],
+                   "verify": {"timeout": "20s", "holdDown": "3s"}}]
+    })).await;
+    // No voluntary disruption may leave fewer than one healthy pod.
+    let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": "postgres"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "postgres"}}}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &pdb)
+        .await
+        .unwrap();
+    let sts: k8s_openapi::api::apps::v1::StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "postgres"},
+        "spec": {"replicas": 1, "serviceName": "postgres", "selector": {"matchLabels": {"app": "postgres"}},
+                 "template": {"metadata": {"labels": {"app": "postgres"}},
+                              "spec": {"containers": [{"name": "postgres", "image": "postgres:16"}]}}}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &sts)
+        .await
+        .unwrap();
+    label_pods(&client, &ns, "app=postgres", 1, "crashloop").await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+    let uid = pods.get("postgres-0").await.unwrap().metadata.uid;
+    // The only pod is unhealthy and the budget wants one healthy: the
+    // eviction is refused, the ledger says so, and the pod stays.
+    let refused = incident_where(
+        &client,
+        &ns,
+        "postgres-sts-crashloop",
+        "the refusal in the ledger",
+        |i| {
+            i.status
+                .as_ref()
+                .and_then(|s| s.steps.first())
+                .is_some_and(|s| {
+                    s.changes
+                        .iter()
+                        .any(|c| c.starts_with("eviction of pod postgres-0 refused for now"))
+                })
+        },
+    )
+    .await;
+    let step = &refused.status.unwrap().steps[0];
+    assert!(
+        step.changes.iter().all(|c| c != "pod postgres-0 evicted"),
+        "{:?}",
+        step.changes
+    );
+    assert_eq!(pods.get("postgres-0").await.unwrap().metadata.uid, uid);
+    // Refused until its timeout: the step fails and the ladder escalates.
+    let escalated = incident_where(&client, &ns, "postgres-sts-crashloop", "escalated", |i| {
+        phase_of(i) == Some(Phase::Escalated)
+    })
+    .await;
+    let step = &escalated.status.unwrap().steps[0];
+    assert_eq!(step.result, StepResult::Failed, "{step:?}");
+}

@@ -214,6 +214,14 @@ fn follow_up(decision: &mut Decision, ladder: &Ladder, seen: &Observation) -> bo
         return false;
     }
     let started = record.started_at.as_ref().map_or(seen.now, |t| t.0);
+    // Past its timeout, verification concludes: a follow-up that keeps being
+    // refused (a disruption budget) must not keep the step open for ever.
+    let deadline = started
+        .checked_add(rung.timing.timeout)
+        .unwrap_or(Timestamp::MAX);
+    if seen.now >= deadline {
+        return false;
+    }
     let min_ready = ladder.safety.min_ready_replicas;
     let Some(planned) = actions::follow_up(&rung.action, &seen.pods, started, min_ready) else {
         return false;
