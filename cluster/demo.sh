@@ -78,16 +78,30 @@ show kubectl -n healing-guard get incidents
 echo "What the detector recorded, and the evidence captured when it opened:"
 kubectl -n healing-guard get incident healing-guard-crashloop -o jsonpath='{"rule:        "}{.spec.source.rule}{"\nseverity:    "}{.spec.severity}{"\noccurrences: "}{.status.detection.occurrences}{"\npods:        "}{.status.detection.affectedPods}{"\nrevision:    "}{.status.evidence.revision}{"\nhistory:     "}{.status.evidence.rolloutHistory}{"\nnotes:       "}{.status.evidence.notes}{"\n"}'
 
-step "The operator runs the rule's ladder: rollback first (recorded, applied, verified for 30 s)"
-wait_for "the rollback to be verified and the incident resolved" 180 bash -c \
-  'kubectl -n healing-guard get inc healing-guard-crashloop -o jsonpath={.status.phase} | grep -q Resolved'
+step "The operator's own rollback waits: the declared incident's approval gate holds the target"
+wait_for "the detected incident to wait for the approval" 60 bash -c \
+  'kubectl -n healing-guard get inc healing-guard-crashloop -o jsonpath="{.status.conditions[?(@.type==\"RemediationBlocked\")].reason}" | grep -q AwaitingApprovalOnTarget'
+kubectl -n healing-guard get incident healing-guard-crashloop \
+  -o jsonpath='{"RemediationBlocked: "}{.status.conditions[?(@.type=="RemediationBlocked")].message}{"\n"}'
+
+step "The incident commander approves the rollback (spec.approvals); the operator runs it and verifies it for 30 s"
+show kubectl -n healing-guard patch incident api-outage --type merge \
+  -p '{"spec":{"approvals":[{"step":"rollback","by":"jane.smith@terragonlabs.com"}]}}'
+wait_for "the rollback to be verified and the declared incident resolved" 180 bash -c \
+  'kubectl -n healing-guard get inc api-outage -o jsonpath={.status.phase} | grep -q Resolved'
 show kubectl -n healing-guard get incidents
 echo "The remediation ledger:"
-kubectl -n healing-guard get incident healing-guard-crashloop -o jsonpath='{range .status.steps[*]}{.id}  {.action}  {.result}  {.changes}{"\n"}{end}'
+kubectl -n healing-guard get incident api-outage -o jsonpath='{range .status.steps[*]}{.id}  {.action}  {.result}  {.changes}{"\n"}{end}'
 echo "The Deployment names the incident and step that changed it:"
 kubectl -n healing-guard get deployment healing-guard \
   -o jsonpath='{.metadata.annotations.healing-guard\.io/incident}{"  "}{.metadata.annotations.healing-guard\.io/remediation-step}{"\n"}'
 show kubectl -n healing-guard get events --field-selector involvedObject.name=healing-guard,reason=RemediationApplied
+kubectl -n healing-guard get incident api-outage -o jsonpath='{range .status.timeline[*]}{.at}  {.reason}: {.message}{"\n"}{end}'
+
+step "The detected incident resolves by itself once its signal has stayed clear for 30 s"
+wait_for "the detected incident to resolve" 120 bash -c \
+  'kubectl -n healing-guard get inc healing-guard-crashloop -o jsonpath={.status.phase} | grep -q Resolved'
+show kubectl -n healing-guard get incidents
 kubectl -n healing-guard get incident healing-guard-crashloop -o jsonpath='{range .status.timeline[*]}{.at}  {.reason}: {.message}{"\n"}{end}'
 
 step "The operator's metrics"

@@ -177,7 +177,19 @@ fn remediate(decision: &mut Decision, incident: &Incident, ladder: &Ladder, seen
         now: Time(now),
     };
     let round = step.round(&decision.status);
+    // The rule's symptom is gone (the signal cleared, or another incident's
+    // step fixed it): no new step starts, and one not yet applied is skipped.
+    // An automatic action on a target that has recovered can only do harm.
+    let recovered = ladder.rule.is_some() && health == Health::Healthy;
     match ladder::next(ladder, &decision.status.steps, round, approved, health, now) {
+        Next::Record { .. } if recovered => {}
+        Next::Execute { entry, .. } if recovered => step.skip_with(
+            decision,
+            entry,
+            "StepSkipped",
+            "the target recovered before the step ran; nothing to do".into(),
+            false,
+        ),
         Next::Record {
             rung,
             awaiting_approval,
@@ -379,6 +391,17 @@ mod tests {
             policy_steps: Vec::new(),
             evidence: Some(crate::crd::Evidence::default()),
         }
+    }
+
+    /// A pod of `api` in CrashLoopBackOff, the `crash` rule's symptom.
+    fn crashing_pod() -> k8s_openapi::api::core::v1::Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "api-1", "labels": {"pod-template-hash": "h"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "api-h", "uid": "r"}]},
+            "status": {"phase": "Running", "containerStatuses": [{"name": "app", "image": "i", "imageID": "",
+                "ready": false, "restartCount": 5, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}
+        }))
+        .unwrap()
     }
 
     fn reasons(decision: &Decision) -> Vec<&str> {
@@ -758,10 +781,13 @@ mod tests {
             )]),
         );
         // Both ready, maxUnavailable 25% of 2 rounds to 0: the floor holds.
-        let fine = decide(
-            &pending,
-            &seen(&policy, Some(api(true, json!({}))), "2026-01-01T00:00:06Z"),
-        );
+        // A pod crash-loops still (the rule's symptom), ready between crashes.
+        let crashing = |workload| {
+            let mut observed = seen(&policy, Some(workload), "2026-01-01T00:00:06Z");
+            observed.pods = vec![crashing_pod()];
+            observed
+        };
+        let fine = decide(&pending, &crashing(api(true, json!({}))));
         assert!(fine.effect.is_some());
         let mut three = api(true, json!({}));
         if let Workload::Deployment(d) = &mut three {
@@ -769,10 +795,7 @@ mod tests {
             d.spec.as_mut().unwrap().strategy =
                 Some(serde_json::from_value(json!({"type": "Recreate"})).unwrap());
         }
-        let refused = decide(
-            &pending,
-            &seen(&policy, Some(three), "2026-01-01T00:00:06Z"),
-        );
+        let refused = decide(&pending, &crashing(three));
         assert_eq!(refused.effect, None);
         assert_eq!(last_step(&refused).result, StepResult::Failed);
         assert_eq!(reasons(&refused), ["StepRefused"]);
@@ -1171,5 +1194,30 @@ mod tests {
                 .iter()
                 .any(|c| c.reason == "TargetBusy" && c.message.contains("api-notready"))
         );
+    }
+
+    #[test]
+    fn a_target_that_recovered_gets_no_new_step_and_its_pending_one_is_skipped() {
+        let policy = two_steps("Auto");
+        let healthy = || Some(api(true, json!({})));
+        let opened = decide(
+            &incident(Value::Null),
+            &seen(&policy, healthy(), "2026-01-01T00:00:05Z"),
+        );
+        assert!(opened.status.steps.is_empty(), "nothing to fix: no step");
+        let pending = with_steps(
+            "Mitigating",
+            json!([entry(
+                "rollback",
+                "rollback",
+                "Pending",
+                "2026-01-01T00:00:05Z"
+            )]),
+        );
+        let skipped = decide(&pending, &seen(&policy, healthy(), "2026-01-01T00:05:06Z"));
+        assert_eq!(skipped.effect, None, "no rollback of a healthy workload");
+        let step = last_step(&skipped);
+        assert_eq!(step.result, StepResult::Skipped);
+        assert!(step.changes.iter().all(|c| c == "something changed"));
     }
 }
