@@ -140,9 +140,15 @@ pub fn health(
     now: Timestamp,
 ) -> Health {
     let recovered = match rule {
-        Some(rule) => symptoms::evaluate(std::slice::from_ref(rule), workload, pods, None, now)
-            .signals
-            .is_empty(),
+        Some(rule) => {
+            // The symptom as it is now: how long it must last before it
+            // opens an incident does not delay seeing it still there.
+            let mut now_rule = rule.clone();
+            now_rule.when.sustained_for = None;
+            symptoms::evaluate(std::slice::from_ref(&now_rule), workload, pods, None, now)
+                .signals
+                .is_empty()
+        }
         None => workload.all_ready(),
     };
     if workload.rollout_complete() && recovered {
@@ -181,9 +187,16 @@ fn remediate(decision: &mut Decision, incident: &Incident, ladder: &Ladder, seen
     // step fixed it): no new step starts, and one not yet applied is skipped.
     // An automatic action on a target that has recovered can only do harm.
     let recovered = ladder.rule.is_some() && health == Health::Healthy;
+    // A step the target already carries was applied (its record lost): it
+    // is verified, not skipped - the recovery may well be its doing.
+    let last_applied = decision
+        .status
+        .steps
+        .last()
+        .is_some_and(|r| workload.applied_step() == Some(r.id.as_str()));
     match ladder::next(ladder, &decision.status.steps, round, approved, health, now) {
         Next::Record { .. } if recovered => {}
-        Next::Execute { entry, .. } if recovered => step.skip_with(
+        Next::Execute { entry, .. } if recovered && !last_applied => step.skip_with(
             decision,
             entry,
             "StepSkipped",
@@ -1219,5 +1232,47 @@ mod tests {
         let step = last_step(&skipped);
         assert_eq!(step.result, StepResult::Skipped);
         assert!(step.changes.iter().all(|c| c == "something changed"));
+    }
+
+    #[test]
+    fn a_recovery_that_is_the_pending_steps_own_doing_is_verified_not_skipped() {
+        let policy = two_steps("Auto");
+        let pending = with_steps(
+            "Mitigating",
+            json!([entry(
+                "rollback",
+                "rollback",
+                "Pending",
+                "2026-01-01T00:00:05Z"
+            )]),
+        );
+        let marked = api(true, json!({STEP_ANNOTATION: "0123abcd-0-rollback-1"}));
+        let decision = decide(
+            &pending,
+            &seen(&policy, Some(marked), "2026-01-01T00:00:06Z"),
+        );
+        assert_eq!(last_step(&decision).result, StepResult::Verifying);
+    }
+
+    #[test]
+    fn a_symptom_with_a_sustained_period_counts_at_once_in_verification() {
+        let rule: PolicyRule = serde_json::from_value(json!({"name": "short",
+            "when": {"symptom": "ReplicasUnavailable", "belowRatio": 0.5, "sustainedFor": "2s"},
+            "severity": "P1", "type": "ServiceOutage", "actions": []}))
+        .unwrap();
+        let mut short = api(true, json!({}));
+        if let Workload::Deployment(d) = &mut short {
+            let d = Arc::make_mut(d);
+            d.spec.as_mut().unwrap().replicas = Some(3);
+            d.status = Some(
+                serde_json::from_value(json!({"observedGeneration": 2,
+                "replicas": 3, "updatedReplicas": 3, "readyReplicas": 1, "availableReplicas": 1}))
+                .unwrap(),
+            );
+        }
+        assert_eq!(
+            health(&short, &[], Some(&rule), at("2026-01-01T00:00:00Z")),
+            Health::Unhealthy
+        );
     }
 }
