@@ -16,7 +16,11 @@ use futures::StreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api, Client, CustomResourceExt, ResourceExt,
-    runtime::{Controller, conditions, reflector::ObjectRef, wait::await_condition},
+    runtime::{
+        Controller, conditions,
+        reflector::{ObjectRef, Store},
+        wait::await_condition,
+    },
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -147,6 +151,31 @@ pub async fn run(
     info!("controllers stopped");
 }
 
+/// The open incidents of the store that satisfy `keep`, as trigger refs.
+fn open_incidents(
+    store: &Store<Incident>,
+    keep: impl Fn(&Incident) -> bool,
+) -> Vec<ObjectRef<Incident>> {
+    store
+        .state_filter(|incident| incident.is_open() && keep(incident))
+        .iter()
+        .map(|incident| ObjectRef::from_obj(incident.as_ref()))
+        .collect()
+}
+
+/// Whether what a mapper reads of an object changed since it last looked
+/// (remembered in `seen`): status echoes must not trigger. A poisoned lock
+/// only loses the filter: every change then triggers.
+fn changed<K, V>(seen: &Mutex<HashMap<ObjectRef<K>, V>>, key: ObjectRef<K>, value: V) -> bool
+where
+    K: kube::Resource<DynamicType = ()>,
+    V: PartialEq + Clone,
+{
+    seen.lock()
+        .map(|mut seen| seen.insert(key, value.clone()) != Some(value))
+        .unwrap_or(true)
+}
+
 /// Maps a workload to the open incidents that target it.
 fn incidents_targeting<K>(
     watches: &Watches,
@@ -159,20 +188,11 @@ where
     move |workload| {
         let namespace = workload.meta().namespace.clone();
         let name = workload.meta().name.clone().unwrap_or_default();
-        store
-            .state_filter(|incident| {
-                incident.metadata.namespace == namespace
-                    && incident.spec.target.kind == kind
-                    && incident.spec.target.name == name
-                    && !incident
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.phase)
-                        .is_some_and(|p| p.is_closed())
-            })
-            .iter()
-            .map(|incident| ObjectRef::from_obj(incident.as_ref()))
-            .collect()
+        open_incidents(&store, |incident| {
+            incident.metadata.namespace == namespace
+                && incident.spec.target.kind == kind
+                && incident.spec.target.name == name
+        })
     }
 }
 
@@ -192,12 +212,7 @@ fn neighbours(
         let generation = policy.metadata.generation;
         // Deleted policies leave the store; their neighbours look again too.
         let deleted = store.get(&key).is_none();
-        let unchanged = !deleted
-            && seen
-                .lock()
-                .map(|mut seen| seen.insert(key.clone(), generation) == Some(generation))
-                .unwrap_or(false);
-        if unchanged {
+        if !deleted && !changed(&seen, key, generation) {
             return Vec::new();
         }
         store
@@ -217,20 +232,11 @@ fn siblings(
 ) -> impl Fn(Arc<Incident>) -> Vec<ObjectRef<Incident>> + Send + Sync + 'static {
     let store = watches.incidents.store();
     move |incident| {
-        store
-            .state_filter(|other| {
-                other.metadata.namespace == incident.metadata.namespace
-                    && other.spec.target == incident.spec.target
-                    && other.metadata.name != incident.metadata.name
-                    && !other
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.phase)
-                        .is_some_and(|p| p.is_closed())
-            })
-            .iter()
-            .map(|other| ObjectRef::from_obj(other.as_ref()))
-            .collect()
+        open_incidents(&store, |other| {
+            other.metadata.namespace == incident.metadata.namespace
+                && other.spec.target == incident.spec.target
+                && other.metadata.name != incident.metadata.name
+        })
     }
 }
 
@@ -247,34 +253,14 @@ fn incidents_under(
             policy.metadata.generation,
             policy.annotations().get(BREAKER_RESET_ANNOTATION).cloned(),
         );
-        let key = ObjectRef::from_obj(policy.as_ref());
-        // A poisoned lock only loses the filter: every change then triggers.
-        let unchanged = seen
-            .lock()
-            .map(|mut seen| seen.insert(key, read.clone()) == Some(read))
-            .unwrap_or(false);
-        if unchanged {
+        if !changed(&seen, ObjectRef::from_obj(policy.as_ref()), read) {
             return Vec::new();
         }
         let name = policy.name_any();
-        store
-            .state_filter(|incident| {
-                incident.metadata.namespace == policy.metadata.namespace
-                    && incident
-                        .spec
-                        .policy
-                        .as_ref()
-                        .or(incident.spec.source.policy.as_ref())
-                        == Some(&name)
-                    && !incident
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.phase)
-                        .is_some_and(|p| p.is_closed())
-            })
-            .iter()
-            .map(|incident| ObjectRef::from_obj(incident.as_ref()))
-            .collect()
+        open_incidents(&store, |incident| {
+            incident.metadata.namespace == policy.metadata.namespace
+                && incident.policy_name() == Some(&name)
+        })
     }
 }
 
@@ -301,8 +287,7 @@ fn policy_of_incident(incident: Arc<Incident>) -> Option<ObjectRef<RemediationPo
     let policy = incident
         .labels()
         .get(POLICY_LABEL)
-        .or(incident.spec.policy.as_ref())
-        .or(incident.spec.source.policy.as_ref())?;
+        .or(incident.policy_name())?;
     let namespace = incident.namespace()?;
     Some(ObjectRef::new(policy).within(&namespace))
 }

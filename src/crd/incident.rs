@@ -93,6 +93,26 @@ pub struct IncidentSpec {
     pub declined: Option<Decline>,
 }
 
+impl Incident {
+    /// Whether the incident is still open (not resolved or declined).
+    pub fn is_open(&self) -> bool {
+        !self
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(Phase::is_closed)
+    }
+
+    /// The RemediationPolicy it runs under: the one it names, else the one
+    /// whose rule detected it.
+    pub fn policy_name(&self) -> Option<&String> {
+        self.spec
+            .policy
+            .as_ref()
+            .or(self.spec.source.policy.as_ref())
+    }
+}
+
 /// How an incident came to exist.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]

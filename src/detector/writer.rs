@@ -174,7 +174,7 @@ impl Writer {
             .into_iter()
             .filter(|incident| {
                 let status = incident.status.as_ref();
-                let open = !status.and_then(|s| s.phase).is_some_and(|p| p.is_closed());
+                let open = incident.is_open();
                 let name = incident.name_any();
                 let cleared = self
                     .written

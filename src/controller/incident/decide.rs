@@ -112,7 +112,7 @@ fn ladder_of(
         return Ok(ladder::remnant());
     }
     let spec = &incident.spec;
-    let Some(policy) = spec.policy.as_ref().or(spec.source.policy.as_ref()) else {
+    let Some(policy) = incident.policy_name() else {
         return Err(None);
     };
     let rule = spec.rule.as_ref().or(spec.source.rule.as_ref());

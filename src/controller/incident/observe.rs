@@ -65,18 +65,14 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
         .ok_or(Error::MissingMetadata("namespace"))?;
     let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
     let spec = &incident.spec;
-    let policy = spec
-        .policy
-        .as_ref()
-        .or(spec.source.policy.as_ref())
-        .and_then(|name| {
-            ctx.watches
-                .policies
-                .store()
-                .get(&ObjectRef::new(name).within(&namespace))
-        });
+    let policy = incident.policy_name().and_then(|name| {
+        ctx.watches
+            .policies
+            .store()
+            .get(&ObjectRef::new(name).within(&namespace))
+    });
     let status = incident.status.as_ref();
-    let open = !status.and_then(|s| s.phase).is_some_and(|p| p.is_closed());
+    let open = incident.is_open();
 
     // The step about to be applied, if any: its plan reads the target fresh.
     let ladder = ladder::resolve(incident, policy.as_deref());
@@ -116,11 +112,10 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
     let approval_pending = on_target
         .iter()
         .filter(|other| other.name_any() != name)
+        .filter(|other| other.is_open())
         .filter_map(|other| {
-            let status = other.status.as_ref()?;
-            let step = status.steps.last()?;
-            let open = !status.phase.is_some_and(|p| p.is_closed());
-            (open && step.result == StepResult::AwaitingApproval)
+            let step = other.status.as_ref()?.steps.last()?;
+            (step.result == StepResult::AwaitingApproval)
                 .then(|| (other.name_any(), step.name.clone()))
         })
         .next();
@@ -128,12 +123,7 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
     let policy_name = policy.as_ref().map(|p| p.name_any());
     let policy_steps = match &policy_name {
         Some(name) => safety::applied_steps(same_namespace(&incidents, &namespace, |other| {
-            other
-                .spec
-                .policy
-                .as_ref()
-                .or(other.spec.source.policy.as_ref())
-                == Some(name)
+            other.policy_name() == Some(name)
         })),
         None => Vec::new(),
     };

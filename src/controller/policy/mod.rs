@@ -228,8 +228,7 @@ fn from_incidents(
 ) -> (Option<Time>, CircuitBreakerStatus) {
     let name = policy.name_any();
     let mine = watches.incidents.store().state_filter(|i| {
-        i.namespace().as_deref() == Some(namespace)
-            && i.spec.policy.as_ref().or(i.spec.source.policy.as_ref()) == Some(&name)
+        i.namespace().as_deref() == Some(namespace) && i.policy_name() == Some(&name)
     });
     let last_triggered = mine
         .iter()
