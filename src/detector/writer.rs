@@ -371,11 +371,14 @@ impl Writer {
             return Ok(Written::Done);
         }
         // What changes the incident's course goes at once: the first
-        // record, a clear, a return after a clear, a reopen. Counts wait.
-        let course_changed = previous
-            .as_ref()
-            .is_none_or(|p| p.cleared_at.is_some() != detection.cleared_at.is_some())
-            || reopen;
+        // record, a clear, a return after a clear, a reopen, a pod newly
+        // failing (the blast radius grew). Repeats of the same pods wait.
+        let course_changed = previous.as_ref().is_none_or(|p| {
+            p.cleared_at.is_some() != detection.cleared_at.is_some()
+                || p.affected_pods.len() + usize::try_from(p.affected_pods_omitted).unwrap_or(0)
+                    < detection.affected_pods.len()
+                        + usize::try_from(detection.affected_pods_omitted).unwrap_or(0)
+        }) || reopen;
         let recent = self
             .last_write
             .get(&id)

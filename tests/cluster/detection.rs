@@ -342,7 +342,21 @@ async fn each_pod_symptom_opens_a_classified_incident_with_evidence() {
     }
     for (name, _, symptom, severity, incident_type, rule, pod_reason) in cases {
         let key = format!("Deployment/{name}/{symptom}");
-        let incident = incident_for(&client, &ns, &key).await;
+        let opened = incident_for(&client, &ns, &key).await;
+        // The two pods may fail a flush apart: wait until both are counted.
+        let incident = incident_where(
+            &client,
+            &ns,
+            opened.metadata.name.as_deref().unwrap(),
+            "both failing pods counted",
+            |i| {
+                i.status
+                    .as_ref()
+                    .and_then(|s| s.detection.as_ref())
+                    .is_some_and(|d| d.affected_pods.len() >= 2)
+            },
+        )
+        .await;
         check(&incident, name, severity, incident_type, rule);
         let status = incident.status.unwrap();
         let detection = status.detection.unwrap();
