@@ -85,6 +85,9 @@ pub struct Metrics {
     circuit_breakers: Family<PolicyLabels, Gauge>,
     /// Writes dropped because this replica was no longer the current leader.
     pub fenced_writes: Counter,
+    /// What the detector holds in memory about workloads and incidents;
+    /// back to where it was once they are gone.
+    pub detector_entries: Gauge,
     /// Where the open-incident gauges are counted from at scrape time.
     pub incident_store: OnceLock<Store<Incident>>,
 }
@@ -172,6 +175,12 @@ impl Default for Metrics {
             "Writes dropped because this replica was no longer the current leader",
             fenced_writes.clone(),
         );
+        let detector_entries = Gauge::default();
+        registry.register(
+            "detector_entries",
+            "Entries the detector keeps about guarded workloads and their incidents",
+            detector_entries.clone(),
+        );
         let incidents_opened = Family::<OpenedLabels, Counter>::default();
         registry.register(
             "incidents_opened",
@@ -200,6 +209,7 @@ impl Default for Metrics {
             ladder_exhaustions,
             circuit_breakers,
             fenced_writes,
+            detector_entries,
             incident_store: OnceLock::new(),
         }
     }

@@ -37,7 +37,6 @@ use crate::{
 /// How often collected reports are written; repeats within it are coalesced.
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// How often what is remembered of deleted incidents is forgotten.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 type WorkloadId = (WorkloadKind, String, String);
 
@@ -72,8 +71,6 @@ struct Detector {
     snapshotted: BTreeSet<WorkloadId>,
     /// Workloads due a config snapshot.
     snapshot_jobs: BTreeSet<WorkloadId>,
-    /// When the writer's memory of deleted incidents was last pruned.
-    pruned: Instant,
     /// Only a current leader writes what it found.
     ctx: Arc<Context>,
 }
@@ -87,6 +84,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let mut policy_generations = HashMap::new();
     let mut deployment_changes = watches.deployments.changes();
     let mut statefulset_changes = watches.statefulsets.changes();
+    let mut incident_changes = watches.incidents.changes();
     let (sender, mut inputs) = mpsc::channel(1024);
     let mut detector = Detector {
         client: ctx.client.clone(),
@@ -108,7 +106,6 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         healthy_since: HashMap::new(),
         snapshotted: BTreeSet::new(),
         snapshot_jobs: BTreeSet::new(),
-        pruned: Instant::now(),
         ctx: ctx.clone(),
     };
     // Dedup is derived from the Incidents in the API: wait until they are
@@ -136,6 +133,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
             }
             Some(change) = deployment_changes.next() => detector.workload_changed(change.map(Workload::Deployment)),
             Some(change) = statefulset_changes.next() => detector.workload_changed(change.map(Workload::StatefulSet)),
+            Some(change) = incident_changes.next() => detector.incident_changed(&change),
             Some(input) = inputs.recv() => detector.pod_event(input),
             Some(expired) = futures::future::poll_fn(|cx| detector.timers.poll_expired(cx)) => {
                 let id = expired.into_inner();
@@ -239,6 +237,35 @@ impl Detector {
             }
             Change::Resynced => self.policies_changed(),
         }
+    }
+
+    /// The writer forgets deleted incidents at once, and after a resync
+    /// every incident it no longer finds.
+    fn incident_changed(&mut self, change: &Change<crate::crd::Incident>) {
+        match change {
+            Change::Applied(_) => {}
+            Change::Deleted(incident) => self.writer.forget(&(
+                incident.namespace().unwrap_or_default(),
+                incident.name_any(),
+            )),
+            Change::Resynced => self.writer.prune(),
+        }
+    }
+
+    /// How many entries it keeps about workloads, pending reports and
+    /// incidents (not the pods it watches: those are the cluster's state).
+    fn remembered(&self) -> usize {
+        self.workloads.len()
+            + self.evaluations.len()
+            + self.short_since.len()
+            + self.timer_keys.len()
+            + self.pending.len()
+            + self.noticed.len()
+            + self.healthy_since.len()
+            + self.snapshotted.len()
+            + self.snapshot_jobs.len()
+            + self.pod_watches.len()
+            + self.writer.remembered()
     }
 
     fn forget(&mut self, id: &WorkloadId) {
@@ -563,10 +590,11 @@ impl Detector {
                 }
             }
         }
-        if self.pruned.elapsed() >= PRUNE_EVERY {
-            self.writer.prune();
-            self.pruned = Instant::now();
-        }
+        let entries = self.remembered();
+        self.ctx
+            .metrics
+            .detector_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
     }
 }
 

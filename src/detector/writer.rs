@@ -193,7 +193,8 @@ impl Writer {
         })
     }
 
-    /// Forgets what it remembers of incidents that no longer exist.
+    /// Forgets what it remembers of incidents that no longer exist (after
+    /// a resync, when deletions may have been missed).
     pub fn prune(&mut self) {
         let existing: BTreeSet<(String, String)> = self
             .incidents
@@ -414,7 +415,13 @@ impl Writer {
         Ok(Written::Done)
     }
 
-    fn forget(&mut self, id: &(String, String)) {
+    /// How many entries it keeps about incidents.
+    pub fn remembered(&self) -> usize {
+        self.written.len() + self.affected.len() + self.created.len() + self.last_write.len()
+    }
+
+    /// Forgets what it remembers of one incident (deleted).
+    pub fn forget(&mut self, id: &(String, String)) {
         self.written.remove(id);
         self.affected.remove(id);
         self.last_write.remove(id);
@@ -434,4 +441,69 @@ fn truncate(text: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}...", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::{reflector, watcher};
+
+    use super::*;
+
+    fn incident(name: &str) -> Incident {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"title": "t", "severity": "P1", "type": "ServiceOutage",
+                     "target": {"kind": "Deployment", "name": "api"},
+                     "source": {"kind": "Detected"}}
+        }))
+        .unwrap()
+    }
+
+    /// A writer whose store holds `existing`, remembering `names`.
+    fn writer(existing: &[&str], names: &[&str]) -> Writer {
+        let (service, _handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let (store, mut filler) = reflector::store::<Incident>();
+        for name in existing {
+            filler.apply_watcher_event(&watcher::Event::Apply(incident(name)));
+        }
+        let mut writer = Writer::new(
+            Client::new(service, "default"),
+            Arc::new(Metrics::default()),
+            store,
+        );
+        for name in names {
+            let id = ("shop".to_owned(), (*name).to_owned());
+            writer
+                .written
+                .insert(id.clone(), DetectionStatus::default());
+            writer.affected.insert(id.clone(), BTreeSet::new());
+            writer.last_write.insert(id, Instant::now());
+            writer.created.insert(
+                ("shop".to_owned(), format!("key-{name}")),
+                (*name).to_owned(),
+            );
+        }
+        writer
+    }
+
+    #[tokio::test]
+    async fn forgets_incidents_that_are_gone() {
+        let mut writer = writer(&["kept"], &["kept", "gone"]);
+        assert_eq!(writer.remembered(), 8);
+        writer.prune();
+        assert_eq!(writer.remembered(), 4, "only what is kept remains");
+        let kept = ("shop".to_owned(), "kept".to_owned());
+        assert!(writer.written.contains_key(&kept));
+        assert_eq!(
+            writer.created.values().collect::<Vec<_>>(),
+            ["kept"],
+            "a create pointing at a gone incident is forgotten too"
+        );
+        writer.forget(&kept);
+        assert_eq!(writer.remembered(), 0, "a deleted incident leaves nothing");
+    }
 }

@@ -11,6 +11,7 @@ mod detection;
 mod faults;
 mod incident;
 mod leader;
+mod operations;
 mod policy;
 mod remediation;
 mod validation;

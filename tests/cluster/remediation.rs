@@ -6,7 +6,7 @@ use std::time::Duration;
 use healing_guard_operator::crd::{Incident, Phase, RemediationPolicy, StepResult};
 use k8s_openapi::api::{apps::v1::Deployment, events::v1::Event};
 use kube::{
-    Api, Client,
+    Api, Client, ResourceExt,
     api::{ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
@@ -181,7 +181,11 @@ async fn a_bad_rollout_is_rolled_back_verified_and_resolved() {
 
 #[tokio::test]
 async fn dry_run_plans_and_records_but_changes_nothing() {
-    let actions = json!([{"action": "rollback"}, {"action": "scale", "scale": {"increment": 2, "maxReplicas": 8}}]);
+    let actions = json!([
+        {"action": "rollback"},
+        {"action": "scale", "scale": {"increment": 2, "maxReplicas": 8}},
+        {"action": "restart", "restart": {"method": "DeletePods", "maxUnavailable": 1}}
+    ]);
     let (client, ns, _operator) = setup("fix-dryrun", "DryRun", actions, "2m").await;
     let deployments = bad_release(&client, &ns).await;
     let generation = deployments.get("api").await.unwrap().metadata.generation;
@@ -203,7 +207,10 @@ async fn dry_run_plans_and_records_but_changes_nothing() {
     .await;
     let status = incident.status.unwrap();
     let results: Vec<_> = status.steps.iter().map(|s| s.result).collect();
-    assert_eq!(results, [StepResult::DryRun, StepResult::DryRun]);
+    assert_eq!(
+        results,
+        [StepResult::DryRun, StepResult::DryRun, StepResult::DryRun]
+    );
     // What would have happened, and that it did not.
     assert_eq!(
         status.steps[0].changes,
@@ -212,6 +219,11 @@ async fn dry_run_plans_and_records_but_changes_nothing() {
     assert_eq!(
         status.steps[1].changes,
         ["dry run, nothing changed: Deployment/api replicas 3 -> 5"]
+    );
+    // A restart by eviction says what it would do, not that pods went.
+    assert_eq!(
+        status.steps[2].changes,
+        ["dry run, nothing changed: Deployment/api pods evicted, at most 1 unavailable at a time"]
     );
     let deployment = deployments.get("api").await.unwrap();
     assert_eq!(
@@ -679,12 +691,22 @@ async fn require_approval_waits_then_runs_when_approved() {
     assert_eq!(revision(deployments.get("api").await.unwrap()), "3");
 }
 
-#[tokio::test]
-async fn a_corrupted_config_is_restored_from_its_snapshot_and_the_workload_recovers() {
+/// A namespace watched by the operator, a policy restoring the ConfigMap
+/// `healing-guard-config` when `api` crash-loops, the ConfigMap with good
+/// content, and `api` reading it, healthy long enough to be snapshotted.
+async fn config_restore_setup(
+    prefix: &str,
+) -> (
+    Client,
+    String,
+    Operator,
+    Api<k8s_openapi::api::core::v1::ConfigMap>,
+    Value,
+) {
     use k8s_openapi::api::core::v1::ConfigMap;
     let client = client().await;
-    let ns = namespace(&client, "fix-config").await;
-    let _operator = Operator::start(&ns).await;
+    let ns = namespace(&client, prefix).await;
+    let operator = Operator::start(&ns).await;
     policy_with(&client, &ns, json!({
         "mode": "Auto",
         "targets": [{"kind": "Deployment", "names": ["api"]}],
@@ -732,6 +754,12 @@ async fn a_corrupted_config_is_restored_from_its_snapshot_and_the_workload_recov
     })
     .await;
     assert_eq!(serde_json::to_value(&snapshot.data).unwrap(), good);
+    (client, ns, operator, config_maps, good)
+}
+
+#[tokio::test]
+async fn a_corrupted_config_is_restored_from_its_snapshot_and_the_workload_recovers() {
+    let (client, ns, _operator, config_maps, good) = config_restore_setup("fix-config").await;
 
     // Someone corrupts the config; the app, reading it, crashes.
     let corrupt = json!({"data": {"DATABASE_URL": "###corrupted###"}});
@@ -757,6 +785,38 @@ async fn a_corrupted_config_is_restored_from_its_snapshot_and_the_workload_recov
     );
     let restored = config_maps.get("healing-guard-config").await.unwrap();
     assert_eq!(serde_json::to_value(&restored.data).unwrap(), good);
+}
+
+#[tokio::test]
+async fn a_deleted_config_map_is_created_again_from_its_snapshot() {
+    let (client, ns, _operator, config_maps, good) = config_restore_setup("fix-config-gone").await;
+
+    // Someone deletes the config; the app, missing it, crashes.
+    config_maps
+        .delete("healing-guard-config", &Default::default())
+        .await
+        .unwrap();
+    label_pods(&client, &ns, "app=api", 2, "crashloop").await;
+
+    let incident = resolved(&client, &ns, "api-crashloop").await;
+    let step = &incident.status.unwrap().steps[0];
+    assert_eq!(step.result, StepResult::Succeeded, "{step:?}");
+    assert!(
+        step.changes.iter().any(|c| c.starts_with(
+            "ConfigMap/healing-guard-config was missing: created again from snapshot hg-snapshot-healing-guard-config-"
+        )),
+        "{:?}",
+        step.changes
+    );
+    let restored = config_maps.get("healing-guard-config").await.unwrap();
+    assert_eq!(serde_json::to_value(&restored.data).unwrap(), good);
+    assert_eq!(
+        restored
+            .annotations()
+            .get("healing-guard.io/incident")
+            .map(String::as_str),
+        Some("api-crashloop")
+    );
 }
 
 #[tokio::test]

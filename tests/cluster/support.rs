@@ -321,7 +321,7 @@ pub struct Launch<'a> {
     pub namespaced: bool,
     /// More `run` arguments.
     pub extra: &'a [&'a str],
-    /// `RUST_LOG`.
+    /// `RUST_LOG`; empty leaves it unset, for the operator's own default.
     pub log_filter: &'a str,
     /// `HGO_FAILPOINTS`: where the operator aborts itself (see src/failpoint.rs).
     pub failpoints: &'a str,
@@ -421,11 +421,16 @@ impl Operator {
         }
         let binary = env!("CARGO_BIN_EXE_healing-guard-operator");
         let output = std::fs::File::create(&log)?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if launch.log_filter.is_empty() {
+            command.env_remove("RUST_LOG");
+        } else {
+            command.env("RUST_LOG", launch.log_filter);
+        }
+        let child = command
             .args(args)
             .args(launch.extra)
             .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", launch.log_filter)
             .env("HGO_FAILPOINTS", launch.failpoints)
             .stdin(Stdio::null())
             .stdout(output.try_clone()?)

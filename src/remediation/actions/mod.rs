@@ -99,8 +99,6 @@ pub enum Refusal {
     NoSuchContainer(String),
     #[error("no known-good snapshot of ConfigMap {0} yet")]
     NoSnapshot(String),
-    #[error("ConfigMap {0} not found")]
-    NoConfigMap(String),
     #[error("ConfigMap {0} already matches its last known-good snapshot; nothing to restore")]
     NothingToRestore(String),
     #[error(

@@ -62,7 +62,9 @@ pub fn plan(
         // The annotation marks the step applied; pods go in batches while verifying.
         return Ok(Planned {
             change: AnyChange::Restart(Change::Apply(apply_body(workload, mark, json!({})))),
-            summary: format!("{kind}/{name} pods deleted, at most {max_unavailable} at a time"),
+            summary: format!(
+                "{kind}/{name} pods evicted, at most {max_unavailable} unavailable at a time"
+            ),
         });
     }
     let stamp = now.to_string();

@@ -4,7 +4,7 @@
 use k8s_openapi::{api::core::v1::ConfigMap, jiff::Timestamp};
 use kube::{
     Api, Client, ResourceExt,
-    api::{Patch, PostParams},
+    api::{ObjectMeta, Patch, PostParams},
 };
 use serde_json::{Value, json};
 
@@ -30,7 +30,8 @@ pub struct Inputs {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Change {
     /// Replaced as a whole; it carries the resourceVersion it was read at,
-    /// so a ConfigMap changed since is not overwritten.
+    /// so a ConfigMap changed since is not overwritten. Without one it was
+    /// missing, and is created.
     pub config_map: Box<ConfigMap>,
     pub workload: Value,
     /// What the restore did, for the ledger.
@@ -72,19 +73,39 @@ pub fn plan(
         .snapshot
         .as_ref()
         .ok_or_else(|| Refusal::NoSnapshot(name.clone()))?;
-    let current = inputs
-        .current
-        .as_ref()
-        .ok_or_else(|| Refusal::NoConfigMap(name.clone()))?;
     let snapshot_name = snapshot.name_any();
     let taken = known_good::taken_at(snapshot)
         .map(|t| t.to_string())
         .unwrap_or_default();
-    if current.data == snapshot.data && current.binary_data == snapshot.binary_data {
-        return Err(Refusal::NothingToRestore(name.clone()));
-    }
-    let (config_map, detail) = {
-        let mut restored = current.clone();
+    let (config_map, detail) = match &inputs.current {
+        Some(current)
+            if current.data == snapshot.data && current.binary_data == snapshot.binary_data =>
+        {
+            return Err(Refusal::NothingToRestore(name.clone()));
+        }
+        // Replaced as read: its resourceVersion makes the write conditional.
+        Some(current) => (
+            current.clone(),
+            format!("ConfigMap/{name} content from snapshot {snapshot_name} taken {taken}"),
+        ),
+        // Deleted (the pods that read it cannot start): created again, a
+        // create being conditional on nobody having done so meanwhile.
+        None => (
+            ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(workload.namespace()),
+                    ..ObjectMeta::default()
+                },
+                ..ConfigMap::default()
+            },
+            format!(
+                "ConfigMap/{name} was missing: created again from snapshot {snapshot_name} taken {taken}"
+            ),
+        ),
+    };
+    let config_map = {
+        let mut restored = config_map;
         restored.data = snapshot.data.clone();
         restored.binary_data = snapshot.binary_data.clone();
         let annotations = restored
@@ -93,10 +114,7 @@ pub fn plan(
             .get_or_insert_with(Default::default);
         annotations.insert(INCIDENT_ANNOTATION.into(), mark.incident.into());
         annotations.insert(RESTORED_FROM_ANNOTATION.into(), snapshot_name.clone());
-        (
-            Box::new(restored),
-            format!("ConfigMap/{name} content from snapshot {snapshot_name} taken {taken}"),
-        )
+        Box::new(restored)
     };
     // Without a restart the annotations still mark the step as applied.
     let (spec, restart) = if settings.restart {
@@ -133,9 +151,13 @@ pub async fn apply(
         field_manager: Some(FIELD_MANAGER.into()),
     };
     let config_map = &change.config_map;
-    Api::<ConfigMap>::namespaced(client.clone(), &workload.namespace())
-        .replace(&config_map.name_any(), &params, config_map)
-        .await?;
+    let api = Api::<ConfigMap>::namespaced(client.clone(), &workload.namespace());
+    if config_map.metadata.resource_version.is_some() {
+        api.replace(&config_map.name_any(), &params, config_map)
+            .await?;
+    } else {
+        api.create(&params, config_map).await?;
+    }
     patch_workload(
         client,
         workload,
@@ -231,19 +253,26 @@ mod tests {
             ),
             Err(Refusal::NoSnapshot("cfg".into()))
         );
-        let no_config_map = Inputs {
+        let deleted = Inputs {
             current: None,
             snapshot: Some(config_map("hg-snapshot-cfg-1", "good")),
         };
+        let planned = plan(&restore(true), &deployment("1", 2), &deleted, MARK, now()).unwrap();
+        let AnyChange::RestoreConfig(change) = planned.change else {
+            panic!("a restore")
+        };
+        assert_eq!(change.config_map.name_any(), "cfg");
         assert_eq!(
-            plan(
-                &restore(true),
-                &deployment("1", 2),
-                &no_config_map,
-                MARK,
-                now()
+            change.config_map.metadata.resource_version, None,
+            "a deleted ConfigMap is created again"
+        );
+        assert_eq!(change.config_map.data.clone().unwrap()["mode"], "good");
+        assert!(
+            change.detail.starts_with(
+                "ConfigMap/cfg was missing: created again from snapshot hg-snapshot-cfg-1"
             ),
-            Err(Refusal::NoConfigMap("cfg".into()))
+            "{}",
+            change.detail
         );
     }
 }
