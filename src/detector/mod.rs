@@ -36,7 +36,6 @@ use crate::{
 
 /// How often collected reports are written; repeats within it are coalesced.
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
-/// How often what is remembered of deleted incidents is forgotten.
 
 type WorkloadId = (WorkloadKind, String, String);
 
