@@ -15,4 +15,5 @@ pub mod names;
 pub mod remediation;
 pub mod server;
 pub mod telemetry;
+pub mod validation;
 pub mod workload;

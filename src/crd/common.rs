@@ -93,7 +93,19 @@ pub enum IncidentType {
 }
 
 /// How remediation steps are carried out.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, JsonSchema)]
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    JsonSchema,
+    strum::Display,
+)]
 pub enum Mode {
     /// Steps run as soon as they are due.
     Auto,
@@ -129,41 +141,142 @@ pub enum WorkloadKind {
 }
 
 /// A duration written the Go way (`90s`, `5m`, `1h30m`), as in metav1.Duration.
-#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Duration(pub kube::core::Duration);
+///
+/// Decoding never fails: a value the schema refuses today but an older
+/// schema let in decodes as unusable, [`crate::validation`] reports it, and
+/// [`Duration::as_std`] clamps it, so one bad object can neither stop the
+/// watch of all the others nor overflow a timer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Duration(Result<std::time::Duration, BadDuration>);
 
-/// Go duration syntax without a sign: one or more number-unit pairs.
-pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
+/// Why a written duration cannot be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadDuration {
+    #[error("not a duration such as 90s, 5m or 1h30m")]
+    Malformed,
+    #[error("longer than any setting allows ({LONGEST_TEXT})")]
+    TooLong,
+}
+
+/// Go duration syntax without a sign: up to four number-unit pairs, each
+/// number at most nine digits (so no parse can overflow).
+pub const DURATION_PATTERN: &str = r"^([0-9]{1,9}(\.[0-9]{1,9})?(ns|us|µs|ms|s|m|h)){1,4}$";
+/// The longest text of a duration.
+pub const DURATION_MAX_LENGTH: usize = 40;
+/// The longest duration any field allows; far below what timers accept
+/// (about two years), and what an unusable value is clamped to.
+pub const LONGEST: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);
+const LONGEST_TEXT: &str = "8784h";
 
 impl Duration {
-    /// The duration as a std duration (the schema rules out negative values).
+    /// Reads a Go duration; what the schema's pattern refuses is unusable.
+    pub fn parse(text: &str) -> Self {
+        Duration(parse(text))
+    }
+
+    /// The duration, or why it cannot be used.
+    pub fn checked(&self) -> Result<std::time::Duration, BadDuration> {
+        self.0
+    }
+
+    /// The duration for timers and arithmetic, never beyond [`LONGEST`]
+    /// (an unusable value, which validation has already reported, counts as
+    /// that longest one: the safe side for cooldowns and windows).
     pub fn as_std(&self) -> std::time::Duration {
-        self.0.into()
+        self.0.unwrap_or(LONGEST).min(LONGEST)
     }
 
     /// A duration from whole seconds.
     pub fn from_secs(seconds: u64) -> Self {
-        Duration(std::time::Duration::from_secs(seconds).into())
+        Duration(Ok(std::time::Duration::from_secs(seconds)))
     }
 }
 
+fn parse(text: &str) -> Result<std::time::Duration, BadDuration> {
+    let well_formed = text.len() <= DURATION_MAX_LENGTH
+        && !text.is_empty()
+        && text.starts_with(|c: char| c.is_ascii_digit())
+        && text
+            .split(|c: char| !c.is_ascii_digit())
+            .all(|digits| digits.len() <= 9);
+    if !well_formed {
+        return Err(BadDuration::Malformed);
+    }
+    let parsed: kube::core::Duration = text.parse().map_err(|_| BadDuration::Malformed)?;
+    if parsed.is_negative() {
+        return Err(BadDuration::Malformed);
+    }
+    let value: std::time::Duration = parsed.into();
+    if value > LONGEST {
+        return Err(BadDuration::TooLong);
+    }
+    Ok(value)
+}
+
 impl FromStr for Duration {
-    type Err = kube::core::duration::ParseError;
+    type Err = BadDuration;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        text.parse().map(Duration)
+        parse(text).map(|value| Duration(Ok(value)))
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Ok(value) => serializer.collect_str(&kube::core::Duration::from(value)),
+            // Never written back: what it was is not known any more.
+            Err(bad) => Err(serde::ser::Error::custom(bad)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Duration;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a Go duration such as 90s, 5m or 1h30m")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Duration, E> {
+                Ok(Duration::parse(text))
+            }
+
+            // Not a string at all: unusable, not undecodable.
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Duration, E> {
+                Ok(Duration(Err(BadDuration::Malformed)))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Duration, E> {
+                Ok(Duration(Err(BadDuration::Malformed)))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Duration, E> {
+                Ok(Duration(Err(BadDuration::Malformed)))
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Duration, E> {
+                Ok(Duration(Err(BadDuration::Malformed)))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
     }
 }
 
 impl fmt::Debug for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
+        match self.0 {
+            Ok(value) => fmt::Debug::fmt(&value, f),
+            Err(bad) => write!(f, "<{bad}>"),
+        }
     }
 }
 
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
+        fmt::Debug::fmt(self, f)
     }
 }
 
@@ -179,6 +292,7 @@ impl JsonSchema for Duration {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
+            "maxLength": DURATION_MAX_LENGTH,
             "pattern": DURATION_PATTERN,
         })
     }
@@ -190,7 +304,7 @@ pub struct WorkloadRef {
     /// Kind of the workload.
     pub kind: WorkloadKind,
     /// Name of the workload.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), pattern(super::bounds::DNS_SUBDOMAIN))]
     pub name: String,
 }
 
@@ -228,6 +342,22 @@ pub enum ActionKind {
     RestoreConfig,
 }
 
+impl Mode {
+    /// The stricter of two modes: DryRun, then RequireApproval, then Auto.
+    pub fn tightened_by(self, other: Mode) -> Mode {
+        let rank = |mode: Mode| match mode {
+            Mode::DryRun => 0,
+            Mode::RequireApproval => 1,
+            Mode::Auto => 2,
+        };
+        if rank(other) < rank(self) {
+            other
+        } else {
+            self
+        }
+    }
+}
+
 impl ActionKind {
     /// Whether this action can be applied to a workload of that kind.
     pub fn applies_to(self, kind: WorkloadKind) -> bool {
@@ -258,7 +388,7 @@ pub struct Action {
     /// Name of the step, unique within its ladder; defaults to the action.
     /// Approvals and the step ledger refer to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(length(min = 1, max = 63), pattern(super::bounds::DNS_LABEL))]
     pub name: Option<String>,
     /// Which action to take.
     pub action: ActionKind,
@@ -277,6 +407,7 @@ pub struct Action {
     /// How long verification may take after this step before the next one is
     /// tried; defaults to the rule's verify timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = super::bounds::step_timeout())]
     pub timeout: Option<Duration>,
     /// Overrides the policy's mode for this step (e.g. RequireApproval for a
     /// destructive step in an otherwise automatic ladder).
@@ -318,19 +449,20 @@ pub struct RollbackAction {
     validation = Rule::new("has(self.replicas) || has(self.increment) || has(self.resources)").message("scale needs replicas, increment or resources"),
     validation = Rule::new("!(has(self.replicas) && has(self.increment))").message("scale takes replicas or increment, not both"),
     validation = Rule::new("!has(self.replicas) || !has(self.maxReplicas) || self.replicas <= self.maxReplicas").message("scale.replicas must not exceed scale.maxReplicas"),
+    validation = Rule::new("!has(self.increment) || has(self.maxReplicas)").message("a scale by increment needs maxReplicas, its ceiling").field_path(".maxReplicas"),
 )]
 pub struct ScaleAction {
     /// Set replicas to this number (never lowers them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = super::bounds::MAX_REPLICAS))]
     pub replicas: Option<i32>,
-    /// Raise replicas by this many.
+    /// Raise replicas by this many (needs maxReplicas).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = super::bounds::MAX_INCREMENT))]
     pub increment: Option<i32>,
     /// Upper bound on replicas after scaling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = super::bounds::MAX_REPLICAS))]
     pub max_replicas: Option<i32>,
     /// Container resources to set, e.g. limits memory 2Gi, cpu 1000m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -344,12 +476,15 @@ pub struct ScaleAction {
 pub struct ResourcePatch {
     /// Container to change; defaults to the first container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), pattern(super::bounds::DNS_LABEL))]
     pub container: Option<String>,
     /// Limits to set, e.g. `memory: 2Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::bounds::quantities")]
     pub limits: Option<BTreeMap<String, Quantity>>,
     /// Requests to set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::bounds::quantities")]
     pub requests: Option<BTreeMap<String, Quantity>>,
 }
 
@@ -372,7 +507,7 @@ pub struct RestartAction {
     pub method: RestartMethod,
     /// With DeletePods: how many pods may be gone at once.
     #[serde(default = "default_max_unavailable")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = super::bounds::MAX_COUNT))]
     pub max_unavailable: i32,
 }
 
@@ -385,7 +520,7 @@ fn default_max_unavailable() -> i32 {
 #[serde(rename_all = "camelCase")]
 pub struct RestoreConfigAction {
     /// The ConfigMap to put back, from the operator's last known-good snapshot.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), pattern(super::bounds::DNS_SUBDOMAIN))]
     pub config_map: String,
     /// Restart the workload afterwards so it reads the restored config.
     #[serde(default = "default_true")]

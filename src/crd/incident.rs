@@ -64,9 +64,11 @@ pub struct IncidentSpec {
     pub description: Option<String>,
     /// The RemediationPolicy (same namespace) whose rules and safety limits apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(super::bounds::DNS_SUBDOMAIN))]
     pub policy: Option<String>,
     /// The rule of that policy whose ladder to run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), pattern(super::bounds::DNS_LABEL))]
     pub rule: Option<String>,
     /// An explicit ladder for this incident, used instead of a policy rule's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,16 +125,20 @@ pub struct IncidentSource {
     pub kind: SourceKind,
     /// The policy whose rule detected it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(super::bounds::DNS_SUBDOMAIN))]
     pub policy: Option<String>,
     /// The rule that detected it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), pattern(super::bounds::DNS_LABEL))]
     pub rule: Option<String>,
     /// Target and symptom; one open incident exists per key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
     pub dedup_key: Option<String>,
     /// The earlier incident for the same key, when the signal returned after
     /// its reopen window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(super::bounds::DNS_SUBDOMAIN))]
     pub previous_incident: Option<String>,
 }
 
@@ -155,6 +161,7 @@ pub struct Acknowledgement {
     pub by: String,
     /// A note for the record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = super::bounds::MAX_NOTE))]
     pub note: Option<String>,
 }
 
@@ -163,7 +170,7 @@ pub struct Acknowledgement {
 #[serde(rename_all = "camelCase")]
 pub struct Approval {
     /// The step's name, as in the ladder.
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), pattern(super::bounds::DNS_LABEL))]
     pub step: String,
     /// Who approved.
     #[schemars(length(min = 1, max = 256))]

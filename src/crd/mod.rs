@@ -1,6 +1,7 @@
 //! The custom resources, as Rust types; the CRD YAML in `crds/` is generated
 //! from them (`healing-guard-operator crd`).
 
+pub mod bounds;
 pub mod common;
 // kube's printcolumn(...) repeats `type_ = ...`, which clippy mistakes for a duplicated attribute.
 #[allow(clippy::duplicated_attributes)]

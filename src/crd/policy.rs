@@ -6,7 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Action, Duration, IncidentType, Mode, Severity, WorkloadKind};
+use super::common::{Action, ActionKind, Duration, IncidentType, Mode, Severity, WorkloadKind};
 
 /// Which workloads a policy guards, how their failures are classified, and the
 /// escalation ladder of containment actions for each class of failure.
@@ -62,6 +62,25 @@ pub struct RemediationPolicySpec {
     #[serde(default)]
     #[schemars(range(min = -1000, max = 1000))]
     pub priority: i32,
+    /// What an Incident that names this policy may ask for beyond the
+    /// policy's own rules.
+    #[serde(default)]
+    pub incidents: IncidentAllowance,
+}
+
+/// What an Incident may bring of its own. The policy is the authority: an
+/// incident's `spec.mode` only ever tightens the policy's (DryRun is
+/// tightest, then RequireApproval, then Auto), and actions beyond what is
+/// allowed here run as a dry run only.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentAllowance {
+    /// Actions an incident on a workload this policy guards may list in its
+    /// own `spec.actions`, run under this policy's mode and safety limits.
+    /// Empty (the default): an incident's own actions are a dry run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub allowed_actions: Vec<ActionKind>,
 }
 
 impl RemediationPolicySpec {
@@ -73,7 +92,7 @@ impl RemediationPolicySpec {
 }
 
 /// How the detector treats incidents it opens for this policy.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Detection {
     /// Resolve a detected incident by itself once its signal has been clear
@@ -82,14 +101,16 @@ pub struct Detection {
     pub auto_resolve: bool,
     /// How long pods must stay healthy before a cleared signal counts.
     #[serde(default = "default_detection_hold_down")]
+    #[x_kube(validation = super::bounds::hold_down())]
     pub hold_down: Duration,
     /// A signal that returns within this time after resolution reopens the
     /// same incident (a flap); later, a new incident links to the old one.
     #[serde(default = "default_reopen_window")]
+    #[x_kube(validation = super::bounds::reopen_window())]
     pub reopen_window: Duration,
     /// Reopens after which the incident is marked Flapping.
     #[serde(default = "default_flap_threshold")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = super::bounds::MAX_COUNT))]
     pub flap_threshold: i32,
     /// Closed detected incidents kept per policy; older ones are deleted
     /// (never one still inside its reopen window). Declared incidents are
@@ -99,6 +120,7 @@ pub struct Detection {
     pub keep_closed: i32,
     /// Closed detected incidents older than this are deleted whatever their number.
     #[serde(default = "default_max_closed_age")]
+    #[x_kube(validation = super::bounds::retention())]
     pub max_closed_age: Duration,
 }
 
@@ -151,7 +173,10 @@ pub struct Target {
     pub selector: Option<LabelSelector>,
     /// Names of the guarded workloads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 100))]
+    #[schemars(
+        length(max = 100),
+        inner(length(min = 1, max = 253), pattern(super::bounds::DNS_SUBDOMAIN))
+    )]
     pub names: Option<Vec<String>>,
 }
 
@@ -161,7 +186,7 @@ pub struct Target {
 #[x_kube(validation = Rule::new("size(self.actions) > 0").message("a rule needs at least one action"))]
 pub struct PolicyRule {
     /// Name of the rule, unique in the policy; incidents record which rule opened them.
-    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(length(min = 1, max = 63), pattern(super::bounds::DNS_LABEL))]
     pub name: String,
     /// The symptom that triggers this rule.
     pub when: SymptomMatch,
@@ -258,10 +283,11 @@ pub struct SymptomMatch {
     pub symptom: Symptom,
     /// CrashLoopBackOff: the restart count at which it counts (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = super::bounds::MAX_RESTARTS))]
     pub min_restarts: Option<i32>,
     /// How long the symptom must last before it counts (required for NotReady).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = super::bounds::sustained_for())]
     pub sustained_for: Option<Duration>,
     /// ReplicasUnavailable: the fraction of desired replicas below which it counts, in (0, 1].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -270,14 +296,16 @@ pub struct SymptomMatch {
 }
 
 /// How recovery is verified after a step.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Verify {
     /// How long the rollout may take to complete with all pods ready.
     #[serde(default = "default_verify_timeout")]
+    #[x_kube(validation = super::bounds::step_timeout())]
     pub timeout: Duration,
     /// How long the workload must then stay healthy to count as recovered.
     #[serde(default = "default_hold_down")]
+    #[x_kube(validation = super::bounds::hold_down())]
     pub hold_down: Duration,
 }
 
@@ -300,27 +328,29 @@ fn default_hold_down() -> Duration {
 
 /// Limits on automatic actions. State for them lives in the API, so an
 /// operator restart does not reset them.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Safety {
     /// Minimum time between two actions on the same target.
     #[serde(default = "default_cooldown")]
+    #[x_kube(validation = super::bounds::cooldown())]
     pub cooldown: Duration,
     /// At most this many actions per target within `window`.
     #[serde(default = "default_max_actions")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = super::bounds::MAX_COUNT))]
     pub max_actions: i32,
     /// The window over which maxActions is counted.
     #[serde(default = "default_window")]
+    #[x_kube(validation = super::bounds::window())]
     pub window: Duration,
     /// Never take an action that would leave fewer ready replicas than this.
     #[serde(default)]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = super::bounds::MAX_REPLICAS))]
     pub min_ready_replicas: i32,
     /// Failed steps in a row after which the policy's circuit breaker opens and
     /// stays open until a human resets it.
     #[serde(default = "default_breaker_threshold")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = super::bounds::MAX_COUNT))]
     pub circuit_breaker_threshold: i32,
 }
 

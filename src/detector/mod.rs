@@ -384,6 +384,8 @@ impl Detector {
             .into_iter()
             .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
             .filter(|p| p.spec.targets.iter().any(|t| workload.is_selected_by(t)))
+            // An invalid policy is inert: it says so in its Ready condition.
+            .filter(|p| crate::validation::policy(&p.spec).is_empty())
             .collect();
         candidates.sort_by_key(|p| p.spec.precedence(&p.name_any()));
         candidates.into_iter().next()

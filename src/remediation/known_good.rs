@@ -18,8 +18,8 @@ use tracing::info;
 
 use crate::names::{
     DETECTOR_FIELD_MANAGER, KNOWN_GOOD_CONFIG_MAP as KNOWN_GOOD, MANAGED_BY, MANAGED_BY_LABEL,
-    SNAPSHOT_OF_LABEL as SNAPSHOT_OF, SNAPSHOT_WORKLOAD_ANNOTATION as WORKLOAD,
-    TAKEN_AT_ANNOTATION as TAKEN_AT,
+    SNAPSHOT_FIELD_MANAGER, SNAPSHOT_OF_LABEL as SNAPSHOT_OF,
+    SNAPSHOT_WORKLOAD_ANNOTATION as WORKLOAD, TAKEN_AT_ANNOTATION as TAKEN_AT,
 };
 
 /// Snapshots kept per ConfigMap; older ones are deleted.
@@ -50,7 +50,8 @@ pub async fn record_healthy_revision(
     Ok(())
 }
 
-/// The revision a Deployment last ran healthy, if recorded.
+/// The revision a Deployment last ran healthy, if recorded - by the
+/// detector: a value someone else wrote there is not trusted.
 pub async fn last_healthy_revision(
     client: &Client,
     namespace: &str,
@@ -58,7 +59,53 @@ pub async fn last_healthy_revision(
 ) -> Result<Option<i64>, kube::Error> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let known = api.get_opt(KNOWN_GOOD).await?;
-    Ok(known.and_then(|cm| cm.data?.get(&known_good_key(deployment))?.parse().ok()))
+    let key = known_good_key(deployment);
+    Ok(known
+        .filter(|cm| {
+            owned_only_by(
+                &cm.metadata,
+                DETECTOR_FIELD_MANAGER,
+                &["f:data", &format!("f:{key}")],
+            )
+        })
+        .and_then(|cm| cm.data?.get(&key)?.parse().ok()))
+}
+
+/// Whether `manager` owns the field at `path` of an object's managedFields
+/// and no other manager does.
+pub fn owned_only_by(meta: &ObjectMeta, manager: &str, path: &[&str]) -> bool {
+    let owners: Vec<&str> = meta
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| {
+            let mut fields = entry.fields_v1.as_ref().map(|f| &f.0);
+            for step in path {
+                fields = fields.and_then(|f| f.get(*step));
+            }
+            fields.is_some()
+        })
+        .map(|entry| entry.manager.as_deref().unwrap_or_default())
+        .collect();
+    !owners.is_empty() && owners.iter().all(|owner| *owner == manager)
+}
+
+/// Whether only `manager` ever wrote the object: nobody created it for us,
+/// and nobody changed it since.
+pub fn written_only_by(meta: &ObjectMeta, manager: &str) -> bool {
+    let entries = meta.managed_fields.as_deref().unwrap_or_default();
+    !entries.is_empty()
+        && entries
+            .iter()
+            .all(|entry| entry.manager.as_deref() == Some(manager))
+}
+
+/// A ConfigMap's snapshots: those the operator took, newest first, and the
+/// names of labelled look-alikes it did not write (never restored).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshots {
+    pub trusted: Vec<ConfigMap>,
+    pub ignored: Vec<String>,
 }
 
 /// The ConfigMaps a pod template reads: volumes, envFrom and env references.
@@ -105,19 +152,29 @@ pub fn config_maps_used(template: &PodTemplateSpec) -> BTreeSet<String> {
     names
 }
 
-/// The snapshots of a ConfigMap, newest first.
+/// The snapshots of a ConfigMap.
 pub async fn snapshots_of(
     client: &Client,
     namespace: &str,
     config_map: &str,
-) -> Result<Vec<ConfigMap>, kube::Error> {
+) -> Result<Snapshots, kube::Error> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let mut snapshots = api
+    let labelled = api
         .list(&ListParams::default().labels(&format!("{SNAPSHOT_OF}={config_map}")))
         .await?
         .items;
-    snapshots.sort_by_key(|s| std::cmp::Reverse(taken_at(s)));
-    Ok(snapshots)
+    Ok(sort_snapshots(labelled))
+}
+
+/// Trusted snapshots newest first; the others by name.
+pub fn sort_snapshots(labelled: Vec<ConfigMap>) -> Snapshots {
+    let (mut trusted, others): (Vec<ConfigMap>, Vec<ConfigMap>) = labelled
+        .into_iter()
+        .partition(|s| written_only_by(&s.metadata, SNAPSHOT_FIELD_MANAGER));
+    trusted.sort_by_key(|s| std::cmp::Reverse(taken_at(s)));
+    let mut ignored: Vec<String> = others.iter().map(ResourceExt::name_any).collect();
+    ignored.sort();
+    Snapshots { trusted, ignored }
 }
 
 /// When a snapshot was taken.
@@ -144,7 +201,7 @@ pub async fn take(
         let Some(current) = api.get_opt(name).await? else {
             continue;
         };
-        let snapshots = snapshots_of(client, namespace, name).await?;
+        let snapshots = snapshots_of(client, namespace, name).await?.trusted;
         let unchanged = snapshots.first().is_some_and(|latest| {
             latest.data == current.data && latest.binary_data == current.binary_data
         });
@@ -168,7 +225,11 @@ pub async fn take(
                 binary_data: current.binary_data.clone(),
                 immutable: Some(true),
             };
-            match api.create(&PostParams::default(), &snapshot).await {
+            let params = PostParams {
+                dry_run: false,
+                field_manager: Some(SNAPSHOT_FIELD_MANAGER.into()),
+            };
+            match api.create(&params, &snapshot).await {
                 Ok(_) => {
                     info!(config_map = %name, snapshot = %snapshot_name, %workload, "known-good config snapshot taken");
                     made.push(snapshot_name);
@@ -177,7 +238,8 @@ pub async fn take(
                 Err(error) => return Err(error),
             }
         }
-        let all = snapshots_of(client, namespace, name).await?;
+        // Only its own history is pruned; look-alikes are someone else's.
+        let all = snapshots_of(client, namespace, name).await?.trusted;
         for old in all.iter().skip(MAX_SNAPSHOTS) {
             let _ = api.delete(&old.name_any(), &DeleteParams::default()).await;
         }
@@ -226,5 +288,82 @@ mod tests {
             "hg-snapshot-healing-guard-config-1767225600"
         );
         assert!(snapshot_name(&"c".repeat(300), now).len() <= 253);
+    }
+
+    fn written_by(name: &str, managers: &[(&str, serde_json::Value)]) -> ConfigMap {
+        let entries: Vec<serde_json::Value> = managers
+            .iter()
+            .map(|(manager, fields)| {
+                serde_json::json!({"manager": manager, "operation": "Update",
+                                   "apiVersion": "v1", "fieldsType": "FieldsV1", "fieldsV1": fields})
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "managedFields": entries,
+                         "annotations": {TAKEN_AT: format!("2026-01-0{}T00:00:00Z", name.len() % 9 + 1)}},
+            "data": {"mode": "x"}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_snapshots_the_operator_alone_wrote_are_trusted() {
+        let data = serde_json::json!({"f:data": {"f:mode": {}}});
+        let ours = written_by(
+            "hg-snapshot-cfg-1",
+            &[(SNAPSHOT_FIELD_MANAGER, data.clone())],
+        );
+        let planted = written_by("hg-snapshot-cfg-22", &[("kubectl-create", data.clone())]);
+        let relabelled = written_by(
+            "hg-snapshot-cfg-333",
+            &[
+                (SNAPSHOT_FIELD_MANAGER, data.clone()),
+                ("kubectl-label", serde_json::json!({"f:metadata": {}})),
+            ],
+        );
+        let unknown = written_by("hg-snapshot-cfg-4444", &[]);
+        let sorted = sort_snapshots(vec![planted, relabelled, ours, unknown]);
+        let trusted: Vec<String> = sorted.trusted.iter().map(ResourceExt::name_any).collect();
+        assert_eq!(trusted, ["hg-snapshot-cfg-1"]);
+        assert_eq!(
+            sorted.ignored,
+            [
+                "hg-snapshot-cfg-22",
+                "hg-snapshot-cfg-333",
+                "hg-snapshot-cfg-4444"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_healthy_revision_counts_only_if_the_detector_alone_owns_it() {
+        let path = ["f:data", "f:deployment.api"];
+        let ours = serde_json::json!({"f:data": {"f:deployment.api": {}}});
+        let mine = written_by("known", &[(DETECTOR_FIELD_MANAGER, ours.clone())]);
+        assert!(owned_only_by(&mine.metadata, DETECTOR_FIELD_MANAGER, &path));
+        let shared = written_by(
+            "known",
+            &[
+                (DETECTOR_FIELD_MANAGER, ours.clone()),
+                ("kubectl-edit", ours),
+            ],
+        );
+        assert!(!owned_only_by(
+            &shared.metadata,
+            DETECTOR_FIELD_MANAGER,
+            &path
+        ));
+        let other_key = written_by(
+            "known",
+            &[(
+                DETECTOR_FIELD_MANAGER,
+                serde_json::json!({"f:data": {"f:deployment.web": {}}}),
+            )],
+        );
+        assert!(!owned_only_by(
+            &other_key.metadata,
+            DETECTOR_FIELD_MANAGER,
+            &path
+        ));
     }
 }

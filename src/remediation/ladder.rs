@@ -20,6 +20,7 @@ use crate::{
         Verify,
     },
     names::BREAKER_RESET_ANNOTATION,
+    workload::Workload,
 };
 
 /// What verification saw of the target right now.
@@ -45,6 +46,8 @@ pub struct Timing {
 pub struct Rung {
     pub action: Action,
     pub mode: Mode,
+    /// Why the policy lets this step be no more than a dry run.
+    pub limited: Option<String>,
     pub timing: Timing,
 }
 
@@ -90,8 +93,16 @@ impl Ladder {
     }
 }
 
-/// The incident's own actions, else its policy rule's; None when there are none.
-pub fn resolve(incident: &Incident, policy: Option<&RemediationPolicy>) -> Option<Ladder> {
+/// The incident's own actions, else its policy rule's; None when there are
+/// none. `guarded`: whether the policy's targets select the incident's
+/// target. The policy is the authority over what runs for real: without
+/// it, or on a target it does not guard, or for an own action it does not
+/// allow, a step is a dry run; an incident's mode only tightens.
+pub fn resolve(
+    incident: &Incident,
+    policy: Option<&RemediationPolicy>,
+    guarded: bool,
+) -> Option<Ladder> {
     let spec = &incident.spec;
     let rule_name = spec.rule.as_ref().or(spec.source.rule.as_ref());
     let rule = policy.and_then(|p| p.spec.rules.iter().find(|r| Some(&r.name) == rule_name));
@@ -104,13 +115,17 @@ pub fn resolve(incident: &Incident, policy: Option<&RemediationPolicy>) -> Optio
         (None, Some(rule)) => (rule.actions.clone(), rule.verify.clone(), Some(&rule.name)),
         (None, None) => return None,
     };
-    let policy_mode = policy.map(|p| p.spec.mode).unwrap_or_default();
+    let own = from_rule.is_none();
     let rungs = steps
         .into_iter()
-        .map(|action| Rung {
-            mode: step_mode(&action, spec.mode, policy_mode),
-            timing: timing(&action, &verify),
-            action,
+        .map(|action| {
+            let (mode, limited) = authorized_mode(&action, own, spec.mode, policy, guarded);
+            Rung {
+                mode,
+                limited,
+                timing: timing(&action, &verify),
+                action,
+            }
         })
         .collect();
     Some(Ladder {
@@ -129,9 +144,57 @@ pub fn resolve(incident: &Incident, policy: Option<&RemediationPolicy>) -> Optio
     })
 }
 
-/// The mode a step runs in: its own, else the incident's, else the policy's.
-pub fn step_mode(step: &Action, incident_mode: Option<Mode>, policy_mode: Mode) -> Mode {
-    step.mode.or(incident_mode).unwrap_or(policy_mode)
+/// Whether `policy` guards `workload` (its targets select it).
+pub fn guards(policy: Option<&RemediationPolicy>, workload: Option<&Workload>) -> bool {
+    match (policy, workload) {
+        (Some(policy), Some(workload)) => policy
+            .spec
+            .targets
+            .iter()
+            .any(|target| workload.is_selected_by(target)),
+        _ => false,
+    }
+}
+
+/// The mode a step runs in, and why it is a dry run when the policy does
+/// not let it be more. A policy rule's step runs in its own mode, else the
+/// policy's; an incident's own step in the policy's mode if the policy
+/// allows its action. The step's and the incident's own modes only tighten.
+pub fn authorized_mode(
+    step: &Action,
+    own: bool,
+    incident_mode: Option<Mode>,
+    policy: Option<&RemediationPolicy>,
+    guarded: bool,
+) -> (Mode, Option<String>) {
+    let base = match policy {
+        None => Err("no RemediationPolicy is named".to_owned()),
+        Some(policy) if !guarded => Err(format!(
+            "RemediationPolicy {} does not guard the target",
+            policy.name_any()
+        )),
+        Some(policy) if own && !policy.spec.incidents.allowed_actions.contains(&step.action) => {
+            Err(format!(
+                "RemediationPolicy {} does not allow incidents their own {} \
+                 (spec.incidents.allowedActions)",
+                policy.name_any(),
+                step.action
+            ))
+        }
+        Some(policy) if own => Ok(policy.spec.mode),
+        Some(policy) => Ok(step.mode.unwrap_or(policy.spec.mode)),
+    };
+    let (mut mode, limited) = match base {
+        Ok(mode) => (mode, None),
+        Err(why) => (Mode::DryRun, Some(format!("{why}: a dry run only"))),
+    };
+    if own && let Some(step_mode) = step.mode {
+        mode = mode.tightened_by(step_mode);
+    }
+    if let Some(incident_mode) = incident_mode {
+        mode = mode.tightened_by(incident_mode);
+    }
+    (mode, limited)
 }
 
 fn timing(step: &Action, verify: &Verify) -> Timing {
@@ -326,6 +389,7 @@ mod tests {
                 .map(|(action, mode)| Rung {
                     action,
                     mode: *mode,
+                    limited: None,
                     timing: TIMING,
                 })
                 .collect(),
@@ -672,6 +736,101 @@ mod tests {
             },
             "within the round, what was tried is not tried again"
         );
+    }
+
+    fn policy(mode: &str, allowed: &[&str]) -> RemediationPolicy {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "healing-guard.io/v1alpha1", "kind": "RemediationPolicy",
+            "metadata": {"name": "guard"},
+            "spec": {"mode": mode, "incidents": {"allowedActions": allowed},
+                     "targets": [{"kind": "Deployment", "names": ["api"]}],
+                     "rules": [{"name": "crash", "when": {"symptom": "CrashLoopBackOff"},
+                                "severity": "P0", "type": "ServiceOutage",
+                                "actions": [{"action": "rollback"},
+                                            {"action": "restart", "mode": "Auto"}]}]}
+        }))
+        .unwrap()
+    }
+
+    fn incident(mode: Option<&str>, actions: Option<serde_json::Value>) -> Incident {
+        let mut spec = serde_json::json!({
+            "title": "t", "severity": "P1", "type": "ServiceOutage",
+            "target": {"kind": "Deployment", "name": "api"},
+            "policy": "guard", "rule": "crash"
+        });
+        if let Some(mode) = mode {
+            spec["mode"] = mode.into();
+        }
+        if let Some(actions) = actions {
+            spec["actions"] = actions;
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
+            "metadata": {"name": "i"}, "spec": spec
+        }))
+        .unwrap()
+    }
+
+    fn modes(ladder: &Ladder) -> Vec<(Mode, bool)> {
+        ladder
+            .rungs
+            .iter()
+            .map(|r| (r.mode, r.limited.is_some()))
+            .collect()
+    }
+
+    #[test]
+    fn an_incident_cannot_do_more_than_its_policy_allows() {
+        use Mode::{Auto, DryRun, RequireApproval};
+        let approving = policy("RequireApproval", &[]);
+        // The rule's ladder in the policy's mode; a step's own mode in the policy is the author's.
+        let ladder = resolve(&incident(None, None), Some(&approving), true).unwrap();
+        assert_eq!(modes(&ladder), [(RequireApproval, false), (Auto, false)]);
+        // An incident's mode only tightens: Auto asks for nothing more, DryRun takes everything down.
+        let ladder = resolve(&incident(Some("Auto"), None), Some(&approving), true).unwrap();
+        assert_eq!(modes(&ladder), [(RequireApproval, false), (Auto, false)]);
+        let ladder = resolve(&incident(Some("DryRun"), None), Some(&approving), true).unwrap();
+        assert_eq!(modes(&ladder), [(DryRun, false), (DryRun, false)]);
+        // A target the policy does not guard: a dry run, and why.
+        let ladder = resolve(&incident(None, None), Some(&approving), false).unwrap();
+        assert_eq!(modes(&ladder), [(DryRun, true), (DryRun, true)]);
+        assert_eq!(
+            ladder.rungs[0].limited.as_deref(),
+            Some("RemediationPolicy guard does not guard the target: a dry run only")
+        );
+
+        // Own actions: only those the policy allows run, in its mode at most.
+        let own = serde_json::json!([
+            {"action": "scale", "scale": {"replicas": 8, "maxReplicas": 8}, "mode": "Auto"},
+            {"action": "restart"}
+        ]);
+        let automatic = policy("Auto", &["scale"]);
+        let ladder = resolve(
+            &incident(Some("Auto"), Some(own.clone())),
+            Some(&automatic),
+            true,
+        )
+        .unwrap();
+        assert_eq!(modes(&ladder), [(Auto, false), (DryRun, true)]);
+        assert!(
+            ladder.rungs[1]
+                .limited
+                .as_deref()
+                .unwrap()
+                .contains("does not allow incidents their own restart")
+        );
+        let ladder = resolve(&incident(None, Some(own.clone())), Some(&approving), true).unwrap();
+        assert_eq!(
+            modes(&ladder),
+            [(DryRun, true), (DryRun, true)],
+            "approving allows no own actions"
+        );
+        // No policy at all: everything is a dry run.
+        let mut alone = incident(Some("Auto"), Some(own));
+        alone.spec.policy = None;
+        alone.spec.rule = None;
+        let ladder = resolve(&alone, None, false).unwrap();
+        assert_eq!(modes(&ladder), [(DryRun, true), (DryRun, true)]);
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::{
         actions,
         ladder::{self, Health, Ladder, Next},
     },
+    validation,
     workload::Workload,
 };
 
@@ -101,13 +102,40 @@ fn ladder_of(
     seen: &Observation,
     status: &IncidentStatus,
 ) -> Result<Ladder, Option<(&'static str, String)>> {
-    if let Some(ladder) = ladder::resolve(incident, seen.policy.as_deref()) {
-        return Ok(ladder);
-    }
     let verifying = status
         .steps
         .last()
         .is_some_and(|s| s.result == StepResult::Verifying);
+    // What is invalid runs nothing new; a step already applied concludes.
+    let problems = validation::incident(&incident.spec);
+    if !problems.is_empty() {
+        if verifying {
+            return Ok(ladder::remnant());
+        }
+        let message = format!(
+            "{}; no step runs until the Incident is fixed",
+            validation::summary(&problems)
+        );
+        return Err(Some(("InvalidSpec", message)));
+    }
+    if let Some(policy) = &seen.policy {
+        let problems = validation::policy(&policy.spec);
+        if !problems.is_empty() {
+            if verifying {
+                return Ok(ladder::remnant());
+            }
+            let message = format!(
+                "RemediationPolicy {} is invalid ({}); no step runs until it is fixed",
+                kube::ResourceExt::name_any(policy.as_ref()),
+                validation::summary(&problems)
+            );
+            return Err(Some(("PolicyInvalid", message)));
+        }
+    }
+    let guarded = ladder::guards(seen.policy.as_deref(), seen.workload.as_ref());
+    if let Some(ladder) = ladder::resolve(incident, seen.policy.as_deref(), guarded) {
+        return Ok(ladder);
+    }
     if verifying {
         return Ok(ladder::remnant());
     }
@@ -1121,6 +1149,7 @@ mod tests {
         observed.inputs = Inputs::RestoreConfig(Box::new(restore_config::Inputs {
             current: Some(config.clone()),
             snapshot: Some(config),
+            ignored: Vec::new(),
         }));
         let decision = decide(&pending, &observed);
         assert_eq!(decision.effect, None);

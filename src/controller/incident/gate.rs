@@ -52,7 +52,11 @@ pub(super) fn unblock(decision: &mut Decision, incident: &Incident, now: &Time) 
             && c.status == "True"
             && matches!(
                 c.reason.as_str(),
-                "PolicyNotFound" | "RuleNotFound" | "TargetNotFound"
+                "PolicyNotFound"
+                    | "RuleNotFound"
+                    | "TargetNotFound"
+                    | "InvalidSpec"
+                    | "PolicyInvalid"
             )
     });
     if missing {

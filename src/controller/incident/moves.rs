@@ -71,12 +71,14 @@ impl Step<'_> {
             started_at: Some(self.now.clone()),
             finished_at: None,
             healthy_since: None,
-            message: awaiting_approval.then(|| {
-                format!(
+            message: if awaiting_approval {
+                Some(format!(
                     "waiting for approval of step {:?} in spec.approvals",
                     rung.name()
-                )
-            }),
+                ))
+            } else {
+                rung.limited.clone()
+            },
             changes: Vec::new(),
         });
         if runs_now {
@@ -86,7 +88,11 @@ impl Step<'_> {
         let message = if awaiting_approval {
             format!("step {name} ({action}) needs approval")
         } else {
-            format!("step {name} ({action}) recorded, mode {:?}", rung.mode)
+            let mode = rung.mode;
+            match &rung.limited {
+                Some(why) => format!("step {name} ({action}) recorded, mode {mode}: {why}"),
+                None => format!("step {name} ({action}) recorded, mode {mode}"),
+            }
         };
         decision.note(&self.now, false, "StepRecorded", message);
         // Saved first; the next reconcile runs it.

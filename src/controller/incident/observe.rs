@@ -75,16 +75,18 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
     let open = incident.is_open();
 
     // The step about to be applied, if any: its plan reads the target fresh.
-    let ladder = ladder::resolve(incident, policy.as_deref());
+    let target = &spec.target;
+    let stored = stored_workload(ctx, &namespace, target.kind, &target.name);
+    let guarded = ladder::guards(policy.as_deref(), stored.as_ref());
+    let ladder = ladder::resolve(incident, policy.as_deref(), guarded);
     let pending = status
         .and_then(|s| s.steps.last())
         .filter(|record| record.result == StepResult::Pending)
         .and_then(|record| ladder.as_ref()?.rung_of(record));
 
-    let target = &spec.target;
     let workload = match pending {
         Some(_) => read_workload(ctx, &namespace, target.kind, &target.name).await?,
-        None => stored_workload(ctx, &namespace, target.kind, &target.name),
+        None => stored,
     };
     let pods = match &workload {
         Some(workload) => pods_of(ctx, workload).await?,

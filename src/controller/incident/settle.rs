@@ -109,7 +109,11 @@ pub fn settle(
     let message = if effect.dry_run {
         record.result = StepResult::DryRun;
         record.finished_at = Some(now_time.clone());
-        record.message = Some("server-side dry run passed; nothing changed".into());
+        // Why it was only a dry run, when the policy said so, stays said.
+        record.message = Some(match record.message.take() {
+            Some(why) => format!("server-side dry run passed; nothing changed ({why})"),
+            None => "server-side dry run passed; nothing changed".into(),
+        });
         let ended = step_ended(record, now);
         decision.tallies.push(ended);
         format!("dry run of step {name}: would do {summary}")

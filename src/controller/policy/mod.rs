@@ -3,7 +3,6 @@
 
 pub mod overlap;
 pub mod retention;
-pub mod validate;
 
 use std::{collections::BTreeSet, sync::Arc};
 
@@ -19,6 +18,7 @@ use crate::{
     k8s::status_patch,
     names::{FIELD_MANAGER, POLICY_LABEL},
     remediation::safety,
+    validation,
     workload::Workload,
 };
 
@@ -43,7 +43,7 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
         .ok_or(Error::MissingMetadata("name"))?;
     let generation = policy.metadata.generation;
 
-    let problems = validate::validate(&policy.spec);
+    let problems = validation::policy(&policy.spec);
     let (last_triggered, circuit_breaker) = from_incidents(&ctx.watches, &policy, &namespace);
     ctx.metrics
         .set_circuit_breaker(&namespace, &name, circuit_breaker.open);
@@ -61,16 +61,14 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
     let overlaps = overlap::overlaps(&policy, &name, &others, &selected);
 
     let update = if !problems.is_empty() {
-        let message = problems
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
         ConditionUpdate {
             type_: READY,
             status: false,
             reason: "InvalidSpec",
-            message,
+            message: format!(
+                "{}; the policy guards nothing until this is fixed",
+                validation::summary(&problems)
+            ),
         }
     } else if matched == 0 {
         let kinds = policy

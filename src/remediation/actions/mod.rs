@@ -99,6 +99,10 @@ pub enum Refusal {
     NoSuchContainer(String),
     #[error("no known-good snapshot of ConfigMap {0} yet")]
     NoSnapshot(String),
+    #[error(
+        "no known-good snapshot of ConfigMap {0} that the operator took; ignored {1}, labelled as snapshots but written by someone else"
+    )]
+    UntrustedSnapshots(String, String),
     #[error("ConfigMap {0} already matches its last known-good snapshot; nothing to restore")]
     NothingToRestore(String),
     #[error(

@@ -23,6 +23,8 @@ use crate::{
 pub struct Inputs {
     pub current: Option<ConfigMap>,
     pub snapshot: Option<ConfigMap>,
+    /// Labelled as snapshots, but not written by the operator.
+    pub ignored: Vec<String>,
 }
 
 /// The restore: the ConfigMap with the snapshot's content, then an apply
@@ -53,7 +55,8 @@ pub async fn observe(
         .await?;
     Ok(Inputs {
         current,
-        snapshot: snapshots.into_iter().next(),
+        snapshot: snapshots.trusted.into_iter().next(),
+        ignored: snapshots.ignored,
     })
 }
 
@@ -69,10 +72,16 @@ pub fn plan(
         .as_ref()
         .ok_or(Refusal::MissingSettings(ActionKind::RestoreConfig))?;
     let name = &settings.config_map;
-    let snapshot = inputs
-        .snapshot
-        .as_ref()
-        .ok_or_else(|| Refusal::NoSnapshot(name.clone()))?;
+    let snapshot = match (&inputs.snapshot, inputs.ignored.is_empty()) {
+        (Some(snapshot), _) => snapshot,
+        (None, true) => return Err(Refusal::NoSnapshot(name.clone())),
+        (None, false) => {
+            return Err(Refusal::UntrustedSnapshots(
+                name.clone(),
+                inputs.ignored.join(", "),
+            ));
+        }
+    };
     let snapshot_name = snapshot.name_any();
     let taken = known_good::taken_at(snapshot)
         .map(|t| t.to_string())
@@ -191,6 +200,7 @@ mod tests {
         let inputs = Inputs {
             current: Some(config_map("cfg", "broken")),
             snapshot: Some(config_map("hg-snapshot-cfg-1", "good")),
+            ignored: Vec::new(),
         };
         let planned = plan(&restore(true), &deployment("1", 2), &inputs, MARK, now()).unwrap();
         assert_eq!(
@@ -218,6 +228,7 @@ mod tests {
         let same = Inputs {
             current: Some(config_map("cfg", "good")),
             snapshot: Some(config_map("hg-snapshot-cfg-1", "good")),
+            ignored: Vec::new(),
         };
         let moot = plan(&restore(true), &deployment("1", 2), &same, MARK, now());
         assert_eq!(moot, Err(Refusal::NothingToRestore("cfg".into())));
@@ -242,7 +253,20 @@ mod tests {
         let no_snapshot = Inputs {
             current: Some(config_map("cfg", "x")),
             snapshot: None,
+            ignored: Vec::new(),
         };
+        let planted = Inputs {
+            ignored: vec!["hg-snapshot-cfg-9".into()],
+            ..no_snapshot.clone()
+        };
+        assert_eq!(
+            plan(&restore(true), &deployment("1", 2), &planted, MARK, now()),
+            Err(Refusal::UntrustedSnapshots(
+                "cfg".into(),
+                "hg-snapshot-cfg-9".into()
+            )),
+            "a look-alike nobody can vouch for is never restored"
+        );
         assert_eq!(
             plan(
                 &restore(true),
@@ -256,6 +280,7 @@ mod tests {
         let deleted = Inputs {
             current: None,
             snapshot: Some(config_map("hg-snapshot-cfg-1", "good")),
+            ignored: Vec::new(),
         };
         let planned = plan(&restore(true), &deployment("1", 2), &deleted, MARK, now()).unwrap();
         let AnyChange::RestoreConfig(change) = planned.change else {
