@@ -198,7 +198,12 @@ fn parse(text: &str) -> Result<std::time::Duration, BadDuration> {
         && text.starts_with(|c: char| c.is_ascii_digit())
         && text
             .split(|c: char| !c.is_ascii_digit())
-            .all(|digits| digits.len() <= 9);
+            .all(|digits| digits.len() <= 9)
+        && text
+            .split(|c: char| c.is_ascii_digit() || c == '.')
+            .filter(|unit| !unit.is_empty())
+            .count()
+            <= 4;
     if !well_formed {
         return Err(BadDuration::Malformed);
     }
@@ -529,4 +534,58 @@ pub struct RestoreConfigAction {
 
 fn default_true() -> bool {
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_the_go_way_and_never_overflow() {
+        let secs = |text: &str| Duration::parse(text).checked().map(|d| d.as_secs_f64());
+        assert_eq!(secs("90s"), Ok(90.0));
+        assert_eq!(secs("1h30m"), Ok(5400.0));
+        assert_eq!(secs("1.5h"), Ok(5400.0));
+        assert_eq!(secs("250ms"), Ok(0.25));
+        assert_eq!(secs("0s"), Ok(0.0));
+        assert_eq!(secs("8784h"), Ok(8784.0 * 3600.0));
+        // Too long for any field, and beyond what timers take.
+        assert_eq!(secs("8785h"), Err(BadDuration::TooLong));
+        assert_eq!(secs("999999999h"), Err(BadDuration::TooLong));
+        // Numbers that would overflow the parser are refused before it runs.
+        for malformed in [
+            "99999999999999999999h",
+            "1e300h",
+            "",
+            "5 minutes",
+            "-5m",
+            "5",
+            "h",
+            "1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h",
+        ] {
+            assert_eq!(
+                secs(malformed),
+                Err(BadDuration::Malformed),
+                "{malformed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unusable_duration_decodes_and_is_clamped() {
+        let read = |json: serde_json::Value| serde_json::from_value::<Duration>(json).unwrap();
+        let huge = read(serde_json::json!("99999999999999999999h"));
+        assert_eq!(huge.checked(), Err(BadDuration::Malformed));
+        assert_eq!(huge.as_std(), LONGEST, "the safe side: as long as allowed");
+        assert_eq!(
+            read(serde_json::json!(300)).checked(),
+            Err(BadDuration::Malformed)
+        );
+        assert!(serde_json::to_value(huge).is_err(), "never written back");
+        let five = read(serde_json::json!("5m"));
+        assert_eq!(
+            serde_json::to_value(five).unwrap(),
+            serde_json::json!("300s")
+        );
+    }
 }

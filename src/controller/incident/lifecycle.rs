@@ -115,11 +115,25 @@ fn open(plan: &mut Plan, incident: &Incident, now: &Time) {
     }
     let spec = &incident.spec;
     phase::enter(&mut plan.status, Transition::Open, now);
-    let detected = spec
-        .detected_at
+    let created = incident
+        .metadata
+        .creation_timestamp
         .clone()
-        .or_else(|| incident.metadata.creation_timestamp.clone())
         .unwrap_or_else(|| now.clone());
+    // A problem is noticed before its Incident exists, never after: a
+    // detectedAt from the future would push every deadline out of reach.
+    let detected = match &spec.detected_at {
+        Some(claimed) if claimed.0 > created.0 => {
+            let message = format!(
+                "spec.detectedAt {} is after the Incident was created; deadlines count from its creation, {}",
+                claimed.0, created.0
+            );
+            plan.note(now, "DetectedAtIgnored", message, warning("Open"));
+            created
+        }
+        Some(claimed) => claimed.clone(),
+        None => created,
+    };
     plan.status.milestones.detected_at = Some(detected);
     let message = format!(
         "{} {} incident opened on {}: {}",
@@ -528,6 +542,31 @@ mod tests {
         // A closed incident breaches nothing later.
         let (_, later) = reconciled(inc, "2026-01-02T00:00:00Z");
         assert!(later.breaches.is_empty());
+    }
+
+    #[test]
+    fn a_detected_at_from_the_future_does_not_push_the_deadlines_away() {
+        let future = SPEC.to_owned() + "  detectedAt: \"2099-01-01T00:00:00Z\"\n";
+        let (_, plan) = reconciled(incident(&future), "2026-01-01T00:00:05Z");
+        assert_eq!(
+            plan.status.milestones.detected_at,
+            Some(Time(at("2026-01-01T00:00:00Z"))),
+            "counted from the creation"
+        );
+        let sla = plan.status.sla.unwrap();
+        assert_eq!(sla.acknowledge_by, Time(at("2026-01-01T00:15:00Z")));
+        assert!(
+            plan.events.iter().any(|e| e.reason == "DetectedAtIgnored"),
+            "{:?}",
+            plan.events
+        );
+        // Declared after the fact: an earlier time stands.
+        let past = SPEC.to_owned() + "  detectedAt: \"2025-12-31T23:50:00Z\"\n";
+        let (_, plan) = reconciled(incident(&past), "2026-01-01T00:00:05Z");
+        assert_eq!(
+            plan.status.milestones.detected_at,
+            Some(Time(at("2025-12-31T23:50:00Z")))
+        );
     }
 
     fn detected(incident_type: &str) -> Incident {
