@@ -5,6 +5,7 @@
 mod support;
 
 mod apiserver_restart;
+mod authority;
 mod chart;
 mod control_plane;
 mod detection;

@@ -914,14 +914,27 @@ async fn a_declared_incident_with_its_own_actions_runs_them() {
         .create(&PostParams::default(), &deployment)
         .await
         .unwrap();
-    // Runbook "High Response Times": scale the application to 8, by hand, with no policy.
+    // The policy that guards it lets responders bring their own scale steps.
+    policy_with(
+        &client,
+        &ns,
+        json!({
+            "mode": "Auto",
+            "incidents": {"allowedActions": ["scale"]},
+            "targets": [{"kind": "Deployment", "names": ["healing-guard"]}],
+            "rules": [{"name": "crash", "when": {"symptom": "CrashLoopBackOff"},
+                       "severity": "P1", "type": "ServiceOutage", "actions": [{"action": "restart"}]}]
+        }),
+    )
+    .await;
+    // Runbook "High Response Times": scale the application to 8, by hand.
     let incident: Incident = serde_json::from_value(json!({
         "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
         "metadata": {"name": "slow-api"},
         "spec": {
             "title": "p95 latency above 2 s", "severity": "P2", "type": "PerformanceDegradation",
             "target": {"kind": "Deployment", "name": "healing-guard"},
-            "mode": "Auto",
+            "policy": "guard",
             "actions": [{"action": "scale", "scale": {"replicas": 8, "maxReplicas": 8}}]
         }
     }))
