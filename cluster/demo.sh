@@ -45,6 +45,16 @@ step "Starting the operator (as the chart's ServiceAccount, with the chart's RBA
 # shellcheck disable=SC1091
 source "$dir/operator.env"
 
+step "Installing the chart's admission policy: who acknowledges and approves is who sent the request"
+helm template healing-guard-operator "$repo/charts/healing-guard-operator" --namespace healing-guard-system \
+  --set watchNamespace=healing-guard \
+  --show-only templates/admission.yaml --show-only templates/responder-role.yaml | kubectl apply -f - >/dev/null
+# Two people on call: "responder" (on-call engineer) and "commander" (group healing-guard:approvers).
+kubectl -n healing-guard create rolebinding responders --clusterrole healing-guard-operator-responder \
+  --user responder --user commander >/dev/null
+as_responder=(--kubeconfig "$dir/kubeconfig-responder")
+as_commander=(--kubeconfig "$dir/kubeconfig-commander")
+
 step "Applying the RemediationPolicies kept in Git"
 kubectl apply -f "$repo/examples/policies/" >/dev/null
 wait_for "the policies to be Ready" 30 bash -c \
@@ -57,9 +67,19 @@ wait_for "the operator to pick the incident up" 30 bash -c \
   '[ "$(kubectl -n healing-guard get inc api-outage -o jsonpath={.status.phase})" = Triggered ]'
 show kubectl -n healing-guard get incidents
 
-step "The responder acknowledges it"
-show kubectl -n healing-guard patch incident api-outage --type merge \
-  --patch-file "$repo/examples/incidents/acknowledge-patch.yaml"
+step "The responder acknowledges it - in their own name: the API server refuses any other"
+# (A new admission policy takes a moment to be in force.)
+wait_for "the admission policy to be in force" 30 bash -c \
+  "! kubectl --kubeconfig '$dir/kubeconfig-responder' -n healing-guard patch incident api-outage --dry-run=server \
+     --type merge -p '{\"spec\":{\"acknowledged\":{\"by\":\"commander\"}}}'"
+printf '$ %s\n' "kubectl --kubeconfig kubeconfig-responder -n healing-guard patch incident api-outage --type merge -p '{\"spec\":{\"acknowledged\":{\"by\":\"commander\"}}}'"
+if kubectl "${as_responder[@]}" -n healing-guard patch incident api-outage --type merge \
+  -p '{"spec":{"acknowledged":{"by":"commander"}}}' 2>"$dir/refused.txt"; then
+  echo "the admission policy let a forged acknowledgement through" >&2; exit 1
+fi
+sed 's/^/  refused: /' "$dir/refused.txt"
+show kubectl "${as_responder[@]}" -n healing-guard patch incident api-outage --type merge \
+  -p '{"spec":{"acknowledged":{"by":"responder","note":"On it; bridge call open in #incident-response."}}}'
 wait_for "the incident to be Acknowledged" 30 bash -c \
   '[ "$(kubectl -n healing-guard get inc api-outage -o jsonpath={.status.phase})" = Acknowledged ]'
 show kubectl -n healing-guard get incidents
@@ -85,8 +105,8 @@ kubectl -n healing-guard get incident healing-guard-crashloop \
   -o jsonpath='{"RemediationBlocked: "}{.status.conditions[?(@.type=="RemediationBlocked")].message}{"\n"}'
 
 step "The incident commander approves the rollback (spec.approvals); the operator runs it and verifies it for 30 s"
-show kubectl -n healing-guard patch incident api-outage --type merge \
-  -p '{"spec":{"approvals":[{"step":"rollback","by":"jane.smith@terragonlabs.com"}]}}'
+show kubectl "${as_commander[@]}" -n healing-guard patch incident api-outage --type merge \
+  -p '{"spec":{"approvals":[{"step":"rollback","by":"commander"}]}}'
 wait_for "the rollback to be verified and the declared incident resolved" 180 bash -c \
   'kubectl -n healing-guard get inc api-outage -o jsonpath={.status.phase} | grep -q Resolved'
 show kubectl -n healing-guard get incidents

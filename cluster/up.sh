@@ -12,6 +12,9 @@
 # DIR (default $HGO_CACHE/clusters/default) is wiped and gets:
 #   kubeconfig         admin kubeconfig (token auth, CA-verified TLS)
 #   kubeconfig-tester  the same for the unprivileged user "tester"
+#   kubeconfig-commander, kubeconfig-responder
+#                      responders: "commander" (group healing-guard:approvers)
+#                      and "responder"; they have no rights until bound
 #   env                source it: KUBECONFIG, HGO_APISERVER, HGO_ADMIN_TOKEN,
 #                      HGO_TESTER_TOKEN, HGO_CLUSTER_DIR, PATH (kubectl, helm)
 #   pids               "PID NAME BINARY" per started process (read by down.sh)
@@ -119,9 +122,15 @@ wait_for() { # name seconds command...: poll until command succeeds
 # --- credentials ---------------------------------------------------------
 ADMIN_TOKEN=$(openssl rand -hex 24)
 TESTER_TOKEN=$(openssl rand -hex 24)
+# Two responders for the admission policy: a commander who may approve
+# steps, and an on-call responder who may not.
+COMMANDER_TOKEN=$(openssl rand -hex 24)
+RESPONDER_TOKEN=$(openssl rand -hex 24)
 cat >"$DIR/pki/tokens.csv" <<EOF
 $ADMIN_TOKEN,admin,admin,"system:masters"
 $TESTER_TOKEN,tester,tester
+$COMMANDER_TOKEN,commander,commander,"healing-guard:approvers"
+$RESPONDER_TOKEN,responder,responder
 EOF
 openssl genrsa -out "$DIR/pki/sa.key" 2048 2>/dev/null
 openssl rsa -in "$DIR/pki/sa.key" -pubout -out "$DIR/pki/sa.pub" 2>/dev/null
@@ -191,6 +200,8 @@ EOF
 }
 write_kubeconfig "$DIR/kubeconfig" admin "$ADMIN_TOKEN"
 write_kubeconfig "$DIR/kubeconfig-tester" tester "$TESTER_TOKEN"
+write_kubeconfig "$DIR/kubeconfig-commander" commander "$COMMANDER_TOKEN"
+write_kubeconfig "$DIR/kubeconfig-responder" responder "$RESPONDER_TOKEN"
 KC=$DIR/kubeconfig
 "$KUBECTL" --kubeconfig="$KC" version >/dev/null 2>&1 || fail kube-apiserver "kubectl cannot reach it with $KC"
 

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod admission;
 mod apiserver_restart;
 mod authority;
 mod chart;

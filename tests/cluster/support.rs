@@ -65,6 +65,19 @@ pub async fn try_client() -> Result<Client, Error> {
     Ok(client)
 }
 
+/// A client for one of the cluster's users ("tester", "commander",
+/// "responder"), from the kubeconfig beside the admin's.
+pub async fn client_as(user: &str) -> Client {
+    let admin = std::env::var("KUBECONFIG").expect("KUBECONFIG: run this with `make test`");
+    let path = Path::new(&admin).with_file_name(format!("kubeconfig-{user}"));
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path)
+        .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
 async fn install_crds(client: Client) -> Result<(), Error> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in crd::all() {

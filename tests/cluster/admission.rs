@@ -1,0 +1,149 @@
+//! Who acknowledged and who approved is who sent the request: the chart's
+//! ValidatingAdmissionPolicy, tried by two real users of the API server,
+//! the commander (group healing-guard:approvers) and an on-call responder.
+
+use healing_guard_operator::crd::Incident;
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+
+use crate::support::{client, client_as, eventually, namespace, run};
+
+/// Installs the chart's admission policy (bound to `ns` only, as with
+/// `watchNamespace`) and its responder role, bound to both users in `ns`.
+fn install_admission(ns: &str) {
+    let manifests = run(
+        "helm",
+        &[
+            "template",
+            &format!("adm-{ns}"),
+            "charts/healing-guard-operator",
+            "--namespace",
+            ns,
+            "--set",
+            &format!("watchNamespace={ns}"),
+            "--show-only",
+            "templates/admission.yaml",
+            "--show-only",
+            "templates/responder-role.yaml",
+        ],
+        None,
+    );
+    run("kubectl", &["apply", "-f", "-"], Some(&manifests));
+    let binding = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: responders, namespace: {ns}}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: adm-{ns}-healing-guard-operator-responder}}\n\
+         subjects:\n- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: commander}}\n\
+         - {{apiGroup: rbac.authorization.k8s.io, kind: User, name: responder}}\n"
+    );
+    run("kubectl", &["apply", "-f", "-"], Some(&binding));
+}
+
+async fn patch(client: &Client, ns: &str, body: Value) -> Result<Incident, String> {
+    Api::<Incident>::namespaced(client.clone(), ns)
+        .patch("outage", &PatchParams::default(), &Patch::Merge(&body))
+        .await
+        .map_err(|error| error.to_string())
+}
+
+#[tokio::test]
+async fn acknowledgements_and_approvals_name_the_user_who_sent_them() {
+    let admin = client().await;
+    let ns = namespace(&admin, "admission").await;
+    install_admission(&ns);
+    let commander = client_as("commander").await;
+    let responder = client_as("responder").await;
+
+    // The responder declares an incident.
+    let incident: Incident = serde_json::from_value(json!({
+        "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
+        "metadata": {"name": "outage"},
+        "spec": {"title": "API down", "severity": "P0", "type": "ServiceOutage",
+                 "target": {"kind": "Deployment", "name": "api"}}
+    }))
+    .unwrap();
+    Api::<Incident>::namespaced(responder.clone(), &ns)
+        .create(&PostParams::default(), &incident)
+        .await
+        .unwrap();
+
+    // Acknowledging in someone else's name is refused, once the policy is in force.
+    let lie = json!({"spec": {"acknowledged": {"by": "commander"}}});
+    let refused = eventually("the admission policy in force", || {
+        let (responder, ns, lie) = (responder.clone(), ns.clone(), lie.clone());
+        async move { patch(&responder, &ns, lie).await.err() }
+    })
+    .await;
+    assert!(
+        refused.contains("spec.acknowledged.by: must be the user who acknowledges (responder)"),
+        "{refused}"
+    );
+    patch(
+        &responder,
+        &ns,
+        json!({"spec": {"acknowledged": {"by": "responder"}}}),
+    )
+    .await
+    .unwrap();
+
+    // The responder may not approve at all, in any name.
+    for by in ["responder", "commander"] {
+        let approve = json!({"spec": {"approvals": [{"step": "rollback", "by": by}]}});
+        let error = patch(&responder, &ns, approve).await.unwrap_err();
+        assert!(
+            error.contains(
+                "spec.approvals: a new approval must be by the user who approves (responder)"
+            ),
+            "{error}"
+        );
+    }
+    // The commander may, in their own name only.
+    let forged = json!({"spec": {"approvals": [{"step": "rollback", "by": "jane"}]}});
+    assert!(patch(&commander, &ns, forged).await.is_err());
+    let approved = patch(
+        &commander,
+        &ns,
+        json!({"spec": {"approvals": [{"step": "rollback", "by": "commander"}]}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(approved.spec.approvals.len(), 1);
+
+    // Approvals already given stay valid when others edit the incident.
+    patch(
+        &responder,
+        &ns,
+        json!({"spec": {"description": "rollback approved; watching"}}),
+    )
+    .await
+    .unwrap();
+    // Not even a cluster admin can approve in another's name.
+    let error = patch(
+        &admin,
+        &ns,
+        json!({"spec": {"approvals": [{"step": "rollback", "by": "commander"},
+                                      {"step": "restart", "by": "commander"}]}}),
+    )
+    .await
+    .unwrap_err();
+    assert!(error.contains("spec.approvals"), "{error}");
+
+    // Resolving names the resolver.
+    let error = patch(
+        &responder,
+        &ns,
+        json!({"spec": {"resolution": {"by": "commander", "rootCause": "bad release", "summary": "rolled back"}}}),
+    )
+    .await
+    .unwrap_err();
+    assert!(error.contains("spec.resolution.by"), "{error}");
+    patch(
+        &responder,
+        &ns,
+        json!({"spec": {"resolution": {"by": "responder", "rootCause": "bad release", "summary": "rolled back"}}}),
+    )
+    .await
+    .unwrap();
+}
