@@ -6,10 +6,11 @@ demo:
 	./cluster/demo.sh
 
 ## Every test: unit tests, then the integration tests against a fresh control
-## plane; the API-server restart test on a control plane of its own.
+## plane, then the RBAC check (every granted verb used, from the audit log);
+## the API-server restart test on a control plane of its own.
 test: build-cluster
 	cargo test --all-targets --no-run
-	./cluster/with-cluster.sh -- cargo test --all-targets -- --skip apiserver_restart
+	./cluster/with-cluster.sh -- sh -c 'cargo test --all-targets -- --skip apiserver_restart && python3 cluster/rbac-audit.py'
 	./cluster/with-cluster.sh -- cargo test --test cluster -- apiserver_restart
 
 ## Benchmark (not a test): detection latency p50/p99, and the operator's memory

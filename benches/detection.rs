@@ -124,6 +124,7 @@ async fn run_with_operator(
         extra: &[],
         log_filter: "warn",
         failpoints: "",
+        capture_logs: false,
     })
     .await?;
     let log = operator.log.clone();

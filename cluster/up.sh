@@ -151,6 +151,18 @@ start etcd "$ETCD_BIN/etcd" \
 wait_for etcd 20 curl -sf "http://127.0.0.1:$ETCD_PORT/health"
 
 # --- kube-apiserver ------------------------------------------------------
+# Every request a ServiceAccount makes is audited (metadata only): the RBAC
+# check of `make test` compares what the operators under test called with
+# what the chart grants them (cluster/rbac-audit.py).
+cat >"$DIR/audit-policy.yaml" <<EOF
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  userGroups: ["system:serviceaccounts"]
+- level: None
+EOF
 log "starting kube-apiserver on https://127.0.0.1:$API_PORT"
 start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
@@ -165,7 +177,10 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --service-account-key-file="$DIR/pki/sa.pub" \
   --service-account-signing-key-file="$DIR/pki/sa.key" \
   --service-cluster-ip-range=10.96.0.0/16 \
-  --allow-privileged=true
+  --allow-privileged=true \
+  --audit-policy-file="$DIR/audit-policy.yaml" \
+  --audit-log-path="$DIR/audit.log" \
+  --audit-log-format=json
 api_ready() {
   [ "$(curl -sk -H "Authorization: Bearer $ADMIN_TOKEN" "https://127.0.0.1:$API_PORT/readyz")" = ok ]
 }

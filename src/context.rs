@@ -75,6 +75,7 @@ impl Watches {
 #[derive(Clone)]
 pub struct Context {
     pub client: Client,
+    pub settings: Settings,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub watches: Watches,
@@ -84,12 +85,28 @@ pub struct Context {
     pub fence: Arc<Fence>,
 }
 
+/// What the operator was started with that changes what it does.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Settings {
+    /// Copy the failing container's last log lines into the evidence. Off by
+    /// default: logs may hold what should not be in an Incident, and reading
+    /// them needs `pods/log`.
+    pub capture_logs: bool,
+}
+
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, watches: Watches, fence: Arc<Fence>) -> Self {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        watches: Watches,
+        fence: Arc<Fence>,
+    ) -> Self {
         let reporter = Reporter::from(FIELD_MANAGER);
         let recorder = Recorder::new(client.clone(), reporter);
         Context {
             client,
+            settings,
             recorder,
             metrics,
             watches,

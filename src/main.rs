@@ -4,6 +4,7 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
 use healing_guard_operator::{
+    context::Settings,
     controller, crd,
     k8s::Scope,
     leader::{self, Fence, LeaderConfig},
@@ -46,6 +47,15 @@ enum Command {
         /// Seconds the Lease holds without renewal; a standby takes over after it.
         #[arg(long, env = "HGO_LEASE_DURATION", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
         lease_duration: u64,
+        /// Name of the Lease (default: healing-guard-operator, or
+        /// healing-guard-operator-NAMESPACE with --namespace); the chart
+        /// grants access to this one Lease only.
+        #[arg(long, env = "HGO_LEASE_NAME")]
+        lease_name: Option<String>,
+        /// Copy the failing container's last log lines into the Incident's
+        /// evidence (needs `pods/log`; logs may hold secrets, so it is off).
+        #[arg(long, env = "HGO_CAPTURE_LOGS")]
+        capture_logs: bool,
     },
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
@@ -70,6 +80,8 @@ fn main() -> ExitCode {
             leader_elect,
             leader_election_namespace,
             lease_duration,
+            lease_name,
+            capture_logs,
         } => {
             telemetry::init(log_format);
             let runtime = match tokio::runtime::Runtime::new() {
@@ -81,10 +93,10 @@ fn main() -> ExitCode {
             };
             let leader = leader_elect.then(|| {
                 // One lease per watched scope: namespaced instances do not compete.
-                let lease_name = match &namespace {
+                let lease_name = lease_name.unwrap_or_else(|| match &namespace {
                     Some(watched) => format!("healing-guard-operator-{watched}"),
                     None => "healing-guard-operator".to_owned(),
-                };
+                });
                 let host = std::env::var("POD_NAME")
                     .or_else(|_| std::env::var("HOSTNAME"))
                     .unwrap_or_default();
@@ -95,7 +107,8 @@ fn main() -> ExitCode {
                     duration_seconds: lease_duration,
                 }
             });
-            match runtime.block_on(run(listen, Scope { namespace }, leader)) {
+            let settings = Settings { capture_logs };
+            match runtime.block_on(run(listen, Scope { namespace }, settings, leader)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     error!(%err, "operator stopped");
@@ -109,6 +122,7 @@ fn main() -> ExitCode {
 async fn run(
     listen: SocketAddr,
     scope: Scope,
+    settings: Settings,
     leader: Option<LeaderConfig>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     // kube and any HTTP client share the one TLS provider: ring.
@@ -131,7 +145,7 @@ async fn run(
     let server = tokio::spawn(server::serve(listen, state, shutdown.clone()));
 
     tokio::select! {
-        waited = controller::wait_for_crds(&client) => waited?,
+        waited = controller::wait_for_crds(&client, &scope) => waited?,
         () = shutdown.cancelled() => return Ok(()),
     }
     // A standby is ready too: it serves and waits to take over.
@@ -155,6 +169,7 @@ async fn run(
     };
     let controllers = controller::run(
         client,
+        settings,
         metrics,
         scope,
         fence.clone(),

@@ -13,20 +13,19 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
-    Api, Client, CustomResourceExt, ResourceExt,
+    Client, CustomResourceExt, ResourceExt,
+    api::ListParams,
     runtime::{
-        Controller, conditions,
+        Controller,
         reflector::{ObjectRef, Store},
-        wait::await_condition,
     },
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    context::{Context, Watches},
+    context::{Context, Settings, Watches},
     crd::{Incident, RemediationPolicy, WorkloadKind},
     k8s::Scope,
     leader::Fence,
@@ -39,27 +38,51 @@ pub use error::Error;
 /// Errors that stop the operator from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("waiting for CRD {name} to be established: {source}")]
-    Crd {
-        name: String,
+    #[error("cannot read {kind}: {source} (does the operator's RBAC allow it?)")]
+    Forbidden {
+        kind: &'static str,
         #[source]
-        source: kube::runtime::wait::Error,
+        source: kube::Error,
     },
 }
 
-/// Blocks until both CRDs are established, logging while it waits.
-pub async fn wait_for_crds(client: &Client) -> Result<(), StartError> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for name in [RemediationPolicy::crd_name(), Incident::crd_name()] {
-        info!(crd = name, "waiting for CRD to be established");
-        await_condition(api.clone(), name, conditions::is_crd_established())
+/// How often the start-up looks again for the CRDs.
+const CRD_RECHECK: Duration = Duration::from_secs(2);
+
+/// Blocks until both kinds are served in the scope (their CRDs installed
+/// and established), saying so while it waits. It reads only the kinds
+/// themselves: the operator needs no access to CustomResourceDefinitions.
+pub async fn wait_for_crds(client: &Client, scope: &Scope) -> Result<(), StartError> {
+    let one = ListParams::default().limit(1);
+    let mut said = false;
+    loop {
+        let policies = scope
+            .api::<RemediationPolicy>(client)
+            .list_metadata(&one)
             .await
-            .map_err(|source| StartError::Crd {
-                name: name.into(),
-                source,
-            })?;
+            .map_err(|e| (RemediationPolicy::crd_name(), e));
+        let incidents = scope
+            .api::<Incident>(client)
+            .list_metadata(&one)
+            .await
+            .map_err(|e| (Incident::crd_name(), e));
+        match policies.and(incidents) {
+            Ok(_) => return Ok(()),
+            Err((kind, kube::Error::Api(status))) if matches!(status.code, 401 | 403) => {
+                return Err(StartError::Forbidden {
+                    kind,
+                    source: kube::Error::Api(status),
+                });
+            }
+            Err((kind, error)) => {
+                if !said {
+                    info!(crd = kind, %error, "waiting for the CRD to be installed and served");
+                    said = true;
+                }
+                tokio::time::sleep(CRD_RECHECK).await;
+            }
+        }
     }
-    Ok(())
 }
 
 /// Runs both controllers and the detector until `shutdown` is cancelled.
@@ -67,6 +90,7 @@ pub async fn wait_for_crds(client: &Client) -> Result<(), StartError> {
 /// fence reports leadership lost, which cancels the work in flight.
 pub async fn run(
     client: Client,
+    settings: Settings,
     metrics: Arc<Metrics>,
     scope: Scope,
     fence: Arc<Fence>,
@@ -87,7 +111,13 @@ pub async fn run(
         }
     }
     let _ = metrics.incident_store.set(watches.incidents.store());
-    let ctx = Arc::new(Context::new(client, metrics, watches.clone(), fence));
+    let ctx = Arc::new(Context::new(
+        client,
+        settings,
+        metrics,
+        watches.clone(),
+        fence,
+    ));
     let config = kube::runtime::controller::Config::default().debounce(Duration::from_millis(500));
 
     let incidents =

@@ -94,8 +94,8 @@ async fn only_the_leader_acts_and_a_standby_takes_over() {
 
 #[tokio::test]
 async fn a_leader_cut_off_from_its_lease_stops_before_anyone_could_take_over() {
-    use k8s_openapi::api::{coordination::v1::Lease, rbac::v1::ClusterRole};
-    use kube::api::{ListParams, Patch, PatchParams};
+    use k8s_openapi::api::{coordination::v1::Lease, rbac::v1::Role};
+    use kube::api::{Patch, PatchParams};
 
     let client = client().await;
     let ns = namespace(&client, "fence").await;
@@ -114,24 +114,11 @@ async fn a_leader_cut_off_from_its_lease_stops_before_anyone_could_take_over() {
     .await;
     let standby = Operator::start_with(&ns, &args).await;
 
-    // Its API access to its Lease is cut (the chart's role for this release
-    // loses the rule), so its renewals fail from now on.
-    let roles: Api<ClusterRole> = Api::all(client.clone());
-    let selector = format!("app.kubernetes.io/instance=op-{ns}");
-    let role = roles
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .unwrap()
-        .items
-        .pop()
-        .expect("the chart's ClusterRole");
-    let name = role.metadata.name.clone().unwrap();
-    let full_rules = role.rules.clone().unwrap();
-    let without_leases: Vec<_> = full_rules
-        .iter()
-        .filter(|r| !r.resources.iter().flatten().any(|res| res == "leases"))
-        .cloned()
-        .collect();
+    // Its API access to its Lease is cut (the chart's lease role for this
+    // release loses its rules), so its renewals fail from now on.
+    let roles: Api<Role> = Api::namespaced(client.clone(), &ns);
+    let name = format!("op-{ns}-healing-guard-operator-leader-election");
+    let full_rules = roles.get(&name).await.unwrap().rules.unwrap();
     let set_rules = |rules: Vec<k8s_openapi::api::rbac::v1::PolicyRule>| {
         let roles = roles.clone();
         let name = name.clone();
@@ -143,7 +130,7 @@ async fn a_leader_cut_off_from_its_lease_stops_before_anyone_could_take_over() {
                 .unwrap();
         }
     };
-    set_rules(without_leases).await;
+    set_rules(Vec::new()).await;
 
     // It stops acting on its own, and exits.
     let status = eventually_within(
@@ -162,7 +149,7 @@ async fn a_leader_cut_off_from_its_lease_stops_before_anyone_could_take_over() {
     // Before anyone could take over: its last renewal plus the lease duration.
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     let lease = leases
-        .get(&format!("healing-guard-operator-{ns}"))
+        .get(&format!("op-{ns}-healing-guard-operator"))
         .await
         .unwrap();
     let spec = lease.spec.unwrap();

@@ -29,6 +29,7 @@ async fn logs_missing_on_a_node_are_evidence_not_an_error_line() {
     // RUST_LOG unset: the filter a production install runs with.
     let launch = Launch {
         log_filter: "",
+        capture_logs: true,
         ..Launch::namespaced(&ns)
     };
     let operator = Operator::launch(&launch).await.unwrap();

@@ -820,6 +820,88 @@ async fn a_deleted_config_map_is_created_again_from_its_snapshot() {
 }
 
 #[tokio::test]
+async fn config_snapshots_beyond_five_are_pruned_oldest_first() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let client = client().await;
+    let ns = namespace(&client, "fix-prune").await;
+    let _operator = Operator::start(&ns).await;
+    policy_with(&client, &ns, json!({
+        "mode": "Auto",
+        "targets": [{"kind": "Deployment", "names": ["api"]}],
+        "rules": [{"name": "crash", "when": {"symptom": "CrashLoopBackOff"},
+                   "severity": "P0", "type": "DataCorruption",
+                   "actions": [{"action": "restoreConfig", "restoreConfig": {"configMap": "api-config"}}]}],
+        "detection": {"holdDown": "2s"}
+    })).await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let create = |value: Value| {
+        let config_maps = config_maps.clone();
+        async move {
+            let config: ConfigMap = serde_json::from_value(value).unwrap();
+            // As the operator writes its snapshots: they count as its own.
+            let params = PostParams {
+                dry_run: false,
+                field_manager: Some("healing-guard-operator-snapshot".into()),
+            };
+            config_maps.create(&params, &config).await.unwrap();
+        }
+    };
+    create(json!({"metadata": {"name": "api-config"}, "data": {"LOG_LEVEL": "info"}})).await;
+    // Five older snapshots of earlier content, the oldest on January 1st.
+    for day in 1..=5 {
+        create(
+            json!({"metadata": {"name": format!("hg-snapshot-api-config-{day}"),
+            "labels": {"healing-guard.io/snapshot-of": "api-config"},
+            "annotations": {"healing-guard.io/taken-at": format!("2026-01-0{day}T00:00:00Z")}},
+            "data": {"LOG_LEVEL": format!("debug-{day}")}}),
+        )
+        .await;
+    }
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "api"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "api"}},
+                 "template": {"metadata": {"labels": {"app": "api"}},
+                              "spec": {"containers": [{"name": "app", "image": "api:1",
+                                  "envFrom": [{"configMapRef": {"name": "api-config"}}]}]}}}
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+
+    // Healthy: a sixth snapshot of today's content, and the oldest goes.
+    let names = eventually("a new snapshot and the oldest pruned", || {
+        let config_maps = config_maps.clone();
+        async move {
+            let list = config_maps
+                .list(&ListParams::default().labels("healing-guard.io/snapshot-of=api-config"))
+                .await
+                .ok()?;
+            let mut names: Vec<String> = list
+                .items
+                .into_iter()
+                .filter_map(|c| c.metadata.name)
+                .collect();
+            names.sort();
+            let taken = names
+                .iter()
+                .any(|n| !n.ends_with(char::is_numeric) || n.len() > 24);
+            (taken && names.len() == 5).then_some(names)
+        }
+    })
+    .await;
+    assert!(
+        !names.contains(&"hg-snapshot-api-config-1".to_owned()),
+        "the oldest is pruned: {names:?}"
+    );
+    assert!(
+        names.contains(&"hg-snapshot-api-config-2".to_owned()),
+        "{names:?}"
+    );
+}
+
+#[tokio::test]
 async fn restore_config_without_a_snapshot_is_refused_with_a_reason() {
     let (client, ns, _operator) = setup(
         "fix-nosnap",

@@ -338,6 +338,9 @@ pub struct Launch<'a> {
     pub log_filter: &'a str,
     /// `HGO_FAILPOINTS`: where the operator aborts itself (see src/failpoint.rs).
     pub failpoints: &'a str,
+    /// Copy log lines into evidence (`--capture-logs`, and the chart's
+    /// `evidence.captureLogs` for the RBAC it needs).
+    pub capture_logs: bool,
 }
 
 impl<'a> Launch<'a> {
@@ -349,6 +352,7 @@ impl<'a> Launch<'a> {
             extra: &[],
             log_filter: "info,healing_guard_operator=debug",
             failpoints: "",
+            capture_logs: false,
         }
     }
 }
@@ -387,6 +391,12 @@ impl Operator {
         static STARTED: AtomicU32 = AtomicU32::new(0);
         let namespace = launch.namespace;
         let release = format!("op-{namespace}");
+        // Namespaced, as with the chart's watchNamespace: a Role, not a ClusterRole.
+        let watch = format!(
+            "watchNamespace={}",
+            if launch.namespaced { namespace } else { "" }
+        );
+        let logs = format!("evidence.captureLogs={}", launch.capture_logs);
         let rbac = try_run(
             "helm",
             &[
@@ -395,6 +405,10 @@ impl Operator {
                 "charts/healing-guard-operator",
                 "--namespace",
                 namespace,
+                "--set",
+                &watch,
+                "--set",
+                &logs,
                 "--show-only",
                 "templates/serviceaccount.yaml",
                 "--show-only",
@@ -431,6 +445,14 @@ impl Operator {
         let mut args = vec!["run", "--listen", &listen];
         if launch.namespaced {
             args.extend(["--namespace", namespace]);
+        }
+        if launch.capture_logs {
+            args.push("--capture-logs");
+        }
+        // The one Lease the chart's role grants: named after the release.
+        let lease = format!("{release}-healing-guard-operator");
+        if launch.extra.contains(&"--leader-elect") {
+            args.extend(["--lease-name", &lease]);
         }
         let binary = env!("CARGO_BIN_EXE_healing-guard-operator");
         let output = std::fs::File::create(&log)?;

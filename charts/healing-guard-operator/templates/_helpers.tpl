@@ -65,5 +65,9 @@ Name of the ServiceAccount the operator runs as.
 The image reference; the tag defaults to the chart's appVersion.
 */}}
 {{- define "healing-guard-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
 {{- end }}

@@ -39,6 +39,7 @@ pub async fn capture(
     client: &Client,
     namespace: &str,
     target: &WorkloadRef,
+    capture_logs: bool,
     now: Timestamp,
 ) -> Evidence {
     let mut evidence = Evidence {
@@ -78,7 +79,14 @@ pub async fn capture(
     if let Some(failing) = described.iter().find(|p| !p.ready)
         && let Some(pod) = pods.iter().find(|p| p.name_any() == failing.name)
     {
-        last_logs(&pods_api, pod, &mut evidence).await;
+        if capture_logs {
+            last_logs(&pods_api, pod, &mut evidence).await;
+        } else {
+            evidence.notes.push(format!(
+                "logs of {} not captured (log capture is off: --capture-logs)",
+                failing.name
+            ));
+        }
     }
     evidence.pods = described;
     evidence.omitted = i64::try_from(omitted_pods + omitted_events).unwrap_or(i64::MAX);

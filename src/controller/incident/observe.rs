@@ -131,7 +131,16 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
     };
 
     let evidence = match status.and_then(|s| s.evidence.as_ref()) {
-        None if open => Some(evidence::capture(&ctx.client, &namespace, target, now).await),
+        None if open => Some(
+            evidence::capture(
+                &ctx.client,
+                &namespace,
+                target,
+                ctx.settings.capture_logs,
+                now,
+            )
+            .await,
+        ),
         _ => None,
     };
     Ok(Observation {
