@@ -141,3 +141,77 @@ async fn severity_may_be_raised_freely_but_lowered_only_with_a_reason() {
         matches!(moved, Err(kube::Error::Api(s)) if s.message.contains("spec.target is immutable"))
     );
 }
+
+#[tokio::test]
+async fn what_the_schema_cannot_refuse_the_controller_reports_by_field() {
+    use healing_guard_operator::crd::RemediationPolicy;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+    let client = client().await;
+    let ns = namespace(&client, "invalid-ctl").await;
+    let _operator = crate::support::Operator::start(&ns).await;
+    let dir = crate::support::repo().join("examples/invalid/controller");
+    let mut fixtures: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    fixtures.sort();
+    assert!(fixtures.len() >= 6, "{fixtures:?}");
+    for path in &fixtures {
+        let text = std::fs::read_to_string(path).unwrap();
+        let expected = text
+            .lines()
+            .find_map(|line| line.strip_prefix("# expect-condition: "))
+            .unwrap_or_else(|| panic!("{path:?} has no `# expect-condition: ` line"));
+        let mut words = expected.splitn(3, ' ');
+        let (type_, reason, message) = (
+            words.next().unwrap().to_owned(),
+            words.next().unwrap().to_owned(),
+            words.next().unwrap().to_owned(),
+        );
+        let manifest = in_namespace(&text, &ns);
+        let (accepted, _, stderr) = run_status("kubectl", &["create", "-f", "-"], Some(&manifest));
+        assert!(
+            accepted,
+            "{}: the API server refused it: {stderr}",
+            path.display()
+        );
+        let value: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let name = value["metadata"]["name"].as_str().unwrap().to_owned();
+        let is_policy = value["kind"].as_str() == Some("RemediationPolicy");
+        let (client, ns) = (client.clone(), ns.clone());
+        let conditions = move || {
+            let (client, ns, name) = (client.clone(), ns.clone(), name.clone());
+            async move {
+                let conditions: Vec<Condition> = if is_policy {
+                    Api::<RemediationPolicy>::namespaced(client, &ns)
+                        .get(&name)
+                        .await
+                        .ok()?
+                        .status?
+                        .conditions
+                } else {
+                    Api::<Incident>::namespaced(client, &ns)
+                        .get(&name)
+                        .await
+                        .ok()?
+                        .status?
+                        .conditions
+                };
+                Some(conditions)
+            }
+        };
+        let found = crate::support::eventually(&format!("{}: {expected}", path.display()), || {
+            let conditions = conditions.clone();
+            let (type_, reason, message) = (type_.clone(), reason.clone(), message.clone());
+            async move {
+                conditions().await?.into_iter().find(|c| {
+                    c.type_ == type_ && c.reason == reason && c.message.contains(&message)
+                })
+            }
+        })
+        .await;
+        // Ready is False for a policy; RemediationBlocked is True for an incident.
+        assert_eq!(found.status, if is_policy { "False" } else { "True" });
+    }
+}
