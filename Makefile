@@ -10,7 +10,7 @@ demo:
 ## the API-server restart test on a control plane of its own.
 test: build-cluster
 	cargo test --all-targets --no-run
-	./cluster/with-cluster.sh -- sh -c 'cargo test --all-targets -- --skip apiserver_restart && python3 cluster/rbac-audit.py'
+	./cluster/with-cluster.sh -- sh -c 'cargo test --all-targets -- --skip apiserver_restart && cargo test --test rbac_audit -- --ignored --nocapture'
 	./cluster/with-cluster.sh -- cargo test --test cluster -- apiserver_restart
 
 ## Benchmark (not a test): detection latency p50/p99, and the operator's memory

@@ -153,7 +153,7 @@ wait_for etcd 20 curl -sf "http://127.0.0.1:$ETCD_PORT/health"
 # --- kube-apiserver ------------------------------------------------------
 # Every request a ServiceAccount makes is audited (metadata only): the RBAC
 # check of `make test` compares what the operators under test called with
-# what the chart grants them (cluster/rbac-audit.py).
+# what the chart grants them (tests/rbac_audit.rs).
 cat >"$DIR/audit-policy.yaml" <<EOF
 apiVersion: audit.k8s.io/v1
 kind: Policy

@@ -164,7 +164,11 @@ fn default_flap_threshold() -> i32 {
 /// A set of workloads: by label selector, by names, or both (both must match).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.selector) || (has(self.names) && size(self.names) > 0)").message("a target needs a selector or names"))]
+#[x_kube(
+    validation = Rule::new("has(self.selector) || (has(self.names) && size(self.names) > 0)").message("a target needs a selector or names"),
+    validation = Rule::new("!has(self.selector) || !has(self.selector.matchLabels) || size(self.selector.matchLabels) <= 32").message("a selector takes at most 32 matchLabels").field_path(".selector.matchLabels"),
+    validation = Rule::new("!has(self.selector) || !has(self.selector.matchExpressions) || size(self.selector.matchExpressions) <= 32").message("a selector takes at most 32 matchExpressions").field_path(".selector.matchExpressions"),
+)]
 pub struct Target {
     /// Kind of the guarded workloads.
     pub kind: WorkloadKind,
