@@ -7,6 +7,7 @@
 //! release `op-NS`), renders the chart's RBAC as the tests install it, and
 //! fails on any (API group, resource, verb) granted that no operator used.
 //! A request made but not granted would already have failed its test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
     collections::{BTreeMap, BTreeSet},
