@@ -2,6 +2,7 @@
 //! they fail, and runs the containment steps a RemediationPolicy prescribes.
 #![forbid(unsafe_code)]
 
+pub mod communication;
 pub mod conditions;
 pub mod context;
 pub mod controller;

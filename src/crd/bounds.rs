@@ -33,13 +33,22 @@ pub struct DurationBound {
     pub longest: &'static str,
     /// Whether zero is refused (meaningless for this field).
     pub positive: bool,
+    /// The shortest value that makes sense, if more than zero (a Go duration).
+    pub shortest: Option<&'static str>,
 }
 
 impl DurationBound {
     /// The CEL rule that enforces the bound in the schema.
     pub fn rule(self) -> Rule {
         let longest = self.longest;
-        let (rule, message) = if self.positive {
+        let (rule, message) = if let Some(shortest) = self.shortest {
+            (
+                format!(
+                    "duration(self) >= duration('{shortest}') && duration(self) <= duration('{longest}')"
+                ),
+                format!("must be at least {shortest} and at most {longest}"),
+            )
+        } else if self.positive {
             (
                 format!(
                     "duration(self) > duration('0s') && duration(self) <= duration('{longest}')"
@@ -62,8 +71,14 @@ impl DurationBound {
             Err(bad) => return Some(bad.to_string()),
         };
         let longest = Duration::parse(self.longest).as_std();
-        if value > longest {
-            Some(format!("must be at most {}", self.longest))
+        let shortest = self.shortest.map(|s| Duration::parse(s).as_std());
+        if value > longest || shortest.is_some_and(|shortest| value < shortest) {
+            Some(match self.shortest {
+                Some(shortest) => {
+                    format!("must be at least {shortest} and at most {}", self.longest)
+                }
+                None => format!("must be at most {}", self.longest),
+            })
         } else if self.positive && value.is_zero() {
             Some("must be longer than 0s".into())
         } else {
@@ -76,36 +91,61 @@ impl DurationBound {
 pub const HOLD_DOWN: DurationBound = DurationBound {
     longest: "24h",
     positive: false,
+    shortest: None,
 };
 /// How long a symptom must last before it counts.
 pub const SUSTAINED_FOR: DurationBound = DurationBound {
     longest: "24h",
     positive: false,
+    shortest: None,
 };
 /// How long verification of one step may take.
 pub const STEP_TIMEOUT: DurationBound = DurationBound {
     longest: "24h",
     positive: true,
+    shortest: None,
 };
 /// The quiet time between two actions on a target.
 pub const COOLDOWN: DurationBound = DurationBound {
     longest: "24h",
     positive: false,
+    shortest: None,
 };
 /// The window over which actions are counted, and the reopen window.
 pub const WINDOW: DurationBound = DurationBound {
     longest: "168h",
     positive: true,
+    shortest: None,
 };
 /// Reopening after resolution; zero turns it off.
 pub const REOPEN_WINDOW: DurationBound = DurationBound {
     longest: "168h",
     positive: false,
+    shortest: None,
+};
+/// How often an open incident gets a status update.
+pub const UPDATE_EVERY: DurationBound = DurationBound {
+    longest: "24h",
+    positive: true,
+    shortest: Some("1m"),
+};
+/// How long an escalation step waits for an acknowledgement.
+pub const ESCALATION_WAIT: DurationBound = DurationBound {
+    longest: "24h",
+    positive: true,
+    shortest: Some("1m"),
+};
+/// One turn of an on-call rotation.
+pub const ROTATION_TURN: DurationBound = DurationBound {
+    longest: "720h",
+    positive: true,
+    shortest: Some("1h"),
 };
 /// How long closed incidents are kept.
 pub const RETENTION: DurationBound = DurationBound {
     longest: "8784h",
     positive: true,
+    shortest: None,
 };
 
 /// Schema rules for each bound, as `#[x_kube(validation = ...)]` needs a
@@ -127,6 +167,15 @@ pub fn window() -> Rule {
 }
 pub fn reopen_window() -> Rule {
     REOPEN_WINDOW.rule()
+}
+pub fn update_every() -> Rule {
+    UPDATE_EVERY.rule()
+}
+pub fn escalation_wait() -> Rule {
+    ESCALATION_WAIT.rule()
+}
+pub fn rotation_turn() -> Rule {
+    ROTATION_TURN.rule()
 }
 pub fn retention() -> Rule {
     RETENTION.rule()

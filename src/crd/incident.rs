@@ -93,6 +93,10 @@ pub struct IncidentSpec {
     /// Set by a responder to decline the incident as a false positive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub declined: Option<Decline>,
+    /// Channels told about this incident besides its policy's, and the
+    /// escalation policy paging for it (instead of its policy's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub communication: Option<super::channel::Communication>,
 }
 
 impl Incident {
@@ -190,6 +194,11 @@ pub struct Resolution {
     /// What fixed it.
     #[schemars(length(min = 1, max = 4096))]
     pub summary: String,
+    /// What will keep it from happening again (the post-incident report's
+    /// follow-ups).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(length(min = 1, max = 512)))]
+    pub follow_ups: Vec<String>,
 }
 
 /// A responder declining the incident as a false positive.
@@ -272,6 +281,10 @@ pub struct IncidentStatus {
     /// only; the lifecycle reads it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detection: Option<DetectionStatus>,
+    /// What was sent about it and where paging stands. Written by the
+    /// notifier only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub communication: Option<super::channel::CommunicationStatus>,
     /// How many of the detector's reopens the lifecycle has acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reopens_handled: Option<i32>,

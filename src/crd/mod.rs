@@ -2,7 +2,11 @@
 //! from them (`healing-guard-operator crd`).
 
 pub mod bounds;
+#[allow(clippy::duplicated_attributes)]
+pub mod channel;
 pub mod common;
+#[allow(clippy::duplicated_attributes)]
+pub mod escalation;
 // kube's printcolumn(...) repeats `type_ = ...`, which clippy mistakes for a duplicated attribute.
 #[allow(clippy::duplicated_attributes)]
 pub mod incident;
@@ -12,7 +16,9 @@ pub mod policy;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+pub use channel::*;
 pub use common::*;
+pub use escalation::*;
 pub use incident::*;
 pub use policy::*;
 
@@ -21,7 +27,12 @@ pub const GROUP: &str = "healing-guard.io";
 
 /// Every CRD the operator owns.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![RemediationPolicy::crd(), Incident::crd()]
+    vec![
+        RemediationPolicy::crd(),
+        Incident::crd(),
+        NotificationChannel::crd(),
+        EscalationPolicy::crd(),
+    ]
 }
 
 /// The CRDs as one multi-document YAML stream, as committed in `crds/`.

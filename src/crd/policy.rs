@@ -66,6 +66,9 @@ pub struct RemediationPolicySpec {
     /// policy's own rules.
     #[serde(default)]
     pub incidents: IncidentAllowance,
+    /// Who is told about its incidents, and who is paged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub communication: Option<super::channel::Communication>,
 }
 
 /// What an Incident may bring of its own. The policy is the authority: an

@@ -319,6 +319,7 @@ impl Writer {
             approvals: Vec::new(),
             resolution: None,
             declined: None,
+            communication: None,
         };
         let incident = Incident {
             metadata: ObjectMeta {

@@ -5,6 +5,7 @@ use kube::{
     Api,
     api::{Patch, PatchParams, PostParams},
 };
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::support::{client, namespace, run_status};
@@ -61,21 +62,27 @@ async fn every_invalid_fixture_is_rejected_with_its_message() {
 async fn the_examples_are_valid() {
     let client = client().await;
     let ns = namespace(&client, "examples").await;
-    for dir in ["examples/policies", "examples/incidents"] {
+    for dir in [
+        "examples/policies",
+        "examples/incidents",
+        "examples/communication",
+    ] {
         for entry in std::fs::read_dir(crate::support::repo().join(dir)).unwrap() {
             let path = entry.unwrap().path();
             let text = std::fs::read_to_string(&path).unwrap();
-            let value: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-            if value.get("kind").is_none() {
-                continue; // a patch body, not a resource
+            for document in serde_yaml::Deserializer::from_str(&text) {
+                let value = serde_yaml::Value::deserialize(document).unwrap();
+                if value.get("kind").is_none() {
+                    continue; // a patch body, not a resource
+                }
+                let manifest = in_namespace(&serde_yaml::to_string(&value).unwrap(), &ns);
+                let (accepted, _, stderr) = run_status(
+                    "kubectl",
+                    &["create", "--dry-run=server", "-f", "-"],
+                    Some(&manifest),
+                );
+                assert!(accepted, "{} was rejected: {stderr}", path.display());
             }
-            let manifest = in_namespace(&text, &ns);
-            let (accepted, _, stderr) = run_status(
-                "kubectl",
-                &["create", "--dry-run=server", "-f", "-"],
-                Some(&manifest),
-            );
-            assert!(accepted, "{} was rejected: {stderr}", path.display());
         }
     }
 }

@@ -964,6 +964,7 @@ mod tests {
             by: "bob".into(),
             root_cause: "bad config".into(),
             summary: "fixed by hand".into(),
+            follow_ups: Vec::new(),
         });
         let decision = decide(
             &verifying,

@@ -532,6 +532,7 @@ mod tests {
             by: "bob".into(),
             root_cause: "bad deploy".into(),
             summary: "rolled back".into(),
+            follow_ups: Vec::new(),
         });
         let (inc, plan) = reconciled(inc, "2026-01-01T00:02:00Z");
         assert_eq!(plan.status.phase, Some(Phase::Resolved));

@@ -34,9 +34,11 @@ pub async fn record(
         .ok_or(Error::MissingMetadata("name"))?;
     ctx.may_write()?;
     if incident.status.as_ref() != Some(&decision.status) {
-        // status.detection belongs to the detector's field manager.
+        // status.detection belongs to the detector's field manager,
+        // status.communication to the notifier's.
         let owned = IncidentStatus {
             detection: None,
+            communication: None,
             ..decision.status.clone()
         };
         // Conditional on the version the decision was made from: a status

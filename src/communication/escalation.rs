@@ -1,0 +1,316 @@
+//! Paging as the runbook's escalation path: the first step's role is paged
+//! when the incident opens; while nobody acknowledges, each step's wait
+//! (by default the severity's response time) passes and the next role is
+//! paged; after the last step the steps run again, `repeat` times in all.
+//! An acknowledgement or the incident's end stops it. Pure: the state in
+//! the Incident plus the clock decide, so a restart neither re-pages nor
+//! skips a step.
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+
+use crate::crd::{
+    EscalationPolicySpec, EscalationState, EscalationStep, Incident, IncidentType, Paged,
+};
+
+/// Someone to page now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub person: String,
+    pub role: String,
+    pub channel: String,
+    pub step: i32,
+    pub pass: i32,
+}
+
+impl Page {
+    /// The outbox key of this page: unique per step, pass and person.
+    pub fn key(&self) -> String {
+        format!("Page/{}/{}/{}", self.pass, self.step, self.person)
+    }
+}
+
+/// What paging does now: the state to record and the pages to send.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub state: EscalationState,
+    pub pages: Vec<Page>,
+    /// Problems in the policy that keep a step from paging anyone.
+    pub problems: Vec<String>,
+}
+
+/// A Monday, 00:00 UTC: rotations without a start hand off on Mondays.
+const ROTATION_EPOCH: &str = "2024-01-01T00:00:00Z";
+
+/// Who holds `role` at `at`.
+pub fn on_call<'a>(policy: &'a EscalationPolicySpec, role: &str, at: Timestamp) -> Option<&'a str> {
+    let role = policy.roles.iter().find(|r| r.name == role)?;
+    let start = role
+        .handoff_start
+        .as_ref()
+        .map(|t| t.0)
+        .or_else(|| ROTATION_EPOCH.parse().ok())?;
+    let turn = i64::try_from(role.turn.as_std().as_secs()).ok()?.max(1);
+    let elapsed = at.duration_since(start).as_secs();
+    let turns = elapsed.div_euclid(turn);
+    let len = i64::try_from(role.rotation.len()).ok()?;
+    if len == 0 {
+        return None;
+    }
+    let index = usize::try_from(turns.rem_euclid(len)).ok()?;
+    role.rotation.get(index).map(String::as_str)
+}
+
+fn steps<'a>(policy: &'a EscalationPolicySpec, incident: &Incident) -> &'a [EscalationStep] {
+    if incident.spec.incident_type == IncidentType::SecurityIncident
+        && !policy.security_steps.is_empty()
+    {
+        &policy.security_steps
+    } else {
+        &policy.steps
+    }
+}
+
+/// Decides paging for `incident` at `now` from its recorded state.
+pub fn plan(incident: &Incident, policy: &EscalationPolicySpec, now: Timestamp) -> Plan {
+    let recorded = incident
+        .status
+        .as_ref()
+        .and_then(|s| s.communication.as_ref())
+        .and_then(|c| c.escalation.clone());
+    let mut plan = Plan {
+        state: recorded.clone().unwrap_or_default(),
+        pages: Vec::new(),
+        problems: Vec::new(),
+    };
+    if plan.state.stopped.is_some() {
+        return plan;
+    }
+    let status = incident.status.as_ref();
+    let stop = if let Some(ack) = &incident.spec.acknowledged {
+        Some(format!("acknowledged by {}", ack.by))
+    } else if status
+        .and_then(|s| s.phase)
+        .is_some_and(crate::crd::Phase::is_closed)
+    {
+        Some("the incident is closed".to_owned())
+    } else {
+        None
+    };
+    if let Some(why) = stop {
+        plan.state.stopped = Some(why);
+        plan.state.next_at = None;
+        return plan;
+    }
+    if status.and_then(|s| s.phase).is_none() {
+        return plan;
+    }
+    let steps = steps(policy, incident);
+    let (step, pass) = match &recorded {
+        None => (0, 0),
+        Some(state) if state.next_at.as_ref().is_some_and(|at| at.0 <= now) => {
+            let next = state.step.saturating_add(1);
+            if usize::try_from(next).is_ok_and(|n| n >= steps.len()) {
+                (0, state.pass.saturating_add(1))
+            } else {
+                (next, state.pass)
+            }
+        }
+        // Waiting for the current step's time to pass.
+        Some(_) => return plan,
+    };
+    if pass >= policy.repeat {
+        plan.state.stopped = Some(format!(
+            "nobody acknowledged after {} pass(es) through the steps",
+            policy.repeat
+        ));
+        plan.state.next_at = None;
+        return plan;
+    }
+    let Some(current) = usize::try_from(step).ok().and_then(|s| steps.get(s)) else {
+        plan.problems
+            .push("the escalation policy has no steps".into());
+        return plan;
+    };
+    let wait = current
+        .wait
+        .map_or(incident.spec.severity.acknowledge_within(), |w| w.as_std());
+    plan.state.step = step;
+    plan.state.pass = pass;
+    plan.state.next_at = now.checked_add(wait).ok().map(Time);
+    match on_call(policy, &current.role, now) {
+        Some(person) => match policy.people.iter().find(|p| p.name == person) {
+            Some(found) => {
+                plan.state.notified.push(Paged {
+                    person: person.to_owned(),
+                    role: current.role.clone(),
+                    step,
+                    pass,
+                    at: Time(now),
+                });
+                plan.pages.push(Page {
+                    person: person.to_owned(),
+                    role: current.role.clone(),
+                    channel: found.channel.clone(),
+                    step,
+                    pass,
+                });
+            }
+            None => plan.problems.push(format!(
+                "role {} names {person}, who is not in people",
+                current.role
+            )),
+        },
+        None => plan.problems.push(format!(
+            "step {step} pages role {}, which is not defined",
+            current.role
+        )),
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> EscalationPolicySpec {
+        serde_yaml::from_str(
+            r#"
+people:
+- {name: john, channel: pager-john}
+- {name: jane, channel: pager-jane}
+- {name: alice, channel: pager-alice}
+- {name: charlie, channel: pager-charlie}
+roles:
+- {name: primary, rotation: [john, jane], handoffStart: "2026-01-05T09:00:00Z"}
+- {name: secondary, rotation: [jane, john], handoffStart: "2026-01-05T09:00:00Z"}
+- {name: engineering-lead, rotation: [alice]}
+- {name: security-lead, rotation: [charlie]}
+steps:
+- {role: primary}
+- {role: secondary, wait: 30m}
+- {role: engineering-lead}
+securitySteps:
+- {role: security-lead}
+repeat: 2
+"#,
+        )
+        .unwrap()
+    }
+
+    fn incident(kind: &str, escalation: Option<&EscalationState>) -> Incident {
+        let mut incident: Incident = serde_json::from_value(serde_json::json!({
+            "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
+            "metadata": {"name": "api-down", "namespace": "hg"},
+            "spec": {"title": "API down", "severity": "P0", "type": kind,
+                     "target": {"kind": "Deployment", "name": "api"}},
+            "status": {"phase": "Triggered", "milestones": {"detectedAt": "2026-01-06T10:00:00Z"}}
+        }))
+        .unwrap();
+        let status = incident.status.as_mut().unwrap();
+        status.communication = Some(crate::crd::CommunicationStatus {
+            escalation: escalation.cloned(),
+            ..Default::default()
+        });
+        incident
+    }
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn rotations_hand_off_each_turn() {
+        let policy = policy();
+        assert_eq!(
+            on_call(&policy, "primary", at("2026-01-06T10:00:00Z")),
+            Some("john")
+        );
+        assert_eq!(
+            on_call(&policy, "primary", at("2026-01-12T09:00:00Z")),
+            Some("jane")
+        );
+        assert_eq!(
+            on_call(&policy, "primary", at("2026-01-19T09:00:00Z")),
+            Some("john")
+        );
+        assert_eq!(
+            on_call(&policy, "primary", at("2026-01-05T08:59:59Z")),
+            Some("jane"),
+            "before the start, counted back"
+        );
+        assert_eq!(on_call(&policy, "nobody", at("2026-01-06T10:00:00Z")), None);
+    }
+
+    #[test]
+    fn nobody_acknowledges_so_each_step_pages_in_turn_then_it_stops() {
+        let policy = policy();
+        let mut state: Option<EscalationState> = None;
+        let mut paged = Vec::new();
+        // Walk the clock minute by minute for three hours.
+        let mut now = at("2026-01-06T10:00:00Z");
+        for _ in 0..180 {
+            let planned = plan(&incident("ServiceOutage", state.as_ref()), &policy, now);
+            assert!(planned.problems.is_empty(), "{:?}", planned.problems);
+            paged.extend(
+                planned
+                    .pages
+                    .iter()
+                    .map(|p| (now.to_string(), p.person.clone(), p.key())),
+            );
+            state = Some(planned.state);
+            now = now.checked_add(std::time::Duration::from_secs(60)).unwrap();
+        }
+        let expected = [
+            ("2026-01-06T10:00:00Z", "john", "Page/0/0/john"),
+            // P0: the primary has 15 minutes; the secondary's step says 30.
+            ("2026-01-06T10:15:00Z", "jane", "Page/0/1/jane"),
+            ("2026-01-06T10:45:00Z", "alice", "Page/0/2/alice"),
+            ("2026-01-06T11:00:00Z", "john", "Page/1/0/john"),
+            ("2026-01-06T11:15:00Z", "jane", "Page/1/1/jane"),
+            ("2026-01-06T11:45:00Z", "alice", "Page/1/2/alice"),
+        ];
+        let got: Vec<(&str, &str, &str)> = paged
+            .iter()
+            .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+            .collect();
+        assert_eq!(got, expected);
+        let state = state.unwrap();
+        assert!(
+            state
+                .stopped
+                .as_deref()
+                .unwrap()
+                .starts_with("nobody acknowledged after 2")
+        );
+        assert_eq!(state.notified.len(), 6);
+    }
+
+    #[test]
+    fn an_acknowledgement_stops_paging_and_security_takes_its_own_path() {
+        let policy = policy();
+        let first = plan(
+            &incident("SecurityIncident", None),
+            &policy,
+            at("2026-01-06T10:00:00Z"),
+        );
+        assert_eq!(first.pages[0].person, "charlie", "the security lead first");
+        let mut acked = incident("SecurityIncident", Some(&first.state));
+        acked.spec.acknowledged = Some(crate::crd::Acknowledgement {
+            by: "charlie".into(),
+            note: None,
+        });
+        let later = plan(&acked, &policy, at("2026-01-06T11:00:00Z"));
+        assert!(later.pages.is_empty());
+        assert_eq!(
+            later.state.stopped.as_deref(),
+            Some("acknowledged by charlie")
+        );
+        // Recorded state is the memory: the same moment planned twice pages once.
+        let again = plan(
+            &incident("ServiceOutage", Some(&first.state)),
+            &policy,
+            at("2026-01-06T10:00:30Z"),
+        );
+        assert!(again.pages.is_empty());
+    }
+}

@@ -1,0 +1,11 @@
+//! The runbook's other half, people: what an incident's channels are told
+//! and when (`moments`, `outbox`), whom to page while nobody acknowledges
+//! (`escalation`), and how messages read (`templates`). All pure: the
+//! incident, the channels and the clock in, the records to add out; the
+//! notifier records them before anything is sent, so a restart neither
+//! sends twice nor skips.
+
+pub mod escalation;
+pub mod moments;
+pub mod outbox;
+pub mod templates;

@@ -1,0 +1,234 @@
+//! Which messages each channel is owed: the incident's moments the channel
+//! wants and has not been told of yet, recorded Pending before any send.
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{
+    ResourceExt,
+    core::{Selector, SelectorExt},
+};
+
+use super::moments::{Moment, moments};
+use crate::crd::{CommunicationStatus, Delivery, DeliveryState, Incident, NotificationChannelSpec};
+
+/// The most messages kept in an incident's outbox; the oldest sent ones go
+/// first, and are counted.
+pub const MAX_OUTBOX: usize = 100;
+
+/// A channel by name.
+#[derive(Clone, Copy, Debug)]
+pub struct Channel<'a> {
+    pub name: &'a str,
+    pub spec: &'a NotificationChannelSpec,
+}
+
+/// Whether a channel wants to hear about this incident at all.
+pub fn in_scope(channel: &NotificationChannelSpec, incident: &Incident) -> bool {
+    let scope = &channel.scope;
+    let spec = &incident.spec;
+    let policy = incident.policy_name();
+    (scope.severities.is_empty() || scope.severities.contains(&spec.severity))
+        && (scope.types.is_empty() || scope.types.contains(&spec.incident_type))
+        && (scope.policies.is_empty() || policy.is_some_and(|p| scope.policies.contains(p)))
+        && scope.selector.as_ref().is_none_or(|selector| {
+            Selector::try_from(selector.clone()).is_ok_and(|s| s.matches(incident.labels()))
+        })
+}
+
+/// The messages to record now: for each channel in scope, each moment it
+/// wants and has no record of. A channel that has been told nothing yet
+/// (added mid-incident) is told the latest moment only, not the history.
+pub fn owed(incident: &Incident, channels: &[Channel<'_>], now: Timestamp) -> Vec<Delivery> {
+    let recorded = incident
+        .status
+        .as_ref()
+        .and_then(|s| s.communication.as_ref())
+        .map(|c| c.outbox.as_slice())
+        .unwrap_or_default();
+    let mut new = Vec::new();
+    for channel in channels {
+        if !in_scope(channel.spec, incident) {
+            continue;
+        }
+        let every = channel.spec.updates.of(incident.spec.severity);
+        let due: Vec<Moment> = moments(incident, every, now)
+            .into_iter()
+            .filter(|m| channel.spec.events.contains(&m.event))
+            .filter(|m| {
+                !recorded
+                    .iter()
+                    .any(|d| d.channel == channel.name && d.key == m.key)
+            })
+            .collect();
+        let told_before = recorded.iter().any(|d| d.channel == channel.name);
+        let chosen: Vec<Moment> = if told_before {
+            due
+        } else {
+            due.into_iter().last().into_iter().collect()
+        };
+        new.extend(chosen.into_iter().map(|moment| Delivery {
+            channel: channel.name.to_owned(),
+            event: moment.event,
+            key: moment.key,
+            state: DeliveryState::Pending,
+            attempts: 0,
+            recorded_at: Time(now),
+            next_attempt_at: None,
+            sent_at: None,
+            last_error: None,
+            external_ref: None,
+        }));
+    }
+    new
+}
+
+/// The communication status with `new` recorded, bounded to [`MAX_OUTBOX`]
+/// (the oldest finished messages leave first; pending ones always stay).
+pub fn record(status: &CommunicationStatus, new: Vec<Delivery>) -> CommunicationStatus {
+    let mut next = status.clone();
+    next.outbox.extend(new);
+    while next.outbox.len() > MAX_OUTBOX {
+        let Some(oldest_done) = next
+            .outbox
+            .iter()
+            .position(|d| d.state != DeliveryState::Pending)
+        else {
+            break;
+        };
+        next.outbox.remove(oldest_done);
+        next.omitted = next.omitted.saturating_add(1);
+    }
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::NotifyEvent;
+
+    fn channel(yaml: &str) -> NotificationChannelSpec {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn incident(outbox: serde_json::Value) -> Incident {
+        let mut incident: Incident = serde_json::from_value(serde_json::json!({
+            "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
+            "metadata": {"name": "api-down", "namespace": "hg", "labels": {"team": "api"}},
+            "spec": {"title": "API down", "severity": "P0", "type": "ServiceOutage",
+                     "target": {"kind": "Deployment", "name": "api"}, "policy": "guard"},
+            "status": {"phase": "Acknowledged",
+                       "milestones": {"detectedAt": "2026-01-01T00:00:00Z",
+                                      "acknowledgedAt": "2026-01-01T00:05:00Z"},
+                       "communication": {"outbox": outbox}}
+        }))
+        .unwrap();
+        incident.metadata.uid = Some("u-1".into());
+        incident
+    }
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn each_channel_is_told_each_moment_once() {
+        let slack = channel("kind: Slack\nsecretRef: {name: s}\n");
+        let pager = channel(
+            "kind: PagerDuty\nsecretRef: {name: p}\nevents: [Opened, Resolved]\nscope: {severities: [P0, P1]}\n",
+        );
+        let other_team = channel(
+            "kind: Webhook\nsecretRef: {name: w}\nscope: {selector: {matchLabels: {team: web}}}\n",
+        );
+        let channels = [
+            Channel {
+                name: "slack",
+                spec: &slack,
+            },
+            Channel {
+                name: "pager",
+                spec: &pager,
+            },
+            Channel {
+                name: "web",
+                spec: &other_team,
+            },
+        ];
+        let sent = |channel: &str, key: &str| {
+            serde_json::json!({"channel": channel, "event": "Opened", "key": key, "state": "Sent",
+                               "attempts": 1, "recordedAt": "2026-01-01T00:00:01Z"})
+        };
+        let told = incident(serde_json::json!([
+            sent("slack", "Opened"),
+            sent("pager", "Opened")
+        ]));
+        let new = owed(&told, &channels, at("2026-01-01T00:10:00Z"));
+        let got: Vec<(&str, &str)> = new
+            .iter()
+            .map(|d| (d.channel.as_str(), d.key.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [("slack", "Acknowledged")],
+            "pager wants no acks; web is out of scope"
+        );
+        assert_eq!(new[0].state, DeliveryState::Pending);
+
+        // Recorded: nothing more is owed, whatever the clock says short of an update.
+        let after = CommunicationStatus {
+            outbox: told.status.clone().unwrap().communication.unwrap().outbox,
+            ..CommunicationStatus::default()
+        };
+        let mut told_again = told.clone();
+        told_again.status.as_mut().unwrap().communication = Some(record(&after, new));
+        assert!(owed(&told_again, &channels, at("2026-01-01T00:12:00Z")).is_empty());
+        // Fifteen minutes in, the P0 update.
+        let update = owed(&told_again, &channels, at("2026-01-01T00:15:00Z"));
+        assert_eq!(update.len(), 1);
+        assert_eq!(
+            (update[0].event, update[0].key.as_str()),
+            (NotifyEvent::Update, "Update/1")
+        );
+    }
+
+    #[test]
+    fn a_channel_added_mid_incident_hears_the_latest_only() {
+        let slack = channel("kind: Slack\nsecretRef: {name: s}\n");
+        let channels = [Channel {
+            name: "slack",
+            spec: &slack,
+        }];
+        let new = owed(
+            &incident(serde_json::json!([])),
+            &channels,
+            at("2026-01-01T00:10:00Z"),
+        );
+        let keys: Vec<&str> = new.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(keys, ["Acknowledged"]);
+    }
+
+    #[test]
+    fn the_outbox_is_bounded_and_keeps_what_is_pending() {
+        let delivery = |n: usize, state: DeliveryState| Delivery {
+            channel: "c".into(),
+            event: NotifyEvent::Update,
+            key: format!("Update/{n}"),
+            state,
+            attempts: 1,
+            recorded_at: Time(at("2026-01-01T00:00:00Z")),
+            next_attempt_at: None,
+            sent_at: None,
+            last_error: None,
+            external_ref: None,
+        };
+        let full = CommunicationStatus {
+            outbox: (0..MAX_OUTBOX)
+                .map(|n| delivery(n, DeliveryState::Sent))
+                .collect(),
+            ..CommunicationStatus::default()
+        };
+        let next = record(&full, vec![delivery(1000, DeliveryState::Pending)]);
+        assert_eq!(next.outbox.len(), MAX_OUTBOX);
+        assert_eq!(next.omitted, 1);
+        assert_eq!(next.outbox[0].key, "Update/1", "the oldest sent one left");
+        assert_eq!(next.outbox.last().unwrap().key, "Update/1000");
+    }
+}

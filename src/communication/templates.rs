@@ -1,0 +1,362 @@
+//! How messages read: the runbook's communication templates ("Initial
+//! Incident Notification", "Status Updates", "Resolution Notification") are
+//! the defaults, rendered with minijinja; a channel may replace any of them.
+//! Rendering is bounded (fuel, and the length of what comes out), so a
+//! template cannot hang or bloat the operator.
+
+use k8s_openapi::jiff::Timestamp;
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+
+use crate::crd::{Incident, NotifyEvent, Phase, Templates};
+
+/// The runbook's "Initial Incident Notification".
+pub const OPENED: &str = "🚨 INCIDENT ALERT - {{ severity }}
+Title: {{ title }}
+Impact: {{ impact }}
+Status: {{ status }}
+ETA: {{ eta }}
+Updates: {% if update_every %}Will update every {{ update_every }}{% else %}On each change{% endif %}
+Incident Commander: {{ commander }}";
+
+/// The runbook's "Status Updates".
+pub const UPDATE: &str = "📊 INCIDENT UPDATE - {{ severity }}
+Status: {{ status }}
+Progress: {{ progress }}
+Next Steps: {{ next_steps }}
+ETA: {{ eta }}
+Time to next update: {{ next_update }}";
+
+/// The runbook's "Resolution Notification".
+pub const RESOLVED: &str = "✅ INCIDENT RESOLVED - {{ severity }}
+Resolution: {{ resolution }}
+Root Cause: {{ root_cause }}
+Prevention: {{ prevention }}
+Duration: {{ duration }}
+Post-Mortem: {{ report }}";
+
+/// Template instructions one message may use.
+const FUEL: u64 = 50_000;
+/// The longest message; longer ones are cut.
+pub const MAX_MESSAGE: usize = 16 * 1024;
+
+/// What a template can say: the runbook's fields, filled from the incident.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Fields {
+    /// The Incident's name: the incident id.
+    pub id: String,
+    pub namespace: String,
+    pub event: String,
+    pub severity: String,
+    pub incident_type: String,
+    pub title: String,
+    pub target: String,
+    /// What is known of the impact (the description), or the title.
+    pub impact: String,
+    /// The runbook's status words: Investigating, Identified, Resolving, Resolved.
+    pub status: String,
+    /// The operator's phase.
+    pub phase: String,
+    /// The resolve deadline.
+    pub eta: String,
+    pub update_every: Option<String>,
+    pub next_update: String,
+    pub commander: String,
+    /// What has been done: the applied steps, in order.
+    pub progress: String,
+    pub next_steps: String,
+    pub resolution: String,
+    pub root_cause: String,
+    pub prevention: String,
+    pub duration: String,
+    pub report: String,
+}
+
+/// The runbook's status word for a phase.
+pub fn status_word(phase: Option<Phase>) -> &'static str {
+    match phase {
+        None | Some(Phase::Triggered | Phase::Acknowledged) => "Investigating",
+        Some(Phase::Mitigating | Phase::Escalated) => "Identified",
+        Some(Phase::Monitoring) => "Resolving",
+        Some(Phase::Resolved | Phase::Declined) => "Resolved",
+    }
+}
+
+/// A duration as people say it: 1h 5m, 12m, 40s.
+pub fn human(duration: std::time::Duration) -> String {
+    let secs = duration.as_secs();
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, m) => format!("{m}m"),
+        (h, 0) => format!("{h}h"),
+        (h, m) => format!("{h}h {m}m"),
+    }
+}
+
+/// The fields of `incident` for a message about `event` at `now`.
+pub fn fields(
+    incident: &Incident,
+    event: NotifyEvent,
+    update_every: Option<std::time::Duration>,
+    next_update: Option<Timestamp>,
+    now: Timestamp,
+) -> Fields {
+    let spec = &incident.spec;
+    let status = incident.status.clone().unwrap_or_default();
+    let applied: Vec<String> = status
+        .steps
+        .iter()
+        .filter(|s| !s.changes.is_empty())
+        .map(|s| format!("{} ({}): {}", s.name, s.result, s.changes.join("; ")))
+        .collect();
+    let opened = status.milestones.detected_at.as_ref().map(|t| t.0);
+    let ended = status.milestones.resolved_at.as_ref().map_or(now, |t| t.0);
+    let duration = opened
+        .map(|o| std::time::Duration::try_from(ended.duration_since(o)).unwrap_or_default())
+        .map(human)
+        .unwrap_or_default();
+    let next_steps = match status.phase {
+        Some(Phase::Escalated) => "automatic remediation is exhausted; a human must act".to_owned(),
+        Some(Phase::Monitoring) => "verifying that the recovery holds".to_owned(),
+        Some(Phase::Mitigating) => "applying the next remediation step".to_owned(),
+        Some(Phase::Resolved | Phase::Declined) => "none".to_owned(),
+        _ => "classifying and choosing the first remediation step".to_owned(),
+    };
+    let resolution = spec.resolution.as_ref();
+    Fields {
+        id: kube::ResourceExt::name_any(incident),
+        namespace: incident.metadata.namespace.clone().unwrap_or_default(),
+        event: event.to_string(),
+        severity: spec.severity.to_string(),
+        incident_type: spec.incident_type.to_string(),
+        title: spec.title.clone(),
+        target: spec.target.to_string(),
+        impact: spec
+            .description
+            .clone()
+            .unwrap_or_else(|| spec.title.clone()),
+        status: status_word(status.phase).to_owned(),
+        phase: status.phase.map(|p| p.to_string()).unwrap_or_default(),
+        eta: status
+            .sla
+            .as_ref()
+            .map_or_else(|| "unknown".to_owned(), |sla| sla.resolve_by.0.to_string()),
+        update_every: update_every.map(human),
+        next_update: next_update.map_or_else(|| "on the next change".to_owned(), |t| t.to_string()),
+        commander: spec
+            .acknowledged
+            .as_ref()
+            .map_or_else(|| "unassigned".to_owned(), |a| a.by.clone()),
+        progress: if applied.is_empty() {
+            "no remediation step applied yet".to_owned()
+        } else {
+            applied.join(" | ")
+        },
+        next_steps,
+        resolution: resolution.map_or_else(
+            || {
+                applied
+                    .last()
+                    .cloned()
+                    .unwrap_or_else(|| "recovered".to_owned())
+            },
+            |r| r.summary.clone(),
+        ),
+        root_cause: resolution.map_or_else(
+            || "under investigation".to_owned(),
+            |r| r.root_cause.clone(),
+        ),
+        prevention: resolution
+            .map(|r| r.follow_ups.join("; "))
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "to be decided in the post-mortem".to_owned()),
+        duration,
+        report: status
+            .communication
+            .as_ref()
+            .and_then(|c| c.report.clone())
+            .map_or_else(|| "to follow".to_owned(), |r| format!("ConfigMap {r}")),
+    }
+}
+
+/// Why a template could not be rendered.
+#[derive(Debug, thiserror::Error)]
+#[error("template {name}: {source}")]
+pub struct TemplateError {
+    name: &'static str,
+    #[source]
+    source: minijinja::Error,
+}
+
+/// Which template a moment uses: the first message, the last, or an update.
+pub fn template_for(event: NotifyEvent, templates: &Templates) -> (&'static str, String) {
+    match event {
+        NotifyEvent::Opened | NotifyEvent::Paged => (
+            "opened",
+            templates
+                .opened
+                .clone()
+                .unwrap_or_else(|| OPENED.to_owned()),
+        ),
+        NotifyEvent::Resolved => (
+            "resolved",
+            templates
+                .resolved
+                .clone()
+                .unwrap_or_else(|| RESOLVED.to_owned()),
+        ),
+        _ => (
+            "update",
+            templates
+                .update
+                .clone()
+                .unwrap_or_else(|| UPDATE.to_owned()),
+        ),
+    }
+}
+
+/// Renders the template for `fields.event`, bounded in work and length.
+pub fn render(name: &'static str, source: &str, fields: &Fields) -> Result<String, TemplateError> {
+    let error = |source| TemplateError { name, source };
+    let mut env = Environment::new();
+    env.set_fuel(Some(FUEL));
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    let template = env.template_from_str(source).map_err(error)?;
+    let mut text = template
+        .render(minijinja::value::Serde(fields))
+        .map_err(error)?;
+    if text.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incident(status: serde_json::Value, extra: serde_json::Value) -> Incident {
+        let mut spec = serde_json::json!({
+            "title": "healing-guard API is down", "severity": "P0", "type": "ServiceOutage",
+            "target": {"kind": "Deployment", "name": "healing-guard"},
+            "description": "every request answers 503"
+        });
+        for (key, value) in extra.as_object().unwrap() {
+            spec[key] = value.clone();
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
+            "metadata": {"name": "api-outage", "namespace": "healing-guard"},
+            "spec": spec, "status": status
+        }))
+        .unwrap()
+    }
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    const FIFTEEN: std::time::Duration = std::time::Duration::from_secs(900);
+
+    fn golden(name: &str, rendered: &str) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(name);
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, rendered).unwrap();
+        }
+        let expected = std::fs::read_to_string(&path)
+            .unwrap_or_else(|_| panic!("{} missing: run with UPDATE_GOLDEN=1", path.display()));
+        assert_eq!(
+            rendered, expected,
+            "{name} changed; UPDATE_GOLDEN=1 rewrites it"
+        );
+    }
+
+    #[test]
+    fn the_runbooks_templates_render_as_the_runbook_shows_them() {
+        let open = incident(
+            serde_json::json!({"phase": "Acknowledged",
+                "milestones": {"detectedAt": "2026-01-01T00:00:00Z", "acknowledgedAt": "2026-01-01T00:04:00Z"},
+                "sla": {"acknowledgeBy": "2026-01-01T00:15:00Z", "resolveBy": "2026-01-01T04:00:00Z"}}),
+            serde_json::json!({"acknowledged": {"by": "jane"}}),
+        );
+        let now = at("2026-01-01T00:05:00Z");
+        let next = at("2026-01-01T00:15:00Z");
+        let opened = fields(&open, NotifyEvent::Opened, Some(FIFTEEN), Some(next), now);
+        golden("opened.txt", &render("opened", OPENED, &opened).unwrap());
+
+        let mitigating = incident(
+            serde_json::json!({"phase": "Monitoring",
+                "milestones": {"detectedAt": "2026-01-01T00:00:00Z", "acknowledgedAt": "2026-01-01T00:04:00Z"},
+                "sla": {"acknowledgeBy": "2026-01-01T00:15:00Z", "resolveBy": "2026-01-01T04:00:00Z"},
+                "steps": [{"id": "s-0", "name": "rollback", "action": "rollback", "attempt": 1,
+                           "result": "Verifying", "startedAt": "2026-01-01T00:06:00Z",
+                           "changes": ["Deployment/healing-guard rolled back from revision 2 to revision 1"]}]}),
+            serde_json::json!({"acknowledged": {"by": "jane"}}),
+        );
+        let update = fields(
+            &mitigating,
+            NotifyEvent::Update,
+            Some(FIFTEEN),
+            Some(next),
+            now,
+        );
+        golden("update.txt", &render("update", UPDATE, &update).unwrap());
+
+        let resolved = incident(
+            serde_json::json!({"phase": "Resolved",
+                "milestones": {"detectedAt": "2026-01-01T00:00:00Z", "resolvedAt": "2026-01-01T01:05:00Z"},
+                "communication": {"report": "api-outage-report"}}),
+            serde_json::json!({"resolution": {"by": "jane", "rootCause": "the 1.4.2 release broke start-up",
+                "summary": "rolled back to 1.4.1", "followUps": ["a start-up smoke test in CI", "canary releases"]}}),
+        );
+        let done = fields(&resolved, NotifyEvent::Resolved, None, None, now);
+        golden(
+            "resolved.txt",
+            &render("resolved", RESOLVED, &done).unwrap(),
+        );
+    }
+
+    #[test]
+    fn a_template_is_bounded_and_its_mistakes_are_errors() {
+        let open = incident(
+            serde_json::json!({"phase": "Triggered"}),
+            serde_json::json!({}),
+        );
+        let fields = fields(
+            &open,
+            NotifyEvent::Opened,
+            None,
+            None,
+            at("2026-01-01T00:00:00Z"),
+        );
+        let endless =
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+        assert!(render("opened", endless, &fields).is_err(), "out of fuel");
+        let unknown = render("opened", "{{ no_such_field }}", &fields).unwrap_err();
+        assert!(unknown.to_string().contains("template opened"), "{unknown}");
+        let long = render(
+            "opened",
+            "{% for i in range(20000) %}ab{% endfor %}",
+            &fields,
+        );
+        assert!(long.is_err() || long.unwrap().len() <= MAX_MESSAGE);
+        assert_eq!(
+            render(
+                "opened",
+                "{{ severity }} {{ target }}: {{ status }}",
+                &fields
+            )
+            .unwrap(),
+            "P0 Deployment/healing-guard: Investigating"
+        );
+    }
+}

@@ -1,0 +1,393 @@
+//! `NotificationChannel`: where incident messages go (Slack, a generic
+//! webhook, PagerDuty, email, a status page), which incidents and events a
+//! channel wants, how fast it may be sent to, and its templates. URLs and
+//! credentials only ever come from a Secret.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Duration, IncidentType, Severity};
+
+/// A destination for incident messages, kept in Git like the policies.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "healing-guard.io",
+    version = "v1alpha1",
+    kind = "NotificationChannel",
+    doc = "Where incident messages go, which incidents and events it wants, and how they read",
+    plural = "notificationchannels",
+    shortname = "nc",
+    category = "healing-guard",
+    namespaced,
+    status = "NotificationChannelStatus",
+    printcolumn(name = "Kind", type_ = "string", json_path = ".spec.kind"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.kind != 'Email' || has(self.email)").message("an Email channel needs email.from and email.to").field_path(".email"),
+    validation = Rule::new("!has(self.email) || self.kind == 'Email'").message("email settings are only for an Email channel").field_path(".email"),
+    validation = Rule::new("!has(self.statusPage) || self.kind == 'StatusPage'").message("statusPage settings are only for a StatusPage channel").field_path(".statusPage"),
+)]
+pub struct NotificationChannelSpec {
+    /// What the channel talks to.
+    pub kind: ChannelKind,
+    /// The Secret (same namespace) with the channel's URL and credentials.
+    /// Slack: `url`. Webhook: `url`, optional `authorization` (a header
+    /// value). PagerDuty: `routingKey`, optional `url`. Email: `host`,
+    /// `port`, optional `username` and `password`. StatusPage: `apiKey`,
+    /// `pageId`, optional `url`.
+    pub secret_ref: SecretRef,
+    /// Which incidents it wants; empty lists mean all.
+    #[serde(default)]
+    pub scope: ChannelScope,
+    /// Which moments of an incident it is told about. Default: all.
+    #[serde(default = "all_events")]
+    #[schemars(length(min = 1, max = 8))]
+    pub events: Vec<NotifyEvent>,
+    /// Status updates while an incident is open, by severity (the runbook:
+    /// P0 every 15 minutes). A severity not listed gets none.
+    #[serde(default = "default_updates")]
+    pub updates: UpdateEvery,
+    /// At most this many messages a minute; the rest wait their turn.
+    #[serde(default = "default_per_minute")]
+    #[schemars(range(min = 1, max = 600))]
+    pub per_minute: i32,
+    /// Message templates (minijinja), replacing the runbook's defaults.
+    #[serde(default)]
+    pub templates: Templates,
+    /// Email only: sender and recipients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailSettings>,
+    /// StatusPage only: the component whose status follows the incident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_page: Option<StatusPageSettings>,
+}
+
+fn all_events() -> Vec<NotifyEvent> {
+    vec![
+        NotifyEvent::Opened,
+        NotifyEvent::Acknowledged,
+        NotifyEvent::StepApplied,
+        NotifyEvent::Escalated,
+        NotifyEvent::Mitigated,
+        NotifyEvent::Resolved,
+        NotifyEvent::Reopened,
+        NotifyEvent::Update,
+    ]
+}
+
+fn default_updates() -> UpdateEvery {
+    UpdateEvery {
+        p0: Some(Duration::from_secs(15 * 60)),
+        ..UpdateEvery::default()
+    }
+}
+
+/// How often an open incident of each severity gets a status update.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+pub struct UpdateEvery {
+    #[serde(rename = "P0", default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = super::bounds::update_every())]
+    pub p0: Option<Duration>,
+    #[serde(rename = "P1", default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = super::bounds::update_every())]
+    pub p1: Option<Duration>,
+    #[serde(rename = "P2", default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = super::bounds::update_every())]
+    pub p2: Option<Duration>,
+    #[serde(rename = "P3", default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = super::bounds::update_every())]
+    pub p3: Option<Duration>,
+}
+
+impl UpdateEvery {
+    /// The interval for a severity, if it gets updates.
+    pub fn of(&self, severity: Severity) -> Option<std::time::Duration> {
+        let every = match severity {
+            Severity::P0 => self.p0,
+            Severity::P1 => self.p1,
+            Severity::P2 => self.p2,
+            Severity::P3 => self.p3,
+        };
+        every.map(|d| d.as_std())
+    }
+}
+
+fn default_per_minute() -> i32 {
+    30
+}
+
+/// The kinds of channel.
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    JsonSchema,
+    strum::Display,
+    strum::IntoStaticStr,
+)]
+pub enum ChannelKind {
+    /// A Slack incoming webhook (Block Kit).
+    Slack,
+    /// Any HTTP endpoint: the incident as JSON.
+    Webhook,
+    /// PagerDuty Events API v2: trigger, acknowledge and resolve follow the phase.
+    PagerDuty,
+    /// SMTP.
+    Email,
+    /// Atlassian Statuspage: an incident and a component's status.
+    StatusPage,
+}
+
+/// A Secret in the channel's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    #[schemars(length(min = 1, max = 253), pattern(super::bounds::DNS_SUBDOMAIN))]
+    pub name: String,
+}
+
+/// Which incidents a channel wants; every non-empty filter must match.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelScope {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub severities: Vec<Severity>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 6))]
+    pub types: Vec<IncidentType>,
+    /// Incidents under these RemediationPolicies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        inner(length(min = 1, max = 253), pattern(super::bounds::DNS_SUBDOMAIN))
+    )]
+    pub policies: Vec<String>,
+    /// Incidents whose labels match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// The moments of an incident a channel can be told about.
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    JsonSchema,
+    strum::Display,
+    strum::IntoStaticStr,
+)]
+pub enum NotifyEvent {
+    /// The incident opened.
+    Opened,
+    /// A responder acknowledged it.
+    Acknowledged,
+    /// A remediation step changed something.
+    StepApplied,
+    /// Automatic remediation is over; a human must act.
+    Escalated,
+    /// A step's fix held: the impact is contained.
+    Mitigated,
+    /// The incident is over.
+    Resolved,
+    /// The signal came back after resolution.
+    Reopened,
+    /// A periodic status update while it is open.
+    Update,
+    /// A person is paged by the escalation policy (always sent to them,
+    /// whatever their channel's `events`).
+    Paged,
+}
+
+/// Templates replacing the defaults; inline text wins over the ConfigMap.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Templates {
+    /// The first message (the runbook's "Initial Incident Notification").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8192))]
+    pub opened: Option<String>,
+    /// Every message in between (the runbook's "Status Updates").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8192))]
+    pub update: Option<String>,
+    /// The last message (the runbook's "Resolution Notification").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8192))]
+    pub resolved: Option<String>,
+    /// A ConfigMap (same namespace) with keys `opened`, `update`, `resolved`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(super::bounds::DNS_SUBDOMAIN))]
+    pub config_map: Option<String>,
+}
+
+/// Sender and recipients of an Email channel.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmailSettings {
+    #[schemars(length(min = 3, max = 254))]
+    pub from: String,
+    #[schemars(length(min = 1, max = 20), inner(length(min = 3, max = 254)))]
+    pub to: Vec<String>,
+}
+
+/// The Statuspage component that follows the incident.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusPageSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub component_id: Option<String>,
+}
+
+/// What the operator found about a channel.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationChannelStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, or why the channel cannot send (its Secret or a template).
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Who is told about an incident, and who is paged for it: on a
+/// RemediationPolicy for the incidents it opens or runs, on an Incident
+/// for itself (adding to its policy's).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Communication {
+    /// NotificationChannels (same namespace) told about the incident.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 10),
+        inner(length(min = 1, max = 253), pattern(super::bounds::DNS_SUBDOMAIN))
+    )]
+    pub channels: Vec<String>,
+    /// The EscalationPolicy (same namespace) that pages people until one acknowledges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(super::bounds::DNS_SUBDOMAIN))]
+    pub escalation_policy: Option<String>,
+}
+
+/// What was sent about an incident, and where paging stands. Written only
+/// by the notifier (its own field manager); derived from the incident and
+/// the clock, so a restart never sends twice and never skips a step.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommunicationStatus {
+    /// Every message, recorded before it is sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbox: Vec<Delivery>,
+    /// Messages dropped from the outbox (the oldest sent ones) to bound it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted: i64,
+    /// Paging.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<EscalationState>,
+    /// The ConfigMap holding the post-incident report, once resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<String>,
+}
+
+fn is_zero(value: &i64) -> bool {
+    *value == 0
+}
+
+/// One message to one channel.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// The channel.
+    pub channel: String,
+    /// The moment it tells of.
+    pub event: NotifyEvent,
+    /// Unique per channel: the event and which one (`StepApplied/<step id>`,
+    /// `Update/3`, `Resolved/1`).
+    pub key: String,
+    /// Where it stands.
+    pub state: DeliveryState,
+    /// Attempts so far.
+    #[serde(default)]
+    pub attempts: i32,
+    /// When it was recorded (before any attempt).
+    pub recorded_at: Time,
+    /// When the next attempt is due (after a failure, or a rate limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<Time>,
+    /// When the receiver accepted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<Time>,
+    /// Why the last attempt failed (the receiver's answer, never a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// What the receiver calls it (a Statuspage incident id, a message id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_ref: Option<String>,
+}
+
+/// Where a message stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, strum::Display)]
+pub enum DeliveryState {
+    /// Recorded; not yet accepted.
+    Pending,
+    /// Accepted by the receiver.
+    Sent,
+    /// Refused for good, or out of attempts.
+    Failed,
+}
+
+/// Where paging stands for an incident.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EscalationState {
+    /// The step paged last (0-based), in which pass through the steps.
+    pub step: i32,
+    pub pass: i32,
+    /// When the next step is paged if nobody acknowledges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_at: Option<Time>,
+    /// Who was paged, when, at which step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notified: Vec<Paged>,
+    /// Why paging stopped (acknowledged, resolved, out of steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+}
+
+/// One page.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Paged {
+    pub person: String,
+    pub role: String,
+    pub step: i32,
+    pub pass: i32,
+    pub at: Time,
+}
