@@ -8,4 +8,6 @@
 pub mod escalation;
 pub mod moments;
 pub mod outbox;
+pub mod payloads;
+pub mod send;
 pub mod templates;

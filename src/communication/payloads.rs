@@ -1,0 +1,280 @@
+//! What each kind of receiver is sent, as its documentation says, built
+//! from the rendered message and the incident. Pure; the limits each
+//! receiver sets (Slack's 3,000 characters per text block, PagerDuty's
+//! 1,024 for a summary) are kept here.
+
+use serde_json::{Value, json};
+
+use super::templates::{Fields, status_word};
+use crate::crd::{Incident, NotifyEvent, Phase, Severity};
+
+/// Slack: characters in one section's text.
+pub const SLACK_TEXT: usize = 3000;
+/// Slack: characters in a header.
+pub const SLACK_HEADER: usize = 150;
+/// Slack: blocks in one message.
+pub const SLACK_BLOCKS: usize = 50;
+/// PagerDuty: characters in a summary.
+pub const PAGERDUTY_SUMMARY: usize = 1024;
+
+/// `text` cut to at most `max` characters, with an ellipsis where it was cut.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut clipped: String = text.chars().take(max.saturating_sub(1)).collect();
+    clipped.push('…');
+    clipped
+}
+
+/// A generic webhook: the message and the incident, as JSON.
+pub fn webhook(
+    incident: &Incident,
+    event: NotifyEvent,
+    key: &str,
+    text: &str,
+    fields: &Fields,
+) -> Value {
+    json!({
+        "version": "v1",
+        "event": event.to_string(),
+        "key": key,
+        "text": text,
+        "incident": {
+            "id": fields.id,
+            "uid": incident.metadata.uid,
+            "namespace": fields.namespace,
+            "title": fields.title,
+            "severity": fields.severity,
+            "type": fields.incident_type,
+            "phase": fields.phase,
+            "status": fields.status,
+            "target": fields.target,
+            "commander": fields.commander,
+        }
+    })
+}
+
+/// Slack (incoming webhook, Block Kit): the first line as a header, the
+/// rest in sections of at most 3,000 characters, and the whole as the
+/// notification's fallback text.
+pub fn slack(text: &str) -> Value {
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let body: Vec<&str> = lines.collect();
+    let mut blocks = vec![json!({
+        "type": "header",
+        "text": {"type": "plain_text", "text": clip(header, SLACK_HEADER), "emoji": true}
+    })];
+    // Sections cut at line ends where possible.
+    let mut section = String::new();
+    for line in body {
+        let line = clip(line, SLACK_TEXT);
+        if section.chars().count() + line.chars().count() + 1 > SLACK_TEXT {
+            blocks.push(section_block(&section));
+            section.clear();
+        }
+        if !section.is_empty() {
+            section.push('\n');
+        }
+        section.push_str(&line);
+    }
+    if !section.is_empty() {
+        blocks.push(section_block(&section));
+    }
+    blocks.truncate(SLACK_BLOCKS);
+    json!({"text": clip(text, SLACK_TEXT), "blocks": blocks})
+}
+
+fn section_block(text: &str) -> Value {
+    json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+}
+
+/// PagerDuty's severity for ours.
+pub fn pagerduty_severity(severity: Severity) -> &'static str {
+    match severity {
+        Severity::P0 => "critical",
+        Severity::P1 => "error",
+        Severity::P2 => "warning",
+        Severity::P3 => "info",
+    }
+}
+
+/// PagerDuty Events API v2: the alert follows the Incident's phase, keyed
+/// by its uid - trigger while open, acknowledge once acknowledged, resolve
+/// once over. Never decided from a message's words.
+pub fn pagerduty(routing_key: &str, incident: &Incident, text: &str, fields: &Fields) -> Value {
+    let phase = incident.status.as_ref().and_then(|s| s.phase);
+    let dedup_key = incident
+        .metadata
+        .uid
+        .clone()
+        .unwrap_or_else(|| fields.id.clone());
+    let action = if phase.is_some_and(Phase::is_closed) {
+        "resolve"
+    } else if incident.spec.acknowledged.is_some() {
+        "acknowledge"
+    } else {
+        "trigger"
+    };
+    let mut event = json!({
+        "routing_key": routing_key,
+        "event_action": action,
+        "dedup_key": dedup_key,
+    });
+    if action == "trigger" {
+        event["payload"] = json!({
+            "summary": clip(&format!("[{}] {}", fields.severity, fields.title), PAGERDUTY_SUMMARY),
+            "source": format!("{}/{}", fields.namespace, fields.target),
+            "severity": pagerduty_severity(incident.spec.severity),
+            "component": fields.target,
+            "group": fields.namespace,
+            "class": fields.incident_type,
+            "custom_details": {"incident": fields.id, "message": text, "status": fields.status},
+        });
+    }
+    event
+}
+
+/// Statuspage's incident status for a phase.
+pub fn statuspage_status(phase: Option<Phase>) -> &'static str {
+    match status_word(phase) {
+        "Identified" => "identified",
+        "Resolving" => "monitoring",
+        "Resolved" => "resolved",
+        _ => "investigating",
+    }
+}
+
+/// Statuspage's component status for an open incident of this severity.
+pub fn component_status(severity: Severity, phase: Option<Phase>) -> &'static str {
+    if phase.is_some_and(Phase::is_closed) {
+        return "operational";
+    }
+    match severity {
+        Severity::P0 => "major_outage",
+        Severity::P1 => "partial_outage",
+        Severity::P2 | Severity::P3 => "degraded_performance",
+    }
+}
+
+/// Statuspage v1: the body of an incident create or update.
+pub fn statuspage(
+    incident: &Incident,
+    component: Option<&str>,
+    text: &str,
+    fields: &Fields,
+) -> Value {
+    let phase = incident.status.as_ref().and_then(|s| s.phase);
+    let mut body = json!({
+        "name": clip(&fields.title, 255),
+        "status": statuspage_status(phase),
+        "body": text,
+    });
+    if let Some(component) = component {
+        body["component_ids"] = json!([component]);
+        body["components"] = json!({component: component_status(incident.spec.severity, phase)});
+    }
+    json!({"incident": body})
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+    use crate::communication::templates::{OPENED, fields, render};
+
+    fn incident(phase: &str, acknowledged: bool) -> Incident {
+        let mut spec = json!({"title": "API down", "severity": "P0", "type": "ServiceOutage",
+                              "target": {"kind": "Deployment", "name": "api"}});
+        if acknowledged {
+            spec["acknowledged"] = json!({"by": "jane"});
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
+            "metadata": {"name": "api-down", "namespace": "hg", "uid": "0f0e-uid"},
+            "spec": spec, "status": {"phase": phase}
+        }))
+        .unwrap()
+    }
+
+    fn message(incident: &Incident) -> (String, Fields) {
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let fields = fields(incident, NotifyEvent::Opened, None, None, now);
+        (render("opened", OPENED, &fields).unwrap(), fields)
+    }
+
+    #[test]
+    fn pagerduty_follows_the_phase_keyed_by_the_incident() {
+        for (phase, acknowledged, action) in [
+            ("Triggered", false, "trigger"),
+            ("Mitigating", true, "acknowledge"),
+            ("Resolved", true, "resolve"),
+            ("Declined", false, "resolve"),
+        ] {
+            let incident = incident(phase, acknowledged);
+            let (text, fields) = message(&incident);
+            let event = pagerduty("R0UT1NG", &incident, &text, &fields);
+            assert_eq!(event["event_action"], action, "{phase}");
+            assert_eq!(event["dedup_key"], "0f0e-uid");
+            assert_eq!(event["routing_key"], "R0UT1NG");
+            assert_eq!(event.get("payload").is_some(), action == "trigger");
+        }
+        let incident = incident("Triggered", false);
+        let (text, fields) = message(&incident);
+        let event = pagerduty("R", &incident, &text, &fields);
+        assert_eq!(event["payload"]["severity"], "critical");
+        assert_eq!(event["payload"]["summary"], "[P0] API down");
+        assert_eq!(event["payload"]["source"], "hg/Deployment/api");
+    }
+
+    #[test]
+    fn slack_keeps_within_its_limits() {
+        let long = format!(
+            "🚨 {}\n{}\n{}",
+            "h".repeat(400),
+            "a".repeat(5000),
+            "b\n".repeat(4000)
+        );
+        let body = slack(&long);
+        let blocks = body["blocks"].as_array().unwrap();
+        assert!(blocks.len() <= SLACK_BLOCKS);
+        assert!(blocks[0]["text"]["text"].as_str().unwrap().chars().count() <= SLACK_HEADER);
+        for block in &blocks[1..] {
+            assert!(block["text"]["text"].as_str().unwrap().chars().count() <= SLACK_TEXT);
+        }
+        assert!(body["text"].as_str().unwrap().chars().count() <= SLACK_TEXT);
+        let short = slack("🚨 INCIDENT ALERT - P0\nTitle: API down");
+        assert_eq!(short["blocks"][0]["text"]["text"], "🚨 INCIDENT ALERT - P0");
+        assert_eq!(short["blocks"][1]["text"]["text"], "Title: API down");
+    }
+
+    #[test]
+    fn the_status_page_walks_with_the_phase() {
+        let walk: Vec<&str> = ["Triggered", "Mitigating", "Monitoring", "Resolved"]
+            .into_iter()
+            .map(|phase| {
+                let incident = incident(phase, false);
+                let (text, fields) = message(&incident);
+                let body = statuspage(&incident, Some("api"), &text, &fields);
+                match body["incident"]["status"].as_str().unwrap() {
+                    "investigating" => "investigating",
+                    "identified" => "identified",
+                    "monitoring" => "monitoring",
+                    _ => "resolved",
+                }
+            })
+            .collect();
+        assert_eq!(
+            walk,
+            ["investigating", "identified", "monitoring", "resolved"]
+        );
+        let down = incident("Triggered", false);
+        let (text, fields) = message(&down);
+        assert_eq!(
+            statuspage(&down, Some("api"), &text, &fields)["incident"]["components"]["api"],
+            "major_outage"
+        );
+    }
+}
