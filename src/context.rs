@@ -14,7 +14,7 @@ use kube::{
 use tracing::warn;
 
 use crate::{
-    crd::{Incident, RemediationPolicy},
+    crd::{EscalationPolicy, Incident, NotificationChannel, RemediationPolicy},
     k8s::{Scope, backoff::Backoffs, shared::Shared},
     leader::{Fence, Fenced},
     metrics::Metrics,
@@ -29,6 +29,8 @@ pub struct Watches {
     pub policies: Shared<RemediationPolicy>,
     pub deployments: Shared<Deployment>,
     pub statefulsets: Shared<StatefulSet>,
+    pub channels: Shared<NotificationChannel>,
+    pub escalations: Shared<EscalationPolicy>,
 }
 
 impl Watches {
@@ -40,12 +42,16 @@ impl Watches {
         let (policies, policies_driver) = Shared::watch(scope.api(client), config());
         let (deployments, deployments_driver) = Shared::watch(scope.api(client), config());
         let (statefulsets, statefulsets_driver) = Shared::watch(scope.api(client), config());
+        let (channels, channels_driver) = Shared::watch(scope.api(client), config());
+        let (escalations, escalations_driver) = Shared::watch(scope.api(client), config());
         let drivers = async move {
             tokio::join!(
                 incidents_driver,
                 policies_driver,
                 deployments_driver,
-                statefulsets_driver
+                statefulsets_driver,
+                channels_driver,
+                escalations_driver
             );
         };
         (
@@ -54,6 +60,8 @@ impl Watches {
                 policies,
                 deployments,
                 statefulsets,
+                channels,
+                escalations,
             },
             drivers,
         )
@@ -67,7 +75,9 @@ impl Watches {
         self.incidents.store().wait_until_ready().await?;
         self.policies.store().wait_until_ready().await?;
         self.deployments.store().wait_until_ready().await?;
-        self.statefulsets.store().wait_until_ready().await
+        self.statefulsets.store().wait_until_ready().await?;
+        self.channels.store().wait_until_ready().await?;
+        self.escalations.store().wait_until_ready().await
     }
 }
 
@@ -75,6 +85,8 @@ impl Watches {
 #[derive(Clone)]
 pub struct Context {
     pub client: Client,
+    /// For the receivers of notifications (the same TLS provider as kube's).
+    pub http: reqwest::Client,
     pub settings: Settings,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
@@ -97,6 +109,7 @@ pub struct Settings {
 impl Context {
     pub fn new(
         client: Client,
+        http: reqwest::Client,
         settings: Settings,
         metrics: Arc<Metrics>,
         watches: Watches,
@@ -106,6 +119,7 @@ impl Context {
         let recorder = Recorder::new(client.clone(), reporter);
         Context {
             client,
+            http,
             settings,
             recorder,
             metrics,

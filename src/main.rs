@@ -136,6 +136,10 @@ async fn run(
     // has its own per-object backoff, and says in the ledger what it waits for.
     config.default_retry = false;
     let client = kube::Client::try_from(config)?;
+    // Notifications: every receiver gets at most this long to answer.
+    let http = reqwest::Client::builder()
+        .timeout(healing_guard_operator::communication::send::ATTEMPT_TIMEOUT)
+        .build()?;
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     let state = ServerState {
@@ -168,7 +172,7 @@ async fn run(
         None => Fence::unfenced(),
     };
     let controllers = controller::run(
-        client,
+        (client, http),
         settings,
         metrics,
         scope,

@@ -25,6 +25,13 @@ pub struct ErrorLabels {
     pub reason: String,
 }
 
+/// A notification attempt, by the moment it told of and how it went.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    pub event: String,
+    pub result: &'static str,
+}
+
 /// An SLA deadline that passed.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SlaLabels {
@@ -88,6 +95,8 @@ pub struct Metrics {
     /// What the detector holds in memory about workloads and incidents;
     /// back to where it was once they are gone.
     pub detector_entries: Gauge,
+    /// Notification attempts: sent, failed for good, or to be retried.
+    pub notifications: Family<NotificationLabels, Counter>,
     /// Where the open-incident gauges are counted from at scrape time.
     pub incident_store: OnceLock<Store<Incident>>,
 }
@@ -175,6 +184,12 @@ impl Default for Metrics {
             "Writes dropped because this replica was no longer the current leader",
             fenced_writes.clone(),
         );
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notification attempts by event and result (sent, failed, retry)",
+            notifications.clone(),
+        );
         let detector_entries = Gauge::default();
         registry.register(
             "detector_entries",
@@ -210,6 +225,7 @@ impl Default for Metrics {
             circuit_breakers,
             fenced_writes,
             detector_entries,
+            notifications,
             incident_store: OnceLock::new(),
         }
     }
@@ -231,6 +247,15 @@ impl Metrics {
     }
 
     /// Counts a failed reconcile.
+    pub fn count_notification(&self, event: &str, result: &'static str) {
+        self.notifications
+            .get_or_create(&NotificationLabels {
+                event: event.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
     pub fn count_error(&self, controller: &'static str, reason: &str) {
         self.reconcile_errors
             .get_or_create(&ErrorLabels {

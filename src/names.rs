@@ -7,6 +7,8 @@ pub const FIELD_MANAGER: &str = "healing-guard-operator";
 pub const DETECTOR_FIELD_MANAGER: &str = "healing-guard-operator-detector";
 /// Field manager of the leader-election Lease.
 pub const LEADER_FIELD_MANAGER: &str = "healing-guard-operator-leader";
+/// Field manager of `status.communication` on Incidents: the notifier's.
+pub const NOTIFIER_FIELD_MANAGER: &str = "healing-guard-operator-notifier";
 /// Field manager of the config snapshots: a snapshot is trusted only if it
 /// alone ever wrote it.
 pub const SNAPSHOT_FIELD_MANAGER: &str = "healing-guard-operator-snapshot";

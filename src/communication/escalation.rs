@@ -32,7 +32,8 @@ impl Page {
 /// What paging does now: the state to record and the pages to send.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
-    pub state: EscalationState,
+    /// None until paging starts (the incident is not opened yet).
+    pub state: Option<EscalationState>,
     pub pages: Vec<Page>,
     /// Problems in the policy that keep a step from paging anyone.
     pub problems: Vec<String>,
@@ -78,11 +79,11 @@ pub fn plan(incident: &Incident, policy: &EscalationPolicySpec, now: Timestamp) 
         .and_then(|s| s.communication.as_ref())
         .and_then(|c| c.escalation.clone());
     let mut plan = Plan {
-        state: recorded.clone().unwrap_or_default(),
+        state: recorded.clone(),
         pages: Vec::new(),
         problems: Vec::new(),
     };
-    if plan.state.stopped.is_some() {
+    if recorded.as_ref().is_some_and(|s| s.stopped.is_some()) {
         return plan;
     }
     let status = incident.status.as_ref();
@@ -97,8 +98,9 @@ pub fn plan(incident: &Incident, policy: &EscalationPolicySpec, now: Timestamp) 
         None
     };
     if let Some(why) = stop {
-        plan.state.stopped = Some(why);
-        plan.state.next_at = None;
+        let state = plan.state.get_or_insert_with(EscalationState::default);
+        state.stopped = Some(why);
+        state.next_at = None;
         return plan;
     }
     if status.and_then(|s| s.phase).is_none() {
@@ -118,12 +120,13 @@ pub fn plan(incident: &Incident, policy: &EscalationPolicySpec, now: Timestamp) 
         // Waiting for the current step's time to pass.
         Some(_) => return plan,
     };
+    let state = plan.state.get_or_insert_with(EscalationState::default);
     if pass >= policy.repeat {
-        plan.state.stopped = Some(format!(
+        state.stopped = Some(format!(
             "nobody acknowledged after {} pass(es) through the steps",
             policy.repeat
         ));
-        plan.state.next_at = None;
+        state.next_at = None;
         return plan;
     }
     let Some(current) = usize::try_from(step).ok().and_then(|s| steps.get(s)) else {
@@ -134,13 +137,13 @@ pub fn plan(incident: &Incident, policy: &EscalationPolicySpec, now: Timestamp) 
     let wait = current
         .wait
         .map_or(incident.spec.severity.acknowledge_within(), |w| w.as_std());
-    plan.state.step = step;
-    plan.state.pass = pass;
-    plan.state.next_at = now.checked_add(wait).ok().map(Time);
+    state.step = step;
+    state.pass = pass;
+    state.next_at = now.checked_add(wait).ok().map(Time);
     match on_call(policy, &current.role, now) {
         Some(person) => match policy.people.iter().find(|p| p.name == person) {
             Some(found) => {
-                plan.state.notified.push(Paged {
+                state.notified.push(Paged {
                     person: person.to_owned(),
                     role: current.role.clone(),
                     step,
@@ -257,7 +260,7 @@ repeat: 2
                     .iter()
                     .map(|p| (now.to_string(), p.person.clone(), p.key())),
             );
-            state = Some(planned.state);
+            state = planned.state;
             now = now.checked_add(std::time::Duration::from_secs(60)).unwrap();
         }
         let expected = [
@@ -294,7 +297,7 @@ repeat: 2
             at("2026-01-06T10:00:00Z"),
         );
         assert_eq!(first.pages[0].person, "charlie", "the security lead first");
-        let mut acked = incident("SecurityIncident", Some(&first.state));
+        let mut acked = incident("SecurityIncident", first.state.as_ref());
         acked.spec.acknowledged = Some(crate::crd::Acknowledgement {
             by: "charlie".into(),
             note: None,
@@ -302,12 +305,12 @@ repeat: 2
         let later = plan(&acked, &policy, at("2026-01-06T11:00:00Z"));
         assert!(later.pages.is_empty());
         assert_eq!(
-            later.state.stopped.as_deref(),
+            later.state.unwrap().stopped.as_deref(),
             Some("acknowledged by charlie")
         );
         // Recorded state is the memory: the same moment planned twice pages once.
         let again = plan(
-            &incident("ServiceOutage", Some(&first.state)),
+            &incident("ServiceOutage", first.state.as_ref()),
             &policy,
             at("2026-01-06T10:00:30Z"),
         );

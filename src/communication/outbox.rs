@@ -7,7 +7,10 @@ use kube::{
     core::{Selector, SelectorExt},
 };
 
-use super::moments::{Moment, moments};
+use super::{
+    moments::{Moment, moments},
+    send::{MAX_ATTEMPTS, Outcome},
+};
 use crate::crd::{CommunicationStatus, Delivery, DeliveryState, Incident, NotificationChannelSpec};
 
 /// The most messages kept in an incident's outbox; the oldest sent ones go
@@ -98,6 +101,91 @@ pub fn record(status: &CommunicationStatus, new: Vec<Delivery>) -> Communication
         next.omitted = next.omitted.saturating_add(1);
     }
     next
+}
+
+/// The pending messages to attempt now: due (no wait, or its wait over),
+/// within each channel's rate limit (what it was sent in the last minute
+/// counts), oldest first. Indexes into the outbox.
+pub fn due(
+    status: &CommunicationStatus,
+    per_minute: impl Fn(&str) -> Option<i32>,
+    now: Timestamp,
+) -> Vec<usize> {
+    let minute_ago = now
+        .checked_sub(std::time::Duration::from_secs(60))
+        .unwrap_or(now);
+    let mut budget: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    let mut chosen = Vec::new();
+    for (index, delivery) in status.outbox.iter().enumerate() {
+        if delivery.state != DeliveryState::Pending
+            || delivery
+                .next_attempt_at
+                .as_ref()
+                .is_some_and(|at| at.0 > now)
+        {
+            continue;
+        }
+        // A channel that is gone sends nothing; its messages wait for it.
+        let Some(limit) = per_minute(&delivery.channel) else {
+            continue;
+        };
+        let left = budget.entry(delivery.channel.as_str()).or_insert_with(|| {
+            let recent = status
+                .outbox
+                .iter()
+                .filter(|d| d.channel == delivery.channel)
+                .filter(|d| d.sent_at.as_ref().is_some_and(|at| at.0 > minute_ago))
+                .count();
+            i64::from(limit) - i64::try_from(recent).unwrap_or(i64::MAX)
+        });
+        if *left > 0 {
+            *left -= 1;
+            chosen.push(index);
+        }
+    }
+    chosen
+}
+
+/// A message after one attempt.
+pub fn settle(delivery: &Delivery, outcome: &Outcome, now: Timestamp) -> Delivery {
+    let mut next = delivery.clone();
+    next.attempts = next.attempts.saturating_add(1);
+    match outcome {
+        Outcome::Accepted { external_ref } => {
+            next.state = DeliveryState::Sent;
+            next.sent_at = Some(Time(now));
+            next.next_attempt_at = None;
+            next.last_error = None;
+            if external_ref.is_some() {
+                next.external_ref = external_ref.clone();
+            }
+        }
+        Outcome::Retry { after, why } => {
+            next.last_error = Some(why.clone());
+            if next.attempts >= MAX_ATTEMPTS {
+                next.state = DeliveryState::Failed;
+                next.next_attempt_at = None;
+            } else {
+                next.next_attempt_at = now.checked_add(*after).ok().map(Time);
+            }
+        }
+        Outcome::Refused { why } => {
+            next.state = DeliveryState::Failed;
+            next.last_error = Some(why.clone());
+            next.next_attempt_at = None;
+        }
+    }
+    next
+}
+
+/// When a pending message is next due, if one waits.
+pub fn next_attempt(status: &CommunicationStatus) -> Option<Timestamp> {
+    status
+        .outbox
+        .iter()
+        .filter(|d| d.state == DeliveryState::Pending)
+        .filter_map(|d| d.next_attempt_at.as_ref().map(|t| t.0))
+        .min()
 }
 
 #[cfg(test)]
@@ -230,5 +318,92 @@ mod tests {
         assert_eq!(next.omitted, 1);
         assert_eq!(next.outbox[0].key, "Update/1", "the oldest sent one left");
         assert_eq!(next.outbox.last().unwrap().key, "Update/1000");
+    }
+
+    #[test]
+    fn sends_what_is_due_within_each_channels_limit_and_settles_it() {
+        let now = at("2026-01-01T00:10:00Z");
+        let pending = |channel: &str, key: &str, wait: Option<&str>| Delivery {
+            channel: channel.into(),
+            event: NotifyEvent::Update,
+            key: key.into(),
+            state: DeliveryState::Pending,
+            attempts: 0,
+            recorded_at: Time(at("2026-01-01T00:00:00Z")),
+            next_attempt_at: wait.map(|w| Time(at(w))),
+            sent_at: None,
+            last_error: None,
+            external_ref: None,
+        };
+        let sent_recently = Delivery {
+            state: DeliveryState::Sent,
+            sent_at: Some(Time(at("2026-01-01T00:09:30Z"))),
+            ..pending("slow", "Opened", None)
+        };
+        let status = CommunicationStatus {
+            outbox: vec![
+                sent_recently,
+                pending("slow", "Update/1", None),
+                pending("fast", "Update/1", None),
+                pending("fast", "Update/2", Some("2026-01-01T00:11:00Z")),
+                pending("gone", "Update/1", None),
+            ],
+            ..CommunicationStatus::default()
+        };
+        let limits = |channel: &str| match channel {
+            "slow" => Some(1),
+            "fast" => Some(30),
+            _ => None,
+        };
+        // slow used its one a minute; fast's second waits; gone has no channel.
+        assert_eq!(due(&status, limits, now), [2]);
+        assert_eq!(next_attempt(&status), Some(at("2026-01-01T00:11:00Z")));
+
+        let message = &status.outbox[2];
+        let sent = settle(
+            message,
+            &Outcome::Accepted {
+                external_ref: Some("x".into()),
+            },
+            now,
+        );
+        assert_eq!((sent.state, sent.attempts), (DeliveryState::Sent, 1));
+        let later = settle(
+            message,
+            &Outcome::Retry {
+                after: std::time::Duration::from_secs(30),
+                why: "503".into(),
+            },
+            now,
+        );
+        assert_eq!(later.state, DeliveryState::Pending);
+        assert_eq!(
+            later.next_attempt_at,
+            Some(Time(at("2026-01-01T00:10:30Z")))
+        );
+        let last = Delivery {
+            attempts: MAX_ATTEMPTS - 1,
+            ..message.clone()
+        };
+        let given_up = settle(
+            &last,
+            &Outcome::Retry {
+                after: std::time::Duration::from_secs(30),
+                why: "503".into(),
+            },
+            now,
+        );
+        assert_eq!(given_up.state, DeliveryState::Failed);
+        let refused = settle(
+            message,
+            &Outcome::Refused {
+                why: "400: no".into(),
+            },
+            now,
+        );
+        assert_eq!(
+            (refused.state, refused.last_error.as_deref()),
+            (DeliveryState::Failed, Some("400: no"))
+        );
     }
 }

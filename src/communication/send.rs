@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use reqwest::{Client, StatusCode, header::HeaderMap};
+use reqwest::{Client, Method, StatusCode, header::HeaderMap};
 use serde_json::Value;
 
 /// How long one attempt may take; a slow receiver never holds the others.
@@ -80,8 +80,9 @@ pub fn classify(
 }
 
 /// Sends `body` as JSON with `headers`; never fails, says how it went.
-pub async fn post(
+pub async fn send(
     client: &Client,
+    method: Method,
     url: &str,
     headers: HeaderMap,
     body: &Value,
@@ -89,7 +90,7 @@ pub async fn post(
     reference: impl Fn(&Value) -> Option<String>,
 ) -> Outcome {
     let sent = client
-        .post(url)
+        .request(method, url)
         .headers(headers)
         .json(body)
         .timeout(ATTEMPT_TIMEOUT)
@@ -214,7 +215,7 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, app).await });
         let client = Client::new();
         let body = serde_json::json!({"text": "hello"});
-        let send = || post(&client, &url, HeaderMap::new(), &body, 0, id);
+        let send = || super::send(&client, Method::POST, &url, HeaderMap::new(), &body, 0, id);
         assert_eq!(
             send().await,
             Outcome::Retry {
@@ -236,8 +237,9 @@ mod tests {
         );
         assert_eq!(calls.load(Ordering::SeqCst), 3);
         // Nobody there: tried again later, and the URL is not in the reason.
-        let gone = post(
+        let gone = super::send(
             &client,
+            Method::POST,
             "http://127.0.0.1:9/hook",
             HeaderMap::new(),
             &body,

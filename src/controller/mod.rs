@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod incident;
+pub mod notifier;
 pub mod policy;
 
 use std::{
@@ -85,11 +86,12 @@ pub async fn wait_for_crds(client: &Client, scope: &Scope) -> Result<(), StartEr
     }
 }
 
-/// Runs both controllers and the detector until `shutdown` is cancelled.
-/// Every write passes `fence`; the caller drops this future the moment the
+/// Runs the controllers (incidents, policies, the notifier) and the
+/// detector until `shutdown` is cancelled: the kube client for the API, the
+/// HTTP client for notification receivers. Every write passes `fence`; the caller drops this future the moment the
 /// fence reports leadership lost, which cancels the work in flight.
 pub async fn run(
-    client: Client,
+    (client, http): (Client, reqwest::Client),
     settings: Settings,
     metrics: Arc<Metrics>,
     scope: Scope,
@@ -113,6 +115,7 @@ pub async fn run(
     let _ = metrics.incident_store.set(watches.incidents.store());
     let ctx = Arc::new(Context::new(
         client,
+        http,
         settings,
         metrics,
         watches.clone(),
@@ -161,6 +164,25 @@ pub async fn run(
             .run(policy::reconcile, policy::error_policy, ctx.clone())
             .for_each(|result| async move { log_result("remediationpolicy", result) });
 
+    // What people are told: its own controller, so a slow receiver never
+    // holds remediation. A channel or escalation policy edited re-plans.
+    let notifier =
+        Controller::for_shared_stream(watches.incidents.applied(), watches.incidents.store())
+            .watches_shared_stream(
+                watches.channels.applied(),
+                incidents_in_namespace_of(&watches),
+            )
+            .watches_shared_stream(
+                watches.escalations.applied(),
+                incidents_in_namespace_of(&watches),
+            )
+            .with_config(
+                kube::runtime::controller::Config::default().debounce(Duration::from_millis(200)),
+            )
+            .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+            .run(notifier::reconcile, notifier::error_policy, ctx.clone())
+            .for_each(|result| async move { log_result("notifier", result) });
+
     let detector = {
         let shutdown = shutdown.clone();
         let ctx = ctx.clone();
@@ -176,7 +198,7 @@ pub async fn run(
         namespace = scope.namespace.as_deref().unwrap_or("<all>"),
         "controllers started"
     );
-    tokio::join!(incidents, policies, detector);
+    tokio::join!(incidents, policies, notifier, detector);
     drive_watches.abort();
     info!("controllers stopped");
 }
@@ -291,6 +313,29 @@ fn incidents_under(
             incident.metadata.namespace == policy.metadata.namespace
                 && incident.policy_name() == Some(&name)
         })
+    }
+}
+
+/// Maps a channel or escalation policy to the open incidents of its
+/// namespace, when its spec changed (not its status).
+fn incidents_in_namespace_of<K>(
+    watches: &Watches,
+) -> impl Fn(Arc<K>) -> Vec<ObjectRef<Incident>> + Send + Sync + 'static
+where
+    K: kube::Resource<DynamicType = ()> + 'static,
+{
+    let store = watches.incidents.store();
+    let seen: Mutex<HashMap<ObjectRef<K>, Option<i64>>> = Mutex::default();
+    move |object| {
+        if !changed(
+            &seen,
+            ObjectRef::from_obj(object.as_ref()),
+            object.meta().generation,
+        ) {
+            return Vec::new();
+        }
+        let namespace = object.meta().namespace.clone();
+        open_incidents(&store, |incident| incident.metadata.namespace == namespace)
     }
 }
 

@@ -8,6 +8,7 @@ mod admission;
 mod apiserver_restart;
 mod authority;
 mod chart;
+mod communication;
 mod control_plane;
 mod detection;
 mod faults;

@@ -1,0 +1,208 @@
+//! One message to one channel: its Secret read, its template rendered, the
+//! receiver's request built and sent. Never fails: how it went is an
+//! [`Outcome`], recorded in the outbox.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, Secret},
+    jiff::Timestamp,
+};
+use kube::{Api, ResourceExt};
+use reqwest::{
+    Method,
+    header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue},
+};
+use serde_json::Value;
+
+use crate::{
+    communication::{
+        moments, payloads,
+        send::{self, Outcome, backoff},
+        templates,
+    },
+    context::Context,
+    crd::{
+        ChannelKind, CommunicationStatus, Delivery, DeliveryState, Incident, NotificationChannel,
+        Templates,
+    },
+};
+
+const PAGERDUTY_EVENTS: &str = "https://events.pagerduty.com/v2/enqueue";
+const STATUSPAGE_API: &str = "https://api.statuspage.io";
+
+/// Sends `delivery` to `channel`.
+pub async fn deliver(
+    ctx: &Context,
+    incident: &Incident,
+    channel: &NotificationChannel,
+    delivery: &Delivery,
+    recorded: &CommunicationStatus,
+    now: Timestamp,
+) -> Outcome {
+    let namespace = incident.namespace().unwrap_or_default();
+    let attempts = delivery.attempts;
+    let secret_name = &channel.spec.secret_ref.name;
+    let secret = match Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(secret_name)
+        .await
+    {
+        Ok(Some(secret)) => values(&secret),
+        Ok(None) => {
+            return Outcome::Retry {
+                after: backoff(attempts, None),
+                why: format!("Secret {secret_name} not found"),
+            };
+        }
+        Err(error) => {
+            return Outcome::Retry {
+                after: backoff(attempts, None),
+                why: format!("reading Secret {secret_name}: {error}"),
+            };
+        }
+    };
+    let text = match message(ctx, incident, channel, delivery, now).await {
+        Ok(text) => text,
+        Err(why) => return Outcome::Refused { why },
+    };
+    let fields = templates::fields(
+        incident,
+        delivery.event,
+        channel.spec.updates.of(incident.spec.severity),
+        None,
+        now,
+    );
+    let needs = |key: &str| -> Result<String, Outcome> {
+        secret.get(key).cloned().ok_or_else(|| Outcome::Refused {
+            why: format!("Secret {secret_name} has no key {key}"),
+        })
+    };
+    let request = match channel.spec.kind {
+        ChannelKind::Slack => {
+            needs("url").map(|url| (Method::POST, url, HeaderMap::new(), payloads::slack(&text)))
+        }
+        ChannelKind::Webhook => needs("url").map(|url| {
+            let mut headers = HeaderMap::new();
+            if let Some(value) = secret
+                .get("authorization")
+                .and_then(|v| HeaderValue::from_str(v).ok())
+            {
+                headers.insert(AUTHORIZATION, value);
+            }
+            let key = format!(
+                "{}/{}/{}",
+                incident.uid().unwrap_or_default(),
+                delivery.channel,
+                delivery.key
+            );
+            if let Ok(value) = HeaderValue::from_str(&key) {
+                headers.insert(HeaderName::from_static("idempotency-key"), value);
+            }
+            let body = payloads::webhook(incident, delivery.event, &delivery.key, &text, &fields);
+            (Method::POST, url, headers, body)
+        }),
+        ChannelKind::PagerDuty => needs("routingKey").map(|routing_key| {
+            let url = secret
+                .get("url")
+                .cloned()
+                .unwrap_or_else(|| PAGERDUTY_EVENTS.to_owned());
+            let body = payloads::pagerduty(&routing_key, incident, &text, &fields);
+            (Method::POST, url, HeaderMap::new(), body)
+        }),
+        ChannelKind::StatusPage => needs("apiKey").and_then(|api_key| {
+            let page = needs("pageId")?;
+            let base = secret
+                .get("url")
+                .cloned()
+                .unwrap_or_else(|| STATUSPAGE_API.to_owned());
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = HeaderValue::from_str(&format!("OAuth {api_key}")) {
+                headers.insert(AUTHORIZATION, value);
+            }
+            // The first message opens the page's incident; later ones update it.
+            let opened = recorded
+                .outbox
+                .iter()
+                .filter(|d| d.channel == delivery.channel && d.state == DeliveryState::Sent)
+                .find_map(|d| d.external_ref.clone());
+            let component = channel
+                .spec
+                .status_page
+                .as_ref()
+                .and_then(|s| s.component_id.as_deref());
+            let body = payloads::statuspage(incident, component, &text, &fields);
+            Ok(match opened {
+                Some(id) => (
+                    Method::PATCH,
+                    format!("{base}/v1/pages/{page}/incidents/{id}"),
+                    headers,
+                    body,
+                ),
+                None => (
+                    Method::POST,
+                    format!("{base}/v1/pages/{page}/incidents"),
+                    headers,
+                    body,
+                ),
+            })
+        }),
+        ChannelKind::Email => Err(Outcome::Refused {
+            why: "Email channels are not delivered yet (SMTP is the next step of the notifier)"
+                .into(),
+        }),
+    };
+    let (method, url, headers, body) = match request {
+        Ok(request) => request,
+        Err(outcome) => return outcome,
+    };
+    let reference = |answer: &Value| {
+        answer["id"]
+            .as_str()
+            .or_else(|| answer["dedup_key"].as_str())
+            .map(str::to_owned)
+    };
+    send::send(&ctx.http, method, &url, headers, &body, attempts, reference).await
+}
+
+/// The Secret's values as text.
+fn values(secret: &Secret) -> BTreeMap<String, String> {
+    let mut values = BTreeMap::new();
+    for (key, value) in secret.data.iter().flatten() {
+        if let Ok(text) = String::from_utf8(value.0.clone()) {
+            values.insert(key.clone(), text.trim().to_owned());
+        }
+    }
+    for (key, value) in secret.string_data.iter().flatten() {
+        values.insert(key.clone(), value.trim().to_owned());
+    }
+    values
+}
+
+/// The message's text: the channel's template (inline, else from its
+/// ConfigMap, else the runbook's), rendered.
+async fn message(
+    ctx: &Context,
+    incident: &Incident,
+    channel: &NotificationChannel,
+    delivery: &Delivery,
+    now: Timestamp,
+) -> Result<String, String> {
+    let mut chosen: Templates = channel.spec.templates.clone();
+    if let Some(name) = &channel.spec.templates.config_map {
+        let namespace = incident.namespace().unwrap_or_default();
+        let config = Api::<ConfigMap>::namespaced(ctx.client.clone(), &namespace)
+            .get_opt(name)
+            .await
+            .map_err(|error| format!("reading ConfigMap {name}: {error}"))?
+            .ok_or_else(|| format!("ConfigMap {name} (templates) not found"))?;
+        let data = config.data.unwrap_or_default();
+        chosen.opened = chosen.opened.or_else(|| data.get("opened").cloned());
+        chosen.update = chosen.update.or_else(|| data.get("update").cloned());
+        chosen.resolved = chosen.resolved.or_else(|| data.get("resolved").cloned());
+    }
+    let every = channel.spec.updates.of(incident.spec.severity);
+    let next = every.and_then(|every| moments::next_update(incident, every, now));
+    let fields = templates::fields(incident, delivery.event, every, next, now);
+    let (name, source) = templates::template_for(delivery.event, &chosen);
+    templates::render(name, &source, &fields).map_err(|error| error.to_string())
+}

@@ -1,0 +1,313 @@
+//! The notifier: tells an incident's channels what happens to it and pages
+//! its escalation policy's people, as `crate::communication` plans. Each
+//! message is recorded in `status.communication` (Pending, under its own
+//! field manager) before it is sent, and settled after: a restart or a new
+//! leader reads the record and neither sends twice nor skips. It runs as
+//! its own controller, so a slow receiver never holds remediation.
+
+mod deliver;
+
+use std::{sync::Arc, time::Duration};
+
+use futures::future::join_all;
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    Api, ResourceExt,
+    api::PatchParams,
+    runtime::{controller::Action, reflector::ObjectRef},
+};
+use tracing::{debug, info, instrument, warn};
+
+use super::error::{CONFLICT_RETRY, Error};
+use crate::{
+    communication::{
+        escalation, moments,
+        outbox::{self, Channel},
+    },
+    context::Context,
+    crd::{
+        CommunicationStatus, Delivery, DeliveryState, EscalationPolicy, Incident,
+        NotificationChannel, NotifyEvent,
+    },
+    k8s::status_patch,
+    names::NOTIFIER_FIELD_MANAGER,
+};
+
+/// Name used in metrics and logs.
+pub const CONTROLLER: &str = "notifier";
+/// The longest an incident with messages or pages ahead sleeps.
+const LOOK_AGAIN: Duration = Duration::from_secs(300);
+
+/// The channels and escalation policy an incident names (directly or
+/// through its RemediationPolicy), as the shared watches hold them.
+struct Wiring {
+    channels: Vec<Arc<NotificationChannel>>,
+    escalation: Option<Arc<EscalationPolicy>>,
+}
+
+fn wiring(ctx: &Context, incident: &Incident, namespace: &str) -> Wiring {
+    let policy = incident.policy_name().and_then(|name| {
+        ctx.watches
+            .policies
+            .store()
+            .get(&ObjectRef::new(name).within(namespace))
+    });
+    let from_policy = policy.as_ref().and_then(|p| p.spec.communication.clone());
+    let own = incident.spec.communication.clone();
+    // Channels named, and those of people paged: they hear how it ends
+    // (a PagerDuty alert is acknowledged and resolved where it was raised).
+    let paged = incident
+        .status
+        .as_ref()
+        .and_then(|s| s.communication.as_ref())
+        .map(|c| {
+            c.outbox
+                .iter()
+                .filter(|d| d.event == NotifyEvent::Paged)
+                .map(|d| d.channel.clone())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let mut names: Vec<String> = from_policy
+        .iter()
+        .chain(own.iter())
+        .flat_map(|c| c.channels.iter().cloned())
+        .chain(paged)
+        .collect();
+    names.sort();
+    names.dedup();
+    let channels = names
+        .iter()
+        .filter_map(|name| {
+            ctx.watches
+                .channels
+                .store()
+                .get(&ObjectRef::new(name).within(namespace))
+        })
+        .collect();
+    let escalation_name = own
+        .and_then(|c| c.escalation_policy)
+        .or_else(|| from_policy.and_then(|c| c.escalation_policy));
+    let escalation = escalation_name.and_then(|name| {
+        ctx.watches
+            .escalations
+            .store()
+            .get(&ObjectRef::new(&name).within(namespace))
+    });
+    Wiring {
+        channels,
+        escalation,
+    }
+}
+
+/// Reconciles what is told about one incident.
+#[instrument(skip_all, fields(incident = %incident.name_any(), namespace = incident.namespace().unwrap_or_default()))]
+pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.count_and_time(CONTROLLER);
+    let namespace = incident
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
+    let wiring = wiring(&ctx, &incident, &namespace);
+    if wiring.channels.is_empty() && wiring.escalation.is_none() {
+        return Ok(Action::await_change());
+    }
+    let recorded = incident
+        .status
+        .as_ref()
+        .and_then(|s| s.communication.clone())
+        .unwrap_or_default();
+
+    // First record what is owed and who is paged; it is sent next time.
+    let names: Vec<String> = wiring.channels.iter().map(|c| c.name_any()).collect();
+    let channels: Vec<Channel<'_>> = wiring
+        .channels
+        .iter()
+        .zip(&names)
+        .map(|(channel, name)| Channel {
+            name,
+            spec: &channel.spec,
+        })
+        .collect();
+    let mut new = outbox::owed(&incident, &channels, now);
+    let mut escalation_state = recorded.escalation.clone();
+    if let Some(policy) = &wiring.escalation {
+        let planned = escalation::plan(&incident, &policy.spec, now);
+        for problem in &planned.problems {
+            warn!(escalation = %policy.name_any(), problem, "escalation policy cannot page");
+        }
+        for page in planned.pages {
+            let key = page.key();
+            let known = recorded
+                .outbox
+                .iter()
+                .any(|d| d.channel == page.channel && d.key == key);
+            if !known {
+                info!(person = %page.person, role = %page.role, step = page.step, "paging");
+                new.push(pending(&page.channel, NotifyEvent::Paged, key, now));
+            }
+        }
+        escalation_state = planned.state;
+    }
+    if !new.is_empty() || escalation_state != recorded.escalation {
+        debug!(
+            messages = new.len(),
+            "recording messages before sending them"
+        );
+        let next = CommunicationStatus {
+            escalation: escalation_state,
+            ..outbox::record(&recorded, new)
+        };
+        write(&ctx, &incident, &namespace, &next).await?;
+        return Ok(Action::requeue(Duration::from_millis(100)));
+    }
+
+    // Then send what is due, every message at once.
+    let per_minute = |name: &str| {
+        wiring
+            .channels
+            .iter()
+            .find(|c| c.name_any() == name)
+            .map(|c| c.spec.per_minute)
+    };
+    let due = outbox::due(&recorded, per_minute, now);
+    if !due.is_empty() {
+        let (ctx_ref, incident_ref, recorded_ref) = (&ctx, &incident, &recorded);
+        let attempts = due.iter().filter_map(|&index| {
+            let delivery = recorded_ref.outbox.get(index)?;
+            let channel = wiring
+                .channels
+                .iter()
+                .find(|c| c.name_any() == delivery.channel)?;
+            Some(async move {
+                let outcome =
+                    deliver::deliver(ctx_ref, incident_ref, channel, delivery, recorded_ref, now)
+                        .await;
+                (index, outcome)
+            })
+        });
+        let outcomes = join_all(attempts).await;
+        let mut next = recorded.clone();
+        for (index, outcome) in &outcomes {
+            if let Some(slot) = next.outbox.get_mut(*index) {
+                *slot = outbox::settle(slot, outcome, now);
+                count(&ctx, slot);
+            }
+        }
+        write(&ctx, &incident, &namespace, &next).await?;
+        return Ok(Action::requeue(Duration::from_millis(100)));
+    }
+    Ok(Action::requeue(wake(&incident, &wiring, &recorded, now)))
+}
+
+fn pending(channel: &str, event: NotifyEvent, key: String, now: Timestamp) -> Delivery {
+    Delivery {
+        channel: channel.to_owned(),
+        event,
+        key,
+        state: DeliveryState::Pending,
+        attempts: 0,
+        recorded_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+        next_attempt_at: None,
+        sent_at: None,
+        last_error: None,
+        external_ref: None,
+    }
+}
+
+fn count(ctx: &Context, delivery: &Delivery) {
+    let (channel, key) = (&delivery.channel, &delivery.key);
+    let error = delivery.last_error.as_deref().unwrap_or_default();
+    let result = match delivery.state {
+        DeliveryState::Sent => {
+            info!(%channel, %key, "message sent");
+            "sent"
+        }
+        DeliveryState::Failed => {
+            warn!(%channel, %key, error, "message failed for good");
+            "failed"
+        }
+        DeliveryState::Pending => {
+            info!(%channel, %key, error, "message to be tried again");
+            "retry"
+        }
+    };
+    ctx.metrics
+        .count_notification(&delivery.event.to_string(), result);
+}
+
+/// When something is next due: a retry, a periodic update, the next page.
+fn wake(
+    incident: &Incident,
+    wiring: &Wiring,
+    recorded: &CommunicationStatus,
+    now: Timestamp,
+) -> Duration {
+    let updates = wiring.channels.iter().filter_map(|channel| {
+        let every = channel.spec.updates.of(incident.spec.severity)?;
+        moments::next_update(incident, every, now)
+    });
+    let page = recorded
+        .escalation
+        .as_ref()
+        .filter(|e| e.stopped.is_none())
+        .and_then(|e| e.next_at.as_ref().map(|t| t.0));
+    let next = updates
+        .chain(page)
+        .chain(outbox::next_attempt(recorded))
+        .min();
+    next.and_then(|at| Duration::try_from(at.duration_since(now)).ok())
+        .map_or(LOOK_AGAIN, |wait| {
+            (wait + Duration::from_secs(1)).min(LOOK_AGAIN)
+        })
+}
+
+/// The part of an Incident's status the notifier owns.
+#[derive(serde::Serialize)]
+struct CommunicationOnly {
+    communication: CommunicationStatus,
+}
+
+async fn write(
+    ctx: &Context,
+    incident: &Incident,
+    namespace: &str,
+    communication: &CommunicationStatus,
+) -> Result<(), Error> {
+    ctx.may_write()?;
+    // Only status.communication: the rest of the status is the incident
+    // controller's (and detection the detector's). Conditional on the
+    // version it was planned from.
+    let status = CommunicationOnly {
+        communication: communication.clone(),
+    };
+    let version = incident.resource_version();
+    let patch = status_patch::<Incident>(&status, version.as_deref()).map_err(Error::Serialize)?;
+    Api::<Incident>::namespaced(ctx.client.clone(), namespace)
+        .patch_status(
+            &incident.name_any(),
+            &PatchParams::apply(NOTIFIER_FIELD_MANAGER).force(),
+            &patch,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Retries with the per-object backoff; a lost race looks again at once.
+pub fn error_policy(incident: Arc<Incident>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.count_error(CONTROLLER, &error.metric_label());
+    if error.is_conflict() {
+        return Action::requeue(CONFLICT_RETRY);
+    }
+    if error.is_permanent() {
+        return Action::await_change();
+    }
+    let key = format!(
+        "notifier/{}/{}",
+        incident.namespace().unwrap_or_default(),
+        incident.name_any()
+    );
+    let retry = ctx.backoffs.next(&key);
+    warn!(incident = %incident.name_any(), %error, retry_in = ?retry, "notifier reconcile failed");
+    Action::requeue(retry)
+}

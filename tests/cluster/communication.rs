@@ -1,0 +1,408 @@
+//! Communication end to end: a declared P0 is announced on Slack, pages
+//! the primary on call through PagerDuty, escalates to the secondary when
+//! nobody acknowledges, and the acknowledgement and the resolution reach
+//! every channel once. Slack and PagerDuty have no server to be had here:
+//! a loopback receiver in this test checks each request against the
+//! provider's documented schema and answers as the provider would
+//! (including a 429 with Retry-After, which must be retried, not lost).
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    extract::{Path, State},
+    http::StatusCode,
+    routing::post,
+};
+use healing_guard_operator::crd::{DeliveryState, Incident, NotifyEvent};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+
+use crate::support::{Operator, client, eventually_within, incident_where, namespace, phase_of};
+
+/// What the receiver accepted: (provider, what it checked, the body).
+type Seen = Arc<Mutex<Vec<(String, Value)>>>;
+
+#[derive(Clone)]
+struct Receiver {
+    seen: Seen,
+    /// Slack answers its first request with 429: it must come again.
+    slack_busy_once: Arc<Mutex<bool>>,
+}
+
+/// Slack incoming webhooks: `text`, and `blocks` of at most 50, each
+/// section's text at most 3,000 characters, a header's at most 150.
+fn slack_problem(body: &Value) -> Option<String> {
+    let text = body["text"].as_str()?;
+    if text.is_empty() {
+        return Some("no_text".into());
+    }
+    let blocks = body["blocks"].as_array()?;
+    if blocks.len() > 50 {
+        return Some("invalid_blocks: more than 50".into());
+    }
+    for block in blocks {
+        let limit = match block["type"].as_str() {
+            Some("header") => 150,
+            Some("section") => 3000,
+            other => return Some(format!("invalid_blocks: type {other:?}")),
+        };
+        let text = block["text"]["text"].as_str().unwrap_or_default();
+        if text.chars().count() > limit || text.is_empty() {
+            return Some(format!(
+                "invalid_blocks: text of {} characters",
+                text.chars().count()
+            ));
+        }
+    }
+    None
+}
+
+/// PagerDuty Events API v2: routing_key, event_action, dedup_key; a
+/// trigger's payload has summary (at most 1,024), source and severity.
+fn pagerduty_problem(body: &Value) -> Option<String> {
+    if body["routing_key"].as_str().is_none_or(str::is_empty) {
+        return Some("routing_key is required".into());
+    }
+    let action = body["event_action"].as_str().unwrap_or_default();
+    if !["trigger", "acknowledge", "resolve"].contains(&action) {
+        return Some(format!("event_action {action:?} is invalid"));
+    }
+    if body["dedup_key"].as_str().is_none_or(str::is_empty) {
+        return Some("dedup_key is required to acknowledge or resolve".into());
+    }
+    if action == "trigger" {
+        let payload = &body["payload"];
+        let summary = payload["summary"].as_str().unwrap_or_default();
+        if summary.is_empty() || summary.chars().count() > 1024 {
+            return Some("payload.summary is required, at most 1024".into());
+        }
+        if payload["source"].as_str().is_none_or(str::is_empty) {
+            return Some("payload.source is required".into());
+        }
+        let severity = payload["severity"].as_str().unwrap_or_default();
+        if !["critical", "error", "warning", "info"].contains(&severity) {
+            return Some(format!("payload.severity {severity:?} is invalid"));
+        }
+    }
+    None
+}
+
+async fn slack(
+    State(receiver): State<Receiver>,
+    body: String,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    let Ok(body) = serde_json::from_str::<Value>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            [("retry-after", "0")],
+            "invalid_payload".into(),
+        );
+    };
+    if let Some(problem) = slack_problem(&body) {
+        return (StatusCode::BAD_REQUEST, [("retry-after", "0")], problem);
+    }
+    {
+        let mut busy = receiver.slack_busy_once.lock().unwrap();
+        if *busy {
+            *busy = false;
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "1")],
+                "rate_limited".into(),
+            );
+        }
+    }
+    receiver.seen.lock().unwrap().push(("slack".into(), body));
+    (StatusCode::OK, [("retry-after", "0")], "ok".into())
+}
+
+async fn pagerduty(State(receiver): State<Receiver>, body: String) -> (StatusCode, String) {
+    let Ok(body) = serde_json::from_str::<Value>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            r#"{"status":"invalid event"}"#.into(),
+        );
+    };
+    if let Some(problem) = pagerduty_problem(&body) {
+        return (
+            StatusCode::BAD_REQUEST,
+            json!({"status": "invalid event", "errors": [problem]}).to_string(),
+        );
+    }
+    let key = body["dedup_key"].clone();
+    receiver
+        .seen
+        .lock()
+        .unwrap()
+        .push(("pagerduty".into(), body));
+    (
+        StatusCode::ACCEPTED,
+        json!({"status": "success", "message": "Event processed", "dedup_key": key}).to_string(),
+    )
+}
+
+async fn start_receiver() -> (SocketAddr, Receiver) {
+    let receiver = Receiver {
+        seen: Arc::default(),
+        slack_busy_once: Arc::new(Mutex::new(true)),
+    };
+    let app = Router::new()
+        .route("/slack", post(slack))
+        .route(
+            "/pagerduty/{person}",
+            post(
+                |Path(_person): Path<String>, state: State<Receiver>, body: String| {
+                    pagerduty(state, body)
+                },
+            ),
+        )
+        .with_state(receiver.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (address, receiver)
+}
+
+async fn apply(client: &Client, ns: &str, yaml: &str) {
+    for document in serde_yaml::Deserializer::from_str(yaml) {
+        let value = <Value as serde::Deserialize>::deserialize(document).unwrap();
+        let mut object: kube::api::DynamicObject = serde_json::from_value(value).unwrap();
+        object.metadata.namespace = Some(ns.to_owned());
+        let gvk = kube::core::GroupVersionKind::try_from(object.types.as_ref().unwrap()).unwrap();
+        let (resource, _) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
+        let api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(client.clone(), ns, &resource);
+        api.create(&PostParams::default(), &object).await.unwrap();
+    }
+}
+
+fn seen(receiver: &Receiver, provider: &str) -> Vec<Value> {
+    receiver
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p == provider)
+        .map(|(_, body)| body.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_declared_p0_is_announced_paged_escalated_acknowledged_and_resolved_once() {
+    let client = client().await;
+    let ns = namespace(&client, "comms").await;
+    let _operator = Operator::start(&ns).await;
+    let (address, receiver) = start_receiver().await;
+
+    let secret = |name: &str, data: Value| -> Secret {
+        serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data})).unwrap()
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for (name, data) in [
+        ("slack", json!({"url": format!("http://{address}/slack")})),
+        (
+            "pagerduty-john",
+            json!({"routingKey": "john-key", "url": format!("http://{address}/pagerduty/john")}),
+        ),
+        (
+            "pagerduty-jane",
+            json!({"routingKey": "jane-key", "url": format!("http://{address}/pagerduty/jane")}),
+        ),
+    ] {
+        secrets
+            .create(&PostParams::default(), &secret(name, data))
+            .await
+            .unwrap();
+    }
+    apply(
+        &client,
+        &ns,
+        r#"
+apiVersion: healing-guard.io/v1alpha1
+kind: NotificationChannel
+metadata: {name: slack}
+spec: {kind: Slack, secretRef: {name: slack}, updates: {}}
+---
+apiVersion: healing-guard.io/v1alpha1
+kind: NotificationChannel
+metadata: {name: pager-john}
+spec: {kind: PagerDuty, secretRef: {name: pagerduty-john}, events: [Acknowledged, Resolved]}
+---
+apiVersion: healing-guard.io/v1alpha1
+kind: NotificationChannel
+metadata: {name: pager-jane}
+spec: {kind: PagerDuty, secretRef: {name: pagerduty-jane}, events: [Acknowledged, Resolved]}
+---
+apiVersion: healing-guard.io/v1alpha1
+kind: EscalationPolicy
+metadata: {name: oncall}
+spec:
+  people:
+  - {name: john, channel: pager-john}
+  - {name: jane, channel: pager-jane}
+  roles:
+  - {name: primary, rotation: [john]}
+  - {name: secondary, rotation: [jane]}
+  steps:
+  - {role: primary, wait: 1m}
+  - {role: secondary}
+"#,
+    )
+    .await;
+
+    // An on-call engineer declares a P0.
+    let incident: Incident = serde_json::from_value(json!({
+        "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
+        "metadata": {"name": "outage"},
+        "spec": {"title": "healing-guard API is down", "severity": "P0", "type": "ServiceOutage",
+                 "target": {"kind": "Deployment", "name": "api"},
+                 "description": "every request answers 503",
+                 "communication": {"channels": ["slack"], "escalationPolicy": "oncall"}}
+    }))
+    .unwrap();
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    let created = incidents
+        .create(&PostParams::default(), &incident)
+        .await
+        .unwrap();
+    let uid = created.metadata.uid.unwrap();
+
+    // Announced (after Slack's one 429) and the primary paged.
+    let limit = Duration::from_secs(60);
+    eventually_within("the announcement and the first page", limit, || {
+        let done = seen(&receiver, "slack").len() == 1 && seen(&receiver, "pagerduty").len() == 1;
+        async move { done.then_some(()) }
+    })
+    .await;
+    let announced = &seen(&receiver, "slack")[0];
+    assert_eq!(
+        announced["blocks"][0]["text"]["text"],
+        "🚨 INCIDENT ALERT - P0"
+    );
+    let page = &seen(&receiver, "pagerduty")[0];
+    assert_eq!(
+        (
+            page["routing_key"].as_str(),
+            page["event_action"].as_str(),
+            page["dedup_key"].as_str()
+        ),
+        (Some("john-key"), Some("trigger"), Some(uid.as_str()))
+    );
+
+    // Nobody acknowledges within the primary's minute: the secondary is paged.
+    eventually_within("the secondary paged", Duration::from_secs(120), || {
+        let pages = seen(&receiver, "pagerduty");
+        async move {
+            pages
+                .iter()
+                .any(|p| p["routing_key"] == "jane-key" && p["event_action"] == "trigger")
+                .then_some(())
+        }
+    })
+    .await;
+
+    // Jane acknowledges: paging stops, and everyone hears it once.
+    let ack = json!({"spec": {"acknowledged": {"by": "jane"}}});
+    incidents
+        .patch("outage", &PatchParams::default(), &Patch::Merge(&ack))
+        .await
+        .unwrap();
+    eventually_within("the acknowledgement told", limit, || {
+        let acks = seen(&receiver, "pagerduty")
+            .iter()
+            .filter(|p| p["event_action"] == "acknowledge")
+            .count();
+        let slack = seen(&receiver, "slack").len();
+        async move { (acks == 2 && slack == 2).then_some(()) }
+    })
+    .await;
+
+    // Resolved by hand: the last message, and the alerts resolved.
+    let resolve = json!({"spec": {"resolution": {"by": "jane", "rootCause": "a bad release",
+        "summary": "rolled back by hand", "followUps": ["a smoke test in CI"]}}});
+    incidents
+        .patch("outage", &PatchParams::default(), &Patch::Merge(&resolve))
+        .await
+        .unwrap();
+    let finished = incident_where(&client, &ns, "outage", "every message sent", |i| {
+        phase_of(i).is_some_and(|p| p.is_closed())
+            && i.status
+                .as_ref()
+                .and_then(|s| s.communication.as_ref())
+                .is_some_and(|c| {
+                    c.outbox.iter().all(|d| d.state == DeliveryState::Sent)
+                        && c.outbox
+                            .iter()
+                            .any(|d| d.event == NotifyEvent::Resolved && d.channel == "slack")
+                })
+    })
+    .await;
+    let slack_texts: Vec<String> = seen(&receiver, "slack")
+        .iter()
+        .map(|m| {
+            m["blocks"][0]["text"]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        slack_texts,
+        [
+            "🚨 INCIDENT ALERT - P0",
+            "📊 INCIDENT UPDATE - P0",
+            "✅ INCIDENT RESOLVED - P0"
+        ],
+        "each moment once, in order"
+    );
+    let actions: Vec<(String, String)> = seen(&receiver, "pagerduty")
+        .iter()
+        .map(|p| {
+            (
+                p["routing_key"].as_str().unwrap().to_owned(),
+                p["event_action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let count = |key: &str, action: &str| {
+        actions
+            .iter()
+            .filter(|(k, a)| k == key && a == action)
+            .count()
+    };
+    for key in ["john-key", "jane-key"] {
+        assert_eq!(
+            (
+                count(key, "trigger"),
+                count(key, "acknowledge"),
+                count(key, "resolve")
+            ),
+            (1, 1, 1),
+            "{key}: {actions:?}"
+        );
+    }
+    let communication = finished.status.unwrap().communication.unwrap();
+    let escalation = communication.escalation.unwrap();
+    assert_eq!(escalation.stopped.as_deref(), Some("acknowledged by jane"));
+    let people: Vec<&str> = escalation
+        .notified
+        .iter()
+        .map(|p| p.person.as_str())
+        .collect();
+    assert_eq!(people, ["john", "jane"]);
+    let opened = communication
+        .outbox
+        .iter()
+        .find(|d| d.channel == "slack" && d.key == "Opened")
+        .unwrap();
+    assert_eq!(opened.attempts, 2, "Slack's 429 was retried: {opened:?}");
+}
