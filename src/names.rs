@@ -9,6 +9,8 @@ pub const DETECTOR_FIELD_MANAGER: &str = "healing-guard-operator-detector";
 pub const LEADER_FIELD_MANAGER: &str = "healing-guard-operator-leader";
 /// Field manager of `status.communication` on Incidents: the notifier's.
 pub const NOTIFIER_FIELD_MANAGER: &str = "healing-guard-operator-notifier";
+/// On a post-incident report ConfigMap: the Incident it reports on.
+pub const REPORT_OF_LABEL: &str = "healing-guard.io/report-of";
 /// Field manager of the config snapshots: a snapshot is trusted only if it
 /// alone ever wrote it.
 pub const SNAPSHOT_FIELD_MANAGER: &str = "healing-guard-operator-snapshot";

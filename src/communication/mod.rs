@@ -9,5 +9,6 @@ pub mod escalation;
 pub mod moments;
 pub mod outbox;
 pub mod payloads;
+pub mod report;
 pub mod send;
 pub mod templates;

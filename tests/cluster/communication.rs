@@ -390,6 +390,30 @@ spec:
             "{key}: {actions:?}"
         );
     }
+    // The resolution points to the post-incident report, kept with the incident.
+    let resolved = &seen(&receiver, "slack")[2];
+    assert!(
+        resolved["text"]
+            .as_str()
+            .unwrap()
+            .contains("Post-Mortem: ConfigMap outage-report"),
+        "{resolved}"
+    );
+    let report = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns)
+        .get("outage-report")
+        .await
+        .unwrap();
+    assert_eq!(report.metadata.owner_references.unwrap()[0].uid, uid);
+    let text = &report.data.unwrap()["report.md"];
+    for part in [
+        "# Post-incident report: healing-guard API is down",
+        "## Timeline (UTC)",
+        "## Root cause\n\na bad release",
+        "## Follow-ups\n\n- a smoke test in CI",
+        "paged jane (secondary)",
+    ] {
+        assert!(text.contains(part), "{part:?} not in:\n{text}");
+    }
     let communication = finished.status.unwrap().communication.unwrap();
     let escalation = communication.escalation.unwrap();
     assert_eq!(escalation.stopped.as_deref(), Some("acknowledged by jane"));

@@ -7,13 +7,14 @@
 
 mod deliver;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use futures::future::join_all;
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
-    Api, ResourceExt,
-    api::PatchParams,
+    Api, Resource, ResourceExt,
+    api::{ObjectMeta, PatchParams, PostParams},
     runtime::{controller::Action, reflector::ObjectRef},
 };
 use tracing::{debug, info, instrument, warn};
@@ -23,14 +24,15 @@ use crate::{
     communication::{
         escalation, moments,
         outbox::{self, Channel},
+        report,
     },
     context::Context,
     crd::{
         CommunicationStatus, Delivery, DeliveryState, EscalationPolicy, Incident,
-        NotificationChannel, NotifyEvent,
+        NotificationChannel, NotifyEvent, Phase,
     },
     k8s::status_patch,
-    names::NOTIFIER_FIELD_MANAGER,
+    names::{MANAGED_BY, MANAGED_BY_LABEL, NOTIFIER_FIELD_MANAGER, REPORT_OF_LABEL},
 };
 
 /// Name used in metrics and logs.
@@ -109,14 +111,33 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         .ok_or(Error::MissingMetadata("namespace"))?;
     let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
     let wiring = wiring(&ctx, &incident, &namespace);
-    if wiring.channels.is_empty() && wiring.escalation.is_none() {
-        return Ok(Action::await_change());
-    }
     let recorded = incident
         .status
         .as_ref()
         .and_then(|s| s.communication.clone())
         .unwrap_or_default();
+
+    // A closed incident gets its post-incident report first: the last
+    // message points to it.
+    if incident
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(Phase::is_closed)
+        && recorded.report.is_none()
+    {
+        let name = write_report(&ctx, &incident, &namespace).await?;
+        info!(report = %name, "post-incident report written");
+        let next = CommunicationStatus {
+            report: Some(name),
+            ..recorded
+        };
+        write(&ctx, &incident, &namespace, &next).await?;
+        return Ok(Action::requeue(Duration::from_millis(100)));
+    }
+    if wiring.channels.is_empty() && wiring.escalation.is_none() {
+        return Ok(Action::await_change());
+    }
 
     // First record what is owed and who is paged; it is sent next time.
     let names: Vec<String> = wiring.channels.iter().map(|c| c.name_any()).collect();
@@ -260,6 +281,52 @@ fn wake(
         .map_or(LOOK_AGAIN, |wait| {
             (wait + Duration::from_secs(1)).min(LOOK_AGAIN)
         })
+}
+
+/// Writes the report ConfigMap, owned by the Incident (it goes with it).
+/// An existing one (written before a restart) is kept.
+async fn write_report(
+    ctx: &Context,
+    incident: &Incident,
+    namespace: &str,
+) -> Result<String, Error> {
+    ctx.may_write()?;
+    let name = report::config_map_name(incident);
+    let owner = incident
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingMetadata("uid"))?;
+    let config_map = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(BTreeMap::from([
+                (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+                (
+                    REPORT_OF_LABEL.to_owned(),
+                    incident.name_any().chars().take(63).collect(),
+                ),
+            ])),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            "report.md".to_owned(),
+            report::render(incident),
+        )])),
+        ..ConfigMap::default()
+    };
+    let params = PostParams {
+        dry_run: false,
+        field_manager: Some(NOTIFIER_FIELD_MANAGER.into()),
+    };
+    match Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace)
+        .create(&params, &config_map)
+        .await
+    {
+        Ok(_) => Ok(name),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(name),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// The part of an Incident's status the notifier owns.
