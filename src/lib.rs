@@ -13,6 +13,7 @@ pub mod k8s;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod plugin;
 pub mod remediation;
 pub mod server;
 pub mod telemetry;

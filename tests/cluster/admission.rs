@@ -13,7 +13,7 @@ use crate::support::{client, client_as, eventually, namespace, run};
 
 /// Installs the chart's admission policy (bound to `ns` only, as with
 /// `watchNamespace`) and its responder role, bound to both users in `ns`.
-fn install_admission(ns: &str) {
+pub(crate) fn install_admission(ns: &str) {
     let manifests = run(
         "helm",
         &[

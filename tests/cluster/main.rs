@@ -15,6 +15,7 @@ mod faults;
 mod incident;
 mod leader;
 mod operations;
+mod plugin;
 mod policy;
 mod remediation;
 mod validation;

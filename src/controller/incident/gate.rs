@@ -77,11 +77,15 @@ pub(super) fn unblock(decision: &mut Decision, incident: &Incident, now: &Time) 
 
 /// Applies the safety limits before a step may run. Returns how long to
 /// wait when blocked (and says why in a condition); None when it may run.
+/// `approved`: a responder approved this step; another incident's pending
+/// approval then does not hold it (the approval gate is for automatic
+/// actions; a human who approved has decided).
 pub(super) fn gate(
     decision: &mut Decision,
     incident: &Incident,
     ladder: &Ladder,
     seen: &Observation,
+    approved: bool,
 ) -> Option<Duration> {
     let now = seen.now;
     let limits = safety::Limits {
@@ -107,11 +111,11 @@ pub(super) fn gate(
              concluded; one actor per target"
         )),
         // An approval gate holds for every action on the target while it waits.
-        (None, Some((other, step))) => Some(format!(
+        (None, Some((other, step))) if !approved => Some(format!(
             "incident {other} waits for approval of its step {step} on the same target; \
              no automatic action on it meanwhile"
         )),
-        (None, None) => None,
+        (None, _) => None,
     };
     let held_by_other = held.is_some();
     let verdict = match held {
@@ -146,7 +150,7 @@ pub(super) fn gate(
         status: true,
         reason: if seen.target_holder.is_some() {
             "TargetBusy"
-        } else if seen.approval_pending.is_some() {
+        } else if seen.approval_pending.is_some() && !approved {
             "AwaitingApprovalOnTarget"
         } else if breaker.open {
             "CircuitBreakerOpen"

@@ -38,6 +38,11 @@ pub(super) struct Step<'a> {
 }
 
 impl Step<'_> {
+    /// Whether a responder approved the step of that name.
+    pub(super) fn approved(&self, name: &str) -> bool {
+        self.incident.spec.approvals.iter().any(|a| a.step == name)
+    }
+
     /// The ladder's round: 1, and one more after each reopen.
     pub(super) fn round(&self, status: &IncidentStatus) -> i32 {
         status.reopens_handled.unwrap_or(0).saturating_add(1)
@@ -50,7 +55,10 @@ impl Step<'_> {
             return;
         };
         let runs_now = !awaiting_approval && rung.mode != Mode::DryRun;
-        if runs_now && let Some(wait) = gate(decision, self.incident, self.ladder, self.seen) {
+        let approved = rung.mode == Mode::RequireApproval && self.approved(rung.name());
+        if runs_now
+            && let Some(wait) = gate(decision, self.incident, self.ladder, self.seen, approved)
+        {
             decision.requeue_within(wait);
             return;
         }
@@ -102,7 +110,7 @@ impl Step<'_> {
     /// A responder approved the waiting step: it becomes Pending, if the
     /// safety limits allow it now.
     pub(super) fn approve(&self, decision: &mut Decision, entry: usize) {
-        if let Some(wait) = gate(decision, self.incident, self.ladder, self.seen) {
+        if let Some(wait) = gate(decision, self.incident, self.ladder, self.seen, true) {
             decision.requeue_within(wait);
             return;
         }
@@ -139,7 +147,8 @@ impl Step<'_> {
         }
         // Re-checked as it runs: another incident may have acted on the
         // target since this step was recorded.
-        if let Some(wait) = gate(decision, self.incident, self.ladder, self.seen) {
+        let approved = rung.mode == Mode::RequireApproval && self.approved(rung.name());
+        if let Some(wait) = gate(decision, self.incident, self.ladder, self.seen, approved) {
             decision.requeue_within(wait);
             return;
         }
