@@ -150,6 +150,68 @@ async fn pagerduty(State(receiver): State<Receiver>, body: String) -> (StatusCod
     )
 }
 
+/// Statuspage v1: `Authorization: OAuth KEY`; an incident with a name and
+/// one of the documented statuses; updates go to the incident created.
+fn statuspage_problem(headers: &axum::http::HeaderMap, body: &Value) -> Option<String> {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if auth != "OAuth page-key" {
+        return Some("unauthorized".into());
+    }
+    let incident = &body["incident"];
+    if incident["name"].as_str().is_none_or(str::is_empty) {
+        return Some("incident.name can't be blank".into());
+    }
+    let status = incident["status"].as_str().unwrap_or_default();
+    if !["investigating", "identified", "monitoring", "resolved"].contains(&status) {
+        return Some(format!("incident.status {status:?} is not valid"));
+    }
+    None
+}
+
+async fn statuspage(
+    State(receiver): State<Receiver>,
+    Path(params): Path<Vec<(String, String)>>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> (StatusCode, String) {
+    let Ok(body) = serde_json::from_str::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "invalid json".into());
+    };
+    if let Some(problem) = statuspage_problem(&headers, &body) {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"error": problem}).to_string(),
+        );
+    }
+    let id = params
+        .iter()
+        .find(|(k, _)| k == "id")
+        .map(|(_, v)| v.clone());
+    if id.as_deref().is_some_and(|id| id != "inc-1") {
+        return (
+            StatusCode::NOT_FOUND,
+            json!({"error": "not found"}).to_string(),
+        );
+    }
+    let kind = if id.is_some() {
+        "statuspage-update"
+    } else {
+        "statuspage-create"
+    };
+    receiver
+        .seen
+        .lock()
+        .unwrap()
+        .push((kind.into(), body["incident"].clone()));
+    (
+        StatusCode::OK,
+        json!({"id": "inc-1", "status": body["incident"]["status"]}).to_string(),
+    )
+}
+
 async fn start_receiver() -> (SocketAddr, Receiver) {
     let receiver = Receiver {
         seen: Arc::default(),
@@ -164,6 +226,11 @@ async fn start_receiver() -> (SocketAddr, Receiver) {
                     pagerduty(state, body)
                 },
             ),
+        )
+        .route("/statuspage/v1/pages/{page}/incidents", post(statuspage))
+        .route(
+            "/statuspage/v1/pages/{page}/incidents/{id}",
+            axum::routing::patch(statuspage),
         )
         .with_state(receiver.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -217,6 +284,10 @@ async fn a_declared_p0_is_announced_paged_escalated_acknowledged_and_resolved_on
             "pagerduty-jane",
             json!({"routingKey": "jane-key", "url": format!("http://{address}/pagerduty/jane")}),
         ),
+        (
+            "statuspage",
+            json!({"apiKey": "page-key", "pageId": "pg1", "url": format!("http://{address}/statuspage")}),
+        ),
     ] {
         secrets
             .create(&PostParams::default(), &secret(name, data))
@@ -243,6 +314,11 @@ metadata: {name: pager-jane}
 spec: {kind: PagerDuty, secretRef: {name: pagerduty-jane}, events: [Acknowledged, Resolved]}
 ---
 apiVersion: healing-guard.io/v1alpha1
+kind: NotificationChannel
+metadata: {name: status-page}
+spec: {kind: StatusPage, secretRef: {name: statuspage}, events: [Opened, Resolved], updates: {}, statusPage: {componentId: api}}
+---
+apiVersion: healing-guard.io/v1alpha1
 kind: EscalationPolicy
 metadata: {name: oncall}
 spec:
@@ -266,7 +342,7 @@ spec:
         "spec": {"title": "healing-guard API is down", "severity": "P0", "type": "ServiceOutage",
                  "target": {"kind": "Deployment", "name": "api"},
                  "description": "every request answers 503",
-                 "communication": {"channels": ["slack"], "escalationPolicy": "oncall"}}
+                 "communication": {"channels": ["slack", "status-page"], "escalationPolicy": "oncall"}}
     }))
     .unwrap();
     let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
@@ -414,6 +490,16 @@ spec:
     ] {
         assert!(text.contains(part), "{part:?} not in:\n{text}");
     }
+    // The status page: opened as investigating with the component down,
+    // then the same incident resolved and the component operational.
+    let opened_page = seen(&receiver, "statuspage-create");
+    let updated_page = seen(&receiver, "statuspage-update");
+    assert_eq!(opened_page.len(), 1, "{opened_page:?}");
+    assert_eq!(opened_page[0]["status"], "investigating");
+    assert_eq!(opened_page[0]["components"]["api"], "major_outage");
+    assert_eq!(updated_page.len(), 1, "{updated_page:?}");
+    assert_eq!(updated_page[0]["status"], "resolved");
+    assert_eq!(updated_page[0]["components"]["api"], "operational");
     let communication = finished.status.unwrap().communication.unwrap();
     let escalation = communication.escalation.unwrap();
     assert_eq!(escalation.stopped.as_deref(), Some("acknowledged by jane"));
