@@ -1214,6 +1214,38 @@ mod tests {
     }
 
     #[test]
+    fn a_step_a_responder_approved_is_not_held_by_another_waiting_approval() {
+        // Both incidents on one target wait for approval; the responder
+        // approves this one: it runs (the gate holds automatic actions only).
+        let policy = two_steps("RequireApproval");
+        let mut waiting = with_steps(
+            "Triggered",
+            json!([entry(
+                "rollback",
+                "rollback",
+                "AwaitingApproval",
+                "2026-01-01T00:00:05Z"
+            )]),
+        );
+        waiting.spec.approvals = vec![crate::crd::Approval {
+            step: "rollback".into(),
+            by: "commander".into(),
+        }];
+        let mut observed = seen(&policy, Some(api(false, json!({}))), "2026-01-01T00:00:06Z");
+        observed.approval_pending = Some(("api-oomkilled".into(), "scale".into()));
+        let approved = decide(&waiting, &observed);
+        assert_eq!(
+            last_step(&approved).result,
+            StepResult::Pending,
+            "approved runs"
+        );
+        // Not approved, the same step stays held.
+        waiting.spec.approvals.clear();
+        let held = decide(&waiting, &observed);
+        assert_eq!(last_step(&held).result, StepResult::AwaitingApproval);
+    }
+
+    #[test]
     fn another_incidents_unconcluded_step_on_the_target_holds_it() {
         let policy = two_steps("Auto");
         let pending = with_steps(
