@@ -14,16 +14,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::{api::core::v1::Pod, jiff::Timestamp};
-use kube::{ResourceExt, runtime::watcher};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use strum::IntoEnumIterator;
-use tokio::{sync::mpsc, task::AbortHandle};
+use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, time::DelayQueue};
 use tracing::{debug, info, warn};
 
 use self::{
     symptoms::{Evaluation, Signal},
-    watches::PodEvent,
+    watches::{PodChange, PodEvent, PodWatches},
     writer::{Report, Writer, Written},
 };
 use crate::{
@@ -31,7 +31,7 @@ use crate::{
     crd::{RemediationPolicy, Symptom, WorkloadKind, WorkloadRef},
     k8s::shared::Change,
     remediation::known_good,
-    workload::{PodSelector, Workload},
+    workload::Workload,
 };
 
 /// How often collected reports are written; repeats within it are coalesced.
@@ -43,19 +43,11 @@ fn id_of(workload: &Workload) -> WorkloadId {
     (workload.kind(), workload.namespace(), workload.name())
 }
 
-struct PodWatch {
-    handle: AbortHandle,
-    synced: bool,
-    pods: HashMap<String, Pod>,
-    seen_in_init: Option<BTreeSet<String>>,
-}
-
 struct Detector {
     client: kube::Client,
     watches: Watches,
     writer: Writer,
-    sender: mpsc::Sender<PodEvent>,
-    pod_watches: HashMap<PodSelector, PodWatch>,
+    pod_watches: PodWatches,
     /// The guarded workloads, as the shared watches last saw them.
     workloads: HashMap<WorkloadId, Workload>,
     evaluations: HashMap<WorkloadId, Evaluation>,
@@ -93,8 +85,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
             ctx.metrics.clone(),
             watches.incidents.store(),
         ),
-        sender,
-        pod_watches: HashMap::new(),
+        pod_watches: PodWatches::new(ctx.client.clone(), sender),
         workloads: HashMap::new(),
         evaluations: HashMap::new(),
         short_since: HashMap::new(),
@@ -143,9 +134,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         }
     }
     detector.flush().await;
-    for watch in detector.pod_watches.values() {
-        watch.handle.abort();
-    }
+    detector.pod_watches.stop();
     info!("detector stopped");
 }
 
@@ -263,7 +252,7 @@ impl Detector {
             + self.healthy_since.len()
             + self.snapshotted.len()
             + self.snapshot_jobs.len()
-            + self.pod_watches.len()
+            + self.pod_watches.watched()
             + self.writer.remembered()
     }
 
@@ -288,85 +277,31 @@ impl Detector {
 
     /// Starts a pod watch for every guarded workload's selector and stops the rest.
     fn sync_pod_watches(&mut self) {
-        let desired: BTreeSet<PodSelector> = self
+        let desired = self
             .workloads
             .values()
             .filter_map(Workload::pod_selector)
             .collect();
-        self.pod_watches.retain(|key, watch| {
-            let keep = desired.contains(key);
-            if !keep {
-                watch.handle.abort();
-            }
-            keep
-        });
-        for key in desired {
-            if !self.pod_watches.contains_key(&key) {
-                debug!(%key, "watching pods");
-                let handle =
-                    watches::spawn_pod_watch(&self.client, key.clone(), self.sender.clone());
-                let watch = PodWatch {
-                    handle,
-                    synced: false,
-                    pods: HashMap::new(),
-                    seen_in_init: None,
-                };
-                self.pod_watches.insert(key, watch);
-            }
-        }
+        self.pod_watches.sync(desired);
     }
 
-    fn pod_event(&mut self, PodEvent(key, event): PodEvent) {
-        let Some(watch) = self.pod_watches.get_mut(&key) else {
-            return;
+    /// Evaluates the workloads a pod event concerns.
+    fn pod_event(&mut self, event: PodEvent) {
+        let ids: Vec<WorkloadId> = match self.pod_watches.apply(event) {
+            PodChange::Nothing => return,
+            PodChange::Synced(key) => self
+                .workloads
+                .iter()
+                .filter(|(_, w)| w.pod_selector().as_ref() == Some(&key))
+                .map(|(id, _)| id.clone())
+                .collect(),
+            PodChange::Pod(key, pod) => self
+                .workloads
+                .iter()
+                .filter(|(_, w)| w.pod_selector().as_ref() == Some(&key) && w.owns(&pod))
+                .map(|(id, _)| id.clone())
+                .collect(),
         };
-        let changed: Option<Pod> = match event {
-            watcher::Event::Init => {
-                watch.seen_in_init = Some(BTreeSet::new());
-                None
-            }
-            watcher::Event::InitApply(pod) => {
-                let name = pod.name_any();
-                if let Some(seen) = &mut watch.seen_in_init {
-                    seen.insert(name.clone());
-                }
-                watch.pods.insert(name, pod);
-                None
-            }
-            watcher::Event::InitDone => {
-                let seen = watch.seen_in_init.take().unwrap_or_default();
-                watch.pods.retain(|name, _| seen.contains(name));
-                watch.synced = true;
-                let ids: Vec<WorkloadId> = self
-                    .workloads
-                    .iter()
-                    .filter(|(_, w)| w.pod_selector().as_ref() == Some(&key))
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                for id in ids {
-                    self.evaluate(&id);
-                }
-                return;
-            }
-            watcher::Event::Apply(pod) => {
-                watch.pods.insert(pod.name_any(), pod.clone());
-                Some(pod)
-            }
-            watcher::Event::Delete(pod) => {
-                watch.pods.remove(&pod.name_any());
-                Some(pod)
-            }
-        };
-        let Some(pod) = changed else { return };
-        if !self.pod_watches.get(&key).is_some_and(|w| w.synced) {
-            return;
-        }
-        let ids: Vec<WorkloadId> = self
-            .workloads
-            .iter()
-            .filter(|(_, w)| w.pod_selector().as_ref() == Some(&key) && w.owns(&pod))
-            .map(|(id, _)| id.clone())
-            .collect();
         for id in ids {
             self.evaluate(&id);
         }
@@ -403,7 +338,7 @@ impl Detector {
         let Some(pod_key) = workload.pod_selector() else {
             return;
         };
-        let Some(pod_watch) = self.pod_watches.get(&pod_key).filter(|w| w.synced) else {
+        let Some(watched) = self.pod_watches.pods(&pod_key) else {
             return;
         };
         let now = Timestamp::now();
@@ -414,7 +349,7 @@ impl Detector {
             self.short_since.remove(id);
             None
         };
-        let pods = pod_watch.pods.values().filter(|pod| workload.owns(pod));
+        let pods = watched.filter(|pod| workload.owns(pod));
         let evaluation = symptoms::evaluate(&policy.spec.rules, workload, pods, short_since, now);
         let previous = self.evaluations.remove(id).unwrap_or_default();
         let namespace = id.1.clone();
