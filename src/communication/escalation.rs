@@ -73,11 +73,7 @@ fn steps<'a>(policy: &'a EscalationPolicySpec, incident: &Incident) -> &'a [Esca
 
 /// Decides paging for `incident` at `now` from its recorded state.
 pub fn plan(incident: &Incident, policy: &EscalationPolicySpec, now: Timestamp) -> Plan {
-    let recorded = incident
-        .status
-        .as_ref()
-        .and_then(|s| s.communication.as_ref())
-        .and_then(|c| c.escalation.clone());
+    let recorded = incident.communication().and_then(|c| c.escalation.clone());
     let mut plan = Plan {
         state: recorded.clone(),
         pages: Vec::new(),

@@ -42,9 +42,7 @@ pub fn in_scope(channel: &NotificationChannelSpec, incident: &Incident) -> bool 
 /// (added mid-incident) is told the latest moment only, not the history.
 pub fn owed(incident: &Incident, channels: &[Channel<'_>], now: Timestamp) -> Vec<Delivery> {
     let recorded = incident
-        .status
-        .as_ref()
-        .and_then(|s| s.communication.as_ref())
+        .communication()
         .map(|c| c.outbox.as_slice())
         .unwrap_or_default();
     let mut new = Vec::new();

@@ -172,9 +172,8 @@ pub fn fields(
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| "to be decided in the post-mortem".to_owned()),
         duration,
-        report: status
-            .communication
-            .as_ref()
+        report: incident
+            .communication()
             .and_then(|c| c.report.clone())
             .map_or_else(|| "to follow".to_owned(), |r| format!("ConfigMap {r}")),
     }

@@ -109,6 +109,11 @@ impl Incident {
             .is_some_and(Phase::is_closed)
     }
 
+    /// What the notifier recorded: messages and paging (empty before).
+    pub fn communication(&self) -> Option<&super::channel::CommunicationStatus> {
+        self.status.as_ref()?.communication.as_ref()
+    }
+
     /// The RemediationPolicy it runs under: the one it names, else the one
     /// whose rule detected it.
     pub fn policy_name(&self) -> Option<&String> {

@@ -68,6 +68,13 @@ where
     Ok(Patch::Apply(body))
 }
 
+/// Now, in whole seconds: the API server stores times at that precision, so
+/// a status compared against a round-tripped one must not differ by nanos.
+pub fn now_whole_seconds() -> k8s_openapi::jiff::Timestamp {
+    use k8s_openapi::jiff::Timestamp;
+    Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
 /// Whether the API server refused a write because the object changed since
 /// it was read (or an optimistic lock failed): read again and decide again.
 pub fn is_conflict(error: &kube::Error) -> bool {

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::{
     admission::install_admission,
     remediation::{label_pods, policy_with},
-    support::{Operator, client, incident_where, namespace, phase_of},
+    support::{Operator, client, incident_where, namespace, phase_of, user_kubeconfig},
 };
 
 /// `kubectl healing-guard ARGS` as `user`, with the plugin on PATH.
@@ -23,8 +23,7 @@ fn plugin(user: &str, ns: &str, args: &[&str]) -> (bool, String, String) {
         binary.parent().unwrap().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let admin = std::env::var("KUBECONFIG").unwrap();
-    let kubeconfig = std::path::Path::new(&admin).with_file_name(format!("kubeconfig-{user}"));
+    let kubeconfig = user_kubeconfig(user);
     let output = std::process::Command::new("kubectl")
         .arg("healing-guard")
         .args(["--namespace", ns])

@@ -68,14 +68,19 @@ pub async fn try_client() -> Result<Client, Error> {
 /// A client for one of the cluster's users ("tester", "commander",
 /// "responder"), from the kubeconfig beside the admin's.
 pub async fn client_as(user: &str) -> Client {
-    let admin = std::env::var("KUBECONFIG").expect("KUBECONFIG: run this with `make test`");
-    let path = Path::new(&admin).with_file_name(format!("kubeconfig-{user}"));
+    let path = user_kubeconfig(user);
     let kubeconfig = kube::config::Kubeconfig::read_from(&path)
         .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .unwrap();
     Client::try_from(config).unwrap()
+}
+
+/// The kubeconfig of one of the cluster's users, beside the admin's.
+pub fn user_kubeconfig(user: &str) -> PathBuf {
+    let admin = std::env::var("KUBECONFIG").expect("KUBECONFIG: run this with `make test`");
+    Path::new(&admin).with_file_name(format!("kubeconfig-{user}"))
 }
 
 async fn install_crds(client: Client) -> Result<(), Error> {

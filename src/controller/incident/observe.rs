@@ -63,7 +63,7 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
     let namespace = incident
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
-    let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
+    let now = crate::k8s::now_whole_seconds();
     let spec = &incident.spec;
     let policy = incident.policy_name().and_then(|name| {
         ctx.watches

@@ -59,9 +59,7 @@ fn wiring(ctx: &Context, incident: &Incident, namespace: &str) -> Wiring {
     // Channels named, and those of people paged: they hear how it ends
     // (a PagerDuty alert is acknowledged and resolved where it was raised).
     let paged = incident
-        .status
-        .as_ref()
-        .and_then(|s| s.communication.as_ref())
+        .communication()
         .map(|c| {
             c.outbox
                 .iter()
@@ -109,13 +107,9 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
     let namespace = incident
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
-    let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
+    let now = crate::k8s::now_whole_seconds();
     let wiring = wiring(&ctx, &incident, &namespace);
-    let recorded = incident
-        .status
-        .as_ref()
-        .and_then(|s| s.communication.clone())
-        .unwrap_or_default();
+    let recorded = incident.communication().cloned().unwrap_or_default();
 
     // A closed incident gets its post-incident report first: the last
     // message points to it.
