@@ -7,6 +7,9 @@
 /// After a remediation change is made, before the status that records it is saved.
 pub const AFTER_APPLY: &str = "after-apply";
 
+/// After messages are sent, before the status that records how it went is saved.
+pub const AFTER_SEND: &str = "after-send";
+
 /// Aborts the process if `HGO_FAILPOINTS` names `point`.
 pub fn hit(point: &str) {
     let armed = std::env::var("HGO_FAILPOINTS")

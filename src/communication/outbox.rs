@@ -74,6 +74,7 @@ pub fn owed(incident: &Incident, channels: &[Channel<'_>], now: Timestamp) -> Ve
             attempts: 0,
             recorded_at: Time(now),
             next_attempt_at: None,
+            sending_since: None,
             sent_at: None,
             last_error: None,
             external_ref: None,
@@ -144,15 +145,42 @@ pub fn due(
     chosen
 }
 
-/// A message after one attempt.
+/// The communication status with the messages at `indexes` marked as being
+/// sent since `now`: written before they are sent, so that a later look
+/// knows an attempt began even if its outcome was never written.
+pub fn begin(
+    status: &CommunicationStatus,
+    indexes: &[usize],
+    now: Timestamp,
+) -> CommunicationStatus {
+    let mut next = status.clone();
+    for &index in indexes {
+        if let Some(delivery) = next.outbox.get_mut(index) {
+            delivery.sending_since = Some(Time(now));
+        }
+    }
+    next
+}
+
+/// Whether an attempt at this message began and its outcome was never
+/// written (the operator stopped while sending).
+pub fn in_doubt(delivery: &Delivery) -> bool {
+    delivery.state == DeliveryState::Pending && delivery.sending_since.is_some()
+}
+
+/// A message after one attempt (or after finding that an earlier one's
+/// fate is unknown and it must not be repeated).
 pub fn settle(delivery: &Delivery, outcome: &Outcome, now: Timestamp) -> Delivery {
     let mut next = delivery.clone();
-    next.attempts = next.attempts.saturating_add(1);
+    next.sending_since = None;
+    next.next_attempt_at = None;
+    if !matches!(outcome, Outcome::Unconfirmed { .. }) {
+        next.attempts = next.attempts.saturating_add(1);
+    }
     match outcome {
         Outcome::Accepted { external_ref } => {
             next.state = DeliveryState::Sent;
             next.sent_at = Some(Time(now));
-            next.next_attempt_at = None;
             next.last_error = None;
             if external_ref.is_some() {
                 next.external_ref = external_ref.clone();
@@ -162,7 +190,6 @@ pub fn settle(delivery: &Delivery, outcome: &Outcome, now: Timestamp) -> Deliver
             next.last_error = Some(why.clone());
             if next.attempts >= MAX_ATTEMPTS {
                 next.state = DeliveryState::Failed;
-                next.next_attempt_at = None;
             } else {
                 next.next_attempt_at = now.checked_add(*after).ok().map(Time);
             }
@@ -170,7 +197,10 @@ pub fn settle(delivery: &Delivery, outcome: &Outcome, now: Timestamp) -> Deliver
         Outcome::Refused { why } => {
             next.state = DeliveryState::Failed;
             next.last_error = Some(why.clone());
-            next.next_attempt_at = None;
+        }
+        Outcome::Unconfirmed { why } => {
+            next.state = DeliveryState::Unconfirmed;
+            next.last_error = Some(why.clone());
         }
     }
     next
@@ -301,6 +331,7 @@ mod tests {
             attempts: 1,
             recorded_at: Time(at("2026-01-01T00:00:00Z")),
             next_attempt_at: None,
+            sending_since: None,
             sent_at: None,
             last_error: None,
             external_ref: None,
@@ -329,6 +360,7 @@ mod tests {
             attempts: 0,
             recorded_at: Time(at("2026-01-01T00:00:00Z")),
             next_attempt_at: wait.map(|w| Time(at(w))),
+            sending_since: None,
             sent_at: None,
             last_error: None,
             external_ref: None,
@@ -402,6 +434,68 @@ mod tests {
         assert_eq!(
             (refused.state, refused.last_error.as_deref()),
             (DeliveryState::Failed, Some("400: no"))
+        );
+    }
+
+    #[test]
+    fn an_attempt_is_marked_before_it_is_sent_and_its_mark_cleared_with_its_outcome() {
+        let now = at("2026-01-01T00:10:00Z");
+        let message = Delivery {
+            channel: "slack".into(),
+            event: NotifyEvent::Opened,
+            key: "Opened".into(),
+            state: DeliveryState::Pending,
+            attempts: 0,
+            recorded_at: Time(now),
+            next_attempt_at: None,
+            sending_since: None,
+            sent_at: None,
+            last_error: None,
+            external_ref: None,
+        };
+        let status = CommunicationStatus {
+            outbox: vec![message.clone()],
+            ..CommunicationStatus::default()
+        };
+        assert!(!in_doubt(&status.outbox[0]), "recorded, never attempted");
+        let begun = begin(&status, &[0], now);
+        let marked = &begun.outbox[0];
+        assert!(in_doubt(marked), "read back after a crash, it is in doubt");
+        assert_eq!(due(&begun, |_| Some(30), now), [0], "and still due");
+
+        let sent = settle(marked, &Outcome::Accepted { external_ref: None }, now);
+        assert!(!in_doubt(&sent) && sent.sending_since.is_none());
+        let retry = settle(
+            marked,
+            &Outcome::Retry {
+                after: std::time::Duration::from_secs(5),
+                why: "503".into(),
+            },
+            now,
+        );
+        assert!(!in_doubt(&retry), "a known failure is not in doubt");
+        let unconfirmed = settle(
+            marked,
+            &Outcome::Unconfirmed {
+                why: "cannot tell".into(),
+            },
+            now,
+        );
+        assert_eq!(
+            (unconfirmed.state, unconfirmed.attempts),
+            (DeliveryState::Unconfirmed, 0),
+            "not sent again, and no attempt counted"
+        );
+        assert!(
+            due(
+                &CommunicationStatus {
+                    outbox: vec![unconfirmed],
+                    ..CommunicationStatus::default()
+                },
+                |_| Some(30),
+                now
+            )
+            .is_empty()
         );
     }
 }

@@ -158,7 +158,13 @@ pub fn component_status(severity: Severity, phase: Option<Phase>) -> &'static st
     }
 }
 
-/// Statuspage v1: the body of an incident create or update.
+/// Where a Statuspage incident says which Incident it tells of: its
+/// metadata, `{"healing_guard": {"incident_uid": ...}}`.
+pub const STATUSPAGE_METADATA: &str = "healing_guard";
+
+/// Statuspage v1: the body of an incident create or update. Its metadata
+/// names the Incident, so that an incident created by an attempt whose
+/// answer was lost can be found again rather than created twice.
 pub fn statuspage(
     incident: &Incident,
     component: Option<&str>,
@@ -170,6 +176,7 @@ pub fn statuspage(
         "name": clip(&fields.title, 255),
         "status": statuspage_status(phase),
         "body": text,
+        "metadata": {STATUSPAGE_METADATA: {"incident_uid": incident.metadata.uid}},
     });
     if let Some(component) = component {
         body["component_ids"] = json!([component]);

@@ -27,6 +27,9 @@ pub enum Outcome {
     Retry { after: Duration, why: String },
     /// Refused for good.
     Refused { why: String },
+    /// An earlier attempt's fate is unknown and the receiver cannot
+    /// recognise a repeat: not sent again.
+    Unconfirmed { why: String },
 }
 
 /// The wait before attempt `attempts + 1`: 5 s doubling to 10 minutes, or

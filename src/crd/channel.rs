@@ -156,6 +156,16 @@ pub enum ChannelKind {
     StatusPage,
 }
 
+impl ChannelKind {
+    /// Whether a message sent again after its answer was lost reaches
+    /// people once: PagerDuty folds events by `dedup_key`, a webhook gets
+    /// the same `Idempotency-Key`, and a status page is looked up first.
+    /// Slack's incoming webhooks and SMTP would deliver it twice.
+    pub fn recognises_repeats(self) -> bool {
+        matches!(self, Self::Webhook | Self::PagerDuty | Self::StatusPage)
+    }
+}
+
 /// A Secret in the channel's namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -341,6 +351,11 @@ pub struct Delivery {
     /// When the next attempt is due (after a failure, or a rate limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<Time>,
+    /// When the attempt under way began: recorded before it is sent and
+    /// cleared with its outcome. Still set on a later look, the operator
+    /// stopped mid-attempt and nobody knows whether it arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sending_since: Option<Time>,
     /// When the receiver accepted it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_at: Option<Time>,
@@ -361,6 +376,10 @@ pub enum DeliveryState {
     Sent,
     /// Refused for good, or out of attempts.
     Failed,
+    /// An attempt whose outcome was lost (the operator stopped while
+    /// sending) to a receiver that cannot recognise a repeat (Slack, email):
+    /// not sent again, so it may be missing but never doubled.
+    Unconfirmed,
 }
 
 /// Where paging stands for an incident.

@@ -16,7 +16,7 @@ use axum::{
     Router,
     extract::{Path, State},
     http::StatusCode,
-    routing::post,
+    routing::{get, post},
 };
 use healing_guard_operator::crd::{DeliveryState, Incident, NotifyEvent};
 use k8s_openapi::api::core::v1::Secret;
@@ -26,16 +26,35 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use crate::support::{Operator, client, eventually_within, incident_where, namespace, phase_of};
+use crate::support::{
+    Operator, client, eventually, eventually_within, incident_where, namespace, phase_of,
+};
 
-/// What the receiver accepted: (provider, what it checked, the body).
+/// What reached people: (provider, the body).
 type Seen = Arc<Mutex<Vec<(String, Value)>>>;
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct Receiver {
     seen: Seen,
+    /// Every request, by provider, whether or not it reached anyone.
+    requests: Arc<Mutex<Vec<String>>>,
     /// Slack answers its first request with 429: it must come again.
     slack_busy_once: Arc<Mutex<bool>>,
+    /// PagerDuty's alerts: (routing key, dedup key) to the last action.
+    alerts: Arc<Mutex<std::collections::BTreeMap<(String, String), String>>>,
+    /// Statuspage's incidents, as its API shows them.
+    page_incidents: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Receiver {
+    fn requested(&self, provider: &str) {
+        self.requests.lock().unwrap().push(provider.to_owned());
+    }
+
+    fn requests(&self, provider: &str) -> usize {
+        let requests = self.requests.lock().unwrap();
+        requests.iter().filter(|p| *p == provider).count()
+    }
 }
 
 /// Slack incoming webhooks: `text`, and `blocks` of at most 50, each
@@ -110,6 +129,7 @@ async fn slack(
     if let Some(problem) = slack_problem(&body) {
         return (StatusCode::BAD_REQUEST, [("retry-after", "0")], problem);
     }
+    receiver.requested("slack");
     {
         let mut busy = receiver.slack_busy_once.lock().unwrap();
         if *busy {
@@ -138,12 +158,37 @@ async fn pagerduty(State(receiver): State<Receiver>, body: String) -> (StatusCod
             json!({"status": "invalid event", "errors": [problem]}).to_string(),
         );
     }
+    receiver.requested("pagerduty");
+    // As PagerDuty does: events fold into one alert per routing key and
+    // dedup key; only a change of its state reaches anyone (a trigger on
+    // an open alert, or a second acknowledge, is added to its log only).
     let key = body["dedup_key"].clone();
-    receiver
-        .seen
-        .lock()
-        .unwrap()
-        .push(("pagerduty".into(), body));
+    let alert = (
+        body["routing_key"].as_str().unwrap_or_default().to_owned(),
+        key.as_str().unwrap_or_default().to_owned(),
+    );
+    let action = body["event_action"].as_str().unwrap_or_default().to_owned();
+    let changed = {
+        let mut alerts = receiver.alerts.lock().unwrap();
+        let before = alerts.get(&alert).cloned();
+        let changes = matches!(
+            (before.as_deref(), action.as_str()),
+            (None | Some("resolve"), "trigger")
+                | (Some("trigger"), "acknowledge" | "resolve")
+                | (Some("acknowledge"), "resolve")
+        );
+        if changes {
+            alerts.insert(alert, action);
+        }
+        changes
+    };
+    if changed {
+        receiver
+            .seen
+            .lock()
+            .unwrap()
+            .push(("pagerduty".into(), body));
+    }
     (
         StatusCode::ACCEPTED,
         json!({"status": "success", "message": "Event processed", "dedup_key": key}).to_string(),
@@ -186,36 +231,84 @@ async fn statuspage(
             json!({"error": problem}).to_string(),
         );
     }
+    receiver.requested("statuspage");
     let id = params
         .iter()
         .find(|(k, _)| k == "id")
         .map(|(_, v)| v.clone());
-    if id.as_deref().is_some_and(|id| id != "inc-1") {
-        return (
-            StatusCode::NOT_FOUND,
-            json!({"error": "not found"}).to_string(),
-        );
-    }
-    let kind = if id.is_some() {
-        "statuspage-update"
-    } else {
-        "statuspage-create"
+    let incident = &body["incident"];
+    let update = json!({"status": incident["status"], "body": incident["body"],
+                        "created_at": k8s_openapi::jiff::Timestamp::now().to_string()});
+    let mut incidents = receiver.page_incidents.lock().unwrap();
+    let (kind, answer) = match id {
+        None => {
+            let created = json!({
+                "id": format!("inc-{}", incidents.len() + 1),
+                "name": incident["name"], "status": incident["status"],
+                "metadata": incident["metadata"], "incident_updates": [update],
+            });
+            incidents.push(created.clone());
+            ("statuspage-create", created)
+        }
+        Some(id) => {
+            let Some(known) = incidents.iter_mut().find(|i| i["id"] == id.as_str()) else {
+                return (
+                    StatusCode::NOT_FOUND,
+                    json!({"error": "not found"}).to_string(),
+                );
+            };
+            known["status"] = incident["status"].clone();
+            known["incident_updates"]
+                .as_array_mut()
+                .unwrap()
+                .insert(0, update);
+            ("statuspage-update", known.clone())
+        }
     };
     receiver
         .seen
         .lock()
         .unwrap()
         .push((kind.into(), body["incident"].clone()));
-    (
-        StatusCode::OK,
-        json!({"id": "inc-1", "status": body["incident"]["status"]}).to_string(),
-    )
+    (StatusCode::OK, answer.to_string())
 }
 
-async fn start_receiver() -> (SocketAddr, Receiver) {
+/// Statuspage v1: `GET .../incidents/unresolved` and `GET .../incidents/{id}`.
+async fn statuspage_read(
+    State(receiver): State<Receiver>,
+    Path(params): Path<Vec<(String, String)>>,
+    headers: axum::http::HeaderMap,
+) -> (StatusCode, String) {
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("OAuth page-key") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "unauthorized"}).to_string(),
+        );
+    }
+    receiver.requested("statuspage-read");
+    let incidents = receiver.page_incidents.lock().unwrap();
+    match params.iter().find(|(k, _)| k == "id").map(|(_, v)| v) {
+        Some(id) => match incidents.iter().find(|i| i["id"] == id.as_str()) {
+            Some(found) => (StatusCode::OK, found.to_string()),
+            None => (
+                StatusCode::NOT_FOUND,
+                json!({"error": "not found"}).to_string(),
+            ),
+        },
+        None => {
+            let open: Vec<&Value> = incidents
+                .iter()
+                .filter(|i| i["status"] != "resolved")
+                .collect();
+            (StatusCode::OK, json!(open).to_string())
+        }
+    }
+}
+
+async fn start_receiver(slack_busy_once: bool) -> (SocketAddr, Receiver) {
     let receiver = Receiver {
-        seen: Arc::default(),
-        slack_busy_once: Arc::new(Mutex::new(true)),
+        slack_busy_once: Arc::new(Mutex::new(slack_busy_once)),
+        ..Receiver::default()
     };
     let app = Router::new()
         .route("/slack", post(slack))
@@ -229,8 +322,12 @@ async fn start_receiver() -> (SocketAddr, Receiver) {
         )
         .route("/statuspage/v1/pages/{page}/incidents", post(statuspage))
         .route(
+            "/statuspage/v1/pages/{page}/incidents/unresolved",
+            get(statuspage_read),
+        )
+        .route(
             "/statuspage/v1/pages/{page}/incidents/{id}",
-            axum::routing::patch(statuspage),
+            axum::routing::patch(statuspage).get(statuspage_read),
         )
         .with_state(receiver.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -263,17 +360,14 @@ fn seen(receiver: &Receiver, provider: &str) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_declared_p0_is_announced_paged_escalated_acknowledged_and_resolved_once() {
-    let client = client().await;
-    let ns = namespace(&client, "comms").await;
-    let _operator = Operator::start(&ns).await;
-    let (address, receiver) = start_receiver().await;
-
+/// The runbook's on-call wiring, pointed at the receiver: Slack, a
+/// PagerDuty service per person, a status page (told of `page_events`),
+/// and an escalation policy paging john, then jane after a minute.
+async fn wire(client: &Client, ns: &str, address: SocketAddr, page_events: &str) {
     let secret = |name: &str, data: Value| -> Secret {
         serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data})).unwrap()
     };
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     for (name, data) in [
         ("slack", json!({"url": format!("http://{address}/slack")})),
         (
@@ -294,10 +388,7 @@ async fn a_declared_p0_is_announced_paged_escalated_acknowledged_and_resolved_on
             .await
             .unwrap();
     }
-    apply(
-        &client,
-        &ns,
-        r#"
+    let channels = r#"
 apiVersion: healing-guard.io/v1alpha1
 kind: NotificationChannel
 metadata: {name: slack}
@@ -316,7 +407,7 @@ spec: {kind: PagerDuty, secretRef: {name: pagerduty-jane}, events: [Acknowledged
 apiVersion: healing-guard.io/v1alpha1
 kind: NotificationChannel
 metadata: {name: status-page}
-spec: {kind: StatusPage, secretRef: {name: statuspage}, events: [Opened, Resolved], updates: {}, statusPage: {componentId: api}}
+spec: {kind: StatusPage, secretRef: {name: statuspage}, events: PAGE_EVENTS, updates: {}, statusPage: {componentId: api}}
 ---
 apiVersion: healing-guard.io/v1alpha1
 kind: EscalationPolicy
@@ -331,11 +422,13 @@ spec:
   steps:
   - {role: primary, wait: 1m}
   - {role: secondary}
-"#,
-    )
-    .await;
+"#
+    .replace("PAGE_EVENTS", page_events);
+    apply(client, ns, &channels).await;
+}
 
-    // An on-call engineer declares a P0.
+/// An on-call engineer declares a P0 on the wiring; its uid.
+async fn declare(client: &Client, ns: &str) -> String {
     let incident: Incident = serde_json::from_value(json!({
         "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
         "metadata": {"name": "outage"},
@@ -345,12 +438,24 @@ spec:
                  "communication": {"channels": ["slack", "status-page"], "escalationPolicy": "oncall"}}
     }))
     .unwrap();
-    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), ns);
     let created = incidents
         .create(&PostParams::default(), &incident)
         .await
         .unwrap();
-    let uid = created.metadata.uid.unwrap();
+    created.metadata.uid.unwrap()
+}
+
+#[tokio::test]
+async fn a_declared_p0_is_announced_paged_escalated_acknowledged_and_resolved_once() {
+    let client = client().await;
+    let ns = namespace(&client, "comms").await;
+    let _operator = Operator::start(&ns).await;
+    let (address, receiver) = start_receiver(true).await;
+
+    wire(&client, &ns, address, "[Opened, Resolved]").await;
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    let uid = declare(&client, &ns).await;
 
     // Announced (after Slack's one 429) and the primary paged.
     let limit = Duration::from_secs(60);
@@ -515,6 +620,208 @@ spec:
         .find(|d| d.channel == "slack" && d.key == "Opened")
         .unwrap();
     assert_eq!(opened.attempts, 2, "Slack's 429 was retried: {opened:?}");
+}
+
+/// Where the outbox of `incident` stands: (channel, key, state) of each message.
+fn outbox_of(incident: &Incident) -> Vec<(String, String, DeliveryState, bool)> {
+    incident
+        .status
+        .as_ref()
+        .and_then(|s| s.communication.as_ref())
+        .map(|c| {
+            c.outbox
+                .iter()
+                .map(|d| {
+                    (
+                        d.channel.clone(),
+                        d.key.clone(),
+                        d.state,
+                        d.sending_since.is_some(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The same P0, with the operator killed twice in the narrowest window
+/// there is: messages sent, how it went not yet written. Nobody hears
+/// anything twice: PagerDuty gets the events again and folds them by
+/// dedup key, the status page is looked up before it is written again,
+/// and Slack, which cannot recognise a repeat, is not sent again (the
+/// message is marked Unconfirmed and an Event says so).
+#[tokio::test]
+async fn killing_the_operator_between_sending_and_recording_sends_nothing_twice() {
+    use crate::support::Launch;
+    let client = client().await;
+    let ns = namespace(&client, "comms-kill").await;
+    let (address, receiver) = start_receiver(false).await;
+    wire(&client, &ns, address, "[Opened, Acknowledged, Resolved]").await;
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    let aborting = Launch {
+        failpoints: "after-send",
+        ..Launch::namespaced(&ns)
+    };
+
+    let mut first = Operator::launch(&aborting).await.unwrap();
+    let uid = declare(&client, &ns).await;
+    eventually("the first operator to abort after sending", || {
+        let exited = first.exited();
+        async move { exited }
+    })
+    .await;
+    assert_eq!(seen(&receiver, "slack").len(), 1);
+    assert_eq!(seen(&receiver, "pagerduty").len(), 1);
+    assert_eq!(seen(&receiver, "statuspage-create").len(), 1);
+    let in_doubt = outbox_of(&incidents.get("outage").await.unwrap());
+    assert_eq!(in_doubt.len(), 3, "{in_doubt:?}");
+    assert!(
+        in_doubt
+            .iter()
+            .all(|(_, _, state, sending)| *state == DeliveryState::Pending && *sending),
+        "sent, but recorded only as being sent: {in_doubt:?}"
+    );
+
+    // The second operator settles what was in doubt, and pages jane when
+    // nobody acknowledges.
+    let second = Operator::start(&ns).await;
+    incident_where(
+        &client,
+        &ns,
+        "outage",
+        "jane's page recorded as sent",
+        |i| {
+            outbox_of(i).iter().any(|(channel, _, state, _)| {
+                channel == "pager-jane" && *state == DeliveryState::Sent
+            })
+        },
+    )
+    .await;
+    let settled = outbox_of(&incidents.get("outage").await.unwrap());
+    let state_of = |outbox: &[(String, String, DeliveryState, bool)], channel: &str, key: &str| {
+        outbox
+            .iter()
+            .find(|(c, k, _, _)| c == channel && k == key)
+            .map(|(_, _, state, _)| *state)
+    };
+    assert_eq!(
+        state_of(&settled, "slack", "Opened"),
+        Some(DeliveryState::Unconfirmed)
+    );
+    assert_eq!(
+        state_of(&settled, "status-page", "Opened"),
+        Some(DeliveryState::Sent)
+    );
+    assert!(
+        receiver.requests("pagerduty") >= 3,
+        "john's page was sent again (and folded), then jane's"
+    );
+    assert!(
+        receiver.requests("statuspage-read") >= 1,
+        "the page was looked up"
+    );
+    second.kill();
+
+    // Killed again right after the acknowledgement is told.
+    let mut third = Operator::launch(&aborting).await.unwrap();
+    let ack = json!({"spec": {"acknowledged": {"by": "jane"}}});
+    incidents
+        .patch("outage", &PatchParams::default(), &Patch::Merge(&ack))
+        .await
+        .unwrap();
+    eventually("the third operator to abort after sending", || {
+        let exited = third.exited();
+        async move { exited }
+    })
+    .await;
+    let _fourth = Operator::start(&ns).await;
+    let resolve = json!({"spec": {"resolution": {"by": "jane", "rootCause": "a bad release", "summary": "rolled back by hand"}}});
+    incidents
+        .patch("outage", &PatchParams::default(), &Patch::Merge(&resolve))
+        .await
+        .unwrap();
+    let finished = incident_where(&client, &ns, "outage", "every message settled", |i| {
+        let outbox = outbox_of(i);
+        phase_of(i).is_some_and(|p| p.is_closed())
+            && outbox
+                .iter()
+                .any(|(c, k, _, _)| c == "slack" && k.starts_with("Resolved"))
+            && outbox
+                .iter()
+                .all(|(_, _, state, _)| *state != DeliveryState::Pending)
+    })
+    .await;
+
+    let slack_texts: Vec<String> = seen(&receiver, "slack")
+        .iter()
+        .map(|m| m["blocks"][0]["text"]["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        slack_texts,
+        [
+            "🚨 INCIDENT ALERT - P0",
+            "📊 INCIDENT UPDATE - P0",
+            "✅ INCIDENT RESOLVED - P0"
+        ],
+        "each once, none twice"
+    );
+    let pages: Vec<(String, String)> = seen(&receiver, "pagerduty")
+        .iter()
+        .map(|p| {
+            (
+                p["routing_key"].as_str().unwrap().to_owned(),
+                p["event_action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for key in ["john-key", "jane-key"] {
+        for action in ["trigger", "acknowledge", "resolve"] {
+            let times = pages
+                .iter()
+                .filter(|(k, a)| k == key && a == action)
+                .count();
+            assert_eq!(times, 1, "{key} {action}: {pages:?}");
+        }
+    }
+    assert!(
+        receiver.requests("pagerduty") > pages.len(),
+        "events in doubt were sent again and folded by dedup key"
+    );
+    assert_eq!(seen(&receiver, "statuspage-create").len(), 1);
+    let page_updates: Vec<String> = seen(&receiver, "statuspage-update")
+        .iter()
+        .map(|u| u["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        page_updates,
+        ["investigating", "resolved"],
+        "the acknowledgement's update once, found after the kill; then resolved"
+    );
+    let outbox = outbox_of(&finished);
+    assert_eq!(
+        state_of(&outbox, "slack", "Acknowledged"),
+        Some(DeliveryState::Unconfirmed)
+    );
+    assert_eq!(
+        state_of(&outbox, "status-page", "Acknowledged"),
+        Some(DeliveryState::Sent)
+    );
+    assert!(
+        outbox.iter().all(|(channel, _, state, sending)| !sending
+            && (*state == DeliveryState::Sent
+                || (channel == "slack" && *state == DeliveryState::Unconfirmed))),
+        "{outbox:?}"
+    );
+    let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), &ns)
+        .list(&kube::api::ListParams::default().fields(&format!("involvedObject.uid={uid}")))
+        .await
+        .unwrap();
+    let unconfirmed = events
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("MessageUnconfirmed"))
+        .count();
+    assert!(unconfirmed >= 1, "an Event says a message may be missing");
 }
 
 /// A real SMTP server (aiosmtpd, installed by `cluster/build.sh`) on a free

@@ -14,10 +14,11 @@ use reqwest::{
     header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue},
 };
 use serde_json::Value;
+use tracing::info;
 
 use crate::{
     communication::{
-        moments, payloads,
+        moments, outbox, payloads,
         send::{self, Outcome, backoff},
         templates,
     },
@@ -42,6 +43,20 @@ pub async fn deliver(
 ) -> Outcome {
     let namespace = incident.namespace().unwrap_or_default();
     let attempts = delivery.attempts;
+    let in_doubt = outbox::in_doubt(delivery);
+    if in_doubt && !channel.spec.kind.recognises_repeats() {
+        return Outcome::Unconfirmed {
+            why: format!(
+                "the operator stopped while sending it and {} cannot recognise a repeat: \
+                 not sent again, so it may be missing",
+                channel.spec.kind
+            ),
+        };
+    }
+    if in_doubt {
+        info!(channel = %delivery.channel, key = %delivery.key,
+              "an attempt's outcome was lost; sending it again, which the receiver recognises as a repeat");
+    }
     let secret_name = &channel.spec.secret_ref.name;
     let secret = match Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
         .get_opt(secret_name)
@@ -109,8 +124,11 @@ pub async fn deliver(
             let body = payloads::pagerduty(&routing_key, incident, &text, &fields);
             (Method::POST, url, HeaderMap::new(), body)
         }),
-        ChannelKind::StatusPage => needs("apiKey").and_then(|api_key| {
-            let page = needs("pageId")?;
+        ChannelKind::StatusPage => {
+            let (api_key, page) = match (needs("apiKey"), needs("pageId")) {
+                (Ok(api_key), Ok(page)) => (api_key, page),
+                (Err(refused), _) | (_, Err(refused)) => return refused,
+            };
             let base = secret
                 .get("url")
                 .cloned()
@@ -125,6 +143,25 @@ pub async fn deliver(
                 .iter()
                 .filter(|d| d.channel == delivery.channel && d.state == DeliveryState::Sent)
                 .find_map(|d| d.external_ref.clone());
+            let pages = format!("{base}/v1/pages/{page}/incidents");
+            if let Some(since) = delivery.sending_since.as_ref().filter(|_| in_doubt) {
+                let phase = incident.status.as_ref().and_then(|s| s.phase);
+                let ours = payloads::statuspage_status(phase);
+                let lookup = Lookup {
+                    pages: &pages,
+                    headers: &headers,
+                    opened: opened.as_deref(),
+                    status: ours,
+                    since: since.0,
+                };
+                if let Some(id) = statuspage_lookup(ctx, incident, &lookup).await {
+                    info!(channel = %delivery.channel, key = %delivery.key,
+                          "found on the status page after a lost answer; not sent again");
+                    return Outcome::Accepted {
+                        external_ref: Some(id),
+                    };
+                }
+            }
             let component = channel
                 .spec
                 .status_page
@@ -132,20 +169,10 @@ pub async fn deliver(
                 .and_then(|s| s.component_id.as_deref());
             let body = payloads::statuspage(incident, component, &text, &fields);
             Ok(match opened {
-                Some(id) => (
-                    Method::PATCH,
-                    format!("{base}/v1/pages/{page}/incidents/{id}"),
-                    headers,
-                    body,
-                ),
-                None => (
-                    Method::POST,
-                    format!("{base}/v1/pages/{page}/incidents"),
-                    headers,
-                    body,
-                ),
+                Some(id) => (Method::PATCH, format!("{pages}/{id}"), headers, body),
+                None => (Method::POST, pages, headers, body),
             })
-        }),
+        }
         ChannelKind::Email => {
             return email(incident, channel, delivery, &secret, &text, attempts).await;
         }
@@ -250,6 +277,80 @@ async fn email(
             after: backoff(attempts, None),
             why: format!("SMTP: {error}"),
         },
+    }
+}
+
+/// What to look for on a status page.
+struct Lookup<'a> {
+    /// The page's incidents URL.
+    pages: &'a str,
+    headers: &'a HeaderMap,
+    /// The page's incident, once created.
+    opened: Option<&'a str>,
+    /// The status the message sets.
+    status: &'a str,
+    /// When the attempt whose answer was lost began.
+    since: Timestamp,
+}
+
+/// After an attempt whose answer was lost: whether Statuspage has it. A
+/// create is found among the page's unresolved incidents by the Incident
+/// named in its metadata; an update, by an update of the incident in the
+/// status sent, made since the attempt began. Its id, if so; `None` sends
+/// it (again), also when the lookup itself fails.
+async fn statuspage_lookup(
+    ctx: &Context,
+    incident: &Incident,
+    lookup: &Lookup<'_>,
+) -> Option<String> {
+    let Lookup {
+        pages,
+        headers,
+        opened,
+        status,
+        since,
+    } = *lookup;
+    // Statuspage's clock and ours may differ by a little.
+    let since = since
+        .checked_sub(std::time::Duration::from_secs(30))
+        .unwrap_or(since);
+    let url = match opened {
+        Some(id) => format!("{pages}/{id}"),
+        None => format!("{pages}/unresolved"),
+    };
+    let answer: Value = ctx
+        .http
+        .get(&url)
+        .headers(headers.clone())
+        .timeout(send::ATTEMPT_TIMEOUT)
+        .send()
+        .await
+        .ok()?
+        .error_for_status()
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let uid = incident.uid()?;
+    let made_since = |update: &Value| {
+        update["status"] == status
+            && update["created_at"]
+                .as_str()
+                .and_then(|t| t.parse::<Timestamp>().ok())
+                .is_some_and(|t| t >= since)
+    };
+    match opened {
+        Some(id) => answer["incident_updates"]
+            .as_array()?
+            .iter()
+            .any(made_since)
+            .then(|| id.to_owned()),
+        None => answer.as_array()?.iter().find_map(|page_incident| {
+            (page_incident["metadata"][payloads::STATUSPAGE_METADATA]["incident_uid"]
+                == uid.as_str())
+            .then(|| page_incident["id"].as_str().map(str::to_owned))
+            .flatten()
+        }),
     }
 }
 

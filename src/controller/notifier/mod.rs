@@ -15,7 +15,11 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Resource, ResourceExt,
     api::{ObjectMeta, PatchParams, PostParams},
-    runtime::{controller::Action, reflector::ObjectRef},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType},
+        reflector::ObjectRef,
+    },
 };
 use tracing::{debug, info, instrument, warn};
 
@@ -187,6 +191,12 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
     };
     let due = outbox::due(&recorded, per_minute, now);
     if !due.is_empty() {
+        // Marked as being sent before it is: after a crash, a message whose
+        // outcome was never written is known to be in doubt.
+        let begun = outbox::begin(&recorded, &due, now);
+        let marked = write(&ctx, &incident, &namespace, &begun).await?;
+        // Each is sent as it was before the mark: one marked already is in
+        // doubt (an earlier attempt's outcome was lost).
         let (ctx_ref, incident_ref, recorded_ref) = (&ctx, &incident, &recorded);
         let attempts = due.iter().filter_map(|&index| {
             let delivery = recorded_ref.outbox.get(index)?;
@@ -202,14 +212,32 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
             })
         });
         let outcomes = join_all(attempts).await;
-        let mut next = recorded.clone();
+        crate::failpoint::hit(crate::failpoint::AFTER_SEND);
+        let mut next = begun.clone();
+        let mut unconfirmed = Vec::new();
         for (index, outcome) in &outcomes {
             if let Some(slot) = next.outbox.get_mut(*index) {
                 *slot = outbox::settle(slot, outcome, now);
                 count(&ctx, slot);
+                if slot.state == DeliveryState::Unconfirmed {
+                    unconfirmed.push(format!("{} to {}", slot.key, slot.channel));
+                }
             }
         }
-        write(&ctx, &incident, &namespace, &next).await?;
+        settle_written(&ctx, &marked, &namespace, &begun, &next).await?;
+        for message in unconfirmed {
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "MessageUnconfirmed".into(),
+                note: Some(format!(
+                    "{message} may not have arrived: the operator stopped while sending it, \
+                     and the channel cannot recognise a repeat, so it was not sent again"
+                )),
+                action: "Notify".into(),
+                secondary: None,
+            };
+            ctx.publish(incident.as_ref(), event).await;
+        }
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
     Ok(Action::requeue(wake(&incident, &wiring, &recorded, now)))
@@ -224,6 +252,7 @@ fn pending(channel: &str, event: NotifyEvent, key: String, now: Timestamp) -> De
         attempts: 0,
         recorded_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
         next_attempt_at: None,
+        sending_since: None,
         sent_at: None,
         last_error: None,
         external_ref: None,
@@ -245,6 +274,10 @@ fn count(ctx: &Context, delivery: &Delivery) {
         DeliveryState::Pending => {
             info!(%channel, %key, error, "message to be tried again");
             "retry"
+        }
+        DeliveryState::Unconfirmed => {
+            warn!(%channel, %key, error, "message not sent again: it may be missing");
+            "unconfirmed"
         }
     };
     ctx.metrics
@@ -334,7 +367,7 @@ async fn write(
     incident: &Incident,
     namespace: &str,
     communication: &CommunicationStatus,
-) -> Result<(), Error> {
+) -> Result<Incident, Error> {
     ctx.may_write()?;
     // Only status.communication: the rest of the status is the incident
     // controller's (and detection the detector's). Conditional on the
@@ -344,14 +377,51 @@ async fn write(
     };
     let version = incident.resource_version();
     let patch = status_patch::<Incident>(&status, version.as_deref()).map_err(Error::Serialize)?;
-    Api::<Incident>::namespaced(ctx.client.clone(), namespace)
+    Ok(Api::<Incident>::namespaced(ctx.client.clone(), namespace)
         .patch_status(
             &incident.name_any(),
             &PatchParams::apply(NOTIFIER_FIELD_MANAGER).force(),
             &patch,
         )
-        .await?;
-    Ok(())
+        .await?)
+}
+
+/// How often the outcomes of sent messages are written again after other
+/// controllers changed the incident meanwhile.
+const SETTLE_TRIES: usize = 5;
+
+/// Writes the outcomes of messages just sent. They are facts and must not
+/// be lost to a race: the incident controller may have changed the status
+/// while they were sent, so on a conflict the latest incident is read and,
+/// if its communication is still what was marked (nobody else settled
+/// these messages), written again on it.
+async fn settle_written(
+    ctx: &Context,
+    marked: &Incident,
+    namespace: &str,
+    begun: &CommunicationStatus,
+    settled: &CommunicationStatus,
+) -> Result<(), Error> {
+    let api = Api::<Incident>::namespaced(ctx.client.clone(), namespace);
+    let mut base = marked.clone();
+    let mut tries = 1;
+    loop {
+        match write(ctx, &base, namespace, settled).await {
+            Ok(_) => return Ok(()),
+            Err(error) if error.is_conflict() && tries < SETTLE_TRIES => {
+                let latest = api.get(&marked.name_any()).await?;
+                if latest.communication() != Some(begun) {
+                    return Err(error);
+                }
+                debug!(
+                    "the incident changed while messages were sent; writing their outcomes again"
+                );
+                base = latest;
+                tries += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 /// Retries with the per-object backoff; a lost race looks again at once.
