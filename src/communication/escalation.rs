@@ -2,14 +2,16 @@
 //! when the incident opens; while nobody acknowledges, each step's wait
 //! (by default the severity's response time) passes and the next role is
 //! paged; after the last step the steps run again, `repeat` times in all.
-//! An acknowledgement or the incident's end stops it. Pure: the state in
+//! An acknowledgement or the incident's end stops it; an acknowledgement
+//! not followed by progress within the policy's `acknowledgementTimeout`
+//! expires, and paging starts over. Pure: the state in
 //! the Incident plus the clock decide, so a restart neither re-pages nor
 //! skips a step.
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use crate::crd::{
-    EscalationPolicySpec, EscalationState, EscalationStep, Incident, IncidentType, Paged,
+    EscalationPolicySpec, EscalationState, EscalationStep, Incident, IncidentType, Paged, Phase,
 };
 
 /// Someone to page now.
@@ -20,12 +22,21 @@ pub struct Page {
     pub channel: String,
     pub step: i32,
     pub pass: i32,
+    /// How many times paging started over before this page.
+    pub round: i32,
 }
 
 impl Page {
-    /// The outbox key of this page: unique per step, pass and person.
+    /// The outbox key of this page: unique per step, pass, round and person.
     pub fn key(&self) -> String {
-        format!("Page/{}/{}/{}", self.pass, self.step, self.person)
+        if self.round == 0 {
+            format!("Page/{}/{}/{}", self.pass, self.step, self.person)
+        } else {
+            format!(
+                "Page/r{}/{}/{}/{}",
+                self.round, self.pass, self.step, self.person
+            )
+        }
     }
 }
 
@@ -71,6 +82,20 @@ fn steps<'a>(policy: &'a EscalationPolicySpec, incident: &Incident) -> &'a [Esca
     }
 }
 
+/// Whether the incident moved on since `since`: a remediation step
+/// recorded, or a phase past Acknowledged that means work (Mitigating,
+/// Monitoring). Escalated is not progress: it asks for people.
+fn progressed(incident: &Incident, since: Timestamp) -> bool {
+    let Some(status) = incident.status.as_ref() else {
+        return false;
+    };
+    matches!(status.phase, Some(Phase::Mitigating | Phase::Monitoring))
+        || status
+            .steps
+            .iter()
+            .any(|step| step.started_at.as_ref().is_some_and(|at| at.0 > since))
+}
+
 /// Decides paging for `incident` at `now` from its recorded state.
 pub fn plan(incident: &Incident, policy: &EscalationPolicySpec, now: Timestamp) -> Plan {
     let recorded = incident.communication().and_then(|c| c.escalation.clone());
@@ -79,30 +104,66 @@ pub fn plan(incident: &Incident, policy: &EscalationPolicySpec, now: Timestamp) 
         pages: Vec::new(),
         problems: Vec::new(),
     };
-    if recorded.as_ref().is_some_and(|s| s.stopped.is_some()) {
-        return plan;
-    }
     let status = incident.status.as_ref();
-    let stop = if let Some(ack) = &incident.spec.acknowledged {
-        Some(format!("acknowledged by {}", ack.by))
-    } else if status
-        .and_then(|s| s.phase)
-        .is_some_and(crate::crd::Phase::is_closed)
-    {
-        Some("the incident is closed".to_owned())
-    } else {
-        None
-    };
-    if let Some(why) = stop {
-        let state = plan.state.get_or_insert_with(EscalationState::default);
-        state.stopped = Some(why);
-        state.next_at = None;
+    let phase = status.and_then(|s| s.phase);
+    if phase.is_some_and(Phase::is_closed) {
+        if recorded.as_ref().is_none_or(|s| s.stopped.is_none()) {
+            let state = plan.state.get_or_insert_with(EscalationState::default);
+            state.stopped = Some("the incident is closed".to_owned());
+            state.next_at = None;
+            state.acknowledgement_expires_at = None;
+        }
         return plan;
     }
-    if status.and_then(|s| s.phase).is_none() {
+    if let Some(ack) = &incident.spec.acknowledged {
+        let acked_at = ack
+            .at
+            .as_ref()
+            .or_else(|| status.and_then(|s| s.milestones.acknowledged_at.as_ref()))
+            .map(|t| t.0);
+        let expired = recorded
+            .as_ref()
+            .and_then(|s| s.expired_acknowledgement.as_ref())
+            .map(|t| t.0);
+        // An acknowledgement that expired holds no more; a later one does.
+        let in_force = match (acked_at, expired) {
+            (Some(acked), Some(expired)) => acked > expired,
+            (None, Some(_)) => false,
+            (_, None) => true,
+        };
+        if in_force {
+            let expires = policy
+                .acknowledgement_timeout
+                .zip(acked_at)
+                .filter(|(_, acked)| !progressed(incident, *acked))
+                .and_then(|(timeout, acked)| {
+                    Some((acked, acked.checked_add(timeout.as_std()).ok()?))
+                });
+            let state = plan.state.get_or_insert_with(EscalationState::default);
+            match expires {
+                Some((acked, at)) if at <= now => {
+                    state.expired_acknowledgement = Some(Time(acked));
+                    state.acknowledgement_expires_at = None;
+                    state.stopped = None;
+                    state.round = state.round.saturating_add(1);
+                    let round = state.round;
+                    page_step(&mut plan, incident, policy, (0, 0, round), now);
+                    return plan;
+                }
+                _ => {
+                    state.stopped = Some(format!("acknowledged by {}", ack.by));
+                    state.next_at = None;
+                    state.acknowledgement_expires_at = expires.map(|(_, at)| Time(at));
+                    return plan;
+                }
+            }
+        }
+    }
+    if recorded.as_ref().is_some_and(|s| s.stopped.is_some()) || phase.is_none() {
         return plan;
     }
     let steps = steps(policy, incident);
+    let round = recorded.as_ref().map_or(0, |s| s.round);
     let (step, pass) = match &recorded {
         None => (0, 0),
         Some(state) if state.next_at.as_ref().is_some_and(|at| at.0 <= now) => {
@@ -116,8 +177,8 @@ pub fn plan(incident: &Incident, policy: &EscalationPolicySpec, now: Timestamp) 
         // Waiting for the current step's time to pass.
         Some(_) => return plan,
     };
-    let state = plan.state.get_or_insert_with(EscalationState::default);
     if pass >= policy.repeat {
+        let state = plan.state.get_or_insert_with(EscalationState::default);
         state.stopped = Some(format!(
             "nobody acknowledged after {} pass(es) through the steps",
             policy.repeat
@@ -125,14 +186,29 @@ pub fn plan(incident: &Incident, policy: &EscalationPolicySpec, now: Timestamp) 
         state.next_at = None;
         return plan;
     }
+    page_step(&mut plan, incident, policy, (step, pass, round), now);
+    plan
+}
+
+/// Pages the role of step `step` in pass `pass` of round `round`, and
+/// records when the next step is due.
+fn page_step(
+    plan: &mut Plan,
+    incident: &Incident,
+    policy: &EscalationPolicySpec,
+    (step, pass, round): (i32, i32, i32),
+    now: Timestamp,
+) {
+    let steps = steps(policy, incident);
     let Some(current) = usize::try_from(step).ok().and_then(|s| steps.get(s)) else {
         plan.problems
             .push("the escalation policy has no steps".into());
-        return plan;
+        return;
     };
     let wait = current
         .wait
         .map_or(incident.spec.severity.acknowledge_within(), |w| w.as_std());
+    let state = plan.state.get_or_insert_with(EscalationState::default);
     state.step = step;
     state.pass = pass;
     state.next_at = now.checked_add(wait).ok().map(Time);
@@ -152,6 +228,7 @@ pub fn plan(incident: &Incident, policy: &EscalationPolicySpec, now: Timestamp) 
                     channel: found.channel.clone(),
                     step,
                     pass,
+                    round,
                 });
             }
             None => plan.problems.push(format!(
@@ -164,7 +241,6 @@ pub fn plan(incident: &Incident, policy: &EscalationPolicySpec, now: Timestamp) 
             current.role
         )),
     }
-    plan
 }
 
 #[cfg(test)]
@@ -297,6 +373,7 @@ repeat: 2
         acked.spec.acknowledged = Some(crate::crd::Acknowledgement {
             by: "charlie".into(),
             note: None,
+            at: None,
         });
         let later = plan(&acked, &policy, at("2026-01-06T11:00:00Z"));
         assert!(later.pages.is_empty());
@@ -311,5 +388,77 @@ repeat: 2
             at("2026-01-06T10:00:30Z"),
         );
         assert!(again.pages.is_empty());
+    }
+
+    #[test]
+    fn an_acknowledgement_without_progress_expires_and_paging_starts_over_until_acked_again() {
+        let mut policy = policy();
+        policy.acknowledgement_timeout = Some(crate::crd::Duration::from_secs(30 * 60));
+        let first = plan(
+            &incident("ServiceOutage", None),
+            &policy,
+            at("2026-01-06T10:00:00Z"),
+        );
+        let mut acked = incident("ServiceOutage", first.state.as_ref());
+        acked.spec.acknowledged = Some(crate::crd::Acknowledgement {
+            by: "john".into(),
+            note: None,
+            at: Some(Time(at("2026-01-06T10:05:00Z"))),
+        });
+        acked.status.as_mut().unwrap().phase = Some(Phase::Acknowledged);
+        let held = plan(&acked, &policy, at("2026-01-06T10:20:00Z"));
+        assert!(held.pages.is_empty());
+        let state = held.state.unwrap();
+        assert_eq!(state.stopped.as_deref(), Some("acknowledged by john"));
+        assert_eq!(
+            state.acknowledgement_expires_at,
+            Some(Time(at("2026-01-06T10:35:00Z")))
+        );
+
+        // Progress keeps the acknowledgement in force.
+        let mut working = acked.clone();
+        working.status.as_mut().unwrap().phase = Some(Phase::Mitigating);
+        let calm = plan(&working, &policy, at("2026-01-06T11:00:00Z"));
+        assert!(calm.pages.is_empty());
+        assert_eq!(calm.state.unwrap().acknowledgement_expires_at, None);
+
+        // Nothing happened in 30 minutes: the primary is paged again.
+        acked.status.as_mut().unwrap().communication = Some(crate::crd::CommunicationStatus {
+            escalation: Some(state),
+            ..Default::default()
+        });
+        let expired = plan(&acked, &policy, at("2026-01-06T10:35:00Z"));
+        let keys: Vec<String> = expired.pages.iter().map(Page::key).collect();
+        assert_eq!(
+            keys,
+            ["Page/r1/0/0/john"],
+            "a new round, from the first step"
+        );
+        let state = expired.state.unwrap();
+        assert_eq!(state.stopped, None);
+        assert_eq!(
+            state.expired_acknowledgement,
+            Some(Time(at("2026-01-06T10:05:00Z")))
+        );
+        // The same expired acknowledgement no longer stops paging: the next step comes.
+        acked.status.as_mut().unwrap().communication = Some(crate::crd::CommunicationStatus {
+            escalation: Some(state),
+            ..Default::default()
+        });
+        let next = plan(&acked, &policy, at("2026-01-06T10:50:00Z"));
+        let keys: Vec<String> = next.pages.iter().map(Page::key).collect();
+        assert_eq!(keys, ["Page/r1/0/1/jane"]);
+        // Acknowledged again: it holds.
+        acked.status.as_mut().unwrap().communication = Some(crate::crd::CommunicationStatus {
+            escalation: next.state,
+            ..Default::default()
+        });
+        acked.spec.acknowledged.as_mut().unwrap().at = Some(Time(at("2026-01-06T10:52:00Z")));
+        let again = plan(&acked, &policy, at("2026-01-06T10:53:00Z"));
+        assert!(again.pages.is_empty());
+        assert_eq!(
+            again.state.unwrap().stopped.as_deref(),
+            Some("acknowledged by john")
+        );
     }
 }

@@ -398,6 +398,20 @@ pub struct EscalationState {
     /// Why paging stopped (acknowledged, resolved, out of steps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
+    /// When the acknowledgement in force expires unless there is progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledgement_expires_at: Option<Time>,
+    /// The acknowledgement (its time) that expired without progress; only
+    /// a later one stops paging again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_acknowledgement: Option<Time>,
+    /// How many times paging started over (after an expired acknowledgement).
+    #[serde(default, skip_serializing_if = "is_zero_i32")]
+    pub round: i32,
+}
+
+fn is_zero_i32(value: &i32) -> bool {
+    *value == 0
 }
 
 /// One page.

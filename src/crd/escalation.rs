@@ -53,6 +53,13 @@ pub struct EscalationPolicySpec {
     #[serde(default = "default_repeat")]
     #[schemars(range(min = 1, max = 5))]
     pub repeat: i32,
+    /// An acknowledgement not followed by progress (a remediation step, or
+    /// the incident moving on from Acknowledged) within this long expires:
+    /// paging starts again from the first step, until someone acknowledges
+    /// again. Unset: an acknowledgement holds until the incident closes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = super::bounds::escalation_wait())]
+    pub acknowledgement_timeout: Option<Duration>,
 }
 
 fn default_repeat() -> i32 {

@@ -168,6 +168,10 @@ pub struct Acknowledgement {
     /// Who acknowledged.
     #[schemars(length(min = 1, max = 256))]
     pub by: String,
+    /// When (`kubectl healing-guard ack` sets it). Acknowledging again
+    /// renews an acknowledgement that expired without progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Time>,
     /// A note for the record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = super::bounds::MAX_NOTE))]

@@ -111,7 +111,14 @@ pub async fn ack(
     me: &str,
     note: Option<String>,
 ) -> Result<Incident, PluginError> {
-    merge(api, name, json!({"acknowledged": {"by": me, "note": note}})).await
+    // The time renews an acknowledgement that expired without progress.
+    let at = crate::k8s::now_whole_seconds().to_string();
+    merge(
+        api,
+        name,
+        json!({"acknowledged": {"by": me, "note": note, "at": at}}),
+    )
+    .await
 }
 
 /// Adds an approval by `me`, conditional on the Incident as read, so a

@@ -458,6 +458,7 @@ mod tests {
         inc.spec.acknowledged = Some(Acknowledgement {
             by: "alice".into(),
             note: Some("on it".into()),
+            at: None,
         });
         let (inc, plan) = reconciled(inc, "2026-01-01T00:03:00Z");
         assert_eq!(plan.status.phase, Some(Phase::Acknowledged));

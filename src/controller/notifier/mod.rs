@@ -300,8 +300,13 @@ fn wake(
         .as_ref()
         .filter(|e| e.stopped.is_none())
         .and_then(|e| e.next_at.as_ref().map(|t| t.0));
+    let acknowledgement_expires = recorded
+        .escalation
+        .as_ref()
+        .and_then(|e| e.acknowledgement_expires_at.as_ref().map(|t| t.0));
     let next = updates
         .chain(page)
+        .chain(acknowledgement_expires)
         .chain(outbox::next_attempt(recorded))
         .min();
     next.and_then(|at| Duration::try_from(at.duration_since(now)).ok())
