@@ -55,6 +55,15 @@ const ROTATION_EPOCH: &str = "2024-01-01T00:00:00Z";
 
 /// Who holds `role` at `at`.
 pub fn on_call<'a>(policy: &'a EscalationPolicySpec, role: &str, at: Timestamp) -> Option<&'a str> {
+    holder(policy, role, at).map(|(person, _)| person)
+}
+
+/// Who holds `role` at `at`, and when their turn ends.
+pub fn holder<'a>(
+    policy: &'a EscalationPolicySpec,
+    role: &str,
+    at: Timestamp,
+) -> Option<(&'a str, Timestamp)> {
     let role = policy.roles.iter().find(|r| r.name == role)?;
     let start = role
         .handoff_start
@@ -69,7 +78,17 @@ pub fn on_call<'a>(policy: &'a EscalationPolicySpec, role: &str, at: Timestamp) 
         return None;
     }
     let index = usize::try_from(turns.rem_euclid(len)).ok()?;
-    role.rotation.get(index).map(String::as_str)
+    let ends = turns
+        .checked_add(1)
+        .and_then(|t| t.checked_mul(turn))
+        .and_then(|seconds| {
+            start
+                .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(seconds))
+                .ok()
+        })?;
+    role.rotation
+        .get(index)
+        .map(|person| (person.as_str(), ends))
 }
 
 fn steps<'a>(policy: &'a EscalationPolicySpec, incident: &Incident) -> &'a [EscalationStep] {

@@ -9,6 +9,7 @@ pub mod escalation;
 pub mod moments;
 pub mod outbox;
 pub mod payloads;
+pub mod readiness;
 pub mod report;
 pub mod send;
 pub mod templates;

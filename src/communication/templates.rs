@@ -72,6 +72,36 @@ pub struct Fields {
     pub report: String,
 }
 
+impl Fields {
+    /// Every field filled, as a channel's templates are checked against.
+    pub fn example() -> Fields {
+        let text = |value: &str| value.to_owned();
+        Fields {
+            id: text("api-outage"),
+            namespace: text("healing-guard"),
+            event: text("Opened"),
+            severity: text("P0"),
+            incident_type: text("ServiceOutage"),
+            title: text("healing-guard API is down"),
+            target: text("Deployment/healing-guard"),
+            impact: text("every request answers 503"),
+            status: text("Investigating"),
+            phase: text("Triggered"),
+            eta: text("2026-01-01T04:00:00Z"),
+            update_every: Some(text("15m")),
+            next_update: text("2026-01-01T00:15:00Z"),
+            commander: text("jane"),
+            progress: text("rollback applied"),
+            next_steps: text("verifying recovery"),
+            resolution: text("rolled back"),
+            root_cause: text("a bad release"),
+            prevention: text("a smoke test in CI"),
+            duration: text("42m"),
+            report: text("ConfigMap api-outage-report"),
+        }
+    }
+}
+
 /// The runbook's status word for a phase.
 pub fn status_word(phase: Option<Phase>) -> &'static str {
     match phase {

@@ -6,6 +6,7 @@ pub mod error;
 pub mod incident;
 pub mod notifier;
 pub mod policy;
+pub mod readiness;
 
 use std::{
     collections::HashMap,
@@ -27,7 +28,7 @@ use tracing::{info, warn};
 
 use crate::{
     context::{Context, Settings, Watches},
-    crd::{Incident, RemediationPolicy, WorkloadKind},
+    crd::{EscalationPolicy, Incident, NotificationChannel, RemediationPolicy, WorkloadKind},
     k8s::Scope,
     leader::Fence,
     metrics::Metrics,
@@ -183,6 +184,33 @@ pub async fn run(
             .run(notifier::reconcile, notifier::error_policy, ctx.clone())
             .for_each(|result| async move { log_result("notifier", result) });
 
+    // Whether channels can send and escalation policies can page, before
+    // an incident needs them.
+    let channels =
+        Controller::for_shared_stream(watches.channels.applied(), watches.channels.store())
+            .with_config(kube::runtime::controller::Config::default())
+            .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+            .run(
+                readiness::reconcile_channel,
+                readiness::channel_error_policy,
+                ctx.clone(),
+            )
+            .for_each(|result| async move { log_result("notificationchannel", result) });
+    let escalations =
+        Controller::for_shared_stream(watches.escalations.applied(), watches.escalations.store())
+            // A channel added or removed can make a person reachable or not.
+            .watches_shared_stream(
+                watches.channels.touched(),
+                escalations_in_namespace_of(&watches),
+            )
+            .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+            .run(
+                readiness::reconcile_escalation,
+                readiness::escalation_error_policy,
+                ctx.clone(),
+            )
+            .for_each(|result| async move { log_result("escalationpolicy", result) });
+
     let detector = {
         let shutdown = shutdown.clone();
         let ctx = ctx.clone();
@@ -198,9 +226,31 @@ pub async fn run(
         namespace = scope.namespace.as_deref().unwrap_or("<all>"),
         "controllers started"
     );
-    tokio::join!(incidents, policies, notifier, detector);
+    tokio::join!(
+        incidents,
+        policies,
+        notifier,
+        channels,
+        escalations,
+        detector
+    );
     drive_watches.abort();
     info!("controllers stopped");
+}
+
+/// Maps a channel to the escalation policies of its namespace.
+fn escalations_in_namespace_of(
+    watches: &Watches,
+) -> impl Fn(Arc<NotificationChannel>) -> Vec<ObjectRef<EscalationPolicy>> + Send + Sync + 'static {
+    let store = watches.escalations.store();
+    move |channel| {
+        let namespace = channel.namespace();
+        store
+            .state_filter(|policy| policy.namespace() == namespace)
+            .iter()
+            .map(|policy| ObjectRef::from_obj(policy.as_ref()))
+            .collect()
+    }
 }
 
 /// The open incidents of the store that satisfy `keep`, as trigger refs.

@@ -983,3 +983,152 @@ spec:
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(smtp.received().len(), 2);
 }
+
+/// The Ready condition of `kind`/`name`, as (status, message).
+async fn ready_of(client: &Client, ns: &str, plural: &str, name: &str) -> Option<(String, String)> {
+    let resource = kube::api::ApiResource {
+        group: "healing-guard.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "healing-guard.io/v1alpha1".into(),
+        kind: String::new(),
+        plural: plural.into(),
+    };
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+    let object = api.get(name).await.ok()?;
+    let conditions = object.data["status"]["conditions"].as_array()?.clone();
+    let ready = conditions.iter().find(|c| c["type"] == "Ready")?;
+    Some((
+        ready["status"].as_str()?.to_owned(),
+        ready["message"].as_str()?.to_owned(),
+    ))
+}
+
+/// A channel whose Secret lacks a key, or whose template does not render,
+/// says so before any incident needs it; an escalation policy naming a
+/// channel that does not exist says so, and is Ready once it exists.
+#[tokio::test]
+async fn channels_and_escalation_policies_say_whether_they_can_work() {
+    let client = client().await;
+    let ns = namespace(&client, "comms-ready").await;
+    let _operator = Operator::start(&ns).await;
+    let secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "statuspage"}, "stringData": {"apiKey": "k"}}),
+    )
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    apply(
+        &client,
+        &ns,
+        r#"
+apiVersion: healing-guard.io/v1alpha1
+kind: NotificationChannel
+metadata: {name: status-page}
+spec: {kind: StatusPage, secretRef: {name: statuspage}, templates: {update: "{{ no_such_field }}"}}
+---
+apiVersion: healing-guard.io/v1alpha1
+kind: EscalationPolicy
+metadata: {name: oncall}
+spec:
+  people: [{name: john, channel: pager-john}]
+  roles: [{name: primary, rotation: [john]}]
+  steps: [{role: primary}]
+"#,
+    )
+    .await;
+    let not_ready = eventually("the channel's Ready condition", || {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move { ready_of(&client, &ns, "notificationchannels", "status-page").await }
+    })
+    .await;
+    assert_eq!(not_ready.0, "False");
+    assert!(
+        not_ready
+            .1
+            .contains("Secret statuspage has no key pageId (a StatusPage channel needs it)")
+            && not_ready.1.contains("template update"),
+        "{not_ready:?}"
+    );
+    let unreachable = eventually("the escalation policy's Ready condition", || {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move { ready_of(&client, &ns, "escalationpolicies", "oncall").await }
+    })
+    .await;
+    assert_eq!(
+        unreachable,
+        (
+            "False".to_owned(),
+            "people: john's channel pager-john does not exist".to_owned()
+        )
+    );
+
+    // Fixed in Git and applied: the channel becomes Ready; the person's
+    // channel appearing makes the escalation policy Ready.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let fixed: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "statuspage-v2"}, "stringData": {"apiKey": "k", "pageId": "p"}}),
+    )
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &fixed)
+        .await
+        .unwrap();
+    let channels = kube::api::ApiResource {
+        group: "healing-guard.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "healing-guard.io/v1alpha1".into(),
+        kind: "NotificationChannel".into(),
+        plural: "notificationchannels".into(),
+    };
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), &ns, &channels);
+    let patch = json!({"spec": {"secretRef": {"name": "statuspage-v2"}, "templates": {"update": "{{ status }}"}}});
+    api.patch(
+        "status-page",
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+    apply(
+        &client,
+        &ns,
+        "apiVersion: healing-guard.io/v1alpha1\nkind: NotificationChannel\nmetadata: {name: pager-john}\nspec: {kind: PagerDuty, secretRef: {name: statuspage-v2}}\n",
+    )
+    .await;
+    for (plural, name) in [
+        ("notificationchannels", "status-page"),
+        ("escalationpolicies", "oncall"),
+    ] {
+        eventually_within(
+            &format!("{plural}/{name} Ready"),
+            Duration::from_secs(30),
+            || {
+                let client = client.clone();
+                let ns = ns.clone();
+                async move {
+                    ready_of(&client, &ns, plural, name)
+                        .await
+                        .filter(|(status, _)| status == "True")
+                }
+            },
+        )
+        .await;
+    }
+    let (status, message) = eventually("pager-john's Ready condition", || {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move { ready_of(&client, &ns, "notificationchannels", "pager-john").await }
+    })
+    .await;
+    assert_eq!(
+        (status.as_str(), message.as_str()),
+        (
+            "False",
+            "Secret statuspage-v2 has no key routingKey (a PagerDuty channel needs it)"
+        )
+    );
+}

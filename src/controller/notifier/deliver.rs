@@ -4,10 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::{
-    api::core::v1::{ConfigMap, Secret},
-    jiff::Timestamp,
-};
+use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::{Api, ResourceExt};
 use reqwest::{
     Method,
@@ -25,7 +22,6 @@ use crate::{
     context::Context,
     crd::{
         ChannelKind, CommunicationStatus, Delivery, DeliveryState, Incident, NotificationChannel,
-        Templates,
     },
 };
 
@@ -377,19 +373,8 @@ async fn message(
     delivery: &Delivery,
     now: Timestamp,
 ) -> Result<String, String> {
-    let mut chosen: Templates = channel.spec.templates.clone();
-    if let Some(name) = &channel.spec.templates.config_map {
-        let namespace = incident.namespace().unwrap_or_default();
-        let config = Api::<ConfigMap>::namespaced(ctx.client.clone(), &namespace)
-            .get_opt(name)
-            .await
-            .map_err(|error| format!("reading ConfigMap {name}: {error}"))?
-            .ok_or_else(|| format!("ConfigMap {name} (templates) not found"))?;
-        let data = config.data.unwrap_or_default();
-        chosen.opened = chosen.opened.or_else(|| data.get("opened").cloned());
-        chosen.update = chosen.update.or_else(|| data.get("update").cloned());
-        chosen.resolved = chosen.resolved.or_else(|| data.get("resolved").cloned());
-    }
+    let namespace = incident.namespace().unwrap_or_default();
+    let chosen = crate::controller::readiness::channel_templates(ctx, channel, &namespace).await?;
     let every = channel.spec.updates.of(incident.spec.severity);
     let next = every.and_then(|every| moments::next_update(incident, every, now));
     let fields = templates::fields(incident, delivery.event, every, next, now);
