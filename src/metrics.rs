@@ -25,11 +25,31 @@ pub struct ErrorLabels {
     pub reason: String,
 }
 
-/// A notification attempt, by the moment it told of and how it went.
+/// A notification attempt, by channel kind, the moment it told of and how it went.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NotificationLabels {
+    pub kind: &'static str,
     pub event: String,
     pub result: &'static str,
+}
+
+/// A channel kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+/// A page, by the escalation step (0-based) and role paged.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PageLabels {
+    pub step: i32,
+    pub role: String,
+}
+
+/// A severity.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SeverityLabels {
+    pub severity: String,
 }
 
 /// An SLA deadline that passed.
@@ -97,6 +117,12 @@ pub struct Metrics {
     pub detector_entries: Gauge,
     /// Notification attempts: sent, failed for good, or to be retried.
     pub notifications: Family<NotificationLabels, Counter>,
+    /// From a message recorded to its receiver accepting it, by channel kind.
+    pub delivery_latency: Family<KindLabels, Histogram>,
+    /// Pages recorded, by escalation step and role.
+    pub pages: Family<PageLabels, Counter>,
+    /// From detection to acknowledgement, by severity.
+    pub time_to_acknowledge: Family<SeverityLabels, Histogram>,
     /// Where the open-incident gauges are counted from at scrape time.
     pub incident_store: OnceLock<Store<Incident>>,
 }
@@ -190,6 +216,27 @@ impl Default for Metrics {
             "Notification attempts by event and result (sent, failed, retry)",
             notifications.clone(),
         );
+        let delivery_latency = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0])
+        });
+        registry.register(
+            "notification_delivery_seconds",
+            "From a message recorded to its receiver accepting it, by channel kind",
+            delivery_latency.clone(),
+        );
+        let pages = Family::<PageLabels, Counter>::default();
+        registry.register(
+            "escalation_pages",
+            "Pages recorded, by escalation step (0 is the first) and role",
+            pages.clone(),
+        );
+        let time_to_acknowledge =
+            Family::<SeverityLabels, Histogram>::new_with_constructor(minutes);
+        registry.register(
+            "time_to_acknowledge_seconds",
+            "From detection to acknowledgement, by severity",
+            time_to_acknowledge.clone(),
+        );
         let detector_entries = Gauge::default();
         registry.register(
             "detector_entries",
@@ -226,6 +273,9 @@ impl Default for Metrics {
             fenced_writes,
             detector_entries,
             notifications,
+            delivery_latency,
+            pages,
+            time_to_acknowledge,
             incident_store: OnceLock::new(),
         }
     }
@@ -247,9 +297,10 @@ impl Metrics {
     }
 
     /// Counts a failed reconcile.
-    pub fn count_notification(&self, event: &str, result: &'static str) {
+    pub fn count_notification(&self, kind: &'static str, event: &str, result: &'static str) {
         self.notifications
             .get_or_create(&NotificationLabels {
+                kind,
                 event: event.to_owned(),
                 result,
             })

@@ -450,7 +450,7 @@ async fn declare(client: &Client, ns: &str) -> String {
 async fn a_declared_p0_is_announced_paged_escalated_acknowledged_and_resolved_once() {
     let client = client().await;
     let ns = namespace(&client, "comms").await;
-    let _operator = Operator::start(&ns).await;
+    let operator = Operator::start(&ns).await;
     let (address, receiver) = start_receiver(true).await;
 
     wire(&client, &ns, address, "[Opened, Resolved]").await;
@@ -620,6 +620,20 @@ async fn a_declared_p0_is_announced_paged_escalated_acknowledged_and_resolved_on
         .find(|d| d.channel == "slack" && d.key == "Opened")
         .unwrap();
     assert_eq!(opened.attempts, 2, "Slack's 429 was retried: {opened:?}");
+
+    // What a dashboard shows of it.
+    let metrics = operator.metrics().await;
+    for line in [
+        r#"healing_guard_escalation_pages_total{step="0",role="primary"} 1"#,
+        r#"healing_guard_escalation_pages_total{step="1",role="secondary"} 1"#,
+        r#"healing_guard_notifications_total{kind="Slack",event="Opened",result="retry"} 1"#,
+        r#"healing_guard_notifications_total{kind="Slack",event="Opened",result="sent"} 1"#,
+        r#"healing_guard_notifications_total{kind="PagerDuty",event="Paged",result="sent"} 2"#,
+        r#"healing_guard_notification_delivery_seconds_count{kind="StatusPage"} 2"#,
+        r#"healing_guard_time_to_acknowledge_seconds_count{severity="P0"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
 }
 
 /// Where the outbox of `incident` stands: (channel, key, state) of each message.

@@ -82,6 +82,19 @@ pub fn decide(incident: &Incident, seen: &Observation) -> Decision {
         });
     }
     let milestones = &decision.status.milestones;
+    let acknowledged_before = incident
+        .status
+        .as_ref()
+        .is_some_and(|s| s.milestones.acknowledged_at.is_some());
+    if !acknowledged_before
+        && let (Some(detected), Some(acknowledged)) =
+            (&milestones.detected_at, &milestones.acknowledged_at)
+    {
+        decision.tallies.push(Tally::Acknowledged {
+            severity: incident.spec.severity,
+            seconds: seconds_between(detected.0, acknowledged.0),
+        });
+    }
     if before != Some(Phase::Resolved)
         && decision.status.phase == Some(Phase::Resolved)
         && let (Some(detected), Some(resolved)) = (&milestones.detected_at, &milestones.resolved_at)

@@ -10,7 +10,7 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use super::lifecycle;
 use crate::{
     context::PlannedEvent,
-    crd::{ActionKind, IncidentStatus, StepRecord, StepResult, TimelineEntry},
+    crd::{ActionKind, IncidentStatus, Severity, StepRecord, StepResult, TimelineEntry},
     remediation::actions::Planned,
 };
 
@@ -45,6 +45,10 @@ pub enum Tally {
         action: ActionKind,
         result: StepResult,
         seconds: Option<f64>,
+    },
+    Acknowledged {
+        severity: Severity,
+        seconds: f64,
     },
     Mitigated {
         seconds: f64,

@@ -12,7 +12,7 @@ use crate::{
     controller::Error,
     crd::{Incident, IncidentStatus},
     k8s::status_patch,
-    metrics::{ActionLabels, Metrics, OpenedLabels, SlaLabels, StepLabels},
+    metrics::{ActionLabels, Metrics, OpenedLabels, SeverityLabels, SlaLabels, StepLabels},
     names::FIELD_MANAGER,
     workload::Workload,
 };
@@ -120,6 +120,12 @@ fn count(metrics: &Metrics, incident: &Incident, tally: &Tally) {
                     .observe(*seconds);
             }
         }
+        Tally::Acknowledged { severity, seconds } => metrics
+            .time_to_acknowledge
+            .get_or_create(&SeverityLabels {
+                severity: severity.to_string(),
+            })
+            .observe(*seconds),
         Tally::Mitigated { seconds } => metrics.time_to_mitigate.observe(*seconds),
         Tally::Resolved { seconds } => metrics.time_to_resolve.observe(*seconds),
         Tally::LadderExhausted => {

@@ -150,6 +150,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         .collect();
     let mut new = outbox::owed(&incident, &channels, now);
     let mut escalation_state = recorded.escalation.clone();
+    let mut paged = Vec::new();
     if let Some(policy) = &wiring.escalation {
         let planned = escalation::plan(&incident, &policy.spec, now);
         for problem in &planned.problems {
@@ -164,6 +165,10 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
             if !known {
                 info!(person = %page.person, role = %page.role, step = page.step, "paging");
                 new.push(pending(&page.channel, NotifyEvent::Paged, key, now));
+                paged.push(crate::metrics::PageLabels {
+                    step: page.step,
+                    role: page.role,
+                });
             }
         }
         escalation_state = planned.state;
@@ -178,6 +183,9 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
             ..outbox::record(&recorded, new)
         };
         write(&ctx, &incident, &namespace, &next).await?;
+        for labels in &paged {
+            ctx.metrics.pages.get_or_create(labels).inc();
+        }
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
 
@@ -218,7 +226,12 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         for (index, outcome) in &outcomes {
             if let Some(slot) = next.outbox.get_mut(*index) {
                 *slot = outbox::settle(slot, outcome, now);
-                count(&ctx, slot);
+                let kind = wiring
+                    .channels
+                    .iter()
+                    .find(|c| c.name_any() == slot.channel)
+                    .map_or("unknown", |c| c.spec.kind.into());
+                count(&ctx, kind, slot);
                 if slot.state == DeliveryState::Unconfirmed {
                     unconfirmed.push(format!("{} to {}", slot.key, slot.channel));
                 }
@@ -259,7 +272,7 @@ fn pending(channel: &str, event: NotifyEvent, key: String, now: Timestamp) -> De
     }
 }
 
-fn count(ctx: &Context, delivery: &Delivery) {
+fn count(ctx: &Context, kind: &'static str, delivery: &Delivery) {
     let (channel, key) = (&delivery.channel, &delivery.key);
     let error = delivery.last_error.as_deref().unwrap_or_default();
     let result = match delivery.state {
@@ -281,7 +294,14 @@ fn count(ctx: &Context, delivery: &Delivery) {
         }
     };
     ctx.metrics
-        .count_notification(&delivery.event.to_string(), result);
+        .count_notification(kind, &delivery.event.to_string(), result);
+    if let Some(sent) = &delivery.sent_at {
+        let seconds = sent.0.duration_since(delivery.recorded_at.0).as_secs_f64();
+        ctx.metrics
+            .delivery_latency
+            .get_or_create(&crate::metrics::KindLabels { kind })
+            .observe(seconds.max(0.0));
+    }
 }
 
 /// When something is next due: a retry, a periodic update, the next page.
