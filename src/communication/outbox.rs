@@ -45,6 +45,11 @@ pub fn owed(incident: &Incident, channels: &[Channel<'_>], now: Timestamp) -> Ve
         .communication()
         .map(|c| c.outbox.as_slice())
         .unwrap_or_default();
+    // Moments whose records were dropped to bound the outbox were told.
+    let omitted_through = incident
+        .communication()
+        .and_then(|c| c.omitted_through.as_ref())
+        .map(|t| t.0);
     let mut new = Vec::new();
     for channel in channels {
         if !in_scope(channel.spec, incident) {
@@ -54,6 +59,7 @@ pub fn owed(incident: &Incident, channels: &[Channel<'_>], now: Timestamp) -> Ve
         let due: Vec<Moment> = moments(incident, every, now)
             .into_iter()
             .filter(|m| channel.spec.events.contains(&m.event))
+            .filter(|m| omitted_through.is_none_or(|through| m.at > through))
             .filter(|m| {
                 !recorded
                     .iter()
@@ -96,8 +102,15 @@ pub fn record(status: &CommunicationStatus, new: Vec<Delivery>) -> Communication
         else {
             break;
         };
-        next.outbox.remove(oldest_done);
+        let dropped = next.outbox.remove(oldest_done);
         next.omitted = next.omitted.saturating_add(1);
+        if next
+            .omitted_through
+            .as_ref()
+            .is_none_or(|through| through.0 < dropped.recorded_at.0)
+        {
+            next.omitted_through = Some(dropped.recorded_at);
+        }
     }
     next
 }
@@ -347,6 +360,11 @@ mod tests {
         assert_eq!(next.omitted, 1);
         assert_eq!(next.outbox[0].key, "Update/1", "the oldest sent one left");
         assert_eq!(next.outbox.last().unwrap().key, "Update/1000");
+        assert_eq!(
+            next.omitted_through,
+            Some(Time(at("2026-01-01T00:00:00Z"))),
+            "what was dropped is remembered as told"
+        );
     }
 
     #[test]
@@ -496,6 +514,43 @@ mod tests {
                 now
             )
             .is_empty()
+        );
+    }
+
+    #[test]
+    fn moments_whose_records_were_dropped_are_not_owed_again() {
+        let slack = channel("kind: Slack\nsecretRef: {name: s}\n");
+        let channels = [Channel {
+            name: "slack",
+            spec: &slack,
+        }];
+        // Opened and Acknowledged were told; their records left a full outbox.
+        let mut trimmed = incident(serde_json::json!([
+            {"channel": "slack", "event": "Update", "key": "Update/9", "state": "Sent",
+             "attempts": 1, "recordedAt": "2026-01-01T00:09:00Z"}
+        ]));
+        let communication = trimmed
+            .status
+            .as_mut()
+            .unwrap()
+            .communication
+            .as_mut()
+            .unwrap();
+        communication.omitted = 2;
+        communication.omitted_through = Some(Time(at("2026-01-01T00:05:01Z")));
+        assert!(owed(&trimmed, &channels, at("2026-01-01T00:10:00Z")).is_empty());
+        // Without the mark, the same outbox would owe them again.
+        let communication = trimmed
+            .status
+            .as_mut()
+            .unwrap()
+            .communication
+            .as_mut()
+            .unwrap();
+        communication.omitted_through = None;
+        assert_eq!(
+            owed(&trimmed, &channels, at("2026-01-01T00:10:00Z")).len(),
+            2
         );
     }
 }

@@ -102,8 +102,15 @@ pub fn pagerduty_severity(severity: Severity) -> &'static str {
 
 /// PagerDuty Events API v2: the alert follows the Incident's phase, keyed
 /// by its uid - trigger while open, acknowledge once acknowledged, resolve
-/// once over. Never decided from a message's words.
-pub fn pagerduty(routing_key: &str, incident: &Incident, text: &str, fields: &Fields) -> Value {
+/// once over; a page always triggers (a page after an acknowledgement
+/// expired must not acknowledge). Never decided from a message's words.
+pub fn pagerduty(
+    routing_key: &str,
+    incident: &Incident,
+    event: NotifyEvent,
+    text: &str,
+    fields: &Fields,
+) -> Value {
     let phase = incident.status.as_ref().and_then(|s| s.phase);
     let dedup_key = incident
         .metadata
@@ -112,6 +119,8 @@ pub fn pagerduty(routing_key: &str, incident: &Incident, text: &str, fields: &Fi
         .unwrap_or_else(|| fields.id.clone());
     let action = if phase.is_some_and(Phase::is_closed) {
         "resolve"
+    } else if event == NotifyEvent::Paged {
+        "trigger"
     } else if incident.spec.acknowledged.is_some() {
         "acknowledge"
     } else {
@@ -136,19 +145,33 @@ pub fn pagerduty(routing_key: &str, incident: &Incident, text: &str, fields: &Fi
     event
 }
 
-/// Statuspage's incident status for a phase.
-pub fn statuspage_status(phase: Option<Phase>) -> &'static str {
-    match status_word(phase) {
-        "Identified" => "identified",
-        "Resolving" => "monitoring",
-        "Resolved" => "resolved",
-        _ => "investigating",
+/// Statuspage's incident status for a message about `event`. The moments
+/// that move an incident on say where it went (a step applied: identified;
+/// mitigated: monitoring; resolved), whatever the phase is by the time the
+/// message goes out, so the page walks every status even when the incident
+/// moved on quickly; the other messages follow the phase.
+pub fn statuspage_status(event: NotifyEvent, phase: Option<Phase>) -> &'static str {
+    match event {
+        NotifyEvent::Opened | NotifyEvent::Reopened => "investigating",
+        NotifyEvent::StepApplied => "identified",
+        NotifyEvent::Mitigated => "monitoring",
+        NotifyEvent::Resolved => "resolved",
+        NotifyEvent::Acknowledged
+        | NotifyEvent::Escalated
+        | NotifyEvent::Update
+        | NotifyEvent::Paged => match status_word(phase) {
+            "Identified" => "identified",
+            "Resolving" => "monitoring",
+            "Resolved" => "resolved",
+            _ => "investigating",
+        },
     }
 }
 
-/// Statuspage's component status for an open incident of this severity.
-pub fn component_status(severity: Severity, phase: Option<Phase>) -> &'static str {
-    if phase.is_some_and(Phase::is_closed) {
+/// Statuspage's component status: by severity while the incident is open,
+/// operational once its status is resolved.
+pub fn component_status(severity: Severity, status: &str) -> &'static str {
+    if status == "resolved" {
         return "operational";
     }
     match severity {
@@ -167,20 +190,22 @@ pub const STATUSPAGE_METADATA: &str = "healing_guard";
 /// answer was lost can be found again rather than created twice.
 pub fn statuspage(
     incident: &Incident,
+    event: NotifyEvent,
     component: Option<&str>,
     text: &str,
     fields: &Fields,
 ) -> Value {
     let phase = incident.status.as_ref().and_then(|s| s.phase);
+    let status = statuspage_status(event, phase);
     let mut body = json!({
         "name": clip(&fields.title, 255),
-        "status": statuspage_status(phase),
+        "status": status,
         "body": text,
         "metadata": {STATUSPAGE_METADATA: {"incident_uid": incident.metadata.uid}},
     });
     if let Some(component) = component {
         body["component_ids"] = json!([component]);
-        body["components"] = json!({component: component_status(incident.spec.severity, phase)});
+        body["components"] = json!({component: component_status(incident.spec.severity, status)});
     }
     json!({"incident": body})
 }
@@ -222,15 +247,20 @@ mod tests {
         ] {
             let incident = incident(phase, acknowledged);
             let (text, fields) = message(&incident);
-            let event = pagerduty("R0UT1NG", &incident, &text, &fields);
+            let event = pagerduty("R0UT1NG", &incident, NotifyEvent::Update, &text, &fields);
             assert_eq!(event["event_action"], action, "{phase}");
             assert_eq!(event["dedup_key"], "0f0e-uid");
             assert_eq!(event["routing_key"], "R0UT1NG");
             assert_eq!(event.get("payload").is_some(), action == "trigger");
         }
+        // A page after an acknowledgement expired triggers, never acknowledges.
+        let acked = incident("Acknowledged", true);
+        let (text, fields) = message(&acked);
+        let page = pagerduty("R", &acked, NotifyEvent::Paged, &text, &fields);
+        assert_eq!(page["event_action"], "trigger");
         let incident = incident("Triggered", false);
         let (text, fields) = message(&incident);
-        let event = pagerduty("R", &incident, &text, &fields);
+        let event = pagerduty("R", &incident, NotifyEvent::Paged, &text, &fields);
         assert_eq!(event["payload"]["severity"], "critical");
         assert_eq!(event["payload"]["summary"], "[P0] API down");
         assert_eq!(event["payload"]["source"], "hg/Deployment/api");
@@ -264,7 +294,7 @@ mod tests {
             .map(|phase| {
                 let incident = incident(phase, false);
                 let (text, fields) = message(&incident);
-                let body = statuspage(&incident, Some("api"), &text, &fields);
+                let body = statuspage(&incident, NotifyEvent::Update, Some("api"), &text, &fields);
                 match body["incident"]["status"].as_str().unwrap() {
                     "investigating" => "investigating",
                     "identified" => "identified",
@@ -280,8 +310,36 @@ mod tests {
         let down = incident("Triggered", false);
         let (text, fields) = message(&down);
         assert_eq!(
-            statuspage(&down, Some("api"), &text, &fields)["incident"]["components"]["api"],
+            statuspage(&down, NotifyEvent::Opened, Some("api"), &text, &fields)["incident"]["components"]
+                ["api"],
             "major_outage"
+        );
+        // The moment says where the incident went, though it moved on since.
+        let resolved = incident("Resolved", true);
+        let (text, fields) = message(&resolved);
+        let walk: Vec<Value> = [
+            NotifyEvent::Opened,
+            NotifyEvent::StepApplied,
+            NotifyEvent::Mitigated,
+            NotifyEvent::Resolved,
+        ]
+        .into_iter()
+        .map(|event| {
+            let body = statuspage(&resolved, event, Some("api"), &text, &fields);
+            json!([
+                body["incident"]["status"],
+                body["incident"]["components"]["api"]
+            ])
+        })
+        .collect();
+        assert_eq!(
+            walk,
+            [
+                json!(["investigating", "major_outage"]),
+                json!(["identified", "major_outage"]),
+                json!(["monitoring", "major_outage"]),
+                json!(["resolved", "operational"]),
+            ]
         );
     }
 }

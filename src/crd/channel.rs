@@ -318,6 +318,10 @@ pub struct CommunicationStatus {
     /// Messages dropped from the outbox (the oldest sent ones) to bound it.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub omitted: i64,
+    /// The latest moment among the messages dropped: moments up to it were
+    /// told, and are not owed again though their records are gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub omitted_through: Option<Time>,
     /// Paging.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalation: Option<EscalationState>,

@@ -17,7 +17,7 @@ use super::common::Duration;
     kind = "EscalationPolicy",
     doc = "Who is on call, in which role, and whom to page next while nobody acknowledges",
     plural = "escalationpolicies",
-    shortname = "ep",
+    shortname = "esc",
     category = "healing-guard",
     namespaced,
     status = "EscalationPolicyStatus",

@@ -117,7 +117,7 @@ pub async fn deliver(
                 .get("url")
                 .cloned()
                 .unwrap_or_else(|| PAGERDUTY_EVENTS.to_owned());
-            let body = payloads::pagerduty(&routing_key, incident, &text, &fields);
+            let body = payloads::pagerduty(&routing_key, incident, delivery.event, &text, &fields);
             (Method::POST, url, HeaderMap::new(), body)
         }),
         ChannelKind::StatusPage => {
@@ -142,7 +142,7 @@ pub async fn deliver(
             let pages = format!("{base}/v1/pages/{page}/incidents");
             if let Some(since) = delivery.sending_since.as_ref().filter(|_| in_doubt) {
                 let phase = incident.status.as_ref().and_then(|s| s.phase);
-                let ours = payloads::statuspage_status(phase);
+                let ours = payloads::statuspage_status(delivery.event, phase);
                 let lookup = Lookup {
                     pages: &pages,
                     headers: &headers,
@@ -163,7 +163,7 @@ pub async fn deliver(
                 .status_page
                 .as_ref()
                 .and_then(|s| s.component_id.as_deref());
-            let body = payloads::statuspage(incident, component, &text, &fields);
+            let body = payloads::statuspage(incident, delivery.event, component, &text, &fields);
             Ok(match opened {
                 Some(id) => (Method::PATCH, format!("{pages}/{id}"), headers, body),
                 None => (Method::POST, pages, headers, body),
