@@ -55,6 +55,41 @@ kubectl -n healing-guard create rolebinding responders --clusterrole healing-gua
 as_responder=(--kubeconfig "$dir/kubeconfig-responder")
 as_commander=(--kubeconfig "$dir/kubeconfig-commander")
 
+step "Where people hear about incidents: Slack, PagerDuty, Statuspage and email"
+# Slack, PagerDuty and Statuspage have no server to be had here: a loopback
+# receiver answers as each documents and checks each request's schema. Email
+# goes to a real SMTP server (aiosmtpd) on loopback.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+receiver_port=$(free_port)
+python3 "$here/receiver.py" "$receiver_port" "$dir/messages.log" &
+real_python() { "$1" -c 'import os, sys; print(os.path.realpath(sys.executable))'; }
+echo "$! receiver $(real_python python3)" >>"$dir/pids"
+smtp_port=$(free_port)
+rm -rf "$dir/mail"
+"$SMTP_VENV/bin/aiosmtpd" -n -l "127.0.0.1:$smtp_port" -c aiosmtpd.handlers.Mailbox "$dir/mail" &
+echo "$! smtp $(real_python "$SMTP_VENV/bin/python")" >>"$dir/pids"
+receiver=http://127.0.0.1:$receiver_port
+secret() { kubectl -n healing-guard create secret generic "$@" --dry-run=client -o yaml | kubectl apply -f - >/dev/null; }
+secret slack-incidents --from-literal=url="$receiver/slack/incidents"
+secret slack-security --from-literal=url="$receiver/slack/security-incidents"
+secret statuspage --from-literal=apiKey=demo-key --from-literal=pageId=healing-guard --from-literal=url="$receiver/statuspage"
+secret smtp --from-literal=host=127.0.0.1 --from-literal=port="$smtp_port" --from-literal=tls=none
+for person in john-doe jane-smith alice-johnson charlie-brown; do
+  secret "pagerduty-$person" --from-literal=routingKey="$person-key" --from-literal=url="$receiver/pagerduty/$person"
+done
+kubectl apply -f "$repo/examples/communication/" >/dev/null
+# all_ready KIND COUNT: COUNT objects of KIND, each with Ready True.
+all_ready() {
+  local seen
+  seen=$(kubectl -n healing-guard get "$1" -o jsonpath='{.items[*].status.conditions[?(@.type=="Ready")].status}')
+  [ "$(echo "$seen" | wc -w)" -eq "$2" ] && ! echo "$seen" | grep -qv '^\(True \?\)*$'
+}
+wait_for "the channels to be Ready" 30 all_ready notificationchannels 8
+wait_for "the escalation policy to be Ready" 30 all_ready escalationpolicies 1
+show kubectl -n healing-guard get notificationchannels,escalationpolicies
+echo "On call now:"
+kubectl -n healing-guard get escalationpolicy healing-guard-oncall -o jsonpath='{range .status.onCall[*]}  {.role}: {.person} (until {.until}){"\n"}{end}'
+
 step "Applying the RemediationPolicies kept in Git"
 kubectl apply -f "$repo/examples/policies/" >/dev/null
 wait_for "the policies to be Ready" 30 bash -c \
@@ -124,8 +159,23 @@ wait_for "the detected incident to resolve" 120 bash -c \
 show kubectl -n healing-guard get incidents
 kubectl -n healing-guard get incident healing-guard-crashloop -o jsonpath='{range .status.timeline[*]}{.at}  {.reason}: {.message}{"\n"}{end}'
 
+step "What people were told: one message per moment and channel, recorded in the Incident before it was sent"
+wait_for "every message to be settled" 60 bash -c \
+  '! kubectl -n healing-guard get inc -o jsonpath="{.items[*].status.communication.outbox[*].state}" | grep -q Pending'
+wait_for "the reports" 30 bash -c \
+  '[ "$(kubectl -n healing-guard get inc -o jsonpath="{.items[*].status.communication.report}" | wc -w)" -ge 2 ]'
+echo "The receiver's log (Slack, PagerDuty, Statuspage):"
+sed 's/^/  /' "$dir/messages.log"
+echo "Email that reached the SMTP server:"
+grep -h '^Subject:' "$dir"/mail/new/* 2>/dev/null | sed 's/^/  /' || echo "  (none)"
+echo "The outbox of api-outage:"
+kubectl -n healing-guard get incident api-outage -o jsonpath='{range .status.communication.outbox[*]}  {.channel}  {.key}  {.state}  attempts={.attempts}{"\n"}{end}'
+
+step "The post-incident report (a ConfigMap owned by the Incident): kubectl healing-guard report api-outage"
+PATH="$repo/target/debug:$PATH" show kubectl healing-guard -n healing-guard report api-outage
+
 step "The operator's metrics"
-curl -fsS "$HGO_METRICS" | grep -E '^healing_guard_(reconciles_total|incidents_opened_total|open_incidents|detection_latency_seconds_(sum|count)|remediation_steps_total|time_to_(mitigate|resolve)_seconds_(sum|count))'
+curl -fsS "$HGO_METRICS" | grep -E '^healing_guard_(reconciles_total|incidents_opened_total|open_incidents|detection_latency_seconds_(sum|count)|remediation_steps_total|time_to_(acknowledge|mitigate|resolve)_seconds_(sum|count)|notifications_total|escalation_pages_total)'
 
 if [ "$keep" = "--keep" ]; then
   step "Left running. Use it with: source $dir/env; stop it with: $here/down.sh --dir $dir"
