@@ -117,7 +117,9 @@ pub fn record(status: &CommunicationStatus, new: Vec<Delivery>) -> Communication
 
 /// The pending messages to attempt now: due (no wait, or its wait over),
 /// within each channel's rate limit (what it was sent in the last minute
-/// counts), oldest first. Indexes into the outbox.
+/// counts), oldest first. A channel hears its messages in order: one that
+/// waits for a retry holds back the later ones of its channel (a status
+/// page must not go to resolved before monitoring). Indexes into the outbox.
 pub fn due(
     status: &CommunicationStatus,
     per_minute: impl Fn(&str) -> Option<i32>,
@@ -128,13 +130,17 @@ pub fn due(
         .unwrap_or(now);
     let mut budget: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
     let mut chosen = Vec::new();
+    let mut held: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
     for (index, delivery) in status.outbox.iter().enumerate() {
-        if delivery.state != DeliveryState::Pending
-            || delivery
-                .next_attempt_at
-                .as_ref()
-                .is_some_and(|at| at.0 > now)
+        if delivery.state != DeliveryState::Pending || held.contains(delivery.channel.as_str()) {
+            continue;
+        }
+        if delivery
+            .next_attempt_at
+            .as_ref()
+            .is_some_and(|at| at.0 > now)
         {
+            held.insert(delivery.channel.as_str());
             continue;
         }
         // A channel that is gone sends nothing; its messages wait for it.
@@ -405,6 +411,10 @@ mod tests {
         };
         // slow used its one a minute; fast's second waits; gone has no channel.
         assert_eq!(due(&status, limits, now), [2]);
+        // A message waiting for its retry holds back the later ones of its channel.
+        let mut in_order = status.clone();
+        in_order.outbox.swap(2, 3);
+        assert_eq!(due(&in_order, limits, now), Vec::<usize>::new());
         assert_eq!(next_attempt(&status), Some(at("2026-01-01T00:11:00Z")));
 
         let message = &status.outbox[2];

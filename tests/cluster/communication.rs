@@ -1146,3 +1146,66 @@ spec:
         )
     );
 }
+
+/// A detected P0 remediated by rollback: the status page walks
+/// investigating (opened), identified (the rollback applied), monitoring
+/// (mitigated, verifying) and resolved, each once, on one page incident.
+#[tokio::test]
+async fn a_remediated_p0_walks_the_status_page_from_investigating_to_resolved() {
+    use crate::remediation::{bad_release, crash_policy, setup_spec};
+    let mut spec = crash_policy("Auto", json!([{"action": "rollback"}]), "2m");
+    spec["communication"] = json!({"channels": ["status-page"]});
+    let (client, ns, _operator) = setup_spec("comms-walk", spec).await;
+    let (address, receiver) = start_receiver(false).await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "statuspage"},
+        "stringData": {"apiKey": "page-key", "pageId": "pg1", "url": format!("http://{address}/statuspage")}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    apply(
+        &client,
+        &ns,
+        "apiVersion: healing-guard.io/v1alpha1\nkind: NotificationChannel\nmetadata: {name: status-page}\nspec: {kind: StatusPage, secretRef: {name: statuspage}, events: [Opened, StepApplied, Mitigated, Resolved], statusPage: {componentId: api}}\n",
+    )
+    .await;
+    bad_release(&client, &ns).await;
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    eventually_within("the page resolved", Duration::from_secs(120), || {
+        let done = seen(&receiver, "statuspage-update")
+            .iter()
+            .any(|u| u["status"] == "resolved");
+        async move { done.then_some(()) }
+    })
+    .await;
+    let created = seen(&receiver, "statuspage-create");
+    assert_eq!(created.len(), 1, "{created:?}");
+    let walk: Vec<(String, String)> = created
+        .iter()
+        .chain(seen(&receiver, "statuspage-update").iter())
+        .map(|i| {
+            (
+                i["status"].as_str().unwrap().to_owned(),
+                i["components"]["api"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("investigating", "major_outage"),
+        ("identified", "major_outage"),
+        ("monitoring", "major_outage"),
+        ("resolved", "operational"),
+    ]
+    .map(|(a, b)| (a.to_owned(), b.to_owned()));
+    assert_eq!(walk, expected);
+    let incident = incidents.list(&Default::default()).await.unwrap().items;
+    assert_eq!(incident.len(), 1);
+    assert_eq!(
+        incident[0].metadata.uid.as_deref(),
+        created[0]["metadata"]["healing_guard"]["incident_uid"].as_str(),
+        "the page's incident names the Incident"
+    );
+}

@@ -28,7 +28,7 @@ use crate::{
     communication::{
         escalation, moments,
         outbox::{self, Channel},
-        report,
+        report, send,
     },
     context::Context,
     crd::{
@@ -204,22 +204,47 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         let begun = outbox::begin(&recorded, &due, now);
         let marked = write(&ctx, &incident, &namespace, &begun).await?;
         // Each is sent as it was before the mark: one marked already is in
-        // doubt (an earlier attempt's outcome was lost).
+        // doubt (an earlier attempt's outcome was lost). Channels at once;
+        // within a channel in order, stopping at one to be tried again.
         let (ctx_ref, incident_ref, recorded_ref) = (&ctx, &incident, &recorded);
-        let attempts = due.iter().filter_map(|&index| {
-            let delivery = recorded_ref.outbox.get(index)?;
-            let channel = wiring
-                .channels
-                .iter()
-                .find(|c| c.name_any() == delivery.channel)?;
+        let mut by_channel: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for &index in &due {
+            if let Some(delivery) = recorded.outbox.get(index) {
+                by_channel
+                    .entry(delivery.channel.as_str())
+                    .or_default()
+                    .push(index);
+            }
+        }
+        let attempts = by_channel.into_iter().filter_map(|(name, indexes)| {
+            let channel = wiring.channels.iter().find(|c| c.name_any() == name)?;
             Some(async move {
-                let outcome =
-                    deliver::deliver(ctx_ref, incident_ref, channel, delivery, recorded_ref, now)
-                        .await;
-                (index, outcome)
+                let mut outcomes = Vec::new();
+                for index in indexes {
+                    let Some(delivery) = recorded_ref.outbox.get(index) else {
+                        continue;
+                    };
+                    let outcome = deliver::deliver(
+                        ctx_ref,
+                        incident_ref,
+                        channel,
+                        delivery,
+                        recorded_ref,
+                        now,
+                    )
+                    .await;
+                    // Only a message to be tried again holds back the next.
+                    let retry = matches!(outcome, send::Outcome::Retry { .. });
+                    outcomes.push((index, outcome));
+                    if retry {
+                        break;
+                    }
+                }
+                outcomes
             })
         });
-        let outcomes = join_all(attempts).await;
+        let outcomes: Vec<(usize, send::Outcome)> =
+            join_all(attempts).await.into_iter().flatten().collect();
         crate::failpoint::hit(crate::failpoint::AFTER_SEND);
         let mut next = begun.clone();
         let mut unconfirmed = Vec::new();
@@ -235,6 +260,15 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
                 if slot.state == DeliveryState::Unconfirmed {
                     unconfirmed.push(format!("{} to {}", slot.key, slot.channel));
                 }
+            }
+        }
+        // Held back behind a retry: never attempted, so not in doubt.
+        for &index in &due {
+            if !outcomes.iter().any(|(attempted, _)| *attempted == index)
+                && let (Some(slot), Some(before)) =
+                    (next.outbox.get_mut(index), recorded.outbox.get(index))
+            {
+                slot.sending_since = before.sending_since.clone();
             }
         }
         settle_written(&ctx, &marked, &namespace, &begun, &next).await?;
