@@ -5,10 +5,12 @@
 demo:
 	./cluster/demo.sh
 
-## Every test: unit tests, then the integration tests against a fresh control
+## Every test: the chart's alert rules (promtool check and unit tests), unit
+## tests, then the integration tests against a fresh control
 ## plane, then the RBAC check (every granted verb used, from the audit log);
 ## the API-server restart test on a control plane of its own.
 test: build-cluster
+	./cluster/check-rules.sh
 	cargo test --all-targets --no-run
 	./cluster/with-cluster.sh -- sh -c 'cargo test --all-targets -- --skip apiserver_restart && cargo test --test rbac_audit -- --ignored --nocapture'
 	./cluster/with-cluster.sh -- cargo test --test cluster -- apiserver_restart
