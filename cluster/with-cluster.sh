@@ -16,6 +16,19 @@ while [ $# -gt 0 ]; do
 done
 [ $# -gt 0 ] || { echo "usage: $0 [--dir DIR] -- COMMAND [ARGS...]" >&2; exit 2; }
 
+# A failed run keeps its state and logs for a look (etcd alone takes 60 MiB):
+# only the three newest are kept, so they never fill a disk.
+prune_kept() {
+  local old
+  # shellcheck disable=SC2012
+  ls -dt "$HGO_CACHE"/clusters/run-* 2>/dev/null | tail -n +4 | while read -r old; do
+    # A run still going has processes in its pids file.
+    [ -s "$old/pids" ] && continue
+    rm -rf "$old"
+  done
+}
+prune_kept
+
 cleanup() {
   local code=$?
   "$here/down.sh" --dir "$dir" >/dev/null 2>&1 || true
