@@ -95,6 +95,8 @@ pub struct Context {
     pub backoffs: Arc<Backoffs>,
     /// The gate every write passes: only a current leader writes.
     pub fence: Arc<Fence>,
+    /// The latest state of every running probe.
+    pub probes: Arc<crate::signals::prober::ProbeStates>,
 }
 
 /// What the operator was started with that changes what it does.
@@ -126,6 +128,7 @@ impl Context {
             watches,
             backoffs: Arc::default(),
             fence,
+            probes: Arc::default(),
         }
     }
 

@@ -16,6 +16,7 @@ pub mod names;
 pub mod plugin;
 pub mod remediation;
 pub mod server;
+pub mod signals;
 pub mod telemetry;
 pub mod validation;
 pub mod workload;

@@ -46,6 +46,13 @@ pub struct PageLabels {
     pub role: String,
 }
 
+/// A probe check, by probe kind and result (passed, failed, misconfigured).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    pub kind: &'static str,
+    pub result: &'static str,
+}
+
 /// A severity.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SeverityLabels {
@@ -123,6 +130,10 @@ pub struct Metrics {
     pub pages: Family<PageLabels, Counter>,
     /// From detection to acknowledgement, by severity.
     pub time_to_acknowledge: Family<SeverityLabels, Histogram>,
+    /// Probe checks, by kind and result.
+    pub probe_checks: Family<ProbeLabels, Counter>,
+    /// How long a probe check took, by kind.
+    pub probe_duration: Family<KindLabels, Histogram>,
     /// Where the open-incident gauges are counted from at scrape time.
     pub incident_store: OnceLock<Store<Incident>>,
 }
@@ -237,6 +248,22 @@ impl Default for Metrics {
             "From detection to acknowledgement, by severity",
             time_to_acknowledge.clone(),
         );
+        let probe_checks = Family::<ProbeLabels, Counter>::default();
+        registry.register(
+            "probe_checks",
+            "Probe checks by probe kind and result (passed, failed, misconfigured)",
+            probe_checks.clone(),
+        );
+        let probe_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+        });
+        registry.register(
+            "probe_duration_seconds",
+            "How long a probe check took, by probe kind",
+            probe_duration.clone(),
+        );
         let detector_entries = Gauge::default();
         registry.register(
             "detector_entries",
@@ -276,6 +303,8 @@ impl Default for Metrics {
             delivery_latency,
             pages,
             time_to_acknowledge,
+            probe_checks,
+            probe_duration,
             incident_store: OnceLock::new(),
         }
     }
@@ -305,6 +334,23 @@ impl Metrics {
                 result,
             })
             .inc();
+    }
+
+    /// Counts a probe check (and times it, when it ran).
+    pub fn count_probe_check(
+        &self,
+        kind: &'static str,
+        result: &'static str,
+        seconds: Option<f64>,
+    ) {
+        self.probe_checks
+            .get_or_create(&ProbeLabels { kind, result })
+            .inc();
+        if let Some(seconds) = seconds {
+            self.probe_duration
+                .get_or_create(&KindLabels { kind })
+                .observe(seconds);
+        }
     }
 
     pub fn count_error(&self, controller: &'static str, reason: &str) {

@@ -141,6 +141,18 @@ pub const ROTATION_TURN: DurationBound = DurationBound {
     positive: true,
     shortest: Some("1h"),
 };
+/// How often a probe runs.
+pub const PROBE_EVERY: DurationBound = DurationBound {
+    longest: "10m",
+    positive: true,
+    shortest: Some("1s"),
+};
+/// How long one probe check may take.
+pub const PROBE_TIMEOUT: DurationBound = DurationBound {
+    longest: "1m",
+    positive: true,
+    shortest: None,
+};
 /// How long closed incidents are kept.
 pub const RETENTION: DurationBound = DurationBound {
     longest: "8784h",
@@ -170,6 +182,12 @@ pub fn reopen_window() -> Rule {
 }
 pub fn update_every() -> Rule {
     UPDATE_EVERY.rule()
+}
+pub fn probe_every() -> Rule {
+    PROBE_EVERY.rule()
+}
+pub fn probe_timeout() -> Rule {
+    PROBE_TIMEOUT.rule()
 }
 pub fn escalation_wait() -> Rule {
     ESCALATION_WAIT.rule()

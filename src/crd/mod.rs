@@ -12,6 +12,7 @@ pub mod escalation;
 pub mod incident;
 #[allow(clippy::duplicated_attributes)]
 pub mod policy;
+pub mod probe;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -21,6 +22,7 @@ pub use common::*;
 pub use escalation::*;
 pub use incident::*;
 pub use policy::*;
+pub use probe::*;
 
 /// The API group of both resources.
 pub const GROUP: &str = "healing-guard.io";

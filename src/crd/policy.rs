@@ -69,6 +69,11 @@ pub struct RemediationPolicySpec {
     /// Who is told about its incidents, and who is paged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub communication: Option<super::channel::Communication>,
+    /// Checks the operator runs against services (HTTP, Redis, PostgreSQL);
+    /// a rule with `symptom: ProbeFailing` opens incidents from them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub probes: Vec<super::probe::Probe>,
 }
 
 /// What an Incident may bring of its own. The policy is the authority: an
@@ -253,6 +258,9 @@ pub enum Symptom {
     /// Available (Deployment) or ready (StatefulSet) replicas below belowRatio of desired.
     #[strum(props(slug = "unavailable"))]
     ReplicasUnavailable,
+    /// One of the policy's probes (`probe`) is failing.
+    #[strum(props(slug = "probe"))]
+    ProbeFailing,
 }
 
 impl Symptom {
@@ -272,8 +280,16 @@ impl Symptom {
     pub fn is_pod_level(self) -> bool {
         !matches!(
             self,
-            Symptom::ProgressDeadlineExceeded | Symptom::ReplicasUnavailable
+            Symptom::ProgressDeadlineExceeded
+                | Symptom::ReplicasUnavailable
+                | Symptom::ProbeFailing
         )
+    }
+
+    /// Whether the detector finds it in Kubernetes objects (a probe's is
+    /// found by running the probe).
+    pub fn is_observed(self) -> bool {
+        self != Symptom::ProbeFailing
     }
 }
 
@@ -284,6 +300,7 @@ impl Symptom {
     validation = Rule::new("self.symptom != 'NotReady' || has(self.sustainedFor)").message("the NotReady symptom needs sustainedFor"),
     validation = Rule::new("self.symptom != 'ReplicasUnavailable' || has(self.belowRatio)").message("the ReplicasUnavailable symptom needs belowRatio"),
     validation = Rule::new("!has(self.minRestarts) || self.symptom == 'CrashLoopBackOff'").message("minRestarts only applies to CrashLoopBackOff"),
+    validation = Rule::new("(self.symptom == 'ProbeFailing') == has(self.probe)").message("the ProbeFailing symptom needs probe, and only it takes one"),
 )]
 pub struct SymptomMatch {
     /// The symptom.
@@ -300,6 +317,10 @@ pub struct SymptomMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self > 0.0 && self <= 1.0").message("belowRatio must be in (0, 1]"))]
     pub below_ratio: Option<f64>,
+    /// ProbeFailing: the probe (by name, in this policy's `probes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 40), pattern(super::bounds::DNS_LABEL))]
+    pub probe: Option<String>,
 }
 
 /// How recovery is verified after a step.

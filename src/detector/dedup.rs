@@ -7,15 +7,25 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::{Incident, Phase, Symptom, WorkloadKind};
 
-/// The dedup key of a target and symptom, e.g. `Deployment/api/CrashLoopBackOff`.
-pub fn dedup_key(kind: WorkloadKind, name: &str, symptom: Symptom) -> String {
-    format!("{kind}/{name}/{symptom}")
+/// The dedup key of a target and symptom, e.g. `Deployment/api/CrashLoopBackOff`;
+/// a probe's adds its name (`Deployment/webhook-worker/ProbeFailing/queue`).
+pub fn dedup_key(kind: WorkloadKind, name: &str, symptom: Symptom, probe: Option<&str>) -> String {
+    match probe {
+        Some(probe) => format!("{kind}/{name}/{symptom}/{probe}"),
+        None => format!("{kind}/{name}/{symptom}"),
+    }
 }
 
 /// The name of the `sequence`-th incident for a target and symptom:
 /// `api-crashloop`, then `api-crashloop-2`, ... Deterministic, so a create
 /// that races another (or a restart) meets AlreadyExists instead of a twin.
-pub fn incident_name(kind: WorkloadKind, name: &str, symptom: Symptom, sequence: u32) -> String {
+pub fn incident_name(
+    kind: WorkloadKind,
+    name: &str,
+    symptom: Symptom,
+    probe: Option<&str>,
+    sequence: u32,
+) -> String {
     let infix = match kind {
         WorkloadKind::Deployment => "",
         WorkloadKind::StatefulSet => "-sts",
@@ -25,7 +35,8 @@ pub fn incident_name(kind: WorkloadKind, name: &str, symptom: Symptom, sequence:
     } else {
         String::new()
     };
-    let tail = format!("{infix}-{}{suffix}", symptom.slug());
+    let probe = probe.map(|p| format!("-{p}")).unwrap_or_default();
+    let tail = format!("{infix}-{}{probe}{suffix}", symptom.slug());
     let room = 253 - tail.len();
     let base: String = name.chars().take(room).collect();
     format!("{}{tail}", base.trim_end_matches(['-', '.']))
@@ -63,11 +74,12 @@ pub fn decide<'a>(
     kind: WorkloadKind,
     name: &str,
     symptom: Symptom,
+    probe: Option<&str>,
     same_key: impl IntoIterator<Item = &'a Incident>,
     reopen_window: Duration,
     now: Timestamp,
 ) -> Decision {
-    let base = incident_name(kind, name, symptom, 1);
+    let base = incident_name(kind, name, symptom, probe, 1);
     let latest = same_key
         .into_iter()
         .max_by_key(|incident| sequence_of(incident, &base));
@@ -102,7 +114,7 @@ pub fn decide<'a>(
     }
     let next = sequence_of(latest, &base).max(1) + 1;
     Decision::Create {
-        name: incident_name(kind, name, symptom, next),
+        name: incident_name(kind, name, symptom, probe, next),
         previous: Some(latest_name),
     }
 }
@@ -153,23 +165,28 @@ mod tests {
 
     #[test]
     fn names_are_deterministic_and_bounded() {
-        assert_eq!(incident_name(KIND, "api", CRASH, 1), "api-crashloop");
-        assert_eq!(incident_name(KIND, "api", CRASH, 3), "api-crashloop-3");
+        assert_eq!(incident_name(KIND, "api", CRASH, None, 1), "api-crashloop");
         assert_eq!(
-            incident_name(WorkloadKind::StatefulSet, "postgres", CRASH, 1),
+            incident_name(KIND, "api", CRASH, None, 3),
+            "api-crashloop-3"
+        );
+        assert_eq!(
+            incident_name(WorkloadKind::StatefulSet, "postgres", CRASH, None, 1),
             "postgres-sts-crashloop"
         );
         let long = "a".repeat(300);
-        assert!(incident_name(KIND, &long, Symptom::ProgressDeadlineExceeded, 12).len() <= 253);
+        assert!(
+            incident_name(KIND, &long, Symptom::ProgressDeadlineExceeded, None, 12).len() <= 253
+        );
         assert_eq!(
-            dedup_key(KIND, "api", CRASH),
+            dedup_key(KIND, "api", CRASH, None),
             "Deployment/api/CrashLoopBackOff"
         );
     }
 
     #[test]
     fn the_first_signal_creates() {
-        let decision = decide(KIND, "api", CRASH, [], WINDOW, now());
+        let decision = decide(KIND, "api", CRASH, None, [], WINDOW, now());
         assert_eq!(
             decision,
             Decision::Create {
@@ -189,7 +206,7 @@ mod tests {
         ] {
             let open = incident("api-crashloop", phase, None);
             assert_eq!(
-                decide(KIND, "api", CRASH, [&open], WINDOW, now()),
+                decide(KIND, "api", CRASH, None, [&open], WINDOW, now()),
                 Decision::Update("api-crashloop".into())
             );
         }
@@ -203,7 +220,7 @@ mod tests {
             Some("2026-01-01T11:50:00Z"),
         );
         assert_eq!(
-            decide(KIND, "api", CRASH, [&recent], WINDOW, now()),
+            decide(KIND, "api", CRASH, None, [&recent], WINDOW, now()),
             Decision::Reopen("api-crashloop".into())
         );
         let old = incident(
@@ -212,7 +229,7 @@ mod tests {
             Some("2026-01-01T11:00:00Z"),
         );
         assert_eq!(
-            decide(KIND, "api", CRASH, [&old], WINDOW, now()),
+            decide(KIND, "api", CRASH, None, [&old], WINDOW, now()),
             Decision::Create {
                 name: "api-crashloop-2".into(),
                 previous: Some("api-crashloop".into())
@@ -230,7 +247,7 @@ mod tests {
         );
         // The false positive goes on: counted in the declined incident.
         assert_eq!(
-            decide(KIND, "api", CRASH, [&first, &declined], WINDOW, now()),
+            decide(KIND, "api", CRASH, None, [&first, &declined], WINDOW, now()),
             Decision::Update("api-crashloop-2".into())
         );
         // It cleared, and came back: a new incident, never a reopen.
@@ -239,7 +256,7 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(
-            decide(KIND, "api", CRASH, [&first, &declined], WINDOW, now()),
+            decide(KIND, "api", CRASH, None, [&first, &declined], WINDOW, now()),
             Decision::Create {
                 name: "api-crashloop-3".into(),
                 previous: Some("api-crashloop-2".into())

@@ -4,6 +4,7 @@
 //! it only when a `sustainedFor` period runs out.
 
 pub mod dedup;
+pub mod probes;
 pub mod symptoms;
 pub mod watches;
 pub mod writer;
@@ -31,6 +32,10 @@ use crate::{
     crd::{RemediationPolicy, Symptom, WorkloadKind, WorkloadRef},
     k8s::shared::Change,
     remediation::known_good,
+    signals::{
+        prober::{ProbeReport, Prober},
+        tracker::Change as ProbeChange,
+    },
     workload::Workload,
 };
 
@@ -64,6 +69,8 @@ struct Detector {
     snapshot_jobs: BTreeSet<WorkloadId>,
     /// Only a current leader writes what it found.
     ctx: Arc<Context>,
+    /// The probes of the guarding policies.
+    prober: Prober,
 }
 
 /// Runs the detector until `shutdown` is cancelled.
@@ -77,6 +84,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let mut statefulset_changes = watches.statefulsets.changes();
     let mut incident_changes = watches.incidents.changes();
     let (sender, mut inputs) = mpsc::channel(1024);
+    let (probe_sender, mut probe_results) = mpsc::channel(256);
     let mut detector = Detector {
         client: ctx.client.clone(),
         watches: watches.clone(),
@@ -97,6 +105,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         snapshotted: BTreeSet::new(),
         snapshot_jobs: BTreeSet::new(),
         ctx: ctx.clone(),
+        prober: Prober::new(ctx.clone(), probe_sender),
     };
     // Dedup is derived from the Incidents in the API: wait until they are
     // known, and what is guarded until the policies and workloads are.
@@ -125,6 +134,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
             Some(change) = statefulset_changes.next() => detector.workload_changed(change.map(Workload::StatefulSet)),
             Some(change) = incident_changes.next() => detector.incident_changed(&change),
             Some(input) = inputs.recv() => detector.pod_event(input),
+            Some(result) = probe_results.recv() => detector.probe_result(&result),
             Some(expired) = futures::future::poll_fn(|cx| detector.timers.poll_expired(cx)) => {
                 let id = expired.into_inner();
                 detector.timer_keys.remove(&id);
@@ -135,6 +145,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     }
     detector.flush().await;
     detector.pod_watches.stop();
+    detector.prober.stop();
     info!("detector stopped");
 }
 
@@ -194,6 +205,16 @@ impl Detector {
         }
         self.workloads = guarded;
         self.sync_pod_watches();
+        // Probes of valid policies only: an invalid policy is inert.
+        let valid: Vec<Arc<RemediationPolicy>> = self
+            .watches
+            .policies
+            .store()
+            .state()
+            .into_iter()
+            .filter(|p| crate::validation::policy(&p.spec).is_empty())
+            .collect();
+        self.prober.sync(&valid);
         let ids: Vec<WorkloadId> = self.workloads.keys().cloned().collect();
         for id in ids {
             self.evaluate(&id);
@@ -326,6 +347,37 @@ impl Detector {
         candidates.into_iter().next()
     }
 
+    /// A probe's result: opens, counts or clears its incident.
+    fn probe_result(&mut self, result: &ProbeReport) {
+        let (namespace, policy, _) = &result.key;
+        let Some(policy) = self
+            .watches
+            .policies
+            .store()
+            .get(&kube::runtime::reflector::ObjectRef::new(policy).within(namespace))
+        else {
+            return;
+        };
+        let key = dedup::dedup_key(
+            result.probe.target.kind,
+            &result.probe.target.name,
+            Symptom::ProbeFailing,
+            Some(&result.key.2),
+        );
+        let pending_key = (namespace.clone(), key.clone());
+        let open = !self.writer.open_uncleared(namespace, &key).is_empty()
+            || self.pending.get(&pending_key).is_some_and(|r| !r.cleared);
+        if let Some(report) = probes::report_for(&policy, result, open, Timestamp::now()) {
+            if !report.cleared && result.change == ProbeChange::Failed {
+                info!(probe = %result.key.2, policy = %result.key.1, %namespace, "probe failing");
+            }
+            if report.cleared && result.change == ProbeChange::Recovered {
+                info!(probe = %result.key.2, policy = %result.key.1, %namespace, "probe healthy again");
+            }
+            self.queue(pending_key, report);
+        }
+    }
+
     /// Classifies a workload and its pods, and turns what changed into reports.
     fn evaluate(&mut self, id: &WorkloadId) {
         let Some(workload) = self.workloads.get(id) else {
@@ -360,8 +412,8 @@ impl Detector {
         let policy_name = policy.name_any();
         let reopen_window = policy.spec.detection.reopen_window.as_std();
 
-        for symptom in Symptom::iter() {
-            let key = dedup::dedup_key(id.0, &id.2, symptom);
+        for symptom in Symptom::iter().filter(|s| s.is_observed()) {
+            let key = dedup::dedup_key(id.0, &id.2, symptom, None);
             let pending_key = (namespace.clone(), key.clone());
             match evaluation.signals.get(&symptom) {
                 Some(signal) => {
@@ -380,6 +432,7 @@ impl Detector {
                         namespace: namespace.clone(),
                         target: target.clone(),
                         symptom,
+                        probe: None,
                         policy: policy_name.clone(),
                         rule: rule.name.clone(),
                         severity: rule.severity,
@@ -407,6 +460,7 @@ impl Detector {
                         namespace: namespace.clone(),
                         target: target.clone(),
                         symptom,
+                        probe: None,
                         policy: policy_name.clone(),
                         rule: String::new(),
                         severity: crate::crd::Severity::P3,

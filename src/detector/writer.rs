@@ -45,6 +45,8 @@ pub struct Report {
     pub namespace: String,
     pub target: WorkloadRef,
     pub symptom: Symptom,
+    /// For `ProbeFailing`, which probe.
+    pub probe: Option<String>,
     pub policy: String,
     pub rule: String,
     pub severity: Severity,
@@ -65,7 +67,12 @@ pub struct Report {
 
 impl Report {
     pub fn key(&self) -> String {
-        dedup::dedup_key(self.target.kind, &self.target.name, self.symptom)
+        dedup::dedup_key(
+            self.target.kind,
+            &self.target.name,
+            self.symptom,
+            self.probe.as_deref(),
+        )
     }
 
     /// Folds a newer report for the same key into this one.
@@ -218,6 +225,7 @@ impl Writer {
             report.target.kind,
             &report.target.name,
             report.symptom,
+            report.probe.as_deref(),
             same_key.iter().map(AsRef::as_ref),
             report.reopen_window,
             report.last_seen,
@@ -295,7 +303,10 @@ impl Writer {
             // The schema bounds titles; a long workload name must not make
             // the incident impossible to create.
             title: truncate(
-                &format!("{} on {}", report.symptom, report.target),
+                &match &report.probe {
+                    Some(probe) => format!("{} ({probe}) on {}", report.symptom, report.target),
+                    None => format!("{} on {}", report.symptom, report.target),
+                },
                 MAX_TITLE,
             ),
             severity: report.severity,

@@ -8,6 +8,7 @@ mod incident;
 mod labels;
 mod ladder;
 mod policy;
+mod probes;
 
 pub use incident::incident;
 pub use labels::{label_selector, qualified_name};

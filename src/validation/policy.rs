@@ -134,6 +134,7 @@ pub fn policy(spec: &RemediationPolicySpec) -> Vec<Problem> {
         1,
         MAX_COUNT,
     );
+    super::probes::probes(spec, &mut problems);
     problems.into_vec()
 }
 

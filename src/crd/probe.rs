@@ -1,0 +1,125 @@
+//! Probes: checks the operator runs itself against a service, for what pod
+//! status cannot show (the runbook's `curl -f .../health`, `redis-cli llen
+//! webhook_queue`, PostgreSQL answering). A failing probe is a symptom
+//! (`when: {symptom: ProbeFailing, probe: NAME}`) like a crash loop is.
+
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{channel::SecretRef, common::Duration, common::WorkloadRef};
+
+/// One check, run every `every`, against one service.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = kube::core::Rule::new("[has(self.http), has(self.redis), has(self.postgres)].filter(x, x).size() == 1").message("a probe has exactly one of http, redis, postgres"),
+)]
+pub struct Probe {
+    /// Its name, unique in the policy; rules and verification refer to it.
+    #[schemars(length(min = 1, max = 40), pattern(super::bounds::DNS_LABEL))]
+    pub name: String,
+    /// The workload an incident from this probe is about, and acts on.
+    pub target: WorkloadRef,
+    /// How often it runs.
+    #[serde(default = "default_every")]
+    #[x_kube(validation = super::bounds::probe_every())]
+    pub every: Duration,
+    /// How long one check may take; longer is a failure.
+    #[serde(default = "default_timeout")]
+    #[x_kube(validation = super::bounds::probe_timeout())]
+    pub timeout: Duration,
+    /// Failed checks in a row before the probe counts as failing.
+    #[serde(default = "default_failures")]
+    #[schemars(range(min = 1, max = 100))]
+    pub failure_threshold: i32,
+    /// Passed checks in a row before a failing probe counts as healthy again
+    /// (so one good answer does not flap it).
+    #[serde(default = "default_successes")]
+    #[schemars(range(min = 1, max = 100))]
+    pub success_threshold: i32,
+    /// An HTTP endpoint answers as expected, in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpProbe>,
+    /// A Redis list is not backing up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisProbe>,
+    /// PostgreSQL answers a query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresProbe>,
+}
+
+fn default_every() -> Duration {
+    Duration::from_secs(15)
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_failures() -> i32 {
+    3
+}
+
+fn default_successes() -> i32 {
+    2
+}
+
+/// An HTTP check.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpProbe {
+    /// The URL; `{{ namespace }}` and `{{ name }}` are the target's, e.g.
+    /// `http://{{ name }}.{{ namespace }}.svc:8000/health`.
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: String,
+    /// Status codes that pass; empty means any 2xx.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10), inner(range(min = 100, max = 599)))]
+    pub expect_status: Vec<u16>,
+    /// An answer slower than this fails, though its status passes (the
+    /// runbook times `/api/v1/status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slower_than: Option<Duration>,
+    /// A Secret whose keys are sent as request headers (an API token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_from: Option<SecretRef>,
+}
+
+/// A Redis list's length, e.g. the runbook's `LLEN webhook_queue`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = kube::core::Rule::new("!has(self.clearBelow) || self.clearBelow <= self.above").message("clearBelow must not be above `above`"),
+)]
+pub struct RedisProbe {
+    /// A Secret with key `url` (`redis://[:password@]host:port/db`).
+    pub secret_ref: SecretRef,
+    /// The list.
+    #[schemars(length(min = 1, max = 512))]
+    pub list: String,
+    /// Longer than this fails.
+    #[schemars(range(min = 0))]
+    pub above: i64,
+    /// Once failing, it passes only at or below this (default `above`):
+    /// a queue draining back and forth around the threshold does not flap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub clear_below: Option<i64>,
+}
+
+/// A PostgreSQL connection and query.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresProbe {
+    /// A Secret with key `url` (`postgres://user:password@host:port/db`).
+    pub secret_ref: SecretRef,
+    /// The query; it must return without error (default `SELECT 1`).
+    #[serde(default = "default_query")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub query: String,
+}
+
+fn default_query() -> String {
+    "SELECT 1".to_owned()
+}

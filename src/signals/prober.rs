@@ -1,0 +1,188 @@
+//! Runs every valid policy's probes, each in its own task on its own
+//! interval, so one slow probe never delays another (each check is bounded
+//! by its timeout). Each task keeps its probe's [`Tracker`] and reports
+//! every result to the detector; the latest state of each probe is shared
+//! (`ProbeStates`) for verification and metrics. A probe whose spec changes
+//! starts over; one whose policy goes away stops.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
+
+use kube::ResourceExt;
+use tokio::{sync::mpsc, task::JoinHandle};
+use tracing::{debug, warn};
+
+use super::{
+    check,
+    tracker::{Change, Tracker},
+};
+use crate::{
+    context::Context,
+    crd::{Probe, RemediationPolicy},
+};
+
+/// A probe, by namespace, policy and name.
+pub type ProbeKey = (String, String, String);
+
+/// What one check did to a probe, for the detector.
+#[derive(Clone, Debug)]
+pub struct ProbeReport {
+    pub key: ProbeKey,
+    pub probe: Arc<Probe>,
+    pub change: Change,
+    pub tracker: Tracker,
+}
+
+/// Every running probe's latest state.
+#[derive(Default)]
+pub struct ProbeStates {
+    states: RwLock<HashMap<ProbeKey, Tracker>>,
+}
+
+impl ProbeStates {
+    /// The probe's state, if it runs.
+    pub fn get(&self, key: &ProbeKey) -> Option<Tracker> {
+        self.states.read().ok()?.get(key).cloned()
+    }
+
+    fn set(&self, key: &ProbeKey, tracker: &Tracker) {
+        if let Ok(mut states) = self.states.write() {
+            states.insert(key.clone(), tracker.clone());
+        }
+    }
+
+    fn remove(&self, key: &ProbeKey) {
+        if let Ok(mut states) = self.states.write() {
+            states.remove(key);
+        }
+    }
+
+    /// How many probes are failing now, by key.
+    pub fn failing(&self) -> Vec<ProbeKey> {
+        self.states
+            .read()
+            .map(|states| {
+                states
+                    .iter()
+                    .filter(|(_, t)| t.failing)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The probe tasks.
+pub struct Prober {
+    ctx: Arc<Context>,
+    sender: mpsc::Sender<ProbeReport>,
+    running: HashMap<ProbeKey, (Arc<Probe>, JoinHandle<()>)>,
+}
+
+impl Prober {
+    pub fn new(ctx: Arc<Context>, sender: mpsc::Sender<ProbeReport>) -> Self {
+        Prober {
+            ctx,
+            sender,
+            running: HashMap::new(),
+        }
+    }
+
+    /// Starts, restarts and stops tasks so that exactly the probes of
+    /// `policies` (valid ones only) run.
+    pub fn sync(&mut self, policies: &[Arc<RemediationPolicy>]) {
+        let mut wanted: HashMap<ProbeKey, Arc<Probe>> = HashMap::new();
+        for policy in policies {
+            let (Some(namespace), name) = (policy.namespace(), policy.name_any()) else {
+                continue;
+            };
+            for probe in &policy.spec.probes {
+                wanted.insert(
+                    (namespace.clone(), name.clone(), probe.name.clone()),
+                    Arc::new(probe.clone()),
+                );
+            }
+        }
+        let stale: Vec<ProbeKey> = self
+            .running
+            .iter()
+            .filter(|(key, (probe, _))| wanted.get(*key) != Some(probe))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in stale {
+            if let Some((_, task)) = self.running.remove(&key) {
+                task.abort();
+            }
+            self.ctx.probes.remove(&key);
+            debug!(probe = %key.2, policy = %key.1, "probe stopped");
+        }
+        for (key, probe) in wanted {
+            if self.running.contains_key(&key) {
+                continue;
+            }
+            let task = tokio::spawn(run(
+                self.ctx.clone(),
+                key.clone(),
+                probe.clone(),
+                self.sender.clone(),
+            ));
+            debug!(probe = %key.2, policy = %key.1, "probe started");
+            self.running.insert(key, (probe, task));
+        }
+    }
+
+    /// Stops every task.
+    pub fn stop(&mut self) {
+        for (key, (_, task)) in self.running.drain() {
+            task.abort();
+            self.ctx.probes.remove(&key);
+        }
+    }
+}
+
+/// One probe, until aborted.
+async fn run(
+    ctx: Arc<Context>,
+    key: ProbeKey,
+    probe: Arc<Probe>,
+    sender: mpsc::Sender<ProbeReport>,
+) {
+    let kind = check::kind(&probe);
+    let mut tracker = Tracker::default();
+    let mut every = tokio::time::interval(probe.every.as_std());
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut misconfigured = false;
+    loop {
+        every.tick().await;
+        let started = std::time::Instant::now();
+        let outcome = match check::run(&ctx, &key.0, &probe, tracker.failing).await {
+            Ok(outcome) => outcome,
+            Err(problem) => {
+                // Said once per run of the problem, not every interval.
+                if !misconfigured {
+                    warn!(probe = %key.2, policy = %key.1, namespace = %key.0, %problem, "probe cannot run");
+                }
+                misconfigured = true;
+                ctx.metrics.count_probe_check(kind, "misconfigured", None);
+                continue;
+            }
+        };
+        misconfigured = false;
+        let result = if outcome.passed { "passed" } else { "failed" };
+        ctx.metrics
+            .count_probe_check(kind, result, Some(started.elapsed().as_secs_f64()));
+        let change = tracker.record(outcome, probe.failure_threshold, probe.success_threshold);
+        ctx.probes.set(&key, &tracker);
+        let report = ProbeReport {
+            key: key.clone(),
+            probe: probe.clone(),
+            change,
+            tracker: tracker.clone(),
+        };
+        if sender.send(report).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Checks on a policy's probes: unique names, rules that name a probe that
+//! exists, intervals and timeouts in bounds (a timeout no longer than the
+//! interval), a URL that parses, and a target the policy guards.
+
+use std::collections::HashSet;
+
+use super::Problems;
+use crate::crd::{
+    RemediationPolicySpec, Symptom,
+    bounds::{PROBE_EVERY, PROBE_TIMEOUT},
+};
+
+/// Adds the problems of `spec`'s probes.
+pub fn probes(spec: &RemediationPolicySpec, problems: &mut Problems) {
+    let mut names = HashSet::new();
+    for (p, probe) in spec.probes.iter().enumerate() {
+        let here = format!("spec.probes[{p}]");
+        if !names.insert(probe.name.as_str()) {
+            problems.add(
+                format!("{here}.name"),
+                format!("probe name {:?} is used twice", probe.name),
+            );
+        }
+        problems.duration(format!("{here}.every"), &probe.every, PROBE_EVERY);
+        problems.duration(format!("{here}.timeout"), &probe.timeout, PROBE_TIMEOUT);
+        if let (Ok(every), Ok(timeout)) = (probe.every.checked(), probe.timeout.checked())
+            && timeout > every
+        {
+            problems.add(
+                format!("{here}.timeout"),
+                "the timeout must not be longer than the interval (every)",
+            );
+        }
+        let kinds = [
+            probe.http.is_some(),
+            probe.redis.is_some(),
+            probe.postgres.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            problems.add(
+                here.clone(),
+                "a probe has exactly one of http, redis, postgres",
+            );
+        }
+        if let Some(http) = &probe.http {
+            let url = crate::signals::check::url_for(&http.url, "namespace", &probe.target.name);
+            match reqwest::Url::parse(&url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                Ok(url) => problems.add(
+                    format!("{here}.http.url"),
+                    format!("scheme {:?}: only http and https", url.scheme()),
+                ),
+                Err(error) => {
+                    problems.add(format!("{here}.http.url"), format!("not a URL: {error}"));
+                }
+            }
+        }
+        if let Some(redis) = &probe.redis
+            && redis.clear_below.is_some_and(|clear| clear > redis.above)
+        {
+            problems.add(
+                format!("{here}.redis.clearBelow"),
+                "clearBelow must not be above `above`",
+            );
+        }
+        let target = &probe.target;
+        let guarded = spec.targets.iter().any(|t| {
+            t.kind == target.kind
+                && t.names
+                    .as_ref()
+                    .is_none_or(|names| names.contains(&target.name))
+        });
+        if !guarded {
+            problems.add(
+                format!("{here}.target"),
+                format!("{target} is not among the policy's targets: its incidents could not act on it"),
+            );
+        }
+    }
+    for (r, rule) in spec.rules.iter().enumerate() {
+        if rule.when.symptom != Symptom::ProbeFailing {
+            continue;
+        }
+        match &rule.when.probe {
+            None => problems.add(
+                format!("spec.rules[{r}].when.probe"),
+                "the ProbeFailing symptom needs probe",
+            ),
+            Some(name) if !names.contains(name.as_str()) => problems.add(
+                format!("spec.rules[{r}].when.probe"),
+                format!("no probe named {name:?} in spec.probes"),
+            ),
+            Some(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::crd::RemediationPolicySpec;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        let spec: RemediationPolicySpec = serde_yaml::from_str(yaml).unwrap();
+        crate::validation::policy(&spec)
+            .into_iter()
+            .map(|p| format!("{}: {}", p.field, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn probes_must_be_named_once_bounded_runnable_and_guarded() {
+        let found = problems(
+            r#"
+targets: [{kind: Deployment, names: [webhook-worker]}]
+probes:
+- {name: queue, target: {kind: Deployment, name: webhook-worker}, every: 5s, timeout: 10s,
+   redis: {secretRef: {name: r}, list: q, above: 10, clearBelow: 20}}
+- {name: queue, target: {kind: Deployment, name: api}, http: {url: "ftp://{{ name }}/x"}}
+rules:
+- {name: backlog, when: {symptom: ProbeFailing, probe: queue}, severity: P1, type: IntegrationFailure,
+   actions: [{action: restart}]}
+- {name: down, when: {symptom: ProbeFailing, probe: nothing}, severity: P0, type: ServiceOutage,
+   actions: [{action: restart}]}
+"#,
+        );
+        for expected in [
+            "spec.probes[0].timeout: the timeout must not be longer than the interval (every)",
+            "spec.probes[0].redis.clearBelow: clearBelow must not be above `above`",
+            "spec.probes[1].name: probe name \"queue\" is used twice",
+            "spec.probes[1].http.url: scheme \"ftp\": only http and https",
+            "spec.probes[1].target: Deployment/api is not among the policy's targets: its incidents could not act on it",
+            "spec.rules[1].when.probe: no probe named \"nothing\" in spec.probes",
+        ] {
+            assert!(found.iter().any(|p| p == expected), "{expected:?} not in {found:#?}");
+        }
+        assert!(
+            problems(
+                r#"
+targets: [{kind: Deployment, names: [webhook-worker]}]
+probes:
+- {name: queue, target: {kind: Deployment, name: webhook-worker},
+   redis: {secretRef: {name: r}, list: webhook_queue, above: 1000, clearBelow: 100}}
+rules:
+- {name: backlog, when: {symptom: ProbeFailing, probe: queue}, severity: P1, type: IntegrationFailure,
+   actions: [{action: restart}]}
+"#
+            )
+            .is_empty()
+        );
+    }
+}
