@@ -25,7 +25,7 @@ prune_kept() {
     # A run still going has processes in its pids file.
     [ -s "$old/pids" ] && continue
     rm -rf "$old"
-  done
+  done || true
 }
 prune_kept
 
