@@ -73,7 +73,9 @@ pub fn probes(spec: &RemediationPolicySpec, problems: &mut Problems) {
         if !guarded {
             problems.add(
                 format!("{here}.target"),
-                format!("{target} is not among the policy's targets: its incidents could not act on it"),
+                format!(
+                    "{target} is not among the policy's targets: its incidents could not act on it"
+                ),
             );
         }
     }
@@ -131,7 +133,10 @@ rules:
             "spec.probes[1].target: Deployment/api is not among the policy's targets: its incidents could not act on it",
             "spec.rules[1].when.probe: no probe named \"nothing\" in spec.probes",
         ] {
-            assert!(found.iter().any(|p| p == expected), "{expected:?} not in {found:#?}");
+            assert!(
+                found.iter().any(|p| p == expected),
+                "{expected:?} not in {found:#?}"
+            );
         }
         assert!(
             problems(

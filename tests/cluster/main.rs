@@ -18,4 +18,5 @@ mod operations;
 mod plugin;
 mod policy;
 mod remediation;
+mod signals;
 mod validation;

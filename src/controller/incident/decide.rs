@@ -16,7 +16,7 @@ use super::{
     gate::{block, unblock},
     lifecycle,
     moves::Step,
-    observe::Observation,
+    observe::{Observation, ProbeHealth},
 };
 use crate::{
     crd::{Detection, Incident, IncidentStatus, Phase, PolicyRule, SourceKind, StepResult},
@@ -173,14 +173,23 @@ fn ladder_of(
 }
 
 /// Whether the target has recovered: the rollout is complete, and the
-/// rule's symptom is gone (without a rule: every replica ready).
+/// rule's symptom is gone (without a rule: every replica ready). A failing
+/// probe is gone when the probe passes again; while its state is unknown
+/// (the operator just started), when the detector has cleared the signal.
 pub fn health(
     workload: &Workload,
     pods: &[k8s_openapi::api::core::v1::Pod],
     rule: Option<&PolicyRule>,
+    probe: Option<(ProbeHealth, bool)>,
     now: Timestamp,
 ) -> Health {
     let recovered = match rule {
+        Some(rule) if rule.when.symptom == crate::crd::Symptom::ProbeFailing => match probe {
+            Some((ProbeHealth::Healthy, _)) => true,
+            Some((ProbeHealth::Failing, _)) => false,
+            Some((ProbeHealth::Unknown, cleared)) => cleared,
+            None => false,
+        },
         Some(rule) => {
             // The symptom as it is now: how long it must last before it
             // opens an incident does not delay seeing it still there.
@@ -215,7 +224,13 @@ fn remediate(decision: &mut Decision, incident: &Incident, ladder: &Ladder, seen
     }
     let approvals = &incident.spec.approvals;
     let approved = |name: &str| approvals.iter().any(|a| a.step == name);
-    let health = health(workload, &seen.pods, ladder.rule.as_ref(), now);
+    let cleared = incident
+        .status
+        .as_ref()
+        .and_then(|s| s.detection.as_ref())
+        .is_some_and(|d| d.cleared_at.is_some());
+    let probe = seen.probe.map(|p| (p, cleared));
+    let health = health(workload, &seen.pods, ladder.rule.as_ref(), probe, now);
     let step = Step {
         incident,
         ladder,
@@ -444,6 +459,7 @@ mod tests {
             target_holder: None,
             policy_steps: Vec::new(),
             evidence: Some(crate::crd::Evidence::default()),
+            probe: None,
         }
     }
 
@@ -1346,9 +1362,29 @@ mod tests {
             );
         }
         assert_eq!(
-            health(&short, &[], Some(&rule), at("2026-01-01T00:00:00Z")),
+            health(&short, &[], Some(&rule), None, at("2026-01-01T00:00:00Z")),
             Health::Unhealthy
         );
+    }
+
+    #[test]
+    fn a_probes_rule_is_verified_by_the_probe_not_the_pods() {
+        let rule: PolicyRule = serde_json::from_value(json!({"name": "db-down",
+            "when": {"symptom": "ProbeFailing", "probe": "db"},
+            "severity": "P0", "type": "ServiceOutage", "actions": []}))
+        .unwrap();
+        // Every pod ready and the rollout complete: that says nothing of the database.
+        let ready = api(true, json!({}));
+        let now = at("2026-01-01T00:00:00Z");
+        let check = |probe| health(&ready, &[], Some(&rule), probe, now);
+        assert_eq!(check(Some((ProbeHealth::Failing, true))), Health::Unhealthy);
+        assert_eq!(check(Some((ProbeHealth::Healthy, false))), Health::Healthy);
+        // Just started: the detector's clear decides.
+        assert_eq!(
+            check(Some((ProbeHealth::Unknown, false))),
+            Health::Unhealthy
+        );
+        assert_eq!(check(Some((ProbeHealth::Unknown, true))), Health::Healthy);
     }
 
     mod hostile {
@@ -1602,6 +1638,7 @@ mod tests {
                             target_holder: None,
                             policy_steps: Vec::new(),
                             evidence: Some(crate::crd::Evidence::default()),
+                            probe: None,
                         };
                         let first = decide(&incident, &observed);
                         // And the reconcile after it, from what it decided.

@@ -56,6 +56,18 @@ pub struct Observation {
     pub policy_steps: Vec<safety::AppliedStep>,
     /// Captured when the incident has none yet and is open.
     pub evidence: Option<Evidence>,
+    /// For a rule whose symptom is a failing probe: how that probe stands.
+    pub probe: Option<ProbeHealth>,
+}
+
+/// How a probe stands, for verification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeHealth {
+    Failing,
+    /// Passed its success threshold in a row.
+    Healthy,
+    /// Not running (yet), or not enough results since it started.
+    Unknown,
 }
 
 /// Reads what the next decision about `incident` needs.
@@ -143,6 +155,28 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
         ),
         _ => None,
     };
+    // A probe's rule is verified by the probe, not by pods.
+    let probe = ladder
+        .as_ref()
+        .and_then(|l| l.rule.as_ref())
+        .filter(|rule| rule.when.symptom == crate::crd::Symptom::ProbeFailing)
+        .and_then(|rule| rule.when.probe.clone())
+        .map(|probe| {
+            let key = (
+                namespace.clone(),
+                policy_name.clone().unwrap_or_default(),
+                probe.clone(),
+            );
+            let threshold = policy
+                .as_ref()
+                .and_then(|p| p.spec.probes.iter().find(|spec| spec.name == probe))
+                .map_or(1, |spec| spec.success_threshold);
+            match ctx.probes.get(&key) {
+                Some(tracker) if tracker.failing => ProbeHealth::Failing,
+                Some(tracker) if tracker.healthy(threshold) => ProbeHealth::Healthy,
+                _ => ProbeHealth::Unknown,
+            }
+        });
     Ok(Observation {
         now,
         policy,
@@ -154,6 +188,7 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
         target_holder,
         policy_steps,
         evidence,
+        probe,
     })
 }
 

@@ -1,0 +1,424 @@
+//! Probes against real servers: a Redis started by `cluster/signals/start.sh`
+//! whose `webhook_queue` backs up, a PostgreSQL (initdb + postgres as a
+//! non-root user) that stops answering, and a loopback HTTP service that can
+//! be made failing. Each opens the incident its rule names, the ladder
+//! acts, and the incident resolves once the probe is healthy again.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU16, Ordering},
+    },
+    time::Duration,
+};
+
+use healing_guard_operator::crd::{Incident, Phase};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret};
+use kube::{Api, Client, api::PostParams};
+use serde_json::{Value, json};
+
+use crate::{
+    remediation::policy_with,
+    support::{Operator, client, eventually, eventually_within, incident_where, namespace, repo},
+};
+
+/// One server from `cluster/signals/start.sh`, stopped on drop.
+struct SignalServer {
+    state: tempfile::TempDir,
+    env: HashMap<String, String>,
+}
+
+impl SignalServer {
+    fn start(kind: &str) -> SignalServer {
+        let state = tempfile::tempdir().unwrap();
+        let script = repo().join("cluster/signals/start.sh");
+        let output = std::process::Command::new(&script)
+            .arg(kind)
+            .arg(state.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{kind} did not start:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let env = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        SignalServer { state, env }
+    }
+
+    fn var(&self, name: &str) -> String {
+        self.env
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} not in {:?}", self.env))
+            .clone()
+    }
+
+    fn stop(&self, kind: &str) {
+        let status = std::process::Command::new(repo().join("cluster/signals/stop.sh"))
+            .arg(self.state.path())
+            .arg(kind)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{kind} did not stop");
+    }
+
+    fn restart(&self, kind: &str, port: &str) {
+        let output = std::process::Command::new(repo().join("cluster/signals/start.sh"))
+            .arg(kind)
+            .arg(self.state.path())
+            .args(["--port", port])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{kind} did not start again:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for SignalServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(repo().join("cluster/signals/stop.sh"))
+            .arg(self.state.path())
+            .status();
+    }
+}
+
+async fn secret(client: &Client, ns: &str, name: &str, data: Value) {
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data})).unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
+/// A Deployment of `replicas`, available.
+async fn deployment(client: &Client, ns: &str, name: &str, replicas: i32) -> Api<Deployment> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"containers": [{"name": "app", "image": "registry.local/app:1"}]}}}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let name = name.to_owned();
+    eventually("the deployment available", || {
+        let api = api.clone();
+        let name = name.clone();
+        async move {
+            api.get(&name)
+                .await
+                .ok()?
+                .status?
+                .available_replicas
+                .filter(|n| *n == replicas)
+        }
+    })
+    .await;
+    api
+}
+
+fn phase(incident: &Incident) -> Option<Phase> {
+    incident.status.as_ref().and_then(|s| s.phase)
+}
+
+/// The runbook's "Webhook Processing Failures": the queue backs up, the
+/// worker is scaled to 5, the queue drains, the incident resolves; the
+/// queue hovering between clearBelow and the threshold does not clear it.
+#[tokio::test]
+async fn a_backed_up_webhook_queue_scales_the_worker_and_resolves_once_it_drains() {
+    let redis_server = SignalServer::start("redis");
+    let client = client().await;
+    let ns = namespace(&client, "sig-redis").await;
+    let _operator = Operator::start(&ns).await;
+    secret(
+        &client,
+        &ns,
+        "redis",
+        json!({"url": redis_server.var("HGO_REDIS_URL")}),
+    )
+    .await;
+    let deployments = deployment(&client, &ns, "webhook-worker", 2).await;
+    policy_with(
+        &client,
+        &ns,
+        json!({
+            "mode": "Auto",
+            "targets": [{"kind": "Deployment", "names": ["webhook-worker"]}],
+            "probes": [{"name": "queue", "target": {"kind": "Deployment", "name": "webhook-worker"},
+                        "every": "1s", "timeout": "1s", "failureThreshold": 2, "successThreshold": 2,
+                        "redis": {"secretRef": {"name": "redis"}, "list": "webhook_queue",
+                                  "above": 100, "clearBelow": 10}}],
+            "rules": [{"name": "backlog", "when": {"symptom": "ProbeFailing", "probe": "queue"},
+                       "severity": "P1", "type": "IntegrationFailure",
+                       "actions": [{"action": "scale", "scale": {"replicas": 5, "maxReplicas": 8}}],
+                       "verify": {"timeout": "1m", "holdDown": "2s"}}],
+            "detection": {"holdDown": "3s"}
+        }),
+    )
+    .await;
+    let redis = ::redis::Client::open(redis_server.var("HGO_REDIS_URL")).unwrap();
+    let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
+    let entries: Vec<String> = (0..250).map(|n| format!("delivery-{n}")).collect();
+    ::redis::cmd("RPUSH")
+        .arg("webhook_queue")
+        .arg(&entries)
+        .query_async::<i64>(&mut connection)
+        .await
+        .unwrap();
+
+    let name = "webhook-worker-probe-queue";
+    let opened = incident_where(&client, &ns, name, "the backlog incident", |_| true).await;
+    assert_eq!(opened.spec.rule.as_deref(), Some("backlog"));
+    let description = opened.spec.description.unwrap_or_default();
+    assert!(
+        description.contains("webhook_queue has 250 entries (above 100)"),
+        "{description}"
+    );
+    eventually("the worker scaled to 5", || {
+        let deployments = deployments.clone();
+        async move {
+            let replicas = deployments
+                .get("webhook-worker")
+                .await
+                .ok()?
+                .spec?
+                .replicas?;
+            (replicas == 5).then_some(())
+        }
+    })
+    .await;
+
+    // Drained to 50: below the threshold, above clearBelow: still failing.
+    ::redis::cmd("LTRIM")
+        .arg("webhook_queue")
+        .arg(0)
+        .arg(49)
+        .query_async::<()>(&mut connection)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    let hovering = incidents.get(name).await.unwrap();
+    assert!(
+        hovering
+            .status
+            .as_ref()
+            .and_then(|s| s.detection.as_ref())
+            .is_some_and(|d| d.cleared_at.is_none()),
+        "50 entries is not drained (clearBelow 10): {:?}",
+        hovering.status.and_then(|s| s.detection)
+    );
+
+    ::redis::cmd("DEL")
+        .arg("webhook_queue")
+        .query_async::<i64>(&mut connection)
+        .await
+        .unwrap();
+    let resolved = eventually_within("the incident resolved", Duration::from_secs(90), || {
+        let incidents = incidents.clone();
+        async move {
+            let incident = incidents.get(name).await.ok()?;
+            (phase(&incident) == Some(Phase::Resolved)).then_some(incident)
+        }
+    })
+    .await;
+    let steps = resolved.status.unwrap().steps;
+    assert_eq!(steps.len(), 1, "{steps:?}");
+    assert_eq!(
+        steps[0].changes,
+        ["Deployment/webhook-worker replicas 2 -> 5"]
+    );
+}
+
+/// The runbook's "Database Connection Issues": PostgreSQL stops answering,
+/// an incident opens and its postgres pods are restarted; it resolves once
+/// the database answers again.
+#[tokio::test]
+async fn postgres_not_answering_opens_an_incident_that_resolves_when_it_answers() {
+    let postgres = SignalServer::start("postgres");
+    let client = client().await;
+    let ns = namespace(&client, "sig-pg").await;
+    let _operator = Operator::start(&ns).await;
+    secret(
+        &client,
+        &ns,
+        "postgres",
+        json!({"url": postgres.var("HGO_POSTGRES_URL")}),
+    )
+    .await;
+    let sts: k8s_openapi::api::apps::v1::StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "postgres"},
+        "spec": {"replicas": 1, "serviceName": "postgres", "selector": {"matchLabels": {"app": "postgres"}},
+                 "template": {"metadata": {"labels": {"app": "postgres"}},
+                              "spec": {"containers": [{"name": "postgres", "image": "postgres:16"}]}}}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &sts)
+        .await
+        .unwrap();
+    policy_with(
+        &client,
+        &ns,
+        json!({
+            "mode": "Auto",
+            "targets": [{"kind": "StatefulSet", "names": ["postgres"]}],
+            "probes": [{"name": "db", "target": {"kind": "StatefulSet", "name": "postgres"},
+                        "every": "1s", "timeout": "1s", "failureThreshold": 2, "successThreshold": 2,
+                        "postgres": {"secretRef": {"name": "postgres"}}}],
+            "rules": [{"name": "db-down", "when": {"symptom": "ProbeFailing", "probe": "db"},
+                       "severity": "P0", "type": "ServiceOutage",
+                       "actions": [{"action": "restart", "restart": {"method": "DeletePods"}}],
+                       "verify": {"timeout": "1m", "holdDown": "2s"}}],
+            "detection": {"holdDown": "3s"}
+        }),
+    )
+    .await;
+    // Healthy: nothing opens.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    assert!(
+        incidents
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    let port = postgres.var("HGO_POSTGRES_PORT");
+    postgres.stop("postgres");
+    let name = "postgres-sts-probe-db";
+    let opened = incident_where(&client, &ns, name, "the database incident", |i| {
+        i.status.as_ref().is_some_and(|s| !s.steps.is_empty())
+    })
+    .await;
+    assert!(
+        opened
+            .spec
+            .description
+            .as_deref()
+            .is_some_and(|d| d.contains("probe db failing: PostgreSQL")),
+        "{:?}",
+        opened.spec.description
+    );
+    postgres.restart("postgres", &port);
+    let resolved = eventually_within("the incident resolved", Duration::from_secs(90), || {
+        let incidents = incidents.clone();
+        async move {
+            let incident = incidents.get(name).await.ok()?;
+            (phase(&incident) == Some(Phase::Resolved)).then_some(incident)
+        }
+    })
+    .await;
+    let status = resolved.status.unwrap();
+    assert!(status.detection.unwrap().cleared_at.is_some());
+    assert_eq!(status.steps.len(), 1, "{:?}", status.steps);
+    assert_eq!(
+        (status.steps[0].action, status.steps[0].result),
+        (
+            healing_guard_operator::crd::ActionKind::Restart,
+            healing_guard_operator::crd::StepResult::Succeeded
+        ),
+        "the pods were restarted, and the step held once the database answered"
+    );
+}
+
+/// The runbook's `curl -f .../health`: a service answering 503 (or too
+/// slowly) is failing; answering 200 in time again, it resolves.
+#[tokio::test]
+async fn a_failing_health_endpoint_opens_an_incident_that_resolves_when_it_answers() {
+    // 0: healthy; 1: 503; 2: slow.
+    let mode = Arc::new(AtomicU16::new(0));
+    let served = mode.clone();
+    let app = axum::Router::new().route(
+        "/health",
+        axum::routing::get(move || {
+            let mode = served.clone();
+            async move {
+                match mode.load(Ordering::SeqCst) {
+                    1 => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down"),
+                    2 => {
+                        tokio::time::sleep(Duration::from_millis(600)).await;
+                        (axum::http::StatusCode::OK, "slow")
+                    }
+                    _ => (axum::http::StatusCode::OK, "ok"),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let client = client().await;
+    let ns = namespace(&client, "sig-http").await;
+    let _operator = Operator::start(&ns).await;
+    deployment(&client, &ns, "api", 2).await;
+    policy_with(
+        &client,
+        &ns,
+        json!({
+            "mode": "DryRun",
+            "targets": [{"kind": "Deployment", "names": ["api"]}],
+            "probes": [{"name": "health", "target": {"kind": "Deployment", "name": "api"},
+                        "every": "1s", "timeout": "1s", "failureThreshold": 2, "successThreshold": 2,
+                        "http": {"url": format!("http://{address}/health?for={{{{ name }}}}"),
+                                 "slowerThan": "300ms"}}],
+            "rules": [{"name": "api-down", "when": {"symptom": "ProbeFailing", "probe": "health"},
+                       "severity": "P0", "type": "ServiceOutage",
+                       "actions": [{"action": "restart"}],
+                       "verify": {"timeout": "1m", "holdDown": "2s"}}],
+            "detection": {"holdDown": "3s"}
+        }),
+    )
+    .await;
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    let name = "api-probe-health";
+    for (round, failure, expected) in [(1, 1, "answered 503"), (2, 2, "slower than")] {
+        mode.store(failure, Ordering::SeqCst);
+        let opened = eventually("the health incident open", || {
+            let incidents = incidents.clone();
+            async move {
+                let incident = incidents.get(name).await.ok()?;
+                let open = incident
+                    .status
+                    .as_ref()?
+                    .detection
+                    .as_ref()?
+                    .cleared_at
+                    .is_none()
+                    && phase(&incident).is_some_and(|p| !p.is_closed());
+                open.then_some(incident)
+            }
+        })
+        .await;
+        let message = opened
+            .status
+            .and_then(|s| s.detection)
+            .and_then(|d| d.message)
+            .unwrap_or_default();
+        assert!(message.contains(expected), "round {round}: {message}");
+        mode.store(0, Ordering::SeqCst);
+        eventually_within("the incident resolved", Duration::from_secs(90), || {
+            let incidents = incidents.clone();
+            async move {
+                let incident = incidents.get(name).await.ok()?;
+                (phase(&incident) == Some(Phase::Resolved)).then_some(())
+            }
+        })
+        .await;
+    }
+}
