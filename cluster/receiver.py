@@ -13,6 +13,9 @@ per accepted message to a log that the demo shows.
   POST  /statuspage/v1/pages/<page>/incidents          Statuspage: create
   PATCH /statuspage/v1/pages/<page>/incidents/<id>     Statuspage: update
   GET   /statuspage/v1/pages/<page>/incidents/unresolved and .../<id>
+  GET   /health, /api/v1/status   the healing-guard API's own endpoints, for
+                                  the demo's HTTP probes (the API's Service
+                                  is not reachable from outside the cluster)
 """
 import json
 import sys
@@ -162,6 +165,11 @@ class Handler(BaseHTTPRequestHandler):
         return self.answer(404, {"error": "not found"})
 
     def do_GET(self):
+        path = self.path.split("?")[0]
+        if path == "/health":
+            return self.answer(200, {"status": "healthy"})
+        if path == "/api/v1/status":
+            return self.answer(200, {"status": "operational", "components": {"database": "ok", "redis": "ok"}})
         parts = self.path.strip("/").split("/")
         if parts[0] != "statuspage" or not (self.headers.get("Authorization") or "").startswith("OAuth "):
             return self.answer(404, {"error": "not found"})

@@ -76,7 +76,7 @@ pub struct HttpProbe {
     /// Status codes that pass; empty means any 2xx.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10), inner(range(min = 100, max = 599)))]
-    pub expect_status: Vec<u16>,
+    pub expect_status: Vec<i32>,
     /// An answer slower than this fails, though its status passes (the
     /// runbook times `/api/v1/status`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -152,7 +152,7 @@ async fn check_http(
     let expected = if http.expect_status.is_empty() {
         status.is_success()
     } else {
-        http.expect_status.contains(&status.as_u16())
+        http.expect_status.contains(&i32::from(status.as_u16()))
     };
     let shown = format!("{} in {seconds:.3}s", status.as_u16());
     if !expected {

@@ -82,6 +82,13 @@ async fn the_examples_are_valid() {
                     Some(&manifest),
                 );
                 assert!(accepted, "{} was rejected: {stderr}", path.display());
+                // And nothing the controller would report either.
+                if value.get("kind").and_then(|k| k.as_str()) == Some("RemediationPolicy") {
+                    let policy: healing_guard_operator::crd::RemediationPolicy =
+                        serde_yaml::from_value(value.clone()).unwrap();
+                    let problems = healing_guard_operator::validation::policy(&policy.spec);
+                    assert!(problems.is_empty(), "{}: {problems:?}", path.display());
+                }
             }
         }
     }
