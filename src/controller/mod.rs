@@ -140,6 +140,8 @@ pub async fn run(
             .watches_shared_stream(watches.incidents.touched(), siblings(&watches))
             // A policy edited mid-incident (kept in Git) re-plans its incidents.
             .watches_shared_stream(watches.policies.applied(), incidents_under(&watches))
+            // A probe passing or failing moves the verification of steps waiting on it.
+            .reconcile_on(incidents_of_probes(&ctx))
             .with_config(config.clone())
             .graceful_shutdown_on(shutdown.clone().cancelled_owned())
             .run(incident::reconcile, incident::error_policy, ctx.clone())
@@ -236,6 +238,32 @@ pub async fn run(
     );
     drive_watches.abort();
     info!("controllers stopped");
+}
+
+/// The open incidents of a probe's policy, each time the probe's standing
+/// changes: their verification may wait on it.
+fn incidents_of_probes(
+    ctx: &Context,
+) -> impl futures::Stream<Item = ObjectRef<Incident>> + Send + 'static {
+    let store = ctx.watches.incidents.store();
+    let changes = ctx.probes.changes();
+    futures::stream::unfold(changes, |mut changes| async move {
+        loop {
+            match changes.recv().await {
+                Ok(key) => return Some((key, changes)),
+                // Missed some: the next change still arrives.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .flat_map(move |(namespace, policy, _)| {
+        let refs = open_incidents(&store, |incident| {
+            incident.namespace().as_deref() == Some(namespace.as_str())
+                && incident.policy_name() == Some(&policy)
+        });
+        futures::stream::iter(refs)
+    })
 }
 
 /// Maps a channel to the escalation policies of its namespace.

@@ -335,6 +335,14 @@ pub struct Verify {
     #[serde(default = "default_hold_down")]
     #[x_kube(validation = super::bounds::hold_down())]
     pub hold_down: Duration,
+    /// Probes (by name, in the policy's `probes`) that must pass too: a
+    /// rollout that completes is not recovery while `/health` still fails.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 5),
+        inner(length(min = 1, max = 40), pattern(super::bounds::DNS_LABEL))
+    )]
+    pub probes: Vec<String>,
 }
 
 impl Default for Verify {
@@ -342,6 +350,7 @@ impl Default for Verify {
         Verify {
             timeout: default_verify_timeout(),
             hold_down: default_hold_down(),
+            probes: Vec::new(),
         }
     }
 }

@@ -35,21 +35,47 @@ pub struct ProbeReport {
     pub tracker: Tracker,
 }
 
-/// Every running probe's latest state.
-#[derive(Default)]
+/// Every running probe's latest state, and word of each probe whose
+/// standing changed (failing, healthy, neither) for those who wait on it.
 pub struct ProbeStates {
     states: RwLock<HashMap<ProbeKey, Tracker>>,
+    changed: tokio::sync::broadcast::Sender<ProbeKey>,
+}
+
+impl Default for ProbeStates {
+    fn default() -> Self {
+        ProbeStates {
+            states: RwLock::default(),
+            changed: tokio::sync::broadcast::channel(256).0,
+        }
+    }
+}
+
+/// How a probe stands, as a verification reads it.
+fn standing(tracker: &Tracker, successes: i32) -> (bool, bool) {
+    (tracker.failing, tracker.healthy(successes))
 }
 
 impl ProbeStates {
+    /// Probes whose standing changed, from now on.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<ProbeKey> {
+        self.changed.subscribe()
+    }
+
     /// The probe's state, if it runs.
     pub fn get(&self, key: &ProbeKey) -> Option<Tracker> {
         self.states.read().ok()?.get(key).cloned()
     }
 
-    fn set(&self, key: &ProbeKey, tracker: &Tracker) {
-        if let Ok(mut states) = self.states.write() {
-            states.insert(key.clone(), tracker.clone());
+    fn set(&self, key: &ProbeKey, tracker: &Tracker, successes: i32) {
+        let before = match self.states.write() {
+            Ok(mut states) => states.insert(key.clone(), tracker.clone()),
+            Err(_) => return,
+        };
+        let moved = before.is_none_or(|b| standing(&b, successes) != standing(tracker, successes));
+        if moved {
+            // Nobody listening is fine: then nobody waits.
+            let _ = self.changed.send(key.clone());
         }
     }
 
@@ -174,7 +200,7 @@ async fn run(
         ctx.metrics
             .count_probe_check(kind, result, Some(started.elapsed().as_secs_f64()));
         let change = tracker.record(outcome, probe.failure_threshold, probe.success_threshold);
-        ctx.probes.set(&key, &tracker);
+        ctx.probes.set(&key, &tracker, probe.success_threshold);
         let report = ProbeReport {
             key: key.clone(),
             probe: probe.clone(),

@@ -80,6 +80,14 @@ pub fn probes(spec: &RemediationPolicySpec, problems: &mut Problems) {
         }
     }
     for (r, rule) in spec.rules.iter().enumerate() {
+        for (v, name) in rule.verify.probes.iter().enumerate() {
+            if !names.contains(name.as_str()) {
+                problems.add(
+                    format!("spec.rules[{r}].verify.probes[{v}]"),
+                    format!("no probe named {name:?} in spec.probes"),
+                );
+            }
+        }
         if rule.when.symptom != Symptom::ProbeFailing {
             continue;
         }

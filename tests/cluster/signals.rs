@@ -422,3 +422,68 @@ async fn a_failing_health_endpoint_opens_an_incident_that_resolves_when_it_answe
         .await;
     }
 }
+
+/// A rollback whose rollout completes is not recovery while the probe the
+/// rule's verification names still fails: the step stays Verifying, and
+/// succeeds once `/health` answers.
+#[tokio::test]
+async fn a_step_is_verified_by_the_probes_its_rule_names_as_well() {
+    use healing_guard_operator::crd::StepResult;
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let served = healthy.clone();
+    let app = axum::Router::new().route(
+        "/health",
+        axum::routing::get(move || {
+            let healthy = served.load(Ordering::SeqCst);
+            async move {
+                if healthy {
+                    axum::http::StatusCode::OK
+                } else {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut spec = crate::remediation::crash_policy("Auto", json!([{"action": "rollback"}]), "2m");
+    spec["probes"] = json!([{"name": "health", "target": {"kind": "Deployment", "name": "api"},
+        "every": "1s", "timeout": "1s", "failureThreshold": 1, "successThreshold": 2,
+        "http": {"url": format!("http://{address}/health")}}]);
+    spec["rules"][0]["verify"]["probes"] = json!(["health"]);
+    let (client, ns, _operator) = crate::remediation::setup_spec("sig-verify", spec).await;
+    crate::remediation::bad_release(&client, &ns).await;
+    let verifying = incident_where(&client, &ns, "api-crashloop", "the rollback applied", |i| {
+        i.status
+            .as_ref()
+            .and_then(|s| s.steps.last())
+            .is_some_and(|s| s.result == StepResult::Verifying)
+    })
+    .await;
+    assert_eq!(verifying.status.unwrap().steps.len(), 1);
+    // The rollout completes, the pods are ready; /health still fails.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    let still = incidents.get("api-crashloop").await.unwrap();
+    let step = still.status.unwrap().steps[0].clone();
+    assert_eq!(step.result, StepResult::Verifying, "{step:?}");
+    assert!(step.healthy_since.is_none(), "{step:?}");
+
+    healthy.store(true, Ordering::SeqCst);
+    let done = incident_where(
+        &client,
+        &ns,
+        "api-crashloop",
+        "the rollback verified",
+        |i| {
+            i.status
+                .as_ref()
+                .and_then(|s| s.steps.last())
+                .is_some_and(|s| s.result == StepResult::Succeeded)
+        },
+    )
+    .await;
+    assert_eq!(done.status.unwrap().steps.len(), 1);
+}

@@ -176,11 +176,13 @@ fn ladder_of(
 /// rule's symptom is gone (without a rule: every replica ready). A failing
 /// probe is gone when the probe passes again; while its state is unknown
 /// (the operator just started), when the detector has cleared the signal.
+/// Probes the verification names must pass as well (unknown is not yet).
 pub fn health(
     workload: &Workload,
     pods: &[k8s_openapi::api::core::v1::Pod],
     rule: Option<&PolicyRule>,
     probe: Option<(ProbeHealth, bool)>,
+    verify_probes: &[ProbeHealth],
     now: Timestamp,
 ) -> Health {
     let recovered = match rule {
@@ -201,7 +203,8 @@ pub fn health(
         }
         None => workload.all_ready(),
     };
-    if workload.rollout_complete() && recovered {
+    let probes_pass = verify_probes.iter().all(|p| *p == ProbeHealth::Healthy);
+    if workload.rollout_complete() && recovered && probes_pass {
         Health::Healthy
     } else {
         Health::Unhealthy
@@ -230,7 +233,14 @@ fn remediate(decision: &mut Decision, incident: &Incident, ladder: &Ladder, seen
         .and_then(|s| s.detection.as_ref())
         .is_some_and(|d| d.cleared_at.is_some());
     let probe = seen.probe.map(|p| (p, cleared));
-    let health = health(workload, &seen.pods, ladder.rule.as_ref(), probe, now);
+    let health = health(
+        workload,
+        &seen.pods,
+        ladder.rule.as_ref(),
+        probe,
+        &seen.verify_probes,
+        now,
+    );
     let step = Step {
         incident,
         ladder,
@@ -460,6 +470,7 @@ mod tests {
             policy_steps: Vec::new(),
             evidence: Some(crate::crd::Evidence::default()),
             probe: None,
+            verify_probes: Vec::new(),
         }
     }
 
@@ -1362,7 +1373,14 @@ mod tests {
             );
         }
         assert_eq!(
-            health(&short, &[], Some(&rule), None, at("2026-01-01T00:00:00Z")),
+            health(
+                &short,
+                &[],
+                Some(&rule),
+                None,
+                &[],
+                at("2026-01-01T00:00:00Z")
+            ),
             Health::Unhealthy
         );
     }
@@ -1376,7 +1394,7 @@ mod tests {
         // Every pod ready and the rollout complete: that says nothing of the database.
         let ready = api(true, json!({}));
         let now = at("2026-01-01T00:00:00Z");
-        let check = |probe| health(&ready, &[], Some(&rule), probe, now);
+        let check = |probe| health(&ready, &[], Some(&rule), probe, &[], now);
         assert_eq!(check(Some((ProbeHealth::Failing, true))), Health::Unhealthy);
         assert_eq!(check(Some((ProbeHealth::Healthy, false))), Health::Healthy);
         // Just started: the detector's clear decides.
@@ -1385,6 +1403,15 @@ mod tests {
             Health::Unhealthy
         );
         assert_eq!(check(Some((ProbeHealth::Unknown, true))), Health::Healthy);
+        // A pod rule that also waits for a probe: ready pods are not enough.
+        let crash: PolicyRule = serde_json::from_value(json!({"name": "crash",
+            "when": {"symptom": "CrashLoopBackOff"}, "severity": "P0", "type": "ServiceOutage",
+            "actions": [], "verify": {"probes": ["health"]}}))
+        .unwrap();
+        let with = |probes: &[ProbeHealth]| health(&ready, &[], Some(&crash), None, probes, now);
+        assert_eq!(with(&[ProbeHealth::Healthy]), Health::Healthy);
+        assert_eq!(with(&[ProbeHealth::Unknown]), Health::Unhealthy);
+        assert_eq!(with(&[ProbeHealth::Failing]), Health::Unhealthy);
     }
 
     mod hostile {
@@ -1639,6 +1666,7 @@ mod tests {
                             policy_steps: Vec::new(),
                             evidence: Some(crate::crd::Evidence::default()),
                             probe: None,
+                            verify_probes: Vec::new(),
                         };
                         let first = decide(&incident, &observed);
                         // And the reconcile after it, from what it decided.

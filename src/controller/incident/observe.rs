@@ -58,6 +58,8 @@ pub struct Observation {
     pub evidence: Option<Evidence>,
     /// For a rule whose symptom is a failing probe: how that probe stands.
     pub probe: Option<ProbeHealth>,
+    /// How the probes the rule's verification also waits for stand.
+    pub verify_probes: Vec<ProbeHealth>,
 }
 
 /// How a probe stands, for verification.
@@ -155,28 +157,32 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
         ),
         _ => None,
     };
-    // A probe's rule is verified by the probe, not by pods.
-    let probe = ladder
-        .as_ref()
-        .and_then(|l| l.rule.as_ref())
+    // A probe's rule is verified by the probe, not by pods; and a rule may
+    // name probes its verification waits for as well.
+    let probe_health = |probe: &str| {
+        let key = (
+            namespace.clone(),
+            policy_name.clone().unwrap_or_default(),
+            probe.to_owned(),
+        );
+        let threshold = policy
+            .as_ref()
+            .and_then(|p| p.spec.probes.iter().find(|spec| spec.name == probe))
+            .map_or(1, |spec| spec.success_threshold);
+        match ctx.probes.get(&key) {
+            Some(tracker) if tracker.failing => ProbeHealth::Failing,
+            Some(tracker) if tracker.healthy(threshold) => ProbeHealth::Healthy,
+            _ => ProbeHealth::Unknown,
+        }
+    };
+    let rule = ladder.as_ref().and_then(|l| l.rule.as_ref());
+    let probe = rule
         .filter(|rule| rule.when.symptom == crate::crd::Symptom::ProbeFailing)
-        .and_then(|rule| rule.when.probe.clone())
-        .map(|probe| {
-            let key = (
-                namespace.clone(),
-                policy_name.clone().unwrap_or_default(),
-                probe.clone(),
-            );
-            let threshold = policy
-                .as_ref()
-                .and_then(|p| p.spec.probes.iter().find(|spec| spec.name == probe))
-                .map_or(1, |spec| spec.success_threshold);
-            match ctx.probes.get(&key) {
-                Some(tracker) if tracker.failing => ProbeHealth::Failing,
-                Some(tracker) if tracker.healthy(threshold) => ProbeHealth::Healthy,
-                _ => ProbeHealth::Unknown,
-            }
-        });
+        .and_then(|rule| rule.when.probe.as_deref())
+        .map(probe_health);
+    let verify_probes = rule
+        .map(|rule| rule.verify.probes.iter().map(|p| probe_health(p)).collect())
+        .unwrap_or_default();
     Ok(Observation {
         now,
         policy,
@@ -189,6 +195,7 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
         policy_steps,
         evidence,
         probe,
+        verify_probes,
     })
 }
 
