@@ -138,6 +138,8 @@ pub async fn run(
             // One incident's step on a target moves the others on it (one actor
             // per target, an approval gate that holds for all).
             .watches_shared_stream(watches.incidents.touched(), siblings(&watches))
+            // An incident on a dependency opening or closing holds or frees its dependents.
+            .watches_shared_stream(watches.incidents.touched(), dependents(&watches))
             // A policy edited mid-incident (kept in Git) re-plans its incidents.
             .watches_shared_stream(watches.policies.applied(), incidents_under(&watches))
             // A probe passing or failing moves the verification of steps waiting on it.
@@ -238,6 +240,33 @@ pub async fn run(
     );
     drive_watches.abort();
     info!("controllers stopped");
+}
+
+/// Maps an incident to the open incidents whose policy depends on its target.
+fn dependents(
+    watches: &Watches,
+) -> impl Fn(Arc<Incident>) -> Vec<ObjectRef<Incident>> + Send + Sync + 'static {
+    let incidents = watches.incidents.store();
+    let policies = watches.policies.store();
+    move |changed| {
+        let namespace = changed.namespace();
+        let depending: Vec<String> = policies
+            .state_filter(|p| {
+                p.namespace() == namespace && p.spec.depends_on.contains(&changed.spec.target)
+            })
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        if depending.is_empty() {
+            return Vec::new();
+        }
+        open_incidents(&incidents, |incident| {
+            incident.namespace() == namespace
+                && incident
+                    .policy_name()
+                    .is_some_and(|p| depending.contains(p))
+        })
+    }
 }
 
 /// The open incidents of a probe's policy, each time the probe's standing

@@ -69,6 +69,15 @@ pub struct RemediationPolicySpec {
     /// Who is told about its incidents, and who is paged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub communication: Option<super::channel::Communication>,
+    /// Workloads (same namespace) the targets depend on, as the runbook's
+    /// API and workers depend on PostgreSQL and Redis. While one of them has
+    /// an open incident, this policy's incidents take no action (their
+    /// `RemediationBlocked` condition names that incident): restarting the
+    /// API in a loop cannot fix a database that is down. They resume when it
+    /// is resolved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub depends_on: Vec<super::common::WorkloadRef>,
     /// Checks the operator runs against services (HTTP, Redis, PostgreSQL);
     /// a rule with `symptom: ProbeFailing` opens incidents from them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

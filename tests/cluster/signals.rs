@@ -487,3 +487,123 @@ async fn a_step_is_verified_by_the_probes_its_rule_names_as_well() {
     .await;
     assert_eq!(done.status.unwrap().steps.len(), 1);
 }
+
+/// The runbook's stack has an order: the API depends on PostgreSQL. While
+/// the database's incident is open, the API's incident takes no action and
+/// says why (no restart loop against a database that is down); once the
+/// database answers and its incident resolves, the API's ladder runs.
+#[tokio::test]
+async fn actions_wait_while_a_dependency_is_down_and_resume_when_it_recovers() {
+    use healing_guard_operator::crd::{RemediationPolicy, StepResult};
+    let postgres = SignalServer::start("postgres");
+    let client = client().await;
+    let ns = namespace(&client, "sig-deps").await;
+    let _operator = Operator::start(&ns).await;
+    secret(
+        &client,
+        &ns,
+        "postgres",
+        json!({"url": postgres.var("HGO_POSTGRES_URL")}),
+    )
+    .await;
+    let sts: k8s_openapi::api::apps::v1::StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "postgres"},
+        "spec": {"replicas": 1, "serviceName": "postgres", "selector": {"matchLabels": {"app": "postgres"}},
+                 "template": {"metadata": {"labels": {"app": "postgres"}},
+                              "spec": {"containers": [{"name": "postgres", "image": "postgres:16"}]}}}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &sts)
+        .await
+        .unwrap();
+    let policies: Api<RemediationPolicy> = Api::namespaced(client.clone(), &ns);
+    let database: RemediationPolicy = serde_json::from_value(json!({
+        "apiVersion": "healing-guard.io/v1alpha1", "kind": "RemediationPolicy",
+        "metadata": {"name": "database"},
+        "spec": {"mode": "DryRun",
+                 "targets": [{"kind": "StatefulSet", "names": ["postgres"]}],
+                 "probes": [{"name": "db", "target": {"kind": "StatefulSet", "name": "postgres"},
+                             "every": "1s", "timeout": "1s", "failureThreshold": 2, "successThreshold": 2,
+                             "postgres": {"secretRef": {"name": "postgres"}}}],
+                 "rules": [{"name": "db-down", "when": {"symptom": "ProbeFailing", "probe": "db"},
+                            "severity": "P0", "type": "ServiceOutage", "actions": [{"action": "restart"}],
+                            "verify": {"timeout": "1m", "holdDown": "2s"}}],
+                 "detection": {"holdDown": "2s"}}
+    }))
+    .unwrap();
+    policies
+        .create(&PostParams::default(), &database)
+        .await
+        .unwrap();
+    let mut api_spec =
+        crate::remediation::crash_policy("Auto", json!([{"action": "rollback"}]), "2m");
+    api_spec["dependsOn"] = json!([{"kind": "StatefulSet", "name": "postgres"}]);
+    let api_policy: RemediationPolicy = serde_json::from_value(json!({
+        "apiVersion": "healing-guard.io/v1alpha1", "kind": "RemediationPolicy",
+        "metadata": {"name": "api"}, "spec": api_spec
+    }))
+    .unwrap();
+    policies
+        .create(&PostParams::default(), &api_policy)
+        .await
+        .unwrap();
+
+    let port = postgres.var("HGO_POSTGRES_PORT");
+    postgres.stop("postgres");
+    incident_where(
+        &client,
+        &ns,
+        "postgres-sts-probe-db",
+        "the database incident",
+        |_| true,
+    )
+    .await;
+    // Meanwhile the API crash-loops.
+    crate::remediation::bad_release(&client, &ns).await;
+    let held = incident_where(
+        &client,
+        &ns,
+        "api-crashloop",
+        "the API's actions held",
+        |i| {
+            i.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "RemediationBlocked" && c.reason == "DependencyDown")
+            })
+        },
+    )
+    .await;
+    let status = held.status.unwrap();
+    assert!(status.steps.is_empty(), "{:?}", status.steps);
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.reason == "DependencyDown")
+        .unwrap();
+    assert!(
+        condition.message.contains("StatefulSet/postgres")
+            && condition.message.contains("postgres-sts-probe-db"),
+        "{}",
+        condition.message
+    );
+
+    postgres.restart("postgres", &port);
+    let resumed = incident_where(&client, &ns, "api-crashloop", "the API's rollback", |i| {
+        i.status
+            .as_ref()
+            .and_then(|s| s.steps.first())
+            .is_some_and(|s| s.result == StepResult::Succeeded)
+    })
+    .await;
+    let database_incident = Api::<Incident>::namespaced(client.clone(), &ns)
+        .get("postgres-sts-probe-db")
+        .await
+        .unwrap();
+    assert_eq!(phase(&database_incident), Some(Phase::Resolved));
+    assert_eq!(
+        resumed.status.unwrap().steps[0].action,
+        healing_guard_operator::crd::ActionKind::Rollback
+    );
+}

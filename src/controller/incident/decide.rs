@@ -221,6 +221,22 @@ fn remediate(decision: &mut Decision, incident: &Incident, ladder: &Ladder, seen
         block(decision, incident, "TargetNotFound", message, now);
         return;
     };
+    // A dependency that is down holds every new move; a step already
+    // verifying still concludes.
+    let verifying = decision
+        .status
+        .steps
+        .last()
+        .is_some_and(|r| r.result == StepResult::Verifying);
+    if let Some((dependency, target)) = &seen.dependency_down
+        && !verifying
+    {
+        let message = format!(
+            "{target}, which this depends on, has an open incident ({dependency}); no action until it is resolved"
+        );
+        block(decision, incident, "DependencyDown", message, now);
+        return;
+    }
     unblock(decision, incident, &Time(now));
     if follow_up(decision, ladder, seen) {
         return;
@@ -471,6 +487,7 @@ mod tests {
             evidence: Some(crate::crd::Evidence::default()),
             probe: None,
             verify_probes: Vec::new(),
+            dependency_down: None,
         }
     }
 
@@ -1386,6 +1403,45 @@ mod tests {
     }
 
     #[test]
+    fn a_dependency_that_is_down_holds_every_action_until_it_is_resolved() {
+        let policy = two_steps("Auto");
+        let mut observed = seen(&policy, Some(api(false, json!({}))), "2026-01-01T00:00:05Z");
+        let postgres = crate::crd::WorkloadRef {
+            kind: crate::crd::WorkloadKind::StatefulSet,
+            name: "postgres".into(),
+        };
+        observed.dependency_down = Some(("postgres-sts-probe-db".into(), postgres));
+        let held = decide(&incident(Value::Null), &observed);
+        assert!(
+            held.status.steps.is_empty(),
+            "no step while the database is down"
+        );
+        let blocked = held
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "RemediationBlocked")
+            .unwrap();
+        assert_eq!(blocked.reason, "DependencyDown");
+        assert!(
+            blocked.message.contains("postgres-sts-probe-db"),
+            "{}",
+            blocked.message
+        );
+        // Resolved: the ladder starts where it would have.
+        observed.dependency_down = None;
+        let resumed = decide(&after(incident(Value::Null), &held), &observed);
+        assert_eq!(last_step(&resumed).name, "rollback");
+        let condition = resumed
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "RemediationBlocked")
+            .unwrap();
+        assert_eq!(condition.status, "False", "{condition:?}");
+    }
+
+    #[test]
     fn a_probes_rule_is_verified_by_the_probe_not_the_pods() {
         let rule: PolicyRule = serde_json::from_value(json!({"name": "db-down",
             "when": {"symptom": "ProbeFailing", "probe": "db"},
@@ -1667,6 +1723,7 @@ mod tests {
                             evidence: Some(crate::crd::Evidence::default()),
                             probe: None,
                             verify_probes: Vec::new(),
+                            dependency_down: None,
                         };
                         let first = decide(&incident, &observed);
                         // And the reconcile after it, from what it decided.

@@ -57,6 +57,7 @@ pub(super) fn unblock(decision: &mut Decision, incident: &Incident, now: &Time) 
                     | "TargetNotFound"
                     | "InvalidSpec"
                     | "PolicyInvalid"
+                    | "DependencyDown"
             )
     });
     if missing {

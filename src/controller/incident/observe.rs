@@ -60,6 +60,9 @@ pub struct Observation {
     pub probe: Option<ProbeHealth>,
     /// How the probes the rule's verification also waits for stand.
     pub verify_probes: Vec<ProbeHealth>,
+    /// An open incident on a workload the policy's targets depend on: its
+    /// name and target. Actions wait for it.
+    pub dependency_down: Option<(String, crate::crd::WorkloadRef)>,
 }
 
 /// How a probe stands, for verification.
@@ -183,6 +186,19 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
     let verify_probes = rule
         .map(|rule| rule.verify.probes.iter().map(|p| probe_health(p)).collect())
         .unwrap_or_default();
+    let depends_on = policy
+        .as_ref()
+        .map(|p| p.spec.depends_on.clone())
+        .unwrap_or_default();
+    let dependency_down = depends_on.iter().find_map(|dependency| {
+        same_namespace(&incidents, &namespace, |other| {
+            other.spec.target == *dependency && other.is_open() && other.name_any() != name
+        })
+        .into_iter()
+        .map(|other| other.name_any())
+        .min()
+        .map(|other| (other, dependency.clone()))
+    });
     Ok(Observation {
         now,
         policy,
@@ -196,6 +212,7 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
         evidence,
         probe,
         verify_probes,
+        dependency_down,
     })
 }
 
