@@ -9,7 +9,7 @@ use healing_guard_operator::{
     k8s::Scope,
     leader::{self, Fence, LeaderConfig},
     metrics::Metrics,
-    server::{self, Health, ServerState},
+    server::{self, AlertWebhook, Health, ServerState},
     telemetry::{self, LogFormat},
 };
 use tokio_util::sync::CancellationToken;
@@ -56,6 +56,10 @@ enum Command {
         /// evidence (needs `pods/log`; logs may hold secrets, so it is off).
         #[arg(long, env = "HGO_CAPTURE_LOGS")]
         capture_logs: bool,
+        /// The bearer token Alertmanager presents to `POST /alertmanager`
+        /// (from a Secret); without one the webhook is off.
+        #[arg(long, env = "HGO_ALERTMANAGER_TOKEN", hide_env_values = true)]
+        alertmanager_token: Option<String>,
     },
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
             lease_duration,
             lease_name,
             capture_logs,
+            alertmanager_token,
         } => {
             telemetry::init(log_format);
             let runtime = match tokio::runtime::Runtime::new() {
@@ -108,7 +113,13 @@ fn main() -> ExitCode {
                 }
             });
             let settings = Settings { capture_logs };
-            match runtime.block_on(run(listen, Scope { namespace }, settings, leader)) {
+            let run = run(
+                listen,
+                Scope { namespace },
+                (settings, alertmanager_token),
+                leader,
+            );
+            match runtime.block_on(run) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     error!(%err, "operator stopped");
@@ -122,7 +133,7 @@ fn main() -> ExitCode {
 async fn run(
     listen: SocketAddr,
     scope: Scope,
-    settings: Settings,
+    (settings, alertmanager_token): (Settings, Option<String>),
     leader: Option<LeaderConfig>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     // kube and any HTTP client share the one TLS provider: ring.
@@ -142,9 +153,17 @@ async fn run(
         .build()?;
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
+    // Alertmanager's deliveries go to the detector, once it runs.
+    let (alerts, deliveries) = tokio::sync::mpsc::channel(64);
     let state = ServerState {
         metrics: metrics.clone(),
         health: health.clone(),
+        alerts: alertmanager_token
+            .filter(|token| !token.is_empty())
+            .map(|token| AlertWebhook {
+                token: token.into(),
+                detector: alerts,
+            }),
     };
     let server = tokio::spawn(server::serve(listen, state, shutdown.clone()));
 
@@ -172,7 +191,7 @@ async fn run(
         None => Fence::unfenced(),
     };
     let controllers = controller::run(
-        (client, http),
+        (client, http, deliveries),
         settings,
         metrics,
         scope,

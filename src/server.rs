@@ -1,4 +1,5 @@
-//! The HTTP endpoints: `/healthz`, `/readyz` and `/metrics` on one port.
+//! The HTTP endpoints on one port: `/healthz`, `/readyz`, `/metrics`, and
+//! `POST /alertmanager`, Alertmanager's webhook (when a token is set).
 
 use std::{
     net::SocketAddr,
@@ -18,7 +19,20 @@ use crate::{leader::Fence, metrics::Metrics};
 pub struct ServerState {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    /// The webhook, when a bearer token is configured.
+    pub alerts: Option<AlertWebhook>,
 }
+
+/// Alertmanager's webhook: the token it must present, and the detector.
+#[derive(Clone)]
+pub struct AlertWebhook {
+    pub token: Arc<str>,
+    pub detector: tokio::sync::mpsc::Sender<crate::detector::alerts::Intake>,
+}
+
+/// How long a delivery may wait to be recorded before Alertmanager is told
+/// to send it again.
+const RECORD_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What `/healthz` and `/readyz` report.
 #[derive(Default)]
@@ -83,9 +97,15 @@ pub async fn serve(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(
+            "/alertmanager",
+            axum::routing::post(alertmanager).layer(axum::extract::DefaultBodyLimit::max(
+                crate::signals::alerts::MAX_BODY,
+            )),
+        )
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
+    tracing::info!(%addr, "serving /healthz, /readyz, /metrics and /alertmanager");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
@@ -121,4 +141,62 @@ async fn metrics(
             String::new(),
         ),
     }
+}
+
+/// Alertmanager's webhook (payload version 4). 200 only once what it
+/// reports is recorded in the API; 5xx when it could not be (Alertmanager
+/// sends it again); 400 with the reason for a payload that is not one; 401
+/// without the bearer token; 404 when no token is configured.
+async fn alertmanager(
+    State(state): State<ServerState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> (StatusCode, String) {
+    let Some(webhook) = &state.alerts else {
+        return (
+            StatusCode::NOT_FOUND,
+            "the Alertmanager webhook is off: no token is configured".into(),
+        );
+    };
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !presented.is_some_and(|token| same(token.as_bytes(), webhook.token.as_bytes())) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "a bearer token is required".into(),
+        );
+    }
+    let notification = match crate::signals::alerts::parse(&body) {
+        Ok(notification) => notification,
+        Err(why) => return (StatusCode::BAD_REQUEST, why),
+    };
+    let (reply, recorded) = tokio::sync::oneshot::channel();
+    let intake = crate::detector::alerts::Intake {
+        notification,
+        reply,
+    };
+    if webhook.detector.send(intake).await.is_err() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the detector is not running".into(),
+        );
+    }
+    match tokio::time::timeout(RECORD_WITHIN, recorded).await {
+        Ok(Ok(Ok(signals))) => (
+            StatusCode::OK,
+            format!("recorded ({signals} signals moved)"),
+        ),
+        Ok(Ok(Err(why))) => (StatusCode::SERVICE_UNAVAILABLE, why),
+        Ok(Err(_)) | Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not recorded in time; send it again".into(),
+        ),
+    }
+}
+
+/// Compares secrets without stopping at the first difference.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -89,10 +89,15 @@ pub async fn wait_for_crds(client: &Client, scope: &Scope) -> Result<(), StartEr
 
 /// Runs the controllers (incidents, policies, the notifier) and the
 /// detector until `shutdown` is cancelled: the kube client for the API, the
-/// HTTP client for notification receivers. Every write passes `fence`; the caller drops this future the moment the
+/// HTTP client for notification receivers and probes, and the deliveries of
+/// the Alertmanager webhook. Every write passes `fence`; the caller drops this future the moment the
 /// fence reports leadership lost, which cancels the work in flight.
 pub async fn run(
-    (client, http): (Client, reqwest::Client),
+    (client, http, alerts): (
+        Client,
+        reqwest::Client,
+        tokio::sync::mpsc::Receiver<crate::detector::alerts::Intake>,
+    ),
     settings: Settings,
     metrics: Arc<Metrics>,
     scope: Scope,
@@ -219,7 +224,7 @@ pub async fn run(
         let shutdown = shutdown.clone();
         let ctx = ctx.clone();
         async move {
-            crate::detector::run(ctx, shutdown.clone()).await;
+            crate::detector::run(ctx, shutdown.clone(), alerts).await;
             if !shutdown.is_cancelled() {
                 health.detector_stopped();
             }

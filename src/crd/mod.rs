@@ -1,6 +1,7 @@
 //! The custom resources, as Rust types; the CRD YAML in `crds/` is generated
 //! from them (`healing-guard-operator crd`).
 
+pub mod alert;
 pub mod bounds;
 #[allow(clippy::duplicated_attributes)]
 pub mod channel;
@@ -17,6 +18,7 @@ pub mod probe;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+pub use alert::*;
 pub use channel::*;
 pub use common::*;
 pub use escalation::*;

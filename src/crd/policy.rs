@@ -78,6 +78,12 @@ pub struct RemediationPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]
     pub depends_on: Vec<super::common::WorkloadRef>,
+    /// Alerts from Alertmanager (its webhook, on the operator's port) that
+    /// are about this policy's targets; a rule with `symptom: AlertFiring`
+    /// opens incidents from them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub alerts: Vec<super::alert::AlertSignal>,
     /// Checks the operator runs against services (HTTP, Redis, PostgreSQL);
     /// a rule with `symptom: ProbeFailing` opens incidents from them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -270,6 +276,9 @@ pub enum Symptom {
     /// One of the policy's probes (`probe`) is failing.
     #[strum(props(slug = "probe"))]
     ProbeFailing,
+    /// Alertmanager reports an alert of the policy's `alerts` (`alert`) firing.
+    #[strum(props(slug = "alert"))]
+    AlertFiring,
 }
 
 impl Symptom {
@@ -296,9 +305,14 @@ impl Symptom {
     }
 
     /// Whether the detector finds it in Kubernetes objects (a probe's is
-    /// found by running the probe).
+    /// found by running the probe, an alert's is delivered).
     pub fn is_observed(self) -> bool {
-        self != Symptom::ProbeFailing
+        !matches!(self, Symptom::ProbeFailing | Symptom::AlertFiring)
+    }
+
+    /// Whether it names a signal of the policy (a probe or an alert).
+    pub fn is_named_signal(self) -> bool {
+        !self.is_observed()
     }
 }
 
@@ -310,6 +324,7 @@ impl Symptom {
     validation = Rule::new("self.symptom != 'ReplicasUnavailable' || has(self.belowRatio)").message("the ReplicasUnavailable symptom needs belowRatio"),
     validation = Rule::new("!has(self.minRestarts) || self.symptom == 'CrashLoopBackOff'").message("minRestarts only applies to CrashLoopBackOff"),
     validation = Rule::new("(self.symptom == 'ProbeFailing') == has(self.probe)").message("the ProbeFailing symptom needs probe, and only it takes one"),
+    validation = Rule::new("(self.symptom == 'AlertFiring') == has(self.alert)").message("the AlertFiring symptom needs alert, and only it takes one"),
 )]
 pub struct SymptomMatch {
     /// The symptom.
@@ -330,6 +345,10 @@ pub struct SymptomMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 40), pattern(super::bounds::DNS_LABEL))]
     pub probe: Option<String>,
+    /// AlertFiring: the alerts (by name, in this policy's `alerts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 40), pattern(super::bounds::DNS_LABEL))]
+    pub alert: Option<String>,
 }
 
 /// How recovery is verified after a step.

@@ -3,6 +3,7 @@
 //! policies and workloads and its own pod watches feed it, and a timer wakes
 //! it only when a `sustainedFor` period runs out.
 
+pub mod alerts;
 pub mod dedup;
 pub mod probes;
 pub mod symptoms;
@@ -71,10 +72,17 @@ struct Detector {
     ctx: Arc<Context>,
     /// The probes of the guarding policies.
     prober: Prober,
+    /// What Alertmanager said, to recognise repeats.
+    alert_memory: alerts::AlertMemory,
 }
 
-/// Runs the detector until `shutdown` is cancelled.
-pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
+/// Runs the detector until `shutdown` is cancelled; `alerts` are the
+/// deliveries of the Alertmanager webhook, each answered once recorded.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+    mut alerts: mpsc::Receiver<alerts::Intake>,
+) {
     debug!("detector starting");
     let watches = ctx.watches.clone();
     // Subscribed before anything is awaited, so no change is missed.
@@ -106,6 +114,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         snapshot_jobs: BTreeSet::new(),
         ctx: ctx.clone(),
         prober: Prober::new(ctx.clone(), probe_sender),
+        alert_memory: alerts::AlertMemory::default(),
     };
     // Dedup is derived from the Incidents in the API: wait until they are
     // known, and what is guarded until the policies and workloads are.
@@ -135,6 +144,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
             Some(change) = incident_changes.next() => detector.incident_changed(&change),
             Some(input) = inputs.recv() => detector.pod_event(input),
             Some(result) = probe_results.recv() => detector.probe_result(&result),
+            Some(intake) = alerts.recv() => {
+                let recorded = detector.alerts_delivered(&intake.notification).await;
+                // The webhook may have given up waiting: then it answered 5xx.
+                let _ = intake.reply.send(recorded);
+            }
             Some(expired) = futures::future::poll_fn(|cx| detector.timers.poll_expired(cx)) => {
                 let id = expired.into_inner();
                 detector.timer_keys.remove(&id);
@@ -345,6 +359,50 @@ impl Detector {
             .collect();
         candidates.sort_by_key(|p| p.spec.precedence(&p.name_any()));
         candidates.into_iter().next()
+    }
+
+    /// An Alertmanager delivery: written at once (not batched), so the
+    /// webhook answers 200 only once the incident is in the API.
+    async fn alerts_delivered(
+        &mut self,
+        notification: &crate::signals::alerts::Notification,
+    ) -> Result<usize, String> {
+        self.ctx
+            .may_write()
+            .map_err(|_| "this replica is not the leader".to_owned())?;
+        let policies: Vec<Arc<RemediationPolicy>> = self
+            .watches
+            .policies
+            .store()
+            .state()
+            .into_iter()
+            .filter(|p| !p.spec.alerts.is_empty())
+            .filter(|p| crate::validation::policy(&p.spec).is_empty())
+            .collect();
+        let reports = self
+            .alert_memory
+            .reports(notification, &policies, Timestamp::now());
+        let moved = reports.len();
+        let mut failed = Vec::new();
+        for report in reports {
+            let key = (report.namespace.clone(), report.key());
+            match self.writer.write(report.clone()).await {
+                Ok(Written::Done) => {}
+                // Counted in the next write of an incident that exists.
+                Ok(Written::Deferred) => self.queue(key, report),
+                Err(error) => failed.push(format!("{}: {error}", key.1)),
+            }
+        }
+        if failed.is_empty() {
+            info!(
+                alerts = notification.alerts.len(),
+                signals = moved,
+                "alerts recorded"
+            );
+            Ok(moved)
+        } else {
+            Err(failed.join("; "))
+        }
     }
 
     /// A probe's result: opens, counts or clears its incident.

@@ -1,10 +1,12 @@
-//! Signals beyond pod status: probes the operator runs itself against
+//! Signals beyond pod status: alerts Alertmanager delivers (`alerts`), and
+//! probes the operator runs itself against
 //! services (HTTP, Redis, PostgreSQL). `check` runs one check, `tracker`
 //! decides from a probe's results whether it is failing (thresholds and
 //! hysteresis, pure), and `prober` schedules every policy's probes and
 //! hands their results to the detector, which opens and clears incidents
 //! from them as it does from pod symptoms.
 
+pub mod alerts;
 pub mod check;
 pub mod prober;
 pub mod tracker;

@@ -4,6 +4,7 @@
 //! condition; an incident's stop its ladder with `RemediationBlocked`. An
 //! object with problems is inert: nothing is detected or done for it.
 
+mod alerts;
 mod incident;
 mod labels;
 mod ladder;

@@ -135,6 +135,7 @@ pub fn policy(spec: &RemediationPolicySpec) -> Vec<Problem> {
         MAX_COUNT,
     );
     super::probes::probes(spec, &mut problems);
+    super::alerts::alerts(spec, &mut problems);
     problems.into_vec()
 }
 

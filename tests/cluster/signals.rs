@@ -31,11 +31,16 @@ struct SignalServer {
 
 impl SignalServer {
     fn start(kind: &str) -> SignalServer {
-        let state = tempfile::tempdir().unwrap();
+        SignalServer::start_with(kind, tempfile::tempdir().unwrap(), &[])
+    }
+
+    /// Started in `state` (where its config was written) with more arguments.
+    fn start_with(kind: &str, state: tempfile::TempDir, args: &[&str]) -> SignalServer {
         let script = repo().join("cluster/signals/start.sh");
         let output = std::process::Command::new(&script)
             .arg(kind)
             .arg(state.path())
+            .args(args)
             .output()
             .unwrap();
         assert!(
@@ -605,5 +610,172 @@ async fn actions_wait_while_a_dependency_is_down_and_resume_when_it_recovers() {
     assert_eq!(
         resumed.status.unwrap().steps[0].action,
         healing_guard_operator::crd::ActionKind::Rollback
+    );
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real Prometheus evaluates the runbook's service rules (the chart's
+/// `service.rules.yaml`, their `for` shortened to seconds) over the API's
+/// scrape target, and a real Alertmanager routes the alert to the
+/// operator's webhook: the API being down (`up == 0`) opens the incident of
+/// the rule that names the alert, its ladder runs, and once the API answers
+/// again the resolved alert clears it and it resolves.
+#[tokio::test]
+async fn an_alert_from_prometheus_through_alertmanager_opens_and_clears_an_incident() {
+    let client = client().await;
+    let ns = namespace(&client, "sig-alert").await;
+    let token = "am-webhook-token";
+    let operator = Operator::start_with(&ns, &["--alertmanager-token", token]).await;
+    let webhook = operator.metrics_url.replace("/metrics", "/alertmanager");
+    deployment(&client, &ns, "healing-guard", 2).await;
+    policy_with(
+        &client,
+        &ns,
+        json!({
+            "mode": "Auto",
+            "targets": [{"kind": "Deployment", "names": ["healing-guard"]}],
+            "alerts": [{"name": "api-down", "target": {"kind": "Deployment", "name": "healing-guard"},
+                        "match": {"alertname": "HealingGuardDown", "service": "healing-guard"}}],
+            "rules": [{"name": "api-down", "when": {"symptom": "AlertFiring", "alert": "api-down"},
+                       "severity": "P0", "type": "ServiceOutage",
+                       "actions": [{"action": "restart", "restart": {"method": "RolloutRestart"}}],
+                       "verify": {"timeout": "2m", "holdDown": "2s"}}],
+            "detection": {"holdDown": "2s"}
+        }),
+    )
+    .await;
+
+    // The webhook refuses what is not Alertmanager's, with the reason.
+    let http = reqwest::Client::new();
+    let unauthorized = http.post(&webhook).body("{}").send().await.unwrap();
+    assert_eq!(unauthorized.status(), 401);
+    let malformed = http
+        .post(&webhook)
+        .bearer_auth(token)
+        .body(r#"{"version": "3", "status": "firing", "alerts": []}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    assert!(malformed.text().await.unwrap().contains("only version 4"));
+
+    // Alertmanager, routing everything to the operator at once.
+    let am_state = tempfile::tempdir().unwrap();
+    let am_config = am_state.path().join("alertmanager.yml");
+    std::fs::write(
+        &am_config,
+        format!(
+            "route: {{receiver: operator, group_by: [alertname], group_wait: 1s, group_interval: 1s, repeat_interval: 1h}}\n\
+             receivers:\n\
+             - name: operator\n  webhook_configs:\n  - url: {webhook}\n    send_resolved: true\n    \
+             http_config: {{authorization: {{type: Bearer, credentials: {token}}}}}\n"
+        ),
+    )
+    .unwrap();
+    let am_config = am_config.to_string_lossy().into_owned();
+    let alertmanager =
+        SignalServer::start_with("alertmanager", am_state, &["--config", &am_config]);
+
+    // Prometheus: the runbook's rules over the API's scrape target, where
+    // nothing answers yet.
+    let api_port = free_port();
+    let prom_state = tempfile::tempdir().unwrap();
+    let rules = std::fs::read_to_string(
+        repo().join("charts/healing-guard-operator/rules/service.rules.yaml"),
+    )
+    .unwrap();
+    let quick: String = rules
+        .lines()
+        .map(|line| {
+            if line.trim_start().starts_with("for: ") {
+                let indent = &line[..line.len() - line.trim_start().len()];
+                format!("{indent}for: 2s")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let rules_path = prom_state.path().join("service.rules.yaml");
+    std::fs::write(&rules_path, quick).unwrap();
+    let prom_config = prom_state.path().join("prometheus.yml");
+    std::fs::write(
+        &prom_config,
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             rule_files: [{rules}]\n\
+             alerting: {{alertmanagers: [{{static_configs: [{{targets: ['{am}']}}]}}]}}\n\
+             scrape_configs:\n\
+             - job_name: healing-guard\n  static_configs:\n  - targets: ['127.0.0.1:{api_port}']\n    labels: {{namespace: {ns}}}\n",
+            rules = rules_path.display(),
+            am = alertmanager.var("HGO_ALERTMANAGER_URL").trim_start_matches("http://"),
+        ),
+    )
+    .unwrap();
+    let prom_config = prom_config.to_string_lossy().into_owned();
+    let _prometheus = SignalServer::start_with(
+        "prometheus",
+        prom_state,
+        &[
+            "--config",
+            &prom_config,
+            "--",
+            "--rules.alert.resend-delay=1s",
+        ],
+    );
+
+    let name = "healing-guard-alert-api-down";
+    let opened = eventually_within("the alert's incident", Duration::from_secs(90), || {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            let incident = Api::<Incident>::namespaced(client, &ns)
+                .get(name)
+                .await
+                .ok()?;
+            incident.status.as_ref()?.steps.first()?;
+            Some(incident)
+        }
+    })
+    .await;
+    assert_eq!(opened.spec.rule.as_deref(), Some("api-down"));
+    let description = opened.spec.description.clone().unwrap_or_default();
+    assert!(
+        description.contains("alert HealingGuardDown: The healing-guard API is down"),
+        "{description}"
+    );
+
+    // The API answers its scrape again: the alert resolves, the incident too.
+    let app = axum::Router::new().route("/metrics", axum::routing::get(|| async { "api_up 1\n" }));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", api_port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    let resolved = eventually_within("the incident resolved", Duration::from_secs(120), || {
+        let incidents = incidents.clone();
+        async move {
+            let incident = incidents.get(name).await.ok()?;
+            (phase(&incident) == Some(Phase::Resolved)).then_some(incident)
+        }
+    })
+    .await;
+    let status = resolved.status.unwrap();
+    assert!(
+        status.detection.unwrap().cleared_at.is_some(),
+        "cleared by the resolved alert"
+    );
+    assert_eq!(status.steps.len(), 1, "{:?}", status.steps);
+    assert_eq!(
+        status.steps[0].action,
+        healing_guard_operator::crd::ActionKind::Restart
     );
 }

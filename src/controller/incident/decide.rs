@@ -186,6 +186,11 @@ pub fn health(
     now: Timestamp,
 ) -> Health {
     let recovered = match rule {
+        // An alert's incident: verified once the alert has resolved (the
+        // workload's own health and any verify.probes as well).
+        Some(rule) if rule.when.symptom == crate::crd::Symptom::AlertFiring => {
+            probe.is_some_and(|(_, cleared)| cleared)
+        }
         Some(rule) if rule.when.symptom == crate::crd::Symptom::ProbeFailing => match probe {
             Some((ProbeHealth::Healthy, _)) => true,
             Some((ProbeHealth::Failing, _)) => false,
@@ -248,7 +253,11 @@ fn remediate(decision: &mut Decision, incident: &Incident, ladder: &Ladder, seen
         .as_ref()
         .and_then(|s| s.detection.as_ref())
         .is_some_and(|d| d.cleared_at.is_some());
-    let probe = seen.probe.map(|p| (p, cleared));
+    // An alert's signal has no probe: its clear is what counts.
+    let probe = seen
+        .probe
+        .or(Some(ProbeHealth::Unknown))
+        .map(|p| (p, cleared));
     let health = health(
         workload,
         &seen.pods,

@@ -1,0 +1,180 @@
+//! Alertmanager's webhook (payload version 4), read and matched against the
+//! policies' `alerts`. Pure: the server parses, the detector matches and
+//! writes, and answers only once the incident is written.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::crd::AlertSignal;
+
+/// The largest body the receiver reads.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// One webhook delivery.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct Notification {
+    pub version: String,
+    pub status: String,
+    #[serde(default)]
+    pub receiver: String,
+    pub alerts: Vec<Alert>,
+}
+
+/// One alert in it.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    pub status: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    pub starts_at: String,
+    #[serde(default)]
+    pub fingerprint: String,
+}
+
+impl Alert {
+    pub fn firing(&self) -> bool {
+        self.status == "firing"
+    }
+
+    /// What Alertmanager resends and an HA pair sends twice: the same
+    /// alert (fingerprint) since the same start.
+    pub fn identity(&self) -> (String, String) {
+        let fingerprint = if self.fingerprint.is_empty() {
+            // Alertmanager always sets it; without one, the labels are the alert.
+            format!("{:?}", self.labels)
+        } else {
+            self.fingerprint.clone()
+        };
+        (fingerprint, self.starts_at.clone())
+    }
+
+    /// In words, for the incident: its summary, else its name.
+    pub fn describe(&self) -> String {
+        let name = self.labels.get("alertname").map_or("alert", String::as_str);
+        match self
+            .annotations
+            .get("summary")
+            .or_else(|| self.annotations.get("description"))
+        {
+            Some(summary) => format!("{name}: {summary}"),
+            None => name.to_owned(),
+        }
+    }
+}
+
+/// Reads a delivery; the reason it is refused otherwise.
+pub fn parse(body: &[u8]) -> Result<Notification, String> {
+    let notification: Notification = serde_json::from_slice(body)
+        .map_err(|error| format!("not an Alertmanager webhook payload: {error}"))?;
+    if notification.version != "4" {
+        return Err(format!(
+            "payload version {:?}: only version 4 is understood",
+            notification.version
+        ));
+    }
+    for (i, alert) in notification.alerts.iter().enumerate() {
+        if !matches!(alert.status.as_str(), "firing" | "resolved") {
+            return Err(format!(
+                "alerts[{i}].status {:?}: firing or resolved",
+                alert.status
+            ));
+        }
+    }
+    Ok(notification)
+}
+
+/// Whether `alert` is one of `signal`'s, for a policy in `namespace`: every
+/// matcher's label has its value, and an alert that names a namespace
+/// names this one (an alert about another team's namespace never acts here).
+pub fn matches(signal: &AlertSignal, namespace: &str, alert: &Alert) -> bool {
+    alert
+        .labels
+        .get("namespace")
+        .is_none_or(|labelled| labelled == namespace)
+        && signal
+            .matchers
+            .iter()
+            .all(|(label, value)| alert.labels.get(label) == Some(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DELIVERY: &str = r#"{
+      "version": "4", "groupKey": "{}:{alertname=\"HealingGuardDown\"}", "truncatedAlerts": 0,
+      "status": "firing", "receiver": "healing-guard-operator",
+      "groupLabels": {"alertname": "HealingGuardDown"},
+      "commonLabels": {"alertname": "HealingGuardDown", "job": "healing-guard"},
+      "commonAnnotations": {}, "externalURL": "http://alertmanager:9093",
+      "alerts": [{
+        "status": "firing",
+        "labels": {"alertname": "HealingGuardDown", "job": "healing-guard", "namespace": "healing-guard", "severity": "P0"},
+        "annotations": {"summary": "The healing-guard API is down"},
+        "startsAt": "2026-01-01T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus/graph", "fingerprint": "4e8c2a1f7d6b9e03"
+      }]
+    }"#;
+
+    fn signal() -> AlertSignal {
+        serde_yaml::from_str(
+            "name: api-down\ntarget: {kind: Deployment, name: healing-guard}\nmatch: {alertname: HealingGuardDown}\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_delivery_is_read_and_matched_within_its_namespace() {
+        let notification = parse(DELIVERY.as_bytes()).unwrap();
+        let alert = &notification.alerts[0];
+        assert!(alert.firing());
+        assert_eq!(
+            alert.identity(),
+            (
+                "4e8c2a1f7d6b9e03".to_owned(),
+                "2026-01-01T00:00:00Z".to_owned()
+            )
+        );
+        assert_eq!(
+            alert.describe(),
+            "HealingGuardDown: The healing-guard API is down"
+        );
+        assert!(matches(&signal(), "healing-guard", alert));
+        assert!(
+            !matches(&signal(), "other-team", alert),
+            "another namespace's alert"
+        );
+        let mut other = alert.clone();
+        other.labels.insert("alertname".into(), "Other".into());
+        assert!(!matches(&signal(), "healing-guard", &other));
+    }
+
+    #[test]
+    fn malformed_deliveries_are_refused_with_the_reason() {
+        assert!(
+            parse(b"{")
+                .unwrap_err()
+                .contains("not an Alertmanager webhook payload")
+        );
+        let v3 = DELIVERY.replace("\"version\": \"4\"", "\"version\": \"3\"");
+        assert!(parse(v3.as_bytes()).unwrap_err().contains("only version 4"));
+        let odd = DELIVERY.replace(
+            "\"status\": \"firing\",\n        \"labels\"",
+            "\"status\": \"odd\",\n        \"labels\"",
+        );
+        assert!(
+            parse(odd.as_bytes())
+                .unwrap_err()
+                .contains("alerts[0].status")
+        );
+        assert!(
+            parse(br#"{"version": "4", "status": "firing"}"#)
+                .unwrap_err()
+                .contains("alerts")
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! Checks on a policy's alerts: unique names, label names Prometheus
+//! accepts, rules that name alerts that exist, and a target the policy
+//! guards.
+
+use std::collections::HashSet;
+
+use super::Problems;
+use crate::crd::{RemediationPolicySpec, Symptom};
+
+/// A Prometheus label name.
+fn label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Adds the problems of `spec`'s alerts.
+pub fn alerts(spec: &RemediationPolicySpec, problems: &mut Problems) {
+    let mut names = HashSet::new();
+    for (a, signal) in spec.alerts.iter().enumerate() {
+        let here = format!("spec.alerts[{a}]");
+        if !names.insert(signal.name.as_str()) {
+            problems.add(
+                format!("{here}.name"),
+                format!("alert name {:?} is used twice", signal.name),
+            );
+        }
+        for label in signal.matchers.keys() {
+            if !label_name(label) {
+                problems.add(
+                    format!("{here}.match"),
+                    format!("{label:?} is not a Prometheus label name"),
+                );
+            }
+        }
+        let target = &signal.target;
+        let guarded = spec.targets.iter().any(|t| {
+            t.kind == target.kind
+                && t.names
+                    .as_ref()
+                    .is_none_or(|names| names.contains(&target.name))
+        });
+        if !guarded {
+            problems.add(
+                format!("{here}.target"),
+                format!(
+                    "{target} is not among the policy's targets: its incidents could not act on it"
+                ),
+            );
+        }
+    }
+    for (r, rule) in spec.rules.iter().enumerate() {
+        if rule.when.symptom != Symptom::AlertFiring {
+            continue;
+        }
+        match &rule.when.alert {
+            None => problems.add(
+                format!("spec.rules[{r}].when.alert"),
+                "the AlertFiring symptom needs alert",
+            ),
+            Some(name) if !names.contains(name.as_str()) => problems.add(
+                format!("spec.rules[{r}].when.alert"),
+                format!("no alert named {name:?} in spec.alerts"),
+            ),
+            Some(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::crd::RemediationPolicySpec;
+
+    #[test]
+    fn alerts_must_be_named_once_labelled_properly_and_guarded() {
+        let spec: RemediationPolicySpec = serde_yaml::from_str(
+            r#"
+targets: [{kind: Deployment, names: [healing-guard]}]
+alerts:
+- {name: down, target: {kind: Deployment, name: healing-guard}, match: {alertname: HealingGuardDown}}
+- {name: down, target: {kind: Deployment, name: api}, match: {"bad-label": x}}
+rules:
+- {name: r, when: {symptom: AlertFiring, alert: missing}, severity: P0, type: ServiceOutage, actions: [{action: restart}]}
+"#,
+        )
+        .unwrap();
+        let found: Vec<String> = crate::validation::policy(&spec)
+            .into_iter()
+            .map(|p| format!("{}: {}", p.field, p.message))
+            .collect();
+        for expected in [
+            "spec.alerts[1].name: alert name \"down\" is used twice",
+            "spec.alerts[1].match: \"bad-label\" is not a Prometheus label name",
+            "spec.alerts[1].target: Deployment/api is not among the policy's targets: its incidents could not act on it",
+            "spec.rules[0].when.alert: no alert named \"missing\" in spec.alerts",
+        ] {
+            assert!(
+                found.iter().any(|p| p == expected),
+                "{expected:?} not in {found:#?}"
+            );
+        }
+    }
+}
