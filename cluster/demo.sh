@@ -41,7 +41,7 @@ wait_for "the stack's pods to run" 60 bash -c \
 show kubectl -n healing-guard get deployments,statefulsets,pods -o wide
 
 step "Starting the operator (as the chart's ServiceAccount, with the chart's RBAC)"
-"$here/operator.sh" --dir "$dir"
+"$here/operator.sh" --dir "$dir" -- --alertmanager-token demo-alertmanager-token
 # shellcheck disable=SC1091
 source "$dir/operator.env"
 
@@ -174,10 +174,66 @@ wait_for "the detected incident to resolve" 120 bash -c \
 show kubectl -n healing-guard get incidents
 kubectl -n healing-guard get incident healing-guard-crashloop -o jsonpath='{range .status.timeline[*]}{.at}  {.reason}: {.message}{"\n"}{end}'
 
+step "Prometheus sees the API down: a real Prometheus (the chart's service rules) and Alertmanager, routing to the operator's webhook"
+# The API's scrape target: a loopback stand-in serving /metrics (kwok runs
+# no containers). The rules' 'for' is shortened for the demo.
+api_metrics_port=$(free_port)
+mkdir -p "$dir/api-metrics" "$dir/prometheus"
+printf 'healing_guard_api_up 1\n' >"$dir/api-metrics/metrics"
+serve_api_metrics() {
+  (cd "$dir/api-metrics" && exec python3 -m http.server "$api_metrics_port" --bind 127.0.0.1 >/dev/null 2>&1) &
+  api_metrics_pid=$!
+}
+serve_api_metrics
+sed 's/^\( *\)for: .*/\1for: 5s/' "$repo/charts/healing-guard-operator/rules/service.rules.yaml" >"$dir/prometheus/service.rules.yaml"
+cat >"$dir/alertmanager.yml" <<YAML
+route: {receiver: operator, group_by: [alertname], group_wait: 1s, group_interval: 1s, repeat_interval: 1h}
+receivers:
+- name: operator
+  webhook_configs:
+  - url: ${HGO_METRICS%/metrics}/alertmanager
+    send_resolved: true
+    http_config: {authorization: {type: Bearer, credentials: demo-alertmanager-token}}
+YAML
+"$here/signals/start.sh" alertmanager "$dir/signals" --config "$dir/alertmanager.yml" >/dev/null
+# shellcheck disable=SC1091
+source "$dir/signals/env"
+cat >"$dir/prometheus/prometheus.yml" <<YAML
+global: {scrape_interval: 1s, evaluation_interval: 1s}
+rule_files: [$dir/prometheus/service.rules.yaml]
+alerting: {alertmanagers: [{static_configs: [{targets: ['127.0.0.1:$HGO_ALERTMANAGER_PORT']}]}]}
+scrape_configs:
+- job_name: healing-guard
+  static_configs:
+  - targets: ['127.0.0.1:$api_metrics_port']
+    labels: {namespace: healing-guard}
+YAML
+"$here/signals/start.sh" prometheus "$dir/signals" --config "$dir/prometheus/prometheus.yml" -- --rules.alert.resend-delay=1s >/dev/null
+# shellcheck disable=SC1091
+source "$dir/signals/env"
+wait_for "Prometheus to scrape the API" 30 bash -c \
+  "curl -fsS '$HGO_PROMETHEUS_URL/api/v1/query?query=up' | grep -q '\"1\"\]'"
+echo "up{job=\"healing-guard\"} is 1. Now the API stops answering its scrape:"
+kill "$api_metrics_pid"
+wait_for "the alert's incident" 90 bash -c \
+  'kubectl -n healing-guard get inc healing-guard-alert-api-down -o jsonpath="{.status.phase}" | grep -q .'
+show kubectl -n healing-guard get incidents
+# The rollback a few minutes ago started the policy's 5-minute cooldown on
+# this Deployment: the safety limit holds the new incident's ladder, and says so.
+wait_for "the incident to say what holds it" 30 bash -c \
+  'kubectl -n healing-guard get inc healing-guard-alert-api-down -o jsonpath="{.status.conditions[?(@.type==\"RemediationBlocked\")].message}" | grep -q .'
+kubectl -n healing-guard get incident healing-guard-alert-api-down -o jsonpath='{"description:        "}{.spec.description}{"\nRemediationBlocked: "}{.status.conditions[?(@.type=="RemediationBlocked")].message}{"\n"}'
+echo "The API answers again: the alert resolves, which clears the incident's signal; it resolves once that holds."
+serve_api_metrics
+wait_for "the alert's incident to resolve" 180 bash -c \
+  'kubectl -n healing-guard get inc healing-guard-alert-api-down -o jsonpath={.status.phase} | grep -q Resolved'
+kill "$api_metrics_pid" 2>/dev/null || true
+kubectl -n healing-guard get incident healing-guard-alert-api-down -o jsonpath='{range .status.timeline[*]}{.at}  {.reason}: {.message}{"\n"}{end}'
+
 step "What people were told: one message per moment and channel, recorded in the Incident before it was sent"
-# Both resolutions told on Slack, and nothing left to send (a retry included).
-wait_for "both resolutions to be told" 60 bash -c \
-  "[ \"\$(grep -c 'INCIDENT RESOLVED' '$dir/messages.log')\" -ge 2 ]"
+# Every resolution told on Slack, and nothing left to send (a retry included).
+wait_for "every resolution to be told" 60 bash -c \
+  "[ \"\$(grep -c 'INCIDENT RESOLVED' '$dir/messages.log')\" -ge 3 ]"
 wait_for "every message to be settled" 90 bash -c \
   '! kubectl -n healing-guard get inc -o jsonpath="{.items[*].status.communication.outbox[*].state}" | grep -q Pending'
 echo "The receiver's log (Slack, PagerDuty, Statuspage):"
