@@ -177,21 +177,26 @@ async fn alertmanager(
         notification,
         reply,
     };
-    if webhook.detector.send(intake).await.is_err() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the detector is not running".into(),
-        );
-    }
+    // Both bounded: a standby's detector does not run, and its queue fills.
+    let recorded = async {
+        webhook
+            .detector
+            .send(intake)
+            .await
+            .map_err(|_| "the detector is not running".to_owned())?;
+        recorded
+            .await
+            .map_err(|_| "the detector stopped".to_owned())?
+    };
     match tokio::time::timeout(RECORD_WITHIN, recorded).await {
-        Ok(Ok(Ok(signals))) => (
+        Ok(Ok(signals)) => (
             StatusCode::OK,
             format!("recorded ({signals} signals moved)"),
         ),
-        Ok(Ok(Err(why))) => (StatusCode::SERVICE_UNAVAILABLE, why),
-        Ok(Err(_)) | Err(_) => (
+        Ok(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, why),
+        Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not recorded in time; send it again".into(),
+            "not recorded in time (is this replica the leader?); send it again".into(),
         ),
     }
 }

@@ -84,20 +84,6 @@ impl ProbeStates {
             states.remove(key);
         }
     }
-
-    /// How many probes are failing now, by key.
-    pub fn failing(&self) -> Vec<ProbeKey> {
-        self.states
-            .read()
-            .map(|states| {
-                states
-                    .iter()
-                    .filter(|(_, t)| t.failing)
-                    .map(|(k, _)| k.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
 }
 
 /// The probe tasks.
