@@ -13,7 +13,7 @@ use super::{channel::SecretRef, common::Duration, common::WorkloadRef};
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = kube::core::Rule::new("[has(self.http), has(self.redis), has(self.postgres)].filter(x, x).size() == 1").message("a probe has exactly one of http, redis, postgres"),
+    validation = kube::core::Rule::new("[has(self.http), has(self.redis), has(self.postgres), has(self.prometheus)].filter(x, x).size() == 1").message("a probe has exactly one of http, redis, postgres, prometheus"),
 )]
 pub struct Probe {
     /// Its name, unique in the policy; rules and verification refer to it.
@@ -47,6 +47,10 @@ pub struct Probe {
     /// PostgreSQL answers a query.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres: Option<PostgresProbe>,
+    /// A Prometheus query meets a condition (p95 latency below 1s, an error
+    /// rate back to normal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusProbe>,
 }
 
 fn default_every() -> Duration {
@@ -118,6 +122,29 @@ pub struct PostgresProbe {
     #[serde(default = "default_query")]
     #[schemars(length(min = 1, max = 1024))]
     pub query: String,
+}
+
+/// A PromQL query and the bound every series of its result must keep. An
+/// empty result or NaN is inconclusive (never a pass); a query that fails
+/// is a failed check.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = kube::core::Rule::new("has(self.below) || has(self.above)").message("a prometheus probe needs below or above"),
+)]
+pub struct PrometheusProbe {
+    /// Prometheus's address, e.g. `http://prometheus.monitoring.svc:9090`.
+    #[schemars(length(min = 1, max = 2048))]
+    pub address: String,
+    /// The query; `{{ namespace }}` and `{{ name }}` are the target's.
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: String,
+    /// Passes while every value is below this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below: Option<f64>,
+    /// Passes while every value is above this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub above: Option<f64>,
 }
 
 fn default_query() -> String {

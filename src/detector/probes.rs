@@ -121,6 +121,7 @@ mod tests {
                 passing_since: None,
                 last: Some(Outcome {
                     passed: !failing,
+                    inconclusive: false,
                     value: Some(1500.0),
                     detail: "webhook_queue has 1500 entries (above 1000)".into(),
                     at,

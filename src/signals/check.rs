@@ -39,6 +39,8 @@ pub fn kind(probe: &Probe) -> &'static str {
         "http"
     } else if probe.redis.is_some() {
         "redis"
+    } else if probe.prometheus.is_some() {
+        "prometheus"
     } else {
         "postgres"
     }
@@ -61,9 +63,11 @@ pub async fn run(
             check_redis(ctx, namespace, redis, failing).await
         } else if let Some(postgres) = &probe.postgres {
             check_postgres(ctx, namespace, postgres).await
+        } else if let Some(prometheus) = &probe.prometheus {
+            check_prometheus(ctx, namespace, probe, prometheus).await
         } else {
             Err(Misconfigured::Invalid(
-                "a probe needs one of http, redis, postgres".into(),
+                "a probe needs one of http, redis, postgres, prometheus".into(),
             ))
         }
     };
@@ -76,6 +80,7 @@ pub async fn run(
     };
     Ok(Outcome {
         passed: result.passed,
+        inconclusive: result.inconclusive,
         value: result.value,
         detail: result.detail,
         at: crate::k8s::now_whole_seconds(),
@@ -85,6 +90,7 @@ pub async fn run(
 /// What a check found.
 struct Measured {
     passed: bool,
+    inconclusive: bool,
     value: Option<f64>,
     detail: String,
 }
@@ -93,10 +99,116 @@ impl Measured {
     fn failed(detail: String) -> Measured {
         Measured {
             passed: false,
+            inconclusive: false,
             value: None,
             detail,
         }
     }
+}
+
+/// What a Prometheus instant query's answer says, against the bounds: every
+/// series must keep them; no series or NaN says nothing. Pure.
+pub fn judge_prometheus(
+    answer: &serde_json::Value,
+    query: &str,
+    below: Option<f64>,
+    above: Option<f64>,
+) -> (Option<bool>, Option<f64>, String) {
+    let data = &answer["data"];
+    let values: Vec<Option<f64>> = match data["resultType"].as_str() {
+        Some("vector") => data["result"]
+            .as_array()
+            .map(|series| {
+                series
+                    .iter()
+                    .map(|s| s["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Some("scalar") => vec![data["result"][1].as_str().and_then(|v| v.parse().ok())],
+        other => {
+            return (
+                Some(false),
+                None,
+                format!("{query}: a {other:?} result, not a vector or scalar"),
+            );
+        }
+    };
+    if values.is_empty() {
+        return (None, None, format!("{query}: no data (inconclusive)"));
+    }
+    let Some(values) = values
+        .into_iter()
+        .map(|v| v.filter(|v| !v.is_nan()))
+        .collect::<Option<Vec<f64>>>()
+    else {
+        return (None, None, format!("{query}: NaN (inconclusive)"));
+    };
+    let worst = match below {
+        Some(_) => values.iter().copied().fold(f64::MIN, f64::max),
+        None => values.iter().copied().fold(f64::MAX, f64::min),
+    };
+    let ok = values
+        .iter()
+        .all(|v| below.is_none_or(|b| *v < b) && above.is_none_or(|a| *v > a));
+    let bound = match (below, above) {
+        (Some(b), Some(a)) => format!("between {a} and {b}"),
+        (Some(b), None) => format!("below {b}"),
+        (None, Some(a)) => format!("above {a}"),
+        (None, None) => "unbounded".to_owned(),
+    };
+    let verdict = if ok { "" } else { "not " };
+    (
+        Some(ok),
+        Some(worst),
+        format!("{query} = {worst} ({verdict}{bound})"),
+    )
+}
+
+async fn check_prometheus(
+    ctx: &Context,
+    namespace: &str,
+    probe: &Probe,
+    prometheus: &crate::crd::PrometheusProbe,
+) -> Result<Measured, Misconfigured> {
+    let query = url_for(&prometheus.query, namespace, &probe.target.name);
+    let mut url = reqwest::Url::parse(&prometheus.address)
+        .and_then(|base| base.join("api/v1/query"))
+        .map_err(|error| {
+            Misconfigured::Invalid(format!(
+                "prometheus.address {:?}: {error}",
+                prometheus.address
+            ))
+        })?;
+    url.query_pairs_mut().append_pair("query", &query);
+    let answer = match ctx.http.get(url).send().await {
+        Ok(response) => response,
+        Err(error) if error.is_connect() => {
+            return Ok(Measured::failed("Prometheus: could not connect".into()));
+        }
+        Err(_) => return Ok(Measured::failed("Prometheus: the request failed".into())),
+    };
+    let status = answer.status();
+    let body: serde_json::Value = match answer.json().await {
+        Ok(body) => body,
+        Err(_) => {
+            return Ok(Measured::failed(format!(
+                "Prometheus answered {status} without JSON"
+            )));
+        }
+    };
+    if body["status"] != "success" {
+        let why = body["error"].as_str().unwrap_or("failed");
+        return Ok(Measured::failed(format!("{query}: {why}")));
+    }
+    let (verdict, value, detail) =
+        judge_prometheus(&body, &query, prometheus.below, prometheus.above);
+    Ok(Measured {
+        passed: verdict == Some(true),
+        inconclusive: verdict.is_none(),
+        value,
+        detail,
+    })
 }
 
 /// The URL with the target filled in: `{{ namespace }}` and `{{ name }}`.
@@ -158,6 +270,7 @@ async fn check_http(
     if !expected {
         return Ok(Measured {
             passed: false,
+            inconclusive: false,
             value: Some(seconds),
             detail: format!("answered {shown}, not an expected status"),
         });
@@ -167,6 +280,7 @@ async fn check_http(
     {
         return Ok(Measured {
             passed: false,
+            inconclusive: false,
             value: Some(seconds),
             detail: format!(
                 "answered {shown}, slower than {}",
@@ -176,6 +290,7 @@ async fn check_http(
     }
     Ok(Measured {
         passed: true,
+        inconclusive: false,
         value: Some(seconds),
         detail: format!("answered {shown}"),
     })
@@ -228,6 +343,7 @@ async fn check_redis(
     };
     Ok(Measured {
         passed,
+        inconclusive: false,
         value: Some(length as f64),
         detail,
     })
@@ -263,11 +379,13 @@ async fn check_postgres(
     Ok(match answered {
         Ok(_) => Measured {
             passed: true,
+            inconclusive: false,
             value: Some(seconds),
             detail: format!("answered in {seconds:.3}s"),
         },
         Err(error) => Measured {
             passed: false,
+            inconclusive: false,
             value: Some(seconds),
             detail: format!("PostgreSQL: {}", first_line(&error)),
         },
@@ -326,6 +444,39 @@ async fn secret_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prometheus_answers_are_judged_with_no_data_and_nan_inconclusive() {
+        let vector = |values: &[&str]| {
+            let result: Vec<serde_json::Value> = values
+                .iter()
+                .map(|v| serde_json::json!({"metric": {}, "value": [1.0, v]}))
+                .collect();
+            serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": result}})
+        };
+        assert_eq!(
+            judge_prometheus(&vector(&["0.42", "0.8"]), "p95", Some(1.0), None),
+            (Some(true), Some(0.8), "p95 = 0.8 (below 1)".to_owned())
+        );
+        assert_eq!(
+            judge_prometheus(&vector(&["0.42", "1.3"]), "p95", Some(1.0), None).0,
+            Some(false),
+            "every series must keep the bound"
+        );
+        assert_eq!(
+            judge_prometheus(&vector(&[]), "p95", Some(1.0), None).0,
+            None
+        );
+        assert_eq!(
+            judge_prometheus(&vector(&["NaN"]), "p95", Some(1.0), None).0,
+            None
+        );
+        let scalar = serde_json::json!({"status": "success", "data": {"resultType": "scalar", "result": [1.0, "7"]}});
+        assert_eq!(
+            judge_prometheus(&scalar, "q", None, Some(5.0)).0,
+            Some(true)
+        );
+    }
 
     #[test]
     fn urls_are_filled_with_the_target() {

@@ -9,6 +9,9 @@ use k8s_openapi::jiff::Timestamp;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
     pub passed: bool,
+    /// Neither passed nor failed (a query with no data, NaN): it never
+    /// counts toward healthy, nor toward failing.
+    pub inconclusive: bool,
     /// What was measured (a list's length, a latency in seconds), if anything.
     pub value: Option<f64>,
     /// In words: what was seen, or why it failed.
@@ -54,7 +57,17 @@ impl Tracker {
     ) -> Change {
         let at = outcome.at;
         let passed = outcome.passed;
+        let inconclusive = outcome.inconclusive;
         self.last = Some(outcome);
+        if inconclusive {
+            self.passes = 0;
+            self.passing_since = None;
+            return if self.failing {
+                Change::StillFailing
+            } else {
+                Change::None
+            };
+        }
         if passed {
             self.failures = 0;
             if self.passes == 0 {
@@ -98,6 +111,7 @@ mod tests {
     fn outcome(passed: bool, second: i64) -> Outcome {
         Outcome {
             passed,
+            inconclusive: false,
             value: None,
             detail: String::new(),
             at: Timestamp::from_second(1_800_000_000 + second).unwrap(),
@@ -137,6 +151,26 @@ mod tests {
         );
         assert!(tracker.healthy(2) && !tracker.healthy(3));
         assert_eq!(tracker.failing_since, Option::None);
+    }
+
+    #[test]
+    fn an_inconclusive_result_is_never_a_pass_nor_a_failure() {
+        let mut tracker = Tracker::default();
+        let unknown = |second| Outcome {
+            inconclusive: true,
+            ..outcome(false, second)
+        };
+        tracker.record(outcome(true, 0), 3, 2);
+        tracker.record(unknown(15), 3, 2);
+        tracker.record(outcome(true, 30), 3, 2);
+        assert!(
+            !tracker.healthy(2),
+            "the pass before no-data does not count"
+        );
+        tracker.record(unknown(45), 3, 2);
+        tracker.record(unknown(60), 3, 2);
+        tracker.record(unknown(75), 3, 2);
+        assert!(!tracker.failing, "no data is not a failure");
     }
 
     #[test]

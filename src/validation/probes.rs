@@ -35,12 +35,42 @@ pub fn probes(spec: &RemediationPolicySpec, problems: &mut Problems) {
             probe.http.is_some(),
             probe.redis.is_some(),
             probe.postgres.is_some(),
+            probe.prometheus.is_some(),
         ];
         if kinds.iter().filter(|k| **k).count() != 1 {
             problems.add(
                 here.clone(),
-                "a probe has exactly one of http, redis, postgres",
+                "a probe has exactly one of http, redis, postgres, prometheus",
             );
+        }
+        if let Some(prometheus) = &probe.prometheus {
+            match reqwest::Url::parse(&prometheus.address) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                Ok(url) => problems.add(
+                    format!("{here}.prometheus.address"),
+                    format!("scheme {:?}: only http and https", url.scheme()),
+                ),
+                Err(error) => problems.add(
+                    format!("{here}.prometheus.address"),
+                    format!("not a URL: {error}"),
+                ),
+            }
+            if prometheus.below.is_none() && prometheus.above.is_none() {
+                problems.add(
+                    format!("{here}.prometheus"),
+                    "a prometheus probe needs below or above",
+                );
+            }
+            if [prometheus.below, prometheus.above]
+                .into_iter()
+                .flatten()
+                .any(|bound| !bound.is_finite())
+            {
+                problems.add(
+                    format!("{here}.prometheus"),
+                    "bounds must be finite numbers",
+                );
+            }
         }
         if let Some(http) = &probe.http {
             let url = crate::signals::check::url_for(&http.url, "namespace", &probe.target.name);

@@ -779,3 +779,93 @@ async fn an_alert_from_prometheus_through_alertmanager_opens_and_clears_an_incid
         healing_guard_operator::crd::ActionKind::Restart
     );
 }
+
+/// A probe on a Prometheus query, against a real Prometheus scraping a
+/// loopback service: while the query has no data it says nothing (no
+/// incident); the latency over its bound opens the incident; back under it,
+/// the incident resolves.
+#[tokio::test]
+async fn a_prometheus_query_over_its_bound_opens_an_incident_and_no_data_says_nothing() {
+    // The service's latency gauge, in milliseconds; 0 serves no metric at all.
+    let latency = Arc::new(AtomicU16::new(0));
+    let served = latency.clone();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let ms = served.load(Ordering::SeqCst);
+            async move {
+                if ms == 0 {
+                    String::new()
+                } else {
+                    format!("api_latency_seconds {}\n", f64::from(ms) / 1000.0)
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = client().await;
+    let ns = namespace(&client, "sig-prom").await;
+    let prom_state = tempfile::tempdir().unwrap();
+    let prom_config = prom_state.path().join("prometheus.yml");
+    std::fs::write(
+        &prom_config,
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             scrape_configs:\n\
+             - job_name: api\n  static_configs:\n  - targets: ['{app_address}']\n    labels: {{namespace: {ns}}}\n"
+        ),
+    )
+    .unwrap();
+    let prom_config = prom_config.to_string_lossy().into_owned();
+    let prometheus =
+        SignalServer::start_with("prometheus", prom_state, &["--config", &prom_config]);
+    let _operator = Operator::start(&ns).await;
+    deployment(&client, &ns, "api", 2).await;
+    policy_with(
+        &client,
+        &ns,
+        json!({
+            "mode": "DryRun",
+            "targets": [{"kind": "Deployment", "names": ["api"]}],
+            "probes": [{"name": "latency", "target": {"kind": "Deployment", "name": "api"},
+                        "every": "1s", "timeout": "1s", "failureThreshold": 2, "successThreshold": 2,
+                        "prometheus": {"address": prometheus.var("HGO_PROMETHEUS_URL"),
+                                       "query": "max(api_latency_seconds{namespace=\"{{ namespace }}\"})",
+                                       "below": 1.0}}],
+            "rules": [{"name": "slow", "when": {"symptom": "ProbeFailing", "probe": "latency"},
+                       "severity": "P1", "type": "PerformanceDegradation",
+                       "actions": [{"action": "scale", "scale": {"replicas": 6, "maxReplicas": 10}}],
+                       "verify": {"timeout": "1m", "holdDown": "2s"}}],
+            "detection": {"holdDown": "2s"}
+        }),
+    )
+    .await;
+    // No data yet: inconclusive, never an incident.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    assert!(
+        incidents
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    latency.store(2500, Ordering::SeqCst);
+    let name = "api-probe-latency";
+    let opened = incident_where(&client, &ns, name, "the latency incident", |_| true).await;
+    let description = opened.spec.description.unwrap_or_default();
+    assert!(description.contains("= 2.5 (not below 1)"), "{description}");
+    latency.store(200, Ordering::SeqCst);
+    eventually_within("the incident resolved", Duration::from_secs(90), || {
+        let incidents = incidents.clone();
+        async move {
+            let incident = incidents.get(name).await.ok()?;
+            (phase(&incident) == Some(Phase::Resolved)).then_some(())
+        }
+    })
+    .await;
+}
