@@ -422,6 +422,11 @@ pub struct StepRecord {
     /// What it changed, e.g. `Deployment/api replicas 3 -> 6`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<String>,
+    /// What verification saw when the step concluded: each probe it waited
+    /// on, with its last result (a query and its value, a status, a length).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 6))]
+    pub verification: Vec<String>,
 }
 
 /// Where a step stands.

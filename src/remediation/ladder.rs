@@ -432,6 +432,7 @@ mod tests {
             healthy_since: healthy_since.map(|t| Time(at(t))),
             message: None,
             changes: vec![],
+            verification: Vec::new(),
         }
     }
 

@@ -490,7 +490,17 @@ async fn a_step_is_verified_by_the_probes_its_rule_names_as_well() {
         },
     )
     .await;
-    assert_eq!(done.status.unwrap().steps.len(), 1);
+    let steps = done.status.unwrap().steps;
+    assert_eq!(steps.len(), 1);
+    // Why it held, for a human: the probe and what it last saw.
+    assert!(
+        steps[0]
+            .verification
+            .iter()
+            .any(|v| v.starts_with("probe health passed at ") && v.contains(": answered 200 in ")),
+        "{:?}",
+        steps[0].verification
+    );
 }
 
 /// The runbook's stack has an order: the API depends on PostgreSQL. While

@@ -496,6 +496,7 @@ mod tests {
             evidence: Some(crate::crd::Evidence::default()),
             probe: None,
             verify_probes: Vec::new(),
+            probe_results: Vec::new(),
             dependency_down: None,
         }
     }
@@ -1732,6 +1733,7 @@ mod tests {
                             evidence: Some(crate::crd::Evidence::default()),
                             probe: None,
                             verify_probes: Vec::new(),
+                            probe_results: Vec::new(),
                             dependency_down: None,
                         };
                         let first = decide(&incident, &observed);

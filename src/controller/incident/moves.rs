@@ -88,6 +88,7 @@ impl Step<'_> {
                 rung.limited.clone()
             },
             changes: Vec::new(),
+            verification: Vec::new(),
         });
         if runs_now {
             phase::enter(&mut decision.status, Transition::StartStep, &self.now);
@@ -252,6 +253,7 @@ impl Step<'_> {
         };
         record.result = StepResult::Succeeded;
         record.finished_at = Some(self.now.clone());
+        record.verification = self.seen.probe_results.clone();
         let ended = step_ended(record, self.now.0);
         let healthy_since = record.healthy_since.clone();
         let name = record.name.clone();
@@ -278,6 +280,7 @@ impl Step<'_> {
         record.result = StepResult::Failed;
         record.finished_at = Some(self.now.clone());
         record.message = Some(reason.to_owned());
+        record.verification = self.seen.probe_results.clone();
         let ended = step_ended(record, self.now.0);
         let message = format!("step {} did not help: {reason}", record.name);
         decision.tallies.push(ended);

@@ -60,6 +60,8 @@ pub struct Observation {
     pub probe: Option<ProbeHealth>,
     /// How the probes the rule's verification also waits for stand.
     pub verify_probes: Vec<ProbeHealth>,
+    /// The last result of each probe verification reads, in words.
+    pub probe_results: Vec<String>,
     /// An open incident on a workload the policy's targets depend on: its
     /// name and target. Actions wait for it.
     pub dependency_down: Option<(String, crate::crd::WorkloadRef)>,
@@ -186,6 +188,33 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
     let verify_probes = rule
         .map(|rule| rule.verify.probes.iter().map(|p| probe_health(p)).collect())
         .unwrap_or_default();
+    let probe_results = rule
+        .into_iter()
+        .flat_map(|rule| rule.when.probe.iter().chain(rule.verify.probes.iter()))
+        .filter(|_| {
+            rule.is_some_and(|r| r.when.symptom.is_named_signal() || !r.verify.probes.is_empty())
+        })
+        .filter_map(|probe| {
+            let key = (
+                namespace.clone(),
+                policy_name.clone().unwrap_or_default(),
+                probe.clone(),
+            );
+            let last = ctx.probes.get(&key)?.last?;
+            let verdict = if last.inconclusive {
+                "inconclusive"
+            } else if last.passed {
+                "passed"
+            } else {
+                "failed"
+            };
+            Some(format!(
+                "probe {probe} {verdict} at {}: {}",
+                last.at, last.detail
+            ))
+        })
+        .take(6)
+        .collect();
     let depends_on = policy
         .as_ref()
         .map(|p| p.spec.depends_on.clone())
@@ -212,6 +241,7 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
         evidence,
         probe,
         verify_probes,
+        probe_results,
         dependency_down,
     })
 }
