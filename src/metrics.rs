@@ -53,6 +53,14 @@ pub struct ProbeLabels {
     pub result: &'static str,
 }
 
+/// One probe.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeKeyLabels {
+    pub namespace: String,
+    pub policy: String,
+    pub probe: String,
+}
+
 /// A severity.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SeverityLabels {
@@ -134,6 +142,8 @@ pub struct Metrics {
     pub probe_checks: Family<ProbeLabels, Counter>,
     /// How long a probe check took, by kind.
     pub probe_duration: Family<KindLabels, Histogram>,
+    /// 1 while a probe is failing, 0 while it runs and is not.
+    pub probe_failing: Family<ProbeKeyLabels, Gauge>,
     /// Where the open-incident gauges are counted from at scrape time.
     pub incident_store: OnceLock<Store<Incident>>,
 }
@@ -264,6 +274,12 @@ impl Default for Metrics {
             "How long a probe check took, by probe kind",
             probe_duration.clone(),
         );
+        let probe_failing = Family::<ProbeKeyLabels, Gauge>::default();
+        registry.register(
+            "probe_failing",
+            "1 while a probe is failing (past its failure threshold), 0 while it runs and is not",
+            probe_failing.clone(),
+        );
         let detector_entries = Gauge::default();
         registry.register(
             "detector_entries",
@@ -305,6 +321,7 @@ impl Default for Metrics {
             time_to_acknowledge,
             probe_checks,
             probe_duration,
+            probe_failing,
             incident_store: OnceLock::new(),
         }
     }

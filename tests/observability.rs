@@ -79,6 +79,15 @@ fn every_family() -> Metrics {
         .time_to_acknowledge
         .get_or_create(&severity)
         .observe(60.0);
+    metrics.count_probe_check("http", "passed", Some(0.01));
+    metrics
+        .probe_failing
+        .get_or_create(&healing_guard_operator::metrics::ProbeKeyLabels {
+            namespace: "ns".into(),
+            policy: "policy".into(),
+            probe: "health".into(),
+        })
+        .set(1);
     metrics
 }
 

@@ -128,6 +128,7 @@ impl Prober {
                 task.abort();
             }
             self.ctx.probes.remove(&key);
+            self.ctx.metrics.probe_failing.remove(&labels(&key));
             debug!(probe = %key.2, policy = %key.1, "probe stopped");
         }
         for (key, probe) in wanted {
@@ -150,7 +151,16 @@ impl Prober {
         for (key, (_, task)) in self.running.drain() {
             task.abort();
             self.ctx.probes.remove(&key);
+            self.ctx.metrics.probe_failing.remove(&labels(&key));
         }
+    }
+}
+
+fn labels(key: &ProbeKey) -> crate::metrics::ProbeKeyLabels {
+    crate::metrics::ProbeKeyLabels {
+        namespace: key.0.clone(),
+        policy: key.1.clone(),
+        probe: key.2.clone(),
     }
 }
 
@@ -187,6 +197,10 @@ async fn run(
             .count_probe_check(kind, result, Some(started.elapsed().as_secs_f64()));
         let change = tracker.record(outcome, probe.failure_threshold, probe.success_threshold);
         ctx.probes.set(&key, &tracker, probe.success_threshold);
+        ctx.metrics
+            .probe_failing
+            .get_or_create(&labels(&key))
+            .set(i64::from(tracker.failing));
         let report = ProbeReport {
             key: key.clone(),
             probe: probe.clone(),

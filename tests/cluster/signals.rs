@@ -345,14 +345,20 @@ async fn postgres_not_answering_opens_an_incident_that_resolves_when_it_answers(
 /// slowly) is failing; answering 200 in time again, it resolves.
 #[tokio::test]
 async fn a_failing_health_endpoint_opens_an_incident_that_resolves_when_it_answers() {
-    // 0: healthy; 1: 503; 2: slow.
+    // 0: healthy; 1: 503; 2: slow. Without the token from the probe's
+    // headersFrom Secret, it answers 401: it never recovers without it.
     let mode = Arc::new(AtomicU16::new(0));
     let served = mode.clone();
     let app = axum::Router::new().route(
         "/health",
-        axum::routing::get(move || {
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
             let mode = served.clone();
             async move {
+                if headers.get("authorization").and_then(|v| v.to_str().ok())
+                    != Some("Bearer health-token")
+                {
+                    return (axum::http::StatusCode::UNAUTHORIZED, "token");
+                }
                 match mode.load(Ordering::SeqCst) {
                     1 => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down"),
                     2 => {
@@ -370,7 +376,14 @@ async fn a_failing_health_endpoint_opens_an_incident_that_resolves_when_it_answe
 
     let client = client().await;
     let ns = namespace(&client, "sig-http").await;
-    let _operator = Operator::start(&ns).await;
+    secret(
+        &client,
+        &ns,
+        "health-headers",
+        json!({"authorization": "Bearer health-token"}),
+    )
+    .await;
+    let operator = Operator::start(&ns).await;
     deployment(&client, &ns, "api", 2).await;
     policy_with(
         &client,
@@ -381,7 +394,7 @@ async fn a_failing_health_endpoint_opens_an_incident_that_resolves_when_it_answe
             "probes": [{"name": "health", "target": {"kind": "Deployment", "name": "api"},
                         "every": "1s", "timeout": "1s", "failureThreshold": 2, "successThreshold": 2,
                         "http": {"url": format!("http://{address}/health?for={{{{ name }}}}"),
-                                 "slowerThan": "300ms"}}],
+                                 "slowerThan": "300ms", "headersFrom": {"name": "health-headers"}}}],
             "rules": [{"name": "api-down", "when": {"symptom": "ProbeFailing", "probe": "health"},
                        "severity": "P0", "type": "ServiceOutage",
                        "actions": [{"action": "restart"}],
@@ -426,6 +439,12 @@ async fn a_failing_health_endpoint_opens_an_incident_that_resolves_when_it_answe
         })
         .await;
     }
+    // Healthy again, and the gauge says so.
+    let metrics = operator.metrics().await;
+    let gauge = format!(
+        "healing_guard_probe_failing{{namespace=\"{ns}\",policy=\"guard\",probe=\"health\"}} 0"
+    );
+    assert!(metrics.contains(&gauge), "{gauge} not in:\n{metrics}");
 }
 
 /// A rollback whose rollout completes is not recovery while the probe the
