@@ -309,11 +309,6 @@ impl Symptom {
     pub fn is_observed(self) -> bool {
         !matches!(self, Symptom::ProbeFailing | Symptom::AlertFiring)
     }
-
-    /// Whether it names a signal of the policy (a probe or an alert).
-    pub fn is_named_signal(self) -> bool {
-        !self.is_observed()
-    }
 }
 
 /// A symptom with the thresholds that make it count.

@@ -68,6 +68,23 @@ where
     Ok(Patch::Apply(body))
 }
 
+/// A Secret's values as text, trimmed (a value that is not UTF-8 is left
+/// out): what channels and probes read their URLs and credentials from.
+pub fn secret_text(
+    secret: &k8s_openapi::api::core::v1::Secret,
+) -> std::collections::BTreeMap<String, String> {
+    let mut values = std::collections::BTreeMap::new();
+    for (key, value) in secret.data.iter().flatten() {
+        if let Ok(text) = String::from_utf8(value.0.clone()) {
+            values.insert(key.clone(), text.trim().to_owned());
+        }
+    }
+    for (key, value) in secret.string_data.iter().flatten() {
+        values.insert(key.clone(), value.trim().to_owned());
+    }
+    values
+}
+
 /// Now, in whole seconds: the API server stores times at that precision, so
 /// a status compared against a round-tripped one must not differ by nanos.
 pub fn now_whole_seconds() -> k8s_openapi::jiff::Timestamp {

@@ -414,16 +414,7 @@ async fn secret_values(
             source,
         })?
         .ok_or_else(|| Misconfigured::SecretMissing(secret.name.clone()))?;
-    let mut values = BTreeMap::new();
-    for (key, value) in found.data.iter().flatten() {
-        if let Ok(text) = String::from_utf8(value.0.clone()) {
-            values.insert(key.clone(), text.trim().to_owned());
-        }
-    }
-    for (key, value) in found.string_data.iter().flatten() {
-        values.insert(key.clone(), value.trim().to_owned());
-    }
-    Ok(values)
+    Ok(crate::k8s::secret_text(&found))
 }
 
 async fn secret_key(

@@ -4,7 +4,10 @@
 
 use std::collections::HashSet;
 
-use super::Problems;
+use super::{
+    Problems,
+    signals::{guarded_target, rules_name_existing},
+};
 use crate::crd::{RemediationPolicySpec, Symptom};
 
 /// A Prometheus label name.
@@ -35,38 +38,16 @@ pub fn alerts(spec: &RemediationPolicySpec, problems: &mut Problems) {
                 );
             }
         }
-        let target = &signal.target;
-        let guarded = spec.targets.iter().any(|t| {
-            t.kind == target.kind
-                && t.names
-                    .as_ref()
-                    .is_none_or(|names| names.contains(&target.name))
-        });
-        if !guarded {
-            problems.add(
-                format!("{here}.target"),
-                format!(
-                    "{target} is not among the policy's targets: its incidents could not act on it"
-                ),
-            );
-        }
+        guarded_target(spec, format!("{here}.target"), &signal.target, problems);
     }
-    for (r, rule) in spec.rules.iter().enumerate() {
-        if rule.when.symptom != Symptom::AlertFiring {
-            continue;
-        }
-        match &rule.when.alert {
-            None => problems.add(
-                format!("spec.rules[{r}].when.alert"),
-                "the AlertFiring symptom needs alert",
-            ),
-            Some(name) if !names.contains(name.as_str()) => problems.add(
-                format!("spec.rules[{r}].when.alert"),
-                format!("no alert named {name:?} in spec.alerts"),
-            ),
-            Some(_) => {}
-        }
-    }
+    rules_name_existing(
+        spec,
+        Symptom::AlertFiring,
+        ("alert", "alerts"),
+        &names,
+        |when| when.alert.as_ref(),
+        problems,
+    );
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod labels;
 mod ladder;
 mod policy;
 mod probes;
+mod signals;
 
 pub use incident::incident;
 pub use labels::{label_selector, qualified_name};

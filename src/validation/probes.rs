@@ -4,7 +4,10 @@
 
 use std::collections::HashSet;
 
-use super::Problems;
+use super::{
+    Problems,
+    signals::{guarded_target, http_url, rules_name_existing},
+};
 use crate::crd::{
     RemediationPolicySpec, Symptom,
     bounds::{PROBE_EVERY, PROBE_TIMEOUT},
@@ -44,17 +47,11 @@ pub fn probes(spec: &RemediationPolicySpec, problems: &mut Problems) {
             );
         }
         if let Some(prometheus) = &probe.prometheus {
-            match reqwest::Url::parse(&prometheus.address) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-                Ok(url) => problems.add(
-                    format!("{here}.prometheus.address"),
-                    format!("scheme {:?}: only http and https", url.scheme()),
-                ),
-                Err(error) => problems.add(
-                    format!("{here}.prometheus.address"),
-                    format!("not a URL: {error}"),
-                ),
-            }
+            http_url(
+                format!("{here}.prometheus.address"),
+                &prometheus.address,
+                problems,
+            );
             if prometheus.below.is_none() && prometheus.above.is_none() {
                 problems.add(
                     format!("{here}.prometheus"),
@@ -74,16 +71,7 @@ pub fn probes(spec: &RemediationPolicySpec, problems: &mut Problems) {
         }
         if let Some(http) = &probe.http {
             let url = crate::signals::check::url_for(&http.url, "namespace", &probe.target.name);
-            match reqwest::Url::parse(&url) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-                Ok(url) => problems.add(
-                    format!("{here}.http.url"),
-                    format!("scheme {:?}: only http and https", url.scheme()),
-                ),
-                Err(error) => {
-                    problems.add(format!("{here}.http.url"), format!("not a URL: {error}"));
-                }
-            }
+            http_url(format!("{here}.http.url"), &url, problems);
         }
         if let Some(redis) = &probe.redis
             && redis.clear_below.is_some_and(|clear| clear > redis.above)
@@ -93,21 +81,7 @@ pub fn probes(spec: &RemediationPolicySpec, problems: &mut Problems) {
                 "clearBelow must not be above `above`",
             );
         }
-        let target = &probe.target;
-        let guarded = spec.targets.iter().any(|t| {
-            t.kind == target.kind
-                && t.names
-                    .as_ref()
-                    .is_none_or(|names| names.contains(&target.name))
-        });
-        if !guarded {
-            problems.add(
-                format!("{here}.target"),
-                format!(
-                    "{target} is not among the policy's targets: its incidents could not act on it"
-                ),
-            );
-        }
+        guarded_target(spec, format!("{here}.target"), &probe.target, problems);
     }
     for (r, rule) in spec.rules.iter().enumerate() {
         for (v, name) in rule.verify.probes.iter().enumerate() {
@@ -118,21 +92,15 @@ pub fn probes(spec: &RemediationPolicySpec, problems: &mut Problems) {
                 );
             }
         }
-        if rule.when.symptom != Symptom::ProbeFailing {
-            continue;
-        }
-        match &rule.when.probe {
-            None => problems.add(
-                format!("spec.rules[{r}].when.probe"),
-                "the ProbeFailing symptom needs probe",
-            ),
-            Some(name) if !names.contains(name.as_str()) => problems.add(
-                format!("spec.rules[{r}].when.probe"),
-                format!("no probe named {name:?} in spec.probes"),
-            ),
-            Some(_) => {}
-        }
     }
+    rules_name_existing(
+        spec,
+        Symptom::ProbeFailing,
+        ("probe", "probes"),
+        &names,
+        |when| when.probe.as_ref(),
+        problems,
+    );
 }
 
 #[cfg(test)]

@@ -191,9 +191,6 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
     let probe_results = rule
         .into_iter()
         .flat_map(|rule| rule.when.probe.iter().chain(rule.verify.probes.iter()))
-        .filter(|_| {
-            rule.is_some_and(|r| r.when.symptom.is_named_signal() || !r.verify.probes.is_empty())
-        })
         .filter_map(|probe| {
             let key = (
                 namespace.clone(),

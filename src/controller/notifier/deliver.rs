@@ -58,7 +58,7 @@ pub async fn deliver(
         .get_opt(secret_name)
         .await
     {
-        Ok(Some(secret)) => values(&secret),
+        Ok(Some(secret)) => crate::k8s::secret_text(&secret),
         Ok(None) => {
             return Outcome::Retry {
                 after: backoff(attempts, None),
@@ -348,20 +348,6 @@ async fn statuspage_lookup(
             .flatten()
         }),
     }
-}
-
-/// The Secret's values as text.
-fn values(secret: &Secret) -> BTreeMap<String, String> {
-    let mut values = BTreeMap::new();
-    for (key, value) in secret.data.iter().flatten() {
-        if let Ok(text) = String::from_utf8(value.0.clone()) {
-            values.insert(key.clone(), text.trim().to_owned());
-        }
-    }
-    for (key, value) in secret.string_data.iter().flatten() {
-        values.insert(key.clone(), value.trim().to_owned());
-    }
-    values
 }
 
 /// The message's text: the channel's template (inline, else from its
