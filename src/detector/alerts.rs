@@ -6,7 +6,6 @@
 use std::{
     collections::{BTreeSet, HashMap, VecDeque},
     sync::Arc,
-    time::Instant,
 };
 
 use k8s_openapi::jiff::Timestamp;
@@ -15,7 +14,7 @@ use tokio::sync::oneshot;
 
 use super::{dedup, writer::Report};
 use crate::{
-    crd::{IncidentType, RemediationPolicy, Severity, Symptom},
+    crd::{RemediationPolicy, Symptom},
     signals::alerts::{self, Notification},
 };
 
@@ -91,24 +90,13 @@ impl AlertMemory {
                     rule.when.symptom == Symptom::AlertFiring
                         && rule.when.alert.as_deref() == Some(signal.name.as_str())
                 });
-                let base = Report {
-                    namespace: namespace.clone(),
-                    target: signal.target.clone(),
-                    symptom: Symptom::AlertFiring,
-                    probe: Some(signal.name.clone()),
-                    policy: policy.name_any(),
-                    rule: String::new(),
-                    severity: Severity::P3,
-                    incident_type: IncidentType::ServiceOutage,
-                    reopen_window: policy.spec.detection.reopen_window.as_std(),
-                    occurrences: 0,
-                    pods: Vec::new(),
-                    detail: String::new(),
-                    first_seen: now,
-                    last_seen: now,
-                    cleared: true,
-                    noticed: Instant::now(),
-                };
+                let base = Report::clear(
+                    (namespace.clone(), signal.target.clone()),
+                    (Symptom::AlertFiring, Some(signal.name.clone())),
+                    policy.name_any(),
+                    policy.spec.detection.reopen_window.as_std(),
+                    now,
+                );
                 if let (Some(rule), Some(first)) = (rule, new.first()) {
                     let started = new
                         .iter()
@@ -143,6 +131,7 @@ impl AlertMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::Severity;
     use crate::signals::alerts::parse;
 
     fn policy() -> Arc<RemediationPolicy> {

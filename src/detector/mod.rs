@@ -6,6 +6,7 @@
 pub mod alerts;
 pub mod dedup;
 pub mod probes;
+mod signals;
 pub mod symptoms;
 pub mod watches;
 pub mod writer;
@@ -33,10 +34,7 @@ use crate::{
     crd::{RemediationPolicy, Symptom, WorkloadKind, WorkloadRef},
     k8s::shared::Change,
     remediation::known_good,
-    signals::{
-        prober::{ProbeReport, Prober},
-        tracker::Change as ProbeChange,
-    },
+    signals::prober::Prober,
     workload::Workload,
 };
 
@@ -220,14 +218,7 @@ impl Detector {
         self.workloads = guarded;
         self.sync_pod_watches();
         // Probes of valid policies only: an invalid policy is inert.
-        let valid: Vec<Arc<RemediationPolicy>> = self
-            .watches
-            .policies
-            .store()
-            .state()
-            .into_iter()
-            .filter(|p| crate::validation::policy(&p.spec).is_empty())
-            .collect();
+        let valid = self.valid_policies();
         self.prober.sync(&valid);
         let ids: Vec<WorkloadId> = self.workloads.keys().cloned().collect();
         for id in ids {
@@ -361,79 +352,16 @@ impl Detector {
         candidates.into_iter().next()
     }
 
-    /// An Alertmanager delivery: written at once (not batched), so the
-    /// webhook answers 200 only once the incident is in the API.
-    async fn alerts_delivered(
-        &mut self,
-        notification: &crate::signals::alerts::Notification,
-    ) -> Result<usize, String> {
-        self.ctx
-            .may_write()
-            .map_err(|_| "this replica is not the leader".to_owned())?;
-        let policies: Vec<Arc<RemediationPolicy>> = self
-            .watches
+    /// The policies in force: an invalid one is inert (its Ready condition
+    /// says why).
+    fn valid_policies(&self) -> Vec<Arc<RemediationPolicy>> {
+        self.watches
             .policies
             .store()
             .state()
             .into_iter()
-            .filter(|p| !p.spec.alerts.is_empty())
             .filter(|p| crate::validation::policy(&p.spec).is_empty())
-            .collect();
-        let reports = self
-            .alert_memory
-            .reports(notification, &policies, Timestamp::now());
-        let moved = reports.len();
-        let mut failed = Vec::new();
-        for report in reports {
-            let key = (report.namespace.clone(), report.key());
-            match self.writer.write(report.clone()).await {
-                Ok(Written::Done) => {}
-                // Counted in the next write of an incident that exists.
-                Ok(Written::Deferred) => self.queue(key, report),
-                Err(error) => failed.push(format!("{}: {error}", key.1)),
-            }
-        }
-        if failed.is_empty() {
-            info!(
-                alerts = notification.alerts.len(),
-                signals = moved,
-                "alerts recorded"
-            );
-            Ok(moved)
-        } else {
-            Err(failed.join("; "))
-        }
-    }
-
-    /// A probe's result: opens, counts or clears its incident.
-    fn probe_result(&mut self, result: &ProbeReport) {
-        let (namespace, policy, _) = &result.key;
-        let Some(policy) = self
-            .watches
-            .policies
-            .store()
-            .get(&kube::runtime::reflector::ObjectRef::new(policy).within(namespace))
-        else {
-            return;
-        };
-        let key = dedup::dedup_key(
-            result.probe.target.kind,
-            &result.probe.target.name,
-            Symptom::ProbeFailing,
-            Some(&result.key.2),
-        );
-        let pending_key = (namespace.clone(), key.clone());
-        let open = !self.writer.open_uncleared(namespace, &key).is_empty()
-            || self.pending.get(&pending_key).is_some_and(|r| !r.cleared);
-        if let Some(report) = probes::report_for(&policy, result, open, Timestamp::now()) {
-            if !report.cleared && result.change == ProbeChange::Failed {
-                info!(probe = %result.key.2, policy = %result.key.1, %namespace, "probe failing");
-            }
-            if report.cleared && result.change == ProbeChange::Recovered {
-                info!(probe = %result.key.2, policy = %result.key.1, %namespace, "probe healthy again");
-            }
-            self.queue(pending_key, report);
-        }
+            .collect()
     }
 
     /// Classifies a workload and its pods, and turns what changed into reports.
@@ -514,24 +442,13 @@ impl Detector {
                     if !(was_active || pending_active || open()) {
                         continue;
                     }
-                    let report = Report {
-                        namespace: namespace.clone(),
-                        target: target.clone(),
-                        symptom,
-                        probe: None,
-                        policy: policy_name.clone(),
-                        rule: String::new(),
-                        severity: crate::crd::Severity::P3,
-                        incident_type: crate::crd::IncidentType::ServiceOutage,
+                    let report = Report::clear(
+                        (namespace.clone(), target.clone()),
+                        (symptom, None),
+                        policy_name.clone(),
                         reopen_window,
-                        occurrences: 0,
-                        pods: Vec::new(),
-                        detail: String::new(),
-                        first_seen: now,
-                        last_seen: now,
-                        cleared: true,
-                        noticed: Instant::now(),
-                    };
+                        now,
+                    );
                     self.queue(pending_key, report);
                 }
             }

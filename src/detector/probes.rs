@@ -2,13 +2,11 @@
 //! updates) the incident of the rule that names it, each further failure is
 //! counted, and a probe healthy again clears it. Pure.
 
-use std::time::{Duration, Instant};
-
 use k8s_openapi::jiff::Timestamp;
 
 use super::writer::Report;
 use crate::{
-    crd::{IncidentType, RemediationPolicy, Severity, Symptom},
+    crd::{RemediationPolicy, Symptom},
     signals::{prober::ProbeReport, tracker::Change},
 };
 
@@ -33,25 +31,13 @@ pub fn report_for(
         Change::None if open && result.tracker.healthy(result.probe.success_threshold) => true,
         Change::None => return None,
     };
-    let reopen_window: Duration = policy.spec.detection.reopen_window.as_std();
-    let base = Report {
-        namespace: namespace.clone(),
-        target: result.probe.target.clone(),
-        symptom: Symptom::ProbeFailing,
-        probe: Some(probe_name.clone()),
-        policy: policy_name.clone(),
-        rule: String::new(),
-        severity: Severity::P3,
-        incident_type: IncidentType::ServiceOutage,
-        reopen_window,
-        occurrences: 0,
-        pods: Vec::new(),
-        detail: String::new(),
-        first_seen: now,
-        last_seen: now,
-        cleared: true,
-        noticed: Instant::now(),
-    };
+    let base = Report::clear(
+        (namespace.clone(), result.probe.target.clone()),
+        (Symptom::ProbeFailing, Some(probe_name.clone())),
+        policy_name.clone(),
+        policy.spec.detection.reopen_window.as_std(),
+        now,
+    );
     if cleared {
         return Some(base);
     }
@@ -79,6 +65,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::crd::{IncidentType, Severity};
     use crate::signals::tracker::{Outcome, Tracker};
 
     fn policy() -> RemediationPolicy {

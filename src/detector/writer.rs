@@ -66,6 +66,36 @@ pub struct Report {
 }
 
 impl Report {
+    /// That a signal (a symptom on a target; for a probe or an alert, which
+    /// one) stopped. A report that it goes on is this with the rule's
+    /// severity, type and counts filled in.
+    pub fn clear(
+        (namespace, target): (String, WorkloadRef),
+        (symptom, probe): (Symptom, Option<String>),
+        policy: String,
+        reopen_window: Duration,
+        now: Timestamp,
+    ) -> Report {
+        Report {
+            namespace,
+            target,
+            symptom,
+            probe,
+            policy,
+            rule: String::new(),
+            severity: Severity::P3,
+            incident_type: IncidentType::ServiceOutage,
+            reopen_window,
+            occurrences: 0,
+            pods: Vec::new(),
+            detail: String::new(),
+            first_seen: now,
+            last_seen: now,
+            cleared: true,
+            noticed: Instant::now(),
+        }
+    }
+
     pub fn key(&self) -> String {
         dedup::dedup_key(
             self.target.kind,
