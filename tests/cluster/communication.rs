@@ -349,6 +349,27 @@ async fn apply(client: &Client, ns: &str, yaml: &str) {
     }
 }
 
+/// The header of each Slack message that reached people, in order.
+fn slack_headers(receiver: &Receiver) -> Vec<String> {
+    seen(receiver, "slack")
+        .iter()
+        .map(|m| m["blocks"][0]["text"]["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// (routing key, action) of each PagerDuty event that changed an alert.
+fn pagerduty_actions(receiver: &Receiver) -> Vec<(String, String)> {
+    seen(receiver, "pagerduty")
+        .iter()
+        .map(|p| {
+            (
+                p["routing_key"].as_str().unwrap().to_owned(),
+                p["event_action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
 fn seen(receiver: &Receiver, provider: &str) -> Vec<Value> {
     receiver
         .seen
@@ -527,15 +548,7 @@ async fn a_declared_p0_is_announced_paged_escalated_acknowledged_and_resolved_on
                 })
     })
     .await;
-    let slack_texts: Vec<String> = seen(&receiver, "slack")
-        .iter()
-        .map(|m| {
-            m["blocks"][0]["text"]["text"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
+    let slack_texts = slack_headers(&receiver);
     assert_eq!(
         slack_texts,
         [
@@ -545,15 +558,7 @@ async fn a_declared_p0_is_announced_paged_escalated_acknowledged_and_resolved_on
         ],
         "each moment once, in order"
     );
-    let actions: Vec<(String, String)> = seen(&receiver, "pagerduty")
-        .iter()
-        .map(|p| {
-            (
-                p["routing_key"].as_str().unwrap().to_owned(),
-                p["event_action"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let actions = pagerduty_actions(&receiver);
     let count = |key: &str, action: &str| {
         actions
             .iter()
@@ -766,10 +771,7 @@ async fn killing_the_operator_between_sending_and_recording_sends_nothing_twice(
     })
     .await;
 
-    let slack_texts: Vec<String> = seen(&receiver, "slack")
-        .iter()
-        .map(|m| m["blocks"][0]["text"]["text"].as_str().unwrap().to_owned())
-        .collect();
+    let slack_texts = slack_headers(&receiver);
     assert_eq!(
         slack_texts,
         [
@@ -779,15 +781,7 @@ async fn killing_the_operator_between_sending_and_recording_sends_nothing_twice(
         ],
         "each once, none twice"
     );
-    let pages: Vec<(String, String)> = seen(&receiver, "pagerduty")
-        .iter()
-        .map(|p| {
-            (
-                p["routing_key"].as_str().unwrap().to_owned(),
-                p["event_action"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let pages = pagerduty_actions(&receiver);
     for key in ["john-key", "jane-key"] {
         for action in ["trigger", "acknowledge", "resolve"] {
             let times = pages

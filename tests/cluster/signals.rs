@@ -134,6 +134,33 @@ async fn deployment(client: &Client, ns: &str, name: &str, replicas: i32) -> Api
     api
 }
 
+/// The runbook's database: a StatefulSet `postgres` of one (kwok runs it).
+async fn postgres_statefulset(client: &Client, ns: &str) {
+    let sts: k8s_openapi::api::apps::v1::StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "postgres"},
+        "spec": {"replicas": 1, "serviceName": "postgres", "selector": {"matchLabels": {"app": "postgres"}},
+                 "template": {"metadata": {"labels": {"app": "postgres"}},
+                              "spec": {"containers": [{"name": "postgres", "image": "postgres:16"}]}}}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &sts)
+        .await
+        .unwrap();
+}
+
+/// The incident `name`, once Resolved (within `limit`).
+async fn resolved(incidents: &Api<Incident>, name: &str, limit: Duration) -> Incident {
+    eventually_within("the incident resolved", limit, || {
+        let incidents = incidents.clone();
+        async move {
+            let incident = incidents.get(name).await.ok()?;
+            (phase(&incident) == Some(Phase::Resolved)).then_some(incident)
+        }
+    })
+    .await
+}
+
 fn phase(incident: &Incident) -> Option<Phase> {
     incident.status.as_ref().and_then(|s| s.phase)
 }
@@ -231,14 +258,7 @@ async fn a_backed_up_webhook_queue_scales_the_worker_and_resolves_once_it_drains
         .query_async::<i64>(&mut connection)
         .await
         .unwrap();
-    let resolved = eventually_within("the incident resolved", Duration::from_secs(90), || {
-        let incidents = incidents.clone();
-        async move {
-            let incident = incidents.get(name).await.ok()?;
-            (phase(&incident) == Some(Phase::Resolved)).then_some(incident)
-        }
-    })
-    .await;
+    let resolved = resolved(&incidents, name, Duration::from_secs(90)).await;
     let steps = resolved.status.unwrap().steps;
     assert_eq!(steps.len(), 1, "{steps:?}");
     assert_eq!(
@@ -263,17 +283,7 @@ async fn postgres_not_answering_opens_an_incident_that_resolves_when_it_answers(
         json!({"url": postgres.var("HGO_POSTGRES_URL")}),
     )
     .await;
-    let sts: k8s_openapi::api::apps::v1::StatefulSet = serde_json::from_value(json!({
-        "metadata": {"name": "postgres"},
-        "spec": {"replicas": 1, "serviceName": "postgres", "selector": {"matchLabels": {"app": "postgres"}},
-                 "template": {"metadata": {"labels": {"app": "postgres"}},
-                              "spec": {"containers": [{"name": "postgres", "image": "postgres:16"}]}}}
-    }))
-    .unwrap();
-    Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &sts)
-        .await
-        .unwrap();
+    postgres_statefulset(&client, &ns).await;
     policy_with(
         &client,
         &ns,
@@ -320,14 +330,7 @@ async fn postgres_not_answering_opens_an_incident_that_resolves_when_it_answers(
         opened.spec.description
     );
     postgres.restart("postgres", &port);
-    let resolved = eventually_within("the incident resolved", Duration::from_secs(90), || {
-        let incidents = incidents.clone();
-        async move {
-            let incident = incidents.get(name).await.ok()?;
-            (phase(&incident) == Some(Phase::Resolved)).then_some(incident)
-        }
-    })
-    .await;
+    let resolved = resolved(&incidents, name, Duration::from_secs(90)).await;
     let status = resolved.status.unwrap();
     assert!(status.detection.unwrap().cleared_at.is_some());
     assert_eq!(status.steps.len(), 1, "{:?}", status.steps);
@@ -430,14 +433,7 @@ async fn a_failing_health_endpoint_opens_an_incident_that_resolves_when_it_answe
             .unwrap_or_default();
         assert!(message.contains(expected), "round {round}: {message}");
         mode.store(0, Ordering::SeqCst);
-        eventually_within("the incident resolved", Duration::from_secs(90), || {
-            let incidents = incidents.clone();
-            async move {
-                let incident = incidents.get(name).await.ok()?;
-                (phase(&incident) == Some(Phase::Resolved)).then_some(())
-            }
-        })
-        .await;
+        resolved(&incidents, name, Duration::from_secs(90)).await;
     }
     // Healthy again, and the gauge says so.
     let metrics = operator.metrics().await;
@@ -540,17 +536,7 @@ async fn actions_wait_while_a_dependency_is_down_and_resume_when_it_recovers() {
         json!({"url": postgres.var("HGO_POSTGRES_URL")}),
     )
     .await;
-    let sts: k8s_openapi::api::apps::v1::StatefulSet = serde_json::from_value(json!({
-        "metadata": {"name": "postgres"},
-        "spec": {"replicas": 1, "serviceName": "postgres", "selector": {"matchLabels": {"app": "postgres"}},
-                 "template": {"metadata": {"labels": {"app": "postgres"}},
-                              "spec": {"containers": [{"name": "postgres", "image": "postgres:16"}]}}}
-    }))
-    .unwrap();
-    Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &sts)
-        .await
-        .unwrap();
+    postgres_statefulset(&client, &ns).await;
     let policies: Api<RemediationPolicy> = Api::namespaced(client.clone(), &ns);
     let database: RemediationPolicy = serde_json::from_value(json!({
         "apiVersion": "healing-guard.io/v1alpha1", "kind": "RemediationPolicy",
@@ -789,14 +775,7 @@ async fn an_alert_from_prometheus_through_alertmanager_opens_and_clears_an_incid
         .unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
-    let resolved = eventually_within("the incident resolved", Duration::from_secs(120), || {
-        let incidents = incidents.clone();
-        async move {
-            let incident = incidents.get(name).await.ok()?;
-            (phase(&incident) == Some(Phase::Resolved)).then_some(incident)
-        }
-    })
-    .await;
+    let resolved = resolved(&incidents, name, Duration::from_secs(120)).await;
     let status = resolved.status.unwrap();
     assert!(
         status.detection.unwrap().cleared_at.is_some(),
@@ -889,12 +868,5 @@ async fn a_prometheus_query_over_its_bound_opens_an_incident_and_no_data_says_no
     let description = opened.spec.description.unwrap_or_default();
     assert!(description.contains("= 2.5 (not below 1)"), "{description}");
     latency.store(200, Ordering::SeqCst);
-    eventually_within("the incident resolved", Duration::from_secs(90), || {
-        let incidents = incidents.clone();
-        async move {
-            let incident = incidents.get(name).await.ok()?;
-            (phase(&incident) == Some(Phase::Resolved)).then_some(())
-        }
-    })
-    .await;
+    resolved(&incidents, name, Duration::from_secs(90)).await;
 }
