@@ -164,6 +164,42 @@ pub fn due(
     chosen
 }
 
+/// When a channel's rate limit next lets one of its waiting messages go:
+/// a minute after the send that, leaving the window, frees a slot. `None`
+/// when no pending message is held back by its limit.
+pub fn rate_limit_lifts(
+    status: &CommunicationStatus,
+    per_minute: impl Fn(&str) -> Option<i32>,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let minute = std::time::Duration::from_secs(60);
+    let minute_ago = now.checked_sub(minute).unwrap_or(now);
+    let waiting: std::collections::BTreeSet<&str> = status
+        .outbox
+        .iter()
+        .filter(|d| d.state == DeliveryState::Pending)
+        .map(|d| d.channel.as_str())
+        .collect();
+    waiting
+        .into_iter()
+        .filter_map(|channel| {
+            let limit = usize::try_from(per_minute(channel)?).ok()?.max(1);
+            let mut recent: Vec<Timestamp> = status
+                .outbox
+                .iter()
+                .filter(|d| d.channel == channel)
+                .filter_map(|d| d.sent_at.as_ref().map(|t| t.0))
+                .filter(|at| *at > minute_ago)
+                .collect();
+            if recent.len() < limit {
+                return None;
+            }
+            recent.sort();
+            recent.get(recent.len() - limit)?.checked_add(minute).ok()
+        })
+        .min()
+}
+
 /// The communication status with the messages at `indexes` marked as being
 /// sent since `now`: written before they are sent, so that a later look
 /// knows an attempt began even if its outcome was never written.
@@ -416,6 +452,16 @@ mod tests {
         in_order.outbox.swap(2, 3);
         assert_eq!(due(&in_order, limits, now), Vec::<usize>::new());
         assert_eq!(next_attempt(&status), Some(at("2026-01-01T00:11:00Z")));
+        // slow may send again a minute after its last send.
+        assert_eq!(
+            rate_limit_lifts(&status, limits, now),
+            Some(at("2026-01-01T00:10:30Z"))
+        );
+        assert_eq!(
+            rate_limit_lifts(&status, |_| Some(2), now),
+            None,
+            "nobody is held back at two a minute"
+        );
 
         let message = &status.outbox[2];
         let sent = settle(

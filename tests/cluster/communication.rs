@@ -44,6 +44,20 @@ struct Receiver {
     alerts: Arc<Mutex<std::collections::BTreeMap<(String, String), String>>>,
     /// Statuspage's incidents, as its API shows them.
     page_incidents: Arc<Mutex<Vec<Value>>>,
+    /// Every webhook request, answered or not.
+    webhook_calls: Arc<Mutex<Vec<WebhookCall>>>,
+    /// The webhook answers its first request with 503: it must come again.
+    webhook_busy_once: Arc<Mutex<bool>>,
+}
+
+/// One request to the generic webhook, and how it was answered.
+#[derive(Clone, Debug)]
+struct WebhookCall {
+    idempotency_key: Option<String>,
+    authorization: Option<String>,
+    body: Value,
+    at: std::time::Instant,
+    answered: StatusCode,
 }
 
 impl Receiver {
@@ -305,13 +319,49 @@ async fn statuspage_read(
     }
 }
 
+/// A generic JSON webhook: records each request with its headers; answers
+/// 503 (no Retry-After) the first time if told to, 200 otherwise.
+async fn webhook(
+    State(receiver): State<Receiver>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> StatusCode {
+    let Ok(body) = serde_json::from_str::<Value>(&body) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let answered = {
+        let mut busy = receiver.webhook_busy_once.lock().unwrap();
+        if std::mem::take(&mut *busy) {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        }
+    };
+    receiver.webhook_calls.lock().unwrap().push(WebhookCall {
+        idempotency_key: header("idempotency-key"),
+        authorization: header("authorization"),
+        body,
+        at: std::time::Instant::now(),
+        answered,
+    });
+    answered
+}
+
 async fn start_receiver(slack_busy_once: bool) -> (SocketAddr, Receiver) {
     let receiver = Receiver {
         slack_busy_once: Arc::new(Mutex::new(slack_busy_once)),
+        webhook_busy_once: Arc::new(Mutex::new(true)),
         ..Receiver::default()
     };
     let app = Router::new()
         .route("/slack", post(slack))
+        .route("/webhook", post(webhook))
         .route(
             "/pagerduty/{person}",
             post(
@@ -1201,5 +1251,283 @@ async fn a_remediated_p0_walks_the_status_page_from_investigating_to_resolved() 
         incident[0].metadata.uid.as_deref(),
         created[0]["metadata"]["healing_guard"]["incident_uid"].as_str(),
         "the page's incident names the Incident"
+    );
+}
+
+/// The webhook requests that were answered 200, in order.
+fn webhook_accepted(receiver: &Receiver) -> Vec<WebhookCall> {
+    let calls = receiver.webhook_calls.lock().unwrap();
+    calls
+        .iter()
+        .filter(|c| c.answered == StatusCode::OK)
+        .cloned()
+        .collect()
+}
+
+/// A team's own endpoint, one message a minute, its texts from a
+/// ConfigMap kept in Git: the first message meets a 503 and comes again
+/// with the same Idempotency-Key; the acknowledgement, told seconds after
+/// the opening, waits out the minute (and no longer) and uses the
+/// template as it reads when it is sent.
+#[tokio::test]
+async fn a_webhook_channel_retries_with_one_idempotency_key_keeps_its_rate_and_uses_configmap_templates()
+ {
+    let client = client().await;
+    let ns = namespace(&client, "comms-hook").await;
+    let _operator = Operator::start(&ns).await;
+    let (address, receiver) = start_receiver(false).await;
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "hook"},
+        "stringData": {"url": format!("http://{address}/webhook"), "authorization": "Bearer hook-token"}}))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    apply(
+        &client,
+        &ns,
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: team-templates}
+data:
+  opened: "OPENED {{ id }} {{ severity }} {{ title }}"
+  update: "UPDATE {{ id }} {{ status }}"
+---
+apiVersion: healing-guard.io/v1alpha1
+kind: NotificationChannel
+metadata: {name: team-hook}
+spec:
+  kind: Webhook
+  secretRef: {name: hook}
+  events: [Opened, Acknowledged]
+  updates: {}
+  perMinute: 1
+  templates: {configMap: team-templates}
+"#,
+    )
+    .await;
+    let incident: Incident = serde_json::from_value(json!({
+        "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
+        "metadata": {"name": "queue-backlog"},
+        "spec": {"title": "webhook_queue backs up", "severity": "P1", "type": "IntegrationFailure",
+                 "target": {"kind": "Deployment", "name": "webhook-worker"},
+                 "communication": {"channels": ["team-hook"]}}
+    }))
+    .unwrap();
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    let uid = incidents
+        .create(&PostParams::default(), &incident)
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+
+    // The 503, then the same message again (backoff: 5 s).
+    eventually_within("the opening accepted", Duration::from_secs(60), || {
+        let done = webhook_accepted(&receiver).len() == 1;
+        async move { done.then_some(()) }
+    })
+    .await;
+    // Acknowledged at once, and the template changed in Git meanwhile.
+    let ack = json!({"spec": {"acknowledged": {"by": "jane"}}});
+    incidents
+        .patch(
+            "queue-backlog",
+            &PatchParams::default(),
+            &Patch::Merge(&ack),
+        )
+        .await
+        .unwrap();
+    let changed = json!({"data": {"update": "UPDATE v2 {{ id }} {{ status }} by {{ commander }}"}});
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns)
+        .patch(
+            "team-templates",
+            &PatchParams::default(),
+            &Patch::Merge(&changed),
+        )
+        .await
+        .unwrap();
+    eventually_within(
+        "the acknowledgement accepted",
+        Duration::from_secs(100),
+        || {
+            let done = webhook_accepted(&receiver).len() == 2;
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
+
+    let calls = receiver.webhook_calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 3, "one 503, then two messages: {calls:?}");
+    let (refused, opened, acknowledged) = (&calls[0], &calls[1], &calls[2]);
+    assert_eq!(refused.answered, StatusCode::SERVICE_UNAVAILABLE);
+    let key = |call: &WebhookCall| call.idempotency_key.clone().unwrap_or_default();
+    assert_eq!(key(refused), format!("{uid}/team-hook/Opened"));
+    assert_eq!(key(opened), key(refused), "the retry carries the same key");
+    assert_eq!(key(acknowledged), format!("{uid}/team-hook/Acknowledged"));
+    for call in &calls {
+        assert_eq!(call.authorization.as_deref(), Some("Bearer hook-token"));
+    }
+    assert_eq!(
+        opened.body["text"],
+        "OPENED queue-backlog P1 webhook_queue backs up"
+    );
+    assert_eq!(opened.body["event"], "Opened");
+    assert_eq!(opened.body["incident"]["uid"], uid.as_str());
+    assert_eq!(
+        acknowledged.body["text"], "UPDATE v2 queue-backlog Investigating by jane",
+        "the template as it reads when the message is sent"
+    );
+    let gap = acknowledged.at.duration_since(opened.at);
+    assert!(
+        gap >= Duration::from_secs(58) && gap < Duration::from_secs(80),
+        "one a minute, and sent as soon as the minute is over: {gap:?}"
+    );
+    let recorded = outbox_of(&incidents.get("queue-backlog").await.unwrap());
+    assert!(
+        recorded
+            .iter()
+            .all(|(_, _, state, sending)| *state == DeliveryState::Sent && !sending),
+        "{recorded:?}"
+    );
+    let outbox = incidents
+        .get("queue-backlog")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .communication
+        .unwrap()
+        .outbox;
+    let attempts: Vec<(&str, i32)> = outbox
+        .iter()
+        .map(|d| (d.key.as_str(), d.attempts))
+        .collect();
+    assert_eq!(attempts, [("Opened", 2), ("Acknowledged", 1)]);
+}
+
+/// A security incident pages the security path (the security lead, not
+/// the primary on call), and while it stays open its channel hears a
+/// status update at the configured interval (the runbook's 15 minutes for
+/// a P0, one minute here), numbered, once each.
+#[tokio::test]
+async fn a_security_incident_pages_the_security_lead_and_gets_periodic_updates() {
+    let client = client().await;
+    let ns = namespace(&client, "comms-security").await;
+    let _operator = Operator::start(&ns).await;
+    let (address, receiver) = start_receiver(false).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for (name, data) in [
+        ("slack", json!({"url": format!("http://{address}/slack")})),
+        (
+            "pagerduty-john",
+            json!({"routingKey": "john-key", "url": format!("http://{address}/pagerduty/john")}),
+        ),
+        (
+            "pagerduty-charlie",
+            json!({"routingKey": "charlie-key", "url": format!("http://{address}/pagerduty/charlie")}),
+        ),
+    ] {
+        let secret: Secret =
+            serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data}))
+                .unwrap();
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
+    apply(
+        &client,
+        &ns,
+        r#"
+apiVersion: healing-guard.io/v1alpha1
+kind: NotificationChannel
+metadata: {name: security-room}
+spec: {kind: Slack, secretRef: {name: slack}, events: [Opened, Update], updates: {P0: 1m}}
+---
+apiVersion: healing-guard.io/v1alpha1
+kind: NotificationChannel
+metadata: {name: pager-john}
+spec: {kind: PagerDuty, secretRef: {name: pagerduty-john}, events: [Resolved]}
+---
+apiVersion: healing-guard.io/v1alpha1
+kind: NotificationChannel
+metadata: {name: pager-charlie}
+spec: {kind: PagerDuty, secretRef: {name: pagerduty-charlie}, events: [Resolved]}
+---
+apiVersion: healing-guard.io/v1alpha1
+kind: EscalationPolicy
+metadata: {name: oncall}
+spec:
+  people:
+  - {name: john, channel: pager-john}
+  - {name: charlie, channel: pager-charlie}
+  roles:
+  - {name: primary, rotation: [john]}
+  - {name: security-lead, rotation: [charlie]}
+  steps:
+  - {role: primary}
+  securitySteps:
+  - {role: security-lead}
+"#,
+    )
+    .await;
+    let incident: Incident = serde_json::from_value(json!({
+        "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
+        "metadata": {"name": "tokens-leaked"},
+        "spec": {"title": "JWT signing key leaked", "severity": "P0", "type": "SecurityIncident",
+                 "target": {"kind": "Deployment", "name": "api"},
+                 "communication": {"channels": ["security-room"], "escalationPolicy": "oncall"}}
+    }))
+    .unwrap();
+    Api::<Incident>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &incident)
+        .await
+        .unwrap();
+
+    eventually_within("the security lead paged", Duration::from_secs(60), || {
+        let paged = !seen(&receiver, "pagerduty").is_empty();
+        async move { paged.then_some(()) }
+    })
+    .await;
+    // Two updates, a minute apart, after the opening.
+    eventually_within("two periodic updates", Duration::from_secs(150), || {
+        let updates = slack_headers(&receiver).len();
+        async move { (updates >= 3).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        pagerduty_actions(&receiver),
+        [("charlie-key".to_owned(), "trigger".to_owned())],
+        "the security path, and not the primary on call"
+    );
+    let headers = slack_headers(&receiver);
+    assert_eq!(
+        headers[..3],
+        [
+            "🚨 INCIDENT ALERT - P0",
+            "📊 INCIDENT UPDATE - P0",
+            "📊 INCIDENT UPDATE - P0"
+        ]
+    );
+    let incident = Api::<Incident>::namespaced(client.clone(), &ns)
+        .get("tokens-leaked")
+        .await
+        .unwrap();
+    let keys: Vec<String> = outbox_of(&incident)
+        .into_iter()
+        .filter(|(channel, _, _, _)| channel == "security-room")
+        .map(|(_, key, _, _)| key)
+        .collect();
+    assert_eq!(keys[..3], ["Opened", "Update/1", "Update/2"]);
+    let update = &seen(&receiver, "slack")[1];
+    assert!(
+        update["text"]
+            .as_str()
+            .unwrap()
+            .contains("Time to next update:"),
+        "{update}"
     );
 }

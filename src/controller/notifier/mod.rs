@@ -51,6 +51,16 @@ struct Wiring {
     escalation: Option<Arc<EscalationPolicy>>,
 }
 
+impl Wiring {
+    /// The rate limit of a channel in the wiring; `None` if it is gone.
+    fn per_minute(&self, name: &str) -> Option<i32> {
+        self.channels
+            .iter()
+            .find(|c| c.name_any() == name)
+            .map(|c| c.spec.per_minute)
+    }
+}
+
 fn wiring(ctx: &Context, incident: &Incident, namespace: &str) -> Wiring {
     let policy = incident.policy_name().and_then(|name| {
         ctx.watches
@@ -190,14 +200,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
     }
 
     // Then send what is due, every message at once.
-    let per_minute = |name: &str| {
-        wiring
-            .channels
-            .iter()
-            .find(|c| c.name_any() == name)
-            .map(|c| c.spec.per_minute)
-    };
-    let due = outbox::due(&recorded, per_minute, now);
+    let due = outbox::due(&recorded, |name| wiring.per_minute(name), now);
     if !due.is_empty() {
         // Marked as being sent before it is: after a crash, a message whose
         // outcome was never written is known to be in doubt.
@@ -362,6 +365,11 @@ fn wake(
         .chain(page)
         .chain(acknowledgement_expires)
         .chain(outbox::next_attempt(recorded))
+        .chain(outbox::rate_limit_lifts(
+            recorded,
+            |name| wiring.per_minute(name),
+            now,
+        ))
         .min();
     next.and_then(|at| Duration::try_from(at.duration_since(now)).ok())
         .map_or(LOOK_AGAIN, |wait| {
