@@ -97,6 +97,9 @@ pub struct Context {
     pub fence: Arc<Fence>,
     /// The latest state of every running probe.
     pub probes: Arc<crate::signals::prober::ProbeStates>,
+    /// The channels being sent to now, so that their messages are not
+    /// taken for ones a stopped process left in doubt.
+    pub sending: Arc<crate::communication::in_flight::InFlight>,
 }
 
 /// What the operator was started with that changes what it does.
@@ -129,6 +132,7 @@ impl Context {
             backoffs: Arc::default(),
             fence,
             probes: Arc::default(),
+            sending: Arc::default(),
         }
     }
 

@@ -139,7 +139,7 @@ pub fn plan(incident: &Incident, policy: &EscalationPolicySpec, now: Timestamp) 
             .at
             .as_ref()
             .or_else(|| status.and_then(|s| s.milestones.acknowledged_at.as_ref()))
-            .map(|t| t.0);
+            .map(|t| crate::k8s::whole_seconds(t.0));
         let expired = recorded
             .as_ref()
             .and_then(|s| s.expired_acknowledgement.as_ref())
@@ -407,6 +407,30 @@ repeat: 2
             at("2026-01-06T10:00:30Z"),
         );
         assert!(again.pages.is_empty());
+    }
+
+    #[test]
+    fn a_plan_written_to_status_and_read_back_is_what_is_planned_again() {
+        // A person may write the acknowledgement's time with a fraction of
+        // a second; status keeps whole seconds. The plan must not differ
+        // from its own record, or the notifier writes it forever.
+        let mut policy = policy();
+        policy.acknowledgement_timeout = Some(crate::crd::Duration::from_secs(60));
+        let mut acked = incident("ServiceOutage", None);
+        acked.spec.acknowledged = serde_json::from_value(
+            serde_json::json!({"by": "john", "at": "2026-01-06T10:05:00.123456Z"}),
+        )
+        .unwrap();
+        acked.status.as_mut().unwrap().phase = Some(Phase::Acknowledged);
+        let now = at("2026-01-06T10:05:10Z");
+        let planned = plan(&acked, &policy, now).state;
+        let round_trip: Option<EscalationState> =
+            serde_json::from_value(serde_json::to_value(&planned).unwrap()).unwrap();
+        acked.status.as_mut().unwrap().communication = Some(crate::crd::CommunicationStatus {
+            escalation: round_trip.clone(),
+            ..Default::default()
+        });
+        assert_eq!(plan(&acked, &policy, now).state, round_trip);
     }
 
     #[test]

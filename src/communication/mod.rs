@@ -6,6 +6,7 @@
 //! sends twice nor skips.
 
 pub mod escalation;
+pub mod in_flight;
 pub mod moments;
 pub mod outbox;
 pub mod payloads;

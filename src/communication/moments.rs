@@ -50,6 +50,29 @@ pub fn moments(
     if let Some(at) = &milestones.acknowledged_at {
         found.push(Moment::new(NotifyEvent::Acknowledged, "Acknowledged", at.0));
     }
+    // An acknowledgement renewed after one expired is told too: paging
+    // started over, and whoever was paged hears that it stopped again.
+    let expired = status
+        .communication
+        .as_ref()
+        .and_then(|c| c.escalation.as_ref())
+        .and_then(|e| e.expired_acknowledgement.as_ref())
+        .map(|t| t.0);
+    let renewed = incident
+        .spec
+        .acknowledged
+        .as_ref()
+        .and_then(|a| a.at.as_ref())
+        .map(|t| t.0);
+    if let (Some(expired), Some(renewed)) = (expired, renewed)
+        && renewed.as_second() > expired.as_second()
+    {
+        found.push(Moment::new(
+            NotifyEvent::Acknowledged,
+            format!("Acknowledged/{}", renewed.as_second()),
+            renewed,
+        ));
+    }
     for step in &status.steps {
         let applied = matches!(
             step.result,
@@ -203,6 +226,32 @@ mod tests {
         assert!(
             moments(&new, Some(FIFTEEN), now).is_empty(),
             "not yet opened"
+        );
+    }
+
+    #[test]
+    fn an_acknowledgement_renewed_after_one_expired_is_told_again() {
+        let now: Timestamp = "2026-01-01T00:40:00Z".parse().unwrap();
+        let mut renewed = incident(serde_json::json!({
+            "phase": "Acknowledged",
+            "milestones": {"detectedAt": "2026-01-01T00:00:00Z", "acknowledgedAt": "2026-01-01T00:05:00Z"},
+            "communication": {"escalation": {"step": 0, "pass": 0, "round": 1,
+                                             "expiredAcknowledgement": "2026-01-01T00:05:00Z"}}
+        }));
+        renewed.spec.acknowledged =
+            serde_json::from_value(serde_json::json!({"by": "john", "at": "2026-01-01T00:36:00Z"}))
+                .unwrap();
+        assert_eq!(
+            keys(&moments(&renewed, None, now)),
+            ["Opened", "Acknowledged", "Acknowledged/1767227760"]
+        );
+        // Not renewed yet: the expired one is not told again.
+        renewed.spec.acknowledged =
+            serde_json::from_value(serde_json::json!({"by": "john", "at": "2026-01-01T00:05:00Z"}))
+                .unwrap();
+        assert_eq!(
+            keys(&moments(&renewed, None, now)),
+            ["Opened", "Acknowledged"]
         );
     }
 }

@@ -112,11 +112,7 @@ pub fn pagerduty(
     fields: &Fields,
 ) -> Value {
     let phase = incident.status.as_ref().and_then(|s| s.phase);
-    let dedup_key = incident
-        .metadata
-        .uid
-        .clone()
-        .unwrap_or_else(|| fields.id.clone());
+    let dedup_key = pagerduty_dedup_key(incident, fields);
     let action = if phase.is_some_and(Phase::is_closed) {
         "resolve"
     } else if event == NotifyEvent::Paged {
@@ -143,6 +139,32 @@ pub fn pagerduty(
         });
     }
     event
+}
+
+/// The PagerDuty alert of an incident: keyed by its uid.
+fn pagerduty_dedup_key(incident: &Incident, fields: &Fields) -> String {
+    incident
+        .metadata
+        .uid
+        .clone()
+        .unwrap_or_else(|| fields.id.clone())
+}
+
+/// PagerDuty Events API v2: closes the incident's open alert on this
+/// routing key, so that the trigger after it opens a new alert and
+/// notifies again. A trigger on an alert that is still open (triggered,
+/// or acknowledged by someone whose acknowledgement then expired) is only
+/// added to its log and reaches nobody.
+pub fn pagerduty_close_for_repage(
+    routing_key: &str,
+    incident: &Incident,
+    fields: &Fields,
+) -> Value {
+    json!({
+        "routing_key": routing_key,
+        "event_action": "resolve",
+        "dedup_key": pagerduty_dedup_key(incident, fields),
+    })
 }
 
 /// Statuspage's incident status for a message about `event`. The moments

@@ -88,8 +88,15 @@ pub fn secret_text(
 /// Now, in whole seconds: the API server stores times at that precision, so
 /// a status compared against a round-tripped one must not differ by nanos.
 pub fn now_whole_seconds() -> k8s_openapi::jiff::Timestamp {
+    whole_seconds(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// `at` without its fraction of a second, as a `Time` in status keeps it:
+/// a time computed from one a person wrote (`2026-01-01T00:00:00.5Z`)
+/// compares equal to itself after a round trip through the API server.
+pub fn whole_seconds(at: k8s_openapi::jiff::Timestamp) -> k8s_openapi::jiff::Timestamp {
     use k8s_openapi::jiff::Timestamp;
-    Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH)
+    Timestamp::from_second(at.as_second()).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
 /// Whether the API server refused a write because the object changed since

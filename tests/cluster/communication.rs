@@ -21,7 +21,7 @@ use axum::{
 use healing_guard_operator::crd::{DeliveryState, Incident, NotifyEvent};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api, Client,
+    Api, Client, ResourceExt,
     api::{Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
@@ -48,6 +48,10 @@ struct Receiver {
     webhook_calls: Arc<Mutex<Vec<WebhookCall>>>,
     /// The webhook answers its first request with 503: it must come again.
     webhook_busy_once: Arc<Mutex<bool>>,
+    /// When each request to the endpoint that never answers in time began.
+    hung: Arc<Mutex<Vec<std::time::Instant>>>,
+    /// When each Slack message reached people.
+    slack_at: Arc<Mutex<Vec<std::time::Instant>>>,
 }
 
 /// One request to the generic webhook, and how it was answered.
@@ -156,6 +160,11 @@ async fn slack(
         }
     }
     receiver.seen.lock().unwrap().push(("slack".into(), body));
+    receiver
+        .slack_at
+        .lock()
+        .unwrap()
+        .push(std::time::Instant::now());
     (StatusCode::OK, [("retry-after", "0")], "ok".into())
 }
 
@@ -362,6 +371,18 @@ async fn start_receiver(slack_busy_once: bool) -> (SocketAddr, Receiver) {
     let app = Router::new()
         .route("/slack", post(slack))
         .route("/webhook", post(webhook))
+        .route(
+            "/hang",
+            post(|State(receiver): State<Receiver>| async move {
+                receiver
+                    .hung
+                    .lock()
+                    .unwrap()
+                    .push(std::time::Instant::now());
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                StatusCode::OK
+            }),
+        )
         .route(
             "/pagerduty/{person}",
             post(
@@ -739,16 +760,20 @@ async fn killing_the_operator_between_sending_and_recording_sends_nothing_twice(
         async move { exited }
     })
     .await;
-    assert_eq!(seen(&receiver, "slack").len(), 1);
-    assert_eq!(seen(&receiver, "pagerduty").len(), 1);
-    assert_eq!(seen(&receiver, "statuspage-create").len(), 1);
+    // Each channel is sent to in its own task; the first to finish
+    // sending aborts, so the others may or may not have sent by then.
+    let reached = ["slack", "pagerduty", "statuspage-create"].map(|p| seen(&receiver, p).len());
+    assert!(
+        reached.iter().all(|n| *n <= 1) && reached.contains(&1),
+        "{reached:?}"
+    );
     let in_doubt = outbox_of(&incidents.get("outage").await.unwrap());
     assert_eq!(in_doubt.len(), 3, "{in_doubt:?}");
     assert!(
         in_doubt
             .iter()
             .all(|(_, _, state, sending)| *state == DeliveryState::Pending && *sending),
-        "sent, but recorded only as being sent: {in_doubt:?}"
+        "sent (or about to be), but recorded only as being sent: {in_doubt:?}"
     );
 
     // The second operator settles what was in doubt, and pages jane when
@@ -803,6 +828,7 @@ async fn killing_the_operator_between_sending_and_recording_sends_nothing_twice(
         async move { exited }
     })
     .await;
+    let slack_heard_the_acknowledgement = seen(&receiver, "slack").len() == reached[0] + 1;
     let _fourth = Operator::start(&ns).await;
     let resolve = json!({"spec": {"resolution": {"by": "jane", "rootCause": "a bad release", "summary": "rolled back by hand"}}});
     incidents
@@ -821,16 +847,18 @@ async fn killing_the_operator_between_sending_and_recording_sends_nothing_twice(
     })
     .await;
 
+    // Slack's messages in doubt were not sent again: each arrived once if
+    // its send got through before the abort, and not at all otherwise.
     let slack_texts = slack_headers(&receiver);
-    assert_eq!(
-        slack_texts,
-        [
-            "🚨 INCIDENT ALERT - P0",
-            "📊 INCIDENT UPDATE - P0",
-            "✅ INCIDENT RESOLVED - P0"
-        ],
-        "each once, none twice"
-    );
+    let expected: Vec<&str> = [
+        (reached[0] == 1, "🚨 INCIDENT ALERT - P0"),
+        (slack_heard_the_acknowledgement, "📊 INCIDENT UPDATE - P0"),
+        (true, "✅ INCIDENT RESOLVED - P0"),
+    ]
+    .into_iter()
+    .filter_map(|(arrived, header)| arrived.then_some(header))
+    .collect();
+    assert_eq!(slack_texts, expected, "each at most once, none twice");
     let pages = pagerduty_actions(&receiver);
     for key in ["john-key", "jane-key"] {
         for action in ["trigger", "acknowledge", "resolve"] {
@@ -1530,4 +1558,258 @@ spec:
             .contains("Time to next update:"),
         "{update}"
     );
+}
+
+/// A channel whose endpoint never answers in time delays neither the
+/// other channel nor the remediation: Slack hears the opening while the
+/// hung request is still waiting, the rollback runs, the incident
+/// resolves, and Slack hears every moment; the hung channel's messages
+/// stay pending with the timeout as their error, to be tried again.
+#[tokio::test]
+async fn a_channel_that_never_answers_delays_neither_the_others_nor_the_remediation() {
+    use crate::remediation::{bad_release, crash_policy, setup_spec};
+    let mut spec = crash_policy("Auto", json!([{"action": "rollback"}]), "2m");
+    spec["communication"] = json!({"channels": ["slack", "stuck-hook"]});
+    let (client, ns, _operator) = setup_spec("comms-slow", spec).await;
+    let (address, receiver) = start_receiver(false).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for (name, url) in [("slack", "slack"), ("stuck", "hang")] {
+        let secret: Secret = serde_json::from_value(json!({"metadata": {"name": name},
+            "stringData": {"url": format!("http://{address}/{url}")}}))
+        .unwrap();
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
+    apply(
+        &client,
+        &ns,
+        r#"
+apiVersion: healing-guard.io/v1alpha1
+kind: NotificationChannel
+metadata: {name: slack}
+spec: {kind: Slack, secretRef: {name: slack}, events: [Opened, StepApplied, Resolved]}
+---
+apiVersion: healing-guard.io/v1alpha1
+kind: NotificationChannel
+metadata: {name: stuck-hook}
+spec: {kind: Webhook, secretRef: {name: stuck}, events: [Opened, StepApplied, Resolved]}
+"#,
+    )
+    .await;
+    bad_release(&client, &ns).await;
+    eventually_within(
+        "Slack told of the resolution",
+        Duration::from_secs(180),
+        || {
+            let done = slack_headers(&receiver)
+                .iter()
+                .any(|h| h.starts_with("✅ INCIDENT RESOLVED"));
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
+    let headers = slack_headers(&receiver);
+    assert_eq!(
+        headers.first().map(String::as_str),
+        Some("🚨 INCIDENT ALERT - P0")
+    );
+    assert!(
+        headers.iter().any(|h| h.starts_with("📊 INCIDENT UPDATE")),
+        "the rollback was told: {headers:?}"
+    );
+    let first_hang = receiver.hung.lock().unwrap()[0];
+    let opened_at = receiver.slack_at.lock().unwrap()[0];
+    assert!(
+        opened_at < first_hang + Duration::from_secs(10),
+        "Slack heard the opening while the stuck request still waited (the attempt limit is 10 s)"
+    );
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    let incident = incidents.list(&Default::default()).await.unwrap().items;
+    assert!(phase_of(&incident[0]).is_some_and(|p| p.is_closed()));
+    // Slack's messages are recorded as sent while the stuck channel's
+    // first attempt may still be waiting: their record waits for nobody.
+    let name = incident[0].name_any();
+    incident_where(
+        &client,
+        &ns,
+        &name,
+        "Slack's messages recorded as sent",
+        |i| {
+            let slack: Vec<DeliveryState> = outbox_of(i)
+                .into_iter()
+                .filter(|(channel, _, _, _)| channel == "slack")
+                .map(|(_, _, state, _)| state)
+                .collect();
+            slack.len() == 3 && slack.iter().all(|s| *s == DeliveryState::Sent)
+        },
+    )
+    .await;
+    // The stuck channel's message, meanwhile, waits for another try.
+    let stuck = incident_where(
+        &client,
+        &ns,
+        &name,
+        "the stuck message's timeout recorded",
+        |i| {
+            i.communication().is_some_and(|c| {
+                c.outbox.iter().any(|d| {
+                    d.channel == "stuck-hook"
+                        && d.last_error
+                            .as_deref()
+                            .is_some_and(|e| e.contains("no answer within 10s"))
+                })
+            })
+        },
+    )
+    .await;
+    let stuck = stuck
+        .communication()
+        .unwrap()
+        .outbox
+        .iter()
+        .find(|d| d.channel == "stuck-hook")
+        .cloned()
+        .unwrap();
+    assert_eq!(stuck.state, DeliveryState::Pending, "{stuck:?}");
+}
+
+/// An acknowledgement followed by no progress expires: the person is
+/// paged again, and PagerDuty, which would fold a trigger into the alert
+/// still open (acknowledged), hears the old alert closed and a new one
+/// triggered, so the page reaches them. A fresh acknowledgement holds.
+#[tokio::test]
+async fn an_acknowledgement_without_progress_expires_and_pages_again() {
+    let client = client().await;
+    let ns = namespace(&client, "comms-ackexp").await;
+    let _operator = Operator::start(&ns).await;
+    let (address, receiver) = start_receiver(false).await;
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "pagerduty-john"},
+        "stringData": {"routingKey": "john-key", "url": format!("http://{address}/pagerduty/john")}}))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    apply(
+        &client,
+        &ns,
+        r#"
+apiVersion: healing-guard.io/v1alpha1
+kind: NotificationChannel
+metadata: {name: pager-john}
+spec: {kind: PagerDuty, secretRef: {name: pagerduty-john}, events: [Acknowledged, Resolved]}
+---
+apiVersion: healing-guard.io/v1alpha1
+kind: EscalationPolicy
+metadata: {name: oncall}
+spec:
+  people: [{name: john, channel: pager-john}]
+  roles: [{name: primary, rotation: [john]}]
+  steps: [{role: primary, wait: 10m}]
+  acknowledgementTimeout: 1m
+"#,
+    )
+    .await;
+    let incident: Incident = serde_json::from_value(json!({
+        "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
+        "metadata": {"name": "db-slow"},
+        "spec": {"title": "PostgreSQL answers slowly", "severity": "P1", "type": "PerformanceDegradation",
+                 "target": {"kind": "StatefulSet", "name": "postgres"},
+                 "communication": {"escalationPolicy": "oncall"}}
+    }))
+    .unwrap();
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    incidents
+        .create(&PostParams::default(), &incident)
+        .await
+        .unwrap();
+    let alert_is = |states: &'static [&'static str]| {
+        let receiver = receiver.clone();
+        move || {
+            let actions: Vec<String> = pagerduty_actions(&receiver)
+                .into_iter()
+                .map(|(_, action)| action)
+                .collect();
+            async move { (actions == states).then_some(()) }
+        }
+    };
+    eventually_within(
+        "john paged",
+        Duration::from_secs(60),
+        alert_is(&["trigger"]),
+    )
+    .await;
+    let ack = |at: String| json!({"spec": {"acknowledged": {"by": "john", "at": at}}});
+    incidents
+        .patch(
+            "db-slow",
+            &PatchParams::default(),
+            &Patch::Merge(&ack(k8s_openapi::jiff::Timestamp::now().to_string())),
+        )
+        .await
+        .unwrap();
+    eventually_within(
+        "the acknowledgement told",
+        Duration::from_secs(60),
+        alert_is(&["trigger", "acknowledge"]),
+    )
+    .await;
+    // A minute later, nothing has moved: john is paged again, for real.
+    eventually_within(
+        "john paged again",
+        Duration::from_secs(120),
+        alert_is(&["trigger", "acknowledge", "resolve", "trigger"]),
+    )
+    .await;
+    let escalation = incidents
+        .get("db-slow")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .communication
+        .unwrap()
+        .escalation
+        .unwrap();
+    assert!(
+        escalation.expired_acknowledgement.is_some(),
+        "{escalation:?}"
+    );
+    assert_eq!(escalation.round, 1);
+    assert!(escalation.stopped.is_none(), "{escalation:?}");
+
+    // He acknowledges again: that one holds the paging.
+    incidents
+        .patch(
+            "db-slow",
+            &PatchParams::default(),
+            &Patch::Merge(&ack(k8s_openapi::jiff::Timestamp::now().to_string())),
+        )
+        .await
+        .unwrap();
+    eventually_within(
+        "the new alert acknowledged",
+        Duration::from_secs(60),
+        alert_is(&[
+            "trigger",
+            "acknowledge",
+            "resolve",
+            "trigger",
+            "acknowledge",
+        ]),
+    )
+    .await;
+    let escalation = incidents
+        .get("db-slow")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .communication
+        .unwrap()
+        .escalation
+        .unwrap();
+    assert_eq!(escalation.stopped.as_deref(), Some("acknowledged by john"));
 }

@@ -22,6 +22,7 @@ use crate::{
     context::Context,
     crd::{
         ChannelKind, CommunicationStatus, Delivery, DeliveryState, Incident, NotificationChannel,
+        NotifyEvent,
     },
 };
 
@@ -112,14 +113,38 @@ pub async fn deliver(
             let body = payloads::webhook(incident, delivery.event, &delivery.key, &text, &fields);
             (Method::POST, url, headers, body)
         }),
-        ChannelKind::PagerDuty => needs("routingKey").map(|routing_key| {
+        ChannelKind::PagerDuty => {
+            let routing_key = match needs("routingKey") {
+                Ok(routing_key) => routing_key,
+                Err(refused) => return refused,
+            };
             let url = secret
                 .get("url")
                 .cloned()
                 .unwrap_or_else(|| PAGERDUTY_EVENTS.to_owned());
+            // A person paged again (a later pass, or a new round after an
+            // acknowledgement expired) still has this incident's alert
+            // open: it is closed first so that the page notifies. Sent
+            // again in doubt, this may page twice, never not at all.
+            if paged_before(recorded, delivery) {
+                let close = payloads::pagerduty_close_for_repage(&routing_key, incident, &fields);
+                let closed = send::send(
+                    &ctx.http,
+                    Method::POST,
+                    &url,
+                    HeaderMap::new(),
+                    &close,
+                    attempts,
+                    |_| None,
+                )
+                .await;
+                if !matches!(closed, Outcome::Accepted { .. }) {
+                    return closed;
+                }
+            }
             let body = payloads::pagerduty(&routing_key, incident, delivery.event, &text, &fields);
-            (Method::POST, url, HeaderMap::new(), body)
-        }),
+            Ok((Method::POST, url, HeaderMap::new(), body))
+        }
         ChannelKind::StatusPage => {
             let (api_key, page) = match (needs("apiKey"), needs("pageId")) {
                 (Ok(api_key), Ok(page)) => (api_key, page),
@@ -184,6 +209,18 @@ pub async fn deliver(
             .map(str::to_owned)
     };
     send::send(&ctx.http, method, &url, headers, &body, attempts, reference).await
+}
+
+/// Whether `delivery` is a page to a channel that was paged before for
+/// this incident.
+fn paged_before(recorded: &CommunicationStatus, delivery: &Delivery) -> bool {
+    delivery.event == NotifyEvent::Paged
+        && recorded.outbox.iter().any(|d| {
+            d.channel == delivery.channel
+                && d.event == NotifyEvent::Paged
+                && d.key != delivery.key
+                && d.state == DeliveryState::Sent
+        })
 }
 
 /// An email over SMTP (`host`, `port`, optional `username` and `password`,

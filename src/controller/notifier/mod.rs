@@ -6,29 +6,27 @@
 //! its own controller, so a slow receiver never holds remediation.
 
 mod deliver;
+mod dispatch;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use futures::future::join_all;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Resource, ResourceExt,
     api::{ObjectMeta, PatchParams, PostParams},
-    runtime::{
-        controller::Action,
-        events::{Event, EventType},
-        reflector::ObjectRef,
-    },
+    runtime::{controller::Action, reflector::ObjectRef},
 };
 use tracing::{debug, info, instrument, warn};
 
 use super::error::{CONFLICT_RETRY, Error};
 use crate::{
     communication::{
-        escalation, moments,
+        escalation,
+        in_flight::Claim,
+        moments,
         outbox::{self, Channel},
-        report, send,
+        report,
     },
     context::Context,
     crd::{
@@ -43,6 +41,9 @@ use crate::{
 pub const CONTROLLER: &str = "notifier";
 /// The longest an incident with messages or pages ahead sleeps.
 const LOOK_AGAIN: Duration = Duration::from_secs(300);
+/// How soon an incident whose messages are being sent is looked at again,
+/// in case their outcomes could not be written.
+const SETTLE_CHECK: Duration = Duration::from_secs(30);
 
 /// The channels and escalation policy an incident names (directly or
 /// through its RemediationPolicy), as the shared watches hold them.
@@ -183,6 +184,9 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         }
         escalation_state = planned.state;
     }
+    // Compared as status would keep it (whole seconds), so that a time
+    // with a fraction never reads as a change to write again and again.
+    let escalation_state = as_stored(escalation_state);
     if !new.is_empty() || escalation_state != recorded.escalation {
         debug!(
             messages = new.len(),
@@ -199,98 +203,64 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
 
-    // Then send what is due, every message at once.
-    let due = outbox::due(&recorded, |name| wiring.per_minute(name), now);
-    if !due.is_empty() {
+    // Then send what is due: each channel in its own task, so a slow
+    // receiver holds back only its own channel. A channel this process is
+    // still sending to is left to that task.
+    let uid = incident.uid().unwrap_or_default();
+    let mut by_channel: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for index in outbox::due(&recorded, |name| wiring.per_minute(name), now) {
+        if let Some(delivery) = recorded.outbox.get(index) {
+            by_channel
+                .entry(delivery.channel.clone())
+                .or_default()
+                .push(index);
+        }
+    }
+    let claimed: Vec<(Arc<NotificationChannel>, Vec<usize>, Claim)> = by_channel
+        .into_iter()
+        .filter_map(|(name, indexes)| {
+            let channel = wiring.channels.iter().find(|c| c.name_any() == name)?;
+            let claim = ctx.sending.claim(&uid, &name)?;
+            Some((Arc::clone(channel), indexes, claim))
+        })
+        .collect();
+    if !claimed.is_empty() {
         // Marked as being sent before it is: after a crash, a message whose
         // outcome was never written is known to be in doubt.
+        let due: Vec<usize> = claimed
+            .iter()
+            .flat_map(|(_, indexes, _)| indexes.iter().copied())
+            .collect();
         let begun = outbox::begin(&recorded, &due, now);
         let marked = write(&ctx, &incident, &namespace, &begun).await?;
-        // Each is sent as it was before the mark: one marked already is in
-        // doubt (an earlier attempt's outcome was lost). Channels at once;
-        // within a channel in order, stopping at one to be tried again.
-        let (ctx_ref, incident_ref, recorded_ref) = (&ctx, &incident, &recorded);
-        let mut by_channel: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for &index in &due {
-            if let Some(delivery) = recorded.outbox.get(index) {
-                by_channel
-                    .entry(delivery.channel.as_str())
-                    .or_default()
-                    .push(index);
-            }
-        }
-        let attempts = by_channel.into_iter().filter_map(|(name, indexes)| {
-            let channel = wiring.channels.iter().find(|c| c.name_any() == name)?;
-            Some(async move {
-                let mut outcomes = Vec::new();
-                for index in indexes {
-                    let Some(delivery) = recorded_ref.outbox.get(index) else {
-                        continue;
-                    };
-                    let outcome = deliver::deliver(
-                        ctx_ref,
-                        incident_ref,
-                        channel,
-                        delivery,
-                        recorded_ref,
-                        now,
-                    )
-                    .await;
-                    // Only a message to be tried again holds back the next.
-                    let retry = matches!(outcome, send::Outcome::Retry { .. });
-                    outcomes.push((index, outcome));
-                    if retry {
-                        break;
-                    }
-                }
-                outcomes
-            })
-        });
-        let outcomes: Vec<(usize, send::Outcome)> =
-            join_all(attempts).await.into_iter().flatten().collect();
-        crate::failpoint::hit(crate::failpoint::AFTER_SEND);
-        let mut next = begun.clone();
-        let mut unconfirmed = Vec::new();
-        for (index, outcome) in &outcomes {
-            if let Some(slot) = next.outbox.get_mut(*index) {
-                *slot = outbox::settle(slot, outcome, now);
-                let kind = wiring
-                    .channels
-                    .iter()
-                    .find(|c| c.name_any() == slot.channel)
-                    .map_or("unknown", |c| c.spec.kind.into());
-                count(&ctx, kind, slot);
-                if slot.state == DeliveryState::Unconfirmed {
-                    unconfirmed.push(format!("{} to {}", slot.key, slot.channel));
-                }
-            }
-        }
-        // Held back behind a retry: never attempted, so not in doubt.
-        for &index in &due {
-            if !outcomes.iter().any(|(attempted, _)| *attempted == index)
-                && let (Some(slot), Some(before)) =
-                    (next.outbox.get_mut(index), recorded.outbox.get(index))
-            {
-                slot.sending_since = before.sending_since.clone();
-            }
-        }
-        settle_written(&ctx, &marked, &namespace, &begun, &next).await?;
-        for message in unconfirmed {
-            let event = Event {
-                type_: EventType::Warning,
-                reason: "MessageUnconfirmed".into(),
-                note: Some(format!(
-                    "{message} may not have arrived: the operator stopped while sending it, \
-                     and the channel cannot recognise a repeat, so it was not sent again"
-                )),
-                action: "Notify".into(),
-                secondary: None,
+        let recorded = Arc::new(recorded);
+        for (channel, indexes, claim) in claimed {
+            let batch = dispatch::Batch {
+                ctx: Arc::clone(&ctx),
+                incident: Arc::clone(&incident),
+                marked: marked.clone(),
+                recorded: Arc::clone(&recorded),
+                channel,
+                indexes,
+                now,
+                claim,
             };
-            ctx.publish(incident.as_ref(), event).await;
+            tokio::spawn(batch.run());
         }
-        return Ok(Action::requeue(Duration::from_millis(100)));
+        // The outcomes' write wakes this again; should it fail, look soon.
+        return Ok(Action::requeue(
+            wake(&incident, &wiring, &begun, now).min(SETTLE_CHECK),
+        ));
     }
     Ok(Action::requeue(wake(&incident, &wiring, &recorded, now)))
+}
+
+/// `value` as it reads back from the API server.
+fn as_stored<T: serde::Serialize + serde::de::DeserializeOwned>(value: T) -> T {
+    serde_json::to_value(&value)
+        .ok()
+        .and_then(|json| serde_json::from_value(json).ok())
+        .unwrap_or(value)
 }
 
 fn pending(channel: &str, event: NotifyEvent, key: String, now: Timestamp) -> Delivery {
@@ -451,44 +421,6 @@ async fn write(
             &patch,
         )
         .await?)
-}
-
-/// How often the outcomes of sent messages are written again after other
-/// controllers changed the incident meanwhile.
-const SETTLE_TRIES: usize = 5;
-
-/// Writes the outcomes of messages just sent. They are facts and must not
-/// be lost to a race: the incident controller may have changed the status
-/// while they were sent, so on a conflict the latest incident is read and,
-/// if its communication is still what was marked (nobody else settled
-/// these messages), written again on it.
-async fn settle_written(
-    ctx: &Context,
-    marked: &Incident,
-    namespace: &str,
-    begun: &CommunicationStatus,
-    settled: &CommunicationStatus,
-) -> Result<(), Error> {
-    let api = Api::<Incident>::namespaced(ctx.client.clone(), namespace);
-    let mut base = marked.clone();
-    let mut tries = 1;
-    loop {
-        match write(ctx, &base, namespace, settled).await {
-            Ok(_) => return Ok(()),
-            Err(error) if error.is_conflict() && tries < SETTLE_TRIES => {
-                let latest = api.get(&marked.name_any()).await?;
-                if latest.communication() != Some(begun) {
-                    return Err(error);
-                }
-                debug!(
-                    "the incident changed while messages were sent; writing their outcomes again"
-                );
-                base = latest;
-                tries += 1;
-            }
-            Err(error) => return Err(error),
-        }
-    }
 }
 
 /// Retries with the per-object backoff; a lost race looks again at once.
