@@ -17,6 +17,9 @@ pub enum Error {
     /// This replica is no longer the leader; it is stopping.
     #[error(transparent)]
     Fenced(#[from] crate::leader::Fenced),
+    /// A service an action called answered otherwise than expected.
+    #[error("{0}")]
+    Service(String),
     /// The object has no name or namespace; it cannot be reconciled.
     #[error("object without {0}")]
     MissingMetadata(&'static str),
@@ -33,6 +36,7 @@ impl From<ApplyError> for Error {
         match error {
             ApplyError::Kube(error) => Error::Kube(error),
             ApplyError::Encode(error) => Error::Serialize(error),
+            ApplyError::Service(message) => Error::Service(message),
         }
     }
 }
@@ -54,6 +58,7 @@ impl Error {
             Error::Kube(kube::Error::Api(status)) => format!("api_{}", status.code),
             Error::Kube(_) => "kube".into(),
             Error::Serialize(_) => "serialize".into(),
+            Error::Service(_) => "service".into(),
             Error::MissingMetadata(_) => "missing_metadata".into(),
             Error::Fenced(_) => "fenced".into(),
         }

@@ -345,6 +345,8 @@ pub enum ActionKind {
     Restart,
     /// Put back the last known-good copy of a ConfigMap, then restart. Deployments only.
     RestoreConfig,
+    /// Call the service's own API (an admin endpoint), checking the answer.
+    Http,
 }
 
 impl Mode {
@@ -367,9 +369,15 @@ impl ActionKind {
     /// Whether this action can be applied to a workload of that kind.
     pub fn applies_to(self, kind: WorkloadKind) -> bool {
         match self {
-            ActionKind::Scale | ActionKind::Restart => true,
+            ActionKind::Scale | ActionKind::Restart | ActionKind::Http => true,
             ActionKind::Rollback | ActionKind::RestoreConfig => kind == WorkloadKind::Deployment,
         }
+    }
+
+    /// Whether an Incident may list it in its own `spec.actions` (when its
+    /// policy allows): not the actions that send Secrets to a URL.
+    pub fn may_be_brought_by_incidents(self) -> bool {
+        !matches!(self, ActionKind::Http)
     }
 
     /// The name used in YAML, step ids and metrics.
@@ -388,6 +396,9 @@ impl ActionKind {
     validation = Rule::new("!has(self.scale) || self.action == 'scale'").message("scale settings are only allowed on a scale action"),
     validation = Rule::new("!has(self.restart) || self.action == 'restart'").message("restart settings are only allowed on a restart action"),
     validation = Rule::new("!has(self.restoreConfig) || self.action == 'restoreConfig'").message("restoreConfig settings are only allowed on a restoreConfig action"),
+    validation = Rule::new("self.action != 'http' || has(self.http)").message("an http action needs its settings in http (at least url)"),
+    validation = Rule::new("!has(self.http) || self.action == 'http'").message("http settings are only allowed on an http action"),
+    validation = Rule::new("!has(self.http) || !has(self.http.body) || !has(self.http.bodyFrom)").message("http: body and bodyFrom are exclusive"),
 )]
 pub struct Action {
     /// Name of the step, unique within its ladder; defaults to the action.
@@ -409,6 +420,9 @@ pub struct Action {
     /// Settings for `restoreConfig`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_config: Option<RestoreConfigAction>,
+    /// Settings for `http`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<super::service::HttpAction>,
     /// How long verification may take after this step before the next one is
     /// tried; defaults to the rule's verify timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]

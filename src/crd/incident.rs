@@ -427,6 +427,11 @@ pub struct StepRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 6))]
     pub verification: Vec<String>,
+    /// When a change whose outcome cannot be read back from the cluster (a
+    /// call to a service) was begun: written before it is made, so that
+    /// after a restart the step is known to have maybe happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applying_since: Option<Time>,
 }
 
 /// Where a step stands.

@@ -14,6 +14,7 @@ pub mod incident;
 #[allow(clippy::duplicated_attributes)]
 pub mod policy;
 pub mod probe;
+pub mod service;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -25,6 +26,7 @@ pub use escalation::*;
 pub use incident::*;
 pub use policy::*;
 pub use probe::*;
+pub use service::*;
 
 /// The API group of both resources.
 pub const GROUP: &str = "healing-guard.io";

@@ -95,14 +95,17 @@ pub struct RemediationPolicySpec {
 /// incident's `spec.mode` only ever tightens the policy's (DryRun is
 /// tightest, then RequireApproval, then Auto), and actions beyond what is
 /// allowed here run as a dry run only.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IncidentAllowance {
     /// Actions an incident on a workload this policy guards may list in its
     /// own `spec.actions`, run under this policy's mode and safety limits.
-    /// Empty (the default): an incident's own actions are a dry run.
+    /// Empty (the default): an incident's own actions are a dry run. Never
+    /// `http`: its URL and Secrets would be chosen by whoever writes the
+    /// Incident; service calls belong in the policy's rules.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 4))]
+    #[x_kube(validation = Rule::new("self.all(a, a != 'http')").message("an Incident may not bring its own http action: its URL and Secrets belong in a RemediationPolicy rule"))]
     pub allowed_actions: Vec<ActionKind>,
 }
 

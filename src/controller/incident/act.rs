@@ -30,6 +30,7 @@ pub async fn act(
     ctx.may_write()?;
     let lines = actions::apply(
         &ctx.client,
+        &ctx.http,
         workload,
         &effect.planned.change,
         effect.dry_run,

@@ -280,11 +280,11 @@ fn remediate(decision: &mut Decision, incident: &Incident, ladder: &Ladder, seen
     let recovered = ladder.rule.is_some() && health == Health::Healthy;
     // A step the target already carries was applied (its record lost): it
     // is verified, not skipped - the recovery may well be its doing.
-    let last_applied = decision
-        .status
-        .steps
-        .last()
-        .is_some_and(|r| workload.applied_step() == Some(r.id.as_str()));
+    // So is one begun whose outcome was never recorded (a call to a
+    // service): it is not skipped as if it had never run.
+    let last_applied = decision.status.steps.last().is_some_and(|r| {
+        workload.applied_step() == Some(r.id.as_str()) || r.applying_since.is_some()
+    });
     match ladder::next(ladder, &decision.status.steps, round, approved, health, now) {
         Next::Record { .. } if recovered => {}
         Next::Execute { entry, .. } if recovered && !last_applied => step.skip_with(

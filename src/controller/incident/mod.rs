@@ -21,6 +21,7 @@ pub mod settle;
 
 use std::sync::Arc;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{ResourceExt, runtime::controller::Action};
 use tracing::{instrument, warn};
 
@@ -39,6 +40,8 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
     let mut decision = decide::decide(&incident, &seen);
     let key = backoff_key(&incident);
     let mut backing_off = None;
+    // The incident as last written: the next write is conditional on it.
+    let mut base = Arc::clone(&incident);
     if let (Some(effect), Some(workload)) = (&decision.effect, &seen.workload) {
         // After a failure, the change waits out its backoff, whatever else
         // (a status echo, a workload update) triggered this reconcile.
@@ -46,6 +49,13 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
             decision.effect = None;
             backing_off = Some(wait);
         } else {
+            // A change nothing in the cluster will show is marked first.
+            if effect.planned.change.marked_before() && !effect.dry_run && !effect.follow_up {
+                if let Some(record) = decision.status.steps.get_mut(effect.entry) {
+                    record.applying_since = Some(Time(seen.now));
+                }
+                base = record::mark(&ctx, &incident, &decision.status).await?;
+            }
             decision = match act::act(&ctx, workload, effect).await {
                 Ok(lines) => {
                     crate::failpoint::hit(crate::failpoint::AFTER_APPLY);
@@ -69,7 +79,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         }
     }
     let requeue = decision.requeue;
-    record::record(&ctx, &incident, seen.workload.as_ref(), decision).await?;
+    record::record(&ctx, &base, seen.workload.as_ref(), decision).await?;
     if let Some(wait) = backing_off {
         return Ok(Action::requeue(wait));
     }

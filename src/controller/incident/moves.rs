@@ -89,6 +89,7 @@ impl Step<'_> {
             },
             changes: Vec::new(),
             verification: Vec::new(),
+            applying_since: None,
         });
         if runs_now {
             phase::enter(&mut decision.status, Transition::StartStep, &self.now);
@@ -156,6 +157,15 @@ impl Step<'_> {
         let Some(record) = decision.status.steps.get(entry) else {
             return;
         };
+        // Begun before a restart, and how it went never recorded: made
+        // again only if making it twice does no harm.
+        if let Some(since) = &record.applying_since
+            && !actions::repeatable(&rung.action)
+        {
+            let refusal = actions::Refusal::OutcomeUnknown(since.0.to_string());
+            refuse(decision, entry, &refusal, &self.now);
+            return;
+        }
         let incident = self.incident.name_any();
         let step_id = record.id.clone();
         let mark = Mark {

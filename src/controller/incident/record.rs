@@ -17,6 +17,35 @@ use crate::{
     workload::Workload,
 };
 
+/// Saves `status` alone, before a change nothing in the cluster will show
+/// is made (its step marked as begun). Returns the incident as saved, which
+/// the decision's own save is then conditional on.
+pub async fn mark(
+    ctx: &Context,
+    incident: &Incident,
+    status: &IncidentStatus,
+) -> Result<std::sync::Arc<Incident>, Error> {
+    let namespace = incident
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    ctx.may_write()?;
+    let owned = IncidentStatus {
+        detection: None,
+        communication: None,
+        ..status.clone()
+    };
+    let version = incident.resource_version();
+    let patch = status_patch::<Incident>(&owned, version.as_deref()).map_err(Error::Serialize)?;
+    let saved = Api::<Incident>::namespaced(ctx.client.clone(), &namespace)
+        .patch_status(
+            &incident.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &patch,
+        )
+        .await?;
+    Ok(std::sync::Arc::new(saved))
+}
+
 /// Saves the decision's status (when it changed), then publishes and counts.
 pub async fn record(
     ctx: &Context,

@@ -10,6 +10,7 @@
 //!
 //! Adding an action means a file here and one arm in each function below.
 
+pub mod http;
 pub mod restart;
 pub mod restore_config;
 pub mod rollback;
@@ -60,6 +61,7 @@ pub enum Inputs {
     None,
     Rollback(rollback::Inputs),
     RestoreConfig(Box<restore_config::Inputs>),
+    Http(http::Inputs),
 }
 
 /// A planned change and its line for the ledger.
@@ -76,6 +78,7 @@ pub enum Change {
     Scale(scale::Change),
     Restart(restart::Change),
     RestoreConfig(restore_config::Change),
+    Http(http::Change),
 }
 
 /// Why an action cannot apply.
@@ -103,6 +106,12 @@ pub enum Refusal {
         "no known-good snapshot of ConfigMap {0} that the operator took; ignored {1}, labelled as snapshots but written by someone else"
     )]
     UntrustedSnapshots(String, String),
+    #[error("{0}")]
+    Unusable(String),
+    #[error(
+        "a call was begun at {0} and how it went was never recorded (the operator stopped); it is not made again because the action is not idempotent: check the service by hand"
+    )]
+    OutcomeUnknown(String),
     #[error("ConfigMap {0} already matches its last known-good snapshot; nothing to restore")]
     NothingToRestore(String),
     #[error(
@@ -133,6 +142,9 @@ pub enum ApplyError {
     /// The planned change could not be encoded; a bug.
     #[error("encoding the change: {0}")]
     Encode(#[from] serde_json::Error),
+    /// A service answered otherwise than expected, or not at all.
+    #[error("{0}")]
+    Service(String),
 }
 
 impl ApplyError {
@@ -154,6 +166,7 @@ impl ApplyError {
                 Some(format!("{} {}", status.code, status.message))
             }
             ApplyError::Encode(error) => Some(error.to_string()),
+            ApplyError::Service(message) => Some(message.clone()),
             ApplyError::Kube(_) => None,
         }
     }
@@ -173,6 +186,7 @@ pub async fn observe(
             let inputs = restore_config::observe(client, action, workload).await?;
             Inputs::RestoreConfig(Box::new(inputs))
         }
+        ActionKind::Http => Inputs::Http(http::observe(client, action, workload).await?),
         ActionKind::Scale | ActionKind::Restart => Inputs::None,
     })
 }
@@ -204,6 +218,14 @@ pub fn plan(
             };
             restore_config::plan(action, workload, inputs, mark, now)
         }
+        ActionKind::Http => {
+            let empty = http::Inputs::default();
+            let inputs = match inputs {
+                Inputs::Http(inputs) => inputs,
+                _ => &empty,
+            };
+            http::plan(action, workload, inputs)
+        }
     }
 }
 
@@ -217,18 +239,22 @@ pub fn follow_up(
 ) -> Option<Planned> {
     match action.action {
         ActionKind::Restart => restart::follow_up(action, pods, started, min_ready),
-        ActionKind::Rollback | ActionKind::Scale | ActionKind::RestoreConfig => None,
+        ActionKind::Rollback | ActionKind::Scale | ActionKind::RestoreConfig | ActionKind::Http => {
+            None
+        }
     }
 }
 
 /// Makes a planned change. Returns extra lines for the ledger.
 pub async fn apply(
     client: &Client,
+    http_client: &reqwest::Client,
     workload: &Workload,
     change: &Change,
     dry_run: bool,
 ) -> Result<Vec<String>, ApplyError> {
     match change {
+        Change::Http(change) => http::apply(http_client, change, dry_run).await,
         Change::Rollback(change) => rollback::apply(client, workload, change, dry_run).await,
         Change::Scale(change) => scale::apply(client, workload, change, dry_run).await,
         Change::Restart(change) => restart::apply(client, workload, change, dry_run).await,
@@ -238,12 +264,34 @@ pub async fn apply(
     }
 }
 
+impl Change {
+    /// Whether nothing in the cluster shows afterwards that the change was
+    /// made (a call to a service): it is marked in the ledger before it is
+    /// made, so that a restart knows it may have happened.
+    pub fn marked_before(&self) -> bool {
+        matches!(self, Change::Http(_))
+    }
+}
+
+/// Whether a change begun and never recorded may be made again: only an
+/// idempotent call.
+pub fn repeatable(action: &Action) -> bool {
+    match action.action {
+        ActionKind::Http => http::repeatable(action),
+        ActionKind::Rollback
+        | ActionKind::Scale
+        | ActionKind::Restart
+        | ActionKind::RestoreConfig => true,
+    }
+}
+
 /// Refuses an action that could take the workload below the policy's floor
 /// of ready replicas (a rollout takes up to maxUnavailable pods down at once).
 pub fn ready_floor(action: &Action, workload: &Workload, min_ready: i32) -> Option<Refusal> {
     let rolls = match action.action {
         ActionKind::Rollback | ActionKind::Restart | ActionKind::RestoreConfig => true,
         ActionKind::Scale => scale::rolls(action),
+        ActionKind::Http => false,
     };
     if !rolls || min_ready == 0 {
         return None;

@@ -1,0 +1,86 @@
+//! Settings of the service actions: what containment does beyond the
+//! workload's own objects (the runbook's admin API calls, a Job, a new
+//! secret, a patch of another resource).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{channel::SecretRef, common::Duration};
+
+/// Settings for `http`: a call to the service's own API, e.g. the
+/// runbook's `POST /api/v1/admin/gc` or `/api/v1/admin/revoke-all-tokens`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpAction {
+    /// The method. Default POST.
+    #[serde(default)]
+    pub method: HttpMethod,
+    /// The URL; `{{ namespace }}` and `{{ name }}` are the target's, e.g.
+    /// `http://{{ name }}.{{ namespace }}.svc:8000/api/v1/admin/gc`.
+    #[schemars(length(min = 1, max = 2048), pattern(r"^https?://"))]
+    pub url: String,
+    /// A Secret (same namespace) whose keys are sent as request headers
+    /// (an admin token). Its values never reach the ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_from: Option<SecretRef>,
+    /// The request body, with the target filled in like the URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub body: Option<String>,
+    /// A Secret key holding the request body instead (a body with a
+    /// credential in it). Its value never reaches the ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_from: Option<SecretKeyRef>,
+    /// The content type of the body. Default `application/json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub content_type: Option<String>,
+    /// Statuses that mean it worked; empty means any 2xx.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(range(min = 100, max = 599)))]
+    pub expect_status: Vec<i32>,
+    /// How long the call may take. Default 10s, at most 2m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Whether making the call twice does no harm. Only then is it tried
+    /// again after a 5xx or no answer (up to three times), or made again
+    /// when the operator stopped before recording how it went; otherwise
+    /// such a step fails and waits for a human.
+    #[serde(default)]
+    pub idempotent: bool,
+}
+
+/// The HTTP methods an action may use.
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    JsonSchema,
+    strum::Display,
+    strum::IntoStaticStr,
+)]
+#[serde(rename_all = "UPPERCASE")]
+#[strum(serialize_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    #[default]
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+/// One key of a Secret in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = 253), pattern(super::bounds::DNS_SUBDOMAIN))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}

@@ -1,0 +1,359 @@
+//! Service actions end to end: the operator calls the service's own API
+//! (a loopback server standing in for the healing-guard API, recording
+//! every call) as a remediation step, recorded before it runs, made once
+//! unless the action says it is idempotent, and its answer kept as
+//! evidence without the Secrets it carried.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    routing::{get, post},
+};
+use healing_guard_operator::crd::{Incident, Phase, StepResult};
+use kube::Api;
+use serde_json::{Value, json};
+
+use crate::{
+    remediation::policy_with,
+    signals::{deployment, resolved, secret},
+    support::{Launch, Operator, client, eventually, incident_where, namespace, phase_of},
+};
+
+/// One call the stand-in API received.
+#[derive(Clone, Debug)]
+struct Call {
+    method: String,
+    path: String,
+    authorization: Option<String>,
+    body: String,
+}
+
+/// The healing-guard API as the runbook knows it: `/health` fails while
+/// memory leaks; `POST /api/v1/admin/gc` frees it (after answering 503
+/// once, if told to); `/api/v1/admin/revoke-all-tokens` answers 503;
+/// `/api/v1/admin/slow` answers after five seconds.
+#[derive(Clone, Default)]
+struct StandIn {
+    calls: Arc<Mutex<Vec<Call>>>,
+    leaking: Arc<AtomicBool>,
+    gc_busy_once: Arc<AtomicBool>,
+}
+
+impl StandIn {
+    fn calls_to(&self, path: &str) -> Vec<Call> {
+        let calls = self.calls.lock().unwrap();
+        calls.iter().filter(|c| c.path == path).cloned().collect()
+    }
+}
+
+async fn admin(
+    State(api): State<StandIn>,
+    Path(what): Path<String>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, String) {
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    api.calls.lock().unwrap().push(Call {
+        method: method.to_string(),
+        path: format!("/api/v1/admin/{what}"),
+        authorization: authorization.clone(),
+        body,
+    });
+    match what.as_str() {
+        "gc" if api.gc_busy_once.swap(false, Ordering::SeqCst) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "busy".into())
+        }
+        "gc" => {
+            api.leaking.store(false, Ordering::SeqCst);
+            // Echoes the token it was sent: the evidence must not keep it.
+            let answer = json!({"freed_mb": 512, "seen_authorization": authorization});
+            (StatusCode::OK, answer.to_string())
+        }
+        "slow" => {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            (StatusCode::OK, "late".into())
+        }
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "token store unavailable".into(),
+        ),
+    }
+}
+
+async fn start_api() -> (SocketAddr, StandIn) {
+    let api = StandIn::default();
+    let health = {
+        let api = api.clone();
+        move || {
+            let leaking = api.leaking.load(Ordering::SeqCst);
+            async move {
+                if leaking {
+                    (StatusCode::SERVICE_UNAVAILABLE, "out of memory")
+                } else {
+                    (StatusCode::OK, "ok")
+                }
+            }
+        }
+    };
+    let app = Router::new()
+        .route("/health", get(health))
+        .route("/api/v1/admin/{what}", post(admin).put(admin))
+        .with_state(api.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (address, api)
+}
+
+/// A policy whose `/health` probe opens a P1 on `api` and whose ladder is `actions`.
+fn leak_policy(mode: &str, address: SocketAddr, actions: Value) -> Value {
+    json!({
+        "mode": mode,
+        "targets": [{"kind": "Deployment", "names": ["api"]}],
+        "probes": [{"name": "health", "target": {"kind": "Deployment", "name": "api"},
+                    "every": "1s", "timeout": "1s", "failureThreshold": 2, "successThreshold": 2,
+                    "http": {"url": format!("http://{address}/health")}}],
+        "rules": [{"name": "memory-leak", "when": {"symptom": "ProbeFailing", "probe": "health"},
+                   "severity": "P1", "type": "ResourceExhaustion", "actions": actions,
+                   "verify": {"timeout": "1m", "holdDown": "2s", "probes": ["health"]}}],
+        "detection": {"holdDown": "3s"}
+    })
+}
+
+const INCIDENT: &str = "api-probe-health";
+
+/// The runbook's memory leak: `/health` fails, the operator calls the
+/// admin GC endpoint with the token from its Secret (once more after a
+/// 503, as the action is idempotent), the service recovers, the step is
+/// verified by the probe and the incident resolves. The answer is kept as
+/// evidence, the token blanked out of it; the token is nowhere in the
+/// Incident, its Events or the operator's log.
+#[tokio::test]
+async fn a_memory_leak_is_contained_by_the_admin_gc_call() {
+    let (address, api) = start_api().await;
+    api.gc_busy_once.store(true, Ordering::SeqCst);
+    let client = client().await;
+    let ns = namespace(&client, "svc-http").await;
+    secret(
+        &client,
+        &ns,
+        "admin-token",
+        json!({"authorization": "Bearer gc-s3cret-77"}),
+    )
+    .await;
+    let operator = Operator::start(&ns).await;
+    deployment(&client, &ns, "api", 2).await;
+    policy_with(
+        &client,
+        &ns,
+        leak_policy(
+            "Auto",
+            address,
+            json!([{"name": "force-gc", "action": "http", "http": {
+                "url": format!("http://{address}/api/v1/admin/gc?target={{{{ name }}}}"),
+                "headersFrom": {"name": "admin-token"},
+                "body": "{\"reason\": \"{{ name }} in {{ namespace }} leaks\"}",
+                "idempotent": true}}]),
+        ),
+    )
+    .await;
+    api.leaking.store(true, Ordering::SeqCst);
+
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    let done = resolved(&incidents, INCIDENT, Duration::from_secs(90)).await;
+    let calls = api.calls_to("/api/v1/admin/gc");
+    assert_eq!(calls.len(), 2, "once more after the 503: {calls:?}");
+    for call in &calls {
+        assert_eq!(call.method, "POST");
+        assert_eq!(call.authorization.as_deref(), Some("Bearer gc-s3cret-77"));
+        assert_eq!(call.body, format!("{{\"reason\": \"api in {ns} leaks\"}}"));
+    }
+    let step = &done.status.as_ref().unwrap().steps[0];
+    assert_eq!(step.result, StepResult::Succeeded, "{step:?}");
+    assert_eq!(
+        step.changes[0],
+        format!("POST http://{address}/api/v1/admin/gc?target=api (expects 2xx, idempotent)")
+    );
+    assert!(
+        step.changes[1].starts_with("answered 200: ")
+            && step.changes[1].contains("freed_mb")
+            && step.changes[1].contains("[redacted]"),
+        "{:?}",
+        step.changes
+    );
+    let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let everywhere = [
+        serde_json::to_string(&done).unwrap(),
+        serde_json::to_string(&events).unwrap(),
+        operator.logs(),
+        operator.metrics().await,
+    ];
+    for text in everywhere {
+        assert!(!text.contains("gc-s3cret-77"), "the token leaked");
+    }
+}
+
+/// Calls that are not idempotent are made once: a 503 fails the step with
+/// the answer, no answer in time fails the next (the call may have been
+/// made, so it is not made again), and the exhausted ladder escalates.
+#[tokio::test]
+async fn a_call_that_is_not_idempotent_is_made_once_whatever_the_answer() {
+    let (address, api) = start_api().await;
+    let client = client().await;
+    let ns = namespace(&client, "svc-once").await;
+    let _operator = Operator::start(&ns).await;
+    deployment(&client, &ns, "api", 2).await;
+    policy_with(
+        &client,
+        &ns,
+        leak_policy(
+            "Auto",
+            address,
+            json!([
+                {"name": "revoke-tokens", "action": "http",
+                 "http": {"url": format!("http://{address}/api/v1/admin/revoke-all-tokens")}},
+                {"name": "slow-gc", "action": "http",
+                 "http": {"method": "PUT", "url": format!("http://{address}/api/v1/admin/slow"), "timeout": "1s"}}
+            ]),
+        ),
+    )
+    .await;
+    api.leaking.store(true, Ordering::SeqCst);
+    let escalated = incident_where(&client, &ns, INCIDENT, "the ladder exhausted", |i| {
+        phase_of(i) == Some(Phase::Escalated)
+    })
+    .await;
+    let steps = &escalated.status.as_ref().unwrap().steps;
+    let outcome: Vec<(&str, StepResult)> =
+        steps.iter().map(|s| (s.name.as_str(), s.result)).collect();
+    assert_eq!(
+        outcome,
+        [
+            ("revoke-tokens", StepResult::Failed),
+            ("slow-gc", StepResult::Failed)
+        ]
+    );
+    let message = |i: usize| steps[i].message.clone().unwrap_or_default();
+    assert!(
+        message(0).contains("answered 503, not what was expected: token store unavailable"),
+        "{}",
+        message(0)
+    );
+    assert!(
+        message(1).contains("no answer") && message(1).contains("not made again"),
+        "{}",
+        message(1)
+    );
+    // Give any stray repeat time to arrive; there is none.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(api.calls_to("/api/v1/admin/revoke-all-tokens").len(), 1);
+    assert_eq!(api.calls_to("/api/v1/admin/slow").len(), 1);
+}
+
+/// The operator killed right after the call, before it recorded how it
+/// went: the step was marked as begun before the call, so its successor
+/// knows the call may have been made and, the action not being
+/// idempotent, does not make it again; the step fails and says why.
+#[tokio::test]
+async fn a_call_whose_outcome_was_lost_is_not_made_again() {
+    let (address, api) = start_api().await;
+    let client = client().await;
+    let ns = namespace(&client, "svc-kill").await;
+    deployment(&client, &ns, "api", 2).await;
+    policy_with(
+        &client,
+        &ns,
+        leak_policy(
+            "Auto",
+            address,
+            json!([{"name": "force-gc", "action": "http",
+                    "http": {"url": format!("http://{address}/api/v1/admin/gc")}}]),
+        ),
+    )
+    .await;
+    let aborting = Launch {
+        failpoints: "after-apply",
+        ..Launch::namespaced(&ns)
+    };
+    let mut first = Operator::launch(&aborting).await.unwrap();
+    api.leaking.store(true, Ordering::SeqCst);
+    eventually("the operator to abort after the call", || {
+        let exited = first.exited();
+        async move { exited }
+    })
+    .await;
+    assert_eq!(api.calls_to("/api/v1/admin/gc").len(), 1);
+    // The service stays sick, so the step is not moot when looked at again.
+    api.leaking.store(true, Ordering::SeqCst);
+    let _second = Operator::start(&ns).await;
+    let failed = incident_where(&client, &ns, INCIDENT, "the step failed", |i| {
+        i.status
+            .as_ref()
+            .and_then(|s| s.steps.first())
+            .is_some_and(|s| s.result == StepResult::Failed)
+    })
+    .await;
+    let step = &failed.status.as_ref().unwrap().steps[0];
+    assert!(step.applying_since.is_some());
+    assert!(
+        step.message
+            .as_deref()
+            .is_some_and(|m| m.contains("never recorded") && m.contains("not idempotent")),
+        "{step:?}"
+    );
+    assert_eq!(api.calls_to("/api/v1/admin/gc").len(), 1, "never twice");
+}
+
+/// In DryRun the ladder records what it would call and calls nothing.
+#[tokio::test]
+async fn a_dry_run_calls_nothing() {
+    let (address, api) = start_api().await;
+    let client = client().await;
+    let ns = namespace(&client, "svc-dry").await;
+    let _operator = Operator::start(&ns).await;
+    deployment(&client, &ns, "api", 2).await;
+    policy_with(
+        &client,
+        &ns,
+        leak_policy(
+            "DryRun",
+            address,
+            json!([{"name": "force-gc", "action": "http",
+                    "http": {"url": format!("http://{address}/api/v1/admin/gc")}}]),
+        ),
+    )
+    .await;
+    api.leaking.store(true, Ordering::SeqCst);
+    let dry = incident_where(&client, &ns, INCIDENT, "the dry run recorded", |i| {
+        i.status
+            .as_ref()
+            .and_then(|s| s.steps.first())
+            .is_some_and(|s| s.result == StepResult::DryRun)
+    })
+    .await;
+    let step = &dry.status.as_ref().unwrap().steps[0];
+    assert_eq!(
+        step.changes,
+        [format!(
+            "dry run, nothing changed: POST http://{address}/api/v1/admin/gc (expects 2xx)"
+        )]
+    );
+    assert!(api.calls_to("/api/v1/admin/gc").is_empty());
+}
