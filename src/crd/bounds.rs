@@ -218,3 +218,13 @@ pub fn quantities(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         }
     })
 }
+
+/// An object whose fields the API server keeps as written (a Job's spec,
+/// checked by the controller against the Job type, and by the API server
+/// when the Job is created).
+pub fn free_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}

@@ -347,6 +347,8 @@ pub enum ActionKind {
     RestoreConfig,
     /// Call the service's own API (an admin endpoint), checking the answer.
     Http,
+    /// Run a Job to completion (a smoke test, a backup, a restore).
+    RunJob,
 }
 
 impl Mode {
@@ -369,15 +371,16 @@ impl ActionKind {
     /// Whether this action can be applied to a workload of that kind.
     pub fn applies_to(self, kind: WorkloadKind) -> bool {
         match self {
-            ActionKind::Scale | ActionKind::Restart | ActionKind::Http => true,
+            ActionKind::Scale | ActionKind::Restart | ActionKind::Http | ActionKind::RunJob => true,
             ActionKind::Rollback | ActionKind::RestoreConfig => kind == WorkloadKind::Deployment,
         }
     }
 
     /// Whether an Incident may list it in its own `spec.actions` (when its
-    /// policy allows): not the actions that send Secrets to a URL.
+    /// policy allows): not the actions that send Secrets to a URL or run
+    /// code of the writer's choosing.
     pub fn may_be_brought_by_incidents(self) -> bool {
-        !matches!(self, ActionKind::Http)
+        !matches!(self, ActionKind::Http | ActionKind::RunJob)
     }
 
     /// The name used in YAML, step ids and metrics.
@@ -399,6 +402,8 @@ impl ActionKind {
     validation = Rule::new("self.action != 'http' || has(self.http)").message("an http action needs its settings in http (at least url)"),
     validation = Rule::new("!has(self.http) || self.action == 'http'").message("http settings are only allowed on an http action"),
     validation = Rule::new("!has(self.http) || !has(self.http.body) || !has(self.http.bodyFrom)").message("http: body and bodyFrom are exclusive"),
+    validation = Rule::new("self.action != 'runJob' || has(self.runJob)").message("a runJob action needs its settings in runJob (at least job)"),
+    validation = Rule::new("!has(self.runJob) || self.action == 'runJob'").message("runJob settings are only allowed on a runJob action"),
 )]
 pub struct Action {
     /// Name of the step, unique within its ladder; defaults to the action.
@@ -423,6 +428,9 @@ pub struct Action {
     /// Settings for `http`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<super::service::HttpAction>,
+    /// Settings for `runJob`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_job: Option<super::service::RunJobAction>,
     /// How long verification may take after this step before the next one is
     /// tried; defaults to the rule's verify timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -101,11 +101,11 @@ pub struct IncidentAllowance {
     /// Actions an incident on a workload this policy guards may list in its
     /// own `spec.actions`, run under this policy's mode and safety limits.
     /// Empty (the default): an incident's own actions are a dry run. Never
-    /// `http`: its URL and Secrets would be chosen by whoever writes the
-    /// Incident; service calls belong in the policy's rules.
+    /// `http` or `runJob`: the URL and Secrets, or the code run, would be
+    /// chosen by whoever writes the Incident; they belong in the policy's rules.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 4))]
-    #[x_kube(validation = Rule::new("self.all(a, a != 'http')").message("an Incident may not bring its own http action: its URL and Secrets belong in a RemediationPolicy rule"))]
+    #[x_kube(validation = Rule::new("self.all(a, a != 'http' && a != 'runJob')").message("an Incident may not bring its own http or runJob action: what it calls or runs belongs in a RemediationPolicy rule"))]
     pub allowed_actions: Vec<ActionKind>,
 }
 

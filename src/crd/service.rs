@@ -84,3 +84,22 @@ pub struct SecretKeyRef {
     #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
     pub key: String,
 }
+
+/// Settings for `runJob`: a Job made from this spec (a smoke test, a
+/// backup, a restore), waited for with a deadline; the step fails if the
+/// Job fails. Named after the step, so it is never created twice.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunJobAction {
+    /// The Job's spec, as in a Job (`template`, `backoffLimit`, ...). The
+    /// operator sets `activeDeadlineSeconds` and `ttlSecondsAfterFinished`.
+    #[schemars(schema_with = "super::bounds::free_object")]
+    pub job: serde_json::Value,
+    /// How long the Job may run. Default 10m, at most 24h. The step's
+    /// `timeout` should be at least as long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Duration>,
+    /// How long the finished Job (and its pods' logs) is kept. Default 1h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_for: Option<Duration>,
+}

@@ -173,10 +173,10 @@ pub fn authorized_mode(
             "RemediationPolicy {} does not guard the target",
             policy.name_any()
         )),
-        // A call's URL and the Secrets it sends are the policy's to choose,
-        // never an Incident writer's (whatever allowedActions says).
+        // What a step calls or runs is the policy's to choose, never an
+        // Incident writer's (whatever allowedActions says).
         Some(_) if own && !step.action.may_be_brought_by_incidents() => Err(format!(
-            "an Incident's own {} step never runs: its URL and Secrets belong in a RemediationPolicy rule",
+            "an Incident's own {} step never runs: what it calls or runs belongs in a RemediationPolicy rule",
             step.action
         )),
         Some(policy) if own && !policy.spec.incidents.allowed_actions.contains(&step.action) => {
@@ -349,6 +349,24 @@ fn record_untried(
 pub fn step_id(incident_uid: &str, entry: usize, step_name: &str, round: i32) -> String {
     let prefix: String = incident_uid.chars().filter(|c| *c != '-').take(8).collect();
     format!("{prefix}-{entry}-{step_name}-{round}")
+}
+
+/// The name of the Job a `runJob` step creates: from the step's id, so
+/// that it is created once (found again after a restart), unique per
+/// incident, entry and round, and a valid name (at most 63 characters).
+pub fn job_name(step_id: &str) -> String {
+    // step_id is `{uid prefix}-{entry}-{step name}-{round}`.
+    let parts = step_id.split_once('-').and_then(|(prefix, rest)| {
+        let (entry, rest) = rest.split_once('-')?;
+        let (name, round) = rest.rsplit_once('-')?;
+        Some((prefix, entry, name, round))
+    });
+    let mut name = match parts {
+        Some((prefix, entry, name, round)) => format!("hg-{prefix}-{entry}-{round}-{name}"),
+        None => format!("hg-{step_id}"),
+    };
+    name.truncate(63);
+    name.trim_end_matches(['-', '.']).to_ascii_lowercase()
 }
 
 /// A ladder of no rungs that still concludes the verification of a step
@@ -845,7 +863,7 @@ mod tests {
                 .limited
                 .as_deref()
                 .unwrap()
-                .contains("belong in a RemediationPolicy rule")
+                .contains("belongs in a RemediationPolicy rule")
         );
         // No policy at all: everything is a dry run.
         let mut alone = incident(Some("Auto"), Some(own));
@@ -853,6 +871,20 @@ mod tests {
         alone.spec.rule = None;
         let ladder = resolve(&alone, None, false).unwrap();
         assert_eq!(modes(&ladder), [(DryRun, true), (DryRun, true)]);
+    }
+
+    #[test]
+    fn a_job_is_named_after_its_step_within_the_limit() {
+        let id = step_id("0f0e1d2c-aaaa", 2, "smoke-test", 1);
+        assert_eq!(job_name(&id), "hg-0f0e1d2c-2-1-smoke-test");
+        let long = step_id("0f0e1d2c-aaaa", 12, &"x".repeat(63), 3);
+        let name = job_name(&long);
+        assert_eq!(name.len(), 63);
+        assert!(
+            name.starts_with("hg-0f0e1d2c-12-3-xxx"),
+            "the round survives: {name}"
+        );
+        assert_ne!(job_name(&step_id("0f0e1d2c", 12, &"x".repeat(63), 4)), name);
     }
 
     #[test]

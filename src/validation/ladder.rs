@@ -39,6 +39,12 @@ pub fn ladder(
         if let Some(timeout) = &action.timeout {
             problems.duration(format!("{here}.timeout"), timeout, STEP_TIMEOUT);
         }
+        if let Some(settings) = &action.run_job
+            && let Err(why) = crate::remediation::actions::run_job::job_spec(settings)
+        {
+            let (field, why) = why.split_once(": ").unwrap_or(("runJob.job", why.as_str()));
+            problems.add(format!("{here}.{field}"), why.to_owned());
+        }
         if let Some(scale) = &action.scale {
             if let Some(replicas) = scale.replicas {
                 problems.range(format!("{here}.scale.replicas"), replicas, 1, MAX_REPLICAS);

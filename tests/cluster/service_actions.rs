@@ -20,7 +20,7 @@ use axum::{
     routing::{get, post},
 };
 use healing_guard_operator::crd::{Incident, Phase, StepResult};
-use kube::Api;
+use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::{
@@ -356,4 +356,153 @@ async fn a_dry_run_calls_nothing() {
         )]
     );
     assert!(api.calls_to("/api/v1/admin/gc").is_empty());
+}
+
+/// A Job step: `image` and whether its pod fails (kwok ends it so).
+fn job_step(name: &str, failing: bool) -> Value {
+    let labels = if failing {
+        json!({"healing-guard.io/inject": "failed"})
+    } else {
+        json!({})
+    };
+    json!({"name": name, "action": "runJob", "timeout": "2m", "runJob": {
+        "deadline": "1m", "keepFor": "10m",
+        "job": {"backoffLimit": 0, "template": {
+            "metadata": {"labels": labels},
+            "spec": {"containers": [{"name": "run", "image": format!("registry.local/{name}:1")}]}}}}})
+}
+
+/// The Job of `step` in the ledger of `incident`.
+async fn job_of(
+    client: &kube::Client,
+    ns: &str,
+    incident: &Incident,
+    step: usize,
+) -> Option<k8s_openapi::api::batch::v1::Job> {
+    let id = &incident.status.as_ref()?.steps.get(step)?.id;
+    Api::<k8s_openapi::api::batch::v1::Job>::namespaced(client.clone(), ns)
+        .get_opt(&healing_guard_operator::remediation::ladder::job_name(id))
+        .await
+        .unwrap()
+}
+
+/// A ladder of Jobs: the first Job fails (its pod exits 1), which fails
+/// its step with the Job's reason; the second (the runbook's smoke test)
+/// runs to completion and, the service answering again, verifies; the
+/// incident resolves. Each Job is named after its step and carries the
+/// operator's deadline, TTL and marks.
+#[tokio::test]
+async fn a_job_step_fails_with_its_job_and_the_next_one_verifies() {
+    let (address, api) = start_api().await;
+    let client = client().await;
+    let ns = namespace(&client, "svc-job").await;
+    let _operator = Operator::start(&ns).await;
+    deployment(&client, &ns, "api", 2).await;
+    policy_with(&client, &ns, {
+        let mut spec = leak_policy(
+            "Auto",
+            address,
+            json!([job_step("backup", true), job_step("smoke-test", false)]),
+        );
+        // The next step may follow the failed one at once.
+        spec["safety"] = json!({"cooldown": "0s"});
+        spec
+    })
+    .await;
+    api.leaking.store(true, Ordering::SeqCst);
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    // The second Job exists: the service recovers meanwhile.
+    let second = eventually("the smoke test's Job", || {
+        let incidents = incidents.clone();
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            let incident = incidents.get(INCIDENT).await.ok()?;
+            job_of(&client, &ns, &incident, 1).await
+        }
+    })
+    .await;
+    api.leaking.store(false, Ordering::SeqCst);
+    let done = resolved(&incidents, INCIDENT, Duration::from_secs(120)).await;
+    let steps = &done.status.as_ref().unwrap().steps;
+    let outcome: Vec<(&str, StepResult)> =
+        steps.iter().map(|s| (s.name.as_str(), s.result)).collect();
+    assert_eq!(
+        outcome,
+        [
+            ("backup", StepResult::Failed),
+            ("smoke-test", StepResult::Succeeded)
+        ]
+    );
+    let failed = steps[0].message.clone().unwrap_or_default();
+    assert!(
+        failed.contains("failed: BackoffLimitExceeded"),
+        "the Job's reason: {failed}"
+    );
+    assert!(
+        steps[1]
+            .verification
+            .iter()
+            .any(|line| line.contains(": succeeded (active 0, succeeded 1")),
+        "{:?}",
+        steps[1].verification
+    );
+    let spec = second.spec.clone().unwrap();
+    assert_eq!(spec.active_deadline_seconds, Some(60));
+    assert_eq!(spec.ttl_seconds_after_finished, Some(600));
+    assert_eq!(
+        second
+            .annotations()
+            .get("healing-guard.io/remediation-step"),
+        Some(&steps[1].id)
+    );
+    assert_eq!(
+        second.name_any(),
+        healing_guard_operator::remediation::ladder::job_name(&steps[1].id)
+    );
+}
+
+/// The operator killed right after creating the Job: its successor finds
+/// the Job (named after the step) and waits for it; it is never created twice.
+#[tokio::test]
+async fn a_job_created_before_a_restart_is_not_created_again() {
+    let (address, api) = start_api().await;
+    let client = client().await;
+    let ns = namespace(&client, "svc-jobkill").await;
+    deployment(&client, &ns, "api", 2).await;
+    policy_with(
+        &client,
+        &ns,
+        leak_policy("Auto", address, json!([job_step("smoke-test", false)])),
+    )
+    .await;
+    let aborting = Launch {
+        failpoints: "after-apply",
+        ..Launch::namespaced(&ns)
+    };
+    let mut first = Operator::launch(&aborting).await.unwrap();
+    api.leaking.store(true, Ordering::SeqCst);
+    eventually("the operator to abort after creating the Job", || {
+        let exited = first.exited();
+        async move { exited }
+    })
+    .await;
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    let created = job_of(&client, &ns, &incidents.get(INCIDENT).await.unwrap(), 0)
+        .await
+        .expect("the Job was created before the abort");
+    let _second = Operator::start(&ns).await;
+    api.leaking.store(false, Ordering::SeqCst);
+    let done = resolved(&incidents, INCIDENT, Duration::from_secs(120)).await;
+    let step = &done.status.as_ref().unwrap().steps[0];
+    assert_eq!(step.result, StepResult::Succeeded);
+    assert!(
+        step.changes
+            .iter()
+            .any(|c| c.contains("was created before a restart; not created again")),
+        "{:?}",
+        step.changes
+    );
+    let now = job_of(&client, &ns, &done, 0).await.unwrap();
+    assert_eq!(now.metadata.uid, created.metadata.uid, "the same Job");
 }

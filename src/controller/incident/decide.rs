@@ -22,12 +22,15 @@ use crate::{
     crd::{Detection, Incident, IncidentStatus, Phase, PolicyRule, SourceKind, StepResult},
     detector::symptoms,
     remediation::{
-        actions,
+        actions::{self, run_job::Outcome as JobOutcome},
         ladder::{self, Health, Ladder, Next},
     },
     validation,
     workload::Workload,
 };
+
+/// How often a running Job of a step is looked at.
+const JOB_POLL: Duration = Duration::from_secs(3);
 
 /// Decides the next status of an incident and the one change to make.
 pub fn decide(incident: &Incident, seen: &Observation) -> Decision {
@@ -273,6 +276,32 @@ fn remediate(decision: &mut Decision, incident: &Incident, ladder: &Ladder, seen
         workload,
         now: Time(now),
     };
+    // A runJob step's Job decides first: a Job that failed (or is gone
+    // before the step concluded) fails the step; one still running holds
+    // verification until it ends or the step's timeout passes.
+    let verifying = decision
+        .status
+        .steps
+        .len()
+        .checked_sub(1)
+        .filter(|&entry| decision.status.steps[entry].result == StepResult::Verifying);
+    let health = match (&seen.job, verifying) {
+        (Some(JobOutcome::Failed(why)), Some(entry)) => {
+            step.fail(decision, entry, why);
+            return;
+        }
+        (Some(JobOutcome::Gone), Some(entry)) => {
+            let why = "its Job no longer exists (deleted, or removed after keepFor) before the step concluded";
+            step.fail(decision, entry, why);
+            return;
+        }
+        (Some(JobOutcome::Running), _) => {
+            // Jobs are not watched (they are few and short): looked at again.
+            decision.requeue_within(JOB_POLL);
+            Health::Unhealthy
+        }
+        _ => health,
+    };
     let round = step.round(&decision.status);
     // The rule's symptom is gone (the signal cleared, or another incident's
     // step fixed it): no new step starts, and one not yet applied is skipped.
@@ -498,6 +527,7 @@ mod tests {
             verify_probes: Vec::new(),
             probe_results: Vec::new(),
             dependency_down: None,
+            job: None,
         }
     }
 
@@ -1735,6 +1765,7 @@ mod tests {
                             verify_probes: Vec::new(),
                             probe_results: Vec::new(),
                             dependency_down: None,
+                            job: None,
                         };
                         let first = decide(&incident, &observed);
                         // And the reconcile after it, from what it decided.

@@ -24,7 +24,7 @@ use super::evidence;
 use crate::{
     context::Context,
     controller::Error,
-    crd::{Evidence, Incident, RemediationPolicy, StepResult, WorkloadKind},
+    crd::{ActionKind, Evidence, Incident, RemediationPolicy, StepResult, WorkloadKind},
     names::INCIDENT_ANNOTATION,
     remediation::{actions, ladder, safety},
     workload::{Workload, deployment_ref, statefulset_ref},
@@ -65,6 +65,8 @@ pub struct Observation {
     /// An open incident on a workload the policy's targets depend on: its
     /// name and target. Actions wait for it.
     pub dependency_down: Option<(String, crate::crd::WorkloadRef)>,
+    /// The Job of the step verifying, if it is a `runJob` step.
+    pub job: Option<actions::run_job::Outcome>,
 }
 
 /// How a probe stands, for verification.
@@ -188,7 +190,7 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
     let verify_probes = rule
         .map(|rule| rule.verify.probes.iter().map(|p| probe_health(p)).collect())
         .unwrap_or_default();
-    let probe_results = rule
+    let mut probe_results: Vec<String> = rule
         .into_iter()
         .flat_map(|rule| rule.when.probe.iter().chain(rule.verify.probes.iter()))
         .filter_map(|probe| {
@@ -212,6 +214,25 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
         })
         .take(6)
         .collect();
+    // A runJob step verifies by its Job first.
+    let job = match status
+        .and_then(|s| s.steps.last())
+        .filter(|r| r.result == StepResult::Verifying && r.action == ActionKind::RunJob)
+    {
+        Some(record) => {
+            let (outcome, lines) = actions::run_job::observe_outcome(
+                &ctx.client,
+                &namespace,
+                &record.id,
+                ctx.settings.capture_logs,
+            )
+            .await?;
+            probe_results.splice(0..0, lines);
+            probe_results.truncate(6);
+            Some(outcome)
+        }
+        None => None,
+    };
     let depends_on = policy
         .as_ref()
         .map(|p| p.spec.depends_on.clone())
@@ -238,6 +259,7 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
         evidence,
         probe,
         verify_probes,
+        job,
         probe_results,
         dependency_down,
     })

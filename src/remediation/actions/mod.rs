@@ -14,6 +14,7 @@ pub mod http;
 pub mod restart;
 pub mod restore_config;
 pub mod rollback;
+pub mod run_job;
 pub mod scale;
 
 use std::collections::BTreeMap;
@@ -79,6 +80,7 @@ pub enum Change {
     Restart(restart::Change),
     RestoreConfig(restore_config::Change),
     Http(http::Change),
+    RunJob(run_job::Change),
 }
 
 /// Why an action cannot apply.
@@ -187,7 +189,7 @@ pub async fn observe(
             Inputs::RestoreConfig(Box::new(inputs))
         }
         ActionKind::Http => Inputs::Http(http::observe(client, action, workload).await?),
-        ActionKind::Scale | ActionKind::Restart => Inputs::None,
+        ActionKind::Scale | ActionKind::Restart | ActionKind::RunJob => Inputs::None,
     })
 }
 
@@ -226,6 +228,7 @@ pub fn plan(
             };
             http::plan(action, workload, inputs)
         }
+        ActionKind::RunJob => run_job::plan(action, workload, mark),
     }
 }
 
@@ -239,9 +242,11 @@ pub fn follow_up(
 ) -> Option<Planned> {
     match action.action {
         ActionKind::Restart => restart::follow_up(action, pods, started, min_ready),
-        ActionKind::Rollback | ActionKind::Scale | ActionKind::RestoreConfig | ActionKind::Http => {
-            None
-        }
+        ActionKind::Rollback
+        | ActionKind::Scale
+        | ActionKind::RestoreConfig
+        | ActionKind::Http
+        | ActionKind::RunJob => None,
     }
 }
 
@@ -255,6 +260,7 @@ pub async fn apply(
 ) -> Result<Vec<String>, ApplyError> {
     match change {
         Change::Http(change) => http::apply(http_client, change, dry_run).await,
+        Change::RunJob(change) => run_job::apply(client, change, dry_run).await,
         Change::Rollback(change) => rollback::apply(client, workload, change, dry_run).await,
         Change::Scale(change) => scale::apply(client, workload, change, dry_run).await,
         Change::Restart(change) => restart::apply(client, workload, change, dry_run).await,
@@ -281,7 +287,8 @@ pub fn repeatable(action: &Action) -> bool {
         ActionKind::Rollback
         | ActionKind::Scale
         | ActionKind::Restart
-        | ActionKind::RestoreConfig => true,
+        | ActionKind::RestoreConfig
+        | ActionKind::RunJob => true,
     }
 }
 
@@ -291,7 +298,7 @@ pub fn ready_floor(action: &Action, workload: &Workload, min_ready: i32) -> Opti
     let rolls = match action.action {
         ActionKind::Rollback | ActionKind::Restart | ActionKind::RestoreConfig => true,
         ActionKind::Scale => scale::rolls(action),
-        ActionKind::Http => false,
+        ActionKind::Http | ActionKind::RunJob => false,
     };
     if !rolls || min_ready == 0 {
         return None;
