@@ -51,3 +51,10 @@ pub const KNOWN_GOOD_CONFIG_MAP: &str = "healing-guard-known-good";
 pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 pub const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
 pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+
+/// On a pod template: the step that rotated a Secret it reads. A new value
+/// rolls the pods (they read Secrets at start); the same value again does
+/// not, so a step applied twice restarts nothing twice.
+pub const SECRET_ROTATED_ANNOTATION: &str = "healing-guard.io/secret-rotated";
+/// On a rotated Secret: when its key got its new value.
+pub const ROTATED_AT_ANNOTATION: &str = "healing-guard.io/rotated-at";

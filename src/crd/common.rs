@@ -349,6 +349,8 @@ pub enum ActionKind {
     Http,
     /// Run a Job to completion (a smoke test, a backup, a restore).
     RunJob,
+    /// Give a Secret's key a new random value, then restart what reads it.
+    RotateSecret,
 }
 
 impl Mode {
@@ -371,7 +373,11 @@ impl ActionKind {
     /// Whether this action can be applied to a workload of that kind.
     pub fn applies_to(self, kind: WorkloadKind) -> bool {
         match self {
-            ActionKind::Scale | ActionKind::Restart | ActionKind::Http | ActionKind::RunJob => true,
+            ActionKind::Scale
+            | ActionKind::Restart
+            | ActionKind::Http
+            | ActionKind::RunJob
+            | ActionKind::RotateSecret => true,
             ActionKind::Rollback | ActionKind::RestoreConfig => kind == WorkloadKind::Deployment,
         }
     }
@@ -404,6 +410,9 @@ impl ActionKind {
     validation = Rule::new("!has(self.http) || !has(self.http.body) || !has(self.http.bodyFrom)").message("http: body and bodyFrom are exclusive"),
     validation = Rule::new("self.action != 'runJob' || has(self.runJob)").message("a runJob action needs its settings in runJob (at least job)"),
     validation = Rule::new("!has(self.runJob) || self.action == 'runJob'").message("runJob settings are only allowed on a runJob action"),
+    validation = Rule::new("self.action != 'rotateSecret' || has(self.rotateSecret)").message("a rotateSecret action needs its settings in rotateSecret (secret and key)"),
+    validation = Rule::new("!has(self.rotateSecret) || self.action == 'rotateSecret'").message("rotateSecret settings are only allowed on a rotateSecret action"),
+    validation = Rule::new("!has(self.rotateSecret) || !has(self.rotateSecret.previousKey) || self.rotateSecret.previousKey != self.rotateSecret.key").message("rotateSecret.previousKey must differ from rotateSecret.key"),
 )]
 pub struct Action {
     /// Name of the step, unique within its ladder; defaults to the action.
@@ -431,6 +440,9 @@ pub struct Action {
     /// Settings for `runJob`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_job: Option<super::service::RunJobAction>,
+    /// Settings for `rotateSecret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_secret: Option<super::service::RotateSecretAction>,
     /// How long verification may take after this step before the next one is
     /// tried; defaults to the rule's verify timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]

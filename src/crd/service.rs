@@ -103,3 +103,43 @@ pub struct RunJobAction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_for: Option<Duration>,
 }
+
+/// Settings for `rotateSecret`: a new random value for one key of a
+/// Secret (the runbook's "rotate the JWT secret"), then a rollout restart
+/// of every workload whose pod template reads that Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotateSecretAction {
+    /// The Secret, in the incident's namespace.
+    #[schemars(length(min = 1, max = 253), pattern(super::bounds::DNS_SUBDOMAIN))]
+    pub secret: String,
+    /// The key that gets the new value.
+    #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+    /// How many characters the new value has. Default 48.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 16, max = 512))]
+    pub length: Option<i32>,
+    /// Which characters it is made of. Default Alphanumeric.
+    #[serde(default)]
+    pub alphabet: SecretAlphabet,
+    /// Where the application accepts two values during a grace period:
+    /// the key that keeps the previous value (e.g. `jwt-secret-previous`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
+    pub previous_key: Option<String>,
+}
+
+/// The characters of a generated secret value.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema, strum::Display,
+)]
+pub enum SecretAlphabet {
+    /// A-Z, a-z, 0-9.
+    #[default]
+    Alphanumeric,
+    /// 0-9, a-f.
+    Hex,
+    /// A-Z, a-z, 0-9, `-` and `_` (URL-safe base64 characters).
+    Base64Url,
+}

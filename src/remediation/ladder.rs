@@ -16,8 +16,8 @@ use kube::ResourceExt;
 
 use crate::{
     crd::{
-        Action, Incident, Mode, PolicyRule, RemediationPolicy, Safety, StepRecord, StepResult,
-        Verify,
+        Action, ActionKind, Incident, IncidentType, Mode, PolicyRule, RemediationPolicy, Safety,
+        StepRecord, StepResult, Verify,
     },
     names::BREAKER_RESET_ANNOTATION,
     workload::Workload,
@@ -119,7 +119,15 @@ pub fn resolve(
     let rungs = steps
         .into_iter()
         .map(|action| {
-            let (mode, limited) = authorized_mode(&action, own, spec.mode, policy, guarded);
+            let (mut mode, limited) = authorized_mode(&action, own, spec.mode, policy, guarded);
+            // A security incident's rotation waits for a human unless its
+            // step says otherwise: new credentials lock people out too.
+            if action.action == ActionKind::RotateSecret
+                && action.mode.is_none()
+                && spec.incident_type == IncidentType::SecurityIncident
+            {
+                mode = mode.tightened_by(Mode::RequireApproval);
+            }
             Rung {
                 mode,
                 limited,

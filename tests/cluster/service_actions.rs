@@ -506,3 +506,170 @@ async fn a_job_created_before_a_restart_is_not_created_again() {
     let now = job_of(&client, &ns, &done, 0).await.unwrap();
     assert_eq!(now.metadata.uid, created.metadata.uid, "the same Job");
 }
+
+/// A Deployment `name` whose container reads `secret` as `reads` says:
+/// `env` (one key), `envFrom`, or nothing.
+async fn deployment_reading(client: &kube::Client, ns: &str, name: &str, reads: &str) {
+    let container = match reads {
+        "env" => {
+            json!({"name": "app", "image": "registry.local/app:1", "env": [{"name": "JWT_SECRET",
+            "valueFrom": {"secretKeyRef": {"name": "healing-guard-secrets", "key": "jwt-secret"}}}]})
+        }
+        "envFrom" => json!({"name": "app", "image": "registry.local/app:1",
+            "envFrom": [{"secretRef": {"name": "healing-guard-secrets"}}]}),
+        _ => json!({"name": "app", "image": "registry.local/app:1"}),
+    };
+    let deployment: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}}}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), ns)
+        .create(&Default::default(), &deployment)
+        .await
+        .unwrap();
+}
+
+/// The runbook's "Unauthorized Access": the JWT secret is rotated. The
+/// security incident's rotation waits for approval (the default for
+/// SecurityIncident); approved, the key gets a new random value, the old
+/// one is kept under the previous key, and exactly the workloads whose
+/// pod templates read the Secret restart. Neither value appears in the
+/// Incident, its Events, the operator's log or its metrics.
+#[tokio::test]
+async fn a_security_incident_rotates_the_jwt_secret_after_approval() {
+    let (address, api) = start_api().await;
+    let client = client().await;
+    let ns = namespace(&client, "svc-rotate").await;
+    let old = "old-jwt-value-9f8e7d6c5b4a";
+    secret(
+        &client,
+        &ns,
+        "healing-guard-secrets",
+        json!({"jwt-secret": old, "database-password": "db-pass-unchanged-1"}),
+    )
+    .await;
+    let operator = Operator::start(&ns).await;
+    deployment_reading(&client, &ns, "api", "env").await;
+    deployment_reading(&client, &ns, "webhook-worker", "envFrom").await;
+    deployment_reading(&client, &ns, "strategy-engine", "none").await;
+    let mut spec = leak_policy(
+        "Auto",
+        address,
+        json!([{"name": "rotate-jwt", "action": "rotateSecret", "rotateSecret": {
+            "secret": "healing-guard-secrets", "key": "jwt-secret", "previousKey": "jwt-secret-previous"}}]),
+    );
+    spec["rules"][0]["type"] = json!("SecurityIncident");
+    spec["rules"][0]["severity"] = json!("P0");
+    policy_with(&client, &ns, spec).await;
+    api.leaking.store(true, Ordering::SeqCst);
+
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    incident_where(
+        &client,
+        &ns,
+        INCIDENT,
+        "the rotation awaiting approval",
+        |i| {
+            i.status
+                .as_ref()
+                .and_then(|s| s.steps.first())
+                .is_some_and(|s| s.result == StepResult::AwaitingApproval)
+        },
+    )
+    .await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+    let value_of = |secret: &k8s_openapi::api::core::v1::Secret, key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|v| String::from_utf8(v.0.clone()).unwrap())
+    };
+    assert_eq!(
+        value_of(
+            &secrets.get("healing-guard-secrets").await.unwrap(),
+            "jwt-secret"
+        )
+        .as_deref(),
+        Some(old),
+        "nothing rotates before approval"
+    );
+    let approve = json!({"spec": {"approvals": [{"step": "rotate-jwt", "by": "alice"}]}});
+    incidents
+        .patch(
+            INCIDENT,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&approve),
+        )
+        .await
+        .unwrap();
+    let rotated = eventually("the new value", || {
+        let secrets = secrets.clone();
+        async move {
+            let secret = secrets.get("healing-guard-secrets").await.ok()?;
+            (value_of(&secret, "jwt-secret").as_deref() != Some(old)).then_some(secret)
+        }
+    })
+    .await;
+    let new = value_of(&rotated, "jwt-secret").unwrap();
+    assert_eq!(new.len(), 48);
+    assert!(new.chars().all(|c| c.is_ascii_alphanumeric()));
+    assert_eq!(
+        value_of(&rotated, "jwt-secret-previous").as_deref(),
+        Some(old)
+    );
+    assert_eq!(
+        value_of(&rotated, "database-password").as_deref(),
+        Some("db-pass-unchanged-1")
+    );
+    api.leaking.store(false, Ordering::SeqCst);
+    let done = incident_where(&client, &ns, INCIDENT, "the rotation verified", |i| {
+        i.status
+            .as_ref()
+            .and_then(|s| s.steps.first())
+            .is_some_and(|s| s.result == StepResult::Succeeded)
+    })
+    .await;
+    let step = &done.status.as_ref().unwrap().steps[0];
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), &ns);
+    for (name, restarted) in [
+        ("api", true),
+        ("webhook-worker", true),
+        ("strategy-engine", false),
+    ] {
+        let template = deployments.get(name).await.unwrap().spec.unwrap().template;
+        let mark = template
+            .metadata
+            .and_then(|m| m.annotations)
+            .and_then(|a| a.get("healing-guard.io/secret-rotated").cloned());
+        assert_eq!(
+            mark.as_ref() == Some(&step.id),
+            restarted,
+            "{name}: {mark:?}"
+        );
+    }
+    assert!(
+        step.changes
+            .iter()
+            .any(|c| c == "Deployment/webhook-worker restarted to read the new value"),
+        "{:?}",
+        step.changes
+    );
+    let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let everywhere = [
+        serde_json::to_string(&incidents.get(INCIDENT).await.unwrap()).unwrap(),
+        serde_json::to_string(&events).unwrap(),
+        operator.logs(),
+        operator.metrics().await,
+    ];
+    for text in &everywhere {
+        assert!(!text.contains(&new), "the new value leaked");
+        assert!(!text.contains(old), "the old value leaked");
+    }
+}

@@ -14,6 +14,7 @@ pub mod http;
 pub mod restart;
 pub mod restore_config;
 pub mod rollback;
+pub mod rotate_secret;
 pub mod run_job;
 pub mod scale;
 
@@ -63,6 +64,7 @@ pub enum Inputs {
     Rollback(rollback::Inputs),
     RestoreConfig(Box<restore_config::Inputs>),
     Http(http::Inputs),
+    RotateSecret(rotate_secret::Inputs),
 }
 
 /// A planned change and its line for the ledger.
@@ -81,6 +83,7 @@ pub enum Change {
     RestoreConfig(restore_config::Change),
     Http(http::Change),
     RunJob(run_job::Change),
+    RotateSecret(Box<rotate_secret::Change>),
 }
 
 /// Why an action cannot apply.
@@ -189,6 +192,9 @@ pub async fn observe(
             Inputs::RestoreConfig(Box::new(inputs))
         }
         ActionKind::Http => Inputs::Http(http::observe(client, action, workload).await?),
+        ActionKind::RotateSecret => {
+            Inputs::RotateSecret(rotate_secret::observe(client, action, workload).await?)
+        }
         ActionKind::Scale | ActionKind::Restart | ActionKind::RunJob => Inputs::None,
     })
 }
@@ -229,6 +235,14 @@ pub fn plan(
             http::plan(action, workload, inputs)
         }
         ActionKind::RunJob => run_job::plan(action, workload, mark),
+        ActionKind::RotateSecret => {
+            let empty = rotate_secret::Inputs::default();
+            let inputs = match inputs {
+                Inputs::RotateSecret(inputs) => inputs,
+                _ => &empty,
+            };
+            rotate_secret::plan(action, workload, inputs, mark)
+        }
     }
 }
 
@@ -246,7 +260,8 @@ pub fn follow_up(
         | ActionKind::Scale
         | ActionKind::RestoreConfig
         | ActionKind::Http
-        | ActionKind::RunJob => None,
+        | ActionKind::RunJob
+        | ActionKind::RotateSecret => None,
     }
 }
 
@@ -261,6 +276,7 @@ pub async fn apply(
     match change {
         Change::Http(change) => http::apply(http_client, change, dry_run).await,
         Change::RunJob(change) => run_job::apply(client, change, dry_run).await,
+        Change::RotateSecret(change) => rotate_secret::apply(client, change, dry_run).await,
         Change::Rollback(change) => rollback::apply(client, workload, change, dry_run).await,
         Change::Scale(change) => scale::apply(client, workload, change, dry_run).await,
         Change::Restart(change) => restart::apply(client, workload, change, dry_run).await,
@@ -288,7 +304,8 @@ pub fn repeatable(action: &Action) -> bool {
         | ActionKind::Scale
         | ActionKind::Restart
         | ActionKind::RestoreConfig
-        | ActionKind::RunJob => true,
+        | ActionKind::RunJob
+        | ActionKind::RotateSecret => true,
     }
 }
 
@@ -299,6 +316,8 @@ pub fn ready_floor(action: &Action, workload: &Workload, min_ready: i32) -> Opti
         ActionKind::Rollback | ActionKind::Restart | ActionKind::RestoreConfig => true,
         ActionKind::Scale => scale::rolls(action),
         ActionKind::Http | ActionKind::RunJob => false,
+        // The target usually reads the Secret, and restarts with the rest.
+        ActionKind::RotateSecret => true,
     };
     if !rolls || min_ready == 0 {
         return None;
