@@ -125,6 +125,7 @@ async fn run_with_operator(
         log_filter: "warn",
         failpoints: "",
         capture_logs: false,
+        chart_values: &[],
     })
     .await?;
     let log = operator.log.clone();

@@ -40,6 +40,11 @@ fn granted() -> BTreeSet<Grant> {
             "watchNamespace=x",
             "--set",
             "evidence.captureLogs=true",
+            // As tests/cluster/service_actions.rs installs it for its patch steps.
+            "--set",
+            "actions.patch[0].apiGroup=acid.zalan.do",
+            "--set",
+            "actions.patch[0].resources[0]=postgresqls",
             "--show-only",
             "templates/rbac.yaml",
         ])

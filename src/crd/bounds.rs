@@ -228,3 +228,10 @@ pub fn free_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "x-kubernetes-preserve-unknown-fields": true
     })
 }
+
+/// Any JSON value kept as written (a patch: an object or a list).
+pub fn free_value(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}

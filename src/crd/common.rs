@@ -351,6 +351,8 @@ pub enum ActionKind {
     RunJob,
     /// Give a Secret's key a new random value, then restart what reads it.
     RotateSecret,
+    /// Patch an object of a kind the chart lets the operator patch.
+    Patch,
 }
 
 impl Mode {
@@ -377,7 +379,8 @@ impl ActionKind {
             | ActionKind::Restart
             | ActionKind::Http
             | ActionKind::RunJob
-            | ActionKind::RotateSecret => true,
+            | ActionKind::RotateSecret
+            | ActionKind::Patch => true,
             ActionKind::Rollback | ActionKind::RestoreConfig => kind == WorkloadKind::Deployment,
         }
     }
@@ -413,6 +416,8 @@ impl ActionKind {
     validation = Rule::new("self.action != 'rotateSecret' || has(self.rotateSecret)").message("a rotateSecret action needs its settings in rotateSecret (secret and key)"),
     validation = Rule::new("!has(self.rotateSecret) || self.action == 'rotateSecret'").message("rotateSecret settings are only allowed on a rotateSecret action"),
     validation = Rule::new("!has(self.rotateSecret) || !has(self.rotateSecret.previousKey) || self.rotateSecret.previousKey != self.rotateSecret.key").message("rotateSecret.previousKey must differ from rotateSecret.key"),
+    validation = Rule::new("self.action != 'patch' || has(self.patch)").message("a patch action needs its settings in patch (apiVersion, kind, name, patch)"),
+    validation = Rule::new("!has(self.patch) || self.action == 'patch'").message("patch settings are only allowed on a patch action"),
 )]
 pub struct Action {
     /// Name of the step, unique within its ladder; defaults to the action.
@@ -443,6 +448,9 @@ pub struct Action {
     /// Settings for `rotateSecret`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotate_secret: Option<super::service::RotateSecretAction>,
+    /// Settings for `patch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<super::service::PatchAction>,
     /// How long verification may take after this step before the next one is
     /// tried; defaults to the rule's verify timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -143,3 +143,43 @@ pub enum SecretAlphabet {
     /// A-Z, a-z, 0-9, `-` and `_` (URL-safe base64 characters).
     Base64Url,
 }
+
+/// Settings for `patch`: a merge or JSON patch to one object of a kind the
+/// chart lets the operator patch (`actions.patch` in its values), e.g. the
+/// runbook's "scale database resources" on a Postgres operator's
+/// `postgresql` resource. The ledger keeps what it changed from and how to
+/// undo it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PatchAction {
+    /// The object's API version, e.g. `acid.zalan.do/v1` or `v1`.
+    #[schemars(
+        length(min = 1, max = 317),
+        pattern(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?v[0-9]+([a-z]+[0-9]*)*$")
+    )]
+    pub api_version: String,
+    /// Its kind, e.g. `postgresql`.
+    #[schemars(length(min = 1, max = 63), pattern(r"^[A-Za-z][A-Za-z0-9]*$"))]
+    pub kind: String,
+    /// Its name in the incident's namespace; `{{ name }}` is the target's.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// `Merge` (a JSON merge patch, the default) or `Json` (RFC 6902 operations).
+    #[serde(default, rename = "type")]
+    pub patch_type: PatchType,
+    /// The patch: an object for Merge, a list of operations for Json.
+    #[schemars(schema_with = "super::bounds::free_value")]
+    pub patch: serde_json::Value,
+}
+
+/// How a `patch` action's patch reads.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema, strum::Display,
+)]
+pub enum PatchType {
+    /// RFC 7386: the object's fields as they should be.
+    #[default]
+    Merge,
+    /// RFC 6902: a list of operations.
+    Json,
+}

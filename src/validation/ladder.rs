@@ -39,6 +39,25 @@ pub fn ladder(
         if let Some(timeout) = &action.timeout {
             problems.duration(format!("{here}.timeout"), timeout, STEP_TIMEOUT);
         }
+        if let Some(settings) = &action.patch {
+            let fits = match settings.patch_type {
+                crate::crd::PatchType::Merge => settings.patch.is_object(),
+                crate::crd::PatchType::Json => {
+                    serde_json::from_value::<json_patch::Patch>(settings.patch.clone()).is_ok()
+                }
+            };
+            if !fits {
+                problems.add(
+                    format!("{here}.patch.patch"),
+                    match settings.patch_type {
+                        crate::crd::PatchType::Merge => "a Merge patch is an object",
+                        crate::crd::PatchType::Json => {
+                            "a Json patch is a list of operations (op, path, value)"
+                        }
+                    },
+                );
+            }
+        }
         if let Some(settings) = &action.run_job
             && let Err(why) = crate::remediation::actions::run_job::job_spec(settings)
         {

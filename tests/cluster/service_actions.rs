@@ -673,3 +673,124 @@ async fn a_security_incident_rotates_the_jwt_secret_after_approval() {
         assert!(!text.contains(old), "the old value leaked");
     }
 }
+
+/// A stand-in for the Postgres operator's CRD (`postgresqls.acid.zalan.do`),
+/// once per cluster: what the runbook's "scale database resources" patches.
+async fn postgresql_crd(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": "postgresqls.acid.zalan.do"},
+        "spec": {"group": "acid.zalan.do", "scope": "Namespaced",
+                 "names": {"plural": "postgresqls", "singular": "postgresql", "kind": "postgresql"},
+                 "versions": [{"name": "v1", "served": true, "storage": true,
+                               "schema": {"openAPIV3Schema": {"type": "object",
+                                   "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
+    }))
+    .unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    match crds.create(&Default::default(), &crd).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(error) => panic!("{error}"),
+    }
+    eventually("the postgresql kind served", || {
+        let client = client.clone();
+        async move {
+            let gvk = kube::api::GroupVersionKind::gvk("acid.zalan.do", "v1", "postgresql");
+            kube::discovery::pinned_kind(&client, &gvk)
+                .await
+                .ok()
+                .map(|_| ())
+        }
+    })
+    .await;
+}
+
+/// The runbook's "scale database resources": a patch step on the Postgres
+/// operator's `postgresql` (a kind the chart's `actions.patch` grants),
+/// after a patch of a kind it does not grant was refused with the reason.
+/// The ledger keeps the previous values and the patch that undoes it; the
+/// object carries the step's mark.
+#[tokio::test]
+async fn a_patch_step_scales_the_database_resource_and_says_how_to_undo_it() {
+    let (address, api) = start_api().await;
+    let client = client().await;
+    postgresql_crd(&client).await;
+    let ns = namespace(&client, "svc-patch").await;
+    let resource = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("acid.zalan.do", "v1", "postgresql"),
+        "postgresqls",
+    );
+    let databases: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &resource);
+    let database: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "acid.zalan.do/v1", "kind": "postgresql", "metadata": {"name": "api-db"},
+        "spec": {"numberOfInstances": 1, "resources": {"limits": {"memory": "2Gi", "cpu": "1000m"}}}
+    }))
+    .unwrap();
+    databases
+        .create(&Default::default(), &database)
+        .await
+        .unwrap();
+    let launch = Launch {
+        chart_values: &[
+            "actions.patch[0].apiGroup=acid.zalan.do",
+            "actions.patch[0].resources[0]=postgresqls",
+        ],
+        ..Launch::namespaced(&ns)
+    };
+    let _operator = Operator::launch(&launch).await.unwrap();
+    deployment(&client, &ns, "api", 2).await;
+    let mut spec = leak_policy(
+        "Auto",
+        address,
+        json!([
+            {"name": "not-granted", "action": "patch", "patch": {"apiVersion": "apps/v1", "kind": "DaemonSet",
+             "name": "node-agent", "patch": {"spec": {"template": {"metadata": {"labels": {"x": "y"}}}}}}},
+            {"name": "scale-database", "action": "patch", "patch": {"apiVersion": "acid.zalan.do/v1",
+             "kind": "postgresql", "name": "{{ name }}-db",
+             "patch": {"spec": {"resources": {"limits": {"memory": "4Gi", "cpu": "2000m"}}}}}}
+        ]),
+    );
+    spec["rules"][0]["type"] = json!("DataCorruption");
+    spec["safety"] = json!({"cooldown": "0s"});
+    policy_with(&client, &ns, spec).await;
+    api.leaking.store(true, Ordering::SeqCst);
+    let patched = eventually("the database resource patched", || {
+        let databases = databases.clone();
+        async move {
+            let database = databases.get("api-db").await.ok()?;
+            (database.data["spec"]["resources"]["limits"]["memory"] == "4Gi").then_some(database)
+        }
+    })
+    .await;
+    assert_eq!(patched.data["spec"]["resources"]["limits"]["cpu"], "2000m");
+    assert_eq!(
+        patched.data["spec"]["numberOfInstances"], 1,
+        "the rest untouched"
+    );
+    api.leaking.store(false, Ordering::SeqCst);
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    let done = resolved(&incidents, INCIDENT, Duration::from_secs(90)).await;
+    let steps = &done.status.as_ref().unwrap().steps;
+    assert_eq!(steps[0].result, StepResult::Failed);
+    let refused = steps[0].message.clone().unwrap_or_default();
+    assert!(
+        refused.contains("add it to the chart's actions.patch"),
+        "{refused}"
+    );
+    assert_eq!(steps[1].result, StepResult::Succeeded);
+    assert!(
+        steps[1].changes[0].starts_with(
+            "postgresql api-db: /spec/resources/limits/cpu 1000m -> 2000m, /spec/resources/limits/memory 2Gi -> 4Gi; undo: kubectl patch --type=json"
+        ),
+        "{:?}",
+        steps[1].changes
+    );
+    assert_eq!(
+        patched
+            .annotations()
+            .get("healing-guard.io/remediation-step"),
+        Some(&steps[1].id)
+    );
+}

@@ -346,6 +346,8 @@ pub struct Launch<'a> {
     /// Copy log lines into evidence (`--capture-logs`, and the chart's
     /// `evidence.captureLogs` for the RBAC it needs).
     pub capture_logs: bool,
+    /// More chart values (`--set`), for the RBAC they render.
+    pub chart_values: &'a [&'a str],
 }
 
 impl<'a> Launch<'a> {
@@ -358,6 +360,7 @@ impl<'a> Launch<'a> {
             log_filter: "info,healing_guard_operator=debug",
             failpoints: "",
             capture_logs: false,
+            chart_values: &[],
         }
     }
 }
@@ -402,25 +405,25 @@ impl Operator {
             if launch.namespaced { namespace } else { "" }
         );
         let logs = format!("evidence.captureLogs={}", launch.capture_logs);
-        let rbac = try_run(
-            "helm",
-            &[
-                "template",
-                &release,
-                "charts/healing-guard-operator",
-                "--namespace",
-                namespace,
-                "--set",
-                &watch,
-                "--set",
-                &logs,
-                "--show-only",
-                "templates/serviceaccount.yaml",
-                "--show-only",
-                "templates/rbac.yaml",
-            ],
-            None,
-        )?;
+        let mut helm = vec![
+            "template",
+            &release,
+            "charts/healing-guard-operator",
+            "--namespace",
+            namespace,
+            "--set",
+            &watch,
+            "--set",
+            &logs,
+            "--show-only",
+            "templates/serviceaccount.yaml",
+            "--show-only",
+            "templates/rbac.yaml",
+        ];
+        for value in launch.chart_values {
+            helm.extend(["--set", value]);
+        }
+        let rbac = try_run("helm", &helm, None)?;
         try_run("kubectl", &["apply", "-f", "-"], Some(&rbac))?;
         let account = service_account_name(&rbac)?;
         let token = try_run(

@@ -11,6 +11,7 @@
 //! Adding an action means a file here and one arm in each function below.
 
 pub mod http;
+pub mod patch;
 pub mod restart;
 pub mod restore_config;
 pub mod rollback;
@@ -65,6 +66,7 @@ pub enum Inputs {
     RestoreConfig(Box<restore_config::Inputs>),
     Http(http::Inputs),
     RotateSecret(rotate_secret::Inputs),
+    Patch(patch::Inputs),
 }
 
 /// A planned change and its line for the ledger.
@@ -84,6 +86,7 @@ pub enum Change {
     Http(http::Change),
     RunJob(run_job::Change),
     RotateSecret(Box<rotate_secret::Change>),
+    Patch(Box<patch::Change>),
 }
 
 /// Why an action cannot apply.
@@ -117,6 +120,8 @@ pub enum Refusal {
         "a call was begun at {0} and how it went was never recorded (the operator stopped); it is not made again because the action is not idempotent: check the service by hand"
     )]
     OutcomeUnknown(String),
+    #[error("{0} is already as the patch says; nothing to patch")]
+    NothingToPatch(String),
     #[error("ConfigMap {0} already matches its last known-good snapshot; nothing to restore")]
     NothingToRestore(String),
     #[error(
@@ -134,7 +139,10 @@ impl Refusal {
     /// with it, there was just nothing for it to do, so the ladder moves on
     /// and no action is counted against the safety limits.
     pub fn is_moot(&self) -> bool {
-        matches!(self, Refusal::NothingToRestore(_))
+        matches!(
+            self,
+            Refusal::NothingToRestore(_) | Refusal::NothingToPatch(_)
+        )
     }
 }
 
@@ -195,6 +203,7 @@ pub async fn observe(
         ActionKind::RotateSecret => {
             Inputs::RotateSecret(rotate_secret::observe(client, action, workload).await?)
         }
+        ActionKind::Patch => Inputs::Patch(patch::observe(client, action, workload).await?),
         ActionKind::Scale | ActionKind::Restart | ActionKind::RunJob => Inputs::None,
     })
 }
@@ -243,6 +252,14 @@ pub fn plan(
             };
             rotate_secret::plan(action, workload, inputs, mark)
         }
+        ActionKind::Patch => {
+            let empty = patch::Inputs::default();
+            let inputs = match inputs {
+                Inputs::Patch(inputs) => inputs,
+                _ => &empty,
+            };
+            patch::plan(action, workload, inputs, mark)
+        }
     }
 }
 
@@ -261,7 +278,8 @@ pub fn follow_up(
         | ActionKind::RestoreConfig
         | ActionKind::Http
         | ActionKind::RunJob
-        | ActionKind::RotateSecret => None,
+        | ActionKind::RotateSecret
+        | ActionKind::Patch => None,
     }
 }
 
@@ -277,6 +295,7 @@ pub async fn apply(
         Change::Http(change) => http::apply(http_client, change, dry_run).await,
         Change::RunJob(change) => run_job::apply(client, change, dry_run).await,
         Change::RotateSecret(change) => rotate_secret::apply(client, change, dry_run).await,
+        Change::Patch(change) => patch::apply(client, change, dry_run).await,
         Change::Rollback(change) => rollback::apply(client, workload, change, dry_run).await,
         Change::Scale(change) => scale::apply(client, workload, change, dry_run).await,
         Change::Restart(change) => restart::apply(client, workload, change, dry_run).await,
@@ -305,7 +324,8 @@ pub fn repeatable(action: &Action) -> bool {
         | ActionKind::Restart
         | ActionKind::RestoreConfig
         | ActionKind::RunJob
-        | ActionKind::RotateSecret => true,
+        | ActionKind::RotateSecret
+        | ActionKind::Patch => true,
     }
 }
 
@@ -318,6 +338,8 @@ pub fn ready_floor(action: &Action, workload: &Workload, min_ready: i32) -> Opti
         ActionKind::Http | ActionKind::RunJob => false,
         // The target usually reads the Secret, and restarts with the rest.
         ActionKind::RotateSecret => true,
+        // Another object: the target's own pods are not rolled by it.
+        ActionKind::Patch => false,
     };
     if !rolls || min_ready == 0 {
         return None;
