@@ -39,7 +39,7 @@ home_of() {
 bins_of() {
   case $1 in
     redis) echo "redis-server redis-cli" ;;
-    postgres) echo "postgres initdb pg_ctl psql pg_isready" ;;
+    postgres) echo "postgres initdb pg_ctl psql pg_isready pg_dump pg_restore" ;;
     prometheus) echo "prometheus promtool" ;;
     alertmanager) echo "alertmanager amtool" ;;
     shellcheck) echo "shellcheck" ;;
@@ -280,8 +280,9 @@ install_shellcheck() {
 install_postgres() {
   local sys=/usr/lib/postgresql/$POSTGRES_MAJOR/bin b pairs=()
   for b in $(bins_of postgres); do pairs+=("$b=usr/lib/postgresql/$POSTGRES_MAJOR/bin/$b"); done
-  if [ "$PG_SOURCE" != deb ] && [ -x "$sys/postgres" ] && [ -x "$sys/initdb" ] &&
-     [ -x "$sys/psql" ] && [ -x "$sys/pg_isready" ]; then
+  local all_there=yes
+  for b in $(bins_of postgres); do [ -x "$sys/$b" ] || all_there=no; done
+  if [ "$PG_SOURCE" != deb ] && [ "$all_there" = yes ]; then
     local v; v=$(dpkg-query -W -f='${Version}' "postgresql-$POSTGRES_MAJOR" 2>/dev/null || echo unknown)
     slog "using the machine's postgresql-$POSTGRES_MAJOR $v ($sys)"
     rm -rf "$POSTGRES_HOME"

@@ -794,3 +794,111 @@ async fn a_patch_step_scales_the_database_resource_and_says_how_to_undo_it() {
         Some(&steps[1].id)
     );
 }
+
+/// The shipped restore (`restore-from-backup` in
+/// examples/policies/postgres.yaml) run for real: a database with the
+/// API's events is dumped with pg_dump (custom format), then damaged, and
+/// the example's own command line (its container's `sh -c`) restores it
+/// against a real PostgreSQL; the example's integrity query agrees.
+#[tokio::test]
+async fn the_shipped_restore_command_restores_a_pg_dump_for_real() {
+    let database = crate::signals::SignalServer::start("postgres");
+    let url = database.var("HGO_POSTGRES_URL");
+    let bin = database.var("HGO_POSTGRES_BIN");
+    let psql = |sql: &str| -> String {
+        let output = std::process::Command::new(format!("{bin}/psql"))
+            .args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-tAc", sql])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    psql(
+        "CREATE TABLE webhook_events (id serial PRIMARY KEY, payload text NOT NULL); \
+         INSERT INTO webhook_events (payload) SELECT 'event ' || n FROM generate_series(1, 100) AS n;",
+    );
+    let backups = tempfile::tempdir().unwrap();
+    let dump = backups.path().join("healing-guard-latest.dump");
+    let dumped = std::process::Command::new(format!("{bin}/pg_dump"))
+        .args(["--format=custom", "--file"])
+        .arg(&dump)
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        dumped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dumped.stderr)
+    );
+    // The corruption: rows lost, the rest overwritten.
+    psql(
+        "DELETE FROM webhook_events WHERE id > 10; UPDATE webhook_events SET payload = 'garbage';",
+    );
+
+    let example: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(crate::support::repo().join("examples/policies/postgres.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let step = example["spec"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|rule| rule["actions"].as_array().unwrap().iter())
+        .find(|action| action["name"] == "restore-from-backup")
+        .expect("the example's restore step")
+        .clone();
+    assert_eq!(step["action"], "runJob");
+    assert_eq!(
+        step["mode"], "RequireApproval",
+        "a restore waits for a human"
+    );
+    let container = &step["runJob"]["job"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["command"], json!(["sh", "-c"]));
+    let line = container["args"][0].as_str().unwrap();
+    let backup_file = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "BACKUP_FILE")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        std::path::Path::new(backup_file).file_name(),
+        dump.file_name(),
+        "the dump where the example reads it (its /backups volume here a directory)"
+    );
+    let restored = std::process::Command::new("sh")
+        .args(["-c", line])
+        .env("DATABASE_URL", &url)
+        .env("BACKUP_FILE", &dump)
+        .env(
+            "PATH",
+            format!("{bin}:{}", std::env::var("PATH").unwrap_or_default()),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        restored.status.success(),
+        "{line}: {}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    assert_eq!(psql("SELECT count(*) FROM webhook_events"), "100");
+    assert_eq!(
+        psql("SELECT payload FROM webhook_events WHERE id = 50"),
+        "event 50"
+    );
+    // The example's integrity probe asks the same.
+    let probe = example["spec"]["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "integrity")
+        .unwrap();
+    assert_eq!(psql(probe["postgres"]["query"].as_str().unwrap()), "100");
+}

@@ -24,13 +24,13 @@ use crate::{
 };
 
 /// One server from `cluster/signals/start.sh`, stopped on drop.
-struct SignalServer {
+pub(crate) struct SignalServer {
     state: tempfile::TempDir,
     env: HashMap<String, String>,
 }
 
 impl SignalServer {
-    fn start(kind: &str) -> SignalServer {
+    pub(crate) fn start(kind: &str) -> SignalServer {
         SignalServer::start_with(kind, tempfile::tempdir().unwrap(), &[])
     }
 
@@ -56,7 +56,7 @@ impl SignalServer {
         SignalServer { state, env }
     }
 
-    fn var(&self, name: &str) -> String {
+    pub(crate) fn var(&self, name: &str) -> String {
         self.env
             .get(name)
             .unwrap_or_else(|| panic!("{name} not in {:?}", self.env))
