@@ -353,6 +353,8 @@ pub enum ActionKind {
     RotateSecret,
     /// Patch an object of a kind the chart lets the operator patch.
     Patch,
+    /// Restore data: writers down, a restore Job, verify, writers back.
+    RestoreData,
 }
 
 impl Mode {
@@ -380,7 +382,8 @@ impl ActionKind {
             | ActionKind::Http
             | ActionKind::RunJob
             | ActionKind::RotateSecret
-            | ActionKind::Patch => true,
+            | ActionKind::Patch
+            | ActionKind::RestoreData => true,
             ActionKind::Rollback | ActionKind::RestoreConfig => kind == WorkloadKind::Deployment,
         }
     }
@@ -389,7 +392,10 @@ impl ActionKind {
     /// policy allows): not the actions that send Secrets to a URL or run
     /// code of the writer's choosing.
     pub fn may_be_brought_by_incidents(self) -> bool {
-        !matches!(self, ActionKind::Http | ActionKind::RunJob)
+        !matches!(
+            self,
+            ActionKind::Http | ActionKind::RunJob | ActionKind::RestoreData
+        )
     }
 
     /// The name used in YAML, step ids and metrics.
@@ -418,6 +424,8 @@ impl ActionKind {
     validation = Rule::new("!has(self.rotateSecret) || !has(self.rotateSecret.previousKey) || self.rotateSecret.previousKey != self.rotateSecret.key").message("rotateSecret.previousKey must differ from rotateSecret.key"),
     validation = Rule::new("self.action != 'patch' || has(self.patch)").message("a patch action needs its settings in patch (apiVersion, kind, name, patch)"),
     validation = Rule::new("!has(self.patch) || self.action == 'patch'").message("patch settings are only allowed on a patch action"),
+    validation = Rule::new("self.action != 'restoreData' || has(self.restoreData)").message("a restoreData action needs its settings in restoreData (approver, writers, job)"),
+    validation = Rule::new("!has(self.restoreData) || self.action == 'restoreData'").message("restoreData settings are only allowed on a restoreData action"),
 )]
 pub struct Action {
     /// Name of the step, unique within its ladder; defaults to the action.
@@ -451,6 +459,9 @@ pub struct Action {
     /// Settings for `patch`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patch: Option<super::service::PatchAction>,
+    /// Settings for `restoreData`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_data: Option<super::service::RestoreDataAction>,
     /// How long verification may take after this step before the next one is
     /// tried; defaults to the rule's verify timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,7 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Action, ActionKind, IncidentType, Mode, Severity, WorkloadRef};
+use super::common::{Action, ActionKind, IncidentType, Mode, Severity, WorkloadKind, WorkloadRef};
 use super::policy::Symptom;
 
 /// An incident affecting one workload, its classification, the responders'
@@ -432,6 +432,48 @@ pub struct StepRecord {
     /// after a restart the step is known to have maybe happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applying_since: Option<Time>,
+    /// A restoreData step's sub-steps: where it stands, and the writers'
+    /// replicas recorded before they were scaled down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<Workflow>,
+}
+
+/// Where a restoreData step stands. Each stage is written before it is
+/// carried out, so a restart carries out the recorded stage (each is safe
+/// to carry out twice) and never loses the recorded replicas.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Workflow {
+    pub stage: WorkflowStage,
+    /// Each writer and its replicas before the restore.
+    #[schemars(length(max = 10))]
+    pub replicas: Vec<RecordedReplicas>,
+}
+
+/// A writer's replicas as recorded.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedReplicas {
+    pub kind: WorkloadKind,
+    pub name: String,
+    pub replicas: i32,
+}
+
+/// The sub-steps of a restoreData step, in order.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, strum::Display)]
+pub enum WorkflowStage {
+    /// Scaling the writers to 0.
+    ScaleDown,
+    /// Creating the restore Job.
+    Restore,
+    /// Waiting for the restore Job.
+    AwaitRestore,
+    /// Waiting for the data to verify.
+    VerifyData,
+    /// Scaling the writers back to their recorded replicas.
+    ScaleBack,
+    /// All done: the step verifies like any other.
+    Done,
 }
 
 /// Where a step stands.

@@ -105,7 +105,7 @@ pub struct IncidentAllowance {
     /// chosen by whoever writes the Incident; they belong in the policy's rules.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 4))]
-    #[x_kube(validation = Rule::new("self.all(a, a != 'http' && a != 'runJob')").message("an Incident may not bring its own http or runJob action: what it calls or runs belongs in a RemediationPolicy rule"))]
+    #[x_kube(validation = Rule::new("self.all(a, a != 'http' && a != 'runJob' && a != 'restoreData')").message("an Incident may not bring its own http, runJob or restoreData action: what it calls or runs belongs in a RemediationPolicy rule"))]
     pub allowed_actions: Vec<ActionKind>,
 }
 

@@ -183,3 +183,32 @@ pub enum PatchType {
     /// RFC 6902: a list of operations.
     Json,
 }
+
+/// Settings for `restoreData`: the runbook's "Database Corruption" as one
+/// step of sub-steps: approval by the named approver, the writers'
+/// replicas recorded, the writers scaled to 0, the restore Job run, the
+/// data verified, the writers scaled back to what was recorded. Each
+/// sub-step is in the ledger before it runs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreDataAction {
+    /// Who must approve it: an approval of the step by anyone else does not count.
+    #[schemars(length(min = 1, max = 256))]
+    pub approver: String,
+    /// The workloads that write to the data: scaled to 0 before the
+    /// restore and back to their recorded replicas after it.
+    #[schemars(length(min = 1, max = 10))]
+    pub writers: Vec<super::common::WorkloadRef>,
+    /// The restore Job's spec, as in a Job.
+    #[schemars(schema_with = "super::bounds::free_object")]
+    pub job: serde_json::Value,
+    /// How long the restore may run. Default 30m, at most 24h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Duration>,
+    /// A probe of the policy that must pass after the restore (the
+    /// database answering its integrity query); without one, the Job's
+    /// success is the verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub verify_probe: Option<String>,
+}

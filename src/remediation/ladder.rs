@@ -57,6 +57,22 @@ impl Rung {
     }
 }
 
+impl Ladder {
+    /// Whether the step `name` is approved: an approval of it, by the
+    /// approver it names if it names one (a restoreData step).
+    pub fn approved(&self, approvals: &[crate::crd::Approval], name: &str) -> bool {
+        let approver = self
+            .rungs
+            .iter()
+            .find(|rung| rung.name() == name)
+            .and_then(|rung| rung.action.restore_data.as_ref())
+            .map(|settings| settings.approver.as_str());
+        approvals
+            .iter()
+            .any(|a| a.step == name && approver.is_none_or(|who| a.by == who))
+    }
+}
+
 /// The ladder that applies to an incident and how it runs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ladder {
@@ -126,6 +142,11 @@ pub fn resolve(
                 && action.mode.is_none()
                 && spec.incident_type == IncidentType::SecurityIncident
             {
+                mode = mode.tightened_by(Mode::RequireApproval);
+            }
+            // Restoring data takes its writers down and loses what was
+            // written since the backup: a named person approves it, always.
+            if action.action == ActionKind::RestoreData {
                 mode = mode.tightened_by(Mode::RequireApproval);
             }
             Rung {
@@ -466,6 +487,7 @@ mod tests {
             changes: vec![],
             verification: Vec::new(),
             applying_since: None,
+            workflow: None,
         }
     }
 

@@ -64,6 +64,18 @@ pub fn ladder(
             let (field, why) = why.split_once(": ").unwrap_or(("runJob.job", why.as_str()));
             problems.add(format!("{here}.{field}"), why.to_owned());
         }
+        if let Some(settings) = &action.restore_data {
+            let as_job = crate::crd::RunJobAction {
+                job: settings.job.clone(),
+                deadline: settings.deadline,
+                keep_for: None,
+            };
+            if let Err(why) = crate::remediation::actions::run_job::job_spec(&as_job) {
+                let (field, why) = why.split_once(": ").unwrap_or(("runJob.job", why.as_str()));
+                let field = field.replacen("runJob", "restoreData", 1);
+                problems.add(format!("{here}.{field}"), why.to_owned());
+            }
+        }
         if let Some(scale) = &action.scale {
             if let Some(replicas) = scale.replicas {
                 problems.range(format!("{here}.scale.replicas"), replicas, 1, MAX_REPLICAS);

@@ -92,6 +92,21 @@ pub fn probes(spec: &RemediationPolicySpec, problems: &mut Problems) {
                 );
             }
         }
+        // A restore waiting on a probe that does not exist would keep its
+        // writers down until its timeout.
+        for (a, action) in rule.actions.iter().enumerate() {
+            if let Some(name) = action
+                .restore_data
+                .as_ref()
+                .and_then(|r| r.verify_probe.as_ref())
+                && !names.contains(name.as_str())
+            {
+                problems.add(
+                    format!("spec.rules[{r}].actions[{a}].restoreData.verifyProbe"),
+                    format!("no probe named {name:?} in spec.probes"),
+                );
+            }
+        }
     }
     rules_name_existing(
         spec,

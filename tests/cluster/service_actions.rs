@@ -852,12 +852,12 @@ async fn the_shipped_restore_command_restores_a_pg_dump_for_real() {
         .find(|action| action["name"] == "restore-from-backup")
         .expect("the example's restore step")
         .clone();
-    assert_eq!(step["action"], "runJob");
-    assert_eq!(
-        step["mode"], "RequireApproval",
-        "a restore waits for a human"
+    assert_eq!(step["action"], "restoreData");
+    assert!(
+        step["restoreData"]["approver"].is_string(),
+        "a restore waits for a named human"
     );
-    let container = &step["runJob"]["job"]["template"]["spec"]["containers"][0];
+    let container = &step["restoreData"]["job"]["template"]["spec"]["containers"][0];
     assert_eq!(container["command"], json!(["sh", "-c"]));
     let line = container["args"][0].as_str().unwrap();
     let backup_file = container["env"]
@@ -901,4 +901,218 @@ async fn the_shipped_restore_command_restores_a_pg_dump_for_real() {
         .find(|p| p["name"] == "integrity")
         .unwrap();
     assert_eq!(psql(probe["postgres"]["query"].as_str().unwrap()), "100");
+}
+
+/// A policy whose `/health` probe opens a P0 DataCorruption on `api`, and
+/// whose one step restores the data with writers api and webhook-worker.
+fn restore_policy(address: SocketAddr, failing: bool) -> Value {
+    let labels = if failing {
+        json!({"healing-guard.io/inject": "failed"})
+    } else {
+        json!({})
+    };
+    let mut spec = leak_policy(
+        "Auto",
+        address,
+        json!([{"name": "restore-from-backup", "action": "restoreData", "timeout": "3m", "restoreData": {
+            "approver": "alice",
+            "writers": [{"kind": "Deployment", "name": "api"}, {"kind": "Deployment", "name": "webhook-worker"}],
+            "deadline": "1m",
+            "job": {"backoffLimit": 0, "template": {"metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "restore", "image": "registry.local/postgres:15",
+                                             "command": ["pg_restore", "--clean", "/backups/latest.dump"]}]}}}}}]),
+    );
+    spec["rules"][0]["type"] = json!("DataCorruption");
+    spec["rules"][0]["severity"] = json!("P0");
+    spec
+}
+
+async fn replicas_of(client: &kube::Client, ns: &str, name: &str) -> i32 {
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .replicas
+        .unwrap()
+}
+
+async fn approve(incidents: &Api<Incident>, by: &str) {
+    let approvals = json!({"spec": {"approvals": [{"step": "restore-from-backup", "by": by}]}});
+    incidents
+        .patch(
+            INCIDENT,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&approvals),
+        )
+        .await
+        .unwrap();
+}
+
+/// The runbook's "Database Corruption" as one step: nothing moves on an
+/// approval by anyone but the named approver; approved by her, the
+/// writers' replicas are recorded, the writers scaled to 0, and the
+/// operator is SIGKILLed right after that sub-step, before recording it.
+/// Its successor carries on from the recorded stage: the restore Job runs
+/// (kwok completes it), and the writers come back to exactly the recorded
+/// replicas (3 and 2); the incident resolves.
+#[tokio::test]
+async fn a_restore_resumes_after_a_kill_and_brings_the_writers_back_exactly() {
+    let (address, api) = start_api().await;
+    let client = client().await;
+    let ns = namespace(&client, "svc-restore").await;
+    deployment(&client, &ns, "api", 3).await;
+    deployment(&client, &ns, "webhook-worker", 2).await;
+    policy_with(&client, &ns, restore_policy(address, false)).await;
+    let aborting = Launch {
+        failpoints: "after-apply",
+        ..Launch::namespaced(&ns)
+    };
+    let mut first = Operator::launch(&aborting).await.unwrap();
+    api.leaking.store(true, Ordering::SeqCst);
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    incident_where(
+        &client,
+        &ns,
+        INCIDENT,
+        "the restore awaiting approval",
+        |i| {
+            i.status
+                .as_ref()
+                .and_then(|s| s.steps.first())
+                .is_some_and(|s| s.result == StepResult::AwaitingApproval)
+        },
+    )
+    .await;
+    // Bob is not the approver the step names: nothing moves.
+    approve(&incidents, "bob").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let waiting = incidents.get(INCIDENT).await.unwrap();
+    assert_eq!(
+        waiting.status.as_ref().unwrap().steps[0].result,
+        StepResult::AwaitingApproval,
+        "only alice's approval counts"
+    );
+    assert_eq!(replicas_of(&client, &ns, "api").await, 3);
+
+    approve(&incidents, "alice").await;
+    eventually(
+        "the operator to abort after scaling the writers down",
+        || {
+            let exited = first.exited();
+            async move { exited }
+        },
+    )
+    .await;
+    assert_eq!(replicas_of(&client, &ns, "api").await, 0);
+    assert_eq!(replicas_of(&client, &ns, "webhook-worker").await, 0);
+    let cut = incidents.get(INCIDENT).await.unwrap();
+    let workflow = cut.status.as_ref().unwrap().steps[0]
+        .workflow
+        .clone()
+        .unwrap();
+    assert_eq!(
+        workflow.stage,
+        healing_guard_operator::crd::WorkflowStage::ScaleDown,
+        "killed before the sub-step's record"
+    );
+    let recorded: Vec<(String, i32)> = workflow
+        .replicas
+        .iter()
+        .map(|r| (r.name.clone(), r.replicas))
+        .collect();
+    assert_eq!(
+        recorded,
+        [("api".to_owned(), 3), ("webhook-worker".to_owned(), 2)]
+    );
+
+    let _second = Operator::start(&ns).await;
+    eventually("the writers back", || {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            let api = replicas_of(&client, &ns, "api").await;
+            let worker = replicas_of(&client, &ns, "webhook-worker").await;
+            (api == 3 && worker == 2).then_some(())
+        }
+    })
+    .await;
+    api.leaking.store(false, Ordering::SeqCst);
+    let done = resolved(&incidents, INCIDENT, Duration::from_secs(120)).await;
+    let step = &done.status.as_ref().unwrap().steps[0];
+    assert_eq!(step.result, StepResult::Succeeded);
+    let changes = step.changes.join("\n");
+    for line in [
+        "writers' replicas recorded: Deployment/api 3, Deployment/webhook-worker 2",
+        "writers scaled to 0: Deployment/api, Deployment/webhook-worker",
+        "the restore Job succeeded",
+        "writers scaled back: Deployment/api to 3, Deployment/webhook-worker to 2",
+    ] {
+        assert!(changes.contains(line), "{line:?} not in:\n{changes}");
+    }
+    let job = job_of(&client, &ns, &done, 0).await.unwrap();
+    assert_eq!(job.status.unwrap().succeeded, Some(1));
+}
+
+/// A restore Job that fails leaves the writers down (the data may be half
+/// restored) and escalates at once, with what is down and the commands
+/// that bring it back written in the Incident.
+#[tokio::test]
+async fn a_failed_restore_escalates_with_what_is_down_and_how_to_bring_it_back() {
+    let (address, api) = start_api().await;
+    let client = client().await;
+    let ns = namespace(&client, "svc-restore-fail").await;
+    let _operator = Operator::start(&ns).await;
+    deployment(&client, &ns, "api", 3).await;
+    deployment(&client, &ns, "webhook-worker", 2).await;
+    policy_with(&client, &ns, restore_policy(address, true)).await;
+    api.leaking.store(true, Ordering::SeqCst);
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    incident_where(
+        &client,
+        &ns,
+        INCIDENT,
+        "the restore awaiting approval",
+        |i| {
+            i.status
+                .as_ref()
+                .and_then(|s| s.steps.first())
+                .is_some_and(|s| s.result == StepResult::AwaitingApproval)
+        },
+    )
+    .await;
+    approve(&incidents, "alice").await;
+    let escalated = incident_where(&client, &ns, INCIDENT, "escalated", |i| {
+        phase_of(i) == Some(Phase::Escalated)
+    })
+    .await;
+    let status = escalated.status.as_ref().unwrap();
+    assert_eq!(status.steps[0].result, StepResult::Failed);
+    let needs_human = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "NeedsHuman")
+        .unwrap();
+    assert_eq!(needs_human.reason, "RestoreStopped");
+    for part in [
+        "restore stopped at AwaitRestore",
+        "BackoffLimitExceeded",
+        "down: Deployment/api (was 3 replicas), Deployment/webhook-worker (was 2 replicas)",
+        &format!("kubectl -n {ns} scale deployment/api --replicas=3"),
+        &format!("kubectl -n {ns} scale deployment/webhook-worker --replicas=2"),
+    ] {
+        assert!(
+            needs_human.message.contains(part),
+            "{part:?} not in {}",
+            needs_human.message
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        replicas_of(&client, &ns, "api").await,
+        0,
+        "left down for a human"
+    );
+    assert_eq!(replicas_of(&client, &ns, "webhook-worker").await, 0);
 }

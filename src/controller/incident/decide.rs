@@ -19,7 +19,10 @@ use super::{
     observe::{Observation, ProbeHealth},
 };
 use crate::{
-    crd::{Detection, Incident, IncidentStatus, Phase, PolicyRule, SourceKind, StepResult},
+    crd::{
+        Detection, Incident, IncidentStatus, Phase, PolicyRule, SourceKind, StepResult,
+        WorkflowStage,
+    },
     detector::symptoms,
     remediation::{
         actions::{self, run_job::Outcome as JobOutcome},
@@ -250,7 +253,7 @@ fn remediate(decision: &mut Decision, incident: &Incident, ladder: &Ladder, seen
         return;
     }
     let approvals = &incident.spec.approvals;
-    let approved = |name: &str| approvals.iter().any(|a| a.step == name);
+    let approved = |name: &str| ladder.approved(approvals, name);
     let cleared = incident
         .status
         .as_ref()
@@ -276,6 +279,19 @@ fn remediate(decision: &mut Decision, incident: &Incident, ladder: &Ladder, seen
         workload,
         now: Time(now),
     };
+    // A restoreData step runs its sub-steps while it verifies; the usual
+    // verification follows once its writers are back.
+    let under_way = decision.status.steps.last().and_then(|record| {
+        (record.result == StepResult::Verifying)
+            .then(|| record.workflow.clone())
+            .flatten()
+            .filter(|w| w.stage != WorkflowStage::Done)
+    });
+    if let Some(workflow) = under_way {
+        let entry = decision.status.steps.len() - 1;
+        step.advance_workflow(decision, entry, &workflow);
+        return;
+    }
     // A runJob step's Job decides first: a Job that failed (or is gone
     // before the step concluded) fails the step; one still running holds
     // verification until it ends or the step's timeout passes.
@@ -376,6 +392,7 @@ fn follow_up(decision: &mut Decision, ladder: &Ladder, seen: &Observation) -> bo
         planned,
         dry_run: false,
         follow_up: true,
+        then: None,
     });
     decision.requeue_within(AFTER_CHANGE);
     true
@@ -528,6 +545,7 @@ mod tests {
             probe_results: Vec::new(),
             dependency_down: None,
             job: None,
+            workflow_probe: None,
         }
     }
 
@@ -1766,6 +1784,7 @@ mod tests {
                             probe_results: Vec::new(),
                             dependency_down: None,
                             job: None,
+                            workflow_probe: None,
                         };
                         let first = decide(&incident, &observed);
                         // And the reconcile after it, from what it decided.

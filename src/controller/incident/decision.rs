@@ -69,6 +69,8 @@ pub struct Effect {
     pub dry_run: bool,
     /// More of a step already applied (the next batch of pod deletions).
     pub follow_up: bool,
+    /// A restore's sub-step: the stage its workflow is at once the change is made.
+    pub then: Option<crate::crd::WorkflowStage>,
 }
 
 /// What one reconcile should do.

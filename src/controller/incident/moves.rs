@@ -20,13 +20,16 @@ use super::{
 };
 use crate::{
     conditions::{ConditionUpdate, set_condition},
-    crd::{Incident, IncidentStatus, Mode, StepRecord, StepResult},
+    crd::{ActionKind, Incident, IncidentStatus, Mode, StepRecord, StepResult, Workflow},
     remediation::{
-        actions::{self, Mark},
+        actions::{self, Mark, restore_data},
         ladder::{self, Ladder},
     },
     workload::Workload,
 };
+
+/// How often a restore waiting for its Job or its data is looked at.
+const WORKFLOW_POLL: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// What every move of the ladder reads.
 pub(super) struct Step<'a> {
@@ -40,7 +43,7 @@ pub(super) struct Step<'a> {
 impl Step<'_> {
     /// Whether a responder approved the step of that name.
     pub(super) fn approved(&self, name: &str) -> bool {
-        self.incident.spec.approvals.iter().any(|a| a.step == name)
+        self.ladder.approved(&self.incident.spec.approvals, name)
     }
 
     /// The ladder's round: 1, and one more after each reopen.
@@ -90,6 +93,7 @@ impl Step<'_> {
             changes: Vec::new(),
             verification: Vec::new(),
             applying_since: None,
+            workflow: None,
         });
         if runs_now {
             phase::enter(&mut decision.status, Transition::StartStep, &self.now);
@@ -166,6 +170,12 @@ impl Step<'_> {
             refuse(decision, entry, &refusal, &self.now);
             return;
         }
+        // A restore's first sub-step is the record of its writers' replicas,
+        // saved before anything changes.
+        if rung.action.action == ActionKind::RestoreData && rung.mode != Mode::DryRun {
+            self.begin_workflow(decision, entry, rung);
+            return;
+        }
         let incident = self.incident.name_any();
         let step_id = record.id.clone();
         let mark = Mark {
@@ -190,6 +200,7 @@ impl Step<'_> {
                     planned,
                     dry_run: rung.mode == Mode::DryRun,
                     follow_up: false,
+                    then: None,
                 });
             }
             Err(refusal) if refusal.is_moot() => {
@@ -198,6 +209,141 @@ impl Step<'_> {
             }
             Err(refusal) => refuse(decision, entry, &refusal, &self.now),
         }
+    }
+
+    /// Starts a restoreData step: the writers' replicas recorded, the
+    /// scale-down next. Nothing changes in the cluster yet.
+    fn begin_workflow(&self, decision: &mut Decision, entry: usize, rung: &ladder::Rung) {
+        let empty = restore_data::Inputs::default();
+        let inputs = match &self.seen.inputs {
+            actions::Inputs::RestoreData(inputs) => inputs,
+            _ => &empty,
+        };
+        let workflow = match restore_data::begin(&rung.action, inputs) {
+            Ok(workflow) => workflow,
+            Err(refusal) => {
+                refuse(decision, entry, &refusal, &self.now);
+                return;
+            }
+        };
+        let Some(record) = decision.status.steps.get_mut(entry) else {
+            return;
+        };
+        let replicas: Vec<String> = workflow
+            .replicas
+            .iter()
+            .map(|r| format!("{}/{} {}", r.kind, r.name, r.replicas))
+            .collect();
+        record.result = StepResult::Verifying;
+        record.started_at = Some(self.now.clone());
+        record.changes = vec![format!(
+            "writers' replicas recorded: {}",
+            replicas.join(", ")
+        )];
+        record.workflow = Some(workflow);
+        let message = format!(
+            "step {} began: writers' replicas recorded ({}); scaling them to 0 next",
+            record.name,
+            replicas.join(", ")
+        );
+        decision.note(&self.now, false, "StepApplied", message);
+        decision.requeue_within(AFTER_RECORD);
+    }
+
+    /// The next sub-step of a restoreData step under way.
+    pub(super) fn advance_workflow(
+        &self,
+        decision: &mut Decision,
+        entry: usize,
+        workflow: &Workflow,
+    ) {
+        let Some(record) = decision.status.steps.get(entry) else {
+            return;
+        };
+        let Some(rung) = self.ladder.rung_of(record) else {
+            let why = format!(
+                "its restoreData action is no longer in the ladder; {}",
+                restore_data::state(workflow, &self.workload.namespace())
+            );
+            self.fail_and_escalate(decision, entry, &why);
+            return;
+        };
+        let incident = self.incident.name_any();
+        let step_id = record.id.clone();
+        let started = record.started_at.as_ref().map_or(self.now.0, |t| t.0);
+        let mark = Mark {
+            step: &step_id,
+            incident: &incident,
+        };
+        let next = restore_data::advance(
+            &rung.action,
+            self.workload,
+            workflow,
+            self.seen.job.as_ref(),
+            self.seen.workflow_probe,
+            mark,
+        );
+        match next {
+            restore_data::Move::Act { planned, then } => {
+                decision.effect = Some(Effect {
+                    entry,
+                    planned,
+                    dry_run: false,
+                    follow_up: true,
+                    then: Some(then),
+                });
+                decision.requeue_within(AFTER_CHANGE);
+            }
+            restore_data::Move::Advance { then, line } => {
+                if let Some(record) = decision.status.steps.get_mut(entry) {
+                    record.changes.push(line.clone());
+                    if let Some(workflow) = record.workflow.as_mut() {
+                        workflow.stage = then;
+                    }
+                }
+                decision.note(&self.now, false, "RestoreProgress", line);
+                decision.requeue_within(AFTER_RECORD);
+            }
+            restore_data::Move::Wait => {
+                let deadline = started
+                    .checked_add(rung.timing.timeout)
+                    .unwrap_or(k8s_openapi::jiff::Timestamp::MAX);
+                if self.now.0 >= deadline {
+                    let why = format!(
+                        "restore stopped at {}: not done within the step's timeout; {}",
+                        workflow.stage,
+                        restore_data::state(workflow, &self.workload.namespace())
+                    );
+                    self.fail_and_escalate(decision, entry, &why);
+                } else {
+                    decision.requeue_within(WORKFLOW_POLL);
+                }
+            }
+            restore_data::Move::Fail(why) => self.fail_and_escalate(decision, entry, &why),
+        }
+    }
+
+    /// A restore that failed with its writers down: no further step, a human now.
+    fn fail_and_escalate(&self, decision: &mut Decision, entry: usize, why: &str) {
+        self.fail(decision, entry, why);
+        if !phase::enter(&mut decision.status, Transition::Exhaust, &self.now) {
+            return;
+        }
+        decision.tallies.push(Tally::LadderExhausted);
+        let update = ConditionUpdate {
+            type_: NEEDS_HUMAN,
+            status: true,
+            reason: "RestoreStopped",
+            message: why.to_owned(),
+        };
+        let generation = self.incident.metadata.generation;
+        set_condition(
+            &mut decision.status.conditions,
+            update,
+            generation,
+            &self.now,
+        );
+        decision.note(&self.now, true, "Escalated", why.to_owned());
     }
 
     /// A recorded step left the ladder before it ran: it never runs.

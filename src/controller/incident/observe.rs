@@ -24,7 +24,9 @@ use super::evidence;
 use crate::{
     context::Context,
     controller::Error,
-    crd::{ActionKind, Evidence, Incident, RemediationPolicy, StepResult, WorkloadKind},
+    crd::{
+        ActionKind, Evidence, Incident, RemediationPolicy, StepResult, WorkflowStage, WorkloadKind,
+    },
     names::INCIDENT_ANNOTATION,
     remediation::{actions, ladder, safety},
     workload::{Workload, deployment_ref, statefulset_ref},
@@ -65,8 +67,11 @@ pub struct Observation {
     /// An open incident on a workload the policy's targets depend on: its
     /// name and target. Actions wait for it.
     pub dependency_down: Option<(String, crate::crd::WorkloadRef)>,
-    /// The Job of the step verifying, if it is a `runJob` step.
+    /// The Job of the step verifying, if it is a `runJob` step (or a
+    /// restore waiting for its Job).
     pub job: Option<actions::run_job::Outcome>,
+    /// Whether the probe a restore verifies its data with passes.
+    pub workflow_probe: Option<bool>,
 }
 
 /// How a probe stands, for verification.
@@ -215,10 +220,13 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
         .take(6)
         .collect();
     // A runJob step verifies by its Job first.
-    let job = match status
-        .and_then(|s| s.steps.last())
-        .filter(|r| r.result == StepResult::Verifying && r.action == ActionKind::RunJob)
-    {
+    let job = match status.and_then(|s| s.steps.last()).filter(|r| {
+        r.result == StepResult::Verifying
+            && (r.action == ActionKind::RunJob
+                || r.workflow
+                    .as_ref()
+                    .is_some_and(|w| w.stage == WorkflowStage::AwaitRestore))
+    }) {
         Some(record) => {
             let (outcome, lines) = actions::run_job::observe_outcome(
                 &ctx.client,
@@ -233,6 +241,16 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
         }
         None => None,
     };
+    let workflow_probe = status
+        .and_then(|s| s.steps.last())
+        .filter(|r| {
+            r.workflow
+                .as_ref()
+                .is_some_and(|w| w.stage == WorkflowStage::VerifyData)
+        })
+        .and_then(|r| ladder.as_ref()?.rung_of(r))
+        .and_then(|rung| rung.action.restore_data.as_ref()?.verify_probe.clone())
+        .map(|probe| probe_health(&probe) == ProbeHealth::Healthy);
     let depends_on = policy
         .as_ref()
         .map(|p| p.spec.depends_on.clone())
@@ -260,6 +278,7 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
         probe,
         verify_probes,
         job,
+        workflow_probe,
         probe_results,
         dependency_down,
     })

@@ -88,6 +88,17 @@ pub fn settle(
     let Some(record) = decision.status.steps.get_mut(effect.entry) else {
         return decision;
     };
+    if let Some(then) = effect.then {
+        // A restore's sub-step made: its line, and the next stage.
+        record.changes.push(effect.planned.summary.clone());
+        record.changes.extend(lines);
+        if let Some(workflow) = record.workflow.as_mut() {
+            workflow.stage = then;
+        }
+        let message = format!("step {}: {}", record.name, effect.planned.summary);
+        decision.note(&now_time, false, "RestoreProgress", message);
+        return decision;
+    }
     if effect.follow_up {
         // A refusal repeated batch after batch is said once.
         for line in lines {

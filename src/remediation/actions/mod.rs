@@ -14,6 +14,7 @@ pub mod http;
 pub mod patch;
 pub mod restart;
 pub mod restore_config;
+pub mod restore_data;
 pub mod rollback;
 pub mod rotate_secret;
 pub mod run_job;
@@ -67,6 +68,7 @@ pub enum Inputs {
     Http(http::Inputs),
     RotateSecret(rotate_secret::Inputs),
     Patch(patch::Inputs),
+    RestoreData(restore_data::Inputs),
 }
 
 /// A planned change and its line for the ledger.
@@ -87,6 +89,7 @@ pub enum Change {
     RunJob(run_job::Change),
     RotateSecret(Box<rotate_secret::Change>),
     Patch(Box<patch::Change>),
+    ScaleWriters(Box<restore_data::ScaleWriters>),
 }
 
 /// Why an action cannot apply.
@@ -204,6 +207,9 @@ pub async fn observe(
             Inputs::RotateSecret(rotate_secret::observe(client, action, workload).await?)
         }
         ActionKind::Patch => Inputs::Patch(patch::observe(client, action, workload).await?),
+        ActionKind::RestoreData => {
+            Inputs::RestoreData(restore_data::observe(client, action, workload).await?)
+        }
         ActionKind::Scale | ActionKind::Restart | ActionKind::RunJob => Inputs::None,
     })
 }
@@ -260,6 +266,14 @@ pub fn plan(
             };
             patch::plan(action, workload, inputs, mark)
         }
+        ActionKind::RestoreData => {
+            let empty = restore_data::Inputs::default();
+            let inputs = match inputs {
+                Inputs::RestoreData(inputs) => inputs,
+                _ => &empty,
+            };
+            restore_data::plan(action, workload, inputs, mark)
+        }
     }
 }
 
@@ -279,7 +293,8 @@ pub fn follow_up(
         | ActionKind::Http
         | ActionKind::RunJob
         | ActionKind::RotateSecret
-        | ActionKind::Patch => None,
+        | ActionKind::Patch
+        | ActionKind::RestoreData => None,
     }
 }
 
@@ -296,6 +311,7 @@ pub async fn apply(
         Change::RunJob(change) => run_job::apply(client, change, dry_run).await,
         Change::RotateSecret(change) => rotate_secret::apply(client, change, dry_run).await,
         Change::Patch(change) => patch::apply(client, change, dry_run).await,
+        Change::ScaleWriters(change) => restore_data::apply(client, change, dry_run).await,
         Change::Rollback(change) => rollback::apply(client, workload, change, dry_run).await,
         Change::Scale(change) => scale::apply(client, workload, change, dry_run).await,
         Change::Restart(change) => restart::apply(client, workload, change, dry_run).await,
@@ -325,7 +341,8 @@ pub fn repeatable(action: &Action) -> bool {
         | ActionKind::RestoreConfig
         | ActionKind::RunJob
         | ActionKind::RotateSecret
-        | ActionKind::Patch => true,
+        | ActionKind::Patch
+        | ActionKind::RestoreData => true,
     }
 }
 
@@ -340,6 +357,8 @@ pub fn ready_floor(action: &Action, workload: &Workload, min_ready: i32) -> Opti
         ActionKind::RotateSecret => true,
         // Another object: the target's own pods are not rolled by it.
         ActionKind::Patch => false,
+        // It takes its writers down on purpose, approved by a named person.
+        ActionKind::RestoreData => false,
     };
     if !rolls || min_ready == 0 {
         return None;

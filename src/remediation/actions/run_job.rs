@@ -48,6 +48,15 @@ pub fn plan(action: &Action, workload: &Workload, mark: Mark<'_>) -> Result<Plan
         .run_job
         .as_ref()
         .ok_or(Refusal::MissingSettings(ActionKind::RunJob))?;
+    plan_job(settings, workload, mark)
+}
+
+/// The Job of `settings` for the step of `mark`. Pure.
+pub fn plan_job(
+    settings: &RunJobAction,
+    workload: &Workload,
+    mark: Mark<'_>,
+) -> Result<Planned, Refusal> {
     let mut spec = job_spec(settings).map_err(Refusal::Unusable)?;
     let Some(pod) = spec.template.spec.as_mut() else {
         return Err(Refusal::Unusable(
