@@ -58,3 +58,6 @@ pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 pub const SECRET_ROTATED_ANNOTATION: &str = "healing-guard.io/secret-rotated";
 /// On a rotated Secret: when its key got its new value.
 pub const ROTATED_AT_ANNOTATION: &str = "healing-guard.io/rotated-at";
+/// On a rotated Secret: until when its previous value is kept (the
+/// rotation's grace period); the policy controller removes it after.
+pub const PREVIOUS_UNTIL_ANNOTATION: &str = "healing-guard.io/previous-value-until";

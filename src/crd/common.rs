@@ -422,6 +422,7 @@ impl ActionKind {
     validation = Rule::new("self.action != 'rotateSecret' || has(self.rotateSecret)").message("a rotateSecret action needs its settings in rotateSecret (secret and key)"),
     validation = Rule::new("!has(self.rotateSecret) || self.action == 'rotateSecret'").message("rotateSecret settings are only allowed on a rotateSecret action"),
     validation = Rule::new("!has(self.rotateSecret) || !has(self.rotateSecret.previousKey) || self.rotateSecret.previousKey != self.rotateSecret.key").message("rotateSecret.previousKey must differ from rotateSecret.key"),
+    validation = Rule::new("!has(self.rotateSecret) || !has(self.rotateSecret.gracePeriod) || has(self.rotateSecret.previousKey)").message("rotateSecret.gracePeriod needs previousKey: it is how long the previous value is kept there"),
     validation = Rule::new("self.action != 'patch' || has(self.patch)").message("a patch action needs its settings in patch (apiVersion, kind, name, patch)"),
     validation = Rule::new("!has(self.patch) || self.action == 'patch'").message("patch settings are only allowed on a patch action"),
     validation = Rule::new("self.action != 'restoreData' || has(self.restoreData)").message("a restoreData action needs its settings in restoreData (approver, writers, job)"),

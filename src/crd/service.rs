@@ -128,6 +128,10 @@ pub struct RotateSecretAction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
     pub previous_key: Option<String>,
+    /// How long the previous value stays under `previousKey`; then the
+    /// operator removes it. Unset: until the next rotation replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_period: Option<Duration>,
 }
 
 /// The characters of a generated secret value.

@@ -558,7 +558,8 @@ async fn a_security_incident_rotates_the_jwt_secret_after_approval() {
         "Auto",
         address,
         json!([{"name": "rotate-jwt", "action": "rotateSecret", "rotateSecret": {
-            "secret": "healing-guard-secrets", "key": "jwt-secret", "previousKey": "jwt-secret-previous"}}]),
+            "secret": "healing-guard-secrets", "key": "jwt-secret", "previousKey": "jwt-secret-previous",
+            "gracePeriod": "20s"}}]),
     );
     spec["rules"][0]["type"] = json!("SecurityIncident");
     spec["rules"][0]["severity"] = json!("P0");
@@ -672,6 +673,26 @@ async fn a_security_incident_rotates_the_jwt_secret_after_approval() {
         assert!(!text.contains(&new), "the new value leaked");
         assert!(!text.contains(old), "the old value leaked");
     }
+    // The grace period over, the previous value goes; the new one stays.
+    let after_grace = eventually("the previous value removed", || {
+        let secrets = secrets.clone();
+        async move {
+            let secret = secrets.get("healing-guard-secrets").await.ok()?;
+            value_of(&secret, "jwt-secret-previous")
+                .is_none()
+                .then_some(secret)
+        }
+    })
+    .await;
+    assert_eq!(
+        value_of(&after_grace, "jwt-secret").as_deref(),
+        Some(new.as_str())
+    );
+    assert!(
+        !after_grace
+            .annotations()
+            .contains_key("healing-guard.io/previous-value-until")
+    );
 }
 
 /// A stand-in for the Postgres operator's CRD (`postgresqls.acid.zalan.do`),

@@ -1,6 +1,7 @@
 //! The RemediationPolicy controller: validates what the schema cannot and
 //! reports `Ready`, the number of matched targets and observedGeneration.
 
+mod grace;
 pub mod overlap;
 pub mod retention;
 
@@ -136,9 +137,14 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
         ctx.publish(policy.as_ref(), event.into_event()).await;
     }
     let look_again = prune(&ctx, &policy, &namespace).await?;
+    let grace_ends = grace::expire_previous_values(&ctx, &policy, &namespace).await?;
+    let look_again = match (look_again, grace_ends) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     ctx.backoffs.reset(&backoff_key(&policy));
     // Workload and incident changes trigger a new reconcile (see the
-    // controller's watches); time alone only ends reopen windows.
+    // controller's watches); time alone ends reopen windows and grace periods.
     Ok(match look_again {
         Some(wait) => Action::requeue(wait),
         None => Action::await_change(),

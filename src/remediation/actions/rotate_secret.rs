@@ -27,8 +27,8 @@ use super::{ApplyError, Change as AnyChange, Mark, Planned, Refusal};
 use crate::{
     crd::{Action, ActionKind, SecretAlphabet, WorkloadKind},
     names::{
-        FIELD_MANAGER, INCIDENT_ANNOTATION, ROTATED_AT_ANNOTATION, SECRET_ROTATED_ANNOTATION,
-        STEP_ANNOTATION,
+        FIELD_MANAGER, INCIDENT_ANNOTATION, PREVIOUS_UNTIL_ANNOTATION, ROTATED_AT_ANNOTATION,
+        SECRET_ROTATED_ANNOTATION, STEP_ANNOTATION,
     },
     workload::Workload,
 };
@@ -67,6 +67,8 @@ pub struct Change {
     secret: String,
     key: String,
     previous_key: Option<String>,
+    /// How long the previous value is kept, if not until the next rotation.
+    grace: Option<std::time::Duration>,
     length: usize,
     alphabet: SecretAlphabet,
     /// The Secret's version the plan saw: a Secret changed since is not touched.
@@ -220,6 +222,10 @@ pub fn plan(
             secret: settings.secret.clone(),
             key: settings.key.clone(),
             previous_key: settings.previous_key.clone(),
+            grace: settings
+                .grace_period
+                .filter(|_| settings.previous_key.is_some())
+                .map(|g| g.as_std()),
             length,
             alphabet: settings.alphabet,
             resource_version: secret.resource_version.clone(),
@@ -279,13 +285,21 @@ pub async fn apply(
             change.key.clone(),
             ByteString(new_value(change.length, change.alphabet).into_bytes()),
         );
+        let now = crate::k8s::now_whole_seconds();
+        // Until when the previous value stays (removed by the policy
+        // controller then); null clears an earlier rotation's deadline.
+        let until = change
+            .grace
+            .and_then(|grace| now.checked_add(grace).ok())
+            .map(|t| t.to_string());
         let patch = json!({
             "metadata": {
                 "resourceVersion": change.resource_version,
                 "annotations": {
                     STEP_ANNOTATION: change.step,
                     INCIDENT_ANNOTATION: change.incident,
-                    ROTATED_AT_ANNOTATION: crate::k8s::now_whole_seconds().to_string(),
+                    ROTATED_AT_ANNOTATION: now.to_string(),
+                    PREVIOUS_UNTIL_ANNOTATION: until,
                 }
             },
             "data": data,
