@@ -1137,3 +1137,83 @@ async fn a_failed_restore_escalates_with_what_is_down_and_how_to_bring_it_back()
     );
     assert_eq!(replicas_of(&client, &ns, "webhook-worker").await, 0);
 }
+
+/// A DryRun policy walks a ladder of every service action: each step is
+/// planned and checked (the API server's dry run where there is a write)
+/// and recorded as DryRun, and nothing changes: no Job, the Secret's value
+/// as it was, the writers' replicas as they were, no call made.
+#[tokio::test]
+async fn a_dry_run_of_every_service_action_changes_nothing() {
+    let (address, api) = start_api().await;
+    let client = client().await;
+    let ns = namespace(&client, "svc-dry-all").await;
+    let old = "dry-run-keeps-this-value-42";
+    secret(
+        &client,
+        &ns,
+        "healing-guard-secrets",
+        json!({"jwt-secret": old}),
+    )
+    .await;
+    let _operator = Operator::start(&ns).await;
+    deployment_reading(&client, &ns, "webhook-worker", "envFrom").await;
+    deployment(&client, &ns, "api", 3).await;
+    let mut spec = leak_policy(
+        "DryRun",
+        address,
+        json!([
+            {"name": "force-gc", "action": "http", "http": {"url": format!("http://{address}/api/v1/admin/gc")}},
+            job_step("smoke-test", false),
+            {"name": "rotate-jwt", "action": "rotateSecret",
+             "rotateSecret": {"secret": "healing-guard-secrets", "key": "jwt-secret"}},
+            {"name": "restore-from-backup", "action": "restoreData", "restoreData": {
+                "approver": "alice", "writers": [{"kind": "Deployment", "name": "api"}],
+                "job": {"template": {"spec": {"containers": [{"name": "restore", "image": "registry.local/pg:15"}]}}}}}
+        ]),
+    );
+    spec["safety"] = json!({"cooldown": "0s"});
+    policy_with(&client, &ns, spec).await;
+    api.leaking.store(true, Ordering::SeqCst);
+    let done = incident_where(&client, &ns, INCIDENT, "every step dry-run", |i| {
+        i.status.as_ref().is_some_and(|s| {
+            s.steps.len() == 4 && s.steps.iter().all(|step| step.result == StepResult::DryRun)
+        })
+    })
+    .await;
+    let steps = &done.status.as_ref().unwrap().steps;
+    for step in steps {
+        assert!(
+            step.changes[0].starts_with("dry run, nothing changed: "),
+            "{step:?}"
+        );
+    }
+    assert!(api.calls_to("/api/v1/admin/gc").is_empty(), "no call");
+    let jobs = Api::<k8s_openapi::api::batch::v1::Job>::namespaced(client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(jobs.items.is_empty(), "no Job");
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
+        .get("healing-guard-secrets")
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(secret.data.unwrap()["jwt-secret"].0.clone()).unwrap(),
+        old
+    );
+    assert_eq!(replicas_of(&client, &ns, "api").await, 3);
+    let worker = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), &ns)
+        .get("webhook-worker")
+        .await
+        .unwrap();
+    assert!(
+        worker
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .and_then(|m| m.annotations)
+            .is_none_or(|a| !a.contains_key("healing-guard.io/secret-rotated")),
+        "no restart"
+    );
+}
