@@ -485,18 +485,31 @@ impl Detector {
     }
 
     fn queue(&mut self, key: (String, String), report: Report) {
-        match self.pending.get_mut(&key) {
+        let merged = self.take_merged(&key, report);
+        self.pending.insert(key, merged);
+    }
+
+    /// `report` with what is still pending for its key folded in (and
+    /// taken out of the queue): a report written at once must carry what
+    /// waits, or the waiting one, written later, would undo it (a deferred
+    /// count flushed after a clear would mark the signal back).
+    fn take_merged(&mut self, key: &(String, String), report: Report) -> Report {
+        match self.pending.remove(key) {
             // A clear after a not-yet-written signal keeps the signal's data.
-            Some(existing) if report.cleared && !existing.cleared && existing.occurrences > 0 => {
+            Some(mut existing)
+                if report.cleared && !existing.cleared && existing.occurrences > 0 =>
+            {
                 existing.absorb(Report {
                     occurrences: 0,
                     ..report
                 });
+                existing
             }
-            Some(existing) => existing.absorb(report),
-            None => {
-                self.pending.insert(key, report);
+            Some(mut existing) => {
+                existing.absorb(report);
+                existing
             }
+            None => report,
         }
     }
 

@@ -35,11 +35,17 @@ impl Detector {
         let mut failed = Vec::new();
         for report in reports {
             let key = (report.namespace.clone(), report.key());
+            let report = self.take_merged(&key, report);
             match self.writer.write(report.clone()).await {
                 Ok(Written::Done) => {}
                 // Counted in the next write of an incident that exists.
                 Ok(Written::Deferred) => self.queue(key, report),
-                Err(error) => failed.push(format!("{}: {error}", key.1)),
+                Err(error) => {
+                    failed.push(format!("{}: {error}", key.1));
+                    // What it carried from the queue must not be lost;
+                    // Alertmanager's retry finds the alert already seen.
+                    self.queue(key, report);
+                }
             }
         }
         if failed.is_empty() {

@@ -49,7 +49,15 @@ impl Alert {
         } else {
             self.fingerprint.clone()
         };
-        (fingerprint, self.starts_at.clone())
+        // Compared at millisecond precision: Alertmanager's API shows the
+        // start in milliseconds, the webhook in nanoseconds.
+        let start = self
+            .starts_at
+            .parse::<k8s_openapi::jiff::Timestamp>()
+            .ok()
+            .and_then(|t| k8s_openapi::jiff::Timestamp::from_millisecond(t.as_millisecond()).ok())
+            .map_or_else(|| self.starts_at.clone(), |t| t.to_string());
+        (fingerprint, start)
     }
 
     /// In words, for the incident: its summary, else its name.
@@ -139,6 +147,13 @@ mod tests {
                 "2026-01-01T00:00:00Z".to_owned()
             )
         );
+        // The same start read from Alertmanager's API (milliseconds) and
+        // from a webhook (nanoseconds) is the same alert.
+        let mut precise = alert.clone();
+        precise.starts_at = "2026-01-01T00:00:00.123456789Z".into();
+        let mut coarse = alert.clone();
+        coarse.starts_at = "2026-01-01T00:00:00.123Z".into();
+        assert_eq!(precise.identity(), coarse.identity());
         assert_eq!(
             alert.describe(),
             "HealingGuardDown: The healing-guard API is down"

@@ -807,8 +807,8 @@ async fn killing_the_operator_between_sending_and_recording_sends_nothing_twice(
         Some(DeliveryState::Sent)
     );
     assert!(
-        receiver.requests("pagerduty") >= 3,
-        "john's page was sent again (and folded), then jane's"
+        receiver.requests("pagerduty") >= reached[1] + 2,
+        "john's page, in doubt, sent (again, if it got through before the abort, and folded), then jane's"
     );
     assert!(
         receiver.requests("statuspage-read") >= 1,
