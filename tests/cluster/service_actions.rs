@@ -303,13 +303,7 @@ async fn a_call_whose_outcome_was_lost_is_not_made_again() {
     // The service stays sick, so the step is not moot when looked at again.
     api.leaking.store(true, Ordering::SeqCst);
     let _second = Operator::start(&ns).await;
-    let failed = incident_where(&client, &ns, INCIDENT, "the step failed", |i| {
-        i.status
-            .as_ref()
-            .and_then(|s| s.steps.first())
-            .is_some_and(|s| s.result == StepResult::Failed)
-    })
-    .await;
+    let failed = first_step_is(&client, &ns, "the step failed", StepResult::Failed).await;
     let step = &failed.status.as_ref().unwrap().steps[0];
     assert!(step.applying_since.is_some());
     assert!(
@@ -341,13 +335,7 @@ async fn a_dry_run_calls_nothing() {
     )
     .await;
     api.leaking.store(true, Ordering::SeqCst);
-    let dry = incident_where(&client, &ns, INCIDENT, "the dry run recorded", |i| {
-        i.status
-            .as_ref()
-            .and_then(|s| s.steps.first())
-            .is_some_and(|s| s.result == StepResult::DryRun)
-    })
-    .await;
+    let dry = first_step_is(&client, &ns, "the dry run recorded", StepResult::DryRun).await;
     let step = &dry.status.as_ref().unwrap().steps[0];
     assert_eq!(
         step.changes,
@@ -567,17 +555,11 @@ async fn a_security_incident_rotates_the_jwt_secret_after_approval() {
     api.leaking.store(true, Ordering::SeqCst);
 
     let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
-    incident_where(
+    first_step_is(
         &client,
         &ns,
-        INCIDENT,
         "the rotation awaiting approval",
-        |i| {
-            i.status
-                .as_ref()
-                .and_then(|s| s.steps.first())
-                .is_some_and(|s| s.result == StepResult::AwaitingApproval)
-        },
+        StepResult::AwaitingApproval,
     )
     .await;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
@@ -626,13 +608,7 @@ async fn a_security_incident_rotates_the_jwt_secret_after_approval() {
         Some("db-pass-unchanged-1")
     );
     api.leaking.store(false, Ordering::SeqCst);
-    let done = incident_where(&client, &ns, INCIDENT, "the rotation verified", |i| {
-        i.status
-            .as_ref()
-            .and_then(|s| s.steps.first())
-            .is_some_and(|s| s.result == StepResult::Succeeded)
-    })
-    .await;
+    let done = first_step_is(&client, &ns, "the rotation verified", StepResult::Succeeded).await;
     let step = &done.status.as_ref().unwrap().steps[0];
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
         Api::namespaced(client.clone(), &ns);
@@ -993,17 +969,11 @@ async fn a_restore_resumes_after_a_kill_and_brings_the_writers_back_exactly() {
     let mut first = Operator::launch(&aborting).await.unwrap();
     api.leaking.store(true, Ordering::SeqCst);
     let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
-    incident_where(
+    first_step_is(
         &client,
         &ns,
-        INCIDENT,
         "the restore awaiting approval",
-        |i| {
-            i.status
-                .as_ref()
-                .and_then(|s| s.steps.first())
-                .is_some_and(|s| s.result == StepResult::AwaitingApproval)
-        },
+        StepResult::AwaitingApproval,
     )
     .await;
     // Bob is not the approver the step names: nothing moves.
@@ -1090,17 +1060,11 @@ async fn a_failed_restore_escalates_with_what_is_down_and_how_to_bring_it_back()
     policy_with(&client, &ns, restore_policy(address, true)).await;
     api.leaking.store(true, Ordering::SeqCst);
     let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
-    incident_where(
+    first_step_is(
         &client,
         &ns,
-        INCIDENT,
         "the restore awaiting approval",
-        |i| {
-            i.status
-                .as_ref()
-                .and_then(|s| s.steps.first())
-                .is_some_and(|s| s.result == StepResult::AwaitingApproval)
-        },
+        StepResult::AwaitingApproval,
     )
     .await;
     approve(&incidents, "alice").await;
@@ -1216,4 +1180,20 @@ async fn a_dry_run_of_every_service_action_changes_nothing() {
             .is_none_or(|a| !a.contains_key("healing-guard.io/secret-rotated")),
         "no restart"
     );
+}
+
+/// The incident, once its first step is `result`.
+async fn first_step_is(
+    client: &kube::Client,
+    ns: &str,
+    what: &str,
+    result: StepResult,
+) -> Incident {
+    incident_where(client, ns, INCIDENT, what, |i| {
+        i.status
+            .as_ref()
+            .and_then(|s| s.steps.first())
+            .is_some_and(|s| s.result == result)
+    })
+    .await
 }

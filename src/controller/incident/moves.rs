@@ -326,6 +326,11 @@ impl Step<'_> {
     /// A restore that failed with its writers down: no further step, a human now.
     fn fail_and_escalate(&self, decision: &mut Decision, entry: usize, why: &str) {
         self.fail(decision, entry, why);
+        self.escalate(decision, "RestoreStopped", why.to_owned());
+    }
+
+    /// The incident to a human, once: Escalated, `NeedsHuman` with why.
+    fn escalate(&self, decision: &mut Decision, reason: &'static str, message: String) {
         if !phase::enter(&mut decision.status, Transition::Exhaust, &self.now) {
             return;
         }
@@ -333,8 +338,8 @@ impl Step<'_> {
         let update = ConditionUpdate {
             type_: NEEDS_HUMAN,
             status: true,
-            reason: "RestoreStopped",
-            message: why.to_owned(),
+            reason,
+            message: message.clone(),
         };
         let generation = self.incident.metadata.generation;
         set_condition(
@@ -343,7 +348,7 @@ impl Step<'_> {
             generation,
             &self.now,
         );
-        decision.note(&self.now, true, "Escalated", why.to_owned());
+        decision.note(&self.now, true, "Escalated", message);
     }
 
     /// A recorded step left the ladder before it ran: it never runs.
@@ -446,28 +451,11 @@ impl Step<'_> {
 
     /// Every step was tried: escalate to a human, once.
     pub(super) fn exhaust(&self, decision: &mut Decision) {
-        if !phase::enter(&mut decision.status, Transition::Exhaust, &self.now) {
-            return;
-        }
-        decision.tallies.push(Tally::LadderExhausted);
         let message = format!(
             "all {} step(s) tried, none brought recovery; a human must act",
             self.ladder.rungs.len()
         );
-        let update = ConditionUpdate {
-            type_: NEEDS_HUMAN,
-            status: true,
-            reason: "LadderExhausted",
-            message: message.clone(),
-        };
-        let generation = self.incident.metadata.generation;
-        set_condition(
-            &mut decision.status.conditions,
-            update,
-            generation,
-            &self.now,
-        );
-        decision.note(&self.now, true, "Escalated", message);
+        self.escalate(decision, "LadderExhausted", message);
     }
 
     /// Every step of a dry run was planned and checked: say so, once.

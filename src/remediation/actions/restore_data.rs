@@ -226,18 +226,15 @@ pub fn advance(
                 .iter()
                 .map(|r| format!("{}/{}", r.kind, r.name))
                 .collect();
-            Move::Act {
-                planned: Planned {
-                    change: AnyChange::ScaleWriters(Box::new(scale(
-                        workload,
-                        &workflow.replicas,
-                        true,
-                        mark,
-                    ))),
-                    summary: format!("writers scaled to 0: {}", names.join(", ")),
-                },
-                then: WorkflowStage::Restore,
-            }
+            let summary = format!("writers scaled to 0: {}", names.join(", "));
+            scale_move(
+                workload,
+                workflow,
+                true,
+                mark,
+                summary,
+                WorkflowStage::Restore,
+            )
         }
         WorkflowStage::Restore => match run_job::plan_job(&restore_job(settings), workload, mark) {
             Ok(planned) => Move::Act {
@@ -272,20 +269,40 @@ pub fn advance(
                 .iter()
                 .map(|r| format!("{}/{} to {}", r.kind, r.name, r.replicas))
                 .collect();
-            Move::Act {
-                planned: Planned {
-                    change: AnyChange::ScaleWriters(Box::new(scale(
-                        workload,
-                        &workflow.replicas,
-                        false,
-                        mark,
-                    ))),
-                    summary: format!("writers scaled back: {}", back.join(", ")),
-                },
-                then: WorkflowStage::Done,
-            }
+            let summary = format!("writers scaled back: {}", back.join(", "));
+            scale_move(
+                workload,
+                workflow,
+                false,
+                mark,
+                summary,
+                WorkflowStage::Done,
+            )
         }
         WorkflowStage::Done => Move::Wait,
+    }
+}
+
+/// The writers scaled down to 0 or back to their recorded replicas, then `then`.
+fn scale_move(
+    workload: &Workload,
+    workflow: &Workflow,
+    down: bool,
+    mark: Mark<'_>,
+    summary: String,
+    then: WorkflowStage,
+) -> Move {
+    Move::Act {
+        planned: Planned {
+            change: AnyChange::ScaleWriters(Box::new(scale(
+                workload,
+                &workflow.replicas,
+                down,
+                mark,
+            ))),
+            summary,
+        },
+        then,
     }
 }
 
