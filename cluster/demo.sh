@@ -98,7 +98,12 @@ rm -rf "$dir/signals"
 source "$dir/signals/env"
 secret redis-probe --from-literal=url="$HGO_REDIS_URL"
 secret postgres-probe --from-literal=url="$HGO_POSTGRES_URL"
-echo "Redis on $HGO_REDIS_URL, PostgreSQL on port $HGO_POSTGRES_PORT; their URLs are in Secrets redis-probe and postgres-probe."
+# The API's table, which postgres.yaml's integrity probe reads (its
+# "Database Corruption" rule opens a P0 when it cannot).
+"$HGO_POSTGRES_BIN/psql" "$HGO_POSTGRES_URL" -q -v ON_ERROR_STOP=1 -c \
+  "CREATE TABLE IF NOT EXISTS webhook_events (id serial PRIMARY KEY, payload text NOT NULL);
+   INSERT INTO webhook_events (payload) SELECT 'event ' || n FROM generate_series(1, 100) AS n;" >/dev/null
+echo "Redis on $HGO_REDIS_URL, PostgreSQL on port $HGO_POSTGRES_PORT (table webhook_events, 100 rows); their URLs are in Secrets redis-probe and postgres-probe."
 
 step "Applying the RemediationPolicies kept in Git"
 # The API's probes go through its Service, which this machine cannot reach
