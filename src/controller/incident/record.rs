@@ -25,10 +25,29 @@ pub async fn mark(
     incident: &Incident,
     status: &IncidentStatus,
 ) -> Result<std::sync::Arc<Incident>, Error> {
+    ctx.may_write()?;
+    Ok(std::sync::Arc::new(
+        save_status(ctx, incident, status).await?,
+    ))
+}
+
+/// Writes the incident controller's part of the status, conditional on the
+/// version `incident` was read at: a status that moved on since (another
+/// replica, a stale cache) is not overwritten. status.detection belongs to
+/// the detector's field manager, status.communication to the notifier's.
+async fn save_status(
+    ctx: &Context,
+    incident: &Incident,
+    status: &IncidentStatus,
+) -> Result<Incident, Error> {
     let namespace = incident
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
-    ctx.may_write()?;
+    let name = incident
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingMetadata("name"))?;
     let owned = IncidentStatus {
         detection: None,
         communication: None,
@@ -36,14 +55,9 @@ pub async fn mark(
     };
     let version = incident.resource_version();
     let patch = status_patch::<Incident>(&owned, version.as_deref()).map_err(Error::Serialize)?;
-    let saved = Api::<Incident>::namespaced(ctx.client.clone(), &namespace)
-        .patch_status(
-            &incident.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &patch,
-        )
-        .await?;
-    Ok(std::sync::Arc::new(saved))
+    Ok(Api::<Incident>::namespaced(ctx.client.clone(), &namespace)
+        .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &patch)
+        .await?)
 }
 
 /// Saves the decision's status (when it changed), then publishes and counts.
@@ -53,31 +67,9 @@ pub async fn record(
     workload: Option<&Workload>,
     decision: Decision,
 ) -> Result<(), Error> {
-    let namespace = incident
-        .namespace()
-        .ok_or(Error::MissingMetadata("namespace"))?;
-    let name = incident
-        .metadata
-        .name
-        .clone()
-        .ok_or(Error::MissingMetadata("name"))?;
     ctx.may_write()?;
     if incident.status.as_ref() != Some(&decision.status) {
-        // status.detection belongs to the detector's field manager,
-        // status.communication to the notifier's.
-        let owned = IncidentStatus {
-            detection: None,
-            communication: None,
-            ..decision.status.clone()
-        };
-        // Conditional on the version the decision was made from: a status
-        // that moved on since (another replica, a stale cache) is not overwritten.
-        let version = incident.resource_version();
-        let patch =
-            status_patch::<Incident>(&owned, version.as_deref()).map_err(Error::Serialize)?;
-        Api::<Incident>::namespaced(ctx.client.clone(), &namespace)
-            .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &patch)
-            .await?;
+        save_status(ctx, incident, &decision.status).await?;
         let phase = decision
             .status
             .phase

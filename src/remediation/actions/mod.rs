@@ -414,17 +414,33 @@ async fn patch_workload(
         },
     };
     let params = PatchParams { dry_run, ..params };
-    let namespace = workload.namespace();
-    let name = workload.name();
-    match workload {
-        Workload::Deployment(_) => {
-            Api::<Deployment>::namespaced(client.clone(), &namespace)
-                .patch(&name, &params, patch)
+    patch_named(
+        client,
+        (&workload.namespace(), workload.kind(), &workload.name()),
+        &params,
+        patch,
+    )
+    .await
+}
+
+/// Sends a patch to the Deployment or StatefulSet named, by kind: the
+/// workloads an action changes beside its target (a Secret's consumers,
+/// a restore's writers).
+async fn patch_named(
+    client: &Client,
+    (namespace, kind, name): (&str, crate::crd::WorkloadKind, &str),
+    params: &PatchParams,
+    patch: &Patch<Value>,
+) -> Result<(), kube::Error> {
+    match kind {
+        crate::crd::WorkloadKind::Deployment => {
+            Api::<Deployment>::namespaced(client.clone(), namespace)
+                .patch(name, params, patch)
                 .await?;
         }
-        Workload::StatefulSet(_) => {
-            Api::<StatefulSet>::namespaced(client.clone(), &namespace)
-                .patch(&name, &params, patch)
+        crate::crd::WorkloadKind::StatefulSet => {
+            Api::<StatefulSet>::namespaced(client.clone(), namespace)
+                .patch(name, params, patch)
                 .await?;
         }
     }

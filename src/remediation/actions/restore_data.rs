@@ -323,18 +323,13 @@ pub async fn apply(
             "metadata": {"annotations": {STEP_ANNOTATION: change.step, INCIDENT_ANNOTATION: change.incident}},
             "spec": {"replicas": writer.replicas}
         });
-        match writer.kind {
-            WorkloadKind::Deployment => {
-                Api::<Deployment>::namespaced(client.clone(), &change.namespace)
-                    .patch(&writer.name, &params, &Patch::Merge(&patch))
-                    .await?;
-            }
-            WorkloadKind::StatefulSet => {
-                Api::<StatefulSet>::namespaced(client.clone(), &change.namespace)
-                    .patch(&writer.name, &params, &Patch::Merge(&patch))
-                    .await?;
-            }
-        }
+        super::patch_named(
+            client,
+            (&change.namespace, writer.kind, &writer.name),
+            &params,
+            &Patch::Merge(patch),
+        )
+        .await?;
     }
     Ok(Vec::new())
 }

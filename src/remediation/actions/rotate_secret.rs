@@ -325,20 +325,13 @@ pub async fn apply(
         ..PatchParams::default()
     };
     for (kind, name) in &change.consumers {
-        let result = match kind {
-            WorkloadKind::Deployment => {
-                Api::<Deployment>::namespaced(client.clone(), &change.namespace)
-                    .patch(name, &params, &Patch::Merge(&restart))
-                    .await
-                    .map(|_| ())
-            }
-            WorkloadKind::StatefulSet => {
-                Api::<StatefulSet>::namespaced(client.clone(), &change.namespace)
-                    .patch(name, &params, &Patch::Merge(&restart))
-                    .await
-                    .map(|_| ())
-            }
-        };
+        let result = super::patch_named(
+            client,
+            (&change.namespace, *kind, name),
+            &params,
+            &Patch::Merge(restart.clone()),
+        )
+        .await;
         match result {
             Ok(()) => lines.push(format!("{kind}/{name} restarted to read the new value")),
             // Deleted since it was found: nothing left to restart.
