@@ -100,6 +100,8 @@ pub struct Context {
     /// The channels being sent to now, so that their messages are not
     /// taken for ones a stopped process left in doubt.
     pub sending: Arc<crate::communication::in_flight::InFlight>,
+    /// The pods of guarded workloads, which the detector's pod watches keep.
+    pub pods: crate::pod::GuardedPods,
 }
 
 /// What the operator was started with that changes what it does.
@@ -133,6 +135,7 @@ impl Context {
             fence,
             probes: Arc::default(),
             sending: Arc::default(),
+            pods: crate::pod::GuardedPods::default(),
         }
     }
 

@@ -14,6 +14,7 @@ pub mod leader;
 pub mod metrics;
 pub mod names;
 pub mod plugin;
+pub mod pod;
 pub mod remediation;
 pub mod server;
 pub mod signals;

@@ -1,12 +1,12 @@
 //! The one model of a guarded workload (a Deployment or a StatefulSet) that
 //! the detector, the classifier, verification and the actions all share.
 
-use std::{collections::BTreeMap, fmt, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
-        core::v1::{Pod, PodTemplateSpec},
+        core::v1::PodTemplateSpec,
     },
     apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
 };
@@ -16,6 +16,7 @@ use kube::{
     runtime::reflector::ObjectRef,
 };
 
+pub use crate::pod::PodSelector;
 use crate::{
     crd::{Target, WorkloadKind, WorkloadRef},
     names::{POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION, STEP_ANNOTATION},
@@ -26,19 +27,6 @@ use crate::{
 pub enum Workload {
     Deployment(Arc<Deployment>),
     StatefulSet(Arc<StatefulSet>),
-}
-
-/// A pod selector in a namespace: the key of a pod watch.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PodSelector {
-    pub namespace: String,
-    pub selector: String,
-}
-
-impl fmt::Display for PodSelector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "pods in {} with {}", self.namespace, self.selector)
-    }
 }
 
 impl From<Deployment> for Workload {
@@ -251,13 +239,13 @@ impl Workload {
     /// Whether a pod belongs to the workload through its owner references
     /// (Pod -> ReplicaSet `<deployment>-<pod-template-hash>` -> Deployment;
     /// Pod -> StatefulSet).
-    pub fn owns(&self, pod: &Pod) -> bool {
+    pub fn owns(&self, pod: &impl Resource) -> bool {
         pod_belongs_to(pod, self.kind(), &self.name())
     }
 }
 
 /// Whether a pod belongs to the named workload of that kind; see [`Workload::owns`].
-pub fn pod_belongs_to(pod: &Pod, kind: WorkloadKind, name: &str) -> bool {
+pub fn pod_belongs_to(pod: &impl Resource, kind: WorkloadKind, name: &str) -> bool {
     pod.owner_references().iter().any(|owner| match kind {
         WorkloadKind::StatefulSet => owner.kind == "StatefulSet" && owner.name == name,
         WorkloadKind::Deployment => {
@@ -336,7 +324,7 @@ mod tests {
 
     #[test]
     fn pods_belong_through_their_owners() {
-        let pod = |owner_kind: &str, owner: &str, hash: Option<&str>| -> Pod {
+        let pod = |owner_kind: &str, owner: &str, hash: Option<&str>| -> k8s_openapi::api::core::v1::Pod {
             let mut labels = json!({});
             if let Some(hash) = hash {
                 labels[POD_TEMPLATE_HASH_LABEL] = json!(hash);

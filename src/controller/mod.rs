@@ -128,6 +128,10 @@ pub async fn run(
         fence,
     ));
     let config = kube::runtime::controller::Config::default().debounce(Duration::from_millis(500));
+    // Incidents: short enough not to delay a first step, long enough to fold
+    // the detector's create and its status write into one reconcile.
+    let incident_config =
+        kube::runtime::controller::Config::default().debounce(Duration::from_millis(100));
 
     let incidents =
         Controller::for_shared_stream(watches.incidents.applied(), watches.incidents.store())
@@ -149,7 +153,7 @@ pub async fn run(
             .watches_shared_stream(watches.policies.applied(), incidents_under(&watches))
             // A probe passing or failing moves the verification of steps waiting on it.
             .reconcile_on(incidents_of_probes(&ctx))
-            .with_config(config.clone())
+            .with_config(incident_config)
             .graceful_shutdown_on(shutdown.clone().cancelled_owned())
             .run(incident::reconcile, incident::error_policy, ctx.clone())
             .for_each(|result| async move { log_result("incident", result) });

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use self::{
     symptoms::{Evaluation, Signal},
-    watches::{PodChange, PodEvent, PodWatches},
+    watches::{PodChange, PodWatches},
     writer::{Report, Writer, Written},
 };
 use crate::{
@@ -39,6 +39,7 @@ use crate::{
 };
 
 /// How often collected reports are written; repeats within it are coalesced.
+/// A signal that appears is written at once (see `Detector::urgent`).
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
 
 type WorkloadId = (WorkloadKind, String, String);
@@ -72,6 +73,10 @@ struct Detector {
     prober: Prober,
     /// What Alertmanager said, to recognise repeats.
     alert_memory: alerts::AlertMemory,
+    /// A signal appeared since the last flush: it is written as soon as the
+    /// event that showed it is handled, not at the next tick (detection
+    /// latency is what the runbook's clock starts from).
+    urgent: bool,
 }
 
 /// Runs the detector until `shutdown` is cancelled; `alerts` are the
@@ -99,7 +104,7 @@ pub async fn run(
             ctx.metrics.clone(),
             watches.incidents.store(),
         ),
-        pod_watches: PodWatches::new(ctx.client.clone(), sender),
+        pod_watches: PodWatches::new(ctx.client.clone(), ctx.pods.clone(), sender),
         workloads: HashMap::new(),
         evaluations: HashMap::new(),
         short_since: HashMap::new(),
@@ -113,6 +118,7 @@ pub async fn run(
         ctx: ctx.clone(),
         prober: Prober::new(ctx.clone(), probe_sender),
         alert_memory: alerts::AlertMemory::default(),
+        urgent: false,
     };
     // Dedup is derived from the Incidents in the API: wait until they are
     // known, and what is guarded until the policies and workloads are.
@@ -153,6 +159,9 @@ pub async fn run(
                 detector.evaluate(&id);
             }
             _ = flush.tick() => detector.flush().await,
+        }
+        if detector.urgent {
+            detector.flush().await;
         }
     }
     detector.flush().await;
@@ -312,19 +321,19 @@ impl Detector {
     }
 
     /// Evaluates the workloads a pod event concerns.
-    fn pod_event(&mut self, event: PodEvent) {
-        let ids: Vec<WorkloadId> = match self.pod_watches.apply(event) {
-            PodChange::Nothing => return,
-            PodChange::Synced(key) => self
+    fn pod_event(&mut self, change: PodChange) {
+        let ids: Vec<WorkloadId> = match self.pod_watches.apply(change) {
+            None => return,
+            Some(PodChange::Synced(key)) => self
                 .workloads
                 .iter()
                 .filter(|(_, w)| w.pod_selector().as_ref() == Some(&key))
                 .map(|(id, _)| id.clone())
                 .collect(),
-            PodChange::Pod(key, pod) => self
+            Some(PodChange::Pod(key, pod)) => self
                 .workloads
                 .iter()
-                .filter(|(_, w)| w.pod_selector().as_ref() == Some(&key) && w.owns(&pod))
+                .filter(|(_, w)| w.pod_selector().as_ref() == Some(&key) && w.owns(pod.as_ref()))
                 .map(|(id, _)| id.clone())
                 .collect(),
         };
@@ -387,7 +396,10 @@ impl Detector {
             self.short_since.remove(id);
             None
         };
-        let pods = watched.filter(|pod| workload.owns(pod));
+        let pods = watched
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|pod| workload.owns(*pod));
         let evaluation = symptoms::evaluate(&policy.spec.rules, workload, pods, short_since, now);
         let previous = self.evaluations.remove(id).unwrap_or_default();
         let namespace = id.1.clone();
@@ -406,6 +418,9 @@ impl Detector {
                     let occurrences = new_occurrences(previous.signals.get(&symptom), signal);
                     if occurrences == 0 {
                         continue;
+                    }
+                    if !previous.signals.contains_key(&symptom) {
+                        self.urgent = true;
                     }
                     let Some(rule) = policy.spec.rules.get(signal.rule) else {
                         continue;
@@ -549,6 +564,7 @@ impl Detector {
     }
 
     async fn flush(&mut self) {
+        self.urgent = false;
         if self.ctx.may_write().is_err() {
             // No longer the leader: what is pending is dropped, not written
             // late; the next leader sees the same failures for itself.

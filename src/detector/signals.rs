@@ -83,6 +83,7 @@ impl Detector {
         if let Some(report) = probes::report_for(&policy, result, open, Timestamp::now()) {
             if !report.cleared && result.change == ProbeChange::Failed {
                 info!(probe = %result.key.2, policy = %result.key.1, %namespace, "probe failing");
+                self.urgent = true;
             }
             if report.cleared && result.change == ProbeChange::Recovered {
                 info!(probe = %result.key.2, policy = %result.key.1, %namespace, "probe healthy again");

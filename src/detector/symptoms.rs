@@ -4,13 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::{
-    api::core::v1::{ContainerStatus, Pod},
-    jiff::Timestamp,
-};
+use k8s_openapi::jiff::Timestamp;
 
 use crate::{
     crd::{PolicyRule, Symptom, SymptomMatch},
+    pod::PodFacts,
     workload::Workload,
 };
 
@@ -32,32 +30,18 @@ pub struct Observation {
 }
 
 /// Every symptom a pod shows now. Terminating and succeeded pods show none.
-pub fn pod_observations(pod: &Pod) -> Vec<Observation> {
+pub fn pod_observations(pod: &PodFacts) -> Vec<Observation> {
     let mut found = Vec::new();
     if pod.metadata.deletion_timestamp.is_some() {
         return found;
     }
-    let Some(status) = &pod.status else {
-        return found;
-    };
-    let since = status
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == "Ready" && c.status != "True")
-        .and_then(|c| c.last_transition_time.as_ref())
-        .map(|t| t.0)
-        .or_else(|| status.start_time.as_ref().map(|t| t.0));
-    let containers: Vec<&ContainerStatus> = status
-        .init_container_statuses
-        .iter()
-        .flatten()
-        .chain(status.container_statuses.iter().flatten())
-        .collect();
-    let restarts = containers
-        .iter()
-        .map(|c| c.restart_count.max(0))
-        .fold(0i32, i32::saturating_add);
+    let since = pod
+        .ready
+        .as_ref()
+        .filter(|r| !r.ready)
+        .and_then(|r| r.since)
+        .or(pod.start_time);
+    let restarts = pod.restarts();
     let observe = |symptom, detail: String| Observation {
         symptom,
         restarts,
@@ -66,14 +50,14 @@ pub fn pod_observations(pod: &Pod) -> Vec<Observation> {
         detail,
     };
 
-    match status.phase.as_deref() {
+    match pod.phase.as_deref() {
         Some("Succeeded") => return found,
         Some("Failed") => {
-            if status.reason.as_deref() == Some("Evicted") {
-                let message = status.message.clone().unwrap_or_else(|| "evicted".into());
+            if pod.reason.as_deref() == Some("Evicted") {
+                let message = pod.message.clone().unwrap_or_else(|| "evicted".into());
                 found.push(observe(Symptom::Evicted, format!("evicted: {message}")));
             } else {
-                let reason = status.reason.clone().unwrap_or_else(|| "Failed".into());
+                let reason = pod.reason.clone().unwrap_or_else(|| "Failed".into());
                 found.push(observe(
                     Symptom::PodFailed,
                     format!("phase Failed ({reason})"),
@@ -84,22 +68,10 @@ pub fn pod_observations(pod: &Pod) -> Vec<Observation> {
         _ => {}
     }
 
-    for container in &containers {
-        let waiting = container
-            .state
-            .as_ref()
-            .and_then(|s| s.waiting.as_ref())
-            .and_then(|w| w.reason.as_deref());
-        let last_reason = container
-            .last_state
-            .as_ref()
-            .and_then(|s| s.terminated.as_ref())
-            .and_then(|t| t.reason.as_deref());
-        let current_reason = container
-            .state
-            .as_ref()
-            .and_then(|s| s.terminated.as_ref())
-            .and_then(|t| t.reason.as_deref());
+    for container in &pod.containers {
+        let waiting = container.waiting.as_deref();
+        let last_reason = container.last_terminated.as_deref();
+        let current_reason = container.terminated.as_deref();
         let name = &container.name;
         let oom_killed = last_reason == Some("OOMKilled") || current_reason == Some("OOMKilled");
         if waiting == Some("CrashLoopBackOff") {
@@ -133,18 +105,10 @@ pub fn pod_observations(pod: &Pod) -> Vec<Observation> {
         }
     }
 
-    let not_ready = status
-        .conditions
-        .iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status != "True");
-    if not_ready {
-        let reason = status
-            .conditions
-            .iter()
-            .flatten()
-            .find(|c| c.type_ == "Ready")
-            .and_then(|c| c.reason.clone())
+    if let Some(readiness) = pod.ready.as_ref().filter(|r| !r.ready) {
+        let reason = readiness
+            .reason
+            .clone()
             .unwrap_or_else(|| "NotReady".into());
         found.push(observe(Symptom::NotReady, format!("not Ready ({reason})")));
     }
@@ -276,7 +240,7 @@ pub struct Evaluation {
 pub fn evaluate<'p>(
     rules: &[PolicyRule],
     workload: &Workload,
-    pods: impl IntoIterator<Item = &'p Pod>,
+    pods: impl IntoIterator<Item = &'p PodFacts>,
     short_since: Option<Timestamp>,
     now: Timestamp,
 ) -> Evaluation {
@@ -333,8 +297,7 @@ pub fn evaluate<'p>(
     };
     subject(workload_observations(workload, short_since), None);
     for pod in pods {
-        let name = pod.metadata.name.as_deref().unwrap_or("<unnamed>");
-        subject(pod_observations(pod), Some(name));
+        subject(pod_observations(pod), Some(pod.name()));
     }
     evaluation
 }
@@ -342,12 +305,17 @@ pub fn evaluate<'p>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+    use k8s_openapi::api::{
+        apps::v1::{Deployment, StatefulSet},
+        core::v1::Pod,
+    };
     use proptest::prelude::*;
     use serde_json::{Value, json};
 
-    fn pod(status: Value) -> Pod {
-        serde_json::from_value(json!({"metadata": {"name": "p"}, "status": status})).unwrap()
+    fn pod(status: Value) -> PodFacts {
+        let pod: Pod =
+            serde_json::from_value(json!({"metadata": {"name": "p"}, "status": status})).unwrap();
+        pod.into()
     }
 
     fn rule(when: Value) -> PolicyRule {
@@ -786,7 +754,7 @@ mod tests {
                 rule(json!({"symptom": "ProgressDeadlineExceeded"})),
             ];
             // Whatever deserializes is classified; what does not is rejected by serde, not by a panic.
-            let pods: Vec<Pod> = serde_json::from_value::<Pod>(pod_json.clone()).into_iter().collect();
+            let pods: Vec<PodFacts> = serde_json::from_value::<Pod>(pod_json.clone()).into_iter().map(PodFacts::from).collect();
             for pod in &pods {
                 let _ = pod_observations(pod);
             }

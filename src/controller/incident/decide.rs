@@ -185,7 +185,7 @@ fn ladder_of(
 /// Probes the verification names must pass as well (unknown is not yet).
 pub fn health(
     workload: &Workload,
-    pods: &[k8s_openapi::api::core::v1::Pod],
+    pods: &[crate::pod::PodFacts],
     rule: Option<&PolicyRule>,
     probe: Option<(ProbeHealth, bool)>,
     verify_probes: &[ProbeHealth],
@@ -417,6 +417,7 @@ mod tests {
         MAX_APPLY_FAILURES, settle, settle_gave_up, settle_refused,
     };
     use crate::crd::{ActionKind, StepRecord};
+    use crate::pod::PodFacts;
     use crate::{
         crd::RemediationPolicy,
         names::{REVISION_ANNOTATION, STEP_ANNOTATION},
@@ -550,14 +551,15 @@ mod tests {
     }
 
     /// A pod of `api` in CrashLoopBackOff, the `crash` rule's symptom.
-    fn crashing_pod() -> k8s_openapi::api::core::v1::Pod {
-        serde_json::from_value(json!({
+    fn crashing_pod() -> PodFacts {
+        serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(json!({
             "metadata": {"name": "api-1", "labels": {"pod-template-hash": "h"},
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "api-h", "uid": "r"}]},
             "status": {"phase": "Running", "containerStatuses": [{"name": "app", "image": "i", "imageID": "",
                 "ready": false, "restartCount": 5, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}
         }))
         .unwrap()
+        .into()
     }
 
     fn reasons(decision: &Decision) -> Vec<&str> {
@@ -1042,10 +1044,11 @@ mod tests {
         );
         let mut observed = seen(&policy, Some(api(false, json!({}))), "2026-01-01T00:00:06Z");
         observed.pods = vec![
-            serde_json::from_value(json!({
+            serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(json!({
             "metadata": {"name": "api-1", "creationTimestamp": "2026-01-01T00:00:00Z"},
             "status": {"conditions": [{"type": "Ready", "status": "False"}]}}))
-            .unwrap(),
+            .unwrap()
+            .into(),
         ];
         let decision = decide(&verifying, &observed);
         let effect = decision.effect.clone().unwrap();

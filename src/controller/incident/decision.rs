@@ -88,11 +88,22 @@ pub struct Decision {
     pub tallies: Vec<Tally>,
     /// When to look again, unless something changes first.
     pub requeue: Option<Duration>,
+    /// What is saved leads straight to the next move (a step recorded, to
+    /// run; approved; skipped or failed, with another to record): decide
+    /// again at once from the saved incident, not after its watch echo.
+    pub again: bool,
 }
 
 impl Decision {
     pub(super) fn requeue_within(&mut self, wait: Duration) {
         self.requeue = Some(self.requeue.map_or(wait, |r| r.min(wait)));
+    }
+
+    /// Saved first; then the next move follows in the same reconcile (and
+    /// the requeue is the fallback should that reconcile end early).
+    pub(super) fn go_on(&mut self) {
+        self.requeue_within(AFTER_RECORD);
+        self.again = true;
     }
 
     /// A timeline entry and an Event saying the same thing.

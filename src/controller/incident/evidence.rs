@@ -20,6 +20,7 @@ use kube::{
 
 use crate::{
     crd::{Evidence, PodEvidence, WorkloadKind, WorkloadRef},
+    pod::{ContainerFacts, PodFacts},
     names::REVISION_ANNOTATION as REVISION,
 };
 
@@ -34,11 +35,13 @@ pub const MAX_LOG_LINES: i64 = 20;
 /// Longest event message or log line kept.
 const MAX_LINE: usize = 300;
 
-/// Captures evidence for a target. Never fails: what cannot be read is noted.
+/// Captures evidence for a target and its `pods` (as observed). Never
+/// fails: what cannot be read is noted.
 pub async fn capture(
     client: &Client,
     namespace: &str,
     target: &WorkloadRef,
+    pods: &[PodFacts],
     capture_logs: bool,
     now: Timestamp,
 ) -> Evidence {
@@ -46,21 +49,13 @@ pub async fn capture(
         captured_at: Some(Time(now)),
         ..Evidence::default()
     };
-    let selector = match workload(client, namespace, target, &mut evidence).await {
-        Some(selector) => selector,
-        None => return evidence,
-    };
-    let pods_api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let pods = match pods_api
-        .list(&ListParams::default().labels_from(&selector))
+    if workload(client, namespace, target, &mut evidence)
         .await
+        .is_none()
     {
-        Ok(list) => list.items,
-        Err(error) => {
-            evidence.notes.push(format!("pods not listed: {error}"));
-            Vec::new()
-        }
-    };
+        return evidence;
+    }
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let mut described: Vec<PodEvidence> = pods.iter().map(describe_pod).collect();
     // Unhealthy and most-restarted first: those are the ones worth reading.
     described.sort_by(|a, b| {
@@ -72,12 +67,12 @@ pub async fn capture(
     let omitted_pods = described.len().saturating_sub(MAX_PODS);
     described.truncate(MAX_PODS);
 
-    let mut names: BTreeSet<String> = pods.iter().map(|p| p.name_any()).collect();
+    let mut names: BTreeSet<String> = pods.iter().map(|p| p.name().to_owned()).collect();
     names.insert(target.name.clone());
     let omitted_events = warning_events(client, namespace, &names, &mut evidence).await;
 
     if let Some(failing) = described.iter().find(|p| !p.ready)
-        && let Some(pod) = pods.iter().find(|p| p.name_any() == failing.name)
+        && let Some(pod) = pods.iter().find(|p| p.name() == failing.name)
     {
         if capture_logs {
             last_logs(&pods_api, pod, &mut evidence).await;
@@ -233,35 +228,22 @@ async fn rollout_history(
         .collect();
 }
 
-fn describe_pod(pod: &Pod) -> PodEvidence {
-    let status = pod.status.clone().unwrap_or_default();
-    let containers = status.container_statuses.clone().unwrap_or_default();
-    let reason = containers.iter().find_map(|c| {
-        let state = c.state.as_ref()?;
-        state
-            .waiting
-            .as_ref()
-            .and_then(|w| w.reason.clone())
-            .or_else(|| state.terminated.as_ref().and_then(|t| t.reason.clone()))
-    });
-    let last_termination_reason = containers
-        .iter()
-        .find_map(|c| c.last_state.as_ref()?.terminated.as_ref()?.reason.clone());
+fn describe_pod(pod: &PodFacts) -> PodEvidence {
+    let reason = pod
+        .app_containers()
+        .find_map(|c| c.waiting.clone().or_else(|| c.terminated.clone()));
+    let last_termination_reason = pod.app_containers().find_map(|c| c.last_terminated.clone());
     PodEvidence {
-        name: pod.name_any(),
-        phase: status.phase.clone(),
-        ready: status
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True"),
-        restarts: containers
-            .iter()
+        name: pod.name().to_owned(),
+        phase: pod.phase.clone(),
+        ready: pod.is_ready(),
+        restarts: pod
+            .app_containers()
             .map(|c| c.restart_count.max(0))
             .fold(0, i32::saturating_add),
-        reason: reason.or(status.reason.clone()),
+        reason: reason.or(pod.reason.clone()),
         last_termination_reason,
-        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        node: pod.node.clone(),
     }
 }
 
@@ -315,13 +297,14 @@ async fn warning_events(
 }
 
 /// The failing container's last lines; the previous instance's if it restarted.
-async fn last_logs(api: &Api<Pod>, pod: &Pod, evidence: &mut Evidence) {
-    let containers = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.clone())
-        .unwrap_or_default();
-    let Some(container) = containers.iter().find(|c| !c.ready).or(containers.first()) else {
+async fn last_logs(api: &Api<Pod>, pod: &PodFacts, evidence: &mut Evidence) {
+    let containers: Vec<&ContainerFacts> = pod.app_containers().collect();
+    let Some(container) = containers
+        .iter()
+        .find(|c| !c.ready)
+        .or(containers.first())
+        .copied()
+    else {
         return;
     };
     let params = LogParams {
@@ -331,12 +314,12 @@ async fn last_logs(api: &Api<Pod>, pod: &Pod, evidence: &mut Evidence) {
         previous: container.restart_count > 0,
         ..LogParams::default()
     };
-    match api.logs(&pod.name_any(), &params).await {
+    match api.logs(pod.name(), &params).await {
         Ok(text) => evidence.logs = text.lines().map(clip).collect(),
         // kwok nodes and some runtimes serve no logs: note it and go on.
         Err(error) => evidence.notes.push(clip(&format!(
             "logs of {}/{} not available: {error}",
-            pod.name_any(),
+            pod.name(),
             container.name
         ))),
     }

@@ -32,16 +32,47 @@ use crate::crd::Incident;
 /// Name used in metrics and logs.
 pub const CONTROLLER: &str = "incident";
 
-/// Reconciles one Incident: observe, decide, act, record.
+/// Most passes one reconcile makes: a step recorded, then run, is two; a
+/// failed step, the next recorded and run, three.
+const MAX_PASSES: usize = 3;
+
+/// Reconciles one Incident: observe, decide, act, record; again at once
+/// when what was saved leads straight to the next move (a step recorded
+/// runs in the same reconcile, after its record is saved).
 #[instrument(skip_all, fields(incident = %incident.name_any(), namespace = incident.namespace().unwrap_or_default()))]
 pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.count_and_time(CONTROLLER);
-    let seen = observe::observe(&ctx, &incident).await?;
-    let mut decision = decide::decide(&incident, &seen);
-    let key = backoff_key(&incident);
+    let mut incident = incident;
+    let mut pass = 1;
+    loop {
+        let outcome = reconcile_once(&incident, &ctx).await?;
+        match outcome.go_on {
+            Some(saved) if pass < MAX_PASSES => {
+                incident = saved;
+                pass += 1;
+            }
+            _ => return Ok(outcome.action),
+        }
+    }
+}
+
+/// How one pass ended.
+struct Pass {
+    action: Action,
+    /// The incident as saved, when the next move follows at once.
+    go_on: Option<Arc<Incident>>,
+}
+
+async fn reconcile_once(incident: &Arc<Incident>, ctx: &Context) -> Result<Pass, Error> {
+    let seen = observe::observe(ctx, incident).await?;
+    let mut decision = decide::decide(incident, &seen);
+    let key = backoff_key(incident);
     let mut backing_off = None;
     // The incident as last written: the next write is conditional on it.
-    let mut base = Arc::clone(&incident);
+    let mut base = Arc::clone(incident);
+    // Only a pass that changed nothing goes on at once: after a change the
+    // stores have not seen it yet, and verification must not read them.
+    let again = decision.again && decision.effect.is_none();
     if let (Some(effect), Some(workload)) = (&decision.effect, &seen.workload) {
         // After a failure, the change waits out its backoff, whatever else
         // (a status echo, a workload update) triggered this reconcile.
@@ -54,12 +85,12 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
                 if let Some(record) = decision.status.steps.get_mut(effect.entry) {
                     record.applying_since = Some(Time(seen.now));
                 }
-                base = record::mark(&ctx, &incident, &decision.status).await?;
+                base = record::mark(ctx, incident, &decision.status).await?;
             }
-            decision = match act::act(&ctx, workload, effect).await {
+            decision = match act::act(ctx, workload, effect).await {
                 Ok(lines) => {
                     crate::failpoint::hit(crate::failpoint::AFTER_APPLY);
-                    settle::settle(decision, lines, &incident, seen.now)
+                    settle::settle(decision, lines, incident, seen.now)
                 }
                 Err(act::ActError::Fenced(fenced)) => return Err(fenced.into()),
                 Err(act::ActError::Apply(error)) => match error.refusal() {
@@ -79,14 +110,20 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
         }
     }
     let requeue = decision.requeue;
-    record::record(&ctx, &base, seen.workload.as_ref(), decision).await?;
+    let saved = record::record(ctx, &base, seen.workload.as_ref(), decision).await?;
     if let Some(wait) = backing_off {
-        return Ok(Action::requeue(wait));
+        return Ok(Pass {
+            action: Action::requeue(wait),
+            go_on: None,
+        });
     }
     ctx.backoffs.reset(&key);
-    Ok(match requeue {
-        Some(wait) => Action::requeue(wait),
-        None => Action::await_change(),
+    Ok(Pass {
+        action: match requeue {
+            Some(wait) => Action::requeue(wait),
+            None => Action::await_change(),
+        },
+        go_on: saved.filter(|_| again),
     })
 }
 

@@ -109,8 +109,12 @@ impl Step<'_> {
             }
         };
         decision.note(&self.now, false, "StepRecorded", message);
-        // Saved first; the next reconcile runs it.
-        decision.requeue_within(AFTER_RECORD);
+        // Saved first; then run, in this reconcile once the save is done.
+        if awaiting_approval {
+            decision.requeue_within(AFTER_RECORD);
+        } else {
+            decision.go_on();
+        }
     }
 
     /// A responder approved the waiting step: it becomes Pending, if the
@@ -125,7 +129,7 @@ impl Step<'_> {
             record.message = Some("approved".into());
         }
         phase::enter(&mut decision.status, Transition::StartStep, &self.now);
-        decision.requeue_within(AFTER_RECORD);
+        decision.go_on();
     }
 
     /// Plans the Pending step's change (made by `act`), or refuses it.
@@ -380,7 +384,7 @@ impl Step<'_> {
         record.message = Some(message.clone());
         let message = format!("step {}: {message}", record.name);
         decision.note(&self.now, warning, reason, message);
-        decision.requeue_within(AFTER_RECORD);
+        decision.go_on();
     }
 
     /// The target turned healthy: the hold-down starts.
@@ -446,7 +450,7 @@ impl Step<'_> {
         let message = format!("step {} did not help: {reason}", record.name);
         decision.tallies.push(ended);
         decision.note(&self.now, true, "StepFailed", message);
-        decision.requeue_within(AFTER_RECORD);
+        decision.go_on();
     }
 
     /// Every step was tried: escalate to a human, once.

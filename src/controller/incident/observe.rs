@@ -28,6 +28,7 @@ use crate::{
         ActionKind, Evidence, Incident, RemediationPolicy, StepResult, WorkflowStage, WorkloadKind,
     },
     names::INCIDENT_ANNOTATION,
+    pod::PodFacts,
     remediation::{actions, ladder, safety},
     workload::{Workload, deployment_ref, statefulset_ref},
 };
@@ -43,7 +44,7 @@ pub struct Observation {
     /// The target; None when it does not exist.
     pub workload: Option<Workload>,
     /// The target's pods (those its owner references tie to it).
-    pub pods: Vec<Pod>,
+    pub pods: Vec<PodFacts>,
     /// What the pending step's plan reads.
     pub inputs: actions::Inputs,
     /// Steps that changed the same target, across all its incidents.
@@ -162,6 +163,7 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
                 &ctx.client,
                 &namespace,
                 target,
+                &pods,
                 ctx.settings.capture_logs,
                 now,
             )
@@ -368,16 +370,27 @@ async fn read_workload(
     })
 }
 
-/// The workload's pods: those its selector matches and its owner references claim.
-async fn pods_of(ctx: &Context, workload: &Workload) -> Result<Vec<Pod>, Error> {
+/// The workload's pods: those its selector matches and its owner references
+/// claim. A guarded workload's are in the detector's store; only a target
+/// no policy guards (a declared incident's) is listed.
+async fn pods_of(ctx: &Context, workload: &Workload) -> Result<Vec<PodFacts>, Error> {
     let Some(selector) = workload.selector() else {
         return Ok(Vec::new());
     };
+    if let Some(key) = workload.pod_selector()
+        && let Some(pods) = ctx.pods.pods(&key, |pod| workload.owns(pod))
+    {
+        return Ok(pods.iter().map(|pod| PodFacts::clone(pod)).collect());
+    }
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), &workload.namespace())
         .list(&ListParams::default().labels_from(&selector))
         .await?
         .items;
-    Ok(pods.into_iter().filter(|pod| workload.owns(pod)).collect())
+    Ok(pods
+        .into_iter()
+        .filter(|pod| workload.owns(pod))
+        .map(PodFacts::from)
+        .collect())
 }
 
 #[cfg(test)]

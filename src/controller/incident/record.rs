@@ -3,6 +3,8 @@
 //! (metrics). A save that fails announces and counts nothing, so a retried
 //! reconcile never counts twice.
 
+use std::sync::Arc;
+
 use kube::{Api, ResourceExt, api::PatchParams, runtime::events::Recorder};
 use tracing::info;
 
@@ -24,11 +26,9 @@ pub async fn mark(
     ctx: &Context,
     incident: &Incident,
     status: &IncidentStatus,
-) -> Result<std::sync::Arc<Incident>, Error> {
+) -> Result<Arc<Incident>, Error> {
     ctx.may_write()?;
-    Ok(std::sync::Arc::new(
-        save_status(ctx, incident, status).await?,
-    ))
+    Ok(Arc::new(save_status(ctx, incident, status).await?))
 }
 
 /// Writes the incident controller's part of the status, conditional on the
@@ -61,15 +61,19 @@ async fn save_status(
 }
 
 /// Saves the decision's status (when it changed), then publishes and counts.
+/// Returns the incident as saved, if it was.
 pub async fn record(
     ctx: &Context,
     incident: &Incident,
     workload: Option<&Workload>,
     decision: Decision,
-) -> Result<(), Error> {
+) -> Result<Option<Arc<Incident>>, Error> {
     ctx.may_write()?;
+    let mut saved = None;
     if incident.status.as_ref() != Some(&decision.status) {
-        save_status(ctx, incident, &decision.status).await?;
+        saved = Some(Arc::new(
+            save_status(ctx, incident, &decision.status).await?,
+        ));
         let phase = decision
             .status
             .phase
@@ -88,7 +92,7 @@ pub async fn record(
             publish_on(ctx, &ctx.recorder, workload, event.into_event()).await;
         }
     }
-    Ok(())
+    Ok(saved)
 }
 
 async fn publish_on(

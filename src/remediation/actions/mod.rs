@@ -23,10 +23,7 @@ pub mod scale;
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
-    api::{
-        apps::v1::{Deployment, StatefulSet},
-        core::v1::Pod,
-    },
+    api::apps::v1::{Deployment, StatefulSet},
     jiff::Timestamp,
 };
 use kube::{
@@ -281,7 +278,7 @@ pub fn plan(
 /// restart), decided from the pods as they are now. Pure.
 pub fn follow_up(
     action: &Action,
-    pods: &[Pod],
+    pods: &[crate::pod::PodFacts],
     started: Timestamp,
     min_ready: i32,
 ) -> Option<Planned> {

@@ -7,7 +7,7 @@
 
 use k8s_openapi::{api::core::v1::Pod, jiff::Timestamp};
 use kube::{
-    Api, Client, ResourceExt,
+    Api, Client,
     api::{DeleteParams, EvictParams, Patch, PostParams, Preconditions},
 };
 use serde_json::{Value, json};
@@ -16,6 +16,7 @@ use super::{ApplyError, Change as AnyChange, Mark, Planned, Refusal, apply_body,
 use crate::{
     crd::{Action, RestartMethod},
     names::RESTARTED_AT_ANNOTATION,
+    pod::PodFacts,
     workload::Workload,
 };
 
@@ -79,7 +80,7 @@ pub fn plan(
 /// started, unhealthy first, within the availability limits.
 pub fn follow_up(
     action: &Action,
-    pods: &[Pod],
+    pods: &[PodFacts],
     started: Timestamp,
     min_ready: i32,
 ) -> Option<Planned> {
@@ -89,9 +90,9 @@ pub fn follow_up(
     let states: Vec<PodState> = pods
         .iter()
         .map(|pod| PodState {
-            name: pod.name_any(),
+            name: pod.name().to_owned(),
             uid: pod.metadata.uid.clone(),
-            ready: is_ready(pod),
+            ready: pod.is_ready(),
             terminating: pod.metadata.deletion_timestamp.is_some(),
             original: pod
                 .metadata
@@ -165,13 +166,6 @@ pub async fn apply(
             Ok(lines)
         }
     }
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// A pod of the workload, as the batch planner sees it.
@@ -295,12 +289,13 @@ mod tests {
             panic!("the mark is applied first")
         };
         assert_eq!(body["spec"], json!({}), "the mark changes no pod");
-        let pods: Vec<Pod> = ["a", "b"]
+        let pods: Vec<PodFacts> = ["a", "b"]
             .iter()
             .map(|name| {
-                serde_json::from_value(json!({"metadata": {"name": name, "uid": format!("uid-{name}"), "creationTimestamp": "2025-12-31T00:00:00Z"},
+                serde_json::from_value::<Pod>(json!({"metadata": {"name": name, "uid": format!("uid-{name}"), "creationTimestamp": "2025-12-31T00:00:00Z"},
                     "status": {"conditions": [{"type": "Ready", "status": if *name == "a" {"True"} else {"False"}}]}}))
                 .unwrap()
+                .into()
             })
             .collect();
         let batch = follow_up(&delete, &pods, now(), 1).unwrap();
