@@ -436,6 +436,12 @@ pub struct StepRecord {
     /// replicas recorded before they were scaled down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<Workflow>,
+    /// A DeletePods restart: the uids of the pods it replaces, as it found
+    /// them when applied. Pods created since are replacements, even in the
+    /// same second (creation times have no finer precision).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub replacing: Vec<String>,
 }
 
 /// Where a restoreData step stands. Each stage is written before it is

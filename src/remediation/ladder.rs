@@ -474,6 +474,7 @@ mod tests {
         healthy_since: Option<&str>,
     ) -> StepRecord {
         StepRecord {
+            replacing: Vec::new(),
             id: format!("abc-{name}-1"),
             name: name.into(),
             action,

@@ -384,7 +384,9 @@ fn follow_up(decision: &mut Decision, ladder: &Ladder, seen: &Observation) -> bo
         return false;
     }
     let min_ready = ladder.safety.min_ready_replicas;
-    let Some(planned) = actions::follow_up(&rung.action, &seen.pods, started, min_ready) else {
+    let replacing = &record.replacing;
+    let Some(planned) = actions::follow_up(&rung.action, &seen.pods, (started, replacing), min_ready)
+    else {
         return false;
     };
     decision.effect = Some(Effect {

@@ -94,6 +94,7 @@ impl Step<'_> {
             verification: Vec::new(),
             applying_since: None,
             workflow: None,
+            replacing: Vec::new(),
         });
         if runs_now {
             phase::enter(&mut decision.status, Transition::StartStep, &self.now);
@@ -199,6 +200,12 @@ impl Step<'_> {
         };
         match planned {
             Ok(planned) => {
+                if rung.mode != Mode::DryRun
+                    && let Some(uids) = actions::restart::to_replace(&rung.action, &self.seen.pods)
+                    && let Some(record) = decision.status.steps.get_mut(entry)
+                {
+                    record.replacing = uids;
+                }
                 decision.effect = Some(Effect {
                     entry,
                     planned,

@@ -279,11 +279,11 @@ pub fn plan(
 pub fn follow_up(
     action: &Action,
     pods: &[crate::pod::PodFacts],
-    started: Timestamp,
+    since: (Timestamp, &[String]),
     min_ready: i32,
 ) -> Option<Planned> {
     match action.action {
-        ActionKind::Restart => restart::follow_up(action, pods, started, min_ready),
+        ActionKind::Restart => restart::follow_up(action, pods, since, min_ready),
         ActionKind::Rollback
         | ActionKind::Scale
         | ActionKind::RestoreConfig

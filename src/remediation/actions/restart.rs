@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::{ApplyError, Change as AnyChange, Mark, Planned, Refusal, apply_body, patch_workload};
 use crate::{
-    crd::{Action, RestartMethod},
+    crd::{Action, ActionKind, RestartMethod},
     names::RESTARTED_AT_ANNOTATION,
     pod::PodFacts,
     workload::Workload,
@@ -76,12 +76,31 @@ pub fn plan(
     })
 }
 
-/// The next batch of a DeletePods restart: the pods created before the step
-/// started, unhealthy first, within the availability limits.
+/// Most pods whose uids a DeletePods step records; past it, the pods to
+/// replace are told by their creation time alone.
+const MAX_REPLACING: usize = 1000;
+
+/// For a DeletePods restart, the uids of the pods it is to replace: those
+/// there now and not already going.
+pub fn to_replace(action: &Action, pods: &[PodFacts]) -> Option<Vec<String>> {
+    if action.action != ActionKind::Restart || method(action) != RestartMethod::DeletePods {
+        return None;
+    }
+    let uids: Vec<String> = pods
+        .iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .filter_map(|pod| pod.metadata.uid.clone())
+        .collect();
+    (uids.len() <= MAX_REPLACING).then_some(uids)
+}
+
+/// The next batch of a DeletePods restart: the pods it found when applied
+/// (`replacing`; for a step recorded without them, those created before it
+/// started), unhealthy first, within the availability limits.
 pub fn follow_up(
     action: &Action,
     pods: &[PodFacts],
-    started: Timestamp,
+    (started, replacing): (Timestamp, &[String]),
     min_ready: i32,
 ) -> Option<Planned> {
     if method(action) != RestartMethod::DeletePods {
@@ -94,11 +113,17 @@ pub fn follow_up(
             uid: pod.metadata.uid.clone(),
             ready: pod.is_ready(),
             terminating: pod.metadata.deletion_timestamp.is_some(),
-            original: pod
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .is_some_and(|t| t.0 < started),
+            original: if replacing.is_empty() {
+                pod.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .is_some_and(|t| t.0 < started)
+            } else {
+                pod.metadata
+                    .uid
+                    .as_ref()
+                    .is_some_and(|uid| replacing.contains(uid))
+            },
         })
         .collect();
     let batch = next_batch(&states, max_unavailable(action), min_ready);
@@ -298,7 +323,7 @@ mod tests {
                 .into()
             })
             .collect();
-        let batch = follow_up(&delete, &pods, now(), 1).unwrap();
+        let batch = follow_up(&delete, &pods, (now(), &[]), 1).unwrap();
         assert_eq!(
             batch.change,
             AnyChange::Restart(Change::EvictPods(vec![PodRef {
@@ -307,12 +332,32 @@ mod tests {
             }]))
         );
         assert!(
-            follow_up(&action(json!({"action": "restart"})), &pods, now(), 1).is_none(),
+            follow_up(&action(json!({"action": "restart"})), &pods, (now(), &[]), 1).is_none(),
             "a rollout restart has no follow-up"
         );
+        let before = "2025-01-01T00:00:00Z".parse().unwrap();
         assert!(
-            follow_up(&delete, &pods, "2025-01-01T00:00:00Z".parse().unwrap(), 1).is_none(),
+            follow_up(&delete, &pods, (before, &[]), 1).is_none(),
             "pods made after the step started are replacements"
         );
+        // The uids found when the step was applied decide, whatever the
+        // clock says: a pod made in the step's first second is one to
+        // replace only if it was there.
+        assert_eq!(
+            to_replace(&delete, &pods),
+            Some(vec!["uid-a".to_owned(), "uid-b".to_owned()])
+        );
+        let found = ["uid-b".to_owned()];
+        let batch = follow_up(&delete, &pods, (before, &found), 1).unwrap();
+        assert_eq!(
+            batch.change,
+            AnyChange::Restart(Change::EvictPods(vec![PodRef {
+                name: "b".into(),
+                uid: Some("uid-b".into())
+            }]))
+        );
+        let replacement = ["uid-elsewhere".to_owned()];
+        assert!(follow_up(&delete, &pods, (now(), &replacement), 1).is_none());
+        assert_eq!(to_replace(&action(json!({"action": "restart"})), &pods), None);
     }
 }
