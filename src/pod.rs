@@ -328,7 +328,10 @@ mod tests {
         let facts = PodFacts::from(pod);
         assert_eq!(facts.name(), "api-1");
         assert_eq!(facts.metadata.uid.as_deref(), Some("u1"));
-        assert_eq!(facts.metadata.owner_references.as_ref().map(Vec::len), Some(1));
+        assert_eq!(
+            facts.metadata.owner_references.as_ref().map(Vec::len),
+            Some(1)
+        );
         assert!(facts.metadata.annotations.is_none(), "annotations dropped");
         assert!(facts.metadata.managed_fields.is_none());
         assert_eq!(facts.node.as_deref(), Some("n1"));

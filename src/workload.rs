@@ -324,7 +324,10 @@ mod tests {
 
     #[test]
     fn pods_belong_through_their_owners() {
-        let pod = |owner_kind: &str, owner: &str, hash: Option<&str>| -> k8s_openapi::api::core::v1::Pod {
+        let pod = |owner_kind: &str,
+                   owner: &str,
+                   hash: Option<&str>|
+         -> k8s_openapi::api::core::v1::Pod {
             let mut labels = json!({});
             if let Some(hash) = hash {
                 labels[POD_TEMPLATE_HASH_LABEL] = json!(hash);

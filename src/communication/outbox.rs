@@ -11,7 +11,9 @@ use super::{
     moments::{Moment, moments},
     send::{MAX_ATTEMPTS, Outcome},
 };
-use crate::crd::{CommunicationStatus, Delivery, DeliveryState, Incident, NotificationChannelSpec};
+use crate::crd::{
+    CommunicationStatus, Delivery, DeliveryState, Incident, NotificationChannelSpec, NotifyEvent,
+};
 
 /// The most messages kept in an incident's outbox; the oldest sent ones go
 /// first, and are counted.
@@ -70,7 +72,16 @@ pub fn owed(incident: &Incident, channels: &[Channel<'_>], now: Timestamp) -> Ve
         let chosen: Vec<Moment> = if told_before {
             due
         } else {
-            due.into_iter().last().into_iter().collect()
+            // A channel that has heard nothing (added mid-incident, or
+            // first looked at after a step already ran) hears the opening,
+            // which introduces the incident, then only the latest moment.
+            let opening = due.iter().position(|m| m.event == NotifyEvent::Opened);
+            let last = due.len().checked_sub(1);
+            due.into_iter()
+                .enumerate()
+                .filter(|(index, _)| Some(*index) == opening || Some(*index) == last)
+                .map(|(_, moment)| moment)
+                .collect()
         };
         new.extend(chosen.into_iter().map(|moment| Delivery {
             channel: channel.name.to_owned(),
@@ -361,11 +372,25 @@ mod tests {
     }
 
     #[test]
-    fn a_channel_added_mid_incident_hears_the_latest_only() {
+    fn a_channel_that_has_heard_nothing_hears_the_opening_then_the_latest_only() {
         let slack = channel("kind: Slack\nsecretRef: {name: s}\n");
         let channels = [Channel {
             name: "slack",
             spec: &slack,
+        }];
+        let new = owed(
+            &incident(serde_json::json!([])),
+            &channels,
+            at("2026-01-01T00:10:00Z"),
+        );
+        let keys: Vec<&str> = new.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(keys, ["Opened", "Acknowledged"]);
+        // A channel that does not take the opening hears the latest only.
+        let quiet =
+            channel("kind: Slack\nsecretRef: {name: s}\nevents: [Acknowledged, Resolved]\n");
+        let channels = [Channel {
+            name: "slack",
+            spec: &quiet,
         }];
         let new = owed(
             &incident(serde_json::json!([])),

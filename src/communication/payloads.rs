@@ -190,6 +190,37 @@ pub fn statuspage_status(event: NotifyEvent, phase: Option<Phase>) -> &'static s
     }
 }
 
+/// The statuses a message of `event` may have set when it was sent at
+/// `at`: its own, or, for one whose status follows the phase, any status of
+/// an open incident if the incident was still open then (its phase then is
+/// not kept), else `resolved`.
+pub fn statuspage_statuses_at(
+    event: NotifyEvent,
+    incident: &Incident,
+    at: k8s_openapi::jiff::Timestamp,
+) -> Vec<&'static str> {
+    let follows_phase = matches!(
+        event,
+        NotifyEvent::Acknowledged
+            | NotifyEvent::Escalated
+            | NotifyEvent::Update
+            | NotifyEvent::Paged
+    );
+    if !follows_phase {
+        return vec![statuspage_status(event, None)];
+    }
+    let resolved_by_then = incident
+        .status
+        .as_ref()
+        .and_then(|s| s.milestones.resolved_at.as_ref())
+        .is_some_and(|resolved| resolved.0 <= at);
+    if resolved_by_then {
+        vec!["resolved"]
+    } else {
+        vec!["investigating", "identified", "monitoring"]
+    }
+}
+
 /// Statuspage's component status: by severity while the incident is open,
 /// operational once its status is resolved.
 pub fn component_status(severity: Severity, status: &str) -> &'static str {
@@ -234,7 +265,7 @@ pub fn statuspage(
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::jiff::Timestamp;
+    use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
     use super::*;
     use crate::communication::templates::{OPENED, fields, render};
@@ -362,6 +393,41 @@ mod tests {
                 json!(["monitoring", "major_outage"]),
                 json!(["resolved", "operational"]),
             ]
+        );
+    }
+
+    #[test]
+    fn a_message_in_doubt_is_looked_for_with_the_status_it_had_when_sent() {
+        let at = |t: &str| -> Timestamp { t.parse().unwrap() };
+        let mut resolved = incident("Resolved", true);
+        if let Some(status) = resolved.status.as_mut() {
+            status.milestones.resolved_at = Some(Time(at("2026-01-01T00:05:00Z")));
+        }
+        // An acknowledgement sent before the resolution said the incident was open.
+        assert_eq!(
+            statuspage_statuses_at(
+                NotifyEvent::Acknowledged,
+                &resolved,
+                at("2026-01-01T00:04:00Z")
+            ),
+            ["investigating", "identified", "monitoring"]
+        );
+        assert_eq!(
+            statuspage_statuses_at(
+                NotifyEvent::Acknowledged,
+                &resolved,
+                at("2026-01-01T00:06:00Z")
+            ),
+            ["resolved"]
+        );
+        // Events with a status of their own keep it.
+        assert_eq!(
+            statuspage_statuses_at(
+                NotifyEvent::StepApplied,
+                &resolved,
+                at("2026-01-01T00:04:00Z")
+            ),
+            ["identified"]
         );
     }
 }

@@ -12,8 +12,8 @@ use kube::{
 use serde_json::{Value, json};
 
 use crate::support::{
-    Operator, client, eventually, eventually_within, incident_where, namespace, phase_of,
-    reconciled_now, until_past,
+    Operator, client, create_deployment, eventually, eventually_within, incident_where, namespace,
+    operator_requests, phase_of, reconciled_now, until_past,
 };
 
 async fn setup(
@@ -560,6 +560,66 @@ async fn a_crashing_postgres_pod_is_restarted() {
         "{:?}",
         step.changes
     );
+}
+
+/// The pods a remediation reads come from the detector's watch, not from a
+/// LIST per reconcile: a whole DeletePods remediation, from detection to
+/// resolution, lists the target's pods only as its one watch starts.
+#[tokio::test]
+async fn a_remediation_reads_pods_from_the_watch_not_by_listing() {
+    let actions = json!([{"action": "restart", "restart": {"method": "DeletePods"}}]);
+    let (client, ns, _operator) = setup("fix-nolist", "Auto", actions, "1m").await;
+    create_deployment(&client, &ns, json!({
+        "metadata": {"name": "api", "labels": {"guarded": "yes"}},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "api"}},
+                 "template": {"metadata": {"labels": {"app": "api"}},
+                              "spec": {"containers": [{"name": "app", "image": "registry.local/api:1"}]}}}
+    }))
+    .await;
+    label_pods(&client, &ns, "app=api", 1, "crashloop").await;
+    let incident = resolved(&client, &ns, "api-crashloop").await;
+    let status = incident.status.unwrap();
+    let step = &status.steps[0];
+    assert_eq!(step.result, StepResult::Succeeded, "{step:?}");
+    // Pods are replaced one at a time, the crashing one first, each once.
+    let evicted: Vec<&String> = step
+        .changes
+        .iter()
+        .filter(|c| c.ends_with(" evicted"))
+        .collect();
+    let distinct: std::collections::BTreeSet<&&String> = evicted.iter().collect();
+    assert!(
+        !evicted.is_empty() && distinct.len() == evicted.len(),
+        "{:?}",
+        step.changes
+    );
+    assert_eq!(
+        step.replacing.len(),
+        3,
+        "the pods found when applied: {step:?}"
+    );
+    assert!(
+        status.evidence.as_ref().is_some_and(|e| e.pods.len() == 3),
+        "evidence still describes every pod: {:?}",
+        status.evidence
+    );
+    let requests = operator_requests(&ns);
+    let count = |verb: &str, resource: &str| {
+        requests
+            .get(&(verb.to_owned(), resource.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    };
+    // The pod watch's first list (and one more should it restart).
+    assert!(count("list", "pods") <= 2, "{requests:#?}");
+    assert_eq!(
+        count("create", "pods/eviction"),
+        evicted.len(),
+        "{requests:#?}"
+    );
+    // Evidence reads the rollout history and the Warning events once.
+    assert!(count("list", "replicasets") <= 1, "{requests:#?}");
+    assert!(count("list", "events") <= 1, "{requests:#?}");
 }
 
 #[tokio::test]

@@ -65,6 +65,43 @@ pub async fn try_client() -> Result<Client, Error> {
     Ok(client)
 }
 
+/// The requests the operator of `namespace` (its chart's ServiceAccount,
+/// `op-<namespace>-healing-guard-operator`) made so far, by verb and
+/// resource (`pods`, `pods/eviction`), from the API server's audit log
+/// (cluster/up.sh audits every ServiceAccount request).
+pub fn operator_requests(namespace: &str) -> std::collections::BTreeMap<(String, String), usize> {
+    let kubeconfig =
+        std::env::var("KUBECONFIG").expect("KUBECONFIG: run under cluster/with-cluster.sh");
+    let audit_log = Path::new(&kubeconfig).with_file_name("audit.log");
+    let text = std::fs::read_to_string(&audit_log)
+        .unwrap_or_else(|error| panic!("{}: {error}", audit_log.display()));
+    let user = format!("system:serviceaccount:{namespace}:op-{namespace}-healing-guard-operator");
+    let mut seen = std::collections::BTreeSet::new();
+    let mut calls = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue; // a line being written
+        };
+        if event["user"]["username"].as_str() != Some(user.as_str()) {
+            continue;
+        }
+        // A watch has a ResponseStarted line as well: count requests once.
+        let id = event["auditID"].as_str().unwrap_or_default().to_owned();
+        if !seen.insert(id) {
+            continue;
+        }
+        let object = &event["objectRef"];
+        let resource = object["resource"].as_str().unwrap_or_default();
+        let resource = match object["subresource"].as_str() {
+            Some(sub) => format!("{resource}/{sub}"),
+            None => resource.to_owned(),
+        };
+        let verb = event["verb"].as_str().unwrap_or_default().to_owned();
+        *calls.entry((verb, resource)).or_default() += 1;
+    }
+    calls
+}
+
 /// A client for one of the cluster's users ("tester", "commander",
 /// "responder"), from the kubeconfig beside the admin's.
 pub async fn client_as(user: &str) -> Client {

@@ -385,7 +385,8 @@ fn follow_up(decision: &mut Decision, ladder: &Ladder, seen: &Observation) -> bo
     }
     let min_ready = ladder.safety.min_ready_replicas;
     let replacing = &record.replacing;
-    let Some(planned) = actions::follow_up(&rung.action, &seen.pods, (started, replacing), min_ready)
+    let Some(planned) =
+        actions::follow_up(&rung.action, &seen.pods, (started, replacing), min_ready)
     else {
         return false;
     };

@@ -20,8 +20,8 @@ use kube::{
 
 use crate::{
     crd::{Evidence, PodEvidence, WorkloadKind, WorkloadRef},
-    pod::{ContainerFacts, PodFacts},
     names::REVISION_ANNOTATION as REVISION,
+    pod::{ContainerFacts, PodFacts},
 };
 
 /// Pods described in full; the rest are counted.

@@ -166,13 +166,12 @@ pub async fn deliver(
                 .find_map(|d| d.external_ref.clone());
             let pages = format!("{base}/v1/pages/{page}/incidents");
             if let Some(since) = delivery.sending_since.as_ref().filter(|_| in_doubt) {
-                let phase = incident.status.as_ref().and_then(|s| s.phase);
-                let ours = payloads::statuspage_status(delivery.event, phase);
+                let statuses = payloads::statuspage_statuses_at(delivery.event, incident, since.0);
                 let lookup = Lookup {
                     pages: &pages,
                     headers: &headers,
                     opened: opened.as_deref(),
-                    status: ours,
+                    statuses: &statuses,
                     since: since.0,
                 };
                 if let Some(id) = statuspage_lookup(ctx, incident, &lookup).await {
@@ -320,8 +319,9 @@ struct Lookup<'a> {
     headers: &'a HeaderMap,
     /// The page's incident, once created.
     opened: Option<&'a str>,
-    /// The status the message sets.
-    status: &'a str,
+    /// The statuses the message may have set: a message whose status
+    /// follows the phase was written with the phase as it was then.
+    statuses: &'a [&'a str],
     /// When the attempt whose answer was lost began.
     since: Timestamp,
 }
@@ -340,7 +340,7 @@ async fn statuspage_lookup(
         pages,
         headers,
         opened,
-        status,
+        statuses,
         since,
     } = *lookup;
     // Statuspage's clock and ours may differ by a little.
@@ -366,7 +366,9 @@ async fn statuspage_lookup(
         .ok()?;
     let uid = incident.uid()?;
     let made_since = |update: &Value| {
-        update["status"] == status
+        update["status"]
+            .as_str()
+            .is_some_and(|status| statuses.contains(&status))
             && update["created_at"]
                 .as_str()
                 .and_then(|t| t.parse::<Timestamp>().ok())

@@ -46,19 +46,26 @@ impl Batch {
     /// Sends the messages, then writes how each went.
     pub async fn run(self) {
         let mut outcomes = Vec::new();
+        // Each message is sent knowing how the ones before it in this batch
+        // went: a status page's incident opened by the first is updated by
+        // the next, not opened again.
+        let mut so_far = CommunicationStatus::clone(&self.recorded);
         for &index in &self.indexes {
-            let Some(delivery) = self.recorded.outbox.get(index) else {
+            let Some(delivery) = so_far.outbox.get(index).cloned() else {
                 continue;
             };
             let outcome = deliver::deliver(
                 &self.ctx,
                 &self.incident,
                 &self.channel,
-                delivery,
-                &self.recorded,
+                &delivery,
+                &so_far,
                 self.now,
             )
             .await;
+            if let Some(slot) = so_far.outbox.get_mut(index) {
+                *slot = outbox::settle(&delivery, &outcome, self.now);
+            }
             // Only a message to be tried again holds back the next.
             let retry = matches!(outcome, Outcome::Retry { .. });
             outcomes.push((index, outcome));

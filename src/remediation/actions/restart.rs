@@ -332,7 +332,13 @@ mod tests {
             }]))
         );
         assert!(
-            follow_up(&action(json!({"action": "restart"})), &pods, (now(), &[]), 1).is_none(),
+            follow_up(
+                &action(json!({"action": "restart"})),
+                &pods,
+                (now(), &[]),
+                1
+            )
+            .is_none(),
             "a rollout restart has no follow-up"
         );
         let before = "2025-01-01T00:00:00Z".parse().unwrap();
@@ -358,6 +364,9 @@ mod tests {
         );
         let replacement = ["uid-elsewhere".to_owned()];
         assert!(follow_up(&delete, &pods, (now(), &replacement), 1).is_none());
-        assert_eq!(to_replace(&action(json!({"action": "restart"})), &pods), None);
+        assert_eq!(
+            to_replace(&action(json!({"action": "restart"})), &pods),
+            None
+        );
     }
 }
