@@ -862,13 +862,17 @@ async fn killing_the_operator_between_sending_and_recording_sends_nothing_twice(
     assert_eq!(slack_texts, expected, "each at most once, none twice");
     let pages = pagerduty_actions(&receiver);
     for key in ["john-key", "jane-key"] {
-        for action in ["trigger", "acknowledge", "resolve"] {
-            let times = pages
+        let times = |action: &str| {
+            pages
                 .iter()
                 .filter(|(k, a)| k == key && a == action)
-                .count();
-            assert_eq!(times, 1, "{key} {action}: {pages:?}");
-        }
+                .count()
+        };
+        assert_eq!(times("trigger"), 1, "{key} trigger: {pages:?}");
+        assert_eq!(times("resolve"), 1, "{key} resolve: {pages:?}");
+        // An acknowledgement the kill left in doubt is sent again as the
+        // alert stands then: once the incident is resolved, as its resolve.
+        assert!(times("acknowledge") <= 1, "{key} acknowledge: {pages:?}");
     }
     assert!(
         receiver.requests("pagerduty") > pages.len(),
