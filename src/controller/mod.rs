@@ -34,6 +34,7 @@ use crate::{
     metrics::Metrics,
     names::{BREAKER_RESET_ANNOTATION, POLICY_LABEL},
     server::Health,
+    workload::Workload,
 };
 pub use error::Error;
 
@@ -368,30 +369,96 @@ where
 /// circuit-breaker reset.
 type PolicyAsRead = (Option<i64>, Option<String>);
 
-/// Maps a policy whose spec changed (or that was deleted) to the other
-/// policies of its namespace, which may overlap with it.
+/// Maps a policy to the others of its namespace whose overlap it can
+/// change: those selecting a workload it selects now or selected before.
+/// A policy that selects nothing, now or before, moves no other (1,000
+/// policies created one by one would otherwise reconcile a million times).
 fn neighbours(
     watches: &Watches,
 ) -> impl Fn(Arc<RemediationPolicy>) -> Vec<ObjectRef<RemediationPolicy>> + Send + Sync + 'static {
-    let store = watches.policies.store();
-    let seen: Mutex<HashMap<ObjectRef<RemediationPolicy>, Option<i64>>> = Mutex::default();
+    /// A policy's generation and the workloads it selected, as last seen.
+    type Seen = (Option<i64>, Vec<(WorkloadKind, String)>);
+    let watches = watches.clone();
+    let seen: Mutex<HashMap<ObjectRef<RemediationPolicy>, Seen>> = Mutex::default();
     move |policy| {
+        let store = watches.policies.store();
         let key = ObjectRef::from_obj(policy.as_ref());
-        let generation = policy.metadata.generation;
-        // Deleted policies leave the store; their neighbours look again too.
+        let namespace = policy.namespace().unwrap_or_default();
+        // Deleted policies leave the store; what they selected looks again.
         let deleted = store.get(&key).is_none();
-        if !deleted && !changed(&seen, key, generation) {
+        let workloads = workloads_in(&watches, &namespace);
+        let selection: Vec<(WorkloadKind, String)> = if deleted {
+            Vec::new()
+        } else {
+            workloads
+                .iter()
+                .filter(|w| policy.spec.targets.iter().any(|t| w.is_selected_by(t)))
+                .map(|w| (w.kind(), w.name()))
+                .collect()
+        };
+        let generation = policy.metadata.generation;
+        let before = {
+            let Ok(mut seen) = seen.lock() else {
+                return Vec::new();
+            };
+            let before = if deleted {
+                seen.remove(&key)
+            } else {
+                seen.insert(key, (generation, selection.clone()))
+            };
+            match before {
+                Some((was, selected)) if was == generation && !deleted => {
+                    if selected == selection {
+                        return Vec::new();
+                    }
+                    selected
+                }
+                Some((_, selected)) => selected,
+                None => Vec::new(),
+            }
+        };
+        let affected: Vec<&Workload> = workloads
+            .iter()
+            .filter(|w| {
+                let id = (w.kind(), w.name());
+                selection.contains(&id) || before.contains(&id)
+            })
+            .collect();
+        if affected.is_empty() {
             return Vec::new();
         }
         store
             .state_filter(|other| {
                 other.metadata.namespace == policy.metadata.namespace
                     && other.metadata.name != policy.metadata.name
+                    && affected
+                        .iter()
+                        .any(|w| other.spec.targets.iter().any(|t| w.is_selected_by(t)))
             })
             .iter()
             .map(|other| ObjectRef::from_obj(other.as_ref()))
             .collect()
     }
+}
+
+/// The Deployments and StatefulSets of a namespace, from the shared stores.
+fn workloads_in(watches: &Watches, namespace: &str) -> Vec<Workload> {
+    let ours = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        meta.namespace.as_deref() == Some(namespace)
+    };
+    let deployments = watches
+        .deployments
+        .store()
+        .state_filter(|d| ours(&d.metadata));
+    let statefulsets = watches
+        .statefulsets
+        .store()
+        .state_filter(|s| ours(&s.metadata));
+    deployments
+        .into_iter()
+        .map(Workload::Deployment)
+        .chain(statefulsets.into_iter().map(Workload::StatefulSet))
+        .collect()
 }
 
 /// Maps an incident to the other open incidents on its target.
