@@ -49,12 +49,19 @@ pub async fn capture(
         captured_at: Some(Time(now)),
         ..Evidence::default()
     };
-    if workload(client, namespace, target, &mut evidence)
-        .await
-        .is_none()
-    {
+    // The workload with its history, and the Warning events, read at once.
+    let mut names: BTreeSet<String> = pods.iter().map(|p| p.name().to_owned()).collect();
+    names.insert(target.name.clone());
+    let mut events = Evidence::default();
+    let (found, omitted_events) = tokio::join!(
+        workload(client, namespace, target, &mut evidence),
+        warning_events(client, namespace, &names, &mut events)
+    );
+    if found.is_none() {
         return evidence;
     }
+    evidence.events = events.events;
+    evidence.notes.extend(events.notes);
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let mut described: Vec<PodEvidence> = pods.iter().map(describe_pod).collect();
     // Unhealthy and most-restarted first: those are the ones worth reading.
@@ -66,10 +73,6 @@ pub async fn capture(
     });
     let omitted_pods = described.len().saturating_sub(MAX_PODS);
     described.truncate(MAX_PODS);
-
-    let mut names: BTreeSet<String> = pods.iter().map(|p| p.name().to_owned()).collect();
-    names.insert(target.name.clone());
-    let omitted_events = warning_events(client, namespace, &names, &mut evidence).await;
 
     if let Some(failing) = described.iter().find(|p| !p.ready)
         && let Some(pod) = pods.iter().find(|p| p.name() == failing.name)
