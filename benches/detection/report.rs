@@ -1,0 +1,418 @@
+//! The results: a table on stdout and the same as JSON in
+//! `target/bench/latest.json`.
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use k8s_openapi::jiff::Timestamp;
+use serde_json::{Map, Value, json};
+
+use crate::{
+    Result,
+    latency::{self, Round, Sample},
+    memory::MemoryPoint,
+    requests::PerIncident,
+};
+
+/// The guarded pods of each round, as its name says.
+const ROUNDS: [(&str, usize); 2] = [("1,000", 1_000), ("10,000", 10_000)];
+/// One of a sample's times.
+type Measure = fn(&Sample) -> Duration;
+const MEASURES: [(&str, Measure); 3] = [
+    ("bare_watch", |s| s.bare_watch),
+    ("detection", |s| s.detection),
+    ("first_write", |s| s.first_write),
+];
+
+pub struct Phase {
+    pub name: String,
+    pub took: Duration,
+}
+
+pub struct Report {
+    pub operator_pid: u32,
+    pub samples_per_round: usize,
+    pub rounds: [Round; 2],
+    pub memory: Vec<MemoryPoint>,
+    /// Declared Incident created -> first phase seen, sorted.
+    pub reconcile_empty: Vec<Duration>,
+    pub reconcile_with_1000: Vec<Duration>,
+    pub phases: Vec<Phase>,
+    pub wall: Duration,
+}
+
+/// p50, p99 and max of sorted samples (nearest rank).
+struct Stats {
+    samples: usize,
+    p50: Option<Duration>,
+    p99: Option<Duration>,
+    max: Option<Duration>,
+}
+
+impl Stats {
+    fn of(sorted: &[Duration]) -> Stats {
+        Stats {
+            samples: sorted.len(),
+            p50: percentile(sorted, 0.50),
+            p99: percentile(sorted, 0.99),
+            max: sorted.last().copied(),
+        }
+    }
+
+    fn json(&self) -> Value {
+        let seconds = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+        json!({
+            "p50_s": seconds(self.p50),
+            "p99_s": seconds(self.p99),
+            "max_s": seconds(self.max),
+            "samples": self.samples,
+        })
+    }
+}
+
+/// The nearest-rank percentile of sorted samples.
+fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.max(1) - 1).copied()
+}
+
+fn seconds(d: Option<Duration>) -> String {
+    d.map_or_else(|| "-".to_owned(), |d| format!("{:.3} s", d.as_secs_f64()))
+}
+
+fn signed(s: Option<f64>) -> String {
+    s.map_or_else(|| "-".to_owned(), |s| format!("{s:+.3} s"))
+}
+
+fn ratio(a: Option<Duration>, floor: Option<Duration>) -> String {
+    match (a, floor) {
+        (Some(a), Some(floor)) if !floor.is_zero() => {
+            format!("{:.1}x", a.as_secs_f64() / floor.as_secs_f64())
+        }
+        _ => "-".to_owned(),
+    }
+}
+
+fn mebibytes(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+impl Report {
+    /// The RSS growth from 1,000 to 10,000 guarded pods, per pod added.
+    fn kib_per_guarded_pod(&self) -> Option<f64> {
+        let at = |label: &str| self.memory.iter().find(|p| p.label == label);
+        let (small, big) = (at("guarded_1000")?, at("guarded_10000")?);
+        let added = big.guarded_pods.checked_sub(small.guarded_pods)?;
+        (added > 0)
+            .then(|| (big.memory.rss_kib as f64 - small.memory.rss_kib as f64) / added as f64)
+    }
+
+    pub fn print(&self) {
+        println!();
+        println!(
+            "healing-guard-operator bench: the operator against the floor (operator pid {}, {} samples per round)",
+            self.operator_pid, self.samples_per_round
+        );
+        for ((name, _), round) in ROUNDS.iter().zip(&self.rounds) {
+            print_round(name, round);
+        }
+        println!();
+        println!(
+            "Operator memory (/proc/PID/status, after {} s of settling):",
+            crate::SETTLE.as_secs()
+        );
+        println!(
+            "  {:<16} {:>8} {:>8} {:>11} {:>11} {:>9}",
+            "point", "pods", "guarded", "VmRSS", "VmHWM", "took"
+        );
+        for point in &self.memory {
+            println!(
+                "  {:<16} {:>8} {:>8} {:>7.1} MiB {:>7.1} MiB {:>8.1}s",
+                point.label,
+                point.pods_in_cluster,
+                point.guarded_pods,
+                mebibytes(point.memory.rss_kib),
+                mebibytes(point.memory.peak_kib),
+                point.took.as_secs_f64(),
+            );
+        }
+        println!(
+            "  pods: in every namespace; guarded: pods the bench policy guards; took: to reach the point"
+        );
+        match self.kib_per_guarded_pod() {
+            Some(kib) => println!(
+                "  memory per guarded pod (RSS at 10,000 - at 1,000) / 9,000: {kib:.2} KiB"
+            ),
+            None => println!("  memory per guarded pod: -"),
+        }
+        println!();
+        println!(
+            "Incident reconcile, a declared Incident created -> its first phase seen by a watch:"
+        );
+        for (label, sorted) in [
+            ("empty", &self.reconcile_empty),
+            ("with_1000", &self.reconcile_with_1000),
+        ] {
+            let stats = Stats::of(sorted);
+            println!(
+                "  {:<10} n {:>3}   p50 {}   p99 {}   max {}",
+                label,
+                stats.samples,
+                seconds(stats.p50),
+                seconds(stats.p99),
+                seconds(stats.max)
+            );
+        }
+        println!();
+        println!("Phases:");
+        for phase in &self.phases {
+            println!("  {:>7.1} s  {}", phase.took.as_secs_f64(), phase.name);
+        }
+        println!("Wall time: {:.0} s", self.wall.as_secs_f64());
+    }
+
+    /// Writes the JSON report; returns its path.
+    pub fn write_json(&self) -> Result<PathBuf> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join("bench");
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("latest.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&self.json())?)?;
+        Ok(path)
+    }
+
+    fn json(&self) -> Value {
+        let [at_1000, at_10000] = &self.rounds;
+        let mut root = Map::new();
+        root.insert("date".into(), json!(Timestamp::now().to_string()));
+        root.insert("commit".into(), json!(commit()));
+        root.insert("samples_per_round".into(), json!(self.samples_per_round));
+        for (name, value) in round_json(at_1000) {
+            root.insert(name, value);
+        }
+        root.insert("at_10000".into(), Value::Object(round_json(at_10000)));
+        root.insert(
+            "over_floor".into(),
+            json!({"at_1000": over_floor_json(at_1000), "at_10000": over_floor_json(at_10000)}),
+        );
+        let memory = |part: fn(&MemoryPoint) -> u64| {
+            let points: Map<String, Value> = self
+                .memory
+                .iter()
+                .map(|p| (p.label.clone(), json!(mebibytes(part(p)))))
+                .collect();
+            Value::Object(points)
+        };
+        root.insert("rss_mib".into(), memory(|p| p.memory.rss_kib));
+        root.insert("hwm_mib".into(), memory(|p| p.memory.peak_kib));
+        let pods: Map<String, Value> = self
+            .memory
+            .iter()
+            .map(|p| {
+                let value = json!({"in_cluster": p.pods_in_cluster, "guarded": p.guarded_pods, "took_s": p.took.as_secs_f64()});
+                (p.label.clone(), value)
+            })
+            .collect();
+        root.insert("memory_points".into(), Value::Object(pods));
+        root.insert(
+            "kib_per_guarded_pod".into(),
+            json!(self.kib_per_guarded_pod()),
+        );
+        root.insert(
+            "incident_reconcile".into(),
+            json!({
+                "empty": Stats::of(&self.reconcile_empty).json(),
+                "with_1000": Stats::of(&self.reconcile_with_1000).json(),
+            }),
+        );
+        let phases: Vec<Value> = self
+            .phases
+            .iter()
+            .map(|p| json!({"phase": p.name, "took_s": p.took.as_secs_f64()}))
+            .collect();
+        root.insert("phases".into(), json!(phases));
+        root.insert("wall_s".into(), json!(self.wall.as_secs_f64()));
+        Value::Object(root)
+    }
+}
+
+/// The three measures, the requests and the round's timing, as JSON keys.
+fn round_json(round: &Round) -> Map<String, Value> {
+    let mut keys = Map::new();
+    for (name, measure) in MEASURES {
+        keys.insert(
+            name.into(),
+            Stats::of(&latency::sorted(&round.samples, measure)).json(),
+        );
+    }
+    keys.insert(
+        "requests_per_incident".into(),
+        requests_json(&round.requests),
+    );
+    keys.insert("window_s".into(), json!(round.window.as_secs_f64()));
+    keys.insert(
+        "idle_window_s".into(),
+        json!(round.idle_window.as_secs_f64()),
+    );
+    keys.insert(
+        "resolved_after_last_injection_s".into(),
+        json!(round.resolved_after.as_secs_f64()),
+    );
+    keys.insert("unresolved".into(), json!(round.unresolved));
+    let raw: Vec<Value> = round
+        .samples
+        .iter()
+        .map(|s| {
+            json!({
+                "deployment": s.deployment,
+                "bare_watch_s": s.bare_watch.as_secs_f64(),
+                "detection_s": s.detection.as_secs_f64(),
+                "first_write_s": s.first_write.as_secs_f64(),
+            })
+        })
+        .collect();
+    keys.insert("raw_samples".into(), json!(raw));
+    keys
+}
+
+fn over_floor_json(round: &Round) -> Value {
+    let mut value = Map::new();
+    for (name, measure) in &MEASURES[1..] {
+        let differences = latency::over_floor(&round.samples, *measure);
+        value.insert(
+            (*name).into(),
+            json!({"p50_s": percentile(&differences, 0.50), "p99_s": percentile(&differences, 0.99)}),
+        );
+    }
+    Value::Object(value)
+}
+
+fn requests_json(requests: &PerIncident) -> Value {
+    let by_resource: BTreeMap<&String, Value> = requests
+        .by_resource
+        .iter()
+        .map(|(key, (gross, idle, net))| (key, json!({"gross": gross, "idle": idle, "net": net})))
+        .collect();
+    json!({
+        "gross": requests.gross,
+        "idle": requests.idle,
+        "net": requests.net,
+        "lists": requests.lists,
+        "lists_by_resource": requests.lists_by_resource,
+        "by_resource": by_resource,
+        "total_round": requests.total_round,
+        "total_idle": requests.total_idle,
+    })
+}
+
+fn print_round(name: &str, round: &Round) {
+    println!();
+    println!(
+        "Latency at {name} guarded pods, label patch -> seen by a watch ({} samples; round {:.0} s):",
+        round.samples.len(),
+        round.window.as_secs_f64()
+    );
+    println!(
+        "  {:<12} {:>4} {:>9} {:>9} {:>9}  {:>9} {:>9}  {:>21}",
+        "", "n", "p50", "p99", "max", "p50/floor", "p99/floor", "over floor p50 / p99"
+    );
+    let floor = Stats::of(&latency::sorted(&round.samples, MEASURES[0].1));
+    for (index, (label, measure)) in MEASURES.iter().enumerate() {
+        let stats = Stats::of(&latency::sorted(&round.samples, *measure));
+        let over = if index == 0 {
+            "(the floor)".to_owned()
+        } else {
+            let differences = latency::over_floor(&round.samples, *measure);
+            format!(
+                "{} / {}",
+                signed(percentile(&differences, 0.50)),
+                signed(percentile(&differences, 0.99))
+            )
+        };
+        println!(
+            "  {:<12} {:>4} {:>9} {:>9} {:>9}  {:>9} {:>9}  {:>21}",
+            label,
+            stats.samples,
+            seconds(stats.p50),
+            seconds(stats.p99),
+            seconds(stats.max),
+            ratio(stats.p50, floor.p50),
+            ratio(stats.p99, floor.p99),
+            over
+        );
+    }
+    println!(
+        "  bare_watch: a bare pod watcher sees the failure; detection: the Incident is seen; \
+         first_write: the operator's mark is seen on the Deployment"
+    );
+    if round.unresolved.is_empty() {
+        println!(
+            "  every incident Resolved {:.1} s after the last injection",
+            round.resolved_after.as_secs_f64()
+        );
+    } else {
+        println!(
+            "  !!! {} incidents not Resolved: {}",
+            round.unresolved.len(),
+            round.unresolved.join(", ")
+        );
+    }
+    let requests = &round.requests;
+    println!();
+    println!(
+        "Operator requests per incident at {name} guarded pods (audit log; {} in the round, {} in the {:.0} s idle window before it; \
+         idle = that window's rate over the round's length):",
+        requests.total_round,
+        requests.total_idle,
+        round.idle_window.as_secs_f64()
+    );
+    println!("  {:<40} {:>8} {:>8} {:>8}", "verb", "gross", "idle", "net");
+    for (verb, gross) in &requests.gross {
+        let idle = requests.idle.get(verb).copied().unwrap_or_default();
+        let net = requests.net.get(verb).copied().unwrap_or_default();
+        println!("  {verb:<40} {gross:>8.2} {idle:>8.2} {net:>8.2}");
+    }
+    let total = |part: &BTreeMap<String, f64>| part.values().sum::<f64>();
+    println!(
+        "  {:<40} {:>8.2} {:>8.2} {:>8.2}",
+        "all",
+        total(&requests.gross),
+        total(&requests.idle),
+        total(&requests.net)
+    );
+    println!("  by verb and resource:");
+    for (key, (gross, idle, net)) in &requests.by_resource {
+        println!("    {key:<38} {gross:>8.2} {idle:>8.2} {net:>8.2}");
+    }
+    println!(
+        "  (periodic requests slower than the windows, such as watches renewed every \
+         few minutes, fall in one window or the other: net may be off by them, even negative)"
+    );
+    if requests.lists == 0 {
+        println!("  LIST requests in the round: 0");
+    } else {
+        println!(
+            "  !!! LIST requests in the round: {} ({})",
+            requests.lists,
+            requests
+                .lists_by_resource
+                .iter()
+                .map(|(resource, n)| format!("{resource}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
+
+/// The checked-out commit, when git can tell.
+fn commit() -> Option<String> {
+    let output = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
