@@ -140,7 +140,12 @@ pub async fn run(
             Some(change) = policy_changes.next() => {
                 // What is guarded follows the policies' specs, not their status.
                 if spec_changed(&mut policy_generations, &change) {
-                    detector.policies_changed();
+                    // A policy guards only workloads of its own namespace.
+                    let namespace = match &change {
+                        Change::Applied(policy) | Change::Deleted(policy) => policy.namespace(),
+                        Change::Resynced => None,
+                    };
+                    detector.policies_changed_in(namespace.as_deref());
                 }
             }
             Some(change) = deployment_changes.next() => detector.workload_changed(change.map(Workload::Deployment)),
@@ -209,27 +214,36 @@ impl Detector {
 
     /// Re-derives what is guarded from the policies, then re-evaluates everything.
     fn policies_changed(&mut self) {
+        self.policies_changed_in(None);
+    }
+
+    /// Re-derives what is guarded in `namespace` (every namespace: None)
+    /// from the policies, then re-evaluates its guarded workloads: a policy
+    /// added elsewhere costs the others nothing.
+    fn policies_changed_in(&mut self, namespace: Option<&str>) {
+        let concerned = |id: &WorkloadId| namespace.is_none_or(|ns| id.1 == ns);
         let guarded: HashMap<WorkloadId, Workload> = self
             .all_workloads()
             .into_iter()
+            .filter(|workload| namespace.is_none_or(|ns| workload.namespace() == ns))
             .filter(|workload| self.guarding_policy(workload).is_some())
             .map(|workload| (id_of(&workload), workload))
             .collect();
         let gone: Vec<WorkloadId> = self
             .workloads
             .keys()
-            .filter(|id| !guarded.contains_key(*id))
+            .filter(|id| concerned(id) && !guarded.contains_key(*id))
             .cloned()
             .collect();
         for id in gone {
             self.forget(&id);
         }
-        self.workloads = guarded;
+        let ids: Vec<WorkloadId> = guarded.keys().cloned().collect();
+        self.workloads.extend(guarded);
         self.sync_pod_watches();
         // Probes of valid policies only: an invalid policy is inert.
         let valid = self.valid_policies();
         self.prober.sync(&valid);
-        let ids: Vec<WorkloadId> = self.workloads.keys().cloned().collect();
         for id in ids {
             self.evaluate(&id);
         }
