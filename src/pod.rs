@@ -7,7 +7,7 @@
 //! a few MiB.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap, HashSet},
     fmt,
     sync::{
         Arc, PoisonError, RwLock,
@@ -23,8 +23,9 @@ use k8s_openapi::{
 };
 use kube::{
     Resource,
+    core::{Selector, SelectorExt},
     runtime::{
-        reflector::{self, Store},
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
@@ -210,77 +211,197 @@ pub fn facts_event(event: watcher::Event<Pod>) -> watcher::Event<PodFacts> {
     }
 }
 
-/// The pods of every guarded workload's selector, one store per selector,
-/// shared: the detector's pod watches fill them, and the incident
-/// controller reads its target's pods here instead of listing them.
+/// The pods of the namespaces that hold guarded workloads: one watch and
+/// one store per namespace (a watch is a connection; one per workload cost
+/// about 85 KiB each), and for each guarded pod selector the names of the
+/// pods it selects, kept as the pods change. The detector's pod watches
+/// fill them; the incident controller reads its target's pods here instead
+/// of listing them.
 #[derive(Clone, Default)]
 pub struct GuardedPods {
-    stores: Arc<RwLock<HashMap<PodSelector, GuardedStore>>>,
+    namespaces: Arc<RwLock<HashMap<String, NamespacePods>>>,
 }
 
-#[derive(Clone)]
-struct GuardedStore {
+struct NamespacePods {
     store: Store<PodFacts>,
     /// Its first complete list has arrived.
     synced: Arc<AtomicBool>,
+    /// The pods each guarded selector of the namespace selects, by name.
+    selected: HashMap<String, (Selector, HashSet<String>)>,
 }
 
-/// What fills one selector's store: the watch applies its events here.
+impl NamespacePods {
+    /// Files `pod` under the selectors that select it, and under no other.
+    fn index(&mut self, pod: &PodFacts) {
+        let name = pod.name();
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        for (selector, names) in self.selected.values_mut() {
+            if selector.matches(&labels) {
+                if !names.contains(name) {
+                    names.insert(name.to_owned());
+                }
+            } else {
+                names.remove(name);
+            }
+        }
+    }
+
+    fn unindex(&mut self, pod: &PodFacts) {
+        for (_, names) in self.selected.values_mut() {
+            names.remove(pod.name());
+        }
+    }
+
+    /// Every selector's pods again, from the store (after a full list).
+    fn reindex(&mut self) {
+        let pods = self.store.state();
+        for (selector, names) in self.selected.values_mut() {
+            names.clear();
+            for pod in &pods {
+                let labels = pod.metadata.labels.clone().unwrap_or_default();
+                if selector.matches(&labels) {
+                    names.insert(pod.name().to_owned());
+                }
+            }
+        }
+    }
+}
+
+/// What fills one namespace's store: its watch applies its events here.
 pub struct StoreFiller {
+    namespace: String,
     writer: reflector::store::Writer<PodFacts>,
-    synced: Arc<AtomicBool>,
+    pods: GuardedPods,
 }
 
 impl StoreFiller {
     pub fn apply(&mut self, event: &watcher::Event<PodFacts>) {
         self.writer.apply_watcher_event(event);
-        if matches!(event, watcher::Event::InitDone) {
-            self.synced.store(true, Ordering::Release);
+        let mut namespaces = self
+            .pods
+            .namespaces
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(entry) = namespaces.get_mut(&self.namespace) else {
+            return;
+        };
+        match event {
+            watcher::Event::Apply(pod) => entry.index(pod),
+            watcher::Event::Delete(pod) => entry.unindex(pod),
+            watcher::Event::InitDone => {
+                entry.reindex();
+                entry.synced.store(true, Ordering::Release);
+            }
+            watcher::Event::Init | watcher::Event::InitApply(_) => {}
         }
     }
 }
 
 impl GuardedPods {
-    /// A new, empty store for `key` (replacing any before it), and what fills it.
-    pub fn register(&self, key: PodSelector) -> StoreFiller {
+    /// A new, empty store for the pods of `namespace` (replacing any before
+    /// it, and keeping its selectors), and what fills it.
+    pub fn register(&self, namespace: &str) -> StoreFiller {
         let (store, writer) = reflector::store();
-        let synced = Arc::new(AtomicBool::new(false));
-        let entry = GuardedStore {
-            store,
-            synced: synced.clone(),
-        };
-        self.stores
+        let mut namespaces = self
+            .namespaces
             .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, entry);
-        StoreFiller { writer, synced }
+            .unwrap_or_else(PoisonError::into_inner);
+        let selected = namespaces
+            .remove(namespace)
+            .map(|before| before.selected)
+            .unwrap_or_default();
+        namespaces.insert(
+            namespace.to_owned(),
+            NamespacePods {
+                store,
+                synced: Arc::new(AtomicBool::new(false)),
+                selected,
+            },
+        );
+        StoreFiller {
+            namespace: namespace.to_owned(),
+            writer,
+            pods: self.clone(),
+        }
     }
 
-    pub fn unregister(&self, key: &PodSelector) {
-        self.stores
+    /// Forgets the pods of `namespace`.
+    pub fn unregister(&self, namespace: &str) {
+        self.namespaces
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(key);
+            .remove(namespace);
     }
 
-    /// The pods of `key` that `keep` accepts, once its watch has listed them
-    /// all; None when the selector is not watched or not synced yet.
+    /// Keeps exactly `keys` as the selectors whose pods are indexed, each
+    /// filled from its namespace's store.
+    pub fn select(&self, keys: &BTreeMap<PodSelector, Selector>) {
+        let mut namespaces = self
+            .namespaces
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (namespace, entry) in namespaces.iter_mut() {
+            entry.selected.retain(|selector, _| {
+                keys.contains_key(&PodSelector {
+                    namespace: namespace.clone(),
+                    selector: selector.clone(),
+                })
+            });
+            let new: Vec<(&PodSelector, &Selector)> = keys
+                .iter()
+                .filter(|(k, _)| {
+                    k.namespace == *namespace && !entry.selected.contains_key(&k.selector)
+                })
+                .collect();
+            for (key, selector) in new {
+                let selector = selector.clone();
+                let names = entry
+                    .store
+                    .state()
+                    .iter()
+                    .filter(|pod| {
+                        selector.matches(&pod.metadata.labels.clone().unwrap_or_default())
+                    })
+                    .map(|pod| pod.name().to_owned())
+                    .collect();
+                entry.selected.insert(key.selector.clone(), (selector, names));
+            }
+        }
+    }
+
+    /// The pods `key` selects that `keep` accepts, once its namespace's
+    /// watch has listed them all; None when it is not watched or not synced
+    /// yet.
     pub fn pods(
         &self,
         key: &PodSelector,
         keep: impl Fn(&PodFacts) -> bool,
     ) -> Option<Vec<Arc<PodFacts>>> {
-        let stores = self.stores.read().unwrap_or_else(PoisonError::into_inner);
-        let entry = stores.get(key)?;
-        entry
-            .synced
-            .load(Ordering::Acquire)
-            .then(|| entry.store.state_filter(|pod| keep(pod)))
+        let namespaces = self
+            .namespaces
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let entry = namespaces.get(&key.namespace)?;
+        if !entry.synced.load(Ordering::Acquire) {
+            return None;
+        }
+        let (_, names) = entry.selected.get(&key.selector)?;
+        Some(
+            names
+                .iter()
+                .filter_map(|name| {
+                    entry
+                        .store
+                        .get(&ObjectRef::new(name).within(&key.namespace))
+                })
+                .filter(|pod| keep(pod))
+                .collect(),
+        )
     }
 
     /// How many pods the stores hold, for the metrics.
     pub fn len(&self) -> usize {
-        self.stores
+        self.namespaces
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
@@ -351,34 +472,65 @@ mod tests {
     }
 
     #[test]
-    fn a_store_answers_only_once_its_watch_has_listed_everything() {
+    fn a_selector_finds_its_pods_only_once_the_namespace_is_listed_and_follows_their_labels() {
         let pods = GuardedPods::default();
         let key = PodSelector {
             namespace: "shop".into(),
             selector: "app=api".into(),
         };
+        let selector = |text: &str| -> Selector {
+            let (k, v) = text.split_once('=').unwrap();
+            Selector::from_iter([(k.to_owned(), v.to_owned())])
+        };
+        let keys = BTreeMap::from([(key.clone(), selector("app=api"))]);
         assert!(pods.pods(&key, |_| true).is_none(), "not watched");
-        let mut filler = pods.register(key.clone());
-        let facts = |name: &str| PodFacts {
+        let mut filler = pods.register("shop");
+        pods.select(&keys);
+        let facts = |name: &str, app: &str| PodFacts {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some("shop".into()),
+                labels: Some([("app".to_owned(), app.to_owned())].into()),
                 ..ObjectMeta::default()
             },
             ..PodFacts::default()
         };
         filler.apply(&watcher::Event::Init);
-        filler.apply(&watcher::Event::InitApply(facts("a")));
+        filler.apply(&watcher::Event::InitApply(facts("a", "api")));
         assert!(pods.pods(&key, |_| true).is_none(), "not synced yet");
-        filler.apply(&watcher::Event::InitApply(facts("b")));
+        filler.apply(&watcher::Event::InitApply(facts("b", "api")));
+        filler.apply(&watcher::Event::InitApply(facts("w", "worker")));
         filler.apply(&watcher::Event::InitDone);
-        assert_eq!(pods.pods(&key, |_| true).map(|p| p.len()), Some(2));
-        assert_eq!(
-            pods.pods(&key, |p| p.name() == "b").map(|p| p.len()),
-            Some(1)
-        );
+        let names = |pods: Option<Vec<Arc<PodFacts>>>| {
+            let mut names: Vec<String> = pods
+                .unwrap_or_default()
+                .iter()
+                .map(|p| p.name().to_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(pods.pods(&key, |_| true)), ["a", "b"]);
+        assert_eq!(names(pods.pods(&key, |p| p.name() == "b")), ["b"]);
+        // Relabelled out of the selector, and into it; deleted.
+        filler.apply(&watcher::Event::Apply(facts("a", "worker")));
+        filler.apply(&watcher::Event::Apply(facts("w", "api")));
+        filler.apply(&watcher::Event::Delete(facts("b", "api")));
+        assert_eq!(names(pods.pods(&key, |_| true)), ["w"]);
+        // A selector added later is filled from what the store holds.
+        let workers = PodSelector {
+            namespace: "shop".into(),
+            selector: "app=worker".into(),
+        };
+        pods.select(&BTreeMap::from([
+            (key.clone(), selector("app=api")),
+            (workers.clone(), selector("app=worker")),
+        ]));
+        assert_eq!(names(pods.pods(&workers, |_| true)), ["a"]);
         assert_eq!(pods.len(), 2);
-        pods.unregister(&key);
-        assert!(pods.pods(&key, |_| true).is_none());
+        pods.select(&BTreeMap::from([(workers.clone(), selector("app=worker"))]));
+        assert!(pods.pods(&key, |_| true).is_none(), "no longer selected");
+        pods.unregister("shop");
+        assert!(pods.pods(&workers, |_| true).is_none());
     }
 }

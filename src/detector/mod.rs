@@ -329,7 +329,7 @@ impl Detector {
         let desired = self
             .workloads
             .values()
-            .filter_map(Workload::pod_selector)
+            .filter_map(|w| Some((w.pod_selector()?, w.selector()?)))
             .collect();
         self.pod_watches.sync(desired);
     }
@@ -338,16 +338,16 @@ impl Detector {
     fn pod_event(&mut self, change: PodChange) {
         let ids: Vec<WorkloadId> = match self.pod_watches.apply(change) {
             None => return,
-            Some(PodChange::Synced(key)) => self
+            Some(PodChange::Synced(namespace)) => self
                 .workloads
-                .iter()
-                .filter(|(_, w)| w.pod_selector().as_ref() == Some(&key))
-                .map(|(id, _)| id.clone())
+                .keys()
+                .filter(|id| id.1 == namespace)
+                .cloned()
                 .collect(),
-            Some(PodChange::Pod(key, pod)) => self
+            Some(PodChange::Pod(namespace, pod)) => self
                 .workloads
                 .iter()
-                .filter(|(_, w)| w.pod_selector().as_ref() == Some(&key) && w.owns(pod.as_ref()))
+                .filter(|(id, w)| id.1 == namespace && w.owns(pod.as_ref()))
                 .map(|(id, _)| id.clone())
                 .collect(),
         };

@@ -1,42 +1,43 @@
-//! The detector's own watches: one per guarded workload's pod selector, so
-//! unguarded pods cost nothing. Each runs in its own task, keeps its pods
-//! (their facts, not whole objects) in a store of the shared
-//! [`GuardedPods`], where the incident controller reads them too, and tells
-//! the detector what changed, tagged with its selector.
+//! The detector's own pod watches: one per namespace that holds a guarded
+//! workload, so pods elsewhere cost nothing. Each runs in its own task,
+//! keeps its namespace's pods (their facts, not whole objects) in the
+//! shared [`GuardedPods`], which indexes them by guarded selector and where
+//! the incident controller reads them too, and tells the detector what
+//! changed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, Client,
+    core::Selector,
     runtime::{WatchStreamExt, watcher},
 };
 use tokio::{sync::mpsc, task::AbortHandle};
 
 use crate::pod::{GuardedPods, PodFacts, PodSelector, facts_event};
 
-/// What one of the pod watches tells the detector, once its store holds it.
+/// What one of the pod watches tells the detector, once the shared stores
+/// hold it.
 pub enum PodChange {
-    /// The watch of this selector has its first complete list.
-    Synced(PodSelector),
-    /// A pod of this selector changed or went.
-    Pod(PodSelector, Box<PodFacts>),
+    /// The watch of this namespace has its first complete list.
+    Synced(String),
+    /// A pod of this namespace changed or went.
+    Pod(String, Box<PodFacts>),
 }
 
-/// Starts the watch for the pods of a selector; the task ends when aborted
-/// or when the detector is gone.
+/// Starts the watch for the pods of a namespace; the task ends when
+/// aborted or when the detector is gone.
 fn spawn_pod_watch(
     client: &Client,
     pods: &GuardedPods,
-    key: PodSelector,
+    namespace: String,
     sender: mpsc::Sender<PodChange>,
 ) -> AbortHandle {
-    let api: Api<Pod> = Api::namespaced(client.clone(), &key.namespace);
-    let config = watcher::Config::default()
-        .any_semantic()
-        .labels(&key.selector);
-    let mut filler = pods.register(key.clone());
+    let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let config = watcher::Config::default().any_semantic();
+    let mut filler = pods.register(&namespace);
     let task = tokio::spawn(async move {
         let mut events = watcher(api, config)
             .default_backoff()
@@ -54,9 +55,9 @@ fn spawn_pod_watch(
             };
             filler.apply(&event);
             let change = match event {
-                watcher::Event::InitDone => PodChange::Synced(key.clone()),
+                watcher::Event::InitDone => PodChange::Synced(namespace.clone()),
                 watcher::Event::Apply(pod) | watcher::Event::Delete(pod) => {
-                    PodChange::Pod(key.clone(), Box::new(pod))
+                    PodChange::Pod(namespace.clone(), Box::new(pod))
                 }
                 watcher::Event::Init | watcher::Event::InitApply(_) => continue,
             };
@@ -68,12 +69,12 @@ fn spawn_pod_watch(
     task.abort_handle()
 }
 
-/// The detector's pod watches, one per selector.
+/// The detector's pod watches, one per namespace.
 pub struct PodWatches {
     client: Client,
     sender: mpsc::Sender<PodChange>,
     pods: GuardedPods,
-    watches: HashMap<PodSelector, PodWatch>,
+    watches: HashMap<String, PodWatch>,
 }
 
 struct PodWatch {
@@ -93,38 +94,45 @@ impl PodWatches {
         }
     }
 
-    /// Watches exactly the `desired` selectors: new ones start, the rest stop.
-    pub fn sync(&mut self, desired: BTreeSet<PodSelector>) {
+    /// Watches exactly the namespaces of the `desired` selectors, and
+    /// indexes their pods by those selectors.
+    pub fn sync(&mut self, desired: BTreeMap<PodSelector, Selector>) {
+        let namespaces: BTreeSet<&str> = desired.keys().map(|k| k.namespace.as_str()).collect();
         let pods = &self.pods;
-        self.watches.retain(|key, watch| {
-            let keep = desired.contains(key);
+        self.watches.retain(|namespace, watch| {
+            let keep = namespaces.contains(namespace.as_str());
             if !keep {
                 watch.handle.abort();
-                pods.unregister(key);
+                pods.unregister(namespace);
             }
             keep
         });
-        for key in desired {
-            if !self.watches.contains_key(&key) {
-                tracing::debug!(%key, "watching pods");
-                let handle =
-                    spawn_pod_watch(&self.client, &self.pods, key.clone(), self.sender.clone());
+        for namespace in namespaces {
+            if !self.watches.contains_key(namespace) {
+                tracing::debug!(namespace, "watching pods");
+                let handle = spawn_pod_watch(
+                    &self.client,
+                    &self.pods,
+                    namespace.to_owned(),
+                    self.sender.clone(),
+                );
                 let watch = PodWatch {
                     handle,
                     synced: false,
                 };
-                self.watches.insert(key, watch);
+                self.watches.insert(namespace.to_owned(), watch);
             }
         }
+        self.pods.select(&desired);
     }
 
     /// Takes note of a change; None when it is of a watch stopped since, or
     /// a pod's change before its watch has synced (nothing to evaluate yet).
     pub fn apply(&mut self, change: PodChange) -> Option<PodChange> {
         match &change {
-            PodChange::Synced(key) => self.watches.get_mut(key)?.synced = true,
-            PodChange::Pod(key, _) => {
-                if !self.watches.get(key)?.synced {
+            PodChange::Synced(namespace) => self.watches.get_mut(namespace)?.synced = true,
+            PodChange::Pod(namespace, _) => {
+                if !self.watches.get(namespace)?.synced {
                     return None;
                 }
             }
@@ -132,22 +140,22 @@ impl PodWatches {
         Some(change)
     }
 
-    /// The pods of a selector, once its watch has synced.
+    /// The pods of a selector, once its namespace's watch has synced.
     pub fn pods(&self, key: &PodSelector) -> Option<Vec<std::sync::Arc<PodFacts>>> {
-        self.watches.get(key).filter(|w| w.synced)?;
+        self.watches.get(&key.namespace).filter(|w| w.synced)?;
         self.pods.pods(key, |_| true)
     }
 
-    /// How many selectors are watched.
+    /// How many namespaces are watched.
     pub fn watched(&self) -> usize {
         self.watches.len()
     }
 
     /// Stops every watch.
     pub fn stop(&self) {
-        for (key, watch) in &self.watches {
+        for (namespace, watch) in &self.watches {
             watch.handle.abort();
-            self.pods.unregister(key);
+            self.pods.unregister(namespace);
         }
     }
 }
