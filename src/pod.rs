@@ -364,7 +364,9 @@ impl GuardedPods {
                     })
                     .map(|pod| pod.name().to_owned())
                     .collect();
-                entry.selected.insert(key.selector.clone(), (selector, names));
+                entry
+                    .selected
+                    .insert(key.selector.clone(), (selector, names));
             }
         }
     }
