@@ -19,6 +19,7 @@ use crate::{
     leader::{Fence, Fenced},
     metrics::Metrics,
     names::FIELD_MANAGER,
+    workload::Workload,
 };
 
 /// One watch per kind the operator reads, each a store and a fan-out of
@@ -69,6 +70,24 @@ impl Watches {
 }
 
 impl Watches {
+    /// The Deployments and StatefulSets the stores hold, of one namespace
+    /// (every namespace: None), as workloads.
+    pub fn workloads(&self, namespace: Option<&str>) -> Vec<Workload> {
+        let ours = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            namespace.is_none_or(|ns| meta.namespace.as_deref() == Some(ns))
+        };
+        let deployments = self.deployments.store().state_filter(|d| ours(&d.metadata));
+        let statefulsets = self
+            .statefulsets
+            .store()
+            .state_filter(|s| ours(&s.metadata));
+        deployments
+            .into_iter()
+            .map(Workload::Deployment)
+            .chain(statefulsets.into_iter().map(Workload::StatefulSet))
+            .collect()
+    }
+
     /// Waits until every store holds its first complete LIST: before that,
     /// a missing policy or incident may only not be loaded yet.
     pub async fn ready(&self) -> Result<(), kube::runtime::reflector::store::WriterDropped> {

@@ -155,6 +155,12 @@ impl PodFacts {
         self.metadata.name.as_deref().unwrap_or("<unnamed>")
     }
 
+    /// Its labels (none: an empty map), for selectors to match.
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        static NONE: BTreeMap<String, String> = BTreeMap::new();
+        self.metadata.labels.as_ref().unwrap_or(&NONE)
+    }
+
     /// Its Ready condition is True.
     pub fn is_ready(&self) -> bool {
         self.ready.as_ref().is_some_and(|r| r.ready)
@@ -234,9 +240,8 @@ impl NamespacePods {
     /// Files `pod` under the selectors that select it, and under no other.
     fn index(&mut self, pod: &PodFacts) {
         let name = pod.name();
-        let labels = pod.metadata.labels.clone().unwrap_or_default();
         for (selector, names) in self.selected.values_mut() {
-            if selector.matches(&labels) {
+            if selector.matches(pod.labels()) {
                 if !names.contains(name) {
                     names.insert(name.to_owned());
                 }
@@ -258,8 +263,7 @@ impl NamespacePods {
         for (selector, names) in self.selected.values_mut() {
             names.clear();
             for pod in &pods {
-                let labels = pod.metadata.labels.clone().unwrap_or_default();
-                if selector.matches(&labels) {
+                if selector.matches(pod.labels()) {
                     names.insert(pod.name().to_owned());
                 }
             }
@@ -359,9 +363,7 @@ impl GuardedPods {
                     .store
                     .state()
                     .iter()
-                    .filter(|pod| {
-                        selector.matches(&pod.metadata.labels.clone().unwrap_or_default())
-                    })
+                    .filter(|pod| selector.matches(pod.labels()))
                     .map(|pod| pod.name().to_owned())
                     .collect();
                 entry

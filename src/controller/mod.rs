@@ -386,7 +386,7 @@ fn neighbours(
         let namespace = policy.namespace().unwrap_or_default();
         // Deleted policies leave the store; what they selected looks again.
         let deleted = store.get(&key).is_none();
-        let workloads = workloads_in(&watches, &namespace);
+        let workloads = watches.workloads(Some(&namespace));
         let selection: Vec<(WorkloadKind, String)> = if deleted {
             Vec::new()
         } else {
@@ -439,26 +439,6 @@ fn neighbours(
             .map(|other| ObjectRef::from_obj(other.as_ref()))
             .collect()
     }
-}
-
-/// The Deployments and StatefulSets of a namespace, from the shared stores.
-fn workloads_in(watches: &Watches, namespace: &str) -> Vec<Workload> {
-    let ours = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-        meta.namespace.as_deref() == Some(namespace)
-    };
-    let deployments = watches
-        .deployments
-        .store()
-        .state_filter(|d| ours(&d.metadata));
-    let statefulsets = watches
-        .statefulsets
-        .store()
-        .state_filter(|s| ours(&s.metadata));
-    deployments
-        .into_iter()
-        .map(Workload::Deployment)
-        .chain(statefulsets.into_iter().map(Workload::StatefulSet))
-        .collect()
 }
 
 /// Maps an incident to the other open incidents on its target.

@@ -5,6 +5,7 @@
 
 pub mod alerts;
 pub mod dedup;
+mod guarded;
 pub mod probes;
 mod signals;
 pub mod symptoms;
@@ -26,7 +27,7 @@ use tracing::{debug, info, warn};
 
 use self::{
     symptoms::{Evaluation, Signal},
-    watches::{PodChange, PodWatches},
+    watches::PodWatches,
     writer::{Report, Writer, Written},
 };
 use crate::{
@@ -201,81 +202,6 @@ fn spec_changed(
 }
 
 impl Detector {
-    /// Every workload in the shared watches, of both kinds.
-    fn all_workloads(&self) -> Vec<Workload> {
-        let deployments = self.watches.deployments.store().state();
-        let statefulsets = self.watches.statefulsets.store().state();
-        deployments
-            .into_iter()
-            .map(Workload::Deployment)
-            .chain(statefulsets.into_iter().map(Workload::StatefulSet))
-            .collect()
-    }
-
-    /// Re-derives what is guarded from the policies, then re-evaluates everything.
-    fn policies_changed(&mut self) {
-        self.policies_changed_in(None);
-    }
-
-    /// Re-derives what is guarded in `namespace` (every namespace: None)
-    /// from the policies, then re-evaluates its guarded workloads: a policy
-    /// added elsewhere costs the others nothing.
-    fn policies_changed_in(&mut self, namespace: Option<&str>) {
-        let concerned = |id: &WorkloadId| namespace.is_none_or(|ns| id.1 == ns);
-        let guarded: HashMap<WorkloadId, Workload> = self
-            .all_workloads()
-            .into_iter()
-            .filter(|workload| namespace.is_none_or(|ns| workload.namespace() == ns))
-            .filter(|workload| self.guarding_policy(workload).is_some())
-            .map(|workload| (id_of(&workload), workload))
-            .collect();
-        let gone: Vec<WorkloadId> = self
-            .workloads
-            .keys()
-            .filter(|id| concerned(id) && !guarded.contains_key(*id))
-            .cloned()
-            .collect();
-        for id in gone {
-            self.forget(&id);
-        }
-        let ids: Vec<WorkloadId> = guarded.keys().cloned().collect();
-        self.workloads.extend(guarded);
-        self.sync_pod_watches();
-        // Probes of valid policies only: an invalid policy is inert.
-        let valid = self.valid_policies();
-        self.prober.sync(&valid);
-        for id in ids {
-            self.evaluate(&id);
-        }
-    }
-
-    /// A workload was created, changed or deleted.
-    fn workload_changed(&mut self, change: Change<Workload>) {
-        match change {
-            Change::Applied(workload) => {
-                let workload = Workload::clone(&workload);
-                let id = id_of(&workload);
-                if self.guarding_policy(&workload).is_some() {
-                    let selector = workload.pod_selector();
-                    let previous = self.workloads.insert(id.clone(), workload);
-                    // Most changes are status: the pod watches stay as they are.
-                    if previous.and_then(|w| w.pod_selector()) != selector {
-                        self.sync_pod_watches();
-                    }
-                    self.evaluate(&id);
-                } else if self.workloads.contains_key(&id) {
-                    self.forget(&id);
-                    self.sync_pod_watches();
-                }
-            }
-            Change::Deleted(workload) => {
-                self.forget(&id_of(&workload));
-                self.sync_pod_watches();
-            }
-            Change::Resynced => self.policies_changed(),
-        }
-    }
-
     /// The writer forgets deleted incidents at once, and after a resync
     /// every incident it no longer finds.
     fn incident_changed(&mut self, change: &Change<crate::crd::Incident>) {
@@ -303,88 +229,6 @@ impl Detector {
             + self.snapshot_jobs.len()
             + self.pod_watches.watched()
             + self.writer.remembered()
-    }
-
-    fn forget(&mut self, id: &WorkloadId) {
-        self.workloads.remove(id);
-        self.evaluations.remove(id);
-        self.short_since.remove(id);
-        self.healthy_since.remove(id);
-        self.snapshotted.remove(id);
-        self.snapshot_jobs.remove(id);
-        if let Some(timer) = self.timer_keys.remove(id) {
-            self.timers.remove(&timer);
-        }
-        // Reports not yet written for an unguarded target are dropped.
-        self.pending.retain(|(namespace, _), report| {
-            !(report.target.kind == id.0 && *namespace == id.1 && report.target.name == id.2)
-        });
-        let prefix = format!("{}/{}/", id.0, id.2);
-        self.noticed
-            .retain(|(namespace, key), _| !(*namespace == id.1 && key.starts_with(&prefix)));
-    }
-
-    /// Starts a pod watch for every guarded workload's selector and stops the rest.
-    fn sync_pod_watches(&mut self) {
-        let desired = self
-            .workloads
-            .values()
-            .filter_map(|w| Some((w.pod_selector()?, w.selector()?)))
-            .collect();
-        self.pod_watches.sync(desired);
-    }
-
-    /// Evaluates the workloads a pod event concerns.
-    fn pod_event(&mut self, change: PodChange) {
-        let ids: Vec<WorkloadId> = match self.pod_watches.apply(change) {
-            None => return,
-            Some(PodChange::Synced(namespace)) => self
-                .workloads
-                .keys()
-                .filter(|id| id.1 == namespace)
-                .cloned()
-                .collect(),
-            Some(PodChange::Pod(namespace, pod)) => self
-                .workloads
-                .iter()
-                .filter(|(id, w)| id.1 == namespace && w.owns(pod.as_ref()))
-                .map(|(id, _)| id.clone())
-                .collect(),
-        };
-        for id in ids {
-            self.evaluate(&id);
-        }
-    }
-
-    /// The policy that guards a workload: of those whose targets select it,
-    /// the highest priority, then the first by name.
-    fn guarding_policy(&self, workload: &Workload) -> Option<Arc<RemediationPolicy>> {
-        let namespace = workload.namespace();
-        let mut candidates: Vec<Arc<RemediationPolicy>> = self
-            .watches
-            .policies
-            .store()
-            .state()
-            .into_iter()
-            .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
-            .filter(|p| p.spec.targets.iter().any(|t| workload.is_selected_by(t)))
-            // An invalid policy is inert: it says so in its Ready condition.
-            .filter(|p| crate::validation::policy(&p.spec).is_empty())
-            .collect();
-        candidates.sort_by_key(|p| p.spec.precedence(&p.name_any()));
-        candidates.into_iter().next()
-    }
-
-    /// The policies in force: an invalid one is inert (its Ready condition
-    /// says why).
-    fn valid_policies(&self) -> Vec<Arc<RemediationPolicy>> {
-        self.watches
-            .policies
-            .store()
-            .state()
-            .into_iter()
-            .filter(|p| crate::validation::policy(&p.spec).is_empty())
-            .collect()
     }
 
     /// Classifies a workload and its pods, and turns what changed into reports.

@@ -260,23 +260,7 @@ fn from_incidents(
 
 /// The distinct workloads the targets select, from the shared watches.
 fn selected_workloads(watches: &Watches, namespace: &str, targets: &[Target]) -> Vec<Workload> {
-    let in_namespace = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-        meta.namespace.as_deref() == Some(namespace)
-    };
-    let workloads = watches
-        .deployments
-        .store()
-        .state_filter(|d| in_namespace(&d.metadata))
-        .into_iter()
-        .map(Workload::Deployment)
-        .chain(
-            watches
-                .statefulsets
-                .store()
-                .state_filter(|s| in_namespace(&s.metadata))
-                .into_iter()
-                .map(Workload::StatefulSet),
-        );
+    let workloads = watches.workloads(Some(namespace)).into_iter();
     let mut selected: Vec<Workload> = workloads
         .filter(|workload| targets.iter().any(|t| workload.is_selected_by(t)))
         .collect();
