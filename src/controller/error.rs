@@ -18,8 +18,8 @@ pub enum Error {
     #[error(transparent)]
     Fenced(#[from] crate::leader::Fenced),
     /// A service an action called answered otherwise than expected.
-    #[error("{0}")]
-    Service(String),
+    #[error(transparent)]
+    Call(#[from] crate::remediation::actions::http::CallError),
     /// The object has no name or namespace; it cannot be reconciled.
     #[error("object without {0}")]
     MissingMetadata(&'static str),
@@ -36,7 +36,7 @@ impl From<ApplyError> for Error {
         match error {
             ApplyError::Kube(error) => Error::Kube(error),
             ApplyError::Encode(error) => Error::Serialize(error),
-            ApplyError::Service(message) => Error::Service(message),
+            ApplyError::Call(error) => Error::Call(error),
         }
     }
 }
@@ -58,7 +58,7 @@ impl Error {
             Error::Kube(kube::Error::Api(status)) => format!("api_{}", status.code),
             Error::Kube(_) => "kube".into(),
             Error::Serialize(_) => "serialize".into(),
-            Error::Service(_) => "service".into(),
+            Error::Call(_) => "service".into(),
             Error::MissingMetadata(_) => "missing_metadata".into(),
             Error::Fenced(_) => "fenced".into(),
         }

@@ -374,30 +374,6 @@ impl Mode {
 }
 
 impl ActionKind {
-    /// Whether this action can be applied to a workload of that kind.
-    pub fn applies_to(self, kind: WorkloadKind) -> bool {
-        match self {
-            ActionKind::Scale
-            | ActionKind::Restart
-            | ActionKind::Http
-            | ActionKind::RunJob
-            | ActionKind::RotateSecret
-            | ActionKind::Patch
-            | ActionKind::RestoreData => true,
-            ActionKind::Rollback | ActionKind::RestoreConfig => kind == WorkloadKind::Deployment,
-        }
-    }
-
-    /// Whether an Incident may list it in its own `spec.actions` (when its
-    /// policy allows): not the actions that send Secrets to a URL or run
-    /// code of the writer's choosing.
-    pub fn may_be_brought_by_incidents(self) -> bool {
-        !matches!(
-            self,
-            ActionKind::Http | ActionKind::RunJob | ActionKind::RestoreData
-        )
-    }
-
     /// The name used in YAML, step ids and metrics.
     pub fn as_str(self) -> &'static str {
         self.into()

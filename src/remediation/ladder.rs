@@ -14,10 +14,11 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
+use super::actions::{self, AnyAction};
 use crate::{
     crd::{
-        Action, ActionKind, Incident, IncidentType, Mode, PolicyRule, RemediationPolicy, Safety,
-        StepRecord, StepResult, Verify,
+        Action, Incident, Mode, PolicyRule, RemediationPolicy, Safety, StepRecord, StepResult,
+        Verify,
     },
     names::BREAKER_RESET_ANNOTATION,
     workload::Workload,
@@ -54,6 +55,11 @@ pub struct Rung {
 impl Rung {
     pub fn name(&self) -> &str {
         self.action.step_name()
+    }
+
+    /// The action the rung's kind names.
+    pub fn act(&self) -> &'static dyn AnyAction {
+        actions::resolve(self.action.action)
     }
 }
 
@@ -136,17 +142,7 @@ pub fn resolve(
         .into_iter()
         .map(|action| {
             let (mut mode, limited) = authorized_mode(&action, own, spec.mode, policy, guarded);
-            // A security incident's rotation waits for a human unless its
-            // step says otherwise: new credentials lock people out too.
-            if action.action == ActionKind::RotateSecret
-                && action.mode.is_none()
-                && spec.incident_type == IncidentType::SecurityIncident
-            {
-                mode = mode.tightened_by(Mode::RequireApproval);
-            }
-            // Restoring data takes its writers down and loses what was
-            // written since the backup: a named person approves it, always.
-            if action.action == ActionKind::RestoreData {
+            if actions::resolve(action.action).needs_approval(&action, spec.incident_type) {
                 mode = mode.tightened_by(Mode::RequireApproval);
             }
             Rung {
@@ -204,7 +200,7 @@ pub fn authorized_mode(
         )),
         // What a step calls or runs is the policy's to choose, never an
         // Incident writer's (whatever allowedActions says).
-        Some(_) if own && !step.action.may_be_brought_by_incidents() => Err(format!(
+        Some(_) if own && actions::resolve(step.action).policy_only() => Err(format!(
             "an Incident's own {} step never runs: what it calls or runs belongs in a RemediationPolicy rule",
             step.action
         )),
@@ -372,30 +368,6 @@ fn record_untried(
         None if last == Some(StepResult::DryRun) => Next::DryRunComplete,
         None => Next::Exhausted,
     }
-}
-
-/// The ledger id of a step: stable across restarts, unique per incident.
-pub fn step_id(incident_uid: &str, entry: usize, step_name: &str, round: i32) -> String {
-    let prefix: String = incident_uid.chars().filter(|c| *c != '-').take(8).collect();
-    format!("{prefix}-{entry}-{step_name}-{round}")
-}
-
-/// The name of the Job a `runJob` step creates: from the step's id, so
-/// that it is created once (found again after a restart), unique per
-/// incident, entry and round, and a valid name (at most 63 characters).
-pub fn job_name(step_id: &str) -> String {
-    // step_id is `{uid prefix}-{entry}-{step name}-{round}`.
-    let parts = step_id.split_once('-').and_then(|(prefix, rest)| {
-        let (entry, rest) = rest.split_once('-')?;
-        let (name, round) = rest.rsplit_once('-')?;
-        Some((prefix, entry, name, round))
-    });
-    let mut name = match parts {
-        Some((prefix, entry, name, round)) => format!("hg-{prefix}-{entry}-{round}-{name}"),
-        None => format!("hg-{step_id}"),
-    };
-    name.truncate(63);
-    name.trim_end_matches(['-', '.']).to_ascii_lowercase()
 }
 
 /// A ladder of no rungs that still concludes the verification of a step
@@ -902,27 +874,5 @@ mod tests {
         alone.spec.rule = None;
         let ladder = resolve(&alone, None, false).unwrap();
         assert_eq!(modes(&ladder), [(DryRun, true), (DryRun, true)]);
-    }
-
-    #[test]
-    fn a_job_is_named_after_its_step_within_the_limit() {
-        let id = step_id("0f0e1d2c-aaaa", 2, "smoke-test", 1);
-        assert_eq!(job_name(&id), "hg-0f0e1d2c-2-1-smoke-test");
-        let long = step_id("0f0e1d2c-aaaa", 12, &"x".repeat(63), 3);
-        let name = job_name(&long);
-        assert_eq!(name.len(), 63);
-        assert!(
-            name.starts_with("hg-0f0e1d2c-12-3-xxx"),
-            "the round survives: {name}"
-        );
-        assert_ne!(job_name(&step_id("0f0e1d2c", 12, &"x".repeat(63), 4)), name);
-    }
-
-    #[test]
-    fn step_ids_are_stable() {
-        assert_eq!(
-            step_id("1f2e3d4c-aaaa-bbbb", 1, "restart", 1),
-            "1f2e3d4c-1-restart-1"
-        );
     }
 }

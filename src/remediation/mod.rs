@@ -6,3 +6,4 @@ pub mod actions;
 pub mod known_good;
 pub mod ladder;
 pub mod safety;
+pub mod step_id;

@@ -3,9 +3,12 @@
 use std::collections::HashSet;
 
 use super::Problems;
-use crate::crd::{
-    Action, WorkloadKind,
-    bounds::{MAX_COUNT, MAX_INCREMENT, MAX_REPLICAS, STEP_TIMEOUT},
+use crate::{
+    crd::{
+        Action, WorkloadKind,
+        bounds::{MAX_COUNT, MAX_INCREMENT, MAX_REPLICAS, STEP_TIMEOUT},
+    },
+    remediation::actions::{self, run_job::job_spec},
 };
 
 /// Every problem of the ladder `actions` at `field`, whose steps act on
@@ -29,7 +32,7 @@ pub fn ladder(
             );
         }
         for (kind_field, kind) in kinds {
-            if !action.action.applies_to(*kind) {
+            if !actions::resolve(action.action).applies_to(*kind) {
                 problems.add(
                     format!("{here}.action"),
                     format!("{} cannot apply to a {kind} ({kind_field})", action.action),
@@ -59,10 +62,9 @@ pub fn ladder(
             }
         }
         if let Some(settings) = &action.run_job
-            && let Err(why) = crate::remediation::actions::run_job::job_spec(settings)
+            && let Err(problem) = job_spec(settings)
         {
-            let (field, why) = why.split_once(": ").unwrap_or(("runJob.job", why.as_str()));
-            problems.add(format!("{here}.{field}"), why.to_owned());
+            problems.add(format!("{here}.runJob.{}", problem.field), problem.why);
         }
         if let Some(settings) = &action.restore_data {
             let as_job = crate::crd::RunJobAction {
@@ -70,10 +72,8 @@ pub fn ladder(
                 deadline: settings.deadline,
                 keep_for: None,
             };
-            if let Err(why) = crate::remediation::actions::run_job::job_spec(&as_job) {
-                let (field, why) = why.split_once(": ").unwrap_or(("runJob.job", why.as_str()));
-                let field = field.replacen("runJob", "restoreData", 1);
-                problems.add(format!("{here}.{field}"), why.to_owned());
+            if let Err(problem) = job_spec(&as_job) {
+                problems.add(format!("{here}.restoreData.{}", problem.field), problem.why);
             }
         }
         if let Some(scale) = &action.scale {

@@ -369,7 +369,7 @@ async fn job_of(
 ) -> Option<k8s_openapi::api::batch::v1::Job> {
     let id = &incident.status.as_ref()?.steps.get(step)?.id;
     Api::<k8s_openapi::api::batch::v1::Job>::namespaced(client.clone(), ns)
-        .get_opt(&healing_guard_operator::remediation::ladder::job_name(id))
+        .get_opt(&healing_guard_operator::remediation::step_id::job_name(id))
         .await
         .unwrap()
 }
@@ -446,7 +446,7 @@ async fn a_job_step_fails_with_its_job_and_the_next_one_verifies() {
     );
     assert_eq!(
         second.name_any(),
-        healing_guard_operator::remediation::ladder::job_name(&steps[1].id)
+        healing_guard_operator::remediation::step_id::job_name(&steps[1].id)
     );
 }
 

@@ -7,7 +7,7 @@ use super::decision::Effect;
 use crate::{
     context::Context,
     leader::Fenced,
-    remediation::actions::{self, ApplyError},
+    remediation::actions::{ApplyError, Io},
     workload::Workload,
 };
 
@@ -28,14 +28,15 @@ pub async fn act(
     effect: &Effect,
 ) -> Result<Vec<String>, ActError> {
     ctx.may_write()?;
-    let lines = actions::apply(
-        &ctx.client,
-        &ctx.http,
-        workload,
-        &effect.planned.change,
-        effect.dry_run,
-    )
-    .await?;
+    let io = Io {
+        client: &ctx.client,
+        http: &ctx.http,
+    };
+    let lines = effect
+        .planned
+        .change
+        .apply(io, workload, effect.dry_run)
+        .await?;
     info!(
         target = %workload.reference(),
         change = %effect.planned.summary,

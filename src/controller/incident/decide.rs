@@ -385,9 +385,12 @@ fn follow_up(decision: &mut Decision, ladder: &Ladder, seen: &Observation) -> bo
     }
     let min_ready = ladder.safety.min_ready_replicas;
     let replacing = &record.replacing;
-    let Some(planned) =
-        actions::follow_up(&rung.action, &seen.pods, (started, replacing), min_ready)
-    else {
+    let Some(planned) = rung.act().follow_up(
+        &rung.action,
+        &seen.pods,
+        actions::Progress { started, replacing },
+        min_ready,
+    ) else {
         return false;
     };
     decision.effect = Some(Effect {
@@ -424,7 +427,7 @@ mod tests {
     use crate::{
         crd::RemediationPolicy,
         names::{REVISION_ANNOTATION, STEP_ANNOTATION},
-        remediation::actions::{Change, Inputs, rollback},
+        remediation::actions::{Inputs, rollback},
     };
 
     const UID: &str = "0123abcd-0000-0000-0000-000000000000";
@@ -526,7 +529,7 @@ mod tests {
             }))
             .unwrap()
         };
-        Inputs::Rollback(rollback::Inputs {
+        Inputs::of(rollback::Inputs {
             replica_sets: vec![set("1"), set("2")],
             last_healthy: None,
         })
@@ -538,7 +541,7 @@ mod tests {
             policy: Some(policy.clone()),
             workload,
             pods: Vec::new(),
-            inputs: Inputs::None,
+            inputs: Inputs::default(),
             target_steps: Vec::new(),
             approval_pending: None,
             target_holder: None,
@@ -617,7 +620,7 @@ mod tests {
         let decision = decide(&pending, &observed);
         let effect = decision.effect.clone().unwrap();
         assert!(!effect.dry_run && !effect.follow_up);
-        assert!(matches!(effect.planned.change, Change::Rollback(_)));
+        assert!(effect.planned.change.get::<rollback::Rollback>().is_some());
         assert_eq!(
             last_step(&decision).result,
             StepResult::Pending,
@@ -1268,11 +1271,11 @@ mod tests {
             serde_json::from_value(json!({"metadata": {"name": "cfg"}, "data": {"a": "1"}}))
                 .unwrap();
         let mut observed = seen(&policy, Some(api(false, json!({}))), "2026-01-01T00:00:06Z");
-        observed.inputs = Inputs::RestoreConfig(Box::new(restore_config::Inputs {
+        observed.inputs = Inputs::of(restore_config::Inputs {
             current: Some(config.clone()),
             snapshot: Some(config),
             ignored: Vec::new(),
-        }));
+        });
         let decision = decide(&pending, &observed);
         assert_eq!(decision.effect, None);
         let step = last_step(&decision);
@@ -1794,7 +1797,7 @@ mod tests {
                         };
                         let first = decide(&incident, &observed);
                         // And the reconcile after it, from what it decided.
-                        observed.inputs = Inputs::None;
+                        observed.inputs = Inputs::default();
                         let _ = decide(&after(incident, &first), &observed);
                         if policy.is_some() {
                             decided.fetch_add(1, Relaxed);

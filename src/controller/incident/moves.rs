@@ -22,8 +22,9 @@ use crate::{
     conditions::{ConditionUpdate, set_condition},
     crd::{ActionKind, Incident, IncidentStatus, Mode, StepRecord, StepResult, Workflow},
     remediation::{
-        actions::{self, Mark, restore_data},
+        actions::{self, Mark, Request, restore_data},
         ladder::{self, Ladder},
+        step_id::step_id,
     },
     workload::Workload,
 };
@@ -69,7 +70,7 @@ impl Step<'_> {
         let uid = self.incident.uid().unwrap_or_default();
         let round = self.round(&decision.status);
         decision.status.steps.push(StepRecord {
-            id: ladder::step_id(&uid, entry, rung.name(), round),
+            id: step_id(&uid, entry, rung.name(), round),
             name: rung.name().to_owned(),
             action: rung.action.action,
             rule: self.ladder.rule_name.clone(),
@@ -169,7 +170,7 @@ impl Step<'_> {
         // Begun before a restart, and how it went never recorded: made
         // again only if making it twice does no harm.
         if let Some(since) = &record.applying_since
-            && !actions::repeatable(&rung.action)
+            && !rung.act().repeatable(&rung.action)
         {
             let refusal = actions::Refusal::OutcomeUnknown(since.0.to_string());
             refuse(decision, entry, &refusal, &self.now);
@@ -190,18 +191,20 @@ impl Step<'_> {
         let min_ready = self.ladder.safety.min_ready_replicas;
         let planned = match actions::ready_floor(&rung.action, self.workload, min_ready) {
             Some(refusal) => Err(refusal),
-            None => actions::plan(
-                &rung.action,
-                self.workload,
+            None => rung.act().plan(
+                &Request {
+                    action: &rung.action,
+                    workload: self.workload,
+                    mark,
+                    now: self.now.0,
+                },
                 &self.seen.inputs,
-                mark,
-                self.now.0,
             ),
         };
         match planned {
             Ok(planned) => {
                 if rung.mode != Mode::DryRun
-                    && let Some(uids) = actions::restart::to_replace(&rung.action, &self.seen.pods)
+                    && let Some(uids) = rung.act().replacing(&rung.action, &self.seen.pods)
                     && let Some(record) = decision.status.steps.get_mut(entry)
                 {
                     record.replacing = uids;
@@ -226,10 +229,7 @@ impl Step<'_> {
     /// scale-down next. Nothing changes in the cluster yet.
     fn begin_workflow(&self, decision: &mut Decision, entry: usize, rung: &ladder::Rung) {
         let empty = restore_data::Inputs::default();
-        let inputs = match &self.seen.inputs {
-            actions::Inputs::RestoreData(inputs) => inputs,
-            _ => &empty,
-        };
+        let inputs = self.seen.inputs.get().unwrap_or(&empty);
         let workflow = match restore_data::begin(&rung.action, inputs) {
             Ok(workflow) => workflow,
             Err(refusal) => {

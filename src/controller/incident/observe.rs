@@ -24,9 +24,7 @@ use super::evidence;
 use crate::{
     context::Context,
     controller::Error,
-    crd::{
-        ActionKind, Evidence, Incident, RemediationPolicy, StepResult, WorkflowStage, WorkloadKind,
-    },
+    crd::{Evidence, Incident, RemediationPolicy, StepResult, WorkflowStage, WorkloadKind},
     names::INCIDENT_ANNOTATION,
     pod::PodFacts,
     remediation::{actions, ladder, safety},
@@ -119,11 +117,13 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
         Some(workload) => pods_of(ctx, workload).await?,
         None => Vec::new(),
     };
+    let io = actions::Io {
+        client: &ctx.client,
+        http: &ctx.http,
+    };
     let inputs = match (pending, &workload) {
-        (Some(rung), Some(workload)) => {
-            actions::observe(&ctx.client, &rung.action, workload).await?
-        }
-        _ => actions::Inputs::None,
+        (Some(rung), Some(workload)) => rung.act().observe(io, &rung.action, workload).await?,
+        _ => actions::Inputs::default(),
     };
 
     let incidents = ctx.watches.incidents.store();
@@ -224,7 +224,7 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
     // A runJob step verifies by its Job first.
     let job = match status.and_then(|s| s.steps.last()).filter(|r| {
         r.result == StepResult::Verifying
-            && (r.action == ActionKind::RunJob
+            && (actions::resolve(r.action).verified_by_job()
                 || r.workflow
                     .as_ref()
                     .is_some_and(|w| w.stage == WorkflowStage::AwaitRestore))

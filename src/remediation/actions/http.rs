@@ -14,9 +14,9 @@ use reqwest::{
     header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue},
 };
 
-use super::{ApplyError, Change as AnyChange, Planned, Refusal};
+use super::{Action, ApplyError, Io, Plan, Refusal, Request};
 use crate::{
-    crd::{Action, ActionKind, HttpMethod},
+    crd::{self, ActionKind, HttpAction, HttpMethod},
     signals::check::url_for,
     workload::Workload,
 };
@@ -81,14 +81,73 @@ impl fmt::Debug for Change {
     }
 }
 
+pub struct Http;
+
+impl Action for Http {
+    const KIND: ActionKind = ActionKind::Http;
+    const POLICY_ONLY: bool = true;
+    const MARKED_BEFORE: bool = true;
+    type Settings = HttpAction;
+    type Inputs = Inputs;
+    type Change = Change;
+
+    fn settings(action: &crd::Action) -> Option<&HttpAction> {
+        action.http.as_ref()
+    }
+
+    async fn observe(
+        io: Io<'_>,
+        action: &crd::Action,
+        workload: &Workload,
+    ) -> Result<Inputs, kube::Error> {
+        observe(io.client, action, workload).await
+    }
+
+    fn plan(request: &Request<'_>, inputs: &Inputs) -> Result<Plan<Change>, Refusal> {
+        plan(request.action, request.workload, inputs)
+    }
+
+    async fn apply(
+        io: Io<'_>,
+        _: &Workload,
+        change: &Change,
+        dry_run: bool,
+    ) -> Result<Vec<String>, ApplyError> {
+        Ok(apply(io.http, change, dry_run).await?)
+    }
+
+    /// A call to a service: the target's pods are not rolled by it.
+    fn rolls_pods(_: &crd::Action) -> bool {
+        false
+    }
+
+    /// Only an idempotent call is made again after its outcome was lost.
+    fn repeatable(action: &crd::Action) -> bool {
+        Self::settings(action).is_some_and(|h| h.idempotent)
+    }
+}
+
+/// Why a call did not get the answer it expected.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("no answer after {tries} tries: {error}")]
+    NoAnswerAfterTries { tries: u32, error: String },
+    #[error(
+        "no answer: {0}; the call may have been made, and it is not made again (not idempotent)"
+    )]
+    NoAnswer(String),
+    #[error("answered {code}, not what was expected: {excerpt}")]
+    Unexpected { code: i32, excerpt: String },
+}
+
 /// Reads the Secrets the headers and body come from. A Secret or key that
 /// is missing is a problem the plan reports, not an error to retry.
-pub async fn observe(
+async fn observe(
     client: &Client,
-    action: &Action,
+    action: &crd::Action,
     workload: &Workload,
 ) -> Result<Inputs, kube::Error> {
-    let Some(settings) = &action.http else {
+    let Some(settings) = Http::settings(action) else {
         return Ok(Inputs::default());
     };
     let secrets = Api::<Secret>::namespaced(client.clone(), &workload.namespace());
@@ -119,11 +178,12 @@ pub async fn observe(
 }
 
 /// The request, with the target filled in. Pure.
-pub fn plan(action: &Action, workload: &Workload, inputs: &Inputs) -> Result<Planned, Refusal> {
-    let settings = action
-        .http
-        .as_ref()
-        .ok_or(Refusal::MissingSettings(ActionKind::Http))?;
+fn plan(
+    action: &crd::Action,
+    workload: &Workload,
+    inputs: &Inputs,
+) -> Result<Plan<Change>, Refusal> {
+    let settings = Http::required(action)?;
     if let Some(problem) = inputs.problems.first() {
         return Err(Refusal::Unusable(problem.clone()));
     }
@@ -193,8 +253,8 @@ pub fn plan(action: &Action, workload: &Workload, inputs: &Inputs) -> Result<Pla
             ""
         }
     );
-    Ok(Planned {
-        change: AnyChange::Http(Change {
+    Ok(Plan {
+        change: Change {
             method: settings.method,
             url,
             headers: inputs
@@ -215,23 +275,18 @@ pub fn plan(action: &Action, workload: &Workload, inputs: &Inputs) -> Result<Pla
                 1
             },
             secrets,
-        }),
+        },
         summary,
     })
 }
 
-/// Whether the call may be made again after its outcome was lost.
-pub fn repeatable(action: &Action) -> bool {
-    action.http.as_ref().is_some_and(|h| h.idempotent)
-}
-
 /// Makes the call; a dry run makes none (nothing can check a call without
 /// making it). Returns the answer as evidence.
-pub async fn apply(
+async fn apply(
     http: &reqwest::Client,
     change: &Change,
     dry_run: bool,
-) -> Result<Vec<String>, ApplyError> {
+) -> Result<Vec<String>, CallError> {
     if dry_run {
         return Ok(Vec::new());
     }
@@ -276,14 +331,14 @@ pub async fn apply(
             }
             Err(error) => {
                 let error = redact(&error.to_string(), &change.secrets);
-                let fate = if change.tries > 1 {
-                    format!("no answer after {tried} tries: {error}")
+                return Err(if change.tries > 1 {
+                    CallError::NoAnswerAfterTries {
+                        tries: tried,
+                        error,
+                    }
                 } else {
-                    format!(
-                        "no answer: {error}; the call may have been made, and it is not made again (not idempotent)"
-                    )
-                };
-                return Err(ApplyError::Service(fate));
+                    CallError::NoAnswer(error)
+                });
             }
         };
         let status = answer.status();
@@ -302,9 +357,7 @@ pub async fn apply(
             tokio::time::sleep(Duration::from_secs(u64::from(tried))).await;
             continue;
         }
-        return Err(ApplyError::Service(format!(
-            "answered {code}, not what was expected: {excerpt}"
-        )));
+        return Err(CallError::Unexpected { code, excerpt });
     }
 }
 
@@ -368,9 +421,7 @@ mod tests {
             planned.summary,
             "POST http://api.hg.svc:8000/api/v1/admin/gc (expects 2xx)"
         );
-        let AnyChange::Http(change) = &planned.change else {
-            panic!("{planned:?}");
-        };
+        let change = &planned.change;
         assert_eq!(change.tries, 1, "not idempotent: one try");
         assert!(!format!("{planned:?}").contains("s3cret"));
         assert_eq!(

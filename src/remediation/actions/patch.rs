@@ -13,9 +13,9 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use super::{ApplyError, Change as AnyChange, Mark, Planned, Refusal};
+use super::{Action, ApplyError, Io, Mark, Plan, Refusal, Request};
 use crate::{
-    crd::{Action, ActionKind, PatchAction, PatchType},
+    crd::{self, ActionKind, PatchAction, PatchType},
     names::{FIELD_MANAGER, INCIDENT_ANNOTATION, STEP_ANNOTATION},
     signals::check::url_for,
     workload::Workload,
@@ -55,10 +55,50 @@ fn object_name(settings: &PatchAction, workload: &Workload) -> String {
     url_for(&settings.name, &workload.namespace(), &workload.name())
 }
 
+/// Named for what it does, beside kube's `Patch` that it sends.
+pub struct PatchObject;
+
+impl Action for PatchObject {
+    const KIND: ActionKind = ActionKind::Patch;
+    type Settings = PatchAction;
+    type Inputs = Inputs;
+    type Change = Change;
+
+    fn settings(action: &crd::Action) -> Option<&PatchAction> {
+        action.patch.as_ref()
+    }
+
+    async fn observe(
+        io: Io<'_>,
+        action: &crd::Action,
+        workload: &Workload,
+    ) -> Result<Inputs, kube::Error> {
+        observe(io.client, action, workload).await
+    }
+
+    fn plan(request: &Request<'_>, inputs: &Inputs) -> Result<Plan<Change>, Refusal> {
+        plan(request.action, request.workload, inputs, request.mark)
+    }
+
+    async fn apply(
+        io: Io<'_>,
+        _: &Workload,
+        change: &Change,
+        dry_run: bool,
+    ) -> Result<Vec<String>, ApplyError> {
+        apply(io.client, change, dry_run).await
+    }
+
+    /// Another object: the target's own pods are not rolled by it.
+    fn rolls_pods(_: &crd::Action) -> bool {
+        false
+    }
+}
+
 /// Finds the kind (discovery) and reads the object.
-pub async fn observe(
+async fn observe(
     client: &Client,
-    action: &Action,
+    action: &crd::Action,
     workload: &Workload,
 ) -> Result<Inputs, kube::Error> {
     let Some(settings) = &action.patch else {
@@ -113,16 +153,13 @@ fn resource_name(kind: &str, api_version: &str) -> String {
 
 /// The patch applied to the object as read: what changes, from what, and
 /// how to undo it. Pure.
-pub fn plan(
-    action: &Action,
+fn plan(
+    action: &crd::Action,
     workload: &Workload,
     inputs: &Inputs,
     mark: Mark<'_>,
-) -> Result<Planned, Refusal> {
-    let settings = action
-        .patch
-        .as_ref()
-        .ok_or(Refusal::MissingSettings(ActionKind::Patch))?;
+) -> Result<Plan<Change>, Refusal> {
+    let settings = PatchObject::required(action)?;
     if settings.kind == "Secret" && settings.api_version == "v1" {
         return Err(Refusal::Unusable(
             "patch.kind: a Secret's values would land in the ledger; rotateSecret is for Secrets"
@@ -155,8 +192,8 @@ pub fn plan(
     // Patched by this very step before a restart: its mark is there, and
     // the patch is not sent again (a JSON patch may not be idempotent).
     if before["metadata"]["annotations"][STEP_ANNOTATION].as_str() == Some(mark.step) {
-        return Ok(Planned {
-            change: AnyChange::Patch(Box::new(change(PatchType::Merge, json!({})))),
+        return Ok(Plan {
+            change: change(PatchType::Merge, json!({})),
             summary: format!(
                 "{} {name} was patched by this step before a restart; not patched again",
                 settings.kind
@@ -209,22 +246,15 @@ pub fn plan(
         },
         undo(&changed)
     );
-    Ok(Planned {
-        change: AnyChange::Patch(Box::new(change(
-            settings.patch_type,
-            settings.patch.clone(),
-        ))),
+    Ok(Plan {
+        change: change(settings.patch_type, settings.patch.clone()),
         summary,
     })
 }
 
 /// Sends the patch, conditional on the version planned from, with the
 /// step's mark. A dry run is the API server's.
-pub async fn apply(
-    client: &Client,
-    change: &Change,
-    dry_run: bool,
-) -> Result<Vec<String>, ApplyError> {
+async fn apply(client: &Client, change: &Change, dry_run: bool) -> Result<Vec<String>, ApplyError> {
     let api =
         Api::<DynamicObject>::namespaced_with(client.clone(), &change.namespace, &change.resource);
     let params = PatchParams {
@@ -359,7 +389,7 @@ mod tests {
         }
     }
 
-    fn scale_db(patch: Value, patch_type: &str) -> Action {
+    fn scale_db(patch: Value, patch_type: &str) -> crd::Action {
         action(
             json!({"action": "patch", "patch": {"apiVersion": "acid.zalan.do/v1", "kind": "postgresql",
             "name": "{{ name }}-db", "type": patch_type, "patch": patch}}),

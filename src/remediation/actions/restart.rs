@@ -7,14 +7,17 @@
 
 use k8s_openapi::{api::core::v1::Pod, jiff::Timestamp};
 use kube::{
-    Api, Client,
+    Api,
     api::{DeleteParams, EvictParams, Patch, PostParams, Preconditions},
 };
 use serde_json::{Value, json};
 
-use super::{ApplyError, Change as AnyChange, Mark, Planned, Refusal, apply_body, patch_workload};
+use super::{
+    Action, ApplyError, Io, Mark, Plan, Progress, Refusal, Request,
+    write::{apply_body, patch_workload},
+};
 use crate::{
-    crd::{Action, ActionKind, RestartMethod},
+    crd::{self, ActionKind, RestartAction, RestartMethod},
     names::RESTARTED_AT_ANNOTATION,
     pod::PodFacts,
     workload::Workload,
@@ -36,44 +39,93 @@ pub struct PodRef {
     pub uid: Option<String>,
 }
 
-fn method(action: &Action) -> RestartMethod {
-    action
-        .restart
-        .as_ref()
+pub struct Restart;
+
+impl Action for Restart {
+    const KIND: ActionKind = ActionKind::Restart;
+    type Settings = RestartAction;
+    type Inputs = ();
+    type Change = Change;
+
+    fn settings(action: &crd::Action) -> Option<&RestartAction> {
+        action.restart.as_ref()
+    }
+
+    fn plan(request: &Request<'_>, _: &()) -> Result<Plan<Change>, Refusal> {
+        Ok(plan(
+            request.action,
+            request.workload,
+            request.mark,
+            request.now,
+        ))
+    }
+
+    async fn apply(
+        io: Io<'_>,
+        workload: &Workload,
+        change: &Change,
+        dry_run: bool,
+    ) -> Result<Vec<String>, ApplyError> {
+        match change {
+            Change::Apply(body) => {
+                patch_workload(io.client, workload, &Patch::Apply(body.clone()), dry_run).await?;
+                Ok(Vec::new())
+            }
+            Change::EvictPods(pods) => evict(io, workload, pods, dry_run).await,
+        }
+    }
+
+    fn follow_up(
+        action: &crd::Action,
+        pods: &[PodFacts],
+        progress: Progress<'_>,
+        min_ready: i32,
+    ) -> Option<Plan<Change>> {
+        follow_up(
+            action,
+            pods,
+            (progress.started, progress.replacing),
+            min_ready,
+        )
+    }
+
+    fn replacing(action: &crd::Action, pods: &[PodFacts]) -> Option<Vec<String>> {
+        to_replace(action, pods)
+    }
+
+    fn rolls_pods(_: &crd::Action) -> bool {
+        true
+    }
+}
+
+fn method(action: &crd::Action) -> RestartMethod {
+    Restart::settings(action)
         .map(|r| r.method)
         .unwrap_or_default()
 }
 
-fn max_unavailable(action: &Action) -> i32 {
-    action
-        .restart
-        .as_ref()
-        .map_or(1, |r| r.max_unavailable.max(1))
+fn max_unavailable(action: &crd::Action) -> i32 {
+    Restart::settings(action).map_or(1, |r| r.max_unavailable.max(1))
 }
 
-pub fn plan(
-    action: &Action,
-    workload: &Workload,
-    mark: Mark<'_>,
-    now: Timestamp,
-) -> Result<Planned, Refusal> {
+fn plan(action: &crd::Action, workload: &Workload, mark: Mark<'_>, now: Timestamp) -> Plan<Change> {
     let (kind, name) = (workload.kind(), workload.name());
     if method(action) == RestartMethod::DeletePods {
         let max_unavailable = max_unavailable(action);
         // The annotation marks the step applied; pods go in batches while verifying.
-        return Ok(Planned {
-            change: AnyChange::Restart(Change::Apply(apply_body(workload, mark, json!({})))),
+        return Plan {
+            change: Change::Apply(apply_body(workload, mark, json!({}))),
             summary: format!(
                 "{kind}/{name} pods evicted, at most {max_unavailable} unavailable at a time"
             ),
-        });
+        };
     }
     let stamp = now.to_string();
     let spec = json!({"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: stamp}}}});
-    Ok(Planned {
-        change: AnyChange::Restart(Change::Apply(apply_body(workload, mark, spec))),
+    Plan {
+        change: Change::Apply(apply_body(workload, mark, spec)),
         summary: format!("{kind}/{name} rollout restart at {stamp}"),
-    })
+    }
 }
 
 /// Most pods whose uids a DeletePods step records; past it, the pods to
@@ -82,8 +134,8 @@ const MAX_REPLACING: usize = 1000;
 
 /// For a DeletePods restart, the uids of the pods it is to replace: those
 /// there now and not already going.
-pub fn to_replace(action: &Action, pods: &[PodFacts]) -> Option<Vec<String>> {
-    if action.action != ActionKind::Restart || method(action) != RestartMethod::DeletePods {
+fn to_replace(action: &crd::Action, pods: &[PodFacts]) -> Option<Vec<String>> {
+    if method(action) != RestartMethod::DeletePods {
         return None;
     }
     let uids: Vec<String> = pods
@@ -97,12 +149,12 @@ pub fn to_replace(action: &Action, pods: &[PodFacts]) -> Option<Vec<String>> {
 /// The next batch of a DeletePods restart: the pods it found when applied
 /// (`replacing`; for a step recorded without them, those created before it
 /// started), unhealthy first, within the availability limits.
-pub fn follow_up(
-    action: &Action,
+fn follow_up(
+    action: &crd::Action,
     pods: &[PodFacts],
     (started, replacing): (Timestamp, &[String]),
     min_ready: i32,
-) -> Option<Planned> {
+) -> Option<Plan<Change>> {
     if method(action) != RestartMethod::DeletePods {
         return None;
     }
@@ -135,62 +187,55 @@ pub fn follow_up(
             uid: pod.uid.clone(),
         })
         .collect();
-    (!pods.is_empty()).then(|| Planned {
+    (!pods.is_empty()).then(|| Plan {
         summary: format!("evict pods {}", batch.join(", ")),
-        change: AnyChange::Restart(Change::EvictPods(pods)),
+        change: Change::EvictPods(pods),
     })
 }
 
-pub async fn apply(
-    client: &Client,
+/// Evicts the batch, each pod by its uid.
+async fn evict(
+    io: Io<'_>,
     workload: &Workload,
-    change: &Change,
+    pods: &[PodRef],
     dry_run: bool,
 ) -> Result<Vec<String>, ApplyError> {
-    match change {
-        Change::Apply(body) => {
-            patch_workload(client, workload, &Patch::Apply(body.clone()), dry_run).await?;
-            Ok(Vec::new())
-        }
-        Change::EvictPods(pods) => {
-            let api: Api<Pod> = Api::namespaced(client.clone(), &workload.namespace());
-            let mut lines = Vec::new();
-            for pod in pods {
-                let params = EvictParams {
-                    delete_options: Some(DeleteParams {
-                        dry_run,
-                        preconditions: Some(Preconditions {
-                            uid: pod.uid.clone(),
-                            resource_version: None,
-                        }),
-                        ..DeleteParams::default()
-                    }),
-                    post_options: PostParams {
-                        dry_run,
-                        field_manager: None,
-                    },
-                };
-                let name = &pod.name;
-                match api.evict(name, &params).await {
-                    Ok(_) => lines.push(format!("pod {name} evicted")),
-                    // Gone already, or already replaced by a pod of the same
-                    // name: what the step wanted either way.
-                    Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {}
-                    // A PodDisruptionBudget says not now: said in the ledger,
-                    // tried again with the next batch.
-                    Err(kube::Error::Api(status)) if status.code == 429 => {
-                        lines.push(format!(
-                            "eviction of pod {name} refused for now: {}",
-                            status.message
-                        ));
-                        break;
-                    }
-                    Err(error) => return Err(error.into()),
-                }
+    let api: Api<Pod> = Api::namespaced(io.client.clone(), &workload.namespace());
+    let mut lines = Vec::new();
+    for pod in pods {
+        let params = EvictParams {
+            delete_options: Some(DeleteParams {
+                dry_run,
+                preconditions: Some(Preconditions {
+                    uid: pod.uid.clone(),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            }),
+            post_options: PostParams {
+                dry_run,
+                field_manager: None,
+            },
+        };
+        let name = &pod.name;
+        match api.evict(name, &params).await {
+            Ok(_) => lines.push(format!("pod {name} evicted")),
+            // Gone already, or already replaced by a pod of the same
+            // name: what the step wanted either way.
+            Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {}
+            // A PodDisruptionBudget says not now: said in the ledger,
+            // tried again with the next batch.
+            Err(kube::Error::Api(status)) if status.code == 429 => {
+                lines.push(format!(
+                    "eviction of pod {name} refused for now: {}",
+                    status.message
+                ));
+                break;
             }
-            Ok(lines)
+            Err(error) => return Err(error.into()),
         }
     }
+    Ok(lines)
 }
 
 /// A pod of the workload, as the batch planner sees it.
@@ -294,9 +339,8 @@ mod tests {
             &deployment("1", 3),
             MARK,
             now(),
-        )
-        .unwrap();
-        let AnyChange::Restart(Change::Apply(body)) = planned.change else {
+        );
+        let Change::Apply(body) = planned.change else {
             panic!("restart applies")
         };
         assert_eq!(
@@ -309,8 +353,8 @@ mod tests {
     #[test]
     fn delete_pods_marks_first_then_follows_up_with_batches() {
         let delete = action(json!({"action": "restart", "restart": {"method": "DeletePods"}}));
-        let planned = plan(&delete, &deployment("1", 2), MARK, now()).unwrap();
-        let AnyChange::Restart(Change::Apply(body)) = planned.change else {
+        let planned = plan(&delete, &deployment("1", 2), MARK, now());
+        let Change::Apply(body) = planned.change else {
             panic!("the mark is applied first")
         };
         assert_eq!(body["spec"], json!({}), "the mark changes no pod");
@@ -326,7 +370,7 @@ mod tests {
         let batch = follow_up(&delete, &pods, (now(), &[]), 1).unwrap();
         assert_eq!(
             batch.change,
-            AnyChange::Restart(Change::EvictPods(vec![PodRef {
+            (Change::EvictPods(vec![PodRef {
                 name: "b".into(),
                 uid: Some("uid-b".into())
             }]))
@@ -357,7 +401,7 @@ mod tests {
         let batch = follow_up(&delete, &pods, (before, &found), 1).unwrap();
         assert_eq!(
             batch.change,
-            AnyChange::Restart(Change::EvictPods(vec![PodRef {
+            (Change::EvictPods(vec![PodRef {
                 name: "b".into(),
                 uid: Some("uid-b".into())
             }]))

@@ -8,9 +8,12 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use super::{ApplyError, Change as AnyChange, Mark, Planned, Refusal, apply_body, patch_workload};
+use super::{
+    Action, ApplyError, Io, Mark, Plan, Refusal, Request,
+    write::{apply_body, patch_workload},
+};
 use crate::{
-    crd::{Action, ActionKind},
+    crd::{self, ActionKind, RestoreConfigAction},
     names::{
         FIELD_MANAGER, INCIDENT_ANNOTATION, RESTARTED_AT_ANNOTATION, RESTORED_FROM_ANNOTATION,
     },
@@ -40,12 +43,58 @@ pub struct Change {
     pub detail: String,
 }
 
-pub async fn observe(
+pub struct RestoreConfig;
+
+impl Action for RestoreConfig {
+    const KIND: ActionKind = ActionKind::RestoreConfig;
+    const DEPLOYMENTS_ONLY: bool = true;
+    type Settings = RestoreConfigAction;
+    type Inputs = Inputs;
+    type Change = Change;
+
+    fn settings(action: &crd::Action) -> Option<&RestoreConfigAction> {
+        action.restore_config.as_ref()
+    }
+
+    async fn observe(
+        io: Io<'_>,
+        action: &crd::Action,
+        workload: &Workload,
+    ) -> Result<Inputs, kube::Error> {
+        observe(io.client, action, workload).await
+    }
+
+    fn plan(request: &Request<'_>, inputs: &Inputs) -> Result<Plan<Change>, Refusal> {
+        plan(
+            request.action,
+            request.workload,
+            inputs,
+            request.mark,
+            request.now,
+        )
+    }
+
+    async fn apply(
+        io: Io<'_>,
+        workload: &Workload,
+        change: &Change,
+        dry_run: bool,
+    ) -> Result<Vec<String>, ApplyError> {
+        apply(io.client, workload, change, dry_run).await
+    }
+
+    /// The restart that follows rolls every pod.
+    fn rolls_pods(_: &crd::Action) -> bool {
+        true
+    }
+}
+
+async fn observe(
     client: &Client,
-    action: &Action,
+    action: &crd::Action,
     workload: &Workload,
 ) -> Result<Inputs, kube::Error> {
-    let Some(settings) = &action.restore_config else {
+    let Some(settings) = RestoreConfig::settings(action) else {
         return Ok(Inputs::default());
     };
     let namespace = workload.namespace();
@@ -60,17 +109,14 @@ pub async fn observe(
     })
 }
 
-pub fn plan(
-    action: &Action,
+fn plan(
+    action: &crd::Action,
     workload: &Workload,
     inputs: &Inputs,
     mark: Mark<'_>,
     now: Timestamp,
-) -> Result<Planned, Refusal> {
-    let settings = action
-        .restore_config
-        .as_ref()
-        .ok_or(Refusal::MissingSettings(ActionKind::RestoreConfig))?;
+) -> Result<Plan<Change>, Refusal> {
+    let settings = RestoreConfig::required(action)?;
     let name = &settings.config_map;
     let snapshot = match (&inputs.snapshot, inputs.ignored.is_empty()) {
         (Some(snapshot), _) => snapshot,
@@ -135,12 +181,12 @@ pub fn plan(
     } else {
         (json!({}), String::new())
     };
-    Ok(Planned {
-        change: AnyChange::RestoreConfig(Change {
+    Ok(Plan {
+        change: Change {
             config_map,
             workload: apply_body(workload, mark, spec),
             detail,
-        }),
+        },
         summary: format!("ConfigMap/{name} restored from its last known-good snapshot{restart}"),
     })
 }
@@ -149,7 +195,7 @@ pub fn plan(
 /// matching next time: the step is then skipped as having nothing to do
 /// (the workload's pods read the restored content once restarted, by the
 /// next step or by hand).
-pub async fn apply(
+async fn apply(
     client: &Client,
     workload: &Workload,
     change: &Change,
@@ -189,7 +235,7 @@ mod tests {
         .unwrap()
     }
 
-    fn restore(restart: bool) -> Action {
+    fn restore(restart: bool) -> crd::Action {
         action(
             json!({"action": "restoreConfig", "restoreConfig": {"configMap": "cfg", "restart": restart}}),
         )
@@ -207,9 +253,7 @@ mod tests {
             planned.summary,
             "ConfigMap/cfg restored from its last known-good snapshot; Deployment/api rollout restart"
         );
-        let AnyChange::RestoreConfig(change) = planned.change else {
-            panic!("a restore")
-        };
+        let change = planned.change;
         let restored = change.config_map;
         assert_eq!(restored.data.unwrap()["mode"], "good");
         assert_eq!(
@@ -245,9 +289,7 @@ mod tests {
             now(),
         )
         .unwrap();
-        let AnyChange::RestoreConfig(change) = planned.change else {
-            panic!("a restore")
-        };
+        let change = planned.change;
         assert_eq!(change.workload["spec"], json!({}), "no restart asked");
 
         let no_snapshot = Inputs {
@@ -283,9 +325,7 @@ mod tests {
             ignored: Vec::new(),
         };
         let planned = plan(&restore(true), &deployment("1", 2), &deleted, MARK, now()).unwrap();
-        let AnyChange::RestoreConfig(change) = planned.change else {
-            panic!("a restore")
-        };
+        let change = planned.change;
         assert_eq!(change.config_map.name_any(), "cfg");
         assert_eq!(
             change.config_map.metadata.resource_version, None,

@@ -16,11 +16,15 @@ use kube::{
 };
 use serde_json::json;
 
-use super::{ApplyError, Change as AnyChange, Mark, Planned, Refusal, run_job};
+use super::{
+    Action, ApplyError, Io, Mark, Plan, Planned, Refusal, Request,
+    run_job::{self, RunJob},
+    write::patch_named,
+};
 use crate::{
     crd::{
-        Action, ActionKind, RecordedReplicas, RestoreDataAction, RunJobAction, Workflow,
-        WorkflowStage, WorkloadKind,
+        self, ActionKind, IncidentType, RecordedReplicas, RestoreDataAction, RunJobAction,
+        Workflow, WorkflowStage, WorkloadKind,
     },
     names::{FIELD_MANAGER, INCIDENT_ANNOTATION, STEP_ANNOTATION},
     workload::Workload,
@@ -61,13 +65,59 @@ pub enum Move {
     Fail(String),
 }
 
+pub struct RestoreData;
+
+impl Action for RestoreData {
+    const KIND: ActionKind = ActionKind::RestoreData;
+    const POLICY_ONLY: bool = true;
+    type Settings = RestoreDataAction;
+    type Inputs = Inputs;
+    type Change = ScaleWriters;
+
+    fn settings(action: &crd::Action) -> Option<&RestoreDataAction> {
+        action.restore_data.as_ref()
+    }
+
+    async fn observe(
+        io: Io<'_>,
+        action: &crd::Action,
+        workload: &Workload,
+    ) -> Result<Inputs, kube::Error> {
+        observe(io.client, action, workload).await
+    }
+
+    fn plan(request: &Request<'_>, inputs: &Inputs) -> Result<Plan<ScaleWriters>, Refusal> {
+        plan(request.action, request.workload, inputs, request.mark)
+    }
+
+    async fn apply(
+        io: Io<'_>,
+        _: &Workload,
+        change: &ScaleWriters,
+        dry_run: bool,
+    ) -> Result<Vec<String>, ApplyError> {
+        apply(io.client, change, dry_run).await
+    }
+
+    /// It takes its writers down on purpose, approved by a named person.
+    fn rolls_pods(_: &crd::Action) -> bool {
+        false
+    }
+
+    /// It takes its writers down and loses what was written since the
+    /// backup: a named person approves it, always.
+    fn needs_approval(_: &crd::Action, _: IncidentType) -> bool {
+        true
+    }
+}
+
 /// Reads the writers' replicas.
-pub async fn observe(
+async fn observe(
     client: &Client,
-    action: &Action,
+    action: &crd::Action,
     workload: &Workload,
 ) -> Result<Inputs, kube::Error> {
-    let Some(settings) = &action.restore_data else {
+    let Some(settings) = RestoreData::settings(action) else {
         return Ok(Inputs::default());
     };
     let namespace = workload.namespace();
@@ -95,21 +145,15 @@ pub async fn observe(
     Ok(inputs)
 }
 
-fn settings(action: &Action) -> Result<&RestoreDataAction, Refusal> {
-    action
-        .restore_data
-        .as_ref()
-        .ok_or(Refusal::MissingSettings(ActionKind::RestoreData))
-}
-
 /// The workflow's first record: the writers' replicas, before anything
 /// is changed. Pure.
-pub fn begin(action: &Action, inputs: &Inputs) -> Result<Workflow, Refusal> {
-    let settings = settings(action)?;
+pub fn begin(action: &crd::Action, inputs: &Inputs) -> Result<Workflow, Refusal> {
+    let settings = RestoreData::required(action)?;
     if let Some(problem) = inputs.problems.first() {
         return Err(Refusal::Unusable(problem.clone()));
     }
-    run_job::job_spec(&restore_job(settings)).map_err(Refusal::Unusable)?;
+    run_job::job_spec(&restore_job(settings))
+        .map_err(|error| Refusal::Unusable(error.to_string()))?;
     Ok(Workflow {
         stage: WorkflowStage::ScaleDown,
         replicas: inputs.replicas.clone(),
@@ -118,24 +162,24 @@ pub fn begin(action: &Action, inputs: &Inputs) -> Result<Workflow, Refusal> {
 
 /// The whole workflow in words, for a dry run; its change is the scale
 /// down, checked by the API server. Pure.
-pub fn plan(
-    action: &Action,
+fn plan(
+    action: &crd::Action,
     workload: &Workload,
     inputs: &Inputs,
     mark: Mark<'_>,
-) -> Result<Planned, Refusal> {
+) -> Result<Plan<ScaleWriters>, Refusal> {
     let workflow = begin(action, inputs)?;
     let writers: Vec<String> = workflow
         .replicas
         .iter()
         .map(|r| format!("{}/{} ({})", r.kind, r.name, r.replicas))
         .collect();
-    Ok(Planned {
-        change: AnyChange::ScaleWriters(Box::new(scale(workload, &workflow.replicas, true, mark))),
+    Ok(Plan {
+        change: scale(workload, &workflow.replicas, true, mark),
         summary: format!(
             "restore: scale {} to 0, run the restore Job {}, verify the data, scale them back",
             writers.join(", "),
-            crate::remediation::ladder::job_name(mark.step)
+            crate::remediation::step_id::job_name(mark.step)
         ),
     })
 }
@@ -201,14 +245,14 @@ pub fn state(workflow: &Workflow, namespace: &str) -> String {
 
 /// The next sub-step, from the recorded stage and what is seen now. Pure.
 pub fn advance(
-    action: &Action,
+    action: &crd::Action,
     workload: &Workload,
     workflow: &Workflow,
     job: Option<&run_job::Outcome>,
     data_verified: Option<bool>,
     mark: Mark<'_>,
 ) -> Move {
-    let Ok(settings) = settings(action) else {
+    let Ok(settings) = RestoreData::required(action) else {
         return Move::Fail("the step's restoreData settings are gone".into());
     };
     let namespace = workload.namespace();
@@ -237,8 +281,8 @@ pub fn advance(
             )
         }
         WorkflowStage::Restore => match run_job::plan_job(&restore_job(settings), workload, mark) {
-            Ok(planned) => Move::Act {
-                planned,
+            Ok(plan) => Move::Act {
+                planned: Planned::new::<RunJob>(plan),
                 then: WorkflowStage::AwaitRestore,
             },
             Err(refusal) => stopped(refusal.to_string()),
@@ -293,22 +337,17 @@ fn scale_move(
     then: WorkflowStage,
 ) -> Move {
     Move::Act {
-        planned: Planned {
-            change: AnyChange::ScaleWriters(Box::new(scale(
-                workload,
-                &workflow.replicas,
-                down,
-                mark,
-            ))),
+        planned: Planned::new::<RestoreData>(Plan {
+            change: scale(workload, &workflow.replicas, down, mark),
             summary,
-        },
+        }),
         then,
     }
 }
 
 /// Scales each writer (a merge patch of `spec.replicas`, marked with the
 /// step). The same scale again changes nothing.
-pub async fn apply(
+async fn apply(
     client: &Client,
     change: &ScaleWriters,
     dry_run: bool,
@@ -323,7 +362,7 @@ pub async fn apply(
             "metadata": {"annotations": {STEP_ANNOTATION: change.step, INCIDENT_ANNOTATION: change.incident}},
             "spec": {"replicas": writer.replicas}
         });
-        super::patch_named(
+        patch_named(
             client,
             (&change.namespace, writer.kind, &writer.name),
             &params,
@@ -340,7 +379,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn restore() -> Action {
+    fn restore() -> crd::Action {
         action(json!({"action": "restoreData", "restoreData": {
             "approver": "alice",
             "writers": [{"kind": "Deployment", "name": "api"}, {"kind": "Deployment", "name": "webhook-worker"}],
@@ -383,13 +422,11 @@ mod tests {
             panic!()
         };
         assert_eq!(then, WorkflowStage::Restore);
-        let AnyChange::ScaleWriters(down) = planned.change else {
-            panic!()
-        };
+        let down = planned.change.get::<RestoreData>().unwrap();
         assert!(down.to.iter().all(|w| w.replicas == 0));
         assert!(matches!(
             step(WorkflowStage::Restore, None, None),
-            Move::Act { then: WorkflowStage::AwaitRestore, planned } if matches!(planned.change, AnyChange::RunJob(_))
+            Move::Act { then: WorkflowStage::AwaitRestore, planned } if planned.change.get::<RunJob>().is_some()
         ));
         assert_eq!(
             step(
@@ -425,9 +462,7 @@ mod tests {
             panic!()
         };
         assert_eq!(then, WorkflowStage::Done);
-        let AnyChange::ScaleWriters(back) = planned.change else {
-            panic!()
-        };
+        let back = planned.change.get::<RestoreData>().unwrap();
         let replicas: Vec<i32> = back.to.iter().map(|w| w.replicas).collect();
         assert_eq!(replicas, [3, 2], "exactly as recorded");
     }

@@ -9,9 +9,12 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use super::{ApplyError, Change as AnyChange, Mark, Planned, Refusal, merged_annotations};
+use super::{
+    Action, ApplyError, Io, Mark, Plan, Refusal, Request,
+    write::{merged_annotations, patch_workload},
+};
 use crate::{
-    crd::{Action, ActionKind, RollbackTarget},
+    crd::{self, ActionKind, RollbackAction, RollbackTarget},
     names::{POD_TEMPLATE_HASH_LABEL, RESTARTED_AT_ANNOTATION, REVISION_ANNOTATION},
     remediation::known_good,
     workload::Workload,
@@ -32,9 +35,50 @@ pub struct Change {
     pub operations: Value,
 }
 
-pub async fn observe(
+pub struct Rollback;
+
+impl Action for Rollback {
+    const KIND: ActionKind = ActionKind::Rollback;
+    const DEPLOYMENTS_ONLY: bool = true;
+    type Settings = RollbackAction;
+    type Inputs = Inputs;
+    type Change = Change;
+
+    fn settings(action: &crd::Action) -> Option<&RollbackAction> {
+        action.rollback.as_ref()
+    }
+
+    async fn observe(
+        io: Io<'_>,
+        action: &crd::Action,
+        workload: &Workload,
+    ) -> Result<Inputs, kube::Error> {
+        observe(io.client, action, workload).await
+    }
+
+    fn plan(request: &Request<'_>, inputs: &Inputs) -> Result<Plan<Change>, Refusal> {
+        plan(request.action, request.workload, inputs, request.mark)
+    }
+
+    async fn apply(
+        io: Io<'_>,
+        workload: &Workload,
+        change: &Change,
+        dry_run: bool,
+    ) -> Result<Vec<String>, ApplyError> {
+        let operations: json_patch::Patch = serde_json::from_value(change.operations.clone())?;
+        patch_workload(io.client, workload, &Patch::Json(operations), dry_run).await?;
+        Ok(Vec::new())
+    }
+
+    fn rolls_pods(_: &crd::Action) -> bool {
+        true
+    }
+}
+
+async fn observe(
     client: &Client,
-    action: &Action,
+    action: &crd::Action,
     workload: &Workload,
 ) -> Result<Inputs, kube::Error> {
     let (Workload::Deployment(_), Some(selector)) = (workload, workload.selector()) else {
@@ -57,16 +101,16 @@ pub async fn observe(
     })
 }
 
-fn target(action: &Action) -> RollbackTarget {
-    action.rollback.as_ref().map(|r| r.to).unwrap_or_default()
+fn target(action: &crd::Action) -> RollbackTarget {
+    Rollback::settings(action).map(|r| r.to).unwrap_or_default()
 }
 
-pub fn plan(
-    action: &Action,
+fn plan(
+    action: &crd::Action,
     workload: &Workload,
     inputs: &Inputs,
     mark: Mark<'_>,
-) -> Result<Planned, Refusal> {
+) -> Result<Plan<Change>, Refusal> {
     let Workload::Deployment(deployment) = workload else {
         return Err(Refusal::DeploymentOnly(ActionKind::Rollback));
     };
@@ -90,26 +134,15 @@ pub fn plan(
         operations
             .push(json!({"op": "replace", "path": "/metadata/resourceVersion", "value": version}));
     }
-    Ok(Planned {
-        change: AnyChange::Rollback(Change {
+    Ok(Plan {
+        change: Change {
             operations: Value::Array(operations),
-        }),
+        },
         summary: format!(
             "Deployment/{} rolled back from revision {current} to revision {revision}",
             workload.name()
         ),
     })
-}
-
-pub async fn apply(
-    client: &Client,
-    workload: &Workload,
-    change: &Change,
-    dry_run: bool,
-) -> Result<Vec<String>, ApplyError> {
-    let operations: json_patch::Patch = serde_json::from_value(change.operations.clone())?;
-    super::patch_workload(client, workload, &Patch::Json(operations), dry_run).await?;
-    Ok(Vec::new())
 }
 
 /// The revision number in a ReplicaSet's or Deployment's annotation.
@@ -208,11 +241,8 @@ mod tests {
         }
     }
 
-    fn operations(planned: Planned) -> Value {
-        match planned.change {
-            AnyChange::Rollback(change) => change.operations,
-            other => panic!("a rollback patches the template, got {other:?}"),
-        }
+    fn operations(planned: Plan<Change>) -> Value {
+        planned.change.operations
     }
 
     #[test]

@@ -23,9 +23,9 @@ use kube::{
 use rand::RngExt;
 use serde_json::json;
 
-use super::{ApplyError, Change as AnyChange, Mark, Planned, Refusal};
+use super::{Action, ApplyError, Io, Mark, Plan, Refusal, Request, write::patch_named};
 use crate::{
-    crd::{Action, ActionKind, SecretAlphabet, WorkloadKind},
+    crd::{self, ActionKind, IncidentType, RotateSecretAction, SecretAlphabet, WorkloadKind},
     names::{
         FIELD_MANAGER, INCIDENT_ANNOTATION, PREVIOUS_UNTIL_ANNOTATION, ROTATED_AT_ANNOTATION,
         SECRET_ROTATED_ANNOTATION, STEP_ANNOTATION,
@@ -112,13 +112,58 @@ fn reads(pod: &PodSpec, name: &str) -> bool {
     from_env || from_volume
 }
 
+pub struct RotateSecret;
+
+impl Action for RotateSecret {
+    const KIND: ActionKind = ActionKind::RotateSecret;
+    type Settings = RotateSecretAction;
+    type Inputs = Inputs;
+    type Change = Change;
+
+    fn settings(action: &crd::Action) -> Option<&RotateSecretAction> {
+        action.rotate_secret.as_ref()
+    }
+
+    async fn observe(
+        io: Io<'_>,
+        action: &crd::Action,
+        workload: &Workload,
+    ) -> Result<Inputs, kube::Error> {
+        observe(io.client, action, workload).await
+    }
+
+    fn plan(request: &Request<'_>, inputs: &Inputs) -> Result<Plan<Change>, Refusal> {
+        plan(request.action, request.workload, inputs, request.mark)
+    }
+
+    async fn apply(
+        io: Io<'_>,
+        _: &Workload,
+        change: &Change,
+        dry_run: bool,
+    ) -> Result<Vec<String>, ApplyError> {
+        apply(io.client, change, dry_run).await
+    }
+
+    /// The target usually reads the Secret, and restarts with the rest.
+    fn rolls_pods(_: &crd::Action) -> bool {
+        true
+    }
+
+    /// In a security incident new credentials lock people out too: a
+    /// rotation waits for a human unless its step says otherwise.
+    fn needs_approval(action: &crd::Action, incident: IncidentType) -> bool {
+        action.mode.is_none() && incident == IncidentType::SecurityIncident
+    }
+}
+
 /// Reads the Secret and finds the workloads of its namespace that read it.
-pub async fn observe(
+async fn observe(
     client: &Client,
-    action: &Action,
+    action: &crd::Action,
     workload: &Workload,
 ) -> Result<Inputs, kube::Error> {
-    let Some(settings) = &action.rotate_secret else {
+    let Some(settings) = RotateSecret::settings(action) else {
         return Ok(Inputs::default());
     };
     let namespace = workload.namespace();
@@ -163,16 +208,13 @@ pub async fn observe(
 }
 
 /// Where the new value goes and what restarts. Pure.
-pub fn plan(
-    action: &Action,
+fn plan(
+    action: &crd::Action,
     workload: &Workload,
     inputs: &Inputs,
     mark: Mark<'_>,
-) -> Result<Planned, Refusal> {
-    let settings = action
-        .rotate_secret
-        .as_ref()
-        .ok_or(Refusal::MissingSettings(ActionKind::RotateSecret))?;
+) -> Result<Plan<Change>, Refusal> {
+    let settings = RotateSecret::required(action)?;
     let Some(secret) = &inputs.secret else {
         return Err(Refusal::Unusable(format!(
             "Secret {} not found",
@@ -216,8 +258,8 @@ pub fn plan(
             settings.secret, settings.key
         )
     };
-    Ok(Planned {
-        change: AnyChange::RotateSecret(Box::new(Change {
+    Ok(Plan {
+        change: Change {
             namespace: workload.namespace(),
             secret: settings.secret.clone(),
             key: settings.key.clone(),
@@ -233,7 +275,7 @@ pub fn plan(
             consumers: inputs.consumers.clone(),
             step: mark.step.to_owned(),
             incident: mark.incident.to_owned(),
-        })),
+        },
         summary,
     })
 }
@@ -256,11 +298,7 @@ fn new_value(length: usize, alphabet: SecretAlphabet) -> String {
 
 /// Writes the new value (conditional on the version planned from), then
 /// restarts the consumers. A dry run checks both with the API server.
-pub async fn apply(
-    client: &Client,
-    change: &Change,
-    dry_run: bool,
-) -> Result<Vec<String>, ApplyError> {
+async fn apply(client: &Client, change: &Change, dry_run: bool) -> Result<Vec<String>, ApplyError> {
     let secrets = Api::<Secret>::namespaced(client.clone(), &change.namespace);
     let mut lines = Vec::new();
     if change.rotate {
@@ -325,7 +363,7 @@ pub async fn apply(
         ..PatchParams::default()
     };
     for (kind, name) in &change.consumers {
-        let result = super::patch_named(
+        let result = patch_named(
             client,
             (&change.namespace, *kind, name),
             &params,
@@ -350,7 +388,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn rotation() -> Action {
+    fn rotation() -> crd::Action {
         action(json!({"action": "rotateSecret", "rotateSecret": {
             "secret": "healing-guard-secrets", "key": "jwt-secret", "previousKey": "jwt-secret-previous"}}))
     }
@@ -377,9 +415,7 @@ mod tests {
             "Secret healing-guard-secrets key jwt-secret: a new value (48 characters, Alphanumeric); \
              the previous value kept under jwt-secret-previous; rollout restart of Deployment/api, Deployment/webhook-worker"
         );
-        let AnyChange::RotateSecret(change) = &planned.change else {
-            panic!("{planned:?}");
-        };
+        let change = &planned.change;
         assert!(change.rotate);
         // Applied before a restart: the Secret carries the step; no second value.
         let again = plan(
@@ -389,9 +425,7 @@ mod tests {
             MARK,
         )
         .unwrap();
-        let AnyChange::RotateSecret(change) = &again.change else {
-            panic!("{again:?}");
-        };
+        let change = &again.change;
         assert!(!change.rotate, "{}", again.summary);
     }
 

@@ -16,11 +16,11 @@ use kube::{
     api::{ListParams, LogParams, ObjectMeta, PostParams},
 };
 
-use super::{ApplyError, Change as AnyChange, Mark, Planned, Refusal};
+use super::{Action, ApplyError, Io, Mark, Plan, Refusal, Request};
 use crate::{
-    crd::{Action, ActionKind, RunJobAction},
+    crd::{self, ActionKind, RunJobAction},
     names::{FIELD_MANAGER, INCIDENT_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, STEP_ANNOTATION},
-    remediation::ladder::job_name,
+    remediation::step_id::job_name,
     workload::Workload,
 };
 
@@ -41,14 +41,55 @@ pub struct Change {
     pub job: Box<Job>,
 }
 
-/// The Job, from the action's spec, with the operator's deadline, TTL,
-/// name and marks. Pure.
-pub fn plan(action: &Action, workload: &Workload, mark: Mark<'_>) -> Result<Planned, Refusal> {
-    let settings = action
-        .run_job
-        .as_ref()
-        .ok_or(Refusal::MissingSettings(ActionKind::RunJob))?;
-    plan_job(settings, workload, mark)
+pub struct RunJob;
+
+impl Action for RunJob {
+    const KIND: ActionKind = ActionKind::RunJob;
+    const POLICY_ONLY: bool = true;
+    type Settings = RunJobAction;
+    type Inputs = ();
+    type Change = Change;
+
+    fn settings(action: &crd::Action) -> Option<&RunJobAction> {
+        action.run_job.as_ref()
+    }
+
+    /// The Job, from the action's spec, with the operator's deadline, TTL,
+    /// name and marks. Pure.
+    fn plan(request: &Request<'_>, _: &()) -> Result<Plan<Change>, Refusal> {
+        plan_job(
+            Self::required(request.action)?,
+            request.workload,
+            request.mark,
+        )
+    }
+
+    async fn apply(
+        io: Io<'_>,
+        _: &Workload,
+        change: &Change,
+        dry_run: bool,
+    ) -> Result<Vec<String>, ApplyError> {
+        apply(io.client, change, dry_run).await
+    }
+
+    /// Its own pods: the target's are not rolled by it.
+    fn rolls_pods(_: &crd::Action) -> bool {
+        false
+    }
+
+    fn verified_by_job() -> bool {
+        true
+    }
+}
+
+/// What is wrong with a Job spec: the field (under the action's settings)
+/// and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("runJob.{field}: {why}")]
+pub struct JobSpecError {
+    pub field: &'static str,
+    pub why: String,
 }
 
 /// The Job of `settings` for the step of `mark`. Pure.
@@ -56,8 +97,8 @@ pub fn plan_job(
     settings: &RunJobAction,
     workload: &Workload,
     mark: Mark<'_>,
-) -> Result<Planned, Refusal> {
-    let mut spec = job_spec(settings).map_err(Refusal::Unusable)?;
+) -> Result<Plan<Change>, Refusal> {
+    let mut spec = job_spec(settings).map_err(|error| Refusal::Unusable(error.to_string()))?;
     let Some(pod) = spec.template.spec.as_mut() else {
         return Err(Refusal::Unusable(
             "runJob.job.template.spec: the pod to run is missing".into(),
@@ -102,8 +143,8 @@ pub fn plan_job(
         spec: Some(spec),
         ..Job::default()
     };
-    Ok(Planned {
-        change: AnyChange::RunJob(Change { job: Box::new(job) }),
+    Ok(Plan {
+        change: Change { job: Box::new(job) },
         summary: format!(
             "Job {name} ({}; deadline {deadline}s)",
             if images.is_empty() {
@@ -117,30 +158,31 @@ pub fn plan_job(
 
 /// The action's Job spec, or what is wrong with it (the field and why).
 /// Pure: the policy's validation reports the same before any step runs.
-pub fn job_spec(settings: &RunJobAction) -> Result<JobSpec, String> {
+pub fn job_spec(settings: &RunJobAction) -> Result<JobSpec, JobSpecError> {
+    let problem = |field, why: &str| JobSpecError {
+        field,
+        why: why.to_owned(),
+    };
     let spec: JobSpec = serde_json::from_value(settings.job.clone())
-        .map_err(|error| format!("runJob.job: not a Job spec: {error}"))?;
+        .map_err(|error| problem("job", &format!("not a Job spec: {error}")))?;
     let Some(pod) = spec.template.spec.as_ref() else {
-        return Err("runJob.job.template.spec: the pod to run is missing".into());
+        return Err(problem("job.template.spec", "the pod to run is missing"));
     };
     if pod.containers.is_empty() {
-        return Err("runJob.job.template.spec.containers: nothing to run".into());
+        return Err(problem("job.template.spec.containers", "nothing to run"));
     }
     if pod.restart_policy.as_deref() == Some("Always") {
-        return Err(
-            "runJob.job.template.spec.restartPolicy: a Job's pods may not restart Always".into(),
-        );
+        return Err(problem(
+            "job.template.spec.restartPolicy",
+            "a Job's pods may not restart Always",
+        ));
     }
     Ok(spec)
 }
 
 /// Creates the Job (a server-side dry run creates nothing). One that
 /// exists already was created by this step before a restart.
-pub async fn apply(
-    client: &Client,
-    change: &Change,
-    dry_run: bool,
-) -> Result<Vec<String>, ApplyError> {
+async fn apply(client: &Client, change: &Change, dry_run: bool) -> Result<Vec<String>, ApplyError> {
     let namespace = change.job.namespace().unwrap_or_default();
     let name = change.job.name_any();
     let params = PostParams {
@@ -268,6 +310,20 @@ async fn log_tail(client: &Client, namespace: &str, job: &str) -> String {
 mod tests {
     use super::super::fixtures::*;
     use super::*;
+
+    fn plan(
+        action: &crd::Action,
+        workload: &Workload,
+        mark: Mark<'_>,
+    ) -> Result<Plan<Change>, Refusal> {
+        RunJob::plan(
+            &Request {
+                mark,
+                ..request(action, workload)
+            },
+            &(),
+        )
+    }
     use serde_json::json;
 
     #[test]
@@ -285,9 +341,7 @@ mod tests {
             planned.summary,
             "Job hg-0f0e1d2c-1-1-smoke-test (curlimages/curl:8; deadline 120s)"
         );
-        let AnyChange::RunJob(change) = planned.change else {
-            panic!("{planned:?}");
-        };
+        let change = planned.change;
         let spec = change.job.spec.clone().unwrap();
         assert_eq!(spec.active_deadline_seconds, Some(120));
         assert_eq!(spec.ttl_seconds_after_finished, Some(3600));

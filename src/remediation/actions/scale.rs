@@ -1,16 +1,19 @@
 //! `scale`: raise replicas (set, or by an increment; never lowered, capped by
 //! maxReplicas) and/or set a container's resource requests and limits.
 
-use kube::{Client, api::Patch};
+use kube::api::Patch;
 use serde_json::{Value, json};
 
 use super::{
-    ApplyError, Change as AnyChange, Mark, Planned, Refusal, apply_body, compact, patch_workload,
+    Action, ApplyError, Io, Plan, Refusal, Request,
+    write::{apply_body, compact, patch_workload},
 };
 use crate::{
-    crd::{Action, ActionKind},
+    crd::{self, ActionKind, ScaleAction},
     workload::Workload,
 };
+
+pub struct Scale;
 
 /// A server-side apply of replicas and/or a container's resources.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,16 +21,45 @@ pub struct Change {
     pub body: Value,
 }
 
-/// Whether the scale rolls pods (a resources change replaces every pod).
-pub fn rolls(action: &Action) -> bool {
-    action.scale.as_ref().is_some_and(|s| s.resources.is_some())
+impl Action for Scale {
+    const KIND: ActionKind = ActionKind::Scale;
+    type Settings = ScaleAction;
+    type Inputs = ();
+    type Change = Change;
+
+    fn settings(action: &crd::Action) -> Option<&ScaleAction> {
+        action.scale.as_ref()
+    }
+
+    fn plan(request: &Request<'_>, _: &()) -> Result<Plan<Change>, Refusal> {
+        plan(request)
+    }
+
+    async fn apply(
+        io: Io<'_>,
+        workload: &Workload,
+        change: &Change,
+        dry_run: bool,
+    ) -> Result<Vec<String>, ApplyError> {
+        patch_workload(
+            io.client,
+            workload,
+            &Patch::Apply(change.body.clone()),
+            dry_run,
+        )
+        .await?;
+        Ok(Vec::new())
+    }
+
+    /// A resources change replaces every pod; more replicas take none down.
+    fn rolls_pods(action: &crd::Action) -> bool {
+        Self::settings(action).is_some_and(|s| s.resources.is_some())
+    }
 }
 
-pub fn plan(action: &Action, workload: &Workload, mark: Mark<'_>) -> Result<Planned, Refusal> {
-    let scale = action
-        .scale
-        .as_ref()
-        .ok_or(Refusal::MissingSettings(ActionKind::Scale))?;
+fn plan(request: &Request<'_>) -> Result<Plan<Change>, Refusal> {
+    let (workload, mark) = (request.workload, request.mark);
+    let scale = Scale::required(request.action)?;
     let (kind, name) = (workload.kind(), workload.name());
     let mut spec = json!({});
     let mut summary = Vec::new();
@@ -78,28 +110,12 @@ pub fn plan(action: &Action, workload: &Workload, mark: Mark<'_>) -> Result<Plan
             compact(&set)
         ));
     }
-    Ok(Planned {
-        change: AnyChange::Scale(Change {
+    Ok(Plan {
+        change: Change {
             body: apply_body(workload, mark, spec),
-        }),
+        },
         summary: summary.join("; "),
     })
-}
-
-pub async fn apply(
-    client: &Client,
-    workload: &Workload,
-    change: &Change,
-    dry_run: bool,
-) -> Result<Vec<String>, ApplyError> {
-    patch_workload(
-        client,
-        workload,
-        &Patch::Apply(change.body.clone()),
-        dry_run,
-    )
-    .await?;
-    Ok(Vec::new())
 }
 
 #[cfg(test)]
@@ -107,11 +123,16 @@ mod tests {
     use super::super::fixtures::*;
     use super::*;
 
-    fn body(planned: Planned) -> Value {
-        match planned.change {
-            AnyChange::Scale(change) => change.body,
-            other => panic!("scale applies, got {other:?}"),
-        }
+    fn plan(
+        action: &crd::Action,
+        workload: &Workload,
+        _: super::super::Mark<'_>,
+    ) -> Result<Plan<Change>, Refusal> {
+        Scale::plan(&request(action, workload), &())
+    }
+
+    fn body(planned: Plan<Change>) -> Value {
+        planned.change.body
     }
 
     #[test]

@@ -1,0 +1,388 @@
+//! The one interface every containment action implements, and its erased
+//! form that the incident pipeline holds without knowing which action it is.
+//!
+//! An action is a unit struct in a file of its own implementing [`Action`]:
+//! - `observe`: the reads its plan needs beyond the workload and its pods
+//!   (ReplicaSets, a snapshot, a Secret, ...); most need none;
+//! - `plan`: pure, from the workload as it is to the change to make (or a
+//!   [`Refusal`] that says why not), with a line for the ledger;
+//! - `apply`: the one write, for real or as a server-side dry run, marked
+//!   with the incident and step that made it.
+//!
+//! It reaches the cluster and the network only through the [`Io`] it is
+//! handed, never through the operator's context: whoever calls it decides
+//! with whose authority it acts.
+
+use std::{any::Any, fmt, future::Future, sync::Arc};
+
+use futures::future::BoxFuture;
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use serde_json::{Value, json};
+
+use super::{ApplyError, Refusal};
+use crate::{
+    crd::{self, ActionKind, IncidentType, WorkloadKind},
+    names::{INCIDENT_ANNOTATION, STEP_ANNOTATION},
+    pod::PodFacts,
+    workload::Workload,
+};
+
+/// What an action may use to read and write: handed in by the caller.
+#[derive(Clone, Copy)]
+pub struct Io<'a> {
+    /// The Kubernetes client the action reads and writes with.
+    pub client: &'a Client,
+    /// For calls to services (the `http` action).
+    pub http: &'a reqwest::Client,
+}
+
+/// Who makes a change: written onto everything an action touches.
+#[derive(Clone, Copy, Debug)]
+pub struct Mark<'a> {
+    /// The ledger id of the step.
+    pub step: &'a str,
+    /// The incident's name.
+    pub incident: &'a str,
+}
+
+impl Mark<'_> {
+    pub(super) fn annotations(&self) -> Value {
+        json!({ STEP_ANNOTATION: self.step, INCIDENT_ANNOTATION: self.incident })
+    }
+}
+
+/// What a plan is made from, beside the action's own inputs.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// The rung: the action's kind and settings.
+    pub action: &'a crd::Action,
+    /// The target as it is now.
+    pub workload: &'a Workload,
+    pub mark: Mark<'a>,
+    /// The clock, in whole seconds.
+    pub now: Timestamp,
+}
+
+/// How far a step that replaces pods has come: when it was applied and the
+/// uids of the pods it found then.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress<'a> {
+    pub started: Timestamp,
+    pub replacing: &'a [String],
+}
+
+/// A typed change and its line for the ledger.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan<C> {
+    pub change: C,
+    pub summary: String,
+}
+
+/// A containment action. Stateless: its methods read what they are given.
+pub trait Action: Send + Sync + 'static {
+    /// The value of a rung's `action` field that names it.
+    const KIND: ActionKind;
+    /// Nothing in the cluster shows afterwards that the change was made (a
+    /// call to a service): it is marked in the ledger just before it is
+    /// made, so that a restart knows it may have happened.
+    const MARKED_BEFORE: bool = false;
+    /// It acts on a Deployment's rollout history or template only.
+    const DEPLOYMENTS_ONLY: bool = false;
+    /// What it calls or runs is the policy's to choose: an Incident may not
+    /// bring it in its own `spec.actions`, whatever the policy allows.
+    const POLICY_ONLY: bool = false;
+
+    /// Its settings in a rung (`scale:`, `http:`, ...).
+    type Settings;
+    /// What its plan reads beyond the workload and its pods.
+    type Inputs: Default + fmt::Debug + Send + Sync + 'static;
+    /// What it sends.
+    type Change: fmt::Debug + PartialEq + Send + Sync + 'static;
+
+    /// Its settings in the rung, if the rung has them.
+    fn settings(action: &crd::Action) -> Option<&Self::Settings>;
+
+    /// Its settings, which its plan cannot do without.
+    fn required(action: &crd::Action) -> Result<&Self::Settings, Refusal> {
+        Self::settings(action).ok_or(Refusal::MissingSettings(Self::KIND))
+    }
+
+    /// Reads what the plan needs. A missing object the plan should report
+    /// is an input, not an error: errors are retried.
+    fn observe(
+        _io: Io<'_>,
+        _action: &crd::Action,
+        _workload: &Workload,
+    ) -> impl Future<Output = Result<Self::Inputs, kube::Error>> + Send {
+        async { Ok(Self::Inputs::default()) }
+    }
+
+    /// The change to make, or why not. Pure.
+    fn plan(request: &Request<'_>, inputs: &Self::Inputs) -> Result<Plan<Self::Change>, Refusal>;
+
+    /// Makes the change. Returns extra lines for the ledger.
+    fn apply(
+        io: Io<'_>,
+        workload: &Workload,
+        change: &Self::Change,
+        dry_run: bool,
+    ) -> impl Future<Output = Result<Vec<String>, ApplyError>> + Send;
+
+    /// More to do while the step verifies (the next batch of a pod-by-pod
+    /// restart), decided from the pods as they are now. Pure.
+    fn follow_up(
+        _action: &crd::Action,
+        _pods: &[PodFacts],
+        _progress: Progress<'_>,
+        _min_ready: i32,
+    ) -> Option<Plan<Self::Change>> {
+        None
+    }
+
+    /// The uids of the pods the step is to replace, recorded when it is
+    /// applied, so a pod made in the same second is told from its
+    /// replacement.
+    fn replacing(_action: &crd::Action, _pods: &[PodFacts]) -> Option<Vec<String>> {
+        None
+    }
+
+    /// Whether it takes the target's own pods down (a rollout), and so
+    /// answers to the policy's floor of ready replicas.
+    fn rolls_pods(action: &crd::Action) -> bool;
+
+    /// Whether a change begun and never recorded may be made again.
+    fn repeatable(_action: &crd::Action) -> bool {
+        true
+    }
+
+    /// Whether a named person must approve it whatever the policy's mode.
+    fn needs_approval(_action: &crd::Action, _incident: IncidentType) -> bool {
+        false
+    }
+
+    /// Whether its verification waits for a Job named after the step.
+    fn verified_by_job() -> bool {
+        false
+    }
+}
+
+/// An action whose type is known only as the program runs: what the
+/// pipeline holds. Every [`Action`] is one.
+pub trait AnyAction: Send + Sync {
+    fn kind(&self) -> ActionKind;
+    /// Whether it can act on a workload of that kind.
+    fn applies_to(&self, kind: WorkloadKind) -> bool;
+    /// See [`Action::POLICY_ONLY`].
+    fn policy_only(&self) -> bool;
+    fn observe<'a>(
+        &'a self,
+        io: Io<'a>,
+        action: &'a crd::Action,
+        workload: &'a Workload,
+    ) -> BoxFuture<'a, Result<Inputs, kube::Error>>;
+    fn plan(&self, request: &Request<'_>, inputs: &Inputs) -> Result<Planned, Refusal>;
+    fn follow_up(
+        &self,
+        action: &crd::Action,
+        pods: &[PodFacts],
+        progress: Progress<'_>,
+        min_ready: i32,
+    ) -> Option<Planned>;
+    fn replacing(&self, action: &crd::Action, pods: &[PodFacts]) -> Option<Vec<String>>;
+    fn rolls_pods(&self, action: &crd::Action) -> bool;
+    fn repeatable(&self, action: &crd::Action) -> bool;
+    fn needs_approval(&self, action: &crd::Action, incident: IncidentType) -> bool;
+    fn verified_by_job(&self) -> bool;
+}
+
+impl<A: Action> AnyAction for A {
+    fn kind(&self) -> ActionKind {
+        A::KIND
+    }
+
+    fn applies_to(&self, kind: WorkloadKind) -> bool {
+        !A::DEPLOYMENTS_ONLY || kind == WorkloadKind::Deployment
+    }
+
+    fn policy_only(&self) -> bool {
+        A::POLICY_ONLY
+    }
+
+    fn observe<'a>(
+        &'a self,
+        io: Io<'a>,
+        action: &'a crd::Action,
+        workload: &'a Workload,
+    ) -> BoxFuture<'a, Result<Inputs, kube::Error>> {
+        Box::pin(async move { Ok(Inputs::of(A::observe(io, action, workload).await?)) })
+    }
+
+    fn plan(&self, request: &Request<'_>, inputs: &Inputs) -> Result<Planned, Refusal> {
+        // Inputs read for another step (or none read) plan as nothing read.
+        let fallback;
+        let inputs = match inputs.get::<A::Inputs>() {
+            Some(inputs) => inputs,
+            None => {
+                fallback = A::Inputs::default();
+                &fallback
+            }
+        };
+        A::plan(request, inputs).map(Planned::new::<A>)
+    }
+
+    fn follow_up(
+        &self,
+        action: &crd::Action,
+        pods: &[PodFacts],
+        progress: Progress<'_>,
+        min_ready: i32,
+    ) -> Option<Planned> {
+        A::follow_up(action, pods, progress, min_ready).map(Planned::new::<A>)
+    }
+
+    fn replacing(&self, action: &crd::Action, pods: &[PodFacts]) -> Option<Vec<String>> {
+        A::replacing(action, pods)
+    }
+
+    fn rolls_pods(&self, action: &crd::Action) -> bool {
+        A::rolls_pods(action)
+    }
+
+    fn repeatable(&self, action: &crd::Action) -> bool {
+        A::repeatable(action)
+    }
+
+    fn needs_approval(&self, action: &crd::Action, incident: IncidentType) -> bool {
+        A::needs_approval(action, incident)
+    }
+
+    fn verified_by_job(&self) -> bool {
+        A::verified_by_job()
+    }
+}
+
+/// What an action read before planning, of that action's own type.
+#[derive(Clone, Default)]
+pub struct Inputs(Option<Arc<dyn ReadValue>>);
+
+trait ReadValue: Any + fmt::Debug + Send + Sync {}
+impl<T: Any + fmt::Debug + Send + Sync> ReadValue for T {}
+
+impl Inputs {
+    pub fn of<T: fmt::Debug + Send + Sync + 'static>(inputs: T) -> Self {
+        Inputs(Some(Arc::new(inputs)))
+    }
+
+    /// The inputs, if they are of that type.
+    pub fn get<T: 'static>(&self) -> Option<&T> {
+        let value: &dyn Any = self.0.as_deref()?;
+        value.downcast_ref()
+    }
+}
+
+impl fmt::Debug for Inputs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(inputs) => inputs.fmt(f),
+            None => f.write_str("None"),
+        }
+    }
+}
+
+/// A planned change, of whichever action, and its line for the ledger.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Planned {
+    pub change: Change,
+    pub summary: String,
+}
+
+impl Planned {
+    pub fn new<A: Action>(plan: Plan<A::Change>) -> Self {
+        Planned {
+            change: Change(Arc::new(Typed::<A>(plan.change))),
+            summary: plan.summary,
+        }
+    }
+}
+
+/// A change of whichever action; it knows how it is applied.
+#[derive(Clone)]
+pub struct Change(Arc<dyn Apply>);
+
+impl Change {
+    /// Makes the change. Returns extra lines for the ledger.
+    pub async fn apply(
+        &self,
+        io: Io<'_>,
+        workload: &Workload,
+        dry_run: bool,
+    ) -> Result<Vec<String>, ApplyError> {
+        self.0.apply(io, workload, dry_run).await
+    }
+
+    /// See [`Action::MARKED_BEFORE`].
+    pub fn marked_before(&self) -> bool {
+        self.0.marked_before()
+    }
+
+    /// The change, if it is one of that action's.
+    pub fn get<A: Action>(&self) -> Option<&A::Change> {
+        let typed: &dyn Any = self.0.as_ref();
+        typed.downcast_ref::<Typed<A>>().map(|typed| &typed.0)
+    }
+}
+
+impl fmt::Debug for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl PartialEq for Change {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.same_as(other.0.as_ref())
+    }
+}
+
+/// A typed change with its action's apply.
+trait Apply: Any + fmt::Debug + Send + Sync {
+    fn apply<'a>(
+        &'a self,
+        io: Io<'a>,
+        workload: &'a Workload,
+        dry_run: bool,
+    ) -> BoxFuture<'a, Result<Vec<String>, ApplyError>>;
+    fn marked_before(&self) -> bool;
+    fn same_as(&self, other: &dyn Apply) -> bool;
+}
+
+struct Typed<A: Action>(A::Change);
+
+impl<A: Action> fmt::Debug for Typed<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{:?}", A::KIND, self.0)
+    }
+}
+
+impl<A: Action> Apply for Typed<A> {
+    fn apply<'a>(
+        &'a self,
+        io: Io<'a>,
+        workload: &'a Workload,
+        dry_run: bool,
+    ) -> BoxFuture<'a, Result<Vec<String>, ApplyError>> {
+        Box::pin(A::apply(io, workload, &self.0, dry_run))
+    }
+
+    fn marked_before(&self) -> bool {
+        A::MARKED_BEFORE
+    }
+
+    fn same_as(&self, other: &dyn Apply) -> bool {
+        let other: &dyn Any = other;
+        other
+            .downcast_ref::<Self>()
+            .is_some_and(|other| other.0 == self.0)
+    }
+}
