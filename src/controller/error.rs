@@ -19,7 +19,7 @@ pub enum Error {
     Fenced(#[from] crate::leader::Fenced),
     /// A service an action called answered otherwise than expected.
     #[error(transparent)]
-    Call(#[from] crate::remediation::actions::http::CallError),
+    Call(#[from] crate::remediation::actions::CallError),
     /// The object has no name or namespace; it cannot be reconciled.
     #[error("object without {0}")]
     MissingMetadata(&'static str),

@@ -20,7 +20,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use serde_json::{Value, json};
 
-use super::{ApplyError, Refusal};
+use super::errors::{ApplyError, Refusal};
 use crate::{
     crd::{self, ActionKind, IncidentType, WorkloadKind},
     names::{INCIDENT_ANNOTATION, STEP_ANNOTATION},

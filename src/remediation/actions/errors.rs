@@ -71,7 +71,7 @@ pub enum ApplyError {
     Encode(#[from] serde_json::Error),
     /// A service answered otherwise than expected, or not at all.
     #[error(transparent)]
-    Call(#[from] super::http::CallError),
+    Call(#[from] CallError),
 }
 
 impl ApplyError {
@@ -97,4 +97,17 @@ impl ApplyError {
             ApplyError::Kube(_) => None,
         }
     }
+}
+
+/// Why a call did not get the answer it expected.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("no answer after {tries} tries: {error}")]
+    NoAnswerAfterTries { tries: u32, error: String },
+    #[error(
+        "no answer: {0}; the call may have been made, and it is not made again (not idempotent)"
+    )]
+    NoAnswer(String),
+    #[error("answered {code}, not what was expected: {excerpt}")]
+    Unexpected { code: i32, excerpt: String },
 }

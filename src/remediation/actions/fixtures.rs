@@ -6,7 +6,7 @@ use k8s_openapi::{
 };
 use serde_json::{Value, json};
 
-use super::{Mark, Request};
+use super::action::{Mark, Request};
 use crate::{crd::Action, names::REVISION_ANNOTATION, workload::Workload};
 
 pub fn deployment(revision: &str, replicas: i32) -> Workload {

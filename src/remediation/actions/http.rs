@@ -14,7 +14,10 @@ use reqwest::{
     header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue},
 };
 
-use super::{Action, ApplyError, Io, Plan, Refusal, Request};
+use super::{
+    action::{Action, Io, Plan, Request},
+    errors::{ApplyError, CallError, Refusal},
+};
 use crate::{
     crd::{self, ActionKind, HttpAction, HttpMethod},
     signals::check::url_for,
@@ -125,19 +128,6 @@ impl Action for Http {
     fn repeatable(action: &crd::Action) -> bool {
         Self::settings(action).is_some_and(|h| h.idempotent)
     }
-}
-
-/// Why a call did not get the answer it expected.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    #[error("no answer after {tries} tries: {error}")]
-    NoAnswerAfterTries { tries: u32, error: String },
-    #[error(
-        "no answer: {0}; the call may have been made, and it is not made again (not idempotent)"
-    )]
-    NoAnswer(String),
-    #[error("answered {code}, not what was expected: {excerpt}")]
-    Unexpected { code: i32, excerpt: String },
 }
 
 /// Reads the Secrets the headers and body come from. A Secret or key that

@@ -23,7 +23,7 @@ pub mod run_job;
 pub mod scale;
 
 pub use action::{Action, AnyAction, Change, Inputs, Io, Mark, Plan, Planned, Progress, Request};
-pub use errors::{ApplyError, Refusal};
+pub use errors::{ApplyError, CallError, Refusal};
 
 use crate::{crd::ActionKind, remediation::safety, workload::Workload};
 

@@ -13,7 +13,10 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use super::{Action, ApplyError, Io, Mark, Plan, Refusal, Request};
+use super::{
+    action::{Action, Io, Mark, Plan, Request},
+    errors::{ApplyError, Refusal},
+};
 use crate::{
     crd::{self, ActionKind, PatchAction, PatchType},
     names::{FIELD_MANAGER, INCIDENT_ANNOTATION, STEP_ANNOTATION},

@@ -13,7 +13,8 @@ use kube::{
 use serde_json::{Value, json};
 
 use super::{
-    Action, ApplyError, Io, Mark, Plan, Progress, Refusal, Request,
+    action::{Action, Io, Mark, Plan, Progress, Request},
+    errors::{ApplyError, Refusal},
     write::{apply_body, patch_workload},
 };
 use crate::{

@@ -9,7 +9,8 @@ use kube::{
 use serde_json::{Value, json};
 
 use super::{
-    Action, ApplyError, Io, Mark, Plan, Refusal, Request,
+    action::{Action, Io, Mark, Plan, Request},
+    errors::{ApplyError, Refusal},
     write::{apply_body, patch_workload},
 };
 use crate::{

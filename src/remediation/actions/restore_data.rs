@@ -17,7 +17,8 @@ use kube::{
 use serde_json::json;
 
 use super::{
-    Action, ApplyError, Io, Mark, Plan, Planned, Refusal, Request,
+    action::{Action, Io, Mark, Plan, Planned, Request},
+    errors::{ApplyError, Refusal},
     run_job::{self, RunJob},
     write::patch_named,
 };

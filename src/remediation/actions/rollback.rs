@@ -10,7 +10,8 @@ use kube::{
 use serde_json::{Value, json};
 
 use super::{
-    Action, ApplyError, Io, Mark, Plan, Refusal, Request,
+    action::{Action, Io, Mark, Plan, Request},
+    errors::{ApplyError, Refusal},
     write::{merged_annotations, patch_workload},
 };
 use crate::{

@@ -23,7 +23,11 @@ use kube::{
 use rand::RngExt;
 use serde_json::json;
 
-use super::{Action, ApplyError, Io, Mark, Plan, Refusal, Request, write::patch_named};
+use super::{
+    action::{Action, Io, Mark, Plan, Request},
+    errors::{ApplyError, Refusal},
+    write::patch_named,
+};
 use crate::{
     crd::{self, ActionKind, IncidentType, RotateSecretAction, SecretAlphabet, WorkloadKind},
     names::{

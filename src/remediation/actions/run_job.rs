@@ -16,7 +16,10 @@ use kube::{
     api::{ListParams, LogParams, ObjectMeta, PostParams},
 };
 
-use super::{Action, ApplyError, Io, Mark, Plan, Refusal, Request};
+use super::{
+    action::{Action, Io, Mark, Plan, Request},
+    errors::{ApplyError, Refusal},
+};
 use crate::{
     crd::{self, ActionKind, RunJobAction},
     names::{FIELD_MANAGER, INCIDENT_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, STEP_ANNOTATION},

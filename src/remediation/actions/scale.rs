@@ -5,7 +5,8 @@ use kube::api::Patch;
 use serde_json::{Value, json};
 
 use super::{
-    Action, ApplyError, Io, Plan, Refusal, Request,
+    action::{Action, Io, Plan, Request},
+    errors::{ApplyError, Refusal},
     write::{apply_body, compact, patch_workload},
 };
 use crate::{

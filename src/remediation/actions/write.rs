@@ -10,7 +10,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use super::Mark;
+use super::action::Mark;
 use crate::{
     crd::WorkloadKind,
     names::{FIELD_MANAGER, INCIDENT_ANNOTATION, STEP_ANNOTATION},
