@@ -54,3 +54,21 @@ pub fn request<'a>(action: &'a Action, workload: &'a Workload) -> Request<'a> {
         now: now(),
     }
 }
+
+/// What action `A` plans from these inputs at [`now`].
+pub fn plan_of<A: super::Action>(
+    action: &Action,
+    workload: &Workload,
+    inputs: &A::Inputs,
+    mark: Mark<'_>,
+) -> Result<super::Plan<A::Change>, super::Refusal> {
+    A::plan(
+        &Request {
+            action,
+            workload,
+            mark,
+            now: now(),
+        },
+        inputs,
+    )
+}

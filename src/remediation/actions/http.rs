@@ -8,7 +8,7 @@
 use std::{collections::BTreeMap, fmt, time::Duration};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client};
+use kube::Api;
 use reqwest::{
     Method,
     header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue},
@@ -98,16 +98,143 @@ impl Action for Http {
         action.http.as_ref()
     }
 
+    /// Reads the Secrets the headers and body come from. A Secret or key that
+    /// is missing is a problem the plan reports, not an error to retry.
     async fn observe(
         io: Io<'_>,
         action: &crd::Action,
         workload: &Workload,
     ) -> Result<Inputs, kube::Error> {
-        observe(io.client, action, workload).await
+        let client = io.client;
+        let Some(settings) = Http::settings(action) else {
+            return Ok(Inputs::default());
+        };
+        let secrets = Api::<Secret>::namespaced(client.clone(), &workload.namespace());
+        let mut inputs = Inputs::default();
+        if let Some(source) = &settings.headers_from {
+            match secrets.get_opt(&source.name).await? {
+                Some(secret) => inputs.headers = crate::k8s::secret_text(&secret),
+                None => inputs
+                    .problems
+                    .push(format!("Secret {} (headersFrom) not found", source.name)),
+            }
+        }
+        if let Some(source) = &settings.body_from {
+            match secrets.get_opt(&source.name).await? {
+                Some(secret) => match crate::k8s::secret_text(&secret).remove(&source.key) {
+                    Some(body) => inputs.body = Some(body),
+                    None => inputs.problems.push(format!(
+                        "Secret {} has no key {} (bodyFrom)",
+                        source.name, source.key
+                    )),
+                },
+                None => inputs
+                    .problems
+                    .push(format!("Secret {} (bodyFrom) not found", source.name)),
+            }
+        }
+        Ok(inputs)
     }
 
+    /// The request, with the target filled in. Pure.
     fn plan(request: &Request<'_>, inputs: &Inputs) -> Result<Plan<Change>, Refusal> {
-        plan(request.action, request.workload, inputs)
+        let (action, workload) = (request.action, request.workload);
+        let settings = Http::required(action)?;
+        if let Some(problem) = inputs.problems.first() {
+            return Err(Refusal::Unusable(problem.clone()));
+        }
+        let (namespace, name) = (workload.namespace(), workload.name());
+        let url = url_for(&settings.url, &namespace, &name);
+        let parsed = reqwest::Url::parse(&url)
+            .map_err(|error| Refusal::Unusable(format!("http.url {url:?}: {error}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(Refusal::Unusable(format!(
+                "http.url {url:?}: only http and https"
+            )));
+        }
+        for (key, value) in &inputs.headers {
+            if HeaderName::from_bytes(key.as_bytes()).is_err()
+                || HeaderValue::from_str(value).is_err()
+            {
+                return Err(Refusal::Unusable(format!(
+                    "Secret {}: {key} is not a usable header",
+                    settings
+                        .headers_from
+                        .as_ref()
+                        .map_or("", |s| s.name.as_str())
+                )));
+            }
+        }
+        let body = match (&settings.body, &inputs.body) {
+            (Some(body), _) => Some(url_for(body, &namespace, &name)),
+            (None, from_secret) => from_secret.clone(),
+        };
+        let timeout = settings
+            .timeout
+            .map_or(DEFAULT_TIMEOUT, |t| t.as_std())
+            .min(LONGEST_TIMEOUT);
+        // Each value, and each word of it long enough to be a credential
+        // (`Bearer TOKEN` echoed back as `TOKEN`), longest first.
+        let mut secrets: Vec<String> = inputs
+            .headers
+            .values()
+            .chain(inputs.body.iter())
+            .flat_map(|value| {
+                std::iter::once(value.as_str()).chain(
+                    value
+                        .split(|c: char| c.is_whitespace() || c == ':' || c == ',')
+                        .filter(|word| word.len() >= MIN_SECRET_WORD),
+                )
+            })
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+            .collect();
+        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        secrets.dedup();
+        let expect = if settings.expect_status.is_empty() {
+            "2xx".to_owned()
+        } else {
+            settings
+                .expect_status
+                .iter()
+                .map(i32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let summary = format!(
+            "{} {url} (expects {expect}{})",
+            settings.method,
+            if settings.idempotent {
+                ", idempotent"
+            } else {
+                ""
+            }
+        );
+        Ok(Plan {
+            change: Change {
+                method: settings.method,
+                url,
+                headers: inputs
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                body,
+                content_type: settings
+                    .content_type
+                    .clone()
+                    .unwrap_or_else(|| "application/json".to_owned()),
+                expect: settings.expect_status.clone(),
+                timeout,
+                tries: if settings.idempotent {
+                    IDEMPOTENT_TRIES
+                } else {
+                    1
+                },
+                secrets,
+            },
+            summary,
+        })
     }
 
     async fn apply(
@@ -128,146 +255,6 @@ impl Action for Http {
     fn repeatable(action: &crd::Action) -> bool {
         Self::settings(action).is_some_and(|h| h.idempotent)
     }
-}
-
-/// Reads the Secrets the headers and body come from. A Secret or key that
-/// is missing is a problem the plan reports, not an error to retry.
-async fn observe(
-    client: &Client,
-    action: &crd::Action,
-    workload: &Workload,
-) -> Result<Inputs, kube::Error> {
-    let Some(settings) = Http::settings(action) else {
-        return Ok(Inputs::default());
-    };
-    let secrets = Api::<Secret>::namespaced(client.clone(), &workload.namespace());
-    let mut inputs = Inputs::default();
-    if let Some(source) = &settings.headers_from {
-        match secrets.get_opt(&source.name).await? {
-            Some(secret) => inputs.headers = crate::k8s::secret_text(&secret),
-            None => inputs
-                .problems
-                .push(format!("Secret {} (headersFrom) not found", source.name)),
-        }
-    }
-    if let Some(source) = &settings.body_from {
-        match secrets.get_opt(&source.name).await? {
-            Some(secret) => match crate::k8s::secret_text(&secret).remove(&source.key) {
-                Some(body) => inputs.body = Some(body),
-                None => inputs.problems.push(format!(
-                    "Secret {} has no key {} (bodyFrom)",
-                    source.name, source.key
-                )),
-            },
-            None => inputs
-                .problems
-                .push(format!("Secret {} (bodyFrom) not found", source.name)),
-        }
-    }
-    Ok(inputs)
-}
-
-/// The request, with the target filled in. Pure.
-fn plan(
-    action: &crd::Action,
-    workload: &Workload,
-    inputs: &Inputs,
-) -> Result<Plan<Change>, Refusal> {
-    let settings = Http::required(action)?;
-    if let Some(problem) = inputs.problems.first() {
-        return Err(Refusal::Unusable(problem.clone()));
-    }
-    let (namespace, name) = (workload.namespace(), workload.name());
-    let url = url_for(&settings.url, &namespace, &name);
-    let parsed = reqwest::Url::parse(&url)
-        .map_err(|error| Refusal::Unusable(format!("http.url {url:?}: {error}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(Refusal::Unusable(format!(
-            "http.url {url:?}: only http and https"
-        )));
-    }
-    for (key, value) in &inputs.headers {
-        if HeaderName::from_bytes(key.as_bytes()).is_err() || HeaderValue::from_str(value).is_err()
-        {
-            return Err(Refusal::Unusable(format!(
-                "Secret {}: {key} is not a usable header",
-                settings
-                    .headers_from
-                    .as_ref()
-                    .map_or("", |s| s.name.as_str())
-            )));
-        }
-    }
-    let body = match (&settings.body, &inputs.body) {
-        (Some(body), _) => Some(url_for(body, &namespace, &name)),
-        (None, from_secret) => from_secret.clone(),
-    };
-    let timeout = settings
-        .timeout
-        .map_or(DEFAULT_TIMEOUT, |t| t.as_std())
-        .min(LONGEST_TIMEOUT);
-    // Each value, and each word of it long enough to be a credential
-    // (`Bearer TOKEN` echoed back as `TOKEN`), longest first.
-    let mut secrets: Vec<String> = inputs
-        .headers
-        .values()
-        .chain(inputs.body.iter())
-        .flat_map(|value| {
-            std::iter::once(value.as_str()).chain(
-                value
-                    .split(|c: char| c.is_whitespace() || c == ':' || c == ',')
-                    .filter(|word| word.len() >= MIN_SECRET_WORD),
-            )
-        })
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
-        .collect();
-    secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-    secrets.dedup();
-    let expect = if settings.expect_status.is_empty() {
-        "2xx".to_owned()
-    } else {
-        settings
-            .expect_status
-            .iter()
-            .map(i32::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let summary = format!(
-        "{} {url} (expects {expect}{})",
-        settings.method,
-        if settings.idempotent {
-            ", idempotent"
-        } else {
-            ""
-        }
-    );
-    Ok(Plan {
-        change: Change {
-            method: settings.method,
-            url,
-            headers: inputs
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            body,
-            content_type: settings
-                .content_type
-                .clone()
-                .unwrap_or_else(|| "application/json".to_owned()),
-            expect: settings.expect_status.clone(),
-            timeout,
-            tries: if settings.idempotent {
-                IDEMPOTENT_TRIES
-            } else {
-                1
-            },
-            secrets,
-        },
-        summary,
-    })
 }
 
 /// Makes the call; a dry run makes none (nothing can check a call without
@@ -384,6 +371,14 @@ fn redact(text: &str, secrets: &[String]) -> String {
 mod tests {
     use super::super::fixtures::*;
     use super::*;
+
+    fn plan(
+        action: &crd::Action,
+        workload: &Workload,
+        inputs: &Inputs,
+    ) -> Result<Plan<Change>, Refusal> {
+        plan_of::<Http>(action, workload, inputs, MARK)
+    }
     use serde_json::json;
 
     fn inputs(headers: &[(&str, &str)]) -> Inputs {

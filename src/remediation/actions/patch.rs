@@ -7,14 +7,14 @@
 //! in the ledger (`rotateSecret` is for them).
 
 use kube::{
-    Api, Client,
+    Api,
     api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams},
     discovery::pinned_kind,
 };
 use serde_json::{Value, json};
 
 use super::{
-    action::{Action, Io, Mark, Plan, Request},
+    action::{Action, Io, Plan, Request},
     errors::{ApplyError, Refusal},
 };
 use crate::{
@@ -71,25 +71,216 @@ impl Action for PatchObject {
         action.patch.as_ref()
     }
 
+    /// Finds the kind (discovery) and reads the object.
     async fn observe(
         io: Io<'_>,
         action: &crd::Action,
         workload: &Workload,
     ) -> Result<Inputs, kube::Error> {
-        observe(io.client, action, workload).await
+        let client = io.client;
+        let Some(settings) = &action.patch else {
+            return Ok(Inputs::default());
+        };
+        let (group, version) = settings
+            .api_version
+            .split_once('/')
+            .unwrap_or(("", settings.api_version.as_str()));
+        let gvk = GroupVersionKind::gvk(group, version, &settings.kind);
+        let resource = match pinned_kind(client, &gvk).await {
+            Ok((resource, _)) => resource,
+            Err(error) => {
+                return Ok(Inputs {
+                    problem: Some(format!(
+                        "{} {} is not served here: {error}",
+                        settings.api_version, settings.kind
+                    )),
+                    ..Inputs::default()
+                });
+            }
+        };
+        let name = object_name(settings, workload);
+        let api =
+            Api::<DynamicObject>::namespaced_with(client.clone(), &workload.namespace(), &resource);
+        let object = match api.get_opt(&name).await {
+            Ok(object) => object,
+            // Not granted by the chart's actions.patch: say so, as a refusal.
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                return Ok(Inputs {
+                    resource: Some(resource),
+                    problem: Some(format!(
+                        "the operator may not read {} (add it to the chart's actions.patch): {}",
+                        resource_name(&settings.kind, &settings.api_version),
+                        status.message
+                    )),
+                    ..Inputs::default()
+                });
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(Inputs {
+            resource: Some(resource),
+            object: object.map(|o| serde_json::to_value(o).unwrap_or(Value::Null)),
+            problem: None,
+        })
     }
 
+    /// The patch applied to the object as read: what changes, from what, and
+    /// how to undo it. Pure.
     fn plan(request: &Request<'_>, inputs: &Inputs) -> Result<Plan<Change>, Refusal> {
-        plan(request.action, request.workload, inputs, request.mark)
+        let (action, workload, mark) = (request.action, request.workload, request.mark);
+        let settings = PatchObject::required(action)?;
+        if settings.kind == "Secret" && settings.api_version == "v1" {
+            return Err(Refusal::Unusable(
+                "patch.kind: a Secret's values would land in the ledger; rotateSecret is for Secrets"
+                    .into(),
+            ));
+        }
+        if let Some(problem) = &inputs.problem {
+            return Err(Refusal::Unusable(problem.clone()));
+        }
+        let name = object_name(settings, workload);
+        let (Some(resource), Some(before)) = (&inputs.resource, &inputs.object) else {
+            return Err(Refusal::Unusable(format!(
+                "{} {name} not found",
+                settings.kind
+            )));
+        };
+        let change = |patch_type: PatchType, patch: Value| Change {
+            resource: resource.clone(),
+            namespace: workload.namespace(),
+            name: name.clone(),
+            patch_type,
+            patch,
+            resource_version: before["metadata"]["resourceVersion"]
+                .as_str()
+                .map(str::to_owned),
+            annotated: before["metadata"]["annotations"].is_object(),
+            step: mark.step.to_owned(),
+            incident: mark.incident.to_owned(),
+        };
+        // Patched by this very step before a restart: its mark is there, and
+        // the patch is not sent again (a JSON patch may not be idempotent).
+        if before["metadata"]["annotations"][STEP_ANNOTATION].as_str() == Some(mark.step) {
+            return Ok(Plan {
+                change: change(PatchType::Merge, json!({})),
+                summary: format!(
+                    "{} {name} was patched by this step before a restart; not patched again",
+                    settings.kind
+                ),
+            });
+        }
+        let mut after = before.clone();
+        match settings.patch_type {
+            PatchType::Merge => {
+                if !settings.patch.is_object() {
+                    return Err(Refusal::Unusable(
+                        "patch.patch: a Merge patch is an object".into(),
+                    ));
+                }
+                json_patch::merge(&mut after, &settings.patch);
+            }
+            PatchType::Json => {
+                let operations: json_patch::Patch = serde_json::from_value(settings.patch.clone())
+                    .map_err(|error| {
+                        Refusal::Unusable(format!(
+                            "patch.patch: not a list of JSON patch operations: {error}"
+                        ))
+                    })?;
+                json_patch::patch(&mut after, &operations).map_err(|error| {
+                    Refusal::Unusable(format!("patch.patch does not apply to {name}: {error}"))
+                })?;
+            }
+        }
+        let mut changed = Vec::new();
+        differences(String::new(), Some(before), Some(&after), &mut changed);
+        if changed.is_empty() {
+            return Err(Refusal::NothingToPatch(format!("{} {name}", settings.kind)));
+        }
+        let listed: Vec<String> = changed
+            .iter()
+            .take(MAX_LISTED)
+            .map(|(path, old, new)| {
+                format!("{path} {} -> {}", shown(old.as_ref()), shown(new.as_ref()))
+            })
+            .collect();
+        let more = changed.len().saturating_sub(MAX_LISTED);
+        let summary = format!(
+            "{} {name}: {}{}; undo: {}",
+            settings.kind,
+            listed.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            },
+            undo(&changed)
+        );
+        Ok(Plan {
+            change: change(settings.patch_type, settings.patch.clone()),
+            summary,
+        })
     }
 
+    /// Sends the patch, conditional on the version planned from, with the
+    /// step's mark. A dry run is the API server's.
     async fn apply(
         io: Io<'_>,
         _: &Workload,
         change: &Change,
         dry_run: bool,
     ) -> Result<Vec<String>, ApplyError> {
-        apply(io.client, change, dry_run).await
+        let client = io.client;
+        let api = Api::<DynamicObject>::namespaced_with(
+            client.clone(),
+            &change.namespace,
+            &change.resource,
+        );
+        let params = PatchParams {
+            dry_run,
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        let marks = json!({STEP_ANNOTATION: change.step, INCIDENT_ANNOTATION: change.incident});
+        match change.patch_type {
+            PatchType::Merge => {
+                let mut patch = change.patch.clone();
+                json_patch::merge(
+                    &mut patch,
+                    &json!({"metadata": {"resourceVersion": change.resource_version, "annotations": marks}}),
+                );
+                api.patch(&change.name, &params, &Patch::Merge(&patch))
+                    .await?;
+            }
+            PatchType::Json => {
+                // A test of the version first: an object changed since the plan
+                // refuses the whole patch (the API server answers 422), and the
+                // step fails with that answer rather than patch what it did not plan for.
+                let mut operations =
+                    vec![json!({"op": "test", "path": "/metadata/resourceVersion",
+                                                 "value": change.resource_version})];
+                operations.extend(change.patch.as_array().cloned().unwrap_or_default());
+                // The marks in the same write: found after a restart, the
+                // operations are never sent twice.
+                if change.annotated {
+                    for (key, value) in [
+                        (STEP_ANNOTATION, &change.step),
+                        (INCIDENT_ANNOTATION, &change.incident),
+                    ] {
+                        let key = key.replace('~', "~0").replace('/', "~1");
+                        operations.push(json!({"op": "add", "path": format!("/metadata/annotations/{key}"), "value": value}));
+                    }
+                } else {
+                    operations.push(
+                        json!({"op": "add", "path": "/metadata/annotations", "value": marks}),
+                    );
+                }
+                let operations: json_patch::Patch =
+                    serde_json::from_value(Value::Array(operations))?;
+                api.patch(&change.name, &params, &Patch::<Value>::Json(operations))
+                    .await?;
+            }
+        }
+        Ok(Vec::new())
     }
 
     /// Another object: the target's own pods are not rolled by it.
@@ -98,211 +289,8 @@ impl Action for PatchObject {
     }
 }
 
-/// Finds the kind (discovery) and reads the object.
-async fn observe(
-    client: &Client,
-    action: &crd::Action,
-    workload: &Workload,
-) -> Result<Inputs, kube::Error> {
-    let Some(settings) = &action.patch else {
-        return Ok(Inputs::default());
-    };
-    let (group, version) = settings
-        .api_version
-        .split_once('/')
-        .unwrap_or(("", settings.api_version.as_str()));
-    let gvk = GroupVersionKind::gvk(group, version, &settings.kind);
-    let resource = match pinned_kind(client, &gvk).await {
-        Ok((resource, _)) => resource,
-        Err(error) => {
-            return Ok(Inputs {
-                problem: Some(format!(
-                    "{} {} is not served here: {error}",
-                    settings.api_version, settings.kind
-                )),
-                ..Inputs::default()
-            });
-        }
-    };
-    let name = object_name(settings, workload);
-    let api =
-        Api::<DynamicObject>::namespaced_with(client.clone(), &workload.namespace(), &resource);
-    let object = match api.get_opt(&name).await {
-        Ok(object) => object,
-        // Not granted by the chart's actions.patch: say so, as a refusal.
-        Err(kube::Error::Api(status)) if status.code == 403 => {
-            return Ok(Inputs {
-                resource: Some(resource),
-                problem: Some(format!(
-                    "the operator may not read {} (add it to the chart's actions.patch): {}",
-                    resource_name(&settings.kind, &settings.api_version),
-                    status.message
-                )),
-                ..Inputs::default()
-            });
-        }
-        Err(error) => return Err(error),
-    };
-    Ok(Inputs {
-        resource: Some(resource),
-        object: object.map(|o| serde_json::to_value(o).unwrap_or(Value::Null)),
-        problem: None,
-    })
-}
-
 fn resource_name(kind: &str, api_version: &str) -> String {
     format!("{kind}.{api_version}")
-}
-
-/// The patch applied to the object as read: what changes, from what, and
-/// how to undo it. Pure.
-fn plan(
-    action: &crd::Action,
-    workload: &Workload,
-    inputs: &Inputs,
-    mark: Mark<'_>,
-) -> Result<Plan<Change>, Refusal> {
-    let settings = PatchObject::required(action)?;
-    if settings.kind == "Secret" && settings.api_version == "v1" {
-        return Err(Refusal::Unusable(
-            "patch.kind: a Secret's values would land in the ledger; rotateSecret is for Secrets"
-                .into(),
-        ));
-    }
-    if let Some(problem) = &inputs.problem {
-        return Err(Refusal::Unusable(problem.clone()));
-    }
-    let name = object_name(settings, workload);
-    let (Some(resource), Some(before)) = (&inputs.resource, &inputs.object) else {
-        return Err(Refusal::Unusable(format!(
-            "{} {name} not found",
-            settings.kind
-        )));
-    };
-    let change = |patch_type: PatchType, patch: Value| Change {
-        resource: resource.clone(),
-        namespace: workload.namespace(),
-        name: name.clone(),
-        patch_type,
-        patch,
-        resource_version: before["metadata"]["resourceVersion"]
-            .as_str()
-            .map(str::to_owned),
-        annotated: before["metadata"]["annotations"].is_object(),
-        step: mark.step.to_owned(),
-        incident: mark.incident.to_owned(),
-    };
-    // Patched by this very step before a restart: its mark is there, and
-    // the patch is not sent again (a JSON patch may not be idempotent).
-    if before["metadata"]["annotations"][STEP_ANNOTATION].as_str() == Some(mark.step) {
-        return Ok(Plan {
-            change: change(PatchType::Merge, json!({})),
-            summary: format!(
-                "{} {name} was patched by this step before a restart; not patched again",
-                settings.kind
-            ),
-        });
-    }
-    let mut after = before.clone();
-    match settings.patch_type {
-        PatchType::Merge => {
-            if !settings.patch.is_object() {
-                return Err(Refusal::Unusable(
-                    "patch.patch: a Merge patch is an object".into(),
-                ));
-            }
-            json_patch::merge(&mut after, &settings.patch);
-        }
-        PatchType::Json => {
-            let operations: json_patch::Patch = serde_json::from_value(settings.patch.clone())
-                .map_err(|error| {
-                    Refusal::Unusable(format!(
-                        "patch.patch: not a list of JSON patch operations: {error}"
-                    ))
-                })?;
-            json_patch::patch(&mut after, &operations).map_err(|error| {
-                Refusal::Unusable(format!("patch.patch does not apply to {name}: {error}"))
-            })?;
-        }
-    }
-    let mut changed = Vec::new();
-    differences(String::new(), Some(before), Some(&after), &mut changed);
-    if changed.is_empty() {
-        return Err(Refusal::NothingToPatch(format!("{} {name}", settings.kind)));
-    }
-    let listed: Vec<String> = changed
-        .iter()
-        .take(MAX_LISTED)
-        .map(|(path, old, new)| {
-            format!("{path} {} -> {}", shown(old.as_ref()), shown(new.as_ref()))
-        })
-        .collect();
-    let more = changed.len().saturating_sub(MAX_LISTED);
-    let summary = format!(
-        "{} {name}: {}{}; undo: {}",
-        settings.kind,
-        listed.join(", "),
-        if more > 0 {
-            format!(" and {more} more")
-        } else {
-            String::new()
-        },
-        undo(&changed)
-    );
-    Ok(Plan {
-        change: change(settings.patch_type, settings.patch.clone()),
-        summary,
-    })
-}
-
-/// Sends the patch, conditional on the version planned from, with the
-/// step's mark. A dry run is the API server's.
-async fn apply(client: &Client, change: &Change, dry_run: bool) -> Result<Vec<String>, ApplyError> {
-    let api =
-        Api::<DynamicObject>::namespaced_with(client.clone(), &change.namespace, &change.resource);
-    let params = PatchParams {
-        dry_run,
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    };
-    let marks = json!({STEP_ANNOTATION: change.step, INCIDENT_ANNOTATION: change.incident});
-    match change.patch_type {
-        PatchType::Merge => {
-            let mut patch = change.patch.clone();
-            json_patch::merge(
-                &mut patch,
-                &json!({"metadata": {"resourceVersion": change.resource_version, "annotations": marks}}),
-            );
-            api.patch(&change.name, &params, &Patch::Merge(&patch))
-                .await?;
-        }
-        PatchType::Json => {
-            // A test of the version first: an object changed since the plan
-            // refuses the whole patch (the API server answers 422), and the
-            // step fails with that answer rather than patch what it did not plan for.
-            let mut operations = vec![json!({"op": "test", "path": "/metadata/resourceVersion",
-                                             "value": change.resource_version})];
-            operations.extend(change.patch.as_array().cloned().unwrap_or_default());
-            // The marks in the same write: found after a restart, the
-            // operations are never sent twice.
-            if change.annotated {
-                for (key, value) in [
-                    (STEP_ANNOTATION, &change.step),
-                    (INCIDENT_ANNOTATION, &change.incident),
-                ] {
-                    let key = key.replace('~', "~0").replace('/', "~1");
-                    operations.push(json!({"op": "add", "path": format!("/metadata/annotations/{key}"), "value": value}));
-                }
-            } else {
-                operations
-                    .push(json!({"op": "add", "path": "/metadata/annotations", "value": marks}));
-            }
-            let operations: json_patch::Patch = serde_json::from_value(Value::Array(operations))?;
-            api.patch(&change.name, &params, &Patch::<Value>::Json(operations))
-                .await?;
-        }
-    }
-    Ok(Vec::new())
 }
 
 /// Every leaf that differs between `before` and `after`, by JSON pointer;
@@ -405,7 +393,8 @@ mod tests {
             json!({"spec": {"resources": {"limits": {"memory": "4Gi", "cpu": "2000m"}}}}),
             "Merge",
         );
-        let planned = plan(&merge, &deployment("1", 3), &postgresql(), MARK).unwrap();
+        let planned =
+            plan_of::<PatchObject>(&merge, &deployment("1", 3), &postgresql(), MARK).unwrap();
         assert_eq!(
             planned.summary,
             "postgresql api-db: /spec/resources/limits/cpu 1000m -> 2000m, \
@@ -417,7 +406,8 @@ mod tests {
             json!([{"op": "add", "path": "/spec/resources/requests", "value": {"memory": "1Gi"}}]),
             "Json",
         );
-        let planned = plan(&json_ops, &deployment("1", 3), &postgresql(), MARK).unwrap();
+        let planned =
+            plan_of::<PatchObject>(&json_ops, &deployment("1", 3), &postgresql(), MARK).unwrap();
         assert!(
             planned
                 .summary
@@ -436,7 +426,7 @@ mod tests {
     fn a_patch_that_changes_nothing_or_cannot_apply_is_refused() {
         let same = scale_db(json!({"spec": {"numberOfInstances": 1}}), "Merge");
         assert_eq!(
-            plan(&same, &deployment("1", 3), &postgresql(), MARK),
+            plan_of::<PatchObject>(&same, &deployment("1", 3), &postgresql(), MARK),
             Err(Refusal::NothingToPatch("postgresql api-db".into()))
         );
         let wrong = scale_db(
@@ -444,7 +434,7 @@ mod tests {
             "Json",
         );
         assert!(matches!(
-            plan(&wrong, &deployment("1", 3), &postgresql(), MARK),
+            plan_of::<PatchObject>(&wrong, &deployment("1", 3), &postgresql(), MARK),
             Err(Refusal::Unusable(why)) if why.contains("does not apply to api-db")
         ));
         let secret = action(
@@ -452,7 +442,7 @@ mod tests {
             "name": "s", "patch": {"data": {}}}}),
         );
         assert!(matches!(
-            plan(&secret, &deployment("1", 3), &postgresql(), MARK),
+            plan_of::<PatchObject>(&secret, &deployment("1", 3), &postgresql(), MARK),
             Err(Refusal::Unusable(why)) if why.contains("rotateSecret is for Secrets")
         ));
     }

@@ -1,15 +1,15 @@
 //! `restoreConfig`: put a ConfigMap's newest known-good snapshot back, then
 //! (by default) rollout-restart the workload so it reads it.
 
-use k8s_openapi::{api::core::v1::ConfigMap, jiff::Timestamp};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
-    Api, Client, ResourceExt,
+    Api, ResourceExt,
     api::{ObjectMeta, Patch, PostParams},
 };
 use serde_json::{Value, json};
 
 use super::{
-    action::{Action, Io, Mark, Plan, Request},
+    action::{Action, Io, Plan, Request},
     errors::{ApplyError, Refusal},
     write::{apply_body, patch_workload},
 };
@@ -62,26 +62,133 @@ impl Action for RestoreConfig {
         action: &crd::Action,
         workload: &Workload,
     ) -> Result<Inputs, kube::Error> {
-        observe(io.client, action, workload).await
+        let client = io.client;
+        let Some(settings) = RestoreConfig::settings(action) else {
+            return Ok(Inputs::default());
+        };
+        let namespace = workload.namespace();
+        let snapshots = known_good::snapshots_of(client, &namespace, &settings.config_map).await?;
+        let current = Api::<ConfigMap>::namespaced(client.clone(), &namespace)
+            .get_opt(&settings.config_map)
+            .await?;
+        Ok(Inputs {
+            current,
+            snapshot: snapshots.trusted.into_iter().next(),
+            ignored: snapshots.ignored,
+        })
     }
 
     fn plan(request: &Request<'_>, inputs: &Inputs) -> Result<Plan<Change>, Refusal> {
-        plan(
-            request.action,
-            request.workload,
-            inputs,
-            request.mark,
-            request.now,
-        )
+        let (action, workload, mark, now) =
+            (request.action, request.workload, request.mark, request.now);
+        let settings = RestoreConfig::required(action)?;
+        let name = &settings.config_map;
+        let snapshot = match (&inputs.snapshot, inputs.ignored.is_empty()) {
+            (Some(snapshot), _) => snapshot,
+            (None, true) => return Err(Refusal::NoSnapshot(name.clone())),
+            (None, false) => {
+                return Err(Refusal::UntrustedSnapshots(
+                    name.clone(),
+                    inputs.ignored.join(", "),
+                ));
+            }
+        };
+        let snapshot_name = snapshot.name_any();
+        let taken = known_good::taken_at(snapshot)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        let (config_map, detail) = match &inputs.current {
+            Some(current)
+                if current.data == snapshot.data && current.binary_data == snapshot.binary_data =>
+            {
+                return Err(Refusal::NothingToRestore(name.clone()));
+            }
+            // Replaced as read: its resourceVersion makes the write conditional.
+            Some(current) => (
+                current.clone(),
+                format!("ConfigMap/{name} content from snapshot {snapshot_name} taken {taken}"),
+            ),
+            // Deleted (the pods that read it cannot start): created again, a
+            // create being conditional on nobody having done so meanwhile.
+            None => (
+                ConfigMap {
+                    metadata: ObjectMeta {
+                        name: Some(name.clone()),
+                        namespace: Some(workload.namespace()),
+                        ..ObjectMeta::default()
+                    },
+                    ..ConfigMap::default()
+                },
+                format!(
+                    "ConfigMap/{name} was missing: created again from snapshot {snapshot_name} taken {taken}"
+                ),
+            ),
+        };
+        let config_map = {
+            let mut restored = config_map;
+            restored.data = snapshot.data.clone();
+            restored.binary_data = snapshot.binary_data.clone();
+            let annotations = restored
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default);
+            annotations.insert(INCIDENT_ANNOTATION.into(), mark.incident.into());
+            annotations.insert(RESTORED_FROM_ANNOTATION.into(), snapshot_name.clone());
+            Box::new(restored)
+        };
+        // Without a restart the annotations still mark the step as applied.
+        let (spec, restart) = if settings.restart {
+            let stamp = now.to_string();
+            (
+                json!({"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: stamp}}}}),
+                format!("; {}/{} rollout restart", workload.kind(), workload.name()),
+            )
+        } else {
+            (json!({}), String::new())
+        };
+        Ok(Plan {
+            change: Change {
+                config_map,
+                workload: apply_body(workload, mark, spec),
+                detail,
+            },
+            summary: format!(
+                "ConfigMap/{name} restored from its last known-good snapshot{restart}"
+            ),
+        })
     }
 
+    /// Two writes. A restore interrupted between them finds the ConfigMap
+    /// matching next time: the step is then skipped as having nothing to do
+    /// (the workload's pods read the restored content once restarted, by the
+    /// next step or by hand).
     async fn apply(
         io: Io<'_>,
         workload: &Workload,
         change: &Change,
         dry_run: bool,
     ) -> Result<Vec<String>, ApplyError> {
-        apply(io.client, workload, change, dry_run).await
+        let client = io.client;
+        let params = PostParams {
+            dry_run,
+            field_manager: Some(FIELD_MANAGER.into()),
+        };
+        let config_map = &change.config_map;
+        let api = Api::<ConfigMap>::namespaced(client.clone(), &workload.namespace());
+        if config_map.metadata.resource_version.is_some() {
+            api.replace(&config_map.name_any(), &params, config_map)
+                .await?;
+        } else {
+            api.create(&params, config_map).await?;
+        }
+        patch_workload(
+            client,
+            workload,
+            &Patch::Apply(change.workload.clone()),
+            dry_run,
+        )
+        .await?;
+        Ok(vec![change.detail.clone()])
     }
 
     /// The restart that follows rolls every pod.
@@ -90,144 +197,31 @@ impl Action for RestoreConfig {
     }
 }
 
-async fn observe(
-    client: &Client,
-    action: &crd::Action,
-    workload: &Workload,
-) -> Result<Inputs, kube::Error> {
-    let Some(settings) = RestoreConfig::settings(action) else {
-        return Ok(Inputs::default());
-    };
-    let namespace = workload.namespace();
-    let snapshots = known_good::snapshots_of(client, &namespace, &settings.config_map).await?;
-    let current = Api::<ConfigMap>::namespaced(client.clone(), &namespace)
-        .get_opt(&settings.config_map)
-        .await?;
-    Ok(Inputs {
-        current,
-        snapshot: snapshots.trusted.into_iter().next(),
-        ignored: snapshots.ignored,
-    })
-}
-
-fn plan(
-    action: &crd::Action,
-    workload: &Workload,
-    inputs: &Inputs,
-    mark: Mark<'_>,
-    now: Timestamp,
-) -> Result<Plan<Change>, Refusal> {
-    let settings = RestoreConfig::required(action)?;
-    let name = &settings.config_map;
-    let snapshot = match (&inputs.snapshot, inputs.ignored.is_empty()) {
-        (Some(snapshot), _) => snapshot,
-        (None, true) => return Err(Refusal::NoSnapshot(name.clone())),
-        (None, false) => {
-            return Err(Refusal::UntrustedSnapshots(
-                name.clone(),
-                inputs.ignored.join(", "),
-            ));
-        }
-    };
-    let snapshot_name = snapshot.name_any();
-    let taken = known_good::taken_at(snapshot)
-        .map(|t| t.to_string())
-        .unwrap_or_default();
-    let (config_map, detail) = match &inputs.current {
-        Some(current)
-            if current.data == snapshot.data && current.binary_data == snapshot.binary_data =>
-        {
-            return Err(Refusal::NothingToRestore(name.clone()));
-        }
-        // Replaced as read: its resourceVersion makes the write conditional.
-        Some(current) => (
-            current.clone(),
-            format!("ConfigMap/{name} content from snapshot {snapshot_name} taken {taken}"),
-        ),
-        // Deleted (the pods that read it cannot start): created again, a
-        // create being conditional on nobody having done so meanwhile.
-        None => (
-            ConfigMap {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    namespace: Some(workload.namespace()),
-                    ..ObjectMeta::default()
-                },
-                ..ConfigMap::default()
-            },
-            format!(
-                "ConfigMap/{name} was missing: created again from snapshot {snapshot_name} taken {taken}"
-            ),
-        ),
-    };
-    let config_map = {
-        let mut restored = config_map;
-        restored.data = snapshot.data.clone();
-        restored.binary_data = snapshot.binary_data.clone();
-        let annotations = restored
-            .metadata
-            .annotations
-            .get_or_insert_with(Default::default);
-        annotations.insert(INCIDENT_ANNOTATION.into(), mark.incident.into());
-        annotations.insert(RESTORED_FROM_ANNOTATION.into(), snapshot_name.clone());
-        Box::new(restored)
-    };
-    // Without a restart the annotations still mark the step as applied.
-    let (spec, restart) = if settings.restart {
-        let stamp = now.to_string();
-        (
-            json!({"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: stamp}}}}),
-            format!("; {}/{} rollout restart", workload.kind(), workload.name()),
-        )
-    } else {
-        (json!({}), String::new())
-    };
-    Ok(Plan {
-        change: Change {
-            config_map,
-            workload: apply_body(workload, mark, spec),
-            detail,
-        },
-        summary: format!("ConfigMap/{name} restored from its last known-good snapshot{restart}"),
-    })
-}
-
-/// Two writes. A restore interrupted between them finds the ConfigMap
-/// matching next time: the step is then skipped as having nothing to do
-/// (the workload's pods read the restored content once restarted, by the
-/// next step or by hand).
-async fn apply(
-    client: &Client,
-    workload: &Workload,
-    change: &Change,
-    dry_run: bool,
-) -> Result<Vec<String>, ApplyError> {
-    let params = PostParams {
-        dry_run,
-        field_manager: Some(FIELD_MANAGER.into()),
-    };
-    let config_map = &change.config_map;
-    let api = Api::<ConfigMap>::namespaced(client.clone(), &workload.namespace());
-    if config_map.metadata.resource_version.is_some() {
-        api.replace(&config_map.name_any(), &params, config_map)
-            .await?;
-    } else {
-        api.create(&params, config_map).await?;
-    }
-    patch_workload(
-        client,
-        workload,
-        &Patch::Apply(change.workload.clone()),
-        dry_run,
-    )
-    .await?;
-    Ok(vec![change.detail.clone()])
-}
-
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::super::Mark;
     use super::super::fixtures::*;
     use super::*;
+
+    fn plan(
+        action: &crd::Action,
+        workload: &Workload,
+        inputs: &Inputs,
+        mark: Mark<'_>,
+        now: Timestamp,
+    ) -> Result<Plan<Change>, Refusal> {
+        RestoreConfig::plan(
+            &Request {
+                action,
+                workload,
+                mark,
+                now,
+            },
+            inputs,
+        )
+    }
     use crate::names::TAKEN_AT_ANNOTATION;
 
     fn config_map(name: &str, value: &str) -> ConfigMap {

@@ -11,7 +11,7 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::{
-    Api, Client,
+    Api,
     api::{Patch, PatchParams},
 };
 use serde_json::json;
@@ -79,25 +79,93 @@ impl Action for RestoreData {
         action.restore_data.as_ref()
     }
 
+    /// Reads the writers' replicas.
     async fn observe(
         io: Io<'_>,
         action: &crd::Action,
         workload: &Workload,
     ) -> Result<Inputs, kube::Error> {
-        observe(io.client, action, workload).await
+        let client = io.client;
+        let Some(settings) = RestoreData::settings(action) else {
+            return Ok(Inputs::default());
+        };
+        let namespace = workload.namespace();
+        let mut inputs = Inputs::default();
+        for writer in &settings.writers {
+            let replicas = match writer.kind {
+                WorkloadKind::Deployment => {
+                    Api::<Deployment>::namespaced(client.clone(), &namespace)
+                        .get_opt(&writer.name)
+                        .await?
+                        .map(|d| d.spec.and_then(|s| s.replicas).unwrap_or(1))
+                }
+                WorkloadKind::StatefulSet => {
+                    Api::<StatefulSet>::namespaced(client.clone(), &namespace)
+                        .get_opt(&writer.name)
+                        .await?
+                        .map(|s| s.spec.and_then(|s| s.replicas).unwrap_or(1))
+                }
+            };
+            match replicas {
+                Some(replicas) => inputs.replicas.push(RecordedReplicas {
+                    kind: writer.kind,
+                    name: writer.name.clone(),
+                    replicas,
+                }),
+                None => inputs.problems.push(format!("writer {writer} not found")),
+            }
+        }
+        Ok(inputs)
     }
 
+    /// The whole workflow in words, for a dry run; its change is the scale
+    /// down, checked by the API server. Pure.
     fn plan(request: &Request<'_>, inputs: &Inputs) -> Result<Plan<ScaleWriters>, Refusal> {
-        plan(request.action, request.workload, inputs, request.mark)
+        let (action, workload, mark) = (request.action, request.workload, request.mark);
+        let workflow = begin(action, inputs)?;
+        let writers: Vec<String> = workflow
+            .replicas
+            .iter()
+            .map(|r| format!("{}/{} ({})", r.kind, r.name, r.replicas))
+            .collect();
+        Ok(Plan {
+            change: scale(workload, &workflow.replicas, true, mark),
+            summary: format!(
+                "restore: scale {} to 0, run the restore Job {}, verify the data, scale them back",
+                writers.join(", "),
+                crate::remediation::step_id::job_name(mark.step)
+            ),
+        })
     }
 
+    /// Scales each writer (a merge patch of `spec.replicas`, marked with the
+    /// step). The same scale again changes nothing.
     async fn apply(
         io: Io<'_>,
         _: &Workload,
         change: &ScaleWriters,
         dry_run: bool,
     ) -> Result<Vec<String>, ApplyError> {
-        apply(io.client, change, dry_run).await
+        let client = io.client;
+        let params = PatchParams {
+            dry_run,
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        for writer in &change.to {
+            let patch = json!({
+                "metadata": {"annotations": {STEP_ANNOTATION: change.step, INCIDENT_ANNOTATION: change.incident}},
+                "spec": {"replicas": writer.replicas}
+            });
+            patch_named(
+                client,
+                (&change.namespace, writer.kind, &writer.name),
+                &params,
+                &Patch::Merge(patch),
+            )
+            .await?;
+        }
+        Ok(Vec::new())
     }
 
     /// It takes its writers down on purpose, approved by a named person.
@@ -112,40 +180,6 @@ impl Action for RestoreData {
     }
 }
 
-/// Reads the writers' replicas.
-async fn observe(
-    client: &Client,
-    action: &crd::Action,
-    workload: &Workload,
-) -> Result<Inputs, kube::Error> {
-    let Some(settings) = RestoreData::settings(action) else {
-        return Ok(Inputs::default());
-    };
-    let namespace = workload.namespace();
-    let mut inputs = Inputs::default();
-    for writer in &settings.writers {
-        let replicas = match writer.kind {
-            WorkloadKind::Deployment => Api::<Deployment>::namespaced(client.clone(), &namespace)
-                .get_opt(&writer.name)
-                .await?
-                .map(|d| d.spec.and_then(|s| s.replicas).unwrap_or(1)),
-            WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), &namespace)
-                .get_opt(&writer.name)
-                .await?
-                .map(|s| s.spec.and_then(|s| s.replicas).unwrap_or(1)),
-        };
-        match replicas {
-            Some(replicas) => inputs.replicas.push(RecordedReplicas {
-                kind: writer.kind,
-                name: writer.name.clone(),
-                replicas,
-            }),
-            None => inputs.problems.push(format!("writer {writer} not found")),
-        }
-    }
-    Ok(inputs)
-}
-
 /// The workflow's first record: the writers' replicas, before anything
 /// is changed. Pure.
 pub fn begin(action: &crd::Action, inputs: &Inputs) -> Result<Workflow, Refusal> {
@@ -158,30 +192,6 @@ pub fn begin(action: &crd::Action, inputs: &Inputs) -> Result<Workflow, Refusal>
     Ok(Workflow {
         stage: WorkflowStage::ScaleDown,
         replicas: inputs.replicas.clone(),
-    })
-}
-
-/// The whole workflow in words, for a dry run; its change is the scale
-/// down, checked by the API server. Pure.
-fn plan(
-    action: &crd::Action,
-    workload: &Workload,
-    inputs: &Inputs,
-    mark: Mark<'_>,
-) -> Result<Plan<ScaleWriters>, Refusal> {
-    let workflow = begin(action, inputs)?;
-    let writers: Vec<String> = workflow
-        .replicas
-        .iter()
-        .map(|r| format!("{}/{} ({})", r.kind, r.name, r.replicas))
-        .collect();
-    Ok(Plan {
-        change: scale(workload, &workflow.replicas, true, mark),
-        summary: format!(
-            "restore: scale {} to 0, run the restore Job {}, verify the data, scale them back",
-            writers.join(", "),
-            crate::remediation::step_id::job_name(mark.step)
-        ),
     })
 }
 
@@ -344,34 +354,6 @@ fn scale_move(
         }),
         then,
     }
-}
-
-/// Scales each writer (a merge patch of `spec.replicas`, marked with the
-/// step). The same scale again changes nothing.
-async fn apply(
-    client: &Client,
-    change: &ScaleWriters,
-    dry_run: bool,
-) -> Result<Vec<String>, ApplyError> {
-    let params = PatchParams {
-        dry_run,
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    };
-    for writer in &change.to {
-        let patch = json!({
-            "metadata": {"annotations": {STEP_ANNOTATION: change.step, INCIDENT_ANNOTATION: change.incident}},
-            "spec": {"replicas": writer.replicas}
-        });
-        patch_named(
-            client,
-            (&change.namespace, writer.kind, &writer.name),
-            &params,
-            &Patch::Merge(patch),
-        )
-        .await?;
-    }
-    Ok(Vec::new())
 }
 
 #[cfg(test)]

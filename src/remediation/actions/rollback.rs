@@ -4,13 +4,13 @@
 
 use k8s_openapi::api::{apps::v1::ReplicaSet, core::v1::PodTemplateSpec};
 use kube::{
-    Api, Client, ResourceExt,
+    Api, ResourceExt,
     api::{ListParams, Patch},
 };
 use serde_json::{Value, json};
 
 use super::{
-    action::{Action, Io, Mark, Plan, Request},
+    action::{Action, Io, Plan, Request},
     errors::{ApplyError, Refusal},
     write::{merged_annotations, patch_workload},
 };
@@ -54,11 +54,62 @@ impl Action for Rollback {
         action: &crd::Action,
         workload: &Workload,
     ) -> Result<Inputs, kube::Error> {
-        observe(io.client, action, workload).await
+        let client = io.client;
+        let (Workload::Deployment(_), Some(selector)) = (workload, workload.selector()) else {
+            return Ok(Inputs::default());
+        };
+        let namespace = workload.namespace();
+        let replica_sets = Api::<ReplicaSet>::namespaced(client.clone(), &namespace)
+            .list(&ListParams::default().labels_from(&selector))
+            .await?
+            .items;
+        let last_healthy = match target(action) {
+            RollbackTarget::LastHealthy => {
+                known_good::last_healthy_revision(client, &namespace, &workload.name()).await?
+            }
+            RollbackTarget::Previous => None,
+        };
+        Ok(Inputs {
+            replica_sets,
+            last_healthy,
+        })
     }
 
     fn plan(request: &Request<'_>, inputs: &Inputs) -> Result<Plan<Change>, Refusal> {
-        plan(request.action, request.workload, inputs, request.mark)
+        let (action, workload, mark) = (request.action, request.workload, request.mark);
+        let Workload::Deployment(deployment) = workload else {
+            return Err(Refusal::DeploymentOnly(ActionKind::Rollback));
+        };
+        let current = workload.revision().unwrap_or_default().to_owned();
+        let (revision, template) = match target(action) {
+            RollbackTarget::Previous => previous_revision(workload, &inputs.replica_sets)?,
+            RollbackTarget::LastHealthy => {
+                let healthy = inputs.last_healthy.ok_or(Refusal::LastHealthyUnknown)?;
+                healthy_revision(workload, &inputs.replica_sets, healthy)?
+            }
+        };
+        let template = serde_json::to_value(&template)
+            .map_err(|_| Refusal::NoEarlierRevision(current.clone()))?;
+        let mut operations = vec![
+            json!({"op": "replace", "path": "/spec/template", "value": template}),
+            json!({"op": "add", "path": "/metadata/annotations", "value": merged_annotations(deployment.annotations(), mark)}),
+        ];
+        // A resourceVersion in a patch is a precondition: a Deployment changed
+        // since it was read (a new release) is refused with 409 Conflict.
+        if let Some(version) = workload.resource_version() {
+            operations.push(
+                json!({"op": "replace", "path": "/metadata/resourceVersion", "value": version}),
+            );
+        }
+        Ok(Plan {
+            change: Change {
+                operations: Value::Array(operations),
+            },
+            summary: format!(
+                "Deployment/{} rolled back from revision {current} to revision {revision}",
+                workload.name()
+            ),
+        })
     }
 
     async fn apply(
@@ -77,73 +128,8 @@ impl Action for Rollback {
     }
 }
 
-async fn observe(
-    client: &Client,
-    action: &crd::Action,
-    workload: &Workload,
-) -> Result<Inputs, kube::Error> {
-    let (Workload::Deployment(_), Some(selector)) = (workload, workload.selector()) else {
-        return Ok(Inputs::default());
-    };
-    let namespace = workload.namespace();
-    let replica_sets = Api::<ReplicaSet>::namespaced(client.clone(), &namespace)
-        .list(&ListParams::default().labels_from(&selector))
-        .await?
-        .items;
-    let last_healthy = match target(action) {
-        RollbackTarget::LastHealthy => {
-            known_good::last_healthy_revision(client, &namespace, &workload.name()).await?
-        }
-        RollbackTarget::Previous => None,
-    };
-    Ok(Inputs {
-        replica_sets,
-        last_healthy,
-    })
-}
-
 fn target(action: &crd::Action) -> RollbackTarget {
     Rollback::settings(action).map(|r| r.to).unwrap_or_default()
-}
-
-fn plan(
-    action: &crd::Action,
-    workload: &Workload,
-    inputs: &Inputs,
-    mark: Mark<'_>,
-) -> Result<Plan<Change>, Refusal> {
-    let Workload::Deployment(deployment) = workload else {
-        return Err(Refusal::DeploymentOnly(ActionKind::Rollback));
-    };
-    let current = workload.revision().unwrap_or_default().to_owned();
-    let (revision, template) = match target(action) {
-        RollbackTarget::Previous => previous_revision(workload, &inputs.replica_sets)?,
-        RollbackTarget::LastHealthy => {
-            let healthy = inputs.last_healthy.ok_or(Refusal::LastHealthyUnknown)?;
-            healthy_revision(workload, &inputs.replica_sets, healthy)?
-        }
-    };
-    let template =
-        serde_json::to_value(&template).map_err(|_| Refusal::NoEarlierRevision(current.clone()))?;
-    let mut operations = vec![
-        json!({"op": "replace", "path": "/spec/template", "value": template}),
-        json!({"op": "add", "path": "/metadata/annotations", "value": merged_annotations(deployment.annotations(), mark)}),
-    ];
-    // A resourceVersion in a patch is a precondition: a Deployment changed
-    // since it was read (a new release) is refused with 409 Conflict.
-    if let Some(version) = workload.resource_version() {
-        operations
-            .push(json!({"op": "replace", "path": "/metadata/resourceVersion", "value": version}));
-    }
-    Ok(Plan {
-        change: Change {
-            operations: Value::Array(operations),
-        },
-        summary: format!(
-            "Deployment/{} rolled back from revision {current} to revision {revision}",
-            workload.name()
-        ),
-    })
 }
 
 /// The revision number in a ReplicaSet's or Deployment's annotation.
@@ -229,6 +215,7 @@ fn comparable(template: &PodTemplateSpec) -> PodTemplateSpec {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Mark;
     use std::sync::Arc;
 
     use super::super::fixtures::*;
@@ -253,7 +240,7 @@ mod tests {
             replica_set("2", "api:2"),
             replica_set("3", "api:3"),
         ];
-        let planned = plan(
+        let planned = plan_of::<Rollback>(
             &action(json!({"action": "rollback"})),
             &deployment("3", 3),
             &inputs(sets, None),
@@ -298,7 +285,7 @@ mod tests {
             replica_set("2", "api:2"),
             restarted,
         ];
-        let planned = plan(
+        let planned = plan_of::<Rollback>(
             &action(json!({"action": "rollback"})),
             &current,
             &inputs(sets, None),
@@ -320,7 +307,7 @@ mod tests {
         ];
         let last_healthy = action(json!({"action": "rollback", "rollback": {"to": "LastHealthy"}}));
         let current = deployment("3", 3);
-        let planned = plan(
+        let planned = plan_of::<Rollback>(
             &last_healthy,
             &current,
             &inputs(sets.clone(), Some(1)),
@@ -338,7 +325,7 @@ mod tests {
         ];
         for (recorded, refusal) in table {
             assert_eq!(
-                plan(
+                plan_of::<Rollback>(
                     &last_healthy,
                     &current,
                     &inputs(sets.clone(), recorded),
@@ -351,7 +338,7 @@ mod tests {
 
     #[test]
     fn refuses_without_an_earlier_revision_or_on_a_statefulset() {
-        let refused = plan(
+        let refused = plan_of::<Rollback>(
             &action(json!({"action": "rollback"})),
             &deployment("1", 3),
             &inputs(vec![replica_set("1", "api:1")], None),
@@ -361,7 +348,7 @@ mod tests {
         let sts: k8s_openapi::api::apps::v1::StatefulSet =
             serde_json::from_value(json!({"metadata": {"name": "db"}})).unwrap();
         assert_eq!(
-            plan(
+            plan_of::<Rollback>(
                 &action(json!({"action": "rollback"})),
                 &sts.into(),
                 &Inputs::default(),

@@ -17,14 +17,14 @@ use k8s_openapi::{
     },
 };
 use kube::{
-    Api, Client, ResourceExt,
+    Api, ResourceExt,
     api::{ListParams, Patch, PatchParams},
 };
 use rand::RngExt;
 use serde_json::json;
 
 use super::{
-    action::{Action, Io, Mark, Plan, Request},
+    action::{Action, Io, Plan, Request},
     errors::{ApplyError, Refusal},
     write::patch_named,
 };
@@ -128,25 +128,216 @@ impl Action for RotateSecret {
         action.rotate_secret.as_ref()
     }
 
+    /// Reads the Secret and finds the workloads of its namespace that read it.
     async fn observe(
         io: Io<'_>,
         action: &crd::Action,
         workload: &Workload,
     ) -> Result<Inputs, kube::Error> {
-        observe(io.client, action, workload).await
+        let client = io.client;
+        let Some(settings) = RotateSecret::settings(action) else {
+            return Ok(Inputs::default());
+        };
+        let namespace = workload.namespace();
+        let secret = Api::<Secret>::namespaced(client.clone(), &namespace)
+            .get_opt(&settings.secret)
+            .await?
+            .map(|secret| SecretFacts {
+                keys: secret
+                    .data
+                    .iter()
+                    .flatten()
+                    .map(|(k, _)| k.clone())
+                    .chain(secret.string_data.iter().flatten().map(|(k, _)| k.clone()))
+                    .collect(),
+                resource_version: secret.resource_version(),
+                rotated_by: secret.annotations().get(STEP_ANNOTATION).cloned(),
+            });
+        let mut consumers = Vec::new();
+        for deployment in Api::<Deployment>::namespaced(client.clone(), &namespace)
+            .list(&ListParams::default())
+            .await?
+        {
+            let pod = deployment
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref());
+            if pod.is_some_and(|pod| reads(pod, &settings.secret)) {
+                consumers.push((WorkloadKind::Deployment, deployment.name_any()));
+            }
+        }
+        for set in Api::<StatefulSet>::namespaced(client.clone(), &namespace)
+            .list(&ListParams::default())
+            .await?
+        {
+            let pod = set.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+            if pod.is_some_and(|pod| reads(pod, &settings.secret)) {
+                consumers.push((WorkloadKind::StatefulSet, set.name_any()));
+            }
+        }
+        consumers.sort();
+        Ok(Inputs { secret, consumers })
     }
 
+    /// Where the new value goes and what restarts. Pure.
     fn plan(request: &Request<'_>, inputs: &Inputs) -> Result<Plan<Change>, Refusal> {
-        plan(request.action, request.workload, inputs, request.mark)
+        let (action, workload, mark) = (request.action, request.workload, request.mark);
+        let settings = RotateSecret::required(action)?;
+        let Some(secret) = &inputs.secret else {
+            return Err(Refusal::Unusable(format!(
+                "Secret {} not found",
+                settings.secret
+            )));
+        };
+        if !secret.keys.contains(&settings.key) {
+            return Err(Refusal::Unusable(format!(
+                "Secret {} has no key {}: nothing to rotate",
+                settings.secret, settings.key
+            )));
+        }
+        let rotate = secret.rotated_by.as_deref() != Some(mark.step);
+        let length = settings
+            .length
+            .and_then(|l| usize::try_from(l).ok())
+            .unwrap_or(DEFAULT_LENGTH);
+        let restarts = if inputs.consumers.is_empty() {
+            "nothing reads it to restart".to_owned()
+        } else {
+            let names: Vec<String> = inputs
+                .consumers
+                .iter()
+                .map(|(kind, name)| format!("{kind}/{name}"))
+                .collect();
+            format!("rollout restart of {}", names.join(", "))
+        };
+        let kept = settings
+            .previous_key
+            .as_ref()
+            .map(|k| format!("; the previous value kept under {k}"))
+            .unwrap_or_default();
+        let summary = if rotate {
+            format!(
+                "Secret {} key {}: a new value ({length} characters, {}){kept}; {restarts}",
+                settings.secret, settings.key, settings.alphabet
+            )
+        } else {
+            format!(
+                "Secret {} key {} already has this step's new value (rotated before a restart); {restarts}",
+                settings.secret, settings.key
+            )
+        };
+        Ok(Plan {
+            change: Change {
+                namespace: workload.namespace(),
+                secret: settings.secret.clone(),
+                key: settings.key.clone(),
+                previous_key: settings.previous_key.clone(),
+                grace: settings
+                    .grace_period
+                    .filter(|_| settings.previous_key.is_some())
+                    .map(|g| g.as_std()),
+                length,
+                alphabet: settings.alphabet,
+                resource_version: secret.resource_version.clone(),
+                rotate,
+                consumers: inputs.consumers.clone(),
+                step: mark.step.to_owned(),
+                incident: mark.incident.to_owned(),
+            },
+            summary,
+        })
     }
 
+    /// Writes the new value (conditional on the version planned from), then
+    /// restarts the consumers. A dry run checks both with the API server.
     async fn apply(
         io: Io<'_>,
         _: &Workload,
         change: &Change,
         dry_run: bool,
     ) -> Result<Vec<String>, ApplyError> {
-        apply(io.client, change, dry_run).await
+        let client = io.client;
+        let secrets = Api::<Secret>::namespaced(client.clone(), &change.namespace);
+        let mut lines = Vec::new();
+        if change.rotate {
+            let current = secrets.get(&change.secret).await?;
+            let mut data: BTreeMap<String, ByteString> = BTreeMap::new();
+            let previous = current
+                .data
+                .as_ref()
+                .and_then(|d| d.get(&change.key))
+                .cloned()
+                .or_else(|| {
+                    current
+                        .string_data
+                        .as_ref()
+                        .and_then(|d| d.get(&change.key))
+                        .map(|v| ByteString(v.clone().into_bytes()))
+                });
+            if let (Some(previous_key), Some(previous)) = (&change.previous_key, previous) {
+                data.insert(previous_key.clone(), previous);
+            }
+            data.insert(
+                change.key.clone(),
+                ByteString(new_value(change.length, change.alphabet).into_bytes()),
+            );
+            let now = crate::k8s::now_whole_seconds();
+            // Until when the previous value stays (removed by the policy
+            // controller then); null clears an earlier rotation's deadline.
+            let until = change
+                .grace
+                .and_then(|grace| now.checked_add(grace).ok())
+                .map(|t| t.to_string());
+            let patch = json!({
+                "metadata": {
+                    "resourceVersion": change.resource_version,
+                    "annotations": {
+                        STEP_ANNOTATION: change.step,
+                        INCIDENT_ANNOTATION: change.incident,
+                        ROTATED_AT_ANNOTATION: now.to_string(),
+                        PREVIOUS_UNTIL_ANNOTATION: until,
+                    }
+                },
+                "data": data,
+            });
+            let params = PatchParams {
+                dry_run,
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            };
+            secrets
+                .patch(&change.secret, &params, &Patch::Merge(&patch))
+                .await?;
+        }
+        // Restarted by a template annotation naming the step: the same step
+        // again changes nothing, so nothing restarts twice.
+        let restart = json!({
+            "metadata": {"annotations": {STEP_ANNOTATION: change.step, INCIDENT_ANNOTATION: change.incident}},
+            "spec": {"template": {"metadata": {"annotations": {SECRET_ROTATED_ANNOTATION: change.step}}}}
+        });
+        let params = PatchParams {
+            dry_run,
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        for (kind, name) in &change.consumers {
+            let result = patch_named(
+                client,
+                (&change.namespace, *kind, name),
+                &params,
+                &Patch::Merge(restart.clone()),
+            )
+            .await;
+            match result {
+                Ok(()) => lines.push(format!("{kind}/{name} restarted to read the new value")),
+                // Deleted since it was found: nothing left to restart.
+                Err(kube::Error::Api(status)) if status.code == 404 => {
+                    lines.push(format!("{kind}/{name} is gone; not restarted"));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(lines)
     }
 
     /// The target usually reads the Secret, and restarts with the rest.
@@ -159,129 +350,6 @@ impl Action for RotateSecret {
     fn needs_approval(action: &crd::Action, incident: IncidentType) -> bool {
         action.mode.is_none() && incident == IncidentType::SecurityIncident
     }
-}
-
-/// Reads the Secret and finds the workloads of its namespace that read it.
-async fn observe(
-    client: &Client,
-    action: &crd::Action,
-    workload: &Workload,
-) -> Result<Inputs, kube::Error> {
-    let Some(settings) = RotateSecret::settings(action) else {
-        return Ok(Inputs::default());
-    };
-    let namespace = workload.namespace();
-    let secret = Api::<Secret>::namespaced(client.clone(), &namespace)
-        .get_opt(&settings.secret)
-        .await?
-        .map(|secret| SecretFacts {
-            keys: secret
-                .data
-                .iter()
-                .flatten()
-                .map(|(k, _)| k.clone())
-                .chain(secret.string_data.iter().flatten().map(|(k, _)| k.clone()))
-                .collect(),
-            resource_version: secret.resource_version(),
-            rotated_by: secret.annotations().get(STEP_ANNOTATION).cloned(),
-        });
-    let mut consumers = Vec::new();
-    for deployment in Api::<Deployment>::namespaced(client.clone(), &namespace)
-        .list(&ListParams::default())
-        .await?
-    {
-        let pod = deployment
-            .spec
-            .as_ref()
-            .and_then(|s| s.template.spec.as_ref());
-        if pod.is_some_and(|pod| reads(pod, &settings.secret)) {
-            consumers.push((WorkloadKind::Deployment, deployment.name_any()));
-        }
-    }
-    for set in Api::<StatefulSet>::namespaced(client.clone(), &namespace)
-        .list(&ListParams::default())
-        .await?
-    {
-        let pod = set.spec.as_ref().and_then(|s| s.template.spec.as_ref());
-        if pod.is_some_and(|pod| reads(pod, &settings.secret)) {
-            consumers.push((WorkloadKind::StatefulSet, set.name_any()));
-        }
-    }
-    consumers.sort();
-    Ok(Inputs { secret, consumers })
-}
-
-/// Where the new value goes and what restarts. Pure.
-fn plan(
-    action: &crd::Action,
-    workload: &Workload,
-    inputs: &Inputs,
-    mark: Mark<'_>,
-) -> Result<Plan<Change>, Refusal> {
-    let settings = RotateSecret::required(action)?;
-    let Some(secret) = &inputs.secret else {
-        return Err(Refusal::Unusable(format!(
-            "Secret {} not found",
-            settings.secret
-        )));
-    };
-    if !secret.keys.contains(&settings.key) {
-        return Err(Refusal::Unusable(format!(
-            "Secret {} has no key {}: nothing to rotate",
-            settings.secret, settings.key
-        )));
-    }
-    let rotate = secret.rotated_by.as_deref() != Some(mark.step);
-    let length = settings
-        .length
-        .and_then(|l| usize::try_from(l).ok())
-        .unwrap_or(DEFAULT_LENGTH);
-    let restarts = if inputs.consumers.is_empty() {
-        "nothing reads it to restart".to_owned()
-    } else {
-        let names: Vec<String> = inputs
-            .consumers
-            .iter()
-            .map(|(kind, name)| format!("{kind}/{name}"))
-            .collect();
-        format!("rollout restart of {}", names.join(", "))
-    };
-    let kept = settings
-        .previous_key
-        .as_ref()
-        .map(|k| format!("; the previous value kept under {k}"))
-        .unwrap_or_default();
-    let summary = if rotate {
-        format!(
-            "Secret {} key {}: a new value ({length} characters, {}){kept}; {restarts}",
-            settings.secret, settings.key, settings.alphabet
-        )
-    } else {
-        format!(
-            "Secret {} key {} already has this step's new value (rotated before a restart); {restarts}",
-            settings.secret, settings.key
-        )
-    };
-    Ok(Plan {
-        change: Change {
-            namespace: workload.namespace(),
-            secret: settings.secret.clone(),
-            key: settings.key.clone(),
-            previous_key: settings.previous_key.clone(),
-            grace: settings
-                .grace_period
-                .filter(|_| settings.previous_key.is_some())
-                .map(|g| g.as_std()),
-            length,
-            alphabet: settings.alphabet,
-            resource_version: secret.resource_version.clone(),
-            rotate,
-            consumers: inputs.consumers.clone(),
-            step: mark.step.to_owned(),
-            incident: mark.incident.to_owned(),
-        },
-        summary,
-    })
 }
 
 /// A new value from the operating system's random source.
@@ -298,92 +366,6 @@ fn new_value(length: usize, alphabet: SecretAlphabet) -> String {
     (0..length)
         .map(|_| char::from(characters[random.random_range(0..characters.len())]))
         .collect()
-}
-
-/// Writes the new value (conditional on the version planned from), then
-/// restarts the consumers. A dry run checks both with the API server.
-async fn apply(client: &Client, change: &Change, dry_run: bool) -> Result<Vec<String>, ApplyError> {
-    let secrets = Api::<Secret>::namespaced(client.clone(), &change.namespace);
-    let mut lines = Vec::new();
-    if change.rotate {
-        let current = secrets.get(&change.secret).await?;
-        let mut data: BTreeMap<String, ByteString> = BTreeMap::new();
-        let previous = current
-            .data
-            .as_ref()
-            .and_then(|d| d.get(&change.key))
-            .cloned()
-            .or_else(|| {
-                current
-                    .string_data
-                    .as_ref()
-                    .and_then(|d| d.get(&change.key))
-                    .map(|v| ByteString(v.clone().into_bytes()))
-            });
-        if let (Some(previous_key), Some(previous)) = (&change.previous_key, previous) {
-            data.insert(previous_key.clone(), previous);
-        }
-        data.insert(
-            change.key.clone(),
-            ByteString(new_value(change.length, change.alphabet).into_bytes()),
-        );
-        let now = crate::k8s::now_whole_seconds();
-        // Until when the previous value stays (removed by the policy
-        // controller then); null clears an earlier rotation's deadline.
-        let until = change
-            .grace
-            .and_then(|grace| now.checked_add(grace).ok())
-            .map(|t| t.to_string());
-        let patch = json!({
-            "metadata": {
-                "resourceVersion": change.resource_version,
-                "annotations": {
-                    STEP_ANNOTATION: change.step,
-                    INCIDENT_ANNOTATION: change.incident,
-                    ROTATED_AT_ANNOTATION: now.to_string(),
-                    PREVIOUS_UNTIL_ANNOTATION: until,
-                }
-            },
-            "data": data,
-        });
-        let params = PatchParams {
-            dry_run,
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PatchParams::default()
-        };
-        secrets
-            .patch(&change.secret, &params, &Patch::Merge(&patch))
-            .await?;
-    }
-    // Restarted by a template annotation naming the step: the same step
-    // again changes nothing, so nothing restarts twice.
-    let restart = json!({
-        "metadata": {"annotations": {STEP_ANNOTATION: change.step, INCIDENT_ANNOTATION: change.incident}},
-        "spec": {"template": {"metadata": {"annotations": {SECRET_ROTATED_ANNOTATION: change.step}}}}
-    });
-    let params = PatchParams {
-        dry_run,
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    };
-    for (kind, name) in &change.consumers {
-        let result = patch_named(
-            client,
-            (&change.namespace, *kind, name),
-            &params,
-            &Patch::Merge(restart.clone()),
-        )
-        .await;
-        match result {
-            Ok(()) => lines.push(format!("{kind}/{name} restarted to read the new value")),
-            // Deleted since it was found: nothing left to restart.
-            Err(kube::Error::Api(status)) if status.code == 404 => {
-                lines.push(format!("{kind}/{name} is gone; not restarted"));
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
-    Ok(lines)
 }
 
 #[cfg(test)]
@@ -413,7 +395,8 @@ mod tests {
 
     #[test]
     fn a_rotation_names_where_the_value_goes_and_what_restarts_but_no_value() {
-        let planned = plan(&rotation(), &deployment("1", 3), &inputs(None), MARK).unwrap();
+        let planned =
+            plan_of::<RotateSecret>(&rotation(), &deployment("1", 3), &inputs(None), MARK).unwrap();
         assert_eq!(
             planned.summary,
             "Secret healing-guard-secrets key jwt-secret: a new value (48 characters, Alphanumeric); \
@@ -422,7 +405,7 @@ mod tests {
         let change = &planned.change;
         assert!(change.rotate);
         // Applied before a restart: the Secret carries the step; no second value.
-        let again = plan(
+        let again = plan_of::<RotateSecret>(
             &rotation(),
             &deployment("1", 3),
             &inputs(Some(MARK.step)),
@@ -437,7 +420,7 @@ mod tests {
     fn a_missing_secret_or_key_is_refused_with_the_reason() {
         let none = Inputs::default();
         assert_eq!(
-            plan(&rotation(), &deployment("1", 3), &none, MARK),
+            plan_of::<RotateSecret>(&rotation(), &deployment("1", 3), &none, MARK),
             Err(Refusal::Unusable(
                 "Secret healing-guard-secrets not found".into()
             ))
@@ -447,7 +430,7 @@ mod tests {
             secret.keys = vec!["other".into()];
         }
         assert!(matches!(
-            plan(&rotation(), &deployment("1", 3), &no_key, MARK),
+            plan_of::<RotateSecret>(&rotation(), &deployment("1", 3), &no_key, MARK),
             Err(Refusal::Unusable(why)) if why.contains("has no key jwt-secret")
         ));
     }

@@ -67,13 +67,31 @@ impl Action for RunJob {
         )
     }
 
+    /// Creates the Job (a server-side dry run creates nothing). One that
+    /// exists already was created by this step before a restart.
     async fn apply(
         io: Io<'_>,
         _: &Workload,
         change: &Change,
         dry_run: bool,
     ) -> Result<Vec<String>, ApplyError> {
-        apply(io.client, change, dry_run).await
+        let client = io.client;
+        let namespace = change.job.namespace().unwrap_or_default();
+        let name = change.job.name_any();
+        let params = PostParams {
+            dry_run,
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+        };
+        match Api::<Job>::namespaced(client.clone(), &namespace)
+            .create(&params, &change.job)
+            .await
+        {
+            Ok(_) => Ok(Vec::new()),
+            Err(kube::Error::Api(status)) if status.reason == "AlreadyExists" => Ok(vec![format!(
+                "Job {name} was created before a restart; not created again"
+            )]),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Its own pods: the target's are not rolled by it.
@@ -181,27 +199,6 @@ pub fn job_spec(settings: &RunJobAction) -> Result<JobSpec, JobSpecError> {
         ));
     }
     Ok(spec)
-}
-
-/// Creates the Job (a server-side dry run creates nothing). One that
-/// exists already was created by this step before a restart.
-async fn apply(client: &Client, change: &Change, dry_run: bool) -> Result<Vec<String>, ApplyError> {
-    let namespace = change.job.namespace().unwrap_or_default();
-    let name = change.job.name_any();
-    let params = PostParams {
-        dry_run,
-        field_manager: Some(FIELD_MANAGER.to_owned()),
-    };
-    match Api::<Job>::namespaced(client.clone(), &namespace)
-        .create(&params, &change.job)
-        .await
-    {
-        Ok(_) => Ok(Vec::new()),
-        Err(kube::Error::Api(status)) if status.reason == "AlreadyExists" => Ok(vec![format!(
-            "Job {name} was created before a restart; not created again"
-        )]),
-        Err(error) => Err(error.into()),
-    }
 }
 
 /// Where a step's Job stands.
