@@ -1,9 +1,7 @@
-//! Errors of a reconcile, and how the error policy treats them.
+//! Errors of a reconcile, and what the error policy (`super::retry`) needs
+//! to know of them.
 
 use crate::remediation::actions::ApplyError;
-
-/// How soon a reconcile that lost a write race (409) looks again.
-pub const CONFLICT_RETRY: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@ pub mod incident;
 pub mod notifier;
 pub mod policy;
 pub mod readiness;
+pub mod retry;
 
 use std::{
     collections::HashMap,

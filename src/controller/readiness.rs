@@ -19,7 +19,7 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 use tracing::{info, instrument, warn};
 
-use super::error::{CONFLICT_RETRY, Error};
+use super::{error::Error, retry};
 use crate::{
     communication::readiness::{self, SecretSeen},
     conditions::{ConditionUpdate, set_condition},
@@ -228,7 +228,7 @@ pub fn channel_error_policy(
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    error_policy(CHANNELS, channel.as_ref(), error, &ctx)
+    retry::error_policy(CHANNELS, channel.as_ref(), error, &ctx)
 }
 
 /// Retries an escalation policy with the per-object backoff.
@@ -237,29 +237,5 @@ pub fn escalation_error_policy(
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    error_policy(ESCALATIONS, policy.as_ref(), error, &ctx)
-}
-
-/// A lost race looks again at once; anything else backs off.
-fn error_policy<K: Resource<DynamicType = ()>>(
-    controller: &'static str,
-    object: &K,
-    error: &Error,
-    ctx: &Context,
-) -> Action {
-    ctx.metrics.count_error(controller, &error.metric_label());
-    if error.is_conflict() {
-        return Action::requeue(CONFLICT_RETRY);
-    }
-    if error.is_permanent() {
-        return Action::await_change();
-    }
-    let key = format!(
-        "{controller}/{}/{}",
-        object.namespace().unwrap_or_default(),
-        object.name_any()
-    );
-    let retry = ctx.backoffs.next(&key);
-    warn!(object = %object.name_any(), %error, retry_in = ?retry, "readiness check failed");
-    Action::requeue(retry)
+    retry::error_policy(ESCALATIONS, policy.as_ref(), error, &ctx)
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::WorkloadRef;
+use super::refs::WorkloadRef;
 
 /// Which alerts are about which target.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

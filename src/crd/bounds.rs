@@ -5,7 +5,7 @@
 
 use kube::core::{Rule, cel::Message};
 
-use super::common::Duration;
+use super::duration::Duration;
 
 /// A DNS-1123 label: a step, rule or container name.
 pub const DNS_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";

@@ -8,7 +8,11 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Duration, IncidentType, Severity};
+use super::{
+    classification::{IncidentType, Severity},
+    duration::Duration,
+    refs::SecretRef,
+};
 
 /// A destination for incident messages, kept in Git like the policies.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -164,14 +168,6 @@ impl ChannelKind {
     pub fn recognises_repeats(self) -> bool {
         matches!(self, Self::Webhook | Self::PagerDuty | Self::StatusPage)
     }
-}
-
-/// A Secret in the channel's namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretRef {
-    #[schemars(length(min = 1, max = 253), pattern(super::bounds::DNS_SUBDOMAIN))]
-    pub name: String,
 }
 
 /// Which incidents a channel wants; every non-empty filter must match.

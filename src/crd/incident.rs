@@ -6,8 +6,12 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Action, ActionKind, IncidentType, Mode, Severity, WorkloadKind, WorkloadRef};
 use super::policy::Symptom;
+use super::{
+    classification::{IncidentType, Severity},
+    common::{Action, ActionKind, Mode},
+    refs::{WorkloadKind, WorkloadRef},
+};
 
 /// An incident affecting one workload, its classification, the responders'
 /// inputs, and the complete record of what was done about it.

@@ -1,11 +1,22 @@
 //! The custom resources, as Rust types; the CRD YAML in `crds/` is generated
 //! from them (`healing-guard-operator crd`).
+//!
+//! Each file imports only from the floors below its own, so none of them
+//! imports another in a loop:
+//! 1. `duration`, `classification`: the smallest shared types;
+//! 2. `bounds`: field limits and the schema rules that enforce them;
+//! 3. `refs`: references to workloads and Secrets;
+//! 4. `service`, `channel`, `alert`, `probe`, `escalation`;
+//! 5. `common` (the action ladder);
+//! 6. `policy`, then `incident`.
 
 pub mod alert;
 pub mod bounds;
 #[allow(clippy::duplicated_attributes)]
 pub mod channel;
+pub mod classification;
 pub mod common;
+pub mod duration;
 #[allow(clippy::duplicated_attributes)]
 pub mod escalation;
 // kube's printcolumn(...) repeats `type_ = ...`, which clippy mistakes for a duplicated attribute.
@@ -14,6 +25,7 @@ pub mod incident;
 #[allow(clippy::duplicated_attributes)]
 pub mod policy;
 pub mod probe;
+pub mod refs;
 pub mod service;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -21,11 +33,14 @@ use kube::CustomResourceExt;
 
 pub use alert::*;
 pub use channel::*;
+pub use classification::*;
 pub use common::*;
+pub use duration::*;
 pub use escalation::*;
 pub use incident::*;
 pub use policy::*;
 pub use probe::*;
+pub use refs::*;
 pub use service::*;
 
 /// The API group of both resources.

@@ -6,7 +6,12 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Action, ActionKind, Duration, IncidentType, Mode, Severity, WorkloadKind};
+use super::{
+    classification::{IncidentType, Severity},
+    common::{Action, ActionKind, Mode},
+    duration::Duration,
+    refs::{WorkloadKind, WorkloadRef},
+};
 
 /// Which workloads a policy guards, how their failures are classified, and the
 /// escalation ladder of containment actions for each class of failure.
@@ -77,7 +82,7 @@ pub struct RemediationPolicySpec {
     /// is resolved.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]
-    pub depends_on: Vec<super::common::WorkloadRef>,
+    pub depends_on: Vec<WorkloadRef>,
     /// Alerts from Alertmanager (its webhook, on the operator's port) that
     /// are about this policy's targets; a rule with `symptom: AlertFiring`
     /// opens incidents from them.

@@ -7,7 +7,10 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{channel::SecretRef, common::Duration, common::WorkloadRef};
+use super::{
+    duration::Duration,
+    refs::{SecretRef, WorkloadRef},
+};
 
 /// One check, run every `every`, against one service.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]

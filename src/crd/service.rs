@@ -5,7 +5,10 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{channel::SecretRef, common::Duration};
+use super::{
+    duration::Duration,
+    refs::{SecretKeyRef, SecretRef, WorkloadRef},
+};
 
 /// Settings for `http`: a call to the service's own API, e.g. the
 /// runbook's `POST /api/v1/admin/gc` or `/api/v1/admin/revoke-all-tokens`.
@@ -73,16 +76,6 @@ pub enum HttpMethod {
     Put,
     Patch,
     Delete,
-}
-
-/// One key of a Secret in the same namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretKeyRef {
-    #[schemars(length(min = 1, max = 253), pattern(super::bounds::DNS_SUBDOMAIN))]
-    pub name: String,
-    #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
-    pub key: String,
 }
 
 /// Settings for `runJob`: a Job made from this spec (a smoke test, a
@@ -202,7 +195,7 @@ pub struct RestoreDataAction {
     /// The workloads that write to the data: scaled to 0 before the
     /// restore and back to their recorded replicas after it.
     #[schemars(length(min = 1, max = 10))]
-    pub writers: Vec<super::common::WorkloadRef>,
+    pub writers: Vec<WorkloadRef>,
     /// The restore Job's spec, as in a Job.
     #[schemars(schema_with = "super::bounds::free_object")]
     pub job: serde_json::Value,

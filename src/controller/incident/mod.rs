@@ -23,9 +23,9 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{ResourceExt, runtime::controller::Action};
-use tracing::{instrument, warn};
+use tracing::instrument;
 
-use super::error::{CONFLICT_RETRY, Error};
+use super::{error::Error, retry};
 use crate::context::Context;
 use crate::crd::Incident;
 
@@ -66,7 +66,7 @@ struct Pass {
 async fn reconcile_once(incident: &Arc<Incident>, ctx: &Context) -> Result<Pass, Error> {
     let seen = observe::observe(ctx, incident).await?;
     let mut decision = decide::decide(incident, &seen);
-    let key = backoff_key(incident);
+    let key = retry::backoff_key(CONTROLLER, incident.as_ref());
     let mut backing_off = None;
     // The incident as last written: the next write is conditional on it.
     let mut base = Arc::clone(incident);
@@ -127,28 +127,8 @@ async fn reconcile_once(incident: &Arc<Incident>, ctx: &Context) -> Result<Pass,
     })
 }
 
-/// Retries a failed reconcile after a delay that grows with each failure of
-/// the same incident; an incident that cannot be reconciled as it is waits
-/// for a change.
+/// Retries a failed reconcile with the incident's own backoff, the one
+/// `reconcile_once` waits out and resets.
 pub fn error_policy(incident: Arc<Incident>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.count_error(CONTROLLER, &error.metric_label());
-    if error.is_conflict() {
-        // Lost a race to another writer: the next look starts from its result.
-        return Action::requeue(CONFLICT_RETRY);
-    }
-    if error.is_permanent() {
-        warn!(incident = %incident.name_any(), %error, "incident cannot be reconciled; waiting for a change");
-        return Action::await_change();
-    }
-    let retry = ctx.backoffs.next(&backoff_key(&incident));
-    warn!(incident = %incident.name_any(), %error, retry_in = ?retry, "incident reconcile failed");
-    Action::requeue(retry)
-}
-
-fn backoff_key(incident: &Incident) -> String {
-    format!(
-        "incident/{}/{}",
-        incident.namespace().unwrap_or_default(),
-        incident.name_any()
-    )
+    retry::error_policy(CONTROLLER, incident.as_ref(), error, &ctx)
 }

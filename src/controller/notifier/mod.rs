@@ -19,7 +19,7 @@ use kube::{
 };
 use tracing::{debug, info, instrument, warn};
 
-use super::error::{CONFLICT_RETRY, Error};
+use super::{error::Error, retry};
 use crate::{
     communication::{
         escalation,
@@ -425,19 +425,5 @@ async fn write(
 
 /// Retries with the per-object backoff; a lost race looks again at once.
 pub fn error_policy(incident: Arc<Incident>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.count_error(CONTROLLER, &error.metric_label());
-    if error.is_conflict() {
-        return Action::requeue(CONFLICT_RETRY);
-    }
-    if error.is_permanent() {
-        return Action::await_change();
-    }
-    let key = format!(
-        "notifier/{}/{}",
-        incident.namespace().unwrap_or_default(),
-        incident.name_any()
-    );
-    let retry = ctx.backoffs.next(&key);
-    warn!(incident = %incident.name_any(), %error, retry_in = ?retry, "notifier reconcile failed");
-    Action::requeue(retry)
+    retry::error_policy(CONTROLLER, incident.as_ref(), error, &ctx)
 }

@@ -9,9 +9,9 @@ use std::{collections::BTreeSet, sync::Arc};
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{Api, ResourceExt, api::PatchParams, runtime::controller::Action};
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument};
 
-use super::error::{CONFLICT_RETRY, Error};
+use super::{error::Error, retry};
 use crate::{
     conditions::{ConditionUpdate, is_true, set_condition},
     context::{Context, PlannedEvent, Watches},
@@ -142,7 +142,8 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    ctx.backoffs.reset(&backoff_key(&policy));
+    ctx.backoffs
+        .reset(&retry::backoff_key(CONTROLLER, policy.as_ref()));
     // Workload and incident changes trigger a new reconcile (see the
     // controller's watches); time alone ends reopen windows and grace periods.
     Ok(match look_again {
@@ -268,27 +269,8 @@ fn selected_workloads(watches: &Watches, namespace: &str, targets: &[Target]) ->
     selected
 }
 
-/// Retries a failed reconcile after a delay that grows with each failure of
-/// the same policy; a policy that cannot be reconciled as it is waits for a change.
+/// Retries a failed reconcile with the policy's own backoff, reset when
+/// `reconcile` succeeds.
 pub fn error_policy(policy: Arc<RemediationPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.count_error(CONTROLLER, &error.metric_label());
-    if error.is_conflict() {
-        // Lost a race to another writer: the next look starts from its result.
-        return Action::requeue(CONFLICT_RETRY);
-    }
-    if error.is_permanent() {
-        warn!(policy = %policy.name_any(), %error, "policy cannot be reconciled; waiting for a change");
-        return Action::await_change();
-    }
-    let retry = ctx.backoffs.next(&backoff_key(&policy));
-    warn!(policy = %policy.name_any(), %error, retry_in = ?retry, "policy reconcile failed");
-    Action::requeue(retry)
-}
-
-fn backoff_key(policy: &RemediationPolicy) -> String {
-    format!(
-        "remediationpolicy/{}/{}",
-        policy.namespace().unwrap_or_default(),
-        policy.name_any()
-    )
+    retry::error_policy(CONTROLLER, policy.as_ref(), error, &ctx)
 }
