@@ -8,7 +8,7 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{duration::Duration, refs::WorkloadKind};
+use super::duration::Duration;
 
 /// How remediation steps are carried out.
 #[derive(
