@@ -19,6 +19,7 @@ use crate::{
     leader::{Fence, Fenced},
     metrics::Metrics,
     names::FIELD_MANAGER,
+    signals::prober::{ProbeHandles, ProbeStates},
     workload::Workload,
 };
 
@@ -115,7 +116,7 @@ pub struct Context {
     /// The gate every write passes: only a current leader writes.
     pub fence: Arc<Fence>,
     /// The latest state of every running probe.
-    pub probes: Arc<crate::signals::prober::ProbeStates>,
+    pub probes: Arc<ProbeStates>,
     /// The channels being sent to now, so that their messages are not
     /// taken for ones a stopped process left in doubt.
     pub sending: Arc<crate::communication::in_flight::InFlight>,
@@ -155,6 +156,16 @@ impl Context {
             probes: Arc::default(),
             sending: Arc::default(),
             pods: crate::pod::GuardedPods::default(),
+        }
+    }
+
+    /// The handles the probes run with.
+    pub fn probe_handles(&self) -> ProbeHandles {
+        ProbeHandles {
+            client: self.client.clone(),
+            http: self.http.clone(),
+            states: self.probes.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 

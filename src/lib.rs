@@ -13,6 +13,7 @@ pub mod k8s;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod placeholders;
 pub mod plugin;
 pub mod pod;
 pub mod remediation;

@@ -2,10 +2,10 @@
 //! Incident Notification", "Status Updates", "Resolution Notification") are
 //! the defaults, rendered with minijinja; a channel may replace any of them.
 //! Rendering is bounded (fuel, and the length of what comes out), so a
-//! template cannot hang or bloat the operator.
+//! template cannot hang or bloat the operator; the environment is the one
+//! every template shares (`placeholders::environment`).
 
 use k8s_openapi::jiff::Timestamp;
-use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
 use crate::crd::{Incident, NotifyEvent, Phase, Templates};
@@ -35,8 +35,6 @@ Prevention: {{ prevention }}
 Duration: {{ duration }}
 Post-Mortem: {{ report }}";
 
-/// Template instructions one message may use.
-const FUEL: u64 = 50_000;
 /// The longest message; longer ones are cut.
 pub const MAX_MESSAGE: usize = 16 * 1024;
 
@@ -248,10 +246,7 @@ pub fn template_for(event: NotifyEvent, templates: &Templates) -> (&'static str,
 /// Renders the template for `fields.event`, bounded in work and length.
 pub fn render(name: &'static str, source: &str, fields: &Fields) -> Result<String, TemplateError> {
     let error = |source| TemplateError { name, source };
-    let mut env = Environment::new();
-    env.set_fuel(Some(FUEL));
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    let env = crate::placeholders::environment();
     let template = env.template_from_str(source).map_err(error)?;
     let mut text = template
         .render(minijinja::value::Serde(fields))

@@ -117,7 +117,7 @@ pub async fn run(
         snapshotted: BTreeSet::new(),
         snapshot_jobs: BTreeSet::new(),
         ctx: ctx.clone(),
-        prober: Prober::new(ctx.clone(), probe_sender),
+        prober: Prober::new(ctx.probe_handles(), probe_sender),
         alert_memory: alerts::AlertMemory::default(),
         urgent: false,
     };

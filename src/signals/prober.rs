@@ -10,7 +10,7 @@ use std::{
     sync::{Arc, RwLock},
 };
 
-use kube::ResourceExt;
+use kube::{Client, ResourceExt};
 use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::{debug, warn};
 
@@ -19,8 +19,8 @@ use super::{
     tracker::{Change, Tracker},
 };
 use crate::{
-    context::Context,
     crd::{Probe, RemediationPolicy},
+    metrics::Metrics,
 };
 
 /// A probe, by namespace, policy and name.
@@ -86,17 +86,30 @@ impl ProbeStates {
     }
 }
 
+/// What the probe tasks run with: the clients a check reaches out with,
+/// where each probe's latest state is shared, and the metrics. The caller
+/// picks them from its context, so signals never depends on it.
+#[derive(Clone)]
+pub struct ProbeHandles {
+    /// Reads the probes' Secrets.
+    pub client: Client,
+    /// Reaches HTTP services and Prometheus.
+    pub http: reqwest::Client,
+    pub states: Arc<ProbeStates>,
+    pub metrics: Arc<Metrics>,
+}
+
 /// The probe tasks.
 pub struct Prober {
-    ctx: Arc<Context>,
+    handles: ProbeHandles,
     sender: mpsc::Sender<ProbeReport>,
     running: HashMap<ProbeKey, (Arc<Probe>, JoinHandle<()>)>,
 }
 
 impl Prober {
-    pub fn new(ctx: Arc<Context>, sender: mpsc::Sender<ProbeReport>) -> Self {
+    pub fn new(handles: ProbeHandles, sender: mpsc::Sender<ProbeReport>) -> Self {
         Prober {
-            ctx,
+            handles,
             sender,
             running: HashMap::new(),
         }
@@ -127,8 +140,8 @@ impl Prober {
             if let Some((_, task)) = self.running.remove(&key) {
                 task.abort();
             }
-            self.ctx.probes.remove(&key);
-            self.ctx.metrics.probe_failing.remove(&labels(&key));
+            self.handles.states.remove(&key);
+            self.handles.metrics.probe_failing.remove(&labels(&key));
             debug!(probe = %key.2, policy = %key.1, "probe stopped");
         }
         for (key, probe) in wanted {
@@ -136,7 +149,7 @@ impl Prober {
                 continue;
             }
             let task = tokio::spawn(run(
-                self.ctx.clone(),
+                self.handles.clone(),
                 key.clone(),
                 probe.clone(),
                 self.sender.clone(),
@@ -150,8 +163,8 @@ impl Prober {
     pub fn stop(&mut self) {
         for (key, (_, task)) in self.running.drain() {
             task.abort();
-            self.ctx.probes.remove(&key);
-            self.ctx.metrics.probe_failing.remove(&labels(&key));
+            self.handles.states.remove(&key);
+            self.handles.metrics.probe_failing.remove(&labels(&key));
         }
     }
 }
@@ -166,7 +179,7 @@ fn labels(key: &ProbeKey) -> crate::metrics::ProbeKeyLabels {
 
 /// One probe, until aborted.
 async fn run(
-    ctx: Arc<Context>,
+    handles: ProbeHandles,
     key: ProbeKey,
     probe: Arc<Probe>,
     sender: mpsc::Sender<ProbeReport>,
@@ -179,7 +192,14 @@ async fn run(
     loop {
         every.tick().await;
         let started = std::time::Instant::now();
-        let outcome = match check::run(&ctx, &key.0, &probe, tracker.failing).await {
+        let checked = check::run(
+            &handles.client,
+            &handles.http,
+            &key.0,
+            &probe,
+            tracker.failing,
+        );
+        let outcome = match checked.await {
             Ok(outcome) => outcome,
             Err(problem) => {
                 // Said once per run of the problem, not every interval.
@@ -187,17 +207,21 @@ async fn run(
                     warn!(probe = %key.2, policy = %key.1, namespace = %key.0, %problem, "probe cannot run");
                 }
                 misconfigured = true;
-                ctx.metrics.count_probe_check(kind, "misconfigured", None);
+                handles
+                    .metrics
+                    .count_probe_check(kind, "misconfigured", None);
                 continue;
             }
         };
         misconfigured = false;
         let result = if outcome.passed { "passed" } else { "failed" };
-        ctx.metrics
+        handles
+            .metrics
             .count_probe_check(kind, result, Some(started.elapsed().as_secs_f64()));
         let change = tracker.record(outcome, probe.failure_threshold, probe.success_threshold);
-        ctx.probes.set(&key, &tracker, probe.success_threshold);
-        ctx.metrics
+        handles.states.set(&key, &tracker, probe.success_threshold);
+        handles
+            .metrics
             .probe_failing
             .get_or_create(&labels(&key))
             .set(i64::from(tracker.failing));

@@ -1,6 +1,7 @@
 //! Checks on a policy's probes: unique names, rules that name a probe that
 //! exists, intervals and timeouts in bounds (a timeout no longer than the
-//! interval), a URL that parses, and a target the policy guards.
+//! interval), placeholders that fill and a URL that parses, and a target
+//! the policy guards.
 
 use std::collections::HashSet;
 
@@ -8,9 +9,12 @@ use super::{
     Problems,
     signals::{guarded_target, http_url, rules_name_existing},
 };
-use crate::crd::{
-    RemediationPolicySpec, Symptom,
-    bounds::{PROBE_EVERY, PROBE_TIMEOUT},
+use crate::{
+    crd::{
+        RemediationPolicySpec, Symptom,
+        bounds::{PROBE_EVERY, PROBE_TIMEOUT},
+    },
+    placeholders::fill,
 };
 
 /// Adds the problems of `spec`'s probes.
@@ -52,6 +56,9 @@ pub fn probes(spec: &RemediationPolicySpec, problems: &mut Problems) {
                 &prometheus.address,
                 problems,
             );
+            if let Err(error) = fill(&prometheus.query, "namespace", &probe.target.name) {
+                problems.add(format!("{here}.prometheus.query"), error.to_string());
+            }
             if prometheus.below.is_none() && prometheus.above.is_none() {
                 problems.add(
                     format!("{here}.prometheus"),
@@ -70,8 +77,10 @@ pub fn probes(spec: &RemediationPolicySpec, problems: &mut Problems) {
             }
         }
         if let Some(http) = &probe.http {
-            let url = crate::signals::check::url_for(&http.url, "namespace", &probe.target.name);
-            http_url(format!("{here}.http.url"), &url, problems);
+            match fill(&http.url, "namespace", &probe.target.name) {
+                Ok(url) => http_url(format!("{here}.http.url"), &url, problems),
+                Err(error) => problems.add(format!("{here}.http.url"), error.to_string()),
+            }
         }
         if let Some(redis) = &probe.redis
             && redis.clear_below.is_some_and(|clear| clear > redis.above)
@@ -172,6 +181,31 @@ rules:
 "#
             )
             .is_empty()
+        );
+    }
+
+    #[test]
+    fn placeholders_must_fill() {
+        let found = problems(
+            r#"
+targets: [{kind: Deployment, names: [api]}]
+probes:
+- {name: health, target: {kind: Deployment, name: api}, http: {url: "http://{{ target }}.svc/health"}}
+- {name: latency, target: {kind: Deployment, name: api},
+   prometheus: {address: "http://prometheus:9090/", query: "max(x{job=\"{{ name }\"})", below: 1}}
+- {name: ready, target: {kind: Deployment, name: api}, http: {url: "http://{{name}}.{{ namespace }}.svc/ready"}}
+- {name: p95, target: {kind: Deployment, name: api},
+   prometheus: {address: "http://prometheus:9090/", query: "max(x{job=\"{{ name }}\"})", below: 1}}
+rules:
+- {name: down, when: {symptom: ProbeFailing, probe: health}, severity: P0, type: ServiceOutage,
+   actions: [{action: restart}]}
+"#,
+        );
+        let fields: Vec<&str> = found.iter().filter_map(|p| p.split(':').next()).collect();
+        assert_eq!(
+            fields,
+            ["spec.probes[0].http.url", "spec.probes[1].prometheus.query"],
+            "{found:#?}"
         );
     }
 }
