@@ -226,12 +226,6 @@ async fn check_prometheus(
 
 /// The URL with the target filled in: `{{ namespace }}` and `{{ name }}`;
 /// one that cannot be filled comes back as written.
-/// Deprecated: kept until remediation/actions switch to crate::placeholders::fill.
-// Not #[deprecated]: the lint at their imports would fail clippy -D warnings.
-pub fn url_for(template: &str, namespace: &str, name: &str) -> String {
-    fill(template, namespace, name).unwrap_or_else(|_| template.to_owned())
-}
-
 async fn check_http(
     client: &Client,
     http: &reqwest::Client,
@@ -485,18 +479,5 @@ mod tests {
             judge_prometheus(&scalar, "q", None, Some(5.0)).0,
             Some(true)
         );
-    }
-
-    #[test]
-    fn urls_are_filled_with_the_target() {
-        assert_eq!(
-            url_for(
-                "http://{{ name }}.{{ namespace }}.svc:8000/health",
-                "hg",
-                "api"
-            ),
-            "http://api.hg.svc:8000/health"
-        );
-        assert_eq!(url_for("http://{{name}}/x", "hg", "api"), "http://api/x");
     }
 }

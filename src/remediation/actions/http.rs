@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     crd::{self, ActionKind, HttpAction, HttpMethod},
-    signals::check::url_for,
+    placeholders::fill,
     workload::Workload,
 };
 
@@ -144,7 +144,8 @@ impl Action for Http {
             return Err(Refusal::Unusable(problem.clone()));
         }
         let (namespace, name) = (workload.namespace(), workload.name());
-        let url = url_for(&settings.url, &namespace, &name);
+        let url = fill(&settings.url, &namespace, &name)
+            .map_err(|error| Refusal::Unusable(format!("http.url: {error}")))?;
         let parsed = reqwest::Url::parse(&url)
             .map_err(|error| Refusal::Unusable(format!("http.url {url:?}: {error}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
@@ -166,7 +167,10 @@ impl Action for Http {
             }
         }
         let body = match (&settings.body, &inputs.body) {
-            (Some(body), _) => Some(url_for(body, &namespace, &name)),
+            (Some(body), _) => Some(
+                fill(body, &namespace, &name)
+                    .map_err(|error| Refusal::Unusable(format!("http.body: {error}")))?,
+            ),
             (None, from_secret) => from_secret.clone(),
         };
         let timeout = settings
@@ -438,5 +442,19 @@ mod tests {
             plan(&gc, &deployment("1", 3), &bad_header),
             Err(Refusal::Unusable(_))
         ));
+        // A placeholder with a typo is refused, never sent half filled.
+        for (settings, field) in [
+            (json!({"url": "http://{{ nmae }}/gc"}), "http.url"),
+            (
+                json!({"url": "http://{{ name }}/gc", "body": "{{ name }"}),
+                "http.body",
+            ),
+        ] {
+            let typo = action(json!({"action": "http", "http": settings}));
+            match plan(&typo, &deployment("1", 3), &Inputs::default()) {
+                Err(Refusal::Unusable(why)) => assert!(why.starts_with(field), "{why}"),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }

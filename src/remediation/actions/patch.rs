@@ -20,7 +20,7 @@ use super::{
 use crate::{
     crd::{self, ActionKind, PatchAction, PatchType},
     names::{FIELD_MANAGER, INCIDENT_ANNOTATION, STEP_ANNOTATION},
-    signals::check::url_for,
+    placeholders::{FillError, fill},
     workload::Workload,
 };
 
@@ -54,8 +54,8 @@ pub struct Change {
 }
 
 /// The object's name with the target filled in.
-fn object_name(settings: &PatchAction, workload: &Workload) -> String {
-    url_for(&settings.name, &workload.namespace(), &workload.name())
+fn object_name(settings: &PatchAction, workload: &Workload) -> Result<String, FillError> {
+    fill(&settings.name, &workload.namespace(), &workload.name())
 }
 
 /// Named for what it does, beside kube's `Patch` that it sends.
@@ -78,7 +78,7 @@ impl Action for PatchObject {
         workload: &Workload,
     ) -> Result<Inputs, kube::Error> {
         let client = io.client;
-        let Some(settings) = &action.patch else {
+        let Some(settings) = Self::settings(action) else {
             return Ok(Inputs::default());
         };
         let (group, version) = settings
@@ -98,7 +98,15 @@ impl Action for PatchObject {
                 });
             }
         };
-        let name = object_name(settings, workload);
+        let name = match object_name(settings, workload) {
+            Ok(name) => name,
+            Err(error) => {
+                return Ok(Inputs {
+                    problem: Some(format!("patch.name: {error}")),
+                    ..Inputs::default()
+                });
+            }
+        };
         let api =
             Api::<DynamicObject>::namespaced_with(client.clone(), &workload.namespace(), &resource);
         let object = match api.get_opt(&name).await {
@@ -138,7 +146,8 @@ impl Action for PatchObject {
         if let Some(problem) = &inputs.problem {
             return Err(Refusal::Unusable(problem.clone()));
         }
-        let name = object_name(settings, workload);
+        let name = object_name(settings, workload)
+            .map_err(|error| Refusal::Unusable(format!("patch.name: {error}")))?;
         let (Some(resource), Some(before)) = (&inputs.resource, &inputs.object) else {
             return Err(Refusal::Unusable(format!(
                 "{} {name} not found",
