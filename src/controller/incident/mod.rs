@@ -110,7 +110,8 @@ async fn reconcile_once(incident: &Arc<Incident>, ctx: &Context) -> Result<Pass,
         }
     }
     let requeue = decision.requeue;
-    let saved = record::record(ctx, &base, seen.workload.as_ref(), decision).await?;
+    let changed = decision.effect.is_some();
+    let saved = record::record(ctx, &base, seen.workload.as_ref(), decision, changed).await?;
     if let Some(wait) = backing_off {
         return Ok(Pass {
             action: Action::requeue(wait),

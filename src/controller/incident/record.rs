@@ -60,20 +60,71 @@ async fn save_status(
         .await?)
 }
 
+/// How many times the record of a change already made is saved again on a
+/// newer version whose own part is unchanged.
+const RECORD_TRIES: usize = 3;
+
+/// The incident controller's own part of a status: what its writes are
+/// conditional on.
+fn own_part(status: Option<&IncidentStatus>) -> IncidentStatus {
+    IncidentStatus {
+        detection: None,
+        communication: None,
+        ..status.cloned().unwrap_or_default()
+    }
+}
+
+/// Saves the status that records a change already made. A conflict caused
+/// by another writer's part alone (the detector's counts, the notifier's
+/// deliveries) does not lose the record: it is saved on the newer version,
+/// whose own part is the one the decision was made from. A change to the
+/// own part (another replica, a stale cache) still conflicts, and the next
+/// reconcile decides from a fresh read.
+async fn save_change_record(
+    ctx: &Context,
+    incident: &Incident,
+    status: &IncidentStatus,
+) -> Result<Incident, Error> {
+    let mut base = incident.clone();
+    let mut tries = 1;
+    loop {
+        match save_status(ctx, &base, status).await {
+            Err(error) if error.is_conflict() && tries < RECORD_TRIES => {
+                let namespace = base.namespace().unwrap_or_default();
+                let fresh = Api::<Incident>::namespaced(ctx.client.clone(), &namespace)
+                    .get_status(&base.name_any())
+                    .await?;
+                if own_part(fresh.status.as_ref()) != own_part(incident.status.as_ref()) {
+                    return Err(error);
+                }
+                info!("status moved on in another writer's part; saving the change's record again");
+                base = fresh;
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Saves the decision's status (when it changed), then publishes and counts.
-/// Returns the incident as saved, if it was.
+/// Returns the incident as saved, if it was. `changed` says a change was
+/// made in the world this pass: its record is not lost to another writer.
 pub async fn record(
     ctx: &Context,
     incident: &Incident,
     workload: Option<&Workload>,
     decision: Decision,
+    changed: bool,
 ) -> Result<Option<Arc<Incident>>, Error> {
     ctx.may_write()?;
     let mut saved = None;
     if incident.status.as_ref() != Some(&decision.status) {
-        saved = Some(Arc::new(
-            save_status(ctx, incident, &decision.status).await?,
-        ));
+        let written = if changed {
+            save_change_record(ctx, incident, &decision.status).await?
+        } else {
+            save_status(ctx, incident, &decision.status).await?
+        };
+        saved = Some(Arc::new(written));
         let phase = decision
             .status
             .phase
