@@ -741,7 +741,8 @@ fn outbox_of(incident: &Incident) -> Vec<(String, String, DeliveryState, bool)> 
 /// and Slack, which cannot recognise a repeat, is not sent again (the
 /// message is marked Unconfirmed and an Event says so).
 #[tokio::test]
-async fn killing_the_operator_between_sending_and_recording_sends_nothing_twice() {
+async fn killing_the_operator_between_sending_and_recording_sends_nothing_twice_but_a_status_page_resolution()
+ {
     use crate::support::Launch;
     let client = client().await;
     let ns = namespace(&client, "comms-kill").await;
@@ -887,15 +888,15 @@ async fn killing_the_operator_between_sending_and_recording_sends_nothing_twice(
     // aborts: the page heard the acknowledgement before the kill (then it is
     // found, not sent again) or after it, with the status of that moment.
     if page_heard_the_acknowledgement {
-        // Known gap (see the closing note of stop 18): when the resolution
-        // lands before the lookup, the acknowledgement in doubt may be sent
-        // again with the status of that moment, a repeat of "resolved".
-        assert_eq!(
-            page_updates.first().map(String::as_str),
-            Some("investigating")
+        // Known gap, left to the communication issue (26): when the
+        // resolution lands before the lookup, the acknowledgement in doubt
+        // has been seen sent again with the status of that moment, a repeat
+        // of "resolved". That repeat is the one thing allowed beyond once.
+        assert!(
+            page_updates == ["investigating", "resolved"]
+                || page_updates == ["investigating", "resolved", "resolved"],
+            "the acknowledgement's update once, found after the kill; then resolved: {page_updates:?}"
         );
-        assert_eq!(page_updates.last().map(String::as_str), Some("resolved"));
-        assert!(page_updates.len() <= 3, "{page_updates:?}");
     } else {
         assert_eq!(
             page_updates.len(),
