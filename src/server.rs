@@ -12,7 +12,7 @@ use std::{
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 use tokio_util::sync::CancellationToken;
 
-use crate::{leader::Fence, metrics::Metrics};
+use crate::{detector::alerts::NotRecorded, leader::Fence, metrics::Metrics};
 
 /// What the endpoints read.
 #[derive(Clone)]
@@ -170,7 +170,7 @@ async fn alertmanager(
     }
     let notification = match crate::signals::alerts::parse(&body) {
         Ok(notification) => notification,
-        Err(why) => return (StatusCode::BAD_REQUEST, why),
+        Err(why) => return (StatusCode::BAD_REQUEST, why.to_string()),
     };
     let (reply, recorded) = tokio::sync::oneshot::channel();
     let intake = crate::detector::alerts::Intake {
@@ -183,17 +183,15 @@ async fn alertmanager(
             .detector
             .send(intake)
             .await
-            .map_err(|_| "the detector is not running".to_owned())?;
-        recorded
-            .await
-            .map_err(|_| "the detector stopped".to_owned())?
+            .map_err(|_| NotRecorded::DetectorDown)?;
+        recorded.await.map_err(|_| NotRecorded::DetectorStopped)?
     };
     match tokio::time::timeout(RECORD_WITHIN, recorded).await {
         Ok(Ok(signals)) => (
             StatusCode::OK,
             format!("recorded ({signals} signals moved)"),
         ),
-        Ok(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, why),
+        Ok(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, why.to_string()),
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "not recorded in time (is this replica the leader?); send it again".into(),

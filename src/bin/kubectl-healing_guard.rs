@@ -73,14 +73,26 @@ enum Command {
     Report { name: String },
 }
 
-fn parse_severity(text: &str) -> Result<Severity, String> {
-    serde_json::from_value(serde_json::Value::String(text.to_uppercase()))
-        .map_err(|_| format!("{text:?} is not P0, P1, P2 or P3"))
+/// A command-line value that is not one of those allowed.
+#[derive(Debug, thiserror::Error)]
+#[error("{text:?} is not one of {allowed}")]
+struct NotOneOf {
+    text: String,
+    allowed: &'static str,
 }
 
-fn parse_type(text: &str) -> Result<IncidentType, String> {
-    serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|_| {
-        format!("{text:?} is not one of ServiceOutage, PerformanceDegradation, DataCorruption, SecurityIncident, IntegrationFailure, ResourceExhaustion")
+fn parse_severity(text: &str) -> Result<Severity, NotOneOf> {
+    serde_json::from_value(serde_json::Value::String(text.to_uppercase())).map_err(|_| NotOneOf {
+        text: text.to_owned(),
+        allowed: "P0, P1, P2, P3",
+    })
+}
+
+fn parse_type(text: &str) -> Result<IncidentType, NotOneOf> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|_| NotOneOf {
+        text: text.to_owned(),
+        allowed: "ServiceOutage, PerformanceDegradation, DataCorruption, SecurityIncident, \
+                  IntegrationFailure, ResourceExhaustion",
     })
 }
 

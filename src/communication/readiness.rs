@@ -36,7 +36,7 @@ pub enum SecretSeen {
 pub fn channel_problems(
     channel: &NotificationChannelSpec,
     secret: &SecretSeen,
-    templates: &Result<Templates, String>,
+    templates: &Result<Templates, impl std::fmt::Display>,
 ) -> Vec<String> {
     let mut problems = Vec::new();
     let name = &channel.secret_ref.name;
@@ -73,7 +73,7 @@ pub fn channel_problems(
         }
     }
     match templates {
-        Err(why) => problems.push(why.clone()),
+        Err(why) => problems.push(why.to_string()),
         Ok(templates) => {
             let example = templates::Fields::example();
             let chosen = [
@@ -167,7 +167,7 @@ mod tests {
     fn a_channel_is_ready_when_its_secret_has_its_keys_and_its_templates_render() {
         let slack: NotificationChannelSpec =
             serde_yaml::from_str("kind: Slack\nsecretRef: {name: slack}\n").unwrap();
-        let none = Ok(Templates::default());
+        let none: Result<_, String> = Ok(Templates::default());
         assert!(channel_problems(&slack, &keys(&["url"]), &none).is_empty());
         assert_eq!(
             channel_problems(&slack, &SecretSeen::Missing, &none),
@@ -179,7 +179,7 @@ mod tests {
             channel_problems(&page, &keys(&["apiKey"]), &none),
             ["Secret sp has no key pageId (a StatusPage channel needs it)"]
         );
-        let broken = Ok(Templates {
+        let broken: Result<_, String> = Ok(Templates {
             update: Some("{{ no_such_field }}".into()),
             resolved: Some("{% if %}".into()),
             ..Templates::default()

@@ -40,20 +40,36 @@ pub const READY: &str = "Ready";
 /// How often what is not watched (Secrets, ConfigMaps, rotations) is looked at again.
 const LOOK_AGAIN: Duration = Duration::from_secs(300);
 
+/// Why a channel's templates could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplatesError {
+    #[error("reading ConfigMap {name}: {source}")]
+    Read {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("ConfigMap {0} (templates) not found")]
+    Missing(String),
+}
+
 /// The channel's templates: its own, else its ConfigMap's; or why the
 /// ConfigMap could not be read.
 pub async fn channel_templates(
     ctx: &Context,
     channel: &NotificationChannel,
     namespace: &str,
-) -> Result<Templates, String> {
+) -> Result<Templates, TemplatesError> {
     let mut chosen = channel.spec.templates.clone();
     if let Some(name) = &channel.spec.templates.config_map {
         let config = Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace)
             .get_opt(name)
             .await
-            .map_err(|error| format!("reading ConfigMap {name}: {error}"))?
-            .ok_or_else(|| format!("ConfigMap {name} (templates) not found"))?;
+            .map_err(|source| TemplatesError::Read {
+                name: name.clone(),
+                source,
+            })?
+            .ok_or_else(|| TemplatesError::Missing(name.clone()))?;
         let data = config.data.unwrap_or_default();
         chosen.opened = chosen.opened.or_else(|| data.get("opened").cloned());
         chosen.update = chosen.update.or_else(|| data.get("update").cloned());

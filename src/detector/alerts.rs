@@ -25,7 +25,21 @@ const REMEMBERED: usize = 256;
 pub struct Intake {
     pub notification: Notification,
     /// How many signals it moved, or why it could not be recorded.
-    pub reply: oneshot::Sender<Result<usize, String>>,
+    pub reply: oneshot::Sender<Result<usize, NotRecorded>>,
+}
+
+/// Why a delivery was not recorded; Alertmanager sends it again.
+#[derive(Debug, thiserror::Error)]
+pub enum NotRecorded {
+    #[error("this replica is not the leader")]
+    NotLeader,
+    /// Each signal whose incident could not be written, with why.
+    #[error("{}", .0.join("; "))]
+    Writes(Vec<String>),
+    #[error("the detector is not running")]
+    DetectorDown,
+    #[error("the detector stopped")]
+    DetectorStopped,
 }
 
 /// What the detector remembers of alerts, by namespace and dedup key.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use k8s_openapi::jiff::Timestamp;
 use tracing::info;
 
-use super::{Detector, dedup, probes, writer::Written};
+use super::{Detector, alerts::NotRecorded, dedup, probes, writer::Written};
 use crate::{
     crd::{RemediationPolicy, Symptom},
     signals::{prober::ProbeReport, tracker::Change as ProbeChange},
@@ -19,10 +19,8 @@ impl Detector {
     pub(super) async fn alerts_delivered(
         &mut self,
         notification: &crate::signals::alerts::Notification,
-    ) -> Result<usize, String> {
-        self.ctx
-            .may_write()
-            .map_err(|_| "this replica is not the leader".to_owned())?;
+    ) -> Result<usize, NotRecorded> {
+        self.ctx.may_write().map_err(|_| NotRecorded::NotLeader)?;
         let policies: Vec<Arc<RemediationPolicy>> = self
             .valid_policies()
             .into_iter()
@@ -56,7 +54,7 @@ impl Detector {
             );
             Ok(moved)
         } else {
-            Err(failed.join("; "))
+            Err(NotRecorded::Writes(failed))
         }
     }
 

@@ -74,23 +74,33 @@ impl Alert {
     }
 }
 
+/// Why a delivery is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    #[error("not an Alertmanager webhook payload: {0}")]
+    NotAPayload(#[from] serde_json::Error),
+    #[error("payload version {0:?}: only version 4 is understood")]
+    Version(String),
+    #[error("alerts[{index}].status {status:?}: firing or resolved")]
+    AlertStatus { index: usize, status: String },
+}
+
 /// Reads a delivery; the reason it is refused otherwise.
-pub fn parse(body: &[u8]) -> Result<Notification, String> {
-    let notification: Notification = serde_json::from_slice(body)
-        .map_err(|error| format!("not an Alertmanager webhook payload: {error}"))?;
+pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
+    let notification: Notification = serde_json::from_slice(body)?;
     if notification.version != "4" {
-        return Err(format!(
-            "payload version {:?}: only version 4 is understood",
-            notification.version
-        ));
+        return Err(PayloadError::Version(notification.version));
     }
-    for (i, alert) in notification.alerts.iter().enumerate() {
-        if !matches!(alert.status.as_str(), "firing" | "resolved") {
-            return Err(format!(
-                "alerts[{i}].status {:?}: firing or resolved",
-                alert.status
-            ));
-        }
+    if let Some((index, alert)) = notification
+        .alerts
+        .iter()
+        .enumerate()
+        .find(|(_, alert)| !matches!(alert.status.as_str(), "firing" | "resolved"))
+    {
+        return Err(PayloadError::AlertStatus {
+            index,
+            status: alert.status.clone(),
+        });
     }
     Ok(notification)
 }
@@ -173,10 +183,16 @@ mod tests {
         assert!(
             parse(b"{")
                 .unwrap_err()
+                .to_string()
                 .contains("not an Alertmanager webhook payload")
         );
         let v3 = DELIVERY.replace("\"version\": \"4\"", "\"version\": \"3\"");
-        assert!(parse(v3.as_bytes()).unwrap_err().contains("only version 4"));
+        assert!(
+            parse(v3.as_bytes())
+                .unwrap_err()
+                .to_string()
+                .contains("only version 4")
+        );
         let odd = DELIVERY.replace(
             "\"status\": \"firing\",\n        \"labels\"",
             "\"status\": \"odd\",\n        \"labels\"",
@@ -184,11 +200,13 @@ mod tests {
         assert!(
             parse(odd.as_bytes())
                 .unwrap_err()
+                .to_string()
                 .contains("alerts[0].status")
         );
         assert!(
             parse(br#"{"version": "4", "status": "firing"}"#)
                 .unwrap_err()
+                .to_string()
                 .contains("alerts")
         );
     }

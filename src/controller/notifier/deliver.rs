@@ -75,7 +75,11 @@ pub async fn deliver(
     };
     let text = match message(ctx, incident, channel, delivery, now).await {
         Ok(text) => text,
-        Err(why) => return Outcome::Refused { why },
+        Err(why) => {
+            return Outcome::Refused {
+                why: why.to_string(),
+            };
+        }
     };
     let fields = templates::fields(
         incident,
@@ -397,12 +401,21 @@ async fn message(
     channel: &NotificationChannel,
     delivery: &Delivery,
     now: Timestamp,
-) -> Result<String, String> {
+) -> Result<String, MessageError> {
     let namespace = incident.namespace().unwrap_or_default();
     let chosen = crate::controller::readiness::channel_templates(ctx, channel, &namespace).await?;
     let every = channel.spec.updates.of(incident.spec.severity);
     let next = every.and_then(|every| moments::next_update(incident, every, now));
     let fields = templates::fields(incident, delivery.event, every, next, now);
     let (name, source) = templates::template_for(delivery.event, &chosen);
-    templates::render(name, &source, &fields).map_err(|error| error.to_string())
+    Ok(templates::render(name, &source, &fields)?)
+}
+
+/// Why a message's text could not be made.
+#[derive(Debug, thiserror::Error)]
+enum MessageError {
+    #[error(transparent)]
+    Templates(#[from] crate::controller::readiness::TemplatesError),
+    #[error(transparent)]
+    Render(#[from] templates::TemplateError),
 }
