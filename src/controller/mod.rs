@@ -1,13 +1,7 @@
 //! Runs the operator's parts: waits for the CRDs, starts the shared watches,
-//! then drives the Incident and RemediationPolicy controllers and the
-//! detector until shutdown.
-
-pub mod error;
-pub mod incident;
-pub mod notifier;
-pub mod policy;
-pub mod readiness;
-pub mod retry;
+//! then drives the controllers (the incident pipeline, the policy and
+//! notifier controllers, readiness) and the detector until shutdown. The
+//! parts themselves live in their own folders; this only wires them.
 
 use std::{
     collections::HashMap,
@@ -37,7 +31,11 @@ use crate::{
     server::Health,
     workload::Workload,
 };
-pub use error::Error;
+use crate::{
+    incident,
+    notifier::{self, readiness},
+    policy,
+};
 
 /// Errors that stop the operator from starting.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{Api, ResourceExt, api::PatchParams, runtime::controller::Action};
 use tracing::{info, instrument};
 
-use super::{error::Error, retry};
+use crate::reconcile::{Error, retry};
 use crate::{
     conditions::{ConditionUpdate, is_true, set_condition},
     context::{Context, PlannedEvent, Watches},

@@ -11,11 +11,11 @@ use tracing::info;
 use super::decision::{Decision, Tally};
 use crate::{
     context::Context,
-    controller::Error,
     crd::{Incident, IncidentStatus},
     k8s::status_patch,
     metrics::{ActionLabels, Metrics, OpenedLabels, SeverityLabels, SlaLabels, StepLabels},
     names::FIELD_MANAGER,
+    reconcile::Error,
     workload::Workload,
 };
 

@@ -19,7 +19,7 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 use tracing::{info, instrument, warn};
 
-use super::{error::Error, retry};
+use crate::reconcile::{Error, retry};
 use crate::{
     communication::readiness::{self, SecretSeen},
     conditions::{ConditionUpdate, set_condition},

@@ -403,7 +403,7 @@ async fn message(
     now: Timestamp,
 ) -> Result<String, MessageError> {
     let namespace = incident.namespace().unwrap_or_default();
-    let chosen = crate::controller::readiness::channel_templates(ctx, channel, &namespace).await?;
+    let chosen = crate::notifier::readiness::channel_templates(ctx, channel, &namespace).await?;
     let every = channel.spec.updates.of(incident.spec.severity);
     let next = every.and_then(|every| moments::next_update(incident, every, now));
     let fields = templates::fields(incident, delivery.event, every, next, now);
@@ -415,7 +415,7 @@ async fn message(
 #[derive(Debug, thiserror::Error)]
 enum MessageError {
     #[error(transparent)]
-    Templates(#[from] crate::controller::readiness::TemplatesError),
+    Templates(#[from] crate::notifier::readiness::TemplatesError),
     #[error(transparent)]
     Render(#[from] templates::TemplateError),
 }

@@ -25,9 +25,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{ResourceExt, runtime::controller::Action};
 use tracing::instrument;
 
-use super::{error::Error, retry};
 use crate::context::Context;
 use crate::crd::Incident;
+use crate::reconcile::{Error, retry};
 
 /// Name used in metrics and logs.
 pub const CONTROLLER: &str = "incident";

@@ -23,10 +23,10 @@ use kube::{
 use super::evidence;
 use crate::{
     context::Context,
-    controller::Error,
     crd::{Evidence, Incident, RemediationPolicy, StepResult, WorkflowStage, WorkloadKind},
     names::INCIDENT_ANNOTATION,
     pod::PodFacts,
+    reconcile::Error,
     remediation::{actions, ladder, safety},
     workload::{Workload, deployment_ref, statefulset_ref},
 };

@@ -7,6 +7,7 @@
 
 mod deliver;
 mod dispatch;
+pub mod readiness;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -19,7 +20,7 @@ use kube::{
 };
 use tracing::{debug, info, instrument, warn};
 
-use super::{error::Error, retry};
+use crate::reconcile::{Error, retry};
 use crate::{
     communication::{
         escalation,

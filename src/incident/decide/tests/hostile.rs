@@ -8,7 +8,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::{controller::incident::lifecycle, validation};
+use crate::{incident::lifecycle, validation};
 
 /// Every path to a value in `value`, objects' keys and arrays' items.
 fn paths(value: &Value, here: Vec<String>, out: &mut Vec<Vec<String>>) {

@@ -10,13 +10,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::controller::incident::decision::{
+use crate::crd::{ActionKind, StepRecord, WorkloadRef};
+use crate::incident::decision::{
     AFTER_RECORD, BREAKER_RECHECK, NEEDS_HUMAN, REMEDIATION_BLOCKED, TARGET_MISSING,
 };
-use crate::controller::incident::settle::{
-    MAX_APPLY_FAILURES, settle, settle_gave_up, settle_refused,
-};
-use crate::crd::{ActionKind, StepRecord, WorkloadRef};
+use crate::incident::settle::{MAX_APPLY_FAILURES, settle, settle_gave_up, settle_refused};
 use crate::pod::PodFacts;
 use crate::remediation::safety::AppliedStep;
 use crate::{

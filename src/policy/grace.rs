@@ -15,9 +15,9 @@ use tracing::info;
 
 use crate::{
     context::Context,
-    controller::Error,
     crd::RemediationPolicy,
     names::{FIELD_MANAGER, PREVIOUS_UNTIL_ANNOTATION},
+    reconcile::Error,
 };
 
 /// Removes the previous values whose grace period is over; says when to
