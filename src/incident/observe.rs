@@ -126,37 +126,14 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
         _ => actions::Inputs::default(),
     };
 
-    let incidents = ctx.watches.incidents.store();
-    let on_target = same_namespace(&incidents, &namespace, |other| other.spec.target == *target);
-    let mut target_steps = safety::applied_steps(on_target.iter().map(AsRef::as_ref));
-    // Steps of other incidents about to run count too; this incident's own
-    // pending step is the one being decided.
-    let name = incident.name_any();
-    target_steps.extend(safety::pending_steps(
-        on_target
-            .iter()
-            .filter(|other| other.name_any() != name)
-            .map(AsRef::as_ref),
-    ));
-    let approval_pending = on_target
-        .iter()
-        .filter(|other| other.name_any() != name)
-        .filter(|other| other.is_open())
-        .filter_map(|other| {
-            let step = other.status.as_ref()?.steps.last()?;
-            (step.result == StepResult::AwaitingApproval)
-                .then(|| (other.name_any(), step.name.clone()))
-        })
-        .next();
-    let target_holder = workload.as_ref().and_then(|w| holder(w, &name, &on_target));
     let policy_name = policy.as_ref().map(|p| p.name_any());
-    let policy_steps = match &policy_name {
-        Some(name) => safety::applied_steps(same_namespace(&incidents, &namespace, |other| {
-            other.policy_name() == Some(name)
-        })),
-        None => Vec::new(),
-    };
-
+    let others = Others::read(
+        ctx,
+        incident,
+        &namespace,
+        policy.as_deref(),
+        workload.as_ref(),
+    );
     let evidence = match status.and_then(|s| s.evidence.as_ref()) {
         None if open => Some(
             evidence::capture(
@@ -171,56 +148,27 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
         ),
         _ => None,
     };
-    // A probe's rule is verified by the probe, not by pods; and a rule may
-    // name probes its verification waits for as well.
-    let probe_health = |probe: &str| {
-        let key = (
-            namespace.clone(),
-            policy_name.clone().unwrap_or_default(),
-            probe.to_owned(),
-        );
-        let threshold = policy
-            .as_ref()
-            .and_then(|p| p.spec.probes.iter().find(|spec| spec.name == probe))
-            .map_or(1, |spec| spec.success_threshold);
-        match ctx.probes.get(&key) {
-            Some(tracker) if tracker.failing => ProbeHealth::Failing,
-            Some(tracker) if tracker.healthy(threshold) => ProbeHealth::Healthy,
-            _ => ProbeHealth::Unknown,
-        }
+    let probes = Probes {
+        ctx,
+        namespace: &namespace,
+        policy: policy.as_deref(),
+        policy_name: policy_name.as_deref().unwrap_or_default(),
     };
     let rule = ladder.as_ref().and_then(|l| l.rule.as_ref());
     let probe = rule
         .filter(|rule| rule.when.symptom == crate::crd::Symptom::ProbeFailing)
         .and_then(|rule| rule.when.probe.as_deref())
-        .map(probe_health);
+        .map(|probe| probes.health(probe));
     let verify_probes = rule
-        .map(|rule| rule.verify.probes.iter().map(|p| probe_health(p)).collect())
-        .unwrap_or_default();
-    let mut probe_results: Vec<String> = rule
-        .into_iter()
-        .flat_map(|rule| rule.when.probe.iter().chain(rule.verify.probes.iter()))
-        .filter_map(|probe| {
-            let key = (
-                namespace.clone(),
-                policy_name.clone().unwrap_or_default(),
-                probe.clone(),
-            );
-            let last = ctx.probes.get(&key)?.last?;
-            let verdict = if last.inconclusive {
-                "inconclusive"
-            } else if last.passed {
-                "passed"
-            } else {
-                "failed"
-            };
-            Some(format!(
-                "probe {probe} {verdict} at {}: {}",
-                last.at, last.detail
-            ))
+        .map(|rule| {
+            rule.verify
+                .probes
+                .iter()
+                .map(|p| probes.health(p))
+                .collect()
         })
-        .take(6)
-        .collect();
+        .unwrap_or_default();
+    let mut probe_results = probes.results(rule);
     // A runJob step verifies by its Job first.
     let job = match status.and_then(|s| s.steps.last()).filter(|r| {
         r.result == StepResult::Verifying
@@ -238,7 +186,7 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
             )
             .await?;
             probe_results.splice(0..0, lines);
-            probe_results.truncate(6);
+            probe_results.truncate(MAX_PROBE_RESULTS);
             Some(outcome)
         }
         None => None,
@@ -252,20 +200,14 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
         })
         .and_then(|r| ladder.as_ref()?.rung_of(r))
         .and_then(|rung| rung.action.restore_data.as_ref()?.verify_probe.clone())
-        .map(|probe| probe_health(&probe) == ProbeHealth::Healthy);
-    let depends_on = policy
-        .as_ref()
-        .map(|p| p.spec.depends_on.clone())
-        .unwrap_or_default();
-    let dependency_down = depends_on.iter().find_map(|dependency| {
-        same_namespace(&incidents, &namespace, |other| {
-            other.spec.target == *dependency && other.is_open() && other.name_any() != name
-        })
-        .into_iter()
-        .map(|other| other.name_any())
-        .min()
-        .map(|other| (other, dependency.clone()))
-    });
+        .map(|probe| probes.health(&probe) == ProbeHealth::Healthy);
+    let Others {
+        target_steps,
+        approval_pending,
+        target_holder,
+        policy_steps,
+        dependency_down,
+    } = others;
     Ok(Observation {
         now,
         policy,
@@ -284,6 +226,133 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
         probe_results,
         dependency_down,
     })
+}
+
+/// How many probe results an observation keeps, for the ledger.
+const MAX_PROBE_RESULTS: usize = 6;
+
+/// What the other incidents in the namespace say about acting now, from
+/// the shared store.
+struct Others {
+    target_steps: Vec<safety::AppliedStep>,
+    approval_pending: Option<(String, String)>,
+    target_holder: Option<String>,
+    policy_steps: Vec<safety::AppliedStep>,
+    dependency_down: Option<(String, crate::crd::WorkloadRef)>,
+}
+
+impl Others {
+    fn read(
+        ctx: &Context,
+        incident: &Incident,
+        namespace: &str,
+        policy: Option<&RemediationPolicy>,
+        workload: Option<&Workload>,
+    ) -> Self {
+        let incidents = ctx.watches.incidents.store();
+        let target = &incident.spec.target;
+        let name = incident.name_any();
+        let on_target = same_namespace(&incidents, namespace, |other| other.spec.target == *target);
+        let mut target_steps = safety::applied_steps(on_target.iter().map(AsRef::as_ref));
+        // Steps of other incidents about to run count too; this incident's
+        // own pending step is the one being decided.
+        target_steps.extend(safety::pending_steps(
+            on_target
+                .iter()
+                .filter(|other| other.name_any() != name)
+                .map(AsRef::as_ref),
+        ));
+        let approval_pending = on_target
+            .iter()
+            .filter(|other| other.name_any() != name)
+            .filter(|other| other.is_open())
+            .filter_map(|other| {
+                let step = other.status.as_ref()?.steps.last()?;
+                (step.result == StepResult::AwaitingApproval)
+                    .then(|| (other.name_any(), step.name.clone()))
+            })
+            .next();
+        let target_holder = workload.and_then(|w| holder(w, &name, &on_target));
+        let policy_steps = match policy.map(ResourceExt::name_any) {
+            Some(policy) => safety::applied_steps(same_namespace(&incidents, namespace, |other| {
+                other.policy_name() == Some(&policy)
+            })),
+            None => Vec::new(),
+        };
+        let depends_on = policy
+            .map(|p| p.spec.depends_on.as_slice())
+            .unwrap_or_default();
+        let dependency_down = depends_on.iter().find_map(|dependency| {
+            same_namespace(&incidents, namespace, |other| {
+                other.spec.target == *dependency && other.is_open() && other.name_any() != name
+            })
+            .into_iter()
+            .map(|other| other.name_any())
+            .min()
+            .map(|other| (other, dependency.clone()))
+        });
+        Others {
+            target_steps,
+            approval_pending,
+            target_holder,
+            policy_steps,
+            dependency_down,
+        }
+    }
+}
+
+/// How the policy's probes stand, as the prober last saw them.
+struct Probes<'a> {
+    ctx: &'a Context,
+    namespace: &'a str,
+    policy: Option<&'a RemediationPolicy>,
+    policy_name: &'a str,
+}
+
+impl Probes<'_> {
+    fn key(&self, probe: &str) -> (String, String, String) {
+        (
+            self.namespace.to_owned(),
+            self.policy_name.to_owned(),
+            probe.to_owned(),
+        )
+    }
+
+    /// A probe's rule is verified by the probe, not by pods; and a rule may
+    /// name probes its verification waits for as well.
+    fn health(&self, probe: &str) -> ProbeHealth {
+        let threshold = self
+            .policy
+            .and_then(|p| p.spec.probes.iter().find(|spec| spec.name == probe))
+            .map_or(1, |spec| spec.success_threshold);
+        match self.ctx.probes.get(&self.key(probe)) {
+            Some(tracker) if tracker.failing => ProbeHealth::Failing,
+            Some(tracker) if tracker.healthy(threshold) => ProbeHealth::Healthy,
+            _ => ProbeHealth::Unknown,
+        }
+    }
+
+    /// The last result of each probe the rule reads, in words.
+    fn results(&self, rule: Option<&crate::crd::PolicyRule>) -> Vec<String> {
+        rule.into_iter()
+            .flat_map(|rule| rule.when.probe.iter().chain(rule.verify.probes.iter()))
+            .filter_map(|probe| {
+                let last = self.ctx.probes.get(&self.key(probe))?.last?;
+                let verdict = if last.inconclusive {
+                    "inconclusive"
+                } else if last.passed {
+                    "passed"
+                } else {
+                    "failed"
+                };
+                Some(format!(
+                    "probe {probe} {verdict} at {}: {}",
+                    last.at, last.detail
+                ))
+            })
+            .take(MAX_PROBE_RESULTS)
+            .collect()
+    }
 }
 
 /// The incident that holds the target: the one its mark names (written
