@@ -88,115 +88,24 @@ pub async fn deliver(
         None,
         now,
     );
-    let needs = |key: &str| -> Result<String, Outcome> {
-        secret.get(key).cloned().ok_or_else(|| Outcome::Refused {
-            why: format!("Secret {secret_name} has no key {key}"),
-        })
+    let message = Message {
+        ctx,
+        incident,
+        channel,
+        delivery,
+        recorded,
+        secret: &secret,
+        text: &text,
+        fields: &fields,
+        in_doubt,
     };
     let request = match channel.spec.kind {
-        ChannelKind::Slack => {
-            needs("url").map(|url| (Method::POST, url, HeaderMap::new(), payloads::slack(&text)))
-        }
-        ChannelKind::Webhook => needs("url").map(|url| {
-            let mut headers = HeaderMap::new();
-            if let Some(value) = secret
-                .get("authorization")
-                .and_then(|v| HeaderValue::from_str(v).ok())
-            {
-                headers.insert(AUTHORIZATION, value);
-            }
-            let key = format!(
-                "{}/{}/{}",
-                incident.uid().unwrap_or_default(),
-                delivery.channel,
-                delivery.key
-            );
-            if let Ok(value) = HeaderValue::from_str(&key) {
-                headers.insert(HeaderName::from_static("idempotency-key"), value);
-            }
-            let body = payloads::webhook(incident, delivery.event, &delivery.key, &text, &fields);
-            (Method::POST, url, headers, body)
-        }),
-        ChannelKind::PagerDuty => {
-            let routing_key = match needs("routingKey") {
-                Ok(routing_key) => routing_key,
-                Err(refused) => return refused,
-            };
-            let url = secret
-                .get("url")
-                .cloned()
-                .unwrap_or_else(|| PAGERDUTY_EVENTS.to_owned());
-            // A person paged again (a later pass, or a new round after an
-            // acknowledgement expired) still has this incident's alert
-            // open: it is closed first so that the page notifies. Sent
-            // again in doubt, this may page twice, never not at all.
-            if paged_before(recorded, delivery) {
-                let close = payloads::pagerduty_close_for_repage(&routing_key, incident, &fields);
-                let closed = send::send(
-                    &ctx.http,
-                    Method::POST,
-                    &url,
-                    HeaderMap::new(),
-                    &close,
-                    attempts,
-                    |_| None,
-                )
-                .await;
-                if !matches!(closed, Outcome::Accepted { .. }) {
-                    return closed;
-                }
-            }
-            let body = payloads::pagerduty(&routing_key, incident, delivery.event, &text, &fields);
-            Ok((Method::POST, url, HeaderMap::new(), body))
-        }
-        ChannelKind::StatusPage => {
-            let (api_key, page) = match (needs("apiKey"), needs("pageId")) {
-                (Ok(api_key), Ok(page)) => (api_key, page),
-                (Err(refused), _) | (_, Err(refused)) => return refused,
-            };
-            let base = secret
-                .get("url")
-                .cloned()
-                .unwrap_or_else(|| STATUSPAGE_API.to_owned());
-            let mut headers = HeaderMap::new();
-            if let Ok(value) = HeaderValue::from_str(&format!("OAuth {api_key}")) {
-                headers.insert(AUTHORIZATION, value);
-            }
-            // The first message opens the page's incident; later ones update it.
-            let opened = recorded
-                .outbox
-                .iter()
-                .filter(|d| d.channel == delivery.channel && d.state == DeliveryState::Sent)
-                .find_map(|d| d.external_ref.clone());
-            let pages = format!("{base}/v1/pages/{page}/incidents");
-            if let Some(since) = delivery.sending_since.as_ref().filter(|_| in_doubt) {
-                let statuses = payloads::statuspage_statuses_at(delivery.event, incident, since.0);
-                let lookup = Lookup {
-                    pages: &pages,
-                    headers: &headers,
-                    opened: opened.as_deref(),
-                    statuses: &statuses,
-                    since: since.0,
-                };
-                if let Some(id) = statuspage_lookup(ctx, incident, &lookup).await {
-                    info!(channel = %delivery.channel, key = %delivery.key,
-                          "found on the status page after a lost answer; not sent again");
-                    return Outcome::Accepted {
-                        external_ref: Some(id),
-                    };
-                }
-            }
-            let component = channel
-                .spec
-                .status_page
-                .as_ref()
-                .and_then(|s| s.component_id.as_deref());
-            let body = payloads::statuspage(incident, delivery.event, component, &text, &fields);
-            Ok(match opened {
-                Some(id) => (Method::PATCH, format!("{pages}/{id}"), headers, body),
-                None => (Method::POST, pages, headers, body),
-            })
-        }
+        ChannelKind::Slack => message
+            .needs("url")
+            .map(|url| (Method::POST, url, HeaderMap::new(), payloads::slack(&text))),
+        ChannelKind::Webhook => message.needs("url").map(|url| message.webhook(url)),
+        ChannelKind::PagerDuty => message.pagerduty().await,
+        ChannelKind::StatusPage => message.statuspage().await,
         ChannelKind::Email => {
             return email(incident, channel, delivery, &secret, &text, attempts).await;
         }
@@ -212,6 +121,165 @@ pub async fn deliver(
             .map(str::to_owned)
     };
     send::send(&ctx.http, method, &url, headers, &body, attempts, reference).await
+}
+
+/// A request to a receiver: what to send, where and how. A builder that
+/// has no request to send answers with the outcome already known instead
+/// (a refusal, or a message found already sent).
+type Request = (Method, String, HeaderMap, Value);
+
+/// One message on its way: what every receiver's request is built from.
+struct Message<'a> {
+    ctx: &'a Context,
+    incident: &'a Incident,
+    channel: &'a NotificationChannel,
+    delivery: &'a Delivery,
+    recorded: &'a CommunicationStatus,
+    secret: &'a BTreeMap<String, String>,
+    text: &'a str,
+    fields: &'a templates::Fields,
+    /// An attempt began before and its outcome was never written.
+    in_doubt: bool,
+}
+
+impl Message<'_> {
+    /// A key of the channel's Secret, or the refusal that names it.
+    fn needs(&self, key: &str) -> Result<String, Outcome> {
+        self.secret
+            .get(key)
+            .cloned()
+            .ok_or_else(|| Outcome::Refused {
+                why: format!(
+                    "Secret {} has no key {key}",
+                    self.channel.spec.secret_ref.name
+                ),
+            })
+    }
+
+    /// A generic webhook: its body, an `authorization` header from the
+    /// Secret if given, and an idempotency key the receiver can fold
+    /// repeats by.
+    fn webhook(&self, url: String) -> Request {
+        let (incident, delivery) = (self.incident, self.delivery);
+        let mut headers = HeaderMap::new();
+        if let Some(value) = self
+            .secret
+            .get("authorization")
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            headers.insert(AUTHORIZATION, value);
+        }
+        let key = format!(
+            "{}/{}/{}",
+            incident.uid().unwrap_or_default(),
+            delivery.channel,
+            delivery.key
+        );
+        if let Ok(value) = HeaderValue::from_str(&key) {
+            headers.insert(HeaderName::from_static("idempotency-key"), value);
+        }
+        let body = payloads::webhook(
+            incident,
+            delivery.event,
+            &delivery.key,
+            self.text,
+            self.fields,
+        );
+        (Method::POST, url, headers, body)
+    }
+
+    /// A PagerDuty event (Events API v2).
+    async fn pagerduty(&self) -> Result<Request, Outcome> {
+        let (incident, delivery) = (self.incident, self.delivery);
+        let routing_key = self.needs("routingKey")?;
+        let url = self
+            .secret
+            .get("url")
+            .cloned()
+            .unwrap_or_else(|| PAGERDUTY_EVENTS.to_owned());
+        // A person paged again (a later pass, or a new round after an
+        // acknowledgement expired) still has this incident's alert
+        // open: it is closed first so that the page notifies. Sent
+        // again in doubt, this may page twice, never not at all.
+        if paged_before(self.recorded, delivery) {
+            let close = payloads::pagerduty_close_for_repage(&routing_key, incident, self.fields);
+            let closed = send::send(
+                &self.ctx.http,
+                Method::POST,
+                &url,
+                HeaderMap::new(),
+                &close,
+                delivery.attempts,
+                |_| None,
+            )
+            .await;
+            if !matches!(closed, Outcome::Accepted { .. }) {
+                return Err(closed);
+            }
+        }
+        let body = payloads::pagerduty(
+            &routing_key,
+            incident,
+            delivery.event,
+            self.text,
+            self.fields,
+        );
+        Ok((Method::POST, url, HeaderMap::new(), body))
+    }
+
+    /// A Statuspage incident: opened by the first message, updated by the
+    /// later ones; one whose answer was lost is looked for before it is
+    /// sent again.
+    async fn statuspage(&self) -> Result<Request, Outcome> {
+        let (incident, delivery) = (self.incident, self.delivery);
+        let (api_key, page) = (self.needs("apiKey")?, self.needs("pageId")?);
+        let base = self
+            .secret
+            .get("url")
+            .cloned()
+            .unwrap_or_else(|| STATUSPAGE_API.to_owned());
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_str(&format!("OAuth {api_key}")) {
+            headers.insert(AUTHORIZATION, value);
+        }
+        // The first message opens the page's incident; later ones update it.
+        let opened = self
+            .recorded
+            .outbox
+            .iter()
+            .filter(|d| d.channel == delivery.channel && d.state == DeliveryState::Sent)
+            .find_map(|d| d.external_ref.clone());
+        let pages = format!("{base}/v1/pages/{page}/incidents");
+        if let Some(since) = delivery.sending_since.as_ref().filter(|_| self.in_doubt) {
+            let statuses = payloads::statuspage_statuses_at(delivery.event, incident, since.0);
+            let lookup = Lookup {
+                pages: &pages,
+                headers: &headers,
+                opened: opened.as_deref(),
+                statuses: &statuses,
+                since: since.0,
+            };
+            if let Some(id) = statuspage_lookup(self.ctx, incident, &lookup).await {
+                info!(channel = %delivery.channel, key = %delivery.key,
+                      "found on the status page after a lost answer; not sent again");
+                return Err(Outcome::Accepted {
+                    external_ref: Some(id),
+                });
+            }
+        }
+        let component = self
+            .channel
+            .spec
+            .status_page
+            .as_ref()
+            .and_then(|s| s.component_id.as_deref());
+        let body =
+            payloads::statuspage(incident, delivery.event, component, self.text, self.fields);
+        Ok(match opened {
+            Some(id) => (Method::PATCH, format!("{pages}/{id}"), headers, body),
+            None => (Method::POST, pages, headers, body),
+        })
+    }
 }
 
 /// Whether `delivery` is a page to a channel that was paged before for
