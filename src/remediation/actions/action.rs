@@ -386,3 +386,59 @@ impl<A: Action> Apply for Typed<A> {
             .is_some_and(|other| other.0 == self.0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::{fixtures::*, resolve, restore_config, rollback::Rollback, scale::Scale};
+    use super::*;
+
+    #[test]
+    fn inputs_read_for_another_action_plan_as_nothing_read() {
+        let workload = deployment("2", 3);
+        let undo = action(json!({"action": "rollback"}));
+        let history = Inputs::of(super::super::rollback::Inputs {
+            replica_sets: vec![replica_set("1", "api:1"), replica_set("2", "api:2")],
+            last_healthy: None,
+        });
+        let elsewhere = Inputs::of(restore_config::Inputs::default());
+        let rollback = resolve(ActionKind::Rollback);
+        assert!(rollback.plan(&request(&undo, &workload), &history).is_ok());
+        for (case, inputs) in [("none read", Inputs::default()), ("another's", elsewhere)] {
+            assert_eq!(
+                rollback.plan(&request(&undo, &workload), &inputs),
+                Err(Refusal::NoEarlierRevision("2".into())),
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_change_knows_its_action_and_equals_only_the_same_change_of_it() {
+        let workload = deployment("1", 2);
+        let more = action(json!({"action": "scale", "scale": {"replicas": 4}}));
+        let planned = resolve(ActionKind::Scale)
+            .plan(&request(&more, &workload), &Inputs::default())
+            .unwrap();
+        assert_eq!(
+            planned.change.get::<Scale>().unwrap().body["spec"]["replicas"],
+            4
+        );
+        assert!(planned.change.get::<Rollback>().is_none());
+        assert!(!planned.change.marked_before());
+        assert_eq!(planned.clone(), planned);
+        let fewer = action(json!({"action": "scale", "scale": {"replicas": 3}}));
+        let other = resolve(ActionKind::Scale)
+            .plan(&request(&fewer, &workload), &Inputs::default())
+            .unwrap();
+        assert_ne!(planned.change, other.change);
+        let same_body_other_action = Planned::new::<Rollback>(Plan {
+            change: super::super::rollback::Change {
+                operations: planned.change.get::<Scale>().unwrap().body.clone(),
+            },
+            summary: planned.summary.clone(),
+        });
+        assert_ne!(planned, same_body_other_action);
+    }
+}
