@@ -6,11 +6,11 @@
 
 use std::fmt::Write;
 
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::ResourceExt;
 
 use super::templates::human;
-use crate::crd::{Incident, SourceKind};
+use crate::crd::{Incident, IncidentSpec, IncidentStatus, SourceKind};
 
 /// The name of an incident's report ConfigMap.
 pub fn config_map_name(incident: &Incident) -> String {
@@ -33,9 +33,6 @@ fn between(from: Option<Timestamp>, to: Option<Timestamp>) -> String {
 pub fn render(incident: &Incident) -> String {
     let spec = &incident.spec;
     let status = incident.status.clone().unwrap_or_default();
-    let milestones = &status.milestones;
-    let at =
-        |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| t.as_ref().map(|t| t.0);
     let mut out = String::new();
     let _ = writeln!(out, "# Post-incident report: {}", spec.title);
     let _ = writeln!(out);
@@ -52,6 +49,20 @@ pub fn render(incident: &Incident) -> String {
             .map(|p| p.to_string())
             .unwrap_or_else(|| "-".into()),
     );
+    summary(&mut out, spec, &status);
+    impact(&mut out, spec, &status);
+    detection(&mut out, spec, &status);
+    timeline(&mut out, &status);
+    actions(&mut out, &status);
+    durations(&mut out, &status);
+    root_cause(&mut out, spec);
+    follow_ups(&mut out, spec);
+    communication(&mut out, &status);
+    out
+}
+
+/// What ended it: the resolution's summary, else the step that recovered the target.
+fn summary(out: &mut String, spec: &IncidentSpec, status: &IncidentStatus) {
     let _ = writeln!(out, "\n## Summary\n");
     let summary = spec
         .resolution
@@ -77,6 +88,10 @@ pub fn render(incident: &Incident) -> String {
         "{}",
         summary.unwrap_or_else(|| "Closed without a recorded fix.".into())
     );
+}
+
+/// What was hit: the description, and the pods affected.
+fn impact(out: &mut String, spec: &IncidentSpec, status: &IncidentStatus) {
     let _ = writeln!(out, "\n## Impact\n");
     let _ = writeln!(
         out,
@@ -99,6 +114,10 @@ pub fn render(incident: &Incident) -> String {
             }
         );
     }
+}
+
+/// How it was found: the rule that detected it, or a responder.
+fn detection(out: &mut String, spec: &IncidentSpec, status: &IncidentStatus) {
     let _ = writeln!(out, "\n## Detection\n");
     match spec.source.kind {
         SourceKind::Detected => {
@@ -125,6 +144,10 @@ pub fn render(incident: &Incident) -> String {
             let _ = writeln!(out, "Declared by a responder.");
         }
     }
+}
+
+/// Every timeline entry, in UTC.
+fn timeline(out: &mut String, status: &IncidentStatus) {
     let _ = writeln!(out, "\n## Timeline (UTC)\n");
     for entry in &status.timeline {
         let _ = writeln!(out, "- {} {}: {}", entry.at.0, entry.reason, entry.message);
@@ -136,6 +159,10 @@ pub fn render(incident: &Incident) -> String {
             status.timeline_dropped.unwrap_or(0)
         );
     }
+}
+
+/// Every step with its result and changes.
+fn actions(out: &mut String, status: &IncidentStatus) {
     let _ = writeln!(out, "\n## Actions\n");
     if status.steps.is_empty() {
         let _ = writeln!(out, "No remediation step was taken.");
@@ -164,6 +191,12 @@ pub fn render(incident: &Incident) -> String {
             );
         }
     }
+}
+
+/// Time to acknowledge, mitigate and resolve, from detection.
+fn durations(out: &mut String, status: &IncidentStatus) {
+    let milestones = &status.milestones;
+    let at = |t: &Option<Time>| t.as_ref().map(|t| t.0);
     let detected = at(&milestones.detected_at);
     let _ = writeln!(out, "\n## Durations\n");
     let _ = writeln!(
@@ -181,6 +214,10 @@ pub fn render(incident: &Incident) -> String {
         "- Time to resolve: {}",
         between(detected, at(&milestones.resolved_at))
     );
+}
+
+/// The root cause the resolution gives, or why it was declined.
+fn root_cause(out: &mut String, spec: &IncidentSpec) {
     let _ = writeln!(out, "\n## Root cause\n");
     let _ = writeln!(
         out,
@@ -194,6 +231,10 @@ pub fn render(incident: &Incident) -> String {
                 .map(|d| format!("Declined as not an incident: {}", d.reason)))
             .unwrap_or_else(|| "To be found in the post-mortem.".into())
     );
+}
+
+/// The resolution's follow-ups, or the post-mortem to schedule.
+fn follow_ups(out: &mut String, spec: &IncidentSpec) {
     let _ = writeln!(out, "\n## Follow-ups\n");
     let follow_ups = spec
         .resolution
@@ -209,6 +250,10 @@ pub fn render(incident: &Incident) -> String {
     for item in follow_ups {
         let _ = writeln!(out, "- {item}");
     }
+}
+
+/// Every message recorded and every person paged.
+fn communication(out: &mut String, status: &IncidentStatus) {
     if let Some(communication) = &status.communication {
         let _ = writeln!(out, "\n## Communication\n");
         for delivery in &communication.outbox {
@@ -224,7 +269,6 @@ pub fn render(incident: &Incident) -> String {
             }
         }
     }
-    out
 }
 
 #[cfg(test)]
