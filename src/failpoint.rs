@@ -1,8 +1,11 @@
-//! Fault injection for tests: the operator aborts itself at a named point
-//! when `HGO_FAILPOINTS` lists it (comma-separated), as a SIGKILL would
-//! stop it there. Tests use it to prove what happens in windows too narrow
-//! to hit by chance (a change made, its record not yet saved). Unset, it
-//! costs one environment lookup per point.
+//! Fault injection for tests: at a named point, the operator aborts itself
+//! (as a SIGKILL would stop it there) or pauses, when `HGO_FAILPOINTS`
+//! lists the point (comma-separated; `point` aborts, `point=pause:SECONDS`
+//! pauses). Tests use it to prove what happens in windows too narrow to hit
+//! by chance (a change made, its record not yet saved). Unset, it costs one
+//! environment lookup per point.
+
+use std::time::Duration;
 
 /// After a remediation change is made, before the status that records it is saved.
 pub const AFTER_APPLY: &str = "after-apply";
@@ -10,12 +13,67 @@ pub const AFTER_APPLY: &str = "after-apply";
 /// After messages are sent, before the status that records how it went is saved.
 pub const AFTER_SEND: &str = "after-send";
 
-/// Aborts the process if `HGO_FAILPOINTS` names `point`.
-pub fn hit(point: &str) {
-    let armed = std::env::var("HGO_FAILPOINTS")
-        .is_ok_and(|points| points.split(',').any(|p| p.trim() == point));
-    if armed {
-        tracing::error!(point, "failpoint hit: aborting");
-        std::process::abort();
+/// What a listed point does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    Abort,
+    Pause(Duration),
+}
+
+/// What `HGO_FAILPOINTS` (as `listed`) says to do at `point`, if anything.
+fn fault(listed: &str, point: &str) -> Option<Fault> {
+    listed.split(',').find_map(|entry| {
+        let (name, action) = entry
+            .trim()
+            .split_once('=')
+            .unwrap_or((entry.trim(), "abort"));
+        if name != point {
+            return None;
+        }
+        match action.strip_prefix("pause:") {
+            Some(seconds) => seconds
+                .parse()
+                .ok()
+                .map(|seconds| Fault::Pause(Duration::from_secs(seconds))),
+            None => Some(Fault::Abort),
+        }
+    })
+}
+
+/// Aborts the process, or pauses this task, if `HGO_FAILPOINTS` names `point`.
+pub async fn reached(point: &str) {
+    let Ok(listed) = std::env::var("HGO_FAILPOINTS") else {
+        return;
+    };
+    match fault(&listed, point) {
+        Some(Fault::Abort) => {
+            tracing::error!(point, "failpoint reached: aborting");
+            std::process::abort();
+        }
+        Some(Fault::Pause(pause)) => {
+            tracing::warn!(point, ?pause, "failpoint reached: pausing");
+            tokio::time::sleep(pause).await;
+        }
+        None => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listed_point_aborts_or_pauses_and_others_do_nothing() {
+        let pause = Some(Fault::Pause(Duration::from_secs(3)));
+        for (listed, point, expected) in [
+            ("after-apply", AFTER_APPLY, Some(Fault::Abort)),
+            ("after-send, after-apply", AFTER_APPLY, Some(Fault::Abort)),
+            ("after-apply=pause:3", AFTER_APPLY, pause),
+            ("after-apply=pause:3", AFTER_SEND, None),
+            ("after-apply=pause:soon", AFTER_APPLY, None),
+            ("", AFTER_APPLY, None),
+        ] {
+            assert_eq!(fault(listed, point), expected, "{listed:?} at {point}");
+        }
     }
 }

@@ -89,7 +89,7 @@ async fn reconcile_once(incident: &Arc<Incident>, ctx: &Context) -> Result<Pass,
             }
             decision = match act::act(ctx, workload, effect).await {
                 Ok(lines) => {
-                    crate::failpoint::hit(crate::failpoint::AFTER_APPLY);
+                    crate::failpoint::reached(crate::failpoint::AFTER_APPLY).await;
                     settle::settle(decision, lines, incident, seen.now)
                 }
                 Err(act::ActError::Fenced(fenced)) => return Err(fenced.into()),

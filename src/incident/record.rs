@@ -92,7 +92,7 @@ async fn save_change_record(
             Err(error) if error.is_conflict() && tries < RECORD_TRIES => {
                 let namespace = base.namespace().unwrap_or_default();
                 let fresh = Api::<Incident>::namespaced(ctx.client.clone(), &namespace)
-                    .get_status(&base.name_any())
+                    .get(&base.name_any())
                     .await?;
                 if own_part(fresh.status.as_ref()) != own_part(incident.status.as_ref()) {
                     return Err(error);

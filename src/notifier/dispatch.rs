@@ -73,7 +73,7 @@ impl Batch {
                 break;
             }
         }
-        crate::failpoint::hit(crate::failpoint::AFTER_SEND);
+        crate::failpoint::reached(crate::failpoint::AFTER_SEND).await;
         self.settle(&outcomes).await;
         // Free only now: until the outcomes are written, a look at the
         // incident would take these messages for ones left in doubt.

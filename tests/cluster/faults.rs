@@ -678,6 +678,77 @@ async fn a_change_whose_record_was_lost_is_found_on_the_workload_and_not_made_ag
 }
 
 #[tokio::test]
+async fn the_record_of_a_change_survives_another_writers_status_update() {
+    use crate::support::Launch;
+    use healing_guard_operator::names::STEP_ANNOTATION;
+    let spec = crash_policy("Auto", json!([{"action": "rollback"}]), "2m");
+    let client = client().await;
+    let ns = namespace(&client, "fault-other-writer").await;
+    policy_with(&client, &ns, spec).await;
+    // The operator pauses right after its change, before the status that
+    // records it is saved; meanwhile another writer changes its own part
+    // of the status (as the detector and the notifier do), so the save is
+    // conditional on a version that is no longer the latest.
+    let _operator = Operator::launch(&Launch {
+        failpoints: "after-apply=pause:4",
+        ..Launch::namespaced(&ns)
+    })
+    .await
+    .unwrap();
+    let deployments = bad_release(&client, &ns).await;
+    eventually("the rollback made, its record not yet saved", || {
+        let deployments = deployments.clone();
+        async move {
+            let annotations = deployments.get("api").await.ok()?.metadata.annotations?;
+            annotations.get(STEP_ANNOTATION).cloned()
+        }
+    })
+    .await;
+    let incidents = Api::<Incident>::namespaced(client.clone(), &ns);
+    let before = incidents.get("api-crashloop").await.unwrap();
+    let occurrences = before
+        .status
+        .as_ref()
+        .and_then(|s| s.detection.as_ref())
+        .map_or(0, |d| d.occurrences);
+    let other_writer = json!({"status": {"detection": {"occurrences": occurrences + 1}}});
+    incidents
+        .patch_status(
+            "api-crashloop",
+            &PatchParams::default(),
+            &Patch::Merge(&other_writer),
+        )
+        .await
+        .unwrap();
+
+    let incident = incident_in_phase(&client, &ns, &[Phase::Resolved]).await;
+    let status = incident.status.unwrap();
+    assert_eq!(status.steps.len(), 1, "{:?}", status.steps);
+    let step = &status.steps[0];
+    assert_eq!(step.result, StepResult::Succeeded);
+    assert_ne!(
+        step.message.as_deref(),
+        Some("already applied (found on the workload after a restart)"),
+        "the record was saved, not recovered from the workload's mark: {step:?}"
+    );
+    assert!(
+        step.changes
+            .iter()
+            .any(|change| change.contains("rolled back from revision 2 to revision 1")),
+        "the change's own line is in the ledger: {step:?}"
+    );
+    let revision = deployments
+        .get("api")
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap()["deployment.kubernetes.io/revision"]
+        .clone();
+    assert_eq!(revision, "3", "one rollback");
+}
+
+#[tokio::test]
 async fn a_pod_restart_respects_a_disruption_budget_and_says_so() {
     let client = client().await;
     let ns = namespace(&client, "fault-pdb").await;
