@@ -44,7 +44,7 @@ pub struct Observation {
     /// The target's pods (those its owner references tie to it).
     pub pods: Vec<PodFacts>,
     /// What the pending step's plan reads.
-    pub inputs: actions::Inputs,
+    pub inputs: actions::AnyInputs,
     /// Steps that changed the same target, across all its incidents.
     pub target_steps: Vec<safety::AppliedStep>,
     /// Another open incident on the same target whose step awaits
@@ -123,7 +123,7 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
     };
     let inputs = match (pending, &workload) {
         (Some(rung), Some(workload)) => rung.act().observe(io, &rung.action, workload).await?,
-        _ => actions::Inputs::default(),
+        _ => actions::AnyInputs::default(),
     };
 
     let policy_name = policy.as_ref().map(|p| p.name_any());

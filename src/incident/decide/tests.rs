@@ -20,7 +20,7 @@ use crate::remediation::safety::AppliedStep;
 use crate::{
     crd::RemediationPolicy,
     names::{REVISION_ANNOTATION, STEP_ANNOTATION},
-    remediation::actions::{Inputs, rollback},
+    remediation::actions::{AnyInputs, rollback},
 };
 
 mod hostile;
@@ -60,7 +60,7 @@ impl World {
             policy: Some(two_steps("Auto")),
             workload: Some(api(false, json!({}))),
             pods: Vec::new(),
-            inputs: Inputs::default(),
+            inputs: AnyInputs::default(),
             target_steps: Vec::new(),
             approval_pending: None,
             target_holder: None,
@@ -149,7 +149,7 @@ impl World {
     }
 
     /// What the pending step's plan reads.
-    fn inputs(mut self, inputs: Inputs) -> Self {
+    fn inputs(mut self, inputs: AnyInputs) -> Self {
         self.seen.inputs = inputs;
         self
     }
@@ -278,7 +278,7 @@ fn api_carrying_the_rollback(ready: bool) -> Workload {
     api(ready, json!({STEP_ANNOTATION: "0123abcd-0-rollback-1"}))
 }
 
-fn history() -> Inputs {
+fn history() -> AnyInputs {
     let set = |revision: &str| -> ReplicaSet {
         serde_json::from_value(json!({
             "metadata": {"name": format!("api-{revision}"), "annotations": {REVISION_ANNOTATION: revision},
@@ -289,7 +289,7 @@ fn history() -> Inputs {
         }))
         .unwrap()
     };
-    Inputs::of(rollback::Inputs {
+    AnyInputs::of(rollback::Inputs {
         replica_sets: vec![set("1"), set("2")],
         last_healthy: None,
     })
@@ -850,7 +850,7 @@ fn a_config_that_already_matches_its_snapshot_is_skipped_not_counted() {
         ))
         .phase("Mitigating")
         .step("restoreConfig", "Pending", "2026-01-01T00:00:05Z")
-        .inputs(Inputs::of(restore_config::Inputs {
+        .inputs(AnyInputs::of(restore_config::Inputs {
             current: Some(config.clone()),
             snapshot: Some(config),
             ignored: Vec::new(),

@@ -180,8 +180,8 @@ pub trait AnyAction: Send + Sync {
         io: Io<'a>,
         action: &'a crd::Action,
         workload: &'a Workload,
-    ) -> BoxFuture<'a, Result<Inputs, kube::Error>>;
-    fn plan(&self, request: &Request<'_>, inputs: &Inputs) -> Result<Planned, Refusal>;
+    ) -> BoxFuture<'a, Result<AnyInputs, kube::Error>>;
+    fn plan(&self, request: &Request<'_>, inputs: &AnyInputs) -> Result<Planned, Refusal>;
     fn follow_up(
         &self,
         action: &crd::Action,
@@ -214,11 +214,11 @@ impl<A: Action> AnyAction for A {
         io: Io<'a>,
         action: &'a crd::Action,
         workload: &'a Workload,
-    ) -> BoxFuture<'a, Result<Inputs, kube::Error>> {
-        Box::pin(async move { Ok(Inputs::of(A::observe(io, action, workload).await?)) })
+    ) -> BoxFuture<'a, Result<AnyInputs, kube::Error>> {
+        Box::pin(async move { Ok(AnyInputs::of(A::observe(io, action, workload).await?)) })
     }
 
-    fn plan(&self, request: &Request<'_>, inputs: &Inputs) -> Result<Planned, Refusal> {
+    fn plan(&self, request: &Request<'_>, inputs: &AnyInputs) -> Result<Planned, Refusal> {
         // Inputs read for another step (or none read) plan as nothing read.
         let fallback;
         let inputs = match inputs.get::<A::Inputs>() {
@@ -264,14 +264,14 @@ impl<A: Action> AnyAction for A {
 
 /// What an action read before planning, of that action's own type.
 #[derive(Clone, Default)]
-pub struct Inputs(Option<Arc<dyn ReadValue>>);
+pub struct AnyInputs(Option<Arc<dyn ReadValue>>);
 
 trait ReadValue: Any + fmt::Debug + Send + Sync {}
 impl<T: Any + fmt::Debug + Send + Sync> ReadValue for T {}
 
-impl Inputs {
+impl AnyInputs {
     pub fn of<T: fmt::Debug + Send + Sync + 'static>(inputs: T) -> Self {
-        Inputs(Some(Arc::new(inputs)))
+        AnyInputs(Some(Arc::new(inputs)))
     }
 
     /// The inputs, if they are of that type.
@@ -281,7 +281,7 @@ impl Inputs {
     }
 }
 
-impl fmt::Debug for Inputs {
+impl fmt::Debug for AnyInputs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Some(inputs) => inputs.fmt(f),
@@ -293,14 +293,14 @@ impl fmt::Debug for Inputs {
 /// A planned change, of whichever action, and its line for the ledger.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Planned {
-    pub change: Change,
+    pub change: AnyChange,
     pub summary: String,
 }
 
 impl Planned {
     pub fn new<A: Action>(plan: Plan<A::Change>) -> Self {
         Planned {
-            change: Change(Arc::new(Typed::<A>(plan.change))),
+            change: AnyChange(Arc::new(Typed::<A>(plan.change))),
             summary: plan.summary,
         }
     }
@@ -308,9 +308,9 @@ impl Planned {
 
 /// A change of whichever action; it knows how it is applied.
 #[derive(Clone)]
-pub struct Change(Arc<dyn Apply>);
+pub struct AnyChange(Arc<dyn Apply>);
 
-impl Change {
+impl AnyChange {
     /// Makes the change. Returns extra lines for the ledger.
     pub async fn apply(
         &self,
@@ -333,13 +333,13 @@ impl Change {
     }
 }
 
-impl fmt::Debug for Change {
+impl fmt::Debug for AnyChange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }
 }
 
-impl PartialEq for Change {
+impl PartialEq for AnyChange {
     fn eq(&self, other: &Self) -> bool {
         self.0.same_as(other.0.as_ref())
     }
@@ -398,14 +398,17 @@ mod tests {
     fn inputs_read_for_another_action_plan_as_nothing_read() {
         let workload = deployment("2", 3);
         let undo = action(json!({"action": "rollback"}));
-        let history = Inputs::of(super::super::rollback::Inputs {
+        let history = AnyInputs::of(super::super::rollback::Inputs {
             replica_sets: vec![replica_set("1", "api:1"), replica_set("2", "api:2")],
             last_healthy: None,
         });
-        let elsewhere = Inputs::of(restore_config::Inputs::default());
+        let elsewhere = AnyInputs::of(restore_config::Inputs::default());
         let rollback = resolve(ActionKind::Rollback);
         assert!(rollback.plan(&request(&undo, &workload), &history).is_ok());
-        for (case, inputs) in [("none read", Inputs::default()), ("another's", elsewhere)] {
+        for (case, inputs) in [
+            ("none read", AnyInputs::default()),
+            ("another's", elsewhere),
+        ] {
             assert_eq!(
                 rollback.plan(&request(&undo, &workload), &inputs),
                 Err(Refusal::NoEarlierRevision("2".into())),
@@ -419,7 +422,7 @@ mod tests {
         let workload = deployment("1", 2);
         let more = action(json!({"action": "scale", "scale": {"replicas": 4}}));
         let planned = resolve(ActionKind::Scale)
-            .plan(&request(&more, &workload), &Inputs::default())
+            .plan(&request(&more, &workload), &AnyInputs::default())
             .unwrap();
         assert_eq!(
             planned.change.get::<Scale>().unwrap().body["spec"]["replicas"],
@@ -430,7 +433,7 @@ mod tests {
         assert_eq!(planned.clone(), planned);
         let fewer = action(json!({"action": "scale", "scale": {"replicas": 3}}));
         let other = resolve(ActionKind::Scale)
-            .plan(&request(&fewer, &workload), &Inputs::default())
+            .plan(&request(&fewer, &workload), &AnyInputs::default())
             .unwrap();
         assert_ne!(planned.change, other.change);
         let same_body_other_action = Planned::new::<Rollback>(Plan {

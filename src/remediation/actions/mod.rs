@@ -22,7 +22,9 @@ pub mod rotate_secret;
 pub mod run_job;
 pub mod scale;
 
-pub use action::{Action, AnyAction, Change, Inputs, Io, Mark, Plan, Planned, Progress, Request};
+pub use action::{
+    Action, AnyAction, AnyChange, AnyInputs, Io, Mark, Plan, Planned, Progress, Request,
+};
 pub use errors::{ApplyError, CallError, Refusal};
 
 use crate::{crd::ActionKind, remediation::safety, workload::Workload};

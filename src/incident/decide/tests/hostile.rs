@@ -244,7 +244,7 @@ fn no_manifest_can_panic_a_reconcile() {
                 observed.policy = policy.clone();
                 let first = decide(&incident, &observed);
                 // And the reconcile after it, from what it decided.
-                observed.inputs = Inputs::default();
+                observed.inputs = AnyInputs::default();
                 let _ = decide(&after(incident, &first), &observed);
                 if policy.is_some() {
                     decided.fetch_add(1, Relaxed);
