@@ -127,4 +127,18 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn a_template_cannot_grow_without_bound() {
+        // A policy author's hostile template: repetition is paid for in
+        // fuel by its size, so a gigabyte is refused, not allocated.
+        for template in [
+            "{{ 'x' * 1000000000 }}",
+            "{{ ('x' * 40000) * 40000 }}",
+            "{% set a = name * 40000 %}{% set b = a * 40000 %}{{ b }}",
+        ] {
+            assert!(fill(template, "hg", "api").is_err(), "{template}");
+        }
+        assert_eq!(fill("{{ name * 3 }}", "hg", "api").unwrap(), "apiapiapi");
+    }
 }
