@@ -106,11 +106,12 @@ pub struct IncidentAllowance {
     /// Actions an incident on a workload this policy guards may list in its
     /// own `spec.actions`, run under this policy's mode and safety limits.
     /// Empty (the default): an incident's own actions are a dry run. Never
-    /// `http` or `runJob`: the URL and Secrets, or the code run, would be
+    /// `http`, `runJob`, `restoreData`, `patch` or `rotateSecret`: the URL
+    /// and Secrets, the code run, or the object and Secret changed would be
     /// chosen by whoever writes the Incident; they belong in the policy's rules.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 4))]
-    #[x_kube(validation = Rule::new("self.all(a, a != 'http' && a != 'runJob' && a != 'restoreData')").message("an Incident may not bring its own http, runJob or restoreData action: what it calls or runs belongs in a RemediationPolicy rule"))]
+    #[x_kube(validation = Rule::new("self.all(a, a != 'http' && a != 'runJob' && a != 'restoreData' && a != 'patch' && a != 'rotateSecret')").message("an Incident may not bring its own http, runJob, restoreData, patch or rotateSecret action: what it calls, runs or changes belongs in a RemediationPolicy rule"))]
     pub allowed_actions: Vec<ActionKind>,
 }
 

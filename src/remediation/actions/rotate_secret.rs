@@ -120,6 +120,9 @@ pub struct RotateSecret;
 
 impl Action for RotateSecret {
     const KIND: ActionKind = ActionKind::RotateSecret;
+    /// What it changes, and to what, is the policy's to choose: an
+    /// Incident's author could otherwise change any object or Secret.
+    const POLICY_ONLY: bool = true;
     type Settings = RotateSecretAction;
     type Inputs = Inputs;
     type Change = Change;
