@@ -22,7 +22,8 @@ pub struct AlertSignal {
     /// Labels an alert must carry, each with this value (e.g. `alertname:
     /// HealingGuardDown`). An alert with a `namespace` label must also be
     /// from the policy's namespace.
+    /// At least one: an empty match would take every alert for this target.
     #[serde(rename = "match")]
-    #[schemars(length(min = 1, max = 10))]
+    #[schemars(extend("minProperties" = 1, "maxProperties" = 10))]
     pub matchers: BTreeMap<String, String>,
 }

@@ -30,6 +30,13 @@ pub fn alerts(spec: &RemediationPolicySpec, problems: &mut Problems) {
                 format!("alert name {:?} is used twice", signal.name),
             );
         }
+        // An older schema let `match: {}` in: it would take every alert.
+        if signal.matchers.is_empty() {
+            problems.add(
+                format!("{here}.match"),
+                "must name at least one label: an empty match takes every alert",
+            );
+        }
         for label in signal.matchers.keys() {
             if !label_name(label) {
                 problems.add(
@@ -62,6 +69,7 @@ targets: [{kind: Deployment, names: [healing-guard]}]
 alerts:
 - {name: down, target: {kind: Deployment, name: healing-guard}, match: {alertname: HealingGuardDown}}
 - {name: down, target: {kind: Deployment, name: api}, match: {"bad-label": x}}
+- {name: any, target: {kind: Deployment, name: healing-guard}, match: {}}
 rules:
 - {name: r, when: {symptom: AlertFiring, alert: missing}, severity: P0, type: ServiceOutage, actions: [{action: restart}]}
 "#,
@@ -76,6 +84,7 @@ rules:
             "spec.alerts[1].match: \"bad-label\" is not a Prometheus label name",
             "spec.alerts[1].target: Deployment/api is not among the policy's targets: its incidents could not act on it",
             "spec.rules[0].when.alert: no alert named \"missing\" in spec.alerts",
+            "spec.alerts[2].match: must name at least one label: an empty match takes every alert",
         ] {
             assert!(
                 found.iter().any(|p| p == expected),
