@@ -3,8 +3,11 @@
 //! lists the point (comma-separated; `point` aborts, `point=pause:SECONDS`
 //! pauses). Tests use it to prove what happens in windows too narrow to hit
 //! by chance (a change made, its record not yet saved). Unset, it costs one
-//! environment lookup per point.
+//! environment lookup per point. Only builds with debug assertions (the
+//! tests') carry it: in a release binary every point is a no-op, so no
+//! environment variable can make a deployed operator abort or stall.
 
+#[cfg(debug_assertions)]
 use std::time::Duration;
 
 /// After a remediation change is made, before the status that records it is saved.
@@ -14,6 +17,7 @@ pub const AFTER_APPLY: &str = "after-apply";
 pub const AFTER_SEND: &str = "after-send";
 
 /// What a listed point does.
+#[cfg(debug_assertions)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
     Abort,
@@ -21,6 +25,7 @@ enum Fault {
 }
 
 /// What `HGO_FAILPOINTS` (as `listed`) says to do at `point`, if anything.
+#[cfg(debug_assertions)]
 fn fault(listed: &str, point: &str) -> Option<Fault> {
     listed.split(',').find_map(|entry| {
         let (name, action) = entry
@@ -41,6 +46,7 @@ fn fault(listed: &str, point: &str) -> Option<Fault> {
 }
 
 /// Aborts the process, or pauses this task, if `HGO_FAILPOINTS` names `point`.
+#[cfg(debug_assertions)]
 pub async fn reached(point: &str) {
     let Ok(listed) = std::env::var("HGO_FAILPOINTS") else {
         return;
@@ -58,7 +64,11 @@ pub async fn reached(point: &str) {
     }
 }
 
-#[cfg(test)]
+/// A release build injects no faults.
+#[cfg(not(debug_assertions))]
+pub async fn reached(_point: &str) {}
+
+#[cfg(all(test, debug_assertions))]
 mod tests {
     use super::*;
 
