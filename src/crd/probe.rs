@@ -121,7 +121,10 @@ pub struct RedisProbe {
 pub struct PostgresProbe {
     /// A Secret with key `url` (`postgres://user:password@host:port/db`).
     pub secret_ref: SecretRef,
-    /// The query; it must return without error (default `SELECT 1`).
+    /// The query; it must return without error (default `SELECT 1`). One
+    /// statement, run in a read-only transaction under a statement timeout
+    /// of three quarters of the probe's; a failure is told by its SQLSTATE
+    /// class, never with the server's text.
     #[serde(default = "default_query")]
     #[schemars(length(min = 1, max = 1024))]
     pub query: String,

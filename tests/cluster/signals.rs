@@ -275,6 +275,83 @@ async fn a_backed_up_webhook_queue_scales_the_worker_and_resolves_once_it_drains
 /// The runbook's "Database Connection Issues": PostgreSQL stops answering,
 /// an incident opens and its postgres pods are restarted; it resolves once
 /// the database answers again.
+/// A policy author's PostgreSQL probe, as a hostile one would write it: it
+/// may only read (a write is refused by the read-only transaction), run
+/// one statement (a second is refused whole), and what fails is told by
+/// its SQLSTATE class alone, never with the server's words (which carry
+/// row data).
+#[tokio::test]
+async fn a_postgres_probe_only_reads_runs_one_statement_and_never_repeats_the_servers_words() {
+    let postgres = SignalServer::start("postgres");
+    let url = postgres.var("HGO_POSTGRES_URL");
+    let client = client().await;
+    let ns = namespace(&client, "sig-pg-bounded").await;
+    secret(&client, &ns, "db", json!({"url": url})).await;
+    let (database, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    database
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS probe_secrets (value text); \
+             INSERT INTO probe_secrets VALUES ('hunter2-s3cret')",
+        )
+        .await
+        .unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    for (query, expected) in [
+        ("SELECT count(*) FROM probe_secrets", None),
+        (
+            "CREATE TABLE probe_wrote (x int)",
+            Some("SQLSTATE class 25: invalid transaction state (a probe may only read)"),
+        ),
+        (
+            "SELECT 1; DROP TABLE probe_secrets",
+            Some("SQLSTATE class 42: syntax error or access rule violation"),
+        ),
+        (
+            "SELECT CAST(value AS int) FROM probe_secrets",
+            Some("SQLSTATE class 22: data exception"),
+        ),
+        ("SELECT pg_sleep(5)", Some("SQLSTATE class 57")),
+    ] {
+        let probe: healing_guard_operator::crd::Probe = serde_json::from_value(json!({
+            "name": "db", "target": {"kind": "StatefulSet", "name": "postgres"},
+            "every": "10s", "timeout": "2s",
+            "postgres": {"secretRef": {"name": "db"}, "query": query}
+        }))
+        .unwrap();
+        let outcome =
+            healing_guard_operator::signals::check::run(&client, &http, &ns, &probe, false)
+                .await
+                .unwrap();
+        match expected {
+            None => assert!(outcome.passed, "{query}: {outcome:?}"),
+            Some(said) => {
+                assert!(!outcome.passed, "{query}: {outcome:?}");
+                assert!(
+                    outcome.detail.starts_with(&format!("PostgreSQL: {said}")),
+                    "{query}: {outcome:?}"
+                );
+                assert!(!outcome.detail.contains("hunter2"), "{query}: {outcome:?}");
+            }
+        }
+    }
+    let (wrote, still_there): (bool, bool) = {
+        let row = database
+            .query_one(
+                "SELECT to_regclass('probe_wrote') IS NOT NULL, to_regclass('probe_secrets') IS NOT NULL",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(!wrote, "the probe's CREATE TABLE was not made");
+    assert!(still_there, "the probe's second statement did not run");
+}
+
 #[tokio::test]
 async fn postgres_not_answering_opens_an_incident_that_resolves_when_it_answers() {
     let postgres = SignalServer::start("postgres");
