@@ -8,6 +8,7 @@ pub mod context;
 pub mod controller;
 pub mod crd;
 pub mod detector;
+pub mod egress;
 pub mod failpoint;
 pub mod incident;
 pub mod k8s;

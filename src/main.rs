@@ -147,10 +147,11 @@ async fn run(
     // has its own per-object backoff, and says in the ledger what it waits for.
     config.default_retry = false;
     let client = kube::Client::try_from(config)?;
-    // Notifications: every receiver gets at most this long to answer.
-    let http = reqwest::Client::builder()
-        .timeout(healing_guard_operator::communication::send::ATTEMPT_TIMEOUT)
-        .build()?;
+    // Calls authors chose (receivers, http steps, probes): each gets at most
+    // this long to answer, and no redirect leaves the origin asked.
+    let http = healing_guard_operator::egress::client(
+        healing_guard_operator::communication::send::ATTEMPT_TIMEOUT,
+    )?;
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     // Alertmanager's deliveries go to the detector, once it runs.
