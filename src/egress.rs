@@ -10,6 +10,10 @@ use reqwest::redirect::{Attempt, Policy};
 /// Most redirects followed within one origin.
 const MAX_REDIRECTS: usize = 5;
 
+/// The most of an answer ever read: what comes after is never read, so an
+/// endless or enormous answer cannot exhaust the operator's memory.
+pub const MAX_ANSWER: usize = 1 << 20;
+
 /// The client for every call an author chose; each call may take `timeout`.
 pub fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
@@ -36,6 +40,43 @@ fn within_origin(attempt: Attempt<'_>) -> reqwest::redirect::Action {
     } else {
         attempt.follow()
     }
+}
+
+/// At most `limit` bytes of the answer's body, and whether it had more.
+/// A body that breaks off is what arrived until then.
+pub async fn read_capped(mut answer: reqwest::Response, limit: usize) -> (Vec<u8>, bool) {
+    let mut kept: Vec<u8> = Vec::new();
+    loop {
+        match answer.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = limit.saturating_sub(kept.len());
+                if chunk.len() > room {
+                    kept.extend_from_slice(chunk.get(..room).unwrap_or_default());
+                    return (kept, true);
+                }
+                kept.extend_from_slice(&chunk);
+            }
+            _ => return (kept, false),
+        }
+    }
+}
+
+/// The answer's body as JSON, if it is JSON and no longer than [`MAX_ANSWER`].
+pub async fn read_json(answer: reqwest::Response) -> Result<serde_json::Value, TooLargeOrNotJson> {
+    let (body, cut) = read_capped(answer, MAX_ANSWER).await;
+    if cut {
+        return Err(TooLargeOrNotJson::TooLarge);
+    }
+    serde_json::from_slice(&body).map_err(|_| TooLargeOrNotJson::NotJson)
+}
+
+/// Why an answer was not read as JSON.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TooLargeOrNotJson {
+    #[error("an answer larger than {} MiB", MAX_ANSWER >> 20)]
+    TooLarge,
+    #[error("an answer that is not JSON")]
+    NotJson,
 }
 
 #[cfg(test)]
@@ -115,5 +156,37 @@ mod tests {
             0,
             "the other host heard nothing"
         );
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_read_no_further_than_the_cap() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // 64 MiB in 64 KiB chunks, sent as fast as it is read.
+        let endless = serve(Router::new().route(
+            "/endless",
+            get(|| async {
+                let chunk = vec![b'x'; 64 * 1024];
+                let stream = futures::stream::iter(
+                    (0..1024).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+                );
+                axum::body::Body::from_stream(stream)
+            }),
+        ))
+        .await;
+        let client = client(Duration::from_secs(5)).unwrap();
+        let answer = client
+            .get(format!("{endless}/endless"))
+            .send()
+            .await
+            .unwrap();
+        let (body, cut) = read_capped(answer, MAX_ANSWER).await;
+        assert!(cut);
+        assert_eq!(body.len(), MAX_ANSWER);
+        let answer = client
+            .get(format!("{endless}/endless"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read_json(answer).await, Err(TooLargeOrNotJson::TooLarge));
     }
 }

@@ -103,7 +103,8 @@ pub async fn send(
         Ok(response) => {
             let status = response.status();
             let wait = retry_after(response.headers());
-            let text = response.text().await.unwrap_or_default();
+            let (body, _) = crate::egress::read_capped(response, crate::egress::MAX_ANSWER).await;
+            let text = String::from_utf8_lossy(&body);
             classify(status, wait, &text, attempts, reference)
         }
         // Without the URL: reqwest's errors name it, and it is a secret.

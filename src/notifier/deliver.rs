@@ -423,7 +423,7 @@ async fn statuspage_lookup(
         Some(id) => format!("{pages}/{id}"),
         None => format!("{pages}/unresolved"),
     };
-    let answer: Value = ctx
+    let response = ctx
         .http
         .get(&url)
         .headers(headers.clone())
@@ -432,10 +432,8 @@ async fn statuspage_lookup(
         .await
         .ok()?
         .error_for_status()
-        .ok()?
-        .json()
-        .await
         .ok()?;
+    let answer = crate::egress::read_json(response).await.ok()?;
     let uid = incident.uid()?;
     let made_since = |update: &Value| {
         update["status"]

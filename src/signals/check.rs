@@ -205,11 +205,16 @@ async fn check_prometheus(
         Err(_) => return Ok(Measured::failed("Prometheus: the request failed".into())),
     };
     let status = answer.status();
-    let body: serde_json::Value = match answer.json().await {
+    let body = match crate::egress::read_json(answer).await {
         Ok(body) => body,
-        Err(_) => {
+        Err(crate::egress::TooLargeOrNotJson::NotJson) => {
             return Ok(Measured::failed(format!(
                 "Prometheus answered {status} without JSON"
+            )));
+        }
+        Err(too_large) => {
+            return Ok(Measured::failed(format!(
+                "Prometheus answered {status} with {too_large}"
             )));
         }
     };

@@ -343,16 +343,8 @@ async fn apply(
 }
 
 /// The start of the answer's body, as text.
-async fn read_bounded(mut answer: reqwest::Response) -> String {
-    let mut kept: Vec<u8> = Vec::new();
-    while kept.len() < EVIDENCE_BYTES {
-        match answer.chunk().await {
-            Ok(Some(chunk)) => kept.extend_from_slice(&chunk),
-            _ => break,
-        }
-    }
-    let cut = kept.len() > EVIDENCE_BYTES;
-    kept.truncate(EVIDENCE_BYTES);
+async fn read_bounded(answer: reqwest::Response) -> String {
+    let (kept, cut) = crate::egress::read_capped(answer, EVIDENCE_BYTES).await;
     let mut text = String::from_utf8_lossy(&kept).trim().to_owned();
     if cut {
         text.push_str(" ...");
