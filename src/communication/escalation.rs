@@ -135,9 +135,12 @@ pub fn plan(incident: &Incident, policy: &EscalationPolicySpec, now: Timestamp) 
         return plan;
     }
     if let Some(ack) = &incident.spec.acknowledged {
+        // A time to come is not trusted (an acknowledgement dated 2099
+        // would never expire): then the time the operator saw it counts.
         let acked_at = ack
             .at
             .as_ref()
+            .filter(|at| at.0 <= now)
             .or_else(|| status.and_then(|s| s.milestones.acknowledged_at.as_ref()))
             .map(|t| crate::k8s::whole_seconds(t.0));
         let expired = recorded
@@ -503,5 +506,40 @@ repeat: 2
             again.state.unwrap().stopped.as_deref(),
             Some("acknowledged by john")
         );
+    }
+
+    #[test]
+    fn an_acknowledgement_dated_in_the_future_expires_from_when_it_was_seen() {
+        let mut policy = policy();
+        policy.acknowledgement_timeout = Some(crate::crd::Duration::from_secs(30 * 60));
+        let first = plan(
+            &incident("ServiceOutage", None),
+            &policy,
+            at("2026-01-06T10:00:00Z"),
+        );
+        let mut acked = incident("ServiceOutage", first.state.as_ref());
+        acked.spec.acknowledged = Some(crate::crd::Acknowledgement {
+            by: "mallory".into(),
+            note: None,
+            at: Some(Time(at("2099-01-01T00:00:00Z"))),
+        });
+        let status = acked.status.as_mut().unwrap();
+        status.phase = Some(Phase::Acknowledged);
+        status.milestones.acknowledged_at = Some(Time(at("2026-01-06T10:05:00Z")));
+        let held = plan(&acked, &policy, at("2026-01-06T10:20:00Z"));
+        assert!(held.pages.is_empty());
+        let state = held.state.unwrap();
+        assert_eq!(
+            state.acknowledgement_expires_at,
+            Some(Time(at("2026-01-06T10:35:00Z"))),
+            "from when the operator saw it, not from 2099"
+        );
+        acked.status.as_mut().unwrap().communication = Some(crate::crd::CommunicationStatus {
+            escalation: Some(state),
+            ..Default::default()
+        });
+        let expired = plan(&acked, &policy, at("2026-01-06T10:35:00Z"));
+        let keys: Vec<String> = expired.pages.iter().map(Page::key).collect();
+        assert_eq!(keys, ["Page/r1/0/0/john"], "paging starts over");
     }
 }
