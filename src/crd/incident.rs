@@ -192,6 +192,12 @@ pub struct Approval {
     /// Who approved.
     #[schemars(length(min = 1, max = 256))]
     pub by: String,
+    /// The ladder round it approves: 1, and one more after each reopen
+    /// (the step's `attempt`); 1 when not given. An approval counts for its
+    /// round only: a reopened incident's steps wait for a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = super::bounds::MAX_COUNT))]
+    pub round: Option<i32>,
 }
 
 /// A responder closing the incident.

@@ -252,8 +252,6 @@ fn remediate(decision: &mut Decision, incident: &Incident, ladder: &Ladder, seen
     if follow_up(decision, ladder, seen) {
         return;
     }
-    let approvals = &incident.spec.approvals;
-    let approved = |name: &str| ladder.approved(approvals, name);
     let cleared = incident
         .status
         .as_ref()
@@ -319,6 +317,8 @@ fn remediate(decision: &mut Decision, incident: &Incident, ladder: &Ladder, seen
         _ => health,
     };
     let round = step.round(&decision.status);
+    let approvals = &incident.spec.approvals;
+    let approved = |name: &str| ladder.approved(approvals, name, round);
     // The rule's symptom is gone (the signal cleared, or another incident's
     // step fixed it): no new step starts, and one not yet applied is skipped.
     // An automatic action on a target that has recovered can only do harm.

@@ -42,9 +42,10 @@ pub(super) struct Step<'a> {
 }
 
 impl Step<'_> {
-    /// Whether a responder approved the step of that name.
-    pub(super) fn approved(&self, name: &str) -> bool {
-        self.ladder.approved(&self.incident.spec.approvals, name)
+    /// Whether a responder approved the step of that name, in that round.
+    pub(super) fn approved(&self, name: &str, round: i32) -> bool {
+        self.ladder
+            .approved(&self.incident.spec.approvals, name, round)
     }
 
     /// The ladder's round: 1, and one more after each reopen.
@@ -59,7 +60,8 @@ impl Step<'_> {
             return;
         };
         let runs_now = !awaiting_approval && rung.mode != Mode::DryRun;
-        let approved = rung.mode == Mode::RequireApproval && self.approved(rung.name());
+        let round = self.round(&decision.status);
+        let approved = rung.mode == Mode::RequireApproval && self.approved(rung.name(), round);
         if runs_now
             && let Some(wait) = gate(decision, self.incident, self.ladder, self.seen, approved)
         {
@@ -68,7 +70,6 @@ impl Step<'_> {
         }
         let entry = decision.status.steps.len();
         let uid = self.incident.uid().unwrap_or_default();
-        let round = self.round(&decision.status);
         decision.status.steps.push(StepRecord {
             id: step_id(&uid, entry, rung.name(), round),
             name: rung.name().to_owned(),
@@ -84,10 +85,7 @@ impl Step<'_> {
             finished_at: None,
             healthy_since: None,
             message: if awaiting_approval {
-                Some(format!(
-                    "waiting for approval of step {:?} in spec.approvals",
-                    rung.name()
-                ))
+                Some(awaiting_approval_message(rung.name(), round))
             } else {
                 rung.limited.clone()
             },
@@ -158,8 +156,26 @@ impl Step<'_> {
             return;
         }
         // Re-checked as it runs: another incident may have acted on the
-        // target since this step was recorded.
-        let approved = rung.mode == Mode::RequireApproval && self.approved(rung.name());
+        // target since this step was recorded, and the approval it ran on
+        // must still stand, for its round.
+        let approved =
+            rung.mode == Mode::RequireApproval && self.approved(rung.name(), record.attempt);
+        if rung.mode == Mode::RequireApproval && !approved {
+            let record = &mut decision.status.steps[entry];
+            record.result = StepResult::AwaitingApproval;
+            record.message = Some(awaiting_approval_message(rung.name(), record.attempt));
+            decision.note(
+                &self.now,
+                true,
+                "ApprovalWithdrawn",
+                format!(
+                    "step {} waits again: its approval no longer stands",
+                    rung.name()
+                ),
+            );
+            decision.requeue_within(AFTER_RECORD);
+            return;
+        }
         if let Some(wait) = gate(decision, self.incident, self.ladder, self.seen, approved) {
             decision.requeue_within(wait);
             return;
@@ -480,5 +496,18 @@ impl Step<'_> {
             self.ladder.rungs.len()
         );
         decision.note(&self.now, false, "DryRunComplete", message);
+    }
+}
+
+/// What a step waiting for approval says: where the approval goes, and for
+/// which round once the incident has reopened.
+fn awaiting_approval_message(step: &str, round: i32) -> String {
+    if round > 1 {
+        format!(
+            "waiting for approval of step {step:?} for round {round} in spec.approvals \
+             ({{step: {step}, by: <you>, round: {round}}})"
+        )
+    } else {
+        format!("waiting for approval of step {step:?} in spec.approvals")
     }
 }

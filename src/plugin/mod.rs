@@ -131,15 +131,23 @@ pub async fn approve(
     me: &str,
 ) -> Result<bool, PluginError> {
     let incident = api.get(name).await?;
+    // An approval counts for the ladder's current round only.
+    let round = incident
+        .status
+        .as_ref()
+        .and_then(|s| s.reopens_handled)
+        .unwrap_or(0)
+        .saturating_add(1);
     let recorded = incident
         .status
         .iter()
         .flat_map(|s| s.steps.iter())
-        .any(|s| s.name == step);
+        .any(|s| s.name == step && s.attempt == round);
     let mut approvals = incident.spec.approvals.clone();
     approvals.push(crate::crd::Approval {
         step: step.to_owned(),
         by: me.to_owned(),
+        round: (round > 1).then_some(round),
     });
     let patch = json!({
         "metadata": {"resourceVersion": incident.metadata.resource_version},

@@ -64,18 +64,21 @@ impl Rung {
 }
 
 impl Ladder {
-    /// Whether the step `name` is approved: an approval of it, by the
-    /// approver it names if it names one (a restoreData step).
-    pub fn approved(&self, approvals: &[crate::crd::Approval], name: &str) -> bool {
+    /// Whether the step `name` of ladder round `round` is approved: an
+    /// approval of it for that round, by the approver it names if it names
+    /// one (a restoreData step).
+    pub fn approved(&self, approvals: &[crate::crd::Approval], name: &str, round: i32) -> bool {
         let approver = self
             .rungs
             .iter()
             .find(|rung| rung.name() == name)
             .and_then(|rung| rung.action.restore_data.as_ref())
             .map(|settings| settings.approver.as_str());
-        approvals
-            .iter()
-            .any(|a| a.step == name && approver.is_none_or(|who| a.by == who))
+        approvals.iter().any(|a| {
+            a.step == name
+                && a.round.unwrap_or(1) == round
+                && approver.is_none_or(|who| a.by == who)
+        })
     }
 }
 

@@ -107,6 +107,7 @@ impl World {
         self.incident.spec.approvals.push(crate::crd::Approval {
             step: step.into(),
             by: by.into(),
+            round: None,
         });
         self
     }
@@ -550,6 +551,7 @@ fn a_step_that_needs_approval_waits_for_it() {
     approved.spec.approvals = vec![crate::crd::Approval {
         step: "rollback".into(),
         by: "alice".into(),
+        round: None,
     }];
     let go = decide(&approved, &world.seen_at("2026-01-01T00:10:01Z"));
     assert_eq!(last_step(&go).result, StepResult::Pending);
@@ -812,6 +814,56 @@ fn a_reopened_incident_runs_its_ladder_again() {
     );
     assert_eq!(step.id, "0123abcd-1-rollback-2");
     assert_eq!(reasons(&decision), ["Reopened", "StepRecorded"]);
+}
+
+#[test]
+fn an_approval_counts_for_its_round_only() {
+    // Resolved after round 1, whose rollback was approved; then it reopens.
+    let (mut reopened, seen) = World::new()
+        .mode("RequireApproval")
+        .phase("Resolved")
+        .step("rollback", "Succeeded", "2026-01-01T00:00:06Z")
+        .approved("rollback", "alice")
+        .at("2026-01-01T00:10:00Z");
+    let status = reopened.status.as_mut().unwrap();
+    status.detection = Some(crate::crd::DetectionStatus {
+        reopens: 1,
+        ..Default::default()
+    });
+    let waiting = decide(&reopened, &seen);
+    let step = last_step(&waiting);
+    assert_eq!(
+        (step.attempt, step.result),
+        (2, StepResult::AwaitingApproval),
+        "round 1's approval does not run round 2's step"
+    );
+    assert!(
+        step.message.as_deref().unwrap().contains("round: 2"),
+        "{step:?}"
+    );
+
+    let mut approved = reopened.clone();
+    approved.status = Some(waiting.status.clone());
+    approved.spec.approvals.push(crate::crd::Approval {
+        step: "rollback".into(),
+        by: "alice".into(),
+        round: Some(2),
+    });
+    let go = decide(&approved, &seen);
+    assert_eq!(last_step(&go).result, StepResult::Pending);
+
+    // Withdrawn before the step ran: it waits again, and says so.
+    let mut withdrawn = approved.clone();
+    withdrawn.status = Some(go.status.clone());
+    withdrawn.spec.approvals.pop();
+    let held = decide(&withdrawn, &seen);
+    assert_eq!(held.effect, None);
+    assert_eq!(last_step(&held).result, StepResult::AwaitingApproval);
+    assert!(
+        reasons(&held).contains(&"ApprovalWithdrawn"),
+        "{:?}",
+        reasons(&held)
+    );
 }
 
 #[test]
