@@ -34,6 +34,9 @@ pub struct AlertWebhook {
 /// to send it again.
 const RECORD_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long a delivery's body may take to arrive, once its token is checked.
+const READ_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What `/healthz` and `/readyz` report.
 #[derive(Default)]
 pub struct Health {
@@ -146,11 +149,13 @@ async fn metrics(
 /// Alertmanager's webhook (payload version 4). 200 only once what it
 /// reports is recorded in the API; 5xx when it could not be (Alertmanager
 /// sends it again); 400 with the reason for a payload that is not one; 401
-/// without the bearer token; 404 when no token is configured.
+/// without the bearer token; 404 when no token is configured. The token is
+/// checked before the body is read: an unauthenticated upload costs nothing
+/// but its headers, and an authenticated one is bounded in size and time.
 async fn alertmanager(
     State(state): State<ServerState>,
     headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> (StatusCode, String) {
     let Some(webhook) = &state.alerts else {
         return (
@@ -168,6 +173,25 @@ async fn alertmanager(
             "a bearer token is required".into(),
         );
     }
+    let read = axum::body::to_bytes(body, crate::signals::alerts::MAX_BODY);
+    let body = match tokio::time::timeout(READ_WITHIN, read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "a delivery is at most {} bytes",
+                    crate::signals::alerts::MAX_BODY
+                ),
+            );
+        }
+        Err(_) => {
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the body did not arrive within {}s", READ_WITHIN.as_secs()),
+            );
+        }
+    };
     let notification = match crate::signals::alerts::parse(&body) {
         Ok(notification) => notification,
         Err(why) => return (StatusCode::BAD_REQUEST, why.to_string()),
@@ -202,4 +226,54 @@ async fn alertmanager(
 /// Compares secrets without stopping at the first difference.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_upload_without_the_token_is_refused_before_its_body_is_read() {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = free.local_addr().unwrap();
+        drop(free);
+        let (detector, _deliveries) = tokio::sync::mpsc::channel(1);
+        let state = ServerState {
+            metrics: Arc::new(Metrics::default()),
+            health: Arc::new(Health::default()),
+            alerts: Some(AlertWebhook {
+                token: "s3cret".into(),
+                detector,
+            }),
+        };
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve(addr, state, shutdown.clone()));
+        let mut connection = loop {
+            if let Ok(connection) = tokio::net::TcpStream::connect(addr).await {
+                break connection;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        // A megabyte announced, ten bytes sent, and the rest never.
+        connection
+            .write_all(
+                b"POST /alertmanager HTTP/1.1\r\nHost: operator\r\n\
+                  Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{\"version\"",
+            )
+            .await
+            .unwrap();
+        let mut answer = vec![0; 256];
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            connection.read(&mut answer),
+        )
+        .await
+        .expect("answered without waiting for the body")
+        .unwrap();
+        let answer = String::from_utf8_lossy(answer.get(..read).unwrap_or_default());
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+        shutdown.cancel();
+    }
 }
