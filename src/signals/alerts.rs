@@ -11,6 +11,9 @@ use crate::crd::AlertSignal;
 /// The largest body the receiver reads.
 pub const MAX_BODY: usize = 1024 * 1024;
 
+/// The longest an alert's description gets, in characters.
+pub const MAX_DESCRIPTION: usize = 256;
+
 /// One webhook delivery.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct Notification {
@@ -60,17 +63,20 @@ impl Alert {
         (fingerprint, start)
     }
 
-    /// In words, for the incident: its summary, else its name.
+    /// In words, for the incident: its summary, else its name; clipped to
+    /// [`MAX_DESCRIPTION`] characters, since whoever writes alert rules
+    /// writes it and it reaches the Incident's status and messages.
     pub fn describe(&self) -> String {
         let name = self.labels.get("alertname").map_or("alert", String::as_str);
-        match self
+        let described = match self
             .annotations
             .get("summary")
             .or_else(|| self.annotations.get("description"))
         {
             Some(summary) => format!("{name}: {summary}"),
             None => name.to_owned(),
-        }
+        };
+        crate::communication::payloads::clip(&described, MAX_DESCRIPTION)
     }
 }
 
@@ -209,5 +215,18 @@ mod tests {
                 .to_string()
                 .contains("alerts")
         );
+    }
+
+    #[test]
+    fn an_alerts_description_is_clipped() {
+        let long: Alert = serde_json::from_value(serde_json::json!({
+            "status": "firing", "labels": {"alertname": "Loud"},
+            "annotations": {"summary": "x".repeat(100_000)},
+            "startsAt": "2026-01-01T00:00:00Z", "fingerprint": "f"
+        }))
+        .unwrap();
+        let described = long.describe();
+        assert_eq!(described.chars().count(), MAX_DESCRIPTION);
+        assert!(described.starts_with("Loud: xxx") && described.ends_with('…'));
     }
 }
