@@ -18,6 +18,9 @@ pub enum Error {
     /// A service an action called answered otherwise than expected.
     #[error(transparent)]
     Call(#[from] crate::remediation::actions::CallError),
+    /// What an action would take as its own was made by someone else.
+    #[error("{0}")]
+    Foreign(String),
     /// The object has no name or namespace; it cannot be reconciled.
     #[error("object without {0}")]
     MissingMetadata(&'static str),
@@ -35,6 +38,7 @@ impl From<ApplyError> for Error {
             ApplyError::Kube(error) => Error::Kube(error),
             ApplyError::Encode(error) => Error::Serialize(error),
             ApplyError::Call(error) => Error::Call(error),
+            ApplyError::Foreign(why) => Error::Foreign(why),
         }
     }
 }
@@ -57,6 +61,7 @@ impl Error {
             Error::Kube(_) => "kube".into(),
             Error::Serialize(_) => "serialize".into(),
             Error::Call(_) => "service".into(),
+            Error::Foreign(_) => "foreign".into(),
             Error::MissingMetadata(_) => "missing_metadata".into(),
             Error::Fenced(_) => "fenced".into(),
         }

@@ -495,6 +495,87 @@ async fn a_job_created_before_a_restart_is_not_created_again() {
     assert_eq!(now.metadata.uid, created.metadata.uid, "the same Job");
 }
 
+/// A hostile namespace user who knows how a step's Job is named creates a
+/// Job of their own under that name before the step runs: the step does
+/// not take it as its own (it carries no mark of the step), fails saying
+/// so, and the other Job is left as it was.
+#[tokio::test]
+async fn a_job_made_by_someone_else_under_the_steps_name_is_not_taken_as_the_steps() {
+    use k8s_openapi::api::batch::v1::Job;
+    let (address, api) = start_api().await;
+    let client = client().await;
+    let ns = namespace(&client, "svc-jobforeign").await;
+    let _operator = Operator::start(&ns).await;
+    deployment(&client, &ns, "api", 2).await;
+    policy_with(
+        &client,
+        &ns,
+        leak_policy(
+            "RequireApproval",
+            address,
+            json!([job_step("smoke-test", false)]),
+        ),
+    )
+    .await;
+    api.leaking.store(true, Ordering::SeqCst);
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    let waiting = incident_where(&client, &ns, INCIDENT, "the step awaiting approval", |i| {
+        i.status.as_ref().is_some_and(|s| {
+            s.steps
+                .first()
+                .is_some_and(|step| step.result == StepResult::AwaitingApproval)
+        })
+    })
+    .await;
+    let id = waiting.status.unwrap().steps[0].id.clone();
+    let name = healing_guard_operator::remediation::step_id::job_name(&id);
+    let planted: Job = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "run", "image": "registry.local/someone-elses:1"}]}}}
+    }))
+    .unwrap();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let planted = jobs
+        .create(&kube::api::PostParams::default(), &planted)
+        .await
+        .unwrap();
+    let approvals = json!({"spec": {"approvals": [{"step": "smoke-test", "by": "admin"}]}});
+    incidents
+        .patch(
+            INCIDENT,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&approvals),
+        )
+        .await
+        .unwrap();
+    let failed = incident_where(&client, &ns, INCIDENT, "the step refused", |i| {
+        i.status.as_ref().is_some_and(|s| {
+            s.steps
+                .first()
+                .is_some_and(|step| step.result == StepResult::Failed)
+        })
+    })
+    .await;
+    let step = &failed.status.as_ref().unwrap().steps[0];
+    let message = step.message.clone().unwrap_or_default();
+    assert!(
+        message.contains(&format!(
+            "Job {name} exists but this step did not create it"
+        )),
+        "{step:?}"
+    );
+    let after = jobs.get(&name).await.unwrap();
+    assert_eq!(after.metadata.uid, planted.metadata.uid, "left as it was");
+    assert!(
+        !after
+            .annotations()
+            .contains_key(healing_guard_operator::names::STEP_ANNOTATION),
+        "not marked as the step's: {:?}",
+        after.annotations()
+    );
+}
+
 /// A Deployment `name` whose container reads `secret` as `reads` says:
 /// `env` (one key), `envFrom`, or nothing.
 async fn deployment_reading(client: &kube::Client, ns: &str, name: &str, reads: &str) {

@@ -72,6 +72,9 @@ pub enum ApplyError {
     /// A service answered otherwise than expected, or not at all.
     #[error(transparent)]
     Call(#[from] CallError),
+    /// What the step would take as its own was made by someone else.
+    #[error("{0}")]
+    Foreign(String),
 }
 
 impl ApplyError {
@@ -94,6 +97,7 @@ impl ApplyError {
             }
             ApplyError::Encode(error) => Some(error.to_string()),
             ApplyError::Call(error) => Some(error.to_string()),
+            ApplyError::Foreign(why) => Some(why.clone()),
             ApplyError::Kube(_) => None,
         }
     }

@@ -82,14 +82,27 @@ impl Action for RunJob {
             dry_run,
             field_manager: Some(FIELD_MANAGER.to_owned()),
         };
-        match Api::<Job>::namespaced(client.clone(), &namespace)
-            .create(&params, &change.job)
-            .await
-        {
+        let jobs = Api::<Job>::namespaced(client.clone(), &namespace);
+        match jobs.create(&params, &change.job).await {
             Ok(_) => Ok(Vec::new()),
-            Err(kube::Error::Api(status)) if status.reason == "AlreadyExists" => Ok(vec![format!(
-                "Job {name} was created before a restart; not created again"
-            )]),
+            Err(kube::Error::Api(status)) if status.reason == "AlreadyExists" => {
+                // Taken as this step's only if this step made it: anyone
+                // may create a Job under the predictable name first.
+                let step = change
+                    .job
+                    .annotations()
+                    .get(STEP_ANNOTATION)
+                    .cloned()
+                    .unwrap_or_default();
+                match jobs.get_opt(&name).await? {
+                    Some(found) if made_by(&found, &step) => Ok(vec![format!(
+                        "Job {name} was created before a restart; not created again"
+                    )]),
+                    _ => Err(ApplyError::Foreign(format!(
+                        "Job {name} exists but this step did not create it (it carries no mark of step {step}); it is not taken as the step's"
+                    ))),
+                }
+            }
             Err(error) => Err(error.into()),
         }
     }
@@ -201,6 +214,13 @@ pub fn job_spec(settings: &RunJobAction) -> Result<JobSpec, JobSpecError> {
     Ok(spec)
 }
 
+/// Whether the step `step_id` made this Job: it carries the step's mark,
+/// which only the operator's own create writes.
+fn made_by(job: &Job, step_id: &str) -> bool {
+    !step_id.is_empty()
+        && job.annotations().get(STEP_ANNOTATION).map(String::as_str) == Some(step_id)
+}
+
 /// Where a step's Job stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -259,6 +279,14 @@ pub async fn observe_outcome(
     else {
         return Ok((Outcome::Gone, vec![format!("Job {name} not found")]));
     };
+    if !made_by(&job, step_id) {
+        return Ok((
+            Outcome::Failed(format!(
+                "Job {name} was not created by this step (it carries no mark of step {step_id})"
+            )),
+            Vec::new(),
+        ));
+    }
     let outcome = judge(&job);
     let status = job.status.clone().unwrap_or_default();
     let mut lines = vec![format!(
