@@ -100,26 +100,33 @@ pub trait Action: Send + Sync + 'static {
     /// What it sends.
     type Change: fmt::Debug + PartialEq + Send + Sync + 'static;
 
-    /// Its settings in the rung, if the rung has them.
+    /// Its settings in the rung, if the rung has them (an action whose
+    /// settings are all optional answers its defaults).
     fn settings(action: &crd::Action) -> Option<&Self::Settings>;
 
-    /// Its settings, which its plan cannot do without.
+    /// Its settings, or the refusal that says they are missing.
     fn required(action: &crd::Action) -> Result<&Self::Settings, Refusal> {
         Self::settings(action).ok_or(Refusal::MissingSettings(Self::KIND))
     }
 
-    /// Reads what the plan needs. A missing object the plan should report
-    /// is an input, not an error: errors are retried.
+    /// Reads what the plan needs, given the rung's settings (a rung
+    /// without them reads nothing). A missing object the plan should
+    /// report is an input, not an error: errors are retried.
     fn observe(
         _io: Io<'_>,
-        _action: &crd::Action,
+        _settings: &Self::Settings,
         _workload: &Workload,
     ) -> impl Future<Output = Result<Self::Inputs, kube::Error>> + Send {
         async { Ok(Self::Inputs::default()) }
     }
 
-    /// The change to make, or why not. Pure.
-    fn plan(request: &Request<'_>, inputs: &Self::Inputs) -> Result<Plan<Self::Change>, Refusal>;
+    /// The change to make, or why not, given the rung's settings (a rung
+    /// without them is refused before). Pure.
+    fn plan(
+        request: &Request<'_>,
+        settings: &Self::Settings,
+        inputs: &Self::Inputs,
+    ) -> Result<Plan<Self::Change>, Refusal>;
 
     /// Makes the change. Returns extra lines for the ledger.
     fn apply(
@@ -215,7 +222,13 @@ impl<A: Action> AnyAction for A {
         action: &'a crd::Action,
         workload: &'a Workload,
     ) -> BoxFuture<'a, Result<AnyInputs, kube::Error>> {
-        Box::pin(async move { Ok(AnyInputs::of(A::observe(io, action, workload).await?)) })
+        Box::pin(async move {
+            let inputs = match A::settings(action) {
+                Some(settings) => A::observe(io, settings, workload).await?,
+                None => A::Inputs::default(),
+            };
+            Ok(AnyInputs::of(inputs))
+        })
     }
 
     fn plan(&self, request: &Request<'_>, inputs: &AnyInputs) -> Result<Planned, Refusal> {
@@ -228,7 +241,8 @@ impl<A: Action> AnyAction for A {
                 &fallback
             }
         };
-        A::plan(request, inputs).map(Planned::new::<A>)
+        let settings = A::required(request.action)?;
+        A::plan(request, settings, inputs).map(Planned::new::<A>)
     }
 
     fn follow_up(

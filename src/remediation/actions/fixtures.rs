@@ -69,6 +69,7 @@ pub fn plan_of<A: super::Action>(
             mark,
             now: now(),
         },
+        A::required(action)?,
         inputs,
     )
 }

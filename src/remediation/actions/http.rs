@@ -102,13 +102,10 @@ impl Action for Http {
     /// is missing is a problem the plan reports, not an error to retry.
     async fn observe(
         io: Io<'_>,
-        action: &crd::Action,
+        settings: &HttpAction,
         workload: &Workload,
     ) -> Result<Inputs, kube::Error> {
         let client = io.client;
-        let Some(settings) = Http::settings(action) else {
-            return Ok(Inputs::default());
-        };
         let secrets = Api::<Secret>::namespaced(client.clone(), &workload.namespace());
         let mut inputs = Inputs::default();
         if let Some(source) = &settings.headers_from {
@@ -137,9 +134,12 @@ impl Action for Http {
     }
 
     /// The request, with the target filled in. Pure.
-    fn plan(request: &Request<'_>, inputs: &Inputs) -> Result<Plan<Change>, Refusal> {
-        let (action, workload) = (request.action, request.workload);
-        let settings = Http::required(action)?;
+    fn plan(
+        request: &Request<'_>,
+        settings: &HttpAction,
+        inputs: &Inputs,
+    ) -> Result<Plan<Change>, Refusal> {
+        let workload = request.workload;
         if let Some(problem) = inputs.problems.first() {
             return Err(Refusal::Unusable(problem.clone()));
         }

@@ -77,13 +77,10 @@ impl Action for PatchObject {
     /// Finds the kind (discovery) and reads the object.
     async fn observe(
         io: Io<'_>,
-        action: &crd::Action,
+        settings: &PatchAction,
         workload: &Workload,
     ) -> Result<Inputs, kube::Error> {
         let client = io.client;
-        let Some(settings) = Self::settings(action) else {
-            return Ok(Inputs::default());
-        };
         let (group, version) = settings
             .api_version
             .split_once('/')
@@ -137,9 +134,12 @@ impl Action for PatchObject {
 
     /// The patch applied to the object as read: what changes, from what, and
     /// how to undo it. Pure.
-    fn plan(request: &Request<'_>, inputs: &Inputs) -> Result<Plan<Change>, Refusal> {
-        let (action, workload, mark) = (request.action, request.workload, request.mark);
-        let settings = PatchObject::required(action)?;
+    fn plan(
+        request: &Request<'_>,
+        settings: &PatchAction,
+        inputs: &Inputs,
+    ) -> Result<Plan<Change>, Refusal> {
+        let (workload, mark) = (request.workload, request.mark);
         if settings.kind == "Secret" && settings.api_version == "v1" {
             return Err(Refusal::Unusable(
                 "patch.kind: a Secret's values would land in the ledger; rotateSecret is for Secrets"

@@ -48,11 +48,13 @@ impl Action for Restart {
     type Inputs = ();
     type Change = Change;
 
+    /// All its settings are optional: a rung without them is a rollout
+    /// restart.
     fn settings(action: &crd::Action) -> Option<&RestartAction> {
-        action.restart.as_ref()
+        Some(action.restart.as_ref().unwrap_or(&DEFAULTS))
     }
 
-    fn plan(request: &Request<'_>, _: &()) -> Result<Plan<Change>, Refusal> {
+    fn plan(request: &Request<'_>, _: &RestartAction, _: &()) -> Result<Plan<Change>, Refusal> {
         Ok(plan(
             request.action,
             request.workload,
@@ -98,6 +100,12 @@ impl Action for Restart {
         true
     }
 }
+
+/// A rung's settings when it gives none.
+static DEFAULTS: RestartAction = RestartAction {
+    method: RestartMethod::RolloutRestart,
+    max_unavailable: 1,
+};
 
 fn method(action: &crd::Action) -> RestartMethod {
     Restart::settings(action)

@@ -59,13 +59,10 @@ impl Action for RestoreConfig {
 
     async fn observe(
         io: Io<'_>,
-        action: &crd::Action,
+        settings: &RestoreConfigAction,
         workload: &Workload,
     ) -> Result<Inputs, kube::Error> {
         let client = io.client;
-        let Some(settings) = RestoreConfig::settings(action) else {
-            return Ok(Inputs::default());
-        };
         let namespace = workload.namespace();
         let snapshots = known_good::snapshots_of(client, &namespace, &settings.config_map).await?;
         let current = Api::<ConfigMap>::namespaced(client.clone(), &namespace)
@@ -78,10 +75,12 @@ impl Action for RestoreConfig {
         })
     }
 
-    fn plan(request: &Request<'_>, inputs: &Inputs) -> Result<Plan<Change>, Refusal> {
-        let (action, workload, mark, now) =
-            (request.action, request.workload, request.mark, request.now);
-        let settings = RestoreConfig::required(action)?;
+    fn plan(
+        request: &Request<'_>,
+        settings: &RestoreConfigAction,
+        inputs: &Inputs,
+    ) -> Result<Plan<Change>, Refusal> {
+        let (workload, mark, now) = (request.workload, request.mark, request.now);
         let name = &settings.config_map;
         let snapshot = match (&inputs.snapshot, inputs.ignored.is_empty()) {
             (Some(snapshot), _) => snapshot,
@@ -219,6 +218,7 @@ mod tests {
                 mark,
                 now,
             },
+            RestoreConfig::required(action)?,
             inputs,
         )
     }

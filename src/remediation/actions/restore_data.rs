@@ -82,13 +82,10 @@ impl Action for RestoreData {
     /// Reads the writers' replicas.
     async fn observe(
         io: Io<'_>,
-        action: &crd::Action,
+        settings: &RestoreDataAction,
         workload: &Workload,
     ) -> Result<Inputs, kube::Error> {
         let client = io.client;
-        let Some(settings) = RestoreData::settings(action) else {
-            return Ok(Inputs::default());
-        };
         let namespace = workload.namespace();
         let mut inputs = Inputs::default();
         for writer in &settings.writers {
@@ -120,7 +117,11 @@ impl Action for RestoreData {
 
     /// The whole workflow in words, for a dry run; its change is the scale
     /// down, checked by the API server. Pure.
-    fn plan(request: &Request<'_>, inputs: &Inputs) -> Result<Plan<ScaleWriters>, Refusal> {
+    fn plan(
+        request: &Request<'_>,
+        _: &RestoreDataAction,
+        inputs: &Inputs,
+    ) -> Result<Plan<ScaleWriters>, Refusal> {
         let (action, workload, mark) = (request.action, request.workload, request.mark);
         let workflow = begin(action, inputs)?;
         let writers: Vec<String> = workflow

@@ -45,13 +45,15 @@ impl Action for Rollback {
     type Inputs = Inputs;
     type Change = Change;
 
+    /// All its settings are optional: a rung without them rolls back to
+    /// the previous revision.
     fn settings(action: &crd::Action) -> Option<&RollbackAction> {
-        action.rollback.as_ref()
+        Some(action.rollback.as_ref().unwrap_or(&DEFAULTS))
     }
 
     async fn observe(
         io: Io<'_>,
-        action: &crd::Action,
+        settings: &RollbackAction,
         workload: &Workload,
     ) -> Result<Inputs, kube::Error> {
         let client = io.client;
@@ -63,7 +65,7 @@ impl Action for Rollback {
             .list(&ListParams::default().labels_from(&selector))
             .await?
             .items;
-        let last_healthy = match target(action) {
+        let last_healthy = match settings.to {
             RollbackTarget::LastHealthy => {
                 known_good::last_healthy_revision(client, &namespace, &workload.name()).await?
             }
@@ -75,13 +77,17 @@ impl Action for Rollback {
         })
     }
 
-    fn plan(request: &Request<'_>, inputs: &Inputs) -> Result<Plan<Change>, Refusal> {
-        let (action, workload, mark) = (request.action, request.workload, request.mark);
+    fn plan(
+        request: &Request<'_>,
+        settings: &RollbackAction,
+        inputs: &Inputs,
+    ) -> Result<Plan<Change>, Refusal> {
+        let (workload, mark) = (request.workload, request.mark);
         let Workload::Deployment(deployment) = workload else {
             return Err(Refusal::DeploymentOnly(ActionKind::Rollback));
         };
         let current = workload.revision().unwrap_or_default().to_owned();
-        let (revision, template) = match target(action) {
+        let (revision, template) = match settings.to {
             RollbackTarget::Previous => previous_revision(workload, &inputs.replica_sets)?,
             RollbackTarget::LastHealthy => {
                 let healthy = inputs.last_healthy.ok_or(Refusal::LastHealthyUnknown)?;
@@ -128,9 +134,10 @@ impl Action for Rollback {
     }
 }
 
-fn target(action: &crd::Action) -> RollbackTarget {
-    Rollback::settings(action).map(|r| r.to).unwrap_or_default()
-}
+/// A rung's settings when it gives none.
+static DEFAULTS: RollbackAction = RollbackAction {
+    to: RollbackTarget::Previous,
+};
 
 /// The revision number in a ReplicaSet's or Deployment's annotation.
 fn revision_of(annotations: &std::collections::BTreeMap<String, String>) -> Option<i64> {

@@ -134,13 +134,10 @@ impl Action for RotateSecret {
     /// Reads the Secret and finds the workloads of its namespace that read it.
     async fn observe(
         io: Io<'_>,
-        action: &crd::Action,
+        settings: &RotateSecretAction,
         workload: &Workload,
     ) -> Result<Inputs, kube::Error> {
         let client = io.client;
-        let Some(settings) = RotateSecret::settings(action) else {
-            return Ok(Inputs::default());
-        };
         let namespace = workload.namespace();
         let secret = Api::<Secret>::namespaced(client.clone(), &namespace)
             .get_opt(&settings.secret)
@@ -183,9 +180,12 @@ impl Action for RotateSecret {
     }
 
     /// Where the new value goes and what restarts. Pure.
-    fn plan(request: &Request<'_>, inputs: &Inputs) -> Result<Plan<Change>, Refusal> {
-        let (action, workload, mark) = (request.action, request.workload, request.mark);
-        let settings = RotateSecret::required(action)?;
+    fn plan(
+        request: &Request<'_>,
+        settings: &RotateSecretAction,
+        inputs: &Inputs,
+    ) -> Result<Plan<Change>, Refusal> {
+        let (workload, mark) = (request.workload, request.mark);
         let Some(secret) = &inputs.secret else {
             return Err(Refusal::Unusable(format!(
                 "Secret {} not found",

@@ -59,12 +59,12 @@ impl Action for RunJob {
 
     /// The Job, from the action's spec, with the operator's deadline, TTL,
     /// name and marks. Pure.
-    fn plan(request: &Request<'_>, _: &()) -> Result<Plan<Change>, Refusal> {
-        plan_job(
-            Self::required(request.action)?,
-            request.workload,
-            request.mark,
-        )
+    fn plan(
+        request: &Request<'_>,
+        settings: &RunJobAction,
+        _: &(),
+    ) -> Result<Plan<Change>, Refusal> {
+        plan_job(settings, request.workload, request.mark)
     }
 
     /// Creates the Job (a server-side dry run creates nothing). One that
@@ -349,6 +349,7 @@ mod tests {
                 mark,
                 ..request(action, workload)
             },
+            RunJob::required(action)?,
             &(),
         )
     }

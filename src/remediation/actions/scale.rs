@@ -32,8 +32,12 @@ impl Action for Scale {
         action.scale.as_ref()
     }
 
-    fn plan(request: &Request<'_>, _: &()) -> Result<Plan<Change>, Refusal> {
-        plan(request)
+    fn plan(
+        request: &Request<'_>,
+        settings: &ScaleAction,
+        _: &(),
+    ) -> Result<Plan<Change>, Refusal> {
+        plan(request, settings)
     }
 
     async fn apply(
@@ -58,9 +62,8 @@ impl Action for Scale {
     }
 }
 
-fn plan(request: &Request<'_>) -> Result<Plan<Change>, Refusal> {
+fn plan(request: &Request<'_>, scale: &ScaleAction) -> Result<Plan<Change>, Refusal> {
     let (workload, mark) = (request.workload, request.mark);
-    let scale = Scale::required(request.action)?;
     let (kind, name) = (workload.kind(), workload.name());
     let mut spec = json!({});
     let mut summary = Vec::new();
@@ -129,7 +132,7 @@ mod tests {
         workload: &Workload,
         _: super::super::Mark<'_>,
     ) -> Result<Plan<Change>, Refusal> {
-        Scale::plan(&request(action, workload), &())
+        Scale::plan(&request(action, workload), Scale::required(action)?, &())
     }
 
     fn body(planned: Plan<Change>) -> Value {
