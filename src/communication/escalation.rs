@@ -14,6 +14,9 @@ use crate::crd::{
     EscalationPolicySpec, EscalationState, EscalationStep, Incident, IncidentType, Paged, Phase,
 };
 
+/// How far ahead of the operator's clock a responder's may run: an
+/// acknowledgement dated further ahead is not trusted.
+const CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(60);
 /// Someone to page now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Page {
@@ -137,10 +140,12 @@ pub fn plan(incident: &Incident, policy: &EscalationPolicySpec, now: Timestamp) 
     if let Some(ack) = &incident.spec.acknowledged {
         // A time to come is not trusted (an acknowledgement dated 2099
         // would never expire): then the time the operator saw it counts.
+        // A client's clock may run a little ahead of the operator's.
+        let trusted_until = now.checked_add(CLOCK_SKEW).unwrap_or(now);
         let acked_at = ack
             .at
             .as_ref()
-            .filter(|at| at.0 <= now)
+            .filter(|at| at.0 <= trusted_until)
             .or_else(|| status.and_then(|s| s.milestones.acknowledged_at.as_ref()))
             .map(|t| crate::k8s::whole_seconds(t.0));
         let expired = recorded
@@ -541,5 +546,19 @@ repeat: 2
         let expired = plan(&acked, &policy, at("2026-01-06T10:35:00Z"));
         let keys: Vec<String> = expired.pages.iter().map(Page::key).collect();
         assert_eq!(keys, ["Page/r1/0/0/john"], "paging starts over");
+
+        // A responder's clock a little ahead of the operator's is trusted.
+        let mut ahead = incident("ServiceOutage", first.state.as_ref());
+        ahead.spec.acknowledged = Some(crate::crd::Acknowledgement {
+            by: "john".into(),
+            note: None,
+            at: Some(Time(at("2026-01-06T10:20:30Z"))),
+        });
+        ahead.status.as_mut().unwrap().phase = Some(Phase::Acknowledged);
+        let held = plan(&ahead, &policy, at("2026-01-06T10:20:00Z"));
+        assert_eq!(
+            held.state.unwrap().acknowledgement_expires_at,
+            Some(Time(at("2026-01-06T10:50:30Z")))
+        );
     }
 }
