@@ -1,11 +1,20 @@
 //! Calls to addresses that policy and channel authors choose (http steps,
 //! HTTP and Prometheus probes, notification channels): one HTTP client,
 //! whose redirects never leave the origin first asked, so a header sent
-//! there (a token from a Secret) never reaches a host nobody named.
+//! there (a token from a Secret) never reaches a host nobody named, and
+//! which never reaches a link-local address, where cloud metadata services
+//! answer with the node's credentials.
 
-use std::time::Duration;
+use std::{
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
 
-use reqwest::redirect::{Attempt, Policy};
+use reqwest::{
+    dns::{Addrs, Name, Resolve, Resolving},
+    redirect::{Attempt, Policy},
+};
 
 /// Most redirects followed within one origin.
 const MAX_REDIRECTS: usize = 5;
@@ -19,7 +28,62 @@ pub fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .timeout(timeout)
         .redirect(Policy::custom(within_origin))
+        .dns_resolver(Arc::new(AwayFromLinkLocal))
         .build()
+}
+
+/// Whether no call an author chose may reach `ip`: link-local addresses
+/// (169.254.0.0/16, fe80::/10, and AWS's fd00:ec2::254), where metadata
+/// services hand out the node's identity.
+pub fn forbidden(ip: IpAddr) -> bool {
+    const AWS_METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6 == AWS_METADATA_V6
+                || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local())
+        }
+    }
+}
+
+/// Why a URL is not called.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "{0} is a link-local address (where cloud metadata services answer); the operator does not call it"
+)]
+pub struct ForbiddenAddress(pub String);
+
+/// Refuses a URL whose host is a forbidden address written as such (the
+/// resolver sees only names).
+pub fn check_url(url: &reqwest::Url) -> Result<(), ForbiddenAddress> {
+    let host = url.host_str().unwrap_or_default();
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    match literal.parse::<IpAddr>() {
+        Ok(ip) if forbidden(ip) => Err(ForbiddenAddress(ip.to_string())),
+        _ => Ok(()),
+    }
+}
+
+/// The system's resolver, without the forbidden addresses: a name that
+/// resolves only to them is not called.
+struct AwayFromLinkLocal;
+
+impl Resolve for AwayFromLinkLocal {
+    fn resolve(&self, name: Name) -> Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let found = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            let allowed: Vec<SocketAddr> = found.filter(|a| !forbidden(a.ip())).collect();
+            if allowed.is_empty() {
+                let refused: Box<dyn std::error::Error + Send + Sync> =
+                    Box::new(ForbiddenAddress(host));
+                return Err(refused);
+            }
+            let addrs: Addrs = Box::new(allowed.into_iter());
+            Ok(addrs)
+        })
+    }
 }
 
 /// Follows a redirect to the same scheme, host and port only; any other is
@@ -188,5 +252,36 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(read_json(answer).await, Err(TooLargeOrNotJson::TooLarge));
+    }
+
+    #[test]
+    fn link_local_addresses_are_forbidden_and_others_are_not() {
+        for (ip, expected) in [
+            ("169.254.169.254", true),
+            ("169.254.0.1", true),
+            ("fe80::1", true),
+            ("fd00:ec2::254", true),
+            ("::ffff:169.254.169.254", true),
+            ("127.0.0.1", false),
+            ("10.0.0.1", false),
+            ("::1", false),
+            ("93.184.216.34", false),
+        ] {
+            assert_eq!(forbidden(ip.parse().unwrap()), expected, "{ip}");
+        }
+        let metadata = reqwest::Url::parse("http://169.254.169.254/latest/meta-data/").unwrap();
+        assert!(check_url(&metadata).is_err());
+        let named = reqwest::Url::parse("http://api.hg.svc/health").unwrap();
+        assert_eq!(check_url(&named), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_name_is_resolved_to_its_allowed_addresses() {
+        let resolved: Vec<SocketAddr> = AwayFromLinkLocal
+            .resolve("localhost".parse().unwrap())
+            .await
+            .unwrap()
+            .collect();
+        assert!(!resolved.is_empty() && resolved.iter().all(|a| a.ip().is_loopback()));
     }
 }

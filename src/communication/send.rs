@@ -92,6 +92,15 @@ pub async fn send(
     attempts: i32,
     reference: impl Fn(&Value) -> Option<String>,
 ) -> Outcome {
+    // A receiver's address comes from a Secret its channel's author chose.
+    if let Some(refused) = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|parsed| crate::egress::check_url(&parsed).err())
+    {
+        return Outcome::Refused {
+            why: refused.to_string(),
+        };
+    }
     let sent = client
         .request(method, url)
         .headers(headers)

@@ -423,9 +423,11 @@ async fn statuspage_lookup(
         Some(id) => format!("{pages}/{id}"),
         None => format!("{pages}/unresolved"),
     };
+    let checked = reqwest::Url::parse(&url).ok()?;
+    crate::egress::check_url(&checked).ok()?;
     let response = ctx
         .http
-        .get(&url)
+        .get(checked)
         .headers(headers.clone())
         .timeout(send::ATTEMPT_TIMEOUT)
         .send()

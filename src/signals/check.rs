@@ -196,6 +196,8 @@ async fn check_prometheus(
                 prometheus.address
             ))
         })?;
+    crate::egress::check_url(&url)
+        .map_err(|refused| Misconfigured::Invalid(format!("prometheus.address: {refused}")))?;
     url.query_pairs_mut().append_pair("query", &query);
     let answer = match http.get(url).send().await {
         Ok(response) => response,
@@ -249,6 +251,8 @@ async fn check_http(
     })?;
     let url = reqwest::Url::parse(&url)
         .map_err(|error| Misconfigured::Invalid(format!("http.url {url:?}: {error}")))?;
+    crate::egress::check_url(&url)
+        .map_err(|refused| Misconfigured::Invalid(format!("http.url: {refused}")))?;
     let mut headers = HeaderMap::new();
     if let Some(secret) = &settings.headers_from {
         for (key, value) in secret_values(client, namespace, secret).await? {

@@ -153,6 +153,8 @@ impl Action for Http {
                 "http.url {url:?}: only http and https"
             )));
         }
+        crate::egress::check_url(&parsed)
+            .map_err(|refused| Refusal::Unusable(format!("http.url: {refused}")))?;
         for (key, value) in &inputs.headers {
             if HeaderName::from_bytes(key.as_bytes()).is_err()
                 || HeaderValue::from_str(value).is_err()
@@ -434,8 +436,13 @@ mod tests {
             plan(&gc, &deployment("1", 3), &bad_header),
             Err(Refusal::Unusable(_))
         ));
-        // A placeholder with a typo is refused, never sent half filled.
+        // A placeholder with a typo is refused, never sent half filled;
+        // a link-local address (cloud metadata) is never called.
         for (settings, field) in [
+            (
+                json!({"url": "http://169.254.169.254/latest/meta-data/iam/"}),
+                "http.url: 169.254.169.254 is a link-local address",
+            ),
             (json!({"url": "http://{{ nmae }}/gc"}), "http.url"),
             (
                 json!({"url": "http://{{ name }}/gc", "body": "{{ name }"}),
