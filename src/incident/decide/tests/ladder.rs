@@ -1,0 +1,396 @@
+//! The ladder's run, one reconcile at a time: a step recorded, planned,
+//! applied, failed, skipped or refused; dry runs, reopens, a policy edited
+//! or gone under a running ladder, responders closing the incident.
+
+use super::*;
+
+#[test]
+fn a_new_incident_opens_records_its_first_step_and_counts_once() {
+    let (new, seen) = World::new().at("2026-01-01T00:00:05Z");
+
+    let decision = decide(&new, &seen);
+
+    assert_eq!(decision.status.phase, Some(Phase::Mitigating));
+    assert!(decision.status.evidence.is_some(), "evidence before acting");
+    let step = last_step(&decision);
+    assert_eq!(
+        (step.name.as_str(), step.result, step.rule.as_deref()),
+        ("rollback", StepResult::Pending, Some("crash"))
+    );
+    assert_eq!(step.id, "0123abcd-0-rollback-1");
+    assert_eq!(decision.effect, None, "recorded first, run next time");
+    assert_eq!(reasons(&decision), ["Triggered", "StepRecorded"]);
+    assert_eq!(
+        decision.tallies,
+        [Tally::Opened {
+            source: "Detected",
+            rule: "crash".into()
+        }]
+    );
+    assert_eq!(decision.requeue, Some(AFTER_RECORD));
+}
+
+#[test]
+fn a_pending_step_is_planned_then_settled_as_applied() {
+    let (pending, seen) = pending_rollback()
+        .rollback_history()
+        .at("2026-01-01T00:00:06Z");
+
+    let decision = decide(&pending, &seen);
+
+    let effect = decision.effect.clone().unwrap();
+    assert!(!effect.dry_run && !effect.follow_up);
+    assert!(effect.planned.change.get::<rollback::Rollback>().is_some());
+    assert_eq!(
+        last_step(&decision).result,
+        StepResult::Pending,
+        "nothing is recorded as done before it is done"
+    );
+    assert!(decision.events.is_empty());
+
+    let settled = settle(decision, vec![], &pending, at("2026-01-01T00:00:06Z"));
+    let step = last_step(&settled);
+    assert_eq!(step.result, StepResult::Verifying);
+    assert_eq!(
+        step.changes,
+        ["Deployment/api rolled back from revision 2 to revision 1"]
+    );
+    assert_eq!(reasons(&settled), ["StepApplied"]);
+    assert_eq!(settled.workload_events[0].reason, "RemediationApplied");
+    assert!(settled.tallies.is_empty(), "counted when the verdict is in");
+}
+
+#[test]
+fn a_step_found_on_the_workload_after_a_crash_is_not_applied_again() {
+    let (pending, seen) = pending_rollback()
+        .target(api_carrying_the_rollback(false))
+        .at("2026-01-01T00:00:06Z");
+
+    let decision = decide(&pending, &seen);
+
+    assert_eq!(decision.effect, None);
+    assert_eq!(last_step(&decision).result, StepResult::Verifying);
+}
+
+#[test]
+fn a_step_that_does_not_help_fails_the_next_is_recorded_then_the_ladder_exhausts() {
+    let world = verifying_rollback("2026-01-01T00:00:00Z");
+    let (verifying, seen) = world.at("2026-01-01T00:05:00Z");
+    let failed = decide(&verifying, &seen);
+    assert_eq!(last_step(&failed).result, StepResult::Failed);
+    assert_eq!(reasons(&failed), ["StepFailed"]);
+    assert!(matches!(
+        failed.tallies.as_slice(),
+        [Tally::StepEnded {
+            result: StepResult::Failed,
+            ..
+        }]
+    ));
+
+    let next = decide(
+        &after(verifying, &failed),
+        &world.seen_at("2026-01-01T00:05:01Z"),
+    );
+    assert_eq!(last_step(&next).name, "restart");
+    assert_eq!(last_step(&next).id, "0123abcd-1-restart-1");
+
+    let exhausted = World::new()
+        .phase("Mitigating")
+        .step("rollback", "Failed", "2026-01-01T00:00:00Z")
+        .step("restart", "Failed", "2026-01-01T00:05:01Z");
+    let (both_failed, seen) = exhausted.at("2026-01-01T00:11:00Z");
+    let escalated = decide(&both_failed, &seen);
+    assert_eq!(escalated.status.phase, Some(Phase::Escalated));
+    assert!(crate::conditions::is_true(
+        &escalated.status.conditions,
+        NEEDS_HUMAN
+    ));
+    assert_eq!(escalated.tallies, [Tally::LadderExhausted]);
+    let again = decide(
+        &after(both_failed, &escalated),
+        &exhausted.seen_at("2026-01-01T00:12:00Z"),
+    );
+    assert!(
+        again.events.is_empty() && again.tallies.is_empty(),
+        "escalated once"
+    );
+    assert_eq!(again.status, escalated.status);
+}
+
+#[test]
+fn dry_run_walks_the_ladder_without_changing_the_phase() {
+    let world = World::new().mode("DryRun");
+    let (new, seen) = world.at("2026-01-01T00:00:05Z");
+    let opened = decide(&new, &seen);
+    assert_eq!(opened.status.phase, Some(Phase::Triggered));
+
+    let pending = after(new, &opened);
+    let planned = decide(
+        &pending,
+        &world
+            .clone()
+            .rollback_history()
+            .seen_at("2026-01-01T00:00:06Z"),
+    );
+    assert!(planned.effect.as_ref().unwrap().dry_run);
+    let settled = settle(planned, vec![], &pending, at("2026-01-01T00:00:06Z"));
+    assert_eq!(last_step(&settled).result, StepResult::DryRun);
+    assert!(settled.workload_events.is_empty(), "nothing changed");
+    assert!(matches!(
+        settled.tallies.as_slice(),
+        [Tally::StepEnded {
+            result: StepResult::DryRun,
+            ..
+        }]
+    ));
+
+    let walked = world
+        .phase("Triggered")
+        .step("rollback", "DryRun", "2026-01-01T00:00:06Z")
+        .step("restart", "DryRun", "2026-01-01T00:00:07Z");
+    let (both, seen) = walked.at("2026-01-01T00:00:08Z");
+    let complete = decide(&both, &seen);
+    assert_eq!(reasons(&complete), ["DryRunComplete"]);
+    assert_eq!(complete.status.phase, Some(Phase::Triggered));
+    let again = decide(
+        &after(both, &complete),
+        &walked.seen_at("2026-01-01T00:00:09Z"),
+    );
+    assert!(again.events.is_empty());
+}
+
+#[test]
+fn a_policy_edited_under_a_running_ladder_never_runs_the_recorded_step_as_another_action() {
+    // Recorded as a rollback; then the rule's first step became a scale of the same name.
+    let world = pending_rollback().policy(policy(
+        "Auto",
+        json!([{"name": "rollback", "action": "scale", "scale": {"replicas": 5}}, {"action": "restart"}]),
+        json!({}),
+    ));
+    let (pending, seen) = world.at("2026-01-01T00:00:06Z");
+
+    let decision = decide(&pending, &seen);
+
+    assert_eq!(
+        decision.effect, None,
+        "the scale never runs in the rollback's place"
+    );
+    assert_eq!(last_step(&decision).result, StepResult::Skipped);
+    assert_eq!(reasons(&decision), ["StepSkipped"]);
+    // The next reconcile goes on with the ladder as it now is.
+    let next = decide(
+        &after(pending, &decision),
+        &world.seen_at("2026-01-01T00:00:07Z"),
+    );
+    let step = last_step(&next);
+    assert_eq!(
+        (step.name.as_str(), step.action),
+        ("rollback", ActionKind::Scale)
+    );
+}
+
+#[test]
+fn a_missing_target_waits_and_a_closed_incident_does_nothing() {
+    let (new, nowhere) = World::new().no_target().at("2026-01-01T00:00:05Z");
+    let missing = decide(&new, &nowhere);
+    assert!(missing.status.steps.is_empty());
+    assert!(missing.requeue.is_some_and(|r| r <= TARGET_MISSING));
+
+    let (resolved, seen) = World::new()
+        .phase("Resolved")
+        .step("rollback", "Succeeded", "2026-01-01T00:00:00Z")
+        .at("2026-01-01T00:30:00Z");
+    let decision = decide(&resolved, &seen);
+    assert_eq!(decision.effect, None);
+    assert!(decision.events.is_empty() && decision.tallies.is_empty());
+    assert_eq!(decision.status.steps, resolved.status.unwrap().steps);
+}
+
+#[test]
+fn a_pod_by_pod_restart_goes_on_batch_by_batch_while_it_verifies() {
+    let unready = serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(json!({
+        "metadata": {"name": "api-1", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "status": {"conditions": [{"type": "Ready", "status": "False"}]}}))
+    .unwrap()
+    .into();
+    let (verifying, seen) = World::new()
+        .policy(policy(
+            "Auto",
+            json!([{"action": "restart", "restart": {"method": "DeletePods"}}]),
+            json!({}),
+        ))
+        .phase("Mitigating")
+        .step("restart", "Verifying", "2026-01-01T00:00:05Z")
+        .pods(vec![unready])
+        .at("2026-01-01T00:00:06Z");
+
+    let decision = decide(&verifying, &seen);
+
+    let effect = decision.effect.clone().unwrap();
+    assert!(effect.follow_up);
+    let settled = settle(
+        decision,
+        vec!["pod api-1 evicted".into()],
+        &verifying,
+        seen.now,
+    );
+    let step = last_step(&settled);
+    assert_eq!(step.result, StepResult::Verifying);
+    assert_eq!(step.changes, ["something changed", "pod api-1 evicted"]);
+    assert!(settled.events.is_empty());
+}
+
+#[test]
+fn responders_close_an_incident_whatever_the_ladder_is_doing() {
+    let (mut verifying, seen) =
+        verifying_rollback("2026-01-01T00:00:06Z").at("2026-01-01T00:01:00Z");
+    verifying.metadata.generation = Some(2);
+    verifying.spec.resolution = Some(crate::crd::Resolution {
+        by: "bob".into(),
+        root_cause: "bad config".into(),
+        summary: "fixed by hand".into(),
+        follow_ups: Vec::new(),
+    });
+
+    let decision = decide(&verifying, &seen);
+
+    assert_eq!(decision.status.phase, Some(Phase::Resolved));
+    assert_eq!(decision.effect, None);
+    assert!(matches!(
+        decision.tallies.as_slice(),
+        [Tally::Resolved { seconds: 60.0 }]
+    ));
+}
+
+#[test]
+fn a_pending_step_whose_policy_is_gone_waits_and_resumes_when_it_is_back() {
+    let world = pending_rollback();
+    let (pending, gone) = world.clone().without_policy().at("2026-01-01T00:00:06Z");
+    let waiting = decide(&pending, &gone);
+    assert_eq!(waiting.effect, None);
+    assert_eq!(
+        last_step(&waiting).result,
+        StepResult::Pending,
+        "not skipped"
+    );
+    assert_eq!(blocked_condition(&waiting).reason, "PolicyNotFound");
+    assert_eq!(reasons(&waiting), [REMEDIATION_BLOCKED]);
+    assert!(waiting.requeue.is_some());
+
+    let back = world
+        .clone()
+        .rollback_history()
+        .seen_at("2026-01-01T00:05:00Z");
+    let resumed = decide(&after(pending.clone(), &waiting), &back);
+    assert!(resumed.effect.is_some());
+    let condition = blocked_condition(&resumed);
+    assert_eq!(
+        condition.status, "False",
+        "unblocked once the policy is back: {condition:?}"
+    );
+
+    let mut renamed = pending;
+    renamed.spec.rule = Some("gone".into());
+    let no_rule = decide(&renamed, &world.seen_at("2026-01-01T00:00:06Z"));
+    assert!(has_condition_reason(&no_rule, "RuleNotFound"));
+}
+
+#[test]
+fn a_reopened_incident_runs_its_ladder_again() {
+    let (mut reopened, seen) = World::new()
+        .phase("Resolved")
+        .step("rollback", "Succeeded", "2026-01-01T00:00:06Z")
+        .at("2026-01-01T00:10:00Z");
+    let status = reopened.status.as_mut().unwrap();
+    status.detection = Some(crate::crd::DetectionStatus {
+        reopens: 1,
+        ..Default::default()
+    });
+
+    let decision = decide(&reopened, &seen);
+
+    assert_eq!(decision.status.phase, Some(Phase::Mitigating));
+    let step = last_step(&decision);
+    assert_eq!(
+        (step.name.as_str(), step.attempt, step.result),
+        ("rollback", 2, StepResult::Pending)
+    );
+    assert_eq!(step.id, "0123abcd-1-rollback-2");
+    assert_eq!(reasons(&decision), ["Reopened", "StepRecorded"]);
+}
+
+#[test]
+fn a_change_the_api_server_refuses_for_good_fails_the_step() {
+    let (pending, seen) = pending_rollback()
+        .rollback_history()
+        .at("2026-01-01T00:00:06Z");
+    let planned = decide(&pending, &seen);
+
+    let refused = settle_refused(planned, "422 spec.template: Invalid value", seen.now);
+
+    assert_eq!(refused.effect, None);
+    let step = last_step(&refused);
+    assert_eq!(step.result, StepResult::Failed);
+    assert!(
+        step.message
+            .as_deref()
+            .unwrap()
+            .contains("422 spec.template"),
+        "{step:?}"
+    );
+    assert_eq!(reasons(&refused), ["StepRefused"]);
+    assert!(refused.workload_events.is_empty());
+}
+
+#[test]
+fn a_config_that_already_matches_its_snapshot_is_skipped_not_counted() {
+    use crate::remediation::actions::restore_config;
+    let config: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "cfg"}, "data": {"a": "1"}})).unwrap();
+    let (pending, seen) = World::new()
+        .policy(policy(
+            "Auto",
+            json!([{"action": "restoreConfig", "restoreConfig": {"configMap": "cfg"}}, {"action": "restart"}]),
+            json!({}),
+        ))
+        .phase("Mitigating")
+        .step("restoreConfig", "Pending", "2026-01-01T00:00:05Z")
+        .inputs(AnyInputs::of(restore_config::Inputs {
+            current: Some(config.clone()),
+            snapshot: Some(config),
+            ignored: Vec::new(),
+        }))
+        .at("2026-01-01T00:00:06Z");
+
+    let decision = decide(&pending, &seen);
+
+    assert_eq!(decision.effect, None);
+    let step = last_step(&decision);
+    assert_eq!(step.result, StepResult::Skipped);
+    assert!(
+        step.changes.iter().all(|c| c == "something changed"),
+        "nothing added"
+    );
+    assert!(decision.tallies.is_empty());
+}
+
+#[test]
+fn a_change_that_keeps_failing_fails_the_step() {
+    let (pending, seen) = pending_rollback()
+        .rollback_history()
+        .at("2026-01-01T00:00:06Z");
+    let planned = decide(&pending, &seen);
+
+    let given_up = settle_gave_up(planned, MAX_APPLY_FAILURES, "500 etcd timeout", seen.now);
+
+    let step = last_step(&given_up);
+    assert_eq!(step.result, StepResult::Failed);
+    assert!(
+        step.message
+            .as_deref()
+            .unwrap()
+            .contains("failed 5 times in a row"),
+        "{step:?}"
+    );
+    assert_eq!(reasons(&given_up), ["StepRefused"]);
+}
