@@ -35,13 +35,15 @@ pub const MAX_LOG_LINES: i64 = 20;
 /// Longest event message or log line kept.
 const MAX_LINE: usize = 300;
 
-/// Captures evidence for a target and its `pods` (as observed). Never
-/// fails: what cannot be read is noted.
+/// Captures evidence for a target and its `pods` (as observed); the pods
+/// detection named (`affected`) come first. Never fails: what cannot be
+/// read is noted.
 pub async fn capture(
     client: &Client,
     namespace: &str,
     target: &WorkloadRef,
     pods: &[PodFacts],
+    affected: &[String],
     capture_logs: bool,
     now: Timestamp,
 ) -> Evidence {
@@ -64,13 +66,7 @@ pub async fn capture(
     evidence.notes.extend(events.notes);
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let mut described: Vec<PodEvidence> = pods.iter().map(describe_pod).collect();
-    // Unhealthy and most-restarted first: those are the ones worth reading.
-    described.sort_by(|a, b| {
-        a.ready
-            .cmp(&b.ready)
-            .then(b.restarts.cmp(&a.restarts))
-            .then(a.name.cmp(&b.name))
-    });
+    order(&mut described, affected);
     let omitted_pods = described.len().saturating_sub(MAX_PODS);
     described.truncate(MAX_PODS);
 
@@ -337,4 +333,48 @@ fn clip(text: &str) -> String {
         end -= 1;
     }
     format!("{}...", &text[..end])
+}
+
+/// The incident's own pods first, then unhealthy and most-restarted: those
+/// are the ones worth reading (a replacement still starting is not the news).
+fn order(pods: &mut [PodEvidence], affected: &[String]) {
+    let other = |p: &PodEvidence| !affected.contains(&p.name);
+    pods.sort_by(|a, b| {
+        other(a)
+            .cmp(&other(b))
+            .then(a.ready.cmp(&b.ready))
+            .then(b.restarts.cmp(&a.restarts))
+            .then(a.name.cmp(&b.name))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, ready: bool, restarts: i32) -> PodEvidence {
+        PodEvidence {
+            name: name.into(),
+            phase: None,
+            ready,
+            restarts,
+            reason: None,
+            last_termination_reason: None,
+            node: None,
+        }
+    }
+
+    #[test]
+    fn the_incidents_own_pods_come_before_a_replacement_still_starting() {
+        let mut pods = vec![
+            pod("web-b", true, 0),
+            pod("web-a-new", false, 0),
+            pod("web-c", false, 0),
+            pod("web-d", false, 3),
+            pod("web-z", false, 0),
+        ];
+        order(&mut pods, &["web-z".into(), "web-c".into()]);
+        let names: Vec<_> = pods.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["web-c", "web-z", "web-d", "web-a-new", "web-b"]);
+    }
 }

@@ -141,6 +141,10 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
                 &namespace,
                 target,
                 &pods,
+                status
+                    .and_then(|s| s.detection.as_ref())
+                    .map(|d| d.affected_pods.as_slice())
+                    .unwrap_or_default(),
                 ctx.settings.capture_logs,
                 now,
             )

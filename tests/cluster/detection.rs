@@ -363,11 +363,29 @@ async fn each_pod_symptom_opens_a_classified_incident_with_evidence() {
         assert_eq!(detection.affected_pods.len(), 2, "{key}: {detection:?}");
         assert!(detection.affected_pods.iter().all(|p| p.starts_with(name)));
         let evidence = status.evidence.unwrap();
-        // Replacements of failed pods may already run; the failing ones come first.
-        let failing: Vec<_> = evidence.pods.iter().filter(|p| !p.ready).collect();
+        // The pods detection named come first (the one named when the
+        // evidence was taken heads the list); a replacement may already be
+        // starting behind them.
+        let failing: Vec<_> = evidence
+            .pods
+            .iter()
+            .filter(|p| detection.affected_pods.contains(&p.name))
+            .collect();
         assert_eq!(failing.len(), 2, "{key}: {evidence:?}");
+        assert!(failing.iter().all(|p| !p.ready), "{key}: {evidence:?}");
         assert!(
-            evidence.pods[..2].iter().all(|p| !p.ready),
+            detection.affected_pods.contains(&evidence.pods[0].name),
+            "{key}: {evidence:?}"
+        );
+        let first_ready = evidence
+            .pods
+            .iter()
+            .position(|p| p.ready)
+            .unwrap_or(evidence.pods.len());
+        assert!(
+            evidence.pods[first_ready..]
+                .iter()
+                .all(|p| !detection.affected_pods.contains(&p.name)),
             "{key}: {evidence:?}"
         );
         if !pod_reason.is_empty() {
