@@ -24,7 +24,8 @@ source "$dir/env"
 
 kubectl create namespace "$system_ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 helm template healing-guard-operator "$repo/charts/healing-guard-operator" --namespace "$system_ns" \
-  --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml | kubectl apply -f - >/dev/null
+  --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml \
+  --show-only templates/remediator.yaml | kubectl apply -f - >/dev/null
 token=$(kubectl -n "$system_ns" create token healing-guard-operator --duration 24h)
 cp "$dir/kubeconfig" "$dir/operator.kubeconfig"
 user=$(kubectl config view -o jsonpath='{.contexts[0].context.user}')

@@ -14,6 +14,7 @@ use kube::{
 use tracing::warn;
 
 use crate::{
+    authority::Remediators,
     crd::{EscalationPolicy, Incident, NotificationChannel, RemediationPolicy},
     k8s::{Scope, backoff::Backoffs, shared::Shared},
     leader::{Fence, Fenced},
@@ -104,7 +105,10 @@ impl Watches {
 /// Shared by all reconciles.
 #[derive(Clone)]
 pub struct Context {
+    /// The operator's own identity: reads what it watches, writes its own kinds.
     pub client: Client,
+    /// Acting as a namespace's remediator: every change in a namespace.
+    pub remediators: Arc<Remediators>,
     /// For the receivers of notifications (the same TLS provider as kube's).
     pub http: reqwest::Client,
     pub settings: Settings,
@@ -135,7 +139,7 @@ pub struct Settings {
 
 impl Context {
     pub fn new(
-        client: Client,
+        (client, remediators): (Client, Remediators),
         http: reqwest::Client,
         settings: Settings,
         metrics: Arc<Metrics>,
@@ -146,6 +150,7 @@ impl Context {
         let recorder = Recorder::new(client.clone(), reporter);
         Context {
             client,
+            remediators: Arc::new(remediators),
             http,
             settings,
             recorder,
@@ -159,10 +164,20 @@ impl Context {
         }
     }
 
+    /// A client acting as the remediator of `namespace` (the account a
+    /// policy names, else the default).
+    pub fn remediator(
+        &self,
+        namespace: &str,
+        account: Option<&str>,
+    ) -> Result<Client, crate::authority::AuthorityError> {
+        self.remediators.client(namespace, account)
+    }
+
     /// The handles the probes run with.
     pub fn probe_handles(&self) -> ProbeHandles {
         ProbeHandles {
-            client: self.client.clone(),
+            remediators: self.remediators.clone(),
             http: self.http.clone(),
             states: self.probes.clone(),
             metrics: self.metrics.clone(),

@@ -2,6 +2,7 @@
 //! they fail, and runs the containment steps a RemediationPolicy prescribes.
 #![forbid(unsafe_code)]
 
+pub mod authority;
 pub mod communication;
 pub mod conditions;
 pub mod context;

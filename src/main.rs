@@ -4,6 +4,7 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
 use healing_guard_operator::{
+    authority::Remediators,
     context::Settings,
     controller, crd,
     k8s::Scope,
@@ -60,6 +61,12 @@ enum Command {
         /// (from a Secret); without one the webhook is off.
         #[arg(long, env = "HGO_ALERTMANAGER_TOKEN", hide_env_values = true)]
         alertmanager_token: Option<String>,
+        /// The ServiceAccount, in each namespace, whose authority every
+        /// change there is made with (a policy may name another of its own
+        /// namespace). The operator impersonates it; a namespace without it
+        /// is watched and never changed.
+        #[arg(long, env = "HGO_REMEDIATOR", default_value = healing_guard_operator::authority::DEFAULT_REMEDIATOR)]
+        remediator: String,
     },
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
@@ -87,6 +94,7 @@ fn main() -> ExitCode {
             lease_name,
             capture_logs,
             alertmanager_token,
+            remediator,
         } => {
             telemetry::init(log_format);
             let runtime = match tokio::runtime::Runtime::new() {
@@ -116,7 +124,7 @@ fn main() -> ExitCode {
             let run = run(
                 listen,
                 Scope { namespace },
-                (settings, alertmanager_token),
+                (settings, alertmanager_token, remediator),
                 leader,
             );
             match runtime.block_on(run) {
@@ -133,7 +141,7 @@ fn main() -> ExitCode {
 async fn run(
     listen: SocketAddr,
     scope: Scope,
-    (settings, alertmanager_token): (Settings, Option<String>),
+    (settings, alertmanager_token, remediator): (Settings, Option<String>, String),
     leader: Option<LeaderConfig>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     // kube and any HTTP client share the one TLS provider: ring.
@@ -146,6 +154,7 @@ async fn run(
     // refuses an eviction would hold a reconcile for as long. The operator
     // has its own per-object backoff, and says in the ledger what it waits for.
     config.default_retry = false;
+    let remediators = Remediators::new(config.clone(), remediator);
     let client = kube::Client::try_from(config)?;
     // Calls authors chose (receivers, http steps, probes): each gets at most
     // this long to answer, and no redirect leaves the origin asked.
@@ -192,7 +201,7 @@ async fn run(
         None => Fence::unfenced(),
     };
     let controllers = controller::run(
-        (client, http, deliveries),
+        (client, remediators, http, deliveries),
         settings,
         metrics,
         scope,

@@ -93,8 +93,9 @@ pub async fn wait_for_crds(client: &Client, scope: &Scope) -> Result<(), StartEr
 /// the Alertmanager webhook. Every write passes `fence`; the caller drops this future the moment the
 /// fence reports leadership lost, which cancels the work in flight.
 pub async fn run(
-    (client, http, alerts): (
+    (client, remediators, http, alerts): (
         Client,
+        crate::authority::Remediators,
         reqwest::Client,
         tokio::sync::mpsc::Receiver<crate::detector::alerts::Intake>,
     ),
@@ -120,7 +121,7 @@ pub async fn run(
     }
     let _ = metrics.incident_store.set(watches.incidents.store());
     let ctx = Arc::new(Context::new(
-        client,
+        (client, remediators),
         http,
         settings,
         metrics,

@@ -276,6 +276,10 @@ impl Phase {
     }
 }
 
+/// The most steps a ledger holds: an incident that would need more (many
+/// reopen rounds) goes to a human instead.
+pub const MAX_STEPS: usize = 50;
+
 /// What the operator observed and did. Survives operator restarts.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -313,7 +317,7 @@ pub struct IncidentStatus {
     pub reopened_at_generation: Option<i64>,
     /// The remediation ledger: every step, recorded before it runs.
     #[serde(default)]
-    #[schemars(length(max = 50))]
+    #[schemars(length(max = MAX_STEPS))]
     pub steps: Vec<StepRecord>,
     /// What the workload looked like when the incident opened.
     #[serde(default, skip_serializing_if = "Option::is_none")]

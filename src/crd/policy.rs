@@ -94,6 +94,15 @@ pub struct RemediationPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub probes: Vec<super::probe::Probe>,
+    /// The ServiceAccount of this namespace whose authority every change
+    /// this policy makes is made with (and every Secret it reads, read
+    /// with). Default: the namespace's remediator, as the operator was
+    /// started (`healing-guard-remediator`). The namespace's owner grants it
+    /// what may be remediated; the operator acts as no account of another
+    /// namespace, and as another name only where it was let impersonate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(super::bounds::DNS_SUBDOMAIN))]
+    pub service_account_name: Option<String>,
 }
 
 /// What an Incident may bring of its own. The policy is the authority: an

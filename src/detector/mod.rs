@@ -50,7 +50,6 @@ fn id_of(workload: &Workload) -> WorkloadId {
 }
 
 struct Detector {
-    client: kube::Client,
     watches: Watches,
     writer: Writer,
     pod_watches: PodWatches,
@@ -98,7 +97,6 @@ pub async fn run(
     let (sender, mut inputs) = mpsc::channel(1024);
     let (probe_sender, mut probe_results) = mpsc::channel(256);
     let mut detector = Detector {
-        client: ctx.client.clone(),
         watches: watches.clone(),
         writer: Writer::new(
             ctx.client.clone(),
@@ -398,18 +396,28 @@ impl Detector {
                 .map(known_good::config_maps_used)
                 .unwrap_or_default();
             let label = format!("{}/{}", id.0, id.2);
+            // Taken as the namespace's remediator: the snapshots are
+            // ConfigMaps of that namespace.
+            let account = self
+                .guarding_policy(workload)
+                .and_then(|p| p.spec.service_account_name.clone());
+            let client = match self.ctx.remediator(&id.1, account.as_deref()) {
+                Ok(client) => client,
+                Err(error) => {
+                    warn!(workload = %label, %error, "config snapshot cannot be taken");
+                    continue;
+                }
+            };
             let revision = workload.revision().map(str::to_owned);
             if let Some(revision) = revision
                 && let Err(error) =
-                    known_good::record_healthy_revision(&self.client, &id.1, &id.2, &revision).await
+                    known_good::record_healthy_revision(&client, &id.1, &id.2, &revision).await
             {
                 warn!(workload = %label, %error, "could not record the healthy revision; retrying");
                 self.snapshot_jobs.insert(id);
                 continue;
             }
-            match known_good::take(&self.client, &id.1, &label, &config_maps, Timestamp::now())
-                .await
-            {
+            match known_good::take(&client, &id.1, &label, &config_maps, Timestamp::now()).await {
                 Ok(_) => {
                     self.snapshotted.insert(id);
                 }

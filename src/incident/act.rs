@@ -18,18 +18,23 @@ pub enum ActError {
     Fenced(#[from] Fenced),
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Authority(#[from] crate::authority::AuthorityError),
 }
 
-/// Makes the change and returns the extra lines it reports for the ledger.
+/// Makes the change, as the namespace's remediator (`account`, else the
+/// default one), and returns the extra lines it reports for the ledger.
 /// Only a current leader makes it.
 pub async fn act(
     ctx: &Context,
+    account: Option<&str>,
     workload: &Workload,
     effect: &Effect,
 ) -> Result<Vec<String>, ActError> {
     ctx.may_write()?;
+    let remediator = ctx.remediator(&workload.namespace(), account)?;
     let io = Io {
-        client: &ctx.client,
+        client: &remediator,
         http: &ctx.http,
     };
     let lines = effect

@@ -87,12 +87,17 @@ async fn reconcile_once(incident: &Arc<Incident>, ctx: &Context) -> Result<Pass,
                 }
                 base = record::mark(ctx, incident, &decision.status).await?;
             }
-            decision = match act::act(ctx, workload, effect).await {
+            let account = seen
+                .policy
+                .as_ref()
+                .and_then(|p| p.spec.service_account_name.as_deref());
+            decision = match act::act(ctx, account, workload, effect).await {
                 Ok(lines) => {
                     crate::failpoint::reached(crate::failpoint::AFTER_APPLY).await;
                     settle::settle(decision, lines, incident, seen.now)
                 }
                 Err(act::ActError::Fenced(fenced)) => return Err(fenced.into()),
+                Err(act::ActError::Authority(error)) => return Err(error.into()),
                 Err(act::ActError::Apply(error)) => match error.refusal() {
                     Some(message) => settle::settle_refused(decision, &message, seen.now),
                     // Lost a race: decide again from a fresh read, uncounted.

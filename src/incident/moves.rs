@@ -69,6 +69,19 @@ impl Step<'_> {
             return;
         }
         let entry = decision.status.steps.len();
+        // A full ledger could not be saved: a human takes it from here.
+        if entry >= crate::crd::MAX_STEPS {
+            let message = format!(
+                "the ledger holds its most steps ({}) after {} round(s); step {} ({}) is not \
+                 recorded and nothing more is done automatically",
+                crate::crd::MAX_STEPS,
+                round,
+                rung.name(),
+                rung.action.action
+            );
+            self.escalate(decision, "LedgerFull", message);
+            return;
+        }
         let uid = self.incident.uid().unwrap_or_default();
         decision.status.steps.push(StepRecord {
             id: step_id(&uid, entry, rung.name(), round),

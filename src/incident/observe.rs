@@ -117,8 +117,12 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
         Some(workload) => pods_of(ctx, workload).await?,
         None => Vec::new(),
     };
+    let account = policy
+        .as_ref()
+        .and_then(|p| p.spec.service_account_name.as_deref());
+    let remediator = ctx.remediator(&namespace, account)?;
     let io = actions::Io {
-        client: &ctx.client,
+        client: &remediator,
         http: &ctx.http,
     };
     let inputs = match (pending, &workload) {
@@ -183,10 +187,10 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
     }) {
         Some(record) => {
             let (outcome, lines) = actions::run_job::observe_outcome(
-                &ctx.client,
+                &remediator,
+                ctx.settings.capture_logs.then_some(&ctx.client),
                 &namespace,
                 &record.id,
-                ctx.settings.capture_logs,
             )
             .await?;
             probe_results.splice(0..0, lines);

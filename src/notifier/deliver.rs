@@ -55,7 +55,18 @@ pub async fn deliver(
               "an attempt's outcome was lost; sending it again, which the receiver recognises as a repeat");
     }
     let secret_name = &channel.spec.secret_ref.name;
-    let secret = match Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+    // Read as the namespace's remediator: a channel author gets no Secret
+    // the namespace did not grant.
+    let remediator = match ctx.remediator(&namespace, None) {
+        Ok(client) => client,
+        Err(error) => {
+            return Outcome::Retry {
+                after: backoff(attempts, None),
+                why: error.to_string(),
+            };
+        }
+    };
+    let secret = match Api::<Secret>::namespaced(remediator, &namespace)
         .get_opt(secret_name)
         .await
     {

@@ -384,7 +384,9 @@ async fn write_report(
         dry_run: false,
         field_manager: Some(NOTIFIER_FIELD_MANAGER.into()),
     };
-    match Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace)
+    // The report is a ConfigMap of the namespace: made as its remediator.
+    let remediator = ctx.remediator(namespace, None)?;
+    match Api::<ConfigMap>::namespaced(remediator, namespace)
         .create(&params, &config_map)
         .await
     {

@@ -51,6 +51,8 @@ pub enum TemplatesError {
     },
     #[error("ConfigMap {0} (templates) not found")]
     Missing(String),
+    #[error(transparent)]
+    Authority(#[from] crate::authority::AuthorityError),
 }
 
 /// The channel's templates: its own, else its ConfigMap's; or why the
@@ -62,7 +64,9 @@ pub async fn channel_templates(
 ) -> Result<Templates, TemplatesError> {
     let mut chosen = channel.spec.templates.clone();
     if let Some(name) = &channel.spec.templates.config_map {
-        let config = Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace)
+        // Read as the namespace's remediator, like the channel's Secret.
+        let remediator = ctx.remediator(namespace, None)?;
+        let config = Api::<ConfigMap>::namespaced(remediator, namespace)
             .get_opt(name)
             .await
             .map_err(|source| TemplatesError::Read {
@@ -89,7 +93,10 @@ pub async fn reconcile_channel(
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
     let secret_name = &channel.spec.secret_ref.name;
-    let secret = match Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+    // A channel's Secret is read as the namespace's remediator: a channel
+    // author gets no Secret the namespace did not grant.
+    let remediator = ctx.remediator(&namespace, None)?;
+    let secret = match Api::<Secret>::namespaced(remediator, &namespace)
         .get_opt(secret_name)
         .await
     {

@@ -40,7 +40,9 @@ pub async fn expire_previous_values(
         .collect();
     rotations.sort_unstable();
     rotations.dedup();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    // The rotated Secrets are the namespace's: read and written as its remediator.
+    let remediator = ctx.remediator(namespace, policy.spec.service_account_name.as_deref())?;
+    let secrets: Api<Secret> = Api::namespaced(remediator, namespace);
     let now = Timestamp::now();
     let mut look_again: Option<Duration> = None;
     for (name, previous_key) in rotations {

@@ -2,6 +2,7 @@
 //! reports `Ready`, the number of matched targets and observedGeneration.
 
 mod grace;
+pub mod grants;
 pub mod overlap;
 pub mod retention;
 
@@ -61,6 +62,9 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
         .collect();
     let overlaps = overlap::overlaps(&policy, &name, &others, &selected);
 
+    // Checked again every minute while something is missing: the
+    // namespace's owner may grant it any time.
+    let mut lacks_grants = false;
     let update = if !problems.is_empty() {
         ConditionUpdate {
             type_: READY,
@@ -89,15 +93,26 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
             message,
         }
     } else {
-        let message = format!(
+        let guards = format!(
             "guards {matched} workload(s) with {} rule(s)",
             policy.spec.rules.len()
         );
-        ConditionUpdate {
-            type_: READY,
-            status: true,
-            reason: "Valid",
-            message,
+        match authority(&ctx, &policy, &namespace).await? {
+            None => ConditionUpdate {
+                type_: READY,
+                status: true,
+                reason: "Valid",
+                message: guards,
+            },
+            Some((reason, lacking)) => {
+                lacks_grants = true;
+                ConditionUpdate {
+                    type_: READY,
+                    status: false,
+                    reason,
+                    message: format!("{guards}, but {lacking}"),
+                }
+            }
         }
     };
 
@@ -138,10 +153,14 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
     }
     let look_again = prune(&ctx, &policy, &namespace).await?;
     let grace_ends = grace::expire_previous_values(&ctx, &policy, &namespace).await?;
-    let look_again = match (look_again, grace_ends) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+    let look_again = [
+        look_again,
+        grace_ends,
+        lacks_grants.then_some(GRANTS_RECHECK),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
     ctx.backoffs
         .reset(&retry::backoff_key(CONTROLLER, policy.as_ref()));
     // Workload and incident changes trigger a new reconcile (see the
@@ -150,6 +169,38 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
         Some(wait) => Action::requeue(wait),
         None => Action::await_change(),
     })
+}
+
+/// How often a policy whose remediator lacks a grant looks again.
+const GRANTS_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether the namespace's remediator may do all the policy's ladders and
+/// probes need: `None` if so, else the condition's reason and what lacks.
+async fn authority(
+    ctx: &Context,
+    policy: &RemediationPolicy,
+    namespace: &str,
+) -> Result<Option<(&'static str, String)>, Error> {
+    let named = policy.spec.service_account_name.as_deref();
+    let account = format!("{namespace}/{}", ctx.remediators.account(named));
+    let remediator = ctx.remediator(namespace, named)?;
+    match grants::missing(&remediator, namespace, &grants::needed(&policy.spec)).await {
+        Ok(lacking) if lacking.is_empty() => Ok(None),
+        Ok(lacking) => Ok(Some((
+            "MissingGrants",
+            grants::describe(&account, &lacking),
+        ))),
+        // The operator was not let act as that account.
+        Err(kube::Error::Api(status)) if status.code == 403 => Ok(Some((
+            "CannotActAs",
+            format!(
+                "the operator may not act as ServiceAccount {account}: {}; nothing is changed \
+                 until the namespace lets it (README, \"Security model\")",
+                status.message
+            ),
+        ))),
+        Err(error) => Err(error.into()),
+    }
 }
 
 fn same_reason(status: &RemediationPolicyStatus, reason: &str) -> bool {

@@ -21,6 +21,9 @@ pub enum Error {
     /// What an action would take as its own was made by someone else.
     #[error("{0}")]
     Foreign(String),
+    /// No client could be built to act as a namespace's remediator.
+    #[error(transparent)]
+    Authority(#[from] crate::authority::AuthorityError),
     /// The object has no name or namespace; it cannot be reconciled.
     #[error("object without {0}")]
     MissingMetadata(&'static str),
@@ -62,6 +65,7 @@ impl Error {
             Error::Serialize(_) => "serialize".into(),
             Error::Call(_) => "service".into(),
             Error::Foreign(_) => "foreign".into(),
+            Error::Authority(_) => "authority".into(),
             Error::MissingMetadata(_) => "missing_metadata".into(),
             Error::Fenced(_) => "fenced".into(),
         }

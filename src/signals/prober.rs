@@ -19,6 +19,7 @@ use super::{
     tracker::{Change, Tracker},
 };
 use crate::{
+    authority::Remediators,
     crd::{Probe, RemediationPolicy},
     metrics::Metrics,
 };
@@ -91,19 +92,22 @@ impl ProbeStates {
 /// picks them from its context, so signals never depends on it.
 #[derive(Clone)]
 pub struct ProbeHandles {
-    /// Reads the probes' Secrets.
-    pub client: Client,
+    /// Read the probes' Secrets, each as its policy's remediator.
+    pub remediators: Arc<Remediators>,
     /// Reaches HTTP services and Prometheus.
     pub http: reqwest::Client,
     pub states: Arc<ProbeStates>,
     pub metrics: Arc<Metrics>,
 }
 
+/// A probe as its policy asks for it, and the account its Secrets are read as.
+type Wanted = (Arc<Probe>, Option<String>);
+
 /// The probe tasks.
 pub struct Prober {
     handles: ProbeHandles,
     sender: mpsc::Sender<ProbeReport>,
-    running: HashMap<ProbeKey, (Arc<Probe>, JoinHandle<()>)>,
+    running: HashMap<ProbeKey, (Wanted, JoinHandle<()>)>,
 }
 
 impl Prober {
@@ -118,7 +122,7 @@ impl Prober {
     /// Starts, restarts and stops tasks so that exactly the probes of
     /// `policies` (valid ones only) run.
     pub fn sync(&mut self, policies: &[Arc<RemediationPolicy>]) {
-        let mut wanted: HashMap<ProbeKey, Arc<Probe>> = HashMap::new();
+        let mut wanted: HashMap<ProbeKey, Wanted> = HashMap::new();
         for policy in policies {
             let (Some(namespace), name) = (policy.namespace(), policy.name_any()) else {
                 continue;
@@ -126,14 +130,17 @@ impl Prober {
             for probe in &policy.spec.probes {
                 wanted.insert(
                     (namespace.clone(), name.clone(), probe.name.clone()),
-                    Arc::new(probe.clone()),
+                    (
+                        Arc::new(probe.clone()),
+                        policy.spec.service_account_name.clone(),
+                    ),
                 );
             }
         }
         let stale: Vec<ProbeKey> = self
             .running
             .iter()
-            .filter(|(key, (probe, _))| wanted.get(*key) != Some(probe))
+            .filter(|(key, (asked, _))| wanted.get(*key) != Some(asked))
             .map(|(key, _)| key.clone())
             .collect();
         for key in stale {
@@ -144,18 +151,26 @@ impl Prober {
             self.handles.metrics.probe_failing.remove(&labels(&key));
             debug!(probe = %key.2, policy = %key.1, "probe stopped");
         }
-        for (key, probe) in wanted {
+        for (key, asked) in wanted {
             if self.running.contains_key(&key) {
                 continue;
             }
+            let client = match self.handles.remediators.client(&key.0, asked.1.as_deref()) {
+                Ok(client) => client,
+                Err(error) => {
+                    warn!(probe = %key.2, policy = %key.1, %error, "probe cannot start");
+                    continue;
+                }
+            };
             let task = tokio::spawn(run(
                 self.handles.clone(),
+                client,
                 key.clone(),
-                probe.clone(),
+                asked.0.clone(),
                 self.sender.clone(),
             ));
             debug!(probe = %key.2, policy = %key.1, "probe started");
-            self.running.insert(key, (probe, task));
+            self.running.insert(key, (asked, task));
         }
     }
 
@@ -180,6 +195,7 @@ fn labels(key: &ProbeKey) -> crate::metrics::ProbeKeyLabels {
 /// One probe, until aborted.
 async fn run(
     handles: ProbeHandles,
+    client: Client,
     key: ProbeKey,
     probe: Arc<Probe>,
     sender: mpsc::Sender<ProbeReport>,
@@ -192,13 +208,7 @@ async fn run(
     loop {
         every.tick().await;
         let started = std::time::Instant::now();
-        let checked = check::run(
-            &handles.client,
-            &handles.http,
-            &key.0,
-            &probe,
-            tracker.failing,
-        );
+        let checked = check::run(&client, &handles.http, &key.0, &probe, tracker.failing);
         let outcome = match checked.await {
             Ok(outcome) => outcome,
             Err(problem) => {

@@ -24,6 +24,10 @@ pub(crate) fn install_admission(ns: &str) {
             ns,
             "--set",
             &format!("watchNamespace={ns}"),
+            // The account the tests' operator in `ns` runs as: the one
+            // that may write status.
+            "--set",
+            &format!("serviceAccount.name=op-{ns}-healing-guard-operator"),
             "--show-only",
             "templates/admission.yaml",
             "--show-only",
@@ -146,4 +150,22 @@ async fn acknowledgements_and_approvals_name_the_user_who_sent_them() {
     )
     .await
     .unwrap();
+
+    // Status is the operator's record: not even a cluster admin writes it
+    // (a step AwaitingApproval edited to Pending would run unapproved).
+    let forged = json!({"status": {"phase": "Resolved", "steps": [{
+        "id": "x", "name": "rollback", "action": "rollback", "result": "Pending", "attempt": 1}]}});
+    let incidents = Api::<Incident>::namespaced(admin.clone(), &ns);
+    let error = incidents
+        .patch_status("outage", &PatchParams::default(), &Patch::Merge(&forged))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("status: written only by the operator (system:serviceaccount:")
+            && error.contains(&format!(":op-{ns}-healing-guard-operator), not by ")),
+        "{error}"
+    );
+    let unchanged = incidents.get("outage").await.unwrap();
+    assert!(unchanged.status.is_none_or(|s| s.steps.is_empty()));
 }

@@ -20,4 +20,5 @@ mod policy;
 mod remediation;
 mod service_actions;
 mod signals;
+mod tenancy;
 mod validation;

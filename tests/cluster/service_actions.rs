@@ -854,7 +854,8 @@ async fn a_patch_step_scales_the_database_resource_and_says_how_to_undo_it() {
     assert_eq!(steps[0].result, StepResult::Failed);
     let refused = steps[0].message.clone().unwrap_or_default();
     assert!(
-        refused.contains("add it to the chart's actions.patch"),
+        refused.contains("the namespace's remediator may not read")
+            && refused.contains("the Role healing-guard-remediator-patch grants it"),
         "{refused}"
     );
     assert_eq!(steps[1].result, StepResult::Succeeded);

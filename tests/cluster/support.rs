@@ -456,6 +456,8 @@ impl Operator {
             "templates/serviceaccount.yaml",
             "--show-only",
             "templates/rbac.yaml",
+            "--show-only",
+            "templates/remediator.yaml",
         ];
         for value in launch.chart_values {
             helm.extend(["--set", value]);
@@ -624,10 +626,16 @@ impl Drop for Operator {
     }
 }
 
+/// The account each test namespace's remediator is (the chart's default).
+pub const REMEDIATOR: &str = "healing-guard-remediator";
+
 fn service_account_name(rendered: &str) -> Result<String, Error> {
     for document in serde_yaml::Deserializer::from_str(rendered) {
         let value: serde_yaml::Value = serde::Deserialize::deserialize(document)?;
-        if value["kind"].as_str() == Some("ServiceAccount") {
+        // The operator's own, not the namespace's remediator.
+        if value["kind"].as_str() == Some("ServiceAccount")
+            && value["metadata"]["name"].as_str() != Some(REMEDIATOR)
+        {
             let name = value["metadata"]["name"].as_str();
             return Ok(name.ok_or("the ServiceAccount has no name")?.to_owned());
         }

@@ -21,6 +21,7 @@ use kube::Client;
 use serde_json::{Value, json};
 
 use super::errors::{ApplyError, Refusal};
+use crate::authority::Grant;
 use crate::{
     crd::{self, ActionKind, IncidentType, WorkloadKind},
     names::{INCIDENT_ANNOTATION, STEP_ANNOTATION},
@@ -158,6 +159,11 @@ pub trait Action: Send + Sync + 'static {
     /// answers to the policy's floor of ready replicas.
     fn rolls_pods(action: &crd::Action) -> bool;
 
+    /// What the namespace's remediator must be granted to take it on a
+    /// workload of `kind`: checked when the policy is read, so that a
+    /// missing grant is known before an incident needs it.
+    fn grants(action: &crd::Action, kind: WorkloadKind) -> Vec<Grant>;
+
     /// Whether a change begun and never recorded may be made again.
     fn repeatable(_action: &crd::Action) -> bool {
         true
@@ -198,6 +204,7 @@ pub trait AnyAction: Send + Sync {
     ) -> Option<Planned>;
     fn replacing(&self, action: &crd::Action, pods: &[PodFacts]) -> Option<Vec<String>>;
     fn rolls_pods(&self, action: &crd::Action) -> bool;
+    fn grants(&self, action: &crd::Action, kind: WorkloadKind) -> Vec<Grant>;
     fn repeatable(&self, action: &crd::Action) -> bool;
     fn needs_approval(&self, action: &crd::Action, incident: IncidentType) -> bool;
     fn verified_by_job(&self) -> bool;
@@ -223,15 +230,26 @@ impl<A: Action> AnyAction for A {
         workload: &'a Workload,
     ) -> BoxFuture<'a, Result<AnyInputs, kube::Error>> {
         Box::pin(async move {
-            let inputs = match A::settings(action) {
-                Some(settings) => A::observe(io, settings, workload).await?,
-                None => A::Inputs::default(),
+            let read = match A::settings(action) {
+                Some(settings) => A::observe(io, settings, workload).await,
+                None => Ok(A::Inputs::default()),
             };
-            Ok(AnyInputs::of(inputs))
+            match read {
+                Ok(inputs) => Ok(AnyInputs::of(inputs)),
+                // The namespace did not grant a read the step needs: the
+                // step fails with that, rather than retrying for ever.
+                Err(error) => match crate::authority::refusal(&error) {
+                    Some(words) => Ok(AnyInputs::of(NotGranted(words))),
+                    None => Err(error),
+                },
+            }
         })
     }
 
     fn plan(&self, request: &Request<'_>, inputs: &AnyInputs) -> Result<Planned, Refusal> {
+        if let Some(NotGranted(words)) = inputs.get() {
+            return Err(Refusal::NotGranted(words.clone()));
+        }
         // Inputs read for another step (or none read) plan as nothing read.
         let fallback;
         let inputs = match inputs.get::<A::Inputs>() {
@@ -263,6 +281,10 @@ impl<A: Action> AnyAction for A {
         A::rolls_pods(action)
     }
 
+    fn grants(&self, action: &crd::Action, kind: WorkloadKind) -> Vec<Grant> {
+        A::grants(action, kind)
+    }
+
     fn repeatable(&self, action: &crd::Action) -> bool {
         A::repeatable(action)
     }
@@ -275,6 +297,10 @@ impl<A: Action> AnyAction for A {
         A::verified_by_job()
     }
 }
+
+/// A read the namespace's remediator was refused, in words.
+#[derive(Debug)]
+struct NotGranted(String);
 
 /// What an action read before planning, of that action's own type.
 #[derive(Clone, Default)]

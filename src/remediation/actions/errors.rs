@@ -6,6 +6,9 @@ use crate::crd::ActionKind;
 /// Why an action cannot apply.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    /// The namespace's remediator may not read what the step needs.
+    #[error("403 {0}")]
+    NotGranted(String),
     #[error("no earlier revision to roll back to (current revision {0})")]
     NoEarlierRevision(String),
     #[error(
@@ -83,6 +86,17 @@ impl ApplyError {
         matches!(self, ApplyError::Kube(error) if crate::k8s::is_conflict(error))
     }
 
+    /// A remediator's missing grant (403), in words naming the Role that
+    /// would grant it.
+    fn forbidden(&self) -> Option<String> {
+        match self {
+            ApplyError::Kube(error) => {
+                crate::authority::refusal(error).map(|why| format!("403 {why}"))
+            }
+            _ => None,
+        }
+    }
+
     /// The API server's message when it refused the change for good: the
     /// same write would be refused again (an invalid value, a forbidden
     /// write, an admission webhook's denial). None for what a retry may
@@ -93,7 +107,10 @@ impl ApplyError {
                 if (400..500).contains(&status.code)
                     && !matches!(status.code, 404 | 408 | 409 | 429) =>
             {
-                Some(format!("{} {}", status.code, status.message))
+                Some(
+                    self.forbidden()
+                        .unwrap_or_else(|| format!("{} {}", status.code, status.message)),
+                )
             }
             ApplyError::Encode(error) => Some(error.to_string()),
             ApplyError::Call(error) => Some(error.to_string()),

@@ -18,6 +18,8 @@ use super::{
     action::{Action, Io, Plan, Request},
     errors::{ApplyError, CallError, Refusal},
 };
+use crate::authority::Grant;
+use crate::crd::WorkloadKind;
 use crate::{
     crd::{self, ActionKind, HttpAction, HttpMethod},
     placeholders::fill,
@@ -253,6 +255,15 @@ impl Action for Http {
     }
 
     /// A call to a service: the target's pods are not rolled by it.
+    fn grants(action: &crd::Action, _: WorkloadKind) -> Vec<Grant> {
+        let reads_secrets = Self::settings(action)
+            .is_some_and(|s| s.headers_from.is_some() || s.body_from.is_some());
+        match reads_secrets {
+            true => vec![Grant::new("", "secrets", "get")],
+            false => Vec::new(),
+        }
+    }
+
     fn rolls_pods(_: &crd::Action) -> bool {
         false
     }

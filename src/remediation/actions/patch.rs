@@ -17,6 +17,8 @@ use super::{
     action::{Action, Io, Plan, Request},
     errors::{ApplyError, Refusal},
 };
+use crate::authority::Grant;
+use crate::crd::WorkloadKind;
 use crate::{
     crd::{self, ActionKind, PatchAction, PatchType},
     names::{FIELD_MANAGER, INCIDENT_ANNOTATION, STEP_ANNOTATION},
@@ -111,12 +113,14 @@ impl Action for PatchObject {
             Api::<DynamicObject>::namespaced_with(client.clone(), &workload.namespace(), &resource);
         let object = match api.get_opt(&name).await {
             Ok(object) => object,
-            // Not granted by the chart's actions.patch: say so, as a refusal.
+            // Not granted to the namespace's remediator: say so, as a refusal.
             Err(kube::Error::Api(status)) if status.code == 403 => {
                 return Ok(Inputs {
                     resource: Some(resource),
                     problem: Some(format!(
-                        "the operator may not read {} (add it to the chart's actions.patch): {}",
+                        "the namespace's remediator may not read {}: {} (the Role \
+                         healing-guard-remediator-patch grants it once the chart's actions.patch \
+                         lists the kind)",
                         resource_name(&settings.kind, &settings.api_version),
                         status.message
                     )),
@@ -296,6 +300,27 @@ impl Action for PatchObject {
     }
 
     /// Another object: the target's own pods are not rolled by it.
+    fn grants(action: &crd::Action, _: WorkloadKind) -> Vec<Grant> {
+        let Some(settings) = Self::settings(action) else {
+            return Vec::new();
+        };
+        let (group, version) = settings
+            .api_version
+            .split_once('/')
+            .unwrap_or(("", settings.api_version.as_str()));
+        // kube's plural of the kind: what discovery finds for nearly all.
+        let resource = kube::core::ApiResource::from_gvk(&GroupVersionKind::gvk(
+            group,
+            version,
+            &settings.kind,
+        ))
+        .plural;
+        vec![
+            Grant::new(group, &resource, "get"),
+            Grant::new(group, &resource, "patch"),
+        ]
+    }
+
     fn rolls_pods(_: &crd::Action) -> bool {
         false
     }

@@ -17,6 +17,8 @@ use super::{
     errors::{ApplyError, Refusal},
     write::{apply_body, patch_workload},
 };
+use crate::authority::Grant;
+use crate::crd::WorkloadKind;
 use crate::{
     crd::{self, ActionKind, RestartAction, RestartMethod},
     names::RESTARTED_AT_ANNOTATION,
@@ -94,6 +96,13 @@ impl Action for Restart {
 
     fn replacing(action: &crd::Action, pods: &[PodFacts]) -> Option<Vec<String>> {
         to_replace(action, pods)
+    }
+
+    fn grants(action: &crd::Action, kind: WorkloadKind) -> Vec<Grant> {
+        match Self::settings(action).map(|s| s.method).unwrap_or_default() {
+            RestartMethod::RolloutRestart => vec![Grant::patch_workload(kind)],
+            RestartMethod::DeletePods => vec![Grant::new("", "pods/eviction", "create")],
+        }
     }
 
     fn rolls_pods(_: &crd::Action) -> bool {

@@ -13,6 +13,8 @@ use super::{
     errors::{ApplyError, Refusal},
     write::{apply_body, patch_workload},
 };
+use crate::authority::Grant;
+use crate::crd::WorkloadKind;
 use crate::{
     crd::{self, ActionKind, RestoreConfigAction},
     names::{
@@ -191,6 +193,15 @@ impl Action for RestoreConfig {
     }
 
     /// The restart that follows rolls every pod.
+    fn grants(_: &crd::Action, kind: WorkloadKind) -> Vec<Grant> {
+        vec![
+            Grant::new("", "configmaps", "get"),
+            Grant::new("", "configmaps", "list"),
+            Grant::new("", "configmaps", "update"),
+            Grant::patch_workload(kind),
+        ]
+    }
+
     fn rolls_pods(_: &crd::Action) -> bool {
         true
     }

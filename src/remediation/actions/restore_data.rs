@@ -22,6 +22,7 @@ use super::{
     run_job::{self, RunJob},
     write::patch_named,
 };
+use crate::authority::Grant;
 use crate::{
     crd::{
         self, ActionKind, IncidentType, RecordedReplicas, RestoreDataAction, RunJobAction,
@@ -170,6 +171,17 @@ impl Action for RestoreData {
     }
 
     /// It takes its writers down on purpose, approved by a named person.
+    fn grants(action: &crd::Action, _: WorkloadKind) -> Vec<Grant> {
+        let mut grants = vec![
+            Grant::new("batch", "jobs", "create"),
+            Grant::new("batch", "jobs", "get"),
+        ];
+        for writer in Self::settings(action).iter().flat_map(|s| &s.writers) {
+            grants.push(Grant::patch_workload(writer.kind));
+        }
+        grants
+    }
+
     fn rolls_pods(_: &crd::Action) -> bool {
         false
     }

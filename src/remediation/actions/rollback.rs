@@ -14,6 +14,8 @@ use super::{
     errors::{ApplyError, Refusal},
     write::{merged_annotations, patch_workload},
 };
+use crate::authority::Grant;
+use crate::crd::WorkloadKind;
 use crate::{
     crd::{self, ActionKind, RollbackAction, RollbackTarget},
     names::{POD_TEMPLATE_HASH_LABEL, RESTARTED_AT_ANNOTATION, REVISION_ANNOTATION},
@@ -127,6 +129,15 @@ impl Action for Rollback {
         let operations: json_patch::Patch = serde_json::from_value(change.operations.clone())?;
         patch_workload(io.client, workload, &Patch::Json(operations), dry_run).await?;
         Ok(Vec::new())
+    }
+
+    fn grants(_: &crd::Action, kind: WorkloadKind) -> Vec<Grant> {
+        // The revisions to return to, and the one last seen healthy.
+        vec![
+            Grant::patch_workload(kind),
+            Grant::new("apps", "replicasets", "list"),
+            Grant::new("", "configmaps", "get"),
+        ]
     }
 
     fn rolls_pods(_: &crd::Action) -> bool {

@@ -28,6 +28,7 @@ use super::{
     errors::{ApplyError, Refusal},
     write::patch_named,
 };
+use crate::authority::Grant;
 use crate::{
     crd::{self, ActionKind, IncidentType, RotateSecretAction, SecretAlphabet, WorkloadKind},
     names::{
@@ -344,6 +345,17 @@ impl Action for RotateSecret {
     }
 
     /// The target usually reads the Secret, and restarts with the rest.
+    fn grants(_: &crd::Action, _: WorkloadKind) -> Vec<Grant> {
+        // The Secret, and the workloads that read it (restarted onto it).
+        vec![
+            Grant::new("", "secrets", "get"),
+            Grant::new("", "secrets", "patch"),
+            Grant::new("apps", "deployments", "list"),
+            Grant::new("apps", "statefulsets", "list"),
+            Grant::new("apps", "deployments", "patch"),
+        ]
+    }
+
     fn rolls_pods(_: &crd::Action) -> bool {
         true
     }

@@ -20,6 +20,8 @@ use super::{
     action::{Action, Io, Mark, Plan, Request},
     errors::{ApplyError, Refusal},
 };
+use crate::authority::Grant;
+use crate::crd::WorkloadKind;
 use crate::{
     crd::{self, ActionKind, RunJobAction},
     names::{FIELD_MANAGER, INCIDENT_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, STEP_ANNOTATION},
@@ -108,6 +110,13 @@ impl Action for RunJob {
     }
 
     /// Its own pods: the target's are not rolled by it.
+    fn grants(_: &crd::Action, _: WorkloadKind) -> Vec<Grant> {
+        vec![
+            Grant::new("batch", "jobs", "create"),
+            Grant::new("batch", "jobs", "get"),
+        ]
+    }
+
     fn rolls_pods(_: &crd::Action) -> bool {
         false
     }
@@ -264,13 +273,14 @@ pub fn judge(job: &Job) -> Outcome {
     }
 }
 
-/// Reads the step's Job: where it stands, and lines of evidence (its
-/// counts, and with `logs` the tail of a pod's log where it is served).
+/// Reads the step's Job (with `client`, the remediator's): where it
+/// stands, and lines of evidence (its counts, and with a `logs` client the
+/// tail of a pod's log where it is served, read as evidence is).
 pub async fn observe_outcome(
     client: &Client,
+    logs: Option<&Client>,
     namespace: &str,
     step_id: &str,
-    logs: bool,
 ) -> Result<(Outcome, Vec<String>), kube::Error> {
     let name = job_name(step_id);
     let Some(job) = Api::<Job>::namespaced(client.clone(), namespace)
@@ -301,8 +311,8 @@ pub async fn observe_outcome(
         status.succeeded.unwrap_or(0),
         status.failed.unwrap_or(0)
     )];
-    if logs && outcome != Outcome::Running {
-        lines.push(log_tail(client, namespace, &name).await);
+    if let Some(logs) = logs.filter(|_| outcome != Outcome::Running) {
+        lines.push(log_tail(logs, namespace, &name).await);
     }
     Ok((outcome, lines))
 }

@@ -9,6 +9,8 @@ use super::{
     errors::{ApplyError, Refusal},
     write::{apply_body, compact, patch_workload},
 };
+use crate::authority::Grant;
+use crate::crd::WorkloadKind;
 use crate::{
     crd::{self, ActionKind, ScaleAction},
     workload::Workload,
@@ -57,6 +59,10 @@ impl Action for Scale {
     }
 
     /// A resources change replaces every pod; more replicas take none down.
+    fn grants(_: &crd::Action, kind: WorkloadKind) -> Vec<Grant> {
+        vec![Grant::patch_workload(kind)]
+    }
+
     fn rolls_pods(action: &crd::Action) -> bool {
         Self::settings(action).is_some_and(|s| s.resources.is_some())
     }

@@ -394,3 +394,37 @@ fn a_change_that_keeps_failing_fails_the_step() {
     );
     assert_eq!(reasons(&given_up), ["StepRefused"]);
 }
+
+#[test]
+fn a_reopened_incident_whose_ledger_is_full_goes_to_a_human() {
+    let mut world = World::new().phase("Resolved");
+    for _ in 0..crate::crd::MAX_STEPS {
+        world = world.step("rollback", "Failed", "2026-01-01T00:00:06Z");
+    }
+    let (mut reopened, seen) = world.at("2026-01-01T00:10:00Z");
+    let status = reopened.status.as_mut().unwrap();
+    status.detection = Some(crate::crd::DetectionStatus {
+        reopens: 1,
+        ..Default::default()
+    });
+
+    let decision = decide(&reopened, &seen);
+
+    assert_eq!(decision.status.steps.len(), crate::crd::MAX_STEPS);
+    assert_eq!(decision.status.phase, Some(Phase::Escalated));
+    let needs_human = decision
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == NEEDS_HUMAN)
+        .unwrap();
+    assert_eq!(needs_human.reason, "LedgerFull");
+    assert!(
+        needs_human
+            .message
+            .starts_with("the ledger holds its most steps (50) after 2 round(s)"),
+        "{}",
+        needs_human.message
+    );
+    assert_eq!(reasons(&decision), ["Reopened", "Escalated"]);
+}
