@@ -3,11 +3,12 @@
 //! whose redirects never leave the origin first asked, so a header sent
 //! there (a token from a Secret) never reaches a host nobody named, and
 //! which never reaches a link-local address, where cloud metadata services
-//! answer with the node's credentials.
+//! answer with the node's credentials, nor a destination the operator-wide
+//! allow and deny lists (chart: `egress`) keep it from.
 
 use std::{
     net::{IpAddr, Ipv6Addr, SocketAddr},
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 
@@ -28,8 +29,141 @@ pub fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .timeout(timeout)
         .redirect(Policy::custom(within_origin))
-        .dns_resolver(Arc::new(AwayFromLinkLocal))
+        .dns_resolver(Arc::new(Guarded))
         .build()
+}
+
+/// Where calls authors chose may go, operator-wide: set once as the
+/// operator starts (before any call) and never changed, like the resolver
+/// that applies it; without it, anywhere but link-local addresses.
+static RULES: OnceLock<Rules> = OnceLock::new();
+
+/// Sets the operator-wide rules; only the first call counts.
+pub fn set_rules(rules: Rules) {
+    let _ = RULES.set(rules);
+}
+
+fn rules() -> &'static Rules {
+    RULES.get_or_init(Rules::default)
+}
+
+/// One entry of an allow or deny list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Destination {
+    /// A host name, exactly (lowercase).
+    Host(String),
+    /// `*.example.com`: any name under it (not the name itself).
+    Under(String),
+    /// An address range, `10.0.0.0/8`; one address is a range of one.
+    Net(ipnet::IpNet),
+}
+
+impl Destination {
+    fn parse(text: &str) -> Result<Self, BadDestination> {
+        let text = text.trim().to_ascii_lowercase();
+        if let Ok(net) = text.parse::<ipnet::IpNet>() {
+            return Ok(Destination::Net(net));
+        }
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Ok(Destination::Net(ipnet::IpNet::from(ip)));
+        }
+        let name = text.strip_prefix("*.").unwrap_or(&text);
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        match (valid, text.starts_with("*.")) {
+            (false, _) => Err(BadDestination(text)),
+            (true, true) => Ok(Destination::Under(name.to_owned())),
+            (true, false) => Ok(Destination::Host(name.to_owned())),
+        }
+    }
+
+    fn names(&self, host: &str) -> bool {
+        match self {
+            Destination::Host(name) => host == name,
+            Destination::Under(suffix) => host
+                .strip_suffix(suffix.as_str())
+                .is_some_and(|rest| rest.ends_with('.')),
+            Destination::Net(_) => false,
+        }
+    }
+
+    fn holds(&self, ip: IpAddr) -> bool {
+        matches!(self, Destination::Net(net) if net.contains(&ip))
+    }
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::Host(name) => f.write_str(name),
+            Destination::Under(suffix) => write!(f, "*.{suffix}"),
+            Destination::Net(net) => write!(f, "{net}"),
+        }
+    }
+}
+
+/// An allow or deny entry that is neither a host name, `*.domain`, an
+/// address nor a CIDR range.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0:?} is not a host name, *.domain, address or CIDR range")]
+pub struct BadDestination(String);
+
+/// The operator-wide allow and deny lists. A destination denied (by name
+/// or address) is never called; with an allow list, only a destination it
+/// names (by name, or by the address a name resolves to) is.
+#[derive(Clone, Debug, Default)]
+pub struct Rules {
+    allow: Vec<Destination>,
+    deny: Vec<Destination>,
+}
+
+impl Rules {
+    pub fn parse(allow: &[String], deny: &[String]) -> Result<Self, BadDestination> {
+        let parse = |list: &[String]| -> Result<Vec<Destination>, BadDestination> {
+            list.iter()
+                .filter(|entry| !entry.trim().is_empty())
+                .map(|entry| Destination::parse(entry))
+                .collect()
+        };
+        Ok(Rules {
+            allow: parse(allow)?,
+            deny: parse(deny)?,
+        })
+    }
+
+    /// Why a URL's host (a name, or an address written as such) is not
+    /// called, if it is not.
+    fn refuse_host(&self, host: &str) -> Option<ForbiddenAddress> {
+        let host = host.to_ascii_lowercase();
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return self.refuse_address(None, ip);
+        }
+        if let Some(rule) = self.deny.iter().find(|d| d.names(&host)) {
+            return Some(ForbiddenAddress::Denied(host, rule.to_string()));
+        }
+        // Names only, and none matches: no address it resolves to can be allowed.
+        let nets = self.allow.iter().any(|d| matches!(d, Destination::Net(_)));
+        let named = self.allow.iter().any(|d| d.names(&host));
+        (!self.allow.is_empty() && !nets && !named).then_some(ForbiddenAddress::NotAllowed(host))
+    }
+
+    /// Why an address (`name` resolved to it, if through a name) is not
+    /// called, if it is not.
+    fn refuse_address(&self, name: Option<&str>, ip: IpAddr) -> Option<ForbiddenAddress> {
+        if forbidden(ip) {
+            return Some(ForbiddenAddress::LinkLocal(ip.to_string()));
+        }
+        if let Some(rule) = self.deny.iter().find(|d| d.holds(ip)) {
+            return Some(ForbiddenAddress::Denied(ip.to_string(), rule.to_string()));
+        }
+        let allowed = self.allow.is_empty()
+            || self.allow.iter().any(|d| d.holds(ip))
+            || name.is_some_and(|name| self.allow.iter().any(|d| d.names(name)));
+        (!allowed).then(|| ForbiddenAddress::NotAllowed(ip.to_string()))
+    }
 }
 
 /// Whether no call an author chose may reach `ip`: link-local addresses
@@ -49,35 +183,51 @@ pub fn forbidden(ip: IpAddr) -> bool {
 
 /// Why a URL is not called.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error(
-    "{0} is a link-local address (where cloud metadata services answer); the operator does not call it"
-)]
-pub struct ForbiddenAddress(pub String);
-
-/// Refuses a URL whose host is a forbidden address written as such (the
-/// resolver sees only names).
-pub fn check_url(url: &reqwest::Url) -> Result<(), ForbiddenAddress> {
-    let host = url.host_str().unwrap_or_default();
-    let literal = host.trim_start_matches('[').trim_end_matches(']');
-    match literal.parse::<IpAddr>() {
-        Ok(ip) if forbidden(ip) => Err(ForbiddenAddress(ip.to_string())),
-        _ => Ok(()),
-    }
+pub enum ForbiddenAddress {
+    #[error(
+        "{0} is a link-local address (where cloud metadata services answer); the operator does not call it"
+    )]
+    LinkLocal(String),
+    #[error("{0} is denied by the operator's egress rule {1} (chart: egress.deny)")]
+    Denied(String, String),
+    #[error("{0} is not on the operator's egress allow list (chart: egress.allow)")]
+    NotAllowed(String),
 }
 
-/// The system's resolver, without the forbidden addresses: a name that
-/// resolves only to them is not called.
-struct AwayFromLinkLocal;
+/// Refuses a URL whose host the rules keep calls from (an address written
+/// as such is judged here; a name also as it resolves).
+pub fn check_url(url: &reqwest::Url) -> Result<(), ForbiddenAddress> {
+    check_url_with(rules(), url)
+}
 
-impl Resolve for AwayFromLinkLocal {
+fn check_url_with(rules: &Rules, url: &reqwest::Url) -> Result<(), ForbiddenAddress> {
+    let host = url.host_str().unwrap_or_default();
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    rules.refuse_host(literal).map_or(Ok(()), Err)
+}
+
+/// The system's resolver, without the addresses the rules keep calls
+/// from: a name that resolves only to them is not called.
+struct Guarded;
+
+impl Resolve for Guarded {
     fn resolve(&self, name: Name) -> Resolving {
         Box::pin(async move {
-            let host = name.as_str().to_owned();
+            let host = name.as_str().to_ascii_lowercase();
             let found = tokio::net::lookup_host((host.as_str(), 0)).await?;
-            let allowed: Vec<SocketAddr> = found.filter(|a| !forbidden(a.ip())).collect();
+            let mut refusal = None;
+            let allowed: Vec<SocketAddr> = found
+                .filter(|a| match rules().refuse_address(Some(&host), a.ip()) {
+                    Some(why) => {
+                        refusal = Some(why);
+                        false
+                    }
+                    None => true,
+                })
+                .collect();
             if allowed.is_empty() {
-                let refused: Box<dyn std::error::Error + Send + Sync> =
-                    Box::new(ForbiddenAddress(host));
+                let why = refusal.unwrap_or(ForbiddenAddress::NotAllowed(host));
+                let refused: Box<dyn std::error::Error + Send + Sync> = Box::new(why);
                 return Err(refused);
             }
             let addrs: Addrs = Box::new(allowed.into_iter());
@@ -275,9 +425,72 @@ mod tests {
         assert_eq!(check_url(&named), Ok(()));
     }
 
+    #[test]
+    fn the_allow_and_deny_lists_judge_names_and_addresses() {
+        let url = |u: &str| reqwest::Url::parse(u).unwrap();
+        let list = |entries: &[&str]| entries.iter().map(|e| (*e).to_owned()).collect::<Vec<_>>();
+        let rules = Rules::parse(
+            &list(&["*.svc.cluster.local", "hooks.slack.com", "10.0.0.0/8"]),
+            &list(&["admin.svc.cluster.local", "10.9.0.0/16"]),
+        )
+        .unwrap();
+        for (target, verdict) in [
+            ("http://api.hg.svc.cluster.local/health", Ok(())),
+            ("https://hooks.slack.com/services/x", Ok(())),
+            ("http://10.1.2.3:8080/", Ok(())),
+            (
+                "http://admin.svc.cluster.local/",
+                Err(ForbiddenAddress::Denied(
+                    "admin.svc.cluster.local".into(),
+                    "admin.svc.cluster.local".into(),
+                )),
+            ),
+            (
+                "http://10.9.0.1/",
+                Err(ForbiddenAddress::Denied(
+                    "10.9.0.1".into(),
+                    "10.9.0.0/16".into(),
+                )),
+            ),
+            (
+                "http://[fe80::1]/",
+                Err(ForbiddenAddress::LinkLocal("fe80::1".into())),
+            ),
+            (
+                "http://192.168.1.1/",
+                Err(ForbiddenAddress::NotAllowed("192.168.1.1".into())),
+            ),
+        ] {
+            assert_eq!(check_url_with(&rules, &url(target)), verdict, "{target}");
+        }
+        // A name the allow list does not name: judged by its addresses
+        // (10.0.0.0/8 is allowed), so it is left to the resolver.
+        assert_eq!(check_url_with(&rules, &url("http://evil.example/")), Ok(()));
+        assert_eq!(
+            rules.refuse_address(Some("evil.example"), "93.184.216.34".parse().unwrap()),
+            Some(ForbiddenAddress::NotAllowed("93.184.216.34".into()))
+        );
+        assert_eq!(
+            rules.refuse_address(Some("hooks.slack.com"), "93.184.216.34".parse().unwrap()),
+            None,
+            "allowed by name, wherever it resolves"
+        );
+        // Names only: a name it does not name is refused before resolving.
+        let names_only = Rules::parse(&list(&["hooks.slack.com"]), &[]).unwrap();
+        assert_eq!(
+            check_url_with(&names_only, &url("http://evil.example/")),
+            Err(ForbiddenAddress::NotAllowed("evil.example".into()))
+        );
+        // No lists: anywhere but link-local.
+        let open = Rules::default();
+        assert_eq!(check_url_with(&open, &url("http://192.168.1.1/")), Ok(()));
+        assert!(Rules::parse(&list(&["not a host!"]), &[]).is_err());
+        assert!(Rules::parse(&list(&["*."]), &[]).is_err());
+    }
+
     #[tokio::test]
     async fn a_name_is_resolved_to_its_allowed_addresses() {
-        let resolved: Vec<SocketAddr> = AwayFromLinkLocal
+        let resolved: Vec<SocketAddr> = Guarded
             .resolve("localhost".parse().unwrap())
             .await
             .unwrap()

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use healing_guard_operator::{
     authority::Remediators,
     context::Settings,
-    controller, crd,
+    controller, crd, egress,
     k8s::Scope,
     leader::{self, Fence, LeaderConfig},
     metrics::Metrics,
@@ -29,47 +29,60 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controllers (kubeconfig or in-cluster credentials, as kubectl finds them).
-    Run {
-        /// Address of the /healthz, /readyz and /metrics endpoints.
-        #[arg(long, env = "HGO_LISTEN", default_value = "0.0.0.0:8080")]
-        listen: SocketAddr,
-        /// Watch only this namespace (default: all namespaces).
-        #[arg(long, env = "HGO_NAMESPACE")]
-        namespace: Option<String>,
-        /// Log format.
-        #[arg(long, env = "HGO_LOG_FORMAT", value_enum, default_value = "text")]
-        log_format: LogFormat,
-        /// Act only while holding a Lease, so several replicas can run.
-        #[arg(long, env = "HGO_LEADER_ELECT")]
-        leader_elect: bool,
-        /// Namespace of the Lease (in a cluster: the operator's own).
-        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-        leader_election_namespace: String,
-        /// Seconds the Lease holds without renewal; a standby takes over after it.
-        #[arg(long, env = "HGO_LEASE_DURATION", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
-        lease_duration: u64,
-        /// Name of the Lease (default: healing-guard-operator, or
-        /// healing-guard-operator-NAMESPACE with --namespace); the chart
-        /// grants access to this one Lease only.
-        #[arg(long, env = "HGO_LEASE_NAME")]
-        lease_name: Option<String>,
-        /// Copy the failing container's last log lines into the Incident's
-        /// evidence (needs `pods/log`; logs may hold secrets, so it is off).
-        #[arg(long, env = "HGO_CAPTURE_LOGS")]
-        capture_logs: bool,
-        /// The bearer token Alertmanager presents to `POST /alertmanager`
-        /// (from a Secret); without one the webhook is off.
-        #[arg(long, env = "HGO_ALERTMANAGER_TOKEN", hide_env_values = true)]
-        alertmanager_token: Option<String>,
-        /// The ServiceAccount, in each namespace, whose authority every
-        /// change there is made with (a policy may name another of its own
-        /// namespace). The operator impersonates it; a namespace without it
-        /// is watched and never changed.
-        #[arg(long, env = "HGO_REMEDIATOR", default_value = healing_guard_operator::authority::DEFAULT_REMEDIATOR)]
-        remediator: String,
-    },
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Address of the /healthz, /readyz and /metrics endpoints.
+    #[arg(long, env = "HGO_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "HGO_NAMESPACE")]
+    namespace: Option<String>,
+    /// Log format.
+    #[arg(long, env = "HGO_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Act only while holding a Lease, so several replicas can run.
+    #[arg(long, env = "HGO_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Namespace of the Lease (in a cluster: the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+    /// Seconds the Lease holds without renewal; a standby takes over after it.
+    #[arg(long, env = "HGO_LEASE_DURATION", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
+    lease_duration: u64,
+    /// Name of the Lease (default: healing-guard-operator, or
+    /// healing-guard-operator-NAMESPACE with --namespace); the chart
+    /// grants access to this one Lease only.
+    #[arg(long, env = "HGO_LEASE_NAME")]
+    lease_name: Option<String>,
+    /// Copy the failing container's last log lines into the Incident's
+    /// evidence (needs `pods/log`; logs may hold secrets, so it is off).
+    #[arg(long, env = "HGO_CAPTURE_LOGS")]
+    capture_logs: bool,
+    /// The bearer token Alertmanager presents to `POST /alertmanager`
+    /// (from a Secret); without one the webhook is off.
+    #[arg(long, env = "HGO_ALERTMANAGER_TOKEN", hide_env_values = true)]
+    alertmanager_token: Option<String>,
+    /// The ServiceAccount, in each namespace, whose authority every
+    /// change there is made with (a policy may name another of its own
+    /// namespace). The operator impersonates it; a namespace without it
+    /// is watched and never changed.
+    #[arg(long, env = "HGO_REMEDIATOR", default_value = healing_guard_operator::authority::DEFAULT_REMEDIATOR)]
+    remediator: String,
+    /// Where calls policy and channel authors choose may go, if not
+    /// anywhere: host names, `*.domain`, addresses or CIDR ranges,
+    /// comma-separated. A name is allowed by name, or by the addresses
+    /// it resolves to.
+    #[arg(long, env = "HGO_EGRESS_ALLOW", value_delimiter = ',')]
+    egress_allow: Vec<String>,
+    /// Where they may never go (as --egress-allow); link-local
+    /// addresses never, whatever the lists.
+    #[arg(long, env = "HGO_EGRESS_DENY", value_delimiter = ',')]
+    egress_deny: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -84,19 +97,29 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run {
-            listen,
-            namespace,
-            log_format,
-            leader_elect,
-            leader_election_namespace,
-            lease_duration,
-            lease_name,
-            capture_logs,
-            alertmanager_token,
-            remediator,
-        } => {
+        Command::Run(args) => {
+            let RunArgs {
+                listen,
+                namespace,
+                log_format,
+                leader_elect,
+                leader_election_namespace,
+                lease_duration,
+                lease_name,
+                capture_logs,
+                alertmanager_token,
+                remediator,
+                egress_allow,
+                egress_deny,
+            } = *args;
             telemetry::init(log_format);
+            match egress::Rules::parse(&egress_allow, &egress_deny) {
+                Ok(rules) => egress::set_rules(rules),
+                Err(err) => {
+                    error!(%err, "--egress-allow / --egress-deny");
+                    return ExitCode::FAILURE;
+                }
+            }
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(runtime) => runtime,
                 Err(err) => {
@@ -158,9 +181,7 @@ async fn run(
     let client = kube::Client::try_from(config)?;
     // Calls authors chose (receivers, http steps, probes): each gets at most
     // this long to answer, and no redirect leaves the origin asked.
-    let http = healing_guard_operator::egress::client(
-        healing_guard_operator::communication::send::ATTEMPT_TIMEOUT,
-    )?;
+    let http = egress::client(healing_guard_operator::communication::send::ATTEMPT_TIMEOUT)?;
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     // Alertmanager's deliveries go to the detector, once it runs.

@@ -20,10 +20,15 @@ pub struct AlertSignal {
     /// The workload an incident from these alerts is about, and acts on.
     pub target: WorkloadRef,
     /// Labels an alert must carry, each with this value (e.g. `alertname:
-    /// HealingGuardDown`). An alert with a `namespace` label must also be
-    /// from the policy's namespace.
+    /// HealingGuardDown`). The alert's `namespace` label must also name the
+    /// policy's namespace (see `clusterWide` for alerts without one).
     /// At least one: an empty match would take every alert for this target.
     #[serde(rename = "match")]
     #[schemars(extend("minProperties" = 1, "maxProperties" = 10))]
     pub matchers: BTreeMap<String, String>,
+    /// Also take alerts that carry no `namespace` label (a rule over the
+    /// whole cluster, an external check). Off by default: such an alert
+    /// could otherwise act in every namespace whose policy matches it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster_wide: bool,
 }

@@ -169,7 +169,7 @@ mod tests {
         let alerts: Vec<serde_json::Value> = instances
             .iter()
             .map(|(fingerprint, start)| {
-                serde_json::json!({"status": status, "labels": {"alertname": "HealingGuardDown", "instance": fingerprint},
+                serde_json::json!({"status": status, "labels": {"alertname": "HealingGuardDown", "instance": fingerprint, "namespace": "hg"},
                                    "annotations": {"summary": "down"}, "startsAt": start, "fingerprint": fingerprint})
             })
             .collect();

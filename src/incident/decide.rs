@@ -17,6 +17,7 @@ use super::{
     lifecycle,
     moves::Step,
     observe::{Observation, ProbeHealth},
+    wind_down,
 };
 use crate::{
     crd::{
@@ -58,17 +59,23 @@ pub fn decide(incident: &Incident, seen: &Observation) -> Decision {
     if decision.status.evidence.is_none() && !phase.is_some_and(Phase::is_closed) {
         decision.status.evidence = seen.evidence.clone();
     }
-    // The ladder moves one step per reconcile, after the evidence is in.
-    let active = matches!(
-        phase,
-        Some(Phase::Triggered | Phase::Acknowledged | Phase::Mitigating | Phase::Monitoring)
-    );
+    // The ladder moves one step per reconcile, after the evidence is in;
+    // an incident being deleted takes no new step.
+    let deleting = incident.metadata.deletion_timestamp.is_some();
+    let active = !deleting
+        && matches!(
+            phase,
+            Some(Phase::Triggered | Phase::Acknowledged | Phase::Mitigating | Phase::Monitoring)
+        );
     if active {
         match ladder_of(incident, seen, &decision.status) {
             Ok(ladder) => remediate(&mut decision, incident, &ladder, seen),
             Err(Some((reason, message))) => block(&mut decision, incident, reason, message, now),
             Err(None) => {}
         }
+    } else if deleting || phase.is_some_and(Phase::is_closed) {
+        // A restore under way brings its writers back first.
+        wind_down::wind_down(&mut decision, incident, seen);
     }
 
     let before = incident.status.as_ref().and_then(|s| s.phase);

@@ -11,6 +11,7 @@ pub mod act;
 pub mod decide;
 pub mod decision;
 pub mod evidence;
+mod finalizer;
 pub mod gate;
 pub mod lifecycle;
 pub mod moves;
@@ -18,6 +19,7 @@ pub mod observe;
 pub mod phase;
 pub mod record;
 pub mod settle;
+pub mod wind_down;
 
 use std::sync::Arc;
 
@@ -80,12 +82,17 @@ async fn reconcile_once(incident: &Arc<Incident>, ctx: &Context) -> Result<Pass,
             decision.effect = None;
             backing_off = Some(wait);
         } else {
+            // A restore may take its writers down: the incident holds its
+            // own deletion first, so a deletion winds the restore down.
+            if wind_down::holds_writers(&decision.status) {
+                base = finalizer::hold(ctx, &base, true).await?;
+            }
             // A change nothing in the cluster will show is marked first.
             if effect.planned.change.marked_before() && !effect.dry_run && !effect.follow_up {
                 if let Some(record) = decision.status.steps.get_mut(effect.entry) {
                     record.applying_since = Some(Time(seen.now));
                 }
-                base = record::mark(ctx, incident, &decision.status).await?;
+                base = record::mark(ctx, &base, &decision.status).await?;
             }
             let account = seen
                 .policy
@@ -116,7 +123,14 @@ async fn reconcile_once(incident: &Arc<Incident>, ctx: &Context) -> Result<Pass,
     }
     let requeue = decision.requeue;
     let changed = decision.effect.is_some();
-    let saved = record::record(ctx, &base, seen.workload.as_ref(), decision, changed).await?;
+    let holds = wind_down::holds_writers(&decision.status);
+    let mut saved = record::record(ctx, &base, seen.workload.as_ref(), decision, changed).await?;
+    // Held while a restore may have its writers down, let go once they are back.
+    let latest = saved.clone().unwrap_or_else(|| Arc::clone(&base));
+    let written = finalizer::hold(ctx, &latest, holds).await?;
+    if !Arc::ptr_eq(&written, &latest) {
+        saved = Some(written);
+    }
     if let Some(wait) = backing_off {
         return Ok(Pass {
             action: Action::requeue(wait),

@@ -112,13 +112,15 @@ pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
 }
 
 /// Whether `alert` is one of `signal`'s, for a policy in `namespace`: every
-/// matcher's label has its value, and an alert that names a namespace
-/// names this one (an alert about another team's namespace never acts here).
+/// matcher's label has its value, and the alert names this namespace (an
+/// alert about another team's namespace never acts here); one that names
+/// none only where the signal takes cluster-wide alerts.
 pub fn matches(signal: &AlertSignal, namespace: &str, alert: &Alert) -> bool {
+    // An alert names its namespace, or the policy takes cluster-wide ones.
     alert
         .labels
         .get("namespace")
-        .is_none_or(|labelled| labelled == namespace)
+        .map_or(signal.cluster_wide, |labelled| labelled == namespace)
         && signal
             .matchers
             .iter()
@@ -182,6 +184,15 @@ mod tests {
         let mut other = alert.clone();
         other.labels.insert("alertname".into(), "Other".into());
         assert!(!matches(&signal(), "healing-guard", &other));
+        // An alert without a namespace acts only where a policy opts in.
+        let mut nowhere = alert.clone();
+        nowhere.labels.remove("namespace");
+        assert!(!matches(&signal(), "healing-guard", &nowhere));
+        let mut everywhere = signal();
+        everywhere.cluster_wide = true;
+        assert!(matches(&everywhere, "healing-guard", &nowhere));
+        assert!(matches(&everywhere, "other-team", &nowhere));
+        assert!(!matches(&everywhere, "other-team", alert));
     }
 
     #[test]

@@ -1128,6 +1128,140 @@ async fn a_restore_resumes_after_a_kill_and_brings_the_writers_back_exactly() {
     assert_eq!(job.status.unwrap().succeeded, Some(1));
 }
 
+/// A restore waiting for its data to verify, with its writers at 0; the
+/// incident held by its finalizer. Returns the incidents' API.
+async fn restore_waiting_for_its_data(
+    client: &kube::Client,
+    ns: &str,
+    address: SocketAddr,
+    api: &StandIn,
+) -> Api<Incident> {
+    deployment(client, ns, "api", 3).await;
+    deployment(client, ns, "webhook-worker", 2).await;
+    let mut spec = restore_policy(address, false);
+    // The health probe fails while the API leaks: the data never verifies.
+    spec["rules"][0]["actions"][0]["restoreData"]["verifyProbe"] = json!("health");
+    policy_with(client, ns, spec).await;
+    api.leaking.store(true, Ordering::SeqCst);
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), ns);
+    first_step_is(
+        client,
+        ns,
+        "the restore awaiting approval",
+        StepResult::AwaitingApproval,
+    )
+    .await;
+    approve(&incidents, "alice").await;
+    let waiting = incident_where(client, ns, INCIDENT, "the data being verified", |i| {
+        i.status
+            .as_ref()
+            .and_then(|s| s.steps.first())
+            .and_then(|s| s.workflow.as_ref())
+            .is_some_and(|w| w.stage == healing_guard_operator::crd::WorkflowStage::VerifyData)
+    })
+    .await;
+    assert_eq!(replicas_of(client, ns, "api").await, 0);
+    assert_eq!(replicas_of(client, ns, "webhook-worker").await, 0);
+    assert_eq!(waiting.finalizers(), ["healing-guard.io/restore-writers"]);
+    incidents
+}
+
+async fn writers_back(client: &kube::Client, ns: &str) {
+    eventually("the writers back", || {
+        let (client, ns) = (client.clone(), ns.to_owned());
+        async move {
+            let api = replicas_of(&client, &ns, "api").await;
+            let worker = replicas_of(&client, &ns, "webhook-worker").await;
+            (api == 3 && worker == 2).then_some(())
+        }
+    })
+    .await;
+}
+
+/// Resolving an incident while its restore has the writers at 0 does not
+/// strand them: the restore winds down first (no data verification), the
+/// writers come back to their recorded replicas, the step says why it
+/// stopped, and the incident lets go of its finalizer.
+#[tokio::test]
+async fn resolving_an_incident_mid_restore_brings_the_writers_back_first() {
+    let (address, api) = start_api().await;
+    let client = client().await;
+    let ns = namespace(&client, "svc-restore-close").await;
+    let _operator = Operator::start(&ns).await;
+    let incidents = restore_waiting_for_its_data(&client, &ns, address, &api).await;
+    let resolve = json!({"spec": {"resolution": {"by": "alice", "rootCause": "bad migration",
+                                                  "summary": "restored by hand"}}});
+    incidents
+        .patch(
+            INCIDENT,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&resolve),
+        )
+        .await
+        .unwrap();
+    incident_where(&client, &ns, INCIDENT, "resolved", |i| {
+        phase_of(i) == Some(Phase::Resolved)
+    })
+    .await;
+    api.leaking.store(false, Ordering::SeqCst);
+    writers_back(&client, &ns).await;
+    let done = incident_where(&client, &ns, INCIDENT, "the step concluded", |i| {
+        i.status
+            .as_ref()
+            .and_then(|s| s.steps.first())
+            .is_some_and(|s| s.result == StepResult::Failed)
+    })
+    .await;
+    let step = &done.status.as_ref().unwrap().steps[0];
+    let message = step.message.clone().unwrap_or_default();
+    assert!(
+        message.starts_with("stopped: the incident was closed mid-restore; its writers are back"),
+        "{message}"
+    );
+    let changes = step.changes.join("\n");
+    for line in [
+        "the incident was closed mid-restore: before the restored data was verified; its writers are brought back",
+        "writers scaled back: Deployment/api to 3, Deployment/webhook-worker to 2",
+    ] {
+        assert!(changes.contains(line), "{line:?} not in:\n{changes}");
+    }
+    let let_go = incident_where(&client, &ns, INCIDENT, "the finalizer gone", |i| {
+        i.finalizers().is_empty()
+    })
+    .await;
+    assert_eq!(phase_of(&let_go), Some(Phase::Resolved));
+}
+
+/// Deleting an incident while its restore has the writers at 0 waits (its
+/// finalizer) until they are back, then the incident is gone.
+#[tokio::test]
+async fn deleting_an_incident_mid_restore_waits_until_the_writers_are_back() {
+    let (address, api) = start_api().await;
+    let client = client().await;
+    let ns = namespace(&client, "svc-restore-delete").await;
+    let _operator = Operator::start(&ns).await;
+    let incidents = restore_waiting_for_its_data(&client, &ns, address, &api).await;
+    let uid = incidents.get(INCIDENT).await.unwrap().uid().unwrap();
+    incidents
+        .delete(INCIDENT, &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    // Without the finalizer the incident would be gone at once, its
+    // writers left at 0.
+    writers_back(&client, &ns).await;
+    api.leaking.store(false, Ordering::SeqCst);
+    // Gone (the probe failing meanwhile may open a new one, another uid).
+    eventually("the incident gone", || {
+        let (incidents, uid) = (incidents.clone(), uid.clone());
+        async move {
+            let now = incidents.get_opt(INCIDENT).await.ok()?;
+            now.is_none_or(|i| i.uid().as_deref() != Some(uid.as_str()))
+                .then_some(())
+        }
+    })
+    .await;
+}
+
 /// A restore Job that fails leaves the writers down (the data may be half
 /// restored) and escalates at once, with what is down and the commands
 /// that bring it back written in the Incident.

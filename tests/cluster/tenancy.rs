@@ -262,3 +262,50 @@ async fn a_namespace_that_grants_only_workloads_gets_only_workloads_changed() {
         &ns
     ));
 }
+
+/// The operator-wide deny list keeps every author from a destination: a
+/// policy's http step to it fails, naming the rule, and nothing arrives.
+#[tokio::test]
+async fn a_destination_the_operator_denies_is_never_called() {
+    let client = client().await;
+    let ns = namespace(&client, "egress-deny").await;
+    let _operator = Operator::launch(&Launch {
+        extra: &["--egress-deny", "127.0.0.0/8"],
+        ..Launch::namespaced(&ns)
+    })
+    .await
+    .unwrap();
+    let deployments = deployment(&client, &ns, "api", 2).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let counting = arrived.clone();
+    tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            counting.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let ladder = json!([
+        {"name": "drain-lb", "action": "http", "http": {"url": format!("http://{address}/drain")}},
+        {"name": "more", "action": "scale", "scale": {"replicas": 3, "maxReplicas": 3}},
+    ]);
+    create::<RemediationPolicy>(&client, &ns, policy("guard", "api", None, ladder)).await;
+    create::<Incident>(&client, &ns, incident("api-down", "api", "guard")).await;
+    let done = incident_where(&client, &ns, "api-down", "resolved", |i| {
+        phase_of(i) == Some(Phase::Resolved)
+    })
+    .await;
+    let steps = done.status.unwrap().steps;
+    assert_eq!(steps[0].result, StepResult::Failed);
+    let message = steps[0].message.clone().unwrap_or_default();
+    assert!(
+        message.contains("127.0.0.1 is denied by the operator's egress rule 127.0.0.0/8"),
+        "{message}"
+    );
+    assert_eq!(steps[1].result, StepResult::Succeeded);
+    assert_eq!(arrived.load(Ordering::SeqCst), 0, "nothing was called");
+    assert_eq!(
+        deployments.get("api").await.unwrap().spec.unwrap().replicas,
+        Some(3)
+    );
+}

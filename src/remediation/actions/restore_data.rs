@@ -351,6 +351,69 @@ pub fn advance(
     }
 }
 
+/// Whether the workflow may have its writers down: from the record of their
+/// replicas (taken before the scale-down) until they are back. While it
+/// does, the incident is not let go (a finalizer) and closing it winds the
+/// restore down first.
+pub fn writers_may_be_down(workflow: &Workflow) -> bool {
+    workflow.stage != WorkflowStage::Done
+}
+
+/// The next sub-step of a restore whose incident was closed (resolved,
+/// declined) or is being deleted: the writers come back before anything
+/// else. A restore Job already running finishes first (stopping it halfway
+/// would leave the data worse); one not yet made is never made; the data
+/// is not verified. A restore that failed leaves them down and says so, as
+/// it does for an open incident: its data may be half-written. Pure.
+pub fn wind_down(
+    workload: &Workload,
+    workflow: &Workflow,
+    job: Option<&run_job::Outcome>,
+    mark: Mark<'_>,
+) -> Move {
+    let back = |line: &str| Move::Advance {
+        then: WorkflowStage::ScaleBack,
+        line: format!("the incident was closed mid-restore: {line}; its writers are brought back"),
+    };
+    match workflow.stage {
+        WorkflowStage::ScaleDown => back("before its writers were scaled down (or as they were)"),
+        WorkflowStage::Restore => back("before the restore Job was made, so none is made"),
+        WorkflowStage::AwaitRestore => match job {
+            Some(run_job::Outcome::Succeeded) => {
+                back("the restore Job it was waiting for succeeded; the data is not verified")
+            }
+            Some(run_job::Outcome::Failed(why)) => Move::Fail(format!(
+                "restore stopped at AwaitRestore after the incident was closed: {why}; {}",
+                state(workflow, &workload.namespace())
+            )),
+            Some(run_job::Outcome::Gone) => Move::Fail(format!(
+                "restore stopped at AwaitRestore after the incident was closed: the restore Job \
+                 is gone; {}",
+                state(workflow, &workload.namespace())
+            )),
+            Some(run_job::Outcome::Running) | None => Move::Wait,
+        },
+        WorkflowStage::VerifyData => back("before the restored data was verified"),
+        WorkflowStage::ScaleBack => {
+            let back: Vec<String> = workflow
+                .replicas
+                .iter()
+                .map(|r| format!("{}/{} to {}", r.kind, r.name, r.replicas))
+                .collect();
+            let summary = format!("writers scaled back: {}", back.join(", "));
+            scale_move(
+                workload,
+                workflow,
+                false,
+                mark,
+                summary,
+                WorkflowStage::Done,
+            )
+        }
+        WorkflowStage::Done => Move::Wait,
+    }
+}
+
 /// The writers scaled down to 0 or back to their recorded replicas, then `then`.
 fn scale_move(
     workload: &Workload,
@@ -461,6 +524,63 @@ mod tests {
         let back = planned.change.get::<RestoreData>().unwrap();
         let replicas: Vec<i32> = back.to.iter().map(|w| w.replicas).collect();
         assert_eq!(replicas, [3, 2], "exactly as recorded");
+    }
+
+    #[test]
+    fn a_restore_whose_incident_closed_brings_its_writers_back_first() {
+        let workload = deployment("1", 3);
+        let wind = |stage, job: Option<run_job::Outcome>| {
+            wind_down(&workload, &recorded(stage), job.as_ref(), MARK)
+        };
+        for stage in [
+            WorkflowStage::ScaleDown,
+            WorkflowStage::Restore,
+            WorkflowStage::VerifyData,
+        ] {
+            assert!(
+                matches!(
+                    wind(stage, None),
+                    Move::Advance { then: WorkflowStage::ScaleBack, ref line }
+                        if line.starts_with("the incident was closed mid-restore: ")
+                ),
+                "{stage}"
+            );
+        }
+        // A restore Job running finishes first; then the writers come back.
+        assert_eq!(
+            wind(WorkflowStage::AwaitRestore, Some(run_job::Outcome::Running)),
+            Move::Wait
+        );
+        assert!(matches!(
+            wind(
+                WorkflowStage::AwaitRestore,
+                Some(run_job::Outcome::Succeeded)
+            ),
+            Move::Advance {
+                then: WorkflowStage::ScaleBack,
+                ..
+            }
+        ));
+        // One that failed leaves them down, and says how to bring them back.
+        let Move::Fail(why) = wind(
+            WorkflowStage::AwaitRestore,
+            Some(run_job::Outcome::Failed("Job hg-x failed".into())),
+        ) else {
+            panic!()
+        };
+        assert!(
+            why.contains("kubectl -n hg scale deployment/api --replicas=3"),
+            "{why}"
+        );
+        let Move::Act { planned, then } = wind(WorkflowStage::ScaleBack, None) else {
+            panic!()
+        };
+        assert_eq!(then, WorkflowStage::Done);
+        let back = planned.change.get::<RestoreData>().unwrap();
+        let replicas: Vec<i32> = back.to.iter().map(|w| w.replicas).collect();
+        assert_eq!(replicas, [3, 2], "exactly as recorded");
+        assert!(writers_may_be_down(&recorded(WorkflowStage::ScaleBack)));
+        assert!(!writers_may_be_down(&recorded(WorkflowStage::Done)));
     }
 
     #[test]
