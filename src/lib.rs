@@ -14,6 +14,7 @@ pub mod failpoint;
 pub mod incident;
 pub mod k8s;
 pub mod leader;
+pub mod listener;
 pub mod metrics;
 pub mod names;
 pub mod notifier;

@@ -109,6 +109,11 @@ pub async fn serve(
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /healthz, /readyz, /metrics and /alertmanager");
+    let listener = crate::listener::Bounded::new(
+        listener,
+        crate::listener::MAX_CONNECTIONS,
+        crate::listener::IDLE,
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

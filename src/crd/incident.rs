@@ -468,6 +468,11 @@ pub struct Workflow {
     /// Each writer and its replicas before the restore.
     #[schemars(length(max = 10))]
     pub replicas: Vec<RecordedReplicas>,
+    /// The incident closed (or was deleted) mid-restore: the restore is
+    /// winding down, its writers brought back, and the step ends once they
+    /// are.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wound_down: bool,
 }
 
 /// A writer's replicas as recorded.

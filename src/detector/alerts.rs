@@ -21,6 +21,10 @@ use crate::{
 /// How many firings of one signal are remembered, to recognise repeats.
 const REMEMBERED: usize = 256;
 
+/// Most alerts remembered firing per signal: a delivery of a million
+/// fingerprints costs no more than this.
+const MAX_FIRING: usize = 1000;
+
 /// A delivery from the webhook, answered once it is recorded.
 pub struct Intake {
     pub notification: Notification,
@@ -87,7 +91,10 @@ impl AlertMemory {
                 for alert in &matching {
                     let identity = alert.identity();
                     if alert.firing() {
-                        firing.insert(identity.0.clone());
+                        // Past the bound the signal fires all the same.
+                        if firing.len() < MAX_FIRING {
+                            firing.insert(identity.0.clone());
+                        }
                         if !seen.contains(&identity) {
                             seen.push_back(identity);
                             new.push(*alert);

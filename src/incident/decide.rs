@@ -59,6 +59,8 @@ pub fn decide(incident: &Incident, seen: &Observation) -> Decision {
     if decision.status.evidence.is_none() && !phase.is_some_and(Phase::is_closed) {
         decision.status.evidence = seen.evidence.clone();
     }
+    // A restore that wound down and has its writers back ends first.
+    wind_down::conclude(&mut decision, &Time(now));
     // The ladder moves one step per reconcile, after the evidence is in;
     // an incident being deleted takes no new step.
     let deleting = incident.metadata.deletion_timestamp.is_some();

@@ -42,9 +42,13 @@ pub fn holds_writers(status: &IncidentStatus) -> bool {
 pub(super) fn wind_down(decision: &mut Decision, incident: &Incident, seen: &Observation) {
     let now = Time(seen.now);
     let Some((entry, workflow)) = restore_under_way(&decision.status) else {
-        conclude(decision, &now);
         return;
     };
+    // Marked, so that the step ends once the writers are back, whatever
+    // the incident does meanwhile (a signal still on reopens it).
+    if let Some(marked) = decision.status.steps[entry].workflow.as_mut() {
+        marked.wound_down = true;
+    }
     let Some(workload) = &seen.workload else {
         // Nothing to scale back through: look again (the finalizer holds).
         decision.requeue_within(POLL);
@@ -97,9 +101,10 @@ pub(super) fn wind_down(decision: &mut Decision, incident: &Incident, seen: &Obs
     }
 }
 
-/// A restore that wound down (its writers back): the step ends, Failed, as
-/// it did not bring recovery; the ledger says why.
-fn conclude(decision: &mut Decision, now: &Time) {
+/// A restore that wound down and has its writers back: the step ends,
+/// Failed, as it did not bring recovery, and the ledger says why. Looked
+/// at on every reconcile, open or closed.
+pub(super) fn conclude(decision: &mut Decision, now: &Time) {
     let Some(record) = decision.status.steps.last_mut() else {
         return;
     };
@@ -107,7 +112,7 @@ fn conclude(decision: &mut Decision, now: &Time) {
         && record
             .workflow
             .as_ref()
-            .is_some_and(|w| !restore_data::writers_may_be_down(w));
+            .is_some_and(|w| w.wound_down && !restore_data::writers_may_be_down(w));
     if !wound_down {
         return;
     }

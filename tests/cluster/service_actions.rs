@@ -1180,8 +1180,10 @@ async fn writers_back(client: &kube::Client, ns: &str) {
 
 /// Resolving an incident while its restore has the writers at 0 does not
 /// strand them: the restore winds down first (no data verification), the
-/// writers come back to their recorded replicas, the step says why it
-/// stopped, and the incident lets go of its finalizer.
+/// writers come back to their recorded replicas, and the step says why it
+/// stopped. The probe still failing, the incident reopens, and its new
+/// round waits for a new approval with the writers up: the finalizer is
+/// let go.
 #[tokio::test]
 async fn resolving_an_incident_mid_restore_brings_the_writers_back_first() {
     let (address, api) = start_api().await;
@@ -1199,20 +1201,20 @@ async fn resolving_an_incident_mid_restore_brings_the_writers_back_first() {
         )
         .await
         .unwrap();
-    incident_where(&client, &ns, INCIDENT, "resolved", |i| {
-        phase_of(i) == Some(Phase::Resolved)
-    })
-    .await;
-    api.leaking.store(false, Ordering::SeqCst);
     writers_back(&client, &ns).await;
-    let done = incident_where(&client, &ns, INCIDENT, "the step concluded", |i| {
+    let ended = incident_where(&client, &ns, INCIDENT, "the restore step ended", |i| {
         i.status
             .as_ref()
             .and_then(|s| s.steps.first())
             .is_some_and(|s| s.result == StepResult::Failed)
     })
     .await;
-    let step = &done.status.as_ref().unwrap().steps[0];
+    let status = ended.status.as_ref().unwrap();
+    assert!(
+        status.timeline.iter().any(|e| e.reason == "Resolved"),
+        "resolved first"
+    );
+    let step = &status.steps[0];
     let message = step.message.clone().unwrap_or_default();
     assert!(
         message.starts_with("stopped: the incident was closed mid-restore; its writers are back"),
@@ -1225,11 +1227,23 @@ async fn resolving_an_incident_mid_restore_brings_the_writers_back_first() {
     ] {
         assert!(changes.contains(line), "{line:?} not in:\n{changes}");
     }
-    let let_go = incident_where(&client, &ns, INCIDENT, "the finalizer gone", |i| {
-        i.finalizers().is_empty()
-    })
+    let reopened = incident_where(
+        &client,
+        &ns,
+        INCIDENT,
+        "round 2 waiting for approval, the finalizer let go",
+        |i| {
+            i.finalizers().is_empty()
+                && i.status.as_ref().is_some_and(|s| {
+                    s.steps.len() == 2 && s.steps[1].result == StepResult::AwaitingApproval
+                })
+        },
+    )
     .await;
-    assert_eq!(phase_of(&let_go), Some(Phase::Resolved));
+    assert_eq!(reopened.status.unwrap().steps[1].attempt, 2);
+    assert_eq!(replicas_of(&client, &ns, "api").await, 3);
+    assert_eq!(replicas_of(&client, &ns, "webhook-worker").await, 2);
+    api.leaking.store(false, Ordering::SeqCst);
 }
 
 /// Deleting an incident while its restore has the writers at 0 waits (its

@@ -27,12 +27,14 @@ use crate::support::{
     run_status,
 };
 
+/// A Deployment whose pods crash-loop (kwok's injected failure), so that
+/// its policy's rule opens an incident and runs its ladder.
 async fn deployment(client: &Client, ns: &str, name: &str, replicas: i32) -> Api<Deployment> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": {"labels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name, "healing-guard.io/inject": "crashloop"}},
                               "spec": {"containers": [{"name": "app", "image": format!("{name}:1")}]}}}
     }))
     .unwrap();
@@ -64,7 +66,7 @@ fn policy(name: &str, target: &str, account: Option<&str>, actions: Value) -> Va
         "targets": [{"kind": "Deployment", "names": [target]}],
         "rules": [{"name": "crash", "when": {"symptom": "CrashLoopBackOff"},
                    "severity": "P1", "type": "ServiceOutage", "actions": actions,
-                   "verify": {"timeout": "1m", "holdDown": "2s"}}]
+                   "verify": {"timeout": "10s", "holdDown": "2s"}}]
     });
     if let Some(account) = account {
         spec["serviceAccountName"] = account.into();
@@ -73,12 +75,17 @@ fn policy(name: &str, target: &str, account: Option<&str>, actions: Value) -> Va
            "metadata": {"name": name}, "spec": spec})
 }
 
-fn incident(name: &str, target: &str, policy: &str) -> Value {
-    json!({"apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
-           "metadata": {"name": name},
-           "spec": {"title": format!("{target} is crash-looping"), "severity": "P1",
-                    "type": "ServiceOutage", "target": {"kind": "Deployment", "name": target},
-                    "policy": policy, "rule": "crash", "mode": "Auto"}})
+/// The incident detection opens for `target`'s crash loop, once its ladder
+/// is exhausted (no step can cure kwok's injected crash).
+async fn escalated(client: &Client, ns: &str, target: &str) -> Incident {
+    incident_where(
+        client,
+        ns,
+        &format!("{target}-crashloop"),
+        "escalated",
+        |i| phase_of(i) == Some(Phase::Escalated),
+    )
+    .await
 }
 
 /// The policy's Ready condition, once it has one: (status, reason, message).
@@ -165,20 +172,25 @@ async fn a_namespace_that_grants_only_workloads_gets_only_workloads_changed() {
     }
     assert!(!message.contains("deployments"), "{message}");
 
-    create::<Incident>(&client, &ns, incident("api-down", "api", "guard")).await;
-    let done = incident_where(&client, &ns, "api-down", "resolved", |i| {
-        phase_of(i) == Some(Phase::Resolved)
-    })
-    .await;
+    let done = escalated(&client, &ns, "api").await;
     let steps = done.status.unwrap().steps;
     let outcome: Vec<_> = steps.iter().map(|s| (s.name.as_str(), s.result)).collect();
+    // The scale is made, and does not cure a crash: it fails verification.
     assert_eq!(
         outcome,
         [
             ("drain-lb", StepResult::Failed),
             ("smoke", StepResult::Failed),
-            ("more", StepResult::Succeeded),
+            ("more", StepResult::Failed),
         ]
+    );
+    assert!(
+        steps[2]
+            .changes
+            .iter()
+            .any(|c| c.contains("Deployment/api replicas 2 -> 3")),
+        "{:?}",
+        steps[2].changes
     );
     let user = format!("system:serviceaccount:{ns}:{REMEDIATOR}");
     let said = |i: usize| steps[i].message.clone().unwrap_or_default();
@@ -222,8 +234,7 @@ async fn a_namespace_that_grants_only_workloads_gets_only_workloads_changed() {
         message.contains(&format!("{ns}/{operator_account}")),
         "{message}"
     );
-    create::<Incident>(&client, &ns, incident("web-down", "web", "sneaky")).await;
-    let refused = incident_where(&client, &ns, "web-down", "its step failed", |i| {
+    let refused = incident_where(&client, &ns, "web-crashloop", "its step failed", |i| {
         i.status
             .as_ref()
             .and_then(|s| s.steps.first())
@@ -290,11 +301,7 @@ async fn a_destination_the_operator_denies_is_never_called() {
         {"name": "more", "action": "scale", "scale": {"replicas": 3, "maxReplicas": 3}},
     ]);
     create::<RemediationPolicy>(&client, &ns, policy("guard", "api", None, ladder)).await;
-    create::<Incident>(&client, &ns, incident("api-down", "api", "guard")).await;
-    let done = incident_where(&client, &ns, "api-down", "resolved", |i| {
-        phase_of(i) == Some(Phase::Resolved)
-    })
-    .await;
+    let done = escalated(&client, &ns, "api").await;
     let steps = done.status.unwrap().steps;
     assert_eq!(steps[0].result, StepResult::Failed);
     let message = steps[0].message.clone().unwrap_or_default();
@@ -302,7 +309,7 @@ async fn a_destination_the_operator_denies_is_never_called() {
         message.contains("127.0.0.1 is denied by the operator's egress rule 127.0.0.0/8"),
         "{message}"
     );
-    assert_eq!(steps[1].result, StepResult::Succeeded);
+    assert_eq!(steps[1].name, "more");
     assert_eq!(arrived.load(Ordering::SeqCst), 0, "nothing was called");
     assert_eq!(
         deployments.get("api").await.unwrap().spec.unwrap().replicas,

@@ -203,6 +203,7 @@ pub fn begin(action: &crd::Action, inputs: &Inputs) -> Result<Workflow, Refusal>
     run_job::job_spec(&restore_job(settings))
         .map_err(|error| Refusal::Unusable(error.to_string()))?;
     Ok(Workflow {
+        wound_down: false,
         stage: WorkflowStage::ScaleDown,
         replicas: inputs.replicas.clone(),
     })
@@ -449,6 +450,7 @@ mod tests {
     fn recorded(stage: WorkflowStage) -> Workflow {
         Workflow {
             stage,
+            wound_down: false,
             replicas: vec![
                 RecordedReplicas {
                     kind: WorkloadKind::Deployment,

@@ -428,3 +428,59 @@ fn a_reopened_incident_whose_ledger_is_full_goes_to_a_human() {
     );
     assert_eq!(reasons(&decision), ["Reopened", "Escalated"]);
 }
+
+#[test]
+fn a_restore_under_way_when_its_incident_is_resolved_brings_its_writers_back_then_ends() {
+    let (mut closed, seen) = World::new()
+        .phase("Resolved")
+        .step("restoreData", "Verifying", "2026-01-01T00:00:06Z")
+        .at("2026-01-01T00:01:00Z");
+    let workflow = |stage: &str, wound_down: bool| -> Option<crate::crd::Workflow> {
+        serde_json::from_value(json!({"stage": stage, "woundDown": wound_down,
+            "replicas": [{"kind": "Deployment", "name": "api", "replicas": 3}]}))
+        .ok()
+    };
+    closed.status.as_mut().unwrap().steps[0].workflow = workflow("VerifyData", false);
+
+    // The data is not verified: the writers come back next.
+    let decision = decide(&closed, &seen);
+    let step = last_step(&decision);
+    assert_eq!(step.result, StepResult::Verifying);
+    assert_eq!(step.workflow, workflow("ScaleBack", true));
+    assert!(
+        step.changes.last().is_some_and(|c| c.starts_with(
+            "the incident was closed mid-restore: before the restored data was verified"
+        )),
+        "{:?}",
+        step.changes
+    );
+    assert!(reasons(&decision).contains(&"RestoreWoundDown"));
+
+    // Scaled back to the recorded replicas, as a change.
+    closed.status = Some(decision.status);
+    let decision = decide(&closed, &seen);
+    let effect = decision.effect.as_ref().unwrap();
+    assert_eq!(effect.then, Some(WorkflowStage::Done));
+    assert!(!effect.dry_run);
+
+    // Once they are back, the step ends: it did not bring recovery.
+    let mut back = closed.clone();
+    back.status.as_mut().unwrap().steps[0].workflow = workflow("Done", true);
+    let decision = decide(&back, &seen);
+    let step = last_step(&decision);
+    assert_eq!(step.result, StepResult::Failed);
+    assert!(
+        step.message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("stopped: the incident was closed mid-restore")),
+        "{step:?}"
+    );
+    // An open restore at Done is verified as usual, not ended.
+    let (mut open, seen) = World::new()
+        .phase("Mitigating")
+        .step("restoreData", "Verifying", "2026-01-01T00:00:06Z")
+        .at("2026-01-01T00:01:00Z");
+    open.status.as_mut().unwrap().steps[0].workflow = workflow("Done", false);
+    let decision = decide(&open, &seen);
+    assert_ne!(last_step(&decision).result, StepResult::Failed);
+}
