@@ -52,6 +52,20 @@ async fn patch(client: &Client, ns: &str, body: Value) -> Result<Incident, Strin
         .map_err(|error| error.to_string())
 }
 
+/// As [`patch`], as a server-side dry run: admission judges it and nothing
+/// is stored (a lie let through before a policy is in force would
+/// otherwise stay, and an unchanged field is not judged again).
+async fn dry_run(client: &Client, ns: &str, body: Value) -> Result<Incident, String> {
+    Api::<Incident>::namespaced(client.clone(), ns)
+        .patch(
+            "outage",
+            &PatchParams::default().dry_run(),
+            &Patch::Merge(&body),
+        )
+        .await
+        .map_err(|error| error.to_string())
+}
+
 #[tokio::test]
 async fn acknowledgements_and_approvals_name_the_user_who_sent_them() {
     let admin = client().await;
@@ -77,9 +91,14 @@ async fn acknowledgements_and_approvals_name_the_user_who_sent_them() {
     let lie = json!({"spec": {"acknowledged": {"by": "commander"}}});
     let refused = eventually("the admission policy in force", || {
         let (responder, ns, lie) = (responder.clone(), ns.clone(), lie.clone());
-        async move { patch(&responder, &ns, lie).await.err() }
+        async move { dry_run(&responder, &ns, lie).await.err() }
     })
     .await;
+    assert_eq!(
+        patch(&responder, &ns, lie).await.err(),
+        Some(refused.clone()),
+        "the real request is refused as its dry run was"
+    );
     assert!(
         refused.contains("spec.acknowledged.by: must be the user who acknowledges (responder)"),
         "{refused}"
@@ -156,11 +175,21 @@ async fn acknowledgements_and_approvals_name_the_user_who_sent_them() {
     let forged = json!({"status": {"phase": "Resolved", "steps": [{
         "id": "x", "name": "rollback", "action": "rollback", "result": "Pending", "attempt": 1}]}});
     let incidents = Api::<Incident>::namespaced(admin.clone(), &ns);
-    let error = incidents
-        .patch_status("outage", &PatchParams::default(), &Patch::Merge(&forged))
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = eventually("the status policy in force", || {
+        let (incidents, forged) = (incidents.clone(), forged.clone());
+        async move {
+            incidents
+                .patch_status(
+                    "outage",
+                    &PatchParams::default().dry_run(),
+                    &Patch::Merge(&forged),
+                )
+                .await
+                .err()
+                .map(|error| error.to_string())
+        }
+    })
+    .await;
     assert!(
         error.contains("status: written only by the operator (system:serviceaccount:")
             && error.contains(&format!(":op-{ns}-healing-guard-operator), not by ")),
