@@ -193,7 +193,10 @@ async fn alertmanager(
         Err(_) => {
             return (
                 StatusCode::REQUEST_TIMEOUT,
-                format!("the body did not arrive within {}s", READ_WITHIN.as_secs()),
+                format!(
+                    "the body did not arrive within {}",
+                    crate::crd::duration::spoken(READ_WITHIN)
+                ),
             );
         }
     };

@@ -107,6 +107,32 @@ impl Workload {
         }
     }
 
+    /// The revision a StatefulSet is rolling its pods to (its controller's
+    /// `updateRevision`, once it has seen the current spec); Deployments
+    /// have none.
+    /// `None` too for a StatefulSet whose rolling update is partitioned:
+    /// its pods below the partition stay on their revision on purpose.
+    pub fn update_revision(&self) -> Option<&str> {
+        match self {
+            Workload::Deployment(_) => None,
+            Workload::StatefulSet(s) => {
+                let partitioned = s
+                    .spec
+                    .as_ref()
+                    .and_then(|spec| spec.update_strategy.as_ref())
+                    .and_then(|strategy| strategy.rolling_update.as_ref())
+                    .and_then(|rolling| rolling.partition)
+                    .is_some_and(|partition| partition > 0);
+                s.status
+                    .as_ref()
+                    .filter(|status| {
+                        !partitioned && status.observed_generation >= s.metadata.generation
+                    })
+                    .and_then(|status| status.update_revision.as_deref())
+            }
+        }
+    }
+
     /// The step that last changed the workload, from its annotation.
     pub fn applied_step(&self) -> Option<&str> {
         self.annotations().get(STEP_ANNOTATION).map(String::as_str)

@@ -9,7 +9,7 @@ use std::fmt::Write;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::ResourceExt;
 
-use super::templates::human;
+use crate::crd::duration::spoken as human;
 use crate::crd::{Incident, IncidentSpec, IncidentStatus, SourceKind};
 
 /// The name of an incident's report ConfigMap.

@@ -120,7 +120,10 @@ pub async fn send(
         Err(error) => Outcome::Retry {
             after: backoff(attempts, None),
             why: if error.is_timeout() {
-                format!("no answer within {}s", ATTEMPT_TIMEOUT.as_secs())
+                format!(
+                    "no answer within {}",
+                    crate::crd::duration::spoken(ATTEMPT_TIMEOUT)
+                )
             } else if error.is_connect() {
                 "could not connect".to_owned()
             } else {

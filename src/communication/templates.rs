@@ -86,7 +86,7 @@ impl Fields {
             status: text("Investigating"),
             phase: text("Triggered"),
             eta: text("2026-01-01T04:00:00Z"),
-            update_every: Some(text("15m")),
+            update_every: Some(text("15 minutes")),
             next_update: text("2026-01-01T00:15:00Z"),
             commander: text("jane"),
             progress: text("rollback applied"),
@@ -110,18 +110,6 @@ pub fn status_word(phase: Option<Phase>) -> &'static str {
     }
 }
 
-/// A duration as people say it: 1h 5m, 12m, 40s.
-pub fn human(duration: std::time::Duration) -> String {
-    let secs = duration.as_secs();
-    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
-    match (h, m) {
-        (0, 0) => format!("{s}s"),
-        (0, m) => format!("{m}m"),
-        (h, 0) => format!("{h}h"),
-        (h, m) => format!("{h}h {m}m"),
-    }
-}
-
 /// The fields of `incident` for a message about `event` at `now`.
 pub fn fields(
     incident: &Incident,
@@ -142,7 +130,7 @@ pub fn fields(
     let ended = status.milestones.resolved_at.as_ref().map_or(now, |t| t.0);
     let duration = opened
         .map(|o| std::time::Duration::try_from(ended.duration_since(o)).unwrap_or_default())
-        .map(human)
+        .map(crate::crd::duration::spoken)
         .unwrap_or_default();
     let next_steps = match status.phase {
         Some(Phase::Escalated) => "automatic remediation is exhausted; a human must act".to_owned(),
@@ -170,7 +158,7 @@ pub fn fields(
             .sla
             .as_ref()
             .map_or_else(|| "unknown".to_owned(), |sla| sla.resolve_by.0.to_string()),
-        update_every: update_every.map(human),
+        update_every: update_every.map(crate::crd::duration::spoken),
         next_update: next_update.map_or_else(|| "on the next change".to_owned(), |t| t.to_string()),
         commander: spec
             .acknowledged

@@ -169,9 +169,48 @@ impl JsonSchema for Duration {
     }
 }
 
+/// A duration as people say it in a message: "15 minutes", "1 hour 5
+/// minutes", "40 seconds" (the two largest units; what is smaller is left
+/// out).
+pub fn spoken(duration: std::time::Duration) -> String {
+    let secs = duration.as_secs();
+    let units = [
+        (secs / 86_400, "day"),
+        (secs % 86_400 / 3600, "hour"),
+        (secs % 3600 / 60, "minute"),
+        (secs % 60, "second"),
+    ];
+    let said: Vec<String> = units
+        .iter()
+        .skip_while(|(n, _)| *n == 0)
+        .take(2)
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n} {unit}{}", if *n == 1 { "" } else { "s" }))
+        .collect();
+    if said.is_empty() {
+        "0 seconds".to_owned()
+    } else {
+        said.join(" ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_spoken_as_people_say_them() {
+        let said = |secs: u64| spoken(std::time::Duration::from_secs(secs));
+        assert_eq!(said(900), "15 minutes");
+        assert_eq!(said(60), "1 minute");
+        assert_eq!(said(40), "40 seconds");
+        assert_eq!(said(3600), "1 hour");
+        assert_eq!(said(3900), "1 hour 5 minutes");
+        assert_eq!(said(3605), "1 hour");
+        assert_eq!(said(90), "1 minute 30 seconds");
+        assert_eq!(said(86_400 + 7200), "1 day 2 hours");
+        assert_eq!(said(0), "0 seconds");
+    }
 
     #[test]
     fn durations_read_the_go_way_and_never_overflow() {

@@ -456,6 +456,11 @@ pub struct StepRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1000))]
     pub replacing: Vec<String>,
+    /// When the signal returned after this step was verified and the
+    /// incident resolved: a fix that did not last, counted as failed (the
+    /// next round starts after it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relapsed_at: Option<Time>,
 }
 
 /// Where a restoreData step stands. Each stage is written before it is

@@ -36,6 +36,9 @@ const MAX_TITLE: usize = 256;
 /// move (a crash that goes on after escalation): repeats in between are
 /// folded into the next update.
 pub const UPDATE_EVERY: Duration = Duration::from_secs(10);
+/// Once an incident is escalated (nothing more will be done for it), each
+/// count-only update waits twice as long as the one before, up to this.
+pub const ESCALATED_UPDATE_EVERY: Duration = Duration::from_secs(300);
 /// How many affected pods an Incident lists; the rest are counted.
 pub const MAX_AFFECTED_PODS: usize = 20;
 
@@ -187,8 +190,9 @@ pub struct Writer {
     written: HashMap<(String, String), DetectionStatus>,
     affected: HashMap<(String, String), BTreeSet<String>>,
     created: HashMap<(String, String), String>,
-    /// When each incident's detection was last written.
-    last_write: HashMap<(String, String), Instant>,
+    /// When each incident's detection was last written, and how long its
+    /// counts wait after that.
+    last_write: HashMap<(String, String), (Instant, Duration)>,
 }
 
 impl Writer {
@@ -401,12 +405,16 @@ impl Writer {
         reopen: bool,
     ) -> Result<Written, kube::Error> {
         let id = (namespace.to_owned(), name.to_owned());
-        let from_store = self
+        let stored = self
             .incidents
             .state_filter(|i| i.namespace().as_deref() == Some(namespace) && i.name_any() == name)
             .into_iter()
-            .next()
-            .and_then(|i| i.status.as_ref().and_then(|s| s.detection.clone()));
+            .next();
+        let escalated = stored
+            .as_ref()
+            .and_then(|i| i.status.as_ref()?.phase)
+            .is_some_and(|phase| phase == crate::crd::Phase::Escalated);
+        let from_store = stored.and_then(|i| i.status.as_ref().and_then(|s| s.detection.clone()));
         let previous = self.written.get(&id).cloned().or(from_store);
         let affected = self.affected.entry(id.clone()).or_default();
         let detection = merge_detection(previous.as_ref(), report, reopen, affected);
@@ -422,10 +430,8 @@ impl Writer {
                     < detection.affected_pods.len()
                         + usize::try_from(detection.affected_pods_omitted).unwrap_or(0)
         }) || reopen;
-        let recent = self
-            .last_write
-            .get(&id)
-            .is_some_and(|at| at.elapsed() < UPDATE_EVERY);
+        let waited = self.last_write.get(&id).copied();
+        let recent = waited.is_some_and(|(at, wait)| at.elapsed() < wait);
         if !course_changed && recent {
             return Ok(Written::Deferred);
         }
@@ -453,7 +459,11 @@ impl Writer {
         }
         written?;
         self.written.insert(id.clone(), detection);
-        self.last_write.insert(id, Instant::now());
+        let wait = match (escalated, waited) {
+            (true, Some((_, wait))) => (wait * 2).min(ESCALATED_UPDATE_EVERY),
+            _ => UPDATE_EVERY,
+        };
+        self.last_write.insert(id, (Instant::now(), wait));
         Ok(Written::Done)
     }
 
@@ -523,7 +533,7 @@ mod tests {
                 .written
                 .insert(id.clone(), DetectionStatus::default());
             writer.affected.insert(id.clone(), BTreeSet::new());
-            writer.last_write.insert(id, Instant::now());
+            writer.last_write.insert(id, (Instant::now(), UPDATE_EVERY));
             writer.created.insert(
                 ("shop".to_owned(), format!("key-{name}")),
                 (*name).to_owned(),

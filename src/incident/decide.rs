@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     crd::{
-        Detection, Incident, IncidentStatus, Phase, PolicyRule, SourceKind, StepResult,
+        Detection, Incident, IncidentStatus, Mode, Phase, PolicyRule, SourceKind, StepResult,
         WorkflowStage,
     },
     detector::symptoms,
@@ -339,8 +339,34 @@ fn remediate(decision: &mut Decision, incident: &Incident, ladder: &Ladder, seen
     let last_applied = decision.status.steps.last().is_some_and(|r| {
         workload.applied_step() == Some(r.id.as_str()) || r.applying_since.is_some()
     });
+    // A person who declared the incident may see what the pods do not (a
+    // 503 behind the load balancer, a bad config nothing crashes on): its
+    // next step is proposed all the same, and runs once a person approves
+    // it. Nothing runs on a healthy-looking target without that approval.
+    let declared = incident.spec.source.kind == SourceKind::Manual;
+    let asked_for = |entry: usize| {
+        decision.status.steps.get(entry).is_some_and(|record| {
+            approved(&record.name)
+                || ladder
+                    .rung_of(record)
+                    .is_some_and(|rung| rung.mode == Mode::DryRun)
+        })
+    };
     match ladder::next(ladder, &decision.status.steps, round, approved, health, now) {
+        Next::Record { rung, .. } if recovered && declared => {
+            let dry_run = ladder
+                .rungs
+                .get(rung)
+                .is_some_and(|r| r.mode == Mode::DryRun);
+            step.record(decision, rung, !dry_run);
+            if !dry_run {
+                symptom_absent(decision, ladder, workload, round);
+            }
+        }
         Next::Record { .. } if recovered => {}
+        Next::Execute { entry, rung } if recovered && declared && asked_for(entry) => {
+            step.execute(decision, entry, rung);
+        }
         Next::Execute { entry, .. } if recovered && !last_applied => step.skip_with(
             decision,
             entry,
@@ -370,6 +396,37 @@ fn remediate(decision: &mut Decision, incident: &Incident, ladder: &Ladder, seen
     }
 }
 
+/// The message of a step proposed on a declared incident whose rule's
+/// symptom is not seen: what is missing, and what runs it anyway.
+fn symptom_absent(
+    decision: &mut Decision,
+    ladder: &Ladder,
+    workload: &crate::workload::Workload,
+    round: i32,
+) {
+    let Some(record) = decision.status.steps.last_mut() else {
+        return;
+    };
+    if record.result != StepResult::AwaitingApproval {
+        return;
+    }
+    let symptom = ladder
+        .rule
+        .as_ref()
+        .map(|rule| rule.when.symptom.to_string())
+        .unwrap_or_default();
+    let approval = if round > 1 {
+        format!("{{step: {}, by: <you>, round: {round}}}", record.name)
+    } else {
+        format!("{{step: {}, by: <you>}}", record.name)
+    };
+    record.message = Some(format!(
+        "the rule's symptom {symptom} is not present on {}; this incident was declared by a \
+         person, so its step is proposed: approve it in spec.approvals ({approval}) to run it anyway",
+        workload.reference()
+    ));
+}
+
 /// A step applied in parts goes on while it verifies (a DeletePods
 /// restart, batch by batch). Returns whether there was more to do.
 fn follow_up(decision: &mut Decision, ladder: &Ladder, seen: &Observation) -> bool {
@@ -394,12 +451,22 @@ fn follow_up(decision: &mut Decision, ladder: &Ladder, seen: &Observation) -> bo
     }
     let min_ready = ladder.safety.min_ready_replicas;
     let replacing = &record.replacing;
-    let Some(planned) = rung.act().follow_up(
+    let more = rung.act().follow_up(
         &rung.action,
         &seen.pods,
         actions::Progress { started, replacing },
         min_ready,
-    ) else {
+    );
+    // A StatefulSet waits for a pod broken on its old revision instead of
+    // replacing it: a step that changed the template finishes the job.
+    let stuck = || {
+        rung.act()
+            .rolls_pods(&rung.action)
+            .then(|| seen.workload.as_ref())
+            .flatten()
+            .and_then(|workload| actions::restart::stuck_on_an_older_revision(workload, &seen.pods))
+    };
+    let Some(planned) = more.or_else(stuck) else {
         return false;
     };
     decision.effect = Some(Effect {

@@ -172,9 +172,12 @@ fn deadlines(plan: &mut Plan, incident: &Incident, now: &Time) -> Sla {
     }
 }
 
-/// The detector saw the signal return after resolution: reopen, and mark
-/// the incident Flapping past the policy's threshold. Counted, not timed: a
-/// reopen in the same second as the resolution still counts.
+/// The detector saw the signal return after resolution: reopen. The step
+/// that resolved it did not last: it is counted as failed (relapsed), and
+/// the next round starts after it. Past the policy's flap threshold the
+/// incident is Flapping and goes to a person: Escalated, `NeedsHuman`, and
+/// nothing more runs automatically. Counted, not timed: a reopen in the same
+/// second as the resolution still counts.
 fn reopen(plan: &mut Plan, incident: &Incident, settings: &Detection, now: &Time) {
     let status = &mut plan.status;
     let reopens = status.detection.as_ref().map_or(0, |d| d.reopens);
@@ -188,13 +191,21 @@ fn reopen(plan: &mut Plan, incident: &Incident, settings: &Detection, now: &Time
     }
     let generation = incident.metadata.generation;
     status.reopened_at_generation = generation;
-    let message = format!("the signal returned after resolution (reopen {reopens}): reopened");
+    let relapsed = relapse(status, now);
+    let message = match &relapsed {
+        Some(step) => format!(
+            "the signal returned after resolution (reopen {reopens}): reopened; step {step} did \
+             not last and counts as failed"
+        ),
+        None => format!("the signal returned after resolution (reopen {reopens}): reopened"),
+    };
     plan.note(now, "Reopened", message, warning("Reopen"));
     if reopens < settings.flap_threshold {
         return;
     }
     let message = format!(
-        "reopened {reopens} times (threshold {})",
+        "reopened {reopens} times (threshold {}): a fix that does not last is a failed fix; \
+         nothing more runs automatically until a person acts",
         settings.flap_threshold
     );
     let update = ConditionUpdate {
@@ -204,8 +215,35 @@ fn reopen(plan: &mut Plan, incident: &Incident, settings: &Detection, now: &Time
         message: message.clone(),
     };
     if set_condition(&mut plan.status.conditions, update, generation, now) {
-        plan.note(now, FLAPPING, message, warning("Reopen"));
+        plan.note(now, FLAPPING, message.clone(), warning("Reopen"));
     }
+    if phase::enter(&mut plan.status, Transition::Exhaust, now) {
+        let update = ConditionUpdate {
+            type_: crate::incident::decision::NEEDS_HUMAN,
+            status: true,
+            reason: FLAPPING,
+            message: message.clone(),
+        };
+        set_condition(&mut plan.status.conditions, update, generation, now);
+        plan.note(now, "Escalated", message, warning("Reopen"));
+    }
+}
+
+/// The step whose success the reopen undid (the last one that succeeded):
+/// failed after all. Returns its name.
+fn relapse(status: &mut IncidentStatus, now: &Time) -> Option<String> {
+    let step = status
+        .steps
+        .iter_mut()
+        .rev()
+        .find(|s| s.result == StepResult::Succeeded)?;
+    step.result = StepResult::Failed;
+    step.relapsed_at = Some(now.clone());
+    step.message = Some(
+        "the fix did not last: the signal returned after the incident resolved; counted as failed"
+            .into(),
+    );
+    Some(step.name.clone())
 }
 
 /// What responders said in `spec`: acknowledged, declined, resolved.
@@ -294,7 +332,7 @@ fn watch_deadlines(plan: &mut Plan, incident: &Incident, mut sla: Sla, now: &Tim
                 sla.acknowledge_breached = true;
                 let message = format!(
                     "not acknowledged within {} ({severity} response time); deadline was {deadline}",
-                    human(severity.acknowledge_within()),
+                    crate::crd::duration::spoken(severity.acknowledge_within()),
                 );
                 breach(
                     plan,
@@ -314,7 +352,7 @@ fn watch_deadlines(plan: &mut Plan, incident: &Incident, mut sla: Sla, now: &Tim
                 sla.resolve_breached = true;
                 let message = format!(
                     "not resolved within {}; deadline was {deadline}",
-                    human(severity.resolve_within())
+                    crate::crd::duration::spoken(severity.resolve_within())
                 );
                 breach(
                     plan,
@@ -368,15 +406,6 @@ fn add(at: Timestamp, duration: Duration) -> Timestamp {
 fn until(now: Timestamp, deadline: Timestamp) -> Duration {
     // A second of slack so the requeue lands after the deadline, not on it.
     Duration::try_from(deadline.duration_since(now)).unwrap_or_default() + Duration::from_secs(1)
-}
-
-fn human(duration: Duration) -> String {
-    let minutes = duration.as_secs() / 60;
-    if minutes.is_multiple_of(60) {
-        format!("{}h", minutes / 60)
-    } else {
-        format!("{minutes}m")
-    }
 }
 
 #[cfg(test)]
@@ -648,12 +677,27 @@ mod tests {
             d.cleared_at = None;
         });
         let reopened = plan(&inc, &settings(1, 1), at("2026-01-01T00:00:20Z"));
-        assert_eq!(reopened.status.phase, Some(Phase::Triggered));
+        // Past the threshold it goes to a person: nothing more runs by itself.
+        assert_eq!(reopened.status.phase, Some(Phase::Escalated));
         assert_eq!(reopened.status.milestones.resolved_at, None);
         assert!(crate::conditions::is_true(
             &reopened.status.conditions,
             FLAPPING
         ));
+        let needs_human = reopened
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == crate::incident::decision::NEEDS_HUMAN)
+            .unwrap();
+        assert_eq!(needs_human.reason, "Flapping");
+        assert!(
+            needs_human
+                .message
+                .starts_with("reopened 1 times (threshold 1): a fix that does not last"),
+            "{}",
+            needs_human.message
+        );
         inc.status = Some(reopened.status);
         let again = plan(&inc, &settings(1, 1), at("2026-01-01T00:00:21Z"));
         assert!(again.events.is_empty(), "{:?}", again.events);

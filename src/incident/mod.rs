@@ -106,7 +106,10 @@ async fn reconcile_once(incident: &Arc<Incident>, ctx: &Context) -> Result<Pass,
                 Err(act::ActError::Fenced(fenced)) => return Err(fenced.into()),
                 Err(act::ActError::Authority(error)) => return Err(error.into()),
                 Err(act::ActError::Apply(error)) => match error.refusal() {
-                    Some(message) => settle::settle_refused(decision, &message, seen.now),
+                    Some(message) => {
+                        let what = error.failure(effect.dry_run);
+                        settle::settle_refused(decision, &what, &message, seen.now)
+                    }
                     // Lost a race: decide again from a fresh read, uncounted.
                     None if error.is_conflict() => return Err(error.into()),
                     None => {

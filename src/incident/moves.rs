@@ -107,6 +107,7 @@ impl Step<'_> {
             applying_since: None,
             workflow: None,
             replacing: Vec::new(),
+            relapsed_at: None,
         });
         if runs_now {
             phase::enter(&mut decision.status, Transition::StartStep, &self.now);

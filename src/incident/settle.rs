@@ -31,17 +31,19 @@ pub(super) fn refuse(
     decision.requeue_within(AFTER_RECORD);
 }
 
-/// Records that the API server refused the decision's effect for good (an
-/// invalid value, a forbidden write, an admission webhook's denial): the
-/// step fails with the server's message and the ladder moves on. Pure.
-pub fn settle_refused(mut decision: Decision, message: &str, now: Timestamp) -> Decision {
+/// Records that the decision's effect was refused for good (an invalid
+/// value, a forbidden write, an admission webhook's denial, a service's
+/// answer): the step fails with the message and the ladder moves on.
+/// `what` says who refused it (the API server, the service a step called).
+/// Pure.
+pub fn settle_refused(
+    mut decision: Decision,
+    what: &str,
+    message: &str,
+    now: Timestamp,
+) -> Decision {
     let Some(effect) = decision.effect.take() else {
         return decision;
-    };
-    let what = if effect.dry_run {
-        "the API server refused the dry run"
-    } else {
-        "the API server refused the change"
     };
     let reason = format!("{what} ({}): {message}", effect.planned.summary);
     refuse(&mut decision, effect.entry, &reason, &Time(now));

@@ -273,7 +273,8 @@ pub enum Next {
 /// Decides the next move. `approved(name)` tells whether a responder
 /// approved a step. Only the entries of the current `round` count: an
 /// incident reopened after resolution runs its ladder again (round 2, ...),
-/// its earlier entries kept as the record.
+/// its earlier entries kept as the record; from the rung after the one whose
+/// fix did not last (relapsed), so a fix that does not hold is not repeated.
 pub fn next(
     ladder: &Ladder,
     ledger: &[StepRecord],
@@ -287,8 +288,15 @@ pub fn next(
         .position(|record| record.attempt >= round)
         .unwrap_or(ledger.len());
     let current = &ledger[first..];
+    let from = ledger[..first]
+        .iter()
+        .rev()
+        .find(|record| record.relapsed_at.is_some())
+        .and_then(|record| ladder.rung_of(record))
+        .and_then(|relapsed| ladder.rungs.iter().position(|r| std::ptr::eq(r, relapsed)))
+        .map_or(0, |index| index + 1);
     let Some(last) = current.last() else {
-        return record_untried(ladder, current, &approved, None);
+        return record_untried(ladder, current, &approved, None, from);
     };
     let entry = ledger.len() - 1;
     let rung = ladder.rung_of(last);
@@ -316,7 +324,7 @@ pub fn next(
             verify(entry, last, timing, health, now)
         }
         StepResult::Failed | StepResult::Skipped | StepResult::DryRun => {
-            record_untried(ladder, current, &approved, Some(last.result))
+            record_untried(ladder, current, &approved, Some(last.result), from)
         }
         StepResult::Succeeded => Next::Wait(None),
     }
@@ -340,7 +348,10 @@ fn verify(entry: usize, last: &StepRecord, timing: Timing, health: Health, now: 
             if now >= deadline {
                 Next::Failed {
                     entry,
-                    reason: format!("not healthy within {}s", timing.timeout.as_secs()),
+                    reason: format!(
+                        "not healthy within {}",
+                        crate::crd::duration::spoken(timing.timeout)
+                    ),
                 }
             } else {
                 Next::Wait(Some(deadline))
@@ -349,17 +360,22 @@ fn verify(entry: usize, last: &StepRecord, timing: Timing, health: Health, now: 
     }
 }
 
-/// The first rung not tried yet; the end of the ladder when there is none.
+/// The first rung from `from` on not tried yet; the end of the ladder when
+/// there is none.
 fn record_untried(
     ladder: &Ladder,
     ledger: &[StepRecord],
     approved: &impl Fn(&str) -> bool,
     last: Option<StepResult>,
+    from: usize,
 ) -> Next {
     let untried = ladder
         .rungs
         .iter()
-        .position(|rung| !ladder.tried(ledger, rung));
+        .enumerate()
+        .skip(from)
+        .find(|(_, rung)| !ladder.tried(ledger, rung))
+        .map(|(index, _)| index);
     match untried {
         Some(index) => {
             let rung = &ladder.rungs[index];
@@ -450,6 +466,7 @@ mod tests {
     ) -> StepRecord {
         StepRecord {
             replacing: Vec::new(),
+            relapsed_at: None,
             id: format!("abc-{name}-1"),
             name: name.into(),
             action,
@@ -528,7 +545,7 @@ mod tests {
                 "2026-01-01T00:05:00Z",
                 Next::Failed {
                     entry: 0,
-                    reason: "not healthy within 300s".into(),
+                    reason: "not healthy within 5 minutes".into(),
                 },
             ),
             (
@@ -716,7 +733,7 @@ mod tests {
             ),
             Next::Failed {
                 entry: 0,
-                reason: "not healthy within 300s".into()
+                reason: "not healthy within 5 minutes".into()
             }
         );
     }

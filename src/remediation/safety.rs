@@ -153,9 +153,9 @@ pub fn check(
         return Verdict::WaitUntil(
             add(*oldest, limits.window),
             format!(
-                "{} actions on the target within {}s, the most allowed",
+                "{} actions on the target within {}, the most allowed",
                 in_window.len(),
-                limits.window.as_secs()
+                crate::crd::duration::spoken(limits.window)
             ),
         );
     }

@@ -86,7 +86,7 @@ pub async fn run(
         Ok(result) => result?,
         Err(_) => Measured::failed(format!(
             "no answer within {}",
-            crate::communication::templates::human(timeout)
+            crate::crd::duration::spoken(timeout)
         )),
     };
     Ok(Outcome {
@@ -308,7 +308,7 @@ async fn check_http(
             value: Some(seconds),
             detail: format!(
                 "answered {shown}, slower than {}",
-                crate::communication::templates::human(limit.as_std())
+                crate::crd::duration::spoken(limit.as_std())
             ),
         });
     }

@@ -1675,7 +1675,7 @@ spec: {kind: Webhook, secretRef: {name: stuck}, events: [Opened, StepApplied, Re
                     d.channel == "stuck-hook"
                         && d.last_error
                             .as_deref()
-                            .is_some_and(|e| e.contains("no answer within 10s"))
+                            .is_some_and(|e| e.contains("no answer within 10 seconds"))
                 })
             })
         },

@@ -246,3 +246,129 @@ async fn an_unacknowledged_incident_breaches_its_deadline_with_nothing_else_happ
         "{metrics}"
     );
 }
+
+/// A declared incident whose target looks healthy (the outage is seen from
+/// outside: a bad release whose pods do not crash) proposes its rule's
+/// step, says why it waits, and runs it once a person approves: the
+/// rollback brings the previous release back and the incident resolves.
+#[tokio::test]
+async fn a_declared_incident_on_a_healthy_looking_target_proposes_its_step_and_runs_it_once_approved()
+ {
+    use healing_guard_operator::crd::StepResult;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Patch, PatchParams};
+
+    let client = client().await;
+    let ns = namespace(&client, "declared-healthy").await;
+    let _operator = Operator::start(&ns).await;
+    crate::remediation::policy_with(
+        &client,
+        &ns,
+        crate::remediation::crash_policy("Auto", json!([{"action": "rollback"}]), "1m"),
+    )
+    .await;
+    // Revision 1, then a release whose pods run fine but serve errors.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "api", "labels": {"guarded": "yes"}},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "api"}},
+                 "template": {"metadata": {"labels": {"app": "api"}},
+                              "spec": {"containers": [{"name": "app", "image": "registry.local/api:1"}]}}}
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let image = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .image
+            .clone()
+            .unwrap_or_default()
+    };
+    let rolled_out = |version: &'static str| {
+        let deployments = deployments.clone();
+        move || {
+            let deployments = deployments.clone();
+            async move {
+                let d = deployments.get("api").await.ok()?;
+                let status = d.status.clone()?;
+                (image(&d) == format!("registry.local/api:{version}")
+                    && status.updated_replicas == Some(2)
+                    && status.available_replicas == Some(2))
+                .then_some(())
+            }
+        }
+    };
+    eventually("revision 1 available", rolled_out("1")).await;
+    let release = json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "app", "image": "registry.local/api:2"}]}}}});
+    deployments
+        .patch("api", &PatchParams::default(), &Patch::Strategic(&release))
+        .await
+        .unwrap();
+    eventually("revision 2 available", rolled_out("2")).await;
+
+    let incident: Incident = serde_json::from_value(json!({
+        "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
+        "metadata": {"name": "api-errors"},
+        "spec": {"title": "the API answers 503 since release 2", "severity": "P1",
+                 "type": "ServiceOutage", "target": {"kind": "Deployment", "name": "api"},
+                 "policy": "guard", "rule": "crash"}
+    }))
+    .unwrap();
+    let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
+    incidents
+        .create(&PostParams::default(), &incident)
+        .await
+        .unwrap();
+    let proposed =
+        crate::support::incident_where(&client, &ns, "api-errors", "the step proposed", |i| {
+            i.status
+                .as_ref()
+                .and_then(|s| s.steps.first())
+                .is_some_and(|s| s.result == StepResult::AwaitingApproval)
+        })
+        .await;
+    let step = &proposed.status.as_ref().unwrap().steps[0];
+    assert_eq!(
+        step.message.as_deref(),
+        Some(
+            "the rule's symptom CrashLoopBackOff is not present on Deployment/api; this incident \
+             was declared by a person, so its step is proposed: approve it in spec.approvals \
+             ({step: rollback, by: <you>}) to run it anyway"
+        )
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        image(&deployments.get("api").await.unwrap()),
+        "registry.local/api:2",
+        "nothing runs before the approval"
+    );
+
+    let approve = json!({"spec": {"approvals": [{"step": "rollback", "by": "commander"}]}});
+    incidents
+        .patch(
+            "api-errors",
+            &PatchParams::default(),
+            &Patch::Merge(&approve),
+        )
+        .await
+        .unwrap();
+    eventually("revision 1 back", rolled_out("1")).await;
+    let resolved = crate::support::incident_where(&client, &ns, "api-errors", "resolved", |i| {
+        crate::support::phase_of(i) == Some(Phase::Resolved)
+    })
+    .await;
+    assert_eq!(
+        resolved.status.unwrap().steps[0].result,
+        StepResult::Succeeded
+    );
+}

@@ -1102,3 +1102,153 @@ async fn a_declared_incident_with_its_own_actions_runs_them() {
         Some(8)
     );
 }
+
+/// The runbook's "scale database resources" on a StatefulSet whose pod is
+/// OOM-killed in a loop: the StatefulSet controller waits for the broken
+/// pod instead of replacing it (OrderedReady), so the raised resources would
+/// never reach it. The step finishes the job: the pod left on the old
+/// revision is evicted, comes back on the new one with 4Gi, and the
+/// incident resolves.
+#[tokio::test]
+async fn raised_resources_reach_a_statefulset_pod_stuck_on_its_old_revision() {
+    use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod};
+
+    let (client, ns, _operator) = setup_spec(
+        "sts-oom",
+        json!({
+            "mode": "Auto",
+            "targets": [{"kind": "StatefulSet", "names": ["postgres"]}],
+            "rules": [{"name": "oom-killed", "when": {"symptom": "OOMKilled"},
+                       "severity": "P1", "type": "ResourceExhaustion",
+                       "actions": [{"name": "raise-resources", "action": "scale", "scale": {"resources": {
+                           "container": "postgres",
+                           "requests": {"memory": "4Gi", "cpu": "2000m"},
+                           "limits": {"memory": "4Gi", "cpu": "2000m"}}}}],
+                       "verify": {"timeout": "2m", "holdDown": "3s"}}]
+        }),
+    )
+    .await;
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let set: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "postgres"},
+        "spec": {"replicas": 1, "serviceName": "postgres",
+                 "selector": {"matchLabels": {"app": "postgres"}},
+                 "template": {"metadata": {"labels": {"app": "postgres",
+                                                      "healing-guard.io/inject": "oomkilled-below-4gi"}},
+                              "spec": {"containers": [{"name": "postgres", "image": "registry.local/postgres:15",
+                                                       "resources": {"requests": {"memory": "1Gi"},
+                                                                     "limits": {"memory": "1Gi"}}}]}}}
+    }))
+    .unwrap();
+    sets.create(&PostParams::default(), &set).await.unwrap();
+
+    let incident = incident_where(&client, &ns, "postgres-oomkilled", "resolved", |i| {
+        phase_of(i) == Some(Phase::Resolved)
+    })
+    .await;
+    let step = &incident.status.as_ref().unwrap().steps[0];
+    assert_eq!(step.result, StepResult::Succeeded);
+    let changes = step.changes.join("\n");
+    for line in [
+        "evict pods postgres-0 of StatefulSet/postgres: not Ready on an older revision",
+        "pod postgres-0 evicted",
+    ] {
+        assert!(changes.contains(line), "{line:?} not in:\n{changes}");
+    }
+    let pod = Api::<Pod>::namespaced(client.clone(), &ns)
+        .get("postgres-0")
+        .await
+        .unwrap();
+    let limits = pod.spec.unwrap().containers[0]
+        .resources
+        .clone()
+        .unwrap()
+        .limits
+        .unwrap();
+    assert_eq!(
+        limits["memory"].0, "4Gi",
+        "the raised limit reached the running pod"
+    );
+}
+
+/// A fix that holds only for a moment: the pods start, look healthy for a
+/// few seconds, then crash again. Each restart "recovers" for the hold-down
+/// and the incident resolves, then reopens. The fix that did not last
+/// counts as failed and the next round goes on after it; past the flap
+/// threshold the incident goes to a person (Escalated, NeedsHuman
+/// Flapping) and nothing more runs, with the budget wide open.
+#[tokio::test]
+async fn a_fix_that_does_not_last_escalates_instead_of_looping() {
+    let (client, ns, _operator) = setup_spec(
+        "flapping",
+        json!({
+            "mode": "Auto",
+            "targets": [{"kind": "Deployment", "selector": {"matchLabels": {"guarded": "yes"}}}],
+            "safety": {"cooldown": "1s", "maxActions": 20, "window": "10m"},
+            "detection": {"flapThreshold": 2},
+            "rules": [{"name": "crash", "when": {"symptom": "CrashLoopBackOff", "minRestarts": 1},
+                       "severity": "P1", "type": "ServiceOutage",
+                       "actions": [{"name": "first", "action": "restart"},
+                                   {"name": "second", "action": "restart"},
+                                   {"name": "third", "action": "restart"}],
+                       "verify": {"timeout": "1m", "holdDown": "2s"}}]
+        }),
+    )
+    .await;
+    create_deployment(
+        &client,
+        &ns,
+        json!({"metadata": {"name": "api", "labels": {"guarded": "yes"}},
+               "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "api"}},
+                        "template": {"metadata": {"labels": {"app": "api",
+                                                             "healing-guard.io/inject": "crashloop-after-start"}},
+                                     "spec": {"containers": [{"name": "app", "image": "registry.local/api:1"}]}}}}),
+    )
+    .await;
+    let escalated = incident_where(&client, &ns, "api-crashloop", "escalated", |i| {
+        phase_of(i) == Some(Phase::Escalated)
+    })
+    .await;
+    let status = escalated.status.as_ref().unwrap();
+    let ledger: Vec<_> = status
+        .steps
+        .iter()
+        .map(|s| {
+            (
+                s.name.as_str(),
+                s.attempt,
+                s.result,
+                s.relapsed_at.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ledger,
+        [
+            ("first", 1, StepResult::Failed, true),
+            ("second", 2, StepResult::Failed, true),
+        ],
+        "each fix that did not last counted as failed; round 2 went on after the first"
+    );
+    let needs_human = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "NeedsHuman")
+        .unwrap();
+    assert_eq!(needs_human.reason, "Flapping");
+    assert!(
+        needs_human
+            .message
+            .starts_with("reopened 2 times (threshold 2)"),
+        "{}",
+        needs_human.message
+    );
+    // Nothing more runs, though the budget would allow it.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let later = Api::<Incident>::namespaced(client.clone(), &ns)
+        .get("api-crashloop")
+        .await
+        .unwrap();
+    assert_eq!(later.status.as_ref().unwrap().steps.len(), 2);
+    assert_eq!(phase_of(&later), Some(Phase::Escalated));
+}

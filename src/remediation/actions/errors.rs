@@ -86,6 +86,19 @@ impl ApplyError {
         matches!(self, ApplyError::Kube(error) if crate::k8s::is_conflict(error))
     }
 
+    /// What went wrong, for the ledger, naming who answered: the API
+    /// server, the service a step called, or the operator itself.
+    pub fn failure(&self, dry_run: bool) -> String {
+        let change = if dry_run { "dry run" } else { "change" };
+        match self {
+            ApplyError::Kube(_) => format!("the API server refused the {change}"),
+            ApplyError::Call(_) => "the call to the service failed".to_owned(),
+            ApplyError::Encode(_) | ApplyError::Foreign(_) => {
+                format!("the operator refused the {change}")
+            }
+        }
+    }
+
     /// A remediator's missing grant (403), in words naming the Role that
     /// would grant it.
     fn forbidden(&self) -> Option<String> {

@@ -13,7 +13,7 @@ use kube::{
 use serde_json::{Value, json};
 
 use super::{
-    action::{Action, Io, Mark, Plan, Progress, Request},
+    action::{Action, Io, Mark, Plan, Planned, Progress, Request},
     errors::{ApplyError, Refusal},
     write::{apply_body, patch_workload},
 };
@@ -211,6 +211,49 @@ fn follow_up(
     })
 }
 
+/// The label a StatefulSet's controller puts on each pod: its revision.
+const REVISION_LABEL: &str = "controller-revision-hash";
+
+/// A StatefulSet's pods left on an older revision and not Ready. Its
+/// controller waits for a broken pod before it rolls (OrderedReady), so a
+/// change to its template never reaches them (Kubernetes says to delete
+/// such pods by hand): they are evicted, and come back on the new
+/// revision. `None` when there are none, or for a Deployment.
+pub fn stuck_on_an_older_revision(workload: &Workload, pods: &[PodFacts]) -> Option<Planned> {
+    let revision = workload.update_revision()?;
+    let stuck: Vec<&PodFacts> = pods
+        .iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none() && !pod.is_ready())
+        .filter(|pod| {
+            pod.labels()
+                .get(REVISION_LABEL)
+                .is_some_and(|at| at != revision)
+        })
+        .collect();
+    if stuck.is_empty() {
+        return None;
+    }
+    let names: Vec<&str> = stuck.iter().map(|pod| pod.name()).collect();
+    let plan = Plan {
+        summary: format!(
+            "evict pods {} of {}: not Ready on an older revision, which the StatefulSet \
+             controller waits for instead of replacing; they come back on revision {revision}",
+            names.join(", "),
+            workload.reference()
+        ),
+        change: Change::EvictPods(
+            stuck
+                .iter()
+                .map(|pod| PodRef {
+                    name: pod.name().to_owned(),
+                    uid: pod.metadata.uid.clone(),
+                })
+                .collect(),
+        ),
+    };
+    Some(Planned::new::<Restart>(plan))
+}
+
 /// Evicts the batch, each pod by its uid.
 async fn evict(
     io: Io<'_>,
@@ -311,6 +354,70 @@ mod tests {
             terminating: false,
             original,
         }
+    }
+
+    fn statefulset(update_revision: &str, partition: Option<i32>) -> Workload {
+        let mut spec = serde_json::json!({"replicas": 3, "serviceName": "db",
+            "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}},
+                         "spec": {"containers": [{"name": "db", "image": "db:1"}]}}});
+        if let Some(partition) = partition {
+            spec["updateStrategy"] = serde_json::json!({"type": "RollingUpdate", "rollingUpdate": {"partition": partition}});
+        }
+        let set: k8s_openapi::api::apps::v1::StatefulSet =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "db", "namespace": "hg", "generation": 2},
+                "spec": spec,
+                "status": {"replicas": 3, "observedGeneration": 2, "currentRevision": "db-1",
+                           "updateRevision": update_revision}
+            }))
+            .unwrap();
+        Workload::StatefulSet(std::sync::Arc::new(set))
+    }
+
+    fn db_pod(name: &str, revision: &str, ready: bool, terminating: bool) -> PodFacts {
+        let mut metadata = serde_json::json!({"name": name, "namespace": "hg", "uid": format!("uid-{name}"),
+            "labels": {"app": "db", "controller-revision-hash": revision}});
+        if terminating {
+            metadata["deletionTimestamp"] = "2026-01-01T00:00:00Z".into();
+        }
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": metadata,
+            "spec": {"containers": [{"name": "db", "image": "db:1"}]},
+            "status": {"phase": "Running", "conditions": [
+                {"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+        }))
+        .unwrap();
+        pod.into()
+    }
+
+    #[test]
+    fn a_statefulset_pod_broken_on_an_older_revision_is_evicted_and_no_other() {
+        let pods = [
+            db_pod("db-0", "db-1", false, false),
+            db_pod("db-1", "db-1", true, false),
+            db_pod("db-2", "db-2", false, false),
+            db_pod("db-3", "db-1", false, true),
+        ];
+        let planned = stuck_on_an_older_revision(&statefulset("db-2", None), &pods).unwrap();
+        assert_eq!(
+            planned.change.get::<Restart>(),
+            Some(&Change::EvictPods(vec![PodRef {
+                name: "db-0".into(),
+                uid: Some("uid-db-0".into())
+            }]))
+        );
+        assert!(
+            planned
+                .summary
+                .starts_with("evict pods db-0 of StatefulSet/db: not Ready on an older revision"),
+            "{}",
+            planned.summary
+        );
+        // All on the new revision: nothing to do; a partition keeps old pods on purpose.
+        assert!(stuck_on_an_older_revision(&statefulset("db-1", None), &pods[..2]).is_none());
+        assert!(stuck_on_an_older_revision(&statefulset("db-2", Some(2)), &pods).is_none());
+        assert!(stuck_on_an_older_revision(&deployment("1", 3), &pods).is_none());
     }
 
     #[test]

@@ -111,12 +111,14 @@ fn the_ready_floor_refuses_a_step_and_the_ladder_goes_on() {
 
 #[test]
 fn an_approval_counts_for_its_round_only() {
-    // Resolved after round 1, whose rollback was approved; then it reopens.
+    // Resolved after round 1, whose steps were approved; then it reopens.
+    // The rollback did not last: round 2 goes on with the restart.
     let (mut reopened, seen) = World::new()
         .mode("RequireApproval")
         .phase("Resolved")
         .step("rollback", "Succeeded", "2026-01-01T00:00:06Z")
         .approved("rollback", "alice")
+        .approved("restart", "alice")
         .at("2026-01-01T00:10:00Z");
     let status = reopened.status.as_mut().unwrap();
     status.detection = Some(crate::crd::DetectionStatus {
@@ -126,8 +128,8 @@ fn an_approval_counts_for_its_round_only() {
     let waiting = decide(&reopened, &seen);
     let step = last_step(&waiting);
     assert_eq!(
-        (step.attempt, step.result),
-        (2, StepResult::AwaitingApproval),
+        (step.name.as_str(), step.attempt, step.result),
+        ("restart", 2, StepResult::AwaitingApproval),
         "round 1's approval does not run round 2's step"
     );
     assert!(
@@ -138,7 +140,7 @@ fn an_approval_counts_for_its_round_only() {
     let mut approved = reopened.clone();
     approved.status = Some(waiting.status.clone());
     approved.spec.approvals.push(crate::crd::Approval {
-        step: "rollback".into(),
+        step: "restart".into(),
         by: "alice".into(),
         round: Some(2),
     });

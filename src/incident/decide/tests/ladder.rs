@@ -296,7 +296,7 @@ fn a_pending_step_whose_policy_is_gone_waits_and_resumes_when_it_is_back() {
 }
 
 #[test]
-fn a_reopened_incident_runs_its_ladder_again() {
+fn a_reopened_incident_counts_the_fix_that_did_not_last_as_failed_and_goes_on_after_it() {
     let (mut reopened, seen) = World::new()
         .phase("Resolved")
         .step("rollback", "Succeeded", "2026-01-01T00:00:06Z")
@@ -310,13 +310,46 @@ fn a_reopened_incident_runs_its_ladder_again() {
     let decision = decide(&reopened, &seen);
 
     assert_eq!(decision.status.phase, Some(Phase::Mitigating));
+    let relapsed = &decision.status.steps[0];
+    assert_eq!(relapsed.result, StepResult::Failed);
+    assert!(relapsed.relapsed_at.is_some());
+    assert_eq!(
+        relapsed.message.as_deref(),
+        Some(
+            "the fix did not last: the signal returned after the incident resolved; counted as failed"
+        )
+    );
     let step = last_step(&decision);
     assert_eq!(
         (step.name.as_str(), step.attempt, step.result),
-        ("rollback", 2, StepResult::Pending)
+        ("restart", 2, StepResult::Pending),
+        "round 2 goes on after the rollback, not with it again"
     );
-    assert_eq!(step.id, "0123abcd-1-rollback-2");
+    assert_eq!(step.id, "0123abcd-1-restart-2");
     assert_eq!(reasons(&decision), ["Reopened", "StepRecorded"]);
+
+    // The restart did not last either: nothing is left to try.
+    let mut again = after(reopened, &decision);
+    let status = again.status.as_mut().unwrap();
+    status.steps[1].result = StepResult::Succeeded;
+    status.phase = Some(Phase::Resolved);
+    status.detection = Some(crate::crd::DetectionStatus {
+        reopens: 2,
+        ..Default::default()
+    });
+    let decision = decide(&again, &seen);
+    assert_eq!(decision.status.steps.len(), 2);
+    assert_eq!(decision.status.steps[1].result, StepResult::Failed);
+    assert_eq!(decision.status.phase, Some(Phase::Escalated));
+    assert!(
+        decision
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == NEEDS_HUMAN && c.reason == "LadderExhausted"),
+        "{:?}",
+        decision.status.conditions
+    );
 }
 
 #[test]
@@ -326,7 +359,12 @@ fn a_change_the_api_server_refuses_for_good_fails_the_step() {
         .at("2026-01-01T00:00:06Z");
     let planned = decide(&pending, &seen);
 
-    let refused = settle_refused(planned, "422 spec.template: Invalid value", seen.now);
+    let refused = settle_refused(
+        planned,
+        "the API server refused the change",
+        "422 spec.template: Invalid value",
+        seen.now,
+    );
 
     assert_eq!(refused.effect, None);
     let step = last_step(&refused);
@@ -483,4 +521,55 @@ fn a_restore_under_way_when_its_incident_is_resolved_brings_its_writers_back_the
     open.status.as_mut().unwrap().steps[0].workflow = workflow("Done", false);
     let decision = decide(&open, &seen);
     assert_ne!(last_step(&decision).result, StepResult::Failed);
+}
+
+#[test]
+fn a_declared_incident_on_a_healthy_looking_target_proposes_its_step_and_runs_it_once_approved() {
+    let declared = |world: World| {
+        let mut world = world;
+        world.incident.spec.source = serde_json::from_value(json!({"kind": "Manual"})).unwrap();
+        world
+    };
+    // Detected: a target that recovered gets no automatic action.
+    let (detected, seen) = World::new()
+        .phase("Triggered")
+        .ready()
+        .at("2026-01-01T00:00:05Z");
+    let decision = decide(&detected, &seen);
+    assert!(decision.status.steps.is_empty());
+
+    // Declared: the step is proposed, waiting for a person, and says why.
+    let (incident, seen) = declared(World::new().phase("Triggered").ready())
+        .rollback_history()
+        .at("2026-01-01T00:00:05Z");
+    let decision = decide(&incident, &seen);
+    let step = last_step(&decision);
+    assert_eq!(
+        (step.name.as_str(), step.result),
+        ("rollback", StepResult::AwaitingApproval),
+        "even under an Auto policy"
+    );
+    assert_eq!(
+        step.message.as_deref(),
+        Some(
+            "the rule's symptom CrashLoopBackOff is not present on Deployment/api; this incident \
+             was declared by a person, so its step is proposed: approve it in spec.approvals \
+             ({step: rollback, by: <you>}) to run it anyway"
+        )
+    );
+    assert!(decision.effect.is_none());
+
+    // Approved: it runs, healthy-looking target or not.
+    let mut approved = after(incident, &decision);
+    approved.spec.approvals =
+        serde_json::from_value(json!([{"step": "rollback", "by": "commander"}])).unwrap();
+    let decision = decide(&approved, &seen);
+    assert_eq!(last_step(&decision).result, StepResult::Pending);
+    let pending = after(approved, &decision);
+    let decision = decide(&pending, &seen);
+    assert!(
+        decision.effect.is_some(),
+        "planned: {:?}",
+        last_step(&decision)
+    );
 }
