@@ -462,7 +462,7 @@ fn follow_up(decision: &mut Decision, ladder: &Ladder, seen: &Observation) -> bo
     let stuck = || {
         rung.act()
             .rolls_pods(&rung.action)
-            .then(|| seen.workload.as_ref())
+            .then_some(seen.workload.as_ref())
             .flatten()
             .and_then(|workload| actions::restart::stuck_on_an_older_revision(workload, &seen.pods))
     };
