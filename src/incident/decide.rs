@@ -367,6 +367,14 @@ fn remediate(decision: &mut Decision, incident: &Incident, ladder: &Ladder, seen
         Next::Execute { entry, rung } if recovered && declared && asked_for(entry) => {
             step.execute(decision, entry, rung);
         }
+        // Recorded while the symptom showed, gone before it ran: a person
+        // declared it, so it waits for one rather than being skipped.
+        Next::Execute { entry, .. } if recovered && declared && !last_applied => {
+            if let Some(record) = decision.status.steps.get_mut(entry) {
+                record.result = StepResult::AwaitingApproval;
+            }
+            symptom_absent(decision, ladder, workload, round);
+        }
         Next::Execute { entry, .. } if recovered && !last_applied => step.skip_with(
             decision,
             entry,

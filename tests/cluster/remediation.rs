@@ -1200,11 +1200,46 @@ async fn a_fix_that_does_not_last_escalates_instead_of_looping() {
         &ns,
         json!({"metadata": {"name": "api", "labels": {"guarded": "yes"}},
                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "api"}},
-                        "template": {"metadata": {"labels": {"app": "api",
-                                                             "healing-guard.io/inject": "crashloop-after-start"}},
+                        "template": {"metadata": {"labels": {"app": "api"}},
                                      "spec": {"containers": [{"name": "app", "image": "registry.local/api:1"}]}}}}),
     )
     .await;
+    // The application starts, looks healthy, and crashes 4 s later: every
+    // pod of `api` Ready for 4 s is made to crash-loop (kwok's injection).
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+    let crasher = tokio::spawn(async move {
+        loop {
+            if let Ok(list) = pods.list(&ListParams::default().labels("app=api")).await {
+                for pod in list.items {
+                    let ready_since = pod.status.as_ref().and_then(|s| {
+                        s.conditions
+                            .iter()
+                            .flatten()
+                            .find(|c| c.type_ == "Ready" && c.status == "True")
+                            .and_then(|c| c.last_transition_time.clone())
+                    });
+                    let injected = pod.labels().contains_key("healing-guard.io/inject");
+                    if let Some(since) = ready_since
+                        && !injected
+                        && k8s_openapi::jiff::Timestamp::now()
+                            .duration_since(since.0)
+                            .as_secs()
+                            >= 4
+                    {
+                        let crash = json!({"metadata": {"labels": {"healing-guard.io/inject": "crashloop"}}});
+                        let _ = pods
+                            .patch(
+                                &pod.name_any(),
+                                &PatchParams::default(),
+                                &Patch::Merge(&crash),
+                            )
+                            .await;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
     let escalated = incident_where(&client, &ns, "api-crashloop", "escalated", |i| {
         phase_of(i) == Some(Phase::Escalated)
     })
@@ -1251,4 +1286,5 @@ async fn a_fix_that_does_not_last_escalates_instead_of_looping() {
         .unwrap();
     assert_eq!(later.status.as_ref().unwrap().steps.len(), 2);
     assert_eq!(phase_of(&later), Some(Phase::Escalated));
+    crasher.abort();
 }

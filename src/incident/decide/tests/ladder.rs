@@ -573,3 +573,24 @@ fn a_declared_incident_on_a_healthy_looking_target_proposes_its_step_and_runs_it
         last_step(&decision)
     );
 }
+
+#[test]
+fn a_declared_incidents_pending_step_whose_symptom_went_waits_for_a_person_instead_of_being_skipped()
+ {
+    let (mut pending, seen) = World::new()
+        .phase("Mitigating")
+        .step("rollback", "Pending", "2026-01-01T00:00:05Z")
+        .ready()
+        .at("2026-01-01T00:00:06Z");
+    pending.spec.source = serde_json::from_value(json!({"kind": "Manual"})).unwrap();
+    let decision = decide(&pending, &seen);
+    assert!(decision.effect.is_none());
+    let step = last_step(&decision);
+    assert_eq!(step.result, StepResult::AwaitingApproval);
+    assert!(
+        step.message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("the rule's symptom CrashLoopBackOff is not present")),
+        "{step:?}"
+    );
+}
