@@ -87,6 +87,8 @@ struct Calls {
     as_remediator: BTreeMap<Grant, usize>,
     /// Remediators acted as, by user name.
     remediators: BTreeSet<String>,
+    /// Requests refused (401, 403).
+    refused: usize,
 }
 
 fn used(audit_log: &Path) -> Calls {
@@ -114,6 +116,13 @@ fn used(audit_log: &Path) -> Calls {
             Some(sub) => format!("{resource}/{sub}"),
             None => resource.to_owned(),
         };
+        // A refused request used no grant (the tenancy tests' hostile
+        // policy is refused the impersonation of another account).
+        let code = event["responseStatus"]["code"].as_u64().unwrap_or(0);
+        if code == 401 || code == 403 {
+            calls.refused += 1;
+            continue;
+        }
         let group = object["apiGroup"].as_str().unwrap_or_default().to_owned();
         let verb = event["verb"].as_str().unwrap_or_default().to_owned();
         match event["impersonatedUser"]["username"].as_str() {
@@ -232,8 +241,10 @@ fn the_operator_changes_nothing_but_its_own_kinds_as_itself() {
         .sum();
     assert!(remediator_writes > 0, "no change made as a remediator");
     println!(
-        "{remediator_writes} changes made as {} remediators; none as the operator itself",
-        calls.remediators.len()
+        "{remediator_writes} changes made as {} remediators; none as the operator itself; \
+         {} requests refused",
+        calls.remediators.len(),
+        calls.refused
     );
     for remediator in &calls.remediators {
         assert!(

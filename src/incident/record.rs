@@ -86,24 +86,59 @@ async fn save_change_record(
     status: &IncidentStatus,
 ) -> Result<Incident, Error> {
     let mut base = incident.clone();
+    let mut status = status.clone();
     let mut tries = 1;
     loop {
-        match save_status(ctx, &base, status).await {
+        match save_status(ctx, &base, &status).await {
             Err(error) if error.is_conflict() && tries < RECORD_TRIES => {
                 let namespace = base.namespace().unwrap_or_default();
                 let fresh = Api::<Incident>::namespaced(ctx.client.clone(), &namespace)
                     .get(&base.name_any())
                     .await?;
                 if own_part(fresh.status.as_ref()) != own_part(incident.status.as_ref()) {
-                    return Err(error);
+                    // Decided from a stale read: the decision is not saved,
+                    // but the lines of the change it made are, on the
+                    // newer status (the next reconcile decides afresh).
+                    match with_lines_of(fresh.status.as_ref(), &status) {
+                        Some(merged) => status = merged,
+                        None => return Err(error),
+                    }
+                    info!(
+                        "decided from a stale read; saving the change's lines on the newer status"
+                    );
+                } else {
+                    info!(
+                        "status moved on in another writer's part; saving the change's record again"
+                    );
                 }
-                info!("status moved on in another writer's part; saving the change's record again");
                 base = fresh;
                 tries += 1;
             }
             other => return other,
         }
     }
+}
+
+/// `fresh` with the ledger lines of `decided` it lacks, step by step (the
+/// same step id at the same place); `None` when there are none to add.
+fn with_lines_of(
+    fresh: Option<&IncidentStatus>,
+    decided: &IncidentStatus,
+) -> Option<IncidentStatus> {
+    let mut merged = fresh?.clone();
+    let mut added = false;
+    for (kept, made) in merged.steps.iter_mut().zip(&decided.steps) {
+        if kept.id != made.id {
+            continue;
+        }
+        for line in &made.changes {
+            if !kept.changes.contains(line) {
+                kept.changes.push(line.clone());
+                added = true;
+            }
+        }
+    }
+    added.then_some(merged)
 }
 
 /// Saves the decision's status (when it changed), then publishes and counts.
@@ -207,5 +242,45 @@ fn count(metrics: &Metrics, incident: &Incident, tally: &Tally) {
         Tally::LadderExhausted => {
             metrics.ladder_exhaustions.inc();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::StepResult;
+
+    fn status(steps: serde_json::Value) -> IncidentStatus {
+        serde_json::from_value(serde_json::json!({"steps": steps})).unwrap()
+    }
+
+    #[test]
+    fn the_lines_of_a_change_decided_from_a_stale_read_are_kept_on_the_newer_status() {
+        let fresh = status(serde_json::json!([
+            {"id": "s1", "name": "scale", "action": "scale", "attempt": 1, "result": "Succeeded",
+             "changes": ["replicas 1 -> 3"]}]));
+        let decided = status(serde_json::json!([
+            {"id": "s1", "name": "scale", "action": "scale", "attempt": 1, "result": "Verifying",
+             "changes": ["replicas 1 -> 3", "pod db-0 evicted"]}]));
+        let merged = with_lines_of(Some(&fresh), &decided).unwrap();
+        assert_eq!(
+            merged.steps[0].result,
+            StepResult::Succeeded,
+            "the newer progress kept"
+        );
+        assert_eq!(
+            merged.steps[0].changes,
+            ["replicas 1 -> 3", "pod db-0 evicted"]
+        );
+        assert!(
+            with_lines_of(Some(&merged), &decided).is_none(),
+            "nothing more to add"
+        );
+        let other = status(serde_json::json!([
+            {"id": "s2", "name": "scale", "action": "scale", "attempt": 2, "result": "Pending"}]));
+        assert!(
+            with_lines_of(Some(&other), &decided).is_none(),
+            "another step: nothing"
+        );
     }
 }

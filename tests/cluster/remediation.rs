@@ -1142,7 +1142,7 @@ async fn raised_resources_reach_a_statefulset_pod_stuck_on_its_old_revision() {
     .unwrap();
     sets.create(&PostParams::default(), &set).await.unwrap();
 
-    let incident = incident_where(&client, &ns, "postgres-oomkilled", "resolved", |i| {
+    let incident = incident_where(&client, &ns, "postgres-sts-oomkilled", "resolved", |i| {
         phase_of(i) == Some(Phase::Resolved)
     })
     .await;

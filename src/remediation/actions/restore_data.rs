@@ -97,10 +97,19 @@ impl Action for RestoreData {
                         .await?
                         .map(|d| d.spec.and_then(|s| s.replicas).unwrap_or(1))
                 }
+                // Listed by name: the remediator's workloads level lists
+                // StatefulSets (rotateSecret finds their readers) and needs
+                // no more than that to read one.
                 WorkloadKind::StatefulSet => {
                     Api::<StatefulSet>::namespaced(client.clone(), &namespace)
-                        .get_opt(&writer.name)
+                        .list(
+                            &kube::api::ListParams::default()
+                                .fields(&format!("metadata.name={}", writer.name)),
+                        )
                         .await?
+                        .items
+                        .into_iter()
+                        .next()
                         .map(|s| s.spec.and_then(|s| s.replicas).unwrap_or(1))
                 }
             };
