@@ -766,9 +766,10 @@ async fn a_cleared_signal_auto_resolves_returns_reopen_and_later_ones_link() {
         status.timeline
     );
 
-    // Back within the reopen window: the same incident reopens and is marked Flapping.
+    // Back within the reopen window: the same incident reopens; past the
+    // flap threshold (1) it is Flapping and goes to a person.
     set_inject(&client, &ns, "api", Some("crashloop")).await;
-    let reopened = wait_phase(&client, &ns, &name, Phase::Triggered).await;
+    let reopened = wait_phase(&client, &ns, &name, Phase::Escalated).await;
     let status = reopened.status.unwrap();
     assert_eq!(status.detection.as_ref().unwrap().reopens, 1);
     assert!(status.timeline.iter().any(|e| e.reason == "Reopened"));
@@ -777,6 +778,12 @@ async fn a_cleared_signal_auto_resolves_returns_reopen_and_later_ones_link() {
             .conditions
             .iter()
             .any(|c| c.type_ == "Flapping" && c.status == "True")
+    );
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "NeedsHuman" && c.reason == "Flapping")
     );
     let all: Vec<_> = incidents(&client, &ns)
         .await

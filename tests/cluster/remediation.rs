@@ -1150,8 +1150,8 @@ async fn raised_resources_reach_a_statefulset_pod_stuck_on_its_old_revision() {
     assert_eq!(step.result, StepResult::Succeeded);
     let changes = step.changes.join("\n");
     for line in [
-        "evict pods postgres-0 of StatefulSet/postgres: not Ready on an older revision",
-        "pod postgres-0 evicted",
+        "pod postgres-0 evicted: not Ready on an older revision, which the StatefulSet \
+         controller waits for instead of replacing; it comes back on revision postgres-",
     ] {
         assert!(changes.contains(line), "{line:?} not in:\n{changes}");
     }

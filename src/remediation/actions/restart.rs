@@ -33,6 +33,9 @@ pub enum Change {
     Apply(Value),
     /// Evict these pods: the next batch of a DeletePods restart.
     EvictPods(Vec<PodRef>),
+    /// Evict these pods of a StatefulSet, stuck on an older revision; the
+    /// ledger says why, and the revision they come back on.
+    EvictStuck { pods: Vec<PodRef>, revision: String },
 }
 
 /// A pod to evict, by name and uid.
@@ -77,6 +80,19 @@ impl Action for Restart {
                 Ok(Vec::new())
             }
             Change::EvictPods(pods) => evict(io, workload, pods, dry_run).await,
+            Change::EvictStuck { pods, revision } => {
+                let lines = evict(io, workload, pods, dry_run).await?;
+                Ok(lines
+                    .into_iter()
+                    .map(|line| {
+                        format!(
+                            "{line}: not Ready on an older revision, which the StatefulSet \
+                             controller waits for instead of replacing; it comes back on revision \
+                             {revision}"
+                        )
+                    })
+                    .collect())
+            }
         }
     }
 
@@ -241,15 +257,16 @@ pub fn stuck_on_an_older_revision(workload: &Workload, pods: &[PodFacts]) -> Opt
             names.join(", "),
             workload.reference()
         ),
-        change: Change::EvictPods(
-            stuck
+        change: Change::EvictStuck {
+            pods: stuck
                 .iter()
                 .map(|pod| PodRef {
                     name: pod.name().to_owned(),
                     uid: pod.metadata.uid.clone(),
                 })
                 .collect(),
-        ),
+            revision: revision.to_owned(),
+        },
     };
     Some(Planned::new::<Restart>(plan))
 }
@@ -402,10 +419,13 @@ mod tests {
         let planned = stuck_on_an_older_revision(&statefulset("db-2", None), &pods).unwrap();
         assert_eq!(
             planned.change.get::<Restart>(),
-            Some(&Change::EvictPods(vec![PodRef {
-                name: "db-0".into(),
-                uid: Some("uid-db-0".into())
-            }]))
+            Some(&Change::EvictStuck {
+                pods: vec![PodRef {
+                    name: "db-0".into(),
+                    uid: Some("uid-db-0".into())
+                }],
+                revision: "db-2".into()
+            })
         );
         assert!(
             planned
