@@ -22,6 +22,7 @@ pub mod escalation;
 // kube's printcolumn(...) repeats `type_ = ...`, which clippy mistakes for a duplicated attribute.
 #[allow(clippy::duplicated_attributes)]
 pub mod incident;
+pub mod ledger;
 #[allow(clippy::duplicated_attributes)]
 pub mod policy;
 pub mod probe;
@@ -38,6 +39,7 @@ pub use common::*;
 pub use duration::*;
 pub use escalation::*;
 pub use incident::*;
+pub use ledger::*;
 pub use policy::*;
 pub use probe::*;
 pub use refs::*;

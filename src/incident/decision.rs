@@ -14,8 +14,7 @@ use crate::{
     remediation::actions::Planned,
 };
 
-/// Condition set when automatic remediation has run out and a human must act.
-pub const NEEDS_HUMAN: &str = "NeedsHuman";
+pub use super::lifecycle::NEEDS_HUMAN;
 /// Condition set while the safety limits hold a step back.
 pub const REMEDIATION_BLOCKED: &str = "RemediationBlocked";
 

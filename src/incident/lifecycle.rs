@@ -24,6 +24,8 @@ pub const MAX_TIMELINE: usize = 50;
 pub const ACK_SLA_BREACHED: &str = "AckSLABreached";
 /// Condition set when the incident was not resolved before the deadline.
 pub const RESOLVE_SLA_BREACHED: &str = "ResolveSLABreached";
+/// Condition set when automatic remediation has run out and a human must act.
+pub const NEEDS_HUMAN: &str = "NeedsHuman";
 /// Condition set when the signal keeps coming back after resolution.
 pub const FLAPPING: &str = "Flapping";
 
@@ -219,7 +221,7 @@ fn reopen(plan: &mut Plan, incident: &Incident, settings: &Detection, now: &Time
     }
     if phase::enter(&mut plan.status, Transition::Exhaust, now) {
         let update = ConditionUpdate {
-            type_: crate::incident::decision::NEEDS_HUMAN,
+            type_: NEEDS_HUMAN,
             status: true,
             reason: FLAPPING,
             message: message.clone(),
@@ -688,7 +690,7 @@ mod tests {
             .status
             .conditions
             .iter()
-            .find(|c| c.type_ == crate::incident::decision::NEEDS_HUMAN)
+            .find(|c| c.type_ == NEEDS_HUMAN)
             .unwrap();
         assert_eq!(needs_human.reason, "Flapping");
         assert!(
