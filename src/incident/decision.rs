@@ -10,7 +10,9 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use super::lifecycle;
 use crate::{
     context::PlannedEvent,
-    crd::{ActionKind, IncidentStatus, Severity, StepRecord, StepResult, TimelineEntry},
+    crd::{
+        ActionKind, IncidentStatus, Severity, StepRecord, StepResult, TimelineEntry, WorkflowStage,
+    },
     remediation::actions::Planned,
 };
 
@@ -96,6 +98,37 @@ pub struct Decision {
 impl Decision {
     pub(super) fn requeue_within(&mut self, wait: Duration) {
         self.requeue = Some(self.requeue.map_or(wait, |r| r.min(wait)));
+    }
+
+    /// A restore's sub-step of step `entry`: the change, then the stage
+    /// its workflow is at once it is made.
+    pub(super) fn restore_change(&mut self, entry: usize, planned: Planned, then: WorkflowStage) {
+        self.effect = Some(Effect {
+            entry,
+            planned,
+            dry_run: false,
+            follow_up: true,
+            then: Some(then),
+        });
+        self.requeue_within(AFTER_CHANGE);
+    }
+
+    /// A restore of step `entry` goes on to `then` with nothing to change:
+    /// the line in its ledger and the timeline (as `reason`).
+    pub(super) fn restore_stage(
+        &mut self,
+        (entry, then): (usize, WorkflowStage),
+        line: String,
+        (now, warning, reason): (&Time, bool, &str),
+    ) {
+        if let Some(record) = self.status.steps.get_mut(entry) {
+            record.changes.push(line.clone());
+            if let Some(workflow) = record.workflow.as_mut() {
+                workflow.stage = then;
+            }
+        }
+        self.note(now, warning, reason, line);
+        self.requeue_within(AFTER_RECORD);
     }
 
     /// Saved first; then the next move follows in the same reconcile (and

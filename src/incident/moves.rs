@@ -326,24 +326,10 @@ impl Step<'_> {
         );
         match next {
             restore_data::Move::Act { planned, then } => {
-                decision.effect = Some(Effect {
-                    entry,
-                    planned,
-                    dry_run: false,
-                    follow_up: true,
-                    then: Some(then),
-                });
-                decision.requeue_within(AFTER_CHANGE);
+                decision.restore_change(entry, planned, then);
             }
             restore_data::Move::Advance { then, line } => {
-                if let Some(record) = decision.status.steps.get_mut(entry) {
-                    record.changes.push(line.clone());
-                    if let Some(workflow) = record.workflow.as_mut() {
-                        workflow.stage = then;
-                    }
-                }
-                decision.note(&self.now, false, "RestoreProgress", line);
-                decision.requeue_within(AFTER_RECORD);
+                decision.restore_stage((entry, then), line, (&self.now, false, "RestoreProgress"));
             }
             restore_data::Move::Wait => {
                 let deadline = started

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use super::{
-    decision::{AFTER_CHANGE, AFTER_RECORD, Decision, Effect, NEEDS_HUMAN},
+    decision::{Decision, NEEDS_HUMAN},
     observe::Observation,
 };
 use crate::{
@@ -62,24 +62,10 @@ pub(super) fn wind_down(decision: &mut Decision, incident: &Incident, seen: &Obs
     };
     match restore_data::wind_down(workload, &workflow, seen.job.as_ref(), mark) {
         restore_data::Move::Act { planned, then } => {
-            decision.effect = Some(Effect {
-                entry,
-                planned,
-                dry_run: false,
-                follow_up: true,
-                then: Some(then),
-            });
-            decision.requeue_within(AFTER_CHANGE);
+            decision.restore_change(entry, planned, then);
         }
         restore_data::Move::Advance { then, line } => {
-            if let Some(record) = decision.status.steps.get_mut(entry) {
-                record.changes.push(line.clone());
-                if let Some(workflow) = record.workflow.as_mut() {
-                    workflow.stage = then;
-                }
-            }
-            decision.note(&now, true, "RestoreWoundDown", line);
-            decision.requeue_within(AFTER_RECORD);
+            decision.restore_stage((entry, then), line, (&now, true, "RestoreWoundDown"));
         }
         restore_data::Move::Wait => decision.requeue_within(POLL),
         restore_data::Move::Fail(why) => {

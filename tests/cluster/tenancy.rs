@@ -106,6 +106,21 @@ async fn ready_of(client: &Client, ns: &str, name: &str) -> (String, String, Str
     .await
 }
 
+/// A loopback listener that only counts the connections it gets: where a
+/// call must never arrive.
+async fn counting_listener() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let counting = arrived.clone();
+    tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            counting.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (address, arrived)
+}
+
 /// `kubectl auth can-i VERB RESOURCE -n NS --as USER` (as the admin).
 fn can(user: &str, verb: &str, resource: &str, ns: &str) -> bool {
     let (yes, ..) = run_status(
@@ -137,15 +152,7 @@ async fn a_namespace_that_grants_only_workloads_gets_only_workloads_changed() {
     )
     .await;
     // Where the http step would send the Secret: nothing may arrive.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let arrived = Arc::new(AtomicUsize::new(0));
-    let counting = arrived.clone();
-    tokio::spawn(async move {
-        while listener.accept().await.is_ok() {
-            counting.fetch_add(1, Ordering::SeqCst);
-        }
-    });
+    let (address, arrived) = counting_listener().await;
     let ladder = json!([
         {"name": "drain-lb", "action": "http",
          "http": {"url": format!("http://{address}/drain"), "headersFrom": {"name": "lb-token"}}},
@@ -287,15 +294,7 @@ async fn a_destination_the_operator_denies_is_never_called() {
     .await
     .unwrap();
     let deployments = deployment(&client, &ns, "api", 2).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let arrived = Arc::new(AtomicUsize::new(0));
-    let counting = arrived.clone();
-    tokio::spawn(async move {
-        while listener.accept().await.is_ok() {
-            counting.fetch_add(1, Ordering::SeqCst);
-        }
-    });
+    let (address, arrived) = counting_listener().await;
     let ladder = json!([
         {"name": "drain-lb", "action": "http", "http": {"url": format!("http://{address}/drain")}},
         {"name": "more", "action": "scale", "scale": {"replicas": 3, "maxReplicas": 3}},

@@ -341,22 +341,7 @@ pub fn advance(
             },
             (_, Some(_)) => Move::Wait,
         },
-        WorkflowStage::ScaleBack => {
-            let back: Vec<String> = workflow
-                .replicas
-                .iter()
-                .map(|r| format!("{}/{} to {}", r.kind, r.name, r.replicas))
-                .collect();
-            let summary = format!("writers scaled back: {}", back.join(", "));
-            scale_move(
-                workload,
-                workflow,
-                false,
-                mark,
-                summary,
-                WorkflowStage::Done,
-            )
-        }
+        WorkflowStage::ScaleBack => scale_back(workload, workflow, mark),
         WorkflowStage::Done => Move::Wait,
     }
 }
@@ -404,24 +389,27 @@ pub fn wind_down(
             Some(run_job::Outcome::Running) | None => Move::Wait,
         },
         WorkflowStage::VerifyData => back("before the restored data was verified"),
-        WorkflowStage::ScaleBack => {
-            let back: Vec<String> = workflow
-                .replicas
-                .iter()
-                .map(|r| format!("{}/{} to {}", r.kind, r.name, r.replicas))
-                .collect();
-            let summary = format!("writers scaled back: {}", back.join(", "));
-            scale_move(
-                workload,
-                workflow,
-                false,
-                mark,
-                summary,
-                WorkflowStage::Done,
-            )
-        }
+        WorkflowStage::ScaleBack => scale_back(workload, workflow, mark),
         WorkflowStage::Done => Move::Wait,
     }
+}
+
+/// The writers back to their recorded replicas; then the workflow is done.
+fn scale_back(workload: &Workload, workflow: &Workflow, mark: Mark<'_>) -> Move {
+    let back: Vec<String> = workflow
+        .replicas
+        .iter()
+        .map(|r| format!("{}/{} to {}", r.kind, r.name, r.replicas))
+        .collect();
+    let summary = format!("writers scaled back: {}", back.join(", "));
+    scale_move(
+        workload,
+        workflow,
+        false,
+        mark,
+        summary,
+        WorkflowStage::Done,
+    )
 }
 
 /// The writers scaled down to 0 or back to their recorded replicas, then `then`.
