@@ -7,7 +7,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/versions.sh"
 
 build_kubernetes() {
-  local want=(kube-apiserver kube-controller-manager kube-scheduler)
+  # kubelet: the one real node, which runs the operator's own pods.
+  local want=(kube-apiserver kube-controller-manager kube-scheduler kubelet)
   local missing=0 b
   for b in "${want[@]}"; do [ -x "$K8S_BIN/$b" ] || missing=1; done
   [ "$missing" = 0 ] && return 0
@@ -42,6 +43,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 GO
   (cd "$src" && go mod tidy)
@@ -54,6 +56,7 @@ GO
     flags+=" -X $p.gitTreeState=clean -X $p.buildDate=$date"
   done
   for b in "${want[@]}"; do
+    [ -x "$K8S_BIN/$b" ] && continue
     log "go build $b"
     (cd "$src" && go build -trimpath -ldflags "$flags" -o "$K8S_BIN/$b.tmp" "k8s.io/kubernetes/cmd/$b")
     mv "$K8S_BIN/$b.tmp" "$K8S_BIN/$b"
