@@ -1,5 +1,5 @@
 # The two commands of the README, and the checks around them.
-.PHONY: demo test bench unit lint crds build-cluster
+.PHONY: demo test bench unit lint crds build-cluster image
 
 ## The local demo: control plane up, example stack installed, the operator at work.
 demo:
@@ -8,12 +8,16 @@ demo:
 ## Every test: the chart's alert rules (promtool check and unit tests), unit
 ## tests, then the integration tests against a fresh control
 ## plane, then the RBAC check (every granted verb used, from the audit log);
-## the API-server restart test on a control plane of its own.
-test: build-cluster
+## the API-server restart test on a control plane of its own; then the
+## operator as users run it: its image (make image) installed by Helm on two
+## real nodes (kubelet, containerd, runc), failover and upgrade.
+IMAGE_ARCHIVE = target/image/healing-guard-operator-$(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1).oci.tar
+test: build-cluster image
 	./cluster/check-rules.sh
 	cargo test --all-targets --no-run
-	./cluster/with-cluster.sh -- sh -c 'cargo test --all-targets -- --skip apiserver_restart && cargo test --test rbac_audit -- --ignored --nocapture'
+	./cluster/with-cluster.sh -- sh -c 'cargo test --all-targets -- --skip apiserver_restart --skip real_node && cargo test --test rbac_audit -- --ignored --nocapture'
 	./cluster/with-cluster.sh -- cargo test --test cluster -- apiserver_restart
+	HGO_REAL_NODES=2 HGO_NODE_IMAGES=$(CURDIR)/$(IMAGE_ARCHIVE) ./cluster/with-cluster.sh -- cargo test --test cluster -- real_node --nocapture
 
 ## Benchmark (not a test): the operator against the floor (a bare pod watch),
 ## detection and first remediation write p50/p99 at 1,000 and 10,000 guarded
@@ -41,6 +45,11 @@ crds:
 	cargo run --quiet -- crd > crds/healing-guard.io.yaml
 	mkdir -p charts/healing-guard-operator/crds
 	cp crds/healing-guard.io.yaml charts/healing-guard-operator/crds/healing-guard.io.yaml
+
+## The operator's image (both binaries, static, on an empty base) as an OCI
+## archive, built without a container engine; its size is printed.
+image:
+	./cluster/image.sh
 
 ## Build (or find cached) the control-plane binaries, kubectl and helm.
 build-cluster:

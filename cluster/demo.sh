@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The local demo: a real control plane, the healing-guard example stack on kwok
-# nodes, its RemediationPolicies, the operator, and an incident handled by it.
+# nodes, its RemediationPolicies, the operator installed by Helm from its own
+# image on a real node (kubelet, containerd, runc), and incidents handled by it.
 #   cluster/demo.sh [--keep]    (--keep leaves the cluster and operator running)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -17,12 +18,15 @@ wait_for() { # wait_for DESCRIPTION SECONDS COMMAND...
   echo "timed out waiting for $what" >&2; return 1
 }
 
-step "Building the control plane (cached after the first run) and the operator"
+step "Building the control plane (cached after the first run), the operator's image and the kubectl plugin"
 "$here/build.sh"
-(cd "$repo" && cargo build --quiet)
+"$here/image.sh"
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$repo/Cargo.toml" | head -n 1)
+archive=$repo/target/image/healing-guard-operator-$version.oci.tar
+(cd "$repo" && cargo build --quiet --bin kubectl-healing_guard)
 
-step "Starting etcd, kube-apiserver (RBAC on), controller-manager, scheduler and kwok"
-"$here/up.sh" --dir "$dir"
+step "Starting etcd, kube-apiserver (RBAC on), controller-manager, scheduler, kwok, and a real node"
+HGO_REAL_NODES=1 HGO_NODE_IMAGES=$archive "$here/up.sh" --dir "$dir"
 # shellcheck disable=SC1091
 source "$dir/env"
 if [ "$keep" != "--keep" ]; then
@@ -40,15 +44,30 @@ wait_for "the stack's pods to run" 60 bash -c \
   '[ "$(kubectl -n healing-guard get pods --field-selector=status.phase=Running -o name | wc -l)" -ge 9 ]'
 show kubectl -n healing-guard get deployments,statefulsets,pods -o wide
 
-step "Starting the operator (as the chart's ServiceAccount, with the chart's RBAC)"
-"$here/operator.sh" --dir "$dir" -- --alertmanager-token demo-alertmanager-token
-# shellcheck disable=SC1091
-source "$dir/operator.env"
-
-step "Installing the chart's admission policy: who acknowledges and approves is who sent the request"
-helm template healing-guard-operator "$repo/charts/healing-guard-operator" --namespace healing-guard-system \
-  --set watchNamespace=healing-guard \
-  --show-only templates/admission.yaml --show-only templates/responder-role.yaml | kubectl apply -f - >/dev/null
+step "helm install: the operator from its image, on the real node (with its RBAC, admission policy and responder role)"
+# This cluster has no kube-proxy: the operator's pod uses the node's network
+# and reaches the API server on loopback, and listens on its node's address.
+kubectl create namespace healing-guard-system >/dev/null
+kubectl -n healing-guard-system create secret generic alertmanager-webhook \
+  --from-literal=token=demo-alertmanager-token >/dev/null
+metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("0.0.0.0", 0)); print(s.getsockname()[1])')
+cat >"$dir/operator-values.yaml" <<YAML
+image: {repository: $(cat "$archive.repository"), tag: "$version", pullPolicy: Never}
+hostNetwork: true
+metrics: {bindAddress: "\$(POD_IP)", port: $metrics_port}
+extraEnv:
+- {name: KUBERNETES_SERVICE_HOST, value: 127.0.0.1}
+- {name: KUBERNETES_SERVICE_PORT, value: "${HGO_APISERVER##*:}"}
+nodeSelector: {healing-guard.io/real-node: "true"}
+tolerations: [{key: healing-guard.io/real-node, operator: Exists, effect: NoSchedule}]
+alertmanagerWebhook: {tokenSecret: {name: alertmanager-webhook, key: token}}
+logLevel: warn,healing_guard_operator=info,kube_client::client::builder=off
+YAML
+show helm install healing-guard-operator "$repo/charts/healing-guard-operator" -n healing-guard-system \
+  -f "$dir/operator-values.yaml" --wait --timeout 3m
+show kubectl -n healing-guard-system get pods -o wide
+pod_ip=$(kubectl -n healing-guard-system get pods -l app.kubernetes.io/name=healing-guard-operator -o jsonpath='{.items[0].status.podIP}')
+HGO_METRICS=http://$pod_ip:$metrics_port/metrics
 # Two people on call: "responder" (on-call engineer) and "commander" (group healing-guard:approvers).
 kubectl -n healing-guard create rolebinding responders --clusterrole healing-guard-operator-responder \
   --user responder --user commander >/dev/null

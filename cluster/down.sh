@@ -30,6 +30,9 @@ ours() {
   [ "${exe% (deleted)}" = "$2" ]
 }
 
+# shellcheck source=node.sh
+source "$here/node.sh"
+
 declare -a pids=() names=() bins=()
 while read -r pid name bin; do
   [ -n "${pid:-}" ] || continue
@@ -41,6 +44,9 @@ done <"$pidfile"
 stopped=()
 for (( i=${#pids[@]}-1; i>=0; i-- )); do
   ours "${pids[i]}" "${bins[i]}" || continue
+  # A real node's pods go while its containerd can still stop them (its
+  # kubelet, started after it, is already stopped).
+  case ${names[i]} in containerd-*) stop_real_node_pods "${names[i]#containerd-}" ;; esac
   kill -TERM "${pids[i]}" 2>/dev/null || true
   deadline=$(( $(date +%s) + GRACE ))
   while ours "${pids[i]}" "${bins[i]}"; do
@@ -65,5 +71,6 @@ for i in "${!pids[@]}"; do
   fi
 done
 mv "$pidfile.tmp" "$pidfile"
+[ "$left" = 1 ] || clean_real_nodes
 for i in "${stopped[@]}"; do log "stopped ${names[i]} (pid ${pids[i]})"; done
 exit "$left"

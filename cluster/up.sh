@@ -3,8 +3,11 @@
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (fake
 # nodes). Every port is picked free at start; all state lives in one directory.
 #
-#   cluster/up.sh [--dir DIR] [--nodes N] [--max-pods N]
+#   cluster/up.sh [--dir DIR] [--nodes N] [--max-pods N] [--real-nodes N]
 #
+# --real-nodes N (or HGO_REAL_NODES) adds N real nodes: a kubelet with its
+# own containerd each, where the operator runs from its image (node.sh).
+# Images listed in HGO_NODE_IMAGES (OCI archives) are imported into them.
 # --max-pods sets each node's pod capacity (default 110, the kubelet's).
 # HGO_MAX_PODS sets the same default, so wrappers such as with-cluster.sh
 # need not pass it through.
@@ -33,6 +36,7 @@ source "$here/versions.sh"
 DIR=$HGO_CACHE/clusters/default
 NODES=3
 MAX_PODS=${HGO_MAX_PODS:-110}
+REAL_NODES=${HGO_REAL_NODES:-0}
 KCM_QPS=${HGO_KCM_QPS:-}
 while [ $# -gt 0 ]; do
   case $1 in
@@ -42,11 +46,14 @@ while [ $# -gt 0 ]; do
     --nodes=*) NODES=${1#*=}; shift ;;
     --max-pods) MAX_PODS=$2; shift 2 ;;
     --max-pods=*) MAX_PODS=${1#*=}; shift ;;
+    --real-nodes) REAL_NODES=$2; shift 2 ;;
+    --real-nodes=*) REAL_NODES=${1#*=}; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed -n 's/^# \{0,1\}//p'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 case $NODES in ''|*[!0-9]*) echo "--nodes wants a number, got '$NODES'" >&2; exit 2 ;; esac
+case $REAL_NODES in ''|*[!0-9]*) echo "--real-nodes wants a number, got '$REAL_NODES'" >&2; exit 2 ;; esac
 case $MAX_PODS in ''|0|*[!0-9]*) echo "--max-pods wants a positive number, got '$MAX_PODS'" >&2; exit 2 ;; esac
 case $KCM_QPS in *[!0-9]*|0) echo "HGO_KCM_QPS wants a positive number, got '$KCM_QPS'" >&2; exit 2 ;; esac
 mkdir -p "$DIR"
@@ -56,6 +63,9 @@ t0=$(date +%s.%N)
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}s')" "$t0" "$(date +%s.%N)"; }
 
 "$here/build.sh"
+# shellcheck source=node.sh
+source "$here/node.sh"
+[ "$REAL_NODES" -eq 0 ] || install_node_packages
 
 # Stop whatever an earlier run left in DIR, then wipe it. Refuse to wipe a
 # non-empty directory that this script did not create.
@@ -142,6 +152,16 @@ EOF
 openssl genrsa -out "$DIR/pki/sa.key" 2048 2>/dev/null
 openssl rsa -in "$DIR/pki/sa.key" -pubout -out "$DIR/pki/sa.pub" 2>/dev/null
 chmod 600 "$DIR/pki/"*
+KUBELET_CLIENT=()
+if [ "$REAL_NODES" -gt 0 ]; then
+  prepare_real_nodes "$REAL_NODES"
+  KUBELET_CLIENT=(
+    --kubelet-client-certificate="$DIR/pki/apiserver-kubelet-client.crt"
+    --kubelet-client-key="$DIR/pki/apiserver-kubelet-client.key"
+    # The nodes' names resolve nowhere; their addresses do.
+    --kubelet-preferred-address-types=InternalIP
+  )
+fi
 
 # --- etcd ----------------------------------------------------------------
 log "starting etcd on 127.0.0.1:$ETCD_PORT"
@@ -187,7 +207,8 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --allow-privileged=true \
   --audit-policy-file="$DIR/audit-policy.yaml" \
   --audit-log-path="$DIR/audit.log" \
-  --audit-log-format=json
+  --audit-log-format=json \
+  ${KUBELET_CLIENT[@]+"${KUBELET_CLIENT[@]}"}
 api_ready() {
   [ "$(curl -sk -H "Authorization: Bearer $ADMIN_TOKEN" "https://127.0.0.1:$API_PORT/readyz")" = ok ]
 }
@@ -269,7 +290,7 @@ log "starting kwok"
 start kwok "$KWOK_BIN/kwok" \
   --kubeconfig="$KC" \
   --config="$DIR/kwok.yaml" \
-  --manage-all-nodes=true \
+  --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
   --node-lease-duration-seconds=40 \
   --node-ip=127.0.0.1 \
   --cidr=10.244.0.0/16
@@ -319,6 +340,7 @@ wait_for kwok 60 nodes_ready
 # Pods in "default" are refused until its service account exists.
 sa_ready() { "$KUBECTL" --kubeconfig="$KC" -n default get serviceaccount default; }
 wait_for kube-controller-manager 30 sa_ready
+[ "$REAL_NODES" -eq 0 ] || start_real_nodes "$REAL_NODES"
 for c in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do alive "$c"; done
 
 cat >"$DIR/env" <<EOF
@@ -329,10 +351,11 @@ export HGO_ADMIN_TOKEN=$ADMIN_TOKEN
 export HGO_TESTER_TOKEN=$TESTER_TOKEN
 export PATH=$TOOLS_BIN:\$PATH
 export HGO_AIOSMTPD=$SMTP_VENV/bin/aiosmtpd
+export HGO_REAL_NODES=$REAL_NODES
 EOF
 chmod 600 "$DIR/env"
 
-log "cluster ready in $(elapsed): $NODES nodes, API https://127.0.0.1:$API_PORT"
+log "cluster ready in $(elapsed): $NODES kwok nodes, $REAL_NODES real, API https://127.0.0.1:$API_PORT"
 cat <<EOF
 kubeconfig: $DIR/kubeconfig   (admin; unprivileged user: $DIR/kubeconfig-tester)
 use it:     source $DIR/env && kubectl get nodes

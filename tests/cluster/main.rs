@@ -18,6 +18,7 @@ mod leader;
 mod operations;
 mod plugin;
 mod policy;
+mod real_node;
 mod remediation;
 mod service_actions;
 mod signals;
