@@ -1,4 +1,7 @@
-//! The Helm chart lints and renders to manifests the API server accepts.
+//! The Helm chart lints and renders to manifests the API server accepts;
+//! its monitors and alert rules agree.
+
+use serde_json::{Value, json};
 
 use crate::support::{client, namespace, run, run_status};
 
@@ -38,16 +41,29 @@ async fn the_chart_lints_and_its_manifests_pass_a_server_dry_run() {
     }
 }
 
+/// Every object of a multi-document YAML text.
+fn documents(text: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|document| <Value as serde::Deserialize>::deserialize(document).unwrap())
+        .filter(|object| !object.is_null())
+        .collect()
+}
+
 /// With its values on, the chart ships the alert rules and the dashboard
 /// exactly as the files `make test` checks (promtool, tests/observability.rs).
+/// The files select the operator's targets as those of release
+/// healing-guard-operator in healing-guard-system; that release gets them
+/// unchanged.
 #[test]
 fn the_chart_ships_the_checked_rules_and_dashboard() {
     let rendered = run(
         "helm",
         &[
             "template",
-            "hgo",
+            "healing-guard-operator",
             "charts/healing-guard-operator",
+            "--namespace",
+            "healing-guard-system",
             "--set",
             "prometheusRule.enabled=true",
             "--set",
@@ -62,18 +78,18 @@ fn the_chart_ships_the_checked_rules_and_dashboard() {
     let file = |path: &str| {
         std::fs::read_to_string(format!("charts/healing-guard-operator/{path}")).unwrap()
     };
-    let as_yaml = |text: &str| serde_yaml::from_str::<serde_json::Value>(text).unwrap();
+    let as_yaml = |text: &str| serde_yaml::from_str::<Value>(text).unwrap();
     let mut rules = Vec::new();
     let mut dashboard = None;
     for document in serde_yaml::Deserializer::from_str(&rendered) {
-        let object = <serde_json::Value as serde::Deserialize>::deserialize(document).unwrap();
+        let object = <Value as serde::Deserialize>::deserialize(document).unwrap();
         match object["kind"].as_str() {
             Some("PrometheusRule") => {
                 assert_eq!(object["metadata"]["labels"]["release"], "prometheus");
                 rules.push(object["spec"].clone());
             }
             Some("ConfigMap")
-                if object["metadata"]["name"] == "hgo-healing-guard-operator-dashboard" =>
+                if object["metadata"]["name"] == "healing-guard-operator-dashboard" =>
             {
                 assert_eq!(object["metadata"]["labels"]["grafana_dashboard"], "1");
                 dashboard = Some(
@@ -93,8 +109,8 @@ fn the_chart_ships_the_checked_rules_and_dashboard() {
             as_yaml(&file("rules/service.rules.yaml"))
         ]
     );
-    let shipped: serde_json::Value = serde_json::from_str(&dashboard.unwrap()).unwrap();
-    let checked: serde_json::Value =
+    let shipped: Value = serde_json::from_str(&dashboard.unwrap()).unwrap();
+    let checked: Value =
         serde_json::from_str(&file("dashboards/healing-guard-operator.json")).unwrap();
     assert_eq!(shipped, checked);
     // Off by default: nothing needs the Prometheus Operator's CRDs.
@@ -104,4 +120,192 @@ fn the_chart_ships_the_checked_rules_and_dashboard() {
         None,
     );
     assert!(!plain.contains("PrometheusRule") && !plain.contains("grafana_dashboard"));
+}
+
+/// Every object `helm template` renders with `values` (`--set`), for
+/// release `release` in `namespace`.
+fn render(release: &str, namespace: &str, values: &[&str]) -> Vec<Value> {
+    let mut args = vec![
+        "template",
+        release,
+        "charts/healing-guard-operator",
+        "--namespace",
+        namespace,
+    ];
+    for value in values {
+        args.extend(["--set", value]);
+    }
+    documents(&run("helm", &args, None))
+}
+
+/// The one object of `kind` among `objects`.
+fn only<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    let found: Vec<_> = objects.iter().filter(|o| o["kind"] == kind).collect();
+    assert_eq!(found.len(), 1, "one {kind} expected, found {}", found.len());
+    found[0]
+}
+
+/// Whether every label of `selector` (a `matchLabels`) is on `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    let selector = selector.as_object().unwrap();
+    !selector.is_empty() && selector.iter().all(|(key, value)| labels[key] == *value)
+}
+
+/// The `expr` of the alert `name` in a rendered PrometheusRule.
+fn alert_expr(rule: &Value, name: &str) -> String {
+    rule["spec"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|group| group["rules"].as_array().unwrap())
+        .find(|r| r["alert"] == name)
+        .unwrap_or_else(|| panic!("no alert {name}"))["expr"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A ServiceMonitor or a PodMonitor scrapes the operator through the
+/// Service's port or the container's, and either gives its targets the
+/// job (the Service's name) and namespace the alert rules select; the
+/// rules are otherwise the tested file. No Prometheus Operator runs here,
+/// so the shapes are checked as the Prometheus Operator reads them.
+#[test]
+fn the_monitors_give_the_job_and_namespace_the_alert_rules_select() {
+    let selector = r#"job="hgo-healing-guard-operator", namespace="team-a""#;
+    let tested = std::fs::read_to_string("charts/healing-guard-operator/rules/operator.rules.yaml")
+        .unwrap()
+        .replace(
+            r#"job="healing-guard-operator", namespace="healing-guard-system""#,
+            selector,
+        );
+    let tested: Value = serde_yaml::from_str(&tested).unwrap();
+
+    let objects = render(
+        "hgo",
+        "team-a",
+        &[
+            "metrics.serviceMonitor.enabled=true",
+            "metrics.serviceMonitor.labels.release=prometheus",
+            "prometheusRule.enabled=true",
+        ],
+    );
+    let service = only(&objects, "Service");
+    let monitor = only(&objects, "ServiceMonitor");
+    let rule = only(&objects, "PrometheusRule");
+    assert_eq!(service["metadata"]["name"], "hgo-healing-guard-operator");
+    assert_eq!(monitor["metadata"]["namespace"], "team-a");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    assert_eq!(
+        monitor["spec"]["namespaceSelector"]["matchNames"],
+        json!(["team-a"])
+    );
+    assert!(
+        selects(
+            &monitor["spec"]["selector"]["matchLabels"],
+            &service["metadata"]["labels"]
+        ),
+        "the ServiceMonitor selects the Service:\n{monitor:#}"
+    );
+    let ports: Vec<&Value> = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|port| &port["name"])
+        .collect();
+    let endpoints = monitor["spec"]["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 1);
+    assert!(ports.contains(&&endpoints[0]["port"]), "{ports:?}");
+    assert_eq!(endpoints[0]["path"], "/metrics");
+    assert_eq!(endpoints[0]["interval"], "30s");
+    // No jobLabel, no relabeling: the job is the Service's name.
+    assert!(monitor["spec"].get("jobLabel").is_none() && endpoints[0].get("relabelings").is_none());
+    for alert in ["HealingGuardOperatorDown", "HealingGuardOperatorAbsent"] {
+        assert!(
+            alert_expr(rule, alert).contains(selector),
+            "{alert}: {}",
+            alert_expr(rule, alert)
+        );
+    }
+    assert_eq!(rule["spec"], tested);
+
+    let objects = render(
+        "hgo",
+        "team-a",
+        &[
+            "metrics.podMonitor.enabled=true",
+            "prometheusRule.enabled=true",
+        ],
+    );
+    let deployment = only(&objects, "Deployment");
+    let monitor = only(&objects, "PodMonitor");
+    assert!(objects.iter().all(|o| o["kind"] != "ServiceMonitor"));
+    let pod = &deployment["spec"]["template"];
+    assert!(
+        selects(
+            &monitor["spec"]["selector"]["matchLabels"],
+            &pod["metadata"]["labels"]
+        ),
+        "the PodMonitor selects the operator's pods:\n{monitor:#}"
+    );
+    let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+    let container_ports: Vec<&Value> = pod["spec"]["containers"][0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|port| &port["name"])
+        .collect();
+    assert!(
+        container_ports.contains(&&endpoint["port"]),
+        "{container_ports:?}"
+    );
+    // A PodMonitor's job would be "team-a/hgo-healing-guard-operator": set
+    // to the Service's name, after the Prometheus Operator sets its own.
+    assert_eq!(
+        endpoint["relabelings"],
+        json!([{"action": "replace", "targetLabel": "job", "replacement": "hgo-healing-guard-operator"}])
+    );
+    assert_eq!(only(&objects, "PrometheusRule")["spec"], tested);
+
+    // A job of the user's own (scraped some other way).
+    let objects = render(
+        "hgo",
+        "team-a",
+        &[
+            "prometheusRule.enabled=true",
+            "prometheusRule.job=operators",
+        ],
+    );
+    let expr = alert_expr(
+        only(&objects, "PrometheusRule"),
+        "HealingGuardOperatorAbsent",
+    );
+    assert_eq!(
+        expr,
+        r#"absent(up{job="operators", namespace="team-a"} == 1)"#
+    );
+
+    // Both at once would scrape every replica twice.
+    let (ok, _, stderr) = run_status(
+        "helm",
+        &[
+            "template",
+            "hgo",
+            "charts/healing-guard-operator",
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "metrics.podMonitor.enabled=true",
+        ],
+        None,
+    );
+    assert!(!ok && stderr.contains("enable one of the two"), "{stderr}");
+    // Off by default: nothing needs the Prometheus Operator's CRDs.
+    let plain = render("hgo", "team-a", &[]);
+    assert!(
+        plain
+            .iter()
+            .all(|o| o["apiVersion"] != "monitoring.coreos.com/v1"),
+        "monitoring objects rendered by default"
+    );
 }
