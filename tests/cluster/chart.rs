@@ -1,9 +1,10 @@
 //! The Helm chart lints and renders to manifests the API server accepts;
-//! its monitors and alert rules agree.
+//! its monitors and alert rules agree; its aggregated roles give
+//! Kubernetes' view, edit and admin what they say.
 
 use serde_json::{Value, json};
 
-use crate::support::{client, namespace, run, run_status};
+use crate::support::{client, eventually, namespace, run, run_status};
 
 #[tokio::test]
 async fn the_chart_lints_and_its_manifests_pass_a_server_dry_run() {
@@ -307,5 +308,137 @@ fn the_monitors_give_the_job_and_namespace_the_alert_rules_select() {
             .iter()
             .all(|o| o["apiVersion"] != "monitoring.coreos.com/v1"),
         "monitoring objects rendered by default"
+    );
+}
+
+/// Whether `user` may `verb` `resource` in `namespace`, as the API server
+/// answers (a SubjectAccessReview, through `kubectl auth can-i --as`).
+fn can(user: &str, verb: &str, resource: &str, namespace: &str) -> bool {
+    let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
+    let mut args = vec![
+        "auth", "can-i", verb, resource, "-n", namespace, "--as", user,
+    ];
+    if !subresource.is_empty() {
+        args.extend(["--subresource", subresource]);
+    }
+    let (yes, stdout, stderr) = run_status("kubectl", &args, None);
+    assert!(
+        yes || stdout.trim().starts_with("no"),
+        "kubectl {}: {stdout}{stderr}",
+        args.join(" ")
+    );
+    yes
+}
+
+/// With the chart's aggregated ClusterRoles, Kubernetes' own view, edit
+/// and admin roles cover the four kinds: view reads them; edit and admin
+/// also write policies, channels and escalation policies and declare and
+/// change Incidents, but write no status (the operator's record) and
+/// delete no Incident (the record of what happened).
+#[tokio::test]
+async fn kubernetes_view_edit_and_admin_roles_cover_the_four_kinds() {
+    let client = client().await;
+    let ns = namespace(&client, "aggregate").await;
+    let release = format!("agg-{ns}");
+    let roles = run(
+        "helm",
+        &[
+            "template",
+            &release,
+            "charts/healing-guard-operator",
+            "--namespace",
+            &ns,
+            "--show-only",
+            "templates/aggregate-roles.yaml",
+        ],
+        None,
+    );
+    let viewer = format!("viewer-{ns}");
+    let editor = format!("editor-{ns}");
+    let admin = format!("admin-{ns}");
+    let bindings: String = [("view", &viewer), ("edit", &editor), ("admin", &admin)]
+        .iter()
+        .map(|(role, user)| {
+            format!(
+                "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
+                 metadata: {{name: {role}, namespace: {ns}}}\n\
+                 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {role}}}\n\
+                 subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]\n"
+            )
+        })
+        .collect();
+    run("kubectl", &["apply", "-f", "-"], Some(&bindings));
+
+    run("kubectl", &["apply", "-f", "-"], Some(&roles));
+    // The controller manager aggregates them into view, edit and admin.
+    eventually("view, edit and admin to take in the chart's rules", || {
+        let ns = ns.clone();
+        let (viewer, admin) = (viewer.clone(), admin.clone());
+        async move {
+            (can(&viewer, "list", "incidents.healing-guard.io", &ns)
+                && can(
+                    &admin,
+                    "create",
+                    "remediationpolicies.healing-guard.io",
+                    &ns,
+                ))
+            .then_some(())
+        }
+    })
+    .await;
+
+    let kinds = [
+        "remediationpolicies",
+        "incidents",
+        "notificationchannels",
+        "escalationpolicies",
+    ];
+    for kind in kinds {
+        let resource = format!("{kind}.healing-guard.io");
+        for user in [&viewer, &editor, &admin] {
+            for verb in ["get", "list", "watch"] {
+                assert!(
+                    can(user, verb, &resource, &ns),
+                    "{user} cannot {verb} {kind}"
+                );
+            }
+            // Status is the operator's record, whoever holds a role here.
+            for verb in ["update", "patch"] {
+                let status = format!("{resource}/status");
+                assert!(
+                    !can(user, verb, &status, &ns),
+                    "{user} may {verb} {kind}/status"
+                );
+            }
+        }
+        for verb in ["create", "update", "patch", "delete", "deletecollection"] {
+            assert!(
+                !can(&viewer, verb, &resource, &ns),
+                "viewer may {verb} {kind}"
+            );
+            let expected = kind != "incidents" || !verb.starts_with("delete");
+            for user in [&editor, &admin] {
+                assert_eq!(
+                    can(user, verb, &resource, &ns),
+                    expected,
+                    "{user} {verb} {kind}"
+                );
+            }
+        }
+    }
+    // Only there: nothing in another namespace.
+    let elsewhere = namespace(&client, "aggregate-elsewhere").await;
+    assert!(!can(
+        &viewer,
+        "list",
+        "incidents.healing-guard.io",
+        &elsewhere
+    ));
+
+    run("kubectl", &["delete", "-f", "-"], Some(&roles));
+    run(
+        "kubectl",
+        &["delete", "namespace", &ns, &elsewhere, "--wait=false"],
+        None,
     );
 }
