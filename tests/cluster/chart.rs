@@ -1,6 +1,7 @@
 //! The Helm chart lints and renders to manifests the API server accepts;
 //! its monitors and alert rules agree; its aggregated roles give
-//! Kubernetes' view, edit and admin what they say.
+//! Kubernetes' view, edit and admin what they say; its CRDs upgrade by
+//! the command its README gives.
 
 use serde_json::{Value, json};
 
@@ -439,6 +440,195 @@ async fn kubernetes_view_edit_and_admin_roles_cover_the_four_kinds() {
     run(
         "kubectl",
         &["delete", "namespace", &ns, &elsewhere, "--wait=false"],
+        None,
+    );
+}
+
+/// The CRDs as the chart ships them, in a group and under names of their
+/// own (`upgrade-test.healing-guard.io`, kinds `UpgradeTest<Kind>`), so
+/// that changing them touches nothing the other tests use.
+fn in_a_group_of_their_own(crds: &str) -> Vec<Value> {
+    const GROUP: &str = "upgrade-test.healing-guard.io";
+    documents(crds)
+        .into_iter()
+        .map(|mut crd| {
+            let names = &mut crd["spec"]["names"];
+            let kind = format!("UpgradeTest{}", names["kind"].as_str().unwrap());
+            let plural = format!("upgradetest{}", names["plural"].as_str().unwrap());
+            let singular = kind.to_lowercase();
+            *names = json!({"kind": kind, "listKind": format!("{kind}List"), "plural": plural, "singular": singular});
+            crd["spec"]["group"] = json!(GROUP);
+            crd["metadata"]["name"] = json!(format!("{plural}.{GROUP}"));
+            crd
+        })
+        .collect()
+}
+
+/// Objects as a multi-document YAML text (JSON is YAML).
+fn as_stream(objects: &[Value]) -> String {
+    objects
+        .iter()
+        .map(|object| format!("---\n{object}\n"))
+        .collect()
+}
+
+/// Helm creates the CRDs on install and never changes them again; the
+/// chart README's upgrade, `helm show crds CHART | kubectl apply
+/// --server-side --force-conflicts -f -`, takes them over from Helm and
+/// brings a field an older CRD lacked. Done once, on a copy in a group of
+/// its own: the older CRD installed by Helm from a chart of its own, an
+/// object made, the upgrade applied; the object is still there and the
+/// new field is kept.
+#[tokio::test]
+async fn the_crds_upgrade_as_the_chart_readme_says() {
+    let client = client().await;
+    let ns = namespace(&client, "crd-upgrade").await;
+    let shipped = run(
+        "helm",
+        &["show", "crds", "charts/healing-guard-operator"],
+        None,
+    );
+    let new = in_a_group_of_their_own(&shipped);
+    assert_eq!(new.len(), 4, "four CRDs");
+    let channels = "upgradetestnotificationchannels.upgrade-test.healing-guard.io";
+    // The older version: a NotificationChannel without spec.perMinute.
+    let mut old = new.clone();
+    let channel = old
+        .iter_mut()
+        .find(|crd| crd["metadata"]["name"] == channels)
+        .unwrap();
+    let spec = &mut channel["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        ["properties"];
+    assert!(spec.as_object_mut().unwrap().remove("perMinute").is_some());
+
+    // Installed by Helm, as a first install does (crds/ of a chart).
+    let chart = tempfile::tempdir().unwrap();
+    std::fs::create_dir(chart.path().join("crds")).unwrap();
+    std::fs::write(
+        chart.path().join("Chart.yaml"),
+        "apiVersion: v2\nname: upgrade-test\nversion: 0.1.0\n",
+    )
+    .unwrap();
+    std::fs::write(chart.path().join("crds/crds.yaml"), as_stream(&old)).unwrap();
+    let release = format!("upgrade-test-{ns}");
+    run(
+        "helm",
+        &[
+            "install",
+            &release,
+            chart.path().to_str().unwrap(),
+            "--namespace",
+            &ns,
+        ],
+        None,
+    );
+    let names: Vec<String> = new
+        .iter()
+        .map(|crd| format!("crd/{}", crd["metadata"]["name"].as_str().unwrap()))
+        .collect();
+    let mut wait = vec!["wait", "--for=condition=Established", "--timeout=60s"];
+    wait.extend(names.iter().map(String::as_str));
+    run("kubectl", &wait, None);
+
+    let channel = |name: &str, per_minute: Option<u32>| {
+        let mut object = json!({
+            "apiVersion": "upgrade-test.healing-guard.io/v1alpha1",
+            "kind": "UpgradeTestNotificationChannel",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"kind": "Slack", "secretRef": {"name": "slack"}}
+        });
+        if let Some(per_minute) = per_minute {
+            object["spec"]["perMinute"] = json!(per_minute);
+        }
+        object.to_string()
+    };
+    run(
+        "kubectl",
+        &["create", "-f", "-"],
+        Some(&channel("before", None)),
+    );
+    // The older schema does not know the field: refused (kubectl validates strictly).
+    let (ok, _, stderr) = run_status(
+        "kubectl",
+        &["create", "--dry-run=server", "-f", "-"],
+        Some(&channel("early", Some(5))),
+    );
+    assert!(
+        !ok && stderr.contains("perMinute"),
+        "the older CRD took spec.perMinute: {stderr}"
+    );
+
+    // The upgrade, as the README gives it (the copy renamed on the way).
+    let upgraded = run(
+        "kubectl",
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        Some(&as_stream(&in_a_group_of_their_own(&run(
+            "helm",
+            &["show", "crds", "charts/healing-guard-operator"],
+            None,
+        )))),
+    );
+    assert_eq!(
+        upgraded.matches("serverside-applied").count(),
+        4,
+        "{upgraded}"
+    );
+    run("kubectl", &wait, None);
+
+    let stored: Value = serde_json::from_str(&run(
+        "kubectl",
+        &[
+            "get",
+            &format!("crd/{channels}"),
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ],
+        None,
+    ))
+    .unwrap();
+    let properties = &stored["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        ["properties"];
+    assert_eq!(properties["perMinute"]["maximum"], 600.0, "{properties:#}");
+    // Managed from now on by kubectl's server-side apply, not by Helm.
+    let managers: Vec<&str> = stored["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["operation"] == "Apply")
+        .map(|entry| entry["manager"].as_str().unwrap())
+        .collect();
+    assert!(managers.contains(&"kubectl"), "{managers:?}");
+
+    run(
+        "kubectl",
+        &["create", "-f", "-"],
+        Some(&channel("after", Some(5))),
+    );
+    let resource = "upgradetestnotificationchannels.upgrade-test.healing-guard.io";
+    let after: Value = serde_json::from_str(&run(
+        "kubectl",
+        &["get", resource, "after", "-n", &ns, "-o", "json"],
+        None,
+    ))
+    .unwrap();
+    assert_eq!(after["spec"]["perMinute"], 5);
+    // The object made before is still there, now with the new field's default.
+    let before: Value = serde_json::from_str(&run(
+        "kubectl",
+        &["get", resource, "before", "-n", &ns, "-o", "json"],
+        None,
+    ))
+    .unwrap();
+    assert_eq!(before["spec"]["perMinute"], 30);
+
+    run("helm", &["uninstall", &release, "--namespace", &ns], None);
+    let mut delete = vec!["delete", "--wait=false"];
+    delete.extend(names.iter().map(String::as_str));
+    run("kubectl", &delete, None);
+    run(
+        "kubectl",
+        &["delete", "namespace", &ns, "--wait=false"],
         None,
     );
 }
