@@ -1,7 +1,7 @@
-//! The Helm chart lints and renders to manifests the API server accepts;
-//! its monitors and alert rules agree; its aggregated roles give
-//! Kubernetes' view, edit and admin what they say; its CRDs upgrade by
-//! the command its README gives.
+//! The Helm chart lints, refuses wrong values with their path, and renders
+//! to manifests the API server accepts; its monitors and alert rules
+//! agree; its aggregated roles give Kubernetes' view, edit and admin what
+//! they say; its CRDs upgrade by the command its README gives.
 
 use serde_json::{Value, json};
 
@@ -49,6 +49,79 @@ fn documents(text: &str) -> Vec<Value> {
         .map(|document| <Value as serde::Deserialize>::deserialize(document).unwrap())
         .filter(|object| !object.is_null())
         .collect()
+}
+
+/// `values.schema.json`: a value of the wrong type, a misspelt key or a
+/// value outside its list is refused before anything is rendered, with its
+/// path; the same values, right, render.
+#[test]
+fn wrong_values_are_refused_with_their_path() {
+    let template = |set: &str| {
+        run_status(
+            "helm",
+            &[
+                "template",
+                "hgo",
+                "charts/healing-guard-operator",
+                "--set",
+                set,
+            ],
+            None,
+        )
+    };
+    for (wrong, right, refusal) in [
+        (
+            "replicas=two",
+            "replicas=2",
+            "at '/replicas': got string, want integer",
+        ),
+        (
+            "metrics.prot=9090",
+            "metrics.port=9090",
+            "at '/metrics': additional properties 'prot' not allowed",
+        ),
+        ("logFormat=xml", "logFormat=text", "at '/logFormat'"),
+        (
+            "image.pullPolicy=Sometimes",
+            "image.pullPolicy=Always",
+            "at '/image/pullPolicy'",
+        ),
+        (
+            "remediator.grant={workloads,everything}",
+            "remediator.grant={workloads,secrets}",
+            "at '/remediator/grant/1'",
+        ),
+        (
+            "leaderElection.leaseDurationSeconds=1",
+            "leaderElection.leaseDurationSeconds=30",
+            "at '/leaderElection/leaseDurationSeconds'",
+        ),
+        (
+            "tolerations[0].efect=NoSchedule",
+            "tolerations[0].effect=NoSchedule",
+            "at '/tolerations/0': additional properties 'efect' not allowed",
+        ),
+        (
+            "networkPolicy.apiServer.ports={https}",
+            "networkPolicy.apiServer.ports={6443}",
+            "at '/networkPolicy/apiServer/ports/0'",
+        ),
+        (
+            "hostNetwork=yes please",
+            "hostNetwork=true",
+            "at '/hostNetwork'",
+        ),
+    ] {
+        let (ok, _, stderr) = template(wrong);
+        assert!(!ok, "{wrong} was accepted");
+        assert!(
+            stderr.contains("values don't meet the specifications of the schema")
+                && stderr.contains(refusal),
+            "{wrong}: the refusal does not say {refusal:?}:\n{stderr}"
+        );
+        let (ok, _, stderr) = template(right);
+        assert!(ok, "{right} was refused:\n{stderr}");
+    }
 }
 
 /// With its values on, the chart ships the alert rules and the dashboard
