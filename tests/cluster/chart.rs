@@ -1,46 +1,193 @@
-//! The Helm chart lints, refuses wrong values with their path, and renders
-//! to manifests the API server accepts; its monitors and alert rules
-//! agree; its aggregated roles give Kubernetes' view, edit and admin what
-//! they say; its CRDs upgrade by the command its README gives.
+//! The Helm chart as users install it: it lints, refuses wrong values with
+//! their path, renders (with every optional part on) to manifests the API
+//! server accepts with each object in the release's namespace, passes
+//! scheduling and container settings through as given, and ships monitors
+//! and alert rules that agree; its aggregated roles give Kubernetes' view,
+//! edit and admin what they say; its CRDs upgrade by the command its README
+//! gives.
 
 use serde_json::{Value, json};
 
 use crate::support::{client, eventually, namespace, run, run_status};
 
+/// Everything optional on, and every setting a node of its own needs
+/// (nodeSelector, tolerations, hostNetwork...), as a user's values file.
+/// The monitors are left out: no Prometheus Operator CRDs here.
+const ALL_ON: &str = r#"
+image: {repository: registry.example/healing-guard-operator, tag: "1.2.3", pullPolicy: Never}
+replicas: 2
+hostNetwork: true
+nodeSelector: {kubernetes.io/hostname: ops-node-1}
+tolerations:
+- {key: healing-guard.io/operator, operator: Exists, effect: NoSchedule}
+# Maps merge with the chart's defaults: every key given, to compare.
+podSecurityContext: {runAsNonRoot: true, runAsUser: 65000, runAsGroup: 65000, fsGroup: 65000, seccompProfile: {type: RuntimeDefault}}
+securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+resources: {requests: {cpu: 10m, memory: 32Mi}, limits: {memory: 128Mi}}
+priorityClassName: system-cluster-critical
+extraArgs: [--egress-deny, 192.168.0.0/16]
+extraEnv:
+- {name: HTTPS_PROXY, value: "http://proxy.example:3128"}
+- {name: SSL_CERT_FILE, value: /etc/healing-guard/ca/ca-certificates.crt}
+extraVolumes:
+- {name: ca-bundle, configMap: {name: ca-bundle}}
+extraVolumeMounts:
+- {name: ca-bundle, mountPath: /etc/healing-guard/ca, readOnly: true}
+topologySpreadConstraints:
+- {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway}
+grafanaDashboard: {enabled: true}
+networkPolicy:
+  enabled: true
+  ingressFrom:
+  - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}
+  apiServer: {to: [{ipBlock: {cidr: 10.0.0.1/32}}], ports: [6443]}
+  extraEgress:
+  - to: [{ipBlock: {cidr: 0.0.0.0/0, except: [169.254.0.0/16]}}]
+    ports: [{port: 443, protocol: TCP}]
+alertmanagerWebhook: {tokenSecret: {name: alertmanager-token}}
+evidence: {captureLogs: true}
+"#;
+
+/// Kinds without a namespace, of those the chart renders.
+const CLUSTER_SCOPED: [&str; 4] = [
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+];
+
 #[tokio::test]
 async fn the_chart_lints_and_its_manifests_pass_a_server_dry_run() {
     let client = client().await;
     let ns = namespace(&client, "chart").await;
-    run("helm", &["lint", "charts/healing-guard-operator"], None);
-    let rendered = run(
+    run(
         "helm",
-        &[
+        &["lint", "--strict", "charts/healing-guard-operator"],
+        None,
+    );
+    let values = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(values.path(), ALL_ON).unwrap();
+    let values = values.path().to_str().unwrap();
+    // With watchNamespace, the operator's Roles and the remediator are there.
+    let watched = namespace(&client, "chart-watched").await;
+    let watch = format!("watchNamespace={watched}");
+    for extra in [&[][..], &["-f", values], &["-f", values, "--set", &watch]] {
+        let mut args = vec![
             "template",
             "hgo",
             "charts/healing-guard-operator",
             "--namespace",
             &ns,
-        ],
-        None,
-    );
-    let (ok, stdout, stderr) = run_status(
-        "kubectl",
-        &["apply", "--dry-run=server", "-n", &ns, "-f", "-"],
-        Some(&rendered),
-    );
-    assert!(ok, "server dry-run failed:\n{stderr}\n{stdout}");
-    for kind in [
-        "serviceaccount",
-        "clusterrole",
-        "clusterrolebinding",
-        "deployment",
-        "service",
-    ] {
-        assert!(
-            stdout.contains(&format!("{kind}.")) || stdout.contains(&format!("{kind}/")),
-            "{kind} missing:\n{stdout}"
+        ];
+        args.extend(extra);
+        let rendered = run("helm", &args, None);
+        let objects = documents(&rendered);
+        for object in &objects {
+            let kind = object["kind"].as_str().unwrap();
+            let namespace = &object["metadata"]["namespace"];
+            if CLUSTER_SCOPED.contains(&kind) {
+                assert!(namespace.is_null(), "{kind} is cluster-scoped: {namespace}");
+            } else if namespace == watched.as_str() {
+                // The operator's and the remediator's Roles, where it watches.
+                assert!(
+                    ["Role", "RoleBinding", "ServiceAccount"].contains(&kind),
+                    "{kind} in {watched}"
+                );
+            } else {
+                assert_eq!(
+                    namespace.as_str(),
+                    Some(ns.as_str()),
+                    "{kind} {} not in the release's namespace",
+                    object["metadata"]["name"]
+                );
+            }
+        }
+        let (ok, stdout, stderr) = run_status(
+            "kubectl",
+            &["apply", "--dry-run=server", "-o", "json", "-f", "-"],
+            Some(&rendered),
         );
+        assert!(ok, "server dry-run failed ({extra:?}):\n{stderr}\n{stdout}");
+        let accepted: Value = serde_json::from_str(&stdout).unwrap();
+        let accepted = accepted["items"].as_array().unwrap();
+        let kinds: Vec<&str> = accepted
+            .iter()
+            .map(|o| o["kind"].as_str().unwrap())
+            .collect();
+        // Watching one namespace, the operator's grant is a Role there.
+        let binding = if extra.len() > 2 {
+            "RoleBinding"
+        } else {
+            "ClusterRoleBinding"
+        };
+        for kind in [
+            "ServiceAccount",
+            "ClusterRole",
+            binding,
+            "Deployment",
+            "Service",
+        ] {
+            assert!(kinds.contains(&kind), "{kind} missing: {kinds:?}");
+        }
+        if extra.is_empty() {
+            continue;
+        }
+        for kind in ["NetworkPolicy", "PodDisruptionBudget", "ConfigMap"] {
+            assert!(kinds.contains(&kind), "{kind} missing: {kinds:?}");
+        }
+        // As the API server would store it: every setting as given.
+        let deployment = accepted.iter().find(|o| o["kind"] == "Deployment").unwrap();
+        let given: Value = serde_yaml::from_str(ALL_ON).unwrap();
+        passed_through(deployment, &given);
     }
+}
+
+/// The Deployment the API server accepted carries the values `given` as
+/// given.
+fn passed_through(deployment: &Value, given: &Value) {
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(deployment["spec"]["replicas"], given["replicas"]);
+    assert_eq!(
+        container["image"],
+        "registry.example/healing-guard-operator:1.2.3"
+    );
+    assert_eq!(container["imagePullPolicy"], "Never");
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
+    assert_eq!(pod["nodeSelector"], given["nodeSelector"]);
+    assert_eq!(pod["tolerations"], given["tolerations"]);
+    assert_eq!(pod["securityContext"], given["podSecurityContext"]);
+    assert_eq!(container["securityContext"], given["securityContext"]);
+    assert_eq!(container["resources"], given["resources"]);
+    assert_eq!(pod["priorityClassName"], given["priorityClassName"]);
+    // After the chart's own arguments, environment and volumes.
+    let args = container["args"].as_array().unwrap();
+    assert_eq!(
+        args[args.len() - 2..],
+        given["extraArgs"].as_array().unwrap()[..]
+    );
+    assert_eq!(args[0], "run");
+    let env = container["env"].as_array().unwrap();
+    assert_eq!(
+        env[env.len() - 2..],
+        given["extraEnv"].as_array().unwrap()[..]
+    );
+    assert!(env.iter().any(|e| e["name"] == "RUST_LOG"));
+    let mounts = container["volumeMounts"].as_array().unwrap();
+    assert_eq!(mounts[0]["mountPath"], "/tmp");
+    assert_eq!(mounts[1], given["extraVolumeMounts"][0]);
+    let volumes = pod["volumes"].as_array().unwrap();
+    assert_eq!(volumes[0]["name"], "tmp");
+    assert_eq!(volumes[1]["name"], "ca-bundle");
+    assert_eq!(volumes[1]["configMap"]["name"], "ca-bundle");
+    // A constraint without a labelSelector spreads the operator's pods.
+    let spread = &pod["topologySpreadConstraints"][0];
+    assert_eq!(spread["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(
+        spread["labelSelector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
 }
 
 /// Every object of a multi-document YAML text.
