@@ -36,6 +36,7 @@ unit:
 
 ## Formatting, lints and CRD drift.
 lint:
+	./cluster/check-chart.sh
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo test --test crd_drift
