@@ -42,3 +42,27 @@ fn committed_reference_matches_the_generated_one() {
         );
     }
 }
+
+/// The README's first policy is what a stranger applies first: it must
+/// decode as a RemediationPolicy and pass the controller's validation.
+#[test]
+fn the_readme_policy_is_valid() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .filter(|block| block.contains("kind: RemediationPolicy"))
+        .collect();
+    assert!(!blocks.is_empty(), "README.md shows no RemediationPolicy");
+    for block in blocks {
+        let policy: crd::RemediationPolicy = serde_yaml::from_str(block)
+            .unwrap_or_else(|err| panic!("README.md's policy does not decode: {err}\n{block}"));
+        let problems = healing_guard_operator::validation::policy(&policy.spec);
+        assert!(
+            problems.is_empty(),
+            "README.md's policy is invalid: {}",
+            healing_guard_operator::validation::summary(&problems)
+        );
+    }
+}
