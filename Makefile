@@ -34,18 +34,20 @@ bench: build-cluster
 unit:
 	cargo test --lib
 
-## Formatting, lints and CRD drift.
+## Formatting, lints, and drift of the CRDs and the field reference.
 lint:
 	./cluster/check-chart.sh
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo test --test crd_drift
 
-## Regenerate the CRDs into crds/ and the chart.
+## Regenerate the CRDs into crds/ and the chart, and the field reference
+## generated from them into docs/reference/.
 crds:
 	cargo run --quiet -- crd > crds/healing-guard.io.yaml
 	mkdir -p charts/healing-guard-operator/crds
 	cp crds/healing-guard.io.yaml charts/healing-guard-operator/crds/healing-guard.io.yaml
+	cargo run --quiet -- docs reference --out docs/reference > /dev/null
 
 ## The operator's image (both binaries, static, on an empty base) as an OCI
 ## archive, built without a container engine; its size is printed.

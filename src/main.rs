@@ -1,6 +1,7 @@
-//! The operator binary: `run` the controllers, or print the `crd`s.
+//! The operator binary: `run` the controllers, print the `crd`s, or write
+//! the `docs reference` generated from them.
 
-use std::{net::SocketAddr, process::ExitCode, sync::Arc};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
 use healing_guard_operator::{
@@ -32,6 +33,21 @@ enum Command {
     Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
+    /// Write documentation generated from the code.
+    Docs {
+        #[command(subcommand)]
+        command: DocsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DocsCommand {
+    /// Write the field reference of every kind (Markdown, from the CRDs).
+    Reference {
+        /// The folder to write the pages into.
+        #[arg(long, default_value = crd::reference::DIRECTORY)]
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -97,6 +113,23 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Docs {
+            command: DocsCommand::Reference { out },
+        } => {
+            let pages = crd::reference::pages(&crd::all());
+            match crd::reference::write(&out, &pages) {
+                Ok(written) => {
+                    for path in written {
+                        println!("{}", path.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("cannot write the reference: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run(args) => {
             let RunArgs {
                 listen,

@@ -1,5 +1,7 @@
 //! The custom resources, as Rust types; the CRD YAML in `crds/` is generated
-//! from them (`healing-guard-operator crd`).
+//! from them (`healing-guard-operator crd`), and from that the field
+//! reference in `docs/reference/` (`reference`, `healing-guard-operator
+//! docs reference`).
 //!
 //! Each file imports only from the floors below its own, so none of them
 //! imports another in a loop:
@@ -8,7 +10,8 @@
 //! 3. `refs`: references to workloads and Secrets;
 //! 4. `service`, `channel`, `alert`, `probe`, `escalation`;
 //! 5. `common` (the action ladder);
-//! 6. `policy`, then `incident`.
+//! 6. `policy`, then `incident`;
+//! 7. `reference`, which reads only the generated CRDs.
 
 pub mod alert;
 pub mod bounds;
@@ -26,6 +29,7 @@ pub mod ledger;
 #[allow(clippy::duplicated_attributes)]
 pub mod policy;
 pub mod probe;
+pub mod reference;
 pub mod refs;
 pub mod service;
 

@@ -195,7 +195,7 @@ async fn authority(
             "CannotActAs",
             format!(
                 "the operator may not act as ServiceAccount {account}: {}; nothing is changed \
-                 until the namespace lets it (README, \"Security model\")",
+                 until the namespace lets it (docs/security.md)",
                 status.message
             ),
         ))),
