@@ -54,7 +54,7 @@ metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("0.0.0.0", 
 cat >"$dir/operator-values.yaml" <<YAML
 image: {repository: $(cat "$archive.repository"), tag: "$version", pullPolicy: Never}
 hostNetwork: true
-metrics: {bindAddress: "\$(POD_IP)", port: $metrics_port}
+metrics: {port: $metrics_port}
 extraEnv:
 - {name: KUBERNETES_SERVICE_HOST, value: 127.0.0.1}
 - {name: KUBERNETES_SERVICE_PORT, value: "${HGO_APISERVER##*:}"}

@@ -172,7 +172,14 @@ fn main() -> ExitCode {
                 LeaderConfig {
                     namespace: leader_election_namespace,
                     lease_name,
-                    identity: format!("{host}-{}", std::process::id()),
+                    // Unique to this process: a container restarted in the
+                    // same pod (PID 1 again) must not take its predecessor's
+                    // lease for its own, before that lease has expired.
+                    identity: format!(
+                        "{host}-{}-{:08x}",
+                        std::process::id(),
+                        rand::random::<u32>()
+                    ),
                     duration_seconds: lease_duration,
                 }
             });

@@ -62,8 +62,8 @@ fn values(ns: &str, repository: &str, tag: &str) -> serde_json::Value {
         "logLevel": "info,healing_guard_operator=debug",
         "leaderElection": {"enabled": true, "leaseDurationSeconds": LEASE_SECONDS},
         "hostNetwork": true,
-        // Each replica listens on its own node's address (127.0.0.N).
-        "metrics": {"bindAddress": "$(POD_IP)", "port": free_port()},
+        // In the node's network, each replica listens on its node's address.
+        "metrics": {"port": free_port()},
         "extraEnv": [
             {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
             {"name": "KUBERNETES_SERVICE_PORT", "value": apiserver_port()}
@@ -75,7 +75,11 @@ fn values(ns: &str, repository: &str, tag: &str) -> serde_json::Value {
 
 /// A port free on every address: two clusters' operators may share this host.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn helm(args: &[&str]) -> String {
@@ -93,7 +97,10 @@ async fn ready_operator_pods(pods: &Api<Pod>, image: &str, count: usize) -> Vec<
             let image = image.to_string();
             async move {
                 let list = pods
-                    .list(&ListParams::default().labels("app.kubernetes.io/name=healing-guard-operator"))
+                    .list(
+                        &ListParams::default()
+                            .labels("app.kubernetes.io/name=healing-guard-operator"),
+                    )
                     .await
                     .ok()?;
                 let ready: Vec<Pod> = list
@@ -101,12 +108,17 @@ async fn ready_operator_pods(pods: &Api<Pod>, image: &str, count: usize) -> Vec<
                     .into_iter()
                     .filter(|p| p.metadata.deletion_timestamp.is_none())
                     .filter(|p| {
-                        p.spec.as_ref().is_some_and(|s| s.containers[0].image.as_deref() == Some(&image))
+                        p.spec
+                            .as_ref()
+                            .is_some_and(|s| s.containers[0].image.as_deref() == Some(&image))
                     })
                     .filter(|p| {
-                        p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
-                            c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                        })
+                        p.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| {
+                                c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
                     })
                     .collect();
                 (ready.len() == count).then_some(ready)
@@ -155,12 +167,19 @@ async fn bad_release(client: &Client, ns: &str, name: &str) {
         }
     }))
     .unwrap();
-    api.create(&PostParams::default(), &deployment).await.unwrap();
+    api.create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
     eventually(&format!("{name} revision 1 available"), || {
         let api = api.clone();
         let name = name.to_string();
         async move {
-            api.get(&name).await.ok()?.status?.available_replicas.filter(|n| *n == 3)
+            api.get(&name)
+                .await
+                .ok()?
+                .status?
+                .available_replicas
+                .filter(|n| *n == 3)
         }
     })
     .await;
@@ -174,11 +193,18 @@ async fn bad_release(client: &Client, ns: &str, name: &str) {
 
 /// The incident of `name` once its rollback is recorded and not yet verified.
 async fn mid_remediation(client: &Client, ns: &str, name: &str) -> Incident {
-    incident_where(client, ns, &format!("{name}-crashloop"), "a step recorded, unverified", |i| {
-        i.status.as_ref().and_then(|s| s.steps.last()).is_some_and(|s| {
-            matches!(s.result, StepResult::Pending | StepResult::Verifying)
-        })
-    })
+    incident_where(
+        client,
+        ns,
+        &format!("{name}-crashloop"),
+        "a step recorded, unverified",
+        |i| {
+            i.status
+                .as_ref()
+                .and_then(|s| s.steps.last())
+                .is_some_and(|s| matches!(s.result, StepResult::Pending | StepResult::Verifying))
+        },
+    )
     .await
 }
 
@@ -196,9 +222,15 @@ async fn resolved_with_one_rollback(client: &Client, ns: &str, name: &str) {
         .get(name)
         .await
         .unwrap();
-    let revision = deployment.metadata.annotations.unwrap()["deployment.kubernetes.io/revision"].clone();
-    assert_eq!(revision, "3", "{name}: a second rollback would make revision 4");
-    let image = deployment.spec.unwrap().template.spec.unwrap().containers[0].image.clone();
+    let revision =
+        deployment.metadata.annotations.unwrap()["deployment.kubernetes.io/revision"].clone();
+    assert_eq!(
+        revision, "3",
+        "{name}: a second rollback would make revision 4"
+    );
+    let image = deployment.spec.unwrap().template.spec.unwrap().containers[0]
+        .image
+        .clone();
     assert_eq!(image, Some(format!("registry.local/{name}:1")));
 }
 
@@ -215,7 +247,11 @@ fn container_pid(pod: &Pod) -> u32 {
     let number = node.trim_start_matches("hgo-node-");
     let dir = std::env::var("HGO_CLUSTER_DIR").unwrap();
     let socket = format!("{dir}/node-{number}/containerd/containerd.sock");
-    let tasks = run("ctr", &["--address", &socket, "-n", "k8s.io", "tasks", "ls"], None);
+    let tasks = run(
+        "ctr",
+        &["--address", &socket, "-n", "k8s.io", "tasks", "ls"],
+        None,
+    );
     tasks
         .lines()
         .find(|l| l.starts_with(&id))
@@ -243,7 +279,13 @@ fn process_facts(pid: u32) -> (String, bool, String) {
         .lines()
         .filter(|l| l.split_whitespace().nth(1) == Some("/"))
         .last()
-        .is_some_and(|l| l.split_whitespace().nth(3).unwrap_or_default().split(',').any(|o| o == "ro"));
+        .is_some_and(|l| {
+            l.split_whitespace()
+                .nth(3)
+                .unwrap_or_default()
+                .split(',')
+                .any(|o| o == "ro")
+        });
     (field("Uid:"), root_read_only, field("CapEff:"))
 }
 
@@ -258,7 +300,7 @@ async fn scrape_through_the_service(client: &Client, ns: &str) -> Vec<(String, S
     let mut scraped = Vec::new();
     for slice in list.items {
         let port = slice.ports.as_ref().unwrap()[0].port.unwrap();
-        for endpoint in slice.endpoints {
+        for endpoint in slice.endpoints.into_iter().flatten() {
             if endpoint.conditions.as_ref().and_then(|c| c.ready) != Some(true) {
                 continue;
             }
@@ -278,7 +320,11 @@ async fn real_node_the_chart_runs_the_operator_from_its_image_through_failover_a
     let (repository, tag) = image();
     let image = format!("{repository}:{tag}");
     let values_file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(values_file.path(), values(&ns, &repository, &tag).to_string()).unwrap();
+    std::fs::write(
+        values_file.path(),
+        values(&ns, &repository, &tag).to_string(),
+    )
+    .unwrap();
     let values_path = values_file.path().to_str().unwrap().to_string();
     let chart = repo().join("charts/healing-guard-operator");
     let chart = chart.to_str().unwrap();
@@ -296,14 +342,36 @@ async fn real_node_the_chart_runs_the_operator_from_its_image_through_failover_a
     assert_eq!(nodes.len(), 2, "one replica per real node: {nodes:?}");
     for pod in &ready {
         let (uid, root_read_only, capabilities) = process_facts(container_pid(pod));
-        assert_eq!(uid, "65532", "{}: runs as the image's non-root user", pod.name_any());
-        assert!(root_read_only, "{}: read-only root filesystem", pod.name_any());
-        assert_eq!(capabilities, "0000000000000000", "{}: no capabilities", pod.name_any());
+        assert_eq!(
+            uid,
+            "65532",
+            "{}: runs as the image's non-root user",
+            pod.name_any()
+        );
+        assert!(
+            root_read_only,
+            "{}: read-only root filesystem",
+            pod.name_any()
+        );
+        assert_eq!(
+            capabilities,
+            "0000000000000000",
+            "{}: no capabilities",
+            pod.name_any()
+        );
     }
     let scraped = scrape_through_the_service(&client, &ns).await;
-    assert_eq!(scraped.len(), 2, "both replicas behind the Service: {:?}", scraped.iter().map(|s| &s.0).collect::<Vec<_>>());
+    assert_eq!(
+        scraped.len(),
+        2,
+        "both replicas behind the Service: {:?}",
+        scraped.iter().map(|s| &s.0).collect::<Vec<_>>()
+    );
     for (url, body) in &scraped {
-        assert!(body.contains("healing_guard_reconciles_total"), "{url}:\n{body}");
+        assert!(
+            body.contains("\nhealing_guard_fenced_writes_total 0\n"),
+            "{url}:\n{body}"
+        );
     }
 
     policy_with(
@@ -329,9 +397,15 @@ async fn real_node_the_chart_runs_the_operator_from_its_image_through_failover_a
     let (old, leader) = leader_pod(&leases, &ready).await;
     // kubectl logs: the API server reaches the kubelet on its node's address.
     let logs = run("kubectl", &["logs", "-n", &ns, &leader.name_any()], None);
-    assert!(logs.contains("became leader"), "{}:\n{logs}", leader.name_any());
+    assert!(
+        logs.contains("became leader"),
+        "{}:\n{logs}",
+        leader.name_any()
+    );
     let deleted = Instant::now();
-    pods.delete(&leader.name_any(), &DeleteParams::default()).await.unwrap();
+    pods.delete(&leader.name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
     let (_, after_delete) = takeover(&leases, &old, deleted).await;
     resolved_with_one_rollback(&client, &ns, "api").await;
     let ready = ready_operator_pods(&pods, &image, 2).await;
@@ -364,7 +438,17 @@ async fn real_node_the_chart_runs_the_operator_from_its_image_through_failover_a
         let socket = format!("{dir}/node-{node}/containerd/containerd.sock");
         run(
             "ctr",
-            &["--address", &socket, "-n", "k8s.io", "images", "tag", &image, &format!("{repository}:{next}")],
+            &[
+                "--address",
+                &socket,
+                "-n",
+                "k8s.io",
+                "images",
+                "tag",
+                "--force",
+                &image,
+                &format!("{repository}:{next}"),
+            ],
             None,
         );
     }
@@ -374,7 +458,17 @@ async fn real_node_the_chart_runs_the_operator_from_its_image_through_failover_a
     })
     .await;
     let upgrading = Instant::now();
-    helm(&["upgrade", RELEASE, chart, "-n", &ns, "-f", &values_path, "--set", &format!("image.tag={next}")]);
+    helm(&[
+        "upgrade",
+        RELEASE,
+        chart,
+        "-n",
+        &ns,
+        "-f",
+        &values_path,
+        "--set",
+        &format!("image.tag={next}"),
+    ]);
     let upgraded = ready_operator_pods(&pods, &format!("{repository}:{next}"), 2).await;
     let upgrade_took = upgrading.elapsed();
     resolved_with_one_rollback(&client, &ns, "worker").await;
@@ -382,7 +476,11 @@ async fn real_node_the_chart_runs_the_operator_from_its_image_through_failover_a
 
     // 4. helm uninstall keeps the CRDs, and so the Incidents.
     helm(&["uninstall", RELEASE, "-n", &ns, "--wait"]);
-    let (ok, _, stderr) = run_status("kubectl", &["get", "crd", "incidents.healing-guard.io"], None);
+    let (ok, _, stderr) = run_status(
+        "kubectl",
+        &["get", "crd", "incidents.healing-guard.io"],
+        None,
+    );
     assert!(ok, "the CRD went with the release: {stderr}");
     let incidents: Api<Incident> = Api::namespaced(client.clone(), &ns);
     let mut kept: Vec<String> = incidents
@@ -399,7 +497,9 @@ async fn real_node_the_chart_runs_the_operator_from_its_image_through_failover_a
         let pods = pods.clone();
         async move {
             let list = pods
-                .list(&ListParams::default().labels("app.kubernetes.io/name=healing-guard-operator"))
+                .list(
+                    &ListParams::default().labels("app.kubernetes.io/name=healing-guard-operator"),
+                )
                 .await
                 .ok()?;
             list.items.is_empty().then_some(())
