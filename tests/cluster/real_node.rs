@@ -277,8 +277,7 @@ fn process_facts(pid: u32) -> (String, bool, String) {
     let mounts = std::fs::read_to_string(format!("/proc/{pid}/mounts")).unwrap();
     let root_read_only = mounts
         .lines()
-        .filter(|l| l.split_whitespace().nth(1) == Some("/"))
-        .last()
+        .rfind(|l| l.split_whitespace().nth(1) == Some("/"))
         .is_some_and(|l| {
             l.split_whitespace()
                 .nth(3)
@@ -314,7 +313,7 @@ async fn scrape_through_the_service(client: &Client, ns: &str) -> Vec<(String, S
 }
 
 #[tokio::test]
-async fn real_node_the_chart_runs_the_operator_from_its_image_through_failover_and_upgrade() {
+async fn real_node_helm_installs_the_image_which_survives_failover_and_upgrade() {
     let client = client().await;
     let ns = namespace(&client, "inpod").await;
     let (repository, tag) = image();
