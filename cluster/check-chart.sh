@@ -17,6 +17,7 @@ source "$here/versions.sh"
 chart=$repo/charts/healing-guard-operator
 
 helm=$TOOLS_BIN/helm
+[ -x "$helm" ] || "$here/build.sh" tools
 if [ ! -x "$helm" ]; then
   helm=$(command -v helm || true)
   [ -n "$helm" ] || { log "no helm in $TOOLS_BIN nor on PATH: run make build-cluster"; exit 1; }
