@@ -169,7 +169,7 @@ pub async fn acquire(
         .with_namespace(&config.namespace)
         .with_identity(&config.identity)
         .with_duration(duration)
-        .with_grace((duration / 3).max(1))
+        .with_grace(renew_grace(duration))
         .with_field_manager(LEADER_FIELD_MANAGER)
         .build()
         .await
@@ -199,6 +199,15 @@ pub async fn acquire(
         manager,
         release: Some(is_leader),
     }))
+}
+
+/// How long before the lease expires the manager renews it: it renews a
+/// third of the way in, so a renewal is made and confirmed well before the
+/// renew deadline (renewing at the deadline fenced every write for a moment
+/// on every renewal).
+pub fn renew_grace(duration_seconds: u64) -> u64 {
+    let duration = duration_seconds.max(3);
+    duration - (duration / 3).max(1)
 }
 
 /// How long after a renewal the replica may still act: two thirds of the
@@ -276,6 +285,20 @@ mod tests {
             Duration::from_secs(2),
             "at least 3 s of lease"
         );
+    }
+
+    #[test]
+    fn the_lease_is_renewed_well_before_the_renew_deadline() {
+        for duration in [3, 4, 15, 60, 300] {
+            let renewed_after = Duration::from_secs(duration - renew_grace(duration));
+            let deadline = renew_deadline(duration);
+            assert!(
+                renewed_after * 2 <= deadline,
+                "{duration} s: renewed after {renewed_after:?}, deadline {deadline:?}"
+            );
+            assert!(renew_grace(duration) < duration);
+        }
+        assert_eq!(renew_grace(15), 10, "renewed every 5 s");
     }
 
     #[test]

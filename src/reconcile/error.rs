@@ -12,7 +12,8 @@ pub enum Error {
     /// A status could not be serialized; a bug, logged and retried slowly.
     #[error("serializing status: {0}")]
     Serialize(#[source] serde_json::Error),
-    /// This replica is no longer the leader; it is stopping.
+    /// This replica may not write now: its lease's renewal is not yet
+    /// confirmed, or it has lost the lease (and is stopping).
     #[error(transparent)]
     Fenced(#[from] crate::leader::Fenced),
     /// A service an action called answered otherwise than expected.
@@ -52,9 +53,15 @@ impl Error {
         matches!(self, Error::Kube(error) if crate::k8s::is_conflict(error))
     }
 
+    /// Whether the write was held back by the lease's fence: look again
+    /// soon (a replica that lost the lease stops before then).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Error::Fenced(_))
+    }
+
     /// Whether retrying cannot help until the object changes.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Error::MissingMetadata(_) | Error::Fenced(_))
+        matches!(self, Error::MissingMetadata(_))
     }
 
     /// A short, bounded label for the errors metric.

@@ -14,6 +14,10 @@ use crate::context::Context;
 /// How soon a reconcile that lost a write race (409) looks again.
 pub const CONFLICT_RETRY: Duration = Duration::from_millis(300);
 
+/// How soon a reconcile whose write the lease's fence held back looks
+/// again. Waiting for a change instead left a resolved incident untold.
+pub const FENCED_RETRY: Duration = Duration::from_secs(1);
+
 /// Counts the error for `controller` and says when to look at `object` again.
 pub fn error_policy<K: Resource<DynamicType = ()>>(
     controller: &'static str,
@@ -25,6 +29,9 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(
     if error.is_conflict() {
         // Lost a race to another writer: the next look starts from its result.
         return Action::requeue(CONFLICT_RETRY);
+    }
+    if error.is_fenced() {
+        return Action::requeue(FENCED_RETRY);
     }
     let kind = K::kind(&());
     let name = object.name_any();
@@ -55,6 +62,13 @@ mod tests {
     use kube::api::ObjectMeta;
 
     use super::*;
+
+    #[test]
+    fn a_fenced_write_is_retried_and_only_missing_metadata_waits_for_a_change() {
+        let fenced = Error::Fenced(crate::leader::Fenced("lease".into()));
+        assert!(fenced.is_fenced() && !fenced.is_permanent());
+        assert!(Error::MissingMetadata("name").is_permanent());
+    }
 
     #[test]
     fn the_backoff_key_names_controller_namespace_and_object() {
