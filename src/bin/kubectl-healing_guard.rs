@@ -119,8 +119,15 @@ async fn run(cli: Cli) -> Result<ExitCode, PluginError> {
         // Answered before a client is made (see main).
         Command::Completion { .. } => String::new(),
     };
-    println!("{}", text.trim_end());
+    print(&format!("{}\n", text.trim_end()));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error
+/// worth a panic, which is what `println!` makes of it.
+fn print(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 fn show(incident: &Incident, format: Format) -> Result<String, PluginError> {
@@ -192,18 +199,19 @@ fn main() -> ExitCode {
     };
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(complete::COMPLETE) {
-        print!("{}", runtime.block_on(complete(&args[2..])));
+        print(&runtime.block_on(complete(&args[2..])));
         return ExitCode::SUCCESS;
     }
     let cli = Cli::parse();
     if let Command::Completion { shell } = cli.command {
-        let mut command = Cli::command();
+        let mut script = Vec::new();
         clap_complete::generate(
             shell,
-            &mut command,
+            &mut Cli::command(),
             "kubectl-healing_guard",
-            &mut std::io::stdout(),
+            &mut script,
         );
+        print(&String::from_utf8_lossy(&script));
         return ExitCode::SUCCESS;
     }
     match runtime.block_on(run(cli)) {

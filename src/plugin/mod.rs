@@ -22,7 +22,7 @@ pub use record::{report_text, timeline};
 /// What a command can go wrong with.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    #[error("{0}")]
+    #[error("{}", said(.0))]
     Kube(#[from] kube::Error),
     #[error("incident {name:?} not found in namespace {namespace:?}")]
     NotFound { name: String, namespace: String },
@@ -48,6 +48,18 @@ pub enum PluginError {
     EncodeYaml(#[from] serde_yaml::Error),
 }
 
+/// What the API server said, as kubectl says it: kube's own text for a
+/// refusal repeats the whole Status, which buries the message at 3 a.m.
+fn said(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => format!(
+            "from the API server ({}): {}",
+            status.reason, status.message
+        ),
+        other => other.to_string(),
+    }
+}
+
 /// The Incident `name`, with a not-found that names what was looked for.
 pub async fn get(
     api: &kube::Api<crate::crd::Incident>,
@@ -59,4 +71,24 @@ pub async fn get(
             name: name.to_owned(),
             namespace: api.namespace().unwrap_or_default().to_owned(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_reads_as_kubectl_says_it() {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "code": 403, "reason": "Forbidden",
+            "message": "incidents.healing-guard.io \"api\" is forbidden: User \"bob\" cannot get resource \"incidents\"",
+        }))
+        .unwrap();
+        let error = PluginError::from(kube::Error::Api(Box::new(status)));
+        assert_eq!(
+            error.to_string(),
+            "from the API server (Forbidden): incidents.healing-guard.io \"api\" is forbidden: \
+             User \"bob\" cannot get resource \"incidents\""
+        );
+    }
 }

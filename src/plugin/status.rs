@@ -209,22 +209,26 @@ pub fn render(incident: &Incident, now: Timestamp) -> String {
     let waiting = waiting(incident);
     if !waiting.is_empty() {
         let _ = writeln!(out, "\nWaiting for you:");
-        for wait in &waiting {
-            let _ = match wait {
-                Waiting::Human => writeln!(
-                    out,
-                    "  a human: {}",
-                    condition_message(&status.conditions, NEEDS_HUMAN)
+        let lines: Vec<(String, String)> = waiting
+            .iter()
+            .map(|wait| match wait {
+                Waiting::Human => (
+                    "a human".to_owned(),
+                    condition_message(&status.conditions, NEEDS_HUMAN),
                 ),
-                Waiting::Acknowledgement => writeln!(
-                    out,
-                    "  acknowledgement:  kubectl healing-guard ack {name} -n {namespace}"
+                Waiting::Acknowledgement => (
+                    "acknowledge".to_owned(),
+                    format!("kubectl healing-guard ack {name} -n {namespace}"),
                 ),
-                Waiting::Approval(step) => writeln!(
-                    out,
-                    "  approval of {step}:  kubectl healing-guard approve {name} {step} -n {namespace}"
+                Waiting::Approval(step) => (
+                    format!("approve {step}"),
+                    format!("kubectl healing-guard approve {name} {step} -n {namespace}"),
                 ),
-            };
+            })
+            .collect();
+        let width = lines.iter().map(|(what, _)| what.len()).max().unwrap_or(0) + 1;
+        for (what, how) in lines {
+            let _ = writeln!(out, "  {:<width$}  {how}", format!("{what}:"));
         }
     }
 
@@ -492,7 +496,31 @@ mod tests {
              Current step: none yet\n\
              \n\
              Waiting for you:\n  \
-             acknowledgement:  kubectl healing-guard ack api -n shop\n"
+             acknowledge:  kubectl healing-guard ack api -n shop\n"
+        );
+    }
+
+    #[test]
+    fn each_thing_waiting_comes_with_its_command_aligned() {
+        let held = incident(
+            "shop",
+            "slow-api",
+            "P1",
+            60,
+            json!({"phase": "Triggered", "steps": [step("scale", 1, "AwaitingApproval")],
+                   "conditions": [{"type": "NeedsHuman", "status": "True", "reason": "LadderExhausted",
+                                   "message": "every step failed", "lastTransitionTime": at(-5)}]}),
+        );
+        let view = render(&held, now());
+        let waiting = view.split("\nWaiting for you:\n").nth(1).unwrap();
+        let waiting: Vec<&str> = waiting.lines().take_while(|l| !l.is_empty()).collect();
+        assert_eq!(
+            waiting,
+            [
+                "  a human:        LadderExhausted: every step failed",
+                "  acknowledge:    kubectl healing-guard ack slow-api -n shop",
+                "  approve scale:  kubectl healing-guard approve slow-api scale -n shop",
+            ]
         );
     }
 
@@ -613,7 +641,7 @@ Current step: restart (restart, round 1): AwaitingApproval for 2m0s
               restart holds for approval (policy mode RequireApproval)
 
 Waiting for you:
-  approval of restart:  kubectl healing-guard approve api-outage restart -n shop
+  approve restart:  kubectl healing-guard approve api-outage restart -n shop
 
 Conditions:
   TYPE             STATUS   REASON            AGE   MESSAGE
