@@ -382,7 +382,7 @@ async fn incidents_are_listed_open_first_across_namespaces_and_read_back() {
         "Source:       declared by a person".to_owned(),
         "Acknowledged: no".to_owned(),
         "Current step: none yet".to_owned(),
-        format!("  acknowledgement:  kubectl healing-guard ack api-outage -n {ns}"),
+        format!("  acknowledge:  kubectl healing-guard ack api-outage -n {ns}"),
     ] {
         assert!(view.lines().any(|l| l == line), "{line:?} not in:\n{view}");
     }
@@ -418,6 +418,24 @@ fn collect(mut from: impl Read + Send + 'static) -> Arc<Mutex<String>> {
     printed
 }
 
+/// How `child` exited, waiting at most `limit`; None (and killed) past that.
+async fn exit_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn status_watch_prints_each_change_and_ends_when_the_incident_resolves() {
     let client = client().await;
@@ -450,6 +468,31 @@ async fn status_watch_prints_each_change_and_ends_when_the_incident_resolves() {
         async move { printed.lock().unwrap().contains(text).then_some(()) }
     };
     eventually("the watch's first view", || seen("Phase:        Triggered")).await;
+
+    // A second watch, stopped with Ctrl-C: 130, which a script tells from
+    // a watch that saw the incident close (kubectl execs the plugin, so the
+    // signal reaches it).
+    let mut stopped = kubectl(&admin())
+        .args(["healing-guard", "-n", &ns, "get", "api-outage", "-w"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = collect(stopped.stdout.take().unwrap());
+    eventually("the second watch's first view", || {
+        let first = first.clone();
+        async move { first.lock().unwrap().contains("Phase:").then_some(()) }
+    })
+    .await;
+    let killed = Command::new("kill")
+        .args(["-INT", &stopped.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let interrupted = exit_within(&mut stopped, Duration::from_secs(20))
+        .await
+        .expect("the watch ends within 20 s of Ctrl-C");
+    assert_eq!(interrupted.code(), Some(130), "{interrupted}");
+
     admin_plugin(&ns, &["ack", "api-outage", "--note", "on it"]);
     eventually("the watch to print the acknowledgement", || {
         seen("Phase:        Acknowledged")
@@ -468,19 +511,11 @@ async fn status_watch_prints_each_change_and_ends_when_the_incident_resolves() {
     );
 
     // It ends by itself once the incident is closed.
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = watch.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = watch.kill();
-            panic!(
-                "the watch did not end within 60 s of the resolution:\n{}",
-                printed.lock().unwrap()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let Some(status) = exit_within(&mut watch, Duration::from_secs(60)).await else {
+        panic!(
+            "the watch did not end within 60 s of the resolution:\n{}",
+            printed.lock().unwrap()
+        );
     };
     // The reader threads get what was left in the pipes.
     tokio::time::sleep(Duration::from_millis(200)).await;
