@@ -42,6 +42,14 @@ crds:
 	mkdir -p charts/healing-guard-operator/crds
 	cp crds/healing-guard.io.yaml charts/healing-guard-operator/crds/healing-guard.io.yaml
 
+## The kubectl plugin for release: a static kubectl-healing_guard and its
+## completion hook in target/dist/kubectl-healing_guard-<version>-linux-amd64.tar.gz,
+## its sha256 beside it, and the krew manifest for it (plugin/krew.yaml
+## rendered into target/dist/healing-guard.yaml, checked against the archive).
+.PHONY: plugin-archive
+plugin-archive:
+	./cluster/plugin-archive.sh
+
 ## Build (or find cached) the control-plane binaries, kubectl and helm.
 build-cluster:
 	./cluster/build.sh
