@@ -61,10 +61,12 @@ grep -q "^    uri: https://github.com/healing-guard/healing-guard-operator/relea
   fail "$manifest: uri does not name $name.tar.gz of v$version"
 (cd "$dist" && sha256sum --quiet -c "$name.tar.gz.sha256") || fail "sha256 file does not match"
 
-if command -v kubectl-krew >/dev/null; then
+# krew as krew installs itself (kubectl-krew), or as `go install` names it.
+krew=$(command -v kubectl-krew || command -v krew || true)
+if [ -n "$krew" ]; then
   log "installing with krew from the manifest and archive (throwaway KREW_ROOT)"
   krew_root=$(mktemp -d)
-  KREW_ROOT=$krew_root kubectl-krew install --manifest="$manifest" --archive="$archive" >&2
+  KREW_ROOT=$krew_root "$krew" install --manifest="$manifest" --archive="$archive" </dev/null >&2
   "$krew_root/bin/kubectl-healing_guard" --version >/dev/null || fail "the krew-installed plugin does not run"
   rm -rf "$krew_root"
 else
