@@ -36,6 +36,8 @@ pub struct Offer {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lookup {
     Incidents,
+    /// The steps of this incident waiting for approval.
+    Steps(String),
     Namespaces,
     Contexts,
 }
@@ -62,7 +64,7 @@ pub fn offer(root: &Command, words: &[String]) -> (Offer, Typed) {
     root.build();
     let root = &root;
     let mut command = root;
-    let mut positionals = 0;
+    let mut positionals: Vec<&str> = Vec::new();
     let mut typed = Typed::default();
     let mut pending: Option<&Arg> = None;
     for word in before {
@@ -89,13 +91,13 @@ pub fn offer(root: &Command, words: &[String]) -> (Offer, Typed) {
             }
             continue;
         }
-        if positionals == 0
+        if positionals.is_empty()
             && let Some(sub) = command.find_subcommand(word)
         {
             command = sub;
             continue;
         }
-        positionals += 1;
+        positionals.push(word);
     }
 
     let offer = if let Some(arg) = pending {
@@ -112,7 +114,7 @@ pub fn offer(root: &Command, words: &[String]) -> (Offer, Typed) {
             words,
             ..Offer::default()
         }
-    } else if command.has_subcommands() && positionals == 0 {
+    } else if command.has_subcommands() && positionals.is_empty() {
         Offer {
             words: command
                 .get_subcommands()
@@ -125,14 +127,19 @@ pub fn offer(root: &Command, words: &[String]) -> (Offer, Typed) {
             ..Offer::default()
         }
     } else {
-        let positional = command.get_positionals().nth(positionals);
-        match positional {
-            Some(arg) if arg.get_id() == "name" => Offer {
+        let positional = command.get_positionals().nth(positionals.len());
+        match (positional, positionals.first()) {
+            (Some(arg), _) if arg.get_id() == "name" => Offer {
                 lookup: Some(Lookup::Incidents),
                 ..Offer::default()
             },
-            Some(arg) => values_of(arg),
-            None => Offer::default(),
+            // approve NAME <STEP>: the steps that incident holds for approval.
+            (Some(arg), Some(incident)) if arg.get_id() == "step" => Offer {
+                lookup: Some(Lookup::Steps((*incident).to_owned())),
+                ..Offer::default()
+            },
+            (Some(arg), _) => values_of(arg),
+            (None, _) => Offer::default(),
         }
     };
     let words = offer
@@ -221,7 +228,9 @@ pub fn answer(words: &[(String, String)], files: bool) -> String {
 pub async fn look_up(lookup: &Lookup, typed: &Typed, partial: &str) -> Vec<(String, String)> {
     let found = match lookup {
         Lookup::Contexts => contexts(typed.kubeconfig.as_deref()),
-        Lookup::Namespaces | Lookup::Incidents => names(lookup, typed).await.unwrap_or_default(),
+        Lookup::Namespaces | Lookup::Incidents | Lookup::Steps(_) => {
+            names(lookup, typed).await.unwrap_or_default()
+        }
     };
     found
         .into_iter()
@@ -251,6 +260,11 @@ async fn names(lookup: &Lookup, typed: &Typed) -> Option<Vec<(String, String)>> 
     .await
     .ok()?;
     let list = ListParams::default();
+    let namespace = typed
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let incidents = Api::<Incident>::namespaced(client.clone(), &namespace);
     Some(match lookup {
         Lookup::Namespaces => Api::<Namespace>::all(client)
             .list_metadata(&list)
@@ -260,16 +274,20 @@ async fn names(lookup: &Lookup, typed: &Typed) -> Option<Vec<(String, String)>> 
             .into_iter()
             .filter_map(|n| Some((n.metadata.name?, String::new())))
             .collect(),
-        _ => {
-            let namespace = typed
-                .namespace
-                .clone()
-                .unwrap_or_else(|| client.default_namespace().to_owned());
-            let mut incidents = Api::<Incident>::namespaced(client, &namespace)
-                .list(&list)
-                .await
-                .ok()?
-                .items;
+        Lookup::Steps(name) => {
+            let incident = incidents.get(name).await.ok()?;
+            super::status::awaiting_approval(&incident)
+                .into_iter()
+                .map(|step| {
+                    let about = format!("{}, round {}", step.action, step.attempt);
+                    (step.name.clone(), about)
+                })
+                .collect()
+        }
+        // Read from the kubeconfig, never the cluster.
+        Lookup::Contexts => return None,
+        Lookup::Incidents => {
+            let mut incidents = incidents.list(&list).await.ok()?.items;
             super::list::order(&mut incidents);
             incidents
                 .iter()
@@ -340,8 +358,11 @@ mod tests {
                 ..Typed::default()
             }
         );
-        // The second word of approve is a step, not an incident.
+        // The second word of approve is a step of that incident.
         let (offer, _) = offered(&["approve", "api-outage", ""]);
+        assert_eq!(offer.lookup, Some(Lookup::Steps("api-outage".into())));
+        // And there is no third.
+        let (offer, _) = offered(&["approve", "api-outage", "scale", ""]);
         assert_eq!(offer, Offer::default());
         let (offer, typed) = offered(&["--kubeconfig=/tmp/kc", "status", "-w", ""]);
         assert_eq!(offer.lookup, Some(Lookup::Incidents));

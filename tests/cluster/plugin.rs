@@ -142,6 +142,24 @@ async fn responders_act_through_kubectl_as_themselves() {
     })
     .await;
 
+    // Completion offers the step held, to whoever approves it.
+    let offered = kubectl(&user_kubeconfig("commander"))
+        .args([
+            "__complete",
+            "healing-guard",
+            "-n",
+            &ns,
+            "approve",
+            "slow-api",
+            "",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&offered.stdout),
+        "scale\tscale, round 1\n:4\n"
+    );
+
     // The responder may not approve; the commander may, as themselves.
     let (ok, _, err) = plugin("responder", &ns, &["approve", "slow-api", "scale"]);
     assert!(!ok);
