@@ -54,6 +54,14 @@ crds:
 image:
 	./cluster/image.sh
 
+## The kubectl plugin for release: a static kubectl-healing_guard and its
+## completion hook in target/dist/kubectl-healing_guard-<version>-linux-amd64.tar.gz,
+## its sha256 beside it, and the krew manifest for it (plugin/krew.yaml
+## rendered into target/dist/healing-guard.yaml, checked against the archive).
+.PHONY: plugin-archive
+plugin-archive:
+	./cluster/plugin-archive.sh
+
 ## Build (or find cached) the control-plane binaries, kubectl and helm.
 build-cluster:
 	./cluster/build.sh

@@ -1,248 +1,76 @@
-//! `kubectl healing-guard`: the runbook's responder actions as a responder
-//! types them - declare, ack, approve, resolve, decline, timeline, report -
-//! with the current user filled in (the API server says who that is; the
-//! chart's admission policy checks it again).
+//! `kubectl healing-guard`: what the responder at 3 a.m. types. Reads -
+//! list, status (with `--watch`), timeline, report - and the runbook's
+//! actions - declare, ack, approve, resolve, decline. Each concern has its
+//! file; what decides what to show is pure and tested without a cluster,
+//! what talks to the API server is kept thin.
 
-use std::fmt::Write;
+pub mod act;
+pub mod cli;
+pub mod complete;
+pub mod connect;
+#[cfg(test)]
+mod fixtures;
+pub mod list;
+pub mod output;
+pub mod record;
+pub mod status;
+pub mod watch;
 
-use k8s_openapi::api::{authentication::v1::SelfSubjectReview, core::v1::ConfigMap};
-use kube::{
-    Api, Client,
-    api::{Patch, PatchParams, PostParams},
-};
-use serde_json::json;
-
-use crate::{
-    communication::report,
-    crd::{Incident, IncidentType, Severity, WorkloadKind, WorkloadRef},
-};
+pub use act::{Declaration, ack, approve, declare, decline, parse_target, resolve, whoami};
+pub use record::{report_text, timeline};
 
 /// What a command can go wrong with.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    #[error("{0}")]
+    #[error("{}", said(.0))]
     Kube(#[from] kube::Error),
+    #[error("incident {name:?} not found in namespace {namespace:?}")]
+    NotFound { name: String, namespace: String },
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    #[error("no cluster to talk to: {0}")]
+    InferConfig(#[from] kube::config::InferConfigError),
+    #[error("context {context:?} is not in {file}; it has: {known}")]
+    NoContext {
+        context: String,
+        file: String,
+        known: String,
+    },
+    #[error("watching: {0}")]
+    Watch(#[from] kube::runtime::watcher::Error),
     #[error("the API server did not say who you are")]
     WhoAmI,
     #[error("--target must be Deployment/NAME or StatefulSet/NAME, not {0:?}")]
     Target(String),
     #[error("encoding: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("encoding: {0}")]
+    EncodeYaml(#[from] serde_yaml::Error),
 }
 
-/// Who the API server says the current user is.
-pub async fn whoami(client: &Client) -> Result<String, PluginError> {
-    let review = Api::<SelfSubjectReview>::all(client.clone())
-        .create(&PostParams::default(), &SelfSubjectReview::default())
-        .await?;
-    review
-        .status
-        .and_then(|s| s.user_info)
-        .and_then(|u| u.username)
-        .ok_or(PluginError::WhoAmI)
-}
-
-/// What `declare` needs.
-pub struct Declaration {
-    pub name: String,
-    pub title: String,
-    pub severity: Severity,
-    pub incident_type: IncidentType,
-    pub target: String,
-    pub description: Option<String>,
-    pub policy: Option<String>,
-    pub rule: Option<String>,
-}
-
-/// `Deployment/api` as a workload reference.
-pub fn parse_target(text: &str) -> Result<WorkloadRef, PluginError> {
-    let (kind, name) = text
-        .split_once('/')
-        .ok_or_else(|| PluginError::Target(text.to_owned()))?;
-    let kind = match kind.to_ascii_lowercase().as_str() {
-        "deployment" | "deploy" | "deployments" => WorkloadKind::Deployment,
-        "statefulset" | "sts" | "statefulsets" => WorkloadKind::StatefulSet,
-        _ => return Err(PluginError::Target(text.to_owned())),
-    };
-    if name.is_empty() {
-        return Err(PluginError::Target(text.to_owned()));
+/// What the API server said, as kubectl says it: kube's own text for a
+/// refusal repeats the whole Status, which buries the message at 3 a.m.
+fn said(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => format!(
+            "from the API server ({}): {}",
+            status.reason, status.message
+        ),
+        other => other.to_string(),
     }
-    Ok(WorkloadRef {
-        kind,
-        name: name.to_owned(),
-    })
 }
 
-pub async fn declare(
-    api: &Api<Incident>,
-    declaration: Declaration,
-) -> Result<Incident, PluginError> {
-    let target = parse_target(&declaration.target)?;
-    let incident: Incident = serde_json::from_value(json!({
-        "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
-        "metadata": {"name": declaration.name},
-        "spec": {
-            "title": declaration.title,
-            "severity": declaration.severity,
-            "type": declaration.incident_type,
-            "target": target,
-            "description": declaration.description,
-            "policy": declaration.policy,
-            "rule": declaration.rule,
-        }
-    }))?;
-    Ok(api.create(&PostParams::default(), &incident).await?)
-}
-
-async fn merge(
-    api: &Api<Incident>,
+/// The Incident `name`, with a not-found that names what was looked for.
+pub async fn get(
+    api: &kube::Api<crate::crd::Incident>,
     name: &str,
-    spec: serde_json::Value,
-) -> Result<Incident, PluginError> {
-    let patch = json!({"spec": spec});
-    Ok(api
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?)
-}
-
-pub async fn ack(
-    api: &Api<Incident>,
-    name: &str,
-    me: &str,
-    note: Option<String>,
-) -> Result<Incident, PluginError> {
-    // The time renews an acknowledgement that expired without progress.
-    let at = crate::k8s::now_whole_seconds().to_string();
-    merge(
-        api,
-        name,
-        json!({"acknowledged": {"by": me, "note": note, "at": at}}),
-    )
-    .await
-}
-
-/// Adds an approval by `me`, conditional on the Incident as read, so a
-/// concurrent approval is never lost. Returns whether the step is already
-/// in the ledger (else it is approved in advance, for when it comes).
-pub async fn approve(
-    api: &Api<Incident>,
-    name: &str,
-    step: &str,
-    me: &str,
-) -> Result<bool, PluginError> {
-    let incident = api.get(name).await?;
-    // An approval counts for the ladder's current round only.
-    let round = incident
-        .status
-        .as_ref()
-        .and_then(|s| s.reopens_handled)
-        .unwrap_or(0)
-        .saturating_add(1);
-    let recorded = incident
-        .status
-        .iter()
-        .flat_map(|s| s.steps.iter())
-        .any(|s| s.name == step && s.attempt == round);
-    let mut approvals = incident.spec.approvals.clone();
-    approvals.push(crate::crd::Approval {
-        step: step.to_owned(),
-        by: me.to_owned(),
-        round: (round > 1).then_some(round),
-    });
-    let patch = json!({
-        "metadata": {"resourceVersion": incident.metadata.resource_version},
-        "spec": {"approvals": approvals}
-    });
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
-    Ok(recorded)
-}
-
-pub async fn resolve(
-    api: &Api<Incident>,
-    name: &str,
-    me: &str,
-    root_cause: &str,
-    summary: &str,
-    follow_ups: &[String],
-) -> Result<Incident, PluginError> {
-    merge(
-        api,
-        name,
-        json!({"resolution": {"by": me, "rootCause": root_cause, "summary": summary, "followUps": follow_ups}}),
-    )
-    .await
-}
-
-pub async fn decline(
-    api: &Api<Incident>,
-    name: &str,
-    me: &str,
-    reason: &str,
-) -> Result<Incident, PluginError> {
-    merge(api, name, json!({"declined": {"by": me, "reason": reason}})).await
-}
-
-/// The incident's timeline and ledger, as a responder reads them.
-pub fn timeline(incident: &Incident) -> String {
-    let mut out = String::new();
-    let spec = &incident.spec;
-    let status = incident.status.clone().unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "{} {} {} on {} - {}",
-        kube::ResourceExt::name_any(incident),
-        spec.severity,
-        status
-            .phase
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| "New".into()),
-        spec.target,
-        spec.title
-    );
-    for entry in &status.timeline {
-        let _ = writeln!(
-            out,
-            "{}  {:<22} {}",
-            entry.at.0, entry.reason, entry.message
-        );
-    }
-    if !status.steps.is_empty() {
-        let _ = writeln!(out, "\nsteps:");
-        for step in &status.steps {
-            let _ = writeln!(
-                out,
-                "  {:<16} {:<14} {:<16} {}",
-                step.name,
-                step.action,
-                step.result,
-                step.changes.join("; ")
-            );
-        }
-    }
-    out
-}
-
-/// The post-incident report: the one written when it closed, else the
-/// report as it would read now.
-pub async fn report_text(
-    client: &Client,
-    namespace: &str,
-    incident: &Incident,
-) -> Result<String, PluginError> {
-    let name = report::config_map_name(incident);
-    // Responders may not read ConfigMaps: then the report as it reads now.
-    let written = match Api::<ConfigMap>::namespaced(client.clone(), namespace)
-        .get_opt(&name)
-        .await
-    {
-        Ok(found) => found
-            .and_then(|c| c.data)
-            .and_then(|d| d.get("report.md").cloned()),
-        Err(kube::Error::Api(status)) if status.code == 403 => None,
-        Err(error) => return Err(error.into()),
-    };
-    Ok(written.unwrap_or_else(|| report::render(incident)))
+) -> Result<crate::crd::Incident, PluginError> {
+    api.get_opt(name)
+        .await?
+        .ok_or_else(|| PluginError::NotFound {
+            name: name.to_owned(),
+            namespace: api.namespace().unwrap_or_default().to_owned(),
+        })
 }
 
 #[cfg(test)]
@@ -250,17 +78,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn targets_read_as_kubectl_writes_them() {
+    fn a_refusal_reads_as_kubectl_says_it() {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "code": 403, "reason": "Forbidden",
+            "message": "incidents.healing-guard.io \"api\" is forbidden: User \"bob\" cannot get resource \"incidents\"",
+        }))
+        .unwrap();
+        let error = PluginError::from(kube::Error::Api(Box::new(status)));
         assert_eq!(
-            parse_target("deploy/api").unwrap().to_string(),
-            "Deployment/api"
+            error.to_string(),
+            "from the API server (Forbidden): incidents.healing-guard.io \"api\" is forbidden: \
+             User \"bob\" cannot get resource \"incidents\""
         );
-        assert_eq!(
-            parse_target("StatefulSet/postgres").unwrap().to_string(),
-            "StatefulSet/postgres"
-        );
-        for bad in ["api", "pod/api", "deployment/", "/api"] {
-            assert!(parse_target(bad).is_err(), "{bad}");
-        }
     }
 }
