@@ -40,9 +40,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2
 fi
 
-# Its own target directory: the musl build shares nothing with the tests'.
+# A target directory in the cache: the musl build shares nothing with the
+# tests', and its dependencies outlive a clean checkout.
 log "building the release binaries for $TARGET"
-export CARGO_TARGET_DIR=${HGO_IMAGE_TARGET_DIR:-$root/target}
+export CARGO_TARGET_DIR=${HGO_IMAGE_TARGET_DIR:-$RELEASE_TARGET_DIR}
 CC_x86_64_unknown_linux_musl=musl-gcc CARGO_PROFILE_RELEASE_STRIP=symbols \
   cargo build --quiet --release --locked --target "$TARGET" --bins --manifest-path "$root/Cargo.toml"
 bin=$CARGO_TARGET_DIR/$TARGET/release

@@ -12,6 +12,10 @@
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
+# shellcheck source=versions.sh
+source "$repo/cluster/versions.sh"
+# The image's release build (cluster/image.sh) shares this target directory.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$RELEASE_TARGET_DIR}
 
 log() { echo "[plugin-archive] $*" >&2; }
 fail() { log "$*"; exit 1; }
@@ -32,7 +36,7 @@ log "building kubectl-healing_guard $version for $target"
 # ring's C and assembly need a C compiler for musl; symbols are not needed.
 CC_x86_64_unknown_linux_musl=musl-gcc CARGO_PROFILE_RELEASE_STRIP=symbols \
   cargo build --release --locked --target "$target" --bin kubectl-healing_guard
-binary=${CARGO_TARGET_DIR:-$repo/target}/$target/release/kubectl-healing_guard
+binary=$CARGO_TARGET_DIR/$target/release/kubectl-healing_guard
 "$binary" --version >/dev/null || fail "$binary does not run"
 # Static-pie has a dynamic section too, but needs no shared library.
 if [ "$(readelf -d "$binary" | grep -c NEEDED)" != 0 ]; then

