@@ -13,11 +13,11 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams},
 };
 use serde_json::json;
 
-use crate::remediation::policy_with;
+use crate::remediation::{bad_release_of, policy_with};
 use crate::support::{
     client, eventually, eventually_within, incident_where, namespace, phase_of, repo, run,
     run_status,
@@ -152,43 +152,6 @@ async fn takeover(leases: &Api<Lease>, old: &str, since: Instant) -> (String, Du
     )
     .await;
     (new, since.elapsed())
-}
-
-/// A Deployment of 3 that goes bad in revision 2 (kwok's crash-loop injection).
-async fn bad_release(client: &Client, ns: &str, name: &str) {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"guarded": "yes"}},
-        "spec": {
-            "replicas": 3,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}},
-                         "spec": {"containers": [{"name": "app", "image": format!("registry.local/{name}:1")}]}}
-        }
-    }))
-    .unwrap();
-    api.create(&PostParams::default(), &deployment)
-        .await
-        .unwrap();
-    eventually(&format!("{name} revision 1 available"), || {
-        let api = api.clone();
-        let name = name.to_string();
-        async move {
-            api.get(&name)
-                .await
-                .ok()?
-                .status?
-                .available_replicas
-                .filter(|n| *n == 3)
-        }
-    })
-    .await;
-    let bad = json!({"spec": {"template": {
-        "metadata": {"labels": {"healing-guard.io/inject": "crashloop"}},
-        "spec": {"containers": [{"name": "app", "image": format!("registry.local/{name}:2")}]}}}});
-    api.patch(name, &PatchParams::default(), &Patch::Strategic(&bad))
-        .await
-        .unwrap();
 }
 
 /// The incident of `name` once its rollback is recorded and not yet verified.
@@ -391,7 +354,7 @@ async fn real_node_helm_installs_the_image_which_survives_failover_and_upgrade()
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
 
     // 1. kubectl delete pod of the leader, mid remediation.
-    bad_release(&client, &ns, "api").await;
+    bad_release_of(&client, &ns, "api").await;
     mid_remediation(&client, &ns, "api").await;
     let (old, leader) = leader_pod(&leases, &ready).await;
     // kubectl logs: the API server reaches the kubelet on its node's address.
@@ -410,7 +373,7 @@ async fn real_node_helm_installs_the_image_which_survives_failover_and_upgrade()
     let ready = ready_operator_pods(&pods, &image, 2).await;
 
     // 2. SIGKILL of the leader's container, mid remediation.
-    bad_release(&client, &ns, "web").await;
+    bad_release_of(&client, &ns, "web").await;
     mid_remediation(&client, &ns, "web").await;
     let (old, leader) = leader_pod(&leases, &ready).await;
     let pid = container_pid(&leader);
@@ -451,7 +414,7 @@ async fn real_node_helm_installs_the_image_which_survives_failover_and_upgrade()
             None,
         );
     }
-    bad_release(&client, &ns, "worker").await;
+    bad_release_of(&client, &ns, "worker").await;
     incident_where(&client, &ns, "worker-crashloop", "open", |i| {
         phase_of(i).is_some_and(|p| p != Phase::Resolved)
     })

@@ -48,26 +48,31 @@ pub(crate) async fn setup_spec(prefix: &str, spec: Value) -> (Client, String, Op
     (client, ns, operator)
 }
 
-/// A healthy Deployment of 3 (revision 1), then a bad release whose pods crash (revision 2).
+/// A healthy Deployment `api` of 3 (revision 1), then a bad release whose pods crash (revision 2).
 pub(crate) async fn bad_release(client: &Client, ns: &str) -> Api<Deployment> {
+    bad_release_of(client, ns, "api").await
+}
+
+/// As [`bad_release`], of the Deployment `name` (image `registry.local/NAME:1`, then `:2`).
+pub(crate) async fn bad_release_of(client: &Client, ns: &str, name: &str) -> Api<Deployment> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "api", "labels": {"guarded": "yes"}},
+        "metadata": {"name": name, "labels": {"guarded": "yes"}},
         "spec": {
             "replicas": 3,
-            "selector": {"matchLabels": {"app": "api"}},
-            "template": {"metadata": {"labels": {"app": "api"}},
-                         "spec": {"containers": [{"name": "app", "image": "registry.local/api:1"}]}}
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                         "spec": {"containers": [{"name": "app", "image": format!("registry.local/{name}:1")}]}}
         }
     }))
     .unwrap();
     api.create(&PostParams::default(), &deployment)
         .await
         .unwrap();
-    eventually("revision 1 available", || {
+    eventually(&format!("{name} revision 1 available"), || {
         let api = api.clone();
         async move {
-            api.get("api")
+            api.get(name)
                 .await
                 .ok()?
                 .status?
@@ -78,8 +83,8 @@ pub(crate) async fn bad_release(client: &Client, ns: &str) -> Api<Deployment> {
     .await;
     let bad = json!({"spec": {"template": {
         "metadata": {"labels": {"healing-guard.io/inject": "crashloop"}},
-        "spec": {"containers": [{"name": "app", "image": "registry.local/api:2"}]}}}});
-    api.patch("api", &PatchParams::default(), &Patch::Strategic(&bad))
+        "spec": {"containers": [{"name": "app", "image": format!("registry.local/{name}:2")}]}}}});
+    api.patch(name, &PatchParams::default(), &Patch::Strategic(&bad))
         .await
         .unwrap();
     api
