@@ -11,6 +11,7 @@ pub mod crd;
 pub mod detector;
 pub mod egress;
 pub mod failpoint;
+pub mod gitops;
 pub mod incident;
 pub mod k8s;
 pub mod leader;
