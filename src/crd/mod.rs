@@ -22,6 +22,7 @@ pub mod common;
 pub mod duration;
 #[allow(clippy::duplicated_attributes)]
 pub mod escalation;
+pub mod gitops;
 // kube's printcolumn(...) repeats `type_ = ...`, which clippy mistakes for a duplicated attribute.
 #[allow(clippy::duplicated_attributes)]
 pub mod incident;
@@ -42,6 +43,7 @@ pub use classification::*;
 pub use common::*;
 pub use duration::*;
 pub use escalation::*;
+pub use gitops::*;
 pub use incident::*;
 pub use ledger::*;
 pub use policy::*;

@@ -3,4 +3,4 @@
 
 pub mod owner;
 
-pub use owner::{GitOpsKind, GitOpsOwner, owner_of};
+pub use owner::owner_of;

@@ -4,8 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use crate::crd::{GitOpsKind, GitOpsOwner};
 
 /// Set by Flux's helm-controller on what a HelmRelease installs.
 const HELM_NAME: &str = "helm.toolkit.fluxcd.io/name";
@@ -18,40 +17,6 @@ const KUSTOMIZE_NAMESPACE: &str = "kustomize.toolkit.fluxcd.io/namespace";
 /// Its label tracking (`app.kubernetes.io/instance`) is not read: Helm sets
 /// the same label on everything it installs.
 const ARGO_TRACKING_ID: &str = "argocd.argoproj.io/tracking-id";
-
-/// The kind of object that reconciles a workload from Git.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum GitOpsKind {
-    /// A Flux Kustomization (kustomize.toolkit.fluxcd.io).
-    Kustomization,
-    /// A Flux HelmRelease (helm.toolkit.fluxcd.io).
-    HelmRelease,
-    /// An Argo CD Application (argoproj.io).
-    Application,
-}
-
-impl GitOpsKind {
-    /// The API group of the kind.
-    pub fn group(self) -> &'static str {
-        match self {
-            GitOpsKind::Kustomization => "kustomize.toolkit.fluxcd.io",
-            GitOpsKind::HelmRelease => "helm.toolkit.fluxcd.io",
-            GitOpsKind::Application => "argoproj.io",
-        }
-    }
-}
-
-/// The object that reconciles a workload from Git.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct GitOpsOwner {
-    pub kind: GitOpsKind,
-    pub name: String,
-    /// Absent where the marks do not say (an Argo CD Application in Argo
-    /// CD's own namespace, which the operator does not know).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-}
 
 /// The GitOps object that applied a workload with these labels and
 /// annotations, if one did. A HelmRelease comes before a Kustomization:
