@@ -1,0 +1,3 @@
+module healing-guard-operator/cluster/flux/git-server
+
+go 1.26
