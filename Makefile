@@ -62,6 +62,13 @@ image:
 plugin-archive:
 	./cluster/plugin-archive.sh
 
+## Real Flux (source- and kustomize-controller v1.9.6, built into the cache)
+## against a fresh local control plane: the example stack deployed from a
+## local Git repository, an image change, suspend and resume (~1 min).
+.PHONY: flux-smoke
+flux-smoke: build-cluster
+	./cluster/with-cluster.sh -- ./cluster/flux-smoke.sh
+
 ## Build (or find cached) the control-plane binaries, kubectl and helm.
 build-cluster:
 	./cluster/build.sh
