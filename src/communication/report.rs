@@ -144,6 +144,12 @@ fn detection(out: &mut String, spec: &IncidentSpec, status: &IncidentStatus) {
             let _ = writeln!(out, "Declared by a responder.");
         }
     }
+    if let Some(owner) = status.evidence.as_ref().and_then(|e| e.gitops.as_ref()) {
+        let _ = writeln!(
+            out,
+            "The target is reconciled from Git by {owner}: the fix belongs in Git."
+        );
+    }
 }
 
 /// Every timeline entry, in UTC.
@@ -291,6 +297,7 @@ mod tests {
             "status": {"phase": "Resolved",
                 "milestones": {"detectedAt": "2026-01-01T00:00:00Z", "acknowledgedAt": "2026-01-01T00:03:00Z",
                                "mitigatedAt": "2026-01-01T00:07:30Z", "resolvedAt": "2026-01-01T00:08:00Z"},
+                "evidence": {"gitops": {"kind": "Kustomization", "name": "healing-guard", "namespace": "flux-system"}},
                 "detection": {"symptom": "CrashLoopBackOff", "occurrences": 6, "reopens": 0,
                               "affectedPods": ["healing-guard-7d9-a", "healing-guard-7d9-b"], "affectedPodsOmitted": 1},
                 "timeline": [

@@ -38,6 +38,15 @@ pub struct GitOpsOwner {
     pub namespace: Option<String>,
 }
 
+impl std::fmt::Display for GitOpsOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(namespace) => write!(f, "{:?} {namespace}/{}", self.kind, self.name),
+            None => write!(f, "{:?} {}", self.kind, self.name),
+        }
+    }
+}
+
 /// What a policy does when its target is reconciled from Git.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -414,6 +414,11 @@ pub struct Evidence {
     /// Recent rollout history, newest first.
     #[serde(default)]
     pub rollout_history: Vec<String>,
+    /// The GitOps object that reconciles the target (a Flux Kustomization
+    /// or HelmRelease, an Argo CD Application), from the marks it left on
+    /// the workload: a change Git would undo comes back at its next sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitops: Option<super::gitops::GitOpsOwner>,
     /// Recent Warning events for the target and its pods.
     #[serde(default)]
     pub events: Vec<String>,

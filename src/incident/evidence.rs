@@ -98,6 +98,12 @@ async fn workload(
         WorkloadKind::Deployment => {
             let deployment: Deployment = read(client, namespace, target, evidence).await?;
             evidence.revision = deployment.annotations().get(REVISION).cloned();
+            reconciled_from_git(
+                target,
+                deployment.labels(),
+                deployment.annotations(),
+                evidence,
+            );
             let selector = deployment
                 .spec
                 .as_ref()
@@ -108,6 +114,12 @@ async fn workload(
         }
         WorkloadKind::StatefulSet => {
             let statefulset: StatefulSet = read(client, namespace, target, evidence).await?;
+            reconciled_from_git(
+                target,
+                statefulset.labels(),
+                statefulset.annotations(),
+                evidence,
+            );
             let status = statefulset.status.clone().unwrap_or_default();
             evidence.revision = status
                 .update_revision
@@ -132,6 +144,24 @@ async fn workload(
             None
         }
     }
+}
+
+/// Which GitOps object reconciles the target, and what that means for a
+/// change to it (the operator does not hold that object's sync yet).
+fn reconciled_from_git(
+    target: &WorkloadRef,
+    labels: &std::collections::BTreeMap<String, String>,
+    annotations: &std::collections::BTreeMap<String, String>,
+    evidence: &mut Evidence,
+) {
+    let Some(owner) = crate::gitops::owner_of(labels, annotations) else {
+        return;
+    };
+    evidence.notes.push(format!(
+        "{target} is reconciled from Git by {owner}: a rollback, scale or patch \
+         of it is undone at that object's next sync unless the fix lands in Git"
+    ));
+    evidence.gitops = Some(owner);
 }
 
 /// Reads the target, noting in the evidence why it could not be read.
@@ -376,5 +406,40 @@ mod tests {
         order(&mut pods, &["web-z".into(), "web-c".into()]);
         let names: Vec<_> = pods.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["web-c", "web-z", "web-d", "web-a-new", "web-b"]);
+    }
+
+    #[test]
+    fn a_target_flux_applied_names_its_kustomization_and_what_that_means() {
+        let target = WorkloadRef {
+            kind: WorkloadKind::Deployment,
+            name: "api".into(),
+        };
+        let labels = [
+            ("kustomize.toolkit.fluxcd.io/name", "apps"),
+            ("kustomize.toolkit.fluxcd.io/namespace", "flux-system"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let mut evidence = Evidence::default();
+        reconciled_from_git(&target, &labels, &Default::default(), &mut evidence);
+        let owner = evidence.gitops.clone().unwrap();
+        assert_eq!(owner.to_string(), "Kustomization flux-system/apps");
+        assert_eq!(
+            evidence.notes,
+            [
+                "Deployment/api is reconciled from Git by Kustomization flux-system/apps: a rollback, \
+              scale or patch of it is undone at that object's next sync unless the fix lands in Git"
+            ]
+        );
+
+        let mut plain = Evidence::default();
+        reconciled_from_git(
+            &target,
+            &Default::default(),
+            &Default::default(),
+            &mut plain,
+        );
+        assert_eq!(plain, Evidence::default());
     }
 }

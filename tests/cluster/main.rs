@@ -13,6 +13,7 @@ mod communication;
 mod control_plane;
 mod detection;
 mod faults;
+mod gitops;
 mod incident;
 mod leader;
 mod operations;
