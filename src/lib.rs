@@ -24,6 +24,7 @@ pub mod plugin;
 pub mod pod;
 pub mod policy;
 pub mod reconcile;
+pub mod reference;
 pub mod remediation;
 pub mod server;
 pub mod signals;

@@ -11,6 +11,7 @@ use healing_guard_operator::{
     k8s::Scope,
     leader::{self, Fence, LeaderConfig},
     metrics::Metrics,
+    reference,
     server::{self, AlertWebhook, Health, ServerState},
     telemetry::{self, LogFormat},
 };
@@ -45,7 +46,7 @@ enum DocsCommand {
     /// Write the field reference of every kind (Markdown, from the CRDs).
     Reference {
         /// The folder to write the pages into.
-        #[arg(long, default_value = crd::reference::DIRECTORY)]
+        #[arg(long, default_value = reference::DIRECTORY)]
         out: PathBuf,
     },
 }
@@ -116,8 +117,8 @@ fn main() -> ExitCode {
         Command::Docs {
             command: DocsCommand::Reference { out },
         } => {
-            let pages = crd::reference::pages(&crd::all());
-            match crd::reference::write(&out, &pages) {
+            let pages = reference::pages(&crd::all());
+            match reference::write(&out, &pages) {
                 Ok(written) => {
                     for path in written {
                         println!("{}", path.display());

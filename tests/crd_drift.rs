@@ -1,7 +1,7 @@
 //! The committed CRD YAML and field reference must be what the code generates.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use healing_guard_operator::crd::{self, reference};
+use healing_guard_operator::{crd, reference};
 
 #[test]
 fn committed_crds_match_the_generated_ones() {

@@ -30,7 +30,6 @@ pub mod ledger;
 #[allow(clippy::duplicated_attributes)]
 pub mod policy;
 pub mod probe;
-pub mod reference;
 pub mod refs;
 pub mod service;
 
