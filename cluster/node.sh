@@ -101,7 +101,8 @@ prepare_real_nodes() { # count
   chmod 600 "$DIR/pki/"*.key
 }
 
-free_ports() { # count
+# free_ports COUNT: COUNT distinct free ports on 127.0.0.1 (up.sh takes its own here too).
+free_ports() {
   python3 - "$1" <<'PY'
 import socket, sys
 socks = []

@@ -80,14 +80,7 @@ mkdir -p "$DIR/logs" "$DIR/etcd" "$DIR/certs" "$DIR/pki"
 : >"$DIR/pids"
 
 KUBECTL=$TOOLS_BIN/kubectl
-read -r ETCD_PORT ETCD_PEER_PORT API_PORT KCM_PORT SCHED_PORT < <(python3 - <<'PY'
-import socket
-socks = []
-for _ in range(5):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(*[s.getsockname()[1] for s in socks])
-PY
-)
+read -r ETCD_PORT ETCD_PEER_PORT API_PORT KCM_PORT SCHED_PORT < <(free_ports 5)
 
 FAILED=
 fail() { # component message
