@@ -152,6 +152,14 @@ pub fn role_hint(group: &str, resource: &str) -> String {
                 the namespace lets it impersonate with a Role of its own"
             .to_owned();
     }
+    if matches!(
+        group,
+        "kustomize.toolkit.fluxcd.io" | "helm.toolkit.fluxcd.io" | "source.toolkit.fluxcd.io"
+    ) {
+        return "a Role in the GitOps object's namespace granting get and patch on it (and get on \
+                its source), bound to this remediator, grants it: docs/security.md"
+            .to_owned();
+    }
     match granting_role(group, resource) {
         Some(role) => format!("the Role {role} grants it"),
         None => "the Role healing-guard-remediator-patch grants it once the chart's \

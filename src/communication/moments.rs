@@ -45,7 +45,7 @@ pub fn moments(
         .or_else(|| incident.metadata.creation_timestamp.as_ref().map(|t| t.0))
         .unwrap_or(now);
     // A reopened incident runs again: round 2, 3, ...; each round is told.
-    let round = status.reopens_handled.unwrap_or(0).saturating_add(1);
+    let round = status.round();
     let mut found = vec![Moment::new(NotifyEvent::Opened, "Opened", opened)];
     if let Some(at) = &milestones.acknowledged_at {
         found.push(Moment::new(NotifyEvent::Acknowledged, "Acknowledged", at.0));

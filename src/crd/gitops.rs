@@ -68,3 +68,96 @@ pub enum OnRollback {
     /// Leave the GitOps controller alone.
     Ignore,
 }
+
+/// A responder lifting an incident's hold on its target's sync before Git
+/// has moved on (`kubectl healing-guard resume-sync`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumeSync {
+    /// Who asked.
+    #[schemars(length(min = 1, max = 256))]
+    pub by: String,
+    /// When (the plugin sets it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+}
+
+/// A GitOps object an incident suspended so that Git would not undo its
+/// step, and how the hold ended: Git moved past the bad revision (or a
+/// responder lifted it), and the release that followed was verified, or
+/// failed and the ladder ran again.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncHold {
+    /// The object suspended.
+    pub owner: GitOpsOwner,
+    /// Its source, e.g. `GitRepository flux-system/apps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub source: Option<String>,
+    /// The source's URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub url: Option<String>,
+    /// The revision it had applied when suspended: the bad one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub bad_revision: Option<String>,
+    /// The revision it applied before that, from its history: the commits
+    /// after it up to the bad revision brought the bad release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub good_revision: Option<String>,
+    /// The ledger id of the step the hold protects.
+    #[schemars(length(max = 256))]
+    pub step: String,
+    pub suspended_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    /// When the operator lifted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Why it was lifted, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub resumed_because: Option<String>,
+    /// The source's revision when it was lifted: the release that follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub release: Option<String>,
+    /// Since when that release has run healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_since: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// When that release was verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// When that release was found not to bring recovery: the ladder runs
+    /// again (a new round), within the safety limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+}
+
+impl SyncHold {
+    /// Still suspended by the operator.
+    pub fn is_held(&self) -> bool {
+        self.resumed_at.is_none()
+    }
+
+    /// Lifted, and the release that followed not yet judged.
+    pub fn is_verifying(&self) -> bool {
+        self.resumed_at.is_some() && self.verified_at.is_none() && self.failed_at.is_none()
+    }
+
+    /// The commits that brought the bad release, as `git log` takes them.
+    pub fn commits(&self) -> Option<String> {
+        let bad = commit_of(self.bad_revision.as_deref()?)?;
+        Some(match self.good_revision.as_deref().and_then(commit_of) {
+            Some(good) if good != bad => format!("{good}..{bad}"),
+            _ => bad.to_owned(),
+        })
+    }
+}
+
+/// The commit of a Flux revision (`main@sha1:abc...`, or a bare sha).
+pub fn commit_of(revision: &str) -> Option<&str> {
+    let sha = revision.rsplit_once(':').map_or(revision, |(_, sha)| sha);
+    (!sha.is_empty() && sha.chars().all(|c| c.is_ascii_hexdigit())).then_some(sha)
+}

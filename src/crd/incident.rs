@@ -102,6 +102,10 @@ pub struct IncidentSpec {
     /// escalation policy paging for it (instead of its policy's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub communication: Option<super::channel::Communication>,
+    /// Set by a responder to lift the incident's hold on its target's
+    /// GitOps sync before Git moves on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_sync: Option<super::gitops::ResumeSync>,
 }
 
 impl Incident {
@@ -325,6 +329,34 @@ pub struct IncidentStatus {
     /// How many timeline entries were dropped to keep the object small.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline_dropped: Option<i64>,
+    /// The GitOps syncs held so that Git would not undo a step, oldest
+    /// first; the last is the current one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub sync_holds: Vec<super::gitops::SyncHold>,
+}
+
+impl IncidentStatus {
+    /// The ladder's round: 1, then one more for each reopen acted on and
+    /// each release from Git that did not bring recovery.
+    pub fn round(&self) -> i32 {
+        let failed_releases = self
+            .sync_holds
+            .iter()
+            .filter(|hold| hold.failed_at.is_some())
+            .count();
+        self.reopens_handled
+            .unwrap_or(0)
+            .saturating_add(i32::try_from(failed_releases).unwrap_or(i32::MAX))
+            .saturating_add(1)
+    }
+
+    /// The sync this incident holds or has just lifted and not judged yet.
+    pub fn current_hold(&self) -> Option<&super::gitops::SyncHold> {
+        self.sync_holds
+            .last()
+            .filter(|hold| hold.is_held() || hold.is_verifying())
+    }
 }
 
 /// The detector's record of the signal behind an incident.
@@ -419,6 +451,10 @@ pub struct Evidence {
     /// the workload: a change Git would undo comes back at its next sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gitops: Option<super::gitops::GitOpsOwner>,
+    /// The source revision that object last applied (e.g.
+    /// `main@sha1:...`): the release running when the incident opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitops_revision: Option<String>,
     /// Recent Warning events for the target and its pods.
     #[serde(default)]
     pub events: Vec<String>,

@@ -103,6 +103,11 @@ pub struct RemediationPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), pattern(super::bounds::DNS_SUBDOMAIN))]
     pub service_account_name: Option<String>,
+    /// What to do when a target is reconciled from Git (Flux): hold its
+    /// Kustomization or HelmRelease while a step Git would undo runs
+    /// (default), or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitops: Option<super::gitops::GitOps>,
 }
 
 /// What an Incident may bring of its own. The policy is the authority: an

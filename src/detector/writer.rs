@@ -365,6 +365,7 @@ impl Writer {
             resolution: None,
             declined: None,
             communication: None,
+            resume_sync: None,
         };
         let incident = Incident {
             metadata: ObjectMeta {

@@ -11,6 +11,13 @@ use crate::{
     workload::Workload,
 };
 
+/// Whose hold a suspension is: the incident (`namespace/name`) and its step.
+#[derive(Clone, Copy, Debug)]
+pub struct HeldFor<'a> {
+    pub holder: &'a str,
+    pub step: &'a str,
+}
+
 /// Why the change was not made.
 #[derive(Debug, thiserror::Error)]
 pub enum ActError {
@@ -22,6 +29,26 @@ pub enum ActError {
     Authority(#[from] crate::authority::AuthorityError),
 }
 
+/// Lifts the hold this incident has on `owner`, as the namespace's
+/// remediator. Only a current leader does.
+pub async fn resume(
+    ctx: &Context,
+    namespace: &str,
+    account: Option<&str>,
+    owner: &crate::crd::GitOpsOwner,
+) -> Result<(), ActError> {
+    ctx.may_write()?;
+    let remediator = ctx.remediator(namespace, account)?;
+    crate::gitops::client::resume(&remediator, owner)
+        .await
+        .map_err(|source| ApplyError::Hold {
+            owner: owner.to_string(),
+            source,
+        })?;
+    info!(%owner, "GitOps sync resumed");
+    Ok(())
+}
+
 /// Makes the change, as the namespace's remediator (`account`, else the
 /// default one), and returns the extra lines it reports for the ledger.
 /// Only a current leader makes it.
@@ -30,6 +57,7 @@ pub async fn act(
     account: Option<&str>,
     workload: &Workload,
     effect: &Effect,
+    held_for: HeldFor<'_>,
 ) -> Result<Vec<String>, ActError> {
     ctx.may_write()?;
     let remediator = ctx.remediator(&workload.namespace(), account)?;
@@ -37,11 +65,17 @@ pub async fn act(
         client: &remediator,
         http: &ctx.http,
     };
-    let lines = effect
+    let mut lines = match &effect.hold {
+        Some(hold) => suspend(&remediator, effect, hold, held_for).await?,
+        None => Vec::new(),
+    };
+    lines.extend(effect.notes.iter().cloned());
+    let changed = effect
         .planned
         .change
         .apply(io, workload, effect.dry_run)
         .await?;
+    lines.extend(changed);
     info!(
         target = %workload.reference(),
         change = %effect.planned.summary,
@@ -49,4 +83,28 @@ pub async fn act(
         "remediation change made"
     );
     Ok(lines)
+}
+
+/// Suspends the GitOps object that would undo the change, before it is
+/// made; its line for the ledger, with the command that undoes it.
+async fn suspend(
+    remediator: &kube::Client,
+    effect: &Effect,
+    hold: &crate::gitops::SyncState,
+    HeldFor { holder, step }: HeldFor<'_>,
+) -> Result<Vec<String>, ApplyError> {
+    crate::gitops::client::suspend(remediator, &hold.owner, holder, step, effect.dry_run)
+        .await
+        .map_err(|source| ApplyError::Hold {
+            owner: hold.owner.to_string(),
+            source,
+        })?;
+    info!(owner = %hold.owner, incident = %holder, dry_run = effect.dry_run, "GitOps sync held");
+    let held = crate::gitops::sync::describe(hold);
+    let undo = crate::gitops::client::undo_command(&hold.owner);
+    Ok(vec![if effect.dry_run {
+        format!("dry run: would suspend {held} so that Git does not undo this step")
+    } else {
+        format!("suspended {held} so that Git does not undo this step; undo: {undo}")
+    }])
 }

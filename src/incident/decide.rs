@@ -17,7 +17,7 @@ use super::{
     lifecycle,
     moves::Step,
     observe::{Observation, ProbeHealth},
-    wind_down,
+    sync_hold, wind_down,
 };
 use crate::{
     crd::{
@@ -78,6 +78,11 @@ pub fn decide(incident: &Incident, seen: &Observation) -> Decision {
     } else if deleting || phase.is_some_and(Phase::is_closed) {
         // A restore under way brings its writers back first.
         wind_down::wind_down(&mut decision, incident, seen);
+    }
+    // A held sync outlives the ladder: lifted when Git moves on, a
+    // responder asks, or the incident goes.
+    if deleting || !active {
+        sync_hold::follow_ended(&mut decision, incident, seen);
     }
 
     let before = incident.status.as_ref().and_then(|s| s.phase);
@@ -325,6 +330,11 @@ fn remediate(decision: &mut Decision, incident: &Incident, ladder: &Ladder, seen
         }
         _ => health,
     };
+    // A held sync waits on Git once its step is verified; the release that
+    // follows is verified like a step.
+    if sync_hold::follow(decision, incident, seen, ladder, health) {
+        return;
+    }
     let round = step.round(&decision.status);
     let approvals = &incident.spec.approvals;
     let approved = |name: &str| ladder.approved(approvals, name, round);
@@ -483,6 +493,8 @@ fn follow_up(decision: &mut Decision, ladder: &Ladder, seen: &Observation) -> bo
         dry_run: false,
         follow_up: true,
         then: None,
+        hold: None,
+        notes: Vec::new(),
     });
     decision.requeue_within(AFTER_CHANGE);
     true

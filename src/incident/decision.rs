@@ -72,6 +72,11 @@ pub struct Effect {
     pub follow_up: bool,
     /// A restore's sub-step: the stage its workflow is at once the change is made.
     pub then: Option<crate::crd::WorkflowStage>,
+    /// The GitOps object to suspend first, in the same ledger entry, so
+    /// that Git does not undo the change.
+    pub hold: Option<crate::gitops::SyncState>,
+    /// Lines for the ledger decided with the change (why a sync was not held).
+    pub notes: Vec<String>,
 }
 
 /// What one reconcile should do.
@@ -89,6 +94,8 @@ pub struct Decision {
     pub tallies: Vec<Tally>,
     /// When to look again, unless something changes first.
     pub requeue: Option<Duration>,
+    /// A GitOps object whose hold this incident lifts.
+    pub resume: Option<crate::crd::GitOpsOwner>,
     /// What is saved leads straight to the next move (a step recorded, to
     /// run; approved; skipped or failed, with another to record): decide
     /// again at once from the saved incident, not after its watch echo.
@@ -109,6 +116,8 @@ impl Decision {
             dry_run: false,
             follow_up: true,
             then: Some(then),
+            hold: None,
+            notes: Vec::new(),
         });
         self.requeue_within(AFTER_CHANGE);
     }

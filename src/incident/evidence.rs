@@ -164,6 +164,33 @@ fn reconciled_from_git(
     evidence.gitops = Some(owner);
 }
 
+/// The evidence with what was read of the GitOps object that reconciles
+/// the target: the revision it applied and its source.
+pub fn with_sync(mut evidence: Evidence, sync: Option<&crate::gitops::SyncRead>) -> Evidence {
+    match sync {
+        Some(crate::gitops::SyncRead::Read(state)) => {
+            evidence.gitops_revision = state.applied_revision.clone();
+            evidence.notes.push(format!(
+                "{}; the revision before it: {}",
+                crate::gitops::sync::describe(state),
+                state
+                    .previous_revision
+                    .as_deref()
+                    .unwrap_or("not in its history")
+            ));
+        }
+        Some(crate::gitops::SyncRead::Refused(words)) => {
+            if let Some(owner) = &evidence.gitops {
+                evidence
+                    .notes
+                    .push(format!("{owner} could not be read: {words}"));
+            }
+        }
+        Some(crate::gitops::SyncRead::Missing) | None => {}
+    }
+    evidence
+}
+
 /// Reads the target, noting in the evidence why it could not be read.
 async fn read<K>(
     client: &Client,

@@ -293,12 +293,14 @@ fn respond(plan: &mut Plan, incident: &Incident, now: &Time) {
 fn auto_resolve(plan: &mut Plan, incident: &Incident, settings: &Detection, now: &Time) {
     let spec = &incident.spec;
     let status = &plan.status;
-    let remediating = status.steps.last().is_some_and(|s| {
-        matches!(
-            s.result,
-            StepResult::Pending | StepResult::Verifying | StepResult::AwaitingApproval
-        )
-    });
+    // A held sync (or the release after it) decides the outcome too.
+    let remediating = status.current_hold().is_some()
+        || status.steps.last().is_some_and(|s| {
+            matches!(
+                s.result,
+                StepResult::Pending | StepResult::Verifying | StepResult::AwaitingApproval
+            )
+        });
     let allowed = spec.source.kind == SourceKind::Detected
         && settings.auto_resolve
         && !remediating

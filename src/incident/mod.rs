@@ -19,6 +19,7 @@ pub mod observe;
 pub mod phase;
 pub mod record;
 pub mod settle;
+pub mod sync_hold;
 pub mod wind_down;
 
 use std::sync::Arc;
@@ -98,7 +99,22 @@ async fn reconcile_once(incident: &Arc<Incident>, ctx: &Context) -> Result<Pass,
                 .policy
                 .as_ref()
                 .and_then(|p| p.spec.service_account_name.as_deref());
-            decision = match act::act(ctx, account, workload, effect).await {
+            let holder = format!(
+                "{}/{}",
+                incident.namespace().unwrap_or_default(),
+                incident.name_any()
+            );
+            let step = decision
+                .status
+                .steps
+                .get(effect.entry)
+                .map(|r| r.id.clone())
+                .unwrap_or_default();
+            let held_for = act::HeldFor {
+                holder: &holder,
+                step: &step,
+            };
+            decision = match act::act(ctx, account, workload, effect, held_for).await {
                 Ok(lines) => {
                     crate::failpoint::reached(crate::failpoint::AFTER_APPLY).await;
                     settle::settle(decision, lines, incident, seen.now)
@@ -124,8 +140,22 @@ async fn reconcile_once(incident: &Arc<Incident>, ctx: &Context) -> Result<Pass,
             };
         }
     }
+    // A hold lifted: the GitOps object resumed before the status says so.
+    if let Some(owner) = &decision.resume {
+        let namespace = incident.namespace().unwrap_or_default();
+        let account = seen
+            .policy
+            .as_ref()
+            .and_then(|p| p.spec.service_account_name.as_deref());
+        match act::resume(ctx, &namespace, account, owner).await {
+            Ok(()) => {}
+            Err(act::ActError::Fenced(fenced)) => return Err(fenced.into()),
+            Err(act::ActError::Authority(error)) => return Err(error.into()),
+            Err(act::ActError::Apply(error)) => return Err(error.into()),
+        }
+    }
     let requeue = decision.requeue;
-    let changed = decision.effect.is_some();
+    let changed = decision.effect.is_some() || decision.resume.is_some();
     let holds = wind_down::holds_writers(&decision.status);
     let mut saved = record::record(ctx, &base, seen.workload.as_ref(), decision, changed).await?;
     // Held while a restore may have its writers down, let go once they are back.

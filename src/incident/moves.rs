@@ -21,6 +21,7 @@ use super::{
 use crate::{
     conditions::{ConditionUpdate, set_condition},
     crd::{ActionKind, Incident, IncidentStatus, Mode, StepRecord, StepResult, Workflow},
+    gitops::{self, hold::HoldPlan},
     remediation::{
         actions::{self, Mark, Request, restore_data},
         ladder::{self, Ladder},
@@ -50,7 +51,7 @@ impl Step<'_> {
 
     /// The ladder's round: 1, and one more after each reopen.
     pub(super) fn round(&self, status: &IncidentStatus) -> i32 {
-        status.reopens_handled.unwrap_or(0).saturating_add(1)
+        status.round()
     }
 
     /// Writes rung `index` into the ledger (Pending, or AwaitingApproval),
@@ -231,6 +232,33 @@ impl Step<'_> {
                 &self.seen.inputs,
             ),
         };
+        let holder = format!(
+            "{}/{incident}",
+            self.incident.namespace().unwrap_or_default()
+        );
+        let on_rollback = self
+            .seen
+            .policy
+            .as_ref()
+            .and_then(|p| p.spec.gitops.as_ref())
+            .map(|g| g.on_rollback)
+            .unwrap_or_default();
+        let hold = gitops::hold::plan(
+            on_rollback,
+            rung.act().undone_by_git(),
+            self.seen.gitops_owner.as_ref(),
+            self.seen.sync.as_ref(),
+            &holder,
+        );
+        let (hold, notes) = match hold {
+            HoldPlan::Refuse(why) if planned.is_ok() => {
+                refuse(decision, entry, &why, &self.now);
+                return;
+            }
+            HoldPlan::Suspend(state) => (Some(state), Vec::new()),
+            HoldPlan::Unheld(why) => (None, vec![why]),
+            HoldPlan::Refuse(_) | HoldPlan::Held | HoldPlan::NotNeeded => (None, Vec::new()),
+        };
         match planned {
             Ok(planned) => {
                 if rung.mode != Mode::DryRun
@@ -245,6 +273,8 @@ impl Step<'_> {
                     dry_run: rung.mode == Mode::DryRun,
                     follow_up: false,
                     then: None,
+                    hold,
+                    notes,
                 });
             }
             Err(refusal) if refusal.is_moot() => {
@@ -453,6 +483,17 @@ impl Step<'_> {
         {
             let seconds = seconds_between(detected.0, mitigated.0);
             decision.tallies.push(Tally::Mitigated { seconds });
+        }
+        // Under a held sync the incident waits on Git: the fix belongs there.
+        if let Some(hold) = decision.status.current_hold().filter(|h| h.is_held()) {
+            let message = format!(
+                "step {name} verified: the workload recovered and stayed healthy; {} stays \
+                 suspended until Git moves past the bad revision",
+                hold.owner
+            );
+            decision.note(&self.now, false, "Remediated", message);
+            decision.go_on();
+            return;
         }
         phase::enter(&mut decision.status, Transition::Remediated, &self.now);
         let message =

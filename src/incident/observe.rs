@@ -71,6 +71,12 @@ pub struct Observation {
     pub job: Option<actions::run_job::Outcome>,
     /// Whether the probe a restore verifies its data with passes.
     pub workflow_probe: Option<bool>,
+    /// The GitOps object the target's labels name (or the incident's
+    /// current hold names), when the target is reconciled from Git.
+    pub gitops_owner: Option<crate::crd::GitOpsOwner>,
+    /// That object as read, when a step Git would undo is about to run or
+    /// the incident holds (or just lifted) its sync.
+    pub sync: Option<crate::gitops::SyncRead>,
 }
 
 /// How a probe stands, for verification.
@@ -138,6 +144,22 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
         policy.as_deref(),
         workload.as_ref(),
     );
+    let hold = status
+        .and_then(|s| s.sync_holds.last())
+        .filter(|h| h.is_held() || (open && h.is_verifying()));
+    let gitops_owner = hold.map(|h| h.owner.clone()).or_else(|| {
+        workload
+            .as_ref()
+            .and_then(|w| crate::gitops::owner_of(w.labels(), w.annotations()))
+    });
+    let undone_by_git = pending.is_some_and(|rung| rung.act().undone_by_git());
+    let capturing = open && status.and_then(|s| s.evidence.as_ref()).is_none();
+    let sync = match &gitops_owner {
+        Some(owner) if hold.is_some() || undone_by_git || capturing => {
+            Some(crate::gitops::client::read(&remediator, owner, &namespace, target).await?)
+        }
+        _ => None,
+    };
     let evidence = match status.and_then(|s| s.evidence.as_ref()) {
         None if open => Some(
             evidence::capture(
@@ -153,7 +175,8 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
                 now,
             )
             .await,
-        ),
+        )
+        .map(|captured| evidence::with_sync(captured, sync.as_ref())),
         _ => None,
     };
     let probes = Probes {
@@ -233,6 +256,8 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
         workflow_probe,
         probe_results,
         dependency_down,
+        gitops_owner,
+        sync,
     })
 }
 

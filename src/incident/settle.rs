@@ -145,5 +145,9 @@ pub fn settle(
         format!("step {name} applied: {summary}")
     };
     decision.note(&now_time, false, "StepApplied", message);
+    if let Some(held) = effect.hold.as_ref().filter(|_| !effect.dry_run) {
+        let step = decision.status.steps[effect.entry].id.clone();
+        super::sync_hold::begin(&mut decision, incident, held, step, &now_time);
+    }
     decision
 }

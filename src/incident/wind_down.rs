@@ -33,9 +33,9 @@ pub fn restore_under_way(status: &IncidentStatus) -> Option<(usize, Workflow)> {
 }
 
 /// Whether the incident must not go away yet: a restore may have its
-/// writers down.
+/// writers down, or it holds a GitOps sync (lifted on deletion).
 pub fn holds_writers(status: &IncidentStatus) -> bool {
-    restore_under_way(status).is_some()
+    restore_under_way(status).is_some() || super::sync_hold::holds_sync(status)
 }
 
 /// The next move of a restore whose incident closed or is being deleted.

@@ -114,12 +114,7 @@ pub async fn approve(
 ) -> Result<bool, PluginError> {
     let incident = api.get(name).await?;
     // An approval counts for the ladder's current round only.
-    let round = incident
-        .status
-        .as_ref()
-        .and_then(|s| s.reopens_handled)
-        .unwrap_or(0)
-        .saturating_add(1);
+    let round = incident.status.as_ref().map_or(1, |s| s.round());
     let recorded = incident
         .status
         .iter()

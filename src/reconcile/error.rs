@@ -39,7 +39,7 @@ impl From<kube::Error> for Error {
 impl From<ApplyError> for Error {
     fn from(error: ApplyError) -> Self {
         match error {
-            ApplyError::Kube(error) => Error::Kube(error),
+            ApplyError::Kube(error) | ApplyError::Hold { source: error, .. } => Error::Kube(error),
             ApplyError::Encode(error) => Error::Serialize(error),
             ApplyError::Call(error) => Error::Call(error),
             ApplyError::Foreign(why) => Error::Foreign(why),

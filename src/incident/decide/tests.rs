@@ -23,6 +23,7 @@ use crate::{
     remediation::actions::{AnyInputs, rollback},
 };
 
+mod gitops;
 mod holds;
 mod hostile;
 mod ladder;
@@ -75,6 +76,8 @@ impl World {
             dependency_down: None,
             job: None,
             workflow_probe: None,
+            gitops_owner: None,
+            sync: None,
         };
         World { incident, seen }
     }

@@ -93,6 +93,10 @@ pub trait Action: Send + Sync + 'static {
     /// What it calls or runs is the policy's to choose: an Incident may not
     /// bring it in its own `spec.actions`, whatever the policy allows.
     const POLICY_ONLY: bool = false;
+    /// What it changes is what a GitOps controller applies from Git (a
+    /// template, replicas, a patched field, a ConfigMap): Git would undo
+    /// it at the next sync, unless that sync is held.
+    const UNDONE_BY_GIT: bool = false;
 
     /// Its settings in a rung (`scale:`, `http:`, ...).
     type Settings;
@@ -188,6 +192,8 @@ pub trait AnyAction: Send + Sync {
     fn applies_to(&self, kind: WorkloadKind) -> bool;
     /// See [`Action::POLICY_ONLY`].
     fn policy_only(&self) -> bool;
+    /// See [`Action::UNDONE_BY_GIT`].
+    fn undone_by_git(&self) -> bool;
     fn observe<'a>(
         &'a self,
         io: Io<'a>,
@@ -221,6 +227,10 @@ impl<A: Action> AnyAction for A {
 
     fn policy_only(&self) -> bool {
         A::POLICY_ONLY
+    }
+
+    fn undone_by_git(&self) -> bool {
+        A::UNDONE_BY_GIT
     }
 
     fn observe<'a>(

@@ -78,12 +78,20 @@ pub enum ApplyError {
     /// What the step would take as its own was made by someone else.
     #[error("{0}")]
     Foreign(String),
+    /// Holding the GitOps object first failed: the change is not made
+    /// without it.
+    #[error("suspending {owner} first (so that Git does not undo the step): {source}")]
+    Hold {
+        owner: String,
+        #[source]
+        source: kube::Error,
+    },
 }
 
 impl ApplyError {
     /// Whether the change lost a race (409): decide again from a fresh read.
     pub fn is_conflict(&self) -> bool {
-        matches!(self, ApplyError::Kube(error) if crate::k8s::is_conflict(error))
+        matches!(self, ApplyError::Kube(error) | ApplyError::Hold { source: error, .. } if crate::k8s::is_conflict(error))
     }
 
     /// What went wrong, for the ledger, naming who answered: the API
@@ -92,6 +100,9 @@ impl ApplyError {
         let change = if dry_run { "dry run" } else { "change" };
         match self {
             ApplyError::Kube(_) => format!("the API server refused the {change}"),
+            ApplyError::Hold { .. } => {
+                format!("the API server refused the hold before the {change}")
+            }
             ApplyError::Call(_) => "the call to the service failed".to_owned(),
             ApplyError::Encode(_) | ApplyError::Foreign(_) => {
                 format!("the operator refused the {change}")
@@ -128,6 +139,18 @@ impl ApplyError {
             ApplyError::Encode(error) => Some(error.to_string()),
             ApplyError::Call(error) => Some(error.to_string()),
             ApplyError::Foreign(why) => Some(why.clone()),
+            ApplyError::Hold { owner, source } => match source {
+                kube::Error::Api(status)
+                    if (400..500).contains(&status.code)
+                        && !matches!(status.code, 404 | 408 | 409 | 429) =>
+                {
+                    let why = crate::authority::refusal(source)
+                        .map(|why| format!("403 {why}"))
+                        .unwrap_or_else(|| format!("{} {}", status.code, status.message));
+                    Some(format!("suspending {owner} was refused: {why}"))
+                }
+                _ => None,
+            },
             ApplyError::Kube(_) => None,
         }
     }

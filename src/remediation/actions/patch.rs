@@ -68,6 +68,7 @@ impl Action for PatchObject {
     /// What it changes, and to what, is the policy's to choose: an
     /// Incident's author could otherwise change any object or Secret.
     const POLICY_ONLY: bool = true;
+    const UNDONE_BY_GIT: bool = true;
     type Settings = PatchAction;
     type Inputs = Inputs;
     type Change = Change;

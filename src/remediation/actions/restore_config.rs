@@ -51,6 +51,7 @@ pub struct RestoreConfig;
 impl Action for RestoreConfig {
     const KIND: ActionKind = ActionKind::RestoreConfig;
     const DEPLOYMENTS_ONLY: bool = true;
+    const UNDONE_BY_GIT: bool = true;
     type Settings = RestoreConfigAction;
     type Inputs = Inputs;
     type Change = Change;

@@ -43,6 +43,7 @@ pub struct Rollback;
 impl Action for Rollback {
     const KIND: ActionKind = ActionKind::Rollback;
     const DEPLOYMENTS_ONLY: bool = true;
+    const UNDONE_BY_GIT: bool = true;
     type Settings = RollbackAction;
     type Inputs = Inputs;
     type Change = Change;

@@ -26,6 +26,7 @@ pub struct Change {
 
 impl Action for Scale {
     const KIND: ActionKind = ActionKind::Scale;
+    const UNDONE_BY_GIT: bool = true;
     type Settings = ScaleAction;
     type Inputs = ();
     type Change = Change;

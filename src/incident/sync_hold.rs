@@ -1,0 +1,332 @@
+//! An incident's hold on the GitOps sync of its target: begun in the
+//! ledger entry of the step Git would undo; kept after that step is
+//! verified, the incident Monitoring, until Git moves past the bad
+//! revision (or a responder lifts it); then the release from Git is
+//! verified like a step: healthy through the hold-down resolves the
+//! incident, otherwise the ladder runs again (a new round, within the
+//! safety limits). Pure.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+use super::{
+    decision::Decision,
+    observe::Observation,
+    phase::{self, Transition},
+};
+use crate::{
+    conditions::{ConditionUpdate, set_condition},
+    crd::{Incident, IncidentStatus, StepResult, SyncHold},
+    gitops::{
+        SyncRead, SyncState,
+        hold::{Lift, lift, what_to_revert},
+    },
+    remediation::ladder::{Health, Ladder},
+};
+
+/// The condition an incident carries while it holds a sync.
+pub const GITOPS_SUSPENDED: &str = "GitOpsSuspended";
+
+/// How often a held sync's source is looked at (Flux's own intervals are
+/// a minute or more; a hold waits on a person's commit).
+pub const GIT_POLL: Duration = Duration::from_secs(5);
+
+/// The incident as `namespace/name`: what a hold's annotation names.
+pub fn holder(incident: &Incident) -> String {
+    format!(
+        "{}/{}",
+        incident.namespace().unwrap_or_default(),
+        incident.name_any()
+    )
+}
+
+/// Records the hold a step's change was made under (its ledger entry
+/// already says so).
+pub(super) fn begin(
+    decision: &mut Decision,
+    incident: &Incident,
+    held: &SyncState,
+    step: String,
+    now: &Time,
+) {
+    let hold = SyncHold {
+        owner: held.owner.clone(),
+        source: held.source.as_ref().map(ToString::to_string),
+        url: held.source.as_ref().and_then(|s| s.url.clone()),
+        bad_revision: held.applied_revision.clone(),
+        good_revision: held.previous_revision.clone(),
+        step,
+        suspended_at: now.clone(),
+        resumed_at: None,
+        resumed_because: None,
+        release: None,
+        healthy_since: None,
+        verified_at: None,
+        failed_at: None,
+    };
+    let message = format!(
+        "{} suspended so that Git does not undo the step; {}; the operator resumes it once \
+         Git moves past the bad revision",
+        hold.owner,
+        what_to_revert(&hold)
+    );
+    let holds = &mut decision.status.sync_holds;
+    holds.push(hold);
+    // The oldest go first past the schema's bound.
+    let excess = holds.len().saturating_sub(20);
+    holds.drain(..excess);
+    condition(decision, incident, true, "Suspended", message.clone(), now);
+    decision.note(now, false, "GitOpsSuspended", message);
+}
+
+/// Follows the current hold of an open incident, once its ladder's
+/// health is known. Returns whether the hold decided this reconcile (the
+/// ladder waits); false lets the ladder move (a step still verifying, or a
+/// failed release that starts a new round).
+pub(super) fn follow(
+    decision: &mut Decision,
+    incident: &Incident,
+    seen: &Observation,
+    ladder: &Ladder,
+    health: Health,
+) -> bool {
+    let now = Time(seen.now);
+    let Some(index) = decision.status.sync_holds.len().checked_sub(1) else {
+        return false;
+    };
+    let hold = decision.status.sync_holds[index].clone();
+    // Only once the step it protects (or the last step of the round) has
+    // concluded as verified does the incident wait on Git.
+    let waiting = decision
+        .status
+        .steps
+        .last()
+        .is_some_and(|s| s.result == StepResult::Succeeded);
+    if hold.is_held() {
+        if !waiting {
+            return false;
+        }
+        let asked = incident.spec.resume_sync.as_ref();
+        match lift(&hold, seen.sync.as_ref(), &holder(incident), asked, false) {
+            Lift::Keep => {
+                let message = format!(
+                    "{} suspended; the step held healthy; waiting for Git to move past the bad \
+                     revision: {}",
+                    hold.owner,
+                    what_to_revert(&hold)
+                );
+                condition(decision, incident, true, "WaitingForGit", message, &now);
+                decision.requeue_within(GIT_POLL);
+            }
+            Lift::Resume { because, release } => {
+                resumed(decision, incident, index, because, release, true, &now);
+            }
+            Lift::LiftedElsewhere { because, release } => {
+                resumed(decision, incident, index, because, release, false, &now);
+            }
+        }
+        return true;
+    }
+    if !hold.is_verifying() || !waiting {
+        return false;
+    }
+    verify_release(decision, incident, seen, ladder, health, index)
+}
+
+/// The release Git brought after the hold was lifted: verified once Flux
+/// has applied it and the target held healthy through the hold-down.
+fn verify_release(
+    decision: &mut Decision,
+    incident: &Incident,
+    seen: &Observation,
+    ladder: &Ladder,
+    health: Health,
+    index: usize,
+) -> bool {
+    let now = Time(seen.now);
+    let timing = ladder.default_timing;
+    let hold = decision.status.sync_holds[index].clone();
+    let applied = match (&seen.sync, &hold.release) {
+        (Some(SyncRead::Read(state)), Some(release)) => {
+            state.applied_revision.as_ref() == Some(release)
+        }
+        // Where Git is was not known when it was lifted: what is applied counts.
+        _ => true,
+    };
+    let resumed_at = hold.resumed_at.as_ref().map_or(seen.now, |t| t.0);
+    let release = hold.release.as_deref().unwrap_or("its latest revision");
+    let failed = match (applied && health == Health::Healthy, &hold.healthy_since) {
+        (true, None) => {
+            decision.status.sync_holds[index].healthy_since = Some(now.clone());
+            decision.requeue_within(timing.hold_down);
+            None
+        }
+        (true, Some(since)) => {
+            let due = since.0.checked_add(timing.hold_down).unwrap_or(since.0);
+            if seen.now >= due {
+                decision.status.sync_holds[index].verified_at = Some(now.clone());
+                let message = format!(
+                    "the release from Git at {release} rolled out and held healthy for {}: resolved",
+                    crate::crd::duration::spoken(timing.hold_down)
+                );
+                condition(decision, incident, false, "Released", message.clone(), &now);
+                phase::enter(&mut decision.status, Transition::Remediated, &now);
+                decision.note(&now, false, "GitOpsReleaseVerified", message);
+                return true;
+            }
+            decision.requeue_within(
+                Duration::try_from(due.duration_since(seen.now)).unwrap_or_default(),
+            );
+            None
+        }
+        (false, Some(_)) => Some("it turned unhealthy during the hold-down".to_owned()),
+        (false, None) => {
+            let deadline = resumed_at.checked_add(timing.timeout).unwrap_or(resumed_at);
+            if seen.now >= deadline {
+                Some(if applied {
+                    format!(
+                        "not healthy within {}",
+                        crate::crd::duration::spoken(timing.timeout)
+                    )
+                } else {
+                    format!(
+                        "{} did not apply it within {}",
+                        hold.owner,
+                        crate::crd::duration::spoken(timing.timeout)
+                    )
+                })
+            } else {
+                decision.requeue_within(GIT_POLL);
+                None
+            }
+        }
+    };
+    let Some(why) = failed else {
+        return true;
+    };
+    let hold = &mut decision.status.sync_holds[index];
+    hold.failed_at = Some(now.clone());
+    let round = decision.status.round();
+    let message = format!(
+        "the release from Git at {release} did not bring recovery ({why}): the ladder runs again \
+         (round {round}), within the safety limits"
+    );
+    phase::enter(&mut decision.status, Transition::Relapse, &now);
+    decision.note(&now, true, "GitOpsReleaseFailed", message);
+    decision.go_on();
+    false
+}
+
+/// Marks hold `index` lifted; `lift` when the operator is to lift it.
+fn resumed(
+    decision: &mut Decision,
+    incident: &Incident,
+    index: usize,
+    because: String,
+    release: Option<String>,
+    lift: bool,
+    now: &Time,
+) {
+    let hold = &mut decision.status.sync_holds[index];
+    hold.resumed_at = Some(now.clone());
+    hold.resumed_because = Some(because.clone());
+    hold.release = release;
+    let owner = hold.owner.clone();
+    let open = incident.is_open() && !decision.status.phase.is_some_and(|p| p.is_closed());
+    let message = if open {
+        format!("{owner} resumed: {because}; the release that follows is verified like a step")
+    } else {
+        format!("{owner} resumed: {because}")
+    };
+    if lift {
+        decision.resume = Some(owner);
+    }
+    condition(decision, incident, false, "Resumed", message.clone(), now);
+    decision.note(now, false, "GitOpsResumed", message);
+    decision.requeue_within(GIT_POLL);
+}
+
+/// A hold of an incident that is over, escalated or being deleted: lifted
+/// when Git moves on, a responder asks, or the incident goes; until then
+/// the condition says it is still there.
+pub(super) fn follow_ended(decision: &mut Decision, incident: &Incident, seen: &Observation) {
+    let Some(index) = decision.status.sync_holds.len().checked_sub(1) else {
+        return;
+    };
+    let hold = decision.status.sync_holds[index].clone();
+    if !hold.is_held() {
+        return;
+    }
+    let now = Time(seen.now);
+    let deleting = incident.metadata.deletion_timestamp.is_some();
+    let asked = incident.spec.resume_sync.as_ref();
+    match lift(
+        &hold,
+        seen.sync.as_ref(),
+        &holder(incident),
+        asked,
+        deleting,
+    ) {
+        Lift::Keep => {
+            let phase = decision
+                .status
+                .phase
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            let message = format!(
+                "{phase} while {} is still suspended by it: {}; it resumes when Git moves past \
+                 the bad revision, or now with `kubectl healing-guard resume-sync {}`",
+                hold.owner,
+                what_to_revert(&hold),
+                incident.name_any()
+            );
+            if condition(
+                decision,
+                incident,
+                true,
+                "StillSuspended",
+                message.clone(),
+                &now,
+            ) {
+                decision.note(&now, true, "GitOpsStillSuspended", message);
+            }
+            decision.requeue_within(GIT_POLL);
+        }
+        Lift::Resume { because, release } => {
+            resumed(decision, incident, index, because, release, true, &now);
+        }
+        Lift::LiftedElsewhere { because, release } => {
+            resumed(decision, incident, index, because, release, false, &now);
+        }
+    }
+}
+
+/// Whether the incident holds a sync (its finalizer keeps a deletion
+/// until it is lifted).
+pub fn holds_sync(status: &IncidentStatus) -> bool {
+    status.sync_holds.last().is_some_and(SyncHold::is_held)
+}
+
+fn condition(
+    decision: &mut Decision,
+    incident: &Incident,
+    status: bool,
+    reason: &str,
+    message: String,
+    now: &Time,
+) -> bool {
+    let update = ConditionUpdate {
+        type_: GITOPS_SUSPENDED,
+        status,
+        reason,
+        message,
+    };
+    set_condition(
+        &mut decision.status.conditions,
+        update,
+        incident.metadata.generation,
+        now,
+    )
+}
