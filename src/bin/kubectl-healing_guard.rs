@@ -106,6 +106,13 @@ async fn run(cli: Cli) -> Result<ExitCode, PluginError> {
             plugin::resolve(&api, &name, &me, &root_cause, &summary, &follow_ups).await?;
             format!("incident {name} resolved by {me}")
         }
+        Command::ResumeSync { name } => {
+            let me = plugin::whoami(&client).await?;
+            let owner = plugin::resume_sync(&api, &name, &me).await?;
+            format!(
+                "incident {name}: {me} asked to resume {owner}; the operator lifts the hold and verifies the release"
+            )
+        }
         Command::Decline { name, reason } => {
             let me = plugin::whoami(&client).await?;
             plugin::decline(&api, &name, &me, &reason).await?;

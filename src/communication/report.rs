@@ -150,6 +150,53 @@ fn detection(out: &mut String, spec: &IncidentSpec, status: &IncidentStatus) {
             "The target is reconciled from Git by {owner}: the fix belongs in Git."
         );
     }
+    gitops_holds(out, status);
+}
+
+/// Each sync the incident held: what to revert, and how the hold ended.
+fn gitops_holds(out: &mut String, status: &IncidentStatus) {
+    if status.sync_holds.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n## GitOps\n");
+    for hold in &status.sync_holds {
+        let _ = writeln!(
+            out,
+            "- {}: {} suspended at {} (step {}).",
+            crate::gitops::hold::what_to_revert(hold),
+            hold.owner,
+            hold.suspended_at.0,
+            hold.step
+        );
+        match (&hold.resumed_at, &hold.verified_at, &hold.failed_at) {
+            (None, ..) if status.phase.is_some_and(|p| p.is_closed()) => {
+                let _ = writeln!(
+                    out,
+                    "  The incident ended while {} is still suspended: resume it once Git is \
+                     fixed (`kubectl healing-guard resume-sync`).",
+                    hold.owner
+                );
+            }
+            (None, ..) => {
+                let _ = writeln!(out, "  Still suspended.");
+            }
+            (Some(resumed), verified, failed) => {
+                let _ = writeln!(
+                    out,
+                    "  Resumed at {}: {}. Release {}: {}.",
+                    resumed.0,
+                    hold.resumed_because.as_deref().unwrap_or("-"),
+                    hold.release.as_deref().unwrap_or("-"),
+                    match (verified, failed) {
+                        (Some(at), _) => format!("verified at {}", at.0),
+                        (_, Some(at)) =>
+                            format!("did not bring recovery (at {}); the ladder ran again", at.0),
+                        _ => "not verified".to_owned(),
+                    }
+                );
+            }
+        }
+    }
 }
 
 /// Every timeline entry, in UTC.

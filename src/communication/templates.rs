@@ -17,7 +17,8 @@ Impact: {{ impact }}
 Status: {{ status }}
 ETA: {{ eta }}
 Updates: {% if update_every %}Will update every {{ update_every }}{% else %}On each change{% endif %}
-Incident Commander: {{ commander }}";
+Incident Commander: {{ commander }}{% if gitops %}
+GitOps: {{ gitops }}{% endif %}";
 
 /// The runbook's "Status Updates".
 pub const UPDATE: &str = "📊 INCIDENT UPDATE - {{ severity }}
@@ -25,7 +26,8 @@ Status: {{ status }}
 Progress: {{ progress }}
 Next Steps: {{ next_steps }}
 ETA: {{ eta }}
-Time to next update: {{ next_update }}";
+Time to next update: {{ next_update }}{% if gitops %}
+GitOps: {{ gitops }}{% endif %}";
 
 /// The runbook's "Resolution Notification".
 pub const RESOLVED: &str = "✅ INCIDENT RESOLVED - {{ severity }}
@@ -33,7 +35,8 @@ Resolution: {{ resolution }}
 Root Cause: {{ root_cause }}
 Prevention: {{ prevention }}
 Duration: {{ duration }}
-Post-Mortem: {{ report }}";
+Post-Mortem: {{ report }}{% if gitops %}
+GitOps: {{ gitops }}{% endif %}";
 
 /// The longest message; longer ones are cut.
 pub const MAX_MESSAGE: usize = 16 * 1024;
@@ -68,6 +71,10 @@ pub struct Fields {
     pub prevention: String,
     pub duration: String,
     pub report: String,
+    /// Where the release came from when the target is reconciled from
+    /// Git: the GitOps object, its source, the bad revision, the commits
+    /// to revert, and whether the sync is held; empty otherwise.
+    pub gitops: String,
 }
 
 impl Fields {
@@ -96,6 +103,9 @@ impl Fields {
             prevention: text("a smoke test in CI"),
             duration: text("42m"),
             report: text("ConfigMap api-outage-report"),
+            gitops: text(
+                "Kustomization flux-system/apps suspended; bad revision main@sha1:bbbb; revert aaaa..bbbb",
+            ),
         }
     }
 }
@@ -140,6 +150,15 @@ pub fn fields(
         _ => "classifying and choosing the first remediation step".to_owned(),
     };
     let resolution = spec.resolution.as_ref();
+    let gitops = gitops_line(&status);
+    let held = status.sync_holds.last().filter(|h| h.is_held());
+    let next_steps = match held {
+        Some(hold) if !matches!(status.phase, Some(Phase::Resolved | Phase::Declined)) => format!(
+            "{} stays suspended until Git moves past the bad revision: fix or revert it in Git",
+            hold.owner
+        ),
+        _ => next_steps,
+    };
     Fields {
         id: kube::ResourceExt::name_any(incident),
         namespace: incident.metadata.namespace.clone().unwrap_or_default(),
@@ -192,6 +211,42 @@ pub fn fields(
             .communication()
             .and_then(|c| c.report.clone())
             .map_or_else(|| "to follow".to_owned(), |r| format!("ConfigMap {r}")),
+        gitops,
+    }
+}
+
+/// The GitOps line of a message: the latest hold (what to revert, and how
+/// it stands), else what the evidence says reconciles the target.
+pub fn gitops_line(status: &crate::crd::IncidentStatus) -> String {
+    if let Some(hold) = status.sync_holds.last() {
+        let standing = if hold.is_held() {
+            format!("{} is suspended by this incident", hold.owner)
+        } else if let Some(at) = &hold.verified_at {
+            format!(
+                "{} resumed ({}); the release at {} verified at {}",
+                hold.owner,
+                hold.resumed_because.as_deref().unwrap_or_default(),
+                hold.release.as_deref().unwrap_or("its latest revision"),
+                at.0
+            )
+        } else {
+            format!(
+                "{} resumed ({})",
+                hold.owner,
+                hold.resumed_because.as_deref().unwrap_or_default()
+            )
+        };
+        return format!("{}; {standing}", crate::gitops::hold::what_to_revert(hold));
+    }
+    let Some(evidence) = &status.evidence else {
+        return String::new();
+    };
+    match (&evidence.gitops, &evidence.gitops_revision) {
+        (Some(owner), Some(revision)) => {
+            format!("reconciled from Git by {owner}, at revision {revision}")
+        }
+        (Some(owner), None) => format!("reconciled from Git by {owner}"),
+        _ => String::new(),
     }
 }
 

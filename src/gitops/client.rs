@@ -61,7 +61,7 @@ pub async fn read(
     };
     let source_resource = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("source.toolkit.fluxcd.io", "v1", &source.kind),
-        &format!("{}s", source.kind.to_lowercase()),
+        &super::sync::source_plural(&source.kind),
     );
     let sources: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), &source.namespace, &source_resource);
@@ -70,13 +70,23 @@ pub async fn read(
             let found = serde_json::to_value(&found).unwrap_or(Value::Null);
             Ok(SyncRead::Read(with_source(state, &found)))
         }
-        // The object is known; where Git is now is not.
-        Ok(None) => Ok(SyncRead::Read(state)),
-        Err(error) if crate::authority::refusal(&error).is_some() || is_not_served(&error) => {
-            Ok(SyncRead::Read(state))
+        // The object is known; where Git is now is not, and the hold says why.
+        Ok(None) => Ok(SyncRead::Read(unread(state, format!("{source} not found")))),
+        Err(error) if is_not_served(&error) => Ok(SyncRead::Read(unread(
+            state,
+            format!("{source}: its kind is not served by this cluster"),
+        ))),
+        Err(error) if crate::authority::refusal(&error).is_some() => {
+            let words = crate::authority::refusal(&error).unwrap_or_default();
+            Ok(SyncRead::Read(unread(state, format!("{source}: {words}"))))
         }
         Err(error) => Err(error),
     }
+}
+
+fn unread(mut state: super::SyncState, why: String) -> super::SyncState {
+    state.source_unread = Some(why);
+    state
 }
 
 fn answer(error: kube::Error) -> Result<SyncRead, kube::Error> {

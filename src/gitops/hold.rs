@@ -36,6 +36,12 @@ pub fn plan(
     if !undone_by_git || on_rollback == OnRollback::Ignore {
         return HoldPlan::NotNeeded;
     }
+    if owner.kind == crate::crd::GitOpsKind::Application {
+        return HoldPlan::Unheld(format!(
+            "not held: {owner} is an Argo CD Application, which this version does not hold; \
+             its self-heal may undo this step (docs/concepts.md)"
+        ));
+    }
     match read {
         None => HoldPlan::NotNeeded,
         Some(SyncRead::Missing) => HoldPlan::Unheld(format!(
@@ -189,6 +195,7 @@ mod tests {
             applied_revision: Some("main@sha1:bbbb".into()),
             previous_revision: Some("main@sha1:aaaa".into()),
             manages_target: true,
+            source_unread: None,
             source: Some(Source {
                 kind: "GitRepository".into(),
                 name: "apps".into(),

@@ -41,6 +41,8 @@ pub struct SyncState {
     /// is what the GitOps controller itself recorded.
     pub manages_target: bool,
     pub source: Option<Source>,
+    /// Why the source could not be read (where Git is now is unknown).
+    pub source_unread: Option<String>,
 }
 
 /// The source a GitOps object applies from.
@@ -128,6 +130,18 @@ pub fn state_of(
         previous_revision,
         manages_target,
         source,
+        source_unread: None,
+    }
+}
+
+/// The plural resource name of a Flux source kind (`GitRepository` ->
+/// `gitrepositories`, `OCIRepository` -> `ocirepositories`, `Bucket` ->
+/// `buckets`).
+pub fn source_plural(kind: &str) -> String {
+    let lower = kind.to_lowercase();
+    match lower.strip_suffix('y') {
+        Some(stem) => format!("{stem}ies"),
+        None => format!("{lower}s"),
     }
 }
 
@@ -240,6 +254,14 @@ mod tests {
             describe(&state),
             "Kustomization flux-system/apps from GitRepository flux-system/apps (http://git/apps.git), applied revision main@sha1:bbbb"
         );
+    }
+
+    #[test]
+    fn source_kinds_have_their_plurals() {
+        assert_eq!(source_plural("GitRepository"), "gitrepositories");
+        assert_eq!(source_plural("OCIRepository"), "ocirepositories");
+        assert_eq!(source_plural("Bucket"), "buckets");
+        assert_eq!(source_plural("HelmChart"), "helmcharts");
     }
 
     #[test]

@@ -111,12 +111,22 @@ pub(super) fn follow(
         let asked = incident.spec.resume_sync.as_ref();
         match lift(&hold, seen.sync.as_ref(), &holder(incident), asked, false) {
             Lift::Keep => {
-                let message = format!(
+                let mut message = format!(
                     "{} suspended; the step held healthy; waiting for Git to move past the bad \
                      revision: {}",
                     hold.owner,
                     what_to_revert(&hold)
                 );
+                if let Some(SyncRead::Read(SyncState {
+                    source_unread: Some(why),
+                    ..
+                })) = &seen.sync
+                {
+                    message.push_str(&format!(
+                        "; where Git is now cannot be read ({why}): lift it with \
+                         `kubectl healing-guard resume-sync` once Git is fixed"
+                    ));
+                }
                 condition(decision, incident, true, "WaitingForGit", message, &now);
                 decision.requeue_within(GIT_POLL);
             }

@@ -151,6 +151,26 @@ pub async fn resolve(
     .await
 }
 
+/// Asks the operator to lift the incident's hold on its target's sync.
+/// Refused when it holds none, so a typo is not taken for a request.
+pub async fn resume_sync(
+    api: &Api<Incident>,
+    name: &str,
+    me: &str,
+) -> Result<String, PluginError> {
+    let incident = api.get(name).await?;
+    let held = incident
+        .status
+        .as_ref()
+        .and_then(|s| s.sync_holds.last())
+        .filter(|hold| hold.is_held())
+        .map(|hold| hold.owner.to_string());
+    let held = held.ok_or_else(|| PluginError::NoHold(name.to_owned()))?;
+    let at = crate::k8s::now_whole_seconds().to_string();
+    merge(api, name, json!({"resumeSync": {"by": me, "at": at}})).await?;
+    Ok(held)
+}
+
 pub async fn decline(
     api: &Api<Incident>,
     name: &str,

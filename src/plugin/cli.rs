@@ -95,6 +95,10 @@ pub enum Command {
         #[arg(long = "follow-up")]
         follow_ups: Vec<String>,
     },
+    /// Lift the incident's hold on its target's GitOps sync (a Flux
+    /// Kustomization the operator suspended) before Git moves on, as
+    /// yourself: the operator resumes it and verifies the release.
+    ResumeSync { name: String },
     /// Decline an incident as a false positive.
     Decline {
         name: String,

@@ -16,7 +16,9 @@ pub mod record;
 pub mod status;
 pub mod watch;
 
-pub use act::{Declaration, ack, approve, declare, decline, parse_target, resolve, whoami};
+pub use act::{
+    Declaration, ack, approve, declare, decline, parse_target, resolve, resume_sync, whoami,
+};
 pub use record::{report_text, timeline};
 
 /// What a command can go wrong with.
@@ -46,6 +48,8 @@ pub enum PluginError {
     Encode(#[from] serde_json::Error),
     #[error("encoding: {0}")]
     EncodeYaml(#[from] serde_yaml::Error),
+    #[error("incident {0} holds no GitOps sync: nothing to resume")]
+    NoHold(String),
 }
 
 /// What the API server said, as kubectl says it: kube's own text for a

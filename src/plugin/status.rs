@@ -28,6 +28,9 @@ pub enum Waiting {
     Acknowledgement,
     /// A step held for approval in its round, not approved yet.
     Approval(String),
+    /// The incident holds its target's GitOps sync (named) until Git moves
+    /// past the bad revision; listed even once the incident is over.
+    Git(String),
 }
 
 impl fmt::Display for Waiting {
@@ -36,16 +39,26 @@ impl fmt::Display for Waiting {
             Waiting::Human => f.write_str("human"),
             Waiting::Acknowledgement => f.write_str("ack"),
             Waiting::Approval(step) => write!(f, "approval:{step}"),
+            Waiting::Git(owner) => write!(f, "git:{owner}"),
         }
     }
 }
 
 /// What waits on a person, most pressing first; nothing once it is closed.
 pub fn waiting(incident: &Incident) -> Vec<Waiting> {
-    if !incident.is_open() {
-        return Vec::new();
-    }
     let status = incident.status.clone().unwrap_or_default();
+    let held = status
+        .sync_holds
+        .last()
+        .filter(|hold| hold.is_held())
+        .map(|hold| {
+            let owner = &hold.owner;
+            let namespace = owner.namespace.as_deref().unwrap_or("-");
+            Waiting::Git(format!("{:?}/{namespace}/{}", owner.kind, owner.name))
+        });
+    if !incident.is_open() {
+        return held.into_iter().collect();
+    }
     let mut found = Vec::new();
     if crate::conditions::is_true(&status.conditions, NEEDS_HUMAN) {
         found.push(Waiting::Human);
@@ -56,6 +69,7 @@ pub fn waiting(incident: &Incident) -> Vec<Waiting> {
     for step in awaiting_approval(incident) {
         found.push(Waiting::Approval(step.name.clone()));
     }
+    found.extend(held);
     found
 }
 
@@ -223,6 +237,17 @@ pub fn render(incident: &Incident, now: Timestamp) -> String {
                 Waiting::Approval(step) => (
                     format!("approve {step}"),
                     format!("kubectl healing-guard approve {name} {step} -n {namespace}"),
+                ),
+                Waiting::Git(owner) => (
+                    format!("a fix in Git ({owner} held)"),
+                    format!(
+                        "{}; or lift it now: kubectl healing-guard resume-sync {name} -n {namespace}",
+                        status
+                            .sync_holds
+                            .last()
+                            .map(crate::gitops::hold::what_to_revert)
+                            .unwrap_or_default()
+                    ),
                 ),
             })
             .collect();

@@ -9,7 +9,8 @@ use serde_json::json;
 
 use crate::remediation::{crash_policy, policy_with};
 use crate::support::{
-    Operator, client, eventually, eventually_within, incident_where, namespace, repo, run,
+    Operator, REMEDIATOR, client, eventually, eventually_within, incident_where, namespace, repo,
+    run,
 };
 
 /// The Flux-side names: a GitRepository and a Kustomization in flux-system
@@ -99,6 +100,45 @@ impl Flux {
                       "path": "./app", "sourceRef": {"kind": "GitRepository", "name": self.name}}}
         ]});
         run("kubectl", &["apply", "-f", "-"], Some(&objects.to_string()));
+    }
+
+    /// What the GitOps object's owner grants the test namespace's
+    /// remediator in flux-system: get and patch on this one Kustomization,
+    /// get on its GitRepository (docs/security.md shows the same Role).
+    fn grant_hold(&self, ns: &str) {
+        let grant = json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+             "metadata": {"name": format!("hold-{ns}"), "namespace": "flux-system"},
+             "rules": [
+                {"apiGroups": ["kustomize.toolkit.fluxcd.io"], "resources": ["kustomizations"],
+                 "resourceNames": [self.name], "verbs": ["get", "patch"]},
+                {"apiGroups": ["source.toolkit.fluxcd.io"], "resources": ["gitrepositories"],
+                 "resourceNames": [self.name], "verbs": ["get"]}
+             ]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+             "metadata": {"name": format!("hold-{ns}"), "namespace": "flux-system"},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": format!("hold-{ns}")},
+             "subjects": [{"kind": "ServiceAccount", "name": REMEDIATOR, "namespace": ns}]}
+        ]});
+        run("kubectl", &["apply", "-f", "-"], Some(&grant.to_string()));
+    }
+
+    /// The Kustomization as JSON.
+    fn kustomization(&self) -> serde_json::Value {
+        let out = run(
+            "kubectl",
+            &[
+                "-n",
+                "flux-system",
+                "get",
+                "kustomization",
+                &self.name,
+                "-o",
+                "json",
+            ],
+            None,
+        );
+        serde_json::from_str(&out).unwrap()
     }
 
     fn remove(&self) {
@@ -224,5 +264,256 @@ async fn gitops_an_incident_on_a_flux_applied_target_names_its_kustomization() {
         (revision.trim() == bad).then_some(())
     })
     .await;
+    flux.remove();
+}
+
+/// The Deployment's image and whether its pods are marked to crash.
+async fn release_of(deployments: &Api<Deployment>) -> (String, bool) {
+    let deployment = deployments.get("api").await.unwrap();
+    let template = deployment.spec.unwrap().template;
+    let image = template.spec.unwrap().containers[0].image.clone().unwrap();
+    let crashing = template
+        .metadata
+        .and_then(|m| m.labels)
+        .is_some_and(|l| l.contains_key("healing-guard.io/inject"));
+    (image, crashing)
+}
+
+/// Flux applies `api:1`, healthy: the Deployment, the Flux objects.
+async fn flux_applied_a_good_release(
+    client: &kube::Client,
+    ns: &str,
+) -> (Flux, String, Api<Deployment>) {
+    let flux = Flux::repository(ns);
+    let good = flux.push("api 1", &app(ns, "registry.local/api:1", false));
+    flux.sync();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    eventually_within(
+        "Flux to apply the Deployment",
+        std::time::Duration::from_secs(90),
+        || {
+            let deployments = deployments.clone();
+            async move {
+                let deployment = deployments.get("api").await.ok()?;
+                (deployment.status.as_ref()?.available_replicas == Some(2)).then_some(())
+            }
+        },
+    )
+    .await;
+    (flux, good, deployments)
+}
+
+#[tokio::test]
+async fn gitops_a_rollback_holds_flux_until_git_moves_on_then_the_fix_is_verified() {
+    let client = client().await;
+    let ns = namespace(&client, "gitops-hold").await;
+    let _operator = Operator::start(&ns).await;
+    // The default: onRollback Suspend.
+    policy_with(
+        &client,
+        &ns,
+        crash_policy("Auto", json!([{"action": "rollback"}]), "90s"),
+    )
+    .await;
+    let (flux, good, deployments) = flux_applied_a_good_release(&client, &ns).await;
+    flux.grant_hold(&ns);
+
+    let bad = flux.push(
+        "api 2: crashes at start-up",
+        &app(&ns, "registry.local/api:2", true),
+    );
+    let waiting: Incident = incident_where(
+        &client,
+        &ns,
+        "api-crashloop",
+        "rolled back and waiting on Git",
+        |i| {
+            i.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "GitOpsSuspended" && c.reason == "WaitingForGit")
+            })
+        },
+    )
+    .await;
+    let status = waiting.status.clone().unwrap();
+    // One ledger entry: the hold and the rollback, with the undo command.
+    assert_eq!(status.steps.len(), 1, "{:?}", status.steps);
+    let step = &status.steps[0];
+    assert_eq!(
+        step.result,
+        healing_guard_operator::crd::StepResult::Succeeded
+    );
+    let held_line =
+        format!("suspended Kustomization flux-system/{ns} from GitRepository flux-system/{ns}");
+    assert!(
+        step.changes.iter().any(|c| c.starts_with(&held_line)
+            && c.contains(&format!("applied revision {bad}"))
+            && c.contains(&format!(
+                "undo: kubectl -n flux-system patch kustomization {ns} --type=merge"
+            ))),
+        "{:?}",
+        step.changes
+    );
+    let hold = status.sync_holds.last().unwrap();
+    assert_eq!(hold.bad_revision.as_deref(), Some(bad.as_str()));
+    assert_eq!(
+        hold.good_revision.as_deref(),
+        Some(good.as_str()),
+        "{hold:?}"
+    );
+    assert_eq!(hold.step, step.id);
+    assert_eq!(
+        status
+            .evidence
+            .as_ref()
+            .and_then(|e| e.gitops_revision.as_deref()),
+        Some(bad.as_str())
+    );
+    let kustomization = flux.kustomization();
+    assert_eq!(kustomization["spec"]["suspend"], json!(true));
+    assert_eq!(
+        kustomization["metadata"]["annotations"]["healing-guard.io/sync-held-by"],
+        json!(format!("{ns}/api-crashloop"))
+    );
+    assert_eq!(
+        waiting.status.as_ref().unwrap().phase,
+        Some(healing_guard_operator::crd::Phase::Monitoring)
+    );
+
+    // Three of Flux's sync intervals (10 s): the bad release does not come back.
+    tokio::time::sleep(std::time::Duration::from_secs(35)).await;
+    assert_eq!(
+        release_of(&deployments).await,
+        ("registry.local/api:1".to_owned(), false),
+        "the rollback stands while Flux is held"
+    );
+    let still = incident_where(&client, &ns, "api-crashloop", "still waiting", |_| true).await;
+    let still = still.status.unwrap();
+    assert_eq!(still.steps.len(), 1, "no step ran again: {:?}", still.steps);
+    assert_eq!(
+        still.phase,
+        Some(healing_guard_operator::crd::Phase::Monitoring)
+    );
+
+    // A fix lands in Git: the operator resumes Flux, which applies it; verified; resolved.
+    let fix = flux.push("api 3: the fix", &app(&ns, "registry.local/api:3", false));
+    let resolved = incident_where(
+        &client,
+        &ns,
+        "api-crashloop",
+        "resolved after the fix",
+        |i| {
+            i.status
+                .as_ref()
+                .is_some_and(|s| s.phase == Some(healing_guard_operator::crd::Phase::Resolved))
+        },
+    )
+    .await;
+    let status = resolved.status.unwrap();
+    let hold = status.sync_holds.last().unwrap();
+    assert_eq!(hold.release.as_deref(), Some(fix.as_str()), "{hold:?}");
+    assert!(
+        hold.resumed_because
+            .as_deref()
+            .unwrap()
+            .contains("moved past"),
+        "{hold:?}"
+    );
+    assert!(hold.verified_at.is_some(), "{hold:?}");
+    assert_eq!(status.steps.len(), 1, "{:?}", status.steps);
+    assert_eq!(
+        release_of(&deployments).await,
+        ("registry.local/api:3".to_owned(), false)
+    );
+    let kustomization = flux.kustomization();
+    assert_ne!(kustomization["spec"]["suspend"], json!(true));
+    assert!(kustomization["metadata"]["annotations"]["healing-guard.io/sync-held-by"].is_null());
+    // The messages and the report name the bad revision and the commits.
+    let commits = format!(
+        "{}..{}",
+        good.rsplit_once(':').unwrap().1,
+        bad.rsplit_once(':').unwrap().1
+    );
+    assert!(
+        status.timeline.iter().any(|e| e.reason == "GitOpsSuspended"
+            && e.message.contains(&bad)
+            && e.message.contains(&commits)),
+        "{:?}",
+        status.timeline
+    );
+    let resolved = incident_where(&client, &ns, "api-crashloop", "resolved", |_| true).await;
+    let message = healing_guard_operator::communication::templates::fields(
+        &resolved,
+        healing_guard_operator::crd::NotifyEvent::Resolved,
+        None,
+        None,
+        k8s_openapi::jiff::Timestamp::now(),
+    );
+    assert!(
+        message.gitops.contains(&bad) && message.gitops.contains(&commits),
+        "{}",
+        message.gitops
+    );
+    let report = healing_guard_operator::communication::report::render(&resolved);
+    assert!(
+        report.contains("## GitOps") && report.contains(&commits) && report.contains(&fix),
+        "{report}"
+    );
+    flux.remove();
+}
+
+#[tokio::test]
+async fn gitops_with_on_rollback_ignore_flux_undoes_each_rollback_until_flapping_stops_it() {
+    let client = client().await;
+    let ns = namespace(&client, "gitops-ignore").await;
+    let _operator = Operator::start(&ns).await;
+    // Two rollbacks in the ladder: a fix that did not last is not repeated
+    // in the next round, the next rung runs.
+    let ladder = json!([{"action": "rollback"}, {"name": "rollback-again", "action": "rollback"}]);
+    let mut spec = crash_policy("Auto", ladder, "90s");
+    spec["gitops"] = json!({"onRollback": "Ignore"});
+    spec["safety"] = json!({"cooldown": "5s"});
+    spec["detection"] = json!({"flapThreshold": 2});
+    policy_with(&client, &ns, spec).await;
+    let (flux, _good, deployments) = flux_applied_a_good_release(&client, &ns).await;
+
+    flux.push(
+        "api 2: crashes at start-up",
+        &app(&ns, "registry.local/api:2", true),
+    );
+    let flapping = incident_where(&client, &ns, "api-crashloop", "flapping, escalated", |i| {
+        i.status.as_ref().is_some_and(|s| {
+            s.phase == Some(healing_guard_operator::crd::Phase::Escalated)
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Flapping" && c.status == "True")
+        })
+    })
+    .await;
+    let status = flapping.status.unwrap();
+    // Each rollback held until Flux's next sync put the bad release back:
+    // two rounds, then the flap threshold stopped it.
+    let rollbacks: Vec<_> = status
+        .steps
+        .iter()
+        .filter(|s| s.action == healing_guard_operator::crd::ActionKind::Rollback)
+        .collect();
+    assert_eq!(rollbacks.len(), 2, "{:?}", status.steps);
+    assert!(
+        rollbacks.iter().all(|s| s.relapsed_at.is_some()),
+        "{:?}",
+        status.steps
+    );
+    assert!(status.sync_holds.is_empty());
+    assert_ne!(flux.kustomization()["spec"]["suspend"], json!(true));
+    // Nothing more runs: Flux's release stays, for a person.
+    tokio::time::sleep(std::time::Duration::from_secs(15)).await;
+    let after = incident_where(&client, &ns, "api-crashloop", "still escalated", |_| true).await;
+    assert_eq!(after.status.unwrap().steps.len(), status.steps.len());
+    assert_eq!(
+        release_of(&deployments).await,
+        ("registry.local/api:2".to_owned(), true)
+    );
     flux.remove();
 }

@@ -24,6 +24,7 @@ fn flux(suspended: bool, git_at: &str, applied: &str) -> SyncRead {
         applied_revision: Some(applied.into()),
         previous_revision: Some("main@sha1:aaaa".into()),
         manages_target: true,
+        source_unread: None,
         source: Some(Source {
             kind: "GitRepository".into(),
             name: "apps".into(),
