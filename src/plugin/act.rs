@@ -153,11 +153,7 @@ pub async fn resolve(
 
 /// Asks the operator to lift the incident's hold on its target's sync.
 /// Refused when it holds none, so a typo is not taken for a request.
-pub async fn resume_sync(
-    api: &Api<Incident>,
-    name: &str,
-    me: &str,
-) -> Result<String, PluginError> {
+pub async fn resume_sync(api: &Api<Incident>, name: &str, me: &str) -> Result<String, PluginError> {
     let incident = api.get(name).await?;
     let held = incident
         .status

@@ -517,3 +517,75 @@ async fn gitops_with_on_rollback_ignore_flux_undoes_each_rollback_until_flapping
     );
     flux.remove();
 }
+
+/// Hostile use: a tenant writes Flux's labels on a workload of their own,
+/// naming a Kustomization the remediator may patch, to have the operator
+/// suspend it. Flux's inventory does not list that workload: the rollback
+/// runs unheld, says why, and the Kustomization keeps syncing.
+#[tokio::test]
+async fn gitops_a_forged_flux_label_never_suspends_the_kustomization_it_names() {
+    let client = client().await;
+    let ns = namespace(&client, "gitops-forged").await;
+    let _operator = Operator::start(&ns).await;
+    policy_with(
+        &client,
+        &ns,
+        crash_policy("Auto", json!([{"action": "rollback"}]), "90s"),
+    )
+    .await;
+    let (flux, _good, _deployments) = flux_applied_a_good_release(&client, &ns).await;
+    flux.grant_hold(&ns);
+
+    let forged: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "forged", "labels": {
+            "guarded": "yes",
+            "kustomize.toolkit.fluxcd.io/name": ns,
+            "kustomize.toolkit.fluxcd.io/namespace": "flux-system"}},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "forged"}},
+                 "template": {"metadata": {"labels": {"app": "forged"}},
+                              "spec": {"containers": [{"name": "app", "image": "registry.local/forged:1"}]}}}
+    }))
+    .unwrap();
+    forged
+        .create(&kube::api::PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    eventually("forged revision 1 available", || {
+        let forged = forged.clone();
+        async move {
+            (forged.get("forged").await.ok()?.status?.available_replicas == Some(2)).then_some(())
+        }
+    })
+    .await;
+    let bad = json!({"spec": {"template": {
+        "metadata": {"labels": {"healing-guard.io/inject": "crashloop"}},
+        "spec": {"containers": [{"name": "app", "image": "registry.local/forged:2"}]}}}});
+    forged
+        .patch(
+            "forged",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(&bad),
+        )
+        .await
+        .unwrap();
+    let resolved = incident_where(&client, &ns, "forged-crashloop", "resolved unheld", |i| {
+        i.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(healing_guard_operator::crd::Phase::Resolved))
+    })
+    .await;
+    let status = resolved.status.unwrap();
+    assert!(status.sync_holds.is_empty(), "{:?}", status.sync_holds);
+    assert!(
+        status.steps[0].changes.iter().any(|c| c.starts_with(&format!(
+            "not held: the target's labels name Kustomization flux-system/{ns}, whose inventory does not list the target"
+        ))),
+        "{:?}",
+        status.steps[0].changes
+    );
+    let kustomization = flux.kustomization();
+    assert_ne!(kustomization["spec"]["suspend"], json!(true));
+    assert!(kustomization["metadata"]["annotations"]["healing-guard.io/sync-held-by"].is_null());
+    flux.remove();
+}
