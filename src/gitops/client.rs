@@ -57,7 +57,7 @@ pub async fn read(
     let object = serde_json::to_value(&object).unwrap_or(Value::Null);
     let state = state_of(owner, &object, namespace, target);
     let Some(source) = state.source.clone() else {
-        return Ok(SyncRead::Read(state));
+        return Ok(SyncRead::Read(Box::new(state)));
     };
     let source_resource = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("source.toolkit.fluxcd.io", "v1", &source.kind),
@@ -68,17 +68,23 @@ pub async fn read(
     match sources.get_opt(&source.name).await {
         Ok(Some(found)) => {
             let found = serde_json::to_value(&found).unwrap_or(Value::Null);
-            Ok(SyncRead::Read(with_source(state, &found)))
+            Ok(SyncRead::Read(Box::new(with_source(state, &found))))
         }
         // The object is known; where Git is now is not, and the hold says why.
-        Ok(None) => Ok(SyncRead::Read(unread(state, format!("{source} not found")))),
-        Err(error) if is_not_served(&error) => Ok(SyncRead::Read(unread(
+        Ok(None) => Ok(SyncRead::Read(Box::new(unread(
+            state,
+            format!("{source} not found"),
+        )))),
+        Err(error) if is_not_served(&error) => Ok(SyncRead::Read(Box::new(unread(
             state,
             format!("{source}: its kind is not served by this cluster"),
-        ))),
+        )))),
         Err(error) if crate::authority::refusal(&error).is_some() => {
             let words = crate::authority::refusal(&error).unwrap_or_default();
-            Ok(SyncRead::Read(unread(state, format!("{source}: {words}"))))
+            Ok(SyncRead::Read(Box::new(unread(
+                state,
+                format!("{source}: {words}"),
+            ))))
         }
         Err(error) => Err(error),
     }

@@ -12,7 +12,7 @@ pub enum HoldPlan {
     /// says Ignore, or Git would not undo the action.
     NotNeeded,
     /// Suspend it, in the step's own ledger entry, before the change.
-    Suspend(SyncState),
+    Suspend(Box<SyncState>),
     /// Already held by this incident: the change is made under that hold.
     Held,
     /// Not suspended, and why, for the ledger.
@@ -100,7 +100,7 @@ pub fn lift(
     deleting: bool,
 ) -> Lift {
     let state = match read {
-        Some(SyncRead::Read(state)) => Some(state),
+        Some(SyncRead::Read(state)) => Some(state.as_ref()),
         _ => None,
     };
     let release = state
@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn a_step_git_would_undo_suspends_the_object_that_really_manages_the_target() {
-        let read = SyncRead::Read(state(false, None, "main@sha1:bbbb"));
+        let read = SyncRead::Read(Box::new(state(false, None, "main@sha1:bbbb")));
         let suspend = plan(OnRollback::Suspend, true, Some(&owner()), Some(&read), ME);
         assert!(matches!(suspend, HoldPlan::Suspend(_)));
         // Ignore, an action Git does not undo, or no GitOps owner: nothing.
@@ -250,7 +250,7 @@ mod tests {
             OnRollback::Suspend,
             true,
             Some(&owner()),
-            Some(&SyncRead::Read(forged)),
+            Some(&SyncRead::Read(Box::new(forged))),
             ME,
         );
         assert!(
@@ -266,10 +266,10 @@ mod tests {
             ME,
         );
         assert!(matches!(refused, HoldPlan::Refuse(ref why) if why.contains("onRollback: Ignore")));
-        let other = SyncRead::Read(state(true, Some("shop/other"), "main@sha1:bbbb"));
+        let other = SyncRead::Read(Box::new(state(true, Some("shop/other"), "main@sha1:bbbb")));
         let other = plan(OnRollback::Suspend, true, Some(&owner()), Some(&other), ME);
         assert!(matches!(other, HoldPlan::Unheld(ref why) if why.contains("shop/other")));
-        let mine = SyncRead::Read(state(true, Some(ME), "main@sha1:bbbb"));
+        let mine = SyncRead::Read(Box::new(state(true, Some(ME), "main@sha1:bbbb")));
         assert_eq!(
             plan(OnRollback::Suspend, true, Some(&owner()), Some(&mine), ME),
             HoldPlan::Held
@@ -278,10 +278,10 @@ mod tests {
 
     #[test]
     fn a_hold_lasts_until_git_moves_a_responder_asks_or_the_incident_goes() {
-        let still = SyncRead::Read(state(true, Some(ME), "main@sha1:bbbb"));
+        let still = SyncRead::Read(Box::new(state(true, Some(ME), "main@sha1:bbbb")));
         assert_eq!(lift(&hold(), Some(&still), ME, None, false), Lift::Keep);
         assert_eq!(lift(&hold(), None, ME, None, false), Lift::Keep);
-        let moved = SyncRead::Read(state(true, Some(ME), "main@sha1:cccc"));
+        let moved = SyncRead::Read(Box::new(state(true, Some(ME), "main@sha1:cccc")));
         assert!(matches!(
             lift(&hold(), Some(&moved), ME, None, false),
             Lift::Resume { ref because, release: Some(ref r) } if because.contains("moved past") && r == "main@sha1:cccc"
@@ -307,7 +307,7 @@ mod tests {
             lift(&hold(), Some(&still), ME, None, true),
             Lift::Resume { .. }
         ));
-        let elsewhere = SyncRead::Read(state(false, None, "main@sha1:bbbb"));
+        let elsewhere = SyncRead::Read(Box::new(state(false, None, "main@sha1:bbbb")));
         assert!(matches!(
             lift(&hold(), Some(&elsewhere), ME, None, false),
             Lift::LiftedElsewhere { .. }

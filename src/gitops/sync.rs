@@ -15,7 +15,7 @@ pub const HELD_FOR_STEP_ANNOTATION: &str = "healing-guard.io/sync-held-for-step"
 /// What a read of the GitOps object found.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SyncRead {
-    Read(SyncState),
+    Read(Box<SyncState>),
     /// It does not exist (any more).
     Missing,
     /// The namespace's remediator may not read it (or its kind is not

@@ -255,7 +255,7 @@ impl Step<'_> {
                 refuse(decision, entry, &why, &self.now);
                 return;
             }
-            HoldPlan::Suspend(state) => (Some(state), Vec::new()),
+            HoldPlan::Suspend(state) => (Some(*state), Vec::new()),
             HoldPlan::Unheld(why) => (None, vec![why]),
             HoldPlan::Refuse(_) | HoldPlan::Held | HoldPlan::NotNeeded => (None, Vec::new()),
         };

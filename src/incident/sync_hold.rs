@@ -117,10 +117,8 @@ pub(super) fn follow(
                     hold.owner,
                     what_to_revert(&hold)
                 );
-                if let Some(SyncRead::Read(SyncState {
-                    source_unread: Some(why),
-                    ..
-                })) = &seen.sync
+                if let Some(SyncRead::Read(state)) = &seen.sync
+                    && let Some(why) = &state.source_unread
                 {
                     message.push_str(&format!(
                         "; where Git is now cannot be read ({why}): lift it with \

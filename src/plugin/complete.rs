@@ -333,6 +333,7 @@ mod tests {
                 "ack",
                 "approve",
                 "resolve",
+                "resume-sync",
                 "decline",
                 "timeline",
                 "report",

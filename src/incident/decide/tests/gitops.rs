@@ -17,7 +17,7 @@ fn owner() -> GitOpsOwner {
 }
 
 fn flux(suspended: bool, git_at: &str, applied: &str) -> SyncRead {
-    SyncRead::Read(SyncState {
+    SyncRead::Read(Box::new(SyncState {
         owner: owner(),
         suspended,
         held_by: suspended.then(|| HOLDER.to_owned()),
@@ -32,7 +32,7 @@ fn flux(suspended: bool, git_at: &str, applied: &str) -> SyncRead {
             url: Some("http://git/apps.git".into()),
             revision: Some(git_at.into()),
         }),
-    })
+    }))
 }
 
 impl World {
