@@ -11,6 +11,10 @@ use crate::{
     workload::Workload,
 };
 
+/// How a dry run's hold line begins: kept in the ledger with the dry run's
+/// own line (what a real run would also have held).
+pub const WOULD_SUSPEND: &str = "dry run: would suspend ";
+
 /// Whose hold a suspension is: the incident (`namespace/name`) and its step.
 #[derive(Clone, Copy, Debug)]
 pub struct HeldFor<'a> {
@@ -103,7 +107,7 @@ async fn suspend(
     let held = crate::gitops::sync::describe(hold);
     let undo = crate::gitops::client::undo_command(&hold.owner);
     Ok(vec![if effect.dry_run {
-        format!("dry run: would suspend {held} so that Git does not undo this step")
+        format!("{WOULD_SUSPEND}{held} so that Git does not undo this step")
     } else {
         format!("suspended {held} so that Git does not undo this step; undo: {undo}")
     }])

@@ -112,8 +112,13 @@ pub fn settle(
     }
     let summary = effect.planned.summary.clone();
     record.changes = if effect.dry_run {
-        // What would have happened, not what did.
-        std::iter::once(format!("dry run, nothing changed: {summary}")).collect()
+        // What would have happened, not what did: the change, and the
+        // GitOps hold it would have been made under (or why none).
+        std::iter::once(format!("dry run, nothing changed: {summary}"))
+            .chain(lines.into_iter().filter(|line| {
+                line.starts_with(super::act::WOULD_SUSPEND) || effect.notes.contains(line)
+            }))
+            .collect()
     } else {
         std::iter::once(summary.clone()).chain(lines).collect()
     };

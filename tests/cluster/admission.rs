@@ -153,6 +153,28 @@ async fn acknowledgements_and_approvals_name_the_user_who_sent_them() {
     .unwrap_err();
     assert!(error.contains("spec.approvals"), "{error}");
 
+    // Lifting a GitOps hold early is an approver's call, in their own name.
+    for (client, by) in [(&responder, "responder"), (&commander, "jane")] {
+        let error = patch(client, &ns, json!({"spec": {"resumeSync": {"by": by}}}))
+            .await
+            .unwrap_err();
+        assert!(
+            error.contains("spec.resumeSync: must be by the user who asks"),
+            "{error}"
+        );
+    }
+    let lifted = patch(
+        &commander,
+        &ns,
+        json!({"spec": {"resumeSync": {"by": "commander"}}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        lifted.spec.resume_sync.map(|r| r.by).as_deref(),
+        Some("commander")
+    );
+
     // Resolving names the resolver.
     let error = patch(
         &responder,

@@ -268,3 +268,23 @@ fn a_resolved_incident_still_holding_says_so_and_lifts_on_request_or_deletion() 
         Some(owner())
     );
 }
+
+#[test]
+fn a_dry_run_checks_the_hold_too_and_its_ledger_says_so() {
+    let world = pending_rollback()
+        .mode("DryRun")
+        .rollback_history()
+        .reconciled_by(flux(false, "main@sha1:bbbb", "main@sha1:bbbb"));
+    let (incident, seen) = world.at("2026-01-01T00:00:06Z");
+    let decision = decide(&incident, &seen);
+    let effect = decision.effect.clone().expect("the dry run runs");
+    assert!(effect.dry_run && effect.hold.is_some());
+    let line = format!(
+        "{}Kustomization flux-system/apps ...",
+        crate::incident::act::WOULD_SUSPEND
+    );
+    let done = crate::incident::settle::settle(decision, vec![line.clone()], &incident, seen.now);
+    assert_eq!(last_step(&done).result, StepResult::DryRun);
+    assert_eq!(last_step(&done).changes[1], line);
+    assert!(done.status.sync_holds.is_empty(), "a dry run holds nothing");
+}
