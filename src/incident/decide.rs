@@ -61,6 +61,8 @@ pub fn decide(incident: &Incident, seen: &Observation) -> Decision {
     }
     // A restore that wound down and has its writers back ends first.
     wind_down::conclude(&mut decision, &Time(now));
+    // A sync this incident holds is always in its record.
+    sync_hold::adopt(&mut decision, incident, seen);
     // The ladder moves one step per reconcile, after the evidence is in;
     // an incident being deleted takes no new step.
     let deleting = incident.metadata.deletion_timestamp.is_some();

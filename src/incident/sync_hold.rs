@@ -81,6 +81,41 @@ pub(super) fn begin(
     decision.note(now, false, "GitOpsSuspended", message);
 }
 
+/// A Kustomization this incident suspended whose hold its status does not
+/// record (the operator stopped between the suspension and the status
+/// write): taken back into the record, so it is lifted like any other.
+pub(super) fn adopt(decision: &mut Decision, incident: &Incident, seen: &Observation) {
+    let Some(SyncRead::Read(state)) = &seen.sync else {
+        return;
+    };
+    let recorded = decision
+        .status
+        .sync_holds
+        .last()
+        .is_some_and(|hold| hold.is_held() && hold.owner == state.owner);
+    if recorded || !state.suspended || state.held_by.as_deref() != Some(holder(incident).as_str()) {
+        return;
+    }
+    let step = decision
+        .status
+        .steps
+        .last()
+        .map(|s| s.id.clone())
+        .unwrap_or_default();
+    let now = Time(seen.now);
+    begin(decision, incident, state, step, &now);
+    decision.note(
+        &now,
+        true,
+        "GitOpsHoldFound",
+        format!(
+            "{} was found suspended by this incident without a record of it (a restart \
+             between the suspension and the status write): recorded, and lifted like any hold",
+            state.owner
+        ),
+    );
+}
+
 /// Follows the current hold of an open incident, once its ladder's
 /// health is known. Returns whether the hold decided this reconcile (the
 /// ladder waits); false lets the ladder move (a step still verifying, or a

@@ -288,3 +288,38 @@ fn a_dry_run_checks_the_hold_too_and_its_ledger_says_so() {
     assert_eq!(last_step(&done).changes[1], line);
     assert!(done.status.sync_holds.is_empty(), "a dry run holds nothing");
 }
+
+#[test]
+fn a_hold_whose_record_was_lost_in_a_restart_is_taken_back_and_lifted_like_any() {
+    // The suspension was made, the status write that records it lost: the
+    // step is still Pending, the Kustomization suspended by this incident.
+    let world = pending_rollback().rollback_history().reconciled_by(flux(
+        true,
+        "main@sha1:bbbb",
+        "main@sha1:bbbb",
+    ));
+    let (incident, seen) = world.at("2026-01-01T00:00:07Z");
+    let decision = decide(&incident, &seen);
+    let hold = decision
+        .status
+        .sync_holds
+        .last()
+        .expect("the hold taken back");
+    assert!(hold.is_held());
+    assert_eq!(hold.bad_revision.as_deref(), Some("main@sha1:bbbb"));
+    assert!(reasons(&decision).contains(&"GitOpsHoldFound"));
+    // Once, not again on the next reconcile.
+    let again = decide(
+        &after(incident, &decision),
+        &world.seen_at("2026-01-01T00:00:08Z"),
+    );
+    assert_eq!(again.status.sync_holds.len(), 1);
+    // Someone else's hold is theirs.
+    let mut other = flux(true, "main@sha1:bbbb", "main@sha1:bbbb");
+    if let SyncRead::Read(state) = &mut other {
+        state.held_by = Some("hg/another".into());
+    }
+    let world = pending_rollback().rollback_history().reconciled_by(other);
+    let (incident, seen) = world.at("2026-01-01T00:00:07Z");
+    assert!(decide(&incident, &seen).status.sync_holds.is_empty());
+}
