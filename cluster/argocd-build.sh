@@ -5,6 +5,11 @@
 #   argocd-application-controller     symlink: the binary picks its role by name
 #   argocd-repo-server                symlink
 #   crds/*.yaml                       Application, AppProject, ApplicationSet CRDs
+#   scripts/{git-verify-wrapper,gpg-wrapper}.sh
+#                                     what the image puts in /usr/local/bin: the
+#                                     repo-server runs git-verify-wrapper.sh for
+#                                     every Git source (GPG on or off) and fails
+#                                     with "permission denied" when it is not on PATH
 # A second run only checks. Delete the folder to rebuild.
 # The git server it uses is Flux's (cluster/flux/git-server, built by
 # cluster/flux-build.sh); cluster/argocd.sh builds that too.
@@ -31,7 +36,8 @@ ARGOCD_BIN=$HGO_CACHE/bin/argocd-$ARGOCD_VERSION
 complete() {
   [ -x "$ARGOCD_BIN/argocd" ] && [ -L "$ARGOCD_BIN/argocd-application-controller" ] &&
     [ -L "$ARGOCD_BIN/argocd-repo-server" ] &&
-    [ -s "$ARGOCD_BIN/crds/application-crd.yaml" ] && [ -s "$ARGOCD_BIN/crds/appproject-crd.yaml" ]
+    [ -s "$ARGOCD_BIN/crds/application-crd.yaml" ] && [ -s "$ARGOCD_BIN/crds/appproject-crd.yaml" ] &&
+    [ -x "$ARGOCD_BIN/scripts/git-verify-wrapper.sh" ] && [ -x "$ARGOCD_BIN/scripts/gpg-wrapper.sh" ]
 }
 complete && exit 0
 
@@ -68,5 +74,8 @@ ln -sfn argocd "$ARGOCD_BIN/argocd-repo-server"
 mkdir -p "$ARGOCD_BIN/crds"
 cp "$mod"/manifests/crds/*-crd.yaml "$ARGOCD_BIN/crds/"
 chmod -R u+w "$ARGOCD_BIN/crds"
+mkdir -p "$ARGOCD_BIN/scripts"
+cp "$mod"/hack/git-verify-wrapper.sh "$mod"/hack/gpg-wrapper.sh "$ARGOCD_BIN/scripts/"
+chmod -R u+w,a+rx "$ARGOCD_BIN/scripts"
 complete || { log "FAILED: $ARGOCD_BIN is still incomplete"; exit 1; }
 log "Argo CD $ARGOCD_VERSION ready under $ARGOCD_BIN ($(( $(date +%s) - t0 ))s)"
