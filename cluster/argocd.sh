@@ -178,8 +178,15 @@ start_argocd() {
   alog "installing Argo CD $ARGOCD_VERSION CRDs and config (namespace $ARGOCD_NAMESPACE)"
   "$KUBECTL" --kubeconfig="$kc" apply --server-side --force-conflicts --field-manager=hgo-argocd \
     -f "$ARGOCD_BIN/crds/" >/dev/null
-  "$KUBECTL" --kubeconfig="$kc" wait --for=condition=Established --timeout=60s \
-    -f "$ARGOCD_BIN/crds/" >/dev/null
+  # Right after the create a CRD may have no status.conditions yet, and
+  # kubectl wait then fails at once ("<nil> is of the type <nil>"): retry.
+  local i
+  for i in $(seq 1 60); do
+    "$KUBECTL" --kubeconfig="$kc" wait --for=condition=Established --timeout=60s \
+      -f "$ARGOCD_BIN/crds/" >/dev/null 2>&1 && break
+    [ "$i" -lt 60 ] || { alog "FAILED: the CRDs are not Established"; exit 1; }
+    sleep 0.5
+  done
   "$KUBECTL" --kubeconfig="$kc" apply --server-side --force-conflicts --field-manager=hgo-argocd \
     -f "$here/argocd/config.yaml" >/dev/null
 
