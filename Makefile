@@ -9,7 +9,8 @@ demo:
 ## tests, then the integration tests against a fresh control
 ## plane, then the RBAC check (every granted verb used, from the audit log);
 ## the API-server restart test on a control plane of its own; the GitOps
-## tests with real Flux (cluster/flux.sh) on one of their own; then the
+## tests with real Flux (cluster/flux.sh) and Argo CD (cluster/argocd.sh)
+## on one of their own; then the
 ## operator as users run it: its image (make image) installed by Helm on two
 ## real nodes (kubelet, containerd, runc), failover and upgrade.
 IMAGE_ARCHIVE = target/image/healing-guard-operator-$(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1).oci.tar
@@ -18,7 +19,7 @@ test: build-cluster image
 	cargo test --all-targets --no-run
 	./cluster/with-cluster.sh -- sh -c 'cargo test --all-targets -- --skip apiserver_restart --skip real_node --skip gitops::gitops_ && cargo test --test rbac_audit -- --ignored --nocapture'
 	./cluster/with-cluster.sh -- cargo test --test cluster -- apiserver_restart
-	./cluster/with-cluster.sh -- sh -c './cluster/flux.sh start >/dev/null && . "$$HGO_CLUSTER_DIR/flux.env" && cargo test --test cluster -- gitops::gitops_'
+	./cluster/with-cluster.sh -- sh -c './cluster/flux.sh start >/dev/null && ./cluster/argocd.sh start >/dev/null && . "$$HGO_CLUSTER_DIR/flux.env" && . "$$HGO_CLUSTER_DIR/argocd.env" && cargo test --test cluster -- gitops::gitops_'
 	HGO_REAL_NODES=2 HGO_NODE_IMAGES=$(CURDIR)/$(IMAGE_ARCHIVE) ./cluster/with-cluster.sh -- cargo test --test cluster -- real_node --nocapture
 
 ## Benchmark (not a test): the operator against the floor (a bare pod watch),

@@ -41,11 +41,6 @@ pub async fn read(
     namespace: &str,
     target: &WorkloadRef,
 ) -> Result<SyncRead, kube::Error> {
-    if owner.kind == GitOpsKind::Application {
-        return Ok(SyncRead::Refused(
-            "Argo CD Applications are not held by this version (docs/concepts.md)".into(),
-        ));
-    }
     let Some(api) = api(client, owner) else {
         return Ok(SyncRead::Refused(format!("{owner} names no namespace")));
     };
@@ -56,6 +51,10 @@ pub async fn read(
     };
     let object = serde_json::to_value(&object).unwrap_or(Value::Null);
     let state = state_of(owner, &object, namespace, target);
+    // An Application's status says where Git is; a Flux object's source does.
+    if owner.kind == GitOpsKind::Application {
+        return Ok(SyncRead::Read(Box::new(state)));
+    }
     let Some(source) = state.source.clone() else {
         return Ok(SyncRead::Read(Box::new(state)));
     };
@@ -137,11 +136,18 @@ fn body(owner: &GitOpsOwner, held: Option<(&str, &str)>) -> Value {
         metadata["annotations"] =
             json!({HELD_BY_ANNOTATION: holder, HELD_FOR_STEP_ANNOTATION: step});
     }
+    // Argo CD holds by self-heal off (new commits still sync); Flux by suspend.
+    let spec = match owner.kind {
+        GitOpsKind::Application => {
+            json!({"syncPolicy": {"automated": {"selfHeal": held.is_none()}}})
+        }
+        _ => json!({"suspend": held.is_some()}),
+    };
     json!({
         "apiVersion": format!("{}/{}", owner.kind.group(), api_version(owner.kind)),
         "kind": format!("{:?}", owner.kind),
         "metadata": metadata,
-        "spec": {"suspend": held.is_some()},
+        "spec": spec,
     })
 }
 
@@ -163,8 +169,12 @@ async fn apply(
 /// The command that lifts a hold by hand.
 pub fn undo_command(owner: &GitOpsOwner) -> String {
     let namespace = owner.namespace.as_deref().unwrap_or("default");
+    let patch = match owner.kind {
+        GitOpsKind::Application => r#"{"spec":{"syncPolicy":{"automated":{"selfHeal":true}}}}"#,
+        _ => r#"{"spec":{"suspend":false}}"#,
+    };
     format!(
-        "kubectl -n {namespace} patch {} {} --type=merge -p '{{\"spec\":{{\"suspend\":false}}}}'",
+        "kubectl -n {namespace} patch {} {} --type=merge -p '{patch}'",
         format!("{:?}", owner.kind).to_lowercase(),
         owner.name
     )

@@ -36,12 +36,6 @@ pub fn plan(
     if !undone_by_git || on_rollback == OnRollback::Ignore {
         return HoldPlan::NotNeeded;
     }
-    if owner.kind == crate::crd::GitOpsKind::Application {
-        return HoldPlan::Unheld(format!(
-            "not held: {owner} is an Argo CD Application, which this version does not hold; \
-             its self-heal may undo this step (docs/concepts.md)"
-        ));
-    }
     match read {
         None => HoldPlan::NotNeeded,
         Some(SyncRead::Missing) => HoldPlan::Unheld(format!(
@@ -60,13 +54,19 @@ pub fn plan(
         {
             HoldPlan::Held
         }
-        Some(SyncRead::Read(state)) if state.suspended => HoldPlan::Unheld(format!(
-            "not held by this incident: {owner} is already suspended ({})",
-            match &state.held_by {
-                Some(other) => format!("held by incident {other}"),
-                None => "by someone else; whoever suspended it resumes it".into(),
+        Some(SyncRead::Read(state)) if state.suspended => HoldPlan::Unheld(match &state.held_by {
+            Some(other) => {
+                format!("not held by this incident: {owner} is held by incident {other}")
             }
-        )),
+            None if owner.kind == crate::crd::GitOpsKind::Application => format!(
+                "not held: {owner} does not self-heal, so Argo CD leaves this change alone \
+                 until the next commit"
+            ),
+            None => format!(
+                "not held by this incident: {owner} is already suspended by someone else; \
+                 whoever suspended it resumes it"
+            ),
+        }),
         Some(SyncRead::Read(state)) => HoldPlan::Suspend(state.clone()),
     }
 }

@@ -49,6 +49,10 @@ pub fn owner_of(
         .or_else(|| argo_application(annotations.get(ARGO_TRACKING_ID)?))
 }
 
+/// Where Argo CD keeps its Applications unless the tracking id says
+/// otherwise (applications in any namespace are tracked as NS_NAME).
+pub const ARGOCD_NAMESPACE: &str = "argocd";
+
 /// The Application of an Argo CD tracking id `APP:GROUP/KIND:NAMESPACE/NAME`.
 fn argo_application(tracking_id: &str) -> Option<GitOpsOwner> {
     let (app, _resource) = tracking_id.split_once(':')?;
@@ -61,7 +65,7 @@ fn argo_application(tracking_id: &str) -> Option<GitOpsOwner> {
         Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() => {
             (Some(namespace.to_owned()), name.to_owned())
         }
-        _ => (None, app.to_owned()),
+        _ => (Some(ARGOCD_NAMESPACE.to_owned()), app.to_owned()),
     };
     Some(GitOpsOwner {
         kind: GitOpsKind::Application,
@@ -125,7 +129,7 @@ mod tests {
             Some(GitOpsOwner {
                 kind: GitOpsKind::Application,
                 name: "shop-api".into(),
-                namespace: None,
+                namespace: Some(ARGOCD_NAMESPACE.into()),
             })
         );
         let any_namespace = map(&[(ARGO_TRACKING_ID, "team-a_shop_api:apps/Deployment:shop/api")]);

@@ -58,7 +58,11 @@ pub struct Source {
 
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
     }
 }
 
@@ -88,6 +92,9 @@ pub fn state_of(
     namespace: &str,
     target: &WorkloadRef,
 ) -> SyncState {
+    if owner.kind == GitOpsKind::Application {
+        return application_state(owner, object, namespace, target);
+    }
     let spec = &object["spec"];
     let status = &object["status"];
     let text = |value: &Value| value.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
@@ -142,6 +149,57 @@ pub fn source_plural(kind: &str) -> String {
     match lower.strip_suffix('y') {
         Some(stem) => format!("{stem}ies"),
         None => format!("{lower}s"),
+    }
+}
+
+/// An Argo CD Application: "suspended" is self-heal off (Argo CD then
+/// leaves live changes alone, and still syncs new commits); what it
+/// applied and where Git is are in its status; it manages what its
+/// `status.resources` lists.
+fn application_state(
+    owner: &GitOpsOwner,
+    object: &Value,
+    namespace: &str,
+    target: &WorkloadRef,
+) -> SyncState {
+    let text = |value: &Value| value.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+    let status = &object["status"];
+    let kind = target.kind.to_string();
+    let manages_target = status["resources"].as_array().is_some_and(|resources| {
+        resources.iter().any(|r| {
+            r["group"].as_str() == Some("apps")
+                && r["kind"].as_str() == Some(kind.as_str())
+                && r["namespace"].as_str() == Some(namespace)
+                && r["name"].as_str() == Some(target.name.as_str())
+        })
+    });
+    let applied_revision = text(&status["operationState"]["syncResult"]["revision"])
+        .or_else(|| text(&status["sync"]["revision"]));
+    // Argo CD's history is oldest first.
+    let previous_revision = status["history"].as_array().and_then(|history| {
+        history
+            .iter()
+            .rev()
+            .filter_map(|entry| entry["revision"].as_str())
+            .find(|revision| !revision.is_empty() && Some(*revision) != applied_revision.as_deref())
+            .map(str::to_owned)
+    });
+    let source = text(&object["spec"]["source"]["repoURL"]).map(|url| Source {
+        kind: "Git repository".into(),
+        name: url,
+        namespace: String::new(),
+        url: None,
+        revision: text(&status["sync"]["revision"]),
+    });
+    SyncState {
+        owner: owner.clone(),
+        suspended: object["spec"]["syncPolicy"]["automated"]["selfHeal"].as_bool() != Some(true),
+        held_by: text(&object["metadata"]["annotations"][HELD_BY_ANNOTATION]),
+        applied_revision,
+        previous_revision,
+        manages_target,
+        source,
+        source_unread: None,
     }
 }
 
@@ -254,6 +312,37 @@ mod tests {
             describe(&state),
             "Kustomization flux-system/apps from GitRepository flux-system/apps (http://git/apps.git), applied revision main@sha1:bbbb"
         );
+    }
+
+    #[test]
+    fn an_argo_cd_application_reads_self_heal_as_its_hold_and_its_status_as_its_revisions() {
+        let owner = GitOpsOwner {
+            kind: GitOpsKind::Application,
+            name: "shop".into(),
+            namespace: Some("argocd".into()),
+        };
+        let application = json!({
+            "metadata": {"name": "shop", "namespace": "argocd"},
+            "spec": {"source": {"repoURL": "http://git/shop.git"},
+                     "syncPolicy": {"automated": {"prune": true, "selfHeal": true}}},
+            "status": {
+                "sync": {"revision": "cccc"},
+                "operationState": {"syncResult": {"revision": "bbbb"}},
+                "history": [{"revision": "aaaa"}, {"revision": "bbbb"}],
+                "resources": [{"group": "apps", "kind": "Deployment", "namespace": "shop", "name": "api"}]
+            }
+        });
+        let state = state_of(&owner, &application, "shop", &api());
+        assert!(!state.suspended && state.manages_target);
+        assert_eq!(state.applied_revision.as_deref(), Some("bbbb"));
+        assert_eq!(state.previous_revision.as_deref(), Some("aaaa"));
+        let source = state.source.unwrap();
+        assert_eq!(source.revision.as_deref(), Some("cccc"));
+        assert_eq!(source.to_string(), "Git repository http://git/shop.git");
+        assert!(!state_of(&owner, &application, "other", &api()).manages_target);
+        let mut held = application.clone();
+        held["spec"]["syncPolicy"]["automated"]["selfHeal"] = json!(false);
+        assert!(state_of(&owner, &held, "shop", &api()).suspended);
     }
 
     #[test]

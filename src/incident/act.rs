@@ -106,9 +106,14 @@ async fn suspend(
     info!(owner = %hold.owner, incident = %holder, dry_run = effect.dry_run, "GitOps sync held");
     let held = crate::gitops::sync::describe(hold);
     let undo = crate::gitops::client::undo_command(&hold.owner);
+    // Argo CD is held by turning its self-heal off; Flux by suspending.
+    let how = match hold.owner.kind {
+        crate::crd::GitOpsKind::Application => " (self-heal off)",
+        _ => "",
+    };
     Ok(vec![if effect.dry_run {
-        format!("{WOULD_SUSPEND}{held} so that Git does not undo this step")
+        format!("{WOULD_SUSPEND}{held}{how} so that Git does not undo this step")
     } else {
-        format!("suspended {held} so that Git does not undo this step; undo: {undo}")
+        format!("suspended {held}{how} so that Git does not undo this step; undo: {undo}")
     }])
 }

@@ -589,3 +589,175 @@ async fn gitops_a_forged_flux_label_never_suspends_the_kustomization_it_names() 
     assert!(kustomization["metadata"]["annotations"]["healing-guard.io/sync-held-by"].is_null());
     flux.remove();
 }
+
+/// Argo CD's side: an Application (automated sync, self-heal) in the
+/// `argocd` namespace, named after the test namespace, applying `./app`
+/// from the same bare repository; and what the remediator is granted on it.
+fn argo_application(flux: &Flux, ns: &str) {
+    let url = format!(
+        "{}/{}.git",
+        std::env::var("ARGOCD_GIT_URL").expect("no Argo CD: run with `make test`, or `cluster/argocd.sh start` and source $HGO_CLUSTER_DIR/argocd.env"),
+        flux.name
+    );
+    let objects = json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+         "metadata": {"name": ns, "namespace": "argocd"},
+         "spec": {"project": "default",
+                  "source": {"repoURL": url, "targetRevision": "main", "path": "app"},
+                  "destination": {"server": "https://kubernetes.default.svc", "namespace": ns},
+                  "syncPolicy": {"automated": {"prune": true, "selfHeal": true}}}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": format!("hold-{ns}"), "namespace": "argocd"},
+         "rules": [{"apiGroups": ["argoproj.io"], "resources": ["applications"],
+                    "resourceNames": [ns], "verbs": ["get", "patch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": format!("hold-{ns}"), "namespace": "argocd"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": format!("hold-{ns}")},
+         "subjects": [{"kind": "ServiceAccount", "name": REMEDIATOR, "namespace": ns}]}
+    ]});
+    run("kubectl", &["apply", "-f", "-"], Some(&objects.to_string()));
+}
+
+fn application(ns: &str) -> serde_json::Value {
+    let out = run(
+        "kubectl",
+        &["-n", "argocd", "get", "application", ns, "-o", "json"],
+        None,
+    );
+    serde_json::from_str(&out).unwrap()
+}
+
+/// The commit of a revision as Flux names it (`main@sha1:SHA`): Argo CD's form.
+fn sha(revision: &str) -> String {
+    revision
+        .rsplit_once(':')
+        .map_or(revision, |(_, sha)| sha)
+        .to_owned()
+}
+
+#[tokio::test]
+async fn gitops_argocd_a_rollback_turns_self_heal_off_until_git_moves_on() {
+    let client = client().await;
+    let ns = namespace(&client, "gitops-argo").await;
+    let _operator = Operator::start(&ns).await;
+    policy_with(
+        &client,
+        &ns,
+        crash_policy("Auto", json!([{"action": "rollback"}]), "90s"),
+    )
+    .await;
+    let repo = Flux::repository(&ns);
+    let good = sha(&repo.push("api 1", &app(&ns, "registry.local/api:1", false)));
+    argo_application(&repo, &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    eventually_within(
+        "Argo CD to apply the Deployment",
+        std::time::Duration::from_secs(90),
+        || {
+            let deployments = deployments.clone();
+            async move {
+                let deployment = deployments.get("api").await.ok()?;
+                (deployment.status.as_ref()?.available_replicas == Some(2)).then_some(())
+            }
+        },
+    )
+    .await;
+
+    let bad = sha(&repo.push(
+        "api 2: crashes at start-up",
+        &app(&ns, "registry.local/api:2", true),
+    ));
+    let waiting: Incident = incident_where(
+        &client,
+        &ns,
+        "api-crashloop",
+        "rolled back and waiting on Git",
+        |i| {
+            i.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "GitOpsSuspended" && c.reason == "WaitingForGit")
+            })
+        },
+    )
+    .await;
+    let status = waiting.status.unwrap();
+    let owner = GitOpsOwner {
+        kind: GitOpsKind::Application,
+        name: ns.clone(),
+        namespace: Some("argocd".into()),
+    };
+    assert_eq!(
+        status.evidence.as_ref().and_then(|e| e.gitops.as_ref()),
+        Some(&owner)
+    );
+    let hold = status.sync_holds.last().unwrap();
+    assert_eq!(hold.owner, owner);
+    assert_eq!(hold.bad_revision.as_deref(), Some(bad.as_str()), "{hold:?}");
+    assert_eq!(
+        hold.good_revision.as_deref(),
+        Some(good.as_str()),
+        "{hold:?}"
+    );
+    assert!(
+        status.steps[0].changes.iter().any(|c| c
+            .starts_with(&format!("suspended Application argocd/{ns}"))
+            && c.contains("(self-heal off)")
+            && c.contains("\"selfHeal\":true")),
+        "{:?}",
+        status.steps[0].changes
+    );
+    let held = application(&ns);
+    assert_eq!(
+        held["spec"]["syncPolicy"]["automated"]["selfHeal"],
+        json!(false)
+    );
+    assert_eq!(
+        held["spec"]["syncPolicy"]["automated"]["prune"],
+        json!(true),
+        "the rest of the policy kept"
+    );
+
+    // Three of the controller's resync intervals (10 s): the rollback stands.
+    tokio::time::sleep(std::time::Duration::from_secs(35)).await;
+    assert_eq!(
+        release_of(&deployments).await,
+        ("registry.local/api:1".to_owned(), false)
+    );
+
+    // A fix lands: Argo CD syncs the new commit; the operator turns
+    // self-heal back on and verifies the release.
+    let fix = sha(&repo.push("api 3: the fix", &app(&ns, "registry.local/api:3", false)));
+    let resolved = incident_where(
+        &client,
+        &ns,
+        "api-crashloop",
+        "resolved after the fix",
+        |i| {
+            i.status
+                .as_ref()
+                .is_some_and(|s| s.phase == Some(healing_guard_operator::crd::Phase::Resolved))
+        },
+    )
+    .await;
+    let status = resolved.status.unwrap();
+    let hold = status.sync_holds.last().unwrap();
+    assert_eq!(hold.release.as_deref(), Some(fix.as_str()), "{hold:?}");
+    assert!(hold.verified_at.is_some(), "{hold:?}");
+    assert_eq!(status.steps.len(), 1, "{:?}", status.steps);
+    assert_eq!(
+        release_of(&deployments).await,
+        ("registry.local/api:3".to_owned(), false)
+    );
+    let resumed = application(&ns);
+    assert_eq!(
+        resumed["spec"]["syncPolicy"]["automated"]["selfHeal"],
+        json!(true)
+    );
+    assert!(resumed["metadata"]["annotations"]["healing-guard.io/sync-held-by"].is_null());
+    run(
+        "kubectl",
+        &["-n", "argocd", "delete", "application", &ns, "--wait=false"],
+        None,
+    );
+}
