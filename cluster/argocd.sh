@@ -52,6 +52,9 @@ ARGOCD_VERSION=${HGO_ARGOCD_VERSION:-$ARGOCD_VERSION}
 ARGOCD_BIN=$HGO_CACHE/bin/argocd-$ARGOCD_VERSION
 ARGOCD_NAMESPACE=argocd
 APP_RESYNC=${HGO_ARGOCD_APP_RESYNC:-10}
+# The repo-server remembers what a branch points at for 3 minutes by
+# default (--revision-cache-expiration): a new commit would wait that long.
+# HGO_ARGOCD_REVISION_CACHE (default 1s) lets each resync see it.
 SELF_HEAL_BACKOFF=2
 
 DIR=${HGO_CLUSTER_DIR:-$HGO_CACHE/clusters/default}
@@ -331,7 +334,8 @@ PY
     "$ARGOCD_BIN/argocd" \
     --address 127.0.0.1 --port "$REPO_PORT" --disable-tls --client-ca-path '' \
     --metrics-address 127.0.0.1 --metrics-port "$REPO_METRICS" \
-    --redis "127.0.0.1:$REDIS_PORT" --logformat json --loglevel info
+    --redis "127.0.0.1:$REDIS_PORT" --logformat json --loglevel info \
+    --revision-cache-expiration "${HGO_ARGOCD_REVISION_CACHE:-1s}"
   wait_for argocd-repo-server 60 curl -sf -o /dev/null "http://127.0.0.1:$REPO_METRICS/metrics"
 
   alog "starting argocd-application-controller (app resync ${APP_RESYNC}s)"

@@ -603,7 +603,10 @@ fn argo_application(flux: &Flux, ns: &str) {
         {"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
          "metadata": {"name": ns, "namespace": "argocd"},
          "spec": {"project": "default",
-                  "source": {"repoURL": url, "targetRevision": "main", "path": "app"},
+                  // A plain directory (the repo-server here has no kustomize
+                  // binary): the Deployment's file only.
+                  "source": {"repoURL": url, "targetRevision": "main", "path": "app",
+                             "directory": {"include": "deployment.yaml"}},
                   "destination": {"server": "https://kubernetes.default.svc", "namespace": ns},
                   "syncPolicy": {"automated": {"prune": true, "selfHeal": true}}}},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
