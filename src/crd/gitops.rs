@@ -57,6 +57,40 @@ pub struct GitOps {
     /// controller puts the bad release back at its next sync).
     #[serde(default)]
     pub on_rollback: OnRollback,
+    /// Opt in to a revert branch: when a hold begins, push
+    /// `healing-guard/revert-<incident>` to the source's URL, one commit on
+    /// top of the bad revision restoring the last good one's tree, for a
+    /// person to merge. Flux GitRepositories over HTTP(S).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert_branch: Option<RevertBranch>,
+}
+
+/// How to push the revert branch.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevertBranch {
+    /// A Secret of this namespace with `username` and `password` (a
+    /// token) to push with, read as the namespace's remediator; none for
+    /// a server that takes anonymous pushes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<super::refs::SecretRef>,
+}
+
+/// The revert branch pushed for a hold, or why none was.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevertOutcome {
+    #[schemars(length(max = 256))]
+    pub branch: String,
+    /// The revert commit, once pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub commit: Option<String>,
+    /// Why it was not pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub error: Option<String>,
+    pub at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 }
 
 /// Whether to hold the GitOps object while remediating.
@@ -133,6 +167,9 @@ pub struct SyncHold {
     /// again (a new round), within the safety limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// The revert branch pushed for it (policy opt-in), or why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert: Option<RevertOutcome>,
 }
 
 impl SyncHold {

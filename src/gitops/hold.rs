@@ -166,6 +166,19 @@ pub fn what_to_revert(hold: &SyncHold) -> String {
             "; revert there the commit(s) {commits} (git log {commits})"
         ));
     }
+    if let Some(revert) = &hold.revert {
+        match (&revert.commit, &revert.error) {
+            (Some(commit), _) => line.push_str(&format!(
+                "; a revert is ready to merge on branch {} (commit {commit})",
+                revert.branch
+            )),
+            (None, Some(error)) => line.push_str(&format!(
+                "; the revert branch {} could not be pushed: {error}",
+                revert.branch
+            )),
+            (None, None) => {}
+        }
+    }
     line
 }
 
@@ -221,6 +234,7 @@ mod tests {
             healthy_since: None,
             verified_at: None,
             failed_at: None,
+            revert: None,
         }
     }
 

@@ -4,6 +4,8 @@
 pub mod client;
 pub mod hold;
 pub mod owner;
+pub mod revert;
+pub mod smart_http;
 pub mod sync;
 
 pub use owner::owner_of;

@@ -53,6 +53,62 @@ pub async fn resume(
     Ok(())
 }
 
+/// Pushes the revert branch of a hold, with the credentials of the
+/// policy's Secret read as the namespace's remediator, through the
+/// operator's guarded client. A failure is the outcome, not an error: it
+/// is recorded, not retried.
+pub async fn push_revert(
+    ctx: &Context,
+    namespace: &str,
+    account: Option<&str>,
+    plan: &crate::gitops::revert::RevertPlan,
+) -> Result<Result<crate::gitops::revert::Pushed, String>, ActError> {
+    ctx.may_write()?;
+    let remediator = ctx.remediator(namespace, account)?;
+    let basic_auth = match &plan.secret {
+        Some(name) => {
+            let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+                kube::Api::namespaced(remediator, namespace);
+            match secrets.get_opt(name).await {
+                Ok(Some(secret)) => {
+                    let values = crate::k8s::secret_text(&secret);
+                    match (values.get("username"), values.get("password")) {
+                        (Some(user), Some(password)) => Some((user.clone(), password.clone())),
+                        _ => {
+                            return Ok(Err(format!(
+                                "Secret {name} needs the keys username and password"
+                            )));
+                        }
+                    }
+                }
+                Ok(None) => return Ok(Err(format!("Secret {name} not found"))),
+                Err(error) => {
+                    let why =
+                        crate::authority::refusal(&error).unwrap_or_else(|| error.to_string());
+                    return Ok(Err(format!("Secret {name} could not be read: {why}")));
+                }
+            }
+        }
+        None => None,
+    };
+    let remote = crate::gitops::smart_http::Remote {
+        url: plan.url.clone(),
+        basic_auth,
+    };
+    let pushed = crate::gitops::revert::push(&ctx.http, &remote, plan)
+        .await
+        .map_err(|error| error.to_string());
+    match &pushed {
+        Ok(done) => {
+            info!(branch = %done.branch, commit = %done.commit, url = %plan.url, "revert branch pushed")
+        }
+        Err(error) => {
+            tracing::warn!(branch = %plan.branch, url = %plan.url, %error, "revert branch not pushed")
+        }
+    }
+    Ok(pushed)
+}
+
 /// Makes the change, as the namespace's remediator (`account`, else the
 /// default one), and returns the extra lines it reports for the ledger.
 /// Only a current leader makes it.

@@ -96,6 +96,8 @@ pub struct Decision {
     pub requeue: Option<Duration>,
     /// A GitOps object whose hold this incident lifts.
     pub resume: Option<crate::crd::GitOpsOwner>,
+    /// The revert branch to push for the current hold (policy opt-in).
+    pub revert: Option<crate::gitops::revert::RevertPlan>,
     /// What is saved leads straight to the next move (a step recorded, to
     /// run; approved; skipped or failed, with another to record): decide
     /// again at once from the saved incident, not after its watch echo.

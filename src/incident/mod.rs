@@ -154,8 +154,24 @@ async fn reconcile_once(incident: &Arc<Incident>, ctx: &Context) -> Result<Pass,
             Err(act::ActError::Apply(error)) => return Err(error.into()),
         }
     }
+    // The revert branch of a hold (policy opt-in), pushed once.
+    if let Some(plan) = decision.revert.clone() {
+        let namespace = incident.namespace().unwrap_or_default();
+        let account = seen
+            .policy
+            .as_ref()
+            .and_then(|p| p.spec.service_account_name.as_deref());
+        let outcome = match act::push_revert(ctx, &namespace, account, &plan).await {
+            Ok(outcome) => outcome,
+            Err(act::ActError::Fenced(fenced)) => return Err(fenced.into()),
+            Err(act::ActError::Authority(error)) => return Err(error.into()),
+            Err(act::ActError::Apply(error)) => return Err(error.into()),
+        };
+        decision = sync_hold::reverted(decision, &plan, outcome, seen.now);
+    }
     let requeue = decision.requeue;
-    let changed = decision.effect.is_some() || decision.resume.is_some();
+    let changed =
+        decision.effect.is_some() || decision.resume.is_some() || decision.revert.is_some();
     let holds = wind_down::holds_writers(&decision.status);
     let mut saved = record::record(ctx, &base, seen.workload.as_ref(), decision, changed).await?;
     // Held while a restore may have its writers down, let go once they are back.

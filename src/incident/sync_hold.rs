@@ -65,6 +65,7 @@ pub(super) fn begin(
         healthy_since: None,
         verified_at: None,
         failed_at: None,
+        revert: None,
     };
     let message = format!(
         "{} suspended so that Git does not undo the step; {}; the operator resumes it once \
@@ -132,6 +133,9 @@ pub(super) fn follow(
         return false;
     };
     let hold = decision.status.sync_holds[index].clone();
+    if hold.is_held() {
+        decision.revert = revert_plan(incident, seen, &hold);
+    }
     // Only once the step it protects (or the last step of the round) has
     // concluded as verified does the incident wait on Git.
     let waiting = decision
@@ -289,6 +293,88 @@ fn resumed(
     condition(decision, incident, false, "Resumed", message.clone(), now);
     decision.note(now, false, "GitOpsResumed", message);
     decision.requeue_within(GIT_POLL);
+}
+
+/// The revert branch to push for a hold, once, when the policy opts in
+/// and the hold knows its source's URL and both revisions.
+fn revert_plan(
+    incident: &Incident,
+    seen: &Observation,
+    hold: &SyncHold,
+) -> Option<crate::gitops::revert::RevertPlan> {
+    let opted_in = seen
+        .policy
+        .as_ref()
+        .and_then(|p| p.spec.gitops.as_ref())
+        .and_then(|g| g.revert_branch.as_ref())?;
+    if hold.revert.is_some() {
+        return None;
+    }
+    let url = hold.url.clone()?;
+    let bad = crate::crd::commit_of(hold.bad_revision.as_deref()?)?.to_owned();
+    let good = crate::crd::commit_of(hold.good_revision.as_deref()?)?.to_owned();
+    let name = incident.name_any();
+    let owner = hold.owner.to_string();
+    Some(crate::gitops::revert::RevertPlan {
+        url,
+        message: crate::gitops::revert::message(&good, &bad, &holder(incident), &owner),
+        good,
+        bad,
+        branch: crate::gitops::revert::branch_name(&name),
+        at: hold.suspended_at.0,
+        secret: opted_in.secret_ref.as_ref().map(|s| s.name.clone()),
+    })
+}
+
+/// Records how the push of the current hold's revert branch went.
+pub fn reverted(
+    mut decision: Decision,
+    plan: &crate::gitops::revert::RevertPlan,
+    outcome: Result<crate::gitops::revert::Pushed, String>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Decision {
+    let now = Time(now);
+    let Some(hold) = decision
+        .status
+        .sync_holds
+        .last_mut()
+        .filter(|h| h.is_held())
+    else {
+        return decision;
+    };
+    let (commit, error) = match outcome {
+        Ok(pushed) => (Some(pushed.commit), None),
+        Err(error) => (None, Some(error)),
+    };
+    let (warning, reason, message) = match (&commit, &error) {
+        (Some(commit), _) => (
+            false,
+            "GitOpsRevertPushed",
+            format!(
+                "pushed branch {} to {} (commit {commit}): one commit on top of {} restoring {}; \
+                 merge it to fix Git, and the hold lifts",
+                plan.branch, plan.url, plan.bad, plan.good
+            ),
+        ),
+        (None, error) => (
+            true,
+            "GitOpsRevertFailed",
+            format!(
+                "the revert branch {} could not be pushed to {}: {}",
+                plan.branch,
+                plan.url,
+                error.as_deref().unwrap_or("unknown")
+            ),
+        ),
+    };
+    hold.revert = Some(crate::crd::RevertOutcome {
+        branch: plan.branch.clone(),
+        commit,
+        error,
+        at: now.clone(),
+    });
+    decision.note(&now, warning, reason, message);
+    decision
 }
 
 /// A hold of an incident that is over, escalated or being deleted: lifted

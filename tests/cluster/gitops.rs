@@ -308,13 +308,11 @@ async fn gitops_a_rollback_holds_flux_until_git_moves_on_then_the_fix_is_verifie
     let client = client().await;
     let ns = namespace(&client, "gitops-hold").await;
     let _operator = Operator::start(&ns).await;
-    // The default: onRollback Suspend.
-    policy_with(
-        &client,
-        &ns,
-        crash_policy("Auto", json!([{"action": "rollback"}]), "90s"),
-    )
-    .await;
+    // The default, onRollback Suspend; and a revert branch (the loopback
+    // Git server takes anonymous pushes).
+    let mut spec = crash_policy("Auto", json!([{"action": "rollback"}]), "90s");
+    spec["gitops"] = json!({"revertBranch": {}});
+    policy_with(&client, &ns, spec).await;
     let (flux, good, deployments) = flux_applied_a_good_release(&client, &ns).await;
     flux.grant_hold(&ns);
 
@@ -380,6 +378,28 @@ async fn gitops_a_rollback_holds_flux_until_git_moves_on_then_the_fix_is_verifie
         waiting.status.as_ref().unwrap().phase,
         Some(healing_guard_operator::crd::Phase::Monitoring)
     );
+    // The revert branch: one commit on top of the bad one, with the good tree.
+    let revert = eventually("the revert branch pushed", || {
+        let (client, ns) = (client.clone(), ns.clone());
+        async move {
+            let incident = incident_where(&client, &ns, "api-crashloop", "any", |_| true).await;
+            incident.status?.sync_holds.last()?.revert.clone()?.commit
+        }
+    })
+    .await;
+    flux.git(&[
+        "fetch",
+        "--quiet",
+        "origin",
+        "healing-guard/revert-api-crashloop",
+    ]);
+    assert_eq!(flux.git(&["rev-parse", "FETCH_HEAD"]).trim(), revert);
+    let sha = |revision: &str| revision.rsplit_once(':').unwrap().1.to_owned();
+    assert_eq!(flux.git(&["rev-parse", "FETCH_HEAD^"]).trim(), sha(&bad));
+    assert_eq!(
+        flux.git(&["rev-parse", "FETCH_HEAD^{tree}"]),
+        flux.git(&["rev-parse", &format!("{}^{{tree}}", sha(&good))])
+    );
 
     // Three of Flux's sync intervals (10 s): the bad release does not come back.
     tokio::time::sleep(std::time::Duration::from_secs(35)).await;
@@ -439,6 +459,15 @@ async fn gitops_a_rollback_holds_flux_until_git_moves_on_then_the_fix_is_verifie
         status.timeline.iter().any(|e| e.reason == "GitOpsSuspended"
             && e.message.contains(&bad)
             && e.message.contains(&commits)),
+        "{:?}",
+        status.timeline
+    );
+    assert!(
+        status
+            .timeline
+            .iter()
+            .any(|e| e.reason == "GitOpsRevertPushed"
+                && e.message.contains("healing-guard/revert-api-crashloop")),
         "{:?}",
         status.timeline
     );

@@ -323,3 +323,62 @@ fn a_hold_whose_record_was_lost_in_a_restart_is_taken_back_and_lifted_like_any()
     let (incident, seen) = world.at("2026-01-01T00:00:07Z");
     assert!(decide(&incident, &seen).status.sync_holds.is_empty());
 }
+
+#[test]
+fn a_revert_branch_is_asked_for_once_per_hold_when_the_policy_opts_in() {
+    let mut policy = (*two_steps("Auto")).clone();
+    policy.spec.gitops = Some(
+        serde_json::from_value(json!({"revertBranch": {"secretRef": {"name": "git-push"}}}))
+            .unwrap(),
+    );
+    let world = waiting_on_git()
+        .policy(Arc::new(policy))
+        .reconciled_by(flux(true, "main@sha1:bbbb", "main@sha1:bbbb"));
+    let (incident, seen) = world.at("2026-01-01T00:02:00Z");
+    let decision = decide(&incident, &seen);
+    let plan = decision.revert.clone().expect("the revert asked for");
+    assert_eq!(
+        (
+            plan.good.as_str(),
+            plan.bad.as_str(),
+            plan.branch.as_str(),
+            plan.secret.as_deref()
+        ),
+        (
+            "aaaa",
+            "bbbb",
+            "healing-guard/revert-api-crashloop",
+            Some("git-push")
+        )
+    );
+    assert_eq!(plan.url, "http://git/apps.git");
+    let pushed = crate::gitops::revert::Pushed {
+        branch: plan.branch.clone(),
+        commit: "cccc".into(),
+    };
+    let done = crate::incident::sync_hold::reverted(decision, &plan, Ok(pushed), seen.now);
+    let revert = done
+        .status
+        .sync_holds
+        .last()
+        .unwrap()
+        .revert
+        .clone()
+        .unwrap();
+    assert_eq!(revert.commit.as_deref(), Some("cccc"));
+    assert!(reasons(&done).contains(&"GitOpsRevertPushed"));
+    assert!(
+        crate::gitops::hold::what_to_revert(done.status.sync_holds.last().unwrap())
+            .contains("a revert is ready to merge on branch healing-guard/revert-api-crashloop")
+    );
+    // Asked once: not again with the outcome recorded.
+    let again = decide(
+        &after(incident, &done),
+        &world.seen_at("2026-01-01T00:02:05Z"),
+    );
+    assert_eq!(again.revert, None);
+    // Without the opt-in, never.
+    let plain = waiting_on_git().reconciled_by(flux(true, "main@sha1:bbbb", "main@sha1:bbbb"));
+    let (incident, seen) = plain.at("2026-01-01T00:02:00Z");
+    assert_eq!(decide(&incident, &seen).revert, None);
+}
