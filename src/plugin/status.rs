@@ -685,4 +685,41 @@ Timeline:
 "#
         );
     }
+
+    #[test]
+    fn a_held_sync_waits_on_git_even_once_the_incident_is_over() {
+        let hold = json!({"owner": {"kind": "Kustomization", "name": "shop", "namespace": "flux-system"},
+                          "badRevision": "main@sha1:bbbb", "step": "s-0",
+                          "suspendedAt": at(-60)});
+        let resolved = incident(
+            "a",
+            "api",
+            "P1",
+            60,
+            json!({"phase": "Resolved", "syncHolds": [hold.clone()]}),
+        );
+        assert_eq!(
+            waiting(&resolved),
+            [Waiting::Git("Kustomization/flux-system/shop".into())]
+        );
+        assert_eq!(
+            Waiting::Git("Kustomization/flux-system/shop".into()).to_string(),
+            "git:Kustomization/flux-system/shop"
+        );
+        let mut lifted = hold;
+        lifted["resumedAt"] = json!(at(-10));
+        let over = incident(
+            "a",
+            "api",
+            "P1",
+            60,
+            json!({"phase": "Resolved", "syncHolds": [lifted]}),
+        );
+        assert!(waiting(&over).is_empty());
+        let text = crate::plugin::list::render(&[resolved], false, now());
+        assert!(
+            text.contains("git:Kustomization/flux-system/shop"),
+            "{text}"
+        );
+    }
 }
