@@ -267,6 +267,34 @@ async fn gitops_an_incident_on_a_flux_applied_target_names_its_kustomization() {
     flux.remove();
 }
 
+/// The incident once its step is verified and it waits for Git to move on.
+async fn waiting_on_git(client: &kube::Client, ns: &str) -> Incident {
+    incident_where(
+        client,
+        ns,
+        "api-crashloop",
+        "rolled back and waiting on Git",
+        |i| {
+            i.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "GitOpsSuspended" && c.reason == "WaitingForGit")
+            })
+        },
+    )
+    .await
+}
+
+/// The incident once the release from Git that followed is verified.
+async fn resolved_after_the_fix(client: &kube::Client, ns: &str) -> Incident {
+    incident_where(client, ns, "api-crashloop", "resolved after the fix", |i| {
+        i.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(healing_guard_operator::crd::Phase::Resolved))
+    })
+    .await
+}
+
 /// The Deployment's image and whether its pods are marked to crash.
 async fn release_of(deployments: &Api<Deployment>) -> (String, bool) {
     let deployment = deployments.get("api").await.unwrap();
@@ -320,20 +348,7 @@ async fn gitops_a_rollback_holds_flux_until_git_moves_on_then_the_fix_is_verifie
         "api 2: crashes at start-up",
         &app(&ns, "registry.local/api:2", true),
     );
-    let waiting: Incident = incident_where(
-        &client,
-        &ns,
-        "api-crashloop",
-        "rolled back and waiting on Git",
-        |i| {
-            i.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "GitOpsSuspended" && c.reason == "WaitingForGit")
-            })
-        },
-    )
-    .await;
+    let waiting: Incident = waiting_on_git(&client, &ns).await;
     let status = waiting.status.clone().unwrap();
     // One ledger entry: the hold and the rollback, with the undo command.
     assert_eq!(status.steps.len(), 1, "{:?}", status.steps);
@@ -418,18 +433,7 @@ async fn gitops_a_rollback_holds_flux_until_git_moves_on_then_the_fix_is_verifie
 
     // A fix lands in Git: the operator resumes Flux, which applies it; verified; resolved.
     let fix = flux.push("api 3: the fix", &app(&ns, "registry.local/api:3", false));
-    let resolved = incident_where(
-        &client,
-        &ns,
-        "api-crashloop",
-        "resolved after the fix",
-        |i| {
-            i.status
-                .as_ref()
-                .is_some_and(|s| s.phase == Some(healing_guard_operator::crd::Phase::Resolved))
-        },
-    )
-    .await;
+    let resolved = resolved_after_the_fix(&client, &ns).await;
     let status = resolved.status.unwrap();
     let hold = status.sync_holds.last().unwrap();
     assert_eq!(hold.release.as_deref(), Some(fix.as_str()), "{hold:?}");
@@ -699,20 +703,7 @@ async fn gitops_argocd_a_rollback_turns_self_heal_off_until_git_moves_on() {
         "api 2: crashes at start-up",
         &app(&ns, "registry.local/api:2", true),
     ));
-    let waiting: Incident = incident_where(
-        &client,
-        &ns,
-        "api-crashloop",
-        "rolled back and waiting on Git",
-        |i| {
-            i.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "GitOpsSuspended" && c.reason == "WaitingForGit")
-            })
-        },
-    )
-    .await;
+    let waiting: Incident = waiting_on_git(&client, &ns).await;
     let status = waiting.status.unwrap();
     let owner = GitOpsOwner {
         kind: GitOpsKind::Application,
@@ -760,18 +751,7 @@ async fn gitops_argocd_a_rollback_turns_self_heal_off_until_git_moves_on() {
     // A fix lands: Argo CD syncs the new commit; the operator turns
     // self-heal back on and verifies the release.
     let fix = sha(&repo.push("api 3: the fix", &app(&ns, "registry.local/api:3", false)));
-    let resolved = incident_where(
-        &client,
-        &ns,
-        "api-crashloop",
-        "resolved after the fix",
-        |i| {
-            i.status
-                .as_ref()
-                .is_some_and(|s| s.phase == Some(healing_guard_operator::crd::Phase::Resolved))
-        },
-    )
-    .await;
+    let resolved = resolved_after_the_fix(&client, &ns).await;
     let status = resolved.status.unwrap();
     let hold = status.sync_holds.last().unwrap();
     assert_eq!(hold.release.as_deref(), Some(fix.as_str()), "{hold:?}");
