@@ -26,7 +26,9 @@
 # DIR/flux/kubeconfig-helm-controller, health and metrics on loopback
 # (FLUX_HELM_HEALTH, FLUX_HELM_METRICS in flux.env), a pid line
 # "PID helm-controller BINARY" and DIR/logs/helm-controller.log. A `start`
-# without --helm while it runs stops it (and starts the rest as asked).
+# without --helm while all run is a no-op like any other (helm-controller
+# keeps running); when it has to start anything, it stops all and starts the
+# three without helm-controller.
 #
 # What `start` does and writes:
 #   CRDs       every CRD of the two controllers (GitRepository, Kustomization,
@@ -154,8 +156,6 @@ start_flux() {
   [ "$HELM" = 1 ] && { want+=(helm-controller); build=(--helm); }
   local all=1 n
   for n in "${want[@]}"; do running "$n" >/dev/null || all=0; done
-  # Asked without helm-controller while it runs: start again without it.
-  [ "$HELM" = 1 ] || ! running helm-controller >/dev/null || all=0
   if [ "$all" = 1 ] && [ -f "$DIR/flux.env" ]; then
     flog "already running in $DIR"
     return 0
