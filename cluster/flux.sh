@@ -253,13 +253,12 @@ try:
 except (OSError, ValueError):
     old = []
 N = 8
-if len(old) == N and all(free(p) for p in old):
-    print(*old)
-else:
-    socks = []
-    for _ in range(N):
-        s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-    print(*[s.getsockname()[1] for s in socks])
+# A file of 6 (from before helm-controller) keeps its 6 and gets 2 more.
+keep = old if len(old) in (6, N) and all(free(p) for p in old) else []
+socks = []
+for _ in range(N - len(keep)):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(*keep, *[s.getsockname()[1] for s in socks])
 PY
 )
   echo "$ports" >"$DIR/flux/ports"
