@@ -3,7 +3,9 @@
 # kustomize-controller as plain processes, and a Git server on loopback that
 # serves bare repositories from DIR/git/ over HTTP.
 #
-#   cluster/flux.sh [--dir DIR] start      install the CRDs and RBAC, start all three
+#   cluster/flux.sh [--dir DIR] start [--helm]
+#                                          install the CRDs and RBAC, start all three;
+#                                          --helm (or HGO_FLUX_HELM=1): helm-controller too
 #   cluster/flux.sh [--dir DIR] stop       stop them (the cluster and its objects stay)
 #   cluster/flux.sh [--dir DIR] repo NAME  create the bare repository DIR/git/NAME.git
 #                                          (branch main) if missing; print its URL
@@ -17,6 +19,16 @@
 # DIR defaults to $HGO_CLUSTER_DIR (set by with-cluster.sh), else
 # $HGO_CACHE/clusters/default. `start` builds first if needed
 # (flux-build.sh), and is a no-op while all three run.
+#
+# With --helm, helm-controller (cluster/flux/helm/versions.sh) runs as a
+# fourth process like kustomize-controller: the HelmRelease CRD, its own
+# ServiceAccount helm-controller and config/rbac (cluster/flux/helm/rbac),
+# DIR/flux/kubeconfig-helm-controller, health and metrics on loopback
+# (FLUX_HELM_HEALTH, FLUX_HELM_METRICS in flux.env), a pid line
+# "PID helm-controller BINARY" and DIR/logs/helm-controller.log. A `start`
+# without --helm while all run is a no-op like any other (helm-controller
+# keeps running); when it has to start anything, it stops all and starts the
+# three without helm-controller.
 #
 # What `start` does and writes:
 #   CRDs       every CRD of the two controllers (GitRepository, Kustomization,
@@ -43,6 +55,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/versions.sh"
 source "$here/flux/versions.sh"
+source "$here/flux/helm/versions.sh"
 
 DIR=${HGO_CLUSTER_DIR:-$HGO_CACHE/clusters/default}
 GRACE=${HGO_DOWN_GRACE:-10}
@@ -60,7 +73,9 @@ shift
 [ -d "$DIR" ] || { echo "no cluster dir $DIR" >&2; exit 2; }
 DIR=$(cd "$DIR" && pwd)
 KUBECTL=$TOOLS_BIN/kubectl
-NAMES=(flux-git-server source-controller kustomize-controller)
+# Every process this script may start, in start order (stop goes backwards).
+NAMES=(flux-git-server source-controller kustomize-controller helm-controller)
+HELM=${HGO_FLUX_HELM:-0}
 
 flog() { printf '[flux] %s\n' "$*" >&2; }
 
@@ -83,7 +98,7 @@ running() {
 stop_flux() {
   [ -f "$DIR/pids" ] || return 0
   local pid name bin left=0 deadline n
-  # Reverse start order: kustomize-controller, source-controller, git server.
+  # Reverse start order: helm-controller, kustomize-controller, source-controller, git server.
   for (( n=${#NAMES[@]}-1; n>=0; n-- )); do
     while read -r pid name bin; do
       [ "$name" = "${NAMES[n]}" ] || continue
@@ -137,15 +152,17 @@ start_flux() {
   elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}s')" "$t0" "$(date +%s.%N)"; }
 
   [ -f "$DIR/env" ] || { echo "$DIR has no env: start the cluster with cluster/up.sh --dir $DIR first" >&2; exit 2; }
+  local want=(flux-git-server source-controller kustomize-controller) build=()
+  [ "$HELM" = 1 ] && { want+=(helm-controller); build=(--helm); }
   local all=1 n
-  for n in "${NAMES[@]}"; do running "$n" >/dev/null || all=0; done
+  for n in "${want[@]}"; do running "$n" >/dev/null || all=0; done
   if [ "$all" = 1 ] && [ -f "$DIR/flux.env" ]; then
     flog "already running in $DIR"
     return 0
   fi
   stop_flux || { flog "could not stop an earlier run"; exit 1; }
 
-  "$here/flux-build.sh"
+  "$here/flux-build.sh" ${build[@]+"${build[@]}"}
   # shellcheck disable=SC1091
   source "$DIR/env"
   local kc=$DIR/kubeconfig
@@ -166,13 +183,28 @@ start_flux() {
   cp -r "$FLUX_BIN/rbac/source" "$FLUX_BIN/rbac/kustomize" "$DIR/flux/rbac/"
   "$KUBECTL" --kubeconfig="$kc" apply --server-side --force-conflicts --field-manager=hgo-flux \
     -k "$DIR/flux/rbac" >/dev/null
+  local ctls=(source-controller kustomize-controller)
+  if [ "$HELM" = 1 ]; then
+    flog "installing helm-controller $FLUX_HELM_CONTROLLER_VERSION CRD and RBAC"
+    "$KUBECTL" --kubeconfig="$kc" apply --server-side --force-conflicts --field-manager=hgo-flux \
+      -f "$FLUX_HELM_BIN/crds/" >/dev/null
+    "$KUBECTL" --kubeconfig="$kc" wait --for=condition=Established --timeout=60s \
+      -f "$FLUX_HELM_BIN/crds/" >/dev/null
+    rm -rf "$DIR/flux/rbac-helm"
+    mkdir -p "$DIR/flux/rbac-helm"
+    cp "$here"/flux/helm/rbac/*.yaml "$DIR/flux/rbac-helm/"
+    cp -r "$FLUX_HELM_BIN/rbac/helm" "$DIR/flux/rbac-helm/"
+    "$KUBECTL" --kubeconfig="$kc" apply --server-side --force-conflicts --field-manager=hgo-flux \
+      -k "$DIR/flux/rbac-helm" >/dev/null
+    ctls+=(helm-controller)
+  fi
 
   # One kubeconfig per controller, with a token of its ServiceAccount (a
   # year: the API server sets no maximum), the API server and CA of the admin one.
   local server ca ctl token
   server=$("$KUBECTL" --kubeconfig="$kc" config view --raw --minify -o 'jsonpath={.clusters[0].cluster.server}')
   ca=$("$KUBECTL" --kubeconfig="$kc" config view --raw --minify -o 'jsonpath={.clusters[0].cluster.certificate-authority-data}')
-  for ctl in source-controller kustomize-controller; do
+  for ctl in "${ctls[@]}"; do
     token=$("$KUBECTL" --kubeconfig="$kc" -n "$FLUX_NAMESPACE" create token "$ctl" --duration=8760h)
     ( umask 077
       cat >"$DIR/flux/kubeconfig-$ctl" <<EOF
@@ -200,7 +232,8 @@ EOF
 
   # --- ports ----------------------------------------------------------------
   # git, storage, source health, source metrics, kustomize health, kustomize
-  # metrics: the ones of the last start in DIR while all are still free.
+  # metrics, helm health, helm metrics (taken with or without --helm): the
+  # ones of the last start in DIR while all are still free.
   local ports
   ports=$(python3 - "$DIR/flux/ports" <<'PY'
 import socket, sys
@@ -219,18 +252,18 @@ try:
     old = [int(x) for x in open(sys.argv[1]).read().split()]
 except (OSError, ValueError):
     old = []
-if len(old) == 6 and all(free(p) for p in old):
-    print(*old)
-else:
-    socks = []
-    for _ in range(6):
-        s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-    print(*[s.getsockname()[1] for s in socks])
+N = 8
+# A file of 6 (from before helm-controller) keeps its 6 and gets 2 more.
+keep = old if len(old) in (6, N) and all(free(p) for p in old) else []
+socks = []
+for _ in range(N - len(keep)):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(*keep, *[s.getsockname()[1] for s in socks])
 PY
 )
   echo "$ports" >"$DIR/flux/ports"
-  local GIT_PORT STORAGE_PORT SC_HEALTH SC_METRICS KC_HEALTH KC_METRICS
-  read -r GIT_PORT STORAGE_PORT SC_HEALTH SC_METRICS KC_HEALTH KC_METRICS <<<"$ports"
+  local GIT_PORT STORAGE_PORT SC_HEALTH SC_METRICS KC_HEALTH KC_METRICS HC_HEALTH HC_METRICS
+  read -r GIT_PORT STORAGE_PORT SC_HEALTH SC_METRICS KC_HEALTH KC_METRICS HC_HEALTH HC_METRICS <<<"$ports"
 
   fail() { # name message
     flog "FAILED: $1: $2 (after $(elapsed))"
@@ -303,10 +336,21 @@ PY
     --log-level=info --log-encoding=json \
     --health-addr="127.0.0.1:$KC_HEALTH" \
     --metrics-addr="127.0.0.1:$KC_METRICS"
+  if [ "$HELM" = 1 ]; then
+    # It fetches chart artifacts from source-controller's storage URL (the
+    # HelmChart's status.artifact.url), which is on loopback too.
+    flog "starting helm-controller $FLUX_HELM_CONTROLLER_VERSION"
+    start helm-controller env "KUBECONFIG=$DIR/flux/kubeconfig-helm-controller" \
+      "$FLUX_HELM_BIN/helm-controller" \
+      --log-level=info --log-encoding=json \
+      --health-addr="127.0.0.1:$HC_HEALTH" \
+      --metrics-addr="127.0.0.1:$HC_METRICS"
+  fi
   wait_for source-controller 60 curl -sf "http://127.0.0.1:$SC_HEALTH/readyz"
   wait_for source-controller 30 curl -sf -o /dev/null "http://127.0.0.1:$STORAGE_PORT/"
   wait_for kustomize-controller 60 curl -sf "http://127.0.0.1:$KC_HEALTH/readyz"
-  for n in "${NAMES[@]}"; do alive "$n"; done
+  [ "$HELM" = 1 ] && wait_for helm-controller 60 curl -sf "http://127.0.0.1:$HC_HEALTH/readyz"
+  for n in "${want[@]}"; do alive "$n"; done
 
   cat >"$DIR/flux.env" <<EOF
 export FLUX_VERSION=$FLUX_VERSION
@@ -322,13 +366,26 @@ export FLUX_SOURCE_METRICS=http://127.0.0.1:$SC_METRICS
 export FLUX_KUSTOMIZE_HEALTH=http://127.0.0.1:$KC_HEALTH
 export FLUX_KUSTOMIZE_METRICS=http://127.0.0.1:$KC_METRICS
 EOF
+  if [ "$HELM" = 1 ]; then
+    cat >>"$DIR/flux.env" <<EOF
+export FLUX_HELM_CONTROLLER_VERSION=$FLUX_HELM_CONTROLLER_VERSION
+export FLUX_HELM_HEALTH=http://127.0.0.1:$HC_HEALTH
+export FLUX_HELM_METRICS=http://127.0.0.1:$HC_METRICS
+EOF
+  fi
   chmod 600 "$DIR/flux.env"
-  flog "Flux $FLUX_VERSION ready in $(elapsed): git http://127.0.0.1:$GIT_PORT, namespace $FLUX_NAMESPACE"
+  flog "Flux $FLUX_VERSION${build:+ with helm-controller $FLUX_HELM_CONTROLLER_VERSION} ready in $(elapsed): git http://127.0.0.1:$GIT_PORT, namespace $FLUX_NAMESPACE"
   echo "use it: source $DIR/flux.env; cluster/flux.sh --dir $DIR repo NAME"
 }
 
 case $cmd in
-  start) start_flux ;;
+  start)
+    case ${1:-} in
+      --helm) HELM=1 ;;
+      '') ;;
+      *) echo "start takes only --helm, got '$1'" >&2; exit 2 ;;
+    esac
+    start_flux ;;
   stop) stop_flux ;;
   repo) repo "${1:?repo NAME}" ;;
   *) echo "unknown command: $cmd (see --help)" >&2; exit 2 ;;
