@@ -19,7 +19,7 @@ test: build-cluster image
 	cargo test --all-targets --no-run
 	./cluster/with-cluster.sh -- sh -c 'cargo test --all-targets -- --skip apiserver_restart --skip real_node --skip gitops::gitops_ && cargo test --test rbac_audit -- --ignored --nocapture'
 	./cluster/with-cluster.sh -- cargo test --test cluster -- apiserver_restart
-	./cluster/with-cluster.sh -- sh -c './cluster/flux.sh start >/dev/null && ./cluster/argocd.sh start >/dev/null && . "$$HGO_CLUSTER_DIR/flux.env" && . "$$HGO_CLUSTER_DIR/argocd.env" && cargo test --test cluster -- gitops::gitops_'
+	./cluster/with-cluster.sh -- sh -c './cluster/flux.sh start --helm >/dev/null && ./cluster/argocd.sh start >/dev/null && . "$$HGO_CLUSTER_DIR/flux.env" && . "$$HGO_CLUSTER_DIR/argocd.env" && cargo test --test cluster -- gitops::gitops_'
 	HGO_REAL_NODES=2 HGO_NODE_IMAGES=$(CURDIR)/$(IMAGE_ARCHIVE) ./cluster/with-cluster.sh -- cargo test --test cluster -- real_node --nocapture
 
 ## Benchmark (not a test): the operator against the floor (a bare pod watch),

@@ -193,8 +193,11 @@ impl SyncHold {
     }
 }
 
-/// The commit of a Flux revision (`main@sha1:abc...`, or a bare sha).
+/// The commit of a revision: Flux's `main@sha1:abc...`, a HelmRelease's
+/// chart version from Git `0.1.0+abc...` (12 digits), or a bare sha.
 pub fn commit_of(revision: &str) -> Option<&str> {
-    let sha = revision.rsplit_once(':').map_or(revision, |(_, sha)| sha);
+    let sha = revision
+        .rsplit_once([':', '+'])
+        .map_or(revision, |(_, sha)| sha);
     (!sha.is_empty() && sha.chars().all(|c| c.is_ascii_hexdigit())).then_some(sha)
 }

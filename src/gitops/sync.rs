@@ -102,7 +102,17 @@ pub fn state_of(
         GitOpsKind::HelmRelease => text(&status["lastAttemptedRevision"]),
         _ => text(&status["lastAppliedRevision"]),
     };
-    let previous_revision = previous_revision(&status["history"], applied_revision.as_deref());
+    let previous_revision = match owner.kind {
+        // A HelmRelease's history is of Helm releases, newest first.
+        GitOpsKind::HelmRelease => status["history"].as_array().and_then(|history| {
+            history
+                .iter()
+                .filter_map(|release| release["chartVersion"].as_str())
+                .find(|version| Some(*version) != applied_revision.as_deref())
+                .map(str::to_owned)
+        }),
+        _ => previous_revision(&status["history"], applied_revision.as_deref()),
+    };
     let manages_target = match owner.kind {
         GitOpsKind::Kustomization => in_inventory(&status["inventory"], namespace, target),
         GitOpsKind::HelmRelease => {
@@ -203,12 +213,27 @@ fn application_state(
     }
 }
 
-/// Fills in the source's URL and current revision from its JSON.
+/// Fills in the source's URL and current revision from its JSON. A
+/// HelmRelease's chart from Git is versioned `VERSION+COMMIT` (its first
+/// 12 digits): the release of the source's own revision reads as that
+/// revision, so Git moving on is seen the same way as for a Kustomization.
 pub fn with_source(mut state: SyncState, source: &Value) -> SyncState {
+    let text = |value: &Value| value.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+    let revision = text(&source["status"]["artifact"]["revision"]);
     if let Some(found) = state.source.as_mut() {
-        let text = |value: &Value| value.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
         found.url = text(&source["spec"]["url"]);
-        found.revision = text(&source["status"]["artifact"]["revision"]);
+        found.revision = revision.clone();
+    }
+    if state.owner.kind == GitOpsKind::HelmRelease
+        && let (Some(applied), Some(revision)) = (&state.applied_revision, &revision)
+        && let (Some(chart), Some(commit)) = (
+            applied.rsplit_once('+').map(|(_, c)| c),
+            crate::crd::commit_of(revision),
+        )
+        && chart.len() >= 7
+        && commit.starts_with(chart)
+    {
+        state.applied_revision = Some(revision.clone());
     }
     state
 }
@@ -391,6 +416,30 @@ mod tests {
         let state = state_of(&owner, &release, "shop", &api());
         assert!(state.manages_target);
         assert_eq!(state.applied_revision.as_deref(), Some("1.4.0"));
+        // A chart from Git: its version names the commit.
+        let from_git = json!({
+            "metadata": {"name": "api", "namespace": "flux-system"},
+            "spec": {"targetNamespace": "shop",
+                     "chart": {"spec": {"sourceRef": {"kind": "GitRepository", "name": "apps"}}}},
+            "status": {"lastAttemptedRevision": "0.1.0+bbbbbbbbbbbb",
+                       "history": [{"chartVersion": "0.1.0+bbbbbbbbbbbb"}, {"chartVersion": "0.1.0+aaaaaaaaaaaa"}]}
+        });
+        let sourced = with_source(
+            state_of(&owner, &from_git, "shop", &api()),
+            &json!({"status": {"artifact": {"revision": format!("main@sha1:{}", "b".repeat(40))}}}),
+        );
+        assert_eq!(
+            sourced.applied_revision,
+            Some(format!("main@sha1:{}", "b".repeat(40)))
+        );
+        assert_eq!(
+            sourced.previous_revision.as_deref(),
+            Some("0.1.0+aaaaaaaaaaaa")
+        );
+        assert_eq!(
+            crate::crd::commit_of("0.1.0+aaaaaaaaaaaa"),
+            Some("aaaaaaaaaaaa")
+        );
         assert_eq!(
             state.source.unwrap().to_string(),
             "HelmRepository flux-system/charts"

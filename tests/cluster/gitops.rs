@@ -773,3 +773,184 @@ async fn gitops_argocd_a_rollback_turns_self_heal_off_until_git_moves_on() {
         None,
     );
 }
+
+/// A chart in Git at `./chart`: the Deployment `api` of 2, guarded, at
+/// `image`; `crashing` marks its pods for kwok's crash-loop stage.
+fn chart(image: &str, crashing: bool) -> Vec<(&'static str, String)> {
+    let template = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: api
+  labels: {guarded: "yes"}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata:
+      labels:
+        app: api
+        {{- if .Values.crashing }}
+        healing-guard.io/inject: crashloop
+        {{- end }}
+    spec:
+      containers:
+      - name: app
+        image: {{ .Values.image | quote }}
+"#;
+    vec![
+        (
+            "chart/Chart.yaml",
+            "apiVersion: v2\nname: api\nversion: 0.1.0\n".to_owned(),
+        ),
+        (
+            "chart/values.yaml",
+            format!("image: {image}\ncrashing: {crashing}\n"),
+        ),
+        ("chart/templates/deployment.yaml", template.to_owned()),
+    ]
+}
+
+impl Flux {
+    /// A GitRepository and a HelmRelease installing `./chart` into `ns`,
+    /// with drift detection on (Flux then undoes a change to what it
+    /// installed at its next reconcile, like a Kustomization); and the
+    /// remediator's grant on that HelmRelease.
+    fn helm_release(&self, ns: &str) {
+        let url = format!(
+            "{}/{}.git",
+            std::env::var("FLUX_GIT_URL").unwrap(),
+            self.name
+        );
+        let objects = json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+             "metadata": {"name": self.name, "namespace": "flux-system"},
+             "spec": {"interval": "10s", "timeout": "20s", "url": url, "ref": {"branch": "main"}}},
+            {"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+             "metadata": {"name": self.name, "namespace": "flux-system"},
+             "spec": {"interval": "10s", "timeout": "1m", "targetNamespace": ns,
+                      "driftDetection": {"mode": "enabled"},
+                      "chart": {"spec": {"chart": "./chart", "interval": "10s", "reconcileStrategy": "Revision",
+                                         "sourceRef": {"kind": "GitRepository", "name": self.name}}}}},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+             "metadata": {"name": format!("hold-{ns}"), "namespace": "flux-system"},
+             "rules": [
+                {"apiGroups": ["helm.toolkit.fluxcd.io"], "resources": ["helmreleases"],
+                 "resourceNames": [self.name], "verbs": ["get", "patch"]},
+                {"apiGroups": ["source.toolkit.fluxcd.io"], "resources": ["gitrepositories"],
+                 "resourceNames": [self.name], "verbs": ["get"]}
+             ]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+             "metadata": {"name": format!("hold-{ns}"), "namespace": "flux-system"},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": format!("hold-{ns}")},
+             "subjects": [{"kind": "ServiceAccount", "name": REMEDIATOR, "namespace": ns}]}
+        ]});
+        run("kubectl", &["apply", "-f", "-"], Some(&objects.to_string()));
+    }
+
+    fn helm_release_json(&self) -> serde_json::Value {
+        let out = run(
+            "kubectl",
+            &[
+                "-n",
+                "flux-system",
+                "get",
+                "helmrelease",
+                &self.name,
+                "-o",
+                "json",
+            ],
+            None,
+        );
+        serde_json::from_str(&out).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn gitops_helm_release_a_rollback_suspends_the_helm_release_until_git_moves_on() {
+    let client = client().await;
+    let ns = namespace(&client, "gitops-helm").await;
+    let _operator = Operator::start(&ns).await;
+    policy_with(
+        &client,
+        &ns,
+        crash_policy("Auto", json!([{"action": "rollback"}]), "90s"),
+    )
+    .await;
+    let flux = Flux::repository(&ns);
+    let good = flux.push("api 1", &chart("registry.local/api:1", false));
+    flux.helm_release(&ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    eventually_within(
+        "helm-controller to install the chart",
+        std::time::Duration::from_secs(90),
+        || {
+            let deployments = deployments.clone();
+            async move {
+                let deployment = deployments.get("api").await.ok()?;
+                (deployment.status.as_ref()?.available_replicas == Some(2)).then_some(())
+            }
+        },
+    )
+    .await;
+
+    let bad = flux.push(
+        "api 2: crashes at start-up",
+        &chart("registry.local/api:2", true),
+    );
+    let waiting = waiting_on_git(&client, &ns).await;
+    let status = waiting.status.unwrap();
+    let owner = GitOpsOwner {
+        kind: GitOpsKind::HelmRelease,
+        name: ns.clone(),
+        namespace: Some("flux-system".into()),
+    };
+    let hold = status.sync_holds.last().unwrap();
+    assert_eq!(hold.owner, owner);
+    // The chart version names the commit; the hold names Git's revision.
+    assert_eq!(hold.bad_revision.as_deref(), Some(bad.as_str()), "{hold:?}");
+    let good_commit = good.rsplit_once(':').unwrap().1;
+    assert!(
+        hold.good_revision
+            .as_deref()
+            .is_some_and(|r| good_commit.starts_with(r.rsplit_once('+').unwrap().1)),
+        "{hold:?}"
+    );
+    assert!(
+        status.steps[0]
+            .changes
+            .iter()
+            .any(|c| c.starts_with(&format!(
+                "suspended HelmRelease flux-system/{ns} from GitRepository flux-system/{ns}"
+            ))),
+        "{:?}",
+        status.steps[0].changes
+    );
+    assert_eq!(flux.helm_release_json()["spec"]["suspend"], json!(true));
+
+    // Three intervals (10 s) with drift detection on: the rollback stands.
+    tokio::time::sleep(std::time::Duration::from_secs(35)).await;
+    assert_eq!(
+        release_of(&deployments).await,
+        ("registry.local/api:1".to_owned(), false)
+    );
+
+    let fix = flux.push("api 3: the fix", &chart("registry.local/api:3", false));
+    let resolved = resolved_after_the_fix(&client, &ns).await;
+    let status = resolved.status.unwrap();
+    let hold = status.sync_holds.last().unwrap();
+    assert_eq!(hold.release.as_deref(), Some(fix.as_str()), "{hold:?}");
+    assert!(hold.verified_at.is_some(), "{hold:?}");
+    assert_eq!(status.steps.len(), 1, "{:?}", status.steps);
+    assert_eq!(
+        release_of(&deployments).await,
+        ("registry.local/api:3".to_owned(), false)
+    );
+    assert_ne!(flux.helm_release_json()["spec"]["suspend"], json!(true));
+    for kind in ["helmrelease", "gitrepository"] {
+        run(
+            "kubectl",
+            &["-n", "flux-system", "delete", kind, &ns, "--wait=false"],
+            None,
+        );
+    }
+}
