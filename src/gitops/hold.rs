@@ -15,6 +15,9 @@ pub enum HoldPlan {
     Suspend(Box<SyncState>),
     /// Already held by this incident: the change is made under that hold.
     Held,
+    /// Held by this incident, and a reconcile it began before is still
+    /// under way: the change waits until it ends.
+    HeldBusy,
     /// Not suspended, and why, for the ledger.
     Unheld(String),
     /// The step is not made: it needs a hold it cannot have.
@@ -52,7 +55,11 @@ pub fn plan(
         Some(SyncRead::Read(state))
             if state.suspended && state.held_by.as_deref() == Some(holder) =>
         {
-            HoldPlan::Held
+            if state.busy {
+                HoldPlan::HeldBusy
+            } else {
+                HoldPlan::Held
+            }
         }
         Some(SyncRead::Read(state)) if state.suspended => HoldPlan::Unheld(match &state.held_by {
             Some(other) => {
@@ -209,6 +216,7 @@ mod tests {
             previous_revision: Some("main@sha1:aaaa".into()),
             manages_target: true,
             source_unread: None,
+            busy: false,
             source: Some(Source {
                 kind: "GitRepository".into(),
                 name: "apps".into(),

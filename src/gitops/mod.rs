@@ -9,4 +9,10 @@ pub mod smart_http;
 pub mod sync;
 
 pub use owner::owner_of;
+
+/// How often a held GitOps object still reconciling is looked at before
+/// the step's change is made.
+pub const BUSY_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a step waits for a reconcile begun before its hold to end.
+pub const BUSY_LIMIT: std::time::Duration = std::time::Duration::from_secs(180);
 pub use sync::{SyncRead, SyncState};

@@ -43,6 +43,10 @@ pub struct SyncState {
     pub source: Option<Source>,
     /// Why the source could not be read (where Git is now is unknown).
     pub source_unread: Option<String>,
+    /// A reconcile is under way (Flux's `Reconciling` condition, an Argo CD
+    /// sync operation running): suspending does not stop it, and it may
+    /// still undo a change made now.
+    pub busy: bool,
 }
 
 /// The source a GitOps object applies from.
@@ -148,7 +152,17 @@ pub fn state_of(
         manages_target,
         source,
         source_unread: None,
+        busy: condition_true(status, "Reconciling"),
     }
+}
+
+/// Whether a Flux object's condition of that type is True.
+fn condition_true(status: &Value, kind: &str) -> bool {
+    status["conditions"].as_array().is_some_and(|conditions| {
+        conditions
+            .iter()
+            .any(|c| c["type"].as_str() == Some(kind) && c["status"].as_str() == Some("True"))
+    })
 }
 
 /// The plural resource name of a Flux source kind (`GitRepository` ->
@@ -210,6 +224,7 @@ fn application_state(
         manages_target,
         source,
         source_unread: None,
+        busy: status["operationState"]["phase"].as_str() == Some("Running"),
     }
 }
 

@@ -497,6 +497,7 @@ fn follow_up(decision: &mut Decision, ladder: &Ladder, seen: &Observation) -> bo
         then: None,
         hold: None,
         notes: Vec::new(),
+        hold_only: false,
     });
     decision.requeue_within(AFTER_CHANGE);
     true

@@ -77,6 +77,10 @@ pub struct Effect {
     pub hold: Option<crate::gitops::SyncState>,
     /// Lines for the ledger decided with the change (why a sync was not held).
     pub notes: Vec<String>,
+    /// Only the hold, this pass: the change follows once the GitOps
+    /// controller has no reconcile under way (one begun before the
+    /// suspension could still undo it).
+    pub hold_only: bool,
 }
 
 /// What one reconcile should do.
@@ -120,6 +124,7 @@ impl Decision {
             then: Some(then),
             hold: None,
             notes: Vec::new(),
+            hold_only: false,
         });
         self.requeue_within(AFTER_CHANGE);
     }

@@ -89,7 +89,11 @@ async fn reconcile_once(incident: &Arc<Incident>, ctx: &Context) -> Result<Pass,
                 base = finalizer::hold(ctx, &base, true).await?;
             }
             // A change nothing in the cluster will show is marked first.
-            if effect.planned.change.marked_before() && !effect.dry_run && !effect.follow_up {
+            if effect.planned.change.marked_before()
+                && !effect.dry_run
+                && !effect.follow_up
+                && !effect.hold_only
+            {
                 if let Some(record) = decision.status.steps.get_mut(effect.entry) {
                     record.applying_since = Some(Time(seen.now));
                 }

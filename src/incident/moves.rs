@@ -257,8 +257,20 @@ impl Step<'_> {
             }
             HoldPlan::Suspend(state) => (Some(*state), Vec::new()),
             HoldPlan::Unheld(why) => (None, vec![why]),
-            HoldPlan::Refuse(_) | HoldPlan::Held | HoldPlan::NotNeeded => (None, Vec::new()),
+            HoldPlan::HeldBusy if planned.is_ok() => match self.busy_for_too_long(decision) {
+                Some(line) => (None, vec![line]),
+                None => {
+                    decision.requeue_within(gitops::BUSY_POLL);
+                    return;
+                }
+            },
+            HoldPlan::Refuse(_) | HoldPlan::HeldBusy | HoldPlan::Held | HoldPlan::NotNeeded => {
+                (None, Vec::new())
+            }
         };
+        // A real hold is made first, alone; the change follows once the
+        // GitOps controller is quiet. A dry run checks both at once.
+        let hold_only = hold.is_some() && rung.mode != Mode::DryRun;
         match planned {
             Ok(planned) => {
                 if rung.mode != Mode::DryRun
@@ -275,6 +287,7 @@ impl Step<'_> {
                     then: None,
                     hold,
                     notes,
+                    hold_only,
                 });
             }
             Err(refusal) if refusal.is_moot() => {
@@ -283,6 +296,21 @@ impl Step<'_> {
             }
             Err(refusal) => refuse(decision, entry, &refusal, &self.now),
         }
+    }
+
+    /// The GitOps controller has been reconciling since the hold began for
+    /// longer than it may: the change is made anyway, and its line says so.
+    fn busy_for_too_long(&self, decision: &Decision) -> Option<String> {
+        let hold = decision.status.current_hold()?;
+        let since = hold.suspended_at.0;
+        let limit = since.checked_add(gitops::BUSY_LIMIT).unwrap_or(since);
+        (self.now.0 >= limit).then(|| {
+            format!(
+                "{} was still reconciling {} after it was suspended: changed anyway",
+                hold.owner,
+                crate::crd::duration::spoken(gitops::BUSY_LIMIT)
+            )
+        })
     }
 
     /// Starts a restoreData step: the writers' replicas recorded, the

@@ -101,6 +101,17 @@ pub fn settle(
         decision.note(&now_time, false, "RestoreProgress", message);
         return decision;
     }
+    if effect.hold_only {
+        // The hold alone: its line in the step's entry; the step stays
+        // Pending, its change made once the GitOps controller is quiet.
+        record.changes.extend(lines);
+        if let Some(held) = &effect.hold {
+            let step = record.id.clone();
+            super::sync_hold::begin(&mut decision, incident, held, step, &now_time);
+        }
+        decision.requeue_within(crate::gitops::BUSY_POLL);
+        return decision;
+    }
     if effect.follow_up {
         // A refusal repeated batch after batch is said once.
         for line in lines {
@@ -120,7 +131,13 @@ pub fn settle(
             }))
             .collect()
     } else {
-        std::iter::once(summary.clone()).chain(lines).collect()
+        // The hold made before it (its own pass) keeps its line first.
+        std::mem::take(&mut record.changes)
+            .into_iter()
+            .filter(|line| line.starts_with(super::act::SUSPENDED))
+            .chain(std::iter::once(summary.clone()))
+            .chain(lines)
+            .collect()
     };
     record.started_at = Some(now_time.clone());
     let name = record.name.clone();
@@ -150,9 +167,5 @@ pub fn settle(
         format!("step {name} applied: {summary}")
     };
     decision.note(&now_time, false, "StepApplied", message);
-    if let Some(held) = effect.hold.as_ref().filter(|_| !effect.dry_run) {
-        let step = decision.status.steps[effect.entry].id.clone();
-        super::sync_hold::begin(&mut decision, incident, held, step, &now_time);
-    }
     decision
 }

@@ -25,6 +25,7 @@ fn flux(suspended: bool, git_at: &str, applied: &str) -> SyncRead {
         previous_revision: Some("main@sha1:aaaa".into()),
         manages_target: true,
         source_unread: None,
+        busy: false,
         source: Some(Source {
             kind: "GitRepository".into(),
             name: "apps".into(),
@@ -82,21 +83,46 @@ fn a_rollback_of_a_flux_target_suspends_its_kustomization_in_the_same_entry() {
     ));
     let (incident, seen) = world.at("2026-01-01T00:00:06Z");
     let decision = decide(&incident, &seen);
-    let effect = decision.effect.clone().expect("the rollback runs");
+    let effect = decision.effect.clone().expect("the hold is made");
     assert_eq!(effect.hold.map(|h| h.owner), Some(owner()));
-    let applied = crate::incident::settle::settle(
+    assert!(effect.hold_only, "the hold first, alone");
+    let held = crate::incident::settle::settle(
         decision,
         vec!["suspended ...".into()],
         &incident,
         seen.now,
     );
-    let hold = applied.status.sync_holds.last().expect("the hold recorded");
+    let hold = held.status.sync_holds.last().expect("the hold recorded");
     assert_eq!(hold.bad_revision.as_deref(), Some("main@sha1:bbbb"));
-    assert_eq!(hold.step, last_step(&applied).id);
+    assert_eq!(hold.step, last_step(&held).id);
     assert_eq!(
-        gitops_condition(&applied),
+        last_step(&held).result,
+        StepResult::Pending,
+        "the change not made yet"
+    );
+    assert_eq!(
+        gitops_condition(&held),
         Some(("True".into(), "Suspended".into()))
     );
+
+    // Next pass: held by this incident and quiet: the change, in the same entry.
+    let incident = after(incident, &held);
+    let quiet = world
+        .clone()
+        .reconciled_by(flux(true, "main@sha1:bbbb", "main@sha1:bbbb"));
+    let seen = quiet.seen_at("2026-01-01T00:00:07Z");
+    let decision = decide(&incident, &seen);
+    let effect = decision.effect.clone().expect("the rollback runs");
+    assert!(effect.hold.is_none() && !effect.hold_only);
+    let applied = crate::incident::settle::settle(decision, vec![], &incident, seen.now);
+    let step = last_step(&applied);
+    assert_eq!(step.result, StepResult::Verifying);
+    assert_eq!(
+        step.changes[0], "suspended ...",
+        "the hold's line first: {:?}",
+        step.changes
+    );
+    assert_eq!(applied.status.sync_holds.len(), 1);
 
     // Ignore: the same rollback, nothing held.
     let ignore = world.gitops("Ignore");
