@@ -10,6 +10,16 @@ pub mod sync;
 
 pub use owner::owner_of;
 
+/// How a hold's line begins in a step's ledger entry: it changed the
+/// GitOps object, not the target (the safety limits do not count it as
+/// the step's change), and it is kept first when the change follows.
+pub const HOLD_LINE: &str = "suspended ";
+
+/// Whether a ledger line is a hold's.
+pub fn is_hold_line(line: &str) -> bool {
+    line.starts_with(HOLD_LINE)
+}
+
 /// How often a held GitOps object still reconciling is looked at before
 /// the step's change is made.
 pub const BUSY_POLL: std::time::Duration = std::time::Duration::from_secs(2);

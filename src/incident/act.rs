@@ -14,9 +14,6 @@ use crate::{
 /// How a dry run's hold line begins: kept in the ledger with the dry run's
 /// own line (what a real run would also have held).
 pub const WOULD_SUSPEND: &str = "dry run: would suspend ";
-/// How a hold's line begins in the ledger: kept first when the change
-/// follows in a later pass.
-pub const SUSPENDED: &str = "suspended ";
 
 /// Whose hold a suspension is: the incident (`namespace/name`) and its step.
 #[derive(Clone, Copy, Debug)]
@@ -176,6 +173,9 @@ async fn suspend(
     Ok(vec![if effect.dry_run {
         format!("{WOULD_SUSPEND}{held}{how} so that Git does not undo this step")
     } else {
-        format!("{SUSPENDED}{held}{how} so that Git does not undo this step; undo: {undo}")
+        format!(
+            "{}{held}{how} so that Git does not undo this step; undo: {undo}",
+            crate::gitops::HOLD_LINE
+        )
     }])
 }

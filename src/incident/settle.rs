@@ -134,7 +134,7 @@ pub fn settle(
         // The hold made before it (its own pass) keeps its line first.
         std::mem::take(&mut record.changes)
             .into_iter()
-            .filter(|line| line.starts_with(super::act::SUSPENDED))
+            .filter(|line| crate::gitops::is_hold_line(line))
             .chain(std::iter::once(summary.clone()))
             .chain(lines)
             .collect()

@@ -30,7 +30,12 @@ where
             let status = incident.borrow().status.as_ref();
             status.map(|s| s.steps.clone()).unwrap_or_default()
         })
-        .filter(|step| !step.changes.is_empty() && step.result != StepResult::DryRun)
+        // A Pending step with only its GitOps hold's line has not changed
+        // the target yet: it counts as about to run (below).
+        .filter(|step| {
+            step.changes.iter().any(|c| !crate::gitops::is_hold_line(c))
+                && step.result != StepResult::DryRun
+        })
         .filter_map(|step| {
             Some(AppliedStep {
                 started: step.started_at.as_ref()?.0,
@@ -56,7 +61,10 @@ where
             let status = incident.borrow().status.as_ref();
             status.map(|s| s.steps.clone()).unwrap_or_default()
         })
-        .filter(|step| step.result == StepResult::Pending && step.changes.is_empty())
+        .filter(|step| {
+            step.result == StepResult::Pending
+                && step.changes.iter().all(|c| crate::gitops::is_hold_line(c))
+        })
         .filter_map(|step| {
             Some(AppliedStep {
                 started: step.started_at.as_ref()?.0,
@@ -256,5 +264,21 @@ mod tests {
             "already below the floor: acting can only help"
         );
         assert!(keeps_min_ready(5, 0, 5));
+    }
+
+    #[test]
+    fn a_step_with_only_its_gitops_hold_made_is_about_to_run_not_applied() {
+        let incident: Incident = serde_json::from_value(serde_json::json!({
+            "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
+            "metadata": {"name": "a", "namespace": "n"},
+            "spec": {"title": "t", "severity": "P1", "type": "ServiceOutage",
+                     "target": {"kind": "Deployment", "name": "api"}},
+            "status": {"steps": [{"id": "s", "name": "rollback", "action": "rollback", "attempt": 1,
+                                  "result": "Pending", "startedAt": "2026-01-01T00:00:00Z",
+                                  "changes": ["suspended Kustomization flux-system/apps ..."]}]}
+        }))
+        .unwrap();
+        assert!(applied_steps([&incident]).is_empty());
+        assert_eq!(pending_steps([&incident]).len(), 1);
     }
 }
