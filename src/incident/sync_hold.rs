@@ -195,16 +195,24 @@ fn verify_release(
     let now = Time(seen.now);
     let timing = ladder.default_timing;
     let hold = decision.status.sync_holds[index].clone();
+    // Applied: the GitOps controller names the release as applied and has
+    // no reconcile under way (helm-controller names it as it begins).
     let applied = match (&seen.sync, &hold.release) {
         (Some(SyncRead::Read(state)), Some(release)) => {
-            state.applied_revision.as_ref() == Some(release)
+            state.applied_revision.as_ref() == Some(release) && !state.busy
         }
         // Where Git is was not known when it was lifted: what is applied counts.
         _ => true,
     };
+    // A rollout under way is neither healthy nor a failure yet.
+    let rolling = seen
+        .workload
+        .as_ref()
+        .is_some_and(|w| !w.rollout_complete());
     let resumed_at = hold.resumed_at.as_ref().map_or(seen.now, |t| t.0);
     let release = hold.release.as_deref().unwrap_or("its latest revision");
-    let failed = match (applied && health == Health::Healthy, &hold.healthy_since) {
+    let settled = applied && !rolling;
+    let failed = match (settled && health == Health::Healthy, &hold.healthy_since) {
         (true, None) => {
             decision.status.sync_holds[index].healthy_since = Some(now.clone());
             decision.requeue_within(timing.hold_down);
@@ -228,8 +236,8 @@ fn verify_release(
             );
             None
         }
-        (false, Some(_)) => Some("it turned unhealthy during the hold-down".to_owned()),
-        (false, None) => {
+        (false, Some(_)) if settled => Some("it turned unhealthy during the hold-down".to_owned()),
+        (false, _) => {
             let deadline = resumed_at.checked_add(timing.timeout).unwrap_or(resumed_at);
             if seen.now >= deadline {
                 Some(if applied {

@@ -408,3 +408,32 @@ fn a_revert_branch_is_asked_for_once_per_hold_when_the_policy_opts_in() {
     let (incident, seen) = plain.at("2026-01-01T00:02:00Z");
     assert_eq!(decide(&incident, &seen).revert, None);
 }
+
+#[test]
+fn a_release_still_rolling_out_or_still_being_applied_is_not_yet_judged() {
+    // Healthy once (the old pods, as helm-controller named the release it
+    // began to apply), then the new release rolls out: not a failure.
+    let world = waiting_on_git()
+        .holding(|hold| {
+            hold.resumed_at = Some(Time(at("2026-01-01T00:05:00Z")));
+            hold.release = Some("main@sha1:cccc".into());
+            hold.healthy_since = Some(Time(at("2026-01-01T00:05:01Z")));
+        })
+        .target(api(false, json!({})))
+        .reconciled_by(flux(false, "main@sha1:cccc", "main@sha1:cccc"));
+    let (incident, seen) = world.at("2026-01-01T00:05:10Z");
+    let rolling = decide(&incident, &seen);
+    let hold = rolling.status.sync_holds.last().unwrap();
+    assert_eq!(hold.failed_at, None, "{hold:?}");
+    assert_ne!(rolling.status.phase, Some(Phase::Resolved));
+    // Still being applied (a reconcile under way): not yet either.
+    let mut busy = flux(false, "main@sha1:cccc", "main@sha1:cccc");
+    if let SyncRead::Read(state) = &mut busy {
+        state.busy = true;
+    }
+    let world = world.ready().reconciled_by(busy);
+    let (incident, seen) = world.at("2026-01-01T00:05:10Z");
+    let applying = decide(&incident, &seen);
+    assert_eq!(applying.status.sync_holds.last().unwrap().failed_at, None);
+    assert_ne!(applying.status.phase, Some(Phase::Resolved));
+}
