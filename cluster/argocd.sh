@@ -46,6 +46,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/versions.sh"
+source "$here/processes.sh"
 source "$here/flux/versions.sh"   # FLUX_BIN: where the Git server is built
 ARGOCD_VERSION=$(sed -n 's/^ARGOCD_VERSION=\${ARGOCD_VERSION:-\(.*\)}$/\1/p' "$here/argocd-build.sh")
 ARGOCD_VERSION=${HGO_ARGOCD_VERSION:-$ARGOCD_VERSION}
@@ -77,73 +78,9 @@ NAMES=(argocd-git-server argocd-redis argocd-repo-server argocd-application-cont
 
 alog() { printf '[argocd] %s\n' "$*" >&2; }
 
-# ours PID BINARY: the process exists and runs BINARY (as down.sh checks it)
-ours() {
-  local exe
-  exe=$(readlink "/proc/$1/exe" 2>/dev/null) || return 1
-  [ "${exe% (deleted)}" = "$2" ]
-}
-# running NAME: its pid from DIR/pids, if it still runs its binary
-running() {
-  local pid name bin
-  [ -f "$DIR/pids" ] || return 1
-  while read -r pid name bin; do
-    [ "$name" = "$1" ] && ours "$pid" "$bin" && { echo "$pid"; return 0; }
-  done <"$DIR/pids"
-  return 1
-}
+stop_argocd() { stop_processes alog argocd.env "${NAMES[@]}"; }
 
-stop_argocd() {
-  [ -f "$DIR/pids" ] || return 0
-  local pid name bin left=0 deadline n
-  # Reverse start order: controller, repo-server, Redis, Git server.
-  for (( n=${#NAMES[@]}-1; n>=0; n-- )); do
-    while read -r pid name bin; do
-      [ "$name" = "${NAMES[n]}" ] || continue
-      ours "$pid" "$bin" || continue
-      kill -TERM "$pid" 2>/dev/null || true
-      deadline=$(( $(date +%s) + GRACE ))
-      while ours "$pid" "$bin"; do
-        if [ "$(date +%s)" -ge "$deadline" ]; then
-          alog "$name (pid $pid) still running ${GRACE}s after TERM; sending KILL"
-          kill -KILL "$pid" 2>/dev/null || true
-          sleep 0.2
-          break
-        fi
-        sleep 0.1
-      done
-      if ours "$pid" "$bin"; then left=1; else alog "stopped $name (pid $pid)"; fi
-    done <"$DIR/pids"
-  done
-  # Drop their lines (keep any that still run).
-  local keep=$DIR/pids.argocd.tmp
-  : >"$keep"
-  while read -r pid name bin; do
-    [ -n "${pid:-}" ] || continue
-    case " ${NAMES[*]} " in
-      *" $name "*) ours "$pid" "$bin" || continue ;;
-    esac
-    echo "$pid $name $bin" >>"$keep"
-  done <"$DIR/pids"
-  mv "$keep" "$DIR/pids"
-  rm -f "$DIR/argocd.env"
-  return "$left"
-}
-
-repo() { # NAME: the bare repository DIR/git/NAME.git, branch main
-  local name=${1%.git}
-  case $name in ''|*/*|.*) echo "repo wants a plain name, got '$1'" >&2; return 2 ;; esac
-  mkdir -p "$DIR/git"
-  if [ ! -d "$DIR/git/$name.git" ]; then
-    git init --quiet --bare --initial-branch=main "$DIR/git/$name.git"
-  fi
-  if [ -f "$DIR/argocd.env" ]; then
-    # shellcheck disable=SC1091
-    (source "$DIR/argocd.env" && echo "$ARGOCD_GIT_URL/$name.git")
-  else
-    echo "$DIR/git/$name.git"
-  fi
-}
+repo() { bare_repo "$1" argocd.env ARGOCD_GIT_URL; } # NAME: DIR/git/NAME.git, branch main
 
 start_argocd() {
   local t0; t0=$(date +%s.%N)

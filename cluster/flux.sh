@@ -54,6 +54,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/versions.sh"
+source "$here/processes.sh"
 source "$here/flux/versions.sh"
 source "$here/flux/helm/versions.sh"
 
@@ -79,73 +80,9 @@ HELM=${HGO_FLUX_HELM:-0}
 
 flog() { printf '[flux] %s\n' "$*" >&2; }
 
-# ours PID BINARY: the process exists and runs BINARY (as down.sh checks it)
-ours() {
-  local exe
-  exe=$(readlink "/proc/$1/exe" 2>/dev/null) || return 1
-  [ "${exe% (deleted)}" = "$2" ]
-}
-# running NAME: its pid from DIR/pids, if it still runs its binary
-running() {
-  local pid name bin
-  [ -f "$DIR/pids" ] || return 1
-  while read -r pid name bin; do
-    [ "$name" = "$1" ] && ours "$pid" "$bin" && { echo "$pid"; return 0; }
-  done <"$DIR/pids"
-  return 1
-}
+stop_flux() { stop_processes flog flux.env "${NAMES[@]}"; }
 
-stop_flux() {
-  [ -f "$DIR/pids" ] || return 0
-  local pid name bin left=0 deadline n
-  # Reverse start order: helm-controller, kustomize-controller, source-controller, git server.
-  for (( n=${#NAMES[@]}-1; n>=0; n-- )); do
-    while read -r pid name bin; do
-      [ "$name" = "${NAMES[n]}" ] || continue
-      ours "$pid" "$bin" || continue
-      kill -TERM "$pid" 2>/dev/null || true
-      deadline=$(( $(date +%s) + GRACE ))
-      while ours "$pid" "$bin"; do
-        if [ "$(date +%s)" -ge "$deadline" ]; then
-          flog "$name (pid $pid) still running ${GRACE}s after TERM; sending KILL"
-          kill -KILL "$pid" 2>/dev/null || true
-          sleep 0.2
-          break
-        fi
-        sleep 0.1
-      done
-      if ours "$pid" "$bin"; then left=1; else flog "stopped $name (pid $pid)"; fi
-    done <"$DIR/pids"
-  done
-  # Drop their lines (keep any that still run).
-  local keep=$DIR/pids.flux.tmp
-  : >"$keep"
-  while read -r pid name bin; do
-    [ -n "${pid:-}" ] || continue
-    case " ${NAMES[*]} " in
-      *" $name "*) ours "$pid" "$bin" || continue ;;
-    esac
-    echo "$pid $name $bin" >>"$keep"
-  done <"$DIR/pids"
-  mv "$keep" "$DIR/pids"
-  rm -f "$DIR/flux.env"
-  return "$left"
-}
-
-repo() { # NAME: the bare repository DIR/git/NAME.git, branch main
-  local name=${1%.git}
-  case $name in ''|*/*|.*) echo "repo wants a plain name, got '$1'" >&2; return 2 ;; esac
-  mkdir -p "$DIR/git"
-  if [ ! -d "$DIR/git/$name.git" ]; then
-    git init --quiet --bare --initial-branch=main "$DIR/git/$name.git"
-  fi
-  if [ -f "$DIR/flux.env" ]; then
-    # shellcheck disable=SC1091
-    (source "$DIR/flux.env" && echo "$FLUX_GIT_URL/$name.git")
-  else
-    echo "$DIR/git/$name.git"
-  fi
-}
+repo() { bare_repo "$1" flux.env FLUX_GIT_URL; } # NAME: DIR/git/NAME.git, branch main
 
 start_flux() {
   local t0; t0=$(date +%s.%N)

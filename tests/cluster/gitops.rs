@@ -106,21 +106,16 @@ impl Flux {
     /// remediator in flux-system: get and patch on this one Kustomization,
     /// get on its GitRepository (docs/security.md shows the same Role).
     fn grant_hold(&self, ns: &str) {
-        let grant = json!({"apiVersion": "v1", "kind": "List", "items": [
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-             "metadata": {"name": format!("hold-{ns}"), "namespace": "flux-system"},
-             "rules": [
+        grant_remediator(
+            ns,
+            "flux-system",
+            json!([
                 {"apiGroups": ["kustomize.toolkit.fluxcd.io"], "resources": ["kustomizations"],
                  "resourceNames": [self.name], "verbs": ["get", "patch"]},
                 {"apiGroups": ["source.toolkit.fluxcd.io"], "resources": ["gitrepositories"],
                  "resourceNames": [self.name], "verbs": ["get"]}
-             ]},
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-             "metadata": {"name": format!("hold-{ns}"), "namespace": "flux-system"},
-             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": format!("hold-{ns}")},
-             "subjects": [{"kind": "ServiceAccount", "name": REMEDIATOR, "namespace": ns}]}
-        ]});
-        run("kubectl", &["apply", "-f", "-"], Some(&grant.to_string()));
+            ]),
+        );
     }
 
     /// The Kustomization as JSON.
@@ -157,6 +152,22 @@ impl Flux {
             );
         }
     }
+}
+
+/// What a GitOps object's owner grants the test namespace's remediator
+/// in the object's namespace: a Role of `rules` (limited by name), bound to
+/// it (docs/security.md shows the same).
+fn grant_remediator(ns: &str, namespace: &str, rules: serde_json::Value) {
+    let grant = json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": format!("hold-{ns}"), "namespace": namespace},
+         "rules": rules},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": format!("hold-{ns}"), "namespace": namespace},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": format!("hold-{ns}")},
+         "subjects": [{"kind": "ServiceAccount", "name": REMEDIATOR, "namespace": ns}]}
+    ]});
+    run("kubectl", &["apply", "-f", "-"], Some(&grant.to_string()));
 }
 
 /// The app's manifests: a Deployment `api` of 2 in `ns`, guarded, at `image`;
@@ -641,17 +652,15 @@ fn argo_application(flux: &Flux, ns: &str) {
                   "source": {"repoURL": url, "targetRevision": "main", "path": "app",
                              "directory": {"include": "deployment.yaml"}},
                   "destination": {"server": "https://kubernetes.default.svc", "namespace": ns},
-                  "syncPolicy": {"automated": {"prune": true, "selfHeal": true}}}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-         "metadata": {"name": format!("hold-{ns}"), "namespace": "argocd"},
-         "rules": [{"apiGroups": ["argoproj.io"], "resources": ["applications"],
-                    "resourceNames": [ns], "verbs": ["get", "patch"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-         "metadata": {"name": format!("hold-{ns}"), "namespace": "argocd"},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": format!("hold-{ns}")},
-         "subjects": [{"kind": "ServiceAccount", "name": REMEDIATOR, "namespace": ns}]}
+                  "syncPolicy": {"automated": {"prune": true, "selfHeal": true}}}}
     ]});
     run("kubectl", &["apply", "-f", "-"], Some(&objects.to_string()));
+    grant_remediator(
+        ns,
+        "argocd",
+        json!([{"apiGroups": ["argoproj.io"], "resources": ["applications"],
+                "resourceNames": [ns], "verbs": ["get", "patch"]}]),
+    );
 }
 
 fn application(ns: &str) -> serde_json::Value {
@@ -830,21 +839,19 @@ impl Flux {
              "spec": {"interval": "10s", "timeout": "1m", "targetNamespace": ns,
                       "driftDetection": {"mode": "enabled"},
                       "chart": {"spec": {"chart": "./chart", "interval": "10s", "reconcileStrategy": "Revision",
-                                         "sourceRef": {"kind": "GitRepository", "name": self.name}}}}},
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-             "metadata": {"name": format!("hold-{ns}"), "namespace": "flux-system"},
-             "rules": [
+                                         "sourceRef": {"kind": "GitRepository", "name": self.name}}}}}
+        ]});
+        run("kubectl", &["apply", "-f", "-"], Some(&objects.to_string()));
+        grant_remediator(
+            ns,
+            "flux-system",
+            json!([
                 {"apiGroups": ["helm.toolkit.fluxcd.io"], "resources": ["helmreleases"],
                  "resourceNames": [self.name], "verbs": ["get", "patch"]},
                 {"apiGroups": ["source.toolkit.fluxcd.io"], "resources": ["gitrepositories"],
                  "resourceNames": [self.name], "verbs": ["get"]}
-             ]},
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-             "metadata": {"name": format!("hold-{ns}"), "namespace": "flux-system"},
-             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": format!("hold-{ns}")},
-             "subjects": [{"kind": "ServiceAccount", "name": REMEDIATOR, "namespace": ns}]}
-        ]});
-        run("kubectl", &["apply", "-f", "-"], Some(&objects.to_string()));
+            ]),
+        );
     }
 
     fn helm_release_json(&self) -> serde_json::Value {
