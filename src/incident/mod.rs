@@ -21,13 +21,15 @@ pub mod record;
 pub mod settle;
 pub mod sync_hold;
 pub mod wind_down;
+pub mod world;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{ResourceExt, runtime::controller::Action};
 use tracing::instrument;
 
+use self::world::World;
 use crate::context::Context;
 use crate::crd::Incident;
 use crate::reconcile::{Error, retry};
@@ -45,29 +47,42 @@ const MAX_PASSES: usize = 3;
 #[instrument(skip_all, fields(incident = %incident.name_any(), namespace = incident.namespace().unwrap_or_default()))]
 pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.count_and_time(CONTROLLER);
+    Ok(match reconcile_in(ctx.as_ref(), incident).await? {
+        Some(wait) => Action::requeue(wait),
+        None => Action::await_change(),
+    })
+}
+
+/// One reconcile of an incident in `world`: the live cluster or a
+/// simulated one. Returns when to look again unless something changes.
+pub async fn reconcile_in<W: World>(
+    world: &W,
+    incident: Arc<Incident>,
+) -> Result<Option<Duration>, Error> {
     let mut incident = incident;
     let mut pass = 1;
     loop {
-        let outcome = reconcile_once(&incident, &ctx).await?;
+        let outcome = reconcile_once(&incident, world).await?;
         match outcome.go_on {
             Some(saved) if pass < MAX_PASSES => {
                 incident = saved;
                 pass += 1;
             }
-            _ => return Ok(outcome.action),
+            _ => return Ok(outcome.requeue),
         }
     }
 }
 
 /// How one pass ended.
 struct Pass {
-    action: Action,
+    /// When to look again, unless something changes first.
+    requeue: Option<Duration>,
     /// The incident as saved, when the next move follows at once.
     go_on: Option<Arc<Incident>>,
 }
 
-async fn reconcile_once(incident: &Arc<Incident>, ctx: &Context) -> Result<Pass, Error> {
-    let seen = observe::observe(ctx, incident).await?;
+async fn reconcile_once<W: World>(incident: &Arc<Incident>, world: &W) -> Result<Pass, Error> {
+    let seen = observe::observe(world, incident).await?;
     let mut decision = decide::decide(incident, &seen);
     let key = retry::backoff_key(CONTROLLER, incident.as_ref());
     let mut backing_off = None;
@@ -79,14 +94,14 @@ async fn reconcile_once(incident: &Arc<Incident>, ctx: &Context) -> Result<Pass,
     if let (Some(effect), Some(workload)) = (&decision.effect, &seen.workload) {
         // After a failure, the change waits out its backoff, whatever else
         // (a status echo, a workload update) triggered this reconcile.
-        if let Some(wait) = ctx.backoffs.wait_left(&key) {
+        if let Some(wait) = world.backoff_left(&key) {
             decision.effect = None;
             backing_off = Some(wait);
         } else {
             // A restore may take its writers down: the incident holds its
             // own deletion first, so a deletion winds the restore down.
             if wind_down::holds_writers(&decision.status) {
-                base = finalizer::hold(ctx, &base, true).await?;
+                base = world.hold_finalizer(&base, true).await?;
             }
             // A change nothing in the cluster will show is marked first.
             if effect.planned.change.marked_before()
@@ -97,7 +112,7 @@ async fn reconcile_once(incident: &Arc<Incident>, ctx: &Context) -> Result<Pass,
                 if let Some(record) = decision.status.steps.get_mut(effect.entry) {
                     record.applying_since = Some(Time(seen.now));
                 }
-                base = record::mark(ctx, &base, &decision.status).await?;
+                base = world.mark(&base, &decision.status).await?;
             }
             let account = seen
                 .policy
@@ -118,9 +133,9 @@ async fn reconcile_once(incident: &Arc<Incident>, ctx: &Context) -> Result<Pass,
                 holder: &holder,
                 step: &step,
             };
-            decision = match act::act(ctx, account, workload, effect, held_for).await {
+            decision = match world.act(account, workload, effect, held_for).await {
                 Ok(lines) => {
-                    crate::failpoint::reached(crate::failpoint::AFTER_APPLY).await;
+                    world.after_apply().await;
                     settle::settle(decision, lines, incident, seen.now)
                 }
                 Err(act::ActError::Fenced(fenced)) => return Err(fenced.into()),
@@ -133,7 +148,7 @@ async fn reconcile_once(incident: &Arc<Incident>, ctx: &Context) -> Result<Pass,
                     // Lost a race: decide again from a fresh read, uncounted.
                     None if error.is_conflict() => return Err(error.into()),
                     None => {
-                        let failures = ctx.backoffs.failures(&key) + 1;
+                        let failures = world.backoff_failures(&key) + 1;
                         if failures < settle::MAX_APPLY_FAILURES {
                             return Err(error.into());
                         }
@@ -151,7 +166,7 @@ async fn reconcile_once(incident: &Arc<Incident>, ctx: &Context) -> Result<Pass,
             .policy
             .as_ref()
             .and_then(|p| p.spec.service_account_name.as_deref());
-        match act::resume(ctx, &namespace, account, owner).await {
+        match world.resume(&namespace, account, owner).await {
             Ok(()) => {}
             Err(act::ActError::Fenced(fenced)) => return Err(fenced.into()),
             Err(act::ActError::Authority(error)) => return Err(error.into()),
@@ -165,7 +180,7 @@ async fn reconcile_once(incident: &Arc<Incident>, ctx: &Context) -> Result<Pass,
             .policy
             .as_ref()
             .and_then(|p| p.spec.service_account_name.as_deref());
-        let outcome = match act::push_revert(ctx, &namespace, account, &plan).await {
+        let outcome = match world.push_revert(&namespace, account, &plan).await {
             Ok(outcome) => outcome,
             Err(act::ActError::Fenced(fenced)) => return Err(fenced.into()),
             Err(act::ActError::Authority(error)) => return Err(error.into()),
@@ -177,25 +192,24 @@ async fn reconcile_once(incident: &Arc<Incident>, ctx: &Context) -> Result<Pass,
     let changed =
         decision.effect.is_some() || decision.resume.is_some() || decision.revert.is_some();
     let holds = wind_down::holds_writers(&decision.status);
-    let mut saved = record::record(ctx, &base, seen.workload.as_ref(), decision, changed).await?;
+    let mut saved = world
+        .record(&base, seen.workload.as_ref(), decision, changed)
+        .await?;
     // Held while a restore may have its writers down, let go once they are back.
     let latest = saved.clone().unwrap_or_else(|| Arc::clone(&base));
-    let written = finalizer::hold(ctx, &latest, holds).await?;
+    let written = world.hold_finalizer(&latest, holds).await?;
     if !Arc::ptr_eq(&written, &latest) {
         saved = Some(written);
     }
     if let Some(wait) = backing_off {
         return Ok(Pass {
-            action: Action::requeue(wait),
+            requeue: Some(wait),
             go_on: None,
         });
     }
-    ctx.backoffs.reset(&key);
+    world.backoff_reset(&key);
     Ok(Pass {
-        action: match requeue {
-            Some(wait) => Action::requeue(wait),
-            None => Action::await_change(),
-        },
+        requeue,
         go_on: saved.filter(|_| again),
     })
 }

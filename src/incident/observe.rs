@@ -7,28 +7,17 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::{
-    api::{
-        apps::v1::{Deployment, StatefulSet},
-        core::v1::Pod,
-    },
-    jiff::Timestamp,
-};
-use kube::{
-    Api, ResourceExt,
-    api::ListParams,
-    runtime::reflector::{ObjectRef, Store},
-};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 
-use super::evidence;
+use super::{evidence, world::World};
 use crate::{
-    context::Context,
-    crd::{Evidence, Incident, RemediationPolicy, StepResult, WorkflowStage, WorkloadKind},
+    crd::{Evidence, Incident, RemediationPolicy, StepResult, WorkflowStage},
     names::INCIDENT_ANNOTATION,
     pod::PodFacts,
     reconcile::Error,
     remediation::{actions, ladder, safety},
-    workload::{Workload, deployment_ref, statefulset_ref},
+    workload::Workload,
 };
 
 /// What one reconcile knows of the world.
@@ -89,25 +78,22 @@ pub enum ProbeHealth {
     Unknown,
 }
 
-/// Reads what the next decision about `incident` needs.
-pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, Error> {
+/// Reads what the next decision about `incident` needs, from `world`.
+pub async fn observe<W: World>(world: &W, incident: &Incident) -> Result<Observation, Error> {
     let namespace = incident
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
-    let now = crate::k8s::now_whole_seconds();
+    let now = world.now();
     let spec = &incident.spec;
-    let policy = incident.policy_name().and_then(|name| {
-        ctx.watches
-            .policies
-            .store()
-            .get(&ObjectRef::new(name).within(&namespace))
-    });
+    let policy = incident
+        .policy_name()
+        .and_then(|name| world.policy(&namespace, name));
     let status = incident.status.as_ref();
     let open = incident.is_open();
 
     // The step about to be applied, if any: its plan reads the target fresh.
     let target = &spec.target;
-    let stored = stored_workload(ctx, &namespace, target.kind, &target.name);
+    let stored = world.stored_workload(&namespace, target.kind, &target.name);
     let guarded = ladder::guards(policy.as_deref(), stored.as_ref());
     let ladder = ladder::resolve(incident, policy.as_deref(), guarded);
     let pending = status
@@ -116,31 +102,29 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
         .and_then(|record| ladder.as_ref()?.rung_of(record));
 
     let workload = match pending {
-        Some(_) => read_workload(ctx, &namespace, target.kind, &target.name).await?,
+        Some(_) => {
+            world
+                .read_workload(&namespace, target.kind, &target.name)
+                .await?
+        }
         None => stored,
     };
     let pods = match &workload {
-        Some(workload) => pods_of(ctx, workload).await?,
+        Some(workload) => world.pods_of(workload).await?,
         None => Vec::new(),
     };
     let account = policy
         .as_ref()
         .and_then(|p| p.spec.service_account_name.as_deref());
-    let remediator = ctx.remediator(&namespace, account)?;
-    let io = actions::Io {
-        client: &remediator,
-        http: &ctx.http,
-    };
     let inputs = match (pending, &workload) {
-        (Some(rung), Some(workload)) => rung.act().observe(io, &rung.action, workload).await?,
+        (Some(rung), Some(workload)) => world.inputs(account, rung, workload).await?,
         _ => actions::AnyInputs::default(),
     };
 
     let policy_name = policy.as_ref().map(|p| p.name_any());
     let others = Others::read(
-        ctx,
+        &world.incidents_in(&namespace),
         incident,
-        &namespace,
         policy.as_deref(),
         workload.as_ref(),
     );
@@ -156,31 +140,30 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
     let capturing = open && status.and_then(|s| s.evidence.as_ref()).is_none();
     let sync = match &gitops_owner {
         Some(owner) if hold.is_some() || undone_by_git || capturing => {
-            Some(crate::gitops::client::read(&remediator, owner, &namespace, target).await?)
+            Some(world.sync(&namespace, account, owner, target).await?)
         }
         _ => None,
     };
     let evidence = match status.and_then(|s| s.evidence.as_ref()) {
         None if open => Some(
-            evidence::capture(
-                &ctx.client,
-                &namespace,
-                target,
-                &pods,
-                status
-                    .and_then(|s| s.detection.as_ref())
-                    .map(|d| d.affected_pods.as_slice())
-                    .unwrap_or_default(),
-                ctx.settings.capture_logs,
-                now,
-            )
-            .await,
+            world
+                .evidence(
+                    &namespace,
+                    target,
+                    &pods,
+                    status
+                        .and_then(|s| s.detection.as_ref())
+                        .map(|d| d.affected_pods.as_slice())
+                        .unwrap_or_default(),
+                    now,
+                )
+                .await,
         )
         .map(|captured| evidence::with_sync(captured, sync.as_ref())),
         _ => None,
     };
     let probes = Probes {
-        ctx,
+        world,
         namespace: &namespace,
         policy: policy.as_deref(),
         policy_name: policy_name.as_deref().unwrap_or_default(),
@@ -209,13 +192,7 @@ pub async fn observe(ctx: &Context, incident: &Incident) -> Result<Observation, 
                     .is_some_and(|w| w.stage == WorkflowStage::AwaitRestore))
     }) {
         Some(record) => {
-            let (outcome, lines) = actions::run_job::observe_outcome(
-                &remediator,
-                ctx.settings.capture_logs.then_some(&ctx.client),
-                &namespace,
-                &record.id,
-            )
-            .await?;
+            let (outcome, lines) = world.job_outcome(&namespace, account, &record.id).await?;
             probe_results.splice(0..0, lines);
             probe_results.truncate(MAX_PROBE_RESULTS);
             Some(outcome)
@@ -275,17 +252,16 @@ struct Others {
 }
 
 impl Others {
+    /// From the namespace's incidents.
     fn read(
-        ctx: &Context,
+        incidents: &[Arc<Incident>],
         incident: &Incident,
-        namespace: &str,
         policy: Option<&RemediationPolicy>,
         workload: Option<&Workload>,
     ) -> Self {
-        let incidents = ctx.watches.incidents.store();
         let target = &incident.spec.target;
         let name = incident.name_any();
-        let on_target = same_namespace(&incidents, namespace, |other| other.spec.target == *target);
+        let on_target = same_namespace(incidents, |other| other.spec.target == *target);
         let mut target_steps = safety::applied_steps(on_target.iter().map(AsRef::as_ref));
         // Steps of other incidents about to run count too; this incident's
         // own pending step is the one being decided.
@@ -307,16 +283,18 @@ impl Others {
             .next();
         let target_holder = workload.and_then(|w| holder(w, &name, &on_target));
         let policy_steps = match policy.map(ResourceExt::name_any) {
-            Some(policy) => safety::applied_steps(same_namespace(&incidents, namespace, |other| {
-                other.policy_name() == Some(&policy)
-            })),
+            Some(policy) => safety::applied_steps(
+                same_namespace(incidents, |other| other.policy_name() == Some(&policy))
+                    .iter()
+                    .map(AsRef::as_ref),
+            ),
             None => Vec::new(),
         };
         let depends_on = policy
             .map(|p| p.spec.depends_on.as_slice())
             .unwrap_or_default();
         let dependency_down = depends_on.iter().find_map(|dependency| {
-            same_namespace(&incidents, namespace, |other| {
+            same_namespace(incidents, |other| {
                 other.spec.target == *dependency && other.is_open() && other.name_any() != name
             })
             .into_iter()
@@ -335,14 +313,14 @@ impl Others {
 }
 
 /// How the policy's probes stand, as the prober last saw them.
-struct Probes<'a> {
-    ctx: &'a Context,
+struct Probes<'a, W> {
+    world: &'a W,
     namespace: &'a str,
     policy: Option<&'a RemediationPolicy>,
     policy_name: &'a str,
 }
 
-impl Probes<'_> {
+impl<W: World> Probes<'_, W> {
     fn key(&self, probe: &str) -> (String, String, String) {
         (
             self.namespace.to_owned(),
@@ -358,7 +336,7 @@ impl Probes<'_> {
             .policy
             .and_then(|p| p.spec.probes.iter().find(|spec| spec.name == probe))
             .map_or(1, |spec| spec.success_threshold);
-        match self.ctx.probes.get(&self.key(probe)) {
+        match self.world.probe(&self.key(probe)) {
             Some(tracker) if tracker.failing => ProbeHealth::Failing,
             Some(tracker) if tracker.healthy(threshold) => ProbeHealth::Healthy,
             _ => ProbeHealth::Unknown,
@@ -370,7 +348,7 @@ impl Probes<'_> {
         rule.into_iter()
             .flat_map(|rule| rule.when.probe.iter().chain(rule.verify.probes.iter()))
             .filter_map(|probe| {
-                let last = self.ctx.probes.get(&self.key(probe))?.last?;
+                let last = self.world.probe(&self.key(probe))?.last?;
                 let verdict = if last.inconclusive {
                     "inconclusive"
                 } else if last.passed {
@@ -421,78 +399,16 @@ fn holder(workload: &Workload, me: &str, on_target: &[Arc<Incident>]) -> Option<
     (!concluded).then(|| holder.clone())
 }
 
-/// The incidents of a namespace that satisfy `keep`, from the shared store.
+/// The namespace's incidents that satisfy `keep`.
 fn same_namespace(
-    incidents: &Store<Incident>,
-    namespace: &str,
+    incidents: &[Arc<Incident>],
     keep: impl Fn(&Incident) -> bool,
 ) -> Vec<Arc<Incident>> {
-    incidents.state_filter(|other| other.namespace().as_deref() == Some(namespace) && keep(other))
-}
-
-/// The target as the shared watch last saw it.
-fn stored_workload(
-    ctx: &Context,
-    namespace: &str,
-    kind: WorkloadKind,
-    name: &str,
-) -> Option<Workload> {
-    match kind {
-        WorkloadKind::Deployment => ctx
-            .watches
-            .deployments
-            .store()
-            .get(&deployment_ref(namespace, name))
-            .map(Workload::Deployment),
-        WorkloadKind::StatefulSet => ctx
-            .watches
-            .statefulsets
-            .store()
-            .get(&statefulset_ref(namespace, name))
-            .map(Workload::StatefulSet),
-    }
-}
-
-/// The target as the API server has it now.
-async fn read_workload(
-    ctx: &Context,
-    namespace: &str,
-    kind: WorkloadKind,
-    name: &str,
-) -> Result<Option<Workload>, Error> {
-    Ok(match kind {
-        WorkloadKind::Deployment => Api::<Deployment>::namespaced(ctx.client.clone(), namespace)
-            .get_opt(name)
-            .await?
-            .map(Workload::from),
-        WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace)
-            .get_opt(name)
-            .await?
-            .map(Workload::from),
-    })
-}
-
-/// The workload's pods: those its selector matches and its owner references
-/// claim. A guarded workload's are in the detector's store; only a target
-/// no policy guards (a declared incident's) is listed.
-async fn pods_of(ctx: &Context, workload: &Workload) -> Result<Vec<PodFacts>, Error> {
-    let Some(selector) = workload.selector() else {
-        return Ok(Vec::new());
-    };
-    if let Some(key) = workload.pod_selector()
-        && let Some(pods) = ctx.pods.pods(&key, |pod| workload.owns(pod))
-    {
-        return Ok(pods.iter().map(|pod| PodFacts::clone(pod)).collect());
-    }
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &workload.namespace())
-        .list(&ListParams::default().labels_from(&selector))
-        .await?
-        .items;
-    Ok(pods
-        .into_iter()
-        .filter(|pod| workload.owns(pod))
-        .map(PodFacts::from)
-        .collect())
+    incidents
+        .iter()
+        .filter(|other| keep(other))
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
