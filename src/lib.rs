@@ -28,6 +28,7 @@ pub mod reference;
 pub mod remediation;
 pub mod server;
 pub mod signals;
+pub mod simulation;
 pub mod telemetry;
 pub mod validation;
 pub mod workload;

@@ -73,6 +73,32 @@ pub struct Progress<'a> {
     pub replacing: &'a [String],
 }
 
+/// What a simulated world holds that a plan reads (`healing-guard-operator
+/// test`): the world of a test case, described by its author, instead of
+/// the reads `observe` makes of a live cluster.
+#[derive(Clone, Debug, Default)]
+pub struct Assumed {
+    /// The workload's ReplicaSets, one per revision.
+    pub replica_sets: Vec<k8s_openapi::api::apps::v1::ReplicaSet>,
+    /// The revision last seen healthy.
+    pub last_healthy: Option<i64>,
+    /// ConfigMaps by name: whether a snapshot of it exists, and whether it
+    /// differs from it now.
+    pub config_maps: std::collections::BTreeMap<String, ConfigAssumed>,
+}
+
+/// A ConfigMap in a simulated world, against its last snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+pub enum ConfigAssumed {
+    /// Snapshotted, and the same now.
+    #[default]
+    Unchanged,
+    /// Snapshotted, and changed since.
+    Changed,
+    /// Never snapshotted.
+    NoSnapshot,
+}
+
 /// A typed change and its line for the ledger.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan<C> {
@@ -123,6 +149,12 @@ pub trait Action: Send + Sync + 'static {
         _workload: &Workload,
     ) -> impl Future<Output = Result<Self::Inputs, kube::Error>> + Send {
         async { Ok(Self::Inputs::default()) }
+    }
+
+    /// What `observe` would read in a simulated world. Most actions read
+    /// nothing a test needs to describe.
+    fn assumed(_settings: &Self::Settings, _workload: &Workload, _world: &Assumed) -> Self::Inputs {
+        Self::Inputs::default()
     }
 
     /// The change to make, or why not, given the rung's settings (a rung
@@ -200,6 +232,8 @@ pub trait AnyAction: Send + Sync {
         action: &'a crd::Action,
         workload: &'a Workload,
     ) -> BoxFuture<'a, Result<AnyInputs, kube::Error>>;
+    /// What `observe` would read in a simulated world.
+    fn assumed(&self, action: &crd::Action, workload: &Workload, world: &Assumed) -> AnyInputs;
     fn plan(&self, request: &Request<'_>, inputs: &AnyInputs) -> Result<Planned, Refusal>;
     fn follow_up(
         &self,
@@ -254,6 +288,13 @@ impl<A: Action> AnyAction for A {
                 },
             }
         })
+    }
+
+    fn assumed(&self, action: &crd::Action, workload: &Workload, world: &Assumed) -> AnyInputs {
+        match A::settings(action) {
+            Some(settings) => AnyInputs::of(A::assumed(settings, workload, world)),
+            None => AnyInputs::default(),
+        }
     }
 
     fn plan(&self, request: &Request<'_>, inputs: &AnyInputs) -> Result<Planned, Refusal> {

@@ -23,7 +23,8 @@ pub mod run_job;
 pub mod scale;
 
 pub use action::{
-    Action, AnyAction, AnyChange, AnyInputs, Io, Mark, Plan, Planned, Progress, Request,
+    Action, AnyAction, AnyChange, AnyInputs, Assumed, ConfigAssumed, Io, Mark, Plan, Planned,
+    Progress, Request,
 };
 pub use errors::{ApplyError, CallError, Refusal};
 

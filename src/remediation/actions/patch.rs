@@ -14,7 +14,7 @@ use kube::{
 use serde_json::{Value, json};
 
 use super::{
-    action::{Action, Io, Plan, Request},
+    action::{Action, Assumed, Io, Plan, Request},
     errors::{ApplyError, Refusal},
 };
 use crate::authority::Grant;
@@ -78,6 +78,36 @@ impl Action for PatchObject {
     }
 
     /// Finds the kind (discovery) and reads the object.
+    /// The object exists: the target itself when the rung names it, else
+    /// an object with nothing but its name.
+    fn assumed(settings: &PatchAction, workload: &Workload, _: &Assumed) -> Inputs {
+        let (group, version) = settings
+            .api_version
+            .split_once('/')
+            .unwrap_or(("", settings.api_version.as_str()));
+        let gvk = GroupVersionKind::gvk(group, version, &settings.kind);
+        let Ok(name) = object_name(settings, workload) else {
+            return Inputs::default();
+        };
+        let is_target = settings.kind == workload.kind().to_string() && name == workload.name();
+        let object = if is_target {
+            match workload {
+                Workload::Deployment(d) => serde_json::to_value(d.as_ref()).ok(),
+                Workload::StatefulSet(s) => serde_json::to_value(s.as_ref()).ok(),
+            }
+        } else {
+            Some(
+                json!({"apiVersion": settings.api_version, "kind": settings.kind,
+                "metadata": {"name": name, "namespace": workload.namespace(), "resourceVersion": "1"}}),
+            )
+        };
+        Inputs {
+            resource: Some(ApiResource::from_gvk(&gvk)),
+            object,
+            problem: None,
+        }
+    }
+
     async fn observe(
         io: Io<'_>,
         settings: &PatchAction,

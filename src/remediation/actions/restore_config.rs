@@ -9,7 +9,7 @@ use kube::{
 use serde_json::{Value, json};
 
 use super::{
-    action::{Action, Io, Plan, Request},
+    action::{Action, Assumed, ConfigAssumed, Io, Plan, Request},
     errors::{ApplyError, Refusal},
     write::{apply_body, patch_workload},
 };
@@ -58,6 +58,42 @@ impl Action for RestoreConfig {
 
     fn settings(action: &crd::Action) -> Option<&RestoreConfigAction> {
         action.restore_config.as_ref()
+    }
+
+    /// A snapshot taken an hour before the world's clock began, and the
+    /// ConfigMap as the case says it is against it.
+    fn assumed(settings: &RestoreConfigAction, workload: &Workload, world: &Assumed) -> Inputs {
+        let name = &settings.config_map;
+        let state = world.config_maps.get(name).copied().unwrap_or_default();
+        let config_map = |object: &str, value: &str, snapshot: bool| ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(object.to_owned()),
+                namespace: Some(workload.namespace()),
+                resource_version: Some("1".into()),
+                annotations: snapshot.then(|| {
+                    std::collections::BTreeMap::from([(
+                        crate::names::TAKEN_AT_ANNOTATION.to_owned(),
+                        "2026-01-01T00:00:00Z".to_owned(),
+                    )])
+                }),
+                ..ObjectMeta::default()
+            },
+            data: Some(std::collections::BTreeMap::from([(
+                "config".to_owned(),
+                value.to_owned(),
+            )])),
+            ..ConfigMap::default()
+        };
+        let now = match state {
+            ConfigAssumed::Changed => "changed",
+            _ => "known-good",
+        };
+        Inputs {
+            current: Some(config_map(name, now, false)),
+            snapshot: (state != ConfigAssumed::NoSnapshot)
+                .then(|| config_map(&format!("{name}-snapshot"), "known-good", true)),
+            ignored: Vec::new(),
+        }
     }
 
     async fn observe(

@@ -10,7 +10,7 @@ use kube::{
 use serde_json::{Value, json};
 
 use super::{
-    action::{Action, Io, Plan, Request},
+    action::{Action, Assumed, Io, Plan, Request},
     errors::{ApplyError, Refusal},
     write::{merged_annotations, patch_workload},
 };
@@ -78,6 +78,16 @@ impl Action for Rollback {
             replica_sets,
             last_healthy,
         })
+    }
+
+    fn assumed(settings: &RollbackAction, _: &Workload, world: &Assumed) -> Inputs {
+        Inputs {
+            replica_sets: world.replica_sets.clone(),
+            last_healthy: match settings.to {
+                RollbackTarget::LastHealthy => world.last_healthy,
+                RollbackTarget::Previous => None,
+            },
+        }
     }
 
     fn plan(

@@ -24,7 +24,7 @@ use rand::RngExt;
 use serde_json::json;
 
 use super::{
-    action::{Action, Io, Plan, Request},
+    action::{Action, Assumed, Io, Plan, Request},
     errors::{ApplyError, Refusal},
     write::patch_named,
 };
@@ -133,6 +133,20 @@ impl Action for RotateSecret {
     }
 
     /// Reads the Secret and finds the workloads of its namespace that read it.
+    /// The Secret exists with the keys the rung names, and the target reads it.
+    fn assumed(settings: &RotateSecretAction, workload: &Workload, _: &Assumed) -> Inputs {
+        Inputs {
+            secret: Some(SecretFacts {
+                keys: std::iter::once(settings.key.clone())
+                    .chain(settings.previous_key.clone())
+                    .collect(),
+                resource_version: Some("1".into()),
+                rotated_by: None,
+            }),
+            consumers: vec![(workload.kind(), workload.name())],
+        }
+    }
+
     async fn observe(
         io: Io<'_>,
         settings: &RotateSecretAction,

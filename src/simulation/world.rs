@@ -1,0 +1,442 @@
+//! The simulated world the incident pipeline runs in: the same
+//! [`World`](crate::incident::world::World) the live controller reads and
+//! writes, backed by the case's workloads and incidents on a virtual clock.
+//! A step's change is made the way the case says it turns out.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::ResourceExt;
+
+use super::{
+    case::{Outcome, StepOutcome},
+    cluster::{PodsShow, SimWorkload},
+};
+use crate::{
+    context::PlannedEvent,
+    crd::{
+        ActionKind, EscalationPolicy, Evidence, GitOpsOwner, Incident, IncidentStatus,
+        NotificationChannel, RemediationPolicy, WorkloadKind, WorkloadRef,
+    },
+    incident::{
+        act::{ActError, HeldFor},
+        decision::{Decision, Effect},
+        world::{RevertOutcome, World},
+    },
+    pod::PodFacts,
+    reconcile::Error,
+    remediation::{
+        actions::{self, ApplyError, run_job::Outcome as JobOutcome, scale::Scale},
+        ladder::Rung,
+    },
+    signals::{prober::ProbeKey, tracker::Tracker},
+    workload::Workload,
+};
+
+/// A workload's key: namespace, kind, name.
+pub type WorkloadKey = (String, WorkloadKind, String);
+
+/// An Event the pipeline published, with when and on which incident.
+#[derive(Clone, Debug)]
+pub struct Published {
+    pub at: Timestamp,
+    pub incident: String,
+    pub event: PlannedEvent,
+}
+
+/// Everything the simulated world holds.
+#[derive(Default)]
+pub struct State {
+    pub now: Option<Timestamp>,
+    pub policies: Vec<Arc<RemediationPolicy>>,
+    pub channels: Vec<Arc<NotificationChannel>>,
+    pub escalations: Vec<Arc<EscalationPolicy>>,
+    pub workloads: BTreeMap<WorkloadKey, SimWorkload>,
+    pub incidents: BTreeMap<(String, String), Arc<Incident>>,
+    pub probes: HashMap<ProbeKey, Tracker>,
+    pub outcomes: Vec<StepOutcome>,
+    pub events: Vec<Published>,
+    /// Targets a recovering step healed: their probes pass from then on.
+    pub healed: Vec<WorkloadRef>,
+    /// The incident's steps whose Jobs failed (a `runJob` that fails).
+    pub failed_jobs: Vec<String>,
+    versions: u64,
+}
+
+impl State {
+    pub fn now(&self) -> Timestamp {
+        self.now.unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+
+    /// Stores an incident as the API server would: a new resourceVersion.
+    pub fn store(&mut self, mut incident: Incident) -> Arc<Incident> {
+        self.versions += 1;
+        incident.metadata.resource_version = Some(self.versions.to_string());
+        if incident.metadata.uid.is_none() {
+            incident.metadata.uid = Some(format!("uid-{}", self.versions));
+        }
+        if incident.metadata.creation_timestamp.is_none() {
+            incident.metadata.creation_timestamp = Some(Time(self.now()));
+        }
+        let key = (
+            incident.namespace().unwrap_or_default(),
+            incident.name_any(),
+        );
+        let stored = Arc::new(incident);
+        self.incidents.insert(key, Arc::clone(&stored));
+        stored
+    }
+
+    /// The outcome the case gives a step of an incident, in its round.
+    fn outcome_of(&self, incident: &str, step: &str, attempt: i32) -> Option<&StepOutcome> {
+        self.outcomes.iter().find(|o| {
+            o.step == step
+                && o.incident.as_deref().is_none_or(|i| i == incident)
+                && o.attempt.is_none_or(|a| a == attempt)
+        })
+    }
+}
+
+/// The simulated world, shared by the pipeline's passes.
+#[derive(Default)]
+pub struct SimWorld {
+    state: Mutex<State>,
+}
+
+impl SimWorld {
+    pub fn new(state: State) -> Self {
+        SimWorld {
+            state: Mutex::new(state),
+        }
+    }
+
+    /// The state, to read or change between passes.
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        // One thread runs a simulation: a poisoned lock only follows a
+        // panic that already failed it.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl World for SimWorld {
+    fn now(&self) -> Timestamp {
+        let now = self.state().now();
+        Timestamp::from_second(now.as_second()).unwrap_or(now)
+    }
+
+    fn policy(&self, namespace: &str, name: &str) -> Option<Arc<RemediationPolicy>> {
+        self.state()
+            .policies
+            .iter()
+            .find(|p| p.namespace().as_deref() == Some(namespace) && p.name_any() == name)
+            .cloned()
+    }
+
+    fn stored_workload(&self, namespace: &str, kind: WorkloadKind, name: &str) -> Option<Workload> {
+        self.state()
+            .workloads
+            .get_mut(&(namespace.to_owned(), kind, name.to_owned()))
+            .map(SimWorkload::object)
+    }
+
+    async fn read_workload(
+        &self,
+        namespace: &str,
+        kind: WorkloadKind,
+        name: &str,
+    ) -> Result<Option<Workload>, Error> {
+        Ok(self.stored_workload(namespace, kind, name))
+    }
+
+    async fn pods_of(&self, workload: &Workload) -> Result<Vec<PodFacts>, Error> {
+        let key = (workload.namespace(), workload.kind(), workload.name());
+        Ok(self
+            .state()
+            .workloads
+            .get_mut(&key)
+            .map(|w| w.pods().as_ref().clone())
+            .unwrap_or_default())
+    }
+
+    fn incidents_in(&self, namespace: &str) -> Vec<Arc<Incident>> {
+        self.state()
+            .incidents
+            .iter()
+            .filter(|((ns, _), _)| ns == namespace)
+            .map(|(_, incident)| Arc::clone(incident))
+            .collect()
+    }
+
+    async fn inputs(
+        &self,
+        _account: Option<&str>,
+        rung: &Rung,
+        workload: &Workload,
+    ) -> Result<actions::AnyInputs, Error> {
+        let key = (workload.namespace(), workload.kind(), workload.name());
+        let state = self.state();
+        let assumed = match state.workloads.get(&key) {
+            Some(sim) => actions::Assumed {
+                replica_sets: sim.replica_sets(),
+                last_healthy: sim.healthy_revision,
+                config_maps: sim.config_maps.clone(),
+            },
+            None => actions::Assumed::default(),
+        };
+        Ok(rung.act().assumed(&rung.action, workload, &assumed))
+    }
+
+    async fn sync(
+        &self,
+        _namespace: &str,
+        _account: Option<&str>,
+        _owner: &GitOpsOwner,
+        _target: &WorkloadRef,
+    ) -> Result<crate::gitops::SyncRead, Error> {
+        // No GitOps controller runs in a test: its object reads as gone.
+        Ok(crate::gitops::SyncRead::Missing)
+    }
+
+    async fn evidence(
+        &self,
+        _namespace: &str,
+        _target: &WorkloadRef,
+        pods: &[PodFacts],
+        _affected: &[String],
+        now: Timestamp,
+    ) -> Evidence {
+        Evidence {
+            captured_at: Some(Time(now)),
+            notes: vec![format!("simulated: {} pods", pods.len())],
+            ..Evidence::default()
+        }
+    }
+
+    fn probe(&self, key: &ProbeKey) -> Option<Tracker> {
+        self.state().probes.get(key).cloned()
+    }
+
+    async fn job_outcome(
+        &self,
+        _namespace: &str,
+        _account: Option<&str>,
+        step_id: &str,
+    ) -> Result<(JobOutcome, Vec<String>), Error> {
+        let failed = self.state().failed_jobs.iter().any(|id| id == step_id);
+        Ok(if failed {
+            (
+                JobOutcome::Failed("the case says it fails".into()),
+                Vec::new(),
+            )
+        } else {
+            (JobOutcome::Succeeded, Vec::new())
+        })
+    }
+
+    fn backoff_left(&self, _key: &str) -> Option<Duration> {
+        None
+    }
+
+    fn backoff_failures(&self, _key: &str) -> u32 {
+        0
+    }
+
+    fn backoff_reset(&self, _key: &str) {}
+
+    async fn hold_finalizer(
+        &self,
+        incident: &Arc<Incident>,
+        hold: bool,
+    ) -> Result<Arc<Incident>, Error> {
+        let finalizer = crate::incident::wind_down::WRITERS_DOWN_FINALIZER;
+        let has = incident.finalizers().iter().any(|f| f == finalizer);
+        if has == hold {
+            return Ok(Arc::clone(incident));
+        }
+        let mut changed = Incident::clone(incident);
+        let finalizers = changed.metadata.finalizers.get_or_insert_with(Vec::new);
+        finalizers.retain(|f| f != finalizer);
+        if hold {
+            finalizers.push(finalizer.to_owned());
+        }
+        Ok(self.state().store(changed))
+    }
+
+    async fn mark(
+        &self,
+        incident: &Incident,
+        status: &IncidentStatus,
+    ) -> Result<Arc<Incident>, Error> {
+        Ok(save(&mut self.state(), incident, status))
+    }
+
+    async fn act(
+        &self,
+        _account: Option<&str>,
+        workload: &Workload,
+        effect: &Effect,
+        held_for: HeldFor<'_>,
+    ) -> Result<Vec<String>, ActError> {
+        let mut lines = effect.notes.clone();
+        if effect.hold_only || effect.dry_run {
+            return Ok(lines);
+        }
+        let incident = held_for
+            .holder
+            .split_once('/')
+            .map_or(held_for.holder, |(_, name)| name)
+            .to_owned();
+        let mut state = self.state();
+        let now = state.now();
+        let step = state
+            .incidents
+            .get(&(workload.namespace(), incident.clone()))
+            .and_then(|i| i.status.as_ref()?.steps.get(effect.entry).cloned());
+        let Some(step) = step else {
+            return Ok(lines);
+        };
+        let outcome = state
+            .outcome_of(&incident, &step.name, step.attempt)
+            .map(|o| (o.outcome, o.message.clone()));
+        let (outcome, message) = outcome.unwrap_or((Outcome::Fails, None));
+        if outcome == Outcome::Refused {
+            let why = message.unwrap_or_else(|| "refused (as the case says)".into());
+            return Err(ActError::Apply(ApplyError::Foreign(why)));
+        }
+        let key = (workload.namespace(), workload.kind(), workload.name());
+        let Some(sim) = state.workloads.get_mut(&key) else {
+            return Ok(lines);
+        };
+        let before = sim.pods_show;
+        let then = match outcome {
+            Outcome::Recovers => PodsShow::HEALTHY,
+            _ => before,
+        };
+        let mark = Some((incident.clone(), step.id.clone()));
+        match step.action {
+            ActionKind::Rollback => {
+                sim.roll_back(rolled_back_to(&effect.planned.summary));
+                sim.roll(then, mark, now);
+            }
+            ActionKind::Scale => {
+                if let Some(replicas) = effect
+                    .planned
+                    .change
+                    .get::<Scale>()
+                    .and_then(|c| c.body["spec"]["replicas"].as_i64())
+                    .and_then(|r| i32::try_from(r).ok())
+                {
+                    sim.scale_to(replicas);
+                }
+                sim.roll(then, mark, now);
+            }
+            ActionKind::RestoreConfig => {
+                if outcome == Outcome::Recovers {
+                    for state in sim.config_maps.values_mut() {
+                        *state = actions::ConfigAssumed::Unchanged;
+                    }
+                }
+                sim.roll(then, mark, now);
+            }
+            ActionKind::Restart => sim.roll(then, mark, now),
+            ActionKind::Patch if effect.planned.summary.contains(&sim.name) => {
+                sim.roll(then, mark, now);
+            }
+            ActionKind::RunJob | ActionKind::RestoreData => {
+                if outcome != Outcome::Recovers {
+                    state.failed_jobs.push(step.id.clone());
+                } else if let Some(sim) = state.workloads.get_mut(&key) {
+                    sim.show(then, now);
+                }
+            }
+            _ => sim.show(then, now),
+        }
+        if outcome == Outcome::Recovers {
+            state.healed.push(WorkloadRef {
+                kind: workload.kind(),
+                name: workload.name(),
+            });
+        }
+        lines.push(format!("simulated: {}", outcome_word(outcome)));
+        Ok(lines)
+    }
+
+    async fn resume(
+        &self,
+        _namespace: &str,
+        _account: Option<&str>,
+        _owner: &GitOpsOwner,
+    ) -> Result<(), ActError> {
+        Ok(())
+    }
+
+    async fn push_revert(
+        &self,
+        _namespace: &str,
+        _account: Option<&str>,
+        _plan: &crate::gitops::revert::RevertPlan,
+    ) -> Result<RevertOutcome, ActError> {
+        Ok(Err("no Git server in a test".into()))
+    }
+
+    async fn record(
+        &self,
+        incident: &Incident,
+        _workload: Option<&Workload>,
+        decision: Decision,
+        _changed: bool,
+    ) -> Result<Option<Arc<Incident>>, Error> {
+        let mut state = self.state();
+        let at = state.now();
+        let name = incident.name_any();
+        let saved = (incident.status.as_ref() != Some(&decision.status))
+            .then(|| save(&mut state, incident, &decision.status));
+        for event in decision.events {
+            state.events.push(Published {
+                at,
+                incident: name.clone(),
+                event,
+            });
+        }
+        Ok(saved)
+    }
+
+    async fn after_apply(&self) {}
+}
+
+/// The revision a rollback's line says it returns to.
+fn rolled_back_to(summary: &str) -> Option<i64> {
+    summary.rsplit("to revision ").next()?.trim().parse().ok()
+}
+
+fn outcome_word(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Recovers => "the target recovers once it rolls out",
+        Outcome::Fails => "the symptom goes on",
+        Outcome::Refused => "refused",
+    }
+}
+
+/// Saves the incident controller's part of a status onto the stored
+/// incident (the detector's and notifier's parts are theirs).
+fn save(state: &mut State, incident: &Incident, status: &IncidentStatus) -> Arc<Incident> {
+    let key = (
+        incident.namespace().unwrap_or_default(),
+        incident.name_any(),
+    );
+    let mut latest = state
+        .incidents
+        .get(&key)
+        .map_or_else(|| incident.clone(), |i| Incident::clone(i));
+    let kept = latest.status.take().unwrap_or_default();
+    latest.status = Some(IncidentStatus {
+        detection: kept.detection,
+        communication: kept.communication,
+        ..status.clone()
+    });
+    state.store(latest)
+}
