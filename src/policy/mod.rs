@@ -24,6 +24,22 @@ use crate::{
     workload::Workload,
 };
 
+/// The message of the `Ready` condition of a policy with these problems
+/// (None when it has none): also what `healing-guard-operator test` says.
+fn invalid_message(problems: &[validation::Problem]) -> Option<String> {
+    (!problems.is_empty()).then(|| {
+        format!(
+            "{}; the policy guards nothing until this is fixed",
+            validation::summary(problems)
+        )
+    })
+}
+
+/// The `Ready` message of an invalid policy spec; None when it is valid.
+pub fn invalid_spec_message(spec: &crate::crd::RemediationPolicySpec) -> Option<String> {
+    invalid_message(&validation::policy(spec))
+}
+
 /// Name used in metrics and logs.
 pub const CONTROLLER: &str = "remediationpolicy";
 /// The condition that says whether a policy is in force.
@@ -65,15 +81,12 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
     // Checked again every minute while something is missing: the
     // namespace's owner may grant it any time.
     let mut lacks_grants = false;
-    let update = if !problems.is_empty() {
+    let update = if let Some(message) = invalid_message(&problems) {
         ConditionUpdate {
             type_: READY,
             status: false,
             reason: "InvalidSpec",
-            message: format!(
-                "{}; the policy guards nothing until this is fixed",
-                validation::summary(&problems)
-            ),
+            message,
         }
     } else if matched == 0 {
         let kinds = policy
