@@ -34,6 +34,17 @@ enum Command {
     Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
+    /// Test RemediationPolicies offline: run each test file's cases on a
+    /// virtual clock through the operator's own pipeline (no cluster).
+    /// Exit 1 when a case fails.
+    Test {
+        /// Test files (see docs/policy-testing.md).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// text (like promtool) or json.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: healing_guard_operator::simulation::Format,
+    },
     /// Write documentation generated from the code.
     Docs {
         #[command(subcommand)]
@@ -104,6 +115,16 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Test { files, output } => {
+            let report = healing_guard_operator::simulation::test(&files, output);
+            print!("{}", report.output);
+            eprintln!("{}", report.summary);
+            if report.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::Crd => match crd::to_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");

@@ -1,7 +1,103 @@
 //! Policies tested before merge: a test file's cases run on a virtual
 //! clock through the operator's own detector, incident pipeline and
-//! notifier, each reading a simulated world instead of the cluster.
+//! notifier, each reading a simulated world instead of the cluster (see
+//! docs/policy-testing.md).
+//!
+//! - [`case`]: the test file as written;
+//! - [`load`]: reading it and the manifests it names, policies validated first;
+//! - [`cluster`]: the simulated workloads and pods;
+//! - [`world`]: the incident pipeline's `World`, simulated;
+//! - [`engine`]: one case on the virtual clock;
+//! - [`expect`], [`output`]: what was expected against what happened.
 
 pub mod case;
 pub mod cluster;
+pub mod engine;
+pub mod expect;
+pub mod load;
+pub mod output;
 pub mod world;
+
+use std::path::Path;
+
+use self::output::FileResult;
+
+/// Runs every case of a test file.
+pub fn run_file(path: &Path) -> FileResult {
+    let file = path.display().to_string();
+    let loaded = match load::load(path) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            return FileResult {
+                file,
+                problems: vec![error.to_string()],
+                cases: Vec::new(),
+            };
+        }
+    };
+    if !loaded.invalid.is_empty() {
+        return FileResult {
+            file,
+            problems: loaded
+                .invalid
+                .iter()
+                .map(|(policy, message)| format!("RemediationPolicy {policy} is not Ready (InvalidSpec): {message}"))
+                .collect(),
+            cases: Vec::new(),
+        };
+    }
+    let cases = loaded
+        .file
+        .cases
+        .iter()
+        .map(|case| engine::run(&loaded, case))
+        .collect();
+    FileResult {
+        file,
+        problems: Vec::new(),
+        cases,
+    }
+}
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Like `promtool test rules`.
+    #[default]
+    Text,
+    Json,
+}
+
+/// What `test` prints, and whether every case passed.
+pub struct Report {
+    pub output: String,
+    /// How many cases ran, and how long that took: for stderr.
+    pub summary: String,
+    pub passed: bool,
+}
+
+/// `healing-guard-operator test FILE...` (and `kubectl healing-guard test`).
+pub fn test(files: &[std::path::PathBuf], format: Format) -> Report {
+    let started = std::time::Instant::now();
+    let results: Vec<FileResult> = files.iter().map(|f| run_file(f)).collect();
+    let elapsed = started.elapsed();
+    let cases: usize = results.iter().map(|r| r.cases.len()).sum();
+    let failed: usize = results
+        .iter()
+        .flat_map(|r| &r.cases)
+        .filter(|c| !c.passed)
+        .count();
+    let passed = results.iter().all(FileResult::passed);
+    Report {
+        output: match format {
+            Format::Text => output::text(&results),
+            Format::Json => output::json(&results),
+        },
+        summary: format!(
+            "{cases} cases in {} files, {failed} failed, in {:.1} ms",
+            results.len(),
+            elapsed.as_secs_f64() * 1000.0
+        ),
+        passed,
+    }
+}
