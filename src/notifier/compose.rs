@@ -83,7 +83,8 @@ pub fn unconfirmed(kind: ChannelKind, delivery: &Delivery) -> Option<Outcome> {
 /// `delivery` as `channel` would receive it at `now`, rendered with the
 /// channel's `templates` (its own merged with its ConfigMap's). `recorded`
 /// holds what was sent before (a status page's incident, a person paged
-/// before). Otherwise the outcome already known: unconfirmed, or refused.
+/// before); `delivery` is as it was chosen, before it was marked as being
+/// sent. Otherwise the outcome already known: unconfirmed, or refused.
 pub fn compose(
     incident: &Incident,
     channel: &NotificationChannelSpec,
@@ -194,4 +195,139 @@ fn statuspage_opened(recorded: &CommunicationStatus, delivery: &Delivery) -> Opt
         .iter()
         .filter(|d| d.channel == delivery.channel && d.state == DeliveryState::Sent)
         .find_map(|d| d.external_ref.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    fn incident() -> Incident {
+        let mut incident: Incident = serde_json::from_value(serde_json::json!({
+            "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
+            "metadata": {"name": "api-down", "namespace": "hg"},
+            "spec": {"title": "API down", "severity": "P0", "type": "ServiceOutage",
+                     "target": {"kind": "Deployment", "name": "api"}},
+            "status": {"phase": "Triggered", "milestones": {"detectedAt": "2026-01-06T10:00:00Z"}}
+        }))
+        .unwrap();
+        incident.metadata.uid = Some("u-1".into());
+        incident
+    }
+
+    fn channel(kind: &str) -> NotificationChannelSpec {
+        serde_json::from_value(serde_json::json!({"kind": kind, "secretRef": {"name": "s"}}))
+            .unwrap()
+    }
+
+    fn delivery(channel: &str, event: &str, key: &str, state: &str) -> Delivery {
+        serde_json::from_value(serde_json::json!({
+            "channel": channel, "event": event, "key": key, "state": state,
+            "attempts": 0, "recordedAt": "2026-01-06T10:00:01Z"
+        }))
+        .unwrap()
+    }
+
+    fn composed(
+        channel: &NotificationChannelSpec,
+        delivery: &Delivery,
+        recorded: &CommunicationStatus,
+    ) -> Result<Composed, Outcome> {
+        let now = at("2026-01-06T10:00:05Z");
+        compose(
+            &incident(),
+            channel,
+            &channel.templates,
+            delivery,
+            recorded,
+            now,
+        )
+    }
+
+    #[test]
+    fn slack_hears_the_opening_by_the_incidents_title() {
+        let opened = delivery("slack", "Opened", "Opened", "Pending");
+        let message = composed(&channel("Slack"), &opened, &CommunicationStatus::default())
+            .unwrap_or_else(|outcome| panic!("not composed: {outcome:?}"));
+        assert_eq!(message.event, NotifyEvent::Opened);
+        assert!(message.text.starts_with("🚨 INCIDENT ALERT - P0"));
+        assert!(message.text.contains("Title: API down"), "{}", message.text);
+        let Request::Slack { body } = &message.request else {
+            panic!("expected a Slack request, got {:?}", message.request);
+        };
+        assert_eq!(body["text"], message.text.as_str());
+    }
+
+    #[test]
+    fn a_message_in_doubt_is_sent_again_only_where_a_repeat_is_recognised() {
+        let mut in_doubt = delivery("c", "Opened", "Opened", "Pending");
+        in_doubt.sending_since = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(
+            "2026-01-06T10:00:02Z",
+        )));
+        let recorded = CommunicationStatus::default();
+        for (kind, resent) in [
+            ("Slack", false),
+            ("Email", false),
+            ("Webhook", true),
+            ("PagerDuty", true),
+        ] {
+            let outcome = composed(&channel(kind), &in_doubt, &recorded);
+            assert_eq!(
+                !matches!(outcome, Err(Outcome::Unconfirmed { .. })),
+                resent,
+                "{kind}"
+            );
+        }
+        // A status page is looked at first, for the statuses it may have set.
+        let Ok(Composed {
+            request: Request::StatusPage { recheck, .. },
+            ..
+        }) = composed(&channel("StatusPage"), &in_doubt, &recorded)
+        else {
+            panic!("expected a StatusPage request");
+        };
+        let recheck = recheck.unwrap_or_else(|| panic!("no recheck"));
+        assert_eq!(recheck.since, at("2026-01-06T10:00:02Z"));
+        assert_eq!(recheck.statuses, ["investigating"]);
+    }
+
+    #[test]
+    fn a_person_paged_again_has_their_open_alert_closed_first() {
+        let first = delivery("pager", "Paged", "Page/0/0/john", "Sent");
+        let again = delivery("pager", "Paged", "Page/1/0/john", "Pending");
+        let recorded = CommunicationStatus {
+            outbox: vec![first.clone(), again.clone()],
+            ..CommunicationStatus::default()
+        };
+        let pagerduty = channel("PagerDuty");
+        let close_first = |delivery: &Delivery| match composed(&pagerduty, delivery, &recorded) {
+            Ok(Composed {
+                request: Request::PagerDuty { event, close_first },
+                ..
+            }) => {
+                assert_eq!(event["event_action"], "trigger");
+                assert_eq!(event["routing_key"], "", "the Secret's, added on sending");
+                close_first
+            }
+            other => panic!("expected a PagerDuty request, got {other:?}"),
+        };
+        assert_eq!(close_first(&first), None);
+        let close = close_first(&again).unwrap_or_else(|| panic!("no close"));
+        assert_eq!(close["event_action"], "resolve");
+        assert_eq!(close["dedup_key"], "u-1");
+    }
+
+    #[test]
+    fn a_template_that_cannot_render_refuses_the_message() {
+        let mut slack = channel("Slack");
+        slack.templates.opened = Some("{{ title".into());
+        let opened = delivery("slack", "Opened", "Opened", "Pending");
+        assert!(matches!(
+            composed(&slack, &opened, &CommunicationStatus::default()),
+            Err(Outcome::Refused { .. })
+        ));
+    }
 }

@@ -123,7 +123,8 @@ pub enum Move {
     },
     /// Send the messages due, by channel, as indexes into the recorded
     /// outbox, oldest first. They are marked as being sent first (with
-    /// [`outbox::begin`], on those actually sent); `wake` is when
+    /// [`outbox::begin`], on those actually sent), but composed from the
+    /// status as recorded: a marked one reads as in doubt. `wake` is when
     /// something is next due after them.
     Send {
         by_channel: BTreeMap<String, Vec<usize>>,
@@ -286,4 +287,243 @@ fn wake(
         .map_or(LOOK_AGAIN, |wait| {
             (wait + Duration::from_secs(1)).min(LOOK_AGAIN)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{communication::send::Outcome, notifier::compose};
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    fn incident(phase: &str) -> Incident {
+        let mut incident: Incident = serde_json::from_value(serde_json::json!({
+            "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
+            "metadata": {"name": "api-down", "namespace": "hg"},
+            "spec": {"title": "API down", "severity": "P0", "type": "ServiceOutage",
+                     "target": {"kind": "Deployment", "name": "api"},
+                     "communication": {"channels": ["slack"], "escalationPolicy": "on-call"}},
+            "status": {"phase": phase, "milestones": {"detectedAt": "2026-01-06T10:00:00Z"}}
+        }))
+        .unwrap();
+        incident.metadata.uid = Some("u-1".into());
+        incident
+    }
+
+    fn channel(name: &str, spec: serde_json::Value) -> Arc<NotificationChannel> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "healing-guard.io/v1alpha1", "kind": "NotificationChannel",
+                "metadata": {"name": name, "namespace": "hg"}, "spec": spec
+            }))
+            .unwrap(),
+        )
+    }
+
+    /// Slack for the team; John is paged on PagerDuty, which hears only
+    /// the end besides his pages. Unacknowledged, he is paged again after
+    /// ten minutes (a second pass through the one step).
+    fn objects() -> (
+        BTreeMap<String, Arc<NotificationChannel>>,
+        Arc<EscalationPolicy>,
+    ) {
+        let channels = BTreeMap::from([
+            (
+                "slack".to_owned(),
+                channel(
+                    "slack",
+                    serde_json::json!({"kind": "Slack", "secretRef": {"name": "slack"}}),
+                ),
+            ),
+            (
+                "pager-john".to_owned(),
+                channel(
+                    "pager-john",
+                    serde_json::json!({"kind": "PagerDuty", "secretRef": {"name": "pd"},
+                                       "events": ["Resolved"]}),
+                ),
+            ),
+        ]);
+        let policy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "healing-guard.io/v1alpha1", "kind": "EscalationPolicy",
+            "metadata": {"name": "on-call", "namespace": "hg"},
+            "spec": {"people": [{"name": "john", "channel": "pager-john"}],
+                     "roles": [{"name": "primary", "rotation": ["john"]}],
+                     "steps": [{"role": "primary", "wait": "10m"}],
+                     "repeat": 2}
+        }))
+        .unwrap();
+        (channels, Arc::new(policy))
+    }
+
+    /// The wiring as a replay finds it: by the incident's names, in memory.
+    fn wiring(incident: &Incident) -> Wiring {
+        let (channels, policy) = objects();
+        Wiring::resolve(
+            &wiring_names(incident, None),
+            |name| channels.get(name).cloned(),
+            |name| (name == "on-call").then(|| Arc::clone(&policy)),
+        )
+    }
+
+    fn apply(incident: &mut Incident, communication: CommunicationStatus) {
+        if let Some(status) = incident.status.as_mut() {
+            status.communication = Some(communication);
+        }
+    }
+
+    #[test]
+    fn an_opened_incident_is_recorded_then_sent_then_waits_for_the_next_page() {
+        let mut incident = incident("Triggered");
+        let now = at("2026-01-06T10:00:05Z");
+
+        // Recorded first: the opening for Slack and John's page.
+        let decided = plan(&incident, &wiring(&incident), now);
+        assert!(decided.problems.is_empty());
+        let Move::Record {
+            next,
+            messages,
+            pages,
+        } = decided.next
+        else {
+            panic!("expected Record, got {:?}", decided.next);
+        };
+        assert_eq!(messages, 2);
+        let paged: Vec<(&str, &str, i32)> = pages
+            .iter()
+            .map(|p| (p.person.as_str(), p.channel.as_str(), p.step))
+            .collect();
+        assert_eq!(paged, [("john", "pager-john", 0)]);
+        let recorded: Vec<(&str, NotifyEvent, &str)> = next
+            .outbox
+            .iter()
+            .map(|d| (d.channel.as_str(), d.event, d.key.as_str()))
+            .collect();
+        assert_eq!(
+            recorded,
+            [
+                ("slack", NotifyEvent::Opened, "Opened"),
+                ("pager-john", NotifyEvent::Paged, "Page/0/0/john"),
+            ]
+        );
+        assert!(
+            next.outbox
+                .iter()
+                .all(|d| d.state == DeliveryState::Pending)
+        );
+        apply(&mut incident, *next);
+
+        // Then sent, each channel on its own; John's channel is wired now.
+        let wiring = wiring(&incident);
+        assert_eq!(
+            wiring.channels.keys().collect::<Vec<_>>(),
+            ["pager-john", "slack"]
+        );
+        let Move::Send { by_channel, wake } = plan(&incident, &wiring, now).next else {
+            panic!("expected Send");
+        };
+        assert_eq!(
+            by_channel,
+            BTreeMap::from([
+                ("pager-john".to_owned(), vec![1]),
+                ("slack".to_owned(), vec![0])
+            ])
+        );
+        // The next page is due at 10:10:05: a sleep is never longer than
+        // LOOK_AGAIN.
+        assert_eq!(wake, LOOK_AGAIN);
+
+        // Each composed as its channel receives it and taken as sent, from
+        // the status as planned (as the live tasks do: marked as being
+        // sent, a message would read as in doubt); then nothing is due
+        // before the next page.
+        let mut sent = incident.communication().cloned().unwrap();
+        let mut told = Vec::new();
+        for (name, indexes) in &by_channel {
+            let spec = &wiring.channels[name].spec;
+            for &index in indexes {
+                let delivery = sent.outbox[index].clone();
+                let composed =
+                    compose::compose(&incident, spec, &spec.templates, &delivery, &sent, now)
+                        .unwrap();
+                told.push((
+                    name.as_str(),
+                    composed.text.lines().next().map(str::to_owned),
+                ));
+                let accepted = Outcome::Accepted { external_ref: None };
+                sent.outbox[index] = outbox::settle(&delivery, &accepted, now);
+            }
+        }
+        let opening = Some("🚨 INCIDENT ALERT - P0".to_owned());
+        assert_eq!(told, [("pager-john", opening.clone()), ("slack", opening)]);
+        apply(&mut incident, sent);
+        assert_eq!(plan(&incident, &wiring, now).next, Move::Wait(LOOK_AGAIN));
+        // Closer to it, the page (10:10:05) comes before the update (10:15).
+        let later = at("2026-01-06T10:08:00Z");
+        assert_eq!(
+            plan(&incident, &wiring, later).next,
+            Move::Wait(Duration::from_secs(126))
+        );
+
+        // Ten minutes on and unacknowledged, John is paged again.
+        let Move::Record { pages, .. } = plan(&incident, &wiring, at("2026-01-06T10:10:05Z")).next
+        else {
+            panic!("expected Record");
+        };
+        let keys: Vec<String> = pages.iter().map(Page::key).collect();
+        assert_eq!(keys, ["Page/1/0/john"]);
+    }
+
+    #[test]
+    fn a_closed_incident_gets_its_report_before_any_message() {
+        let mut incident = incident("Resolved");
+        let now = at("2026-01-06T11:00:00Z");
+        assert_eq!(plan(&incident, &wiring(&incident), now).next, Move::Report);
+        // Recorded, the report is not written again: the messages go on.
+        let recorded = incident.communication().cloned().unwrap_or_default();
+        apply(&mut incident, reported(&recorded, "api-down-report".into()));
+        let Move::Record { next, .. } = plan(&incident, &wiring(&incident), now).next else {
+            panic!("expected Record");
+        };
+        assert_eq!(next.report.as_deref(), Some("api-down-report"));
+    }
+
+    #[test]
+    fn an_incident_wired_to_nothing_waits_for_a_change() {
+        let mut incident = incident("Triggered");
+        incident.spec.communication = None;
+        let wiring = wiring(&incident);
+        assert!(wiring.channels.is_empty() && wiring.escalation.is_none());
+        let now = at("2026-01-06T10:00:05Z");
+        assert_eq!(plan(&incident, &wiring, now).next, Move::AwaitChange);
+    }
+
+    #[test]
+    fn wiring_names_join_the_policys_the_incidents_and_the_paged_channels() {
+        let mut incident = incident("Triggered");
+        let policy: RemediationPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "healing-guard.io/v1alpha1", "kind": "RemediationPolicy",
+            "metadata": {"name": "guard", "namespace": "hg"},
+            "spec": {"targets": [{"kind": "Deployment", "names": ["api"]}],
+                     "rules": [{"name": "r", "when": {"symptom": "OOMKilled"}, "severity": "P1",
+                                "type": "ServiceOutage", "actions": []}],
+                     "communication": {"channels": ["ops", "slack"],
+                                       "escalationPolicy": "policy-wide"}}
+        }))
+        .unwrap();
+        apply(
+            &mut incident,
+            serde_json::from_value(serde_json::json!({"outbox": [
+                {"channel": "pager-jane", "event": "Paged", "key": "Page/0/0/jane",
+                 "state": "Sent", "attempts": 1, "recordedAt": "2026-01-06T10:00:00Z"}
+            ]}))
+            .unwrap(),
+        );
+        let names = wiring_names(&incident, Some(&policy));
+        assert_eq!(names.channels, ["ops", "pager-jane", "slack"]);
+        // The incident's own escalation policy wins.
+        assert_eq!(names.escalation.as_deref(), Some("on-call"));
+    }
 }
