@@ -167,6 +167,16 @@ pub fn pagerduty_close_for_repage(
     })
 }
 
+/// A PagerDuty event with its routing key (the Secret's) filled in, where
+/// the event has it: built without it, so that what is sent can be shown
+/// without the credential.
+pub fn with_routing_key(mut event: Value, routing_key: &str) -> Value {
+    if let Some(fields) = event.as_object_mut() {
+        fields.insert("routing_key".to_owned(), Value::from(routing_key));
+    }
+    event
+}
+
 /// Statuspage's incident status for a message about `event`. The moments
 /// that move an incident on say where it went (a step applied: identified;
 /// mitigated: monitoring; resolved), whatever the phase is by the time the
@@ -317,6 +327,21 @@ mod tests {
         assert_eq!(event["payload"]["severity"], "critical");
         assert_eq!(event["payload"]["summary"], "[P0] API down");
         assert_eq!(event["payload"]["source"], "hg/Deployment/api");
+    }
+
+    #[test]
+    fn a_routing_key_added_later_reads_as_one_built_in() {
+        let incident = incident("Triggered", false);
+        let (text, fields) = message(&incident);
+        let built = pagerduty("R0UT1NG", &incident, NotifyEvent::Opened, &text, &fields);
+        let blank = pagerduty("", &incident, NotifyEvent::Opened, &text, &fields);
+        let added = with_routing_key(blank, "R0UT1NG");
+        assert_eq!(added.to_string(), built.to_string());
+        let close = pagerduty_close_for_repage("", &incident, &fields);
+        assert_eq!(
+            with_routing_key(close, "R").to_string(),
+            pagerduty_close_for_repage("R", &incident, &fields).to_string()
+        );
     }
 
     #[test]

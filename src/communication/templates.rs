@@ -259,6 +259,21 @@ pub struct TemplateError {
     source: minijinja::Error,
 }
 
+/// A channel's own templates completed from its ConfigMap's `data` (keys
+/// `opened`, `update`, `resolved`): inline text wins.
+pub fn with_config_map(
+    own: &Templates,
+    data: &std::collections::BTreeMap<String, String>,
+) -> Templates {
+    let from_map = |key: &str| data.get(key).cloned();
+    Templates {
+        opened: own.opened.clone().or_else(|| from_map("opened")),
+        update: own.update.clone().or_else(|| from_map("update")),
+        resolved: own.resolved.clone().or_else(|| from_map("resolved")),
+        config_map: own.config_map.clone(),
+    }
+}
+
 /// Which template a moment uses: the first message, the last, or an update.
 pub fn template_for(event: NotifyEvent, templates: &Templates) -> (&'static str, String) {
     match event {
@@ -327,6 +342,24 @@ mod tests {
 
     fn at(text: &str) -> Timestamp {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn inline_templates_win_over_the_config_maps() {
+        let own = Templates {
+            opened: Some("inline".into()),
+            config_map: Some("texts".into()),
+            ..Templates::default()
+        };
+        let data = std::collections::BTreeMap::from([
+            ("opened".to_owned(), "from the map".to_owned()),
+            ("resolved".to_owned(), "over".to_owned()),
+        ]);
+        let merged = with_config_map(&own, &data);
+        assert_eq!(merged.opened.as_deref(), Some("inline"));
+        assert_eq!(merged.update, None);
+        assert_eq!(merged.resolved.as_deref(), Some("over"));
+        assert_eq!(merged.config_map.as_deref(), Some("texts"));
     }
 
     const FIFTEEN: std::time::Duration = std::time::Duration::from_secs(900);

@@ -1,6 +1,6 @@
-//! One message to one channel: its Secret read, its template rendered, the
-//! receiver's request built and sent. Never fails: how it went is an
-//! [`Outcome`], recorded in the outbox.
+//! One message to one channel: its Secret read, its templates found, the
+//! message composed (`super::compose`) and sent. Never fails: how it went
+//! is an [`Outcome`], recorded in the outbox.
 
 use std::collections::BTreeMap;
 
@@ -13,17 +13,14 @@ use reqwest::{
 use serde_json::Value;
 use tracing::info;
 
+use super::compose::{self, Composed, Recheck, Request};
 use crate::{
     communication::{
-        moments, outbox, payloads,
+        outbox, payloads,
         send::{self, Outcome, backoff},
-        templates,
     },
     context::Context,
-    crd::{
-        ChannelKind, CommunicationStatus, Delivery, DeliveryState, Incident, NotificationChannel,
-        NotifyEvent,
-    },
+    crd::{CommunicationStatus, Delivery, Incident, NotificationChannel},
 };
 
 const PAGERDUTY_EVENTS: &str = "https://events.pagerduty.com/v2/enqueue";
@@ -40,17 +37,12 @@ pub async fn deliver(
 ) -> Outcome {
     let namespace = incident.namespace().unwrap_or_default();
     let attempts = delivery.attempts;
-    let in_doubt = outbox::in_doubt(delivery);
-    if in_doubt && !channel.spec.kind.recognises_repeats() {
-        return Outcome::Unconfirmed {
-            why: format!(
-                "the operator stopped while sending it and {} cannot recognise a repeat: \
-                 not sent again, so it may be missing",
-                channel.spec.kind
-            ),
-        };
+    // Known before anything is read: a message not to be sent again needs
+    // neither its Secret nor its templates.
+    if let Some(outcome) = compose::unconfirmed(channel.spec.kind, delivery) {
+        return outcome;
     }
-    if in_doubt {
+    if outbox::in_doubt(delivery) {
         info!(channel = %delivery.channel, key = %delivery.key,
               "an attempt's outcome was lost; sending it again, which the receiver recognises as a repeat");
     }
@@ -84,41 +76,57 @@ pub async fn deliver(
             };
         }
     };
-    let text = match message(ctx, incident, channel, delivery, now).await {
-        Ok(text) => text,
-        Err(why) => {
-            return Outcome::Refused {
-                why: why.to_string(),
-            };
-        }
-    };
-    let fields = templates::fields(
-        incident,
-        delivery.event,
-        channel.spec.updates.of(incident.spec.severity),
-        None,
-        now,
-    );
+    let templates =
+        match crate::notifier::readiness::channel_templates(ctx, channel, &namespace).await {
+            Ok(templates) => templates,
+            Err(error) => {
+                return Outcome::Refused {
+                    why: error.to_string(),
+                };
+            }
+        };
+    let Composed { text, request, .. } =
+        match compose::compose(incident, &channel.spec, &templates, delivery, recorded, now) {
+            Ok(composed) => composed,
+            Err(outcome) => return outcome,
+        };
     let message = Message {
         ctx,
         incident,
         channel,
         delivery,
-        recorded,
         secret: &secret,
-        text: &text,
-        fields: &fields,
-        in_doubt,
     };
-    let request = match channel.spec.kind {
-        ChannelKind::Slack => message
+    let request = match request {
+        Request::Slack { body } => message
             .needs("url")
-            .map(|url| (Method::POST, url, HeaderMap::new(), payloads::slack(&text))),
-        ChannelKind::Webhook => message.needs("url").map(|url| message.webhook(url)),
-        ChannelKind::PagerDuty => message.pagerduty().await,
-        ChannelKind::StatusPage => message.statuspage().await,
-        ChannelKind::Email => {
-            return email(incident, channel, delivery, &secret, &text, attempts).await;
+            .map(|url| (Method::POST, url, HeaderMap::new(), body)),
+        Request::Webhook {
+            body,
+            idempotency_key,
+        } => message
+            .needs("url")
+            .map(|url| message.webhook(url, &idempotency_key, body)),
+        Request::PagerDuty { event, close_first } => message.pagerduty(event, close_first).await,
+        Request::StatusPage {
+            body,
+            opened,
+            recheck,
+        } => message.statuspage(body, opened, recheck).await,
+        Request::Email {
+            subject,
+            message_id,
+            from,
+            to,
+        } => {
+            let mail = Mail {
+                subject,
+                message_id,
+                from,
+                to,
+                text,
+            };
+            return email(channel, &secret, mail, attempts).await;
         }
     };
     let (method, url, headers, body) = match request {
@@ -134,23 +142,19 @@ pub async fn deliver(
     send::send(&ctx.http, method, &url, headers, &body, attempts, reference).await
 }
 
-/// A request to a receiver: what to send, where and how. A builder that
-/// has no request to send answers with the outcome already known instead
-/// (a refusal, or a message found already sent).
-type Request = (Method, String, HeaderMap, Value);
+/// A request to a receiver over HTTP: what to send, where and how. A
+/// builder that has no request to send answers with the outcome already
+/// known instead (a refusal, or a message found already sent).
+type HttpRequest = (Method, String, HeaderMap, Value);
 
-/// One message on its way: what every receiver's request is built from.
+/// One composed message on its way: what every receiver's request is
+/// completed with.
 struct Message<'a> {
     ctx: &'a Context,
     incident: &'a Incident,
     channel: &'a NotificationChannel,
     delivery: &'a Delivery,
-    recorded: &'a CommunicationStatus,
     secret: &'a BTreeMap<String, String>,
-    text: &'a str,
-    fields: &'a templates::Fields,
-    /// An attempt began before and its outcome was never written.
-    in_doubt: bool,
 }
 
 impl Message<'_> {
@@ -167,11 +171,9 @@ impl Message<'_> {
             })
     }
 
-    /// A generic webhook: its body, an `authorization` header from the
-    /// Secret if given, and an idempotency key the receiver can fold
-    /// repeats by.
-    fn webhook(&self, url: String) -> Request {
-        let (incident, delivery) = (self.incident, self.delivery);
+    /// A generic webhook: an `authorization` header from the Secret if
+    /// given, and the idempotency key the receiver can fold repeats by.
+    fn webhook(&self, url: String, idempotency_key: &str, body: Value) -> HttpRequest {
         let mut headers = HeaderMap::new();
         if let Some(value) = self
             .secret
@@ -180,47 +182,34 @@ impl Message<'_> {
         {
             headers.insert(AUTHORIZATION, value);
         }
-        let key = format!(
-            "{}/{}/{}",
-            incident.uid().unwrap_or_default(),
-            delivery.channel,
-            delivery.key
-        );
-        if let Ok(value) = HeaderValue::from_str(&key) {
+        if let Ok(value) = HeaderValue::from_str(idempotency_key) {
             headers.insert(HeaderName::from_static("idempotency-key"), value);
         }
-        let body = payloads::webhook(
-            incident,
-            delivery.event,
-            &delivery.key,
-            self.text,
-            self.fields,
-        );
         (Method::POST, url, headers, body)
     }
 
-    /// A PagerDuty event (Events API v2).
-    async fn pagerduty(&self) -> Result<Request, Outcome> {
-        let (incident, delivery) = (self.incident, self.delivery);
+    /// A PagerDuty event (Events API v2), after closing the alert a person
+    /// paged before still has open.
+    async fn pagerduty(
+        &self,
+        event: Value,
+        close_first: Option<Value>,
+    ) -> Result<HttpRequest, Outcome> {
         let routing_key = self.needs("routingKey")?;
         let url = self
             .secret
             .get("url")
             .cloned()
             .unwrap_or_else(|| PAGERDUTY_EVENTS.to_owned());
-        // A person paged again (a later pass, or a new round after an
-        // acknowledgement expired) still has this incident's alert
-        // open: it is closed first so that the page notifies. Sent
-        // again in doubt, this may page twice, never not at all.
-        if paged_before(self.recorded, delivery) {
-            let close = payloads::pagerduty_close_for_repage(&routing_key, incident, self.fields);
+        if let Some(close) = close_first {
+            let close = payloads::with_routing_key(close, &routing_key);
             let closed = send::send(
                 &self.ctx.http,
                 Method::POST,
                 &url,
                 HeaderMap::new(),
                 &close,
-                delivery.attempts,
+                self.delivery.attempts,
                 |_| None,
             )
             .await;
@@ -228,21 +217,20 @@ impl Message<'_> {
                 return Err(closed);
             }
         }
-        let body = payloads::pagerduty(
-            &routing_key,
-            incident,
-            delivery.event,
-            self.text,
-            self.fields,
-        );
+        let body = payloads::with_routing_key(event, &routing_key);
         Ok((Method::POST, url, HeaderMap::new(), body))
     }
 
     /// A Statuspage incident: opened by the first message, updated by the
     /// later ones; one whose answer was lost is looked for before it is
     /// sent again.
-    async fn statuspage(&self) -> Result<Request, Outcome> {
-        let (incident, delivery) = (self.incident, self.delivery);
+    async fn statuspage(
+        &self,
+        body: Value,
+        opened: Option<String>,
+        recheck: Option<Recheck>,
+    ) -> Result<HttpRequest, Outcome> {
+        let delivery = self.delivery;
         let (api_key, page) = (self.needs("apiKey")?, self.needs("pageId")?);
         let base = self
             .secret
@@ -253,24 +241,16 @@ impl Message<'_> {
         if let Ok(value) = HeaderValue::from_str(&format!("OAuth {api_key}")) {
             headers.insert(AUTHORIZATION, value);
         }
-        // The first message opens the page's incident; later ones update it.
-        let opened = self
-            .recorded
-            .outbox
-            .iter()
-            .filter(|d| d.channel == delivery.channel && d.state == DeliveryState::Sent)
-            .find_map(|d| d.external_ref.clone());
         let pages = format!("{base}/v1/pages/{page}/incidents");
-        if let Some(since) = delivery.sending_since.as_ref().filter(|_| self.in_doubt) {
-            let statuses = payloads::statuspage_statuses_at(delivery.event, incident, since.0);
+        if let Some(recheck) = recheck {
             let lookup = Lookup {
                 pages: &pages,
                 headers: &headers,
                 opened: opened.as_deref(),
-                statuses: &statuses,
-                since: since.0,
+                statuses: &recheck.statuses,
+                since: recheck.since,
             };
-            if let Some(id) = statuspage_lookup(self.ctx, incident, &lookup).await {
+            if let Some(id) = statuspage_lookup(self.ctx, self.incident, &lookup).await {
                 info!(channel = %delivery.channel, key = %delivery.key,
                       "found on the status page after a lost answer; not sent again");
                 return Err(Outcome::Accepted {
@@ -278,14 +258,6 @@ impl Message<'_> {
                 });
             }
         }
-        let component = self
-            .channel
-            .spec
-            .status_page
-            .as_ref()
-            .and_then(|s| s.component_id.as_deref());
-        let body =
-            payloads::statuspage(incident, delivery.event, component, self.text, self.fields);
         Ok(match opened {
             Some(id) => (Method::PATCH, format!("{pages}/{id}"), headers, body),
             None => (Method::POST, pages, headers, body),
@@ -293,16 +265,13 @@ impl Message<'_> {
     }
 }
 
-/// Whether `delivery` is a page to a channel that was paged before for
-/// this incident.
-fn paged_before(recorded: &CommunicationStatus, delivery: &Delivery) -> bool {
-    delivery.event == NotifyEvent::Paged
-        && recorded.outbox.iter().any(|d| {
-            d.channel == delivery.channel
-                && d.event == NotifyEvent::Paged
-                && d.key != delivery.key
-                && d.state == DeliveryState::Sent
-        })
+/// An email as composed.
+struct Mail {
+    subject: String,
+    message_id: String,
+    from: String,
+    to: Vec<String>,
+    text: String,
 }
 
 /// An email over SMTP (`host`, `port`, optional `username` and `password`,
@@ -310,11 +279,9 @@ fn paged_before(recorded: &CommunicationStatus, delivery: &Delivery) -> bool {
 /// host). Its Message-ID is derived from the incident and the message, so
 /// a message sent again after a lost answer is recognisably the same.
 async fn email(
-    incident: &Incident,
     channel: &NotificationChannel,
-    delivery: &Delivery,
     secret: &BTreeMap<String, String>,
-    text: &str,
+    mail: Mail,
     attempts: i32,
 ) -> Outcome {
     use lettre::{
@@ -322,9 +289,6 @@ async fn email(
         transport::smtp::authentication::Credentials,
     };
     let refused = |why: String| Outcome::Refused { why };
-    let Some(settings) = &channel.spec.email else {
-        return refused("an Email channel needs email.from and email.to".into());
-    };
     let Some(host) = secret.get("host") else {
         return refused(format!(
             "Secret {} has no key host",
@@ -332,34 +296,27 @@ async fn email(
         ));
     };
     let port = secret.get("port").and_then(|p| p.parse::<u16>().ok());
-    let subject = format!(
-        "{} - {}",
-        text.lines().next().unwrap_or_default(),
-        incident.spec.title
-    );
-    let message_id = format!(
-        "<{}.{}.{}@healing-guard.io>",
-        incident.uid().unwrap_or_default(),
-        delivery.channel,
-        delivery.key.replace('/', ".")
-    );
+    let Mail {
+        subject,
+        message_id,
+        from,
+        to,
+        text,
+    } = mail;
     let mut builder = Message::builder()
         .subject(subject)
         .message_id(Some(message_id.clone()));
-    match settings.from.parse() {
+    match from.parse() {
         Ok(from) => builder = builder.from(from),
         Err(error) => return refused(format!("email.from: {error}")),
     }
-    for to in &settings.to {
+    for to in &to {
         match to.parse() {
             Ok(to) => builder = builder.to(to),
             Err(error) => return refused(format!("email.to {to}: {error}")),
         }
     }
-    let message = match builder
-        .header(ContentType::TEXT_PLAIN)
-        .body(text.to_owned())
-    {
+    let message = match builder.header(ContentType::TEXT_PLAIN).body(text) {
         Ok(message) => message,
         Err(error) => return refused(format!("building the email: {error}")),
     };
@@ -470,31 +427,4 @@ async fn statuspage_lookup(
             .flatten()
         }),
     }
-}
-
-/// The message's text: the channel's template (inline, else from its
-/// ConfigMap, else the runbook's), rendered.
-async fn message(
-    ctx: &Context,
-    incident: &Incident,
-    channel: &NotificationChannel,
-    delivery: &Delivery,
-    now: Timestamp,
-) -> Result<String, MessageError> {
-    let namespace = incident.namespace().unwrap_or_default();
-    let chosen = crate::notifier::readiness::channel_templates(ctx, channel, &namespace).await?;
-    let every = channel.spec.updates.of(incident.spec.severity);
-    let next = every.and_then(|every| moments::next_update(incident, every, now));
-    let fields = templates::fields(incident, delivery.event, every, next, now);
-    let (name, source) = templates::template_for(delivery.event, &chosen);
-    Ok(templates::render(name, &source, &fields)?)
-}
-
-/// Why a message's text could not be made.
-#[derive(Debug, thiserror::Error)]
-enum MessageError {
-    #[error(transparent)]
-    Templates(#[from] crate::notifier::readiness::TemplatesError),
-    #[error(transparent)]
-    Render(#[from] templates::TemplateError),
 }

@@ -21,7 +21,10 @@ use tracing::{info, instrument, warn};
 
 use crate::reconcile::{Error, retry};
 use crate::{
-    communication::readiness::{self, SecretSeen},
+    communication::{
+        readiness::{self, SecretSeen},
+        templates,
+    },
     conditions::{ConditionUpdate, set_condition},
     context::Context,
     crd::{
@@ -62,24 +65,24 @@ pub async fn channel_templates(
     channel: &NotificationChannel,
     namespace: &str,
 ) -> Result<Templates, TemplatesError> {
-    let mut chosen = channel.spec.templates.clone();
-    if let Some(name) = &channel.spec.templates.config_map {
-        // Read as the namespace's remediator, like the channel's Secret.
-        let remediator = ctx.remediator(namespace, None)?;
-        let config = Api::<ConfigMap>::namespaced(remediator, namespace)
-            .get_opt(name)
-            .await
-            .map_err(|source| TemplatesError::Read {
-                name: name.clone(),
-                source,
-            })?
-            .ok_or_else(|| TemplatesError::Missing(name.clone()))?;
-        let data = config.data.unwrap_or_default();
-        chosen.opened = chosen.opened.or_else(|| data.get("opened").cloned());
-        chosen.update = chosen.update.or_else(|| data.get("update").cloned());
-        chosen.resolved = chosen.resolved.or_else(|| data.get("resolved").cloned());
-    }
-    Ok(chosen)
+    let own = &channel.spec.templates;
+    let Some(name) = &own.config_map else {
+        return Ok(own.clone());
+    };
+    // Read as the namespace's remediator, like the channel's Secret.
+    let remediator = ctx.remediator(namespace, None)?;
+    let config = Api::<ConfigMap>::namespaced(remediator, namespace)
+        .get_opt(name)
+        .await
+        .map_err(|source| TemplatesError::Read {
+            name: name.clone(),
+            source,
+        })?
+        .ok_or_else(|| TemplatesError::Missing(name.clone()))?;
+    Ok(templates::with_config_map(
+        own,
+        &config.data.unwrap_or_default(),
+    ))
 }
 
 /// Checks one channel.
