@@ -5,7 +5,7 @@
 //! the clock jumps to the next time anything is due.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     sync::Arc,
 };
 
@@ -174,7 +174,11 @@ impl<'a> Simulation<'a> {
         let mut now = self.start;
         for _ in 0..MAX_TICKS {
             self.world.state().now = Some(now);
-            for input in inputs.iter().filter(|i| self.at(i.at.as_std()) == now) {
+            let start = self.start;
+            for input in inputs
+                .iter()
+                .filter(|i| start.checked_add(i.at.as_std()).ok() == Some(now))
+            {
                 self.apply(input, now);
             }
             self.settle(now);
@@ -652,7 +656,7 @@ impl<'a> Simulation<'a> {
                     .policy_name()
                     .and_then(|name| {
                         state.policies.iter().find(|p| {
-                            p.name_any() == name && p.namespace().as_deref() == Some(id.0.as_str())
+                            p.name_any() == *name && p.namespace().as_deref() == Some(id.0.as_str())
                         })
                     })
                     .cloned();
