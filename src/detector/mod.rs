@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod dedup;
 mod guarded;
 pub mod probes;
+pub mod report;
 mod signals;
 pub mod symptoms;
 pub mod watches;
@@ -15,7 +16,7 @@ pub mod writer;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use k8s_openapi::jiff::Timestamp;
@@ -26,9 +27,10 @@ use tokio_util::{sync::CancellationToken, time::DelayQueue};
 use tracing::{debug, info, warn};
 
 use self::{
+    report::Report,
     symptoms::{Evaluation, Signal},
     watches::PodWatches,
-    writer::{Report, Writer, Written},
+    writer::{Writer, Written},
 };
 use crate::{
     context::{Context, Watches},
@@ -60,7 +62,7 @@ struct Detector {
     timers: DelayQueue<WorkloadId>,
     timer_keys: HashMap<WorkloadId, tokio_util::time::delay_queue::Key>,
     pending: BTreeMap<(String, String), Report>,
-    noticed: HashMap<(String, String), Instant>,
+    noticed: HashMap<(String, String), Timestamp>,
     /// Since when each workload has been healthy (no signal, every replica ready).
     healthy_since: HashMap<WorkloadId, Timestamp>,
     /// Workloads whose config was snapshotted in their current healthy period.
@@ -281,10 +283,7 @@ impl Detector {
                     let Some(rule) = policy.spec.rules.get(signal.rule) else {
                         continue;
                     };
-                    let noticed = *self
-                        .noticed
-                        .entry(pending_key.clone())
-                        .or_insert_with(Instant::now);
+                    let noticed = *self.noticed.entry(pending_key.clone()).or_insert(now);
                     let report = Report {
                         namespace: namespace.clone(),
                         target: target.clone(),
