@@ -7,7 +7,11 @@ use std::{collections::HashMap, sync::Arc};
 
 use kube::ResourceExt;
 
-use super::{Detector, WorkloadId, id_of, watches::PodChange};
+use super::{
+    Detector,
+    sensing::{WorkloadId, id_of},
+    watches::PodChange,
+};
 use crate::{crd::RemediationPolicy, k8s::shared::Change, workload::Workload};
 
 impl Detector {
@@ -77,21 +81,10 @@ impl Detector {
 
     pub(super) fn forget(&mut self, id: &WorkloadId) {
         self.workloads.remove(id);
-        self.evaluations.remove(id);
-        self.short_since.remove(id);
-        self.healthy_since.remove(id);
-        self.snapshotted.remove(id);
-        self.snapshot_jobs.remove(id);
+        self.sensing.forget(id);
         if let Some(timer) = self.timer_keys.remove(id) {
             self.timers.remove(&timer);
         }
-        // Reports not yet written for an unguarded target are dropped.
-        self.pending.retain(|(namespace, _), report| {
-            !(report.target.kind == id.0 && *namespace == id.1 && report.target.name == id.2)
-        });
-        let prefix = format!("{}/{}/", id.0, id.2);
-        self.noticed
-            .retain(|(namespace, key), _| !(*namespace == id.1 && key.starts_with(&prefix)));
     }
 
     /// Starts a pod watch for every guarded workload's selector and stops the rest.
