@@ -12,6 +12,7 @@ pub mod sensing;
 mod signals;
 pub mod symptoms;
 pub mod watches;
+pub mod write_plan;
 pub mod writer;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -214,7 +215,7 @@ impl Detector {
             workload,
             &policy,
             watched.iter().map(AsRef::as_ref),
-            |namespace, key| !writer.open_uncleared(namespace, key).is_empty(),
+            |namespace, key| writer.open_uncleared(namespace, key),
             now,
         );
         if let Some(timer) = self.timer_keys.remove(id) {

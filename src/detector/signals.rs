@@ -73,7 +73,7 @@ impl Detector {
         let queued = self.sensing.probe_result(
             &policy,
             result,
-            |namespace, key| !writer.open_uncleared(namespace, key).is_empty(),
+            |namespace, key| writer.open_uncleared(namespace, key),
             Timestamp::now(),
         );
         if !queued {
