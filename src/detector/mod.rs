@@ -5,12 +5,16 @@
 
 pub mod alerts;
 pub mod dedup;
+#[cfg(test)]
+mod fixtures;
 mod guarded;
 pub mod probes;
 pub mod report;
 pub mod sensing;
 mod signals;
 pub mod symptoms;
+#[cfg(test)]
+mod tests;
 pub mod watches;
 pub mod write_plan;
 pub mod writer;

@@ -325,3 +325,127 @@ fn new_occurrences(previous: Option<&Signal>, current: &Signal) -> i64 {
         .count();
     i64::try_from(count).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detector::fixtures::{CRASH_KEY, api, at, pod, policy};
+
+    fn crash_key() -> ReportKey {
+        ("hg".to_owned(), CRASH_KEY.to_owned())
+    }
+
+    const NOTHING_OPEN: fn(&str, &str) -> bool = |_, _| false;
+
+    #[test]
+    fn a_crashlooping_pod_queues_a_report_and_only_new_restarts_count_again() {
+        let (policy, mut sensing) = (policy(), Sensing::default());
+        let crashing = [pod("api-1", 5, true), pod("api-2", 0, false)];
+        sensing.evaluate(&api(1), &policy, &crashing, NOTHING_OPEN, at(0));
+        let report = &sensing.pending()[&crash_key()];
+        assert_eq!(
+            (report.occurrences, report.cleared, report.rule.as_str()),
+            (1, false, "crash")
+        );
+        assert_eq!(report.pods, ["api-1"]);
+        assert_eq!((report.first_seen, report.noticed), (at(0), at(0)));
+        assert!(sensing.is_urgent(), "a new signal is written at once");
+        assert_eq!(sensing.take_pending().len(), 1);
+        assert!(!sensing.is_urgent());
+
+        // Looked at again with nothing new: nothing to say.
+        sensing.evaluate(&api(1), &policy, &crashing, NOTHING_OPEN, at(5));
+        assert!(sensing.pending().is_empty());
+        // It restarted again: a repeat, counted, not urgent; still noticed at t0.
+        let again = [pod("api-1", 6, true), pod("api-2", 0, false)];
+        sensing.evaluate(&api(1), &policy, &again, NOTHING_OPEN, at(12));
+        let report = &sensing.pending()[&crash_key()];
+        assert_eq!((report.occurrences, report.last_seen), (1, at(12)));
+        assert_eq!(report.noticed, at(0));
+        assert!(!sensing.is_urgent());
+    }
+
+    #[test]
+    fn a_signal_that_stops_queues_a_clear_and_a_pending_one_keeps_its_data() {
+        let (policy, mut sensing) = (policy(), Sensing::default());
+        sensing.evaluate(
+            &api(1),
+            &policy,
+            &[pod("api-1", 5, true)],
+            NOTHING_OPEN,
+            at(0),
+        );
+        // Healthy before the report was written: the clear carries its counts.
+        sensing.evaluate(
+            &api(2),
+            &policy,
+            &[pod("api-1", 5, false)],
+            NOTHING_OPEN,
+            at(3),
+        );
+        let report = &sensing.take_pending()[&crash_key()];
+        assert_eq!(
+            (report.cleared, report.occurrences, report.last_seen),
+            (true, 1, at(3))
+        );
+        // Healthy, and nothing open: nothing more to clear.
+        sensing.evaluate(
+            &api(2),
+            &policy,
+            &[pod("api-1", 5, false)],
+            NOTHING_OPEN,
+            at(4),
+        );
+        assert!(sensing.pending().is_empty());
+        // An incident still open from before (a restart): it is cleared.
+        let open = |namespace: &str, key: &str| namespace == "hg" && key == CRASH_KEY;
+        sensing.evaluate(&api(2), &policy, &[pod("api-1", 5, false)], open, at(5));
+        assert!(sensing.pending()[&crash_key()].cleared);
+    }
+
+    #[test]
+    fn a_workload_healthy_for_the_hold_down_is_due_one_snapshot() {
+        let (policy, mut sensing) = (policy(), Sensing::default());
+        let healthy = [pod("api-1", 0, false), pod("api-2", 0, false)];
+        let recheck = sensing.evaluate(&api(2), &policy, &healthy, NOTHING_OPEN, at(0));
+        assert_eq!(
+            recheck,
+            Some(at(120)),
+            "looked at again when the hold-down ends"
+        );
+        assert!(sensing.take_snapshot_jobs().is_empty());
+        assert_eq!(
+            sensing.evaluate(&api(2), &policy, &healthy, NOTHING_OPEN, at(120)),
+            None
+        );
+        let jobs = sensing.take_snapshot_jobs();
+        assert_eq!(jobs.len(), 1);
+        let id = jobs.into_iter().next().unwrap();
+        sensing.snapshot_taken(id);
+        sensing.evaluate(&api(2), &policy, &healthy, NOTHING_OPEN, at(130));
+        assert!(
+            sensing.take_snapshot_jobs().is_empty(),
+            "once per healthy period"
+        );
+        // Unhealthy, then healthy again: a new period, a new snapshot.
+        sensing.evaluate(&api(1), &policy, &healthy, NOTHING_OPEN, at(140));
+        sensing.evaluate(&api(2), &policy, &healthy, NOTHING_OPEN, at(150));
+        sensing.evaluate(&api(2), &policy, &healthy, NOTHING_OPEN, at(270));
+        assert_eq!(sensing.take_snapshot_jobs().len(), 1);
+    }
+
+    #[test]
+    fn an_unguarded_workload_is_forgotten_with_what_it_had_not_written() {
+        let (policy, mut sensing) = (policy(), Sensing::default());
+        sensing.evaluate(
+            &api(1),
+            &policy,
+            &[pod("api-1", 5, true)],
+            NOTHING_OPEN,
+            at(0),
+        );
+        assert!(sensing.remembered() > 0);
+        sensing.forget(&id_of(&api(1)));
+        assert_eq!(sensing.remembered(), 0);
+    }
+}

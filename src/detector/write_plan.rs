@@ -388,6 +388,188 @@ fn truncate(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        crd::{Severity, Symptom},
+        detector::fixtures::{CRASH_KEY, at, clear_report, crash_report, incident},
+    };
+
+    const NONE_STORED: fn(&str) -> Option<Arc<Incident>> = |_| None;
+
+    /// The patch of a plan, or a failure saying what it was.
+    fn patch(plan: WritePlan) -> DetectionPatch {
+        match plan {
+            WritePlan::Detection(DetectionPlan::Patch(patch)) => *patch,
+            other => panic!("expected a patch, got {other:?}"),
+        }
+    }
+
+    /// A memory that created `api-crashloop` and wrote its first detection
+    /// at t0, the store not showing it yet.
+    fn after_first_write() -> WriteMemory {
+        let mut memory = WriteMemory::default();
+        let first = crash_report(at(0), &["api-1"], 1);
+        let WritePlan::Create(created) = memory.plan(&first, &[], NONE_STORED, at(0)) else {
+            panic!("the first signal creates");
+        };
+        memory.created(&first, &created.name_any());
+        let DetectionPlan::Patch(patch) =
+            memory.plan_detection(&first, &created.name_any(), false, None, at(0))
+        else {
+            panic!("a new incident's detection is written at once");
+        };
+        memory.wrote(*patch, at(0));
+        memory
+    }
+
+    #[test]
+    fn the_first_signal_creates_an_incident_then_writes_its_detection() {
+        let mut memory = WriteMemory::default();
+        let report = crash_report(at(0), &["api-1"], 1);
+        let WritePlan::Create(created) = memory.plan(&report, &[], NONE_STORED, at(0)) else {
+            panic!("the first signal creates");
+        };
+        assert_eq!(created.name_any(), "api-crashloop");
+        assert_eq!(created.namespace().as_deref(), Some("hg"));
+        assert_eq!(created.spec.source.dedup_key.as_deref(), Some(CRASH_KEY));
+        assert_eq!(created.spec.severity, Severity::P1);
+        assert_eq!(created.spec.title, "CrashLoopBackOff on Deployment/api");
+        memory.created(&report, "api-crashloop");
+        let plan = memory.plan_detection(&report, "api-crashloop", false, None, at(0));
+        let DetectionPlan::Patch(patch) = plan else {
+            panic!("expected a patch, got {plan:?}");
+        };
+        assert_eq!(
+            (patch.namespace.as_str(), patch.name.as_str()),
+            ("hg", "api-crashloop")
+        );
+        assert_eq!(patch.detection.symptom, Some(Symptom::CrashLoopBackOff));
+        assert_eq!(patch.detection.occurrences, 1);
+        assert_eq!(patch.detection.affected_pods, ["api-1"]);
+        assert_eq!(patch.detection.first_seen_at, Some(Time(at(0))));
+        assert_eq!((patch.reopen, patch.wait), (false, UPDATE_EVERY));
+    }
+
+    #[test]
+    fn count_only_updates_wait_update_every_and_a_clear_goes_at_once() {
+        let mut memory = after_first_write();
+        // The store lags: what was created is updated all the same.
+        let repeat = crash_report(at(5), &["api-1"], 1);
+        assert!(matches!(
+            memory.plan(&repeat, &[], NONE_STORED, at(5)),
+            WritePlan::Detection(DetectionPlan::Deferred)
+        ));
+        let later = patch(memory.plan(&repeat, &[], NONE_STORED, at(11)));
+        assert_eq!(later.name, "api-crashloop");
+        assert_eq!(later.detection.occurrences, 2);
+        assert_eq!(later.detection.last_seen_at, Some(Time(at(5))));
+        memory.wrote(later, at(11));
+        // A pod newly failing goes at once: the blast radius grew.
+        let spread = crash_report(at(12), &["api-2"], 1);
+        let spread = patch(memory.plan(&spread, &[], NONE_STORED, at(12)));
+        assert_eq!(spread.detection.affected_pods, ["api-2", "api-1"]);
+        memory.wrote(spread, at(12));
+        // The signal stops a moment later: written at once.
+        let cleared = patch(memory.plan(&clear_report(at(14)), &[], NONE_STORED, at(14)));
+        assert_eq!(cleared.detection.cleared_at, Some(Time(at(14))));
+        assert_eq!(cleared.detection.occurrences, 3);
+        memory.wrote(cleared, at(14));
+        // Cleared twice: nothing changes.
+        assert!(matches!(
+            memory.plan(&clear_report(at(15)), &[], NONE_STORED, at(15)),
+            WritePlan::Detection(DetectionPlan::Unchanged)
+        ));
+    }
+
+    #[test]
+    fn an_escalated_incidents_counts_wait_twice_as_long_each_time() {
+        let mut memory = after_first_write();
+        let escalated = Arc::new(incident("api-crashloop", Some(Phase::Escalated), None));
+        let same_key = [escalated.clone()];
+        let stored = |_: &str| Some(escalated.clone());
+        let repeat = |t| crash_report(at(t), &["api-1"], 1);
+        let first = patch(memory.plan(&repeat(11), &same_key, stored, at(11)));
+        assert_eq!(first.wait, UPDATE_EVERY * 2);
+        memory.wrote(first, at(11));
+        assert!(matches!(
+            memory.plan(&repeat(25), &same_key, stored, at(25)),
+            WritePlan::Detection(DetectionPlan::Deferred)
+        ));
+        let second = patch(memory.plan(&repeat(32), &same_key, stored, at(32)));
+        assert_eq!(second.wait, UPDATE_EVERY * 4);
+    }
+
+    #[test]
+    fn a_clear_with_no_open_incident_writes_nothing() {
+        let mut memory = WriteMemory::default();
+        let clear = clear_report(at(0));
+        assert!(matches!(
+            memory.plan(&clear, &[], NONE_STORED, at(0)),
+            WritePlan::Nothing
+        ));
+        let resolved = [Arc::new(incident(
+            "api-crashloop",
+            Some(Phase::Resolved),
+            Some(at(-60)),
+        ))];
+        assert!(matches!(
+            memory.plan(&clear, &resolved, NONE_STORED, at(0)),
+            WritePlan::Nothing
+        ));
+    }
+
+    #[test]
+    fn a_signal_back_within_the_reopen_window_reopens_once() {
+        let mut memory = WriteMemory::default();
+        let resolved = Arc::new(incident(
+            "api-crashloop",
+            Some(Phase::Resolved),
+            Some(at(60)),
+        ));
+        let same_key = [resolved.clone()];
+        let stored = |_: &str| Some(resolved.clone());
+        let back = crash_report(at(120), &["api-1"], 1);
+        let reopened = patch(memory.plan(&back, &same_key, stored, at(120)));
+        assert!(reopened.reopen);
+        assert_eq!(reopened.name, "api-crashloop");
+        assert_eq!(reopened.detection.reopens, 1);
+        assert_eq!(reopened.detection.last_reopened_at, Some(Time(at(120))));
+        memory.wrote(reopened, at(120));
+        // The lifecycle has not acted on it yet: counted, not reopened again.
+        let again = crash_report(at(121), &["api-2"], 1);
+        let counted = patch(memory.plan(&again, &same_key, stored, at(121)));
+        assert!(!counted.reopen);
+        assert_eq!(counted.detection.reopens, 1);
+        // Past the window, a new incident links to the old one.
+        let mut fresh = WriteMemory::default();
+        let late = crash_report(at(60 + 1801), &["api-1"], 1);
+        let WritePlan::Create(created) = fresh.plan(&late, &same_key, stored, at(60 + 1801)) else {
+            panic!("past the window a new incident opens");
+        };
+        assert_eq!(created.name_any(), "api-crashloop-2");
+        assert_eq!(
+            created.spec.source.previous_incident.as_deref(),
+            Some("api-crashloop")
+        );
+    }
+
+    #[test]
+    fn an_incident_is_open_uncleared_until_a_clear_is_written() {
+        let mut memory = after_first_write();
+        let open = [Arc::new(incident("api-crashloop", None, None))];
+        assert!(memory.open_uncleared("hg", &open));
+        let cleared = patch(memory.plan(&clear_report(at(3)), &open, NONE_STORED, at(3)));
+        memory.wrote(cleared, at(3));
+        assert!(
+            !memory.open_uncleared("hg", &open),
+            "the store lags, the memory does not"
+        );
+        let resolved = [Arc::new(incident(
+            "api-crashloop",
+            Some(Phase::Resolved),
+            Some(at(9)),
+        ))];
+        assert!(!WriteMemory::default().open_uncleared("hg", &resolved));
+    }
 
     /// A memory that wrote the incidents `names` of namespace "shop".
     fn memory(names: &[&str]) -> WriteMemory {
