@@ -193,3 +193,106 @@ fn stored(incidents: &Store<Incident>, namespace: &str, name: &str) -> Option<Ar
         .into_iter()
         .next()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::{Request, Response};
+    use kube::{client::Body, runtime::reflector};
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::detector::fixtures::{at, clear_report, crash_report, incident};
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    fn writer() -> (Writer, Handle) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let (store, _filler) = reflector::store::<Incident>();
+        let client = Client::new(service, "default");
+        (
+            Writer::new(client, Arc::new(Metrics::default()), store),
+            handle,
+        )
+    }
+
+    /// Answers the next request with `code`: the incident on success, an
+    /// API status otherwise. Returns the request's method and URI, and its body.
+    async fn answer(handle: &mut Handle, code: u16) -> (String, Value) {
+        let (request, send) = handle.next_request().await.unwrap();
+        let line = format!("{} {}", request.method(), request.uri());
+        let body = request.into_body().collect_bytes().await.unwrap();
+        let sent: Value = serde_json::from_slice(&body).unwrap();
+        let reply = if code < 300 {
+            serde_json::to_value(incident("api-crashloop", None, None)).unwrap()
+        } else {
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
+                   "reason": "Refused", "message": "refused"})
+        };
+        let response = Response::builder()
+            .status(code)
+            .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+            .unwrap();
+        send.send_response(response);
+        (line, sent)
+    }
+
+    async fn write(writer: &mut Writer, report: Report) -> Result<Written, kube::Error> {
+        tokio::time::timeout(Duration::from_secs(10), writer.write(report))
+            .await
+            .unwrap()
+    }
+
+    const INCIDENTS: &str = "/apis/healing-guard.io/v1alpha1/namespaces/hg/incidents";
+
+    #[tokio::test]
+    async fn creates_then_applies_the_detection_and_forgets_an_incident_deleted_under_it() {
+        let (mut writer, mut handle) = writer();
+        let server = async {
+            let (create, incident) = answer(&mut handle, 201).await;
+            assert!(
+                create.starts_with(&format!("POST {INCIDENTS}?")),
+                "{create}"
+            );
+            assert_eq!(incident["metadata"]["name"], "api-crashloop");
+            let (patch, body) = answer(&mut handle, 200).await;
+            assert!(
+                patch.starts_with(&format!("PATCH {INCIDENTS}/api-crashloop/status?")),
+                "{patch}"
+            );
+            assert!(patch.contains("fieldManager=healing-guard-operator-detector"));
+            assert!(patch.contains("force=true"));
+            assert_eq!(body["status"]["detection"]["occurrences"], 1);
+        };
+        let first = crash_report(at(0), &["api-1"], 1);
+        let (written, ()) = tokio::join!(write(&mut writer, first), server);
+        assert_eq!(written.unwrap(), Written::Done);
+        assert_eq!(writer.remembered(), 4);
+
+        // A count-only repeat right after: no request, kept for later.
+        let repeat = crash_report(at(1), &["api-1"], 1);
+        assert_eq!(write(&mut writer, repeat).await.unwrap(), Written::Deferred);
+
+        // Deleted by a human: the clear meets 404, and it is forgotten.
+        let server = async {
+            let (patch, body) = answer(&mut handle, 404).await;
+            assert!(patch.starts_with("PATCH"), "{patch}");
+            assert!(body["status"]["detection"]["clearedAt"].is_string());
+        };
+        let (written, ()) = tokio::join!(write(&mut writer, clear_report(at(2))), server);
+        assert!(written.is_err());
+        assert_eq!(writer.remembered(), 0);
+
+        // The signal goes on: created again (it exists: as good), then applied.
+        let server = async {
+            let (create, _) = answer(&mut handle, 409).await;
+            assert!(create.starts_with("POST"), "{create}");
+            let (patch, _) = answer(&mut handle, 200).await;
+            assert!(patch.starts_with("PATCH"), "{patch}");
+        };
+        let again = crash_report(at(3), &["api-1"], 1);
+        let (written, ()) = tokio::join!(write(&mut writer, again), server);
+        assert_eq!(written.unwrap(), Written::Done);
+    }
+}
