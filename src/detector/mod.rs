@@ -7,7 +7,7 @@ pub mod alerts;
 pub mod dedup;
 #[cfg(test)]
 mod fixtures;
-mod guarded;
+pub mod guarded;
 pub mod probes;
 pub mod report;
 pub mod sensing;
