@@ -12,7 +12,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use tokio::sync::oneshot;
 
-use super::{dedup, writer::Report};
+use super::{dedup, report::Report};
 use crate::{
     crd::{RemediationPolicy, Symptom},
     signals::alerts::{self, Notification},

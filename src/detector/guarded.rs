@@ -7,7 +7,11 @@ use std::{collections::HashMap, sync::Arc};
 
 use kube::ResourceExt;
 
-use super::{Detector, WorkloadId, id_of, watches::PodChange};
+use super::{
+    Detector,
+    sensing::{WorkloadId, id_of},
+    watches::PodChange,
+};
 use crate::{crd::RemediationPolicy, k8s::shared::Change, workload::Workload};
 
 impl Detector {
@@ -77,21 +81,10 @@ impl Detector {
 
     pub(super) fn forget(&mut self, id: &WorkloadId) {
         self.workloads.remove(id);
-        self.evaluations.remove(id);
-        self.short_since.remove(id);
-        self.healthy_since.remove(id);
-        self.snapshotted.remove(id);
-        self.snapshot_jobs.remove(id);
+        self.sensing.forget(id);
         if let Some(timer) = self.timer_keys.remove(id) {
             self.timers.remove(&timer);
         }
-        // Reports not yet written for an unguarded target are dropped.
-        self.pending.retain(|(namespace, _), report| {
-            !(report.target.kind == id.0 && *namespace == id.1 && report.target.name == id.2)
-        });
-        let prefix = format!("{}/{}/", id.0, id.2);
-        self.noticed
-            .retain(|(namespace, key), _| !(*namespace == id.1 && key.starts_with(&prefix)));
     }
 
     /// Starts a pod watch for every guarded workload's selector and stops the rest.
@@ -126,23 +119,9 @@ impl Detector {
         }
     }
 
-    /// The policy that guards a workload: of those whose targets select it,
-    /// the highest priority, then the first by name.
+    /// The policy that guards a workload (see [`guarding_policy`]).
     pub(super) fn guarding_policy(&self, workload: &Workload) -> Option<Arc<RemediationPolicy>> {
-        let namespace = workload.namespace();
-        let mut candidates: Vec<Arc<RemediationPolicy>> = self
-            .watches
-            .policies
-            .store()
-            .state()
-            .into_iter()
-            .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
-            .filter(|p| p.spec.targets.iter().any(|t| workload.is_selected_by(t)))
-            // An invalid policy is inert: it says so in its Ready condition.
-            .filter(|p| crate::validation::policy(&p.spec).is_empty())
-            .collect();
-        candidates.sort_by_key(|p| p.spec.precedence(&p.name_any()));
-        candidates.into_iter().next()
+        guarding_policy(self.watches.policies.store().state(), workload)
     }
 
     /// The policies in force: an invalid one is inert (its Ready condition
@@ -155,5 +134,63 @@ impl Detector {
             .into_iter()
             .filter(|p| crate::validation::policy(&p.spec).is_empty())
             .collect()
+    }
+}
+
+/// The policy that guards a workload: of `policies` those of its namespace
+/// whose targets select it, the highest priority, then the first by name.
+pub fn guarding_policy(
+    policies: impl IntoIterator<Item = Arc<RemediationPolicy>>,
+    workload: &Workload,
+) -> Option<Arc<RemediationPolicy>> {
+    let namespace = workload.namespace();
+    let mut candidates: Vec<Arc<RemediationPolicy>> = policies
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
+        .filter(|p| p.spec.targets.iter().any(|t| workload.is_selected_by(t)))
+        // An invalid policy is inert: it says so in its Ready condition.
+        .filter(|p| crate::validation::policy(&p.spec).is_empty())
+        .collect();
+    candidates.sort_by_key(|p| p.spec.precedence(&p.name_any()));
+    candidates.into_iter().next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detector::fixtures::{api, policy};
+
+    fn named(name: &str, namespace: &str, priority: i32) -> Arc<RemediationPolicy> {
+        let mut policy = policy();
+        policy.metadata.name = Some(name.to_owned());
+        policy.metadata.namespace = Some(namespace.to_owned());
+        policy.spec.priority = priority;
+        Arc::new(policy)
+    }
+
+    #[test]
+    fn the_guarding_policy_is_of_the_namespace_then_by_priority_then_by_name() {
+        let name = |policies: Vec<Arc<RemediationPolicy>>| {
+            guarding_policy(policies, &api(2)).map(|p| p.name_any())
+        };
+        assert_eq!(
+            name(vec![named("b", "hg", 0), named("a", "hg", 0)]).as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            name(vec![named("a", "hg", 0), named("b", "hg", 5)]).as_deref(),
+            Some("b")
+        );
+        assert_eq!(name(vec![named("a", "elsewhere", 9)]), None);
+        let mut invalid = policy();
+        // A rule name used twice: the policy is invalid.
+        let twice = invalid.spec.rules[0].clone();
+        invalid.spec.rules.push(twice);
+        assert!(!crate::validation::policy(&invalid.spec).is_empty());
+        assert_eq!(
+            name(vec![Arc::new(invalid)]),
+            None,
+            "an invalid policy is inert"
+        );
     }
 }

@@ -5,34 +5,36 @@
 
 pub mod alerts;
 pub mod dedup;
-mod guarded;
+#[cfg(test)]
+mod fixtures;
+pub mod guarded;
 pub mod probes;
+pub mod report;
+pub mod sensing;
 mod signals;
 pub mod symptoms;
+#[cfg(test)]
+mod tests;
 pub mod watches;
+pub mod write_plan;
 pub mod writer;
 
-use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use strum::IntoEnumIterator;
 use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, time::DelayQueue};
 use tracing::{debug, info, warn};
 
 use self::{
-    symptoms::{Evaluation, Signal},
+    sensing::{Sensing, WorkloadId},
     watches::PodWatches,
-    writer::{Report, Writer, Written},
+    writer::{Writer, Written},
 };
 use crate::{
     context::{Context, Watches},
-    crd::{RemediationPolicy, Symptom, WorkloadKind, WorkloadRef},
+    crd::RemediationPolicy,
     k8s::shared::Change,
     remediation::known_good,
     signals::prober::Prober,
@@ -40,14 +42,8 @@ use crate::{
 };
 
 /// How often collected reports are written; repeats within it are coalesced.
-/// A signal that appears is written at once (see `Detector::urgent`).
+/// A signal that appears is written at once (see `Sensing::is_urgent`).
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
-
-type WorkloadId = (WorkloadKind, String, String);
-
-fn id_of(workload: &Workload) -> WorkloadId {
-    (workload.kind(), workload.namespace(), workload.name())
-}
 
 struct Detector {
     watches: Watches,
@@ -55,28 +51,14 @@ struct Detector {
     pod_watches: PodWatches,
     /// The guarded workloads, as the shared watches last saw them.
     workloads: HashMap<WorkloadId, Workload>,
-    evaluations: HashMap<WorkloadId, Evaluation>,
-    short_since: HashMap<WorkloadId, Timestamp>,
+    /// What it saw and has yet to write.
+    sensing: Sensing,
     timers: DelayQueue<WorkloadId>,
     timer_keys: HashMap<WorkloadId, tokio_util::time::delay_queue::Key>,
-    pending: BTreeMap<(String, String), Report>,
-    noticed: HashMap<(String, String), Instant>,
-    /// Since when each workload has been healthy (no signal, every replica ready).
-    healthy_since: HashMap<WorkloadId, Timestamp>,
-    /// Workloads whose config was snapshotted in their current healthy period.
-    snapshotted: BTreeSet<WorkloadId>,
-    /// Workloads due a config snapshot.
-    snapshot_jobs: BTreeSet<WorkloadId>,
     /// Only a current leader writes what it found.
     ctx: Arc<Context>,
     /// The probes of the guarding policies.
     prober: Prober,
-    /// What Alertmanager said, to recognise repeats.
-    alert_memory: alerts::AlertMemory,
-    /// A signal appeared since the last flush: it is written as soon as the
-    /// event that showed it is handled, not at the next tick (detection
-    /// latency is what the runbook's clock starts from).
-    urgent: bool,
 }
 
 /// Runs the detector until `shutdown` is cancelled; `alerts` are the
@@ -105,19 +87,11 @@ pub async fn run(
         ),
         pod_watches: PodWatches::new(ctx.client.clone(), ctx.pods.clone(), sender),
         workloads: HashMap::new(),
-        evaluations: HashMap::new(),
-        short_since: HashMap::new(),
+        sensing: Sensing::default(),
         timers: DelayQueue::new(),
         timer_keys: HashMap::new(),
-        pending: BTreeMap::new(),
-        noticed: HashMap::new(),
-        healthy_since: HashMap::new(),
-        snapshotted: BTreeSet::new(),
-        snapshot_jobs: BTreeSet::new(),
         ctx: ctx.clone(),
         prober: Prober::new(ctx.probe_handles(), probe_sender),
-        alert_memory: alerts::AlertMemory::default(),
-        urgent: false,
     };
     // Dedup is derived from the Incidents in the API: wait until they are
     // known, and what is guarded until the policies and workloads are.
@@ -164,7 +138,7 @@ pub async fn run(
             }
             _ = flush.tick() => detector.flush().await,
         }
-        if detector.urgent {
+        if detector.sensing.is_urgent() {
             detector.flush().await;
         }
     }
@@ -217,19 +191,14 @@ impl Detector {
     /// incidents (not the pods it watches: those are the cluster's state).
     fn remembered(&self) -> usize {
         self.workloads.len()
-            + self.evaluations.len()
-            + self.short_since.len()
+            + self.sensing.remembered()
             + self.timer_keys.len()
-            + self.pending.len()
-            + self.noticed.len()
-            + self.healthy_since.len()
-            + self.snapshotted.len()
-            + self.snapshot_jobs.len()
             + self.pod_watches.watched()
             + self.writer.remembered()
     }
 
-    /// Classifies a workload and its pods, and turns what changed into reports.
+    /// Classifies a workload and its pods, and turns what changed into
+    /// reports; sets its timer if a period is running.
     fn evaluate(&mut self, id: &WorkloadId) {
         let Some(workload) = self.workloads.get(id) else {
             return;
@@ -245,104 +214,14 @@ impl Detector {
             return;
         };
         let now = Timestamp::now();
-        let (desired, available) = workload.replicas();
-        let short_since = if available < desired {
-            Some(*self.short_since.entry(id.clone()).or_insert(now))
-        } else {
-            self.short_since.remove(id);
-            None
-        };
-        let pods = watched
-            .iter()
-            .map(AsRef::as_ref)
-            .filter(|pod| workload.owns(*pod));
-        let evaluation = symptoms::evaluate(&policy.spec.rules, workload, pods, short_since, now);
-        let previous = self.evaluations.remove(id).unwrap_or_default();
-        let namespace = id.1.clone();
-        let target = WorkloadRef {
-            kind: id.0,
-            name: id.2.clone(),
-        };
-        let policy_name = policy.name_any();
-        let reopen_window = policy.spec.detection.reopen_window.as_std();
-
-        for symptom in Symptom::iter().filter(|s| s.is_observed()) {
-            let key = dedup::dedup_key(id.0, &id.2, symptom, None);
-            let pending_key = (namespace.clone(), key.clone());
-            match evaluation.signals.get(&symptom) {
-                Some(signal) => {
-                    let occurrences = new_occurrences(previous.signals.get(&symptom), signal);
-                    if occurrences == 0 {
-                        continue;
-                    }
-                    if !previous.signals.contains_key(&symptom) {
-                        self.urgent = true;
-                    }
-                    let Some(rule) = policy.spec.rules.get(signal.rule) else {
-                        continue;
-                    };
-                    let noticed = *self
-                        .noticed
-                        .entry(pending_key.clone())
-                        .or_insert_with(Instant::now);
-                    let report = Report {
-                        namespace: namespace.clone(),
-                        target: target.clone(),
-                        symptom,
-                        probe: None,
-                        policy: policy_name.clone(),
-                        rule: rule.name.clone(),
-                        severity: rule.severity,
-                        incident_type: rule.incident_type,
-                        reopen_window,
-                        occurrences,
-                        pods: signal.pods.keys().cloned().collect(),
-                        detail: signal.detail.clone(),
-                        first_seen: now,
-                        last_seen: now,
-                        cleared: false,
-                        noticed,
-                    };
-                    self.queue(pending_key, report);
-                }
-                None => {
-                    self.noticed.remove(&pending_key);
-                    let was_active = previous.signals.contains_key(&symptom);
-                    let pending_active = self.pending.get(&pending_key).is_some_and(|r| !r.cleared);
-                    let open = || !self.writer.open_uncleared(&namespace, &key).is_empty();
-                    if !(was_active || pending_active || open()) {
-                        continue;
-                    }
-                    let report = Report::clear(
-                        (namespace.clone(), target.clone()),
-                        (symptom, None),
-                        policy_name.clone(),
-                        reopen_window,
-                        now,
-                    );
-                    self.queue(pending_key, report);
-                }
-            }
-        }
-
-        // Healthy long enough: its config is known-good, worth a snapshot.
-        let mut recheck_at = evaluation.recheck_at;
-        if evaluation.signals.is_empty() && desired > 0 && available >= desired {
-            let since = *self.healthy_since.entry(id.clone()).or_insert(now);
-            let due = since
-                .checked_add(policy.spec.detection.hold_down.as_std())
-                .unwrap_or(Timestamp::MAX);
-            if now >= due {
-                if !self.snapshotted.contains(id) {
-                    self.snapshot_jobs.insert(id.clone());
-                }
-            } else {
-                recheck_at = Some(recheck_at.map_or(due, |r| r.min(due)));
-            }
-        } else {
-            self.healthy_since.remove(id);
-            self.snapshotted.remove(id);
-        }
+        let writer = &self.writer;
+        let recheck_at = self.sensing.evaluate(
+            workload,
+            &policy,
+            watched.iter().map(AsRef::as_ref),
+            |namespace, key| writer.open_uncleared(namespace, key),
+            now,
+        );
         if let Some(timer) = self.timer_keys.remove(id) {
             self.timers.remove(&timer);
         }
@@ -352,41 +231,11 @@ impl Detector {
             let timer = self.timers.insert(id.clone(), wait);
             self.timer_keys.insert(id.clone(), timer);
         }
-        self.evaluations.insert(id.clone(), evaluation);
-    }
-
-    fn queue(&mut self, key: (String, String), report: Report) {
-        let merged = self.take_merged(&key, report);
-        self.pending.insert(key, merged);
-    }
-
-    /// `report` with what is still pending for its key folded in (and
-    /// taken out of the queue): a report written at once must carry what
-    /// waits, or the waiting one, written later, would undo it (a deferred
-    /// count flushed after a clear would mark the signal back).
-    fn take_merged(&mut self, key: &(String, String), report: Report) -> Report {
-        match self.pending.remove(key) {
-            // A clear after a not-yet-written signal keeps the signal's data.
-            Some(mut existing)
-                if report.cleared && !existing.cleared && existing.occurrences > 0 =>
-            {
-                existing.absorb(Report {
-                    occurrences: 0,
-                    ..report
-                });
-                existing
-            }
-            Some(mut existing) => {
-                existing.absorb(report);
-                existing
-            }
-            None => report,
-        }
     }
 
     /// Takes the config snapshots that are due.
     async fn snapshot(&mut self) {
-        let jobs = std::mem::take(&mut self.snapshot_jobs);
+        let jobs = self.sensing.take_snapshot_jobs();
         for id in jobs {
             let Some(workload) = self.workloads.get(&id) else {
                 continue;
@@ -414,39 +263,33 @@ impl Detector {
                     known_good::record_healthy_revision(&client, &id.1, &id.2, &revision).await
             {
                 warn!(workload = %label, %error, "could not record the healthy revision; retrying");
-                self.snapshot_jobs.insert(id);
+                self.sensing.snapshot_failed(id);
                 continue;
             }
             match known_good::take(&client, &id.1, &label, &config_maps, Timestamp::now()).await {
-                Ok(_) => {
-                    self.snapshotted.insert(id);
-                }
+                Ok(_) => self.sensing.snapshot_taken(id),
                 Err(error) => {
                     warn!(workload = %label, %error, "config snapshot failed; retrying");
-                    self.snapshot_jobs.insert(id);
+                    self.sensing.snapshot_failed(id);
                 }
             }
         }
     }
 
     async fn flush(&mut self) {
-        self.urgent = false;
         if self.ctx.may_write().is_err() {
-            // No longer the leader: what is pending is dropped, not written
-            // late; the next leader sees the same failures for itself.
-            self.pending.clear();
-            self.snapshot_jobs.clear();
+            self.sensing.drop_unwritten();
             return;
         }
         self.snapshot().await;
-        let pending = std::mem::take(&mut self.pending);
+        let pending = self.sensing.take_pending();
         for (key, report) in pending {
             match self.writer.write(report.clone()).await {
                 Ok(Written::Done) => {}
-                Ok(Written::Deferred) => self.queue(key, report),
+                Ok(Written::Deferred) => self.sensing.queue(key, report),
                 Err(error) => {
                     warn!(key = %key.1, namespace = %key.0, %error, "could not record signal; retrying");
-                    self.queue(key, report);
+                    self.sensing.queue(key, report);
                 }
             }
         }
@@ -456,23 +299,4 @@ impl Detector {
             .detector_entries
             .set(i64::try_from(entries).unwrap_or(i64::MAX));
     }
-}
-
-/// New observations in a signal: pods newly showing it, pods restarting again,
-/// or the signal itself appearing.
-fn new_occurrences(previous: Option<&Signal>, current: &Signal) -> i64 {
-    let Some(previous) = previous else {
-        return i64::try_from(current.pods.len().max(1)).unwrap_or(i64::MAX);
-    };
-    let count = current
-        .pods
-        .iter()
-        .filter(|(pod, restarts)| {
-            previous
-                .pods
-                .get(*pod)
-                .is_none_or(|before| *restarts > before)
-        })
-        .count();
-    i64::try_from(count).unwrap_or(i64::MAX)
 }

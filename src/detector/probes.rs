@@ -4,7 +4,7 @@
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::writer::Report;
+use super::report::Report;
 use crate::{
     crd::{RemediationPolicy, Symptom},
     signals::{prober::ProbeReport, tracker::Change},

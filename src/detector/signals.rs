@@ -7,9 +7,9 @@ use std::sync::Arc;
 use k8s_openapi::jiff::Timestamp;
 use tracing::info;
 
-use super::{Detector, alerts::NotRecorded, dedup, probes, writer::Written};
+use super::{Detector, alerts::NotRecorded, writer::Written};
 use crate::{
-    crd::{RemediationPolicy, Symptom},
+    crd::RemediationPolicy,
     signals::{prober::ProbeReport, tracker::Change as ProbeChange},
 };
 
@@ -27,22 +27,22 @@ impl Detector {
             .filter(|p| !p.spec.alerts.is_empty())
             .collect();
         let reports = self
-            .alert_memory
-            .reports(notification, &policies, Timestamp::now());
+            .sensing
+            .alert_reports(notification, &policies, Timestamp::now());
         let moved = reports.len();
         let mut failed = Vec::new();
         for report in reports {
             let key = (report.namespace.clone(), report.key());
-            let report = self.take_merged(&key, report);
+            let report = self.sensing.take_merged(&key, report);
             match self.writer.write(report.clone()).await {
                 Ok(Written::Done) => {}
                 // Counted in the next write of an incident that exists.
-                Ok(Written::Deferred) => self.queue(key, report),
+                Ok(Written::Deferred) => self.sensing.queue(key, report),
                 Err(error) => {
                     failed.push(format!("{}: {error}", key.1));
                     // What it carried from the queue must not be lost;
                     // Alertmanager's retry finds the alert already seen.
-                    self.queue(key, report);
+                    self.sensing.queue(key, report);
                 }
             }
         }
@@ -60,7 +60,7 @@ impl Detector {
 
     /// A probe's result: opens, counts or clears its incident.
     pub(super) fn probe_result(&mut self, result: &ProbeReport) {
-        let (namespace, policy, _) = &result.key;
+        let (namespace, policy, probe) = &result.key;
         let Some(policy) = self
             .watches
             .policies
@@ -69,24 +69,24 @@ impl Detector {
         else {
             return;
         };
-        let key = dedup::dedup_key(
-            result.probe.target.kind,
-            &result.probe.target.name,
-            Symptom::ProbeFailing,
-            Some(&result.key.2),
+        let writer = &self.writer;
+        let queued = self.sensing.probe_result(
+            &policy,
+            result,
+            |namespace, key| writer.open_uncleared(namespace, key),
+            Timestamp::now(),
         );
-        let pending_key = (namespace.clone(), key.clone());
-        let open = !self.writer.open_uncleared(namespace, &key).is_empty()
-            || self.pending.get(&pending_key).is_some_and(|r| !r.cleared);
-        if let Some(report) = probes::report_for(&policy, result, open, Timestamp::now()) {
-            if !report.cleared && result.change == ProbeChange::Failed {
-                info!(probe = %result.key.2, policy = %result.key.1, %namespace, "probe failing");
-                self.urgent = true;
+        if !queued {
+            return;
+        }
+        match result.change {
+            ProbeChange::Failed => {
+                info!(%probe, policy = %result.key.1, %namespace, "probe failing");
             }
-            if report.cleared && result.change == ProbeChange::Recovered {
-                info!(probe = %result.key.2, policy = %result.key.1, %namespace, "probe healthy again");
+            ProbeChange::Recovered => {
+                info!(%probe, policy = %result.key.1, %namespace, "probe healthy again");
             }
-            self.queue(pending_key, report);
+            ProbeChange::StillFailing | ProbeChange::None => {}
         }
     }
 }

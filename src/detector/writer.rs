@@ -1,176 +1,24 @@
 //! Writes what the detector saw into Incidents: creates them, counts repeats,
-//! reopens them, and marks signals cleared. The detector owns only
-//! `status.detection` (its own field manager); the Incident controller owns
-//! the rest of the status and reacts to what is written here.
+//! reopens them, and marks signals cleared, as `write_plan` decides. The
+//! detector owns only `status.detection` (its own field manager); the
+//! Incident controller owns the rest of the status and reacts to what is
+//! written here.
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeSet, sync::Arc};
 
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Client, ResourceExt,
-    api::{ObjectMeta, Patch, PatchParams, PostParams},
+    api::{Patch, PatchParams, PostParams},
     runtime::reflector::Store,
 };
 use tracing::info;
 
-use super::dedup::{self, Decision};
-use crate::{
-    crd::{
-        DetectionStatus, Incident, IncidentSource, IncidentSpec, IncidentType, Severity,
-        SourceKind, Symptom, WorkloadRef,
-    },
-    metrics::Metrics,
-    names::{
-        DETECTOR_FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, POLICY_LABEL, SYMPTOM_LABEL,
-        TARGET_LABEL,
-    },
+use super::{
+    report::Report,
+    write_plan::{DetectionPatch, DetectionPlan, IncidentId, WriteMemory, WritePlan},
 };
-
-/// The longest title the Incident schema accepts.
-const MAX_TITLE: usize = 256;
-/// The fastest an open incident's detection is updated when only its counts
-/// move (a crash that goes on after escalation): repeats in between are
-/// folded into the next update.
-pub const UPDATE_EVERY: Duration = Duration::from_secs(10);
-/// Once an incident is escalated (nothing more will be done for it), each
-/// count-only update waits twice as long as the one before, up to this.
-pub const ESCALATED_UPDATE_EVERY: Duration = Duration::from_secs(300);
-/// How many affected pods an Incident lists; the rest are counted.
-pub const MAX_AFFECTED_PODS: usize = 20;
-
-/// What the detector has to say about one target and symptom.
-#[derive(Clone, Debug)]
-pub struct Report {
-    pub namespace: String,
-    pub target: WorkloadRef,
-    pub symptom: Symptom,
-    /// For `ProbeFailing`, which probe.
-    pub probe: Option<String>,
-    pub policy: String,
-    pub rule: String,
-    pub severity: Severity,
-    pub incident_type: IncidentType,
-    pub reopen_window: Duration,
-    /// New observations since the last report.
-    pub occurrences: i64,
-    /// Pods that show the symptom now.
-    pub pods: Vec<String>,
-    pub detail: String,
-    pub first_seen: Timestamp,
-    pub last_seen: Timestamp,
-    /// The signal has stopped.
-    pub cleared: bool,
-    /// When the detector first saw this signal, for the latency metric.
-    pub noticed: Instant,
-}
-
-impl Report {
-    /// That a signal (a symptom on a target; for a probe or an alert, which
-    /// one) stopped. A report that it goes on is this with the rule's
-    /// severity, type and counts filled in.
-    pub fn clear(
-        (namespace, target): (String, WorkloadRef),
-        (symptom, probe): (Symptom, Option<String>),
-        policy: String,
-        reopen_window: Duration,
-        now: Timestamp,
-    ) -> Report {
-        Report {
-            namespace,
-            target,
-            symptom,
-            probe,
-            policy,
-            rule: String::new(),
-            severity: Severity::P3,
-            incident_type: IncidentType::ServiceOutage,
-            reopen_window,
-            occurrences: 0,
-            pods: Vec::new(),
-            detail: String::new(),
-            first_seen: now,
-            last_seen: now,
-            cleared: true,
-            noticed: Instant::now(),
-        }
-    }
-
-    pub fn key(&self) -> String {
-        dedup::dedup_key(
-            self.target.kind,
-            &self.target.name,
-            self.symptom,
-            self.probe.as_deref(),
-        )
-    }
-
-    /// Folds a newer report for the same key into this one.
-    pub fn absorb(&mut self, newer: Report) {
-        let occurrences = self.occurrences + newer.occurrences;
-        let first_seen = self.first_seen.min(newer.first_seen);
-        let noticed = self.noticed.min(newer.noticed);
-        *self = Report {
-            occurrences,
-            first_seen,
-            noticed,
-            ..newer
-        };
-    }
-}
-
-/// The detection status after a report. `affected` holds every pod seen so
-/// far for this incident, so the omitted count does not double-count.
-pub fn merge_detection(
-    previous: Option<&DetectionStatus>,
-    report: &Report,
-    reopen: bool,
-    affected: &mut BTreeSet<String>,
-) -> DetectionStatus {
-    let mut detection = previous.cloned().unwrap_or_default();
-    detection.symptom = Some(report.symptom);
-    if report.cleared {
-        if detection.cleared_at.is_none() {
-            detection.cleared_at = Some(Time(report.last_seen));
-        }
-        return detection;
-    }
-    affected.extend(detection.affected_pods.iter().cloned());
-    affected.extend(report.pods.iter().cloned());
-    detection.occurrences += report.occurrences.max(0);
-    detection
-        .first_seen_at
-        .get_or_insert(Time(report.first_seen));
-    detection.last_seen_at = Some(Time(report.last_seen));
-    detection.message = Some(report.detail.clone());
-    detection.cleared_at = None;
-    // The pods failing now first, then earlier ones, up to the bound.
-    let mut listed: Vec<String> = report
-        .pods
-        .iter()
-        .take(MAX_AFFECTED_PODS)
-        .cloned()
-        .collect();
-    for pod in affected.iter() {
-        if listed.len() >= MAX_AFFECTED_PODS {
-            break;
-        }
-        if !listed.contains(pod) {
-            listed.push(pod.clone());
-        }
-    }
-    detection.affected_pods_omitted =
-        i64::try_from(affected.len().saturating_sub(listed.len())).unwrap_or(i64::MAX);
-    detection.affected_pods = listed;
-    if reopen {
-        detection.reopens += 1;
-        detection.last_reopened_at = Some(Time(report.last_seen));
-    }
-    detection
-}
+use crate::{crd::Incident, metrics::Metrics, names::DETECTOR_FIELD_MANAGER};
 
 /// What became of a report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,12 +35,7 @@ pub struct Writer {
     client: Client,
     metrics: Arc<Metrics>,
     incidents: Store<Incident>,
-    written: HashMap<(String, String), DetectionStatus>,
-    affected: HashMap<(String, String), BTreeSet<String>>,
-    created: HashMap<(String, String), String>,
-    /// When each incident's detection was last written, and how long its
-    /// counts wait after that.
-    last_write: HashMap<(String, String), (Instant, Duration)>,
+    memory: WriteMemory,
 }
 
 impl Writer {
@@ -201,30 +44,15 @@ impl Writer {
             client,
             metrics,
             incidents,
-            written: HashMap::new(),
-            affected: HashMap::new(),
-            created: HashMap::new(),
-            last_write: HashMap::new(),
+            memory: WriteMemory::default(),
         }
     }
 
     /// Whether an open detected incident exists for the key whose signal is
     /// not yet marked cleared (so a clear report has something to do).
-    pub fn open_uncleared(&self, namespace: &str, key: &str) -> Vec<Arc<Incident>> {
-        self.same_key(namespace, key)
-            .into_iter()
-            .filter(|incident| {
-                let status = incident.status.as_ref();
-                let open = incident.is_open();
-                let name = incident.name_any();
-                let cleared = self
-                    .written
-                    .get(&(namespace.to_owned(), name))
-                    .or_else(|| status.and_then(|s| s.detection.as_ref()))
-                    .is_some_and(|d| d.cleared_at.is_some());
-                open && !cleared
-            })
-            .collect()
+    pub fn open_uncleared(&self, namespace: &str, key: &str) -> bool {
+        self.memory
+            .open_uncleared(namespace, &self.same_key(namespace, key))
     }
 
     fn same_key(&self, namespace: &str, key: &str) -> Vec<Arc<Incident>> {
@@ -237,157 +65,61 @@ impl Writer {
     /// Forgets what it remembers of incidents that no longer exist (after
     /// a resync, when deletions may have been missed).
     pub fn prune(&mut self) {
-        let existing: BTreeSet<(String, String)> = self
+        let existing: BTreeSet<IncidentId> = self
             .incidents
             .state()
             .iter()
             .map(|i| (i.namespace().unwrap_or_default(), i.name_any()))
             .collect();
-        self.written.retain(|id, _| existing.contains(id));
-        self.affected.retain(|id, _| existing.contains(id));
-        self.last_write.retain(|id, _| existing.contains(id));
-        self.created
-            .retain(|(namespace, _), name| existing.contains(&(namespace.clone(), name.clone())));
+        self.memory.prune(&existing);
     }
 
     /// Records one report.
     pub async fn write(&mut self, report: Report) -> Result<Written, kube::Error> {
-        let key = report.key();
-        let namespace = report.namespace.clone();
-        let same_key = self.same_key(&namespace, &key);
-        let mut decision = dedup::decide(
-            report.target.kind,
-            &report.target.name,
-            report.symptom,
-            report.probe.as_deref(),
-            same_key.iter().map(AsRef::as_ref),
-            report.reopen_window,
-            report.last_seen,
+        let same_key = self.same_key(&report.namespace, &report.key());
+        let incidents = &self.incidents;
+        let plan = self.memory.plan(
+            &report,
+            &same_key,
+            |name| stored(incidents, &report.namespace, name),
+            Timestamp::now(),
         );
-        // The store may lag behind our own writes: a create it has not seen
-        // yet, or a reopen the controller has not acted on yet.
-        if let Some(name) = self.created.get(&(namespace.clone(), key.clone()))
-            && !same_key.iter().any(|i| i.name_any() == *name)
-        {
-            decision = Decision::Update(name.clone());
-        }
-        if let Decision::Reopen(name) = &decision
-            && self.reopen_pending(&namespace, name, &same_key)
-        {
-            decision = Decision::Update(name.clone());
-        }
-        if report.cleared {
-            // Only an open incident has a signal to clear.
-            if let Decision::Update(name) = decision {
-                return self
-                    .patch_detection(&namespace, &name, &report, false)
-                    .await;
-            }
-            return Ok(Written::Done);
-        }
-        match decision {
-            Decision::Update(name) => {
-                self.patch_detection(&namespace, &name, &report, false)
-                    .await
-            }
-            Decision::Reopen(name) => {
-                info!(incident = %name, %key, "signal returned within the reopen window: reopening");
-                self.patch_detection(&namespace, &name, &report, true).await
-            }
-            Decision::Create { name, previous } => {
-                self.create(&name, previous, &report).await?;
-                self.created.insert((namespace.clone(), key), name.clone());
-                self.patch_detection(&namespace, &name, &report, false)
-                    .await
+        match plan {
+            WritePlan::Nothing => Ok(Written::Done),
+            WritePlan::Detection(plan) => self.apply(plan, &report).await,
+            WritePlan::Create(incident) => {
+                self.create(&incident, &report).await?;
+                let name = incident.name_any();
+                self.memory.created(&report, &name);
+                // Planned after the create: it may have met one that exists.
+                let stored = stored(&self.incidents, &report.namespace, &name);
+                let plan = self.memory.plan_detection(
+                    &report,
+                    &name,
+                    false,
+                    stored.as_deref(),
+                    Timestamp::now(),
+                );
+                self.apply(plan, &report).await
             }
         }
     }
 
-    /// Whether we reopened this incident and the lifecycle has not acted on it yet.
-    fn reopen_pending(&self, namespace: &str, name: &str, same_key: &[Arc<Incident>]) -> bool {
-        let Some(written) = self.written.get(&(namespace.to_owned(), name.to_owned())) else {
-            return false;
-        };
-        let handled = same_key
-            .iter()
-            .find(|i| i.name_any() == name)
-            .and_then(|i| i.status.as_ref()?.reopens_handled)
-            .unwrap_or(0);
-        written.reopens > handled
-    }
-
-    async fn create(
-        &self,
-        name: &str,
-        previous: Option<String>,
-        report: &Report,
-    ) -> Result<(), kube::Error> {
+    async fn create(&self, incident: &Incident, report: &Report) -> Result<(), kube::Error> {
         let api: Api<Incident> = Api::namespaced(self.client.clone(), &report.namespace);
-        let mut labels = std::collections::BTreeMap::new();
-        labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
-        labels.insert(SYMPTOM_LABEL.to_owned(), report.symptom.to_string());
-        if report.target.name.len() <= 63 {
-            labels.insert(TARGET_LABEL.to_owned(), report.target.name.clone());
-        }
-        // Policy names are DNS subdomains, but label values stop at 63.
-        if report.policy.len() <= 63 {
-            labels.insert(POLICY_LABEL.to_owned(), report.policy.clone());
-        }
-        let spec = IncidentSpec {
-            // The schema bounds titles; a long workload name must not make
-            // the incident impossible to create.
-            title: truncate(
-                &match &report.probe {
-                    Some(probe) => format!("{} ({probe}) on {}", report.symptom, report.target),
-                    None => format!("{} on {}", report.symptom, report.target),
-                },
-                MAX_TITLE,
-            ),
-            severity: report.severity,
-            severity_reason: None,
-            incident_type: report.incident_type,
-            target: report.target.clone(),
-            detected_at: Some(Time(report.first_seen)),
-            description: Some(truncate(&report.detail, 4000)),
-            policy: Some(report.policy.clone()),
-            rule: Some(report.rule.clone()),
-            actions: None,
-            mode: None,
-            source: IncidentSource {
-                kind: SourceKind::Detected,
-                policy: Some(report.policy.clone()),
-                rule: Some(report.rule.clone()),
-                dedup_key: Some(report.key()),
-                previous_incident: previous.clone(),
-            },
-            acknowledged: None,
-            approvals: Vec::new(),
-            resolution: None,
-            declined: None,
-            communication: None,
-            resume_sync: None,
-        };
-        let incident = Incident {
-            metadata: ObjectMeta {
-                name: Some(name.to_owned()),
-                namespace: Some(report.namespace.clone()),
-                labels: Some(labels),
-                ..ObjectMeta::default()
-            },
-            spec,
-            status: None,
-        };
-        match api.create(&PostParams::default(), &incident).await {
+        match api.create(&PostParams::default(), incident).await {
             Ok(_) => {
+                let latency = Timestamp::now().duration_since(report.noticed);
                 self.metrics
                     .detection_latency
-                    .observe(report.noticed.elapsed().as_secs_f64());
+                    .observe(latency.as_secs_f64().max(0.0));
+                let previous = incident.spec.source.previous_incident.as_deref();
                 info!(
-                    incident = name,
+                    incident = %incident.name_any(),
                     key = %report.key(),
                     rule = %report.rule,
                     severity = %report.severity,
-                    previous = previous.as_deref().unwrap_or("-"),
+                    previous = previous.unwrap_or("-"),
                     "incident opened"
                 );
                 Ok(())
@@ -398,56 +130,36 @@ impl Writer {
         }
     }
 
-    async fn patch_detection(
+    async fn apply(
         &mut self,
-        namespace: &str,
-        name: &str,
+        plan: DetectionPlan,
         report: &Report,
-        reopen: bool,
     ) -> Result<Written, kube::Error> {
-        let id = (namespace.to_owned(), name.to_owned());
-        let stored = self
-            .incidents
-            .state_filter(|i| i.namespace().as_deref() == Some(namespace) && i.name_any() == name)
-            .into_iter()
-            .next();
-        let escalated = stored
-            .as_ref()
-            .and_then(|i| i.status.as_ref()?.phase)
-            .is_some_and(|phase| phase == crate::crd::Phase::Escalated);
-        let from_store = stored.and_then(|i| i.status.as_ref().and_then(|s| s.detection.clone()));
-        let previous = self.written.get(&id).cloned().or(from_store);
-        let affected = self.affected.entry(id.clone()).or_default();
-        let detection = merge_detection(previous.as_ref(), report, reopen, affected);
-        if previous.as_ref() == Some(&detection) {
-            return Ok(Written::Done);
+        let patch = match plan {
+            DetectionPlan::Unchanged => return Ok(Written::Done),
+            DetectionPlan::Deferred => return Ok(Written::Deferred),
+            DetectionPlan::Patch(patch) => patch,
+        };
+        if patch.reopen {
+            info!(incident = %patch.name, key = %report.key(), "signal returned within the reopen window: reopening");
         }
-        // What changes the incident's course goes at once: the first
-        // record, a clear, a return after a clear, a reopen, a pod newly
-        // failing (the blast radius grew). Repeats of the same pods wait.
-        let course_changed = previous.as_ref().is_none_or(|p| {
-            p.cleared_at.is_some() != detection.cleared_at.is_some()
-                || p.affected_pods.len() + usize::try_from(p.affected_pods_omitted).unwrap_or(0)
-                    < detection.affected_pods.len()
-                        + usize::try_from(detection.affected_pods_omitted).unwrap_or(0)
-        }) || reopen;
-        let waited = self.last_write.get(&id).copied();
-        let recent = waited.is_some_and(|(at, wait)| at.elapsed() < wait);
-        if !course_changed && recent {
-            return Ok(Written::Deferred);
-        }
-        let api: Api<Incident> = Api::namespaced(self.client.clone(), namespace);
-        let detection_value = serde_json::to_value(&detection).map_err(kube::Error::SerdeError)?;
-        let patch = serde_json::json!({
+        self.patch_detection(*patch).await?;
+        Ok(Written::Done)
+    }
+
+    async fn patch_detection(&mut self, patch: DetectionPatch) -> Result<(), kube::Error> {
+        let api: Api<Incident> = Api::namespaced(self.client.clone(), &patch.namespace);
+        let detection = serde_json::to_value(&patch.detection).map_err(kube::Error::SerdeError)?;
+        let body = serde_json::json!({
             "apiVersion": "healing-guard.io/v1alpha1",
             "kind": "Incident",
-            "status": { "detection": detection_value },
+            "status": { "detection": detection },
         });
         let written = api
             .patch_status(
-                name,
+                &patch.name,
                 &PatchParams::apply(DETECTOR_FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
+                &Patch::Apply(&body),
             )
             .await;
         if let Err(kube::Error::Api(status)) = &written
@@ -455,108 +167,132 @@ impl Writer {
         {
             // Deleted by a human: forget it, so that the signal, if it goes
             // on, opens a new incident rather than updating a gone one.
-            info!(incident = %name, "incident deleted; a signal that goes on opens it again");
-            self.forget(&id);
+            info!(incident = %patch.name, "incident deleted; a signal that goes on opens it again");
+            self.memory.forget(&patch.id());
         }
         written?;
-        self.written.insert(id.clone(), detection);
-        let wait = match (escalated, waited) {
-            (true, Some((_, wait))) => (wait * 2).min(ESCALATED_UPDATE_EVERY),
-            _ => UPDATE_EVERY,
-        };
-        self.last_write.insert(id, (Instant::now(), wait));
-        Ok(Written::Done)
+        self.memory.wrote(patch, Timestamp::now());
+        Ok(())
     }
 
     /// How many entries it keeps about incidents.
     pub fn remembered(&self) -> usize {
-        self.written.len() + self.affected.len() + self.created.len() + self.last_write.len()
+        self.memory.remembered()
     }
 
     /// Forgets what it remembers of one incident (deleted).
-    pub fn forget(&mut self, id: &(String, String)) {
-        self.written.remove(id);
-        self.affected.remove(id);
-        self.last_write.remove(id);
-        self.created
-            .retain(|(namespace, _), name| !(*namespace == id.0 && *name == id.1));
+    pub fn forget(&mut self, id: &IncidentId) {
+        self.memory.forget(id);
     }
 }
 
-/// `text` cut to at most `max` bytes (on a character boundary), with "..."
-/// where it was cut.
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max.saturating_sub(3);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
+/// The incident of that name, as the store holds it.
+fn stored(incidents: &Store<Incident>, namespace: &str, name: &str) -> Option<Arc<Incident>> {
+    incidents
+        .state_filter(|i| i.namespace().as_deref() == Some(namespace) && i.name_any() == name)
+        .into_iter()
+        .next()
 }
 
 #[cfg(test)]
 mod tests {
-    use kube::runtime::{reflector, watcher};
+    use std::time::Duration;
+
+    use http::{Request, Response};
+    use kube::{client::Body, runtime::reflector};
+    use serde_json::{Value, json};
 
     use super::*;
+    use crate::detector::fixtures::{at, clear_report, crash_report, incident};
 
-    fn incident(name: &str) -> Incident {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
-            "metadata": {"name": name, "namespace": "shop"},
-            "spec": {"title": "t", "severity": "P1", "type": "ServiceOutage",
-                     "target": {"kind": "Deployment", "name": "api"},
-                     "source": {"kind": "Detected"}}
-        }))
-        .unwrap()
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    fn writer() -> (Writer, Handle) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let (store, _filler) = reflector::store::<Incident>();
+        let client = Client::new(service, "default");
+        (
+            Writer::new(client, Arc::new(Metrics::default()), store),
+            handle,
+        )
     }
 
-    /// A writer whose store holds `existing`, remembering `names`.
-    fn writer(existing: &[&str], names: &[&str]) -> Writer {
-        let (service, _handle) = tower_test::mock::pair::<
-            http::Request<kube::client::Body>,
-            http::Response<kube::client::Body>,
-        >();
-        let (store, mut filler) = reflector::store::<Incident>();
-        for name in existing {
-            filler.apply_watcher_event(&watcher::Event::Apply(incident(name)));
-        }
-        let mut writer = Writer::new(
-            Client::new(service, "default"),
-            Arc::new(Metrics::default()),
-            store,
-        );
-        for name in names {
-            let id = ("shop".to_owned(), (*name).to_owned());
-            writer
-                .written
-                .insert(id.clone(), DetectionStatus::default());
-            writer.affected.insert(id.clone(), BTreeSet::new());
-            writer.last_write.insert(id, (Instant::now(), UPDATE_EVERY));
-            writer.created.insert(
-                ("shop".to_owned(), format!("key-{name}")),
-                (*name).to_owned(),
-            );
-        }
-        writer
+    /// Answers the next request with `code`: the incident on success, an
+    /// API status otherwise. Returns the request's method and URI, and its body.
+    async fn answer(handle: &mut Handle, code: u16) -> (String, Value) {
+        let (request, send) = handle.next_request().await.unwrap();
+        let line = format!("{} {}", request.method(), request.uri());
+        let body = request.into_body().collect_bytes().await.unwrap();
+        let sent: Value = serde_json::from_slice(&body).unwrap();
+        let reply = if code < 300 {
+            serde_json::to_value(incident("api-crashloop", None, None)).unwrap()
+        } else {
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
+                   "reason": "Refused", "message": "refused"})
+        };
+        let response = Response::builder()
+            .status(code)
+            .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+            .unwrap();
+        send.send_response(response);
+        (line, sent)
     }
+
+    async fn write(writer: &mut Writer, report: Report) -> Result<Written, kube::Error> {
+        tokio::time::timeout(Duration::from_secs(10), writer.write(report))
+            .await
+            .unwrap()
+    }
+
+    const INCIDENTS: &str = "/apis/healing-guard.io/v1alpha1/namespaces/hg/incidents";
 
     #[tokio::test]
-    async fn forgets_incidents_that_are_gone() {
-        let mut writer = writer(&["kept"], &["kept", "gone"]);
-        assert_eq!(writer.remembered(), 8);
-        writer.prune();
-        assert_eq!(writer.remembered(), 4, "only what is kept remains");
-        let kept = ("shop".to_owned(), "kept".to_owned());
-        assert!(writer.written.contains_key(&kept));
-        assert_eq!(
-            writer.created.values().collect::<Vec<_>>(),
-            ["kept"],
-            "a create pointing at a gone incident is forgotten too"
-        );
-        writer.forget(&kept);
-        assert_eq!(writer.remembered(), 0, "a deleted incident leaves nothing");
+    async fn creates_then_applies_the_detection_and_forgets_an_incident_deleted_under_it() {
+        let (mut writer, mut handle) = writer();
+        let server = async {
+            let (create, incident) = answer(&mut handle, 201).await;
+            assert!(
+                create.starts_with(&format!("POST {INCIDENTS}?")),
+                "{create}"
+            );
+            assert_eq!(incident["metadata"]["name"], "api-crashloop");
+            let (patch, body) = answer(&mut handle, 200).await;
+            assert!(
+                patch.starts_with(&format!("PATCH {INCIDENTS}/api-crashloop/status?")),
+                "{patch}"
+            );
+            assert!(patch.contains("fieldManager=healing-guard-operator-detector"));
+            assert!(patch.contains("force=true"));
+            assert_eq!(body["status"]["detection"]["occurrences"], 1);
+        };
+        let first = crash_report(at(0), &["api-1"], 1);
+        let (written, ()) = tokio::join!(write(&mut writer, first), server);
+        assert_eq!(written.unwrap(), Written::Done);
+        assert_eq!(writer.remembered(), 4);
+
+        // A count-only repeat right after: no request, kept for later.
+        let repeat = crash_report(at(1), &["api-1"], 1);
+        assert_eq!(write(&mut writer, repeat).await.unwrap(), Written::Deferred);
+
+        // Deleted by a human: the clear meets 404, and it is forgotten.
+        let server = async {
+            let (patch, body) = answer(&mut handle, 404).await;
+            assert!(patch.starts_with("PATCH"), "{patch}");
+            assert!(body["status"]["detection"]["clearedAt"].is_string());
+        };
+        let (written, ()) = tokio::join!(write(&mut writer, clear_report(at(2))), server);
+        assert!(written.is_err());
+        assert_eq!(writer.remembered(), 0);
+
+        // The signal goes on: created again (it exists: as good), then applied.
+        let server = async {
+            let (create, _) = answer(&mut handle, 409).await;
+            assert!(create.starts_with("POST"), "{create}");
+            let (patch, _) = answer(&mut handle, 200).await;
+            assert!(patch.starts_with("PATCH"), "{patch}");
+        };
+        let again = crash_report(at(3), &["api-1"], 1);
+        let (written, ()) = tokio::join!(write(&mut writer, again), server);
+        assert_eq!(written.unwrap(), Written::Done);
     }
 }
