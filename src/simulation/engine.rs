@@ -4,10 +4,7 @@
 //! reconciles, the notifier records and sends) until nothing moves; then
 //! the clock jumps to the next time anything is due.
 
-use std::{
-    collections::BTreeMap,
-    sync::Arc,
-};
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::ResourceExt;
@@ -23,8 +20,9 @@ use super::{
 use crate::{
     crd::{Incident, Probe, RemediationPolicy},
     detector::{
-        Sensing,
+        guarded::guarding_policy,
         report::Report,
+        sensing::Sensing,
         write_plan::{DetectionPlan, WriteMemory, WritePlan},
     },
     incident::world::World as _,
@@ -32,7 +30,7 @@ use crate::{
     signals::{
         alerts::{Alert, Notification},
         prober::ProbeReport,
-        tracker::{Outcome as ProbeOutcome, Tracker},
+        tracker::Outcome as ProbeOutcome,
     },
 };
 
@@ -101,7 +99,12 @@ impl<'a> Simulation<'a> {
             .and_then(|p| p.namespace())
             .unwrap_or_else(|| "default".into());
         let mut workloads: BTreeMap<WorkloadKey, SimWorkload> = BTreeMap::new();
-        let specs: Vec<&WorkloadSpec> = loaded.file.workloads.iter().chain(&case.workloads).collect();
+        let specs: Vec<&WorkloadSpec> = loaded
+            .file
+            .workloads
+            .iter()
+            .chain(&case.workloads)
+            .collect();
         for spec in specs {
             let ns = spec.namespace.clone().unwrap_or_else(|| namespace.clone());
             let key = (ns.clone(), spec.kind, spec.name.clone());
@@ -182,11 +185,7 @@ impl<'a> Simulation<'a> {
                 self.apply(input, now);
             }
             self.settle(now);
-            for expectation in case
-                .expect
-                .iter()
-                .filter(|e| self.at(e.at.as_std()) == now)
-            {
+            for expectation in case.expect.iter().filter(|e| self.at(e.at.as_std()) == now) {
                 let state = self.world.state();
                 let seen: Vec<&Incident> = state.incidents.values().map(AsRef::as_ref).collect();
                 failures.extend(expect::incidents(
@@ -220,7 +219,12 @@ impl<'a> Simulation<'a> {
             .chain(self.incident_wakes.values().copied())
             .chain(self.notifier_wakes.values().copied())
             .chain(self.probes.iter().map(|p| p.next))
-            .chain(state.workloads.values().filter_map(SimWorkload::rolls_out_at))
+            .chain(
+                state
+                    .workloads
+                    .values()
+                    .filter_map(SimWorkload::rolls_out_at),
+            )
             .filter(|at| *at > now)
             .min()?;
         (due <= end).then_some(due)
@@ -229,13 +233,8 @@ impl<'a> Simulation<'a> {
     /// A timeline input changes the world.
     fn apply(&mut self, input: &Input, now: Timestamp) {
         let mut state = self.world.state();
-        let namespace_of = |state: &State, name: &str| {
-            state
-                .workloads
-                .keys()
-                .find(|(_, _, n)| n == name)
-                .cloned()
-        };
+        let namespace_of =
+            |state: &State, name: &str| state.workloads.keys().find(|(_, _, n)| n == name).cloned();
         if let Some(pods) = &input.pods
             && let Some(key) = namespace_of(&state, &pods.workload)
             && let Some(sim) = state.workloads.get_mut(&key)
@@ -278,8 +277,7 @@ impl<'a> Simulation<'a> {
         }
         for probe in &input.probes {
             for run in self.probes.iter_mut().filter(|r| {
-                r.probe.name == probe.name
-                    && probe.policy.as_ref().is_none_or(|p| *p == r.key.1)
+                r.probe.name == probe.name && probe.policy.as_ref().is_none_or(|p| *p == r.key.1)
             }) {
                 run.passing = probe.passing;
                 run.next = now;
@@ -407,7 +405,12 @@ impl<'a> Simulation<'a> {
                 continue;
             }
             run.next = now
-                .checked_add(run.probe.every.as_std().max(std::time::Duration::from_secs(1)))
+                .checked_add(
+                    run.probe
+                        .every
+                        .as_std()
+                        .max(std::time::Duration::from_secs(1)),
+                )
                 .unwrap_or(now);
             let outcome = ProbeOutcome {
                 passed: run.passing,
@@ -420,9 +423,13 @@ impl<'a> Simulation<'a> {
                 },
                 at: now,
             };
-            let (key, probe, policy) = (run.key.clone(), Arc::clone(&run.probe), Arc::clone(&run.policy));
+            let (key, probe, policy) = (
+                run.key.clone(),
+                Arc::clone(&run.probe),
+                Arc::clone(&run.policy),
+            );
             let mut state = self.world.state();
-            let tracker = state.probes.entry(key.clone()).or_insert_with(Tracker::default);
+            let tracker = state.probes.entry(key.clone()).or_default();
             let before = tracker.clone();
             let change = tracker.record(outcome, probe.failure_threshold, probe.success_threshold);
             let report = ProbeReport {
@@ -437,7 +444,8 @@ impl<'a> Simulation<'a> {
             let incidents = state.incidents.clone();
             drop(state);
             let written = &self.written;
-            let open = |namespace: &str, key: &str| open_uncleared(written, &incidents, namespace, key);
+            let open =
+                |namespace: &str, key: &str| open_uncleared(written, &incidents, namespace, key);
             self.sensing.probe_result(&policy, &report, open, now);
         }
         moved
@@ -454,12 +462,13 @@ impl<'a> Simulation<'a> {
                 continue;
             };
             let workload = sim.object();
-            let Some(policy) = crate::detector::guarding(policies.iter(), &workload) else {
+            let Some(policy) = guarding_policy(policies.iter().cloned(), &workload) else {
                 continue;
             };
             let pods = sim.pods();
             let written = &self.written;
-            let open = |namespace: &str, key: &str| open_uncleared(written, &incidents, namespace, key);
+            let open =
+                |namespace: &str, key: &str| open_uncleared(written, &incidents, namespace, key);
             match self
                 .sensing
                 .evaluate(&workload, &policy, pods.iter(), open, now)
@@ -533,8 +542,10 @@ impl<'a> Simulation<'a> {
                     return Written::Done(false);
                 };
                 let mut incident = Incident::clone(&current);
-                incident.status.get_or_insert_with(Default::default).detection =
-                    Some(patch.detection.clone());
+                incident
+                    .status
+                    .get_or_insert_with(Default::default)
+                    .detection = Some(patch.detection.clone());
                 if patch.reopen {
                     self.log.push(format!(
                         "{:>6}s  detector reopened {}",
@@ -543,7 +554,7 @@ impl<'a> Simulation<'a> {
                     ));
                 }
                 state.store(incident);
-                self.written.wrote(patch, now);
+                self.written.wrote(*patch, now);
                 Written::Done(true)
             }
         }
@@ -552,9 +563,13 @@ impl<'a> Simulation<'a> {
     /// Reconciles each incident that changed, is due, or whose world moved.
     fn reconcile_incidents(&mut self, now: Timestamp, world_moved: bool) -> bool {
         let mut moved = false;
-        let incidents: Vec<Arc<Incident>> = self.world.state().incidents.values().cloned().collect();
+        let incidents: Vec<Arc<Incident>> =
+            self.world.state().incidents.values().cloned().collect();
         for incident in incidents {
-            let id = (incident.namespace().unwrap_or_default(), incident.name_any());
+            let id = (
+                incident.namespace().unwrap_or_default(),
+                incident.name_any(),
+            );
             let version = incident.resource_version().unwrap_or_default();
             let changed = self.reconciled.get(&id) != Some(&version);
             let due = self.incident_wakes.get(&id).is_some_and(|at| *at <= now);
@@ -667,14 +682,20 @@ impl<'a> Simulation<'a> {
                         state
                             .channels
                             .iter()
-                            .find(|c| c.name_any() == name && c.namespace().as_deref() == Some(id.0.as_str()))
+                            .find(|c| {
+                                c.name_any() == name
+                                    && c.namespace().as_deref() == Some(id.0.as_str())
+                            })
                             .cloned()
                     },
                     |name| {
                         state
                             .escalations
                             .iter()
-                            .find(|e| e.name_any() == name && e.namespace().as_deref() == Some(id.0.as_str()))
+                            .find(|e| {
+                                e.name_any() == name
+                                    && e.namespace().as_deref() == Some(id.0.as_str())
+                            })
                             .cloned()
                     },
                 );
@@ -718,12 +739,18 @@ impl<'a> Simulation<'a> {
 
     fn store_communication(&self, incident: &Incident, next: crate::crd::CommunicationStatus) {
         let mut state = self.world.state();
-        let id = (incident.namespace().unwrap_or_default(), incident.name_any());
+        let id = (
+            incident.namespace().unwrap_or_default(),
+            incident.name_any(),
+        );
         let Some(current) = state.incidents.get(&id).cloned() else {
             return;
         };
         let mut changed = Incident::clone(&current);
-        changed.status.get_or_insert_with(Default::default).communication = Some(next);
+        changed
+            .status
+            .get_or_insert_with(Default::default)
+            .communication = Some(next);
         state.store(changed);
     }
 
@@ -757,7 +784,12 @@ impl<'a> Simulation<'a> {
                 ) {
                     Ok(composed) => {
                         let text = if delivery.event == crate::crd::NotifyEvent::Paged {
-                            delivery.key.rsplit('/').next().unwrap_or_default().to_owned()
+                            delivery
+                                .key
+                                .rsplit('/')
+                                .next()
+                                .unwrap_or_default()
+                                .to_owned()
                         } else {
                             composed.text.clone()
                         };
@@ -793,7 +825,10 @@ impl<'a> Simulation<'a> {
 
 /// What a receiver answers a message it takes: a status page names the
 /// incident it opened, so the next update goes to it.
-fn receiver_answer(composed: &compose::Composed, incident: &Incident) -> crate::communication::send::Outcome {
+fn receiver_answer(
+    composed: &compose::Composed,
+    incident: &Incident,
+) -> crate::communication::send::Outcome {
     let external_ref = match &composed.request {
         compose::Request::StatusPage { opened, .. } => Some(
             opened

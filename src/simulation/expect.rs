@@ -79,10 +79,13 @@ fn as_expected(incident: &Incident, expected: &ExpectedIncident) -> ExpectedInci
     let status = incident.status.as_ref();
     ExpectedIncident {
         name: incident.name_any(),
-        rule: expected
-            .rule
-            .as_ref()
-            .map(|_| spec.source.rule.clone().or(spec.rule.clone()).unwrap_or_default()),
+        rule: expected.rule.as_ref().map(|_| {
+            spec.source
+                .rule
+                .clone()
+                .or(spec.rule.clone())
+                .unwrap_or_default()
+        }),
         severity: expected.severity.map(|_| spec.severity),
         incident_type: expected.incident_type.map(|_| spec.incident_type),
         phase: expected.phase.and(status.and_then(|s| s.phase)),
@@ -103,10 +106,12 @@ fn as_expected(incident: &Incident, expected: &ExpectedIncident) -> ExpectedInci
                 .enumerate()
                 .map(|(index, step)| {
                     let asked = wanted.get(index);
+                    // A step not asked about is shown whole.
+                    let shown = |field: Option<bool>| asked.is_none() || field == Some(true);
                     ExpectedStep {
-                        name: Some(step.name.clone()),
-                        action: asked.and_then(|a| a.action).map(|_| step.action),
-                        result: Some(step.result),
+                        name: shown(asked.map(|a| a.name.is_some())).then(|| step.name.clone()),
+                        action: shown(asked.map(|a| a.action.is_some())).then_some(step.action),
+                        result: shown(asked.map(|a| a.result.is_some())).then_some(step.result),
                         message: asked
                             .and_then(|a| a.message.as_ref())
                             .map(|_| step.message.clone().unwrap_or_default()),
@@ -137,7 +142,9 @@ fn matches(expected: &ExpectedIncident, got: &ExpectedIncident) -> bool {
                             && same(&w.action, &h.action)
                             && same(&w.result, &h.result)
                             && w.message.as_ref().is_none_or(|words| {
-                                h.message.as_ref().is_some_and(|m| m.contains(words.as_str()))
+                                h.message
+                                    .as_ref()
+                                    .is_some_and(|m| m.contains(words.as_str()))
                             })
                     })
             }
@@ -146,10 +153,7 @@ fn matches(expected: &ExpectedIncident, got: &ExpectedIncident) -> bool {
 }
 
 /// Checks each channel's messages, in order, at the end of the case.
-pub fn messages(
-    expected: &BTreeMap<String, Vec<ExpectedMessage>>,
-    sent: &[Sent],
-) -> Vec<Failure> {
+pub fn messages(expected: &BTreeMap<String, Vec<ExpectedMessage>>, sent: &[Sent]) -> Vec<Failure> {
     let mut failures = Vec::new();
     for (channel, wanted) in expected {
         let received: Vec<&Sent> = sent
@@ -166,7 +170,9 @@ pub fn messages(
                 } => {
                     *event == got.event
                         && incident.as_ref().is_none_or(|i| *i == got.incident)
-                        && contains.as_ref().is_none_or(|w| got.text.contains(w.as_str()))
+                        && contains
+                            .as_ref()
+                            .is_none_or(|w| got.text.contains(w.as_str()))
                 }
             });
         if !fits {

@@ -26,7 +26,9 @@ pub enum LoadError {
         path: String,
         source: serde_yaml::Error,
     },
-    #[error("{path}: document {index} is a {kind}; a test reads RemediationPolicy, NotificationChannel and EscalationPolicy")]
+    #[error(
+        "{path}: document {index} is a {kind}; a test reads RemediationPolicy, NotificationChannel and EscalationPolicy"
+    )]
     Kind {
         path: String,
         index: usize,
@@ -143,7 +145,11 @@ impl Manifests {
                     return Err(LoadError::Kind {
                         path: shown,
                         index: index + 1,
-                        kind: if kind.is_empty() { "document without a kind".into() } else { kind },
+                        kind: if kind.is_empty() {
+                            "document without a kind".into()
+                        } else {
+                            kind
+                        },
                     });
                 }
             }

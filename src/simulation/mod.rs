@@ -41,7 +41,9 @@ pub fn run_file(path: &Path) -> FileResult {
             problems: loaded
                 .invalid
                 .iter()
-                .map(|(policy, message)| format!("RemediationPolicy {policy} is not Ready (InvalidSpec): {message}"))
+                .map(|(policy, message)| {
+                    format!("RemediationPolicy {policy} is not Ready (InvalidSpec): {message}")
+                })
                 .collect(),
             cases: Vec::new(),
         };

@@ -64,7 +64,7 @@ pub struct State {
     pub healed: Vec<WorkloadRef>,
     /// The incident's steps whose Jobs failed (a `runJob` that fails).
     pub failed_jobs: Vec<String>,
-    versions: u64,
+    pub versions: u64,
 }
 
 impl State {
