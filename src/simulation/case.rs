@@ -295,6 +295,9 @@ pub struct ExpectedStep {
     /// Words its message contains (a refusal's reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Words one of its ledger lines contains (what it changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<String>,
 }
 
 /// A message a channel must have received.

@@ -115,11 +115,26 @@ fn as_expected(incident: &Incident, expected: &ExpectedIncident) -> ExpectedInci
                         message: asked
                             .and_then(|a| a.message.as_ref())
                             .map(|_| step.message.clone().unwrap_or_default()),
+                        change: asked.and_then(|a| a.change.as_ref()).map(|words| {
+                            step.changes
+                                .iter()
+                                .find(|line| line.contains(words.as_str()))
+                                .or(step.changes.first())
+                                .cloned()
+                                .unwrap_or_default()
+                        }),
                     }
                 })
                 .collect()
         }),
     }
+}
+
+/// Words not asked about match anything; asked, they are in what was got.
+fn contains(words: &Option<String>, got: &Option<String>) -> bool {
+    words
+        .as_ref()
+        .is_none_or(|words| got.as_ref().is_some_and(|g| g.contains(words.as_str())))
 }
 
 /// A field not asked about matches anything.
@@ -141,11 +156,8 @@ fn matches(expected: &ExpectedIncident, got: &ExpectedIncident) -> bool {
                         same(&w.name, &h.name)
                             && same(&w.action, &h.action)
                             && same(&w.result, &h.result)
-                            && w.message.as_ref().is_none_or(|words| {
-                                h.message
-                                    .as_ref()
-                                    .is_some_and(|m| m.contains(words.as_str()))
-                            })
+                            && contains(&w.message, &h.message)
+                            && contains(&w.change, &h.change)
                     })
             }
             (Some(_), None) => false,
