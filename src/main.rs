@@ -44,6 +44,9 @@ enum Command {
         /// text (like promtool) or json.
         #[arg(short, long, value_enum, default_value_t)]
         output: healing_guard_operator::simulation::Format,
+        /// Show what happened in every case, passing ones too.
+        #[arg(short, long)]
+        verbose: bool,
     },
     /// Write documentation generated from the code.
     Docs {
@@ -115,8 +118,12 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Test { files, output } => {
-            let report = healing_guard_operator::simulation::test(&files, output);
+        Command::Test {
+            files,
+            output,
+            verbose,
+        } => {
+            let report = healing_guard_operator::simulation::test(&files, output, verbose);
             print!("{}", report.output);
             eprintln!("{}", report.summary);
             if report.passed {

@@ -46,11 +46,13 @@ const MAX_ROUNDS: usize = 20;
 const MAX_TICKS: usize = 20_000;
 
 /// Runs one case of a loaded test file.
-pub fn run(loaded: &Loaded, case: &Case) -> CaseResult {
+/// Runs one case of a loaded test file; `verbose` keeps what happened
+/// even when it passes.
+pub fn run(loaded: &Loaded, case: &Case, verbose: bool) -> CaseResult {
     let start = EPOCH.parse::<Timestamp>().unwrap_or(Timestamp::UNIX_EPOCH);
     let mut sim = Simulation::new(loaded, case, start);
     let failures = sim.run();
-    let timeline = if failures.is_empty() {
+    let timeline = if failures.is_empty() && !verbose {
         Vec::new()
     } else {
         sim.happened()

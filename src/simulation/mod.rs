@@ -23,7 +23,7 @@ use std::path::Path;
 use self::output::FileResult;
 
 /// Runs every case of a test file.
-pub fn run_file(path: &Path) -> FileResult {
+pub fn run_file(path: &Path, verbose: bool) -> FileResult {
     let file = path.display().to_string();
     let loaded = match load::load(path) {
         Ok(loaded) => loaded,
@@ -52,7 +52,7 @@ pub fn run_file(path: &Path) -> FileResult {
         .file
         .cases
         .iter()
-        .map(|case| engine::run(&loaded, case))
+        .map(|case| engine::run(&loaded, case, verbose))
         .collect();
     FileResult {
         file,
@@ -79,9 +79,9 @@ pub struct Report {
 }
 
 /// `healing-guard-operator test FILE...` (and `kubectl healing-guard test`).
-pub fn test(files: &[std::path::PathBuf], format: Format) -> Report {
+pub fn test(files: &[std::path::PathBuf], format: Format, verbose: bool) -> Report {
     let started = std::time::Instant::now();
-    let results: Vec<FileResult> = files.iter().map(|f| run_file(f)).collect();
+    let results: Vec<FileResult> = files.iter().map(|f| run_file(f, verbose)).collect();
     let elapsed = started.elapsed();
     let cases: usize = results.iter().map(|r| r.cases.len()).sum();
     let failed: usize = results

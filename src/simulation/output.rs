@@ -42,15 +42,21 @@ pub fn text(results: &[FileResult]) -> String {
     for file in results {
         let _ = writeln!(out, "Unit Testing:  {}", file.file);
         if file.passed() {
-            let _ = writeln!(out, "  SUCCESS ({} cases)\n", file.cases.len());
-            continue;
+            let _ = writeln!(out, "  SUCCESS ({} cases)", file.cases.len());
+        } else {
+            let _ = writeln!(out, "  FAILED:");
         }
-        let _ = writeln!(out, "  FAILED:");
         for problem in &file.problems {
             let _ = writeln!(out, "    {problem}");
         }
-        for case in file.cases.iter().filter(|c| !c.passed) {
-            let _ = writeln!(out, "    case {:?}:", case.name);
+        // Failing cases, and with --verbose passing ones with what happened.
+        for case in file
+            .cases
+            .iter()
+            .filter(|c| !c.passed || !c.timeline.is_empty())
+        {
+            let verdict = if case.passed { "passed" } else { "failed" };
+            let _ = writeln!(out, "    case {:?} {verdict}:", case.name);
             for failure in &case.failures {
                 let at = failure
                     .at
