@@ -196,6 +196,29 @@ impl SimWorkload {
         self.changed();
     }
 
+    /// The step's mark alone.
+    pub fn set_mark(&mut self, mark: Option<(String, String)>) {
+        if mark.is_some() {
+            self.mark = mark;
+            self.changed();
+        }
+    }
+
+    /// Pods evicted: new ones come up at once, ready once `rollout` has
+    /// passed, showing `then`.
+    pub fn evict(&mut self, then: PodsShow, mark: Option<(String, String)>, now: Timestamp) {
+        self.set_mark(mark);
+        let starting = PodsShow {
+            state: PodState::NotReady,
+            restarts: 0,
+            count: None,
+        };
+        self.replace_pods(starting, now);
+        let done = now.checked_add(self.rollout).unwrap_or(now);
+        self.rolling = Some((done, then));
+        self.generation += 1;
+    }
+
     /// A rollback: the revision before the current one (or the given one)
     /// runs again, under a new revision number.
     pub fn roll_back(&mut self, to: Option<i64>) {
@@ -435,7 +458,8 @@ impl SimWorkload {
                     state,
                     restarts,
                     since: &since,
-                    uid: format!("{name}-uid"),
+                    // A StatefulSet's pod keeps its name; a new one is a new uid.
+                    uid: format!("{name}-{}-uid", self.pod_generation),
                 });
                 serde_json::from_value::<Pod>(pod).ok().map(PodFacts::from)
             })

@@ -168,10 +168,7 @@ fn matches(expected: &ExpectedIncident, got: &ExpectedIncident) -> bool {
 pub fn messages(expected: &BTreeMap<String, Vec<ExpectedMessage>>, sent: &[Sent]) -> Vec<Failure> {
     let mut failures = Vec::new();
     for (channel, wanted) in expected {
-        let received: Vec<&Sent> = sent
-            .iter()
-            .filter(|s| &s.channel == channel && s.event != NotifyEvent::Paged)
-            .collect();
+        let received: Vec<&Sent> = sent.iter().filter(|s| &s.channel == channel).collect();
         let fits = wanted.len() == received.len()
             && wanted.iter().zip(&received).all(|(want, got)| match want {
                 ExpectedMessage::Event(event) => *event == got.event,

@@ -72,20 +72,27 @@ impl State {
         self.now.unwrap_or(Timestamp::UNIX_EPOCH)
     }
 
-    /// Stores an incident as the API server would: a new resourceVersion.
+    /// Stores an incident as the API server would: a new resourceVersion,
+    /// and a new generation when its spec changed.
     pub fn store(&mut self, mut incident: Incident) -> Arc<Incident> {
         self.versions += 1;
         incident.metadata.resource_version = Some(self.versions.to_string());
+        let key = (
+            incident.namespace().unwrap_or_default(),
+            incident.name_any(),
+        );
+        let generation = match self.incidents.get(&key) {
+            Some(stored) if stored.spec == incident.spec => stored.metadata.generation,
+            Some(stored) => Some(stored.metadata.generation.unwrap_or(0) + 1),
+            None => Some(1),
+        };
+        incident.metadata.generation = generation;
         if incident.metadata.uid.is_none() {
             incident.metadata.uid = Some(format!("uid-{}", self.versions));
         }
         if incident.metadata.creation_timestamp.is_none() {
             incident.metadata.creation_timestamp = Some(Time(self.now()));
         }
-        let key = (
-            incident.namespace().unwrap_or_default(),
-            incident.name_any(),
-        );
         let stored = Arc::new(incident);
         self.incidents.insert(key, Arc::clone(&stored));
         stored
@@ -342,7 +349,19 @@ impl World for SimWorld {
                 }
                 sim.roll(then, mark, now);
             }
-            ActionKind::Restart => sim.roll(then, mark, now),
+            ActionKind::Restart => {
+                use actions::restart::{Change, Restart};
+                match effect.planned.change.get::<Restart>() {
+                    // DeletePods marks first; its batches of evictions follow.
+                    Some(Change::Apply(body)) if !body.to_string().contains("restartedAt") => {
+                        sim.set_mark(mark);
+                    }
+                    Some(Change::EvictPods(_) | Change::EvictStuck { .. }) => {
+                        sim.evict(then, mark, now);
+                    }
+                    _ => sim.roll(then, mark, now),
+                }
+            }
             ActionKind::Patch if effect.planned.summary.contains(&sim.name) => {
                 sim.roll(then, mark, now);
             }
