@@ -49,6 +49,23 @@ const MAX_TICKS: usize = 20_000;
 /// Runs one case of a loaded test file; `verbose` keeps what happened
 /// even when it passes.
 pub fn run(loaded: &Loaded, case: &Case, verbose: bool) -> CaseResult {
+    let problems = super::check::case(loaded, case);
+    if !problems.is_empty() {
+        return CaseResult {
+            name: case.name.clone(),
+            passed: false,
+            failures: problems
+                .into_iter()
+                .map(|problem| Failure {
+                    at: None,
+                    subject: "the case as written".into(),
+                    expected: serde_json::json!("a case that can run and can fail"),
+                    got: serde_json::json!(problem),
+                })
+                .collect(),
+            timeline: Vec::new(),
+        };
+    }
     let start = EPOCH.parse::<Timestamp>().unwrap_or(Timestamp::UNIX_EPOCH);
     let mut sim = Simulation::new(loaded, case, start);
     let failures = sim.run();
@@ -177,6 +194,7 @@ impl<'a> Simulation<'a> {
         inputs.sort_by_key(|i| i.at.as_std());
         let mut failures = Vec::new();
         let mut now = self.start;
+        let mut reached_end = false;
         for _ in 0..MAX_TICKS {
             self.world.state().now = Some(now);
             let start = self.start;
@@ -197,9 +215,20 @@ impl<'a> Simulation<'a> {
                 ));
             }
             let Some(next) = self.next_time(now, &inputs, end) else {
+                reached_end = true;
                 break;
             };
             now = next;
+        }
+        if !reached_end {
+            failures.push(Failure {
+                at: Some(format!("{}s", self.offset(now))),
+                subject: "the case".into(),
+                expected: serde_json::json!(format!("runs to {}s", self.offset(end))),
+                got: serde_json::json!(format!(
+                    "stopped after {MAX_TICKS} moves of the clock (something requeues too often)"
+                )),
+            });
         }
         if let Some(wanted) = &case.messages {
             failures.extend(expect::messages(wanted, &self.sent));

@@ -11,6 +11,7 @@
 //! - [`expect`], [`output`]: what was expected against what happened.
 
 pub mod case;
+pub mod check;
 pub mod cluster;
 pub mod engine;
 pub mod expect;
@@ -103,3 +104,6 @@ pub fn test(files: &[std::path::PathBuf], format: Format, verbose: bool) -> Repo
         passed,
     }
 }
+
+#[cfg(test)]
+mod tests;

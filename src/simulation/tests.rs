@@ -1,0 +1,243 @@
+//! The test runner tested: what fails, fails with the expected and the
+//! actual side by side; what is written wrong is said, never passed.
+
+use std::path::{Path, PathBuf};
+
+use super::{Format, output::FileResult, run_file, test};
+
+/// A test file in a scratch folder, beside a copy of the example policy.
+fn scratch(test_file: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    std::fs::copy(
+        examples.join("policies/healing-guard.yaml"),
+        dir.path().join("policy.yaml"),
+    )
+    .unwrap();
+    let path = dir.path().join("test.yaml");
+    std::fs::write(&path, test_file).unwrap();
+    (dir, path)
+}
+
+const WORLD: &str = r#"
+policies: [policy.yaml]
+workloads:
+- name: healing-guard
+  labels: {healing-guard.io/guarded: "true"}
+  replicas: 3
+  revisions: ["api:1", "api:2"]
+"#;
+
+fn run(cases: &str) -> FileResult {
+    let (_dir, path) = scratch(&format!("{WORLD}cases:\n{cases}"));
+    run_file(&path, false)
+}
+
+#[test]
+fn a_wrong_expectation_fails_with_what_was_expected_and_what_happened() {
+    let result = run(r#"
+- name: crash loop
+  timeline:
+  - {at: 0s, pods: {workload: healing-guard, state: CrashLoopBackOff, restarts: 3}}
+  steps:
+  - {step: rollback, outcome: Recovers}
+  expect:
+  - at: 5m
+    incidents:
+    - {name: healing-guard-crashloop, phase: Escalated, steps: [{action: rollback, result: Succeeded}]}
+"#);
+    assert!(!result.passed());
+    let case = &result.cases[0];
+    assert_eq!(case.failures.len(), 1, "{:#?}", case.failures);
+    let failure = &case.failures[0];
+    assert_eq!(failure.subject, "incident healing-guard-crashloop");
+    assert_eq!(failure.expected["phase"], "Escalated");
+    assert_eq!(failure.got["phase"], "Resolved");
+    assert_eq!(
+        failure.got["steps"][0]["result"], "Succeeded",
+        "the fields asked about, as they are"
+    );
+    assert!(
+        case.timeline
+            .iter()
+            .any(|l| l.contains("detector opened healing-guard-crashloop")),
+        "a failing case says what happened: {:?}",
+        case.timeline
+    );
+    let text = super::output::text(std::slice::from_ref(&result));
+    assert!(text.contains("exp: {") && text.contains("got: {"), "{text}");
+}
+
+#[test]
+fn the_same_case_passes_when_it_expects_what_happens() {
+    let result = run(r#"
+- name: crash loop
+  timeline:
+  - {at: 0s, pods: {workload: healing-guard, state: CrashLoopBackOff, restarts: 3}}
+  steps:
+  - {step: rollback, outcome: Recovers}
+  expect:
+  - at: 5m
+    incidents:
+    - {name: healing-guard-crashloop, phase: Resolved, steps: [{action: rollback, result: Succeeded}]}
+"#);
+    assert!(result.passed(), "{:#?}", result.cases);
+}
+
+#[test]
+fn a_symptom_below_its_threshold_opens_nothing() {
+    // minRestarts 3: two restarts are not yet a crash loop (and one pod of
+    // three down leaves enough available).
+    let result = run(r#"
+- name: two restarts
+  timeline:
+  - {at: 0s, pods: {workload: healing-guard, state: CrashLoopBackOff, restarts: 2, count: 1}}
+  expect:
+  - {at: 10m, incidents: []}
+"#);
+    assert!(result.passed(), "{:#?}", result.cases);
+}
+
+#[test]
+fn names_that_name_nothing_and_cases_that_check_nothing_fail() {
+    let result = run(r#"
+- name: typos
+  until: 10m
+  timeline:
+  - {at: 0s, pods: {workload: healing-gaurd, state: CrashLoopBackOff, restarts: 3}}
+  - {at: 0s, probes: [{name: helth, passing: false}]}
+  steps:
+  - {step: rolback, outcome: Recovers}
+  expect:
+  - {at: 11m, incidents: []}
+- name: nothing expected
+  timeline:
+  - {at: 0s, pods: {workload: healing-guard, state: CrashLoopBackOff, restarts: 3}}
+"#);
+    let said: Vec<String> = result.cases[0]
+        .failures
+        .iter()
+        .map(|f| f.got.to_string())
+        .collect();
+    for words in [
+        "timeline[0].pods.workload: no workload healing-gaurd",
+        "timeline[1].probes: no policy has a probe helth",
+        "steps[0].step: no rule of the policies has a step rolback",
+        "expect[0].at: 660s is after until",
+    ] {
+        assert!(
+            said.iter().any(|s| s.contains(words)),
+            "{words} in {said:#?}"
+        );
+    }
+    assert!(
+        result.cases[1].failures[0]
+            .got
+            .to_string()
+            .contains("it expects nothing")
+    );
+    assert!(!result.passed());
+}
+
+#[test]
+fn an_unknown_field_is_an_error_naming_it() {
+    let result = run(r#"
+- name: misspelt
+  timeline:
+  - {at: 0s, pod: {workload: healing-guard, state: CrashLoopBackOff}}
+  expect:
+  - {at: 1m, incidents: []}
+"#);
+    assert!(!result.passed());
+    assert!(
+        result.problems[0].contains("unknown field `pod`"),
+        "{:?}",
+        result.problems
+    );
+}
+
+/// Each policy the controller refuses (examples/invalid/controller, whose
+/// first line is the Ready condition a cluster test checks) is refused by
+/// `test` with the same message, and its cases do not run.
+#[test]
+fn an_invalid_policy_is_reported_with_its_ready_conditions_message() {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/invalid/controller");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(folder).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        if !text.contains("kind: RemediationPolicy") {
+            continue;
+        }
+        let first = text.lines().next().unwrap();
+        let Some(message) = first.strip_prefix("# expect-condition: Ready InvalidSpec ") else {
+            continue;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(&path, dir.path().join("policy.yaml")).unwrap();
+        let test_file = dir.path().join("test.yaml");
+        std::fs::write(
+            &test_file,
+            "policies: [policy.yaml]\ncases:\n- name: any\n  expect: [{at: 1m, incidents: []}]\n",
+        )
+        .unwrap();
+        let result = run_file(&test_file, false);
+        assert!(!result.passed());
+        assert!(result.cases.is_empty(), "no case of an invalid policy runs");
+        assert_eq!(result.problems.len(), 1, "{:?}", result.problems);
+        let said = &result.problems[0];
+        assert!(
+            said.contains(message)
+                && said.ends_with("the policy guards nothing until this is fixed"),
+            "{}: {said}",
+            path.display(),
+        );
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} invalid policies checked");
+}
+
+#[test]
+fn the_report_is_json_with_each_case_on_request_and_says_what_failed() {
+    let (_dir, path) = scratch(&format!(
+        "{WORLD}cases:\n- name: quiet\n  expect: [{{at: 1m, incidents: [{{name: ghost}}]}}]\n"
+    ));
+    let report = test(&[path], Format::Json, false);
+    assert!(!report.passed);
+    let json: serde_json::Value = serde_json::from_str(&report.output).unwrap();
+    assert_eq!(json[0]["cases"][0]["name"], "quiet");
+    assert_eq!(json[0]["cases"][0]["passed"], false);
+    assert_eq!(
+        json[0]["cases"][0]["failures"][0]["expected"],
+        serde_json::json!(["ghost"])
+    );
+    assert_eq!(
+        json[0]["cases"][0]["failures"][0]["got"],
+        serde_json::json!([])
+    );
+    assert!(
+        report.summary.starts_with("1 cases in 1 files, 1 failed"),
+        "{}",
+        report.summary
+    );
+}
+
+#[test]
+fn every_example_policy_has_tests_and_they_pass() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(examples.join("tests"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let report = test(&files, Format::Text, false);
+    assert!(report.passed, "{}", report.output);
+    for policy in std::fs::read_dir(examples.join("policies")).unwrap() {
+        let name = policy.unwrap().file_name();
+        assert!(
+            files.iter().any(|f| f.file_name() == Some(&name)),
+            "examples/policies/{} has no examples/tests/ file of its name",
+            name.to_string_lossy()
+        );
+    }
+}
