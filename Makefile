@@ -1,5 +1,5 @@
 # The two commands of the README, and the checks around them.
-.PHONY: demo test bench unit lint crds build-cluster image
+.PHONY: demo test bench unit lint crds build-cluster image policy-test
 
 ## The local demo: control plane up, example stack installed, the operator at work.
 demo:
@@ -16,11 +16,17 @@ demo:
 IMAGE_ARCHIVE = target/image/healing-guard-operator-$(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1).oci.tar
 test: build-cluster image
 	./cluster/check-rules.sh
+	$(MAKE) policy-test
 	cargo test --all-targets --no-run
 	./cluster/with-cluster.sh -- sh -c 'cargo test --all-targets -- --skip apiserver_restart --skip real_node --skip gitops::gitops_ && cargo test --test rbac_audit -- --ignored --nocapture'
 	./cluster/with-cluster.sh -- cargo test --test cluster -- apiserver_restart
 	./cluster/with-cluster.sh -- sh -c './cluster/flux.sh start --helm >/dev/null && ./cluster/argocd.sh start >/dev/null && . "$$HGO_CLUSTER_DIR/flux.env" && . "$$HGO_CLUSTER_DIR/argocd.env" && cargo test --test cluster -- gitops::gitops_'
 	HGO_REAL_NODES=2 HGO_NODE_IMAGES=$(CURDIR)/$(IMAGE_ARCHIVE) ./cluster/with-cluster.sh -- cargo test --test cluster -- real_node --nocapture
+
+## The example policies' own tests (examples/tests/): offline, on a virtual
+## clock, as a policy repository's CI runs them (see docs/policy-testing.md).
+policy-test:
+	cargo run --quiet --bin healing-guard-operator -- test examples/tests/*.yaml
 
 ## Benchmark (not a test): the operator against the floor (a bare pod watch),
 ## detection and first remediation write p50/p99 at 1,000 and 10,000 guarded

@@ -124,7 +124,7 @@ async fn run(cli: Cli) -> Result<ExitCode, PluginError> {
             plugin::report_text(&client, &namespace, &incident).await?
         }
         // Answered before a client is made (see main).
-        Command::Completion { .. } => String::new(),
+        Command::Completion { .. } | Command::Test { .. } => String::new(),
     };
     print(&format!("{}\n", text.trim_end()));
     Ok(ExitCode::SUCCESS)
@@ -210,6 +210,22 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let cli = Cli::parse();
+    // Policy tests need no cluster.
+    if let Command::Test {
+        files,
+        output,
+        verbose,
+    } = &cli.command
+    {
+        let report = healing_guard_operator::simulation::test(files, *output, *verbose);
+        print(&report.output);
+        eprintln!("{}", report.summary);
+        return if report.passed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
     if let Command::Completion { shell } = cli.command {
         let mut script = Vec::new();
         clap_complete::generate(

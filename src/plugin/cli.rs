@@ -109,6 +109,20 @@ pub enum Command {
     Timeline { name: String },
     /// Print the post-incident report.
     Report { name: String },
+    /// Test RemediationPolicies offline, before merge: each test file's
+    /// cases run on a virtual clock through the operator's own pipeline (no
+    /// cluster needed). Exit 1 when a case fails.
+    Test {
+        /// Test files (see docs/policy-testing.md).
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// text (like promtool) or json.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: crate::simulation::Format,
+        /// Show what happened in every case, passing ones too.
+        #[arg(short, long)]
+        verbose: bool,
+    },
     /// Print a shell completion script for kubectl-healing_guard (for
     /// `kubectl healing-guard <TAB>`, put kubectl_complete-healing_guard on PATH).
     Completion {
