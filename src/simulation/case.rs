@@ -133,6 +133,10 @@ pub struct Input {
     /// A probe starts passing or failing (its checks follow its `every`).
     #[serde(default)]
     pub probes: Vec<ProbeInput>,
+    /// An Incident someone applies (`kubectl apply`, or
+    /// `kubectl healing-guard declare`): a manifest without status.
+    #[serde(default)]
+    pub declare: Option<Box<crate::crd::Incident>>,
     #[serde(default)]
     pub acknowledge: Option<Responder<Acknowledgement>>,
     #[serde(default)]

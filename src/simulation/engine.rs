@@ -66,19 +66,41 @@ pub fn run(loaded: &Loaded, case: &Case, verbose: bool) -> CaseResult {
             timeline: Vec::new(),
         };
     }
-    let start = EPOCH.parse::<Timestamp>().unwrap_or(Timestamp::UNIX_EPOCH);
-    let mut sim = Simulation::new(loaded, case, start);
-    let failures = sim.run();
-    let timeline = if failures.is_empty() && !verbose {
+    let simulated = simulate(loaded, case);
+    let timeline = if simulated.failures.is_empty() && !verbose {
         Vec::new()
     } else {
-        sim.happened()
+        simulated.log
     };
     CaseResult {
         name: case.name.clone(),
-        passed: failures.is_empty(),
-        failures,
+        passed: simulated.failures.is_empty(),
+        failures: simulated.failures,
         timeline,
+    }
+}
+
+/// What a case came to.
+pub struct Simulated {
+    pub failures: Vec<Failure>,
+    /// The incidents at the end, by name.
+    pub incidents: Vec<Arc<Incident>>,
+    pub sent: Vec<Sent>,
+    /// What happened, line by line.
+    pub log: Vec<String>,
+}
+
+/// Runs a case (checked before) to its end.
+pub fn simulate(loaded: &Loaded, case: &Case) -> Simulated {
+    let start = EPOCH.parse::<Timestamp>().unwrap_or(Timestamp::UNIX_EPOCH);
+    let mut sim = Simulation::new(loaded, case, start);
+    let failures = sim.run();
+    let incidents = sim.world.state().incidents.values().cloned().collect();
+    Simulated {
+        failures,
+        incidents,
+        sent: sim.sent,
+        log: sim.log,
     }
 }
 
@@ -326,6 +348,19 @@ impl<'a> Simulation<'a> {
             }
         };
         let at = Time(Timestamp::from_second(now.as_second()).unwrap_or(now));
+        if let Some(declared) = &input.declare {
+            let mut incident = crate::crd::Incident::clone(declared);
+            incident.status = None;
+            if incident.metadata.namespace.is_none() {
+                incident.metadata.namespace = state.policies.first().and_then(|p| p.namespace());
+            }
+            self.log.push(format!(
+                "{:>6}s  {} declared",
+                self.offset(now),
+                incident.name_any()
+            ));
+            state.store(incident);
+        }
         if let Some(ack) = &input.acknowledge {
             let mut value = ack.value.clone();
             value.at.get_or_insert(at.clone());
@@ -846,11 +881,6 @@ impl<'a> Simulation<'a> {
             }
         }
         self.store_communication(incident, recorded);
-    }
-
-    /// What happened, for a failing case's output.
-    fn happened(&self) -> Vec<String> {
-        self.log.clone()
     }
 }
 
