@@ -48,6 +48,20 @@ enum Command {
         #[arg(short, long)]
         verbose: bool,
     },
+    /// Replay recorded Incidents (kubectl get incidents -o yaml) against a
+    /// changed policy: what it would have done differently with each
+    /// (rule, severity, steps, refusals). No cluster.
+    Replay {
+        /// The policy file (a RemediationPolicy manifest, as in Git).
+        #[arg(long)]
+        policy: PathBuf,
+        /// Recorded incidents: an Incident, a List, or several documents per file.
+        #[arg(required = true)]
+        incidents: Vec<PathBuf>,
+        /// text or json.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: healing_guard_operator::simulation::Format,
+    },
     /// Write documentation generated from the code.
     Docs {
         #[command(subcommand)]
@@ -118,6 +132,20 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Replay {
+            policy,
+            incidents,
+            output,
+        } => {
+            let report = healing_guard_operator::simulation::replay(&policy, &incidents, output);
+            print!("{}", report.output);
+            eprintln!("{}", report.summary);
+            if report.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::Test {
             files,
             output,

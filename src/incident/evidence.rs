@@ -65,10 +65,7 @@ pub async fn capture(
     evidence.events = events.events;
     evidence.notes.extend(events.notes);
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let mut described: Vec<PodEvidence> = pods.iter().map(describe_pod).collect();
-    order(&mut described, affected);
-    let omitted_pods = described.len().saturating_sub(MAX_PODS);
-    described.truncate(MAX_PODS);
+    let (described, omitted_pods) = pods_evidence(pods, affected);
 
     if let Some(failing) = described.iter().find(|p| !p.ready)
         && let Some(pod) = pods.iter().find(|p| p.name() == failing.name)
@@ -85,6 +82,16 @@ pub async fn capture(
     evidence.pods = described;
     evidence.omitted = i64::try_from(omitted_pods + omitted_events).unwrap_or(i64::MAX);
     evidence
+}
+
+/// The pods as evidence, affected ones first, at most [`MAX_PODS`]; and
+/// how many were left out. Pure.
+pub fn pods_evidence(pods: &[PodFacts], affected: &[String]) -> (Vec<PodEvidence>, usize) {
+    let mut described: Vec<PodEvidence> = pods.iter().map(describe_pod).collect();
+    order(&mut described, affected);
+    let omitted = described.len().saturating_sub(MAX_PODS);
+    described.truncate(MAX_PODS);
+    (described, omitted)
 }
 
 /// Reads the workload's revision and history; returns its pod selector.
@@ -239,13 +246,18 @@ async fn rollout_history(
             return;
         }
     };
-    let uid = deployment.uid();
+    evidence.rollout_history = history_lines(deployment.uid().as_deref(), &sets);
+}
+
+/// `kubectl rollout history` of the Deployment with `uid`: a line per
+/// ReplicaSet it owns, newest revision first, at most [`MAX_REVISIONS`]. Pure.
+pub fn history_lines(uid: Option<&str>, sets: &[ReplicaSet]) -> Vec<String> {
     let mut revisions: Vec<(i64, String)> = sets
         .iter()
         .filter(|rs| {
             rs.owner_references()
                 .iter()
-                .any(|o| Some(&o.uid) == uid.as_ref())
+                .any(|o| Some(o.uid.as_str()) == uid)
         })
         .map(|rs| {
             let revision = rs
@@ -277,11 +289,11 @@ async fn rollout_history(
         })
         .collect();
     revisions.sort_by_key(|(revision, _)| std::cmp::Reverse(*revision));
-    evidence.rollout_history = revisions
+    revisions
         .into_iter()
         .take(MAX_REVISIONS)
         .map(|(_, line)| line)
-        .collect();
+        .collect()
 }
 
 fn describe_pod(pod: &PodFacts) -> PodEvidence {

@@ -337,6 +337,7 @@ mod tests {
                 "decline",
                 "timeline",
                 "report",
+                "test",
                 "completion",
                 "help"
             ]

@@ -147,6 +147,27 @@ pub struct Input {
     pub decline: Option<Responder<Decline>>,
 }
 
+impl Input {
+    /// An input at `at` that changes nothing yet.
+    pub fn at(at: Duration) -> Self {
+        Input {
+            at,
+            pods: None,
+            available: None,
+            rollout_stuck: None,
+            release: None,
+            config_changed: None,
+            alerts: Vec::new(),
+            probes: Vec::new(),
+            declare: None,
+            acknowledge: None,
+            approve: None,
+            resolve: None,
+            decline: None,
+        }
+    }
+}
+
 /// The state a workload's pods show from now on.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

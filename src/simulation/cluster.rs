@@ -319,13 +319,7 @@ impl SimWorkload {
         }
         let rolled = self.rolling.is_none();
         let observed = self.observed_generation;
-        let healthy = self.pods_show.state == PodState::Running;
-        let failing = match self.pods_show.count {
-            _ if healthy => 0,
-            Some(count) => count.clamp(0, self.replicas),
-            None => self.replicas,
-        };
-        let ready = self.available.unwrap_or(self.replicas - failing).max(0);
+        let ready = self.object_ready();
         let updated = if rolled { self.replicas } else { 0 };
         let metadata = json!({
             "name": self.name, "namespace": self.namespace,
@@ -380,14 +374,30 @@ impl SimWorkload {
         })
     }
 
+    /// How many replicas are ready (and available).
+    fn object_ready(&self) -> i32 {
+        let healthy = self.pods_show.state == PodState::Running;
+        let failing = match self.pods_show.count {
+            _ if healthy => 0,
+            Some(count) => count.clamp(0, self.replicas),
+            None => self.replicas,
+        };
+        self.available.unwrap_or(self.replicas - failing).max(0)
+    }
+
     /// Its ReplicaSets, one per revision (Deployments only).
     pub fn replica_sets(&self) -> Vec<ReplicaSet> {
         if self.kind != WorkloadKind::Deployment {
             return Vec::new();
         }
+        let current = self.current;
+        let ready = self.object_ready();
         self.revisions
             .iter()
-            .filter_map(|revision| {
+            .enumerate()
+            .filter_map(|(index, revision)| {
+                let replicas = if index == current { self.replicas } else { 0 };
+                let ready = if index == current { ready } else { 0 };
                 let mut labels = self.selector_labels();
                 labels[POD_TEMPLATE_HASH_LABEL] = Value::String(revision.hash.clone());
                 let mut template = self.template(&revision.image);
@@ -399,7 +409,8 @@ impl SimWorkload {
                                  "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
                                      "name": self.name, "uid": format!("uid-{}-{}", self.namespace, self.name),
                                      "controller": true}]},
-                    "spec": {"replicas": 0, "selector": {"matchLabels": labels}, "template": template},
+                    "spec": {"replicas": replicas, "selector": {"matchLabels": labels}, "template": template},
+                    "status": {"replicas": replicas, "readyReplicas": ready},
                 }))
                 .ok()
             })

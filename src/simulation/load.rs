@@ -39,7 +39,7 @@ pub enum LoadError {
 }
 
 /// A test file with what it names, read.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Loaded {
     pub path: PathBuf,
     pub file: TestFile,
@@ -70,8 +70,45 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
             path: path.display().to_string(),
         });
     }
-    let invalid = manifests
-        .policies
+    let invalid = invalid(&manifests.policies);
+    Ok(Loaded {
+        path: path.to_owned(),
+        file,
+        policies: manifests.policies,
+        channels: manifests.channels,
+        escalations: manifests.escalations,
+        invalid,
+    })
+}
+
+/// A file of policies alone (a replay's), validated like a test file's.
+pub fn load_policies(path: &Path) -> Result<Loaded, LoadError> {
+    let mut manifests = Manifests::default();
+    manifests.read(path)?;
+    if manifests.policies.is_empty() {
+        return Err(LoadError::NoPolicy {
+            path: path.display().to_string(),
+        });
+    }
+    let invalid = invalid(&manifests.policies);
+    Ok(Loaded {
+        path: path.to_owned(),
+        file: TestFile {
+            policies: Vec::new(),
+            communication: Vec::new(),
+            workloads: Vec::new(),
+            cases: Vec::new(),
+        },
+        policies: manifests.policies,
+        channels: manifests.channels,
+        escalations: manifests.escalations,
+        invalid,
+    })
+}
+
+/// Each invalid policy, and its `Ready` condition's message.
+fn invalid(policies: &[Arc<RemediationPolicy>]) -> Vec<(String, String)> {
+    policies
         .iter()
         .filter_map(|policy| {
             let message = crate::policy::invalid_spec_message(&policy.spec)?;
@@ -84,15 +121,7 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
                 message,
             ))
         })
-        .collect();
-    Ok(Loaded {
-        path: path.to_owned(),
-        file,
-        policies: manifests.policies,
-        channels: manifests.channels,
-        escalations: manifests.escalations,
-        invalid,
-    })
+        .collect()
 }
 
 fn read(path: &Path) -> Result<String, LoadError> {

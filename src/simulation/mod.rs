@@ -17,6 +17,7 @@ pub mod engine;
 pub mod expect;
 pub mod load;
 pub mod output;
+pub mod replay;
 pub mod world;
 
 use std::path::Path;
@@ -107,3 +108,45 @@ pub fn test(files: &[std::path::PathBuf], format: Format, verbose: bool) -> Repo
 
 #[cfg(test)]
 mod tests;
+
+/// `healing-guard-operator replay --policy FILE INCIDENT.yaml...`: what the
+/// policy would have done differently with each recorded incident.
+/// `passed` is false only when the replay could not run.
+pub fn replay(policy: &Path, records: &[std::path::PathBuf], format: Format) -> Report {
+    let started = std::time::Instant::now();
+    let mut incidents = Vec::new();
+    for path in records {
+        match replay::read_incidents(path) {
+            Ok(read) => incidents.extend(read),
+            Err(error) => return failed(error.to_string()),
+        }
+    }
+    let replayed = match replay::replay(policy, &incidents) {
+        Ok(replayed) => replayed,
+        Err(error) => return failed(error.to_string()),
+    };
+    let different = replayed
+        .iter()
+        .filter(|r| !r.differences.is_empty())
+        .count();
+    Report {
+        output: match format {
+            Format::Text => replay::text(&replayed),
+            Format::Json => serde_json::to_string_pretty(&replayed).unwrap_or_default(),
+        },
+        summary: format!(
+            "{} incidents replayed, {different} would go differently, in {:.1} ms",
+            replayed.len(),
+            started.elapsed().as_secs_f64() * 1000.0
+        ),
+        passed: true,
+    }
+}
+
+fn failed(error: String) -> Report {
+    Report {
+        output: String::new(),
+        summary: format!("error: {error}"),
+        passed: false,
+    }
+}

@@ -241,3 +241,79 @@ fn every_example_policy_has_tests_and_they_pass() {
         );
     }
 }
+
+/// A crash loop recorded (simulated here, as the operator would record it)
+/// and replayed: against its own policy it goes the same way; against a
+/// changed one, the review names what changes.
+#[test]
+fn a_recorded_incident_replays_the_same_and_a_changed_policy_shows_its_difference() {
+    let (dir, path) = scratch(&format!(
+        "{WORLD}cases:\n{}",
+        r#"
+- name: record
+  timeline:
+  - {at: 0s, configChanged: {workload: healing-guard, configMap: healing-guard-config}}
+  - {at: 0s, pods: {workload: healing-guard, state: CrashLoopBackOff, restarts: 3}}
+  steps:
+  - {step: rollback, outcome: Fails}
+  - {step: restoreConfig, outcome: Recovers}
+  expect: [{at: 20m, incidents: [{name: healing-guard-crashloop}, {name: healing-guard-unavailable}]}]
+"#
+    ));
+    let loaded = super::load::load(&path).unwrap();
+    let simulated = super::engine::simulate(&loaded, &loaded.file.cases[0]);
+    assert!(simulated.failures.is_empty(), "{:#?}", simulated.failures);
+    let record = simulated
+        .incidents
+        .iter()
+        .find(|i| i.metadata.name.as_deref() == Some("healing-guard-crashloop"))
+        .unwrap();
+    let records = dir.path().join("records.yaml");
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [record.as_ref()]});
+    std::fs::write(&records, serde_yaml::to_string(&list).unwrap()).unwrap();
+
+    let policy = dir.path().join("policy.yaml");
+    let same = super::replay(&policy, std::slice::from_ref(&records), Format::Json);
+    assert!(same.passed, "{}", same.summary);
+    let replayed: serde_json::Value = serde_json::from_str(&same.output).unwrap();
+    assert_eq!(
+        replayed[0]["differences"],
+        serde_json::json!([]),
+        "{}",
+        same.output
+    );
+    assert_eq!(
+        replayed[0]["replayed"]["steps"],
+        serde_json::json!([
+            "rollback (rollback) Failed",
+            "restoreConfig (restoreConfig) Succeeded"
+        ])
+    );
+
+    // The pull request: crash loops are P1, and restoreConfig comes first.
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let changed = text
+        .replace(
+            "    severity: P0\n    type: ServiceOutage\n    actions:\n    # Containment 1",
+            "    severity: P1\n    type: ServiceOutage\n    actions:\n    # Containment 1",
+        )
+        .replace(
+            "    - action: rollback\n      rollback:\n        to: Previous\n    # \"Configuration Corruption\"",
+            "    # \"Configuration Corruption\"",
+        );
+    assert_ne!(changed, text, "the policy was changed");
+    std::fs::write(&policy, changed).unwrap();
+    let review = super::replay(&policy, &[records], Format::Json);
+    let replayed: serde_json::Value = serde_json::from_str(&review.output).unwrap();
+    assert_eq!(
+        replayed[0]["differences"],
+        serde_json::json!(["severity", "steps"]),
+        "{}",
+        review.output
+    );
+    assert_eq!(replayed[0]["replayed"]["severity"], "P1");
+    assert_eq!(
+        replayed[0]["replayed"]["steps"],
+        serde_json::json!(["restoreConfig (restoreConfig) Succeeded"])
+    );
+}

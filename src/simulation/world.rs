@@ -208,17 +208,37 @@ impl World for SimWorld {
         Ok(crate::gitops::SyncRead::Missing)
     }
 
+    /// What the live capture reads, from the simulated workload: its
+    /// revision and rollout history, its pods (no events, no logs).
     async fn evidence(
         &self,
-        _namespace: &str,
-        _target: &WorkloadRef,
+        namespace: &str,
+        target: &WorkloadRef,
         pods: &[PodFacts],
-        _affected: &[String],
+        affected: &[String],
         now: Timestamp,
     ) -> Evidence {
+        let key = (namespace.to_owned(), target.kind, target.name.clone());
+        let mut state = self.state();
+        let Some(sim) = state.workloads.get_mut(&key) else {
+            return Evidence {
+                captured_at: Some(Time(now)),
+                notes: vec![format!("{target} not found")],
+                ..Evidence::default()
+            };
+        };
+        let workload = sim.object();
+        let (described, omitted) = crate::incident::evidence::pods_evidence(pods, affected);
         Evidence {
             captured_at: Some(Time(now)),
-            notes: vec![format!("simulated: {} pods", pods.len())],
+            revision: workload.revision().map(str::to_owned),
+            rollout_history: crate::incident::evidence::history_lines(
+                workload.metadata().uid.as_deref(),
+                &sim.replica_sets(),
+            ),
+            pods: described,
+            omitted: i64::try_from(omitted).unwrap_or(i64::MAX),
+            notes: vec!["simulated: no events or logs".into()],
             ..Evidence::default()
         }
     }
