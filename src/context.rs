@@ -126,6 +126,8 @@ pub struct Context {
     pub sending: Arc<crate::communication::in_flight::InFlight>,
     /// The pods of guarded workloads, which the detector's pod watches keep.
     pub pods: crate::pod::GuardedPods,
+    /// Each policy generation's problems, checked once.
+    pub checked: Arc<crate::validation::Checked>,
 }
 
 /// What the operator was started with that changes what it does.
@@ -161,6 +163,7 @@ impl Context {
             probes: Arc::default(),
             sending: Arc::default(),
             pods: crate::pod::GuardedPods::default(),
+            checked: Arc::default(),
         }
     }
 

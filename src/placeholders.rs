@@ -39,6 +39,14 @@ pub struct FillError {
 
 /// `template` with `{{ namespace }}` and `{{ name }}` filled in.
 pub fn fill(template: &str, namespace: &str, name: &str) -> Result<String, FillError> {
+    // Text without an opening delimiter renders as itself: no template to
+    // compile (most URLs and bodies; validation fills each of them).
+    if !["{{", "{%", "{#"]
+        .iter()
+        .any(|open| template.contains(open))
+    {
+        return Ok(template.to_owned());
+    }
     let error = |source| FillError { source };
     let mut env = environment();
     // Jinja drops a last newline by default; a body's is part of it.
@@ -54,6 +62,14 @@ pub fn fill(template: &str, namespace: &str, name: &str) -> Result<String, FillE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_without_placeholders_is_itself_and_a_stray_brace_is_kept() {
+        for text in ["http://api/health", "{\"a\": 1}\n", "a } b { c", ""] {
+            assert_eq!(fill(text, "hg", "api").unwrap(), text);
+        }
+        assert!(fill("{{ nope }}", "hg", "api").is_err(), "still strict");
+    }
 
     #[test]
     fn the_target_is_filled_in_with_or_without_spaces() {

@@ -121,7 +121,9 @@ impl Detector {
 
     /// The policy that guards a workload (see [`guarding_policy`]).
     pub(super) fn guarding_policy(&self, workload: &Workload) -> Option<Arc<RemediationPolicy>> {
-        guarding_policy(self.watches.policies.store().state(), workload)
+        guarding_policy(self.watches.policies.store().state(), workload, |p| {
+            self.ctx.checked.valid(p)
+        })
     }
 
     /// The policies in force: an invalid one is inert (its Ready condition
@@ -132,16 +134,18 @@ impl Detector {
             .store()
             .state()
             .into_iter()
-            .filter(|p| crate::validation::policy(&p.spec).is_empty())
+            .filter(|p| self.ctx.checked.valid(p))
             .collect()
     }
 }
 
 /// The policy that guards a workload: of `policies` those of its namespace
-/// whose targets select it, the highest priority, then the first by name.
+/// whose targets select it and that are `valid`, the highest priority,
+/// then the first by name.
 pub fn guarding_policy(
     policies: impl IntoIterator<Item = Arc<RemediationPolicy>>,
     workload: &Workload,
+    valid: impl Fn(&RemediationPolicy) -> bool,
 ) -> Option<Arc<RemediationPolicy>> {
     let namespace = workload.namespace();
     let mut candidates: Vec<Arc<RemediationPolicy>> = policies
@@ -149,7 +153,7 @@ pub fn guarding_policy(
         .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
         .filter(|p| p.spec.targets.iter().any(|t| workload.is_selected_by(t)))
         // An invalid policy is inert: it says so in its Ready condition.
-        .filter(|p| crate::validation::policy(&p.spec).is_empty())
+        .filter(|p| valid(p))
         .collect();
     candidates.sort_by_key(|p| p.spec.precedence(&p.name_any()));
     candidates.into_iter().next()
@@ -171,7 +175,8 @@ mod tests {
     #[test]
     fn the_guarding_policy_is_of_the_namespace_then_by_priority_then_by_name() {
         let name = |policies: Vec<Arc<RemediationPolicy>>| {
-            guarding_policy(policies, &api(2)).map(|p| p.name_any())
+            let checked = crate::validation::Checked::default();
+            guarding_policy(policies, &api(2), |p| checked.valid(p)).map(|p| p.name_any())
         };
         assert_eq!(
             name(vec![named("b", "hg", 0), named("a", "hg", 0)]).as_deref(),

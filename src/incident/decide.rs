@@ -154,7 +154,7 @@ fn ladder_of(
         return Err(Some(("InvalidSpec", message)));
     }
     if let Some(policy) = &seen.policy {
-        let problems = validation::policy(&policy.spec);
+        let problems = &seen.policy_problems;
         if !problems.is_empty() {
             if verifying {
                 return Ok(ladder::remnant());
@@ -162,7 +162,7 @@ fn ladder_of(
             let message = format!(
                 "RemediationPolicy {} is invalid ({}); no step runs until it is fixed",
                 kube::ResourceExt::name_any(policy.as_ref()),
-                validation::summary(&problems)
+                validation::summary(problems)
             );
             return Err(Some(("PolicyInvalid", message)));
         }

@@ -28,6 +28,8 @@ pub struct Observation {
     pub now: Timestamp,
     /// The incident's RemediationPolicy, if it names one that exists.
     pub policy: Option<Arc<RemediationPolicy>>,
+    /// That policy's problems (none: it is valid).
+    pub policy_problems: Arc<Vec<crate::validation::Problem>>,
     /// The target; None when it does not exist.
     pub workload: Option<Workload>,
     /// The target's pods (those its owner references tie to it).
@@ -216,9 +218,14 @@ pub async fn observe<W: World>(world: &W, incident: &Incident) -> Result<Observa
         policy_steps,
         dependency_down,
     } = others;
+    let policy_problems = policy
+        .as_deref()
+        .map(|p| world.policy_problems(p))
+        .unwrap_or_default();
     Ok(Observation {
         now,
         policy,
+        policy_problems,
         workload,
         pods,
         inputs,

@@ -41,6 +41,8 @@ pub trait World: Send + Sync {
 
     /// A RemediationPolicy, as the shared store holds it.
     fn policy(&self, namespace: &str, name: &str) -> Option<Arc<RemediationPolicy>>;
+    /// The problems of a policy (none: it is valid), checked once per generation.
+    fn policy_problems(&self, policy: &RemediationPolicy) -> Arc<Vec<crate::validation::Problem>>;
     /// A workload as the shared store holds it.
     fn stored_workload(&self, namespace: &str, kind: WorkloadKind, name: &str) -> Option<Workload>;
     /// A workload as it is now (a step is about to change it).
@@ -158,6 +160,10 @@ impl World for Context {
             .policies
             .store()
             .get(&ObjectRef::new(name).within(namespace))
+    }
+
+    fn policy_problems(&self, policy: &RemediationPolicy) -> Arc<Vec<crate::validation::Problem>> {
+        self.checked.policy(policy)
     }
 
     fn stored_workload(&self, namespace: &str, kind: WorkloadKind, name: &str) -> Option<Workload> {

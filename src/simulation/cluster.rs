@@ -78,6 +78,7 @@ pub struct SimWorkload {
     pods_since: Timestamp,
     /// The incident and step whose change it carries.
     mark: Option<(String, String)>,
+    version: u64,
     /// Built once per change: what the operator reads.
     object: Option<Workload>,
     pods: Option<Arc<Vec<PodFacts>>>,
@@ -129,6 +130,7 @@ impl SimWorkload {
             pod_generation: 1,
             pods_since: now,
             mark: None,
+            version: 0,
             object: None,
             pods: None,
         }
@@ -137,6 +139,12 @@ impl SimWorkload {
     fn changed(&mut self) {
         self.object = None;
         self.pods = None;
+        self.version += 1;
+    }
+
+    /// Counts its changes: the detector looks again after each.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     fn current(&self) -> Option<&Revision> {

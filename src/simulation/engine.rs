@@ -121,6 +121,13 @@ struct Simulation<'a> {
     written: WriteMemory,
     /// When each workload's detector timer runs out.
     rechecks: BTreeMap<WorkloadKey, Timestamp>,
+    /// The version of each workload the detector last looked at: like the
+    /// live one, it looks again when a workload or its pods change, or
+    /// its timer runs out.
+    looked_at: BTreeMap<WorkloadKey, u64>,
+    /// A report deferred (counts only, written a moment ago): the live
+    /// detector flushes every 500 ms, so it is looked at again.
+    flush_at: Option<Timestamp>,
     /// When each incident is reconciled again, unless it changes first.
     incident_wakes: BTreeMap<(String, String), Timestamp>,
     /// The version of each incident its last reconcile saw.
@@ -184,6 +191,8 @@ impl<'a> Simulation<'a> {
             sensing: Sensing::default(),
             written: WriteMemory::default(),
             rechecks: BTreeMap::new(),
+            looked_at: BTreeMap::new(),
+            flush_at: None,
             incident_wakes: BTreeMap::new(),
             reconciled: BTreeMap::new(),
             notifier_wakes: BTreeMap::new(),
@@ -271,7 +280,13 @@ impl<'a> Simulation<'a> {
             .chain(self.rechecks.values().copied())
             .chain(self.incident_wakes.values().copied())
             .chain(self.notifier_wakes.values().copied())
-            .chain(self.probes.iter().map(|p| p.next))
+            .chain(
+                self.probes
+                    .iter()
+                    .filter(|p| self.matters(p, &state))
+                    .map(|p| p.next),
+            )
+            .chain(self.flush_at)
             .chain(
                 state
                     .workloads
@@ -419,7 +434,7 @@ impl<'a> Simulation<'a> {
             .policies
             .iter()
             .filter(|p| !p.spec.alerts.is_empty())
-            .filter(|p| crate::validation::policy(&p.spec).is_empty())
+            .filter(|p| self.world.checked.valid(p))
             .cloned()
             .collect();
         for report in self.sensing.alert_reports(&notification, &policies, now) {
@@ -463,58 +478,63 @@ impl<'a> Simulation<'a> {
     /// The probes' checks due by `now`, as the prober makes them.
     fn check_probes(&mut self, now: Timestamp) -> bool {
         let mut moved = false;
-        for index in 0..self.probes.len() {
-            let Some(run) = self.probes.get_mut(index) else {
-                continue;
-            };
-            if run.next > now {
-                continue;
+        let mut state = self.world.state();
+        for run in &mut self.probes {
+            // Every check due by now, each at its own time (the clock may
+            // have jumped over checks that could change nothing).
+            while run.next <= now {
+                let at = run.next;
+                run.next = at
+                    .checked_add(
+                        run.probe
+                            .every
+                            .as_std()
+                            .max(std::time::Duration::from_secs(1)),
+                    )
+                    .unwrap_or(now);
+                let outcome = ProbeOutcome {
+                    passed: run.passing,
+                    inconclusive: false,
+                    value: None,
+                    detail: if run.passing {
+                        "passed (simulated)".into()
+                    } else {
+                        "failed (simulated)".into()
+                    },
+                    at,
+                };
+                let probe = &run.probe;
+                let tracker = state.probes.entry(run.key.clone()).or_default();
+                let (failing, healthy) =
+                    (tracker.failing, tracker.healthy(probe.success_threshold));
+                let change =
+                    tracker.record(outcome, probe.failure_threshold, probe.success_threshold);
+                moved |= failing != tracker.failing
+                    || healthy != tracker.healthy(probe.success_threshold);
+                let report = ProbeReport {
+                    key: run.key.clone(),
+                    probe: Arc::clone(probe),
+                    change,
+                    tracker: tracker.clone(),
+                };
+                let (written, incidents) = (&self.written, &state.incidents);
+                let open =
+                    |namespace: &str, key: &str| open_uncleared(written, incidents, namespace, key);
+                self.sensing.probe_result(&run.policy, &report, open, at);
             }
-            run.next = now
-                .checked_add(
-                    run.probe
-                        .every
-                        .as_std()
-                        .max(std::time::Duration::from_secs(1)),
-                )
-                .unwrap_or(now);
-            let outcome = ProbeOutcome {
-                passed: run.passing,
-                inconclusive: false,
-                value: None,
-                detail: if run.passing {
-                    "passed (simulated)".into()
-                } else {
-                    "failed (simulated)".into()
-                },
-                at: now,
-            };
-            let (key, probe, policy) = (
-                run.key.clone(),
-                Arc::clone(&run.probe),
-                Arc::clone(&run.policy),
-            );
-            let mut state = self.world.state();
-            let tracker = state.probes.entry(key.clone()).or_default();
-            let before = tracker.clone();
-            let change = tracker.record(outcome, probe.failure_threshold, probe.success_threshold);
-            let report = ProbeReport {
-                key,
-                probe,
-                change,
-                tracker: tracker.clone(),
-            };
-            moved |= before.failing != report.tracker.failing
-                || before.healthy(report.probe.success_threshold)
-                    != report.tracker.healthy(report.probe.success_threshold);
-            let incidents = state.incidents.clone();
-            drop(state);
-            let written = &self.written;
-            let open =
-                |namespace: &str, key: &str| open_uncleared(written, &incidents, namespace, key);
-            self.sensing.probe_result(&policy, &report, open, now);
         }
         moved
+    }
+
+    /// Whether a probe's next check can change anything: it is to fail,
+    /// or it is not yet healthy, or an incident is open (its verification
+    /// may read it). Otherwise the clock need not stop for it.
+    fn matters(&self, run: &ProbeRun, state: &State) -> bool {
+        let healthy = state
+            .probes
+            .get(&run.key)
+            .is_some_and(|t| !t.failing && t.healthy(run.probe.success_threshold));
+        !run.passing || !healthy || state.incidents.values().any(|i| i.is_open())
     }
 
     /// The detector looks at every guarded workload and writes what it saw.
@@ -527,8 +547,16 @@ impl<'a> Simulation<'a> {
             let Some(sim) = state.workloads.get_mut(&key) else {
                 continue;
             };
+            let due = self.rechecks.get(&key).is_some_and(|at| *at <= now);
+            if self.looked_at.get(&key) == Some(&sim.version()) && !due {
+                continue;
+            }
+            self.looked_at.insert(key.clone(), sim.version());
             let workload = sim.object();
-            let Some(policy) = guarding_policy(policies.iter().cloned(), &workload) else {
+            let checked = &self.world.checked;
+            let Some(policy) =
+                guarding_policy(policies.iter().cloned(), &workload, |p| checked.valid(p))
+            else {
                 continue;
             };
             let pods = sim.pods();
@@ -549,12 +577,20 @@ impl<'a> Simulation<'a> {
         }
         drop(state);
         let mut moved = false;
+        let mut deferred = false;
         for (key, report) in self.sensing.take_pending() {
             match self.write(&report, now) {
                 Written::Done(changed) => moved |= changed,
-                Written::Deferred => self.sensing.queue(key, report),
+                Written::Deferred => {
+                    deferred = true;
+                    self.sensing.queue(key, report);
+                }
             }
         }
+        self.flush_at = deferred.then(|| {
+            now.checked_add(std::time::Duration::from_secs(1))
+                .unwrap_or(now)
+        });
         moved
     }
 

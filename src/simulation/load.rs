@@ -187,10 +187,20 @@ impl Manifests {
     }
 }
 
+/// The object as the API server would hold it: in a namespace, with a
+/// uid and a first generation (what checks are remembered by).
 fn namespaced<K: kube::Resource>(mut object: K) -> K {
     let meta = object.meta_mut();
     if meta.namespace.is_none() {
         meta.namespace = Some(DEFAULT_NAMESPACE.to_owned());
     }
+    if meta.uid.is_none() {
+        meta.uid = Some(format!(
+            "test-{}-{}",
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default()
+        ));
+    }
+    meta.generation.get_or_insert(1);
     object
 }

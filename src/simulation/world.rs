@@ -112,12 +112,15 @@ impl State {
 #[derive(Default)]
 pub struct SimWorld {
     state: Mutex<State>,
+    /// The policies' problems, checked once (as the live operator does).
+    pub checked: crate::validation::Checked,
 }
 
 impl SimWorld {
     pub fn new(state: State) -> Self {
         SimWorld {
             state: Mutex::new(state),
+            checked: crate::validation::Checked::default(),
         }
     }
 
@@ -141,6 +144,10 @@ impl World for SimWorld {
             .iter()
             .find(|p| p.namespace().as_deref() == Some(namespace) && p.name_any() == name)
             .cloned()
+    }
+
+    fn policy_problems(&self, policy: &RemediationPolicy) -> Arc<Vec<crate::validation::Problem>> {
+        self.checked.policy(policy)
     }
 
     fn stored_workload(&self, namespace: &str, kind: WorkloadKind, name: &str) -> Option<Workload> {

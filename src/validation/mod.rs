@@ -5,6 +5,7 @@
 //! object with problems is inert: nothing is detected or done for it.
 
 mod alerts;
+mod checked;
 mod incident;
 mod labels;
 mod ladder;
@@ -12,6 +13,7 @@ mod policy;
 mod probes;
 mod signals;
 
+pub use checked::Checked;
 pub use incident::incident;
 pub use labels::{label_selector, qualified_name};
 pub use policy::policy;

@@ -62,6 +62,7 @@ impl World {
             // Every test says when it decides (see `seen_at`).
             now: at("2026-01-01T00:00:00Z"),
             policy: Some(two_steps("Auto")),
+            policy_problems: Arc::default(),
             workload: Some(api(false, json!({}))),
             pods: Vec::new(),
             inputs: AnyInputs::default(),
@@ -201,8 +202,17 @@ impl World {
     }
 
     fn seen_at(&self, now: &str) -> Observation {
+        // The policy's problems as the World would tell them.
+        let policy_problems = Arc::new(
+            self.seen
+                .policy
+                .as_ref()
+                .map(|p| crate::validation::policy(&p.spec))
+                .unwrap_or_default(),
+        );
         Observation {
             now: at(now),
+            policy_problems,
             ..self.seen.clone()
         }
     }
