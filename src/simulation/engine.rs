@@ -511,11 +511,23 @@ impl<'a> Simulation<'a> {
                     tracker.record(outcome, probe.failure_threshold, probe.success_threshold);
                 moved |= failing != tracker.failing
                     || healthy != tracker.healthy(probe.success_threshold);
+                // A check that changed nothing can only clear an incident
+                // still open: with none open, the detector has nothing to do.
+                let tracker = tracker.clone();
+                let namespace = run.key.0.as_str();
+                if change == crate::signals::tracker::Change::None
+                    && !state
+                        .incidents
+                        .values()
+                        .any(|i| i.namespace().as_deref() == Some(namespace) && i.is_open())
+                {
+                    continue;
+                }
                 let report = ProbeReport {
                     key: run.key.clone(),
                     probe: Arc::clone(probe),
                     change,
-                    tracker: tracker.clone(),
+                    tracker,
                 };
                 let (written, incidents) = (&self.written, &state.incidents);
                 let open =

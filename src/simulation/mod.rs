@@ -50,17 +50,70 @@ pub fn run_file(path: &Path, verbose: bool) -> FileResult {
             cases: Vec::new(),
         };
     }
-    let cases = loaded
-        .file
-        .cases
-        .iter()
-        .map(|case| engine::run(&loaded, case, verbose))
-        .collect();
+    // Cases are independent: each its own world, run on every core.
+    let cases = in_parallel(&loaded.file.cases, |case| {
+        // A case that panics fails with the panic's words; the others run on.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            engine::run(&loaded, case, verbose)
+        }))
+        .unwrap_or_else(|panic| {
+            let words = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            output::CaseResult {
+                name: case.name.clone(),
+                passed: false,
+                failures: vec![expect::Failure {
+                    at: None,
+                    subject: "the simulation".into(),
+                    expected: serde_json::json!("runs the case"),
+                    got: serde_json::json!(format!("panicked: {words}")),
+                }],
+                timeline: Vec::new(),
+            }
+        })
+    });
     FileResult {
         file,
         problems: Vec::new(),
         cases,
     }
+}
+
+/// `run` of each item, on as many threads as there are cores, in order.
+fn in_parallel<T: Sync, R: Send>(items: &[T], run: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(items.len());
+    if workers <= 1 {
+        return items.iter().map(run).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(index) else {
+                            break mine;
+                        };
+                        mine.push((index, run(item)));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            // `run` catches its own panics; a worker cannot end early.
+            .flat_map(|handle| handle.join().unwrap_or_default())
+            .collect()
+    });
+    done.sort_by_key(|(index, _)| *index);
+    done.into_iter().map(|(_, result)| result).collect()
 }
 
 /// How results are printed.
