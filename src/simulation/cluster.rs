@@ -45,6 +45,8 @@ struct Revision {
     number: i64,
     image: String,
     hash: String,
+    /// Its pod template's annotations (a restart's stamp, a change's mark).
+    annotations: BTreeMap<String, String>,
 }
 
 /// One simulated workload.
@@ -98,8 +100,9 @@ impl SimWorkload {
                 let number = i64::try_from(index).unwrap_or(0) + 1;
                 Revision {
                     number,
-                    hash: format!("{:x}", 0x5f00_0000_u64 + u64::try_from(number).unwrap_or(0)),
+                    hash: hash_of(number),
                     image,
+                    annotations: BTreeMap::new(),
                 }
             })
             .collect::<Vec<_>>();
@@ -175,8 +178,9 @@ impl SimWorkload {
         let number = self.revisions.iter().map(|r| r.number).max().unwrap_or(0) + 1;
         self.revisions.push(Revision {
             number,
-            hash: format!("{:x}", 0x5f00_0000_u64 + u64::try_from(number).unwrap_or(0)),
+            hash: hash_of(number),
             image: image.to_owned(),
+            annotations: BTreeMap::new(),
         });
         self.current = self.revisions.len() - 1;
         self.generation += 1;
@@ -287,7 +291,8 @@ impl SimWorkload {
         json!({"app.kubernetes.io/name": self.name})
     }
 
-    fn template(&self, image: &str) -> Value {
+    fn template(&self, revision: Option<&Revision>) -> Value {
+        let image = revision.map_or("", |r| r.image.as_str());
         let containers: Vec<Value> = self
             .containers
             .iter()
@@ -301,8 +306,29 @@ impl SimWorkload {
                 json!({"name": name, "image": image})
             })
             .collect();
-        json!({"metadata": {"labels": self.selector_labels()},
+        let annotations = revision.map(|r| r.annotations.clone()).unwrap_or_default();
+        json!({"metadata": {"labels": self.selector_labels(), "annotations": annotations},
                "spec": {"containers": containers}})
+    }
+
+    /// The pod template changed (a restart's stamp, new resources): the
+    /// Deployment makes a new revision of the same image, as the API
+    /// server's would (a new ReplicaSet).
+    pub fn new_template(&mut self, annotation: (&str, String)) {
+        let Some(current) = self.current().cloned() else {
+            return;
+        };
+        let number = self.revisions.iter().map(|r| r.number).max().unwrap_or(0) + 1;
+        let mut annotations = current.annotations.clone();
+        annotations.insert(annotation.0.to_owned(), annotation.1);
+        self.revisions.push(Revision {
+            number,
+            hash: hash_of(number),
+            image: current.image,
+            annotations,
+        });
+        self.current = self.revisions.len() - 1;
+        self.changed();
     }
 
     /// The workload as the API server would hand it over.
@@ -316,7 +342,6 @@ impl SimWorkload {
     }
 
     fn build(&self) -> Workload {
-        let image = self.current().map_or("", |r| r.image.as_str());
         let mut annotations = self.annotations.clone();
         if self.kind == WorkloadKind::Deployment {
             annotations.insert(REVISION_ANNOTATION.to_owned(), self.revision().to_string());
@@ -350,7 +375,7 @@ impl SimWorkload {
                 serde_json::from_value::<Deployment>(json!({
                     "metadata": metadata,
                     "spec": {"replicas": self.replicas, "selector": selector,
-                             "template": self.template(image)},
+                             "template": self.template(self.current())},
                     "status": {"observedGeneration": observed, "replicas": self.replicas,
                                "updatedReplicas": updated, "readyReplicas": ready,
                                "availableReplicas": ready, "conditions": conditions},
@@ -360,7 +385,7 @@ impl SimWorkload {
             WorkloadKind::StatefulSet => serde_json::from_value::<StatefulSet>(json!({
                 "metadata": metadata,
                 "spec": {"replicas": self.replicas, "selector": selector,
-                         "serviceName": self.name, "template": self.template(image)},
+                         "serviceName": self.name, "template": self.template(self.current())},
                 "status": {"observedGeneration": observed, "replicas": self.replicas,
                            "updatedReplicas": updated, "readyReplicas": ready,
                            "availableReplicas": ready, "currentReplicas": self.replicas,
@@ -408,7 +433,7 @@ impl SimWorkload {
                 let ready = if index == current { ready } else { 0 };
                 let mut labels = self.selector_labels();
                 labels[POD_TEMPLATE_HASH_LABEL] = Value::String(revision.hash.clone());
-                let mut template = self.template(&revision.image);
+                let mut template = self.template(Some(revision));
                 template["metadata"]["labels"] = labels.clone();
                 serde_json::from_value(json!({
                     "metadata": {"name": format!("{}-{}", self.name, revision.hash),
@@ -542,4 +567,9 @@ fn pod_json(pod: &PodJson<'_>) -> Value {
                 "lastState": last}],
         },
     })
+}
+
+/// The pod-template-hash of a revision.
+fn hash_of(number: i64) -> String {
+    format!("{:x}", 0x5f00_0000_u64 + u64::try_from(number).unwrap_or(0))
 }

@@ -50,11 +50,20 @@ pub fn run_file(path: &Path, verbose: bool) -> FileResult {
             cases: Vec::new(),
         };
     }
+    FileResult {
+        file,
+        problems: Vec::new(),
+        cases: run_cases(&loaded, verbose),
+    }
+}
+
+/// Runs the cases of a loaded (and valid) test file.
+pub fn run_cases(loaded: &load::Loaded, verbose: bool) -> Vec<output::CaseResult> {
     // Cases are independent: each its own world, run on every core.
-    let cases = in_parallel(&loaded.file.cases, |case| {
+    in_parallel(&loaded.file.cases, |case| {
         // A case that panics fails with the panic's words; the others run on.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            engine::run(&loaded, case, verbose)
+            engine::run(loaded, case, verbose)
         }))
         .unwrap_or_else(|panic| {
             let words = panic
@@ -74,12 +83,7 @@ pub fn run_file(path: &Path, verbose: bool) -> FileResult {
                 timeline: Vec::new(),
             }
         })
-    });
-    FileResult {
-        file,
-        problems: Vec::new(),
-        cases,
-    }
+    })
 }
 
 /// `run` of each item, on as many threads as there are cores, in order.

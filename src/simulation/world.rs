@@ -315,7 +315,7 @@ impl World for SimWorld {
         effect: &Effect,
         held_for: HeldFor<'_>,
     ) -> Result<Vec<String>, ActError> {
-        let mut lines = effect.notes.clone();
+        let lines = effect.notes.clone();
         if effect.hold_only || effect.dry_run {
             return Ok(lines);
         }
@@ -366,6 +366,11 @@ impl World for SimWorld {
                 {
                     sim.scale_to(replicas);
                 }
+                // New resources are a new pod template.
+                let body = effect.planned.change.get::<Scale>().map(|c| &c.body);
+                if body.is_some_and(|b| !b["spec"]["template"].is_null()) {
+                    sim.new_template(("healing-guard.io/simulated-change", step.id.clone()));
+                }
                 sim.roll(then, mark, now);
             }
             ActionKind::RestoreConfig => {
@@ -386,7 +391,12 @@ impl World for SimWorld {
                     Some(Change::EvictPods(_) | Change::EvictStuck { .. }) => {
                         sim.evict(then, mark, now);
                     }
-                    _ => sim.roll(then, mark, now),
+                    _ => {
+                        // A rollout restart stamps the pod template.
+                        let stamp = now.to_string();
+                        sim.new_template((crate::names::RESTARTED_AT_ANNOTATION, stamp));
+                        sim.roll(then, mark, now);
+                    }
                 }
             }
             ActionKind::Patch if effect.planned.summary.contains(&sim.name) => {
@@ -407,7 +417,8 @@ impl World for SimWorld {
                 name: workload.name(),
             });
         }
-        lines.push(format!("simulated: {}", outcome_word(outcome)));
+        // The ledger reads as the live one: what the case says of the
+        // outcome shows in how verification goes, not in a line of its own.
         Ok(lines)
     }
 
@@ -457,14 +468,6 @@ impl World for SimWorld {
 /// The revision a rollback's line says it returns to.
 fn rolled_back_to(summary: &str) -> Option<i64> {
     summary.rsplit("to revision ").next()?.trim().parse().ok()
-}
-
-fn outcome_word(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Recovers => "the target recovers once it rolls out",
-        Outcome::Fails => "the symptom goes on",
-        Outcome::Refused => "refused",
-    }
 }
 
 /// Saves the incident controller's part of a status onto the stored

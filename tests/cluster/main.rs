@@ -19,6 +19,7 @@ mod leader;
 mod operations;
 mod plugin;
 mod policy;
+mod policy_tests;
 mod real_node;
 mod remediation;
 mod service_actions;
