@@ -38,6 +38,16 @@ pub fn case(loaded: &Loaded, case: &Case) -> Vec<String> {
                 .unwrap_or_else(|| action.action.to_string())
         })
         .collect();
+    for (index, spec) in case.workloads.iter().enumerate() {
+        check_workload(&format!("workloads[{index}]"), spec, &mut problems);
+    }
+    for (index, spec) in loaded.file.workloads.iter().enumerate() {
+        check_workload(
+            &format!("the file's workloads[{index}]"),
+            spec,
+            &mut problems,
+        );
+    }
     let mut workload = |field: String, name: &str| {
         if !workloads.contains(name) {
             problems.push(format!(
@@ -104,4 +114,21 @@ pub fn case(loaded: &Loaded, case: &Case) -> Vec<String> {
         problems.push("it expects nothing: give expect, messages or pages".into());
     }
     problems
+}
+
+/// The most replicas a simulated workload may have: each is a pod built
+/// and read at each change, and a test file must not make the runner
+/// build millions.
+pub const MAX_REPLICAS: i32 = 1000;
+
+fn check_workload(field: &str, spec: &WorkloadSpec, problems: &mut Vec<String>) {
+    if !(0..=MAX_REPLICAS).contains(&spec.replicas) {
+        problems.push(format!(
+            "{field}.replicas: {} is not between 0 and {MAX_REPLICAS}",
+            spec.replicas
+        ));
+    }
+    if spec.name.is_empty() {
+        problems.push(format!("{field}.name: empty"));
+    }
 }

@@ -234,11 +234,41 @@ fn every_example_policy_has_tests_and_they_pass() {
     assert!(report.passed, "{}", report.output);
     for policy in std::fs::read_dir(examples.join("policies")).unwrap() {
         let name = policy.unwrap().file_name();
-        assert!(
-            files.iter().any(|f| f.file_name() == Some(&name)),
-            "examples/policies/{} has no examples/tests/ file of its name",
-            name.to_string_lossy()
-        );
+        let test_file = files.iter().find(|f| f.file_name() == Some(&name));
+        let Some(test_file) = test_file else {
+            panic!(
+                "examples/policies/{} has no examples/tests/ file of its name",
+                name.to_string_lossy()
+            );
+        };
+        // Each rule of the policy is the rule of an incident some case expects.
+        let loaded = super::load::load(test_file).unwrap();
+        let expected: std::collections::BTreeSet<&str> = loaded
+            .file
+            .cases
+            .iter()
+            .flat_map(|c| &c.expect)
+            .flat_map(|e| &e.incidents)
+            .filter_map(|i| i.rule.as_deref())
+            .collect();
+        let policy = loaded
+            .policies
+            .iter()
+            .find(|p| {
+                std::path::Path::new(&name).file_stem()
+                    == Some(std::ffi::OsStr::new(&kube::ResourceExt::name_any(
+                        p.as_ref(),
+                    )))
+            })
+            .unwrap();
+        for rule in &policy.spec.rules {
+            assert!(
+                expected.contains(rule.name.as_str()),
+                "no case of {} expects an incident of rule {}",
+                test_file.display(),
+                rule.name
+            );
+        }
     }
 }
 
@@ -316,4 +346,20 @@ fn a_recorded_incident_replays_the_same_and_a_changed_policy_shows_its_differenc
         replayed[0]["replayed"]["steps"],
         serde_json::json!(["restoreConfig (restoreConfig) Succeeded"])
     );
+}
+
+#[test]
+fn a_workload_too_big_to_simulate_is_refused_before_anything_is_built() {
+    let (_dir, path) = scratch(
+        "policies: [policy.yaml]\nworkloads:\n- {name: healing-guard, replicas: 2000000000}\n\
+         cases:\n- name: huge\n  expect: [{at: 1m, incidents: []}]\n",
+    );
+    let result = run_file(&path, false);
+    assert!(!result.passed());
+    let said = result.cases[0].failures[0].got.to_string();
+    assert!(
+        said.contains("the file's workloads[0].replicas: 2000000000 is not between 0 and 1000"),
+        "{said}"
+    );
+    assert!(result.cases[0].timeline.is_empty(), "the case did not run");
 }
