@@ -298,13 +298,32 @@ pub struct ExpectedIncident {
     pub incident_type: Option<IncidentType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// Why the safety gate holds its next step (the reason of its
-    /// RemediationBlocked condition), or `None` for not blocked.
+    /// Why its next step is held: the reason of its RemediationBlocked
+    /// condition (`None` for not held), or `{reason, message}` with words
+    /// of the condition's message (`cooldown`, `at most 3`...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blocked: Option<String>,
+    pub blocked: Option<ExpectedBlock>,
     /// Its ledger, every step in order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<ExpectedStep>>,
+}
+
+/// Why an incident's next step is held.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum ExpectedBlock {
+    /// The condition's reason (`SafetyLimit`, `CircuitBreakerOpen`,
+    /// `TargetBusy`, `AwaitingApprovalOnTarget`, `DependencyDown`,
+    /// `TargetNotFound`, `PolicyNotFound`, `RuleNotFound`, `PolicyInvalid`,
+    /// `InvalidSpec`), or `None`.
+    Reason(String),
+    Detailed {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// Words of the condition's message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
 }
 
 /// A ledger entry as it must be.

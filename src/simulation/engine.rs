@@ -677,19 +677,51 @@ impl<'a> Simulation<'a> {
     /// Reconciles each incident that changed, is due, or whose world moved.
     fn reconcile_incidents(&mut self, now: Timestamp, world_moved: bool) -> bool {
         let mut moved = false;
-        let incidents: Vec<Arc<Incident>> =
-            self.world.state().incidents.values().cloned().collect();
-        for incident in incidents {
-            let id = (
-                incident.namespace().unwrap_or_default(),
-                incident.name_any(),
-            );
+        let (incidents, policies) = {
+            let state = self.world.state();
+            let incidents: Vec<Arc<Incident>> = state.incidents.values().cloned().collect();
+            (incidents, state.policies.clone())
+        };
+        let id_of = |i: &Incident| (i.namespace().unwrap_or_default(), i.name_any());
+        // As the live controller's watches map them: an incident's change
+        // wakes the others on its target, and those whose policy depends
+        // on its target.
+        let changed: Vec<&Arc<Incident>> = incidents
+            .iter()
+            .filter(|i| self.reconciled.get(&id_of(i)) != i.resource_version().as_ref())
+            .collect();
+        let woken = |incident: &Incident| {
+            let namespace = incident.namespace();
+            let depends_on = |target: &crate::crd::WorkloadRef| {
+                incident.policy_name().is_some_and(|name| {
+                    policies.iter().any(|p| {
+                        p.name_any() == *name
+                            && p.namespace() == namespace
+                            && p.spec.depends_on.contains(target)
+                    })
+                })
+            };
+            incident.is_open()
+                && changed.iter().any(|other| {
+                    other.namespace() == namespace
+                        && other.name_any() != incident.name_any()
+                        && (other.spec.target == incident.spec.target
+                            || depends_on(&other.spec.target))
+                })
+        };
+        let chosen: Vec<Arc<Incident>> = incidents
+            .iter()
+            .filter(|incident| {
+                let id = id_of(incident);
+                let changed = self.reconciled.get(&id) != incident.resource_version().as_ref();
+                let due = self.incident_wakes.get(&id).is_some_and(|at| *at <= now);
+                changed || due || (world_moved && incident.is_open()) || woken(incident)
+            })
+            .cloned()
+            .collect();
+        for incident in chosen {
+            let id = id_of(&incident);
             let version = incident.resource_version().unwrap_or_default();
-            let changed = self.reconciled.get(&id) != Some(&version);
-            let due = self.incident_wakes.get(&id).is_some_and(|at| *at <= now);
-            if !(changed || due || (world_moved && incident.is_open())) {
-                continue;
-            }
             let before = incident.status.clone();
             let requeue = futures::executor::block_on(crate::incident::reconcile_in(
                 &self.world,

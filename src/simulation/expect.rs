@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use kube::ResourceExt;
 use serde::Serialize;
 
-use super::case::{ExpectedIncident, ExpectedMessage, ExpectedPage, ExpectedStep};
+use super::case::{ExpectedBlock, ExpectedIncident, ExpectedMessage, ExpectedPage, ExpectedStep};
 use crate::{
     crd::{Incident, NotifyEvent},
     incident::decision::REMEDIATION_BLOCKED,
@@ -89,14 +89,20 @@ fn as_expected(incident: &Incident, expected: &ExpectedIncident) -> ExpectedInci
         severity: expected.severity.map(|_| spec.severity),
         incident_type: expected.incident_type.map(|_| spec.incident_type),
         phase: expected.phase.and(status.and_then(|s| s.phase)),
-        blocked: expected.blocked.as_ref().map(|_| {
-            status
-                .and_then(|s| {
-                    s.conditions
-                        .iter()
-                        .find(|c| c.type_ == REMEDIATION_BLOCKED && c.status == "True")
-                })
-                .map_or_else(|| "None".to_owned(), |c| c.reason.clone())
+        blocked: expected.blocked.as_ref().map(|asked| {
+            let held = status.and_then(|s| {
+                s.conditions
+                    .iter()
+                    .find(|c| c.type_ == REMEDIATION_BLOCKED && c.status == "True")
+            });
+            let reason = held.map_or_else(|| "None".to_owned(), |c| c.reason.clone());
+            match asked {
+                ExpectedBlock::Reason(_) => ExpectedBlock::Reason(reason),
+                ExpectedBlock::Detailed { .. } => ExpectedBlock::Detailed {
+                    reason: Some(reason),
+                    message: Some(held.map(|c| c.message.clone()).unwrap_or_default()),
+                },
+            }
         }),
         steps: expected.steps.as_ref().map(|wanted| {
             status
@@ -137,6 +143,23 @@ fn contains(words: &Option<String>, got: &Option<String>) -> bool {
         .is_none_or(|words| got.as_ref().is_some_and(|g| g.contains(words.as_str())))
 }
 
+/// Whether the hold is as asked: the same reason, and the words asked in
+/// its message.
+fn held_as_asked(asked: Option<&ExpectedBlock>, got: Option<&ExpectedBlock>) -> bool {
+    match (asked, got) {
+        (None, _) => true,
+        (Some(ExpectedBlock::Reason(want)), Some(ExpectedBlock::Reason(have))) => want == have,
+        (
+            Some(ExpectedBlock::Detailed { reason, message }),
+            Some(ExpectedBlock::Detailed {
+                reason: have_reason,
+                message: have_message,
+            }),
+        ) => same(reason, have_reason) && contains(message, have_message),
+        _ => false,
+    }
+}
+
 /// A field not asked about matches anything.
 fn same<T: PartialEq>(asked: &Option<T>, got: &Option<T>) -> bool {
     asked.is_none() || asked == got
@@ -147,7 +170,7 @@ fn matches(expected: &ExpectedIncident, got: &ExpectedIncident) -> bool {
         && same(&expected.severity, &got.severity)
         && same(&expected.incident_type, &got.incident_type)
         && same(&expected.phase, &got.phase)
-        && same(&expected.blocked, &got.blocked)
+        && held_as_asked(expected.blocked.as_ref(), got.blocked.as_ref())
         && match (&expected.steps, &got.steps) {
             (None, _) => true,
             (Some(want), Some(have)) => {
