@@ -47,6 +47,10 @@ enum Command {
         /// Show what happened in every case, passing ones too.
         #[arg(short, long)]
         verbose: bool,
+        /// Write the incidents each case ends with into this folder (as
+        /// `kubectl get incidents -o yaml` gives them), for `replay`.
+        #[arg(long)]
+        record: Option<PathBuf>,
     },
     /// Replay recorded Incidents (kubectl get incidents -o yaml) against a
     /// changed policy: what it would have done differently with each
@@ -150,8 +154,14 @@ fn main() -> ExitCode {
             files,
             output,
             verbose,
+            record,
         } => {
-            let report = healing_guard_operator::simulation::test(&files, output, verbose);
+            let report = healing_guard_operator::simulation::test_recording(
+                &files,
+                output,
+                verbose,
+                record.as_deref(),
+            );
             print!("{}", report.output);
             eprintln!("{}", report.summary);
             if report.passed {

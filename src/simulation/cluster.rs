@@ -71,9 +71,14 @@ pub struct SimWorkload {
     generation: i64,
     observed_generation: i64,
     pub rollout: std::time::Duration,
-    /// When the change under way has rolled out, and what its pods show then.
-    pub rolling: Option<(Timestamp, PodsShow)>,
+    /// When the change under way has rolled out, and whether it recovers
+    /// the workload (else its new pods show what the world shows then).
+    pub rolling: Option<(Timestamp, bool)>,
+    /// What its pods show now.
     pub pods_show: PodsShow,
+    /// What they show once no rollout is under way: the timeline's last
+    /// word, or healthy after a step that recovers it.
+    truth: PodsShow,
     /// Pods are replaced at each rollout: their names carry this.
     pod_generation: u32,
     /// Since when the current pods run.
@@ -130,6 +135,7 @@ impl SimWorkload {
             rollout: spec.rollout.as_std(),
             rolling: None,
             pods_show: PodsShow::HEALTHY,
+            truth: PodsShow::HEALTHY,
             pod_generation: 1,
             pods_since: now,
             mark: None,
@@ -160,6 +166,7 @@ impl SimWorkload {
             self.pods_since = now;
         }
         self.pods_show = show;
+        self.truth = show;
         self.changed();
     }
 
@@ -186,6 +193,7 @@ impl SimWorkload {
         self.generation += 1;
         self.observed_generation = self.generation;
         self.stuck = false;
+        self.truth = PodsShow::HEALTHY;
         self.replace_pods(PodsShow::HEALTHY, now);
     }
 
@@ -197,14 +205,15 @@ impl SimWorkload {
     }
 
     /// A step changed the workload's spec: the change rolls out for
-    /// `rollout`, then its pods show `then`. Marked with the step.
-    pub fn roll(&mut self, then: PodsShow, mark: Option<(String, String)>, now: Timestamp) {
+    /// `rollout`, then its pods are healthy if it `recovers` the workload.
+    /// Marked with the step.
+    pub fn roll(&mut self, recovers: bool, mark: Option<(String, String)>, now: Timestamp) {
         self.generation += 1;
         if mark.is_some() {
             self.mark = mark;
         }
         let done = now.checked_add(self.rollout).unwrap_or(now);
-        self.rolling = Some((done, then));
+        self.rolling = Some((done, recovers));
         self.changed();
     }
 
@@ -217,8 +226,8 @@ impl SimWorkload {
     }
 
     /// Pods evicted: new ones come up at once, ready once `rollout` has
-    /// passed, showing `then`.
-    pub fn evict(&mut self, then: PodsShow, mark: Option<(String, String)>, now: Timestamp) {
+    /// passed (healthy if the step `recovers` the workload).
+    pub fn evict(&mut self, recovers: bool, mark: Option<(String, String)>, now: Timestamp) {
         self.set_mark(mark);
         let starting = PodsShow {
             state: PodState::NotReady,
@@ -227,8 +236,13 @@ impl SimWorkload {
         };
         self.replace_pods(starting, now);
         let done = now.checked_add(self.rollout).unwrap_or(now);
-        self.rolling = Some((done, then));
+        self.rolling = Some((done, recovers));
         self.generation += 1;
+    }
+
+    /// A step that changes no pod (a call to a service) recovered it.
+    pub fn recover(&mut self, now: Timestamp) {
+        self.show(PodsShow::HEALTHY, now);
     }
 
     /// A rollback: the revision before the current one (or the given one)
@@ -270,7 +284,11 @@ impl SimWorkload {
     /// The rollout under way, if done by `now`: new pods, as it said.
     pub fn settle(&mut self, now: Timestamp) -> bool {
         match self.rolling {
-            Some((at, then)) if at <= now => {
+            Some((at, recovers)) if at <= now => {
+                if recovers {
+                    self.truth = PodsShow::HEALTHY;
+                }
+                let then = self.truth;
                 self.rolling = None;
                 self.observed_generation = self.generation;
                 self.available = None;

@@ -64,6 +64,7 @@ pub fn run(loaded: &Loaded, case: &Case, verbose: bool) -> CaseResult {
                 })
                 .collect(),
             timeline: Vec::new(),
+            incidents: Vec::new(),
         };
     }
     let simulated = simulate(loaded, case);
@@ -77,6 +78,7 @@ pub fn run(loaded: &Loaded, case: &Case, verbose: bool) -> CaseResult {
         passed: simulated.failures.is_empty(),
         failures: simulated.failures,
         timeline,
+        incidents: simulated.incidents,
     }
 }
 

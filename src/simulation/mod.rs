@@ -81,6 +81,7 @@ pub fn run_cases(loaded: &load::Loaded, verbose: bool) -> Vec<output::CaseResult
                     got: serde_json::json!(format!("panicked: {words}")),
                 }],
                 timeline: Vec::new(),
+                incidents: Vec::new(),
             }
         })
     })
@@ -139,9 +140,26 @@ pub struct Report {
 
 /// `healing-guard-operator test FILE...` (and `kubectl healing-guard test`).
 pub fn test(files: &[std::path::PathBuf], format: Format, verbose: bool) -> Report {
+    test_recording(files, format, verbose, None)
+}
+
+/// [`test`], writing the incidents each case ends with into `record`
+/// (`FILE-STEM/NN.yaml`, a List as `kubectl get incidents -o yaml` gives
+/// it): what `replay` reads.
+pub fn test_recording(
+    files: &[std::path::PathBuf],
+    format: Format,
+    verbose: bool,
+    record: Option<&Path>,
+) -> Report {
     let started = std::time::Instant::now();
     let results: Vec<FileResult> = files.iter().map(|f| run_file(f, verbose)).collect();
     let elapsed = started.elapsed();
+    if let Some(folder) = record
+        && let Err(error) = write_records(folder, files, &results)
+    {
+        return failed(format!("cannot record into {}: {error}", folder.display()));
+    }
     let cases: usize = results.iter().map(|r| r.cases.len()).sum();
     let failed: usize = results
         .iter()
@@ -198,6 +216,27 @@ pub fn replay(policy: &Path, records: &[std::path::PathBuf], format: Format) -> 
         ),
         passed: true,
     }
+}
+
+fn write_records(
+    folder: &Path,
+    files: &[std::path::PathBuf],
+    results: &[FileResult],
+) -> std::io::Result<()> {
+    for (path, result) in files.iter().zip(results) {
+        let stem = path.file_stem().unwrap_or_default();
+        let dir = folder.join(stem);
+        std::fs::create_dir_all(&dir)?;
+        for (index, case) in result.cases.iter().enumerate() {
+            let items: Vec<&crate::crd::Incident> =
+                case.incidents.iter().map(AsRef::as_ref).collect();
+            let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+            let text = serde_yaml::to_string(&list).map_err(std::io::Error::other)?;
+            let header = format!("# {}: {}\n", path.display(), case.name);
+            std::fs::write(dir.join(format!("{:02}.yaml", index + 1)), header + &text)?;
+        }
+    }
+    Ok(())
 }
 
 fn failed(error: String) -> Report {

@@ -34,6 +34,9 @@ pub struct CaseResult {
     /// What the pipeline did, in order: for reading a failure.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<String>,
+    /// The incidents as the case ends, for `--record`.
+    #[serde(skip)]
+    pub incidents: Vec<std::sync::Arc<crate::crd::Incident>>,
 }
 
 /// The results as text.

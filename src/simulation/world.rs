@@ -14,7 +14,7 @@ use kube::ResourceExt;
 
 use super::{
     case::{Outcome, StepOutcome},
-    cluster::{PodsShow, SimWorkload},
+    cluster::SimWorkload,
 };
 use crate::{
     context::PlannedEvent,
@@ -345,16 +345,12 @@ impl World for SimWorld {
         let Some(sim) = state.workloads.get_mut(&key) else {
             return Ok(lines);
         };
-        let before = sim.pods_show;
-        let then = match outcome {
-            Outcome::Recovers => PodsShow::HEALTHY,
-            _ => before,
-        };
+        let recovers = outcome == Outcome::Recovers;
         let mark = Some((incident.clone(), step.id.clone()));
         match step.action {
             ActionKind::Rollback => {
                 sim.roll_back(rolled_back_to(&effect.planned.summary));
-                sim.roll(then, mark, now);
+                sim.roll(recovers, mark, now);
             }
             ActionKind::Scale => {
                 if let Some(replicas) = effect
@@ -371,7 +367,7 @@ impl World for SimWorld {
                 if body.is_some_and(|b| !b["spec"]["template"].is_null()) {
                     sim.new_template(("healing-guard.io/simulated-change", step.id.clone()));
                 }
-                sim.roll(then, mark, now);
+                sim.roll(recovers, mark, now);
             }
             ActionKind::RestoreConfig => {
                 if outcome == Outcome::Recovers {
@@ -379,7 +375,7 @@ impl World for SimWorld {
                         *state = actions::ConfigAssumed::Unchanged;
                     }
                 }
-                sim.roll(then, mark, now);
+                sim.roll(recovers, mark, now);
             }
             ActionKind::Restart => {
                 use actions::restart::{Change, Restart};
@@ -389,27 +385,28 @@ impl World for SimWorld {
                         sim.set_mark(mark);
                     }
                     Some(Change::EvictPods(_) | Change::EvictStuck { .. }) => {
-                        sim.evict(then, mark, now);
+                        sim.evict(recovers, mark, now);
                     }
                     _ => {
                         // A rollout restart stamps the pod template.
                         let stamp = now.to_string();
                         sim.new_template((crate::names::RESTARTED_AT_ANNOTATION, stamp));
-                        sim.roll(then, mark, now);
+                        sim.roll(recovers, mark, now);
                     }
                 }
             }
             ActionKind::Patch if effect.planned.summary.contains(&sim.name) => {
-                sim.roll(then, mark, now);
+                sim.roll(recovers, mark, now);
             }
             ActionKind::RunJob | ActionKind::RestoreData => {
-                if outcome != Outcome::Recovers {
+                if !recovers {
                     state.failed_jobs.push(step.id.clone());
                 } else if let Some(sim) = state.workloads.get_mut(&key) {
-                    sim.show(then, now);
+                    sim.recover(now);
                 }
             }
-            _ => sim.show(then, now),
+            _ if recovers => sim.recover(now),
+            _ => {}
         }
         if outcome == Outcome::Recovers {
             state.healed.push(WorkloadRef {
