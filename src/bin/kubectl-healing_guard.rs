@@ -124,7 +124,7 @@ async fn run(cli: Cli) -> Result<ExitCode, PluginError> {
             plugin::report_text(&client, &namespace, &incident).await?
         }
         // Answered before a client is made (see main).
-        Command::Completion { .. } | Command::Test { .. } => String::new(),
+        Command::Completion { .. } | Command::Test { .. } | Command::Replay { .. } => String::new(),
     };
     print(&format!("{}\n", text.trim_end()));
     Ok(ExitCode::SUCCESS)
@@ -218,6 +218,21 @@ fn main() -> ExitCode {
     } = &cli.command
     {
         let report = healing_guard_operator::simulation::test(files, *output, *verbose);
+        print(&report.output);
+        eprintln!("{}", report.summary);
+        return if report.passed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    if let Command::Replay {
+        policy,
+        incidents,
+        output,
+    } = &cli.command
+    {
+        let report = healing_guard_operator::simulation::replay(policy, incidents, *output);
         print(&report.output);
         eprintln!("{}", report.summary);
         return if report.passed {

@@ -123,6 +123,20 @@ pub enum Command {
         #[arg(short, long)]
         verbose: bool,
     },
+    /// Replay recorded Incidents (kubectl get incidents -o yaml) against a
+    /// changed policy: what it would have done differently with each. No
+    /// cluster needed.
+    Replay {
+        /// The policy file (a RemediationPolicy manifest, as in Git).
+        #[arg(long)]
+        policy: std::path::PathBuf,
+        /// Recorded incidents: an Incident, a List, or several documents per file.
+        #[arg(required = true)]
+        incidents: Vec<std::path::PathBuf>,
+        /// text or json.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: crate::simulation::Format,
+    },
     /// Print a shell completion script for kubectl-healing_guard (for
     /// `kubectl healing-guard <TAB>`, put kubectl_complete-healing_guard on PATH).
     Completion {

@@ -338,6 +338,7 @@ mod tests {
                 "timeline",
                 "report",
                 "test",
+                "replay",
                 "completion",
                 "help"
             ]

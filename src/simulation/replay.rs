@@ -86,6 +86,10 @@ impl Course {
 #[derive(Clone, Debug, Serialize)]
 pub struct Replayed {
     pub incident: String,
+    /// The incident the new policy opens for the same signal, when its
+    /// name differs (another symptom's rule matched first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replayed_as: Option<String>,
     pub recorded: Course,
     /// What the new policy would have done; None when it would have opened
     /// no incident at all.
@@ -185,9 +189,14 @@ fn replay_one(loaded: &Loaded, record: &Incident) -> Replayed {
                 .find(|i| i.spec.target == record.spec.target)
         });
     let replayed = found.map(|i| Course::of(i));
-    let differences = differences(&recorded, replayed.as_ref());
+    let replayed_as = found.map(|i| i.name_any()).filter(|n| *n != name);
+    let mut differences = differences(&recorded, replayed.as_ref());
+    if replayed_as.is_some() {
+        differences.insert(0, "incident".into());
+    }
     Replayed {
         incident: name,
+        replayed_as,
         recorded,
         replayed,
         differences,
@@ -563,6 +572,9 @@ pub fn text(replayed: &[Replayed]) -> String {
             let _ = writeln!(out, "  the new policy opens no incident for it");
             continue;
         };
+        if let Some(other) = &one.replayed_as {
+            let _ = writeln!(out, " *incident   opened as {other}");
+        }
         let old = &one.recorded;
         let line = |out: &mut String, field: &str, was: String, now: String| {
             let mark = if was == now { " " } else { "*" };

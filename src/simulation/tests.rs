@@ -363,3 +363,79 @@ fn a_workload_too_big_to_simulate_is_refused_before_anything_is_built() {
     );
     assert!(result.cases[0].timeline.is_empty(), "the case did not run");
 }
+
+#[test]
+fn replay_says_what_it_cannot_read_and_what_a_policy_no_longer_opens() {
+    let (dir, path) = scratch(&format!(
+        "{WORLD}cases:\n{}",
+        r#"
+- name: record
+  timeline:
+  - {at: 0s, pods: {workload: healing-guard, state: OOMKilled, restarts: 2}}
+  steps:
+  - {step: raise-limits, outcome: Recovers}
+  expect: [{at: 10m, incidents: [{name: healing-guard-oomkilled, phase: Resolved}]}]
+"#
+    ));
+    let loaded = super::load::load(&path).unwrap();
+    let simulated = super::engine::simulate(&loaded, &loaded.file.cases[0]);
+    assert!(simulated.failures.is_empty(), "{:#?}", simulated.failures);
+    let records = dir.path().join("records.yaml");
+    let docs: Vec<String> = simulated
+        .incidents
+        .iter()
+        .map(|i| serde_yaml::to_string(i.as_ref()).unwrap())
+        .collect();
+    // Several documents, as well as a List.
+    std::fs::write(&records, docs.join("---\n")).unwrap();
+
+    // Not an Incident: said, with the file.
+    let policy = dir.path().join("policy.yaml");
+    let wrong = super::replay(&policy, std::slice::from_ref(&policy), Format::Text);
+    assert!(!wrong.passed);
+    assert!(
+        wrong
+            .summary
+            .contains("policy.yaml: a RemediationPolicy is not an Incident"),
+        "{}",
+        wrong.summary
+    );
+
+    // The new policy has no rule for OOM kills any more: the container
+    // that was OOM-killed also crash-loops, and the crash-loop rule takes it.
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let start = text.find("  - name: oom-killed").unwrap();
+    let end = start + text[start..].find("\n\n").unwrap();
+    std::fs::write(&policy, format!("{}{}", &text[..start], &text[end + 1..])).unwrap();
+    let review = super::replay(&policy, &[records], Format::Json);
+    assert!(review.passed, "{}", review.summary);
+    let replayed: serde_json::Value = serde_json::from_str(&review.output).unwrap();
+    let oom = replayed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["incident"] == "healing-guard-oomkilled")
+        .unwrap();
+    assert_eq!(oom["replayed_as"], "healing-guard-crashloop", "{oom}");
+    assert_eq!(
+        oom["differences"],
+        serde_json::json!(["incident", "rule", "severity", "type", "steps", "refusals"])
+    );
+    assert_eq!(oom["replayed"]["rule"], "crash-loop");
+
+    // Without the crash-loop rule too, no replica is ready for three
+    // minutes: the replicas rule takes it, as another incident.
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let start = text.find("  - name: crash-loop").unwrap();
+    let end = start + text[start..].find("\n\n").unwrap();
+    std::fs::write(&policy, format!("{}{}", &text[..start], &text[end + 1..])).unwrap();
+    let records = dir.path().join("records.yaml");
+    let review = super::replay(&policy, &[records], Format::Text);
+    assert!(
+        review.output.contains(
+            "Incident healing-guard-oomkilled: DIFFERENT\n *incident   opened as healing-guard-unavailable\n *rule       oom-killed\n             -> replicas-unavailable\n"
+        ),
+        "{}",
+        review.output
+    );
+}
