@@ -36,6 +36,8 @@ pub enum LoadError {
     },
     #[error("{path}: names no RemediationPolicy")]
     NoPolicy { path: String },
+    #[error("{path}: has no cases: it would check nothing")]
+    NoCases { path: String },
 }
 
 /// A test file with what it names, read.
@@ -60,6 +62,11 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
         path: path.display().to_string(),
         source,
     })?;
+    if file.cases.is_empty() {
+        return Err(LoadError::NoCases {
+            path: path.display().to_string(),
+        });
+    }
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut manifests = Manifests::default();
     for name in file.policies.iter().chain(&file.communication) {

@@ -439,3 +439,24 @@ fn replay_says_what_it_cannot_read_and_what_a_policy_no_longer_opens() {
         review.output
     );
 }
+
+#[test]
+fn a_policy_file_that_cannot_be_read_is_named() {
+    let (_dir, path) = scratch("policies: [policy.yaml]\ncases: []\n");
+    let result = run_file(&path, false);
+    assert!(
+        result.problems[0].ends_with("has no cases: it would check nothing"),
+        "{:?}",
+        result.problems
+    );
+    let (_dir, path) = scratch(
+        "policies: [nowhere.yaml]\ncases:\n- name: any\n  expect: [{at: 1m, incidents: []}]\n",
+    );
+    let result = run_file(&path, false);
+    assert!(!result.passed());
+    assert!(
+        result.problems[0].contains("nowhere.yaml") && result.problems[0].contains("No such file"),
+        "{:?}",
+        result.problems
+    );
+}
