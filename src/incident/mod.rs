@@ -14,6 +14,7 @@ pub mod evidence;
 mod finalizer;
 pub mod gate;
 pub mod lifecycle;
+mod live;
 pub mod moves;
 pub mod observe;
 pub mod phase;
