@@ -140,36 +140,19 @@ fn main() -> ExitCode {
             policy,
             incidents,
             output,
-        } => {
-            let report = healing_guard_operator::simulation::replay(&policy, &incidents, output);
-            print!("{}", report.output);
-            eprintln!("{}", report.summary);
-            if report.passed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
+        } => healing_guard_operator::simulation::replay(&policy, &incidents, output).finish(),
         Command::Test {
             files,
             output,
             verbose,
             record,
-        } => {
-            let report = healing_guard_operator::simulation::test_recording(
-                &files,
-                output,
-                verbose,
-                record.as_deref(),
-            );
-            print!("{}", report.output);
-            eprintln!("{}", report.summary);
-            if report.passed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
+        } => healing_guard_operator::simulation::test_recording(
+            &files,
+            output,
+            verbose,
+            record.as_deref(),
+        )
+        .finish(),
         Command::Crd => match crd::to_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");

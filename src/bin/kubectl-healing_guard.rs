@@ -217,14 +217,7 @@ fn main() -> ExitCode {
         verbose,
     } = &cli.command
     {
-        let report = healing_guard_operator::simulation::test(files, *output, *verbose);
-        print(&report.output);
-        eprintln!("{}", report.summary);
-        return if report.passed {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        };
+        return healing_guard_operator::simulation::test(files, *output, *verbose).finish();
     }
     if let Command::Replay {
         policy,
@@ -232,14 +225,7 @@ fn main() -> ExitCode {
         output,
     } = &cli.command
     {
-        let report = healing_guard_operator::simulation::replay(policy, incidents, *output);
-        print(&report.output);
-        eprintln!("{}", report.summary);
-        return if report.passed {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        };
+        return healing_guard_operator::simulation::replay(policy, incidents, *output).finish();
     }
     if let Command::Completion { shell } = cli.command {
         let mut script = Vec::new();

@@ -26,6 +26,23 @@ pub struct Channel<'a> {
     pub spec: &'a NotificationChannelSpec,
 }
 
+/// A message to `channel` recorded at `now`, not yet sent.
+pub fn pending(channel: &str, event: NotifyEvent, key: String, now: Timestamp) -> Delivery {
+    Delivery {
+        channel: channel.to_owned(),
+        event,
+        key,
+        state: DeliveryState::Pending,
+        attempts: 0,
+        recorded_at: Time(now),
+        next_attempt_at: None,
+        sending_since: None,
+        sent_at: None,
+        last_error: None,
+        external_ref: None,
+    }
+}
+
 /// Whether a channel wants to hear about this incident at all.
 pub fn in_scope(channel: &NotificationChannelSpec, incident: &Incident) -> bool {
     let scope = &channel.scope;
@@ -83,19 +100,11 @@ pub fn owed(incident: &Incident, channels: &[Channel<'_>], now: Timestamp) -> Ve
                 .map(|(_, moment)| moment)
                 .collect()
         };
-        new.extend(chosen.into_iter().map(|moment| Delivery {
-            channel: channel.name.to_owned(),
-            event: moment.event,
-            key: moment.key,
-            state: DeliveryState::Pending,
-            attempts: 0,
-            recorded_at: Time(now),
-            next_attempt_at: None,
-            sending_since: None,
-            sent_at: None,
-            last_error: None,
-            external_ref: None,
-        }));
+        new.extend(
+            chosen
+                .into_iter()
+                .map(|moment| pending(channel.name, moment.event, moment.key, now)),
+        );
     }
     new
 }

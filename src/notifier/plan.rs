@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use k8s_openapi::jiff::Timestamp;
 
 use crate::{
     communication::{
@@ -15,8 +15,8 @@ use crate::{
         outbox::{self, Channel},
     },
     crd::{
-        CommunicationStatus, Delivery, DeliveryState, EscalationPolicy, Incident,
-        NotificationChannel, NotifyEvent, Phase, RemediationPolicy,
+        CommunicationStatus, EscalationPolicy, Incident, NotificationChannel, NotifyEvent, Phase,
+        RemediationPolicy,
     },
 };
 
@@ -176,7 +176,7 @@ pub fn plan(incident: &Incident, wiring: &Wiring, now: Timestamp) -> Decision {
                 .iter()
                 .any(|d| d.channel == page.channel && d.key == key);
             if !known {
-                new.push(pending(&page.channel, NotifyEvent::Paged, key, now));
+                new.push(outbox::pending(&page.channel, NotifyEvent::Paged, key, now));
                 pages.push(page);
             }
         }
@@ -237,22 +237,6 @@ fn as_stored<T: serde::Serialize + serde::de::DeserializeOwned>(value: T) -> T {
         .unwrap_or(value)
 }
 
-fn pending(channel: &str, event: NotifyEvent, key: String, now: Timestamp) -> Delivery {
-    Delivery {
-        channel: channel.to_owned(),
-        event,
-        key,
-        state: DeliveryState::Pending,
-        attempts: 0,
-        recorded_at: Time(now),
-        next_attempt_at: None,
-        sending_since: None,
-        sent_at: None,
-        last_error: None,
-        external_ref: None,
-    }
-}
-
 /// When something is next due: a retry, a periodic update, the next page.
 fn wake(
     incident: &Incident,
@@ -292,7 +276,7 @@ fn wake(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{communication::send::Outcome, notifier::compose};
+    use crate::{communication::send::Outcome, crd::DeliveryState, notifier::compose};
 
     fn at(text: &str) -> Timestamp {
         text.parse().unwrap()

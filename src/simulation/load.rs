@@ -77,15 +77,19 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
             path: path.display().to_string(),
         });
     }
-    let invalid = invalid(&manifests.policies);
-    Ok(Loaded {
+    Ok(loaded(path, file, manifests))
+}
+
+/// The file with its manifests, each policy's problems found.
+fn loaded(path: &Path, file: TestFile, manifests: Manifests) -> Loaded {
+    Loaded {
         path: path.to_owned(),
+        invalid: invalid(&manifests.policies),
         file,
         policies: manifests.policies,
         channels: manifests.channels,
         escalations: manifests.escalations,
-        invalid,
-    })
+    }
 }
 
 /// A file of policies alone (a replay's), validated like a test file's.
@@ -97,20 +101,13 @@ pub fn load_policies(path: &Path) -> Result<Loaded, LoadError> {
             path: path.display().to_string(),
         });
     }
-    let invalid = invalid(&manifests.policies);
-    Ok(Loaded {
-        path: path.to_owned(),
-        file: TestFile {
-            policies: Vec::new(),
-            communication: Vec::new(),
-            workloads: Vec::new(),
-            cases: Vec::new(),
-        },
-        policies: manifests.policies,
-        channels: manifests.channels,
-        escalations: manifests.escalations,
-        invalid,
-    })
+    let file = TestFile {
+        policies: Vec::new(),
+        communication: Vec::new(),
+        workloads: Vec::new(),
+        cases: Vec::new(),
+    };
+    Ok(loaded(path, file, manifests))
 }
 
 /// Each invalid policy, and its `Ready` condition's message.

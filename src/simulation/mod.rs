@@ -138,6 +138,25 @@ pub struct Report {
     pub passed: bool,
 }
 
+impl Report {
+    /// Prints the output on stdout and the summary on stderr (a reader
+    /// gone away is not worth a panic); the process's exit code: 1 when
+    /// a case failed or the run could not be made.
+    pub fn finish(&self) -> std::process::ExitCode {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out
+            .write_all(self.output.as_bytes())
+            .and_then(|()| out.flush());
+        let _ = writeln!(std::io::stderr(), "{}", self.summary);
+        if self.passed {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// `healing-guard-operator test FILE...` (and `kubectl healing-guard test`).
 pub fn test(files: &[std::path::PathBuf], format: Format, verbose: bool) -> Report {
     test_recording(files, format, verbose, None)
