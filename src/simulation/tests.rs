@@ -460,3 +460,83 @@ fn a_policy_file_that_cannot_be_read_is_named() {
         result.problems
     );
 }
+
+/// The safety limits a case can expect, beyond those of the examples: the
+/// budget of actions per window, and the floor of ready replicas.
+#[test]
+fn a_case_can_expect_the_budget_and_the_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = |max_actions: i32, min_ready: i32| {
+        format!(
+            r#"
+apiVersion: healing-guard.io/v1alpha1
+kind: RemediationPolicy
+metadata: {{name: limits, namespace: shop}}
+spec:
+  mode: Auto
+  targets: [{{kind: Deployment, names: [api]}}]
+  rules:
+  - name: oom
+    when: {{symptom: OOMKilled}}
+    severity: P2
+    type: ResourceExhaustion
+    actions: [{{action: restart}}]
+    verify: {{timeout: 1m, holdDown: 10s}}
+  - name: crash
+    when: {{symptom: CrashLoopBackOff, minRestarts: 1}}
+    severity: P1
+    type: ServiceOutage
+    actions: [{{action: rollback}}]
+    verify: {{timeout: 1m, holdDown: 10s}}
+  safety: {{cooldown: 1s, maxActions: {max_actions}, window: 1h, minReadyReplicas: {min_ready}}}
+"#
+        )
+    };
+    std::fs::write(dir.path().join("budget.yaml"), policy(1, 0)).unwrap();
+    std::fs::write(dir.path().join("floor.yaml"), policy(5, 3)).unwrap();
+    // Four replicas: a rollout takes a quarter of them (one) down at once.
+    let world = "workloads: [{name: api, replicas: 4, revisions: [\"api:1\", \"api:2\"]}]\n";
+    let budget = dir.path().join("budget-test.yaml");
+    std::fs::write(
+        &budget,
+        format!(
+            "policies: [budget.yaml]\n{world}{}",
+            r#"cases:
+- name: one action an hour
+  timeline:
+  - {at: 0s, pods: {workload: api, state: OOMKilled, restarts: 1, count: 1}}
+  - {at: 5m, pods: {workload: api, state: CrashLoopBackOff, restarts: 2, count: 1}}
+  steps: [{step: restart, outcome: Recovers}]
+  expect:
+  - at: 6m
+    incidents:
+    - {name: api-oomkilled, phase: Resolved}
+    - name: api-crashloop
+      blocked: {reason: SafetyLimit, message: "1 actions on the target within 1 hour, the most allowed"}
+      steps: []
+"#
+        ),
+    )
+    .unwrap();
+    let floor = dir.path().join("floor-test.yaml");
+    std::fs::write(
+        &floor,
+        format!(
+            "policies: [floor.yaml]\n{world}{}",
+            r#"cases:
+- name: never below three ready
+  timeline:
+  - {at: 0s, pods: {workload: api, state: OOMKilled, restarts: 1, count: 1}}
+  expect:
+  - at: 1m
+    incidents:
+    - name: api-oomkilled
+      steps:
+      - {action: restart, message: "it could leave fewer than 3 ready replicas: 3 ready, up to 1 taken down at once"}
+"#
+        ),
+    )
+    .unwrap();
+    let report = test(&[budget, floor], Format::Text, false);
+    assert!(report.passed, "{}", report.output);
+}
