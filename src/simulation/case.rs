@@ -1,7 +1,9 @@
 //! A test file as written: the policies it tests, the world every case
 //! starts from, and each case's timeline of what the operator would observe
-//! and what must follow. Read with serde; every unknown field is an error,
-//! so a misspelt expectation never passes by checking nothing.
+//! and what must follow. Read with serde; every unknown field of its own
+//! structure is an error, so a misspelt expectation never passes by
+//! checking nothing (the responders' inputs and a declared Incident are the
+//! Incident's own types, which pass over what they do not know).
 
 use std::collections::BTreeMap;
 
