@@ -278,6 +278,7 @@ pub fn history_lines(uid: Option<&str>, sets: &[ReplicaSet]) -> Vec<String> {
                 })
                 .unwrap_or_default();
             let status = rs.status.clone().unwrap_or_default();
+            // Read back by `revision_of_line`.
             let line = format!(
                 "revision {revision}: {} {} ({} ready of {})",
                 rs.name_any(),
@@ -294,6 +295,34 @@ pub fn history_lines(uid: Option<&str>, sets: &[ReplicaSet]) -> Vec<String> {
         .take(MAX_REVISIONS)
         .map(|(_, line)| line)
         .collect()
+}
+
+/// A revision as a line of [`history_lines`] tells it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedRevision {
+    pub number: i64,
+    /// Its first container's image.
+    pub image: String,
+    /// Its ReplicaSet's replicas.
+    pub replicas: i32,
+}
+
+/// A line of [`history_lines`] read back (`revision N: NAME IMAGES (R ready of N)`).
+pub fn revision_of_line(line: &str) -> Option<RecordedRevision> {
+    let rest = line.strip_prefix("revision ")?;
+    let (number, rest) = rest.split_once(": ")?;
+    let mut words = rest.split_whitespace();
+    let _replica_set = words.next()?;
+    let image = words.next()?.split(',').next()?.to_owned();
+    let replicas = line
+        .rsplit_once(" of ")
+        .and_then(|(_, n)| n.trim_end_matches(')').parse().ok())
+        .unwrap_or(0);
+    Some(RecordedRevision {
+        number: number.parse().ok()?,
+        image,
+        replicas,
+    })
 }
 
 fn describe_pod(pod: &PodFacts) -> PodEvidence {
@@ -431,6 +460,34 @@ mod tests {
             last_termination_reason: None,
             node: None,
         }
+    }
+
+    #[test]
+    fn a_history_line_reads_back_as_the_revision_it_was_written_from() {
+        let set: ReplicaSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "api-5f00002", "annotations": {REVISION: "2"},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                             "name": "api", "uid": "u-1"}]},
+            "spec": {"replicas": 3, "selector": {}, "template": {"spec": {"containers": [
+                {"name": "app", "image": "api:2"}, {"name": "proxy", "image": "envoy:1"}]}}},
+            "status": {"replicas": 3, "readyReplicas": 1},
+        }))
+        .unwrap();
+        let lines = history_lines(Some("u-1"), &[set]);
+        assert_eq!(
+            lines,
+            ["revision 2: api-5f00002 api:2,envoy:1 (1 ready of 3)"]
+        );
+        assert_eq!(
+            revision_of_line(&lines[0]),
+            Some(RecordedRevision {
+                number: 2,
+                image: "api:2".into(),
+                replicas: 3
+            })
+        );
+        assert_eq!(revision_of_line("rolling from a to b"), None);
+        assert!(history_lines(Some("another"), &[]).is_empty());
     }
 
     #[test]

@@ -241,10 +241,7 @@ fn verify_release(
             let deadline = resumed_at.checked_add(timing.timeout).unwrap_or(resumed_at);
             if seen.now >= deadline {
                 Some(if applied {
-                    format!(
-                        "not healthy within {}",
-                        crate::crd::duration::spoken(timing.timeout)
-                    )
+                    crate::remediation::ladder::not_healthy_within(timing.timeout)
                 } else {
                     format!(
                         "{} did not apply it within {}",

@@ -348,10 +348,7 @@ fn verify(entry: usize, last: &StepRecord, timing: Timing, health: Health, now: 
             if now >= deadline {
                 Next::Failed {
                     entry,
-                    reason: format!(
-                        "not healthy within {}",
-                        crate::crd::duration::spoken(timing.timeout)
-                    ),
+                    reason: not_healthy_within(timing.timeout),
                 }
             } else {
                 Next::Wait(Some(deadline))
@@ -410,6 +407,18 @@ pub fn remnant() -> Ladder {
 
 fn add(at: Timestamp, duration: Duration) -> Timestamp {
     at.checked_add(duration).unwrap_or(Timestamp::MAX)
+}
+
+/// How a step whose target did not recover in time is failed; read back
+/// by `replay` to tell a verification that failed from a refusal.
+pub const NOT_HEALTHY_WITHIN: &str = "not healthy within";
+
+/// The reason of a step not healthy within `timeout`.
+pub fn not_healthy_within(timeout: std::time::Duration) -> String {
+    format!(
+        "{NOT_HEALTHY_WITHIN} {}",
+        crate::crd::duration::spoken(timeout)
+    )
 }
 
 #[cfg(test)]

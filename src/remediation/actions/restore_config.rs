@@ -244,6 +244,12 @@ impl Action for RestoreConfig {
     }
 }
 
+/// The ConfigMap a restore's ledger line says it restored (its lines
+/// begin `ConfigMap/NAME `): a replay reads that it had changed.
+pub fn restored_config_map(line: &str) -> Option<&str> {
+    line.strip_prefix("ConfigMap/")?.split_whitespace().next()
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::jiff::Timestamp;
