@@ -548,19 +548,7 @@ mod tests {
     #[test]
     fn an_attempt_is_marked_before_it_is_sent_and_its_mark_cleared_with_its_outcome() {
         let now = at("2026-01-01T00:10:00Z");
-        let message = Delivery {
-            channel: "slack".into(),
-            event: NotifyEvent::Opened,
-            key: "Opened".into(),
-            state: DeliveryState::Pending,
-            attempts: 0,
-            recorded_at: Time(now),
-            next_attempt_at: None,
-            sending_since: None,
-            sent_at: None,
-            last_error: None,
-            external_ref: None,
-        };
+        let message = pending("slack", NotifyEvent::Opened, "Opened".into(), now);
         let status = CommunicationStatus {
             outbox: vec![message.clone()],
             ..CommunicationStatus::default()

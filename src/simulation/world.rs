@@ -349,7 +349,12 @@ impl World for SimWorld {
         let mark = Some((incident.clone(), step.id.clone()));
         match step.action {
             ActionKind::Rollback => {
-                sim.roll_back(rolled_back_to(&effect.planned.summary));
+                let to = effect
+                    .planned
+                    .change
+                    .get::<actions::rollback::Rollback>()
+                    .map(|c| c.revision);
+                sim.roll_back(to);
                 sim.roll(recovers, mark, now);
             }
             ActionKind::Scale => {
@@ -381,7 +386,7 @@ impl World for SimWorld {
                 use actions::restart::{Change, Restart};
                 match effect.planned.change.get::<Restart>() {
                     // DeletePods marks first; its batches of evictions follow.
-                    Some(Change::Apply(body)) if !body.to_string().contains("restartedAt") => {
+                    Some(change @ Change::Apply(_)) if !change.stamps_template() => {
                         sim.set_mark(mark);
                     }
                     Some(Change::EvictPods(_) | Change::EvictStuck { .. }) => {
@@ -395,7 +400,13 @@ impl World for SimWorld {
                     }
                 }
             }
-            ActionKind::Patch if effect.planned.summary.contains(&sim.name) => {
+            ActionKind::Patch
+                if effect
+                    .planned
+                    .change
+                    .get::<actions::patch::PatchObject>()
+                    .is_some_and(|c| c.patches(&workload.kind().to_string(), &sim.name)) =>
+            {
                 sim.roll(recovers, mark, now);
             }
             ActionKind::RunJob | ActionKind::RestoreData => {
@@ -460,11 +471,6 @@ impl World for SimWorld {
     }
 
     async fn after_apply(&self) {}
-}
-
-/// The revision a rollback's line says it returns to.
-fn rolled_back_to(summary: &str) -> Option<i64> {
-    summary.rsplit("to revision ").next()?.trim().parse().ok()
 }
 
 /// Saves the incident controller's part of a status onto the stored

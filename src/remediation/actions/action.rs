@@ -530,6 +530,7 @@ mod tests {
         let same_body_other_action = Planned::new::<Rollback>(Plan {
             change: super::super::rollback::Change {
                 operations: planned.change.get::<Scale>().unwrap().body.clone(),
+                revision: 1,
             },
             summary: planned.summary.clone(),
         });

@@ -55,6 +55,13 @@ pub struct Change {
     incident: String,
 }
 
+impl Change {
+    /// Whether it patches the object of that kind and name.
+    pub fn patches(&self, kind: &str, name: &str) -> bool {
+        self.resource.kind == kind && self.name == name
+    }
+}
+
 /// The object's name with the target filled in.
 fn object_name(settings: &PatchAction, workload: &Workload) -> Result<String, FillError> {
     fill(&settings.name, &workload.namespace(), &workload.name())

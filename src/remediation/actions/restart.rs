@@ -38,6 +38,15 @@ pub enum Change {
     EvictStuck { pods: Vec<PodRef>, revision: String },
 }
 
+impl Change {
+    /// Whether it stamps the pod template (a rollout restart), which makes
+    /// the workload roll its pods out anew.
+    pub fn stamps_template(&self) -> bool {
+        matches!(self, Change::Apply(body)
+            if !body["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT_ANNOTATION].is_null())
+    }
+}
+
 /// A pod to evict, by name and uid.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodRef {

@@ -36,6 +36,8 @@ pub struct Inputs {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Change {
     pub operations: Value,
+    /// The revision whose template it puts back.
+    pub revision: i64,
 }
 
 pub struct Rollback;
@@ -123,6 +125,7 @@ impl Action for Rollback {
         Ok(Plan {
             change: Change {
                 operations: Value::Array(operations),
+                revision,
             },
             summary: format!(
                 "Deployment/{} rolled back from revision {current} to revision {revision}",
