@@ -26,18 +26,13 @@ use crate::{
 
 /// The message of the `Ready` condition of a policy with these problems
 /// (None when it has none): also what `healing-guard-operator test` says.
-fn invalid_message(problems: &[validation::Problem]) -> Option<String> {
+pub fn invalid_message(problems: &[validation::Problem]) -> Option<String> {
     (!problems.is_empty()).then(|| {
         format!(
             "{}; the policy guards nothing until this is fixed",
             validation::summary(problems)
         )
     })
-}
-
-/// The `Ready` message of an invalid policy spec; None when it is valid.
-pub fn invalid_spec_message(spec: &crate::crd::RemediationPolicySpec) -> Option<String> {
-    invalid_message(&validation::policy(spec))
 }
 
 /// Name used in metrics and logs.
@@ -61,7 +56,7 @@ pub async fn reconcile(policy: Arc<RemediationPolicy>, ctx: Arc<Context>) -> Res
         .ok_or(Error::MissingMetadata("name"))?;
     let generation = policy.metadata.generation;
 
-    let problems = validation::policy(&policy.spec);
+    let problems = ctx.checked.policy(&policy);
     let (last_triggered, circuit_breaker) = from_incidents(&ctx.watches, &policy, &namespace);
     ctx.metrics
         .set_circuit_breaker(&namespace, &name, circuit_breaker.open);

@@ -50,6 +50,8 @@ pub struct Loaded {
     pub escalations: Vec<Arc<EscalationPolicy>>,
     /// Each invalid policy and its `Ready` condition's message.
     pub invalid: Vec<(String, String)>,
+    /// The policies' problems, remembered for every case of the file.
+    pub checked: Arc<crate::validation::Checked>,
 }
 
 /// The namespace an object without one is read into.
@@ -82,9 +84,11 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
 
 /// The file with its manifests, each policy's problems found.
 fn loaded(path: &Path, file: TestFile, manifests: Manifests) -> Loaded {
+    let checked = Arc::<crate::validation::Checked>::default();
     Loaded {
         path: path.to_owned(),
-        invalid: invalid(&manifests.policies),
+        invalid: invalid(&manifests.policies, &checked),
+        checked,
         file,
         policies: manifests.policies,
         channels: manifests.channels,
@@ -111,11 +115,14 @@ pub fn load_policies(path: &Path) -> Result<Loaded, LoadError> {
 }
 
 /// Each invalid policy, and its `Ready` condition's message.
-fn invalid(policies: &[Arc<RemediationPolicy>]) -> Vec<(String, String)> {
+fn invalid(
+    policies: &[Arc<RemediationPolicy>],
+    checked: &crate::validation::Checked,
+) -> Vec<(String, String)> {
     policies
         .iter()
         .filter_map(|policy| {
-            let message = crate::policy::invalid_spec_message(&policy.spec)?;
+            let message = crate::policy::invalid_message(&checked.policy(policy))?;
             Some((
                 format!(
                     "{}/{}",

@@ -112,15 +112,16 @@ impl State {
 #[derive(Default)]
 pub struct SimWorld {
     state: Mutex<State>,
-    /// The policies' problems, checked once (as the live operator does).
-    pub checked: crate::validation::Checked,
+    /// The policies' problems, checked once for all the cases of a file
+    /// (as the live operator checks each generation once).
+    pub checked: Arc<crate::validation::Checked>,
 }
 
 impl SimWorld {
-    pub fn new(state: State) -> Self {
+    pub fn new(state: State, checked: Arc<crate::validation::Checked>) -> Self {
         SimWorld {
             state: Mutex::new(state),
-            checked: crate::validation::Checked::default(),
+            checked,
         }
     }
 

@@ -186,7 +186,7 @@ impl<'a> Simulation<'a> {
         Simulation {
             case,
             start,
-            world: SimWorld::new(state),
+            world: SimWorld::new(state, Arc::clone(&loaded.checked)),
             sensing: Sensing::default(),
             written: WriteMemory::default(),
             rechecks: BTreeMap::new(),
