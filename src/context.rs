@@ -124,6 +124,8 @@ pub struct Context {
     /// The channels being sent to now, so that their messages are not
     /// taken for ones a stopped process left in doubt.
     pub sending: Arc<crate::communication::in_flight::InFlight>,
+    /// One rate limit and queue per channel, across incidents.
+    pub channel_limits: Arc<crate::communication::channel_limits::ChannelLimits>,
     /// The pods of guarded workloads, which the detector's pod watches keep.
     pub pods: crate::pod::GuardedPods,
     /// Each policy generation's problems, checked once.
@@ -162,6 +164,7 @@ impl Context {
             fence,
             probes: Arc::default(),
             sending: Arc::default(),
+            channel_limits: Arc::default(),
             pods: crate::pod::GuardedPods::default(),
             checked: Arc::default(),
         }

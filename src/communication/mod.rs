@@ -5,6 +5,7 @@
 //! notifier records them before anything is sent, so a restart neither
 //! sends twice nor skips.
 
+pub mod channel_limits;
 pub mod escalation;
 pub mod in_flight;
 pub mod moments;

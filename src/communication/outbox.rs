@@ -136,19 +136,17 @@ pub fn record(status: &CommunicationStatus, new: Vec<Delivery>) -> Communication
 }
 
 /// The pending messages to attempt now: due (no wait, or its wait over),
-/// within each channel's rate limit (what it was sent in the last minute
-/// counts), oldest first. A channel hears its messages in order: one that
-/// waits for a retry holds back the later ones of its channel (a status
-/// page must not go to resolved before monitoring). Indexes into the outbox.
+/// to channels that exist, oldest first. A channel hears its messages in
+/// order: one that waits for a retry holds back the later ones of its
+/// channel (a status page must not go to resolved before monitoring). How
+/// fast a channel is sent to is the process-wide
+/// [`super::channel_limits::ChannelLimits`]'s to pace, across incidents.
+/// Indexes into the outbox.
 pub fn due(
     status: &CommunicationStatus,
-    per_minute: impl Fn(&str) -> Option<i32>,
+    exists: impl Fn(&str) -> bool,
     now: Timestamp,
 ) -> Vec<usize> {
-    let minute_ago = now
-        .checked_sub(std::time::Duration::from_secs(60))
-        .unwrap_or(now);
-    let mut budget: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
     let mut chosen = Vec::new();
     let mut held: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
     for (index, delivery) in status.outbox.iter().enumerate() {
@@ -164,77 +162,11 @@ pub fn due(
             continue;
         }
         // A channel that is gone sends nothing; its messages wait for it.
-        let Some(limit) = per_minute(&delivery.channel) else {
-            continue;
-        };
-        let left = budget.entry(delivery.channel.as_str()).or_insert_with(|| {
-            let recent = status
-                .outbox
-                .iter()
-                .filter(|d| d.channel == delivery.channel)
-                .filter(|d| d.sent_at.as_ref().is_some_and(|at| at.0 > minute_ago))
-                .count();
-            i64::from(limit) - i64::try_from(recent).unwrap_or(i64::MAX)
-        });
-        if *left > 0 {
-            *left -= 1;
+        if exists(&delivery.channel) {
             chosen.push(index);
         }
     }
     chosen
-}
-
-/// When a channel's rate limit next lets one of its waiting messages go:
-/// a minute after the send that, leaving the window, frees a slot. `None`
-/// when no pending message is held back by its limit.
-pub fn rate_limit_lifts(
-    status: &CommunicationStatus,
-    per_minute: impl Fn(&str) -> Option<i32>,
-    now: Timestamp,
-) -> Option<Timestamp> {
-    let minute = std::time::Duration::from_secs(60);
-    let minute_ago = now.checked_sub(minute).unwrap_or(now);
-    let waiting: std::collections::BTreeSet<&str> = status
-        .outbox
-        .iter()
-        .filter(|d| d.state == DeliveryState::Pending)
-        .map(|d| d.channel.as_str())
-        .collect();
-    waiting
-        .into_iter()
-        .filter_map(|channel| {
-            let limit = usize::try_from(per_minute(channel)?).ok()?.max(1);
-            let mut recent: Vec<Timestamp> = status
-                .outbox
-                .iter()
-                .filter(|d| d.channel == channel)
-                .filter_map(|d| d.sent_at.as_ref().map(|t| t.0))
-                .filter(|at| *at > minute_ago)
-                .collect();
-            if recent.len() < limit {
-                return None;
-            }
-            recent.sort();
-            recent.get(recent.len() - limit)?.checked_add(minute).ok()
-        })
-        .min()
-}
-
-/// The communication status with the messages at `indexes` marked as being
-/// sent since `now`: written before they are sent, so that a later look
-/// knows an attempt began even if its outcome was never written.
-pub fn begin(
-    status: &CommunicationStatus,
-    indexes: &[usize],
-    now: Timestamp,
-) -> CommunicationStatus {
-    let mut next = status.clone();
-    for &index in indexes {
-        if let Some(delivery) = next.outbox.get_mut(index) {
-            delivery.sending_since = Some(Time(now));
-        }
-    }
-    next
 }
 
 /// Whether an attempt at this message began and its outcome was never
@@ -261,7 +193,7 @@ pub fn settle(delivery: &Delivery, outcome: &Outcome, now: Timestamp) -> Deliver
                 next.external_ref = external_ref.clone();
             }
         }
-        Outcome::Retry { after, why } => {
+        Outcome::Retry { after, why } | Outcome::Throttled { after, why } => {
             next.last_error = Some(why.clone());
             if next.attempts >= MAX_ATTEMPTS {
                 next.state = DeliveryState::Failed;
@@ -444,7 +376,7 @@ mod tests {
     }
 
     #[test]
-    fn sends_what_is_due_within_each_channels_limit_and_settles_it() {
+    fn sends_what_is_due_in_order_per_channel_and_settles_it() {
         let now = at("2026-01-01T00:10:00Z");
         let pending = |channel: &str, key: &str, wait: Option<&str>| Delivery {
             channel: channel.into(),
@@ -474,28 +406,16 @@ mod tests {
             ],
             ..CommunicationStatus::default()
         };
-        let limits = |channel: &str| match channel {
-            "slow" => Some(1),
-            "fast" => Some(30),
-            _ => None,
-        };
-        // slow used its one a minute; fast's second waits; gone has no channel.
-        assert_eq!(due(&status, limits, now), [2]);
+        let exists = |channel: &str| channel != "gone";
+        // Pacing is the channel's limiter's, across incidents: both
+        // channels' first pending go; fast's second waits for its retry;
+        // gone has no channel.
+        assert_eq!(due(&status, exists, now), [1, 2]);
         // A message waiting for its retry holds back the later ones of its channel.
         let mut in_order = status.clone();
         in_order.outbox.swap(2, 3);
-        assert_eq!(due(&in_order, limits, now), Vec::<usize>::new());
+        assert_eq!(due(&in_order, exists, now), [1]);
         assert_eq!(next_attempt(&status), Some(at("2026-01-01T00:11:00Z")));
-        // slow may send again a minute after its last send.
-        assert_eq!(
-            rate_limit_lifts(&status, limits, now),
-            Some(at("2026-01-01T00:10:30Z"))
-        );
-        assert_eq!(
-            rate_limit_lifts(&status, |_| Some(2), now),
-            None,
-            "nobody is held back at two a minute"
-        );
 
         let message = &status.outbox[2];
         let sent = settle(
@@ -532,6 +452,26 @@ mod tests {
             now,
         );
         assert_eq!(given_up.state, DeliveryState::Failed);
+        let throttled = settle(
+            message,
+            &Outcome::Throttled {
+                after: std::time::Duration::from_secs(2),
+                why: "429: slow down".into(),
+            },
+            now,
+        );
+        assert_eq!(
+            (
+                throttled.state,
+                throttled.attempts,
+                throttled.next_attempt_at
+            ),
+            (
+                DeliveryState::Pending,
+                1,
+                Some(Time(at("2026-01-01T00:10:02Z")))
+            )
+        );
         let refused = settle(
             message,
             &Outcome::Refused {
@@ -554,10 +494,11 @@ mod tests {
             ..CommunicationStatus::default()
         };
         assert!(!in_doubt(&status.outbox[0]), "recorded, never attempted");
-        let begun = begin(&status, &[0], now);
+        let mut begun = status.clone();
+        begun.outbox[0].sending_since = Some(Time(now));
         let marked = &begun.outbox[0];
         assert!(in_doubt(marked), "read back after a crash, it is in doubt");
-        assert_eq!(due(&begun, |_| Some(30), now), [0], "and still due");
+        assert_eq!(due(&begun, |_| true, now), [0], "and still due");
 
         let sent = settle(marked, &Outcome::Accepted { external_ref: None }, now);
         assert!(!in_doubt(&sent) && sent.sending_since.is_none());
@@ -588,7 +529,7 @@ mod tests {
                     outbox: vec![unconfirmed],
                     ..CommunicationStatus::default()
                 },
-                |_| Some(30),
+                |_| true,
                 now
             )
             .is_empty()

@@ -1,5 +1,6 @@
 //! Sending one message over HTTP and saying how it went: accepted, to be
-//! tried again (429 and 5xx, honouring `Retry-After`; a timeout or a
+//! tried again (429, which also slows its channel, and 5xx, honouring
+//! `Retry-After`; a timeout or a
 //! connection that failed), or refused for good (any other 4xx, kept with
 //! the receiver's answer). Nothing here ever logs or returns a URL or a
 //! credential: they are Secrets.
@@ -25,6 +26,9 @@ pub enum Outcome {
     Accepted { external_ref: Option<String> },
     /// Try again after this long.
     Retry { after: Duration, why: String },
+    /// The receiver asked to be sent less (429): try again after this long,
+    /// and send its channel nothing else meanwhile.
+    Throttled { after: Duration, why: String },
     /// Refused for good.
     Refused { why: String },
     /// An earlier attempt's fate is unknown and the receiver cannot
@@ -70,7 +74,12 @@ pub fn classify(
             .ok()
             .and_then(|v| reference(&v));
         Outcome::Accepted { external_ref }
-    } else if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+    } else if status == StatusCode::TOO_MANY_REQUESTS {
+        Outcome::Throttled {
+            after: backoff(attempts, retry_after),
+            why: format!("{status}: {answer}"),
+        }
+    } else if status.is_server_error() {
         Outcome::Retry {
             after: backoff(attempts, retry_after),
             why: format!("{status}: {answer}"),
@@ -161,7 +170,7 @@ mod tests {
                 0,
                 id
             ),
-            Outcome::Retry {
+            Outcome::Throttled {
                 after: Duration::from_secs(30),
                 why: "429 Too Many Requests: slow down".into()
             }
@@ -234,7 +243,7 @@ mod tests {
         let send = || super::send(&client, Method::POST, &url, HeaderMap::new(), &body, 0, id);
         assert_eq!(
             send().await,
-            Outcome::Retry {
+            Outcome::Throttled {
                 after: Duration::from_secs(7),
                 why: "429 Too Many Requests: busy".into()
             }

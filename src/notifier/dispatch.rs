@@ -1,9 +1,11 @@
-//! One channel's due messages, sent in their own task: in order, stopping
-//! at one to be tried again, and their outcomes written onto the latest
-//! incident as soon as this channel is done. A slow receiver holds back
-//! only its own channel; the reconcile that started the task returns at
-//! once, and the task's claim keeps the next reconcile from taking these
-//! messages for ones a stopped process left in doubt.
+//! One channel's due messages about one incident, sent in their own task,
+//! in order, stopping at one to be tried again. Each waits for its turn at
+//! the channel (`ChannelLimits`: one rate per channel across incidents,
+//! the most severe first), is marked as being sent, is sent, and its
+//! outcome is written with the next mark or at the end. A slow receiver
+//! holds back only its own channel; the reconcile that started the task
+//! returns at once, and the task's claim keeps the next reconcile from
+//! taking these messages for ones a stopped process left in doubt.
 
 use std::sync::Arc;
 
@@ -14,142 +16,219 @@ use kube::{
 };
 use tracing::{debug, warn};
 
-use super::{count, deliver, write};
+use super::{compose, count, deliver, write};
 use crate::{
     communication::{in_flight::Claim, outbox, send::Outcome},
     context::Context,
-    crd::{CommunicationStatus, DeliveryState, Incident, NotificationChannel},
+    crd::{CommunicationStatus, Delivery, DeliveryState, Incident, NotificationChannel},
 };
 
-/// How often the outcomes are written again after other writers changed
-/// the incident meanwhile.
-const SETTLE_TRIES: usize = 5;
+/// How often a write is tried again after other writers changed the
+/// incident meanwhile.
+const WRITE_TRIES: usize = 5;
 
 /// What one channel's task sends, and where its outcomes go.
 pub struct Batch {
     pub ctx: Arc<Context>,
+    /// The incident the messages were chosen from (the first base to write on).
     pub incident: Arc<Incident>,
-    /// The incident as the marks made it (the first base to write on).
-    pub marked: Incident,
     /// The communication status the messages were chosen from.
     pub recorded: Arc<CommunicationStatus>,
     pub channel: Arc<NotificationChannel>,
     /// Indexes into `recorded.outbox`, oldest first.
     pub indexes: Vec<usize>,
-    /// When they were marked as being sent.
-    pub now: Timestamp,
     /// This channel, taken until the outcomes are written.
     pub claim: Claim,
 }
 
+/// How one message went, to be written.
+struct Settled {
+    index: usize,
+    /// The mark it was sent under (or the stopped process's, for one not
+    /// sent again): it is settled only where the record still has it.
+    mark: Option<Time>,
+    outcome: Outcome,
+    at: Timestamp,
+}
+
+/// A message to mark as being sent, where its record is still as chosen.
+struct Mark {
+    index: usize,
+    at: Timestamp,
+}
+
 impl Batch {
-    /// Sends the messages, then writes how each went.
+    /// Sends the messages, each in its turn, then writes how they went.
     pub async fn run(self) {
-        let mut outcomes = Vec::new();
+        let namespace = self.incident.namespace().unwrap_or_default();
+        let channel_key = format!("{namespace}/{}", self.channel.name_any());
+        let per_minute = self.channel.spec.per_minute;
+        let severity = self.incident.spec.severity;
+        let mut base = Incident::clone(&self.incident);
         // Each message is sent knowing how the ones before it in this batch
         // went: a status page's incident opened by the first is updated by
         // the next, not opened again.
         let mut so_far = CommunicationStatus::clone(&self.recorded);
+        let mut unwritten: Vec<Settled> = Vec::new();
         for &index in &self.indexes {
             let Some(delivery) = so_far.outbox.get(index).cloned() else {
                 continue;
             };
-            let outcome = deliver::deliver(
-                &self.ctx,
-                &self.incident,
-                &self.channel,
-                &delivery,
-                &so_far,
-                self.now,
-            )
-            .await;
+            let (mark, outcome, at) = match compose::unconfirmed(self.channel.spec.kind, &delivery)
+            {
+                // Known without sending: neither a turn nor a mark.
+                Some(outcome) => (
+                    delivery.sending_since.clone(),
+                    outcome,
+                    crate::k8s::now_whole_seconds(),
+                ),
+                None => {
+                    self.ctx
+                        .channel_limits
+                        .turn(&channel_key, per_minute, severity)
+                        .await;
+                    // Marked as being sent before it is: after a crash, a
+                    // message whose outcome was never written is known to
+                    // be in doubt. Waiting for the turn marks nothing.
+                    let at = crate::k8s::now_whole_seconds();
+                    let mark = Mark { index, at };
+                    if !self.commit(&mut base, &unwritten, Some(&mark)).await {
+                        break;
+                    }
+                    unwritten.clear();
+                    let outcome = deliver::deliver(
+                        &self.ctx,
+                        &self.incident,
+                        &self.channel,
+                        &delivery,
+                        &so_far,
+                        at,
+                    )
+                    .await;
+                    crate::failpoint::reached(crate::failpoint::AFTER_SEND).await;
+                    (Some(Time(at)), outcome, at)
+                }
+            };
             if let Some(slot) = so_far.outbox.get_mut(index) {
-                *slot = outbox::settle(&delivery, &outcome, self.now);
+                *slot = outbox::settle(&delivery, &outcome, at);
             }
-            // Only a message to be tried again holds back the next.
-            let retry = matches!(outcome, Outcome::Retry { .. });
-            outcomes.push((index, outcome));
-            if retry {
+            let stop = match &outcome {
+                Outcome::Throttled { after, .. } => {
+                    // The receiver's limit is every incident's.
+                    self.ctx
+                        .channel_limits
+                        .pause(&channel_key, per_minute, *after);
+                    true
+                }
+                // Only a message to be tried again holds back the next.
+                Outcome::Retry { .. } => true,
+                _ => false,
+            };
+            unwritten.push(Settled {
+                index,
+                mark,
+                outcome,
+                at,
+            });
+            if stop {
                 break;
             }
         }
-        crate::failpoint::reached(crate::failpoint::AFTER_SEND).await;
-        self.settle(&outcomes).await;
+        if !unwritten.is_empty() {
+            self.commit(&mut base, &unwritten, None).await;
+        }
         // Free only now: until the outcomes are written, a look at the
         // incident would take these messages for ones left in doubt.
         drop(self.claim);
     }
 
-    /// Writes the outcomes. They are facts and must not be lost to a race:
-    /// on a conflict the latest incident is read and they are written on
-    /// it, each only where its message is still marked as this task left
-    /// it (nobody else settled it).
-    async fn settle(&self, outcomes: &[(usize, Outcome)]) {
+    /// Writes the outcomes `settled` and the `mark` onto the latest
+    /// incident. Outcomes are facts and must not be lost to a race: on a
+    /// conflict the latest incident is read and they are written on it,
+    /// each only where its message is still marked as it was sent. The
+    /// mark is made only where the message is as it was chosen (nobody
+    /// settled it meanwhile). Whether the mark was written: only then is
+    /// the message sent.
+    async fn commit(&self, base: &mut Incident, settled: &[Settled], mark: Option<&Mark>) -> bool {
         let namespace = self.incident.namespace().unwrap_or_default();
         let api = Api::<Incident>::namespaced(self.ctx.client.clone(), &namespace);
-        let mark = Some(Time(self.now));
-        let mut base = self.marked.clone();
-        for _ in 0..SETTLE_TRIES {
+        for _ in 0..WRITE_TRIES {
             let Some(mut next) = base.communication().cloned() else {
-                return;
+                return false;
             };
-            let mut settled = Vec::new();
-            for &index in &self.indexes {
-                let Some(before) = self.recorded.outbox.get(index) else {
-                    continue;
-                };
-                // Found by channel and key: other channels' tasks and new
-                // records may have changed the outbox since.
-                let Some(slot) = next
-                    .outbox
-                    .iter_mut()
-                    .find(|d| d.channel == before.channel && d.key == before.key)
-                else {
-                    continue;
-                };
-                if slot.state != DeliveryState::Pending || slot.sending_since != mark {
-                    continue;
-                }
-                match outcomes.iter().find(|(attempted, _)| *attempted == index) {
-                    Some((_, outcome)) => {
-                        *slot = outbox::settle(slot, outcome, self.now);
-                        settled.push(slot.clone());
-                    }
-                    // Held back behind a retry: never attempted, so not in doubt.
-                    None => slot.sending_since.clone_from(&before.sending_since),
+            let mut written = Vec::new();
+            for one in settled {
+                if let Some(slot) = self.slot(&mut next, one.index)
+                    && slot.state == DeliveryState::Pending
+                    && slot.sending_since == one.mark
+                {
+                    *slot = outbox::settle(slot, &one.outcome, one.at);
+                    written.push(slot.clone());
                 }
             }
-            match write(&self.ctx, &base, &namespace, &next).await {
-                Ok(_) => {
-                    self.told(&settled).await;
-                    return;
+            let mut marked = false;
+            if let Some(mark) = mark {
+                let chosen = self
+                    .recorded
+                    .outbox
+                    .get(mark.index)
+                    .map(|d| d.sending_since.clone());
+                if let Some(slot) = self.slot(&mut next, mark.index)
+                    && slot.state == DeliveryState::Pending
+                    && Some(&slot.sending_since) == chosen.as_ref()
+                {
+                    slot.sending_since = Some(Time(mark.at));
+                    marked = true;
+                }
+            }
+            if written.is_empty() && !marked {
+                return false;
+            }
+            match write(&self.ctx, base, &namespace, &next).await {
+                Ok(updated) => {
+                    *base = updated;
+                    self.told(&written).await;
+                    return marked;
                 }
                 Err(error) if error.is_conflict() => {
-                    debug!(
-                        "the incident changed while messages were sent; writing their outcomes again"
-                    );
+                    debug!("the incident changed meanwhile; writing the messages' records again");
                     match api.get(&self.incident.name_any()).await {
-                        Ok(latest) => base = latest,
+                        Ok(latest) => *base = latest,
                         Err(error) => {
                             warn!(channel = %self.channel.name_any(), %error,
-                                  "reading the incident to write the outcomes of messages sent");
-                            return;
+                                  "reading the incident to write its messages' records");
+                            return false;
                         }
                     }
                 }
                 Err(error) => {
                     warn!(channel = %self.channel.name_any(), %error,
-                          "writing the outcomes of messages sent; they will be taken as in doubt");
-                    return;
+                          "writing messages' records; any sent will be taken as in doubt");
+                    return false;
                 }
             }
         }
         warn!(channel = %self.channel.name_any(),
-              "the incident kept changing; the outcomes of messages sent will be taken as in doubt");
+              "the incident kept changing; messages sent will be taken as in doubt");
+        false
+    }
+
+    /// The record in `next` of the message at `index` as chosen, found by
+    /// channel and key: other channels' tasks and new records may have
+    /// changed the outbox since.
+    fn slot<'a>(
+        &self,
+        next: &'a mut CommunicationStatus,
+        index: usize,
+    ) -> Option<&'a mut Delivery> {
+        let chosen = self.recorded.outbox.get(index)?;
+        next.outbox
+            .iter_mut()
+            .find(|d| d.channel == chosen.channel && d.key == chosen.key)
     }
 
     /// Counts what was written, and says so where a message may be missing.
-    async fn told(&self, settled: &[crate::crd::Delivery]) {
+    async fn told(&self, settled: &[Delivery]) {
         let kind: &'static str = self.channel.spec.kind.into();
         for slot in settled {
             count(&self.ctx, kind, slot);

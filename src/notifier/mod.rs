@@ -16,7 +16,6 @@ pub mod readiness;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Resource, ResourceExt,
     api::{ObjectMeta, PatchParams, PostParams},
@@ -28,9 +27,9 @@ use plan::{Decision, Move, Wiring};
 
 use crate::reconcile::{Error, retry};
 use crate::{
-    communication::{in_flight::Claim, outbox, report},
+    communication::report,
     context::Context,
-    crd::{CommunicationStatus, Delivery, DeliveryState, Incident, NotificationChannel},
+    crd::{CommunicationStatus, Delivery, DeliveryState, Incident},
     k8s::status_patch,
     names::{MANAGED_BY, MANAGED_BY_LABEL, NOTIFIER_FIELD_MANAGER, REPORT_OF_LABEL},
 };
@@ -114,10 +113,7 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
             Ok(Action::requeue(Duration::from_millis(100)))
         }
         Move::Send { by_channel, wake } => {
-            let sending = send(
-                &ctx, &incident, &namespace, &wiring, recorded, by_channel, now,
-            );
-            if sending.await? {
+            if send(&ctx, &incident, &wiring, recorded, by_channel) {
                 // The outcomes' write wakes this again; should it fail, look soon.
                 Ok(Action::requeue(wake.min(SETTLE_CHECK)))
             } else {
@@ -130,51 +126,36 @@ pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Act
 
 /// Sends what is due: each channel in its own task, so a slow receiver
 /// holds back only its own channel. A channel this process is still
-/// sending to is left to that task. Whether any was sent.
-async fn send(
+/// sending to is left to that task. Whether any was started.
+fn send(
     ctx: &Arc<Context>,
     incident: &Arc<Incident>,
-    namespace: &str,
     wiring: &Wiring,
     recorded: CommunicationStatus,
     by_channel: BTreeMap<String, Vec<usize>>,
-    now: Timestamp,
-) -> Result<bool, Error> {
+) -> bool {
     let uid = incident.uid().unwrap_or_default();
-    let claimed: Vec<(Arc<NotificationChannel>, Vec<usize>, Claim)> = by_channel
-        .into_iter()
-        .filter_map(|(name, indexes)| {
-            let channel = wiring.channels.get(&name)?;
-            let claim = ctx.sending.claim(&uid, &name)?;
-            Some((Arc::clone(channel), indexes, claim))
-        })
-        .collect();
-    if claimed.is_empty() {
-        return Ok(false);
-    }
-    // Marked as being sent before it is: after a crash, a message whose
-    // outcome was never written is known to be in doubt.
-    let due: Vec<usize> = claimed
-        .iter()
-        .flat_map(|(_, indexes, _)| indexes.iter().copied())
-        .collect();
-    let begun = outbox::begin(&recorded, &due, now);
-    let marked = write(ctx, incident, namespace, &begun).await?;
     let recorded = Arc::new(recorded);
-    for (channel, indexes, claim) in claimed {
+    let mut started = false;
+    for (name, indexes) in by_channel {
+        let Some(channel) = wiring.channels.get(&name) else {
+            continue;
+        };
+        let Some(claim) = ctx.sending.claim(&uid, &name) else {
+            continue;
+        };
         let batch = dispatch::Batch {
             ctx: Arc::clone(ctx),
             incident: Arc::clone(incident),
-            marked: marked.clone(),
             recorded: Arc::clone(&recorded),
-            channel,
+            channel: Arc::clone(channel),
             indexes,
-            now,
             claim,
         };
         tokio::spawn(batch.run());
+        started = true;
     }
-    Ok(true)
+    started
 }
 
 fn count(ctx: &Context, kind: &'static str, delivery: &Delivery) {

@@ -89,11 +89,6 @@ impl Wiring {
             escalation: names.escalation.as_deref().and_then(escalation),
         }
     }
-
-    /// The rate limit of a channel in the wiring; `None` if it is gone.
-    pub fn per_minute(&self, name: &str) -> Option<i32> {
-        self.channels.get(name).map(|c| c.spec.per_minute)
-    }
 }
 
 /// What to do next for an incident, and what keeps its escalation policy
@@ -122,10 +117,10 @@ pub enum Move {
         pages: Vec<Page>,
     },
     /// Send the messages due, by channel, as indexes into the recorded
-    /// outbox, oldest first. They are marked as being sent first (with
-    /// [`outbox::begin`], on those actually sent), but composed from the
-    /// status as recorded: a marked one reads as in doubt. `wake` is when
-    /// something is next due after them.
+    /// outbox, oldest first. Each is marked as being sent just before it
+    /// is (after its turn at the channel), but composed from the status as
+    /// recorded: a marked one reads as in doubt. `wake` is when something
+    /// is next due after them.
     Send {
         by_channel: BTreeMap<String, Vec<usize>>,
         wake: Duration,
@@ -203,7 +198,7 @@ pub fn plan(incident: &Incident, wiring: &Wiring, now: Timestamp) -> Decision {
 
     // Then send what is due, each channel on its own.
     let mut by_channel: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for index in outbox::due(&recorded, |name| wiring.per_minute(name), now) {
+    for index in outbox::due(&recorded, |name| wiring.channels.contains_key(name), now) {
         if let Some(delivery) = recorded.outbox.get(index) {
             by_channel
                 .entry(delivery.channel.clone())
@@ -261,11 +256,6 @@ fn wake(
         .chain(page)
         .chain(acknowledgement_expires)
         .chain(outbox::next_attempt(recorded))
-        .chain(outbox::rate_limit_lifts(
-            recorded,
-            |name| wiring.per_minute(name),
-            now,
-        ))
         .min();
     next.and_then(|at| Duration::try_from(at.duration_since(now)).ok())
         .map_or(LOOK_AGAIN, |wait| {
