@@ -56,6 +56,27 @@ YAML
   --set metrics.serviceMonitor.enabled=true --set watchNamespace=shop >/dev/null
 "$helm" template check "$chart" -f "$tmp/all-on.yaml" --set metrics.podMonitor.enabled=true >/dev/null
 
+# Every alert's runbook_url is its section of alerts.md under
+# prometheusRule.runbookBaseUrl (given with a trailing slash here), and
+# none is left pointing at the default.
+"$helm" template check "$chart" -f "$tmp/all-on.yaml" \
+  --set prometheusRule.runbookBaseUrl=https://runbooks.example.com/healing-guard/ >"$tmp/rules.yaml"
+awk -v base=https://runbooks.example.com/healing-guard/alerts.md '
+  /^ *- alert: / { if (alert != "") { print "no runbook_url on " alert; bad = 1 }
+                   alert = $3; alerts++ }
+  /^ *runbook_url: / { want = base "#" tolower(alert)
+                       if ($2 != want) { print alert ": runbook_url " $2 ", not " want; bad = 1 }
+                       alert = "" }
+  END { if (alert != "") { print "no runbook_url on " alert; bad = 1 }
+        if (alerts < 12) { print "only " alerts " alerts rendered"; bad = 1 }
+        if (bad) exit 1
+        print "alert rules: " alerts " alerts, each with its runbook_url under runbookBaseUrl" }
+' "$tmp/rules.yaml"
+if grep -n 'github.com/healing-guard/healing-guard-operator/blob/main/docs' "$tmp/rules.yaml"; then
+  log "runbookBaseUrl set, yet the default docs URL is still rendered"
+  exit 1
+fi
+
 # values.yaml as JSON, read by helm itself (a chart whose one template
 # prints .Values), so that no YAML library is needed.
 mkdir -p "$tmp/values/templates"

@@ -1,6 +1,7 @@
 //! Every relative link in the README, docs/ and the chart's README leads
 //! somewhere: the file exists and, for `#anchor` into Markdown, a heading
-//! with that anchor (as GitHub makes it) exists.
+//! with that anchor (as GitHub makes it) exists. So does every alert's
+//! `runbook_url` in the chart's rules, into docs/.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeSet, HashMap};
@@ -126,5 +127,69 @@ fn anchors_are_made_as_github_makes_them() {
     assert!(
         made.contains("upgrade") && made.contains("upgrade-1"),
         "{made:?}"
+    );
+}
+
+/// Every alert rule's `runbook_url` is under the chart's default
+/// `prometheusRule.runbookBaseUrl` (the repository's docs/ on GitHub, which
+/// the template replaces with the value given) and leads to a heading of
+/// the file it names there.
+#[test]
+fn every_alerts_runbook_url_leads_to_its_section_of_the_docs() {
+    let chart = repo().join("charts/healing-guard-operator");
+    let yaml = |path: &str| -> serde_yaml::Value {
+        serde_yaml::from_str(&std::fs::read_to_string(chart.join(path)).unwrap()).unwrap()
+    };
+    let home = yaml("Chart.yaml")["home"].as_str().unwrap().to_owned();
+    let base = yaml("values.yaml")["prometheusRule"]["runbookBaseUrl"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(base, format!("{home}/blob/main/docs"), "values.yaml");
+    let template = std::fs::read_to_string(chart.join("templates/prometheusrule.yaml")).unwrap();
+    assert!(
+        template.contains(&format!("\"{base}/\"")),
+        "templates/prometheusrule.yaml replaces {base}/ in the rules"
+    );
+
+    let mut broken = Vec::new();
+    let mut count = 0;
+    for file in ["rules/operator.rules.yaml", "rules/service.rules.yaml"] {
+        let rules = yaml(file);
+        for rule in rules["groups"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .flat_map(|group| group["rules"].as_sequence().unwrap())
+            .filter(|rule| rule["alert"].is_string())
+        {
+            let alert = rule["alert"].as_str().unwrap();
+            let Some(url) = rule["annotations"]["runbook_url"].as_str() else {
+                broken.push(format!("{file}: {alert} has no runbook_url"));
+                continue;
+            };
+            count += 1;
+            let Some(relative) = url.strip_prefix(&format!("{base}/")) else {
+                broken.push(format!("{file}: {alert}: {url} is not under {base}"));
+                continue;
+            };
+            let (path, anchor) = relative.split_once('#').unwrap_or((relative, ""));
+            let doc = repo().join("docs").join(path);
+            if anchor.is_empty() || !doc.exists() {
+                broken.push(format!(
+                    "{file}: {alert}: {url} (no such file, or no #section)"
+                ));
+            } else if !anchors(&std::fs::read_to_string(&doc).unwrap()).contains(anchor) {
+                broken.push(format!(
+                    "{file}: {alert}: {url} (no such heading in docs/{path})"
+                ));
+            }
+        }
+    }
+    assert!(count >= 12, "only {count} runbook_urls found");
+    assert!(
+        broken.is_empty(),
+        "broken runbook_urls:\n{}",
+        broken.join("\n")
     );
 }

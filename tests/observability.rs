@@ -1,7 +1,8 @@
 //! The chart's dashboard and alert rules ask only for metrics the operator
 //! exports: a renamed metric would leave a panel empty and an alert silent
-//! without anyone noticing. (`cluster/check-rules.sh`, run by `make test`,
-//! checks and unit-tests the rules with promtool.)
+//! without anyone noticing. Every alert is labelled as kube-prometheus's
+//! Alertmanager routes it and links its runbook. (`cluster/check-rules.sh`,
+//! run by `make test`, checks and unit-tests the rules with promtool.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
@@ -173,4 +174,60 @@ fn the_dashboard_is_well_formed() {
             assert!(target["expr"].as_str().is_some_and(|e| !e.is_empty()));
         }
     }
+}
+
+/// What `severity` each of the runbook's levels (`priority`) is, in the
+/// values kube-prometheus routes and inhibits by (why, in
+/// rules/operator.rules.yaml).
+fn severity_of(priority: &str) -> Option<&'static str> {
+    match priority {
+        "P0" | "P1" => Some("critical"),
+        "P2" => Some("warning"),
+        "P3" => Some("info"),
+        _ => None,
+    }
+}
+
+#[test]
+fn every_alert_has_a_kube_prometheus_severity_a_priority_and_a_runbook() {
+    let docs = "https://github.com/healing-guard/healing-guard-operator/blob/main/docs";
+    let mut alerts = 0;
+    let mut problems = Vec::new();
+    for file in ["operator.rules.yaml", "service.rules.yaml"] {
+        let text = std::fs::read_to_string(format!("{CHART}/rules/{file}")).unwrap();
+        let rules: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        for rule in rules["groups"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .flat_map(|group| group["rules"].as_sequence().unwrap())
+        {
+            let Some(alert) = rule["alert"].as_str() else {
+                continue; // a recording rule
+            };
+            alerts += 1;
+            let label = |name: &str| rule["labels"][name].as_str().unwrap_or("(none)");
+            let (severity, priority) = (label("severity"), label("priority"));
+            match severity_of(priority) {
+                None => problems.push(format!(
+                    "{file}: {alert}: priority {priority}, not one of P0 to P3"
+                )),
+                Some(expected) if severity != expected => problems.push(format!(
+                    "{file}: {alert}: severity {severity}, but a {priority} is {expected}"
+                )),
+                Some(_) => {}
+            }
+            let runbook = rule["annotations"]["runbook_url"]
+                .as_str()
+                .unwrap_or("(none)");
+            let expected = format!("{docs}/alerts.md#{}", alert.to_lowercase());
+            if runbook != expected {
+                problems.push(format!(
+                    "{file}: {alert}: runbook_url {runbook}, not {expected}"
+                ));
+            }
+        }
+    }
+    assert!(alerts >= 12, "only {alerts} alerts read");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
