@@ -5,7 +5,10 @@
 
 use serde_json::{Value, json};
 
-use super::templates::{Fields, status_word};
+use super::{
+    send,
+    templates::{Fields, status_word},
+};
 use crate::crd::{Incident, NotifyEvent, Phase, Severity};
 
 /// Slack: characters in one section's text.
@@ -84,6 +87,33 @@ pub fn slack(text: &str) -> Value {
     }
     blocks.truncate(SLACK_BLOCKS);
     json!({"text": clip(text, SLACK_TEXT), "blocks": blocks})
+}
+
+/// `chat.postMessage`'s body: the message in `channel`, a reply in
+/// `thread` if given, and also shown in the channel when `broadcast`.
+pub fn slack_post(message: Value, channel: &str, thread: Option<&str>, broadcast: bool) -> Value {
+    let mut body = message;
+    body["channel"] = json!(channel);
+    if let Some(thread) = thread {
+        body["thread_ts"] = json!(thread);
+        if broadcast {
+            body["reply_broadcast"] = json!(true);
+        }
+    }
+    body
+}
+
+/// What Slack's Web API answer says: `ok` with the message's `ts`, or the
+/// `error` it was refused with.
+pub fn slack_answer(answer: &Value) -> send::Answer {
+    if answer["ok"].as_bool() == Some(true) {
+        return send::Answer::Accepted(answer["ts"].as_str().map(str::to_owned));
+    }
+    match answer["error"].as_str() {
+        Some("ratelimited") => send::Answer::Throttled,
+        Some(error) => send::Answer::Refused(error.to_owned()),
+        None => send::Answer::Refused("no ok in the answer".to_owned()),
+    }
 }
 
 fn section_block(text: &str) -> Value {
@@ -200,6 +230,62 @@ pub fn statuspage_status(event: NotifyEvent, phase: Option<Phase>) -> &'static s
     }
 }
 
+/// The status the incident had reached by `at`, as its milestones tell:
+/// mitigated (monitoring), a step begun or escalated (identified), or
+/// investigating.
+fn statuspage_status_by(incident: &Incident, at: k8s_openapi::jiff::Timestamp) -> &'static str {
+    let Some(status) = &incident.status else {
+        return "investigating";
+    };
+    let by = |time: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+        time.is_some_and(|time| time.0 <= at)
+    };
+    if by(status.milestones.mitigated_at.as_ref()) {
+        "monitoring"
+    } else if status.steps.iter().any(|step| by(step.started_at.as_ref()))
+        || status.timeline.iter().any(|entry| {
+            (entry.reason == "Escalated" || entry.reason == "LadderExhausted") && entry.at.0 <= at
+        })
+    {
+        "identified"
+    } else {
+        "investigating"
+    }
+}
+
+/// The status a message about `event`, recorded at `recorded`, sets: its
+/// moment's own, or for one that follows the phase, the phase's. A message
+/// recorded before the resolution and sent after it (after a restart,
+/// behind a retry) says where the incident stood when it was recorded: an
+/// acknowledgement saying `resolved` would leave the resolution's own
+/// update saying it again. The page hears each status once, in order.
+pub fn statuspage_status_of(
+    event: NotifyEvent,
+    incident: &Incident,
+    recorded: k8s_openapi::jiff::Timestamp,
+) -> &'static str {
+    let status = incident.status.as_ref();
+    let phase = status.and_then(|s| s.phase);
+    let resolved_after = status
+        .and_then(|s| s.milestones.resolved_at.as_ref())
+        .is_some_and(|resolved| recorded < resolved.0);
+    if follows_phase(event) && phase.is_some_and(Phase::is_closed) && resolved_after {
+        statuspage_status_by(incident, recorded)
+    } else {
+        statuspage_status(event, phase)
+    }
+}
+
+fn follows_phase(event: NotifyEvent) -> bool {
+    matches!(
+        event,
+        NotifyEvent::Acknowledged
+            | NotifyEvent::Escalated
+            | NotifyEvent::Update
+            | NotifyEvent::Paged
+    )
+}
+
 /// The statuses a message of `event` may have set when it was sent at
 /// `at`: its own, or, for one whose status follows the phase, any status of
 /// an open incident if the incident was still open then (its phase then is
@@ -209,14 +295,7 @@ pub fn statuspage_statuses_at(
     incident: &Incident,
     at: k8s_openapi::jiff::Timestamp,
 ) -> Vec<&'static str> {
-    let follows_phase = matches!(
-        event,
-        NotifyEvent::Acknowledged
-            | NotifyEvent::Escalated
-            | NotifyEvent::Update
-            | NotifyEvent::Paged
-    );
-    if !follows_phase {
+    if !follows_phase(event) {
         return vec![statuspage_status(event, None)];
     }
     let resolved_by_then = incident
@@ -254,12 +333,12 @@ pub const STATUSPAGE_METADATA: &str = "healing_guard";
 pub fn statuspage(
     incident: &Incident,
     event: NotifyEvent,
+    recorded: k8s_openapi::jiff::Timestamp,
     component: Option<&str>,
     text: &str,
     fields: &Fields,
 ) -> Value {
-    let phase = incident.status.as_ref().and_then(|s| s.phase);
-    let status = statuspage_status(event, phase);
+    let status = statuspage_status_of(event, incident, recorded);
     let mut body = json!({
         "name": clip(&fields.title, 255),
         "status": status,
@@ -292,6 +371,83 @@ mod tests {
             "spec": spec, "status": {"phase": phase}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_bot_token_post_replies_in_the_thread_and_broadcasts_the_resolution() {
+        let message = slack("✅ INCIDENT RESOLVED - P0\nTitle: API down");
+        let opening = slack_post(message.clone(), "C123", None, false);
+        assert_eq!(opening["channel"], "C123");
+        assert!(opening.get("thread_ts").is_none() && opening.get("reply_broadcast").is_none());
+        let update = slack_post(message.clone(), "C123", Some("1700000000.000100"), false);
+        assert_eq!(update["thread_ts"], "1700000000.000100");
+        assert!(update.get("reply_broadcast").is_none());
+        let resolved = slack_post(message, "C123", Some("1700000000.000100"), true);
+        assert_eq!(resolved["reply_broadcast"], true);
+        assert_eq!(resolved["blocks"][0]["text"]["text"], "✅ INCIDENT RESOLVED - P0");
+
+        let read = |answer: Value| match slack_answer(&answer) {
+            send::Answer::Accepted(ts) => format!("accepted {ts:?}"),
+            send::Answer::Refused(why) => format!("refused {why}"),
+            send::Answer::Throttled => "throttled".to_owned(),
+        };
+        assert_eq!(
+            read(json!({"ok": true, "channel": "C123", "ts": "1700000000.000200"})),
+            "accepted Some(\"1700000000.000200\")"
+        );
+        assert_eq!(
+            read(json!({"ok": false, "error": "channel_not_found"})),
+            "refused channel_not_found"
+        );
+        assert_eq!(read(json!({"ok": false, "error": "ratelimited"})), "throttled");
+    }
+
+    fn at() -> Timestamp {
+        "2026-01-01T00:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn a_message_recorded_before_the_resolution_and_sent_after_it_keeps_its_status() {
+        let mut resolved: Incident = serde_json::from_value(json!({
+            "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
+            "metadata": {"name": "api-down", "namespace": "hg", "uid": "0f0e-uid"},
+            "spec": {"title": "API down", "severity": "P0", "type": "ServiceOutage",
+                     "target": {"kind": "Deployment", "name": "api"}},
+            "status": {"phase": "Resolved", "milestones": {
+                "detectedAt": "2026-01-01T00:00:00Z", "acknowledgedAt": "2026-01-01T00:02:00Z",
+                "resolvedAt": "2026-01-01T00:10:00Z"}}
+        }))
+        .unwrap();
+        let status_of = |incident: &Incident, event, recorded: &str| {
+            statuspage_status_of(event, incident, recorded.parse().unwrap())
+        };
+        // Recorded at the acknowledgement, sent after the resolution.
+        assert_eq!(
+            status_of(&resolved, NotifyEvent::Acknowledged, "2026-01-01T00:02:00Z"),
+            "investigating"
+        );
+        assert_eq!(
+            status_of(&resolved, NotifyEvent::Resolved, "2026-01-01T00:10:00Z"),
+            "resolved"
+        );
+        // Recorded once resolved, it says so.
+        assert_eq!(
+            status_of(&resolved, NotifyEvent::Update, "2026-01-01T00:10:00Z"),
+            "resolved"
+        );
+        // Mitigated before it was recorded: monitoring.
+        resolved.status.as_mut().unwrap().milestones.mitigated_at =
+            Some(Time("2026-01-01T00:01:00Z".parse().unwrap()));
+        assert_eq!(
+            status_of(&resolved, NotifyEvent::Escalated, "2026-01-01T00:02:00Z"),
+            "monitoring"
+        );
+        // An open incident's messages follow its phase.
+        let open = incident("Monitoring", true);
+        assert_eq!(
+            status_of(&open, NotifyEvent::Acknowledged, "2025-12-31T00:00:00Z"),
+            "monitoring"
+        );
     }
 
     fn message(incident: &Incident) -> (String, Fields) {
@@ -372,7 +528,14 @@ mod tests {
             .map(|phase| {
                 let incident = incident(phase, false);
                 let (text, fields) = message(&incident);
-                let body = statuspage(&incident, NotifyEvent::Update, Some("api"), &text, &fields);
+                let body = statuspage(
+                    &incident,
+                    NotifyEvent::Update,
+                    at(),
+                    Some("api"),
+                    &text,
+                    &fields,
+                );
                 match body["incident"]["status"].as_str().unwrap() {
                     "investigating" => "investigating",
                     "identified" => "identified",
@@ -388,8 +551,14 @@ mod tests {
         let down = incident("Triggered", false);
         let (text, fields) = message(&down);
         assert_eq!(
-            statuspage(&down, NotifyEvent::Opened, Some("api"), &text, &fields)["incident"]["components"]
-                ["api"],
+            statuspage(
+                &down,
+                NotifyEvent::Opened,
+                at(),
+                Some("api"),
+                &text,
+                &fields
+            )["incident"]["components"]["api"],
             "major_outage"
         );
         // The moment says where the incident went, though it moved on since.
@@ -403,7 +572,7 @@ mod tests {
         ]
         .into_iter()
         .map(|event| {
-            let body = statuspage(&resolved, event, Some("api"), &text, &fields);
+            let body = statuspage(&resolved, event, at(), Some("api"), &text, &fields);
             json!([
                 body["incident"]["status"],
                 body["incident"]["components"]["api"]

@@ -44,7 +44,14 @@ pub fn channel_problems(
         SecretSeen::Missing => problems.push(format!("Secret {name} not found")),
         SecretSeen::Unreadable(why) => problems.push(format!("Secret {name}: {why}")),
         SecretSeen::Keys(keys) => {
-            let missing: Vec<&str> = needed_keys(channel.kind)
+            // Slack with a bot token posts with chat.postMessage instead
+            // of an incoming webhook.
+            let needed: &[&str] = if channel.kind == ChannelKind::Slack && keys.contains("token") {
+                &["token", "channel"]
+            } else {
+                needed_keys(channel.kind)
+            };
+            let missing: Vec<&str> = needed
                 .iter()
                 .copied()
                 .filter(|key| !keys.contains(*key))

@@ -91,6 +91,19 @@ pub fn classify(
     }
 }
 
+/// What a receiver's successful (2xx) JSON answer says: accepted, with
+/// what it calls the message, or refused in words (Slack's Web API
+/// answers 200 `{"ok": false, "error": ...}`).
+pub enum Answer {
+    Accepted(Option<String>),
+    Refused(String),
+    Throttled,
+}
+
+fn clip_answer(text: &str) -> String {
+    text.chars().take(MAX_ANSWER).collect()
+}
+
 /// Sends `body` as JSON with `headers`; never fails, says how it went.
 pub async fn send(
     client: &Client,
@@ -100,6 +113,23 @@ pub async fn send(
     body: &Value,
     attempts: i32,
     reference: impl Fn(&Value) -> Option<String>,
+) -> Outcome {
+    send_reading(client, method, url, headers, body, attempts, |answer| {
+        Answer::Accepted(reference(answer))
+    })
+    .await
+}
+
+/// [`send`] to a receiver whose 2xx answer may still refuse: `read` says
+/// what its JSON answer means.
+pub async fn send_reading(
+    client: &Client,
+    method: Method,
+    url: &str,
+    headers: HeaderMap,
+    body: &Value,
+    attempts: i32,
+    read: impl Fn(&Value) -> Answer,
 ) -> Outcome {
     // A receiver's address comes from a Secret its channel's author chose.
     if let Some(refused) = reqwest::Url::parse(url)
@@ -123,7 +153,21 @@ pub async fn send(
             let wait = retry_after(response.headers());
             let (body, _) = crate::egress::read_capped(response, crate::egress::MAX_ANSWER).await;
             let text = String::from_utf8_lossy(&body);
-            classify(status, wait, &text, attempts, reference)
+            let answer = status
+                .is_success()
+                .then(|| serde_json::from_str::<Value>(&text).ok())
+                .flatten();
+            match answer.as_ref().map(&read) {
+                Some(Answer::Accepted(external_ref)) => Outcome::Accepted { external_ref },
+                Some(Answer::Refused(why)) => Outcome::Refused {
+                    why: format!("{status}, refused: {why}"),
+                },
+                Some(Answer::Throttled) => Outcome::Throttled {
+                    after: backoff(attempts, wait),
+                    why: format!("{status}, throttled: {}", clip_answer(&text)),
+                },
+                None => classify(status, wait, &text, attempts, |_| None),
+            }
         }
         // Without the URL: reqwest's errors name it, and it is a secret.
         Err(error) => Outcome::Retry {

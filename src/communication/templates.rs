@@ -301,10 +301,58 @@ pub fn template_for(event: NotifyEvent, templates: &Templates) -> (&'static str,
     }
 }
 
+/// How the values a template shows are escaped for the receiver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Escape {
+    /// As they are (plain text, JSON strings, email).
+    None,
+    /// Slack's control characters `&`, `<`, `>` as entities, so that text
+    /// from an Incident or a pod (`<!channel>`, `<https://x|click>`) reads
+    /// as written and never pings or links. The template's own text (a
+    /// link its author wrote) and values marked `|safe` are kept.
+    Slack,
+}
+
+/// `text` with Slack's control characters escaped, as Slack asks:
+/// <https://api.slack.com/reference/surfaces/formatting#escaping>.
+pub fn slack_escaped(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
 /// Renders the template for `fields.event`, bounded in work and length.
 pub fn render(name: &'static str, source: &str, fields: &Fields) -> Result<String, TemplateError> {
+    render_escaped(name, source, fields, Escape::None)
+}
+
+/// [`render`], with the values it shows escaped for the receiver.
+pub fn render_escaped(
+    name: &'static str,
+    source: &str,
+    fields: &Fields,
+    escape: Escape,
+) -> Result<String, TemplateError> {
     let error = |source| TemplateError { name, source };
-    let env = crate::placeholders::environment();
+    let mut env = crate::placeholders::environment();
+    if escape == Escape::Slack {
+        env.set_formatter(|out, _state, value| {
+            let shown = if value.is_safe() {
+                value.to_string()
+            } else {
+                slack_escaped(&value.to_string())
+            };
+            out.write_str(&shown)?;
+            Ok(())
+        });
+    }
     let template = env.template_from_str(source).map_err(error)?;
     let mut text = template
         .render(minijinja::value::Serde(fields))
@@ -342,6 +390,23 @@ mod tests {
 
     fn at(text: &str) -> Timestamp {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn slack_sees_the_values_as_written_and_the_templates_own_links_as_links() {
+        let mut fields = Fields::example();
+        fields.title = "<!channel> API down & <https://evil.example|click here>".into();
+        let source = "{{ title }} <https://runbook.example|Runbook> {{ title|safe }}";
+        let slack = render_escaped("opened", source, &fields, Escape::Slack).unwrap();
+        assert_eq!(
+            slack,
+            "&lt;!channel&gt; API down &amp; &lt;https://evil.example|click here&gt; \
+             <https://runbook.example|Runbook> \
+             <!channel> API down & <https://evil.example|click here>"
+        );
+        // Other receivers get the text as it is.
+        let plain = render("opened", "{{ title }}", &fields).unwrap();
+        assert_eq!(plain, fields.title);
     }
 
     #[test]

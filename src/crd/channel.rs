@@ -48,7 +48,8 @@ pub struct NotificationChannelSpec {
     /// What the channel talks to.
     pub kind: ChannelKind,
     /// The Secret (same namespace) with the channel's URL and credentials.
-    /// Slack: `url`. Webhook: `url`, optional `authorization` (a header
+    /// Slack: `url` (an incoming webhook), or `token` (a bot token) and
+    /// `channel` (the channel's ID), optional `apiUrl`. Webhook: `url`, optional `authorization` (a header
     /// value). PagerDuty: `routingKey`, optional `url`. Email: `host`,
     /// `port`, optional `username` and `password`. StatusPage: `apiKey`,
     /// `pageId`, optional `url`.
@@ -151,7 +152,9 @@ fn default_per_minute() -> i32 {
     strum::IntoStaticStr,
 )]
 pub enum ChannelKind {
-    /// A Slack incoming webhook (Block Kit).
+    /// Slack (Block Kit): an incoming webhook, or `chat.postMessage` with a
+    /// bot token, which threads an incident's messages under its opening
+    /// and broadcasts the resolution to the channel.
     Slack,
     /// Any HTTP endpoint: the incident as JSON.
     Webhook,

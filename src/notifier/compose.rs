@@ -28,8 +28,15 @@ pub struct Composed {
 /// What the receiver is sent, by the kind of channel.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Request {
-    /// A Slack incoming webhook: `body` POSTed to the Secret's `url`.
-    Slack { body: Value },
+    /// Slack: `body` POSTed to the Secret's incoming webhook `url`, or,
+    /// with a bot `token`, to `chat.postMessage` in the Secret's `channel`:
+    /// then in the `thread` of the incident's opening message, and the
+    /// resolution also to the channel (`broadcast`).
+    Slack {
+        body: Value,
+        thread: Option<String>,
+        broadcast: bool,
+    },
     /// A generic webhook: `body` POSTed to the Secret's `url`, with a key
     /// the receiver folds repeats by.
     Webhook {
@@ -101,10 +108,15 @@ pub fn compose(
     let every = channel.updates.of(incident.spec.severity);
     let next = every.and_then(|every| moments::next_update(incident, every, now));
     let (name, source) = templates::template_for(event, templates);
-    let text = templates::render(
+    let escape = match channel.kind {
+        ChannelKind::Slack => templates::Escape::Slack,
+        _ => templates::Escape::None,
+    };
+    let text = templates::render_escaped(
         name,
         &source,
         &templates::fields(incident, event, every, next, now),
+        escape,
     )
     .map_err(|error| refused(error.to_string()))?;
     // Receivers' structured fields carry no next-update time.
@@ -112,6 +124,8 @@ pub fn compose(
     let request = match channel.kind {
         ChannelKind::Slack => Request::Slack {
             body: payloads::slack(&text),
+            thread: slack_thread(recorded, delivery),
+            broadcast: event == NotifyEvent::Resolved,
         },
         ChannelKind::Webhook => Request::Webhook {
             body: payloads::webhook(incident, event, &delivery.key, &text, &fields),
@@ -134,7 +148,14 @@ pub fn compose(
                 .as_ref()
                 .and_then(|s| s.component_id.as_deref());
             Request::StatusPage {
-                body: payloads::statuspage(incident, event, component, &text, &fields),
+                body: payloads::statuspage(
+                    incident,
+                    event,
+                    delivery.recorded_at.0,
+                    component,
+                    &text,
+                    &fields,
+                ),
                 opened: statuspage_opened(recorded, delivery),
                 recheck: delivery
                     .sending_since
@@ -186,6 +207,20 @@ fn paged_before(recorded: &CommunicationStatus, delivery: &Delivery) -> bool {
                 && d.key != delivery.key
                 && d.state == DeliveryState::Sent
         })
+}
+
+/// The Slack message (its `ts`) that opened the incident in this channel,
+/// which later messages reply to. Only `chat.postMessage` answers with one.
+fn slack_thread(recorded: &CommunicationStatus, delivery: &Delivery) -> Option<String> {
+    if delivery.event == NotifyEvent::Opened {
+        return None;
+    }
+    recorded
+        .outbox
+        .iter()
+        .filter(|d| d.channel == delivery.channel && d.event == NotifyEvent::Opened)
+        .filter(|d| d.state == DeliveryState::Sent)
+        .find_map(|d| d.external_ref.clone())
 }
 
 /// The status page's incident this channel's first message opened, if any.
@@ -255,7 +290,7 @@ mod tests {
         assert_eq!(message.event, NotifyEvent::Opened);
         assert!(message.text.starts_with("🚨 INCIDENT ALERT - P0"));
         assert!(message.text.contains("Title: API down"), "{}", message.text);
-        let Request::Slack { body } = &message.request else {
+        let Request::Slack { body, .. } = &message.request else {
             panic!("expected a Slack request, got {:?}", message.request);
         };
         assert_eq!(body["text"], message.text.as_str());

@@ -25,6 +25,7 @@ use crate::{
 
 const PAGERDUTY_EVENTS: &str = "https://events.pagerduty.com/v2/enqueue";
 const STATUSPAGE_API: &str = "https://api.statuspage.io";
+const SLACK_API: &str = "https://slack.com/api";
 
 /// Sends `delivery` to `channel`.
 pub async fn deliver(
@@ -98,7 +99,16 @@ pub async fn deliver(
         secret: &secret,
     };
     let request = match request {
-        Request::Slack { body } => message
+        Request::Slack {
+            body,
+            thread,
+            broadcast,
+        } if secret.contains_key("token") => {
+            return message.slack_api(body, thread, broadcast).await;
+        }
+        // An incoming webhook posts to its own channel and cannot reply in
+        // a thread.
+        Request::Slack { body, .. } => message
             .needs("url")
             .map(|url| (Method::POST, url, HeaderMap::new(), body)),
         Request::Webhook {
@@ -169,6 +179,36 @@ impl Message<'_> {
                     self.channel.spec.secret_ref.name
                 ),
             })
+    }
+
+    /// Slack's Web API with a bot token (`token`, and `channel`: the
+    /// channel's ID): `chat.postMessage`, replying in the opening message's
+    /// thread, and the resolution broadcast to the channel as well. Slack
+    /// answers 200 with `ok: false` when it refuses.
+    async fn slack_api(&self, body: Value, thread: Option<String>, broadcast: bool) -> Outcome {
+        let (token, channel) = match (self.needs("token"), self.needs("channel")) {
+            (Ok(token), Ok(channel)) => (token, channel),
+            (Err(refused), _) | (_, Err(refused)) => return refused,
+        };
+        let base = self
+            .secret
+            .get("apiUrl")
+            .map_or(SLACK_API, |url| url.trim_end_matches('/'));
+        let body = payloads::slack_post(body, &channel, thread.as_deref(), broadcast);
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
+            headers.insert(AUTHORIZATION, value);
+        }
+        send::send_reading(
+            &self.ctx.http,
+            Method::POST,
+            &format!("{base}/chat.postMessage"),
+            headers,
+            &body,
+            self.delivery.attempts,
+            payloads::slack_answer,
+        )
+        .await
     }
 
     /// A generic webhook: an `authorization` header from the Secret if
