@@ -247,18 +247,28 @@ impl ServerCertVerifier for AnyCertificate {
 pub fn handshake_failure(error: &(dyn StdError + 'static)) -> Option<&'static str> {
     let mut next = Some(error);
     while let Some(error) = next {
-        // tokio-rustls reports rustls's error inside an io::Error, whose
-        // source() skips the error it wraps.
-        let wrapped = error
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-        if let Some(tls) = error.downcast_ref::<rustls::Error>().or(wrapped) {
+        if let Some(tls) = rustls_error(error) {
             return Some(phrase(tls));
         }
         next = error.source();
     }
     None
+}
+
+/// rustls's error in `error` itself or in the wrapper it comes in.
+fn rustls_error<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    // redis keeps its cause in an Arc; tokio-rustls puts rustls's error in
+    // an io::Error. The source() of either skips the error they hold.
+    if let Some(shared) = error.downcast_ref::<Arc<dyn StdError + Send + Sync>>() {
+        return rustls_error(shared.as_ref());
+    }
+    error
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .and_then(|inner| rustls_error(inner))
 }
 
 fn phrase(error: &rustls::Error) -> &'static str {
@@ -445,6 +455,14 @@ cXz06Q/Xq18IsdVycf+omTMwnhs68wHcAiEAuKVFyrQdzixoCrXQzIh+mhT+0w2S
         assert_eq!(
             handshake_failure(&name),
             Some("the server's certificate is not valid for the host name")
+        );
+        let redis = redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(CertificateError::Expired),
+        ));
+        assert_eq!(
+            handshake_failure(&redis),
+            Some("the server's certificate has expired")
         );
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert_eq!(handshake_failure(&refused), None);
