@@ -53,6 +53,12 @@ pub enum Misconfigured {
         #[source]
         source: TlsError,
     },
+    #[error("{field}: {source}")]
+    CaSecret {
+        field: &'static str,
+        #[source]
+        source: Box<Misconfigured>,
+    },
     #[error("{field}: Secret {secret} key {key} {source}")]
     Ca {
         field: &'static str,
@@ -362,10 +368,19 @@ async fn check_redis(
         field: "redis.tls",
         source,
     })?;
-    // rediss:// without a CA of the probe's: the redis crate verifies
-    // against the system roots itself.
     let redis_client = match &redis.tls {
-        None => ::redis::Client::open(info),
+        None => {
+            // rediss:// without a CA of the probe's: the redis crate reads
+            // the system roots itself; none at all is a misconfiguration,
+            // as for PostgreSQL, not the server failing.
+            if matches!(info.addr(), ::redis::ConnectionAddr::TcpTls { .. }) {
+                tls::system_roots().map_err(|source| Misconfigured::Tls {
+                    field: "redis.tls",
+                    source,
+                })?;
+            }
+            ::redis::Client::open(info)
+        }
         Some(settings) => {
             let (pem, _) = ca_pem(client, namespace, settings, "redis.tls.caSecretRef").await?;
             ::redis::Client::build_with_tls(
@@ -626,12 +641,19 @@ async fn ca_pem(
     field: &'static str,
 ) -> Result<(String, rustls::RootCertStore), Misconfigured> {
     let SecretKeyRef { name, key } = &tls.ca_secret_ref;
+    let unreadable = |source| Misconfigured::CaSecret {
+        field,
+        source: Box::new(source),
+    };
     let pem = secret_values(client, namespace, &SecretRef { name: name.clone() })
-        .await?
+        .await
+        .map_err(unreadable)?
         .remove(key)
-        .ok_or_else(|| Misconfigured::KeyMissing {
-            secret: name.clone(),
-            key: key.clone(),
+        .ok_or_else(|| {
+            unreadable(Misconfigured::KeyMissing {
+                secret: name.clone(),
+                key: key.clone(),
+            })
         })?;
     let roots = tls::ca_roots(pem.as_bytes()).map_err(|source| Misconfigured::Ca {
         field,

@@ -124,12 +124,12 @@ async fn a_rediss_probe_verifies_the_server_against_the_ca_from_its_secret() {
         (
             "rediss",
             ca("ca", "tls.crt"),
-            "Secret ca has no key tls.crt",
+            "redis.tls.caSecretRef: Secret ca has no key tls.crt",
         ),
         (
             "rediss",
             ca("no-such", "ca.crt"),
-            "Secret no-such not found",
+            "redis.tls.caSecretRef: Secret no-such not found",
         ),
         (
             "rediss",
@@ -241,7 +241,7 @@ async fn a_postgres_probe_honours_sslmode_against_a_tls_only_server() {
         (
             "verify-full",
             Some(ca("ca", "tls.crt")),
-            "Secret ca has no key tls.crt",
+            "postgres.tls.caSecretRef: Secret ca has no key tls.crt",
         ),
     ] {
         let outcome = check(&client, &ns, probe(secret, tls)).await;
