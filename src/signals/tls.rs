@@ -4,7 +4,10 @@
 //! failed handshake told in a fixed phrase. `check` reads the Secrets and
 //! connects.
 
-use std::{error::Error as StdError, sync::Arc};
+use std::{
+    error::Error as StdError,
+    sync::{Arc, OnceLock},
+};
 
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
@@ -157,13 +160,18 @@ pub fn ca_roots(pem: &[u8]) -> Result<RootCertStore, TlsError> {
 }
 
 /// The machine's roots, as the redis crate reads them for `rediss://`.
+/// Read once: the image's CA bundle does not change while it runs.
 pub fn system_roots() -> Result<RootCertStore, TlsError> {
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
+    let roots = ROOTS.get_or_init(|| {
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        roots
+    });
     if roots.is_empty() {
         return Err(TlsError::NoSystemRoots);
     }
-    Ok(roots)
+    Ok(roots.clone())
 }
 
 /// What a connection trusts.
