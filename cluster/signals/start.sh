@@ -2,7 +2,7 @@
 # Starts one real signal server on 127.0.0.1, detached (its own session, output
 # to a log), waits until it answers, and prints how to reach it.
 #
-#   cluster/signals/start.sh KIND STATE_DIR [--port N] [--config FILE]
+#   cluster/signals/start.sh KIND STATE_DIR [--port N] [--config FILE] [--tls]
 #       [--user U] [--password P] [--database D] [--timeout SECONDS] [-- ARGS...]
 #
 # KIND is redis, postgres, prometheus or alertmanager. --port defaults to a
@@ -10,14 +10,20 @@
 # config file, written by the caller. ARGS after -- go to the server as they
 # are. --user/--password/--database (postgres only; default hgo/hgo/hgo) make
 # a login role with CREATEDB and a database it owns, on first start only.
+# --tls (redis, postgres): TLS only, with a throwaway CA and a certificate for
+# localhost and 127.0.0.1 made by tls.sh in STATE_DIR/KIND/tls/ (kept). Redis
+# then listens on --tls-port only (no client certificates); PostgreSQL takes
+# hostssl connections and rejects plain ones (hostnossl ... reject).
 #
 # STATE_DIR/KIND/ holds the server's data and KIND.log; it is kept, so a
 # second start of the same KIND in the same STATE_DIR finds its data again.
 # STATE_DIR/pids gets "PID KIND BINARY" (read by stop.sh), STATE_DIR/env gets
 # `export HGO_<KIND>_...=` lines, and the same NAME=VALUE lines go to stdout:
 #   redis         HGO_REDIS_PORT, HGO_REDIS_URL=redis://127.0.0.1:PORT
+#                 (--tls: rediss://127.0.0.1:PORT and HGO_REDIS_CA=CA_PEM_PATH)
 #   postgres      HGO_POSTGRES_PORT, HGO_POSTGRES_URL=postgresql://U:P@127.0.0.1:PORT/D,
 #                 HGO_POSTGRES_SOCKET_DIR, HGO_POSTGRES_BIN (psql, pg_isready, ...)
+#                 (--tls: the same URL, no sslmode in it, and HGO_POSTGRES_CA)
 #   prometheus    HGO_PROMETHEUS_PORT, HGO_PROMETHEUS_URL=http://127.0.0.1:PORT
 #   alertmanager  HGO_ALERTMANAGER_PORT, HGO_ALERTMANAGER_URL=http://127.0.0.1:PORT
 # Exits 1, after printing the end of the server's log and stopping it, if it
@@ -32,12 +38,13 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed -n 's/^# \{0,1\}//p'; }
 [ $# -ge 2 ] || { usage >&2; exit 2; }
 KIND=$1 STATE=$2; shift 2
 case $KIND in redis|postgres|prometheus|alertmanager) ;; *) echo "unknown KIND '$KIND' (see --help)" >&2; exit 2 ;; esac
-PORT='' CONFIG='' PG_USER=hgo PG_PASSWORD=hgo PG_DATABASE=hgo TIMEOUT=${HGO_SIGNALS_TIMEOUT:-60}
+PORT='' CONFIG='' TLS=0 PG_USER=hgo PG_PASSWORD=hgo PG_DATABASE=hgo TIMEOUT=${HGO_SIGNALS_TIMEOUT:-60}
 EXTRA=()
 while [ $# -gt 0 ]; do
   case $1 in
     --port) PORT=$2; shift 2 ;;           --port=*) PORT=${1#*=}; shift ;;
     --config) CONFIG=$2; shift 2 ;;       --config=*) CONFIG=${1#*=}; shift ;;
+    --tls) TLS=1; shift ;;
     --user) PG_USER=$2; shift 2 ;;        --user=*) PG_USER=${1#*=}; shift ;;
     --password) PG_PASSWORD=$2; shift 2 ;; --password=*) PG_PASSWORD=${1#*=}; shift ;;
     --database) PG_DATABASE=$2; shift 2 ;; --database=*) PG_DATABASE=${1#*=}; shift ;;
@@ -49,6 +56,7 @@ done
 case $PORT in ''|[1-9]*) ;; *) echo "--port wants a number, got '$PORT'" >&2; exit 2 ;; esac
 case $PORT in *[!0-9]*) echo "--port wants a number, got '$PORT'" >&2; exit 2 ;; esac
 case $TIMEOUT in ''|*[!0-9]*) echo "--timeout wants whole seconds, got '$TIMEOUT'" >&2; exit 2 ;; esac
+case $KIND:$TLS in redis:*|postgres:*|*:0) ;; *) echo "--tls is for redis and postgres" >&2; exit 2 ;; esac
 case $KIND in
   prometheus|alertmanager)
     [ -n "$CONFIG" ] || { echo "$KIND needs --config FILE" >&2; exit 2; }
@@ -161,19 +169,37 @@ http_ok() { # URL
   fi
 }
 
-redis_ping() { [ "$("$REDIS_CLI" -h 127.0.0.1 -p "$PORT" ping)" = PONG ]; }
+REDIS_TLS_ARGS=()
+redis_ping() { [ "$("$REDIS_CLI" ${REDIS_TLS_ARGS[@]+"${REDIS_TLS_ARGS[@]}"} -h 127.0.0.1 -p "$PORT" ping)" = PONG ]; }
 pg_up() { "$POSTGRES_BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT"; }
 
 declare -a ENV_LINES=()
 
+# make_tls: the CA and server certificate in DIR/tls (kept across starts)
+TLS_DIR=$DIR/tls
+make_tls() {
+  "$here/tls.sh" "$TLS_DIR" >/dev/null || fail "could not make the TLS certificates"
+}
+
 start_redis() {
   mkdir -p "$DIR/data"
+  local listen=(--port "$PORT") scheme=redis
+  if [ "$TLS" = 1 ]; then
+    make_tls
+    # the TLS port only; clients are not asked for a certificate
+    listen=(--port 0 --tls-port "$PORT" --tls-cert-file "$TLS_DIR/server.crt"
+      --tls-key-file "$TLS_DIR/server.key" --tls-ca-cert-file "$TLS_DIR/ca.crt"
+      --tls-auth-clients no)
+    REDIS_TLS_ARGS=(--tls --cacert "$TLS_DIR/ca.crt")
+    scheme=rediss
+  fi
   # no persistence, no password, loopback only
-  launch "$REDIS_SERVER" --bind 127.0.0.1 --port "$PORT" --dir "$DIR/data" \
+  launch "$REDIS_SERVER" --bind 127.0.0.1 "${listen[@]}" --dir "$DIR/data" \
     --daemonize no --save '' --appendonly no --protected-mode yes --logfile '' \
     ${EXTRA[@]+"${EXTRA[@]}"}
   wait_ready redis_ping
-  ENV_LINES=("HGO_REDIS_PORT=$PORT" "HGO_REDIS_URL=redis://127.0.0.1:$PORT")
+  ENV_LINES=("HGO_REDIS_PORT=$PORT" "HGO_REDIS_URL=$scheme://127.0.0.1:$PORT")
+  [ "$TLS" = 0 ] || ENV_LINES+=("HGO_REDIS_CA=$TLS_DIR/ca.crt")
 }
 
 # PostgreSQL refuses to run as root; initdb and postgres run as one of:
@@ -259,8 +285,22 @@ EOF
   fi
   mkdir -p "$run"
   [ -z "$owner" ] || chown "$owner" "$run"
+  local tls_args=() check_url_params=''
+  if [ "$TLS" = 1 ]; then
+    make_tls
+    # TLS over TCP or nothing; the unix socket stays as it is. Its own hba
+    # file, so the same data starts without --tls as before.
+    printf '%s\n' 'local all all trust' 'hostssl all all 127.0.0.1/32 scram-sha-256' \
+      'hostnossl all all 127.0.0.1/32 reject' >"$TLS_DIR/pg_hba.conf"
+    # postgres wants its key owned by itself (or root) and 0600
+    [ -z "$owner" ] || chown -R "$owner" "$TLS_DIR"
+    tls_args=(-c ssl=on -c "ssl_cert_file=$TLS_DIR/server.crt" -c "ssl_key_file=$TLS_DIR/server.key"
+      -c "hba_file=$TLS_DIR/pg_hba.conf")
+    check_url_params="?sslmode=verify-full&sslrootcert=$TLS_DIR/ca.crt"
+  fi
   # the port on the command line: a restart may pick another one
-  launch "${as_pg[@]}" "$bindir/postgres" -D "$data" -p "$PORT" ${EXTRA[@]+"${EXTRA[@]}"}
+  launch "${as_pg[@]}" "$bindir/postgres" -D "$data" -p "$PORT" \
+    ${tls_args[@]+"${tls_args[@]}"} ${EXTRA[@]+"${EXTRA[@]}"}
   wait_ready pg_up
   if [ "$first" = 1 ]; then
     "$POSTGRES_BIN/psql" -X -q -h "$run" -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 \
@@ -273,10 +313,11 @@ EOF
     read -r PG_USER PG_PASSWORD PG_DATABASE <"$DIR/credentials"
   fi
   local url=postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PORT/$PG_DATABASE
-  [ "$(PGCONNECT_TIMEOUT=5 "$POSTGRES_BIN/psql" -X -At "$url" -c 'select 1' 2>>"$LOGFILE")" = 1 ] ||
+  [ "$(PGCONNECT_TIMEOUT=5 "$POSTGRES_BIN/psql" -X -At "$url$check_url_params" -c 'select 1' 2>>"$LOGFILE")" = 1 ] ||
     fail "$PG_USER cannot log in over TCP"
   ENV_LINES=("HGO_POSTGRES_PORT=$PORT" "HGO_POSTGRES_URL=$url"
     "HGO_POSTGRES_SOCKET_DIR=$run" "HGO_POSTGRES_BIN=$POSTGRES_BIN")
+  [ "$TLS" = 0 ] || ENV_LINES+=("HGO_POSTGRES_CA=$TLS_DIR/ca.crt")
 }
 
 start_prometheus() {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     duration::Duration,
-    refs::{SecretRef, WorkloadRef},
+    refs::{SecretKeyRef, SecretRef, WorkloadRef},
 };
 
 /// One check, run every `every`, against one service.
@@ -100,7 +100,10 @@ pub struct HttpProbe {
     validation = kube::core::Rule::new("!has(self.clearBelow) || self.clearBelow <= self.above").message("clearBelow must not be above `above`"),
 )]
 pub struct RedisProbe {
-    /// A Secret with key `url` (`redis://[:password@]host:port/db`).
+    /// A Secret with key `url`: `redis://[:password@]host:port/db`, or
+    /// `rediss://...` for TLS. Over TLS the server's certificate is verified
+    /// (chain and host name) against `tls.caSecretRef`, or without it the
+    /// system roots; `#insecure` is refused.
     pub secret_ref: SecretRef,
     /// The list.
     #[schemars(length(min = 1, max = 512))]
@@ -113,6 +116,9 @@ pub struct RedisProbe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub clear_below: Option<i64>,
+    /// The CA to verify the server against; needs a `rediss://` URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ProbeTls>,
 }
 
 /// A PostgreSQL connection and query.
@@ -120,6 +126,11 @@ pub struct RedisProbe {
 #[serde(rename_all = "camelCase")]
 pub struct PostgresProbe {
     /// A Secret with key `url` (`postgres://user:password@host:port/db`).
+    /// Its `?sslmode=` is honoured as libpq does: `disable` (plain),
+    /// `prefer` (the default: TLS if the server offers it), `require`
+    /// (TLS, the certificate not verified) or `verify-full` (TLS, chain and
+    /// host name verified against `tls.caSecretRef`, or without it the
+    /// system roots). `allow` and `verify-ca` are refused.
     pub secret_ref: SecretRef,
     /// The query; it must return without error (default `SELECT 1`). One
     /// statement, run in a read-only transaction under a statement timeout
@@ -128,6 +139,25 @@ pub struct PostgresProbe {
     #[serde(default = "default_query")]
     #[schemars(length(min = 1, max = 1024))]
     pub query: String,
+    /// The CA to verify the server against. A CA means verification: the
+    /// URL's sslmode must then be `verify-full` or absent (taken as
+    /// `verify-full`); with `disable`, `prefer` or `require` it is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ProbeTls>,
+}
+
+/// How a Redis or PostgreSQL probe verifies its server over TLS. A probe
+/// that cannot use it (its Secret or key missing, no PEM certificate in
+/// it) is misconfigured and reported, never counted as the service
+/// failing; a server whose certificate does not verify fails the check.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeTls {
+    /// A key of a Secret in the probe's namespace holding the CA
+    /// certificate(s), PEM (e.g. cert-manager's `ca.crt`, or a cloud
+    /// provider's bundle such as RDS's). The server's certificate must chain
+    /// to one of them; the system roots are then not used.
+    pub ca_secret_ref: SecretKeyRef,
 }
 
 /// A PromQL query and the bound every series of its result must keep. An

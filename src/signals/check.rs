@@ -13,9 +13,12 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::tracker::Outcome;
+use super::{
+    tls::{self, SslMode, TlsError, Trust},
+    tracker::Outcome,
+};
 use crate::{
-    crd::{HttpProbe, PostgresProbe, Probe, RedisProbe, SecretRef},
+    crd::{HttpProbe, PostgresProbe, Probe, ProbeTls, RedisProbe, SecretKeyRef, SecretRef},
     placeholders::{FillError, fill},
 };
 
@@ -25,7 +28,7 @@ pub enum Misconfigured {
     #[error("Secret {0} not found")]
     SecretMissing(String),
     #[error("Secret {secret} has no key {key}")]
-    KeyMissing { secret: String, key: &'static str },
+    KeyMissing { secret: String, key: String },
     #[error("reading Secret {secret}: {source}")]
     SecretUnreadable {
         secret: String,
@@ -37,6 +40,32 @@ pub enum Misconfigured {
         field: &'static str,
         #[source]
         source: FillError,
+    },
+    #[error("{field}: {source}")]
+    Tls {
+        field: &'static str,
+        #[source]
+        source: TlsError,
+    },
+    #[error("Secret {secret}: url: {source}")]
+    SslMode {
+        secret: String,
+        #[source]
+        source: TlsError,
+    },
+    #[error("{field}: {source}")]
+    CaSecret {
+        field: &'static str,
+        #[source]
+        source: Box<Misconfigured>,
+    },
+    #[error("{field}: Secret {secret} key {key} {source}")]
+    Ca {
+        field: &'static str,
+        secret: String,
+        key: String,
+        #[source]
+        source: TlsError,
     },
     #[error("{0}")]
     Invalid(String),
@@ -327,12 +356,43 @@ async fn check_redis(
     failing: bool,
 ) -> Result<Measured, Misconfigured> {
     let url = secret_key(client, namespace, &redis.secret_ref, "url").await?;
-    let redis_client = ::redis::Client::open(url.as_str()).map_err(|_| {
+    let not_redis = || {
         Misconfigured::Invalid(format!(
             "Secret {}: url is not a Redis URL",
             redis.secret_ref.name
         ))
+    };
+    let info =
+        ::redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(|_| not_redis())?;
+    tls::redis_tls(info.addr(), redis.tls.is_some()).map_err(|source| Misconfigured::Tls {
+        field: "redis.tls",
+        source,
     })?;
+    let redis_client = match &redis.tls {
+        None => {
+            // rediss:// without a CA of the probe's: the redis crate reads
+            // the system roots itself; none at all is a misconfiguration,
+            // as for PostgreSQL, not the server failing.
+            if matches!(info.addr(), ::redis::ConnectionAddr::TcpTls { .. }) {
+                tls::system_roots().map_err(|source| Misconfigured::Tls {
+                    field: "redis.tls",
+                    source,
+                })?;
+            }
+            ::redis::Client::open(info)
+        }
+        Some(settings) => {
+            let (pem, _) = ca_pem(client, namespace, settings, "redis.tls.caSecretRef").await?;
+            ::redis::Client::build_with_tls(
+                info,
+                ::redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.into_bytes()),
+                },
+            )
+        }
+    }
+    .map_err(|_| not_redis())?;
     let length = async {
         let mut connection = redis_client.get_multiplexed_async_connection().await?;
         ::redis::cmd("LLEN")
@@ -343,6 +403,12 @@ async fn check_redis(
     let length = match length.await {
         Ok(length) => length,
         Err(error) => {
+            // A certificate that does not verify is what every client of
+            // the server meets (an expired or rotated certificate, an
+            // impostor): the service failing, told in a fixed phrase.
+            if let Some(failure) = tls::handshake_failure(&error) {
+                return Ok(Measured::failed(format!("Redis: TLS: {failure}")));
+            }
             let said = error.to_string();
             let first = said.lines().next().unwrap_or("failed");
             return Ok(Measured::failed(format!("Redis: {first}")));
@@ -380,26 +446,50 @@ async fn check_postgres(
     timeout: Duration,
 ) -> Result<Measured, Misconfigured> {
     let url = secret_key(client, namespace, &postgres.secret_ref, "url").await?;
-    let config: tokio_postgres::Config = url.parse().map_err(|_| {
+    let (url, written) = tls::split_sslmode(&url);
+    let mode =
+        tls::postgres_mode(written.as_deref(), postgres.tls.is_some()).map_err(|source| {
+            Misconfigured::SslMode {
+                secret: postgres.secret_ref.name.clone(),
+                source,
+            }
+        })?;
+    let mut config: tokio_postgres::Config = url.parse().map_err(|_| {
         Misconfigured::Invalid(format!(
             "Secret {}: url is not a PostgreSQL URL",
             postgres.secret_ref.name
         ))
     })?;
-    let started = Instant::now();
-    let (mut database, connection) = match config.connect(tokio_postgres::NoTls).await {
-        Ok(connected) => connected,
-        Err(error) => {
-            return Ok(Measured::failed(format!(
-                "PostgreSQL: {}",
-                sql_failure(&error)
-            )));
+    config.ssl_mode(mode.negotiated());
+    let trust = match (mode, &postgres.tls) {
+        (SslMode::Disable, _) => None,
+        (SslMode::Prefer | SslMode::Require, _) => Some(Trust::Anything),
+        (SslMode::VerifyFull, Some(settings)) => {
+            let (_, roots) =
+                ca_pem(client, namespace, settings, "postgres.tls.caSecretRef").await?;
+            Some(Trust::Roots(roots))
+        }
+        (SslMode::VerifyFull, None) => {
+            Some(Trust::Roots(tls::system_roots().map_err(|source| {
+                Misconfigured::Tls {
+                    field: "postgres.tls",
+                    source,
+                }
+            })?))
         }
     };
-    let connection = tokio::spawn(connection);
-    let answered = read_only(&mut database, &postgres.query, timeout).await;
-    drop(database);
-    connection.abort();
+    let started = Instant::now();
+    let answered = match trust {
+        None => query_once(&config, tokio_postgres::NoTls, &postgres.query, timeout).await,
+        Some(trust) => {
+            let tls_config = tls::client_config(trust).map_err(|source| Misconfigured::Tls {
+                field: "postgres.tls",
+                source,
+            })?;
+            let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config);
+            query_once(&config, connector, &postgres.query, timeout).await
+        }
+    };
     let seconds = started.elapsed().as_secs_f64();
     Ok(match answered {
         Ok(()) => Measured {
@@ -408,13 +498,53 @@ async fn check_postgres(
             value: Some(seconds),
             detail: format!("answered in {seconds:.3}s"),
         },
-        Err(error) => Measured {
+        Err(Failed::Connecting(error)) => {
+            Measured::failed(format!("PostgreSQL: {}", connect_failure(&error)))
+        }
+        Err(Failed::Querying(error)) => Measured {
             passed: false,
             inconclusive: false,
             value: Some(seconds),
             detail: format!("PostgreSQL: {}", sql_failure(&error)),
         },
     })
+}
+
+/// Where a PostgreSQL check failed: before the query (no time measured)
+/// or in it.
+enum Failed {
+    Connecting(tokio_postgres::Error),
+    Querying(tokio_postgres::Error),
+}
+
+/// Connects (plain or over TLS, as `tls` makes the connection), runs the
+/// probe's query, and closes.
+async fn query_once<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+    query: &str,
+    timeout: Duration,
+) -> Result<(), Failed>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (mut database, connection) = config.connect(tls).await.map_err(Failed::Connecting)?;
+    let connection = tokio::spawn(connection);
+    let answered = read_only(&mut database, query, timeout).await;
+    drop(database);
+    connection.abort();
+    answered.map_err(Failed::Querying)
+}
+
+/// Why a connection failed: a TLS handshake that failed (the certificate
+/// did not verify: the service failing, as every client sees it) in a
+/// fixed phrase, else as `sql_failure` tells it.
+fn connect_failure(error: &tokio_postgres::Error) -> String {
+    match tls::handshake_failure(error) {
+        Some(failure) => format!("TLS: {failure}"),
+        None => sql_failure(error),
+    }
 }
 
 /// Runs a probe's query as the policy author wrote it, bounded: in a
@@ -497,8 +627,41 @@ async fn secret_key(
         .remove(key)
         .ok_or_else(|| Misconfigured::KeyMissing {
             secret: secret.name.clone(),
-            key,
+            key: key.to_owned(),
         })
+}
+
+/// The CA a probe's `tls` names, checked to hold PEM certificates: a CA
+/// that cannot be read is the probe's misconfiguration, never the
+/// service's failure. `field` is the probe's `tls.caSecretRef`.
+async fn ca_pem(
+    client: &Client,
+    namespace: &str,
+    tls: &ProbeTls,
+    field: &'static str,
+) -> Result<(String, rustls::RootCertStore), Misconfigured> {
+    let SecretKeyRef { name, key } = &tls.ca_secret_ref;
+    let unreadable = |source| Misconfigured::CaSecret {
+        field,
+        source: Box::new(source),
+    };
+    let pem = secret_values(client, namespace, &SecretRef { name: name.clone() })
+        .await
+        .map_err(unreadable)?
+        .remove(key)
+        .ok_or_else(|| {
+            unreadable(Misconfigured::KeyMissing {
+                secret: name.clone(),
+                key: key.clone(),
+            })
+        })?;
+    let roots = tls::ca_roots(pem.as_bytes()).map_err(|source| Misconfigured::Ca {
+        field,
+        secret: name.clone(),
+        key: key.clone(),
+        source,
+    })?;
+    Ok((pem, roots))
 }
 
 #[cfg(test)]

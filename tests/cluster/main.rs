@@ -20,6 +20,7 @@ mod operations;
 mod plugin;
 mod policy;
 mod policy_tests;
+mod probes_tls;
 mod real_node;
 mod remediation;
 mod service_actions;

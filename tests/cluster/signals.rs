@@ -35,7 +35,7 @@ impl SignalServer {
     }
 
     /// Started in `state` (where its config was written) with more arguments.
-    fn start_with(kind: &str, state: tempfile::TempDir, args: &[&str]) -> SignalServer {
+    pub(crate) fn start_with(kind: &str, state: tempfile::TempDir, args: &[&str]) -> SignalServer {
         let script = repo().join("cluster/signals/start.sh");
         let output = std::process::Command::new(&script)
             .arg(kind)
