@@ -384,7 +384,10 @@ mod tests {
         assert!(update.get("reply_broadcast").is_none());
         let resolved = slack_post(message, "C123", Some("1700000000.000100"), true);
         assert_eq!(resolved["reply_broadcast"], true);
-        assert_eq!(resolved["blocks"][0]["text"]["text"], "✅ INCIDENT RESOLVED - P0");
+        assert_eq!(
+            resolved["blocks"][0]["text"]["text"],
+            "✅ INCIDENT RESOLVED - P0"
+        );
 
         let read = |answer: Value| match slack_answer(&answer) {
             send::Answer::Accepted(ts) => format!("accepted {ts:?}"),
@@ -399,7 +402,10 @@ mod tests {
             read(json!({"ok": false, "error": "channel_not_found"})),
             "refused channel_not_found"
         );
-        assert_eq!(read(json!({"ok": false, "error": "ratelimited"})), "throttled");
+        assert_eq!(
+            read(json!({"ok": false, "error": "ratelimited"})),
+            "throttled"
+        );
     }
 
     fn at() -> Timestamp {

@@ -26,6 +26,9 @@ use crate::{
 /// How often a write is tried again after other writers changed the
 /// incident meanwhile.
 const WRITE_TRIES: usize = 5;
+/// The longest wait a receiver asks for (429, `Retry-After`) that a
+/// message sits out marked as being sent; a longer one is a retry.
+const SHORT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What one channel's task sends, and where its outcomes go.
 pub struct Batch {
@@ -47,8 +50,8 @@ struct Settled {
     /// The mark it was sent under (or the stopped process's, for one not
     /// sent again): it is settled only where the record still has it.
     mark: Option<Time>,
-    outcome: Outcome,
-    at: Timestamp,
+    /// Its record after its attempts.
+    record: Delivery,
 }
 
 /// A message to mark as being sent, where its record is still as chosen.
@@ -74,19 +77,18 @@ impl Batch {
             let Some(delivery) = so_far.outbox.get(index).cloned() else {
                 continue;
             };
-            let (mark, outcome, at) = match compose::unconfirmed(self.channel.spec.kind, &delivery)
-            {
+            let (mark, record) = match compose::unconfirmed(self.channel.spec.kind, &delivery) {
                 // Known without sending: neither a turn nor a mark.
                 Some(outcome) => (
                     delivery.sending_since.clone(),
-                    outcome,
-                    crate::k8s::now_whole_seconds(),
+                    outbox::settle(&delivery, &outcome, crate::k8s::now_whole_seconds()),
                 ),
                 None => {
-                    self.ctx
+                    let turn = self
+                        .ctx
                         .channel_limits
-                        .turn(&channel_key, per_minute, severity)
-                        .await;
+                        .turn(&channel_key, per_minute, severity);
+                    turn.await;
                     // Marked as being sent before it is: after a crash, a
                     // message whose outcome was never written is known to
                     // be in doubt. Waiting for the turn marks nothing.
@@ -96,39 +98,19 @@ impl Batch {
                         break;
                     }
                     unwritten.clear();
-                    let outcome = deliver::deliver(
-                        &self.ctx,
-                        &self.incident,
-                        &self.channel,
-                        &delivery,
-                        &so_far,
-                        at,
-                    )
-                    .await;
-                    crate::failpoint::reached(crate::failpoint::AFTER_SEND).await;
-                    (Some(Time(at)), outcome, at)
+                    let record = self.attempt(&channel_key, &delivery, &so_far).await;
+                    (Some(Time(at)), record)
                 }
             };
             if let Some(slot) = so_far.outbox.get_mut(index) {
-                *slot = outbox::settle(&delivery, &outcome, at);
+                slot.clone_from(&record);
             }
-            let stop = match &outcome {
-                Outcome::Throttled { after, .. } => {
-                    // The receiver's limit is every incident's.
-                    self.ctx
-                        .channel_limits
-                        .pause(&channel_key, per_minute, *after);
-                    true
-                }
-                // Only a message to be tried again holds back the next.
-                Outcome::Retry { .. } => true,
-                _ => false,
-            };
+            // Only a message to be tried again holds back the next.
+            let stop = record.state == DeliveryState::Pending;
             unwritten.push(Settled {
                 index,
                 mark,
-                outcome,
-                at,
+                record,
             });
             if stop {
                 break;
@@ -140,6 +122,51 @@ impl Batch {
         // Free only now: until the outcomes are written, a look at the
         // incident would take these messages for ones left in doubt.
         drop(self.claim);
+    }
+
+    /// Sends `delivery` (marked), and its record after: a receiver that
+    /// asks for a short wait (429) gets it, for every incident, and the
+    /// message goes again at its next turn rather than after a look at the
+    /// incident; a longer wait, or another failure, is left to the retry.
+    async fn attempt(
+        &self,
+        channel_key: &str,
+        delivery: &Delivery,
+        so_far: &CommunicationStatus,
+    ) -> Delivery {
+        let per_minute = self.channel.spec.per_minute;
+        let mut attempt = delivery.clone();
+        loop {
+            let at = crate::k8s::now_whole_seconds();
+            let outcome = deliver::deliver(
+                &self.ctx,
+                &self.incident,
+                &self.channel,
+                &attempt,
+                so_far,
+                at,
+            )
+            .await;
+            crate::failpoint::reached(crate::failpoint::AFTER_SEND).await;
+            let record = outbox::settle(&attempt, &outcome, at);
+            let Outcome::Throttled { after, .. } = outcome else {
+                return record;
+            };
+            // The receiver's limit is every incident's.
+            self.ctx
+                .channel_limits
+                .pause(channel_key, per_minute, after);
+            if after > SHORT_WAIT || record.state != DeliveryState::Pending {
+                return record;
+            }
+            debug!(channel = %self.channel.name_any(), key = %delivery.key, ?after,
+                   "the receiver asked to wait; sending again at the channel's next turn");
+            self.ctx
+                .channel_limits
+                .turn(channel_key, per_minute, self.incident.spec.severity)
+                .await;
+            attempt = record;
+        }
     }
 
     /// Writes the outcomes `settled` and the `mark` onto the latest
@@ -162,7 +189,7 @@ impl Batch {
                     && slot.state == DeliveryState::Pending
                     && slot.sending_since == one.mark
                 {
-                    *slot = outbox::settle(slot, &one.outcome, one.at);
+                    slot.clone_from(&one.record);
                     written.push(slot.clone());
                 }
             }

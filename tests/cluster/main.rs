@@ -7,6 +7,7 @@ mod support;
 mod admission;
 mod apiserver_restart;
 mod authority;
+mod bad_hour;
 mod bounded;
 mod chart;
 mod communication;
