@@ -8,9 +8,13 @@
 pub mod escalation;
 pub mod in_flight;
 pub mod moments;
+pub mod opsgenie;
 pub mod outbox;
 pub mod payloads;
 pub mod readiness;
 pub mod report;
 pub mod send;
+pub mod signing;
+pub mod teams;
 pub mod templates;
+pub mod webhook_body;
