@@ -8,6 +8,7 @@ mod admission;
 mod apiserver_restart;
 mod authority;
 mod bounded;
+mod channels;
 mod chart;
 mod communication;
 mod control_plane;
