@@ -271,10 +271,9 @@ fn opsgenie_alert_open(recorded: &CommunicationStatus, delivery: &Delivery) -> b
     recorded
         .outbox
         .iter()
-        .filter(|d| {
+        .rfind(|d| {
             d.channel == delivery.channel && d.key != delivery.key && d.state == DeliveryState::Sent
         })
-        .next_back()
         .is_some_and(|last| last.event != NotifyEvent::Resolved)
 }
 

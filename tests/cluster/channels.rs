@@ -37,6 +37,9 @@ const GENIE_KEY: &str = "og-integration-key";
 /// The webhook's signing key.
 const SIGNING_KEY: &str = "whsec_cluster_test";
 
+/// A webhook request as received: its raw body and headers.
+type SignedRequest = (Vec<u8>, HeaderMap);
+
 #[derive(Clone, Default)]
 struct Receivers {
     /// Cards a Teams channel would show.
@@ -45,8 +48,8 @@ struct Receivers {
     opsgenie: Arc<Mutex<Vec<(String, String, Value)>>>,
     /// Opsgenie's alerts by alias: status, and how many creates folded in.
     alerts: Arc<Mutex<BTreeMap<String, (String, u32)>>>,
-    /// Webhook requests whose signature checked out: (raw body, headers).
-    hooks: Arc<Mutex<Vec<(Vec<u8>, HeaderMap)>>>,
+    /// Webhook requests whose signature checked out.
+    hooks: Arc<Mutex<Vec<SignedRequest>>>,
     /// Requests refused, and why: none is expected.
     refused: Arc<Mutex<Vec<String>>>,
 }
