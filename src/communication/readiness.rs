@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
-use super::{escalation, templates};
+use super::{escalation, templates, webhook_body};
 use crate::crd::{ChannelKind, EscalationPolicySpec, NotificationChannelSpec, OnCall, Templates};
 
 /// The Secret keys a kind of channel cannot send without.
@@ -18,6 +18,8 @@ pub fn needed_keys(kind: ChannelKind) -> &'static [&'static str] {
         ChannelKind::PagerDuty => &["routingKey"],
         ChannelKind::StatusPage => &["apiKey", "pageId"],
         ChannelKind::Email => &["host"],
+        ChannelKind::Teams => &["url"],
+        ChannelKind::Opsgenie => &["apiKey"],
     }
 }
 
@@ -57,8 +59,12 @@ pub fn channel_problems(
                 .filter(|key| !keys.contains(*key))
                 .collect();
             if !missing.is_empty() {
+                let article = match channel.kind {
+                    ChannelKind::Email | ChannelKind::Opsgenie => "an",
+                    _ => "a",
+                };
                 problems.push(format!(
-                    "Secret {name} has no key {} (a {} channel needs it)",
+                    "Secret {name} has no key {} ({article} {} channel needs it)",
                     missing.join(", "),
                     channel.kind
                 ));
@@ -95,6 +101,19 @@ pub fn channel_problems(
                     problems.push(error.to_string());
                 }
             }
+            if let Some(source) = &templates.body
+                && let Err(error) = webhook_body::check(source)
+            {
+                problems.push(error.to_string());
+            }
+        }
+    }
+    let links = channel.teams.iter().flat_map(|teams| &teams.links);
+    for link in links {
+        if let Err(error) =
+            templates::render("teams.links", &link.url, &templates::Fields::example())
+        {
+            problems.push(format!("link {:?}: {error}", link.title));
         }
     }
     problems
@@ -207,6 +226,38 @@ mod tests {
         let problems = channel_problems(&email, &keys(&["host"]), &none);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].starts_with("email.to \"not an address\""));
+    }
+
+    #[test]
+    fn teams_opsgenie_and_a_shaped_webhook_say_what_they_lack() {
+        let none: Result<_, String> = Ok(Templates::default());
+        let opsgenie: NotificationChannelSpec =
+            serde_yaml::from_str("kind: Opsgenie\nsecretRef: {name: og}\n").unwrap();
+        assert_eq!(
+            channel_problems(&opsgenie, &keys(&["url"]), &none),
+            ["Secret og has no key apiKey (an Opsgenie channel needs it)"]
+        );
+        assert!(channel_problems(&opsgenie, &keys(&["apiKey"]), &none).is_empty());
+        let teams: NotificationChannelSpec = serde_yaml::from_str(
+            "kind: Teams\nsecretRef: {name: teams}\nteams: {links: [{title: Logs, url: 'https://logs/{{ nope }}'}]}\n",
+        )
+        .unwrap();
+        let problems = channel_problems(&teams, &keys(&[]), &none);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(
+            problems[0],
+            "Secret teams has no key url (a Teams channel needs it)"
+        );
+        assert!(problems[1].starts_with("link \"Logs\": template teams.links"));
+        let webhook: NotificationChannelSpec =
+            serde_yaml::from_str("kind: Webhook\nsecretRef: {name: hook}\n").unwrap();
+        let unquoted: Result<_, String> = Ok(Templates {
+            body: Some(r#"{"text": "{{ text }}"}"#.into()),
+            ..Templates::default()
+        });
+        let problems = channel_problems(&webhook, &keys(&["url", "signingKey"]), &unquoted);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("template body does not render JSON"));
     }
 
     #[test]

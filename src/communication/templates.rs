@@ -260,7 +260,7 @@ pub struct TemplateError {
 }
 
 /// A channel's own templates completed from its ConfigMap's `data` (keys
-/// `opened`, `update`, `resolved`): inline text wins.
+/// `opened`, `update`, `resolved`, `body`): inline text wins.
 pub fn with_config_map(
     own: &Templates,
     data: &std::collections::BTreeMap<String, String>,
@@ -270,6 +270,7 @@ pub fn with_config_map(
         opened: own.opened.clone().or_else(|| from_map("opened")),
         update: own.update.clone().or_else(|| from_map("update")),
         resolved: own.resolved.clone().or_else(|| from_map("resolved")),
+        body: own.body.clone().or_else(|| from_map("body")),
         config_map: own.config_map.clone(),
     }
 }
@@ -328,8 +329,13 @@ pub fn slack_escaped(text: &str) -> String {
     escaped
 }
 
-/// Renders the template for `fields.event`, bounded in work and length.
-pub fn render(name: &'static str, source: &str, fields: &Fields) -> Result<String, TemplateError> {
+/// Renders the template for `fields.event` (or any fields a template of
+/// the channel's is given), bounded in work and length.
+pub fn render(
+    name: &'static str,
+    source: &str,
+    fields: &impl Serialize,
+) -> Result<String, TemplateError> {
     render_escaped(name, source, fields, Escape::None)
 }
 
@@ -337,7 +343,7 @@ pub fn render(name: &'static str, source: &str, fields: &Fields) -> Result<Strin
 pub fn render_escaped(
     name: &'static str,
     source: &str,
-    fields: &Fields,
+    fields: &impl Serialize,
     escape: Escape,
 ) -> Result<String, TemplateError> {
     let error = |source| TemplateError { name, source };

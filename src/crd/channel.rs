@@ -1,7 +1,7 @@
 //! `NotificationChannel`: where incident messages go (Slack, a generic
-//! webhook, PagerDuty, email, a status page), which incidents and events a
-//! channel wants, how fast it may be sent to, and its templates. URLs and
-//! credentials only ever come from a Secret.
+//! webhook, PagerDuty, email, a status page, Microsoft Teams, Opsgenie),
+//! which incidents and events a channel wants, how fast it may be sent to,
+//! and its templates. URLs and credentials only ever come from a Secret.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
@@ -43,6 +43,9 @@ use super::{
     validation = Rule::new("self.kind != 'Email' || has(self.email)").message("an Email channel needs email.from and email.to").field_path(".email"),
     validation = Rule::new("!has(self.email) || self.kind == 'Email'").message("email settings are only for an Email channel").field_path(".email"),
     validation = Rule::new("!has(self.statusPage) || self.kind == 'StatusPage'").message("statusPage settings are only for a StatusPage channel").field_path(".statusPage"),
+    validation = Rule::new("!has(self.teams) || self.kind == 'Teams'").message("teams settings are only for a Teams channel").field_path(".teams"),
+    validation = Rule::new("!has(self.opsgenie) || self.kind == 'Opsgenie'").message("opsgenie settings are only for an Opsgenie channel").field_path(".opsgenie"),
+    validation = Rule::new("!has(self.templates) || !has(self.templates.body) || self.kind == 'Webhook'").message("templates.body is only for a Webhook channel").field_path(".templates.body"),
 )]
 pub struct NotificationChannelSpec {
     /// What the channel talks to.
@@ -52,7 +55,9 @@ pub struct NotificationChannelSpec {
     /// `channel` (the channel's ID), optional `apiUrl`. Webhook: `url`, optional `authorization` (a header
     /// value). PagerDuty: `routingKey`, optional `url`. Email: `host`,
     /// `port`, optional `username` and `password`. StatusPage: `apiKey`,
-    /// `pageId`, optional `url`.
+    /// `pageId`, optional `url`. Teams: `url` (a Workflows webhook).
+    /// Opsgenie: `apiKey`, optional `url`. A Webhook may add `signingKey`:
+    /// its requests are then signed (HMAC-SHA256).
     pub secret_ref: SecretRef,
     /// Which incidents it wants; empty lists mean all.
     #[serde(default)]
@@ -81,6 +86,12 @@ pub struct NotificationChannelSpec {
     /// StatusPage only: the component whose status follows the incident.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_page: Option<StatusPageSettings>,
+    /// Teams only: links on the card.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teams: Option<TeamsSettings>,
+    /// Opsgenie only: who the alert is routed to, and its tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opsgenie: Option<OpsgenieSettings>,
 }
 
 fn all_events() -> Vec<NotifyEvent> {
@@ -164,15 +175,27 @@ pub enum ChannelKind {
     Email,
     /// Atlassian Statuspage: an incident and a component's status.
     StatusPage,
+    /// Microsoft Teams, through a Workflows webhook: an Adaptive Card.
+    Teams,
+    /// Opsgenie Alert API v2: create, acknowledge and close follow the
+    /// incident, by an alias of its own.
+    Opsgenie,
 }
 
 impl ChannelKind {
     /// Whether a message sent again after its answer was lost reaches
     /// people once: PagerDuty folds events by `dedup_key`, a webhook gets
     /// the same `Idempotency-Key`, and a status page is looked up first.
-    /// Slack's incoming webhooks and SMTP would deliver it twice.
+    /// Opsgenie keeps one open alert per alias: a create sent again only
+    /// counts up the alert's `count`, and acknowledging or closing twice
+    /// changes nothing (a note is the exception, and is held back where it
+    /// is composed). Slack's incoming webhooks, Teams' Workflows webhooks
+    /// and SMTP would deliver it twice.
     pub fn recognises_repeats(self) -> bool {
-        matches!(self, Self::Webhook | Self::PagerDuty | Self::StatusPage)
+        matches!(
+            self,
+            Self::Webhook | Self::PagerDuty | Self::StatusPage | Self::Opsgenie
+        )
     }
 }
 
@@ -252,7 +275,14 @@ pub struct Templates {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 8192))]
     pub resolved: Option<String>,
-    /// A ConfigMap (same namespace) with keys `opened`, `update`, `resolved`.
+    /// Webhook only: the JSON body itself, replacing the default one. Its
+    /// fields are the messages' and `text` (the message rendered), `key`
+    /// and `uid`; it must render valid JSON (`{{ text | tojson }}` quotes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8192))]
+    pub body: Option<String>,
+    /// A ConfigMap (same namespace) with keys `opened`, `update`,
+    /// `resolved` and `body`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), pattern(super::bounds::DNS_SUBDOMAIN))]
     pub config_map: Option<String>,
@@ -275,6 +305,62 @@ pub struct StatusPageSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
     pub component_id: Option<String>,
+}
+
+/// The links a Teams card offers (`Action.OpenUrl`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TeamsSettings {
+    /// At most 5 (Teams shows up to 6 actions on a card).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub links: Vec<TeamsLink>,
+}
+
+/// One button on a Teams card.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TeamsLink {
+    #[schemars(length(min = 1, max = 64))]
+    pub title: String,
+    /// An http(s) URL; a template with the messages' fields, e.g.
+    /// `https://grafana.example.com/d/pods?var-namespace={{ namespace }}`.
+    #[schemars(length(min = 8, max = 2048), pattern(r"^https?://"))]
+    pub url: String,
+}
+
+/// Where an Opsgenie alert goes and how it is labelled.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OpsgenieSettings {
+    /// Teams, users, escalations or schedules notified (else the API
+    /// integration's own routing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub responders: Vec<OpsgenieResponder>,
+    /// Added to the operator's own tags (Opsgenie keeps 20, of 50 characters).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10), inner(length(min = 1, max = 50)))]
+    pub tags: Vec<String>,
+}
+
+/// One Opsgenie responder, by name (a user by username).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OpsgenieResponder {
+    #[serde(rename = "type")]
+    pub type_: OpsgenieResponderType,
+    #[schemars(length(min = 1, max = 256))]
+    pub name: String,
+}
+
+/// The kinds of Opsgenie responder.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum OpsgenieResponderType {
+    Team,
+    User,
+    Escalation,
+    Schedule,
 }
 
 /// What the operator found about a channel.

@@ -9,7 +9,9 @@ use kube::ResourceExt;
 use serde_json::Value;
 
 use crate::{
-    communication::{moments, outbox, payloads, send::Outcome, templates},
+    communication::{
+        moments, opsgenie, outbox, payloads, send::Outcome, teams, templates, webhook_body,
+    },
     crd::{
         ChannelKind, CommunicationStatus, Delivery, DeliveryState, Incident,
         NotificationChannelSpec, NotifyEvent, Templates,
@@ -64,6 +66,18 @@ pub enum Request {
         message_id: String,
         from: String,
         to: Vec<String>,
+    },
+    /// Microsoft Teams: an Adaptive Card POSTed to the Secret's `url` (a
+    /// Workflows webhook).
+    Teams { body: Value },
+    /// Opsgenie Alert API v2: `action` on the channel's alert `alias`,
+    /// after `close_first` (a close) for a person paged before, as for
+    /// PagerDuty. The API key is the Secret's, added on sending.
+    Opsgenie {
+        action: opsgenie::Action,
+        alias: String,
+        body: Value,
+        close_first: Option<Value>,
     },
 }
 
@@ -128,7 +142,17 @@ pub fn compose(
             broadcast: event == NotifyEvent::Resolved,
         },
         ChannelKind::Webhook => Request::Webhook {
-            body: payloads::webhook(incident, event, &delivery.key, &text, &fields),
+            body: match &templates.body {
+                Some(source) => webhook_body::render(
+                    source,
+                    &fields,
+                    &text,
+                    &delivery.key,
+                    &incident.uid().unwrap_or_default(),
+                )
+                .map_err(|error| refused(error.to_string()))?,
+                None => payloads::webhook(incident, event, &delivery.key, &text, &fields),
+            },
             idempotency_key: format!(
                 "{}/{}/{}",
                 incident.uid().unwrap_or_default(),
@@ -189,6 +213,40 @@ pub fn compose(
                 to: settings.to.clone(),
             }
         }
+        ChannelKind::Teams => Request::Teams {
+            body: teams::card(
+                incident,
+                event,
+                &text,
+                &fields,
+                &teams_links(channel, &fields).map_err(|error| refused(error.to_string()))?,
+            ),
+        },
+        ChannelKind::Opsgenie => {
+            let alias = opsgenie::alias(incident, &fields, &delivery.channel);
+            let action = opsgenie::action(incident, event, opsgenie_alert_open(recorded, delivery));
+            // A note is the one request Opsgenie cannot tell a repeat of.
+            if action == opsgenie::Action::Note && outbox::in_doubt(delivery) {
+                return Err(Outcome::Unconfirmed {
+                    why: "the operator stopped while sending it and an Opsgenie note cannot be \
+                          recognised as a repeat: not sent again, so it may be missing"
+                        .into(),
+                });
+            }
+            let settings = channel.opsgenie.as_ref();
+            Request::Opsgenie {
+                action,
+                body: match action {
+                    opsgenie::Action::Create => {
+                        opsgenie::create(incident, &alias, &text, &fields, settings)
+                    }
+                    _ => opsgenie::follow_up(&text, &fields),
+                },
+                alias,
+                close_first: paged_before(recorded, delivery)
+                    .then(|| opsgenie::follow_up("paged again: a new alert follows", &fields)),
+            }
+        }
     };
     Ok(Composed {
         event,
@@ -221,6 +279,37 @@ fn slack_thread(recorded: &CommunicationStatus, delivery: &Delivery) -> Option<S
         .filter(|d| d.channel == delivery.channel && d.event == NotifyEvent::Opened)
         .filter(|d| d.state == DeliveryState::Sent)
         .find_map(|d| d.external_ref.clone())
+}
+
+/// A Teams channel's links, their URLs rendered with the message's fields.
+fn teams_links(
+    channel: &NotificationChannelSpec,
+    fields: &templates::Fields,
+) -> Result<Vec<teams::Link>, templates::TemplateError> {
+    channel
+        .teams
+        .iter()
+        .flat_map(|settings| &settings.links)
+        .map(|link| {
+            Ok(teams::Link {
+                title: link.title.clone(),
+                url: templates::render("teams.links", &link.url, fields)?,
+            })
+        })
+        .collect()
+}
+
+/// Whether this Opsgenie channel has an alert open for the incident: the
+/// last message it was sent (a channel's go in the outbox's order) did not
+/// close it.
+fn opsgenie_alert_open(recorded: &CommunicationStatus, delivery: &Delivery) -> bool {
+    recorded
+        .outbox
+        .iter()
+        .rfind(|d| {
+            d.channel == delivery.channel && d.key != delivery.key && d.state == DeliveryState::Sent
+        })
+        .is_some_and(|last| last.event != NotifyEvent::Resolved)
 }
 
 /// The status page's incident this channel's first message opened, if any.
@@ -308,6 +397,8 @@ mod tests {
             ("Email", false),
             ("Webhook", true),
             ("PagerDuty", true),
+            ("Teams", false),
+            ("Opsgenie", true),
         ] {
             let outcome = composed(&channel(kind), &in_doubt, &recorded);
             assert_eq!(
@@ -353,6 +444,208 @@ mod tests {
         let close = close_first(&again).unwrap_or_else(|| panic!("no close"));
         assert_eq!(close["event_action"], "resolve");
         assert_eq!(close["dedup_key"], "u-1");
+    }
+
+    fn composed_for(
+        incident: &Incident,
+        channel: &NotificationChannelSpec,
+        delivery: &Delivery,
+        recorded: &CommunicationStatus,
+    ) -> Result<Composed, Outcome> {
+        let now = at("2026-01-06T10:00:05Z");
+        compose(
+            incident,
+            channel,
+            &channel.templates,
+            delivery,
+            recorded,
+            now,
+        )
+    }
+
+    fn in_phase(phase: &str, acknowledged: bool) -> Incident {
+        let mut incident = incident();
+        if acknowledged {
+            incident.spec.acknowledged =
+                Some(serde_json::from_value(serde_json::json!({"by": "jane"})).unwrap());
+        }
+        if let Some(status) = incident.status.as_mut() {
+            status.phase = Some(serde_json::from_value(serde_json::json!(phase)).unwrap());
+        }
+        incident
+    }
+
+    fn opsgenie_request(
+        composed: Result<Composed, Outcome>,
+    ) -> (opsgenie::Action, String, Value, String) {
+        match composed {
+            Ok(Composed {
+                text,
+                request:
+                    Request::Opsgenie {
+                        action,
+                        alias,
+                        body,
+                        close_first: None,
+                    },
+                ..
+            }) => (action, alias, body, text),
+            other => panic!("expected an Opsgenie request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn opsgenie_is_created_acknowledged_noted_and_closed_by_one_alias() {
+        let og = channel("Opsgenie");
+        let opened = delivery("og", "Opened", "Opened", "Pending");
+        let (action, alias, body, text) = opsgenie_request(composed_for(
+            &in_phase("Triggered", false),
+            &og,
+            &opened,
+            &CommunicationStatus::default(),
+        ));
+        assert_eq!(
+            (action, alias.as_str()),
+            (opsgenie::Action::Create, "hg:api-down:u-1:og")
+        );
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "message": "[P0] API down", "alias": "hg:api-down:u-1:og", "description": text,
+                "priority": "P1", "tags": ["healing-guard", "P0", "ServiceOutage", "namespace:hg"],
+                "details": {"incident": "api-down", "namespace": "hg", "target": "Deployment/api",
+                            "type": "ServiceOutage", "status": "Investigating", "phase": "Triggered",
+                            "event": "Opened", "uid": "u-1"},
+                "entity": "hg/Deployment/api", "source": "healing-guard"
+            })
+        );
+        let recorded = CommunicationStatus {
+            outbox: vec![delivery("og", "Opened", "Opened", "Sent")],
+            ..CommunicationStatus::default()
+        };
+        let acked = delivery("og", "Acknowledged", "Acknowledged", "Pending");
+        let (action, alias, body, text) = opsgenie_request(composed_for(
+            &in_phase("Acknowledged", true),
+            &og,
+            &acked,
+            &recorded,
+        ));
+        assert_eq!(
+            (action, alias.as_str()),
+            (opsgenie::Action::Acknowledge, "hg:api-down:u-1:og")
+        );
+        assert_eq!(
+            body,
+            serde_json::json!({"note": text, "user": "jane", "source": "healing-guard"})
+        );
+        let update = delivery("og", "Update", "Update/1", "Pending");
+        let (action, ..) = opsgenie_request(composed_for(
+            &in_phase("Mitigating", true),
+            &og,
+            &update,
+            &recorded,
+        ));
+        assert_eq!(action, opsgenie::Action::Note);
+        // A note in doubt is not sent again: Opsgenie would add it twice.
+        let mut in_doubt = update.clone();
+        in_doubt.sending_since = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(
+            "2026-01-06T10:00:02Z",
+        )));
+        assert!(matches!(
+            composed_for(&in_phase("Mitigating", true), &og, &in_doubt, &recorded),
+            Err(Outcome::Unconfirmed { .. })
+        ));
+        let resolved = delivery("og", "Resolved", "Resolved/0", "Pending");
+        let (action, alias, ..) = opsgenie_request(composed_for(
+            &in_phase("Resolved", true),
+            &og,
+            &resolved,
+            &recorded,
+        ));
+        assert_eq!(
+            (action, alias.as_str()),
+            (opsgenie::Action::Close, "hg:api-down:u-1:og")
+        );
+    }
+
+    #[test]
+    fn teams_hears_an_adaptive_card_with_its_links_rendered() {
+        let teams: NotificationChannelSpec = serde_json::from_value(serde_json::json!({
+            "kind": "Teams", "secretRef": {"name": "s"},
+            "teams": {"links": [{"title": "Pods", "url": "https://grafana.example.com/d/pods?ns={{ namespace }}"}]}
+        }))
+        .unwrap();
+        let opened = delivery("teams", "Opened", "Opened", "Pending");
+        let recorded = CommunicationStatus::default();
+        let Ok(Composed {
+            request: Request::Teams { body },
+            ..
+        }) = composed_for(&incident(), &teams, &opened, &recorded)
+        else {
+            panic!("expected a Teams request");
+        };
+        let attachment = &body["attachments"][0];
+        assert_eq!(body["type"], "message");
+        assert_eq!(
+            attachment["contentType"],
+            "application/vnd.microsoft.card.adaptive"
+        );
+        let card = &attachment["content"];
+        assert_eq!(
+            (card["type"].as_str(), card["version"].as_str()),
+            (Some("AdaptiveCard"), Some("1.4"))
+        );
+        assert_eq!(
+            card["body"][0],
+            serde_json::json!({"type": "TextBlock", "text": "🚨 INCIDENT ALERT - P0", "size": "Large",
+                               "weight": "Bolder", "color": "Attention", "wrap": true})
+        );
+        assert_eq!(
+            card["body"][1]["facts"][0],
+            serde_json::json!({"title": "Title", "value": "API down"})
+        );
+        assert_eq!(
+            card["actions"],
+            serde_json::json!([{"type": "Action.OpenUrl", "title": "Pods",
+                                "url": "https://grafana.example.com/d/pods?ns=hg"}])
+        );
+    }
+
+    #[test]
+    fn a_webhook_body_template_shapes_the_request_or_refuses_it() {
+        let mut hook = channel("Webhook");
+        hook.templates.body = Some(
+            r#"{"summary": {{ (severity ~ " " ~ title) | tojson }}, "ref": "{{ uid }}/{{ key }}", "text": {{ text | tojson }}}"#
+                .into(),
+        );
+        let opened = delivery("hook", "Opened", "Opened", "Pending");
+        let recorded = CommunicationStatus::default();
+        let Ok(Composed {
+            text,
+            request:
+                Request::Webhook {
+                    body,
+                    idempotency_key,
+                },
+            ..
+        }) = composed_for(&incident(), &hook, &opened, &recorded)
+        else {
+            panic!("expected a Webhook request");
+        };
+        assert_eq!(
+            body,
+            serde_json::json!({"summary": "P0 API down", "ref": "u-1/Opened", "text": text})
+        );
+        assert_eq!(idempotency_key, "u-1/hook/Opened");
+        hook.templates.body = Some(r#"{"text": "{{ text }}"#.into());
+        let Err(Outcome::Refused { why }) = composed_for(&incident(), &hook, &opened, &recorded)
+        else {
+            panic!("a body that is not JSON is refused");
+        };
+        assert!(
+            why.starts_with("template body does not render JSON"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -16,8 +16,9 @@ use tracing::info;
 use super::compose::{self, Composed, Recheck, Request};
 use crate::{
     communication::{
-        outbox, payloads,
+        opsgenie, outbox, payloads,
         send::{self, Outcome, backoff},
+        signing,
     },
     context::Context,
     crd::{CommunicationStatus, Delivery, Incident, NotificationChannel},
@@ -26,6 +27,7 @@ use crate::{
 const PAGERDUTY_EVENTS: &str = "https://events.pagerduty.com/v2/enqueue";
 const STATUSPAGE_API: &str = "https://api.statuspage.io";
 const SLACK_API: &str = "https://slack.com/api";
+const OPSGENIE_API: &str = "https://api.opsgenie.com";
 
 /// Sends `delivery` to `channel`.
 pub async fn deliver(
@@ -116,13 +118,22 @@ pub async fn deliver(
             idempotency_key,
         } => message
             .needs("url")
-            .map(|url| message.webhook(url, &idempotency_key, body)),
+            .and_then(|url| message.webhook(url, &idempotency_key, body)),
         Request::PagerDuty { event, close_first } => message.pagerduty(event, close_first).await,
         Request::StatusPage {
             body,
             opened,
             recheck,
         } => message.statuspage(body, opened, recheck).await,
+        Request::Teams { body } => message
+            .needs("url")
+            .map(|url| (Method::POST, url, HeaderMap::new(), body)),
+        Request::Opsgenie {
+            action,
+            alias,
+            body,
+            close_first,
+        } => message.opsgenie(action, &alias, body, close_first).await,
         Request::Email {
             subject,
             message_id,
@@ -147,6 +158,7 @@ pub async fn deliver(
         answer["id"]
             .as_str()
             .or_else(|| answer["dedup_key"].as_str())
+            .or_else(|| answer["requestId"].as_str())
             .map(str::to_owned)
     };
     send::send(&ctx.http, method, &url, headers, &body, attempts, reference).await
@@ -212,9 +224,27 @@ impl Message<'_> {
     }
 
     /// A generic webhook: an `authorization` header from the Secret if
-    /// given, and the idempotency key the receiver can fold repeats by.
-    fn webhook(&self, url: String, idempotency_key: &str, body: Value) -> HttpRequest {
-        let mut headers = HeaderMap::new();
+    /// given, the idempotency key the receiver can fold repeats by, and a
+    /// signature when the Secret has a `signingKey`.
+    fn webhook(
+        &self,
+        url: String,
+        idempotency_key: &str,
+        body: Value,
+    ) -> Result<HttpRequest, Outcome> {
+        let mut headers = match self.secret.get("signingKey") {
+            // Signed as `send` serialises it: reqwest's `json` is serde_json's `to_vec`.
+            Some(key) => serde_json::to_vec(&body)
+                .map_err(|error| error.to_string())
+                .and_then(|bytes| {
+                    signing::headers(key.as_bytes(), Timestamp::now().as_second(), &bytes)
+                        .map_err(|error| error.to_string())
+                })
+                .map_err(|why| Outcome::Refused {
+                    why: format!("signing the request: {why}"),
+                })?,
+            None => HeaderMap::new(),
+        };
         if let Some(value) = self
             .secret
             .get("authorization")
@@ -225,7 +255,49 @@ impl Message<'_> {
         if let Ok(value) = HeaderValue::from_str(idempotency_key) {
             headers.insert(HeaderName::from_static("idempotency-key"), value);
         }
-        (Method::POST, url, headers, body)
+        Ok((Method::POST, url, headers, body))
+    }
+
+    /// An Opsgenie request on the channel's alert, after closing the alert
+    /// a person paged before still has open (a create on it would only
+    /// count up, notifying nobody).
+    async fn opsgenie(
+        &self,
+        action: opsgenie::Action,
+        alias: &str,
+        body: Value,
+        close_first: Option<Value>,
+    ) -> Result<HttpRequest, Outcome> {
+        let api_key = self.needs("apiKey")?;
+        let base = self.secret.get("url").map_or(OPSGENIE_API, String::as_str);
+        let refused = |error: opsgenie::UrlError| Outcome::Refused {
+            why: error.to_string(),
+        };
+        let mut headers = HeaderMap::new();
+        let key = HeaderValue::from_str(&format!("GenieKey {api_key}")).map_err(|_| {
+            Outcome::Refused {
+                why: "the Secret's apiKey is not a header value".into(),
+            }
+        })?;
+        headers.insert(AUTHORIZATION, key);
+        if let Some(close) = close_first {
+            let url = opsgenie::url(base, opsgenie::Action::Close, alias).map_err(refused)?;
+            let closed = send::send(
+                &self.ctx.http,
+                Method::POST,
+                url.as_str(),
+                headers.clone(),
+                &close,
+                self.delivery.attempts,
+                |_| None,
+            )
+            .await;
+            if !matches!(closed, Outcome::Accepted { .. }) {
+                return Err(closed);
+            }
+        }
+        let url = opsgenie::url(base, action, alias).map_err(refused)?;
+        Ok((Method::POST, url.to_string(), headers, body))
     }
 
     /// A PagerDuty event (Events API v2), after closing the alert a person

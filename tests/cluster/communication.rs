@@ -27,7 +27,8 @@ use kube::{
 use serde_json::{Value, json};
 
 use crate::support::{
-    Operator, client, eventually, eventually_within, incident_where, namespace, phase_of,
+    Operator, apply, client, eventually, eventually_within, incident_where, namespace, phase_of,
+    ready_of,
 };
 
 /// What reached people: (provider, the body).
@@ -405,19 +406,6 @@ async fn start_receiver(slack_busy_once: bool) -> (SocketAddr, Receiver) {
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     (address, receiver)
-}
-
-async fn apply(client: &Client, ns: &str, yaml: &str) {
-    for document in serde_yaml::Deserializer::from_str(yaml) {
-        let value = <Value as serde::Deserialize>::deserialize(document).unwrap();
-        let mut object: kube::api::DynamicObject = serde_json::from_value(value).unwrap();
-        object.metadata.namespace = Some(ns.to_owned());
-        let gvk = kube::core::GroupVersionKind::try_from(object.types.as_ref().unwrap()).unwrap();
-        let (resource, _) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
-        let api: Api<kube::api::DynamicObject> =
-            Api::namespaced_with(client.clone(), ns, &resource);
-        api.create(&PostParams::default(), &object).await.unwrap();
-    }
 }
 
 /// The header of each Slack message that reached people, in order.
@@ -1144,25 +1132,6 @@ spec:
     // And no more: each moment once.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(smtp.received().len(), 2);
-}
-
-/// The Ready condition of `kind`/`name`, as (status, message).
-async fn ready_of(client: &Client, ns: &str, plural: &str, name: &str) -> Option<(String, String)> {
-    let resource = kube::api::ApiResource {
-        group: "healing-guard.io".into(),
-        version: "v1alpha1".into(),
-        api_version: "healing-guard.io/v1alpha1".into(),
-        kind: String::new(),
-        plural: plural.into(),
-    };
-    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
-    let object = api.get(name).await.ok()?;
-    let conditions = object.data["status"]["conditions"].as_array()?.clone();
-    let ready = conditions.iter().find(|c| c["type"] == "Ready")?;
-    Some((
-        ready["status"].as_str()?.to_owned(),
-        ready["message"].as_str()?.to_owned(),
-    ))
 }
 
 /// A channel whose Secret lacks a key, or whose template does not render,

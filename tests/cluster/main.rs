@@ -9,6 +9,7 @@ mod apiserver_restart;
 mod authority;
 mod bad_hour;
 mod bounded;
+mod channels;
 mod chart;
 mod communication;
 mod control_plane;

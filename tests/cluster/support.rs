@@ -694,3 +694,41 @@ fn free_port() -> Result<u16, Error> {
         .local_addr()?
         .port())
 }
+
+/// Creates every document of `yaml` in `ns`, whatever its kind.
+pub async fn apply(client: &Client, ns: &str, yaml: &str) {
+    for document in serde_yaml::Deserializer::from_str(yaml) {
+        let value = <serde_json::Value as serde::Deserialize>::deserialize(document).unwrap();
+        let mut object: kube::api::DynamicObject = serde_json::from_value(value).unwrap();
+        object.metadata.namespace = Some(ns.to_owned());
+        let gvk = kube::core::GroupVersionKind::try_from(object.types.as_ref().unwrap()).unwrap();
+        let (resource, _) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
+        let api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(client.clone(), ns, &resource);
+        api.create(&PostParams::default(), &object).await.unwrap();
+    }
+}
+
+/// The Ready condition of `kind`/`name`, as (status, message).
+pub async fn ready_of(
+    client: &Client,
+    ns: &str,
+    plural: &str,
+    name: &str,
+) -> Option<(String, String)> {
+    let resource = kube::api::ApiResource {
+        group: "healing-guard.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "healing-guard.io/v1alpha1".into(),
+        kind: String::new(),
+        plural: plural.into(),
+    };
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+    let object = api.get(name).await.ok()?;
+    let conditions = object.data["status"]["conditions"].as_array()?.clone();
+    let ready = conditions.iter().find(|c| c["type"] == "Ready")?;
+    Some((
+        ready["status"].as_str()?.to_owned(),
+        ready["message"].as_str()?.to_owned(),
+    ))
+}
