@@ -312,6 +312,9 @@ pub enum Escape {
     /// as written and never pings or links. The template's own text (a
     /// link its author wrote) and values marked `|safe` are kept.
     Slack,
+    /// Each value as a JSON value (a string quoted and escaped), so text
+    /// from an Incident cannot end a string and add fields of its own.
+    Json,
 }
 
 /// `text` with Slack's control characters escaped, as Slack asks:
@@ -348,6 +351,9 @@ pub fn render_escaped(
 ) -> Result<String, TemplateError> {
     let error = |source| TemplateError { name, source };
     let mut env = crate::placeholders::environment();
+    if escape == Escape::Json {
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::Json);
+    }
     if escape == Escape::Slack {
         env.set_formatter(|out, _state, value| {
             let shown = if value.is_safe() {

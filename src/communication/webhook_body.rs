@@ -26,7 +26,9 @@ struct BodyFields<'a> {
 pub enum BodyError {
     #[error(transparent)]
     Render(#[from] TemplateError),
-    #[error("template body does not render JSON ({source}); quote text with `| tojson`")]
+    #[error(
+        "template body does not render JSON ({source}); each {{{{ value }}}} is written as JSON (a string with its quotes): do not quote it again, join text with `~`"
+    )]
     NotJson {
         #[source]
         source: serde_json::Error,
@@ -47,7 +49,7 @@ pub fn render(
         key,
         uid,
     };
-    let rendered = templates::render("body", source, &context)?;
+    let rendered = templates::render_escaped("body", source, &context, templates::Escape::Json)?;
     serde_json::from_str(&rendered).map_err(|source| BodyError::NotJson { source })
 }
 
@@ -65,9 +67,9 @@ mod tests {
 
     use super::*;
 
-    const SHAPED: &str = r#"{"summary": {{ (severity ~ " " ~ title) | tojson }},
- "body": {{ text | tojson }}, "ref": "{{ uid }}/{{ key }}",
- "labels": {"namespace": "{{ namespace }}", "event": "{{ event }}"}}"#;
+    const SHAPED: &str = r#"{"summary": {{ severity ~ " " ~ title }},
+ "body": {{ text | tojson }}, "ref": {{ uid ~ "/" ~ key }},
+ "labels": {"namespace": {{ namespace }}, "event": {{ event }}}}"#;
 
     #[test]
     fn a_body_template_renders_the_receivers_json() {
@@ -86,8 +88,17 @@ mod tests {
     }
 
     #[test]
+    fn text_from_an_incident_cannot_add_fields_to_the_body() {
+        let mut fields = Fields::example();
+        fields.title = r#"x", "approved": true, "y": "z"#.into();
+        let body = render(SHAPED, &fields, "t", "Opened", "u-1").unwrap();
+        assert_eq!(body["summary"], format!("P0 {}", fields.title));
+        assert!(body.get("approved").is_none(), "{body}");
+    }
+
+    #[test]
     fn a_body_that_is_not_json_is_refused_with_the_reason() {
-        // Unquoted text breaks the document as soon as it has a quote in it.
+        // A value quoted again is a string ending where its own begins.
         let careless = r#"{"text": "{{ text }}"}"#;
         let error = check(careless).unwrap_err();
         assert!(

@@ -615,7 +615,7 @@ mod tests {
     fn a_webhook_body_template_shapes_the_request_or_refuses_it() {
         let mut hook = channel("Webhook");
         hook.templates.body = Some(
-            r#"{"summary": {{ (severity ~ " " ~ title) | tojson }}, "ref": "{{ uid }}/{{ key }}", "text": {{ text | tojson }}}"#
+            r#"{"summary": {{ severity ~ " " ~ title }}, "ref": {{ uid ~ "/" ~ key }}, "text": {{ text }}}"#
                 .into(),
         );
         let opened = delivery("hook", "Opened", "Opened", "Pending");

@@ -703,9 +703,9 @@ spec:
   events: [Opened]
   templates:
     body: |
-      {"summary": {{ (severity ~ " " ~ title) | tojson }}, "source": "healing-guard",
-       "dedup": "{{ uid }}/{{ key }}", "labels": {"namespace": "{{ namespace }}", "target": "{{ target }}"},
-       "text": {{ text | tojson }}}
+      {"summary": {{ severity ~ " " ~ title }}, "source": "healing-guard",
+       "dedup": {{ uid ~ "/" ~ key }}, "labels": {"namespace": {{ namespace }}, "target": {{ target }}},
+       "text": {{ text }}}
 ---
 apiVersion: healing-guard.io/v1alpha1
 kind: NotificationChannel
