@@ -277,7 +277,8 @@ pub struct Templates {
     pub resolved: Option<String>,
     /// Webhook only: the JSON body itself, replacing the default one. Its
     /// fields are the messages' and `text` (the message rendered), `key`
-    /// and `uid`; it must render valid JSON (`{{ text | tojson }}` quotes).
+    /// and `uid`; each `{{ value }}` is written as JSON (a string with its
+    /// quotes), and the whole must render valid JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 8192))]
     pub body: Option<String>,
