@@ -70,8 +70,9 @@ pub struct NotificationChannelSpec {
     /// P0 every 15 minutes). A severity not listed gets none.
     #[serde(default = "default_updates")]
     pub updates: UpdateEvery,
-    /// At most this many messages a minute to this channel, from all
-    /// incidents together, spaced evenly (60: one a second). Waiting
+    /// At most this many requests a minute to this channel (a retry
+    /// counts), from all incidents together, spaced evenly (60: one a
+    /// second). Waiting
     /// messages go most severe incident first, each incident's in order; a
     /// receiver's 429 and `Retry-After` hold the channel for all of them.
     #[serde(default = "default_per_minute")]

@@ -258,6 +258,30 @@ impl Message<'_> {
         Ok((Method::POST, url, headers, body))
     }
 
+    /// Closes the alert a person paged before still has open, so that the
+    /// page after it notifies them; its outcome unless it was accepted.
+    async fn close_first(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+        close: &Value,
+    ) -> Result<(), Outcome> {
+        let closed = send::send(
+            &self.ctx.http,
+            Method::POST,
+            url,
+            headers,
+            close,
+            self.delivery.attempts,
+            |_| None,
+        )
+        .await;
+        match closed {
+            Outcome::Accepted { .. } => Ok(()),
+            other => Err(other),
+        }
+    }
+
     /// An Opsgenie request on the channel's alert, after closing the alert
     /// a person paged before still has open (a create on it would only
     /// count up, notifying nobody).
@@ -282,19 +306,8 @@ impl Message<'_> {
         headers.insert(AUTHORIZATION, key);
         if let Some(close) = close_first {
             let url = opsgenie::url(base, opsgenie::Action::Close, alias).map_err(refused)?;
-            let closed = send::send(
-                &self.ctx.http,
-                Method::POST,
-                url.as_str(),
-                headers.clone(),
-                &close,
-                self.delivery.attempts,
-                |_| None,
-            )
-            .await;
-            if !matches!(closed, Outcome::Accepted { .. }) {
-                return Err(closed);
-            }
+            self.close_first(url.as_str(), headers.clone(), &close)
+                .await?;
         }
         let url = opsgenie::url(base, action, alias).map_err(refused)?;
         Ok((Method::POST, url.to_string(), headers, body))
@@ -315,19 +328,7 @@ impl Message<'_> {
             .unwrap_or_else(|| PAGERDUTY_EVENTS.to_owned());
         if let Some(close) = close_first {
             let close = payloads::with_routing_key(close, &routing_key);
-            let closed = send::send(
-                &self.ctx.http,
-                Method::POST,
-                &url,
-                HeaderMap::new(),
-                &close,
-                self.delivery.attempts,
-                |_| None,
-            )
-            .await;
-            if !matches!(closed, Outcome::Accepted { .. }) {
-                return Err(closed);
-            }
+            self.close_first(&url, HeaderMap::new(), &close).await?;
         }
         let body = payloads::with_routing_key(event, &routing_key);
         Ok((Method::POST, url, HeaderMap::new(), body))

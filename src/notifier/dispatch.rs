@@ -159,6 +159,7 @@ impl Batch {
             if after > SHORT_WAIT || record.state != DeliveryState::Pending {
                 return record;
             }
+            count(&self.ctx, self.channel.spec.kind.into(), &record);
             debug!(channel = %self.channel.name_any(), key = %delivery.key, ?after,
                    "the receiver asked to wait; sending again at the channel's next turn");
             self.ctx
