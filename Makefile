@@ -39,6 +39,12 @@ bench: build-cluster
 	cargo bench --bench detection --no-run
 	HGO_MAX_PODS=4000 HGO_KCM_QPS=300 ./cluster/with-cluster.sh -- cargo bench --bench detection
 
+## Keep the last `make bench` run's figures as the baseline the next runs
+## are compared with (commit benches/baseline.json with the work it measured).
+.PHONY: bench-baseline
+bench-baseline:
+	cp target/bench/figures.json benches/baseline.json
+
 ## Unit tests only (no control plane).
 unit:
 	cargo test --lib

@@ -25,7 +25,9 @@
 //!    then with 1,000 open Incidents in the namespace.
 //!
 //! Memory (VmRSS, VmHWM) is read after each step, after 10 s of settling.
-//! The results are printed and written to `target/bench/latest.json`.
+//! The results are printed and written to `target/bench/latest.json` (the
+//! figures alone to `target/bench/figures.json`), and compared with the last
+//! committed run's, `benches/baseline.json`, figure by figure.
 //!
 //! The operator runs as in the integration tests, whose harness
 //! (`tests/cluster/support.rs`) this shares: the release binary, as the Helm
@@ -47,6 +49,8 @@ use kube::{Api, Client, api::DeleteParams};
 #[path = "../tests/cluster/support.rs"]
 mod support;
 
+#[path = "detection/baseline.rs"]
+mod baseline;
 #[path = "detection/latency.rs"]
 mod latency;
 #[path = "detection/memory.rs"]
@@ -110,7 +114,9 @@ async fn bench() -> Result<()> {
     let mut report = outcome?;
     report.wall = started.elapsed();
     report.print();
-    let path = report.write_json()?;
+    let json = report.json();
+    baseline::compare(&json);
+    let path = report.write_json(&json, &baseline::figures_only(&json))?;
     println!("JSON: {}", path.display());
     Ok(())
 }

@@ -51,6 +51,11 @@ pub struct Sample {
     pub bare_watch: Duration,
     /// The Incident for the Deployment was seen.
     pub detection: Duration,
+    /// Its first phase was seen (the incident controller's first reconcile
+    /// written).
+    pub phased: Duration,
+    /// Its first step was seen recorded (written before it runs).
+    pub step_recorded: Duration,
     /// The operator's mark was seen on the Deployment.
     pub first_write: Duration,
 }
@@ -77,6 +82,8 @@ enum Seen {
     Incident {
         target: String,
         at: Instant,
+        phased: bool,
+        step_recorded: bool,
         resolved: bool,
     },
     Marked {
@@ -133,6 +140,11 @@ pub async fn round(
                 Some(Seen::Incident {
                     target: incident.spec.target.name.clone(),
                     at,
+                    phased: phase.is_some(),
+                    step_recorded: incident
+                        .status
+                        .as_ref()
+                        .is_some_and(|s| !s.steps.is_empty()),
                     resolved: phase == Some(Phase::Resolved),
                 })
             },
@@ -359,19 +371,27 @@ struct Pending {
     injected: Option<Instant>,
     bare_watch: Option<Instant>,
     detection: Option<Instant>,
+    phased: Option<Instant>,
+    step_recorded: Option<Instant>,
     first_write: Option<Instant>,
     resolved: Option<Instant>,
 }
 
 impl Pending {
     fn measured(&self) -> bool {
-        self.bare_watch.is_some() && self.detection.is_some() && self.first_write.is_some()
+        self.bare_watch.is_some()
+            && self.detection.is_some()
+            && self.phased.is_some()
+            && self.step_recorded.is_some()
+            && self.first_write.is_some()
     }
 
     fn missing(&self) -> Vec<&'static str> {
         [
             ("the failure on the bare watch", self.bare_watch),
             ("Incident", self.detection),
+            ("first phase", self.phased),
+            ("step recorded", self.step_recorded),
             ("mark on the Deployment", self.first_write),
         ]
         .into_iter()
@@ -404,6 +424,8 @@ async fn measure(
             injected: None,
             bare_watch: None,
             detection: None,
+            phased: None,
+            step_recorded: None,
             first_write: None,
             resolved: None,
         })
@@ -506,10 +528,18 @@ fn record(
         Seen::Incident {
             target,
             at,
+            phased,
+            step_recorded,
             resolved,
         } => {
             if let Some(sample) = by_deployment.get(&target).and_then(|i| pending.get_mut(*i)) {
                 first(&mut sample.detection, sample.injected, at);
+                if phased {
+                    first(&mut sample.phased, sample.injected, at);
+                }
+                if step_recorded {
+                    first(&mut sample.step_recorded, sample.injected, at);
+                }
                 if resolved {
                     first(&mut sample.resolved, sample.injected, at);
                 }
@@ -538,6 +568,8 @@ fn finish(pending: &[Pending], last_injection: Instant, unresolved: Vec<String>)
             deployment: p.deployment.clone(),
             bare_watch: since(p.bare_watch, p.injected),
             detection: since(p.detection, p.injected),
+            phased: since(p.phased, p.injected),
+            step_recorded: since(p.step_recorded, p.injected),
             first_write: since(p.first_write, p.injected),
         })
         .collect();
@@ -568,6 +600,53 @@ pub fn over_floor(samples: &[Sample], measure: fn(&Sample) -> Duration) -> Vec<f
     let mut all: Vec<f64> = samples
         .iter()
         .map(|s| measure(s).as_secs_f64() - s.bare_watch.as_secs_f64())
+        .collect();
+    all.sort_by(f64::total_cmp);
+    all
+}
+
+/// One stage of the path from a failure to the first remediation write:
+/// its name and where it starts and ends in a sample.
+pub struct Stage {
+    pub name: &'static str,
+    pub from: fn(&Sample) -> Duration,
+    pub to: fn(&Sample) -> Duration,
+}
+
+/// The path, stage by stage: the floor's watch to the Incident (the
+/// detector), the Incident to its first phase (queued, observed, decided
+/// and written by the incident controller), to its first step recorded
+/// (the next reconcile, before the step runs), to the write on the target
+/// seen (the action).
+pub const STAGES: [Stage; 4] = [
+    Stage {
+        name: "detection (floor -> Incident)",
+        from: |s| s.bare_watch,
+        to: |s| s.detection,
+    },
+    Stage {
+        name: "first reconcile (-> first phase)",
+        from: |s| s.detection,
+        to: |s| s.phased,
+    },
+    Stage {
+        name: "step recorded (-> status.steps)",
+        from: |s| s.phased,
+        to: |s| s.step_recorded,
+    },
+    Stage {
+        name: "the write (-> mark on target)",
+        from: |s| s.step_recorded,
+        to: |s| s.first_write,
+    },
+];
+
+/// The sorted per-sample lengths of `stage`, in seconds (negative where
+/// its end was seen before its start, by watches that race).
+pub fn stage_lengths(samples: &[Sample], stage: &Stage) -> Vec<f64> {
+    let mut all: Vec<f64> = samples
+        .iter()
+        .map(|s| (stage.to)(s).as_secs_f64() - (stage.from)(s).as_secs_f64())
         .collect();
     all.sort_by(f64::total_cmp);
     all

@@ -170,18 +170,23 @@ impl Report {
         println!("Wall time: {:.0} s", self.wall.as_secs_f64());
     }
 
-    /// Writes the JSON report; returns its path.
-    pub fn write_json(&self) -> Result<PathBuf> {
+    /// Writes the JSON report, and its figures alone (what a baseline
+    /// keeps); returns the report's path.
+    pub fn write_json(&self, report: &Value, figures: &Value) -> Result<PathBuf> {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("target")
             .join("bench");
         std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("figures.json"),
+            serde_json::to_string_pretty(figures)?,
+        )?;
         let path = dir.join("latest.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&self.json())?)?;
+        std::fs::write(&path, serde_json::to_string_pretty(report)?)?;
         Ok(path)
     }
 
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         let [at_1000, at_10000] = &self.rounds;
         let mut root = Map::new();
         root.insert("date".into(), json!(Timestamp::now().to_string()));
@@ -267,10 +272,24 @@ fn round_json(round: &Round) -> Map<String, Value> {
                 "deployment": s.deployment,
                 "bare_watch_s": s.bare_watch.as_secs_f64(),
                 "detection_s": s.detection.as_secs_f64(),
+                "phased_s": s.phased.as_secs_f64(),
+                "step_recorded_s": s.step_recorded.as_secs_f64(),
                 "first_write_s": s.first_write.as_secs_f64(),
             })
         })
         .collect();
+    let stages: Map<String, Value> = latency::STAGES
+        .iter()
+        .map(|stage| {
+            let lengths = latency::stage_lengths(&round.samples, stage);
+            (
+                stage.name.to_owned(),
+                json!({"p50_s": percentile(&lengths, 0.50), "p99_s": percentile(&lengths, 0.99),
+                       "max_s": lengths.last()}),
+            )
+        })
+        .collect();
+    keys.insert("stages".into(), Value::Object(stages));
     keys.insert("raw_samples".into(), json!(raw));
     keys
 }
@@ -345,6 +364,18 @@ fn print_round(name: &str, round: &Round) {
         "  bare_watch: a bare pod watcher sees the failure; detection: the Incident is seen; \
          first_write: the operator's mark is seen on the Deployment"
     );
+    println!("  the first write, stage by stage (each sample's own stage lengths):");
+    println!("  {:<36} {:>9} {:>9} {:>9}", "", "p50", "p99", "max");
+    for stage in &latency::STAGES {
+        let lengths = latency::stage_lengths(&round.samples, stage);
+        println!(
+            "  {:<36} {:>9} {:>9} {:>9}",
+            stage.name,
+            signed(percentile(&lengths, 0.50)),
+            signed(percentile(&lengths, 0.99)),
+            signed(lengths.last().copied())
+        );
+    }
     if round.unresolved.is_empty() {
         println!(
             "  every incident Resolved {:.1} s after the last injection",
