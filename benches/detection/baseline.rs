@@ -13,22 +13,46 @@ const FIGURES: [(&str, &str); 20] = [
     ("1,000: bare watch p99", "/bare_watch/p99_s"),
     ("1,000: detection p99", "/detection/p99_s"),
     ("1,000: first write p99", "/first_write/p99_s"),
-    ("1,000: first write p99 over floor", "/over_floor/at_1000/first_write/p99_s"),
-    ("1,000: requests per incident (net)", "/requests_per_incident/net"),
+    (
+        "1,000: first write p99 over floor",
+        "/over_floor/at_1000/first_write/p99_s",
+    ),
+    (
+        "1,000: requests per incident (net)",
+        "/requests_per_incident/net",
+    ),
     ("10,000: bare watch p99", "/at_10000/bare_watch/p99_s"),
     ("10,000: detection p99", "/at_10000/detection/p99_s"),
     ("10,000: first write p99", "/at_10000/first_write/p99_s"),
-    ("10,000: first write p99 over floor", "/over_floor/at_10000/first_write/p99_s"),
-    ("10,000: requests per incident (net)", "/at_10000/requests_per_incident/net"),
+    (
+        "10,000: first write p99 over floor",
+        "/over_floor/at_10000/first_write/p99_s",
+    ),
+    (
+        "10,000: requests per incident (net)",
+        "/at_10000/requests_per_incident/net",
+    ),
     ("memory idle (MiB)", "/rss_mib/idle"),
     ("memory 1,000 guarded pods (MiB)", "/rss_mib/guarded_1000"),
     ("memory 10,000 guarded pods (MiB)", "/rss_mib/guarded_10000"),
     ("memory + 1,000 policies (MiB)", "/rss_mib/policies_1000"),
-    ("memory + 1,000 open Incidents (MiB)", "/rss_mib/incidents_1000"),
+    (
+        "memory + 1,000 open Incidents (MiB)",
+        "/rss_mib/incidents_1000",
+    ),
     ("KiB per guarded pod", "/kib_per_guarded_pod"),
-    ("declared Incident reconcile p50", "/incident_reconcile/empty/p50_s"),
-    ("... with 1,000 open, p50", "/incident_reconcile/with_1000/p50_s"),
-    ("1,000: incidents resolved after last injection (s)", "/resolved_after_last_injection_s"),
+    (
+        "declared Incident reconcile p50",
+        "/incident_reconcile/empty/p50_s",
+    ),
+    (
+        "... with 1,000 open, p50",
+        "/incident_reconcile/with_1000/p50_s",
+    ),
+    (
+        "1,000: incidents resolved after last injection (s)",
+        "/resolved_after_last_injection_s",
+    ),
     ("wall time (s)", "/wall_s"),
 ];
 
@@ -71,7 +95,10 @@ pub fn compare(now: &Value) {
         short("commit"),
         short("date")
     );
-    println!("  {:<52} {:>10} {:>10} {:>7}", "figure", "then", "now", "ratio");
+    println!(
+        "  {:<52} {:>10} {:>10} {:>7}",
+        "figure", "then", "now", "ratio"
+    );
     for (name, pointer) in FIGURES {
         let (then, now) = (figure(&baseline, pointer), figure(now, pointer));
         let shown = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
@@ -79,7 +106,11 @@ pub fn compare(now: &Value) {
             (Some(then), Some(now)) if then.abs() > f64::EPSILON => format!("{:.2}", now / then),
             _ => "-".to_owned(),
         };
-        println!("  {name:<52} {:>10} {:>10} {ratio:>7}", shown(then), shown(now));
+        println!(
+            "  {name:<52} {:>10} {:>10} {ratio:>7}",
+            shown(then),
+            shown(now)
+        );
     }
 }
 
@@ -93,17 +124,4 @@ pub fn figures_only(report: &Value) -> Value {
         }
     }
     kept
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    #[test]
-    fn a_figure_is_a_number_or_the_sum_of_an_objects() {
-        let report = json!({"a": {"b": 1.5}, "net": {"get": 2.0, "patch": 3.0}});
-        assert_eq!(super::figure(&report, "/a/b"), Some(1.5));
-        assert_eq!(super::figure(&report, "/net"), Some(5.0));
-        assert_eq!(super::figure(&report, "/missing"), None);
-    }
 }

@@ -63,6 +63,29 @@ fn count_quantity(Quantity(text): &Quantity) -> Option<usize> {
     digits.parse::<usize>().ok()?.checked_mul(factor)
 }
 
+/// What a namespace's owner does for the operator to change anything in it
+/// (the chart's cluster-wide levels, README "Security model"): the
+/// remediator ServiceAccount, bound to the `workloads` level there.
+pub async fn grant_remediator(client: &Client, namespace: &str) -> Result<()> {
+    use k8s_openapi::api::{core::v1::ServiceAccount, rbac::v1::RoleBinding};
+    let account: ServiceAccount = serde_json::from_value(json!({
+        "metadata": {"name": support::REMEDIATOR}
+    }))?;
+    Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &account)
+        .await?;
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": format!("{}-workloads", support::REMEDIATOR)},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": format!("{}-workloads", support::REMEDIATOR)},
+        "subjects": [{"kind": "ServiceAccount", "name": support::REMEDIATOR, "namespace": namespace}]
+    }))?;
+    Api::<RoleBinding>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &binding)
+        .await?;
+    Ok(())
+}
+
 /// The policy under test: a crash-looping pod is deleted (evicted) and its
 /// ReplicaSet replaces it; nothing in the safety limits holds a sample back.
 ///
