@@ -47,7 +47,9 @@ pub fn audit_log() -> Result<PathBuf> {
 }
 
 /// The user the operator runs as: the chart's ServiceAccount, the one in its
-/// namespace besides `default`.
+/// namespace besides `default` and the namespace's remediator (which the
+/// operator impersonates: the audit log names the operator as the user of
+/// those requests, and the remediator as the one impersonated).
 pub async fn operator_user(client: &Client, namespace: &str) -> Result<String> {
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
     let accounts: Vec<String> = api
@@ -56,7 +58,7 @@ pub async fn operator_user(client: &Client, namespace: &str) -> Result<String> {
         .items
         .iter()
         .map(ResourceExt::name_any)
-        .filter(|name| name != "default")
+        .filter(|name| name != "default" && name != crate::support::REMEDIATOR)
         .collect();
     match accounts.as_slice() {
         [account] => Ok(format!("system:serviceaccount:{namespace}:{account}")),
