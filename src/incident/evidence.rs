@@ -14,7 +14,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{ListParams, LogParams},
+    api::{GetParams, ListParams, LogParams},
     core::Selector,
 };
 
@@ -209,9 +209,12 @@ where
     K: crate::k8s::NamespacedKind,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    match api.get_opt(&target.name).await {
-        Ok(Some(object)) => Some(object),
-        Ok(None) => {
+    // Evidence reads are served from the API server's cache (any version):
+    // a picture of the moment, on the way to the first step, needs no
+    // quorum read; what a step changes is read fresh by the step.
+    match api.get_with(&target.name, &GetParams::any()).await {
+        Ok(object) => Some(object),
+        Err(kube::Error::Api(status)) if status.code == 404 => {
             evidence.notes.push(format!("{target} not found"));
             None
         }
@@ -235,7 +238,7 @@ async fn rollout_history(
     };
     let api: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
     let sets = match api
-        .list(&ListParams::default().labels_from(&selector))
+        .list(&ListParams::default().labels_from(&selector).match_any())
         .await
     {
         Ok(list) => list.items,
@@ -352,7 +355,10 @@ async fn warning_events(
     evidence: &mut Evidence,
 ) -> usize {
     let api: Api<Event> = Api::namespaced(client.clone(), namespace);
-    let params = ListParams::default().fields("type=Warning").limit(500);
+    let params = ListParams::default()
+        .fields("type=Warning")
+        .limit(500)
+        .match_any();
     let events = match api.list(&params).await {
         Ok(list) => list.items,
         Err(error) => {
