@@ -129,10 +129,12 @@ pub async fn run(
         fence,
     ));
     let config = kube::runtime::controller::Config::default().debounce(Duration::from_millis(500));
-    // Incidents: short enough not to delay a first step, long enough to fold
-    // the detector's create and its status write into one reconcile.
+    // Incidents: a short debounce folds a burst of events (a rollout's
+    // status updates) into one reconcile without delaying a first step; a
+    // detected incident waits for the detector's status write itself
+    // (`incident::reconcile`), not for a fixed delay.
     let incident_config =
-        kube::runtime::controller::Config::default().debounce(Duration::from_millis(100));
+        kube::runtime::controller::Config::default().debounce(Duration::from_millis(20));
 
     let incidents =
         Controller::for_shared_stream(watches.incidents.applied(), watches.incidents.store())

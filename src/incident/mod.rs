@@ -42,16 +42,41 @@ pub const CONTROLLER: &str = "incident";
 /// failed step, the next recorded and run, three.
 const MAX_PASSES: usize = 3;
 
+/// Most a detected incident waits for the detector's status write (what it
+/// saw: the affected pods, first seen) before it is reconciled without it.
+const DETECTION_GRACE: Duration = Duration::from_secs(5);
+
 /// Reconciles one Incident: observe, decide, act, record; again at once
 /// when what was saved leads straight to the next move (a step recorded
 /// runs in the same reconcile, after its record is saved).
 #[instrument(skip_all, fields(incident = %incident.name_any(), namespace = incident.namespace().unwrap_or_default()))]
 pub async fn reconcile(incident: Arc<Incident>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if let Some(wait) = awaiting_detection(&incident, k8s_openapi::jiff::Timestamp::now()) {
+        // Its status write wakes this; nothing is read or written before.
+        return Ok(Action::requeue(wait));
+    }
     let _timer = ctx.metrics.count_and_time(CONTROLLER);
     Ok(match reconcile_in(ctx.as_ref(), incident).await? {
         Some(wait) => Action::requeue(wait),
         None => Action::await_change(),
     })
+}
+
+/// How long a detected incident, created but not yet given its detection
+/// by the detector (a status write right after the create), still waits
+/// for it. The detector's create and status write are two requests; the
+/// first reconcile waits for the second instead of a fixed delay.
+fn awaiting_detection(incident: &Incident, now: k8s_openapi::jiff::Timestamp) -> Option<Duration> {
+    let status = incident.status.as_ref();
+    let written = status.is_some_and(|s| s.detection.is_some() || s.phase.is_some());
+    if incident.spec.source.kind != crate::crd::SourceKind::Detected || written {
+        return None;
+    }
+    let created = incident.metadata.creation_timestamp.as_ref()?.0;
+    let age = Duration::try_from(now.duration_since(created)).unwrap_or_default();
+    DETECTION_GRACE
+        .checked_sub(age)
+        .filter(|left| !left.is_zero())
 }
 
 /// One reconcile of an incident in `world`: the live cluster or a
@@ -219,4 +244,48 @@ async fn reconcile_once<W: World>(incident: &Arc<Incident>, world: &W) -> Result
 /// `reconcile_once` waits out and resets.
 pub fn error_policy(incident: Arc<Incident>, error: &Error, ctx: Arc<Context>) -> Action {
     retry::error_policy(CONTROLLER, incident.as_ref(), error, &ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incident(kind: &str, status: serde_json::Value) -> Incident {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "healing-guard.io/v1alpha1", "kind": "Incident",
+            "metadata": {"name": "api-crashloop", "namespace": "hg",
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"title": "api", "severity": "P1", "type": "ServiceOutage",
+                     "target": {"kind": "Deployment", "name": "api"},
+                     "source": {"kind": kind}},
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_detected_incident_waits_for_its_detection_a_little_and_no_longer() {
+        let at = |t: &str| t.parse::<k8s_openapi::jiff::Timestamp>().unwrap();
+        let fresh = incident("Detected", serde_json::json!({}));
+        assert_eq!(
+            awaiting_detection(&fresh, at("2026-01-01T00:00:01Z")),
+            Some(Duration::from_secs(4))
+        );
+        // The detector never wrote it: reconciled without it.
+        assert_eq!(awaiting_detection(&fresh, at("2026-01-01T00:00:05Z")), None);
+        let detected = incident(
+            "Detected",
+            serde_json::json!({"detection": {"firstSeenAt": "2026-01-01T00:00:00Z"}}),
+        );
+        assert_eq!(
+            awaiting_detection(&detected, at("2026-01-01T00:00:01Z")),
+            None
+        );
+        // A person's incident has no detection to wait for.
+        let declared = incident("Manual", serde_json::json!({}));
+        assert_eq!(
+            awaiting_detection(&declared, at("2026-01-01T00:00:01Z")),
+            None
+        );
+    }
 }
