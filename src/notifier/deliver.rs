@@ -29,7 +29,9 @@ const STATUSPAGE_API: &str = "https://api.statuspage.io";
 const SLACK_API: &str = "https://slack.com/api";
 const OPSGENIE_API: &str = "https://api.opsgenie.com";
 
-/// Sends `delivery` to `channel`.
+/// Sends `delivery` to `channel`. One not to be sent again (in doubt, to
+/// a channel that cannot recognise a repeat) is settled by the caller
+/// before its turn, so it never comes here.
 pub async fn deliver(
     ctx: &Context,
     incident: &Incident,
@@ -40,11 +42,6 @@ pub async fn deliver(
 ) -> Outcome {
     let namespace = incident.namespace().unwrap_or_default();
     let attempts = delivery.attempts;
-    // Known before anything is read: a message not to be sent again needs
-    // neither its Secret nor its templates.
-    if let Some(outcome) = compose::unconfirmed(channel.spec.kind, delivery) {
-        return outcome;
-    }
     if outbox::in_doubt(delivery) {
         info!(channel = %delivery.channel, key = %delivery.key,
               "an attempt's outcome was lost; sending it again, which the receiver recognises as a repeat");
