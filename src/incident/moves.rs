@@ -33,6 +33,11 @@ use crate::{
 /// How often a restore waiting for its Job or its data is looked at.
 const WORKFLOW_POLL: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// How long a step waits for something passing before it fails: the
+/// Deployment controller sees a new spec within a second or two unless it
+/// is down.
+const PASSING_LIMIT: Duration = Duration::from_secs(30);
+
 /// What every move of the ladder reads.
 pub(super) struct Step<'a> {
     pub(super) incident: &'a Incident,
@@ -290,12 +295,31 @@ impl Step<'_> {
                     hold_only,
                 });
             }
+            Err(refusal) if refusal.is_passing() && !self.waited_too_long(decision, entry) => {
+                decision.requeue_within(AFTER_CHANGE);
+            }
             Err(refusal) if refusal.is_moot() => {
                 let message = refusal.to_string();
                 self.skip_with(decision, entry, "StepSkipped", message, false);
             }
             Err(refusal) => refuse(decision, entry, &refusal, &self.now),
         }
+    }
+
+    /// A step that waits for something passing (a rollout history about to
+    /// settle) has waited since it was recorded for longer than it may:
+    /// it fails, and someone looks at why the wait did not end.
+    fn waited_too_long(&self, decision: &Decision, entry: usize) -> bool {
+        let Some(since) = decision
+            .status
+            .steps
+            .get(entry)
+            .and_then(|r| r.started_at.as_ref())
+        else {
+            return false;
+        };
+        let limit = since.0.checked_add(PASSING_LIMIT).unwrap_or(since.0);
+        self.now.0 >= limit
     }
 
     /// The GitOps controller has been reconciling since the hold began for

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::crd::{ActionKind, StepRecord, WorkloadRef};
 use crate::incident::decision::{
-    AFTER_RECORD, BREAKER_RECHECK, NEEDS_HUMAN, REMEDIATION_BLOCKED, TARGET_MISSING,
+    AFTER_CHANGE, AFTER_RECORD, BREAKER_RECHECK, NEEDS_HUMAN, REMEDIATION_BLOCKED, TARGET_MISSING,
 };
 use crate::incident::settle::{MAX_APPLY_FAILURES, settle, settle_gave_up, settle_refused};
 use crate::pod::PodFacts;

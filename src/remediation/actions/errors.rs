@@ -41,6 +41,12 @@ pub enum Refusal {
     NothingToPatch(String),
     #[error("ConfigMap {0} already matches its last known-good snapshot; nothing to restore")]
     NothingToRestore(String),
+    /// The Deployment controller has not yet seen the Deployment's latest
+    /// spec, so its revision and history are not settled: waited for.
+    #[error(
+        "the Deployment controller has not yet seen generation {generation} (it last saw {observed}), so the rollout history is not settled"
+    )]
+    HistoryUnsettled { generation: i64, observed: i64 },
     #[error(
         "it could leave fewer than {min_ready} ready replicas: {ready} ready, up to {max_unavailable} taken down at once"
     )]
@@ -60,6 +66,12 @@ impl Refusal {
             self,
             Refusal::NothingToRestore(_) | Refusal::NothingToPatch(_)
         )
+    }
+
+    /// Whether the step waits and plans again shortly: what it would read
+    /// is about to change by itself. It fails after `UNSETTLED_LIMIT`.
+    pub fn is_passing(&self) -> bool {
+        matches!(self, Refusal::HistoryUnsettled { .. })
     }
 }
 

@@ -101,6 +101,20 @@ impl Action for Rollback {
         let Workload::Deployment(deployment) = workload else {
             return Err(Refusal::DeploymentOnly(ActionKind::Rollback));
         };
+        // Two releases in a row: until the Deployment controller has seen
+        // the latest, its revision annotation names the one before.
+        let generation = deployment.metadata.generation.unwrap_or_default();
+        let observed = deployment
+            .status
+            .as_ref()
+            .and_then(|s| s.observed_generation)
+            .unwrap_or_default();
+        if observed < generation {
+            return Err(Refusal::HistoryUnsettled {
+                generation,
+                observed,
+            });
+        }
         let current = workload.revision().unwrap_or_default().to_owned();
         let (revision, template) = match settings.to {
             RollbackTarget::Previous => previous_revision(workload, &inputs.replica_sets)?,
@@ -366,6 +380,37 @@ mod tests {
                 Err(refusal)
             );
         }
+    }
+
+    #[test]
+    fn waits_until_the_deployment_controller_has_seen_the_latest_release() {
+        // Generation 3 written, the controller still at 2: the revision
+        // annotation still names the release before the latest.
+        let mut current = deployment("2", 3);
+        if let Workload::Deployment(d) = &mut current {
+            let d = Arc::make_mut(d);
+            d.metadata.generation = Some(3);
+            d.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+                observed_generation: Some(2),
+                ..Default::default()
+            });
+        }
+        let sets = vec![replica_set("1", "api:1"), replica_set("2", "api:2")];
+        let planned = plan_of::<Rollback>(
+            &action(json!({"action": "rollback"})),
+            &current,
+            &inputs(sets, None),
+            MARK,
+        );
+        let refusal = planned.unwrap_err();
+        assert_eq!(
+            refusal,
+            Refusal::HistoryUnsettled {
+                generation: 3,
+                observed: 2
+            }
+        );
+        assert!(refusal.is_passing() && !refusal.is_moot());
     }
 
     #[test]

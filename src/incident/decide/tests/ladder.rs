@@ -60,6 +60,42 @@ fn a_pending_step_is_planned_then_settled_as_applied() {
     assert!(settled.tallies.is_empty(), "counted when the verdict is in");
 }
 
+/// `api` with a release written that the Deployment controller has not
+/// seen yet.
+fn api_with_an_unseen_release() -> Workload {
+    let mut workload = api(false, json!({}));
+    if let Workload::Deployment(d) = &mut workload {
+        Arc::make_mut(d).metadata.generation = Some(3);
+    }
+    workload
+}
+
+#[test]
+fn a_rollback_waits_for_the_deployment_controller_then_fails_if_it_never_catches_up() {
+    let world = pending_rollback()
+        .rollback_history()
+        .target(api_with_an_unseen_release());
+
+    let (pending, seen) = world.clone().at("2026-01-01T00:00:06Z");
+    let waiting = decide(&pending, &seen);
+    assert_eq!(waiting.effect, None, "nothing planned from a stale history");
+    assert_eq!(last_step(&waiting).result, StepResult::Pending);
+    assert!(waiting.events.is_empty(), "a short wait is not news");
+    assert_eq!(waiting.requeue, Some(AFTER_CHANGE));
+
+    let (pending, seen) = world.at("2026-01-01T00:00:35Z");
+    let failed = decide(&pending, &seen);
+    assert_eq!(failed.effect, None);
+    assert_eq!(last_step(&failed).result, StepResult::Failed);
+    assert_eq!(
+        last_step(&failed).message.as_deref(),
+        Some(
+            "the Deployment controller has not yet seen generation 3 (it last saw 2), so the rollout history is not settled"
+        )
+    );
+    assert_eq!(reasons(&failed)[0], "StepRefused");
+}
+
 #[test]
 fn a_step_found_on_the_workload_after_a_crash_is_not_applied_again() {
     let (pending, seen) = pending_rollback()
