@@ -2,6 +2,8 @@
 # Runs a command against a fresh local control plane, then stops it.
 #   cluster/with-cluster.sh [--dir DIR] -- COMMAND [ARGS...]
 # The command sees KUBECONFIG, HGO_APISERVER, ... (see up.sh) and kubectl/helm on PATH.
+# HGO_KEEP_CLUSTER=1 keeps the state and logs (the audit log among them) of a
+# run that passed, too, for a look afterwards.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/versions.sh"
@@ -32,7 +34,11 @@ prune_kept
 cleanup() {
   local code=$?
   "$here/down.sh" --dir "$dir" >/dev/null 2>&1 || true
-  if [ "$code" = 0 ]; then rm -rf "$dir"; else log "cluster state and logs kept in $dir"; fi
+  if [ "$code" = 0 ] && [ "${HGO_KEEP_CLUSTER:-}" != 1 ]; then
+    rm -rf "$dir"
+  else
+    log "cluster state and logs kept in $dir"
+  fi
   exit "$code"
 }
 trap cleanup EXIT INT TERM
