@@ -51,11 +51,12 @@ pub struct Sample {
     pub bare_watch: Duration,
     /// The Incident for the Deployment was seen.
     pub detection: Duration,
+    /// The detector's status write (what it saw: the affected pods) was
+    /// seen on it; the incident controller's first reconcile waits for it.
+    pub detection_recorded: Duration,
     /// Its first phase was seen (the incident controller's first reconcile
-    /// written).
+    /// written, the first step recorded with it).
     pub phased: Duration,
-    /// Its first step was seen recorded (written before it runs).
-    pub step_recorded: Duration,
     /// The operator's mark was seen on the Deployment.
     pub first_write: Duration,
 }
@@ -82,8 +83,8 @@ enum Seen {
     Incident {
         target: String,
         at: Instant,
+        detection_recorded: bool,
         phased: bool,
-        step_recorded: bool,
         resolved: bool,
     },
     Marked {
@@ -140,11 +141,11 @@ pub async fn round(
                 Some(Seen::Incident {
                     target: incident.spec.target.name.clone(),
                     at,
-                    phased: phase.is_some(),
-                    step_recorded: incident
+                    detection_recorded: incident
                         .status
                         .as_ref()
-                        .is_some_and(|s| !s.steps.is_empty()),
+                        .is_some_and(|s| s.detection.is_some()),
+                    phased: phase.is_some(),
                     resolved: phase == Some(Phase::Resolved),
                 })
             },
@@ -371,8 +372,8 @@ struct Pending {
     injected: Option<Instant>,
     bare_watch: Option<Instant>,
     detection: Option<Instant>,
+    detection_recorded: Option<Instant>,
     phased: Option<Instant>,
-    step_recorded: Option<Instant>,
     first_write: Option<Instant>,
     resolved: Option<Instant>,
 }
@@ -381,8 +382,8 @@ impl Pending {
     fn measured(&self) -> bool {
         self.bare_watch.is_some()
             && self.detection.is_some()
+            && self.detection_recorded.is_some()
             && self.phased.is_some()
-            && self.step_recorded.is_some()
             && self.first_write.is_some()
     }
 
@@ -390,8 +391,8 @@ impl Pending {
         [
             ("the failure on the bare watch", self.bare_watch),
             ("Incident", self.detection),
+            ("detection recorded", self.detection_recorded),
             ("first phase", self.phased),
-            ("step recorded", self.step_recorded),
             ("mark on the Deployment", self.first_write),
         ]
         .into_iter()
@@ -424,8 +425,8 @@ async fn measure(
             injected: None,
             bare_watch: None,
             detection: None,
+            detection_recorded: None,
             phased: None,
-            step_recorded: None,
             first_write: None,
             resolved: None,
         })
@@ -528,17 +529,17 @@ fn record(
         Seen::Incident {
             target,
             at,
+            detection_recorded,
             phased,
-            step_recorded,
             resolved,
         } => {
             if let Some(sample) = by_deployment.get(&target).and_then(|i| pending.get_mut(*i)) {
                 first(&mut sample.detection, sample.injected, at);
+                if detection_recorded {
+                    first(&mut sample.detection_recorded, sample.injected, at);
+                }
                 if phased {
                     first(&mut sample.phased, sample.injected, at);
-                }
-                if step_recorded {
-                    first(&mut sample.step_recorded, sample.injected, at);
                 }
                 if resolved {
                     first(&mut sample.resolved, sample.injected, at);
@@ -568,8 +569,8 @@ fn finish(pending: &[Pending], last_injection: Instant, unresolved: Vec<String>)
             deployment: p.deployment.clone(),
             bare_watch: since(p.bare_watch, p.injected),
             detection: since(p.detection, p.injected),
+            detection_recorded: since(p.detection_recorded, p.injected),
             phased: since(p.phased, p.injected),
-            step_recorded: since(p.step_recorded, p.injected),
             first_write: since(p.first_write, p.injected),
         })
         .collect();
@@ -614,10 +615,9 @@ pub struct Stage {
 }
 
 /// The path, stage by stage: the floor's watch to the Incident (the
-/// detector), the Incident to its first phase (queued, observed, decided
-/// and written by the incident controller), to its first step recorded
-/// (the next reconcile, before the step runs), to the write on the target
-/// seen (the action).
+/// detector), to the detector's status write on it, to its first phase
+/// (queued, observed, decided and written with the first step by the
+/// incident controller), to the write on the target seen (the action).
 pub const STAGES: [Stage; 4] = [
     Stage {
         name: "detection (floor -> Incident)",
@@ -625,18 +625,18 @@ pub const STAGES: [Stage; 4] = [
         to: |s| s.detection,
     },
     Stage {
-        name: "first reconcile (-> first phase)",
+        name: "detector's status write (-> status.detection)",
         from: |s| s.detection,
+        to: |s| s.detection_recorded,
+    },
+    Stage {
+        name: "first reconcile (-> first phase and step)",
+        from: |s| s.detection_recorded,
         to: |s| s.phased,
     },
     Stage {
-        name: "step recorded (-> status.steps)",
-        from: |s| s.phased,
-        to: |s| s.step_recorded,
-    },
-    Stage {
         name: "the write (-> mark on target)",
-        from: |s| s.step_recorded,
+        from: |s| s.phased,
         to: |s| s.first_write,
     },
 ];

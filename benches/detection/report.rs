@@ -272,8 +272,8 @@ fn round_json(round: &Round) -> Map<String, Value> {
                 "deployment": s.deployment,
                 "bare_watch_s": s.bare_watch.as_secs_f64(),
                 "detection_s": s.detection.as_secs_f64(),
+                "detection_recorded_s": s.detection_recorded.as_secs_f64(),
                 "phased_s": s.phased.as_secs_f64(),
-                "step_recorded_s": s.step_recorded.as_secs_f64(),
                 "first_write_s": s.first_write.as_secs_f64(),
             })
         })
