@@ -128,6 +128,8 @@ pub struct Context {
     pub channel_limits: Arc<crate::communication::channel_limits::ChannelLimits>,
     /// The pods of guarded workloads, which the detector's pod watches keep.
     pub pods: crate::pod::GuardedPods,
+    /// The Warning events of the same namespaces, for evidence.
+    pub warnings: crate::warnings::WarningEvents,
     /// Each policy generation's problems, checked once.
     pub checked: Arc<crate::validation::Checked>,
 }
@@ -166,6 +168,7 @@ impl Context {
             sending: Arc::default(),
             channel_limits: Arc::default(),
             pods: crate::pod::GuardedPods::default(),
+            warnings: crate::warnings::WarningEvents::default(),
             checked: Arc::default(),
         }
     }

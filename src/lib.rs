@@ -31,4 +31,5 @@ pub mod signals;
 pub mod simulation;
 pub mod telemetry;
 pub mod validation;
+pub mod warnings;
 pub mod workload;

@@ -85,7 +85,12 @@ pub async fn run(
             ctx.metrics.clone(),
             watches.incidents.store(),
         ),
-        pod_watches: PodWatches::new(ctx.client.clone(), ctx.pods.clone(), sender),
+        pod_watches: PodWatches::new(
+            ctx.client.clone(),
+            ctx.pods.clone(),
+            ctx.warnings.clone(),
+            sender,
+        ),
         workloads: HashMap::new(),
         sensing: Sensing::default(),
         timers: DelayQueue::new(),

@@ -3,7 +3,8 @@
 //! keeps its namespace's pods (their facts, not whole objects) in the
 //! shared [`GuardedPods`], which indexes them by guarded selector and where
 //! the incident controller reads them too, and tells the detector what
-//! changed.
+//! changed. Beside each, a watch of the namespace's Warning events keeps
+//! them for the incidents' evidence ([`WarningEvents`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -16,7 +17,10 @@ use kube::{
 };
 use tokio::{sync::mpsc, task::AbortHandle};
 
-use crate::pod::{GuardedPods, PodFacts, PodSelector, facts_event};
+use crate::{
+    pod::{GuardedPods, PodFacts, PodSelector, facts_event},
+    warnings::WarningEvents,
+};
 
 /// What one of the pod watches tells the detector, once the shared stores
 /// hold it.
@@ -74,22 +78,31 @@ pub struct PodWatches {
     client: Client,
     sender: mpsc::Sender<PodChange>,
     pods: GuardedPods,
+    warnings: WarningEvents,
     watches: HashMap<String, PodWatch>,
 }
 
 struct PodWatch {
     handle: AbortHandle,
+    /// The namespace's Warning event watch, which lives as long.
+    warnings: AbortHandle,
     /// Its first complete LIST has arrived: before that, a missing pod
     /// may only not be loaded yet.
     synced: bool,
 }
 
 impl PodWatches {
-    pub fn new(client: Client, pods: GuardedPods, sender: mpsc::Sender<PodChange>) -> Self {
+    pub fn new(
+        client: Client,
+        pods: GuardedPods,
+        warnings: WarningEvents,
+        sender: mpsc::Sender<PodChange>,
+    ) -> Self {
         PodWatches {
             client,
             sender,
             pods,
+            warnings,
             watches: HashMap::new(),
         }
     }
@@ -98,12 +111,14 @@ impl PodWatches {
     /// indexes their pods by those selectors.
     pub fn sync(&mut self, desired: BTreeMap<PodSelector, Selector>) {
         let namespaces: BTreeSet<&str> = desired.keys().map(|k| k.namespace.as_str()).collect();
-        let pods = &self.pods;
+        let (pods, warnings) = (&self.pods, &self.warnings);
         self.watches.retain(|namespace, watch| {
             let keep = namespaces.contains(namespace.as_str());
             if !keep {
                 watch.handle.abort();
+                watch.warnings.abort();
                 pods.unregister(namespace);
+                warnings.unwatch(namespace);
             }
             keep
         });
@@ -118,6 +133,7 @@ impl PodWatches {
                 );
                 let watch = PodWatch {
                     handle,
+                    warnings: self.warnings.watch(&self.client, namespace),
                     synced: false,
                 };
                 self.watches.insert(namespace.to_owned(), watch);
@@ -154,7 +170,9 @@ impl PodWatches {
     pub fn stop(&self) {
         for (namespace, watch) in &self.watches {
             watch.handle.abort();
+            watch.warnings.abort();
             self.pods.unregister(namespace);
+            self.warnings.unwatch(namespace);
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::{
     crd::{Evidence, PodEvidence, WorkloadKind, WorkloadRef},
     names::REVISION_ANNOTATION as REVISION,
     pod::{ContainerFacts, PodFacts},
+    warnings::WarningEvents,
 };
 
 /// Pods described in full; the rest are counted.
@@ -35,18 +36,28 @@ pub const MAX_LOG_LINES: i64 = 20;
 /// Longest event message or log line kept.
 const MAX_LINE: usize = 300;
 
+/// Where evidence is read from.
+pub struct Sources<'a> {
+    pub client: &'a Client,
+    /// The Warning events the detector's watches keep; listed where they
+    /// keep none.
+    pub warnings: &'a WarningEvents,
+    /// Whether the failing container's last log lines are read.
+    pub capture_logs: bool,
+}
+
 /// Captures evidence for a target and its `pods` (as observed); the pods
 /// detection named (`affected`) come first. Never fails: what cannot be
 /// read is noted.
 pub async fn capture(
-    client: &Client,
+    sources: &Sources<'_>,
     namespace: &str,
     target: &WorkloadRef,
     pods: &[PodFacts],
     affected: &[String],
-    capture_logs: bool,
     now: Timestamp,
 ) -> Evidence {
+    let client = sources.client;
     let mut evidence = Evidence {
         captured_at: Some(Time(now)),
         ..Evidence::default()
@@ -57,7 +68,7 @@ pub async fn capture(
     let mut events = Evidence::default();
     let (found, omitted_events) = tokio::join!(
         workload(client, namespace, target, &mut evidence),
-        warning_events(client, namespace, &names, &mut events)
+        warning_events(sources, namespace, &names, &mut events)
     );
     if found.is_none() {
         return evidence;
@@ -70,7 +81,7 @@ pub async fn capture(
     if let Some(failing) = described.iter().find(|p| !p.ready)
         && let Some(pod) = pods.iter().find(|p| p.name() == failing.name)
     {
-        if capture_logs {
+        if sources.capture_logs {
             last_logs(&pods_api, pod, &mut evidence).await;
         } else {
             evidence.notes.push(format!(
@@ -347,27 +358,44 @@ fn describe_pod(pod: &PodFacts) -> PodEvidence {
     }
 }
 
-/// Recent Warning events about the target and its pods; returns how many were left out.
+/// Recent Warning events about the target and its pods, from the watch
+/// that keeps them, else listed; returns how many were left out.
 async fn warning_events(
-    client: &Client,
+    sources: &Sources<'_>,
     namespace: &str,
     names: &BTreeSet<String>,
     evidence: &mut Evidence,
 ) -> usize {
-    let api: Api<Event> = Api::namespaced(client.clone(), namespace);
+    if let Some(kept) = sources.warnings.about(namespace, names) {
+        let (lines, omitted) = event_lines(kept.iter().map(|e| e.as_ref()), names);
+        evidence.events = lines;
+        return omitted;
+    }
+    let api: Api<Event> = Api::namespaced(sources.client.clone(), namespace);
     let params = ListParams::default()
         .fields("type=Warning")
         .limit(500)
         .match_any();
-    let events = match api.list(&params).await {
-        Ok(list) => list.items,
+    match api.list(&params).await {
+        Ok(list) => {
+            let (lines, omitted) = event_lines(list.items.iter(), names);
+            evidence.events = lines;
+            omitted
+        }
         Err(error) => {
             evidence.notes.push(format!("events not read: {error}"));
-            return 0;
+            0
         }
-    };
+    }
+}
+
+/// The events about any of `names`, newest first, as evidence lines, at
+/// most [`MAX_EVENTS`]; and how many were left out. Pure.
+pub fn event_lines<'a>(
+    events: impl Iterator<Item = &'a Event>,
+    names: &BTreeSet<String>,
+) -> (Vec<String>, usize) {
     let mut relevant: Vec<&Event> = events
-        .iter()
         .filter(|e| {
             e.involved_object
                 .name
@@ -377,7 +405,7 @@ async fn warning_events(
         .collect();
     relevant.sort_by_key(|e| std::cmp::Reverse(e.last_timestamp.as_ref().map(|t| t.0)));
     let omitted = relevant.len().saturating_sub(MAX_EVENTS);
-    evidence.events = relevant
+    let lines = relevant
         .into_iter()
         .take(MAX_EVENTS)
         .map(|e| {
@@ -396,10 +424,9 @@ async fn warning_events(
             clip(&line)
         })
         .collect();
-    omitted
+    (lines, omitted)
 }
 
-/// The failing container's last lines; the previous instance's if it restarted.
 async fn last_logs(api: &Api<Pod>, pod: &PodFacts, evidence: &mut Evidence) {
     let containers: Vec<&ContainerFacts> = pod.app_containers().collect();
     let Some(container) = containers
@@ -543,5 +570,33 @@ mod tests {
             &mut plain,
         );
         assert_eq!(plain, Evidence::default());
+    }
+
+    #[test]
+    fn event_lines_keep_the_targets_and_its_pods_newest_first_and_count_the_rest() {
+        let event = |object: &str, reason: &str, minute: u32| -> Event {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("{object}.{minute}")},
+                "involvedObject": {"kind": "Pod", "name": object},
+                "reason": reason, "message": "m", "count": 2,
+                "lastTimestamp": format!("2026-01-01T00:{minute:02}:00Z")
+            }))
+            .unwrap()
+        };
+        let mut events = vec![
+            event("api-1", "BackOff", 1),
+            event("other-1", "BackOff", 3),
+            event("api-2", "Unhealthy", 2),
+        ];
+        let names: BTreeSet<String> = ["api".into(), "api-1".into(), "api-2".into()].into();
+        let (lines, omitted) = event_lines(events.iter(), &names);
+        assert_eq!(
+            lines,
+            ["Pod/api-2 Unhealthy: m (x2)", "Pod/api-1 BackOff: m (x2)"]
+        );
+        assert_eq!(omitted, 0);
+        events.extend((10..40).map(|minute| event("api-1", "BackOff", minute)));
+        let (lines, omitted) = event_lines(events.iter(), &names);
+        assert_eq!((lines.len(), omitted), (MAX_EVENTS, 12));
     }
 }

@@ -149,16 +149,12 @@ impl World for Context {
         affected: &[String],
         now: Timestamp,
     ) -> Evidence {
-        evidence::capture(
-            &self.client,
-            namespace,
-            target,
-            pods,
-            affected,
-            self.settings.capture_logs,
-            now,
-        )
-        .await
+        let sources = evidence::Sources {
+            client: &self.client,
+            warnings: &self.warnings,
+            capture_logs: self.settings.capture_logs,
+        };
+        evidence::capture(&sources, namespace, target, pods, affected, now).await
     }
 
     fn probe(&self, key: &ProbeKey) -> Option<Tracker> {

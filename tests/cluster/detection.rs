@@ -893,3 +893,93 @@ async fn a_detected_incident_deleted_by_a_human_opens_again_if_the_signal_goes_o
     .await;
     assert_eq!(again.spec.source.dedup_key.as_deref(), Some(key.as_str()));
 }
+
+/// A core/v1 Warning event about `object` (a Deployment), as a controller
+/// would record it.
+fn warning_about(
+    ns: &str,
+    object: &str,
+    reason: &str,
+    message: &str,
+) -> k8s_openapi::api::core::v1::Event {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("{object}.{}", reason.to_lowercase())},
+        "involvedObject": {"apiVersion": "apps/v1", "kind": "Deployment", "name": object, "namespace": ns},
+        "reason": reason, "message": message, "type": "Warning", "count": 3,
+        "firstTimestamp": "2026-01-01T00:00:00Z", "lastTimestamp": "2026-01-01T00:00:00Z",
+        "source": {"component": "tester"}
+    }))
+    .unwrap()
+}
+
+/// The evidence names the Warning events about the target and its pods,
+/// and no others; the operator keeps them from a watch of the namespace's
+/// Warning events (started with its pod watch) and lists none.
+#[tokio::test]
+async fn evidence_names_the_targets_warning_events_kept_by_a_watch_not_listed() {
+    use k8s_openapi::api::core::v1::Event;
+    let (client, ns, _operator) = setup(
+        "evidence-events",
+        "Deployment",
+        json!([crash_rule()]),
+        json!({}),
+    )
+    .await;
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    for (object, reason, message) in [
+        ("api", "QuotaExceeded", "exceeded quota: compute"),
+        ("other", "FailedCreate", "not about the target"),
+    ] {
+        events
+            .create(
+                &PostParams::default(),
+                &warning_about(&ns, object, reason, message),
+            )
+            .await
+            .unwrap();
+    }
+    create_deployment(
+        &client,
+        &ns,
+        workload("Deployment", "api", 1, Some("crashloop"), true),
+    )
+    .await;
+    let incident = incident_for(&client, &ns, "Deployment/api/CrashLoopBackOff").await;
+    let evidence = incident.status.unwrap().evidence.unwrap();
+    assert!(
+        evidence
+            .events
+            .contains(&"Deployment/api QuotaExceeded: exceeded quota: compute (x3)".to_owned()),
+        "{evidence:?}"
+    );
+    assert!(
+        evidence.events.iter().all(|line| !line.contains("other")),
+        "{evidence:?}"
+    );
+    // The watch's own LIST comes when the namespace is first guarded; the
+    // evidence, after the Incident's create, reads the watch's store.
+    let requests = crate::support::operator_request_log(&ns);
+    let opened = requests
+        .iter()
+        .find(|r| r.verb == "create" && r.resource == "incidents")
+        .map(|r| r.received.clone())
+        .unwrap();
+    let lists: Vec<&String> = requests
+        .iter()
+        .filter(|r| r.verb == "list" && r.resource == "events")
+        .map(|r| &r.received)
+        .collect();
+    assert!(
+        !lists.is_empty(),
+        "the watch lists the Warning events first"
+    );
+    assert!(
+        lists.iter().all(|at| **at < opened),
+        "events listed after the incident opened at {opened}: {lists:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.verb == "watch" && r.resource == "events")
+    );
+}

@@ -70,6 +70,26 @@ pub async fn try_client() -> Result<Client, Error> {
 /// resource (`pods`, `pods/eviction`), from the API server's audit log
 /// (cluster/up.sh audits every ServiceAccount request).
 pub fn operator_requests(namespace: &str) -> std::collections::BTreeMap<(String, String), usize> {
+    let mut calls = std::collections::BTreeMap::new();
+    for request in operator_request_log(namespace) {
+        *calls.entry((request.verb, request.resource)).or_default() += 1;
+    }
+    calls
+}
+
+/// One request in the audit log.
+pub struct AuditedRequest {
+    /// When the API server received it (RFC 3339 with microseconds: these
+    /// compare as text).
+    pub received: String,
+    pub verb: String,
+    /// With its subresource: `pods/eviction`.
+    pub resource: String,
+}
+
+/// The requests the operator of `namespace` made so far, in the order the
+/// audit log has them, each once.
+pub fn operator_request_log(namespace: &str) -> Vec<AuditedRequest> {
     let kubeconfig =
         std::env::var("KUBECONFIG").expect("KUBECONFIG: run under cluster/with-cluster.sh");
     let audit_log = Path::new(&kubeconfig).with_file_name("audit.log");
@@ -77,7 +97,7 @@ pub fn operator_requests(namespace: &str) -> std::collections::BTreeMap<(String,
         .unwrap_or_else(|error| panic!("{}: {error}", audit_log.display()));
     let user = format!("system:serviceaccount:{namespace}:op-{namespace}-healing-guard-operator");
     let mut seen = std::collections::BTreeSet::new();
-    let mut calls = std::collections::BTreeMap::new();
+    let mut requests = Vec::new();
     for line in text.lines() {
         let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
             continue; // a line being written
@@ -96,10 +116,16 @@ pub fn operator_requests(namespace: &str) -> std::collections::BTreeMap<(String,
             Some(sub) => format!("{resource}/{sub}"),
             None => resource.to_owned(),
         };
-        let verb = event["verb"].as_str().unwrap_or_default().to_owned();
-        *calls.entry((verb, resource)).or_default() += 1;
+        requests.push(AuditedRequest {
+            received: event["requestReceivedTimestamp"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            verb: event["verb"].as_str().unwrap_or_default().to_owned(),
+            resource,
+        });
     }
-    calls
+    requests
 }
 
 /// A client for one of the cluster's users ("tester", "commander",
