@@ -23,6 +23,11 @@
 //! 5. 1,000 RemediationPolicies that select nothing.
 //! 6. Declared Incidents: creation to the first phase written, with none and
 //!    then with 1,000 open Incidents in the namespace.
+//! 7. 30,000 pods, 20,000 guarded: 10,000 more guarded pods and 10,000 that
+//!    no policy guards beside them, and a third round on those, when the
+//!    nodes hold them (`make bench` starts its cluster so; HGO_BENCH_SCALE=0
+//!    skips it). Should the control plane give out, the report says what
+//!    and at what size, and the rest of the run stands.
 //!
 //! Memory (VmRSS, VmHWM) is read after each step, after 10 s of settling.
 //! The results are printed and written to `target/bench/latest.json` (the
@@ -77,6 +82,14 @@ const SAMPLES: usize = 200;
 const LATENCY_REPLICAS: i32 = 5;
 /// The second: 200 x 45 = 9,000 more, 10,000 guarded pods in all.
 const BIG_REPLICAS: i32 = 45;
+/// The third round's guarded Deployments: 250 x 40 = 10,000 more, 20,000
+/// guarded pods in all (each below the bench policy's floor, as the
+/// others); and 100 x 100 pods beside them that no policy guards, in the same
+/// namespace (so the operator's pod watch holds them too): 30,000 pods.
+const SCALE_DEPLOYMENTS: usize = 250;
+const SCALE_REPLICAS: i32 = 40;
+const UNGUARDED_DEPLOYMENTS: usize = 100;
+const UNGUARDED_REPLICAS: i32 = 100;
 /// Policies that select nothing, and open Incidents, at their memory points.
 const POLICIES: usize = 1_000;
 const OPEN_INCIDENTS: usize = 1_000;
@@ -177,6 +190,65 @@ async fn delete_namespaces(client: &Client, namespaces: &[String]) {
     }
 }
 
+/// Whether the third round runs: wanted (HGO_BENCH_SCALE is not 0), and
+/// the nodes hold 20,000 pods more than there are.
+async fn scale_wanted(client: &Client) -> Result<bool> {
+    if std::env::var("HGO_BENCH_SCALE").is_ok_and(|value| value == "0") {
+        eprintln!("[bench] the round at 30,000 pods is skipped (HGO_BENCH_SCALE=0)");
+        return Ok(false);
+    }
+    let needed = workloads::pods_in_cluster(client).await?
+        + workloads::guarded_pod_count(SCALE_REPLICAS, SCALE_DEPLOYMENTS)?
+        + workloads::guarded_pod_count(UNGUARDED_REPLICAS, UNGUARDED_DEPLOYMENTS)?;
+    let capacity = workloads::capacity(client).await?;
+    if capacity < needed {
+        eprintln!(
+            "[bench] the round at 30,000 pods is skipped: the nodes hold {capacity} pods, it needs {needed} (make bench starts the cluster with room)"
+        );
+    }
+    Ok(capacity >= needed)
+}
+
+/// 10,000 more guarded pods and 10,000 unguarded beside them, their memory
+/// point, and the round at 20,000 guarded pods.
+async fn scale_round<F>(
+    client: &Client,
+    guarded: &str,
+    guarded_before: usize,
+    memory: &mut Vec<MemoryPoint>,
+    point: &F,
+) -> Result<latency::Round>
+where
+    F: AsyncFn(&str, usize, Duration) -> Result<MemoryPoint>,
+{
+    let phase = Instant::now();
+    workloads::create_unguarded(
+        client,
+        guarded,
+        "free",
+        UNGUARDED_REPLICAS,
+        UNGUARDED_DEPLOYMENTS,
+    )
+    .await?;
+    let huge = workloads::create_guarded(
+        client,
+        guarded,
+        "huge",
+        "huge",
+        SCALE_REPLICAS,
+        SCALE_DEPLOYMENTS,
+    )
+    .await?;
+    let at_20000 =
+        guarded_before + workloads::guarded_pod_count(SCALE_REPLICAS, SCALE_DEPLOYMENTS)?;
+    workloads::wait_ready(client, guarded, at_20000).await?;
+    let took = phase.elapsed();
+    eprintln!("[bench] 30,000 pods ready: {:.1} s", took.as_secs_f64());
+    memory.push(point("guarded_20000", at_20000, took).await?);
+    let samples = &huge[..SAMPLES.min(huge.len())];
+    latency::round(client, guarded, "huge", samples).await
+}
+
 /// Times each phase of the run, for the report.
 struct Phases(Vec<Phase>);
 
@@ -273,6 +345,16 @@ async fn run(client: &Client, namespaces: &Namespaces, operator: &Operator) -> R
     let reconcile_with_1000 = reconciles.samples("more", RECONCILE_SAMPLES).await?;
     phases.done("incident reconcile with 1,000 open, 20 samples", phase);
 
+    // 7. 30,000 pods, 20,000 guarded.
+    let at_20000 = if scale_wanted(client).await? {
+        let phase = Instant::now();
+        let outcome = scale_round(client, guarded, at_10000, &mut memory, &point).await;
+        phases.done("30,000 pods (20,000 guarded): created, ready, round", phase);
+        Some(outcome.map_err(|error| error.to_string()))
+    } else {
+        None
+    };
+
     Ok(Report {
         operator_pid: operator.pid(),
         samples_per_round: SAMPLES,
@@ -280,6 +362,7 @@ async fn run(client: &Client, namespaces: &Namespaces, operator: &Operator) -> R
         memory,
         reconcile_empty,
         reconcile_with_1000,
+        at_20000,
         phases: phases.0,
         wall: Duration::ZERO,
     })

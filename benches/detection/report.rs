@@ -36,6 +36,9 @@ pub struct Report {
     /// Declared Incident created -> first phase seen, sorted.
     pub reconcile_empty: Vec<Duration>,
     pub reconcile_with_1000: Vec<Duration>,
+    /// The third round, at 20,000 guarded pods of 30,000: None when not
+    /// run, the error when the cluster gave out.
+    pub at_20000: Option<std::result::Result<Round, String>>,
     pub phases: Vec<Phase>,
     pub wall: Duration,
 }
@@ -114,6 +117,14 @@ impl Report {
         );
         for ((name, _), round) in ROUNDS.iter().zip(&self.rounds) {
             print_round(name, round);
+        }
+        match &self.at_20000 {
+            Some(Ok(round)) => print_round("20,000 (of 30,000 in the cluster)", round),
+            Some(Err(error)) => {
+                println!();
+                println!("The round at 30,000 pods (20,000 guarded) gave out: {error}");
+            }
+            None => {}
         }
         println!();
         println!(
@@ -196,10 +207,19 @@ impl Report {
             root.insert(name, value);
         }
         root.insert("at_10000".into(), Value::Object(round_json(at_10000)));
-        root.insert(
-            "over_floor".into(),
-            json!({"at_1000": over_floor_json(at_1000), "at_10000": over_floor_json(at_10000)}),
-        );
+        let mut over_floor =
+            json!({"at_1000": over_floor_json(at_1000), "at_10000": over_floor_json(at_10000)});
+        match &self.at_20000 {
+            Some(Ok(round)) => {
+                root.insert("at_20000".into(), Value::Object(round_json(round)));
+                over_floor["at_20000"] = over_floor_json(round);
+            }
+            Some(Err(error)) => {
+                root.insert("at_20000".into(), json!({"gave_out": error}));
+            }
+            None => {}
+        }
+        root.insert("over_floor".into(), over_floor);
         let memory = |part: fn(&MemoryPoint) -> u64| {
             let points: Map<String, Value> = self
                 .memory

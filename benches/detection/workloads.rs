@@ -22,6 +22,8 @@ use crate::{BenchError, Result, support};
 
 /// Label on the guarded Deployments, which the bench policy selects.
 const GUARD_LABEL: (&str, &str) = ("bench", "guarded");
+/// Label on Deployments beside them that no policy guards.
+const UNGUARDED_LABEL: (&str, &str) = ("bench", "unguarded");
 /// Pod label naming the set a guarded pod belongs to (`latency`, `big`).
 pub const ROLE_LABEL: &str = "bench-role";
 /// Objects created at once; the API server, not the bench, sets the pace.
@@ -32,15 +34,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// Fails early when the nodes cannot hold the guarded pods.
 pub async fn check_capacity(client: &Client, needed: usize) -> Result<()> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let capacity: usize = nodes
-        .list(&ListParams::default())
-        .await?
-        .items
-        .iter()
-        .filter_map(|node| node.status.as_ref()?.allocatable.as_ref()?.get("pods"))
-        .filter_map(count_quantity)
-        .sum();
+    let capacity = capacity(client).await?;
     if capacity < needed {
         return Err(format!(
             "the nodes hold {capacity} pods, the bench needs {needed}: start the cluster with \
@@ -49,6 +43,19 @@ pub async fn check_capacity(client: &Client, needed: usize) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// How many pods the nodes hold in all.
+pub async fn capacity(client: &Client) -> Result<usize> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    Ok(nodes
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter_map(|node| node.status.as_ref()?.allocatable.as_ref()?.get("pods"))
+        .filter_map(count_quantity)
+        .sum())
 }
 
 /// A count such as "110" or "4k" (the API server writes 4000 pods as 4k).
@@ -155,6 +162,35 @@ pub async fn create_guarded(
     Ok(names)
 }
 
+/// Creates `count` Deployments `<prefix>-000`... of `replicas` pods that no
+/// policy guards, and waits until their pods are ready.
+pub async fn create_unguarded(
+    client: &Client,
+    namespace: &str,
+    prefix: &str,
+    replicas: i32,
+    count: usize,
+) -> Result<()> {
+    let names: Vec<String> = (0..count).map(|i| format!("{prefix}-{i:03}")).collect();
+    futures::stream::iter(names)
+        .map(|name| async move {
+            let mut deployment = guarded_deployment(&name, replicas, "unguarded");
+            deployment["metadata"]["labels"] = json!({UNGUARDED_LABEL.0: UNGUARDED_LABEL.1});
+            support::try_create_deployment(client, namespace, deployment).await
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .try_collect::<()>()
+        .await?;
+    let label = format!("{}={}", UNGUARDED_LABEL.0, UNGUARDED_LABEL.1);
+    wait_labelled_ready(
+        client,
+        namespace,
+        &label,
+        guarded_pod_count(replicas, count)?,
+    )
+    .await
+}
+
 pub fn guarded_pod_count(replicas: i32, count: usize) -> Result<usize> {
     Ok(usize::try_from(replicas)? * count)
 }
@@ -179,12 +215,24 @@ fn guarded_deployment(name: &str, replicas: i32, role: &str) -> Value {
 /// Waits until the guarded Deployments of `namespace` have `expected` ready
 /// replicas in all, and no more pods than they want.
 pub async fn wait_ready(client: &Client, namespace: &str, expected: usize) -> Result<()> {
+    let label = format!("{}={}", GUARD_LABEL.0, GUARD_LABEL.1);
+    wait_labelled_ready(client, namespace, &label, expected).await
+}
+
+/// Waits until the Deployments of `namespace` labelled `label` have
+/// `expected` ready replicas in all, and no more pods than they want.
+async fn wait_labelled_ready(
+    client: &Client,
+    namespace: &str,
+    label: &str,
+    expected: usize,
+) -> Result<()> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let params = ListParams::default().labels(&format!("{}={}", GUARD_LABEL.0, GUARD_LABEL.1));
+    let params = ListParams::default().labels(label);
     let started = Instant::now();
     let mut told = Instant::now();
     support::poll(
-        &format!("{expected} guarded pods ready"),
+        &format!("{expected} pods of {label} ready"),
         READY_TIMEOUT,
         || {
             let (api, params) = (api.clone(), params.clone());
@@ -201,7 +249,7 @@ pub async fn wait_ready(client: &Client, namespace: &str, expected: usize) -> Re
                 }
                 if tell {
                     eprintln!(
-                        "[bench] {ready}/{expected} guarded pods ready after {:.0} s",
+                        "[bench] {ready}/{expected} pods of {label} ready after {:.0} s",
                         started.elapsed().as_secs_f64()
                     );
                 }
