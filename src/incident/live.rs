@@ -143,16 +143,17 @@ impl World for Context {
 
     async fn evidence(
         &self,
-        namespace: &str,
+        _namespace: &str,
         target: &crate::crd::WorkloadRef,
+        workload: Option<&Workload>,
         pods: &[PodFacts],
         affected: &[String],
         now: Timestamp,
     ) -> Evidence {
         evidence::capture(
             &self.client,
-            namespace,
             target,
+            workload,
             pods,
             affected,
             self.settings.capture_logs,

@@ -152,6 +152,7 @@ pub async fn observe<W: World>(world: &W, incident: &Incident) -> Result<Observa
                 .evidence(
                     &namespace,
                     target,
+                    workload.as_ref(),
                     &pods,
                     status
                         .and_then(|s| s.detection.as_ref())

@@ -222,6 +222,7 @@ impl World for SimWorld {
         &self,
         namespace: &str,
         target: &WorkloadRef,
+        _workload: Option<&Workload>,
         pods: &[PodFacts],
         affected: &[String],
         now: Timestamp,
