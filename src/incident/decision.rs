@@ -156,19 +156,26 @@ impl Decision {
 
     /// A timeline entry and an Event saying the same thing.
     pub(super) fn note(&mut self, now: &Time, warning: bool, reason: &str, message: String) {
-        lifecycle::push_timeline(
-            &mut self.status,
-            TimelineEntry {
-                at: now.clone(),
-                reason: reason.into(),
-                message: message.clone(),
-            },
-        );
+        self.note_in_timeline(now, reason, message.clone());
         self.events.push(if warning {
             PlannedEvent::warning(reason, "Remediate", message)
         } else {
             PlannedEvent::normal(reason, "Remediate", message)
         });
+    }
+
+    /// A timeline entry alone: the timeline is the full record, and an
+    /// Event saying the same follows at once (a step recorded and run in
+    /// the same reconcile) or is on the object the change was made to.
+    pub(super) fn note_in_timeline(&mut self, now: &Time, reason: &str, message: String) {
+        lifecycle::push_timeline(
+            &mut self.status,
+            TimelineEntry {
+                at: now.clone(),
+                reason: reason.into(),
+                message,
+            },
+        );
     }
 }
 

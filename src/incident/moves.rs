@@ -128,11 +128,13 @@ impl Step<'_> {
                 None => format!("step {name} ({action}) recorded, mode {mode}"),
             }
         };
-        decision.note(&self.now, false, "StepRecorded", message);
         // Saved first; then run, in this reconcile once the save is done.
         if awaiting_approval {
+            decision.note(&self.now, false, "StepRecorded", message);
             decision.requeue_within(AFTER_RECORD);
         } else {
+            // How it went (applied, refused) is the Event, a moment later.
+            decision.note_in_timeline(&self.now, "StepRecorded", message);
             decision.go_on();
         }
     }
