@@ -81,6 +81,11 @@ pub struct Effect {
     /// controller has no reconcile under way (one begun before the
     /// suspension could still undo it).
     pub hold_only: bool,
+    /// A step applied in parts: its first part, made right after the
+    /// change that marks it applied (a DeletePods restart's first batch of
+    /// evictions), planned from the same pods. The rest follows while it
+    /// verifies.
+    pub first_batch: Option<Planned>,
 }
 
 /// What one reconcile should do.
@@ -125,6 +130,7 @@ impl Decision {
             hold: None,
             notes: Vec::new(),
             hold_only: false,
+            first_batch: None,
         });
         self.requeue_within(AFTER_CHANGE);
     }

@@ -257,6 +257,54 @@ fn a_missing_target_waits_and_a_closed_incident_does_nothing() {
 }
 
 #[test]
+fn a_pod_by_pod_restart_evicts_its_first_batch_with_the_mark_and_saves_both_at_once() {
+    let pod = |name: &str, ready: &str| -> crate::pod::PodFacts {
+        serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(json!({
+            "metadata": {"name": name, "uid": format!("uid-{name}"),
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "status": {"conditions": [{"type": "Ready", "status": ready}]}}))
+        .unwrap()
+        .into()
+    };
+    let (pending, seen) = World::new()
+        .policy(policy(
+            "Auto",
+            json!([{"action": "restart", "restart": {"method": "DeletePods"}}]),
+            json!({}),
+        ))
+        .phase("Mitigating")
+        .step("restart", "Pending", "2026-01-01T00:00:05Z")
+        .pods(vec![pod("api-1", "False"), pod("api-2", "True")])
+        .at("2026-01-01T00:00:06Z");
+
+    let decision = decide(&pending, &seen);
+
+    let effect = decision.effect.clone().unwrap();
+    assert!(!effect.follow_up);
+    let batch = effect
+        .first_batch
+        .clone()
+        .expect("the first batch, with the mark");
+    assert_eq!(batch.summary, "evict pods api-1", "the failing pod first");
+    assert_eq!(last_step(&decision).replacing, ["uid-api-1", "uid-api-2"]);
+    let settled = settle(
+        decision,
+        vec!["pod api-1 evicted".into()],
+        &pending,
+        seen.now,
+    );
+    let step = last_step(&settled);
+    assert_eq!(step.result, StepResult::Verifying);
+    assert_eq!(
+        step.changes,
+        [
+            "Deployment/api pods evicted, at most 1 unavailable at a time",
+            "pod api-1 evicted"
+        ]
+    );
+}
+
+#[test]
 fn a_pod_by_pod_restart_goes_on_batch_by_batch_while_it_verifies() {
     let unready = serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(json!({
         "metadata": {"name": "api-1", "creationTimestamp": "2026-01-01T00:00:00Z"},
