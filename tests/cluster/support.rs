@@ -70,6 +70,17 @@ pub async fn try_client() -> Result<Client, Error> {
 /// resource (`pods`, `pods/eviction`), from the API server's audit log
 /// (cluster/up.sh audits every ServiceAccount request).
 pub fn operator_requests(namespace: &str) -> std::collections::BTreeMap<(String, String), usize> {
+    operator_requests_since(namespace, Timestamp::UNIX_EPOCH)
+}
+
+/// As [`operator_requests`], of the requests received from `since` on (by
+/// the API server's clock, which is this machine's). Requests made as the
+/// namespace's remediator are the operator's too: the audit log names the
+/// operator as their user, the remediator as the one impersonated.
+pub fn operator_requests_since(
+    namespace: &str,
+    since: Timestamp,
+) -> std::collections::BTreeMap<(String, String), usize> {
     let kubeconfig =
         std::env::var("KUBECONFIG").expect("KUBECONFIG: run under cluster/with-cluster.sh");
     let audit_log = Path::new(&kubeconfig).with_file_name("audit.log");
@@ -83,6 +94,12 @@ pub fn operator_requests(namespace: &str) -> std::collections::BTreeMap<(String,
             continue; // a line being written
         };
         if event["user"]["username"].as_str() != Some(user.as_str()) {
+            continue;
+        }
+        let received = event["requestReceivedTimestamp"]
+            .as_str()
+            .and_then(|at| at.parse::<Timestamp>().ok());
+        if received.is_none_or(|at| at < since) {
             continue;
         }
         // A watch has a ResponseStarted line as well: count requests once.
