@@ -145,6 +145,20 @@ pub async fn act(
         dry_run = effect.dry_run,
         "remediation change made"
     );
+    if let Some(batch) = &effect.first_batch {
+        // The step is applied either way: a first batch that fails is the
+        // next follow-up's to make, and said in the log, not the ledger.
+        match batch.change.apply(io, workload, effect.dry_run).await {
+            Ok(made) => {
+                lines.extend(made);
+                info!(target = %workload.reference(), change = %batch.summary, "first batch made");
+            }
+            Err(error) => {
+                tracing::warn!(target = %workload.reference(), change = %batch.summary, %error,
+                    "first batch not made; the step's follow-up makes it")
+            }
+        }
+    }
     Ok(lines)
 }
 

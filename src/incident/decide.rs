@@ -498,6 +498,7 @@ fn follow_up(decision: &mut Decision, ladder: &Ladder, seen: &Observation) -> bo
         hold: None,
         notes: Vec::new(),
         hold_only: false,
+        first_batch: None,
     });
     decision.requeue_within(AFTER_CHANGE);
     true

@@ -81,6 +81,11 @@ pub struct Effect {
     /// controller has no reconcile under way (one begun before the
     /// suspension could still undo it).
     pub hold_only: bool,
+    /// A step applied in parts: its first part, made right after the
+    /// change that marks it applied (a DeletePods restart's first batch of
+    /// evictions), planned from the same pods. The rest follows while it
+    /// verifies.
+    pub first_batch: Option<Planned>,
 }
 
 /// What one reconcile should do.
@@ -125,6 +130,7 @@ impl Decision {
             hold: None,
             notes: Vec::new(),
             hold_only: false,
+            first_batch: None,
         });
         self.requeue_within(AFTER_CHANGE);
     }
@@ -156,19 +162,26 @@ impl Decision {
 
     /// A timeline entry and an Event saying the same thing.
     pub(super) fn note(&mut self, now: &Time, warning: bool, reason: &str, message: String) {
-        lifecycle::push_timeline(
-            &mut self.status,
-            TimelineEntry {
-                at: now.clone(),
-                reason: reason.into(),
-                message: message.clone(),
-            },
-        );
+        self.note_in_timeline(now, reason, message.clone());
         self.events.push(if warning {
             PlannedEvent::warning(reason, "Remediate", message)
         } else {
             PlannedEvent::normal(reason, "Remediate", message)
         });
+    }
+
+    /// A timeline entry alone: the timeline is the full record, and an
+    /// Event saying the same follows at once (a step recorded and run in
+    /// the same reconcile) or is on the object the change was made to.
+    pub(super) fn note_in_timeline(&mut self, now: &Time, reason: &str, message: String) {
+        lifecycle::push_timeline(
+            &mut self.status,
+            TimelineEntry {
+                at: now.clone(),
+                reason: reason.into(),
+                message,
+            },
+        );
     }
 }
 

@@ -6,23 +6,24 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::{
     api::{
-        apps::v1::{Deployment, ReplicaSet, StatefulSet},
+        apps::v1::{Deployment, ReplicaSet},
         core::v1::{Event, Pod},
     },
-    apimachinery::pkg::apis::meta::v1::{LabelSelector, Time},
+    apimachinery::pkg::apis::meta::v1::Time,
     jiff::Timestamp,
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{GetParams, ListParams, LogParams},
+    api::{ListParams, LogParams},
     core::Selector,
 };
 
 use crate::{
-    crd::{Evidence, PodEvidence, WorkloadKind, WorkloadRef},
+    crd::{Evidence, PodEvidence, WorkloadRef},
     names::REVISION_ANNOTATION as REVISION,
     pod::{ContainerFacts, PodFacts},
     warnings::WarningEvents,
+    workload::Workload,
 };
 
 /// Pods described in full; the rest are counted.
@@ -46,13 +47,14 @@ pub struct Sources<'a> {
     pub capture_logs: bool,
 }
 
-/// Captures evidence for a target and its `pods` (as observed); the pods
+/// Captures evidence for a target as observed (`workload`, from the shared
+/// store, or `None` when it does not exist) and its `pods`; the pods
 /// detection named (`affected`) come first. Never fails: what cannot be
 /// read is noted.
 pub async fn capture(
     sources: &Sources<'_>,
-    namespace: &str,
     target: &WorkloadRef,
+    workload: Option<&Workload>,
     pods: &[PodFacts],
     affected: &[String],
     now: Timestamp,
@@ -62,20 +64,22 @@ pub async fn capture(
         captured_at: Some(Time(now)),
         ..Evidence::default()
     };
-    // The workload with its history, and the Warning events, read at once.
+    let Some(workload) = workload else {
+        evidence.notes.push(format!("{target} not found"));
+        return evidence;
+    };
+    let namespace = workload.namespace();
+    // The rollout history, when it takes a read, and the Warning events, at once.
     let mut names: BTreeSet<String> = pods.iter().map(|p| p.name().to_owned()).collect();
     names.insert(target.name.clone());
     let mut events = Evidence::default();
-    let (found, omitted_events) = tokio::join!(
-        workload(client, namespace, target, &mut evidence),
-        warning_events(sources, namespace, &names, &mut events)
+    let ((), omitted_events) = tokio::join!(
+        describe_workload(client, workload, pods, &mut evidence),
+        warning_events(sources, &namespace, &names, &mut events)
     );
-    if found.is_none() {
-        return evidence;
-    }
     evidence.events = events.events;
     evidence.notes.extend(events.notes);
-    let pods_api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let (described, omitted_pods) = pods_evidence(pods, affected);
 
     if let Some(failing) = described.iter().find(|p| !p.ready)
@@ -105,39 +109,27 @@ pub fn pods_evidence(pods: &[PodFacts], affected: &[String]) -> (Vec<PodEvidence
     (described, omitted)
 }
 
-/// Reads the workload's revision and history; returns its pod selector.
-async fn workload(
+/// The workload's revision and history, and the GitOps object that
+/// applies it. The workload is the one observed (the shared store's copy):
+/// a picture of the moment, on the way to the first step, needs no read of
+/// its own; what a step changes is read fresh by the step.
+async fn describe_workload(
     client: &Client,
-    namespace: &str,
-    target: &WorkloadRef,
+    workload: &Workload,
+    pods: &[PodFacts],
     evidence: &mut Evidence,
-) -> Option<Selector> {
-    let selector: LabelSelector = match target.kind {
-        WorkloadKind::Deployment => {
-            let deployment: Deployment = read(client, namespace, target, evidence).await?;
-            evidence.revision = deployment.annotations().get(REVISION).cloned();
-            reconciled_from_git(
-                target,
-                deployment.labels(),
-                deployment.annotations(),
-                evidence,
-            );
-            let selector = deployment
-                .spec
-                .as_ref()
-                .map(|s| s.selector.clone())
-                .unwrap_or_default();
-            rollout_history(client, namespace, &deployment, &selector, evidence).await;
-            selector
+) {
+    let target = workload.reference();
+    reconciled_from_git(&target, workload.labels(), workload.annotations(), evidence);
+    match workload {
+        Workload::Deployment(deployment) => {
+            evidence.revision = workload.revision().map(str::to_owned);
+            evidence.rollout_history = match first_revision_history(deployment, pods) {
+                Some(lines) => lines,
+                None => rollout_history(client, deployment, evidence).await,
+            };
         }
-        WorkloadKind::StatefulSet => {
-            let statefulset: StatefulSet = read(client, namespace, target, evidence).await?;
-            reconciled_from_git(
-                target,
-                statefulset.labels(),
-                statefulset.annotations(),
-                evidence,
-            );
+        Workload::StatefulSet(statefulset) => {
             let status = statefulset.status.clone().unwrap_or_default();
             evidence.revision = status
                 .update_revision
@@ -150,17 +142,12 @@ async fn workload(
                     status.update_revision.unwrap_or_default()
                 ));
             }
-            statefulset.spec.map(|s| s.selector).unwrap_or_default()
         }
-    };
-    match Selector::try_from(selector) {
-        Ok(selector) if !selector.selects_all() => Some(selector),
-        _ => {
-            evidence
-                .notes
-                .push(format!("{target} has no usable pod selector"));
-            None
-        }
+    }
+    if workload.selector().is_none() {
+        evidence
+            .notes
+            .push(format!("{target} has no usable pod selector"));
     }
 }
 
@@ -209,58 +196,80 @@ pub fn with_sync(mut evidence: Evidence, sync: Option<&crate::gitops::SyncRead>)
     evidence
 }
 
-/// Reads the target, noting in the evidence why it could not be read.
-async fn read<K>(
-    client: &Client,
-    namespace: &str,
-    target: &WorkloadRef,
-    evidence: &mut Evidence,
-) -> Option<K>
-where
-    K: crate::k8s::NamespacedKind,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    // Evidence reads are served from the API server's cache (any version):
-    // a picture of the moment, on the way to the first step, needs no
-    // quorum read; what a step changes is read fresh by the step.
-    match api.get_with(&target.name, &GetParams::any()).await {
-        Ok(object) => Some(object),
-        Err(kube::Error::Api(status)) if status.code == 404 => {
-            evidence.notes.push(format!("{target} not found"));
-            None
-        }
-        Err(error) => {
-            evidence.notes.push(format!("{target} not read: {error}"));
-            None
-        }
-    }
-}
-
 /// `kubectl rollout history`: the Deployment's ReplicaSets, newest revision first.
 async fn rollout_history(
     client: &Client,
-    namespace: &str,
     deployment: &Deployment,
-    selector: &LabelSelector,
     evidence: &mut Evidence,
-) {
-    let Ok(selector) = Selector::try_from(selector.clone()) else {
-        return;
+) -> Vec<String> {
+    let Some(selector) = deployment
+        .spec
+        .as_ref()
+        .and_then(|spec| Selector::try_from(spec.selector.clone()).ok())
+    else {
+        return Vec::new();
     };
-    let api: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
-    let sets = match api
+    let namespace = deployment.namespace().unwrap_or_default();
+    let api: Api<ReplicaSet> = Api::namespaced(client.clone(), &namespace);
+    match api
         .list(&ListParams::default().labels_from(&selector).match_any())
         .await
     {
-        Ok(list) => list.items,
+        Ok(list) => history_lines(deployment.uid().as_deref(), &list.items),
         Err(error) => {
             evidence
                 .notes
                 .push(format!("rollout history not read: {error}"));
-            return;
+            Vec::new()
         }
+    }
+}
+
+/// The rollout history of a Deployment still at its first revision, told
+/// without listing its ReplicaSets: it has one, which owns all its pods,
+/// runs its template, and whose replicas are the Deployment's. `None` when
+/// that cannot be told (a later revision, no pods, pods of more than one
+/// ReplicaSet): the history is then read. Pure.
+pub fn first_revision_history(deployment: &Deployment, pods: &[PodFacts]) -> Option<Vec<String>> {
+    if deployment.annotations().get(REVISION).map(String::as_str) != Some("1") {
+        return None;
+    }
+    let replica_sets: BTreeSet<&str> = pods
+        .iter()
+        .flat_map(|pod| pod.metadata.owner_references.iter().flatten())
+        .filter(|owner| owner.kind == "ReplicaSet")
+        .map(|owner| owner.name.as_str())
+        .collect();
+    let [replica_set] = replica_sets.into_iter().collect::<Vec<_>>()[..] else {
+        return None;
     };
-    evidence.rollout_history = history_lines(deployment.uid().as_deref(), &sets);
+    let images: Vec<String> = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|s| {
+            s.containers
+                .iter()
+                .filter_map(|c| c.image.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let status = deployment.status.clone().unwrap_or_default();
+    Some(vec![history_line(
+        1,
+        replica_set,
+        &images,
+        status.ready_replicas.unwrap_or(0),
+        status.replicas.unwrap_or(0),
+    )])
+}
+
+/// One line of the rollout history; read back by [`revision_of_line`].
+fn history_line(revision: i64, name: &str, images: &[String], ready: i32, replicas: i32) -> String {
+    format!(
+        "revision {revision}: {name} {} ({ready} ready of {replicas})",
+        images.join(",")
+    )
 }
 
 /// `kubectl rollout history` of the Deployment with `uid`: a line per
@@ -292,13 +301,12 @@ pub fn history_lines(uid: Option<&str>, sets: &[ReplicaSet]) -> Vec<String> {
                 })
                 .unwrap_or_default();
             let status = rs.status.clone().unwrap_or_default();
-            // Read back by `revision_of_line`.
-            let line = format!(
-                "revision {revision}: {} {} ({} ready of {})",
-                rs.name_any(),
-                images.join(","),
+            let line = history_line(
+                revision,
+                &rs.name_any(),
+                &images,
                 status.ready_replicas.unwrap_or(0),
-                status.replicas
+                status.replicas,
             );
             (revision, line)
         })
@@ -482,6 +490,7 @@ fn order(pods: &mut [PodEvidence], affected: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::WorkloadKind;
 
     fn pod(name: &str, ready: bool, restarts: i32) -> PodEvidence {
         PodEvidence {
@@ -521,6 +530,54 @@ mod tests {
         );
         assert_eq!(revision_of_line("rolling from a to b"), None);
         assert!(history_lines(Some("another"), &[]).is_empty());
+    }
+
+    fn deployment(revision: &str) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "api", "uid": "u-1", "annotations": {REVISION: revision}},
+            "spec": {"selector": {"matchLabels": {"app": "api"}}, "template": {"spec": {
+                "containers": [{"name": "app", "image": "api:1"}, {"name": "proxy", "image": "envoy:1"}]}}},
+            "status": {"replicas": 3, "readyReplicas": 2},
+        }))
+        .unwrap()
+    }
+
+    fn pod_of(name: &str, replica_set: &str) -> PodFacts {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "ownerReferences": [{"apiVersion": "apps/v1",
+                "kind": "ReplicaSet", "name": replica_set, "uid": "rs"}]},
+        }))
+        .unwrap();
+        pod.into()
+    }
+
+    #[test]
+    fn a_first_revision_tells_its_history_without_a_read_as_the_read_would() {
+        let pods = [
+            pod_of("api-7c9-a", "api-7c9"),
+            pod_of("api-7c9-b", "api-7c9"),
+        ];
+        let told = first_revision_history(&deployment("1"), &pods).unwrap();
+        // What listing its one ReplicaSet would have said.
+        let set: ReplicaSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "api-7c9", "annotations": {REVISION: "1"},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                             "name": "api", "uid": "u-1"}]},
+            "spec": {"selector": {}, "template": {"spec": {"containers": [
+                {"name": "app", "image": "api:1"}, {"name": "proxy", "image": "envoy:1"}]}}},
+            "status": {"replicas": 3, "readyReplicas": 2},
+        }))
+        .unwrap();
+        assert_eq!(told, history_lines(Some("u-1"), &[set]));
+        assert_eq!(revision_of_line(&told[0]).map(|r| r.number), Some(1));
+        // A later revision, no pods to name the ReplicaSet, or pods of two: read.
+        assert_eq!(first_revision_history(&deployment("2"), &pods), None);
+        assert_eq!(first_revision_history(&deployment("1"), &[]), None);
+        let mixed = [
+            pod_of("api-7c9-a", "api-7c9"),
+            pod_of("api-5f0-a", "api-5f0"),
+        ];
+        assert_eq!(first_revision_history(&deployment("1"), &mixed), None);
     }
 
     #[test]

@@ -143,8 +143,9 @@ impl World for Context {
 
     async fn evidence(
         &self,
-        namespace: &str,
+        _namespace: &str,
         target: &crate::crd::WorkloadRef,
+        workload: Option<&Workload>,
         pods: &[PodFacts],
         affected: &[String],
         now: Timestamp,
@@ -154,7 +155,7 @@ impl World for Context {
             warnings: &self.warnings,
             capture_logs: self.settings.capture_logs,
         };
-        evidence::capture(&sources, namespace, target, pods, affected, now).await
+        evidence::capture(&sources, target, workload, pods, affected, now).await
     }
 
     fn probe(&self, key: &ProbeKey) -> Option<Tracker> {

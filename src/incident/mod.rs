@@ -30,7 +30,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{ResourceExt, runtime::controller::Action};
 use tracing::instrument;
 
-use self::world::World;
+use self::{observe::TargetRead, world::World};
 use crate::context::Context;
 use crate::crd::Incident;
 use crate::reconcile::{Error, retry};
@@ -87,12 +87,20 @@ pub async fn reconcile_in<W: World>(
 ) -> Result<Option<Duration>, Error> {
     let mut incident = incident;
     let mut pass = 1;
+    // The first pass reads a target about to change fresh; the passes that
+    // follow it in this reconcile read the store (see `TargetRead`).
+    let mut read = TargetRead::Fresh;
     loop {
-        let outcome = reconcile_once(&incident, world).await?;
+        let outcome = reconcile_once(&incident, world, read).await?;
+        if outcome.stale_target {
+            read = TargetRead::Fresh;
+            continue;
+        }
         match outcome.go_on {
             Some(saved) if pass < MAX_PASSES => {
                 incident = saved;
                 pass += 1;
+                read = TargetRead::Stored;
             }
             _ => return Ok(outcome.requeue),
         }
@@ -100,15 +108,24 @@ pub async fn reconcile_in<W: World>(
 }
 
 /// How one pass ended.
+#[derive(Default)]
 struct Pass {
     /// When to look again, unless something changes first.
     requeue: Option<Duration>,
     /// The incident as saved, when the next move follows at once.
     go_on: Option<Arc<Incident>>,
+    /// The change was refused as planned on a stored target that had
+    /// moved on (409), before anything was written: the same pass again,
+    /// on the target read fresh.
+    stale_target: bool,
 }
 
-async fn reconcile_once<W: World>(incident: &Arc<Incident>, world: &W) -> Result<Pass, Error> {
-    let seen = observe::observe(world, incident).await?;
+async fn reconcile_once<W: World>(
+    incident: &Arc<Incident>,
+    world: &W,
+    read: TargetRead,
+) -> Result<Pass, Error> {
+    let seen = observe::observe(world, incident, read).await?;
     let mut decision = decide::decide(incident, &seen);
     let key = retry::backoff_key(CONTROLLER, incident.as_ref());
     let mut backing_off = None;
@@ -171,6 +188,17 @@ async fn reconcile_once<W: World>(incident: &Arc<Incident>, world: &W) -> Result
                         let what = error.failure(effect.dry_run);
                         settle::settle_refused(decision, &what, &message, seen.now)
                     }
+                    // Planned on the store's copy, which was behind, and
+                    // nothing written yet: again at once on a fresh read.
+                    None if error.is_conflict()
+                        && read == TargetRead::Stored
+                        && Arc::ptr_eq(&base, incident) =>
+                    {
+                        return Ok(Pass {
+                            stale_target: true,
+                            ..Pass::default()
+                        });
+                    }
                     // Lost a race: decide again from a fresh read, uncounted.
                     None if error.is_conflict() => return Err(error.into()),
                     None => {
@@ -230,13 +258,14 @@ async fn reconcile_once<W: World>(incident: &Arc<Incident>, world: &W) -> Result
     if let Some(wait) = backing_off {
         return Ok(Pass {
             requeue: Some(wait),
-            go_on: None,
+            ..Pass::default()
         });
     }
     world.backoff_reset(&key);
     Ok(Pass {
         requeue,
         go_on: saved.filter(|_| again),
+        stale_target: false,
     })
 }
 

@@ -128,11 +128,13 @@ impl Step<'_> {
                 None => format!("step {name} ({action}) recorded, mode {mode}"),
             }
         };
-        decision.note(&self.now, false, "StepRecorded", message);
         // Saved first; then run, in this reconcile once the save is done.
         if awaiting_approval {
+            decision.note(&self.now, false, "StepRecorded", message);
             decision.requeue_within(AFTER_RECORD);
         } else {
+            // How it went (applied, refused) is the Event, a moment later.
+            decision.note_in_timeline(&self.now, "StepRecorded", message);
             decision.go_on();
         }
     }
@@ -278,11 +280,24 @@ impl Step<'_> {
         let hold_only = hold.is_some() && rung.mode != Mode::DryRun;
         match planned {
             Ok(planned) => {
+                let mut first_batch = None;
                 if rung.mode != Mode::DryRun
                     && let Some(uids) = rung.act().replacing(&rung.action, &self.seen.pods)
                     && let Some(record) = decision.status.steps.get_mut(entry)
                 {
                     record.replacing = uids;
+                    // Made with the change, saved in the same record: the
+                    // pods it is planned from are the ones just seen.
+                    let progress = actions::Progress {
+                        started: self.now.0,
+                        replacing: &record.replacing,
+                    };
+                    first_batch = rung.act().follow_up(
+                        &rung.action,
+                        &self.seen.pods,
+                        progress,
+                        self.ladder.safety.min_ready_replicas,
+                    );
                 }
                 decision.effect = Some(Effect {
                     entry,
@@ -293,6 +308,7 @@ impl Step<'_> {
                     hold,
                     notes,
                     hold_only,
+                    first_batch: first_batch.filter(|_| !hold_only),
                 });
             }
             Err(refusal) if refusal.is_passing() && !self.waited_too_long(decision, entry) => {

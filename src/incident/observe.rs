@@ -2,8 +2,9 @@
 //! before anything is decided. Shared stores first (the policy, the
 //! incidents on the same target and policy); the API only for what no store
 //! holds (the target's pods, evidence, what the pending step's plan reads)
-//! and for the target itself when a step is about to change it, so the
-//! write is decided on its latest state.
+//! and for the target itself when a step is about to change it at the
+//! start of a reconcile, so the write is decided on its latest state (see
+//! [`TargetRead`] for the passes that follow).
 
 use std::sync::Arc;
 
@@ -80,8 +81,25 @@ pub enum ProbeHealth {
     Unknown,
 }
 
+/// Where a step about to run reads its target from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetRead {
+    /// The API, as the target is now.
+    Fresh,
+    /// The shared store: in a pass that follows one of the same reconcile
+    /// (which changed nothing in the world, and recorded or approved the
+    /// step). The write is conditional on the version read, so a store
+    /// behind the target costs a conflict, and the pass is made again on a
+    /// fresh read.
+    Stored,
+}
+
 /// Reads what the next decision about `incident` needs, from `world`.
-pub async fn observe<W: World>(world: &W, incident: &Incident) -> Result<Observation, Error> {
+pub async fn observe<W: World>(
+    world: &W,
+    incident: &Incident,
+    read: TargetRead,
+) -> Result<Observation, Error> {
     let namespace = incident
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
@@ -103,13 +121,13 @@ pub async fn observe<W: World>(world: &W, incident: &Incident) -> Result<Observa
         .filter(|record| record.result == StepResult::Pending)
         .and_then(|record| ladder.as_ref()?.rung_of(record));
 
-    let workload = match pending {
-        Some(_) => {
+    let workload = match (pending, read) {
+        (Some(_), TargetRead::Fresh) => {
             world
                 .read_workload(&namespace, target.kind, &target.name)
                 .await?
         }
-        None => stored,
+        (Some(_), TargetRead::Stored) | (None, _) => stored,
     };
     let pods = match &workload {
         Some(workload) => world.pods_of(workload).await?,
@@ -152,6 +170,7 @@ pub async fn observe<W: World>(world: &W, incident: &Incident) -> Result<Observa
                 .evidence(
                     &namespace,
                     target,
+                    workload.as_ref(),
                     &pods,
                     status
                         .and_then(|s| s.detection.as_ref())

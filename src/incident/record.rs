@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use kube::{Api, ResourceExt, api::PatchParams, runtime::events::Recorder};
+use kube::{Api, Resource, ResourceExt, api::PatchParams, runtime::events::Recorder};
 use tracing::info;
 
 use super::decision::{Decision, Tally};
@@ -175,7 +175,12 @@ pub async fn record(
     }
     if let Some(workload) = workload {
         for event in decision.workload_events {
-            publish_on(ctx, &ctx.recorder, workload, event.into_event()).await;
+            // The incident is the Event's related object: who changed it, and why.
+            let event = kube::runtime::events::Event {
+                secondary: Some(incident.object_ref(&())),
+                ..event.into_event()
+            };
+            publish_on(ctx, &ctx.recorder, workload, event).await;
         }
     }
     Ok(saved)

@@ -141,31 +141,34 @@ pub fn settle(
     };
     record.started_at = Some(now_time.clone());
     let name = record.name.clone();
-    let message = if effect.dry_run {
-        record.result = StepResult::DryRun;
-        record.finished_at = Some(now_time.clone());
-        // Why it was only a dry run, when the policy said so, stays said.
-        record.message = Some(match record.message.take() {
-            Some(why) => format!("server-side dry run passed; nothing changed ({why})"),
-            None => "server-side dry run passed; nothing changed".into(),
-        });
-        let ended = step_ended(record, now);
-        decision.tallies.push(ended);
-        format!("dry run of step {name}: would do {summary}")
-    } else {
+    if !effect.dry_run {
         record.result = StepResult::Verifying;
         let note = format!(
             "{summary} (incident {}, step {})",
             incident.name_any(),
             record.id
         );
+        // One Event for the change, on the workload it changed (naming the
+        // incident); the incident's timeline has it too.
         decision.workload_events.push(PlannedEvent::normal(
             "RemediationApplied",
             "Remediate",
             note,
         ));
-        format!("step {name} applied: {summary}")
-    };
+        let message = format!("step {name} applied: {summary}");
+        decision.note_in_timeline(&now_time, "StepApplied", message);
+        return decision;
+    }
+    record.result = StepResult::DryRun;
+    record.finished_at = Some(now_time.clone());
+    // Why it was only a dry run, when the policy said so, stays said.
+    record.message = Some(match record.message.take() {
+        Some(why) => format!("server-side dry run passed; nothing changed ({why})"),
+        None => "server-side dry run passed; nothing changed".into(),
+    });
+    let ended = step_ended(record, now);
+    decision.tallies.push(ended);
+    let message = format!("dry run of step {name}: would do {summary}");
     decision.note(&now_time, false, "StepApplied", message);
     decision
 }

@@ -67,11 +67,13 @@ pub trait World: Send + Sync {
         owner: &GitOpsOwner,
         target: &crate::crd::WorkloadRef,
     ) -> impl Future<Output = Result<crate::gitops::SyncRead, Error>> + Send;
-    /// The evidence captured when an incident opens.
+    /// The evidence captured when an incident opens, of the target as
+    /// observed (`None`: it does not exist).
     fn evidence(
         &self,
         namespace: &str,
         target: &crate::crd::WorkloadRef,
+        workload: Option<&Workload>,
         pods: &[PodFacts],
         affected: &[String],
         now: Timestamp,

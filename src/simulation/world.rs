@@ -222,6 +222,7 @@ impl World for SimWorld {
         &self,
         namespace: &str,
         target: &WorkloadRef,
+        _workload: Option<&Workload>,
         pods: &[PodFacts],
         affected: &[String],
         now: Timestamp,
@@ -386,9 +387,14 @@ impl World for SimWorld {
             ActionKind::Restart => {
                 use actions::restart::{Change, Restart};
                 match effect.planned.change.get::<Restart>() {
-                    // DeletePods marks first; its batches of evictions follow.
+                    // DeletePods marks, then evicts its first batch (if
+                    // any); its other batches follow.
                     Some(change @ Change::Apply(_)) if !change.stamps_template() => {
-                        sim.set_mark(mark);
+                        if effect.first_batch.is_some() {
+                            sim.evict(recovers, mark, now);
+                        } else {
+                            sim.set_mark(mark);
+                        }
                     }
                     Some(Change::EvictPods(_) | Change::EvictStuck { .. }) => {
                         sim.evict(recovers, mark, now);

@@ -962,19 +962,19 @@ async fn evidence_names_the_targets_warning_events_kept_by_a_watch_not_listed() 
     let opened = requests
         .iter()
         .find(|r| r.verb == "create" && r.resource == "incidents")
-        .map(|r| r.received.clone())
+        .map(|r| r.received)
         .unwrap();
-    let lists: Vec<&String> = requests
+    let lists: Vec<_> = requests
         .iter()
         .filter(|r| r.verb == "list" && r.resource == "events")
-        .map(|r| &r.received)
+        .map(|r| r.received)
         .collect();
     assert!(
         !lists.is_empty(),
         "the watch lists the Warning events first"
     );
     assert!(
-        lists.iter().all(|at| **at < opened),
+        lists.iter().all(|at| *at < opened),
         "events listed after the incident opened at {opened}: {lists:?}"
     );
     assert!(

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     Operator, client, create_deployment, eventually, eventually_within, incident_where, namespace,
-    operator_requests, phase_of, reconciled_now, until_past,
+    operator_requests, operator_requests_since, phase_of, reconciled_now, until_past,
 };
 
 async fn setup(
@@ -627,6 +627,94 @@ async fn a_remediation_reads_pods_from_the_watch_not_by_listing() {
     // Evidence reads the rollout history and the Warning events once.
     assert!(count("list", "replicasets") <= 1, "{requests:#?}");
     assert!(count("list", "events") <= 1, "{requests:#?}");
+}
+
+/// Every request one remediated incident costs, as `make bench` counts
+/// them (benches/detection/requests.rs): the bench's incident (a DeletePods
+/// restart of one crash-looping pod, Auto, verified, resolved), from the
+/// crash to the report, by verb and resource, watches apart. A request
+/// more is a regression to explain.
+#[tokio::test]
+async fn one_remediated_incident_costs_these_requests_and_no_more() {
+    let spec = json!({
+        "mode": "Auto",
+        "targets": [{"kind": "Deployment", "selector": {"matchLabels": {"guarded": "yes"}}}],
+        "rules": [{
+            "name": "crash", "when": {"symptom": "CrashLoopBackOff", "minRestarts": 1},
+            "severity": "P1", "type": "ServiceOutage",
+            "actions": [{"action": "restart", "restart": {"method": "DeletePods"}}],
+            "verify": {"timeout": "2m", "holdDown": "1s"}
+        }],
+        // As the bench's: its floor of ready replicas keeps the restart to the failing pod.
+        "safety": {"cooldown": "0s", "circuitBreakerThreshold": 100, "minReadyReplicas": 6}
+    });
+    let (client, ns, _operator) = setup_spec("requests", spec).await;
+    create_deployment(&client, &ns, json!({
+        "metadata": {"name": "api", "labels": {"guarded": "yes"}},
+        "spec": {"replicas": 5, "selector": {"matchLabels": {"app": "api"}},
+                 "template": {"metadata": {"labels": {"app": "api"}},
+                              "spec": {"terminationGracePeriodSeconds": 0,
+                                       "containers": [{"name": "app", "image": "registry.local/api:1"}]}}}
+    }))
+    .await;
+    // The operator has seen the pods running before the crash.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let since = k8s_openapi::jiff::Timestamp::now();
+    label_pods(&client, &ns, "app=api", 1, "crashloop").await;
+    let incident = resolved(&client, &ns, "api-crashloop").await;
+    let step = &incident.status.as_ref().unwrap().steps[0];
+    assert_eq!(step.result, StepResult::Succeeded, "{step:?}");
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), &ns);
+    eventually("the report", || {
+        let config_maps = config_maps.clone();
+        async move { config_maps.get_opt("api-crashloop-report").await.ok()? }
+    })
+    .await;
+    // Whatever follows the resolution (its Events) has landed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The policy controller's look at its policy (its remediator's grants,
+    // its status) follows the incident's changes, however many of them a
+    // batch folds into: per policy, not per incident (0.06 per incident in
+    // the bench).
+    let per_policy = [
+        "create selfsubjectaccessreviews",
+        "patch remediationpolicies/status",
+    ];
+    let requests: std::collections::BTreeMap<String, usize> = operator_requests_since(&ns, since)
+        .into_iter()
+        .filter(|((verb, _), _)| verb != "watch")
+        .map(|((verb, resource), n)| (format!("{verb} {resource}"), n))
+        .filter(|(request, _)| !per_policy.contains(&request.as_str()))
+        .collect();
+    let expected: std::collections::BTreeMap<String, usize> = [
+        // The detector's Incident; the report (the notifier, as the remediator).
+        ("create incidents", 1),
+        ("create configmaps", 1),
+        // Triggered and Remediated on the Incident, RemediationApplied on
+        // the Deployment.
+        ("create events", 3),
+        ("create pods/eviction", 1),
+        // The step's mark on the Deployment.
+        ("patch deployments", 1),
+        // The detector: its detection, then the signal's clear; the incident
+        // controller: the step recorded (with the first phase), applied (the
+        // mark and the first batch), Monitoring, Resolved; the notifier: the
+        // report.
+        // Evidence reads nothing: the target from the shared store, the
+        // Warning events from the watch of the namespace's, and a first
+        // revision's rollout history needs no read.
+        ("patch incidents/status", 7),
+    ]
+    .into_iter()
+    .map(|(request, n)| (request.to_owned(), n))
+    .collect();
+    assert_eq!(
+        requests,
+        expected,
+        "total {}",
+        requests.values().sum::<usize>()
+    );
 }
 
 #[tokio::test]

@@ -70,25 +70,37 @@ pub async fn try_client() -> Result<Client, Error> {
 /// resource (`pods`, `pods/eviction`), from the API server's audit log
 /// (cluster/up.sh audits every ServiceAccount request).
 pub fn operator_requests(namespace: &str) -> std::collections::BTreeMap<(String, String), usize> {
+    operator_requests_since(namespace, Timestamp::UNIX_EPOCH)
+}
+
+/// As [`operator_requests`], of the requests received from `since` on (by
+/// the API server's clock, which is this machine's).
+pub fn operator_requests_since(
+    namespace: &str,
+    since: Timestamp,
+) -> std::collections::BTreeMap<(String, String), usize> {
     let mut calls = std::collections::BTreeMap::new();
     for request in operator_request_log(namespace) {
-        *calls.entry((request.verb, request.resource)).or_default() += 1;
+        if request.received >= since {
+            *calls.entry((request.verb, request.resource)).or_default() += 1;
+        }
     }
     calls
 }
 
 /// One request in the audit log.
 pub struct AuditedRequest {
-    /// When the API server received it (RFC 3339 with microseconds: these
-    /// compare as text).
-    pub received: String,
+    /// When the API server received it.
+    pub received: Timestamp,
     pub verb: String,
     /// With its subresource: `pods/eviction`.
     pub resource: String,
 }
 
 /// The requests the operator of `namespace` made so far, in the order the
-/// audit log has them, each once.
+/// audit log has them, each once. Requests made as the namespace's
+/// remediator are the operator's too: the audit log names the operator as
+/// their user, the remediator as the one impersonated.
 pub fn operator_request_log(namespace: &str) -> Vec<AuditedRequest> {
     let kubeconfig =
         std::env::var("KUBECONFIG").expect("KUBECONFIG: run under cluster/with-cluster.sh");
@@ -105,6 +117,12 @@ pub fn operator_request_log(namespace: &str) -> Vec<AuditedRequest> {
         if event["user"]["username"].as_str() != Some(user.as_str()) {
             continue;
         }
+        let Some(received) = event["requestReceivedTimestamp"]
+            .as_str()
+            .and_then(|at| at.parse::<Timestamp>().ok())
+        else {
+            continue;
+        };
         // A watch has a ResponseStarted line as well: count requests once.
         let id = event["auditID"].as_str().unwrap_or_default().to_owned();
         if !seen.insert(id) {
@@ -117,10 +135,7 @@ pub fn operator_request_log(namespace: &str) -> Vec<AuditedRequest> {
             None => resource.to_owned(),
         };
         requests.push(AuditedRequest {
-            received: event["requestReceivedTimestamp"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
+            received,
             verb: event["verb"].as_str().unwrap_or_default().to_owned(),
             resource,
         });

@@ -1,6 +1,7 @@
 //! `restart`: a rollout restart (the pod template's restartedAt stamp, as
 //! `kubectl rollout restart`), or pods deleted a few at a time: the step
-//! marks the workload, then each batch is evicted while the step verifies.
+//! marks the workload and evicts the first batch (the incident pipeline
+//! makes both at once), then each other batch while the step verifies.
 //! Evictions respect PodDisruptionBudgets and carry the pod's uid as a
 //! precondition, so a StatefulSet pod recreated under the same name is not
 //! taken for the one that was planned.

@@ -19,7 +19,16 @@ fn a_new_incident_opens_records_its_first_step_and_counts_once() {
     );
     assert_eq!(step.id, "0123abcd-0-rollback-1");
     assert_eq!(decision.effect, None, "recorded first, run next time");
-    assert_eq!(reasons(&decision), ["Triggered", "StepRecorded"]);
+    // The step runs in this reconcile: its Event is how that went; the
+    // timeline records it now.
+    assert_eq!(reasons(&decision), ["Triggered"]);
+    let timeline: Vec<&str> = decision
+        .status
+        .timeline
+        .iter()
+        .map(|e| e.reason.as_str())
+        .collect();
+    assert_eq!(timeline, ["Triggered", "StepRecorded"]);
     assert_eq!(
         decision.tallies,
         [Tally::Opened {
@@ -55,8 +64,13 @@ fn a_pending_step_is_planned_then_settled_as_applied() {
         step.changes,
         ["Deployment/api rolled back from revision 2 to revision 1"]
     );
-    assert_eq!(reasons(&settled), ["StepApplied"]);
+    // One Event for the change, on the workload; the timeline has it too.
+    assert!(reasons(&settled).is_empty());
     assert_eq!(settled.workload_events[0].reason, "RemediationApplied");
+    assert_eq!(
+        settled.status.timeline.last().map(|e| e.reason.as_str()),
+        Some("StepApplied")
+    );
     assert!(settled.tallies.is_empty(), "counted when the verdict is in");
 }
 
@@ -243,6 +257,54 @@ fn a_missing_target_waits_and_a_closed_incident_does_nothing() {
 }
 
 #[test]
+fn a_pod_by_pod_restart_evicts_its_first_batch_with_the_mark_and_saves_both_at_once() {
+    let pod = |name: &str, ready: &str| -> crate::pod::PodFacts {
+        serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(json!({
+            "metadata": {"name": name, "uid": format!("uid-{name}"),
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "status": {"conditions": [{"type": "Ready", "status": ready}]}}))
+        .unwrap()
+        .into()
+    };
+    let (pending, seen) = World::new()
+        .policy(policy(
+            "Auto",
+            json!([{"action": "restart", "restart": {"method": "DeletePods"}}]),
+            json!({}),
+        ))
+        .phase("Mitigating")
+        .step("restart", "Pending", "2026-01-01T00:00:05Z")
+        .pods(vec![pod("api-1", "False"), pod("api-2", "True")])
+        .at("2026-01-01T00:00:06Z");
+
+    let decision = decide(&pending, &seen);
+
+    let effect = decision.effect.clone().unwrap();
+    assert!(!effect.follow_up);
+    let batch = effect
+        .first_batch
+        .clone()
+        .expect("the first batch, with the mark");
+    assert_eq!(batch.summary, "evict pods api-1", "the failing pod first");
+    assert_eq!(last_step(&decision).replacing, ["uid-api-1", "uid-api-2"]);
+    let settled = settle(
+        decision,
+        vec!["pod api-1 evicted".into()],
+        &pending,
+        seen.now,
+    );
+    let step = last_step(&settled);
+    assert_eq!(step.result, StepResult::Verifying);
+    assert_eq!(
+        step.changes,
+        [
+            "Deployment/api pods evicted, at most 1 unavailable at a time",
+            "pod api-1 evicted"
+        ]
+    );
+}
+
+#[test]
 fn a_pod_by_pod_restart_goes_on_batch_by_batch_while_it_verifies() {
     let unready = serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(json!({
         "metadata": {"name": "api-1", "creationTimestamp": "2026-01-01T00:00:00Z"},
@@ -362,7 +424,7 @@ fn a_reopened_incident_counts_the_fix_that_did_not_last_as_failed_and_goes_on_af
         "round 2 goes on after the rollback, not with it again"
     );
     assert_eq!(step.id, "0123abcd-1-restart-2");
-    assert_eq!(reasons(&decision), ["Reopened", "StepRecorded"]);
+    assert_eq!(reasons(&decision), ["Reopened"]);
 
     // The restart did not last either: nothing is left to try.
     let mut again = after(reopened, &decision);
