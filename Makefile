@@ -31,17 +31,30 @@ policy-test:
 ## Benchmark (not a test): the operator against the floor (a bare pod watch),
 ## detection and first remediation write p50/p99 at 1,000 and 10,000 guarded
 ## pods, its requests per incident (audit log), memory per guarded pod, with
-## 1,000 policies and 1,000 open incidents, then a third round at 20,000
-## guarded pods of 30,000 (HGO_BENCH_SCALE=0 skips it); table on stdout, JSON
-## in target/bench/latest.json. The nodes get room for 33,000 pods
-## (3 x 11,000); the controller manager 300 requests/s, to create them in time.
+## 1,000 policies and 1,000 open incidents, its CPU in each phase; table on
+## stdout, JSON in target/bench/latest.json. Twice, on a fresh cluster each:
+## the release binary as a host process, then the operator as users run it,
+## its image (make image) installed by the chart, the chart's resources, on
+## one real node; the second run prints its figures beside the first's and
+## adds its cgroup's (memory, throttling). HGO_BENCH_OPERATOR=host or =pod
+## runs one only. The host run ends with a third round at 20,000 guarded pods
+## of 30,000 (HGO_BENCH_SCALE=0 skips it): its nodes get room for 33,000 pods
+## (3 x 11,000), the pod run's for 12,000 (3 x 4,000); the controller manager
+## 300 requests/s, to create them in time.
 ## `cargo bench` builds the operator with the release settings, before the cluster starts.
-bench: build-cluster
+HGO_BENCH_OPERATOR ?= both
+BENCH_HOST = $(filter host both,$(HGO_BENCH_OPERATOR))
+BENCH_POD = $(filter pod both,$(HGO_BENCH_OPERATOR))
+BENCH_CLUSTER = HGO_KCM_QPS=300
+bench: build-cluster $(if $(BENCH_POD),image)
+	$(if $(BENCH_HOST)$(BENCH_POD),,$(error HGO_BENCH_OPERATOR is host, pod or both, not '$(HGO_BENCH_OPERATOR)'))
 	cargo bench --bench detection --no-run
-	HGO_MAX_PODS=11000 HGO_KCM_QPS=300 ./cluster/with-cluster.sh -- cargo bench --bench detection
+	$(if $(BENCH_HOST),HGO_BENCH_OPERATOR=host HGO_MAX_PODS=11000 $(BENCH_CLUSTER) ./cluster/with-cluster.sh -- cargo bench --bench detection)
+	$(if $(BENCH_POD),HGO_BENCH_OPERATOR=pod HGO_MAX_PODS=4000 HGO_BENCH_SCALE=0 $(BENCH_CLUSTER) HGO_REAL_NODES=1 HGO_NODE_IMAGES=$(CURDIR)/$(IMAGE_ARCHIVE) ./cluster/with-cluster.sh -- cargo bench --bench detection)
 
 ## Keep the last `make bench` run's figures as the baseline the next runs
-## are compared with (commit benches/baseline.json with the work it measured).
+## are compared with (commit benches/baseline.json with the work it measured);
+## the run in a pod under "pod".
 .PHONY: bench-baseline
 bench-baseline:
 	cp target/bench/figures.json benches/baseline.json

@@ -29,14 +29,21 @@
 //!    skips it). Should the control plane give out, the report says what
 //!    and at what size, and the rest of the run stands.
 //!
-//! Memory (VmRSS, VmHWM) is read after each step, after 10 s of settling.
+//! Memory (VmRSS, VmHWM) is read after each step, after 10 s of settling;
+//! the operator's CPU time every second, and what each phase used of it.
 //! The results are printed and written to `target/bench/latest.json` (the
 //! figures alone to `target/bench/figures.json`), and compared with the last
 //! committed run's, `benches/baseline.json`, figure by figure.
 //!
-//! The operator runs as in the integration tests, whose harness
+//! Where the operator runs (`HGO_BENCH_OPERATOR`, `operator.rs`): `host`
+//! (the default) as in the integration tests, whose harness
 //! (`tests/cluster/support.rs`) this shares: the release binary, as the Helm
-//! chart's ServiceAccount with the chart's RBAC, but watching every namespace.
+//! chart's ServiceAccount with the chart's RBAC, but watching every
+//! namespace. `pod`: as users run it, its image installed by the chart (its
+//! default resources) on the cluster's real node (`in_pod.rs`); its cgroup's
+//! memory and CPU throttling are read too, and the figures are printed
+//! beside the last host run's and kept with them, under `pod`. `make bench`
+//! runs both, a fresh cluster each.
 //!
 //! Under `cargo test` (which runs benches without `--bench`) it does nothing.
 
@@ -47,6 +54,7 @@ use std::{
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, Client, api::DeleteParams};
+use serde_json::Value;
 
 // The integration tests' harness: client and CRDs, namespaces, polling, the
 // operator process. The bench uses part of it.
@@ -56,10 +64,18 @@ mod support;
 
 #[path = "detection/baseline.rs"]
 mod baseline;
+#[path = "detection/cgroup.rs"]
+mod cgroup;
+#[path = "detection/cpu.rs"]
+mod cpu;
+#[path = "detection/in_pod.rs"]
+mod in_pod;
 #[path = "detection/latency.rs"]
 mod latency;
 #[path = "detection/memory.rs"]
 mod memory;
+#[path = "detection/operator.rs"]
+mod operator;
 #[path = "detection/reconcile.rs"]
 mod reconcile;
 #[path = "detection/report.rs"]
@@ -70,8 +86,8 @@ mod requests;
 mod workloads;
 
 use memory::MemoryPoint;
+use operator::{Mode, Running};
 use report::{Phase, Report};
-use support::{Launch, Operator};
 
 type BenchError = support::Error;
 type Result<T> = std::result::Result<T, BenchError>;
@@ -115,6 +131,7 @@ async fn main() -> ExitCode {
 
 async fn bench() -> Result<()> {
     let started = Instant::now();
+    let mode = Mode::from_env()?;
     let client = support::try_client().await?;
     workloads::check_capacity(
         &client,
@@ -122,14 +139,40 @@ async fn bench() -> Result<()> {
     )
     .await?;
     let mut namespaces = Vec::new();
-    let outcome = run_with_operator(&client, &mut namespaces).await;
+    let outcome = run_with_operator(&client, mode, &mut namespaces).await;
     delete_namespaces(&client, &namespaces).await;
     let mut report = outcome?;
     report.wall = started.elapsed();
     report.print();
     let json = report.json();
-    baseline::compare(&json);
-    let path = report.write_json(&json, &baseline::figures_only(&json))?;
+    let (json, figures) = match mode {
+        Mode::Host => {
+            baseline::compare(&json, "");
+            let figures = baseline::figures_only(&json);
+            (json, figures)
+        }
+        // Beside the host run's figures (the last one `make bench` wrote),
+        // and kept with them, under "pod".
+        Mode::Pod => {
+            let host = report::last_host_run();
+            report::print_side_by_side(host.as_ref(), &json);
+            baseline::compare(&json, "/pod");
+            let with_pod = |host: Option<Value>, pod: Value| {
+                let mut root = match host {
+                    Some(Value::Object(root)) => root,
+                    _ => serde_json::Map::new(),
+                };
+                root.insert("pod".into(), pod);
+                Value::Object(root)
+            };
+            let figures = with_pod(
+                host.as_ref().map(baseline::figures_only),
+                baseline::figures_only(&json),
+            );
+            (with_pod(host, json), figures)
+        }
+    };
+    let path = report::write_json(&json, &figures)?;
     println!("JSON: {}", path.display());
     Ok(())
 }
@@ -142,9 +185,14 @@ struct Namespaces {
     incidents: String,
 }
 
-/// Makes the namespaces (into `created`, for deletion afterwards), runs the
-/// operator and the measurements, stops the operator.
-async fn run_with_operator(client: &Client, created: &mut Vec<String>) -> Result<Report> {
+/// Makes the namespaces (into `created`, for deletion afterwards), starts
+/// the operator where `mode` says, runs the measurements (its CPU sampled
+/// meanwhile), stops the operator.
+async fn run_with_operator(
+    client: &Client,
+    mode: Mode,
+    created: &mut Vec<String>,
+) -> Result<Report> {
     for prefix in ["hgo-bench", "hgo-bench-policies", "hgo-bench-incidents"] {
         created.push(support::try_namespace(client, prefix).await?);
     }
@@ -153,27 +201,17 @@ async fn run_with_operator(client: &Client, created: &mut Vec<String>) -> Result
         policies: created[1].clone(),
         incidents: created[2].clone(),
     };
-    let operator = Operator::launch(&Launch {
-        namespace: &namespaces.guarded,
-        // Cluster-wide, as in production.
-        namespaced: false,
-        extra: &[],
-        log_filter: "warn",
-        failpoints: "",
-        capture_logs: false,
-        chart_values: &[],
-    })
-    .await?;
-    let log = operator.log.clone();
-    eprintln!(
-        "[bench] operator {} started (pid {}), log {}",
-        env!("CARGO_BIN_EXE_healing-guard-operator"),
-        operator.pid(),
-        log.display()
-    );
-    let outcome = run(client, &namespaces, &operator).await;
-    if !operator.terminate() {
-        eprintln!("[bench] the operator did not stop cleanly on SIGTERM");
+    // Cluster-wide, as in production.
+    let operator = Running::start(mode, client, &namespaces.guarded).await?;
+    eprintln!("[bench] {}", operator.describe());
+    let log = operator.log();
+    let sampler = cpu::Sampler::default();
+    let outcome = tokio::select! {
+        outcome = run(client, &namespaces, &operator, &sampler) => outcome,
+        never = sampler.run(&operator) => match never {},
+    };
+    if let Err(error) = operator.stop() {
+        eprintln!("[bench] stopping the operator: {error}");
     }
     outcome.map_err(|error| format!("{error} (operator log: {})", log.display()).into())
 }
@@ -249,31 +287,48 @@ where
     latency::round(client, guarded, "huge", samples).await
 }
 
-/// Times each phase of the run, for the report.
-struct Phases(Vec<Phase>);
+/// Times each phase of the run, and the operator's CPU in it, for the report.
+struct Phases<'a> {
+    done: Vec<Phase>,
+    sampler: &'a cpu::Sampler,
+}
 
-impl Phases {
-    fn done(&mut self, name: &str, since: Instant) {
+impl Phases<'_> {
+    fn done(&mut self, key: &'static str, name: &str, since: Instant) {
         let took = since.elapsed();
         eprintln!("[bench] {name}: {:.1} s", took.as_secs_f64());
-        self.0.push(Phase {
+        self.done.push(Phase {
+            key,
             name: name.to_owned(),
             took,
+            cpu: self.sampler.between(since, Instant::now()),
         });
     }
 }
 
-async fn run(client: &Client, namespaces: &Namespaces, operator: &Operator) -> Result<Report> {
+async fn run(
+    client: &Client,
+    namespaces: &Namespaces,
+    operator: &Running,
+    sampler: &cpu::Sampler,
+) -> Result<Report> {
+    let started = Instant::now();
     let guarded = &namespaces.guarded;
-    let mut phases = Phases(Vec::new());
+    let mut phases = Phases {
+        done: Vec::new(),
+        sampler,
+    };
     let mut memory = Vec::new();
     let point = async |label: &str, guarded_pods: usize, took: Duration| {
         tokio::time::sleep(SETTLE).await;
+        let reading = operator.reading().await?;
         Ok::<_, BenchError>(MemoryPoint {
             label: label.to_owned(),
             pods_in_cluster: workloads::pods_in_cluster(client).await?,
             guarded_pods,
-            memory: memory::read(operator.pid())?,
+            memory: reading.memory,
+            cgroup: reading.cgroup,
+            restarts: reading.restarts,
             took,
         })
     };
@@ -295,13 +350,14 @@ async fn run(client: &Client, namespaces: &Namespaces, operator: &Operator) -> R
     let at_1000 = workloads::guarded_pod_count(LATENCY_REPLICAS, SAMPLES)?;
     workloads::wait_ready(client, guarded, at_1000).await?;
     let took = phase.elapsed();
-    phases.done("1,000 guarded pods created and ready", phase);
+    phases.done("create_1000", "1,000 guarded pods created and ready", phase);
     memory.push(point("guarded_1000", at_1000, took).await?);
 
     // 2. The round at 1,000.
     let phase = Instant::now();
     let round_1000 = latency::round(client, guarded, "latency", &latency).await?;
     phases.done(
+        "round_1000",
         "round at 1,000 guarded pods (idle window, samples, resolution)",
         phase,
     );
@@ -313,13 +369,18 @@ async fn run(client: &Client, namespaces: &Namespaces, operator: &Operator) -> R
     let at_10000 = at_1000 + workloads::guarded_pod_count(BIG_REPLICAS, SAMPLES)?;
     workloads::wait_ready(client, guarded, at_10000).await?;
     let took = phase.elapsed();
-    phases.done("9,000 more guarded pods created and ready", phase);
+    phases.done(
+        "create_10000",
+        "9,000 more guarded pods created and ready",
+        phase,
+    );
     memory.push(point("guarded_10000", at_10000, took).await?);
 
     // 4. The round at 10,000.
     let phase = Instant::now();
     let round_10000 = latency::round(client, guarded, "big", &big).await?;
     phases.done(
+        "round_10000",
         "round at 10,000 guarded pods (idle window, samples, resolution)",
         phase,
     );
@@ -328,42 +389,62 @@ async fn run(client: &Client, namespaces: &Namespaces, operator: &Operator) -> R
     let phase = Instant::now();
     workloads::create_idle_policies(client, &namespaces.policies, POLICIES).await?;
     let took = phase.elapsed();
-    phases.done("1,000 policies created and reconciled", phase);
+    phases.done(
+        "policies_1000",
+        "1,000 policies created and reconciled",
+        phase,
+    );
     memory.push(point("policies_1000", at_10000, took).await?);
 
     // 6. One more incident, with none and with 1,000 open.
     let phase = Instant::now();
     let mut reconciles = reconcile::Reconciles::start(client, &namespaces.incidents).await?;
     let reconcile_empty = reconciles.samples("one", RECONCILE_SAMPLES).await?;
-    phases.done("incident reconcile, 20 samples", phase);
+    phases.done("reconcile_empty", "incident reconcile, 20 samples", phase);
     let phase = Instant::now();
     reconciles.open(OPEN_INCIDENTS).await?;
     let took = phase.elapsed();
-    phases.done("1,000 open Incidents created and reconciled", phase);
+    phases.done(
+        "incidents_1000",
+        "1,000 open Incidents created and reconciled",
+        phase,
+    );
     memory.push(point("incidents_1000", at_10000, took).await?);
     let phase = Instant::now();
     let reconcile_with_1000 = reconciles.samples("more", RECONCILE_SAMPLES).await?;
-    phases.done("incident reconcile with 1,000 open, 20 samples", phase);
+    phases.done(
+        "reconcile_with_1000",
+        "incident reconcile with 1,000 open, 20 samples",
+        phase,
+    );
 
     // 7. 30,000 pods, 20,000 guarded.
     let at_20000 = if scale_wanted(client).await? {
         let phase = Instant::now();
         let outcome = scale_round(client, guarded, at_10000, &mut memory, &point).await;
-        phases.done("30,000 pods (20,000 guarded): created, ready, round", phase);
+        phases.done(
+            "scale_30000",
+            "30,000 pods (20,000 guarded): created, ready, round",
+            phase,
+        );
         Some(outcome.map_err(|error| error.to_string()))
     } else {
         None
     };
 
+    let final_reading = operator.reading().await?;
     Ok(Report {
-        operator_pid: operator.pid(),
+        mode: operator.mode(),
+        operator: operator.summary(),
         samples_per_round: SAMPLES,
         rounds: [round_1000, round_10000],
         memory,
+        final_reading,
         reconcile_empty,
         reconcile_with_1000,
         at_20000,
-        phases: phases.0,
+        phases: phases.done,
+        cpu_run: sampler.between(started, Instant::now()),
         wall: Duration::ZERO,
     })
 }

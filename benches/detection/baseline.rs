@@ -9,7 +9,7 @@ use serde_json::Value;
 
 /// The figures compared: a name, and where the report keeps it (a JSON
 /// pointer; an object there is summed, as the requests per verb are).
-const FIGURES: [(&str, &str); 23] = [
+const FIGURES: [(&str, &str); 27] = [
     ("1,000: bare watch p99", "/bare_watch/p99_s"),
     ("1,000: detection p99", "/detection/p99_s"),
     ("1,000: first write p99", "/first_write/p99_s"),
@@ -54,6 +54,19 @@ const FIGURES: [(&str, &str); 23] = [
     ),
     ("KiB per guarded pod", "/kib_per_guarded_pod"),
     (
+        "CPU, round at 1,000: mean cores",
+        "/cpu/round_1000/mean_cores",
+    ),
+    (
+        "CPU, round at 10,000: mean cores",
+        "/cpu/round_10000/mean_cores",
+    ),
+    (
+        "CPU, round at 10,000: busiest second (cores)",
+        "/cpu/round_10000/busiest_cores",
+    ),
+    ("CPU, the whole run (s)", "/cpu/run/cpu_s"),
+    (
         "declared Incident reconcile p50",
         "/incident_reconcile/empty/p50_s",
     ),
@@ -76,7 +89,7 @@ pub fn path() -> PathBuf {
 }
 
 /// The figure at `pointer`: a number, or the sum of an object's numbers.
-fn figure(report: &Value, pointer: &str) -> Option<f64> {
+pub fn figure(report: &Value, pointer: &str) -> Option<f64> {
     match report.pointer(pointer)? {
         Value::Number(n) => n.as_f64(),
         Value::Object(parts) => Some(parts.values().filter_map(Value::as_f64).sum()),
@@ -84,16 +97,23 @@ fn figure(report: &Value, pointer: &str) -> Option<f64> {
     }
 }
 
-/// Prints each figure of `now` beside the baseline's, and their ratio.
-pub fn compare(now: &Value) {
+/// Prints each figure of `now` beside the baseline's at `section` (a JSON
+/// pointer: "" for the host run, "/pod" for the run in a pod), and their ratio.
+pub fn compare(now: &Value, section: &str) {
     println!();
     let baseline = std::fs::read_to_string(path())
         .ok()
-        .and_then(|text| serde_json::from_str::<Value>(&text).ok());
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+        .and_then(|baseline| baseline.pointer(section).cloned());
     let Some(baseline) = baseline else {
         println!(
-            "Against the last committed run: no {} to compare with (make bench-baseline keeps this run's)",
-            path().display()
+            "Against the last committed run: no {}{} to compare with (make bench-baseline keeps this run's)",
+            path().display(),
+            if section.is_empty() {
+                String::new()
+            } else {
+                format!(" (its \"{}\")", section.trim_start_matches('/'))
+            }
         );
         return;
     };

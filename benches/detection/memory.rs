@@ -1,8 +1,9 @@
-//! The operator's memory, from /proc/PID/status.
+//! The operator's memory, from /proc/PID/status (in a pod, its cgroup's
+//! too: `cgroup`).
 
 use std::time::Duration;
 
-use crate::Result;
+use crate::{Result, cgroup, in_pod::Restarts};
 
 #[derive(Clone, Copy)]
 pub struct Memory {
@@ -17,6 +18,9 @@ pub struct MemoryPoint {
     pub pods_in_cluster: usize,
     pub guarded_pods: usize,
     pub memory: Memory,
+    /// In a pod: its container's cgroup, and its restarts so far.
+    pub cgroup: Option<cgroup::Usage>,
+    pub restarts: Option<Restarts>,
     /// How long it took to bring the cluster to this point (settling excluded).
     pub took: Duration,
 }

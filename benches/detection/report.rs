@@ -1,5 +1,6 @@
 //! The results: a table on stdout and the same as JSON in
-//! `target/bench/latest.json`.
+//! `target/bench/latest.json`; after a run in a pod, its figures beside the
+//! host run's, a column each.
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
@@ -7,9 +8,10 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
 use crate::{
-    Result,
+    Result, cpu,
     latency::{self, Round, Sample},
     memory::MemoryPoint,
+    operator::{Mode, Reading},
     requests::PerIncident,
 };
 
@@ -24,15 +26,23 @@ const MEASURES: [(&str, Measure); 3] = [
 ];
 
 pub struct Phase {
+    /// Its name in the JSON report.
+    pub key: &'static str,
     pub name: String,
     pub took: Duration,
+    /// The operator's CPU in the phase.
+    pub cpu: Option<cpu::Use>,
 }
 
 pub struct Report {
-    pub operator_pid: u32,
+    pub mode: Mode,
+    /// Where and how the operator ran.
+    pub operator: String,
     pub samples_per_round: usize,
     pub rounds: [Round; 2],
     pub memory: Vec<MemoryPoint>,
+    /// The operator at the end of the run (in a pod: restarts, OOM kills).
+    pub final_reading: Reading,
     /// Declared Incident created -> first phase seen, sorted.
     pub reconcile_empty: Vec<Duration>,
     pub reconcile_with_1000: Vec<Duration>,
@@ -40,6 +50,8 @@ pub struct Report {
     /// run, the error when the cluster gave out.
     pub at_20000: Option<std::result::Result<Round, String>>,
     pub phases: Vec<Phase>,
+    /// The operator's CPU over the whole run.
+    pub cpu_run: Option<cpu::Use>,
     pub wall: Duration,
 }
 
@@ -112,8 +124,8 @@ impl Report {
     pub fn print(&self) {
         println!();
         println!(
-            "healing-guard-operator bench: the operator against the floor (operator pid {}, {} samples per round)",
-            self.operator_pid, self.samples_per_round
+            "healing-guard-operator bench: the operator against the floor (operator: {}; {} samples per round)",
+            self.operator, self.samples_per_round
         );
         for ((name, _), round) in ROUNDS.iter().zip(&self.rounds) {
             print_round(name, round);
@@ -131,13 +143,28 @@ impl Report {
             "Operator memory (/proc/PID/status, after {} s of settling):",
             crate::SETTLE.as_secs()
         );
+        let in_pod = self.memory.iter().any(|p| p.cgroup.is_some());
+        let cgroup_header = if in_pod {
+            format!(" {:>13} {:>13} {:>13}", "cg usage", "cg working", "cg peak")
+        } else {
+            String::new()
+        };
         println!(
-            "  {:<16} {:>8} {:>8} {:>11} {:>11} {:>9}",
+            "  {:<16} {:>8} {:>8} {:>11} {:>11} {:>9}{cgroup_header}",
             "point", "pods", "guarded", "VmRSS", "VmHWM", "took"
         );
         for point in &self.memory {
+            let cgroup = point.cgroup.map_or_else(String::new, |c| {
+                format!(
+                    " {:>9.1} MiB {:>9.1} MiB {:>9} MiB",
+                    bytes_mib(c.memory_bytes),
+                    bytes_mib(c.working_set_bytes),
+                    c.memory_peak_bytes
+                        .map_or_else(|| "-".to_owned(), |b| format!("{:.1}", bytes_mib(b)))
+                )
+            });
             println!(
-                "  {:<16} {:>8} {:>8} {:>7.1} MiB {:>7.1} MiB {:>8.1}s",
+                "  {:<16} {:>8} {:>8} {:>7.1} MiB {:>7.1} MiB {:>8.1}s{cgroup}",
                 point.label,
                 point.pods_in_cluster,
                 point.guarded_pods,
@@ -149,11 +176,38 @@ impl Report {
         println!(
             "  pods: in every namespace; guarded: pods the bench policy guards; took: to reach the point"
         );
+        if in_pod {
+            println!(
+                "  cg: the container's cgroup (usage; working set = usage - inactive file, what the \
+                 kubelet evicts by; peak = the highest usage so far)"
+            );
+        }
         match self.kib_per_guarded_pod() {
             Some(kib) => println!(
                 "  memory per guarded pod (RSS at 10,000 - at 1,000) / 9,000: {kib:.2} KiB"
             ),
             None => println!("  memory per guarded pod: -"),
+        }
+        if let Some(usage) = self.final_reading.cgroup {
+            println!(
+                "  at the end: limits memory {}, CPU {}; OOM kills {}; restarts {}",
+                usage
+                    .memory_limit_bytes
+                    .map_or_else(|| "none".to_owned(), |b| format!("{:.0} MiB", bytes_mib(b))),
+                usage
+                    .cpu_limit_cores
+                    .map_or_else(|| "none".to_owned(), |c| format!("{c:.2} cores")),
+                usage
+                    .oom_kills
+                    .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                self.final_reading.restarts.as_ref().map_or_else(
+                    || "-".to_owned(),
+                    |r| match &r.last_reason {
+                        Some(reason) => format!("{} (the last: {reason})", r.count),
+                        None => r.count.to_string(),
+                    }
+                ),
+            );
         }
         println!();
         println!(
@@ -174,27 +228,30 @@ impl Report {
             );
         }
         println!();
-        println!("Phases:");
+        println!(
+            "Phases, and the operator's CPU in each (/proc/PID/stat read every second; busiest: \
+             the most between two readings){}:",
+            if in_pod {
+                "; throttled: CFS periods throttled / all, and time"
+            } else {
+                ""
+            }
+        );
         for phase in &self.phases {
-            println!("  {:>7.1} s  {}", phase.took.as_secs_f64(), phase.name);
+            println!(
+                "  {:>7.1} s  {:<64} {}",
+                phase.took.as_secs_f64(),
+                phase.name,
+                cpu_text(phase.cpu)
+            );
         }
+        println!(
+            "  {:>9}  {:<64} {}",
+            "",
+            "the whole run",
+            cpu_text(self.cpu_run)
+        );
         println!("Wall time: {:.0} s", self.wall.as_secs_f64());
-    }
-
-    /// Writes the JSON report, and its figures alone (what a baseline
-    /// keeps); returns the report's path.
-    pub fn write_json(&self, report: &Value, figures: &Value) -> Result<PathBuf> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("target")
-            .join("bench");
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(
-            dir.join("figures.json"),
-            serde_json::to_string_pretty(figures)?,
-        )?;
-        let path = dir.join("latest.json");
-        std::fs::write(&path, serde_json::to_string_pretty(report)?)?;
-        Ok(path)
     }
 
     pub fn json(&self) -> Value {
@@ -202,6 +259,8 @@ impl Report {
         let mut root = Map::new();
         root.insert("date".into(), json!(Timestamp::now().to_string()));
         root.insert("commit".into(), json!(commit()));
+        root.insert("operator".into(), json!(self.mode.name()));
+        root.insert("operator_run".into(), json!(self.operator));
         root.insert("samples_per_round".into(), json!(self.samples_per_round));
         for (name, value) in round_json(at_1000) {
             root.insert(name, value);
@@ -239,6 +298,40 @@ impl Report {
             })
             .collect();
         root.insert("memory_points".into(), Value::Object(pods));
+        if self.memory.iter().any(|p| p.cgroup.is_some()) {
+            let cgroups: Map<String, Value> = self
+                .memory
+                .iter()
+                .filter_map(|p| {
+                    let c = p.cgroup?;
+                    let value = json!({
+                        "usage": bytes_mib(c.memory_bytes),
+                        "working_set": bytes_mib(c.working_set_bytes),
+                        "peak": c.memory_peak_bytes.map(bytes_mib),
+                        "restarts": p.restarts.as_ref().map(|r| r.count),
+                    });
+                    Some((p.label.clone(), value))
+                })
+                .collect();
+            root.insert("cgroup_mib".into(), Value::Object(cgroups));
+        }
+        if let Some(usage) = self.final_reading.cgroup {
+            let restarts = self.final_reading.restarts.as_ref();
+            root.insert(
+                "container".into(),
+                json!({
+                    "memory_limit_mib": usage.memory_limit_bytes.map(bytes_mib),
+                    "cpu_limit_cores": usage.cpu_limit_cores,
+                    "memory_peak_mib": usage.memory_peak_bytes.map(bytes_mib),
+                    "oom_kills": usage.oom_kills,
+                    "restarts": restarts.map(|r| r.count),
+                    "last_termination": restarts.and_then(|r| r.last_reason.clone()),
+                    "periods": usage.periods,
+                    "throttled_periods": usage.throttled_periods,
+                    "throttled_s": usage.throttled_s,
+                }),
+            );
+        }
         root.insert(
             "kib_per_guarded_pod".into(),
             json!(self.kib_per_guarded_pod()),
@@ -253,12 +346,85 @@ impl Report {
         let phases: Vec<Value> = self
             .phases
             .iter()
-            .map(|p| json!({"phase": p.name, "took_s": p.took.as_secs_f64()}))
+            .map(|p| json!({"phase": p.name, "took_s": p.took.as_secs_f64(), "cpu": cpu_json(p.cpu)}))
             .collect();
         root.insert("phases".into(), json!(phases));
+        let mut cpu: Map<String, Value> = self
+            .phases
+            .iter()
+            .map(|p| (p.key.to_owned(), cpu_json(p.cpu)))
+            .collect();
+        cpu.insert("run".into(), cpu_json(self.cpu_run));
+        root.insert("cpu".into(), Value::Object(cpu));
         root.insert("wall_s".into(), json!(self.wall.as_secs_f64()));
         Value::Object(root)
     }
+}
+
+/// Writes the JSON report, and its figures alone (what a baseline keeps);
+/// returns the report's path.
+pub fn write_json(report: &Value, figures: &Value) -> Result<PathBuf> {
+    let dir = bench_dir();
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("figures.json"),
+        serde_json::to_string_pretty(figures)?,
+    )?;
+    let path = dir.join("latest.json");
+    std::fs::write(&path, serde_json::to_string_pretty(report)?)?;
+    Ok(path)
+}
+
+fn bench_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("bench")
+}
+
+/// The last host run's report (`target/bench/latest.json`, which `make
+/// bench` writes just before the run in a pod), if that is what it holds.
+pub fn last_host_run() -> Option<Value> {
+    let text = std::fs::read_to_string(bench_dir().join("latest.json")).ok()?;
+    let report: Value = serde_json::from_str(&text).ok()?;
+    let host = report.get("operator").is_none_or(|o| o == "host");
+    (host && report.pointer("/rss_mib/idle").is_some()).then_some(report)
+}
+
+fn bytes_mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn cpu_text(cpu: Option<cpu::Use>) -> String {
+    let Some(cpu) = cpu else {
+        return "CPU -".to_owned();
+    };
+    let throttled = cpu
+        .throttling
+        .map_or_else(String::new, |(periods, throttled, time)| {
+            format!(", throttled {throttled} / {periods}, {time:.2} s")
+        });
+    format!(
+        "CPU {:>6.1} s, mean {:.2}, busiest {:.2} cores{throttled}",
+        cpu.cpu_s, cpu.mean_cores, cpu.busiest_cores
+    )
+}
+
+fn cpu_json(cpu: Option<cpu::Use>) -> Value {
+    let Some(cpu) = cpu else {
+        return Value::Null;
+    };
+    let (periods, throttled_periods, throttled_s) = match cpu.throttling {
+        Some((periods, throttled, time)) => (Some(periods), Some(throttled), Some(time)),
+        None => (None, None, None),
+    };
+    json!({
+        "cpu_s": cpu.cpu_s,
+        "mean_cores": cpu.mean_cores,
+        "busiest_cores": cpu.busiest_cores,
+        "periods": periods,
+        "throttled_periods": throttled_periods,
+        "throttled_s": throttled_s,
+    })
 }
 
 /// The three measures, the requests and the round's timing, as JSON keys.
@@ -466,4 +632,193 @@ fn commit() -> Option<String> {
         .status
         .success()
         .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// How a side-by-side figure is shown.
+#[derive(Clone, Copy)]
+enum Unit {
+    Seconds,
+    MiB,
+    Cores,
+    Count,
+}
+
+/// The figures printed a column each, host and pod: (name, JSON pointer, unit).
+const SIDE_BY_SIDE: [(&str, &str, Unit); 35] = [
+    (
+        "1,000: bare watch (floor) p99",
+        "/bare_watch/p99_s",
+        Unit::Seconds,
+    ),
+    ("1,000: detection p50", "/detection/p50_s", Unit::Seconds),
+    ("1,000: detection p99", "/detection/p99_s", Unit::Seconds),
+    (
+        "1,000: first write p50",
+        "/first_write/p50_s",
+        Unit::Seconds,
+    ),
+    (
+        "1,000: first write p99",
+        "/first_write/p99_s",
+        Unit::Seconds,
+    ),
+    (
+        "1,000: first write p99 over floor",
+        "/over_floor/at_1000/first_write/p99_s",
+        Unit::Seconds,
+    ),
+    (
+        "1,000: requests per incident (net)",
+        "/requests_per_incident/net",
+        Unit::Count,
+    ),
+    (
+        "10,000: bare watch (floor) p99",
+        "/at_10000/bare_watch/p99_s",
+        Unit::Seconds,
+    ),
+    (
+        "10,000: detection p50",
+        "/at_10000/detection/p50_s",
+        Unit::Seconds,
+    ),
+    (
+        "10,000: detection p99",
+        "/at_10000/detection/p99_s",
+        Unit::Seconds,
+    ),
+    (
+        "10,000: first write p50",
+        "/at_10000/first_write/p50_s",
+        Unit::Seconds,
+    ),
+    (
+        "10,000: first write p99",
+        "/at_10000/first_write/p99_s",
+        Unit::Seconds,
+    ),
+    (
+        "10,000: first write p99 over floor",
+        "/over_floor/at_10000/first_write/p99_s",
+        Unit::Seconds,
+    ),
+    (
+        "10,000: requests per incident (net)",
+        "/at_10000/requests_per_incident/net",
+        Unit::Count,
+    ),
+    (
+        "declared Incident reconcile p50",
+        "/incident_reconcile/empty/p50_s",
+        Unit::Seconds,
+    ),
+    (
+        "... with 1,000 open, p50",
+        "/incident_reconcile/with_1000/p50_s",
+        Unit::Seconds,
+    ),
+    ("VmRSS idle", "/rss_mib/idle", Unit::MiB),
+    (
+        "VmRSS 1,000 guarded pods",
+        "/rss_mib/guarded_1000",
+        Unit::MiB,
+    ),
+    (
+        "VmRSS 10,000 guarded pods",
+        "/rss_mib/guarded_10000",
+        Unit::MiB,
+    ),
+    (
+        "VmRSS + 1,000 policies",
+        "/rss_mib/policies_1000",
+        Unit::MiB,
+    ),
+    (
+        "VmRSS + 1,000 open Incidents",
+        "/rss_mib/incidents_1000",
+        Unit::MiB,
+    ),
+    ("VmHWM at the end", "/hwm_mib/incidents_1000", Unit::MiB),
+    (
+        "cgroup working set, + 1,000 open Incidents",
+        "/cgroup_mib/incidents_1000/working_set",
+        Unit::MiB,
+    ),
+    ("cgroup usage peak", "/container/memory_peak_mib", Unit::MiB),
+    (
+        "CPU, 9,000 pods created: mean",
+        "/cpu/create_10000/mean_cores",
+        Unit::Cores,
+    ),
+    (
+        "CPU, 9,000 pods created: busiest second",
+        "/cpu/create_10000/busiest_cores",
+        Unit::Cores,
+    ),
+    (
+        "CPU, round at 1,000: mean",
+        "/cpu/round_1000/mean_cores",
+        Unit::Cores,
+    ),
+    (
+        "CPU, round at 1,000: busiest second",
+        "/cpu/round_1000/busiest_cores",
+        Unit::Cores,
+    ),
+    (
+        "CPU, round at 10,000: mean",
+        "/cpu/round_10000/mean_cores",
+        Unit::Cores,
+    ),
+    (
+        "CPU, round at 10,000: busiest second",
+        "/cpu/round_10000/busiest_cores",
+        Unit::Cores,
+    ),
+    ("CPU, the whole run (s)", "/cpu/run/cpu_s", Unit::Count),
+    (
+        "CFS periods throttled, the whole run",
+        "/cpu/run/throttled_periods",
+        Unit::Count,
+    ),
+    ("container restarts", "/container/restarts", Unit::Count),
+    (
+        "OOM kills in the container's cgroup",
+        "/container/oom_kills",
+        Unit::Count,
+    ),
+    ("wall time (s)", "/wall_s", Unit::Count),
+];
+
+/// This run in a pod beside the last host run, a column each.
+pub fn print_side_by_side(host: Option<&Value>, pod: &Value) {
+    println!();
+    match host {
+        Some(host) => println!(
+            "The operator as a host process and in its pod (host run: {}, commit {}; the pod's: now):",
+            host["date"].as_str().unwrap_or("?"),
+            host["commit"]
+                .as_str()
+                .map_or("?", |c| c.get(..10).unwrap_or(c))
+        ),
+        None => println!(
+            "The operator in its pod (no host run in target/bench/latest.json to set beside it: \
+             `make bench` runs both):"
+        ),
+    }
+    println!("  {:<46} {:>12} {:>12}", "figure", "host", "pod");
+    for (name, pointer, unit) in SIDE_BY_SIDE {
+        let shown = |report: Option<&Value>| {
+            let Some(value) = report.and_then(|r| crate::baseline::figure(r, pointer)) else {
+                return "-".to_owned();
+            };
+            match unit {
+                Unit::Seconds => format!("{value:.3} s"),
+                Unit::MiB => format!("{value:.1} MiB"),
+                Unit::Cores => format!("{value:.2}"),
+                Unit::Count => format!("{value:.1}"),
+            }
+        };
+        println!("  {name:<46} {:>12} {:>12}", shown(host), shown(Some(pod)));
+    }
 }
