@@ -817,3 +817,70 @@ async fn a_pod_restart_respects_a_disruption_budget_and_says_so() {
     let step = &escalated.status.unwrap().steps[0];
     assert_eq!(step.result, StepResult::Failed, "{step:?}");
 }
+
+/// A StatefulSet's restart whose record was lost (the operator aborted
+/// right after the change): the next operator reads the StatefulSet fresh
+/// (not the watch's copy) before the step it finds Pending, finds the
+/// step's mark on it, and does not restart it again.
+#[tokio::test]
+async fn a_statefulset_change_whose_record_was_lost_is_found_on_a_fresh_read() {
+    use crate::support::Launch;
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    let mut spec = crash_policy("Auto", json!([{"action": "restart"}]), "2m");
+    spec["targets"] = json!([{"kind": "StatefulSet", "names": ["db"]}]);
+    let client = client().await;
+    let ns = namespace(&client, "fault-sts-window").await;
+    policy_with(&client, &ns, spec).await;
+    let first = Operator::launch(&Launch {
+        failpoints: "after-apply",
+        ..Launch::namespaced(&ns)
+    })
+    .await
+    .unwrap();
+    let set: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "db"},
+        "spec": {"replicas": 1, "serviceName": "db",
+                 "selector": {"matchLabels": {"app": "db"}},
+                 "template": {"metadata": {"labels": {"app": "db", "healing-guard.io/inject": "crashloop"}},
+                              "spec": {"containers": [{"name": "db", "image": "registry.local/db:1"}]}}}
+    }))
+    .unwrap();
+    Api::<StatefulSet>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &set)
+        .await
+        .unwrap();
+    let mut first = first;
+    let aborted = eventually("the first operator to abort after its change", || {
+        let exited = first.exited();
+        async move { exited }
+    })
+    .await;
+    assert!(!aborted.success());
+    let reads_before = statefulset_reads(&ns);
+
+    let _second = Operator::start(&ns).await;
+    let found = incident_where(&client, &ns, "db-sts-crashloop", "found applied", |i| {
+        i.status.as_ref().is_some_and(|s| {
+            s.steps.first().and_then(|s| s.message.as_deref())
+                == Some("already applied (found on the workload after a restart)")
+        })
+    })
+    .await;
+    let steps = found.status.unwrap().steps;
+    assert!(
+        !steps[0].changes.is_empty(),
+        "it counts as applied: {steps:?}"
+    );
+    assert!(
+        statefulset_reads(&ns) > reads_before,
+        "the Pending step's target was read fresh"
+    );
+}
+
+/// How often the operator of `ns` read a StatefulSet by name.
+fn statefulset_reads(ns: &str) -> usize {
+    crate::support::operator_requests(ns)
+        .get(&("get".to_owned(), "statefulsets".to_owned()))
+        .copied()
+        .unwrap_or(0)
+}
