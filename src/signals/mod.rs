@@ -10,6 +10,7 @@
 pub mod alerts;
 pub mod check;
 pub mod prober;
+mod reading;
 mod stores;
 pub mod tls;
 pub mod tracker;

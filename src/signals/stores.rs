@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use kube::Client;
 
 use super::{
-    check::{Measured, Misconfigured, ca_pem, secret_key},
+    reading::{Measured, Misconfigured, ca_pem, secret_key},
     tls::{self, SslMode, Trust},
 };
 use crate::crd::{PostgresProbe, RedisProbe};
