@@ -243,17 +243,12 @@ pub fn first_revision_history(deployment: &Deployment, pods: &[PodFacts]) -> Opt
     let [replica_set] = replica_sets.into_iter().collect::<Vec<_>>()[..] else {
         return None;
     };
-    let images: Vec<String> = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .map(|s| {
-            s.containers
-                .iter()
-                .filter_map(|c| c.image.clone())
-                .collect()
-        })
-        .unwrap_or_default();
+    let images = images_of(
+        deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref()),
+    );
     let status = deployment.status.clone().unwrap_or_default();
     Some(vec![history_line(
         1,
@@ -262,6 +257,17 @@ pub fn first_revision_history(deployment: &Deployment, pods: &[PodFacts]) -> Opt
         status.ready_replicas.unwrap_or(0),
         status.replicas.unwrap_or(0),
     )])
+}
+
+/// The images of a pod template's containers, in order.
+fn images_of(spec: Option<&k8s_openapi::api::core::v1::PodSpec>) -> Vec<String> {
+    spec.map(|s| {
+        s.containers
+            .iter()
+            .filter_map(|c| c.image.clone())
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// One line of the rollout history; read back by [`revision_of_line`].
@@ -288,18 +294,12 @@ pub fn history_lines(uid: Option<&str>, sets: &[ReplicaSet]) -> Vec<String> {
                 .get(REVISION)
                 .and_then(|r| r.parse().ok())
                 .unwrap_or(0);
-            let images: Vec<String> = rs
-                .spec
-                .as_ref()
-                .and_then(|s| s.template.as_ref())
-                .and_then(|t| t.spec.as_ref())
-                .map(|s| {
-                    s.containers
-                        .iter()
-                        .filter_map(|c| c.image.clone())
-                        .collect()
-                })
-                .unwrap_or_default();
+            let images = images_of(
+                rs.spec
+                    .as_ref()
+                    .and_then(|s| s.template.as_ref())
+                    .and_then(|t| t.spec.as_ref()),
+            );
             let status = rs.status.clone().unwrap_or_default();
             let line = history_line(
                 revision,
