@@ -33,6 +33,11 @@
 //! (`tests/cluster/support.rs`) this shares: the release binary, as the Helm
 //! chart's ServiceAccount with the chart's RBAC, but watching every namespace.
 //!
+//! `HGO_BENCH_MEMORY_ONLY=1` skips the latency rounds and the reconcile
+//! samples: the memory points alone, in some 5 minutes, printed and not
+//! written (the points are not comparable with a full run's, whose rounds
+//! leave 400 resolved Incidents behind).
+//!
 //! Under `cargo test` (which runs benches without `--bench`) it does nothing.
 
 use std::{
@@ -108,10 +113,17 @@ async fn bench() -> Result<()> {
         SAMPLES * usize::try_from(LATENCY_REPLICAS + BIG_REPLICAS)?,
     )
     .await?;
+    let memory_only = std::env::var("HGO_BENCH_MEMORY_ONLY").is_ok_and(|v| v == "1");
     let mut namespaces = Vec::new();
-    let outcome = run_with_operator(&client, &mut namespaces).await;
+    let outcome = run_with_operator(&client, &mut namespaces, memory_only).await;
     delete_namespaces(&client, &namespaces).await;
-    let mut report = outcome?;
+    let mut report = match outcome? {
+        Outcome::Full(report) => report,
+        Outcome::Memory(points) => {
+            report::print_memory(&points);
+            return Ok(());
+        }
+    };
     report.wall = started.elapsed();
     report.print();
     let json = report.json();
@@ -129,9 +141,19 @@ struct Namespaces {
     incidents: String,
 }
 
+/// What a run measured: everything, or the memory points alone.
+enum Outcome {
+    Full(Box<Report>),
+    Memory(Vec<MemoryPoint>),
+}
+
 /// Makes the namespaces (into `created`, for deletion afterwards), runs the
 /// operator and the measurements, stops the operator.
-async fn run_with_operator(client: &Client, created: &mut Vec<String>) -> Result<Report> {
+async fn run_with_operator(
+    client: &Client,
+    created: &mut Vec<String>,
+    memory_only: bool,
+) -> Result<Outcome> {
     for prefix in ["hgo-bench", "hgo-bench-policies", "hgo-bench-incidents"] {
         created.push(support::try_namespace(client, prefix).await?);
     }
@@ -158,7 +180,15 @@ async fn run_with_operator(client: &Client, created: &mut Vec<String>) -> Result
         operator.pid(),
         log.display()
     );
-    let outcome = run(client, &namespaces, &operator).await;
+    let outcome = if memory_only {
+        run_memory(client, &namespaces, &operator)
+            .await
+            .map(Outcome::Memory)
+    } else {
+        run(client, &namespaces, &operator)
+            .await
+            .map(|report| Outcome::Full(Box::new(report)))
+    };
     if !operator.terminate() {
         eprintln!("[bench] the operator did not stop cleanly on SIGTERM");
     }
@@ -191,19 +221,78 @@ impl Phases {
     }
 }
 
+/// The operator's memory after `SETTLE`, at a point of the run.
+async fn point(
+    client: &Client,
+    operator: &Operator,
+    label: &str,
+    guarded_pods: usize,
+    took: Duration,
+) -> Result<MemoryPoint> {
+    tokio::time::sleep(SETTLE).await;
+    let point = MemoryPoint {
+        label: label.to_owned(),
+        pods_in_cluster: workloads::pods_in_cluster(client).await?,
+        guarded_pods,
+        memory: memory::read(operator.pid())?,
+        took,
+    };
+    eprintln!(
+        "[bench] memory at {label}: VmRSS {} KiB, VmHWM {} KiB",
+        point.memory.rss_kib, point.memory.peak_kib
+    );
+    Ok(point)
+}
+
+/// The memory points of `run`, in the same order, without the rounds and
+/// the reconcile samples.
+async fn run_memory(
+    client: &Client,
+    namespaces: &Namespaces,
+    operator: &Operator,
+) -> Result<Vec<MemoryPoint>> {
+    let guarded = &namespaces.guarded;
+    let point = async |label: &str, guarded_pods: usize, took: Duration| {
+        point(client, operator, label, guarded_pods, took).await
+    };
+    let mut memory = Vec::new();
+    let phase = Instant::now();
+    for namespace in [guarded, &namespaces.incidents] {
+        workloads::grant_remediator(client, namespace).await?;
+    }
+    workloads::create_bench_policy(client, guarded, BIG_REPLICAS + 1).await?;
+    memory.push(point("idle", 0, phase.elapsed()).await?);
+
+    let phase = Instant::now();
+    workloads::create_guarded(client, guarded, "lat", "latency", LATENCY_REPLICAS, SAMPLES)
+        .await?;
+    let at_1000 = workloads::guarded_pod_count(LATENCY_REPLICAS, SAMPLES)?;
+    workloads::wait_ready(client, guarded, at_1000).await?;
+    memory.push(point("guarded_1000", at_1000, phase.elapsed()).await?);
+
+    let phase = Instant::now();
+    workloads::create_guarded(client, guarded, "big", "big", BIG_REPLICAS, SAMPLES).await?;
+    let at_10000 = at_1000 + workloads::guarded_pod_count(BIG_REPLICAS, SAMPLES)?;
+    workloads::wait_ready(client, guarded, at_10000).await?;
+    memory.push(point("guarded_10000", at_10000, phase.elapsed()).await?);
+
+    let phase = Instant::now();
+    workloads::create_idle_policies(client, &namespaces.policies, POLICIES).await?;
+    memory.push(point("policies_1000", at_10000, phase.elapsed()).await?);
+
+    let phase = Instant::now();
+    let mut reconciles = reconcile::Reconciles::start(client, &namespaces.incidents).await?;
+    reconciles.open(OPEN_INCIDENTS).await?;
+    memory.push(point("incidents_1000", at_10000, phase.elapsed()).await?);
+    Ok(memory)
+}
+
 async fn run(client: &Client, namespaces: &Namespaces, operator: &Operator) -> Result<Report> {
     let guarded = &namespaces.guarded;
     let mut phases = Phases(Vec::new());
     let mut memory = Vec::new();
     let point = async |label: &str, guarded_pods: usize, took: Duration| {
-        tokio::time::sleep(SETTLE).await;
-        Ok::<_, BenchError>(MemoryPoint {
-            label: label.to_owned(),
-            pods_in_cluster: workloads::pods_in_cluster(client).await?,
-            guarded_pods,
-            memory: memory::read(operator.pid())?,
-            took,
-        })
+        point(client, operator, label, guarded_pods, took).await
     };
 
     let phase = Instant::now();

@@ -92,6 +92,32 @@ fn ratio(a: Option<Duration>, floor: Option<Duration>) -> String {
     }
 }
 
+/// The memory points, as a table.
+pub fn print_memory(points: &[MemoryPoint]) {
+        println!(
+        "Operator memory (/proc/PID/status, after {} s of settling):",
+        crate::SETTLE.as_secs()
+    );
+    println!(
+        "  {:<16} {:>8} {:>8} {:>11} {:>11} {:>9}",
+        "point", "pods", "guarded", "VmRSS", "VmHWM", "took"
+    );
+    for point in points {
+        println!(
+            "  {:<16} {:>8} {:>8} {:>7.1} MiB {:>7.1} MiB {:>8.1}s",
+            point.label,
+            point.pods_in_cluster,
+            point.guarded_pods,
+            mebibytes(point.memory.rss_kib),
+            mebibytes(point.memory.peak_kib),
+            point.took.as_secs_f64(),
+        );
+    }
+    println!(
+        "  pods: in every namespace; guarded: pods the bench policy guards; took: to reach the point"
+    );
+}
+
 fn mebibytes(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -116,28 +142,7 @@ impl Report {
             print_round(name, round);
         }
         println!();
-        println!(
-            "Operator memory (/proc/PID/status, after {} s of settling):",
-            crate::SETTLE.as_secs()
-        );
-        println!(
-            "  {:<16} {:>8} {:>8} {:>11} {:>11} {:>9}",
-            "point", "pods", "guarded", "VmRSS", "VmHWM", "took"
-        );
-        for point in &self.memory {
-            println!(
-                "  {:<16} {:>8} {:>8} {:>7.1} MiB {:>7.1} MiB {:>8.1}s",
-                point.label,
-                point.pods_in_cluster,
-                point.guarded_pods,
-                mebibytes(point.memory.rss_kib),
-                mebibytes(point.memory.peak_kib),
-                point.took.as_secs_f64(),
-            );
-        }
-        println!(
-            "  pods: in every namespace; guarded: pods the bench policy guards; took: to reach the point"
-        );
+        print_memory(&self.memory);
         match self.kib_per_guarded_pod() {
             Some(kib) => println!(
                 "  memory per guarded pod (RSS at 10,000 - at 1,000) / 9,000: {kib:.2} KiB"
