@@ -264,8 +264,7 @@ async fn run_memory(
     memory.push(point("idle", 0, phase.elapsed()).await?);
 
     let phase = Instant::now();
-    workloads::create_guarded(client, guarded, "lat", "latency", LATENCY_REPLICAS, SAMPLES)
-        .await?;
+    workloads::create_guarded(client, guarded, "lat", "latency", LATENCY_REPLICAS, SAMPLES).await?;
     let at_1000 = workloads::guarded_pod_count(LATENCY_REPLICAS, SAMPLES)?;
     workloads::wait_ready(client, guarded, at_1000).await?;
     memory.push(point("guarded_1000", at_1000, phase.elapsed()).await?);

@@ -94,7 +94,7 @@ fn ratio(a: Option<Duration>, floor: Option<Duration>) -> String {
 
 /// The memory points, as a table.
 pub fn print_memory(points: &[MemoryPoint]) {
-        println!(
+    println!(
         "Operator memory (/proc/PID/status, after {} s of settling):",
         crate::SETTLE.as_secs()
     );
