@@ -18,7 +18,7 @@ use std::{
 use k8s_openapi::{
     NamespaceResourceScope,
     api::core::v1::{ContainerStatus, Pod},
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
     jiff::Timestamp,
 };
 use kube::{
@@ -46,8 +46,8 @@ impl fmt::Display for PodSelector {
 /// What the operator reads of a pod.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PodFacts {
-    /// Name, namespace, uid, resourceVersion, labels, owner references,
-    /// creation and deletion times; nothing else.
+    /// Name, namespace, uid, labels, owner references (their kind and
+    /// name), creation and deletion times; nothing else.
     pub metadata: ObjectMeta,
     pub node: Option<String>,
     pub phase: Option<String>,
@@ -109,13 +109,25 @@ impl ContainerFacts {
 impl From<Pod> for PodFacts {
     fn from(pod: Pod) -> Self {
         let meta = pod.metadata;
+        // A pod's owner is read by kind and name (`workload::pod_belongs_to`).
+        let owners = meta.owner_references.map(|owners| {
+            owners
+                .into_iter()
+                .map(|owner| OwnerReference {
+                    kind: owner.kind,
+                    name: owner.name,
+                    ..OwnerReference::default()
+                })
+                .collect()
+        });
+        // No resourceVersion: nothing reads a pod's, and the store's key
+        // would keep a second copy.
         let metadata = ObjectMeta {
             name: meta.name,
             namespace: meta.namespace,
             uid: meta.uid,
-            resource_version: meta.resource_version,
             labels: meta.labels,
-            owner_references: meta.owner_references,
+            owner_references: owners,
             creation_timestamp: meta.creation_timestamp,
             deletion_timestamp: meta.deletion_timestamp,
             ..ObjectMeta::default()
@@ -457,6 +469,12 @@ mod tests {
             facts.metadata.owner_references.as_ref().map(Vec::len),
             Some(1)
         );
+        let owner = &facts.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("ReplicaSet", "")
+        );
+        assert!(facts.metadata.resource_version.is_none());
         assert!(facts.metadata.annotations.is_none(), "annotations dropped");
         assert!(facts.metadata.managed_fields.is_none());
         assert_eq!(facts.node.as_deref(), Some("n1"));
