@@ -45,6 +45,11 @@
 //! beside the last host run's and kept with them, under `pod`. `make bench`
 //! runs both, a fresh cluster each.
 //!
+//! `HGO_BENCH_MEMORY_ONLY=1` skips the latency rounds and the reconcile
+//! samples: the memory points alone, in some 5 minutes, printed and not
+//! written (the points are not comparable with a full run's, whose rounds
+//! leave 400 resolved Incidents behind).
+//!
 //! Under `cargo test` (which runs benches without `--bench`) it does nothing.
 
 use std::{
@@ -138,10 +143,17 @@ async fn bench() -> Result<()> {
         SAMPLES * usize::try_from(LATENCY_REPLICAS + BIG_REPLICAS)?,
     )
     .await?;
+    let memory_only = std::env::var("HGO_BENCH_MEMORY_ONLY").is_ok_and(|v| v == "1");
     let mut namespaces = Vec::new();
-    let outcome = run_with_operator(&client, mode, &mut namespaces).await;
+    let outcome = run_with_operator(&client, mode, &mut namespaces, memory_only).await;
     delete_namespaces(&client, &namespaces).await;
-    let mut report = outcome?;
+    let mut report = match outcome? {
+        Outcome::Full(report) => report,
+        Outcome::Memory(points) => {
+            report::print_memory(&points);
+            return Ok(());
+        }
+    };
     report.wall = started.elapsed();
     report.print();
     let json = report.json();
@@ -185,6 +197,12 @@ struct Namespaces {
     incidents: String,
 }
 
+/// What a run measured: everything, or the memory points alone.
+enum Outcome {
+    Full(Box<Report>),
+    Memory(Vec<MemoryPoint>),
+}
+
 /// Makes the namespaces (into `created`, for deletion afterwards), starts
 /// the operator where `mode` says, runs the measurements (its CPU sampled
 /// meanwhile), stops the operator.
@@ -192,7 +210,8 @@ async fn run_with_operator(
     client: &Client,
     mode: Mode,
     created: &mut Vec<String>,
-) -> Result<Report> {
+    memory_only: bool,
+) -> Result<Outcome> {
     for prefix in ["hgo-bench", "hgo-bench-policies", "hgo-bench-incidents"] {
         created.push(support::try_namespace(client, prefix).await?);
     }
@@ -206,8 +225,19 @@ async fn run_with_operator(
     eprintln!("[bench] {}", operator.describe());
     let log = operator.log();
     let sampler = cpu::Sampler::default();
+    let measured = async {
+        if memory_only {
+            run_memory(client, &namespaces, &operator)
+                .await
+                .map(Outcome::Memory)
+        } else {
+            run(client, &namespaces, &operator, &sampler)
+                .await
+                .map(|report| Outcome::Full(Box::new(report)))
+        }
+    };
     let outcome = tokio::select! {
-        outcome = run(client, &namespaces, &operator, &sampler) => outcome,
+        outcome = measured => outcome,
         never = sampler.run(&operator) => match never {},
     };
     if let Err(error) = operator.stop() {
@@ -306,6 +336,74 @@ impl Phases<'_> {
     }
 }
 
+/// The operator's memory after `SETTLE`, at a point of the run.
+async fn point(
+    client: &Client,
+    operator: &Running,
+    label: &str,
+    guarded_pods: usize,
+    took: Duration,
+) -> Result<MemoryPoint> {
+    tokio::time::sleep(SETTLE).await;
+    let reading = operator.reading().await?;
+    let point = MemoryPoint {
+        label: label.to_owned(),
+        pods_in_cluster: workloads::pods_in_cluster(client).await?,
+        guarded_pods,
+        memory: reading.memory,
+        cgroup: reading.cgroup,
+        restarts: reading.restarts,
+        took,
+    };
+    eprintln!(
+        "[bench] memory at {label}: VmRSS {} KiB, VmHWM {} KiB",
+        point.memory.rss_kib, point.memory.peak_kib
+    );
+    Ok(point)
+}
+
+/// The memory points of `run`, in the same order, without the rounds and
+/// the reconcile samples.
+async fn run_memory(
+    client: &Client,
+    namespaces: &Namespaces,
+    operator: &Running,
+) -> Result<Vec<MemoryPoint>> {
+    let guarded = &namespaces.guarded;
+    let point = async |label: &str, guarded_pods: usize, took: Duration| {
+        point(client, operator, label, guarded_pods, took).await
+    };
+    let mut memory = Vec::new();
+    let phase = Instant::now();
+    for namespace in [guarded, &namespaces.incidents] {
+        workloads::grant_remediator(client, namespace).await?;
+    }
+    workloads::create_bench_policy(client, guarded, BIG_REPLICAS + 1).await?;
+    memory.push(point("idle", 0, phase.elapsed()).await?);
+
+    let phase = Instant::now();
+    workloads::create_guarded(client, guarded, "lat", "latency", LATENCY_REPLICAS, SAMPLES).await?;
+    let at_1000 = workloads::guarded_pod_count(LATENCY_REPLICAS, SAMPLES)?;
+    workloads::wait_ready(client, guarded, at_1000).await?;
+    memory.push(point("guarded_1000", at_1000, phase.elapsed()).await?);
+
+    let phase = Instant::now();
+    workloads::create_guarded(client, guarded, "big", "big", BIG_REPLICAS, SAMPLES).await?;
+    let at_10000 = at_1000 + workloads::guarded_pod_count(BIG_REPLICAS, SAMPLES)?;
+    workloads::wait_ready(client, guarded, at_10000).await?;
+    memory.push(point("guarded_10000", at_10000, phase.elapsed()).await?);
+
+    let phase = Instant::now();
+    workloads::create_idle_policies(client, &namespaces.policies, POLICIES).await?;
+    memory.push(point("policies_1000", at_10000, phase.elapsed()).await?);
+
+    let phase = Instant::now();
+    let mut reconciles = reconcile::Reconciles::start(client, &namespaces.incidents).await?;
+    reconciles.open(OPEN_INCIDENTS).await?;
+    memory.push(point("incidents_1000", at_10000, phase.elapsed()).await?);
+    Ok(memory)
+}
+
 async fn run(
     client: &Client,
     namespaces: &Namespaces,
@@ -320,17 +418,7 @@ async fn run(
     };
     let mut memory = Vec::new();
     let point = async |label: &str, guarded_pods: usize, took: Duration| {
-        tokio::time::sleep(SETTLE).await;
-        let reading = operator.reading().await?;
-        Ok::<_, BenchError>(MemoryPoint {
-            label: label.to_owned(),
-            pods_in_cluster: workloads::pods_in_cluster(client).await?,
-            guarded_pods,
-            memory: reading.memory,
-            cgroup: reading.cgroup,
-            restarts: reading.restarts,
-            took,
-        })
+        point(client, operator, label, guarded_pods, took).await
     };
 
     let phase = Instant::now();

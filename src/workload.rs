@@ -20,6 +20,7 @@ pub use crate::pod::PodSelector;
 use crate::{
     crd::{Target, WorkloadKind, WorkloadRef},
     names::{POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION, STEP_ANNOTATION},
+    pod::PodFacts,
 };
 
 /// A workload of a kind the operator guards.
@@ -265,13 +266,13 @@ impl Workload {
     /// Whether a pod belongs to the workload through its owner references
     /// (Pod -> ReplicaSet `<deployment>-<pod-template-hash>` -> Deployment;
     /// Pod -> StatefulSet).
-    pub fn owns(&self, pod: &impl Resource) -> bool {
+    pub fn owns(&self, pod: &PodFacts) -> bool {
         pod_belongs_to(pod, self.kind(), &self.name())
     }
 }
 
 /// Whether a pod belongs to the named workload of that kind; see [`Workload::owns`].
-pub fn pod_belongs_to(pod: &impl Resource, kind: WorkloadKind, name: &str) -> bool {
+pub fn pod_belongs_to(pod: &PodFacts, kind: WorkloadKind, name: &str) -> bool {
     pod.owner_references().iter().any(|owner| match kind {
         WorkloadKind::StatefulSet => owner.kind == "StatefulSet" && owner.name == name,
         WorkloadKind::Deployment => {
@@ -350,17 +351,15 @@ mod tests {
 
     #[test]
     fn pods_belong_through_their_owners() {
-        let pod = |owner_kind: &str,
-                   owner: &str,
-                   hash: Option<&str>|
-         -> k8s_openapi::api::core::v1::Pod {
+        let pod = |owner_kind: &str, owner: &str, hash: Option<&str>| -> PodFacts {
             let mut labels = json!({});
             if let Some(hash) = hash {
                 labels[POD_TEMPLATE_HASH_LABEL] = json!(hash);
             }
-            serde_json::from_value(json!({"metadata": {"name": "p", "labels": labels,
+            let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({"metadata": {"name": "p", "labels": labels,
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner_kind, "name": owner, "uid": "u"}]}}))
-            .unwrap()
+            .unwrap();
+            PodFacts::from(pod)
         };
         let d = WorkloadKind::Deployment;
         assert!(pod_belongs_to(

@@ -107,6 +107,53 @@ fn ratio(a: Option<Duration>, floor: Option<Duration>) -> String {
     }
 }
 
+/// The memory points, as a table (with the container's cgroup, in a pod).
+pub fn print_memory(points: &[MemoryPoint]) {
+    println!(
+        "Operator memory (/proc/PID/status, after {} s of settling):",
+        crate::SETTLE.as_secs()
+    );
+    let in_pod = points.iter().any(|p| p.cgroup.is_some());
+    let cgroup_header = if in_pod {
+        format!(" {:>13} {:>13} {:>13}", "cg usage", "cg working", "cg peak")
+    } else {
+        String::new()
+    };
+    println!(
+        "  {:<16} {:>8} {:>8} {:>11} {:>11} {:>9}{cgroup_header}",
+        "point", "pods", "guarded", "VmRSS", "VmHWM", "took"
+    );
+    for point in points {
+        let cgroup = point.cgroup.map_or_else(String::new, |c| {
+            format!(
+                " {:>9.1} MiB {:>9.1} MiB {:>9} MiB",
+                bytes_mib(c.memory_bytes),
+                bytes_mib(c.working_set_bytes),
+                c.memory_peak_bytes
+                    .map_or_else(|| "-".to_owned(), |b| format!("{:.1}", bytes_mib(b)))
+            )
+        });
+        println!(
+            "  {:<16} {:>8} {:>8} {:>7.1} MiB {:>7.1} MiB {:>8.1}s{cgroup}",
+            point.label,
+            point.pods_in_cluster,
+            point.guarded_pods,
+            mebibytes(point.memory.rss_kib),
+            mebibytes(point.memory.peak_kib),
+            point.took.as_secs_f64(),
+        );
+    }
+    println!(
+        "  pods: in every namespace; guarded: pods the bench policy guards; took: to reach the point"
+    );
+    if in_pod {
+        println!(
+            "  cg: the container's cgroup (usage; working set = usage - inactive file, what the \
+             kubelet evicts by; peak = the highest usage so far)"
+        );
+    }
+}
+
 fn mebibytes(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -139,49 +186,7 @@ impl Report {
             None => {}
         }
         println!();
-        println!(
-            "Operator memory (/proc/PID/status, after {} s of settling):",
-            crate::SETTLE.as_secs()
-        );
-        let in_pod = self.memory.iter().any(|p| p.cgroup.is_some());
-        let cgroup_header = if in_pod {
-            format!(" {:>13} {:>13} {:>13}", "cg usage", "cg working", "cg peak")
-        } else {
-            String::new()
-        };
-        println!(
-            "  {:<16} {:>8} {:>8} {:>11} {:>11} {:>9}{cgroup_header}",
-            "point", "pods", "guarded", "VmRSS", "VmHWM", "took"
-        );
-        for point in &self.memory {
-            let cgroup = point.cgroup.map_or_else(String::new, |c| {
-                format!(
-                    " {:>9.1} MiB {:>9.1} MiB {:>9} MiB",
-                    bytes_mib(c.memory_bytes),
-                    bytes_mib(c.working_set_bytes),
-                    c.memory_peak_bytes
-                        .map_or_else(|| "-".to_owned(), |b| format!("{:.1}", bytes_mib(b)))
-                )
-            });
-            println!(
-                "  {:<16} {:>8} {:>8} {:>7.1} MiB {:>7.1} MiB {:>8.1}s{cgroup}",
-                point.label,
-                point.pods_in_cluster,
-                point.guarded_pods,
-                mebibytes(point.memory.rss_kib),
-                mebibytes(point.memory.peak_kib),
-                point.took.as_secs_f64(),
-            );
-        }
-        println!(
-            "  pods: in every namespace; guarded: pods the bench policy guards; took: to reach the point"
-        );
-        if in_pod {
-            println!(
-                "  cg: the container's cgroup (usage; working set = usage - inactive file, what the \
-                 kubelet evicts by; peak = the highest usage so far)"
-            );
-        }
+        print_memory(&self.memory);
         match self.kib_per_guarded_pod() {
             Some(kib) => println!(
                 "  memory per guarded pod (RSS at 10,000 - at 1,000) / 9,000: {kib:.2} KiB"
@@ -228,6 +233,7 @@ impl Report {
             );
         }
         println!();
+        let in_pod = self.memory.iter().any(|p| p.cgroup.is_some());
         println!(
             "Phases, and the operator's CPU in each (/proc/PID/stat read every second; busiest: \
              the most between two readings){}:",

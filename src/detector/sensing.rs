@@ -79,7 +79,7 @@ impl Sensing {
             self.short_since.remove(&id);
             None
         };
-        let pods = pods.into_iter().filter(|pod| workload.owns(*pod));
+        let pods = pods.into_iter().filter(|pod| workload.owns(pod));
         let evaluation = symptoms::evaluate(&policy.spec.rules, workload, pods, short_since, now);
         let previous = self.evaluations.remove(&id).unwrap_or_default();
         let namespace = id.1.clone();

@@ -48,7 +48,7 @@ fn spawn_pod_watch(
             .map(|event| event.map(facts_event))
             .boxed();
         while let Some(event) = events.next().await {
-            let event = match event {
+            let mut event = match event {
                 Ok(event) => event,
                 // The watcher retries with backoff; an undecodable object or a
                 // lost connection must not end detection.
@@ -57,7 +57,7 @@ fn spawn_pod_watch(
                     continue;
                 }
             };
-            filler.apply(&event);
+            filler.apply(&mut event);
             let change = match event {
                 watcher::Event::InitDone => PodChange::Synced(namespace.clone()),
                 watcher::Event::Apply(pod) | watcher::Event::Delete(pod) => {

@@ -104,8 +104,8 @@ impl World for Context {
             .items;
         Ok(pods
             .into_iter()
-            .filter(|pod| workload.owns(pod))
             .map(PodFacts::from)
+            .filter(|pod| workload.owns(pod))
             .collect())
     }
 
