@@ -273,7 +273,7 @@ impl Workload {
 
 /// Whether a pod belongs to the named workload of that kind; see [`Workload::owns`].
 pub fn pod_belongs_to(pod: &PodFacts, kind: WorkloadKind, name: &str) -> bool {
-    pod.owner_references().iter().any(|owner| match kind {
+    pod.owners.iter().any(|owner| match kind {
         WorkloadKind::StatefulSet => owner.kind == "StatefulSet" && owner.name == name,
         WorkloadKind::Deployment => {
             owner.kind == "ReplicaSet"

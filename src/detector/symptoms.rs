@@ -32,7 +32,7 @@ pub struct Observation {
 /// Every symptom a pod shows now. Terminating and succeeded pods show none.
 pub fn pod_observations(pod: &PodFacts) -> Vec<Observation> {
     let mut found = Vec::new();
-    if pod.metadata.deletion_timestamp.is_some() {
+    if pod.is_terminating() {
         return found;
     }
     let since = pod
@@ -384,8 +384,7 @@ mod tests {
     #[test]
     fn a_terminating_pod_shows_nothing() {
         let mut terminating = pod(json!({"phase": "Failed"}));
-        terminating.metadata.deletion_timestamp =
-            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now()));
+        terminating.deleted = Some(now());
         assert!(pod_observations(&terminating).is_empty());
     }
 

@@ -236,7 +236,7 @@ pub fn first_revision_history(deployment: &Deployment, pods: &[PodFacts]) -> Opt
     }
     let replica_sets: BTreeSet<&str> = pods
         .iter()
-        .flat_map(|pod| pod.metadata.owner_references.iter().flatten())
+        .flat_map(|pod| pod.owners.iter())
         .filter(|owner| owner.kind == "ReplicaSet")
         .map(|owner| owner.name.as_str())
         .collect();

@@ -184,8 +184,8 @@ fn to_replace(action: &crd::Action, pods: &[PodFacts]) -> Option<Vec<String>> {
     }
     let uids: Vec<String> = pods
         .iter()
-        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
-        .filter_map(|pod| pod.metadata.uid.clone())
+        .filter(|pod| !pod.is_terminating())
+        .filter_map(|pod| pod.uid.clone())
         .collect();
     (uids.len() <= MAX_REPLACING).then_some(uids)
 }
@@ -206,19 +206,13 @@ fn follow_up(
         .iter()
         .map(|pod| PodState {
             name: pod.name().to_owned(),
-            uid: pod.metadata.uid.clone(),
+            uid: pod.uid.clone(),
             ready: pod.is_ready(),
-            terminating: pod.metadata.deletion_timestamp.is_some(),
+            terminating: pod.is_terminating(),
             original: if replacing.is_empty() {
-                pod.metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .is_some_and(|t| t.0 < started)
+                pod.created.is_some_and(|created| created < started)
             } else {
-                pod.metadata
-                    .uid
-                    .as_ref()
-                    .is_some_and(|uid| replacing.contains(uid))
+                pod.uid.as_ref().is_some_and(|uid| replacing.contains(uid))
             },
         })
         .collect();
@@ -249,7 +243,7 @@ pub fn stuck_on_an_older_revision(workload: &Workload, pods: &[PodFacts]) -> Opt
     let revision = workload.update_revision()?;
     let stuck: Vec<&PodFacts> = pods
         .iter()
-        .filter(|pod| pod.metadata.deletion_timestamp.is_none() && !pod.is_ready())
+        .filter(|pod| !pod.is_terminating() && !pod.is_ready())
         .filter(|pod| {
             pod.labels()
                 .get(REVISION_LABEL)
@@ -272,7 +266,7 @@ pub fn stuck_on_an_older_revision(workload: &Workload, pods: &[PodFacts]) -> Opt
                 .iter()
                 .map(|pod| PodRef {
                     name: pod.name().to_owned(),
-                    uid: pod.metadata.uid.clone(),
+                    uid: pod.uid.clone(),
                 })
                 .collect(),
             revision: revision.to_owned(),
