@@ -40,7 +40,8 @@ policy-test:
 ## runs one only. The host run ends with a third round at 20,000 guarded pods
 ## of 30,000 (HGO_BENCH_SCALE=0 skips it): its nodes get room for 33,000 pods
 ## (3 x 11,000), the pod run's for 12,000 (3 x 4,000); the controller manager
-## 300 requests/s, to create them in time.
+## 300 requests/s, to create them in time. First, in a second and without a
+## cluster, the heap one guarded pod costs in the pod stores (benches/pod_memory.rs).
 ## `cargo bench` builds the operator with the release settings, before the cluster starts.
 HGO_BENCH_OPERATOR ?= both
 BENCH_HOST = $(filter host both,$(HGO_BENCH_OPERATOR))
@@ -48,6 +49,7 @@ BENCH_POD = $(filter pod both,$(HGO_BENCH_OPERATOR))
 BENCH_CLUSTER = HGO_KCM_QPS=300
 bench: build-cluster $(if $(BENCH_POD),image)
 	$(if $(BENCH_HOST)$(BENCH_POD),,$(error HGO_BENCH_OPERATOR is host, pod or both, not '$(HGO_BENCH_OPERATOR)'))
+	cargo bench --bench pod_memory
 	cargo bench --bench detection --no-run
 	$(if $(BENCH_HOST),HGO_BENCH_OPERATOR=host HGO_MAX_PODS=11000 $(BENCH_CLUSTER) ./cluster/with-cluster.sh -- cargo bench --bench detection)
 	$(if $(BENCH_POD),HGO_BENCH_OPERATOR=pod HGO_MAX_PODS=4000 HGO_BENCH_SCALE=0 $(BENCH_CLUSTER) HGO_REAL_NODES=1 HGO_NODE_IMAGES=$(CURDIR)/$(IMAGE_ARCHIVE) ./cluster/with-cluster.sh -- cargo bench --bench detection)

@@ -7,12 +7,11 @@
 //! a few MiB.
 
 use std::{
-    borrow::Cow,
     collections::{BTreeMap, HashMap, HashSet},
     fmt,
     sync::{
         Arc, PoisonError, RwLock,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
 };
 
@@ -22,10 +21,7 @@ use k8s_openapi::{
 };
 use kube::{
     core::{Selector, SelectorExt},
-    runtime::{
-        reflector::{self, Lookup, ObjectRef, Store},
-        watcher,
-    },
+    runtime::watcher,
 };
 
 /// A pod selector in a namespace: the key of a pod watch.
@@ -45,35 +41,39 @@ impl fmt::Display for PodSelector {
 /// empty but for six, were a third of a pod's record.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PodFacts {
-    pub name: String,
-    pub namespace: String,
+    /// Shared with its store's key and its selectors' index.
+    pub name: Arc<str>,
+    /// One copy for all pods of a store.
+    pub namespace: Arc<str>,
     pub uid: Option<String>,
     /// Its owners, each by kind and name (`workload::pod_belongs_to`).
     pub owners: Box<[Owner]>,
     pub created: Option<Timestamp>,
     /// Its deletionTimestamp: it is terminating.
     pub deleted: Option<Timestamp>,
-    /// The pods of a store that carry the same labels share one copy (see
-    /// [`SharedLabels`]).
+    /// The pods of a store that carry the same labels share one copy, as
+    /// they share each text that many pods carry (node, phase, owner,
+    /// container names and images; see [`Interned`]).
     pub labels: Arc<BTreeMap<String, String>>,
-    pub node: Option<String>,
-    pub phase: Option<String>,
+    pub node: Option<Arc<str>>,
+    pub phase: Option<Arc<str>>,
     /// The pod's own reason (`Evicted`) and message.
     pub reason: Option<String>,
     pub message: Option<String>,
     /// The Ready condition, if the pod has one.
     pub ready: Option<Readiness>,
     pub start_time: Option<Timestamp>,
-    /// Init containers first, then the app's.
-    pub containers: Vec<ContainerFacts>,
+    /// Init containers first, then the app's. (A boxed slice: a `Vec`
+    /// collected from the status kept room for four.)
+    pub containers: Box<[ContainerFacts]>,
 }
 
 /// One of a pod's owner references, by what identifies the owner in its
 /// namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Owner {
-    pub kind: String,
-    pub name: String,
+    pub kind: Arc<str>,
+    pub name: Arc<str>,
 }
 
 /// A pod's Ready condition.
@@ -88,11 +88,11 @@ pub struct Readiness {
 /// What the operator reads of one container's status.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ContainerFacts {
-    pub name: String,
+    pub name: Arc<str>,
     /// An init container.
     pub init: bool,
     pub ready: bool,
-    pub image: String,
+    pub image: Arc<str>,
     pub restart_count: i32,
     /// `state.waiting.reason`.
     pub waiting: Option<String>,
@@ -106,10 +106,10 @@ impl ContainerFacts {
     fn new(status: ContainerStatus, init: bool) -> Self {
         let state = status.state.unwrap_or_default();
         ContainerFacts {
-            name: status.name,
+            name: status.name.into(),
             init,
             ready: status.ready,
-            image: status.image,
+            image: status.image.into(),
             restart_count: status.restart_count,
             waiting: state.waiting.and_then(|w| w.reason),
             terminated: state.terminated.and_then(|t| t.reason),
@@ -129,8 +129,8 @@ impl From<Pod> for PodFacts {
             .into_iter()
             .flatten()
             .map(|owner| Owner {
-                kind: owner.kind,
-                name: owner.name,
+                kind: owner.kind.into(),
+                name: owner.name.into(),
             })
             .collect();
         let status = pod.status.unwrap_or_default();
@@ -151,15 +151,15 @@ impl From<Pod> for PodFacts {
             .chain(app.map(|c| ContainerFacts::new(c, false)))
             .collect();
         PodFacts {
-            name: meta.name.unwrap_or_default(),
-            namespace: meta.namespace.unwrap_or_default(),
+            name: meta.name.unwrap_or_default().into(),
+            namespace: meta.namespace.unwrap_or_default().into(),
             uid: meta.uid,
             owners,
             created: meta.creation_timestamp.map(|t| t.0),
             deleted: meta.deletion_timestamp.map(|t| t.0),
             labels: Arc::new(meta.labels.unwrap_or_default()),
-            node: pod.spec.and_then(|s| s.node_name),
-            phase: status.phase,
+            node: pod.spec.and_then(|s| s.node_name).map(Into::into),
+            phase: status.phase.map(Into::into),
             reason: status.reason,
             message: status.message,
             ready,
@@ -203,38 +203,6 @@ impl PodFacts {
     }
 }
 
-/// A pod's facts are a `v1/Pod` to kube's reflector stores, keyed by
-/// namespace and name. No uid or resourceVersion: the key would keep a copy
-/// of each, and a store finds a pod by its name.
-impl Lookup for PodFacts {
-    type DynamicType = ();
-
-    fn kind((): &()) -> Cow<'_, str> {
-        "Pod".into()
-    }
-    fn group((): &()) -> Cow<'_, str> {
-        "".into()
-    }
-    fn version((): &()) -> Cow<'_, str> {
-        "v1".into()
-    }
-    fn plural((): &()) -> Cow<'_, str> {
-        "pods".into()
-    }
-    fn name(&self) -> Option<Cow<'_, str>> {
-        Some(Cow::Borrowed(&self.name))
-    }
-    fn namespace(&self) -> Option<Cow<'_, str>> {
-        Some(Cow::Borrowed(&self.namespace))
-    }
-    fn resource_version(&self) -> Option<Cow<'_, str>> {
-        None
-    }
-    fn uid(&self) -> Option<Cow<'_, str>> {
-        None
-    }
-}
-
 /// A pod watch's event with its pods reduced to their facts.
 pub fn facts_event(event: watcher::Event<Pod>) -> watcher::Event<PodFacts> {
     match event {
@@ -255,106 +223,187 @@ pub fn facts_event(event: watcher::Event<Pod>) -> watcher::Event<PodFacts> {
 #[derive(Clone, Default)]
 pub struct GuardedPods {
     namespaces: Arc<RwLock<HashMap<String, NamespacePods>>>,
+    /// Numbers each store, so that a watch replaced by another fills
+    /// nothing after it.
+    stores: Arc<AtomicU64>,
 }
 
+/// The pods of one namespace by name. A map of its own, not a kube
+/// reflector store: a store's key keeps its own copy of each name and
+/// namespace, a quarter of what a pod cost.
+type ByName = HashMap<Arc<str>, Arc<PodFacts>>;
+
 struct NamespacePods {
-    store: Store<PodFacts>,
+    /// The number of the store, of the watch that fills it.
+    store: u64,
+    pods: ByName,
     /// Its first complete list has arrived.
-    synced: Arc<AtomicBool>,
+    synced: bool,
     /// The pods each guarded selector of the namespace selects, by name.
-    selected: HashMap<String, (Selector, HashSet<String>)>,
+    selected: HashMap<String, (Selector, HashSet<Arc<str>>)>,
 }
 
 impl NamespacePods {
     /// Files `pod` under the selectors that select it, and under no other.
     fn index(&mut self, pod: &PodFacts) {
-        let name = pod.name();
         for (selector, names) in self.selected.values_mut() {
             if selector.matches(pod.labels()) {
-                if !names.contains(name) {
-                    names.insert(name.to_owned());
+                if !names.contains(&pod.name) {
+                    names.insert(Arc::clone(&pod.name));
                 }
             } else {
-                names.remove(name);
+                names.remove(&pod.name);
             }
         }
     }
 
     fn unindex(&mut self, pod: &PodFacts) {
         for (_, names) in self.selected.values_mut() {
-            names.remove(pod.name());
+            names.remove(&pod.name);
         }
     }
 
-    /// Every selector's pods again, from the store (after a full list).
+    /// The names of the pods `selector` selects.
+    fn selected_by(&self, selector: &Selector) -> HashSet<Arc<str>> {
+        self.pods
+            .values()
+            .filter(|pod| selector.matches(pod.labels()))
+            .map(|pod| Arc::clone(&pod.name))
+            .collect()
+    }
+
+    /// Every selector's pods again (after a full list).
     fn reindex(&mut self) {
-        let pods = self.store.state();
-        for (selector, names) in self.selected.values_mut() {
-            names.clear();
-            for pod in &pods {
-                if selector.matches(pod.labels()) {
-                    names.insert(pod.name().to_owned());
-                }
-            }
-        }
+        let selected = std::mem::take(&mut self.selected);
+        self.selected = selected
+            .into_iter()
+            .map(|(key, (selector, _))| {
+                let names = self.selected_by(&selector);
+                (key, (selector, names))
+            })
+            .collect();
     }
 }
 
-/// One copy of each distinct set of labels of a namespace's pods. The pods
-/// of one template carry the same labels, and a map of even one label is a
-/// 544-byte node: at 10,000 guarded pods, 5 MiB of copies. A set no pod
-/// holds any more is dropped when the table has doubled since the last look.
-#[derive(Default)]
-struct SharedLabels {
-    sets: HashSet<Arc<BTreeMap<String, String>>>,
+/// One copy of each distinct value (a set of labels, a text) of a
+/// namespace's pods. The pods of one template carry the same labels, owner,
+/// container names and images, and their node names and phases repeat: at
+/// 10,000 guarded pods, copies were 5 MiB for the labels alone (a map of
+/// even one label is a 544-byte node) and a 32-byte block for each text. A
+/// value no pod holds any more is dropped when the table has doubled since
+/// the last look.
+struct Interned<T: ?Sized> {
+    values: HashSet<Arc<T>>,
     sweep_at: usize,
 }
 
-impl SharedLabels {
-    /// Makes `labels` the shared copy of its set.
-    fn share(&mut self, labels: &mut Arc<BTreeMap<String, String>>) {
-        if let Some(shared) = self.sets.get(labels) {
-            *labels = Arc::clone(shared);
+impl<T: ?Sized> Default for Interned<T> {
+    fn default() -> Self {
+        Interned {
+            values: HashSet::new(),
+            sweep_at: 0,
+        }
+    }
+}
+
+impl<T: ?Sized + Eq + std::hash::Hash> Interned<T> {
+    /// Makes `value` the shared copy of its value.
+    fn share(&mut self, value: &mut Arc<T>) {
+        if let Some(shared) = self.values.get(value) {
+            *value = Arc::clone(shared);
             return;
         }
-        if self.sets.len() >= self.sweep_at {
-            self.sets.retain(|set| Arc::strong_count(set) > 1);
-            self.sweep_at = (self.sets.len() * 2).max(64);
+        if self.values.len() >= self.sweep_at {
+            self.values.retain(|value| Arc::strong_count(value) > 1);
+            self.sweep_at = (self.values.len() * 2).max(64);
         }
-        self.sets.insert(Arc::clone(labels));
+        self.values.insert(Arc::clone(value));
+    }
+}
+
+/// What a namespace's pods share.
+#[derive(Default)]
+struct SharedValues {
+    labels: Interned<BTreeMap<String, String>>,
+    texts: Interned<str>,
+}
+
+impl SharedValues {
+    fn share(&mut self, pod: &mut PodFacts) {
+        self.labels.share(&mut pod.labels);
+        let texts = &mut self.texts;
+        texts.share(&mut pod.namespace);
+        for text in [&mut pod.node, &mut pod.phase].into_iter().flatten() {
+            texts.share(text);
+        }
+        for owner in &mut pod.owners {
+            texts.share(&mut owner.kind);
+            texts.share(&mut owner.name);
+        }
+        for container in &mut pod.containers {
+            texts.share(&mut container.name);
+            texts.share(&mut container.image);
+        }
     }
 }
 
 /// What fills one namespace's store: its watch applies its events here.
 pub struct StoreFiller {
     namespace: String,
-    writer: reflector::store::Writer<PodFacts>,
+    store: u64,
     pods: GuardedPods,
-    labels: SharedLabels,
+    shared: SharedValues,
+    /// The pods of a list in progress; the store keeps what it had until
+    /// the list is complete.
+    listing: Option<ByName>,
 }
 
 impl StoreFiller {
-    /// Files the event's pod in the store, its labels shared with the
-    /// pods that have the same.
+    /// Files the event's pod in the store, what it carries shared with the
+    /// other pods.
     pub fn apply(&mut self, event: &mut watcher::Event<PodFacts>) {
         if let watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) = event {
-            self.labels.share(&mut pod.labels);
+            self.shared.share(pod);
         }
-        self.writer.apply_watcher_event(event);
+        match event {
+            watcher::Event::Init => {
+                self.listing = Some(ByName::new());
+                return;
+            }
+            watcher::Event::InitApply(pod) => {
+                let pod = std::mem::take(pod);
+                self.listing
+                    .get_or_insert_default()
+                    .insert(Arc::clone(&pod.name), Arc::new(pod));
+                return;
+            }
+            _ => {}
+        }
         let mut namespaces = self
             .pods
             .namespaces
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        let Some(entry) = namespaces.get_mut(&self.namespace) else {
+        let Some(entry) = namespaces
+            .get_mut(&self.namespace)
+            .filter(|entry| entry.store == self.store)
+        else {
             return;
         };
         match event {
-            watcher::Event::Apply(pod) => entry.index(pod),
-            watcher::Event::Delete(pod) => entry.unindex(pod),
+            watcher::Event::Apply(pod) => {
+                entry.index(pod);
+                let pod = std::mem::take(pod);
+                entry.pods.insert(Arc::clone(&pod.name), Arc::new(pod));
+            }
+            watcher::Event::Delete(pod) => {
+                entry.unindex(pod);
+                entry.pods.remove(&pod.name);
+            }
             watcher::Event::InitDone => {
+                entry.pods = self.listing.take().unwrap_or_default();
                 entry.reindex();
-                entry.synced.store(true, Ordering::Release);
+                entry.synced = true;
             }
             watcher::Event::Init | watcher::Event::InitApply(_) => {}
         }
@@ -365,7 +414,7 @@ impl GuardedPods {
     /// A new, empty store for the pods of `namespace` (replacing any before
     /// it, and keeping its selectors), and what fills it.
     pub fn register(&self, namespace: &str) -> StoreFiller {
-        let (store, writer) = reflector::store();
+        let store = self.stores.fetch_add(1, Ordering::Relaxed);
         let mut namespaces = self
             .namespaces
             .write()
@@ -378,15 +427,17 @@ impl GuardedPods {
             namespace.to_owned(),
             NamespacePods {
                 store,
-                synced: Arc::new(AtomicBool::new(false)),
+                pods: ByName::new(),
+                synced: false,
                 selected,
             },
         );
         StoreFiller {
             namespace: namespace.to_owned(),
-            writer,
+            store,
             pods: self.clone(),
-            labels: SharedLabels::default(),
+            shared: SharedValues::default(),
+            listing: None,
         }
     }
 
@@ -420,13 +471,7 @@ impl GuardedPods {
                 .collect();
             for (key, selector) in new {
                 let selector = selector.clone();
-                let names = entry
-                    .store
-                    .state()
-                    .iter()
-                    .filter(|pod| selector.matches(pod.labels()))
-                    .map(|pod| pod.name().to_owned())
-                    .collect();
+                let names = entry.selected_by(&selector);
                 entry
                     .selected
                     .insert(key.selector.clone(), (selector, names));
@@ -447,19 +492,16 @@ impl GuardedPods {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let entry = namespaces.get(&key.namespace)?;
-        if !entry.synced.load(Ordering::Acquire) {
+        if !entry.synced {
             return None;
         }
         let (_, names) = entry.selected.get(&key.selector)?;
         Some(
             names
                 .iter()
-                .filter_map(|name| {
-                    entry
-                        .store
-                        .get(&ObjectRef::new(name).within(&key.namespace))
-                })
+                .filter_map(|name| entry.pods.get(name))
                 .filter(|pod| keep(pod))
+                .cloned()
                 .collect(),
         )
     }
@@ -470,7 +512,7 @@ impl GuardedPods {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
-            .map(|entry| entry.store.len())
+            .map(|entry| entry.pods.len())
             .sum()
     }
 
@@ -513,7 +555,7 @@ mod tests {
         .unwrap();
         let facts = PodFacts::from(pod);
         assert_eq!(facts.name(), "api-1");
-        assert_eq!(facts.namespace, "shop");
+        assert_eq!(&*facts.namespace, "shop");
         assert_eq!(facts.uid.as_deref(), Some("u1"));
         assert_eq!(
             *facts.owners,
@@ -533,7 +575,7 @@ mod tests {
             Some("ContainersNotReady")
         );
         assert_eq!(facts.restarts(), 4);
-        let names: Vec<&str> = facts.containers.iter().map(|c| c.name.as_str()).collect();
+        let names: Vec<&str> = facts.containers.iter().map(|c| &*c.name).collect();
         assert_eq!(names, ["init", "app"], "init containers first");
         let app = &facts.containers[1];
         assert_eq!(app.waiting.as_deref(), Some("CrashLoopBackOff"));
@@ -595,6 +637,22 @@ mod tests {
         ]));
         assert_eq!(names(pods.pods(&workers, |_| true)), ["a"]);
         assert_eq!(pods.len(), 2);
+        // A list again (the watch lost its place): what the store had
+        // stands until the list is complete, then only what it listed.
+        filler.apply(&mut watcher::Event::Init);
+        filler.apply(&mut watcher::Event::InitApply(facts("v", "worker")));
+        assert_eq!(names(pods.pods(&workers, |_| true)), ["a"]);
+        filler.apply(&mut watcher::Event::InitDone);
+        assert_eq!(names(pods.pods(&workers, |_| true)), ["v"]);
+        assert_eq!(names(pods.pods(&key, |_| true)), Vec::<String>::new());
+        // A watch replaced by another (its namespace registered again)
+        // fills nothing more.
+        let mut replacement = pods.register("shop");
+        filler.apply(&mut watcher::Event::Apply(facts("late", "worker")));
+        replacement.apply(&mut watcher::Event::Init);
+        replacement.apply(&mut watcher::Event::InitApply(facts("n", "worker")));
+        replacement.apply(&mut watcher::Event::InitDone);
+        assert_eq!(names(pods.pods(&workers, |_| true)), ["n"]);
         pods.select(&BTreeMap::from([(workers.clone(), selector("app=worker"))]));
         assert!(pods.pods(&key, |_| true).is_none(), "no longer selected");
         pods.unregister("shop");
@@ -604,7 +662,7 @@ mod tests {
     #[test]
     fn pods_with_the_same_labels_share_one_copy_until_none_holds_it() {
         let labels = |app: &str| Arc::new(BTreeMap::from([("app".to_owned(), app.to_owned())]));
-        let mut shared = SharedLabels::default();
+        let mut shared = Interned::default();
         let (mut a, mut b) = (labels("api"), labels("api"));
         shared.share(&mut a);
         shared.share(&mut b);
@@ -617,6 +675,6 @@ mod tests {
             shared.share(&mut other);
             held.push(other);
         }
-        assert!(!shared.sets.contains(&labels("api")));
+        assert!(!shared.values.contains(&labels("api")));
     }
 }

@@ -274,9 +274,9 @@ impl Workload {
 /// Whether a pod belongs to the named workload of that kind; see [`Workload::owns`].
 pub fn pod_belongs_to(pod: &PodFacts, kind: WorkloadKind, name: &str) -> bool {
     pod.owners.iter().any(|owner| match kind {
-        WorkloadKind::StatefulSet => owner.kind == "StatefulSet" && owner.name == name,
+        WorkloadKind::StatefulSet => &*owner.kind == "StatefulSet" && &*owner.name == name,
         WorkloadKind::Deployment => {
-            owner.kind == "ReplicaSet"
+            &*owner.kind == "ReplicaSet"
                 && match pod.labels().get(POD_TEMPLATE_HASH_LABEL) {
                     Some(hash) => {
                         owner

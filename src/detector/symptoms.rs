@@ -93,7 +93,7 @@ pub fn pod_observations(pod: &PodFacts) -> Vec<Observation> {
             let image = if container.image.is_empty() {
                 "its image"
             } else {
-                container.image.as_str()
+                &container.image
             };
             push_once(
                 &mut found,

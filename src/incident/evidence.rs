@@ -237,8 +237,8 @@ pub fn first_revision_history(deployment: &Deployment, pods: &[PodFacts]) -> Opt
     let replica_sets: BTreeSet<&str> = pods
         .iter()
         .flat_map(|pod| pod.owners.iter())
-        .filter(|owner| owner.kind == "ReplicaSet")
-        .map(|owner| owner.name.as_str())
+        .filter(|owner| &*owner.kind == "ReplicaSet")
+        .map(|owner| &*owner.name)
         .collect();
     let [replica_set] = replica_sets.into_iter().collect::<Vec<_>>()[..] else {
         return None;
@@ -354,7 +354,7 @@ fn describe_pod(pod: &PodFacts) -> PodEvidence {
     let last_termination_reason = pod.app_containers().find_map(|c| c.last_terminated.clone());
     PodEvidence {
         name: pod.name().to_owned(),
-        phase: pod.phase.clone(),
+        phase: pod.phase.as_deref().map(str::to_owned),
         ready: pod.is_ready(),
         restarts: pod
             .app_containers()
@@ -362,7 +362,7 @@ fn describe_pod(pod: &PodFacts) -> PodEvidence {
             .fold(0, i32::saturating_add),
         reason: reason.or(pod.reason.clone()),
         last_termination_reason,
-        node: pod.node.clone(),
+        node: pod.node.as_deref().map(str::to_owned),
     }
 }
 
@@ -446,7 +446,7 @@ async fn last_logs(api: &Api<Pod>, pod: &PodFacts, evidence: &mut Evidence) {
         return;
     };
     let params = LogParams {
-        container: Some(container.name.clone()),
+        container: Some(container.name.to_string()),
         tail_lines: Some(MAX_LOG_LINES),
         limit_bytes: Some(8 * 1024),
         previous: container.restart_count > 0,
