@@ -91,13 +91,13 @@ fn main() {
     drop(facts_alone);
 
     let before = live();
-    filler.apply(&mut watcher::Event::Init);
+    filler.apply(watcher::Event::Init);
     for (index, deployment) in deployments.iter().cycle().take(count).enumerate() {
-        filler.apply(&mut facts_event(watcher::Event::InitApply(pod(
+        filler.apply(facts_event(watcher::Event::InitApply(pod(
             deployment, index,
         ))));
     }
-    filler.apply(&mut watcher::Event::InitDone);
+    filler.apply(watcher::Event::InitDone);
     let filed = live() - before;
     let selected: usize = keys
         .keys()

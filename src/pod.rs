@@ -360,25 +360,28 @@ pub struct StoreFiller {
 
 impl StoreFiller {
     /// Files the event's pod in the store, what it carries shared with the
-    /// other pods.
-    pub fn apply(&mut self, event: &mut watcher::Event<PodFacts>) {
-        if let watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) = event {
-            self.shared.share(pod);
-        }
-        match event {
-            watcher::Event::Init => {
-                self.listing = Some(ByName::new());
-                return;
+    /// other pods, and gives the event back with the pod as filed.
+    pub fn apply(&mut self, event: watcher::Event<PodFacts>) -> watcher::Event<Arc<PodFacts>> {
+        let event = match event {
+            watcher::Event::Apply(mut pod) => {
+                self.shared.share(&mut pod);
+                watcher::Event::Apply(Arc::new(pod))
             }
-            watcher::Event::InitApply(pod) => {
-                let pod = std::mem::take(pod);
+            watcher::Event::InitApply(mut pod) => {
+                self.shared.share(&mut pod);
+                let pod = Arc::new(pod);
                 self.listing
                     .get_or_insert_default()
-                    .insert(Arc::clone(&pod.name), Arc::new(pod));
-                return;
+                    .insert(Arc::clone(&pod.name), Arc::clone(&pod));
+                return watcher::Event::InitApply(pod);
             }
-            _ => {}
-        }
+            watcher::Event::Init => {
+                self.listing = Some(ByName::new());
+                return watcher::Event::Init;
+            }
+            watcher::Event::Delete(pod) => watcher::Event::Delete(Arc::new(pod)),
+            watcher::Event::InitDone => watcher::Event::InitDone,
+        };
         let mut namespaces = self
             .pods
             .namespaces
@@ -388,13 +391,12 @@ impl StoreFiller {
             .get_mut(&self.namespace)
             .filter(|entry| entry.store == self.store)
         else {
-            return;
+            return event;
         };
-        match event {
+        match &event {
             watcher::Event::Apply(pod) => {
                 entry.index(pod);
-                let pod = std::mem::take(pod);
-                entry.pods.insert(Arc::clone(&pod.name), Arc::new(pod));
+                entry.pods.insert(Arc::clone(&pod.name), Arc::clone(pod));
             }
             watcher::Event::Delete(pod) => {
                 entry.unindex(pod);
@@ -407,6 +409,7 @@ impl StoreFiller {
             }
             watcher::Event::Init | watcher::Event::InitApply(_) => {}
         }
+        event
     }
 }
 
@@ -604,12 +607,12 @@ mod tests {
             labels: Arc::new([("app".to_owned(), app.to_owned())].into()),
             ..PodFacts::default()
         };
-        filler.apply(&mut watcher::Event::Init);
-        filler.apply(&mut watcher::Event::InitApply(facts("a", "api")));
+        filler.apply(watcher::Event::Init);
+        filler.apply(watcher::Event::InitApply(facts("a", "api")));
         assert!(pods.pods(&key, |_| true).is_none(), "not synced yet");
-        filler.apply(&mut watcher::Event::InitApply(facts("b", "api")));
-        filler.apply(&mut watcher::Event::InitApply(facts("w", "worker")));
-        filler.apply(&mut watcher::Event::InitDone);
+        filler.apply(watcher::Event::InitApply(facts("b", "api")));
+        filler.apply(watcher::Event::InitApply(facts("w", "worker")));
+        filler.apply(watcher::Event::InitDone);
         let names = |pods: Option<Vec<Arc<PodFacts>>>| {
             let mut names: Vec<String> = pods
                 .unwrap_or_default()
@@ -621,10 +624,19 @@ mod tests {
         };
         assert_eq!(names(pods.pods(&key, |_| true)), ["a", "b"]);
         assert_eq!(names(pods.pods(&key, |p| p.name() == "b")), ["b"]);
-        // Relabelled out of the selector, and into it; deleted.
-        filler.apply(&mut watcher::Event::Apply(facts("a", "worker")));
-        filler.apply(&mut watcher::Event::Apply(facts("w", "api")));
-        filler.apply(&mut watcher::Event::Delete(facts("b", "api")));
+        // Relabelled out of the selector, and into it; deleted. The event
+        // comes back with the pod as filed, for the detector.
+        let watcher::Event::Apply(filed) =
+            filler.apply(watcher::Event::Apply(facts("a", "worker")))
+        else {
+            panic!("an Apply gives back an Apply");
+        };
+        assert_eq!(
+            (filed.name(), filed.labels()["app"].as_str()),
+            ("a", "worker")
+        );
+        filler.apply(watcher::Event::Apply(facts("w", "api")));
+        filler.apply(watcher::Event::Delete(facts("b", "api")));
         assert_eq!(names(pods.pods(&key, |_| true)), ["w"]);
         // A selector added later is filled from what the store holds.
         let workers = PodSelector {
@@ -639,19 +651,19 @@ mod tests {
         assert_eq!(pods.len(), 2);
         // A list again (the watch lost its place): what the store had
         // stands until the list is complete, then only what it listed.
-        filler.apply(&mut watcher::Event::Init);
-        filler.apply(&mut watcher::Event::InitApply(facts("v", "worker")));
+        filler.apply(watcher::Event::Init);
+        filler.apply(watcher::Event::InitApply(facts("v", "worker")));
         assert_eq!(names(pods.pods(&workers, |_| true)), ["a"]);
-        filler.apply(&mut watcher::Event::InitDone);
+        filler.apply(watcher::Event::InitDone);
         assert_eq!(names(pods.pods(&workers, |_| true)), ["v"]);
         assert_eq!(names(pods.pods(&key, |_| true)), Vec::<String>::new());
         // A watch replaced by another (its namespace registered again)
         // fills nothing more.
         let mut replacement = pods.register("shop");
-        filler.apply(&mut watcher::Event::Apply(facts("late", "worker")));
-        replacement.apply(&mut watcher::Event::Init);
-        replacement.apply(&mut watcher::Event::InitApply(facts("n", "worker")));
-        replacement.apply(&mut watcher::Event::InitDone);
+        filler.apply(watcher::Event::Apply(facts("late", "worker")));
+        replacement.apply(watcher::Event::Init);
+        replacement.apply(watcher::Event::InitApply(facts("n", "worker")));
+        replacement.apply(watcher::Event::InitDone);
         assert_eq!(names(pods.pods(&workers, |_| true)), ["n"]);
         pods.select(&BTreeMap::from([(workers.clone(), selector("app=worker"))]));
         assert!(pods.pods(&key, |_| true).is_none(), "no longer selected");

@@ -6,7 +6,10 @@
 //! changed. Beside each, a watch of the namespace's Warning events keeps
 //! them for the incidents' evidence ([`WarningEvents`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -28,7 +31,7 @@ pub enum PodChange {
     /// The watch of this namespace has its first complete list.
     Synced(String),
     /// A pod of this namespace changed or went.
-    Pod(String, Box<PodFacts>),
+    Pod(String, Arc<PodFacts>),
 }
 
 /// Starts the watch for the pods of a namespace; the task ends when
@@ -48,7 +51,7 @@ fn spawn_pod_watch(
             .map(|event| event.map(facts_event))
             .boxed();
         while let Some(event) = events.next().await {
-            let mut event = match event {
+            let event = match event {
                 Ok(event) => event,
                 // The watcher retries with backoff; an undecodable object or a
                 // lost connection must not end detection.
@@ -57,11 +60,10 @@ fn spawn_pod_watch(
                     continue;
                 }
             };
-            filler.apply(&mut event);
-            let change = match event {
+            let change = match filler.apply(event) {
                 watcher::Event::InitDone => PodChange::Synced(namespace.clone()),
                 watcher::Event::Apply(pod) | watcher::Event::Delete(pod) => {
-                    PodChange::Pod(namespace.clone(), Box::new(pod))
+                    PodChange::Pod(namespace.clone(), pod)
                 }
                 watcher::Event::Init | watcher::Event::InitApply(_) => continue,
             };
@@ -157,7 +159,7 @@ impl PodWatches {
     }
 
     /// The pods of a selector, once its namespace's watch has synced.
-    pub fn pods(&self, key: &PodSelector) -> Option<Vec<std::sync::Arc<PodFacts>>> {
+    pub fn pods(&self, key: &PodSelector) -> Option<Vec<Arc<PodFacts>>> {
         self.pods.pods(key, |_| true)
     }
 
