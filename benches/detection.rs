@@ -362,6 +362,17 @@ async fn point(
     Ok(point)
 }
 
+/// Grants the remediator in the bench's namespaces and makes the bench
+/// policy. Since the operator acts as each namespace's remediator (issue
+/// 14), the bench grants it, as a namespace's owner would; without, nothing
+/// is changed.
+async fn prepare(client: &Client, namespaces: &Namespaces) -> Result<()> {
+    for namespace in [&namespaces.guarded, &namespaces.incidents] {
+        workloads::grant_remediator(client, namespace).await?;
+    }
+    workloads::create_bench_policy(client, &namespaces.guarded, BIG_REPLICAS + 1).await
+}
+
 /// The memory points of `run`, in the same order, without the rounds and
 /// the reconcile samples.
 async fn run_memory(
@@ -375,10 +386,7 @@ async fn run_memory(
     };
     let mut memory = Vec::new();
     let phase = Instant::now();
-    for namespace in [guarded, &namespaces.incidents] {
-        workloads::grant_remediator(client, namespace).await?;
-    }
-    workloads::create_bench_policy(client, guarded, BIG_REPLICAS + 1).await?;
+    prepare(client, namespaces).await?;
     memory.push(point("idle", 0, phase.elapsed()).await?);
 
     let phase = Instant::now();
@@ -422,12 +430,7 @@ async fn run(
     };
 
     let phase = Instant::now();
-    // Since the operator acts as each namespace's remediator (issue 14), the
-    // bench grants it, as a namespace's owner would; without, nothing is changed.
-    for namespace in [guarded, &namespaces.incidents] {
-        workloads::grant_remediator(client, namespace).await?;
-    }
-    workloads::create_bench_policy(client, guarded, BIG_REPLICAS + 1).await?;
+    prepare(client, namespaces).await?;
     memory.push(point("idle", 0, phase.elapsed()).await?);
 
     // 1. 1,000 guarded pods.
