@@ -19,6 +19,7 @@ pub mod moves;
 pub mod observe;
 pub mod phase;
 pub mod record;
+pub mod restore_moves;
 pub mod settle;
 pub mod sync_hold;
 pub mod wind_down;
