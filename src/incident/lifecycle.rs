@@ -416,6 +416,7 @@ fn until(now: Timestamp, deadline: Timestamp) -> Duration {
 mod tests {
     use super::*;
     use crate::crd::{Acknowledgement, Decline, Resolution, Severity};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 
     fn incident(yaml_spec: &str) -> Incident {
         let yaml = format!(
@@ -631,7 +632,7 @@ mod tests {
     fn a_cleared_signal_resolves_after_the_hold_down_unless_security() {
         let (inc, _) = reconciled(detected("ServiceOutage"), "2026-01-01T00:00:05Z");
         let inc = with_detection(inc, |d| {
-            d.cleared_at = Some(Time(at("2026-01-01T00:01:00Z")))
+            d.cleared_at = Some(MicroTime(at("2026-01-01T00:01:00Z")))
         });
         let early = plan(&inc, &settings(60, 3), at("2026-01-01T00:01:30Z"));
         assert_eq!(early.status.phase, Some(Phase::Triggered));
@@ -652,7 +653,7 @@ mod tests {
 
         let (security, _) = reconciled(detected("SecurityIncident"), "2026-01-01T00:00:05Z");
         let security = with_detection(security, |d| {
-            d.cleared_at = Some(Time(at("2026-01-01T00:01:00Z")))
+            d.cleared_at = Some(MicroTime(at("2026-01-01T00:01:00Z")))
         });
         assert_eq!(
             plan(&security, &settings(60, 3), at("2026-01-01T01:00:00Z"))
@@ -666,7 +667,7 @@ mod tests {
     fn a_reopen_is_acted_on_once_and_flaps_past_the_threshold() {
         let (inc, _) = reconciled(detected("ServiceOutage"), "2026-01-01T00:00:05Z");
         let inc = with_detection(inc, |d| {
-            d.cleared_at = Some(Time(at("2026-01-01T00:00:10Z")))
+            d.cleared_at = Some(MicroTime(at("2026-01-01T00:00:10Z")))
         });
         let (mut inc, resolved) = {
             let plan = plan(&inc, &settings(1, 1), at("2026-01-01T00:00:20Z"));

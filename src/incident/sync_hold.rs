@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::ResourceExt;
 
 use super::{
@@ -214,7 +214,7 @@ fn verify_release(
     let settled = applied && !rolling;
     let failed = match (settled && health == Health::Healthy, &hold.healthy_since) {
         (true, None) => {
-            decision.status.sync_holds[index].healthy_since = Some(now.clone());
+            decision.status.sync_holds[index].healthy_since = Some(MicroTime(seen.now));
             decision.requeue_within(timing.hold_down);
             None
         }

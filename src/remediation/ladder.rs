@@ -425,7 +425,7 @@ pub fn not_healthy_within(timeout: std::time::Duration) -> String {
 mod tests {
     use super::*;
     use crate::crd::ActionKind;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
     use serde_json::json;
 
     const TIMING: Timing = Timing {
@@ -484,7 +484,7 @@ mod tests {
             result,
             started_at: Some(Time(at(started))),
             finished_at: None,
-            healthy_since: healthy_since.map(|t| Time(at(t))),
+            healthy_since: healthy_since.map(|t| MicroTime(at(t))),
             message: None,
             changes: vec![],
             verification: Vec::new(),

@@ -14,7 +14,7 @@ fn verification_holds_then_resolves_with_its_metrics() {
     assert_eq!(first.status.phase, Some(Phase::Monitoring));
     assert_eq!(
         last_step(&first).healthy_since,
-        Some(Time(at("2026-01-01T00:00:30Z")))
+        Some(MicroTime(at("2026-01-01T00:00:30Z")))
     );
     assert_eq!(first.requeue, Some(Duration::from_secs(61)));
 
@@ -48,6 +48,33 @@ fn verification_holds_then_resolves_with_its_metrics() {
     let relapse = decide(&holding, &unhealthy.seen_at("2026-01-01T00:01:00Z"));
     assert_eq!(relapse.status.phase, Some(Phase::Mitigating));
     assert_eq!(last_step(&relapse).healthy_since, None);
+}
+
+/// The status comes back from the API server as it was written: a
+/// healthy-since kept in whole seconds would have started the hold-down up
+/// to a second early (a 1 s hold-down once resolved 27 ms after the step).
+#[test]
+fn the_hold_down_counts_from_the_healthy_moment_to_the_microsecond() {
+    let unhealthy = verifying_rollback("2026-01-01T00:00:06Z");
+    let healthy = unhealthy.clone().ready();
+    let verifying = unhealthy.incident();
+    let first = decide(&verifying, &healthy.seen_at("2026-01-01T00:00:30.900Z"));
+    assert_eq!(first.status.phase, Some(Phase::Monitoring));
+
+    let stored: Incident =
+        serde_json::from_value(serde_json::to_value(after(verifying, &first)).unwrap()).unwrap();
+    assert_eq!(
+        stored.status.as_ref().unwrap().steps[0].healthy_since,
+        Some(MicroTime(at("2026-01-01T00:00:30.900Z")))
+    );
+    let early = decide(&stored, &healthy.seen_at("2026-01-01T00:01:30.500Z"));
+    assert_eq!(
+        early.status.phase,
+        Some(Phase::Monitoring),
+        "60 s not yet held"
+    );
+    let done = decide(&stored, &healthy.seen_at("2026-01-01T00:01:30.900Z"));
+    assert_eq!(done.status.phase, Some(Phase::Resolved));
 }
 
 #[test]
