@@ -89,7 +89,10 @@ struct PodWatch {
     /// The namespace's Warning event watch, which lives as long.
     warnings: AbortHandle,
     /// Its first complete LIST has arrived: before that, a missing pod
-    /// may only not be loaded yet.
+    /// may only not be loaded yet. Kept here as well as in the store,
+    /// since it follows the channel's order: the store is marked before
+    /// its `Synced` is sent, and a stopped watch's last changes may still
+    /// be queued ahead of it.
     synced: bool,
 }
 

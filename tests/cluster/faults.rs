@@ -619,27 +619,13 @@ async fn a_crash_that_goes_on_after_escalation_is_written_at_a_bounded_rate() {
 
 #[tokio::test]
 async fn a_change_whose_record_was_lost_is_found_on_the_workload_and_not_made_again() {
-    use crate::support::Launch;
     let spec = crash_policy("Auto", json!([{"action": "rollback"}]), "2m");
     let client = client().await;
     let ns = namespace(&client, "fault-window").await;
     policy_with(&client, &ns, spec).await;
-    // The first operator aborts right after its change, before the status
-    // that records it is saved: the narrowest window there is.
-    let first = Operator::launch(&Launch {
-        failpoints: "after-apply",
-        ..Launch::namespaced(&ns)
-    })
-    .await
-    .unwrap();
+    let first = aborting_after_its_change(&ns).await;
     let deployments = bad_release(&client, &ns).await;
-    let mut first = first;
-    let aborted = eventually("the first operator to abort after its change", || {
-        let exited = first.exited();
-        async move { exited }
-    })
-    .await;
-    assert!(!aborted.success());
+    aborted(first).await;
     let pending = Api::<Incident>::namespaced(client.clone(), &ns)
         .get("api-crashloop")
         .await
@@ -824,19 +810,13 @@ async fn a_pod_restart_respects_a_disruption_budget_and_says_so() {
 /// step's mark on it, and does not restart it again.
 #[tokio::test]
 async fn a_statefulset_change_whose_record_was_lost_is_found_on_a_fresh_read() {
-    use crate::support::Launch;
     use k8s_openapi::api::apps::v1::StatefulSet;
     let mut spec = crash_policy("Auto", json!([{"action": "restart"}]), "2m");
     spec["targets"] = json!([{"kind": "StatefulSet", "names": ["db"]}]);
     let client = client().await;
     let ns = namespace(&client, "fault-sts-window").await;
     policy_with(&client, &ns, spec).await;
-    let first = Operator::launch(&Launch {
-        failpoints: "after-apply",
-        ..Launch::namespaced(&ns)
-    })
-    .await
-    .unwrap();
+    let first = aborting_after_its_change(&ns).await;
     let set: StatefulSet = serde_json::from_value(json!({
         "metadata": {"name": "db"},
         "spec": {"replicas": 1, "serviceName": "db",
@@ -849,13 +829,7 @@ async fn a_statefulset_change_whose_record_was_lost_is_found_on_a_fresh_read() {
         .create(&PostParams::default(), &set)
         .await
         .unwrap();
-    let mut first = first;
-    let aborted = eventually("the first operator to abort after its change", || {
-        let exited = first.exited();
-        async move { exited }
-    })
-    .await;
-    assert!(!aborted.success());
+    aborted(first).await;
     let reads_before = statefulset_reads(&ns);
 
     let _second = Operator::start(&ns).await;
@@ -875,6 +849,27 @@ async fn a_statefulset_change_whose_record_was_lost_is_found_on_a_fresh_read() {
         statefulset_reads(&ns) > reads_before,
         "the Pending step's target was read fresh"
     );
+}
+
+/// An operator of `ns` that aborts right after its first change, before
+/// the status that records it is saved: the narrowest window there is.
+async fn aborting_after_its_change(ns: &str) -> Operator {
+    Operator::launch(&crate::support::Launch {
+        failpoints: "after-apply",
+        ..crate::support::Launch::namespaced(ns)
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits for that operator to abort, as it should (not a clean exit).
+async fn aborted(mut operator: Operator) {
+    let exit = eventually("the first operator to abort after its change", || {
+        let exited = operator.exited();
+        async move { exited }
+    })
+    .await;
+    assert!(!exit.success(), "it aborted: {exit:?}");
 }
 
 /// How often the operator of `ns` read a StatefulSet by name.
