@@ -141,7 +141,7 @@ pub fn check(
         ));
     }
     if let Some(last) = target_steps.iter().map(|s| s.started).max() {
-        let until = add(last, limits.cooldown);
+        let until = add(latest_start(last), limits.cooldown);
         if now < until {
             return Verdict::WaitUntil(
                 until,
@@ -152,7 +152,7 @@ pub fn check(
     let window_start = now.checked_sub(limits.window).unwrap_or(Timestamp::MIN);
     let in_window: Vec<Timestamp> = target_steps
         .iter()
-        .map(|s| s.started)
+        .map(|s| latest_start(s.started))
         .filter(|at| *at > window_start)
         .collect();
     if i32::try_from(in_window.len()).unwrap_or(i32::MAX) >= limits.max_actions
@@ -179,6 +179,13 @@ pub fn keeps_min_ready(ready: i32, max_unavailable: i32, min_ready: i32) -> bool
 
 fn add(at: Timestamp, duration: Duration) -> Timestamp {
     at.checked_add(duration).unwrap_or(Timestamp::MAX)
+}
+
+/// The latest a step may have begun: its ledger keeps the start in whole
+/// seconds, so the step may have begun up to a second after it, and a
+/// cooldown or a window counted from the stored second would end early.
+fn latest_start(started: Timestamp) -> Timestamp {
+    Timestamp::from_second(started.as_second().saturating_add(1)).unwrap_or(Timestamp::MAX)
 }
 
 #[cfg(test)]
@@ -208,23 +215,43 @@ mod tests {
         open: false,
     };
 
+    /// The ledger's whole second, and the second after it: a start stored
+    /// as `at(minute)` may have been up to that much later.
+    fn after_its_second(minute: i64) -> Timestamp {
+        at(minute) + Duration::from_secs(1)
+    }
+
     #[test]
     fn cooldown_then_budget() {
         assert_eq!(check(&[], CLOSED, &LIMITS, at(0)), Verdict::Allow);
         let one = [step(0, StepResult::Failed)];
         assert!(
-            matches!(check(&one, CLOSED, &LIMITS, at(3)), Verdict::WaitUntil(t, _) if t == at(5))
+            matches!(check(&one, CLOSED, &LIMITS, at(3)), Verdict::WaitUntil(t, _) if t == after_its_second(5))
         );
-        assert_eq!(check(&one, CLOSED, &LIMITS, at(5)), Verdict::Allow);
+        assert!(
+            matches!(check(&one, CLOSED, &LIMITS, at(5)), Verdict::WaitUntil(..)),
+            "the step may have begun up to a second after its stored start"
+        );
+        assert_eq!(
+            check(&one, CLOSED, &LIMITS, after_its_second(5)),
+            Verdict::Allow
+        );
         let three = [
             step(0, StepResult::Failed),
             step(10, StepResult::Failed),
             step(20, StepResult::Failed),
         ];
         assert!(
-            matches!(check(&three, CLOSED, &LIMITS, at(30)), Verdict::WaitUntil(t, _) if t == at(60))
+            matches!(check(&three, CLOSED, &LIMITS, at(30)), Verdict::WaitUntil(t, _) if t == after_its_second(60))
         );
-        assert_eq!(check(&three, CLOSED, &LIMITS, at(61)), Verdict::Allow);
+        assert!(matches!(
+            check(&three, CLOSED, &LIMITS, at(60)),
+            Verdict::WaitUntil(..)
+        ));
+        assert_eq!(
+            check(&three, CLOSED, &LIMITS, after_its_second(60)),
+            Verdict::Allow
+        );
     }
 
     #[test]

@@ -240,7 +240,8 @@ async fn dry_run_plans_and_records_but_changes_nothing() {
 
 /// Waits until the cooldown (`safety.cooldown`) after the incident's latest
 /// step has run out, by the step's recorded start: from then on no limit but
-/// the one under test could hold a further step back.
+/// the one under test could hold a further step back. The start is kept in
+/// whole seconds, and the cooldown runs from the end of that second.
 async fn past_cooldown(incident: &Incident, cooldown: Duration) {
     let latest = incident
         .status
@@ -248,7 +249,8 @@ async fn past_cooldown(incident: &Incident, cooldown: Duration) {
         .and_then(|s| s.steps.iter().filter_map(|s| s.started_at.as_ref()).max())
         .unwrap()
         .0;
-    until_past(latest.checked_add(cooldown).unwrap()).await;
+    let end_of_its_second = Duration::from_secs(1);
+    until_past(latest.checked_add(end_of_its_second + cooldown).unwrap()).await;
 }
 
 #[tokio::test]

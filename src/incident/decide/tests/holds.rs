@@ -55,7 +55,8 @@ fn the_safety_limits_hold_a_step_back_and_say_why() {
         (blocked.status.as_str(), blocked.reason.as_str()),
         ("True", "SafetyLimit")
     );
-    assert_eq!(held.requeue, Some(Duration::from_secs(181)));
+    // Five minutes from the end of the stored second it began in.
+    assert_eq!(held.requeue, Some(Duration::from_secs(182)));
     assert_eq!(reasons(&held), [REMEDIATION_BLOCKED]);
 
     let broken = world
