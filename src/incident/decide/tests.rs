@@ -27,6 +27,7 @@ mod gitops;
 mod holds;
 mod hostile;
 mod ladder;
+mod long_steps;
 mod verification;
 
 const UID: &str = "0123abcd-0000-0000-0000-000000000000";
