@@ -157,10 +157,9 @@ pub struct SyncHold {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 512))]
     pub release: Option<String>,
-    /// Since when that release has run healthy (to the microsecond: the
-    /// hold-down counts from it).
+    /// Since when that release has run healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub healthy_since: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime>,
+    pub healthy_since: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// When that release was verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,

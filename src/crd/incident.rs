@@ -1,7 +1,7 @@
 //! `Incident`: one incident, declared by a person or opened by the detector.
 //! `spec` holds human intent, `status` what the operator observed and did.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -385,10 +385,9 @@ pub struct DetectionStatus {
     /// Affected pods left out of affectedPods.
     #[serde(default)]
     pub affected_pods_omitted: i64,
-    /// When the signal stopped; unset while it lasts. To the microsecond:
-    /// the hold-down before it resolves by itself counts from it.
+    /// When the signal stopped; unset while it lasts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cleared_at: Option<MicroTime>,
+    pub cleared_at: Option<Time>,
     /// How many times the signal came back within the reopen window after resolution.
     #[serde(default)]
     pub reopens: i32,

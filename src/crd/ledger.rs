@@ -1,7 +1,7 @@
 //! The remediation ledger of an Incident: every step, recorded before it
 //! runs, how it went, and a data restore's sub-steps.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -37,11 +37,9 @@ pub struct StepRecord {
     /// When it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
-    /// While verifying: since when the target has been healthy. To the
-    /// microsecond: a time kept in whole seconds would cut the hold-down
-    /// that counts from it short by up to a second.
+    /// While verifying: since when the target has been healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub healthy_since: Option<MicroTime>,
+    pub healthy_since: Option<Time>,
     /// What happened, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -123,7 +123,7 @@ pub fn decide<'a>(
 mod tests {
     use super::*;
     use crate::crd::IncidentStatus;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use strum::IntoEnumIterator;
 
     #[test]
@@ -252,7 +252,7 @@ mod tests {
         );
         // It cleared, and came back: a new incident, never a reopen.
         declined.status.as_mut().unwrap().detection = Some(crate::crd::DetectionStatus {
-            cleared_at: Some(MicroTime("2026-01-01T11:58:00Z".parse().unwrap())),
+            cleared_at: Some(Time("2026-01-01T11:58:00Z".parse().unwrap())),
             ..Default::default()
         });
         assert_eq!(

@@ -5,10 +5,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::{
-    apimachinery::pkg::apis::meta::v1::{MicroTime, Time},
-    jiff::Timestamp,
-};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::ResourceExt;
 
 use super::{
@@ -162,7 +159,7 @@ fn a_crash_loop_on_a_virtual_clock_opens_counts_clears_and_reopens_its_incident(
     world.look(2, &healthy(), at(20));
     assert_eq!(
         world.detection("api-crashloop").cleared_at,
-        Some(MicroTime(at(20)))
+        Some(Time(at(20)))
     );
 
     // Resolved, and back within the reopen window: the same incident reopens.

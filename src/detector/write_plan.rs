@@ -10,10 +10,7 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::{
-    apimachinery::pkg::apis::meta::v1::{MicroTime, Time},
-    jiff::Timestamp,
-};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{ResourceExt, api::ObjectMeta};
 
 use super::{
@@ -337,7 +334,7 @@ pub fn merge_detection(
     detection.symptom = Some(report.symptom);
     if report.cleared {
         if detection.cleared_at.is_none() {
-            detection.cleared_at = Some(MicroTime(report.last_seen));
+            detection.cleared_at = Some(Time(report.last_seen));
         }
         return detection;
     }
@@ -473,7 +470,7 @@ mod tests {
         memory.wrote(spread, at(12));
         // The signal stops a moment later: written at once.
         let cleared = patch(memory.plan(&clear_report(at(14)), &[], NONE_STORED, at(14)));
-        assert_eq!(cleared.detection.cleared_at, Some(MicroTime(at(14))));
+        assert_eq!(cleared.detection.cleared_at, Some(Time(at(14))));
         assert_eq!(cleared.detection.occurrences, 3);
         memory.wrote(cleared, at(14));
         // Cleared twice: nothing changes.

@@ -310,7 +310,10 @@ fn auto_resolve(plan: &mut Plan, incident: &Incident, settings: &Detection, now:
     let (true, Some(cleared_at)) = (allowed, cleared_at) else {
         return;
     };
-    let due = add(cleared_at.0, settings.hold_down.as_std());
+    let due = add(
+        crate::k8s::end_of_second(cleared_at.0),
+        settings.hold_down.as_std(),
+    );
     if now.0 < due {
         plan.requeue_within(until(now.0, due));
         return;
@@ -416,7 +419,6 @@ fn until(now: Timestamp, deadline: Timestamp) -> Duration {
 mod tests {
     use super::*;
     use crate::crd::{Acknowledgement, Decline, Resolution, Severity};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 
     fn incident(yaml_spec: &str) -> Incident {
         let yaml = format!(
@@ -632,12 +634,16 @@ mod tests {
     fn a_cleared_signal_resolves_after_the_hold_down_unless_security() {
         let (inc, _) = reconciled(detected("ServiceOutage"), "2026-01-01T00:00:05Z");
         let inc = with_detection(inc, |d| {
-            d.cleared_at = Some(MicroTime(at("2026-01-01T00:01:00Z")))
+            d.cleared_at = Some(Time(at("2026-01-01T00:01:00Z")))
         });
         let early = plan(&inc, &settings(60, 3), at("2026-01-01T00:01:30Z"));
         assert_eq!(early.status.phase, Some(Phase::Triggered));
-        assert_eq!(early.requeue_after, Some(Duration::from_secs(31)));
-        let late = plan(&inc, &settings(60, 3), at("2026-01-01T00:02:00Z"));
+        assert_eq!(early.requeue_after, Some(Duration::from_secs(32)));
+        // Cleared at 00:01:00 may mean 00:01:00.999: the minute has surely
+        // passed only at 00:02:01.
+        let at_the_stored_minute = plan(&inc, &settings(60, 3), at("2026-01-01T00:02:00Z"));
+        assert_eq!(at_the_stored_minute.status.phase, Some(Phase::Triggered));
+        let late = plan(&inc, &settings(60, 3), at("2026-01-01T00:02:01Z"));
         assert_eq!(late.status.phase, Some(Phase::Resolved));
         assert!(late.events.iter().any(|e| e.reason == "AutoResolved"));
         let not_allowed = Detection {
@@ -653,7 +659,7 @@ mod tests {
 
         let (security, _) = reconciled(detected("SecurityIncident"), "2026-01-01T00:00:05Z");
         let security = with_detection(security, |d| {
-            d.cleared_at = Some(MicroTime(at("2026-01-01T00:01:00Z")))
+            d.cleared_at = Some(Time(at("2026-01-01T00:01:00Z")))
         });
         assert_eq!(
             plan(&security, &settings(60, 3), at("2026-01-01T01:00:00Z"))
@@ -667,7 +673,7 @@ mod tests {
     fn a_reopen_is_acted_on_once_and_flaps_past_the_threshold() {
         let (inc, _) = reconciled(detected("ServiceOutage"), "2026-01-01T00:00:05Z");
         let inc = with_detection(inc, |d| {
-            d.cleared_at = Some(MicroTime(at("2026-01-01T00:00:10Z")))
+            d.cleared_at = Some(Time(at("2026-01-01T00:00:10Z")))
         });
         let (mut inc, resolved) = {
             let plan = plan(&inc, &settings(1, 1), at("2026-01-01T00:00:20Z"));

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use super::{
@@ -411,7 +411,7 @@ impl Step<'_> {
         let Some(record) = decision.status.steps.get_mut(entry) else {
             return;
         };
-        record.healthy_since = Some(MicroTime(self.now.0));
+        record.healthy_since = Some(self.now.clone());
         let hold_down = self
             .ladder
             .rung_of(record)
@@ -443,7 +443,7 @@ impl Step<'_> {
         let name = record.name.clone();
         decision.tallies.push(ended);
         let milestones = &mut decision.status.milestones;
-        milestones.mitigated_at = Some(Time(healthy_since.map_or(self.now.0, |t| t.0)));
+        milestones.mitigated_at = healthy_since.or(Some(self.now.clone()));
         if let (Some(detected), Some(mitigated)) =
             (&milestones.detected_at, &milestones.mitigated_at)
         {

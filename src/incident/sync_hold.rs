@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use super::{
@@ -214,12 +214,13 @@ fn verify_release(
     let settled = applied && !rolling;
     let failed = match (settled && health == Health::Healthy, &hold.healthy_since) {
         (true, None) => {
-            decision.status.sync_holds[index].healthy_since = Some(MicroTime(seen.now));
-            decision.requeue_within(timing.hold_down);
+            decision.status.sync_holds[index].healthy_since = Some(now.clone());
+            decision.requeue_within(timing.hold_down + Duration::from_secs(1));
             None
         }
         (true, Some(since)) => {
-            let due = since.0.checked_add(timing.hold_down).unwrap_or(since.0);
+            let start = crate::k8s::end_of_second(since.0);
+            let due = start.checked_add(timing.hold_down).unwrap_or(start);
             if seen.now >= due {
                 decision.status.sync_holds[index].verified_at = Some(now.clone());
                 let message = format!(

@@ -99,6 +99,16 @@ pub fn whole_seconds(at: k8s_openapi::jiff::Timestamp) -> k8s_openapi::jiff::Tim
     Timestamp::from_second(at.as_second()).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
+/// The latest moment a time kept in whole seconds may stand for: the end
+/// of its second. A moment the controllers record (their clock keeps whole
+/// seconds, as `Time` does) may have been up to a second after it, so a
+/// hold-down or a cooldown counted from it counts from here, and never
+/// ends early.
+pub fn end_of_second(at: k8s_openapi::jiff::Timestamp) -> k8s_openapi::jiff::Timestamp {
+    use k8s_openapi::jiff::Timestamp;
+    Timestamp::from_second(at.as_second().saturating_add(1)).unwrap_or(Timestamp::MAX)
+}
+
 /// Whether the API server refused a write because the object changed since
 /// it was read (or an optimistic lock failed): read again and decide again.
 pub fn is_conflict(error: &kube::Error) -> bool {

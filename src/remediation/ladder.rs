@@ -335,7 +335,7 @@ fn verify(entry: usize, last: &StepRecord, timing: Timing, health: Health, now: 
     match (health, last.healthy_since.as_ref().map(|t| t.0)) {
         (Health::Healthy, None) => Next::HealthySince { entry },
         (Health::Healthy, Some(since)) => {
-            let due = add(since, timing.hold_down);
+            let due = add(crate::k8s::end_of_second(since), timing.hold_down);
             if now >= due {
                 Next::Succeeded { entry }
             } else {
@@ -425,7 +425,7 @@ pub fn not_healthy_within(timeout: std::time::Duration) -> String {
 mod tests {
     use super::*;
     use crate::crd::ActionKind;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use serde_json::json;
 
     const TIMING: Timing = Timing {
@@ -484,7 +484,7 @@ mod tests {
             result,
             started_at: Some(Time(at(started))),
             finished_at: None,
-            healthy_since: healthy_since.map(|t| MicroTime(at(t))),
+            healthy_since: healthy_since.map(|t| Time(at(t))),
             message: None,
             changes: vec![],
             verification: Vec::new(),
@@ -561,12 +561,20 @@ mod tests {
                 holding.clone(),
                 Healthy,
                 "2026-01-01T00:01:30Z",
-                Next::Wait(Some(at("2026-01-01T00:02:00Z"))),
+                Next::Wait(Some(at("2026-01-01T00:02:01Z"))),
             ),
+            // Healthy since 00:01:00 may mean 00:01:00.999: a minute has
+            // surely passed at 00:02:01.
             (
                 holding.clone(),
                 Healthy,
                 "2026-01-01T00:02:00Z",
+                Next::Wait(Some(at("2026-01-01T00:02:01Z"))),
+            ),
+            (
+                holding.clone(),
+                Healthy,
+                "2026-01-01T00:02:01Z",
                 Next::Succeeded { entry: 0 },
             ),
             (

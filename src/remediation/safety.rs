@@ -8,6 +8,7 @@ use std::{borrow::Borrow, time::Duration};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::{Incident, StepResult};
+use crate::k8s::end_of_second;
 
 pub use crate::names::BREAKER_RESET_ANNOTATION;
 
@@ -141,7 +142,7 @@ pub fn check(
         ));
     }
     if let Some(last) = target_steps.iter().map(|s| s.started).max() {
-        let until = add(latest_start(last), limits.cooldown);
+        let until = add(end_of_second(last), limits.cooldown);
         if now < until {
             return Verdict::WaitUntil(
                 until,
@@ -152,7 +153,7 @@ pub fn check(
     let window_start = now.checked_sub(limits.window).unwrap_or(Timestamp::MIN);
     let in_window: Vec<Timestamp> = target_steps
         .iter()
-        .map(|s| latest_start(s.started))
+        .map(|s| end_of_second(s.started))
         .filter(|at| *at > window_start)
         .collect();
     if i32::try_from(in_window.len()).unwrap_or(i32::MAX) >= limits.max_actions
@@ -179,13 +180,6 @@ pub fn keeps_min_ready(ready: i32, max_unavailable: i32, min_ready: i32) -> bool
 
 fn add(at: Timestamp, duration: Duration) -> Timestamp {
     at.checked_add(duration).unwrap_or(Timestamp::MAX)
-}
-
-/// The latest a step may have begun: its ledger keeps the start in whole
-/// seconds, so the step may have begun up to a second after it, and a
-/// cooldown or a window counted from the stored second would end early.
-fn latest_start(started: Timestamp) -> Timestamp {
-    Timestamp::from_second(started.as_second().saturating_add(1)).unwrap_or(Timestamp::MAX)
 }
 
 #[cfg(test)]

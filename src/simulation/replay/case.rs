@@ -261,11 +261,11 @@ impl Signal {
             .steps
             .iter()
             .any(|s| s.result == StepResult::Succeeded);
-        let cleared = Time(status.detection.as_ref()?.cleared_at.as_ref()?.0);
+        let cleared = status.detection.as_ref()?.cleared_at.as_ref()?;
         if fixed_by_a_step {
             return None;
         }
-        let mut input = clock.input_at(Some(&cleared));
+        let mut input = clock.input_at(Some(cleared));
         match self.symptom {
             Some(Symptom::ProbeFailing) => input.probes.extend(self.probe(true)),
             Some(Symptom::AlertFiring) => {

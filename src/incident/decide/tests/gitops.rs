@@ -169,13 +169,13 @@ fn a_verified_step_under_a_hold_waits_on_git_instead_of_resolving() {
         .reconciled_by(flux(true, "main@sha1:bbbb", "main@sha1:bbbb"));
     let mut incident = world.incident();
     incident.status.as_mut().unwrap().steps[0].healthy_since =
-        Some(MicroTime(at("2026-01-01T00:01:00Z")));
-    let verified = decide(&incident, &world.seen_at("2026-01-01T00:02:00Z"));
+        Some(Time(at("2026-01-01T00:01:00Z")));
+    let verified = decide(&incident, &world.seen_at("2026-01-01T00:02:01Z"));
     assert_eq!(last_step(&verified).result, StepResult::Succeeded);
     assert_ne!(verified.status.phase, Some(Phase::Resolved));
     let waiting = decide(
         &after(incident, &verified),
-        &world.seen_at("2026-01-01T00:02:01Z"),
+        &world.seen_at("2026-01-01T00:02:02Z"),
     );
     assert_eq!(
         gitops_condition(&waiting),
@@ -417,7 +417,7 @@ fn a_release_still_rolling_out_or_still_being_applied_is_not_yet_judged() {
         .holding(|hold| {
             hold.resumed_at = Some(Time(at("2026-01-01T00:05:00Z")));
             hold.release = Some("main@sha1:cccc".into());
-            hold.healthy_since = Some(MicroTime(at("2026-01-01T00:05:01Z")));
+            hold.healthy_since = Some(Time(at("2026-01-01T00:05:01Z")));
         })
         .target(api(false, json!({})))
         .reconciled_by(flux(false, "main@sha1:cccc", "main@sha1:cccc"));
